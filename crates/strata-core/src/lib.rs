@@ -1,0 +1,15 @@
+//! # strata-core — the shared kernel
+//!
+//! Tier: none (every tier may depend on it; it depends on no other Strata crate).
+//!
+//! Holds what more than one tier must agree on and nothing else:
+//! - [`user`]: the user domain types, parsed once at the edge ("parse, don't validate"),
+//!   with every field limit in one place;
+//! - [`id`]: the Snowflake id generator (41-bit milliseconds, 10-bit node, 12-bit sequence);
+//! - [`ready`]: the one-line JSON readiness protocol every role process prints;
+//! - [`telemetry`]: logging setup shared by every role.
+
+pub mod id;
+pub mod ready;
+pub mod telemetry;
+pub mod user;

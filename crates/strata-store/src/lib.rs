@@ -1,0 +1,127 @@
+//! # strata-store — the data tier
+//!
+//! Tier: data. Depends on `strata-core` only; no other tier crate.
+//!
+//! [`Store`] is the one interface the web tier sees. It is shaped for what comes after the
+//! embedded engine:
+//! - every call that touches a user carries its [`UserId`] — the future shard key;
+//! - every write returns a [`CommitToken`], and every read takes a [`ReadRequirement`] that can
+//!   say "must see at least this commit" — the future read-your-writes across replicas;
+//! - every row has a per-user `version`, bumped on each write, which the web tier turns into
+//!   `ETag`s and checks for `If-Match` (optimistic concurrency).
+//!
+//! Engines: [`sqlite::SqliteStore`] (embedded default: one WAL-mode file, bundled SQLite).
+//! Guarantee: a write that returned `Ok` is durable in the engine (SQLite WAL with
+//! `synchronous=FULL` for API writes) and either fully applied or not at all.
+
+use async_trait::async_trait;
+use strata_core::user::{User, UserId, UserProfile};
+
+pub mod sqlite;
+
+/// A position in the store's commit order. Tokens from one store compare: a larger token is a
+/// later commit. For SQLite it is a sequence bumped by every write; for PostgreSQL it will be
+/// the commit LSN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct CommitToken(pub u64);
+
+/// What a read must see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReadRequirement {
+    /// The read must reflect every commit up to and including this one.
+    pub at_least: Option<CommitToken>,
+}
+
+impl ReadRequirement {
+    /// No requirement: any committed state will do.
+    pub const ANY: Self = Self { at_least: None };
+
+    pub fn at_least(token: CommitToken) -> Self {
+        Self { at_least: Some(token) }
+    }
+}
+
+/// A user as stored: the profile plus its row version (1 on creation, +1 per write).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredUser {
+    pub user: User,
+    pub version: u64,
+}
+
+/// What a successful write reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteReceipt {
+    /// The row version after the write (for a delete: the version that was deleted, +1).
+    pub version: u64,
+    /// Where the write sits in the commit order.
+    pub commit: CommitToken,
+}
+
+/// A condition on the current row version (from `If-Match`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    /// Write whatever the current version is.
+    None,
+    /// Write only if the current version is exactly this.
+    VersionIs(u64),
+}
+
+/// One page of a listing, in ascending id order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub users: Vec<StoredUser>,
+    /// The id to continue after, when more users may follow.
+    pub next_after: Option<UserId>,
+}
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("user {0} does not exist")]
+    NotFound(UserId),
+    #[error("user {0} already exists")]
+    AlreadyExists(UserId),
+    #[error("user {id} is at version {actual}, not {expected}")]
+    VersionMismatch { id: UserId, expected: u64, actual: u64 },
+    /// The store has not yet applied the commit the read asked for (a lagging replica).
+    #[error("the store has not yet reached commit {wanted:?} (at {current:?})")]
+    NotYetVisible { wanted: CommitToken, current: CommitToken },
+    /// The engine is down, busy past its timeout, or out of space: retry later.
+    #[error("the data store is unavailable: {0}")]
+    Unavailable(String),
+    /// A stored row could not be read back as a user. Never served.
+    #[error("stored data for user {id} is corrupt: {detail}")]
+    Corrupt { id: UserId, detail: String },
+    /// The data directory cannot be used (unreadable, not a Strata database, newer schema).
+    #[error("{0}")]
+    Unusable(String),
+}
+
+/// The data tier's interface. Implementations must be safe to share across tasks.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Inserts a new user. Fails with `AlreadyExists` if the id is taken.
+    async fn create(&self, user: &User) -> Result<WriteReceipt, StoreError>;
+
+    /// Reads one user, or `None` if there is none with this id.
+    async fn get(&self, id: UserId, need: ReadRequirement) -> Result<Option<StoredUser>, StoreError>;
+
+    /// Replaces a user's whole profile.
+    async fn replace(&self, id: UserId, profile: &UserProfile, pre: Precondition) -> Result<WriteReceipt, StoreError>;
+
+    /// Deletes a user.
+    async fn delete(&self, id: UserId, pre: Precondition) -> Result<WriteReceipt, StoreError>;
+
+    /// Up to `limit` users with ids greater than `after`, in ascending id order.
+    async fn list(&self, after: Option<UserId>, limit: u32, need: ReadRequirement) -> Result<Page, StoreError>;
+
+    /// Inserts many users in as few transactions as the engine likes (bulk load). Ids already
+    /// present are an error and nothing of that batch is applied.
+    async fn insert_batch(&self, users: Vec<User>) -> Result<CommitToken, StoreError>;
+
+    /// Checks the engine answers (for `/readyz`).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// A short name for logs and `/readyz` (`sqlite`, `postgres`).
+    fn engine(&self) -> &'static str;
+}
