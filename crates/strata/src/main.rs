@@ -1,1 +1,71 @@
-fn main() {}
+//! The `strata` binary: one subcommand per role or operation. It composes the tier crates;
+//! the tiers never depend on each other.
+//!
+//! Exit codes: 0 success, 1 the command failed (the message says why and what to do),
+//! 2 the command line was wrong (clap's usage error).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod orchestrate;
+mod roles;
+mod seed;
+
+/// Strata: a user-profile service and every tier that scales it, from one server to millions.
+///
+/// Start with `strata serve` (one process: API + SQLite + cache), then `strata up` to run a
+/// whole topology of role processes on this machine.
+#[derive(Debug, Parser)]
+#[command(name = "strata", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run stage 1 of the journey: the users API, SQLite and the read cache in one process.
+    Serve(roles::ServeArgs),
+    /// Run one API server role (as `strata up` starts it); prints a readiness line when bound.
+    Api(roles::ApiArgs),
+    /// Bulk-load synthetic users into a data directory, with a progress bar.
+    Seed(seed::SeedArgs),
+    /// Start every role of a topology as local processes and supervise them.
+    Up(orchestrate::UpArgs),
+    /// Stop a deployment started with `strata up -d` (or from another terminal).
+    Down(orchestrate::DownArgs),
+    /// Show each role of a running deployment: kind, pid, addresses, health.
+    Status(orchestrate::StatusArgs),
+    /// Print the deployment's logs, merged and prefixed by role.
+    Logs(orchestrate::LogsArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => roles::serve(args).await,
+            Command::Api(args) => roles::api(args).await,
+            Command::Seed(args) => seed::run(args).await,
+            Command::Up(args) => orchestrate::up(args).await,
+            Command::Down(args) => orchestrate::down(args).await,
+            Command::Status(args) => orchestrate::status(args).await,
+            Command::Logs(args) => orchestrate::logs(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
