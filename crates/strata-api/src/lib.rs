@@ -1,1 +1,126 @@
-//! placeholder
+//! # strata-api — the web tier
+//!
+//! Tier: web. Depends on `strata-core` (domain types), and on the `Store` trait of
+//! `strata-store` and the `VersionedCache` of `strata-cache` — the engines behind them are
+//! chosen by the binary, never here.
+//!
+//! A stateless axum server for user profiles under `/users`, plus `/healthz`, `/readyz`,
+//! `/metrics` and `/openapi.json`. Guarantees:
+//! - every error is RFC 9457 `application/problem+json`, naming each field or parameter at
+//!   fault; no input can crash the server or leave a half-written user;
+//! - a write answered 2xx has committed in the store; this server never serves a value older
+//!   than one it wrote itself;
+//! - every request is logged once and measured (see [`observe`]);
+//! - [`Application::run_until_stopped`] drains in-flight requests before returning.
+//!
+//! Build, then run: [`Application::build`] binds (port 0 allowed) and reports the real address.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use strata_cache::{CacheConfig, VersionedCache};
+use strata_core::id::SnowflakeGenerator;
+use strata_core::user::UserId;
+use strata_store::Store;
+use tokio::net::TcpListener;
+
+pub mod observe;
+pub mod openapi;
+pub mod ops;
+pub mod problem;
+pub mod request;
+pub mod users;
+
+pub use users::CachedUser;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub cache: VersionedCache<UserId, CachedUser>,
+    pub ids: Arc<SnowflakeGenerator>,
+    pub metrics: PrometheusHandle,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("engine", &self.store.engine())
+            .field("ids", &self.ids)
+            .finish()
+    }
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, ids: SnowflakeGenerator, cache: CacheConfig) -> Self {
+        Self {
+            store,
+            cache: VersionedCache::new(cache),
+            ids: Arc::new(ids),
+            metrics: observe::metrics_handle(),
+        }
+    }
+}
+
+/// The router: every route, the problem+json fallbacks, and the observing middleware.
+pub fn app(state: AppState) -> Router {
+    use axum::routing::{get as g, post};
+    Router::new()
+        .route("/users", post(users::create).get(users::list))
+        .route(
+            "/users/{id}",
+            g(users::get_one)
+                .put(users::replace)
+                .patch(users::patch)
+                .delete(users::delete),
+        )
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .fallback(|| async { problem::ApiError::NoRoute })
+        .method_not_allowed_fallback(|| async { problem::ApiError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn(observe::observe))
+        .with_state(state)
+}
+
+/// A bound, not yet serving, API server.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    state: AppState,
+}
+
+impl Application {
+    /// Binds `addr` (port 0 picks a free port).
+    pub async fn build(addr: SocketAddr, state: AppState) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        Ok(Self {
+            listener,
+            addr,
+            state,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and waits for in-flight
+    /// requests to finish.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(self.listener, app(self.state))
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}

@@ -27,7 +27,9 @@ const MAX_TIMESTAMP: u64 = (1 << 41) - 1;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
     /// The clock reads earlier than the last id issued; retry once it has caught up.
-    #[error("the system clock moved backwards by {behind_ms} ms; refusing to issue ids until it catches up")]
+    #[error(
+        "the system clock moved backwards by {behind_ms} ms; refusing to issue ids until it catches up"
+    )]
     ClockMovedBackwards { behind_ms: u64 },
     /// The clock reads before the custom epoch or past the 41-bit range.
     #[error("the system clock reads {now_ms} ms since the Unix epoch, outside the id range")]
@@ -113,7 +115,10 @@ impl SnowflakeGenerator {
     /// The next id. Within one millisecond up to 4096 ids are issued; the 4097th waits for the
     /// next millisecond (a busy wait of under a millisecond).
     pub fn next_id(&self) -> Result<u64, IdError> {
-        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut now = self.timestamp()?;
         if now < state.last_ms {
             return Err(IdError::ClockMovedBackwards {
@@ -190,7 +195,11 @@ mod tests {
         assert_eq!(a, (1000 << 22) | (5 << 12));
         assert_eq!(
             decompose(b),
-            IdParts { unix_ms: EPOCH_MS + 1000, node_id: 5, sequence: 1 }
+            IdParts {
+                unix_ms: EPOCH_MS + 1000,
+                node_id: 5,
+                sequence: 1
+            }
         );
         assert!(a < (1 << 63), "ids fit a signed 64-bit column");
     }
@@ -200,7 +209,10 @@ mod tests {
         let (g, t) = manual(EPOCH_MS + 5000);
         let first = g.next_id().expect("id");
         t.store(EPOCH_MS + 4990, Ordering::SeqCst);
-        assert_eq!(g.next_id(), Err(IdError::ClockMovedBackwards { behind_ms: 10 }));
+        assert_eq!(
+            g.next_id(),
+            Err(IdError::ClockMovedBackwards { behind_ms: 10 })
+        );
         t.store(EPOCH_MS + 5000, Ordering::SeqCst);
         let again = g.next_id().expect("caught up");
         assert!(again > first);
@@ -208,7 +220,10 @@ mod tests {
 
     #[test]
     fn node_ids_above_1023_are_refused() {
-        assert_eq!(SnowflakeGenerator::new(1024).err(), Some(NodeIdOutOfRange(1024)));
+        assert_eq!(
+            SnowflakeGenerator::new(1024).err(),
+            Some(NodeIdOutOfRange(1024))
+        );
         assert!(SnowflakeGenerator::new(1023).is_ok());
     }
 
@@ -218,13 +233,20 @@ mod tests {
         let handles: Vec<_> = (0..4)
             .map(|_| {
                 let g = g.clone();
-                std::thread::spawn(move || (0..20_000).map(|_| g.next_id().expect("id")).collect::<Vec<_>>())
+                std::thread::spawn(move || {
+                    (0..20_000)
+                        .map(|_| g.next_id().expect("id"))
+                        .collect::<Vec<_>>()
+                })
             })
             .collect();
         let mut all = Vec::new();
         for h in handles {
             let ids = h.join().expect("thread");
-            assert!(ids.windows(2).all(|w| w[0] < w[1]), "increasing within a thread");
+            assert!(
+                ids.windows(2).all(|w| w[0] < w[1]),
+                "increasing within a thread"
+            );
             all.extend(ids);
         }
         let n = all.len();

@@ -21,7 +21,11 @@ pub struct ReadyLine {
 
 impl ReadyLine {
     pub fn new(role: impl Into<String>) -> Self {
-        Self { ready: true, role: role.into(), addrs: BTreeMap::new() }
+        Self {
+            ready: true,
+            role: role.into(),
+            addrs: BTreeMap::new(),
+        }
     }
 
     pub fn with_addr(mut self, name: impl Into<String>, addr: impl ToString) -> Self {
@@ -39,7 +43,9 @@ impl ReadyLine {
 
     /// Parses a line, returning `None` for anything that is not a readiness line.
     pub fn parse(line: &str) -> Option<Self> {
-        serde_json::from_str::<Self>(line.trim()).ok().filter(|r| r.ready)
+        serde_json::from_str::<Self>(line.trim())
+            .ok()
+            .filter(|r| r.ready)
     }
 }
 
@@ -51,9 +57,15 @@ mod tests {
     fn a_ready_line_round_trips_and_other_lines_are_ignored() {
         let line = ReadyLine::new("api").with_addr("http", "127.0.0.1:4000");
         let text = serde_json::to_string(&line).expect("json");
-        assert_eq!(text, r#"{"ready":true,"role":"api","addrs":{"http":"127.0.0.1:4000"}}"#);
+        assert_eq!(
+            text,
+            r#"{"ready":true,"role":"api","addrs":{"http":"127.0.0.1:4000"}}"#
+        );
         assert_eq!(ReadyLine::parse(&text), Some(line));
         assert_eq!(ReadyLine::parse("starting up"), None);
-        assert_eq!(ReadyLine::parse(r#"{"ready":false,"role":"api","addrs":{}}"#), None);
+        assert_eq!(
+            ReadyLine::parse(r#"{"ready":false,"role":"api","addrs":{}}"#),
+            None
+        );
     }
 }

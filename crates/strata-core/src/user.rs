@@ -72,7 +72,10 @@ pub struct FieldViolation {
 
 impl FieldViolation {
     pub fn new(pointer: impl Into<String>, detail: impl Into<String>) -> Self {
-        Self { pointer: pointer.into(), detail: detail.into() }
+        Self {
+            pointer: pointer.into(),
+            detail: detail.into(),
+        }
     }
 }
 
@@ -150,7 +153,10 @@ impl UserProfile {
     pub fn parse(body: &Value, id_field: IdField) -> Result<Self, Vec<FieldViolation>> {
         let mut errors = Vec::new();
         let Some(obj) = body.as_object() else {
-            return Err(vec![FieldViolation::new("", "the body must be a JSON object")]);
+            return Err(vec![FieldViolation::new(
+                "",
+                "the body must be a JSON object",
+            )]);
         };
         unknown_fields(obj, &TOP_FIELDS, "", &mut errors);
         match (obj.get("id"), id_field) {
@@ -168,8 +174,20 @@ impl UserProfile {
                 }
             }
         }
-        let first_name = text(obj, "firstName", "/firstName", limits::NAME_MAX_CHARS, &mut errors);
-        let last_name = text(obj, "lastName", "/lastName", limits::NAME_MAX_CHARS, &mut errors);
+        let first_name = text(
+            obj,
+            "firstName",
+            "/firstName",
+            limits::NAME_MAX_CHARS,
+            &mut errors,
+        );
+        let last_name = text(
+            obj,
+            "lastName",
+            "/lastName",
+            limits::NAME_MAX_CHARS,
+            &mut errors,
+        );
         let address = match obj.get("address") {
             None => {
                 errors.push(FieldViolation::new("/address", "is required"));
@@ -189,7 +207,12 @@ impl UserProfile {
             (Some(first_name), Some(last_name), Some(address), Some(phone_numbers))
                 if errors.is_empty() =>
             {
-                Ok(Self { first_name, last_name, address, phone_numbers })
+                Ok(Self {
+                    first_name,
+                    last_name,
+                    address,
+                    phone_numbers,
+                })
             }
             _ => Err(errors),
         }
@@ -217,7 +240,10 @@ impl User {
         });
         let profile = UserProfile::parse(&doc, IdField::Forbidden)
             .unwrap_or_else(|e| unreachable!("the canonical user is valid: {e:?}"));
-        User { id: UserId(12), profile }
+        User {
+            id: UserId(12),
+            profile,
+        }
     }
 
     /// The full representation, `id` first.
@@ -242,12 +268,20 @@ pub fn escape_pointer_token(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }
 
-fn unknown_fields(obj: &Map<String, Value>, known: &[&str], prefix: &str, errors: &mut Vec<FieldViolation>) {
+fn unknown_fields(
+    obj: &Map<String, Value>,
+    known: &[&str],
+    prefix: &str,
+    errors: &mut Vec<FieldViolation>,
+) {
     for key in obj.keys() {
         if !known.contains(&key.as_str()) {
             errors.push(FieldViolation::new(
                 format!("{prefix}/{}", escape_pointer_token(key)),
-                format!("is not a field of this object (known: {})", known.join(", ")),
+                format!(
+                    "is not a field of this object (known: {})",
+                    known.join(", ")
+                ),
             ));
         }
     }
@@ -267,7 +301,13 @@ fn check_text(s: &str, max: usize) -> Result<(), String> {
     Ok(())
 }
 
-fn text(obj: &Map<String, Value>, key: &str, pointer: &str, max: usize, errors: &mut Vec<FieldViolation>) -> Option<Text> {
+fn text(
+    obj: &Map<String, Value>,
+    key: &str,
+    pointer: &str,
+    max: usize,
+    errors: &mut Vec<FieldViolation>,
+) -> Option<Text> {
     match obj.get(key) {
         None => {
             errors.push(FieldViolation::new(pointer, "is required"));
@@ -281,7 +321,10 @@ fn text(obj: &Map<String, Value>, key: &str, pointer: &str, max: usize, errors: 
             }
         },
         Some(other) => {
-            errors.push(FieldViolation::new(pointer, format!("must be a string, not {}", kind(other))));
+            errors.push(FieldViolation::new(
+                pointer,
+                format!("must be a string, not {}", kind(other)),
+            ));
             None
         }
     }
@@ -289,11 +332,28 @@ fn text(obj: &Map<String, Value>, key: &str, pointer: &str, max: usize, errors: 
 
 fn parse_address(a: &Map<String, Value>, errors: &mut Vec<FieldViolation>) -> Option<Address> {
     unknown_fields(a, &ADDRESS_FIELDS, "/address", errors);
-    let street_address = text(a, "streetAddress", "/address/streetAddress", limits::STREET_MAX_CHARS, errors);
+    let street_address = text(
+        a,
+        "streetAddress",
+        "/address/streetAddress",
+        limits::STREET_MAX_CHARS,
+        errors,
+    );
     let city = text(a, "city", "/address/city", limits::CITY_MAX_CHARS, errors);
-    let state = text(a, "state", "/address/state", limits::STATE_MAX_CHARS, errors);
+    let state = text(
+        a,
+        "state",
+        "/address/state",
+        limits::STATE_MAX_CHARS,
+        errors,
+    );
     let postal_code = parse_postal_code(a.get("postalCode"), errors);
-    Some(Address { street_address: street_address?, city: city?, state: state?, postal_code: postal_code? })
+    Some(Address {
+        street_address: street_address?,
+        city: city?,
+        state: state?,
+        postal_code: postal_code?,
+    })
 }
 
 fn parse_postal_code(v: Option<&Value>, errors: &mut Vec<FieldViolation>) -> Option<PostalCode> {
@@ -318,8 +378,14 @@ fn parse_postal_code(v: Option<&Value>, errors: &mut Vec<FieldViolation>) -> Opt
         },
         Some(Value::String(s)) => {
             let chars = s.chars().count();
-            let ok_chars = s.chars().all(|c| c.is_ascii_alphanumeric() || c == ' ' || c == '-');
-            if chars == 0 || chars > limits::POSTAL_CODE_MAX_CHARS || !ok_chars || s.trim().is_empty() {
+            let ok_chars = s
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == ' ' || c == '-');
+            if chars == 0
+                || chars > limits::POSTAL_CODE_MAX_CHARS
+                || !ok_chars
+                || s.trim().is_empty()
+            {
                 errors.push(FieldViolation::new(
                     P,
                     format!(
@@ -333,7 +399,10 @@ fn parse_postal_code(v: Option<&Value>, errors: &mut Vec<FieldViolation>) -> Opt
             }
         }
         Some(other) => {
-            errors.push(FieldViolation::new(P, format!("must be a number or a string, not {}", kind(other))));
+            errors.push(FieldViolation::new(
+                P,
+                format!("must be a number or a string, not {}", kind(other)),
+            ));
             None
         }
     }
@@ -345,14 +414,21 @@ fn parse_phones(v: Option<&Value>, errors: &mut Vec<FieldViolation>) -> Option<V
         None => return Some(Vec::new()),
         Some(Value::Array(items)) => items,
         Some(other) => {
-            errors.push(FieldViolation::new(P, format!("must be an array of strings, not {}", kind(other))));
+            errors.push(FieldViolation::new(
+                P,
+                format!("must be an array of strings, not {}", kind(other)),
+            ));
             return None;
         }
     };
     if items.len() > limits::PHONE_NUMBERS_MAX {
         errors.push(FieldViolation::new(
             P,
-            format!("must have at most {} entries (got {})", limits::PHONE_NUMBERS_MAX, items.len()),
+            format!(
+                "must have at most {} entries (got {})",
+                limits::PHONE_NUMBERS_MAX,
+                items.len()
+            ),
         ));
         return None;
     }
@@ -363,8 +439,14 @@ fn parse_phones(v: Option<&Value>, errors: &mut Vec<FieldViolation>) -> Option<V
         match item {
             Value::String(s) => {
                 let chars = s.chars().count();
-                let allowed = s.chars().all(|c| c.is_ascii_digit() || " +-().x".contains(c));
-                if chars == 0 || chars > limits::PHONE_NUMBER_MAX_CHARS || !allowed || !s.chars().any(|c| c.is_ascii_digit()) {
+                let allowed = s
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || " +-().x".contains(c));
+                if chars == 0
+                    || chars > limits::PHONE_NUMBER_MAX_CHARS
+                    || !allowed
+                    || !s.chars().any(|c| c.is_ascii_digit())
+                {
                     errors.push(FieldViolation::new(
                         pointer,
                         format!(
@@ -376,7 +458,10 @@ fn parse_phones(v: Option<&Value>, errors: &mut Vec<FieldViolation>) -> Option<V
                     phones.push(PhoneNumber(s.clone()));
                 }
             }
-            other => errors.push(FieldViolation::new(pointer, format!("must be a string, not {}", kind(other)))),
+            other => errors.push(FieldViolation::new(
+                pointer,
+                format!("must be a string, not {}", kind(other)),
+            )),
         }
     }
     (errors.len() == before).then_some(phones)
@@ -440,7 +525,10 @@ impl<'de> Deserialize<'de> for UserProfile {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let v = Value::deserialize(d)?;
         UserProfile::parse(&v, IdField::Forbidden).map_err(|errs| {
-            let list: Vec<String> = errs.iter().map(|e| format!("{} {}", e.pointer, e.detail)).collect();
+            let list: Vec<String> = errs
+                .iter()
+                .map(|e| format!("{} {}", e.pointer, e.detail))
+                .collect();
             serde::de::Error::custom(format!("invalid user profile: {}", list.join("; ")))
         })
     }
@@ -456,12 +544,19 @@ mod tests {
 
     #[test]
     fn the_canonical_user_serializes_field_for_field() {
-        assert_eq!(serde_json::to_string(&User::canonical()).expect("json"), CANONICAL);
+        assert_eq!(
+            serde_json::to_string(&User::canonical()).expect("json"),
+            CANONICAL
+        );
     }
 
     #[test]
     fn postal_codes_keep_the_form_they_were_given() {
-        for (given, expect) in [(json!("02134"), "\"02134\""), (json!(10021), "10021"), (json!("SW1A 1AA"), "\"SW1A 1AA\"")] {
+        for (given, expect) in [
+            (json!("02134"), "\"02134\""),
+            (json!(10021), "10021"),
+            (json!("SW1A 1AA"), "\"SW1A 1AA\""),
+        ] {
             let mut doc: Value = serde_json::from_str(CANONICAL).expect("json");
             doc.as_object_mut().expect("object").remove("id");
             doc["address"]["postalCode"] = given;
@@ -483,7 +578,16 @@ mod tests {
         });
         let errs = UserProfile::parse(&doc, IdField::Forbidden).expect_err("invalid");
         let pointers: Vec<&str> = errs.iter().map(|e| e.pointer.as_str()).collect();
-        for p in ["/id", "/firstName", "/lastName", "/address/postalCode", "/address/zip", "/phoneNumbers/1", "/phoneNumbers/2", "/nickname"] {
+        for p in [
+            "/id",
+            "/firstName",
+            "/lastName",
+            "/address/postalCode",
+            "/address/zip",
+            "/phoneNumbers/1",
+            "/phoneNumbers/2",
+            "/nickname",
+        ] {
             assert!(pointers.contains(&p), "{p} missing from {pointers:?}");
         }
         assert_eq!(pointers.len(), 8, "{errs:?}");
@@ -497,10 +601,16 @@ mod tests {
         assert!(UserProfile::parse(&ok, IdField::Forbidden).is_ok());
         let mut long = base();
         long["firstName"] = json!("a".repeat(limits::NAME_MAX_CHARS + 1));
-        assert_eq!(UserProfile::parse(&long, IdField::Forbidden).expect_err("too long")[0].pointer, "/firstName");
+        assert_eq!(
+            UserProfile::parse(&long, IdField::Forbidden).expect_err("too long")[0].pointer,
+            "/firstName"
+        );
         let mut phones = base();
         phones["phoneNumbers"] = json!(vec!["1"; limits::PHONE_NUMBERS_MAX + 1]);
-        assert_eq!(UserProfile::parse(&phones, IdField::Forbidden).expect_err("too many")[0].pointer, "/phoneNumbers");
+        assert_eq!(
+            UserProfile::parse(&phones, IdField::Forbidden).expect_err("too many")[0].pointer,
+            "/phoneNumbers"
+        );
         let mut zip = base();
         zip["address"]["postalCode"] = json!("1".repeat(limits::POSTAL_CODE_MAX_CHARS + 1));
         assert!(UserProfile::parse(&zip, IdField::Forbidden).is_err());
@@ -518,14 +628,18 @@ mod tests {
     #[test]
     fn user_ids_parse_only_from_plain_decimal_digits() {
         assert_eq!("12".parse::<UserId>(), Ok(UserId(12)));
-        assert_eq!("18446744073709551615".parse::<UserId>(), Ok(UserId(u64::MAX)));
+        assert_eq!(
+            "18446744073709551615".parse::<UserId>(),
+            Ok(UserId(u64::MAX))
+        );
         for bad in ["", "-1", "+1", " 1", "1.0", "abc", "18446744073709551616"] {
             assert!(bad.parse::<UserId>().is_err(), "{bad:?}");
         }
     }
 
     fn text_strategy(max: usize) -> impl Strategy<Value = String> {
-        proptest::string::string_regex(&format!("[A-Za-zÀ-ÿ0-9 .,'-]{{0,{}}}[A-Za-z]", max - 1)).expect("regex")
+        proptest::string::string_regex(&format!("[A-Za-zÀ-ÿ0-9 .,'-]{{0,{}}}[A-Za-z]", max - 1))
+            .expect("regex")
     }
 
     prop_compose! {

@@ -1,0 +1,141 @@
+//! Cross-cutting request handling, as one middleware: request ids, a total-time limit, one
+//! structured log line per request, and Prometheus metrics.
+//!
+//! Metric names follow `strata_<tier>_<thing>_<unit>`:
+//! - `strata_http_requests_total{method,route,status}` — request rate by route and status;
+//! - `strata_http_errors_total{method,route,status}` — responses with status ≥ 500 or 4xx;
+//! - `strata_http_request_duration_seconds{method,route,status}` — latency histogram with
+//!   explicit buckets from 0.5 ms to 10 s;
+//! - `strata_http_requests_in_flight` — gauge.
+//!
+//! `route` is the matched route template (`/users/{id}`), never the raw path, so label
+//! cardinality stays bounded; unmatched paths are counted as `unmatched`.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::problem::ApiError;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Longest request id accepted from a client; longer or non-printable ones are replaced.
+pub const REQUEST_ID_MAX_LEN: usize = 128;
+/// Total time a request may take before it is answered 503.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The process-wide Prometheus recorder (installed once, shared by every app in the process).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (an embedding program): then our
+            // handle renders only what we registered, which is still correct output.
+            let _ = metrics::set_global_recorder(recorder);
+            metrics::describe_counter!(
+                "strata_http_requests_total",
+                "HTTP requests served, by method, route and status."
+            );
+            metrics::describe_counter!(
+                "strata_http_errors_total",
+                "HTTP requests answered with a 4xx or 5xx status."
+            );
+            metrics::describe_histogram!(
+                "strata_http_request_duration_seconds",
+                metrics::Unit::Seconds,
+                "Time from request head to response head."
+            );
+            metrics::describe_gauge!(
+                "strata_http_requests_in_flight",
+                "Requests being served now."
+            );
+            handle
+        })
+        .clone()
+}
+
+fn valid_request_id(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty() && b.len() <= REQUEST_ID_MAX_LEN && b.iter().all(|c| c.is_ascii_graphic())
+}
+
+fn new_request_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{:016x}{:04x}{:08x}",
+        nanos,
+        std::process::id() & 0xffff,
+        n & 0xffff_ffff
+    )
+}
+
+/// The middleware: wraps every request.
+pub async fn observe(mut req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let request_id = match req.headers().get(&REQUEST_ID) {
+        Some(v) if valid_request_id(v) => v.clone(),
+        _ => {
+            let v = HeaderValue::from_str(&new_request_id())
+                .unwrap_or(HeaderValue::from_static("unknown"));
+            req.headers_mut().insert(REQUEST_ID, v.clone());
+            v
+        }
+    };
+    let in_flight = metrics::gauge!("strata_http_requests_in_flight");
+    in_flight.increment(1.0);
+    let mut response = match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::Timeout(REQUEST_TIMEOUT).into_response(),
+    };
+    in_flight.decrement(1.0);
+    let elapsed = start.elapsed();
+    let status = response.status();
+    response
+        .headers_mut()
+        .insert(REQUEST_ID, request_id.clone());
+    let labels = [
+        ("method", method.to_string()),
+        ("route", route.clone()),
+        ("status", status.as_u16().to_string()),
+    ];
+    metrics::counter!("strata_http_requests_total", &labels).increment(1);
+    if status.is_client_error() || status.is_server_error() {
+        metrics::counter!("strata_http_errors_total", &labels).increment(1);
+    }
+    metrics::histogram!("strata_http_request_duration_seconds", &labels)
+        .record(elapsed.as_secs_f64());
+    tracing::info!(
+        method = %method,
+        route = %route,
+        status = status.as_u16(),
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        request_id = %String::from_utf8_lossy(request_id.as_bytes()),
+        "request"
+    );
+    response
+}

@@ -1,0 +1,522 @@
+//! `/users`: create, read, replace, merge-patch, delete and list user profiles.
+//!
+//! Reads go through the versioned L1 cache; writes commit to the store first and then offer
+//! the committed row (or a tombstone) to the cache, so this server never serves a value older
+//! than its own last write. Every response to a read carries a strong `ETag` (`"v<version>"`);
+//! writes honour `If-Match` and answer 412 when it is stale. Write responses carry the commit
+//! token in `Strata-Commit`; a read that sends it back in `Strata-Read-After` is served from
+//! state at least that new (read-your-writes, which replicas will need).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+use serde_json::Value;
+use strata_cache::Versioned;
+use strata_core::user::{IdField, User, UserId, UserProfile};
+use strata_store::{
+    CommitToken, Precondition, ReadRequirement, StoreError, StoredUser, WriteReceipt,
+};
+
+use crate::AppState;
+use crate::problem::ApiError;
+use crate::request::{EntityTags, JsonKind, entity_tags, etag, json_body, user_id};
+
+/// Response header carrying the commit token of a write.
+pub const COMMIT_HEADER: HeaderName = HeaderName::from_static("strata-commit");
+/// Request header asking a read to reflect at least this commit.
+pub const READ_AFTER_HEADER: HeaderName = HeaderName::from_static("strata-read-after");
+
+/// Page size limits for `GET /users`.
+pub const LIST_DEFAULT_LIMIT: u32 = 20;
+pub const LIST_MAX_LIMIT: u32 = 100;
+
+/// What the cache keeps per user id: the rendered representation, or a tombstone.
+#[derive(Debug, Clone)]
+pub struct CachedUser {
+    version: u64,
+    body: Option<Bytes>,
+}
+
+impl CachedUser {
+    fn present(stored: &StoredUser) -> Self {
+        let body = serde_json::to_vec(&stored.user).map(Bytes::from).ok();
+        Self {
+            version: stored.version,
+            body,
+        }
+    }
+    fn deleted(version: u64) -> Self {
+        Self {
+            version,
+            body: None,
+        }
+    }
+}
+
+impl Versioned for CachedUser {
+    fn version(&self) -> u64 {
+        self.version
+    }
+    fn weight(&self) -> u32 {
+        64 + self.body.as_ref().map_or(0, |b| b.len() as u32)
+    }
+}
+
+fn read_requirement(headers: &HeaderMap) -> Result<ReadRequirement, ApiError> {
+    match headers.get(&READ_AFTER_HEADER) {
+        None => Ok(ReadRequirement::ANY),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(|t| ReadRequirement::at_least(CommitToken(t)))
+            .ok_or(ApiError::InvalidParameter {
+                parameter: "Strata-Read-After",
+                detail: "must be a commit token as returned in Strata-Commit (a decimal number)"
+                    .into(),
+            }),
+    }
+}
+
+/// Loads a user through the cache. `None` when absent or deleted.
+async fn load(
+    state: &AppState,
+    id: UserId,
+    need: ReadRequirement,
+) -> Result<Option<CachedUser>, ApiError> {
+    if need.at_least.is_some() {
+        // A read-after requirement goes to the store, which knows commit positions; the result
+        // then refreshes the cache.
+        let found = state.store.get(id, need).await?;
+        return Ok(match found {
+            Some(stored) => {
+                let cached = CachedUser::present(&stored);
+                state.cache.offer(id, cached.clone()).await;
+                Some(cached)
+            }
+            None => None,
+        });
+    }
+    let store = state.store.clone();
+    let cached = state
+        .cache
+        .get_or_load(&id, || async move {
+            Ok::<_, StoreError>(
+                store
+                    .get(id, ReadRequirement::ANY)
+                    .await?
+                    .map(|s| CachedUser::present(&s)),
+            )
+        })
+        .await
+        .map_err(|e| ApiError::from(clone_store_error(&e)))?;
+    Ok(cached.filter(|c| c.body.is_some()))
+}
+
+fn clone_store_error(e: &Arc<StoreError>) -> StoreError {
+    match e.as_ref() {
+        StoreError::NotFound(id) => StoreError::NotFound(*id),
+        StoreError::AlreadyExists(id) => StoreError::AlreadyExists(*id),
+        StoreError::VersionMismatch {
+            id,
+            expected,
+            actual,
+        } => StoreError::VersionMismatch {
+            id: *id,
+            expected: *expected,
+            actual: *actual,
+        },
+        StoreError::NotYetVisible { wanted, current } => StoreError::NotYetVisible {
+            wanted: *wanted,
+            current: *current,
+        },
+        StoreError::Unavailable(s) => StoreError::Unavailable(s.clone()),
+        StoreError::Corrupt { id, detail } => StoreError::Corrupt {
+            id: *id,
+            detail: detail.clone(),
+        },
+        StoreError::Unusable(s) => StoreError::Unusable(s.clone()),
+    }
+}
+
+fn json_response(status: StatusCode, body: Bytes, version: u64) -> Response {
+    let mut r = (status, body).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&etag(version)) {
+        h.insert(header::ETAG, v);
+    }
+    // Profiles are public, but change: caches must revalidate (ETag makes that cheap).
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+fn with_commit(mut r: Response, receipt: WriteReceipt) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&receipt.commit.0.to_string()) {
+        r.headers_mut().insert(COMMIT_HEADER, v);
+    }
+    r
+}
+
+/// Creates a user; the server assigns the id.
+#[utoipa::path(post, path = "/users", tag = "users",
+    request_body(content = crate::openapi::UserInput, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created; `Location` names the new user", body = crate::openapi::UserDoc),
+        (status = 400, description = "Malformed JSON", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the limit", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, each named by a JSON pointer", body = crate::problem::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let doc = json_body(&headers, body, JsonKind::Json).await?;
+    let profile = UserProfile::parse(&doc, IdField::Forbidden).map_err(ApiError::InvalidFields)?;
+    let id = state
+        .ids
+        .next_id()
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let user = User {
+        id: UserId(id),
+        profile,
+    };
+    let receipt = state.store.create(&user).await?;
+    let stored = StoredUser {
+        user,
+        version: receipt.version,
+    };
+    let cached = CachedUser::present(&stored);
+    state.cache.offer(stored.user.id, cached.clone()).await;
+    let mut r = json_response(
+        StatusCode::CREATED,
+        cached.body.unwrap_or_default(),
+        receipt.version,
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("/users/{id}")) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(with_commit(r, receipt))
+}
+
+/// Reads one user.
+#[utoipa::path(get, path = "/users/{id}", tag = "users",
+    params(("id" = u64, Path, description = "User id (unsigned 64-bit, decimal)"),
+           ("If-None-Match" = Option<String>, Header, description = "ETag(s) the client holds: 304 if current"),
+           ("Strata-Read-After" = Option<u64>, Header, description = "Serve state at least this new (a Strata-Commit value)")),
+    responses(
+        (status = 200, description = "The user", body = crate::openapi::UserDoc),
+        (status = 304, description = "Not modified"),
+        (status = 400, description = "Not a valid id", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user", body = crate::problem::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_one(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = user_id(&raw)?;
+    let need = read_requirement(&headers)?;
+    let inm = entity_tags(&headers, header::IF_NONE_MATCH)?;
+    let cached = load(&state, id, need)
+        .await?
+        .ok_or(ApiError::UserNotFound(id))?;
+    let tag = etag(cached.version);
+    if inm.is_some_and(|t| t.matches_weak(&tag)) {
+        let mut r = StatusCode::NOT_MODIFIED.into_response();
+        if let Ok(v) = HeaderValue::from_str(&tag) {
+            r.headers_mut().insert(header::ETAG, v);
+        }
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        return Ok(r);
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        cached.body.unwrap_or_default(),
+        cached.version,
+    ))
+}
+
+/// The precondition a write runs under, from `If-Match` and the current version.
+fn precondition(
+    if_match: &Option<EntityTags>,
+    id: UserId,
+    current: Option<u64>,
+) -> Result<Precondition, ApiError> {
+    match (if_match, current) {
+        (None, _) => Ok(Precondition::None),
+        (Some(_), None) => Err(ApiError::PreconditionFailed {
+            id,
+            current_version: None,
+        }),
+        (Some(tags), Some(v)) => {
+            if tags.matches_strong(&etag(v)) {
+                Ok(Precondition::VersionIs(v))
+            } else {
+                Err(ApiError::PreconditionFailed {
+                    id,
+                    current_version: Some(v),
+                })
+            }
+        }
+    }
+}
+
+/// Replaces a user's whole profile.
+#[utoipa::path(put, path = "/users/{id}", tag = "users",
+    params(("id" = u64, Path, description = "User id"),
+           ("If-Match" = Option<String>, Header, description = "Replace only if the user is still at this ETag")),
+    request_body(content = crate::openapi::UserInput, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Replaced", body = crate::openapi::UserDoc),
+        (status = 404, description = "No such user", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match is stale", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = crate::problem::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn replace(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = user_id(&raw)?;
+    let if_match = entity_tags(&headers, header::IF_MATCH)?;
+    let doc = json_body(&headers, body, JsonKind::Json).await?;
+    let profile =
+        UserProfile::parse(&doc, IdField::MayEqual(id)).map_err(ApiError::InvalidFields)?;
+    let pre = match &if_match {
+        None => Precondition::None,
+        Some(tags) => match tags.single_version() {
+            // A single tag of ours: let the store check it atomically.
+            Some(v) => Precondition::VersionIs(v),
+            None => {
+                let current = state
+                    .store
+                    .get(id, ReadRequirement::ANY)
+                    .await?
+                    .map(|s| s.version);
+                if current.is_none() {
+                    return Err(ApiError::UserNotFound(id));
+                }
+                precondition(&if_match, id, current)?
+            }
+        },
+    };
+    let receipt = state.store.replace(id, &profile, pre).await?;
+    Ok(with_commit(
+        commit_and_render(&state, User { id, profile }, receipt).await,
+        receipt,
+    ))
+}
+
+async fn commit_and_render(state: &AppState, user: User, receipt: WriteReceipt) -> Response {
+    let id = user.id;
+    let cached = CachedUser::present(&StoredUser {
+        user,
+        version: receipt.version,
+    });
+    state.cache.offer(id, cached.clone()).await;
+    json_response(
+        StatusCode::OK,
+        cached.body.unwrap_or_default(),
+        receipt.version,
+    )
+}
+
+/// Applies a JSON Merge Patch (RFC 7396).
+#[utoipa::path(patch, path = "/users/{id}", tag = "users",
+    params(("id" = u64, Path, description = "User id"),
+           ("If-Match" = Option<String>, Header, description = "Patch only if the user is still at this ETag")),
+    request_body(content = Object, content_type = "application/merge-patch+json", description = "A JSON Merge Patch of the user"),
+    responses(
+        (status = 200, description = "Patched", body = crate::openapi::UserDoc),
+        (status = 404, description = "No such user", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match is stale", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/merge-patch+json", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The patched user would be invalid", body = crate::problem::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn patch(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = user_id(&raw)?;
+    let if_match = entity_tags(&headers, header::IF_MATCH)?;
+    let patch_doc = json_body(&headers, body, JsonKind::MergePatch).await?;
+    // Read-modify-write under optimistic concurrency: the store applies the result only if
+    // the user is still at the version the patch was applied to. Without If-Match a lost race
+    // is retried on the fresh row; with If-Match it is the client's 412.
+    for _attempt in 0..5 {
+        let current = state
+            .store
+            .get(id, ReadRequirement::ANY)
+            .await?
+            .ok_or(ApiError::UserNotFound(id))?;
+        precondition(&if_match, id, Some(current.version))?;
+        let mut doc: Value = current.user.to_value();
+        json_patch::merge(&mut doc, &patch_doc);
+        let profile =
+            UserProfile::parse(&doc, IdField::MayEqual(id)).map_err(ApiError::InvalidFields)?;
+        match state
+            .store
+            .replace(id, &profile, Precondition::VersionIs(current.version))
+            .await
+        {
+            Ok(receipt) => {
+                return Ok(with_commit(
+                    commit_and_render(&state, User { id, profile }, receipt).await,
+                    receipt,
+                ));
+            }
+            Err(StoreError::VersionMismatch { .. }) if if_match.is_none() => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::Unavailable(format!(
+        "user {id} is being changed concurrently; retry"
+    )))
+}
+
+/// Deletes a user.
+#[utoipa::path(delete, path = "/users/{id}", tag = "users",
+    params(("id" = u64, Path, description = "User id"),
+           ("If-Match" = Option<String>, Header, description = "Delete only if the user is still at this ETag")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such user", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match is stale", body = crate::problem::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = user_id(&raw)?;
+    let if_match = entity_tags(&headers, header::IF_MATCH)?;
+    let pre = match &if_match {
+        None => Precondition::None,
+        Some(tags) => match tags.single_version() {
+            Some(v) => Precondition::VersionIs(v),
+            None => {
+                let current = state
+                    .store
+                    .get(id, ReadRequirement::ANY)
+                    .await?
+                    .map(|s| s.version);
+                if current.is_none() {
+                    return Err(ApiError::UserNotFound(id));
+                }
+                precondition(&if_match, id, current)?
+            }
+        },
+    };
+    let receipt = state.store.delete(id, pre).await?;
+    state
+        .cache
+        .offer(id, CachedUser::deleted(receipt.version))
+        .await;
+    Ok(with_commit(StatusCode::NO_CONTENT.into_response(), receipt))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+const CURSOR_PREFIX: &str = "after:";
+
+fn encode_cursor(after: UserId) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{CURSOR_PREFIX}{after}"))
+}
+
+fn decode_cursor(raw: &str) -> Result<UserId, ApiError> {
+    let bad = || {
+        ApiError::InvalidParameter {
+        parameter: "cursor",
+        detail: "is not a cursor this API issued; use the nextCursor value of a previous page, or leave it out for the first page".into(),
+    }
+    };
+    let bytes = URL_SAFE_NO_PAD.decode(raw.as_bytes()).map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    text.strip_prefix(CURSOR_PREFIX)
+        .and_then(|n| n.parse::<UserId>().ok())
+        .ok_or_else(bad)
+}
+
+/// Lists users in ascending id order, a page at a time. The cursor names the last id of the
+/// previous page, so pages stay stable while users are added or removed.
+#[utoipa::path(get, path = "/users", tag = "users",
+    params(("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 20)"),
+           ("cursor" = Option<String>, Query, description = "The nextCursor of the previous page")),
+    responses(
+        (status = 200, description = "A page of users", body = crate::openapi::UserPage),
+        (status = 400, description = "Bad limit or cursor", body = crate::problem::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::InvalidParameter {
+        parameter: "query",
+        detail: e.body_text(),
+    })?;
+    let limit = match q.limit.as_deref() {
+        None => LIST_DEFAULT_LIMIT,
+        Some(raw) => match raw.parse::<u32>() {
+            Ok(n) if (1..=LIST_MAX_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(ApiError::InvalidParameter {
+                    parameter: "limit",
+                    detail: format!(
+                        "must be a whole number from 1 to {LIST_MAX_LIMIT} (got {raw:?})"
+                    ),
+                });
+            }
+        },
+    };
+    let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
+    let need = read_requirement(&headers)?;
+    let page = state.store.list(after, limit, need).await?;
+    let next = page.next_after.map(encode_cursor);
+    let users: Vec<&User> = page.users.iter().map(|s| &s.user).collect();
+    let mut r = Json(serde_json::json!({ "users": users, "nextCursor": next })).into_response();
+    if let Some(next) = &next
+        && let Ok(v) = HeaderValue::from_str(&format!(
+            "</users?limit={limit}&cursor={next}>; rel=\"next\""
+        ))
+    {
+        r.headers_mut().insert(header::LINK, v);
+    }
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_foreign_cursors_are_refused() {
+        let c = encode_cursor(UserId(123456789));
+        assert_eq!(decode_cursor(&c).ok(), Some(UserId(123456789)));
+        assert!(decode_cursor("not-a-cursor!").is_err());
+        assert!(decode_cursor(&URL_SAFE_NO_PAD.encode("before:5")).is_err());
+    }
+}
