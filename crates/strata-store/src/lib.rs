@@ -17,6 +17,7 @@
 use async_trait::async_trait;
 use strata_core::user::{User, UserId, UserProfile};
 
+pub mod conformance;
 pub mod sqlite;
 
 /// A position in the store's commit order. Tokens from one store compare: a larger token is a
@@ -37,7 +38,9 @@ impl ReadRequirement {
     pub const ANY: Self = Self { at_least: None };
 
     pub fn at_least(token: CommitToken) -> Self {
-        Self { at_least: Some(token) }
+        Self {
+            at_least: Some(token),
+        }
     }
 }
 
@@ -82,10 +85,17 @@ pub enum StoreError {
     #[error("user {0} already exists")]
     AlreadyExists(UserId),
     #[error("user {id} is at version {actual}, not {expected}")]
-    VersionMismatch { id: UserId, expected: u64, actual: u64 },
+    VersionMismatch {
+        id: UserId,
+        expected: u64,
+        actual: u64,
+    },
     /// The store has not yet applied the commit the read asked for (a lagging replica).
     #[error("the store has not yet reached commit {wanted:?} (at {current:?})")]
-    NotYetVisible { wanted: CommitToken, current: CommitToken },
+    NotYetVisible {
+        wanted: CommitToken,
+        current: CommitToken,
+    },
     /// The engine is down, busy past its timeout, or out of space: retry later.
     #[error("the data store is unavailable: {0}")]
     Unavailable(String),
@@ -104,16 +114,30 @@ pub trait Store: Send + Sync + 'static {
     async fn create(&self, user: &User) -> Result<WriteReceipt, StoreError>;
 
     /// Reads one user, or `None` if there is none with this id.
-    async fn get(&self, id: UserId, need: ReadRequirement) -> Result<Option<StoredUser>, StoreError>;
+    async fn get(
+        &self,
+        id: UserId,
+        need: ReadRequirement,
+    ) -> Result<Option<StoredUser>, StoreError>;
 
     /// Replaces a user's whole profile.
-    async fn replace(&self, id: UserId, profile: &UserProfile, pre: Precondition) -> Result<WriteReceipt, StoreError>;
+    async fn replace(
+        &self,
+        id: UserId,
+        profile: &UserProfile,
+        pre: Precondition,
+    ) -> Result<WriteReceipt, StoreError>;
 
     /// Deletes a user.
     async fn delete(&self, id: UserId, pre: Precondition) -> Result<WriteReceipt, StoreError>;
 
     /// Up to `limit` users with ids greater than `after`, in ascending id order.
-    async fn list(&self, after: Option<UserId>, limit: u32, need: ReadRequirement) -> Result<Page, StoreError>;
+    async fn list(
+        &self,
+        after: Option<UserId>,
+        limit: u32,
+        need: ReadRequirement,
+    ) -> Result<Page, StoreError>;
 
     /// Inserts many users in as few transactions as the engine likes (bulk load). Ids already
     /// present are an error and nothing of that batch is applied.

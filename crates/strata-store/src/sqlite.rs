@@ -1,1 +1,555 @@
-//! SQLite engine (to be written)
+//! The embedded engine: one SQLite file (`DIR/strata.db`) in WAL mode, bundled SQLite.
+//!
+//! - Several OS processes may open the same directory at once (`strata up` runs several API
+//!   servers on one file): migrations and writes run in `BEGIN IMMEDIATE` transactions, and a
+//!   5 s busy timeout turns contention into waiting, then into a retryable `Unavailable`.
+//! - Writes use `synchronous=FULL`: a write that returned `Ok` survives a crash of the process
+//!   and of the machine. Bulk loads (`insert_batch`) use `synchronous=NORMAL` (WAL stays
+//!   consistent; the last batches may be lost on power failure, never half-applied).
+//! - The commit token is a counter bumped inside every write transaction, so it orders commits
+//!   across every process sharing the file.
+//! - Profiles are stored as JSON text and parsed back through the domain parser: a corrupt row
+//!   is reported as `Corrupt`, never served.
+//!
+//! SQLite calls block, so each runs on tokio's blocking pool: one writer connection behind a
+//! mutex, and a small pool of reader connections. No lock is held across an `.await`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use strata_core::user::{User, UserId, UserProfile};
+
+use crate::{
+    CommitToken, Page, Precondition, ReadRequirement, Store, StoreError, StoredUser, WriteReceipt,
+};
+
+/// The database file inside the data directory.
+pub const DB_FILE: &str = "strata.db";
+/// What `strata_meta.format` says in a Strata database.
+pub const FORMAT: &str = "strata-users";
+/// How long a statement waits for another connection's lock before giving up.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a read waits for a commit it was asked to see.
+pub const READ_AFTER_WAIT: Duration = Duration::from_millis(200);
+const MAX_IDLE_READERS: usize = 8;
+
+/// Schema migrations, in order. `PRAGMA user_version` holds how many have been applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: users, the commit counter, and the format marker.
+    "CREATE TABLE strata_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+     INSERT INTO strata_meta (key, value) VALUES ('format', 'strata-users');
+     CREATE TABLE strata_commit (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL);
+     INSERT INTO strata_commit (id, seq) VALUES (1, 0);
+     CREATE TABLE users (
+         id INTEGER PRIMARY KEY,
+         version INTEGER NOT NULL CHECK (version >= 1),
+         profile TEXT NOT NULL,
+         commit_seq INTEGER NOT NULL
+     );",
+];
+
+/// The newest schema version this build knows.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// An opened store, and whether this open created the database.
+#[derive(Debug)]
+pub struct Opened {
+    pub store: SqliteStore,
+    /// True when this call created the schema (the database was new). Exactly one of several
+    /// processes opening a new directory at once sees `true`.
+    pub created: bool,
+}
+
+/// The SQLite engine. Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unusable(path: &Path, what: impl std::fmt::Display) -> StoreError {
+    StoreError::Unusable(format!("{}: {what}", path.display()))
+}
+
+/// Maps an SQLite error met while serving to a store error.
+fn engine_error(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _) => match f.code {
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
+                StoreError::Unavailable(format!(
+                    "the database stayed locked for over {} s",
+                    BUSY_TIMEOUT.as_secs()
+                ))
+            }
+            ErrorCode::DiskFull => {
+                StoreError::Unavailable("the disk holding the database is full".into())
+            }
+            ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt => {
+                StoreError::Unusable(format!("the database file is damaged: {e}"))
+            }
+            _ => StoreError::Unavailable(format!("sqlite: {e}")),
+        },
+        _ => StoreError::Unavailable(format!("sqlite: {e}")),
+    }
+}
+
+fn is_constraint(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation)
+}
+
+/// SQLite integers are signed: ids at or above 2^63 cannot be stored (and are never issued).
+fn sql_id(id: UserId) -> Option<i64> {
+    i64::try_from(id.0).ok()
+}
+
+fn configure(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| unusable(path, e))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(|e| match &e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::NotADatabase => unusable(
+            path,
+            "is not a database (not an SQLite file): move it away or pass another --data directory",
+        ),
+        _ => unusable(path, format!("cannot open the database: {e}")),
+    })?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(unusable(
+            path,
+            format!("cannot switch to WAL mode (got {mode})"),
+        ));
+    }
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+        .map_err(|e| unusable(path, e))?;
+    Ok(())
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| unusable(path, format!("cannot open: {e}")))?;
+    configure(&conn, path)?;
+    Ok(conn)
+}
+
+/// Applies pending migrations; true if this call created the schema.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<bool, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| unusable(path, format!("cannot lock the database for migration: {e}")))?;
+    let version: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| unusable(path, e))?;
+    if version > SCHEMA_VERSION {
+        return Err(unusable(
+            path,
+            format!(
+                "has schema version {version}, but this strata knows versions up to {SCHEMA_VERSION}: upgrade strata"
+            ),
+        ));
+    }
+    if version == 0 {
+        let tables: i64 = tx
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| unusable(path, e))?;
+        if tables > 0 {
+            return Err(unusable(
+                path,
+                "is an SQLite database of another application (it has tables but no Strata schema): pass another --data directory",
+            ));
+        }
+    } else {
+        let format: Option<String> = tx
+            .query_row(
+                "SELECT value FROM strata_meta WHERE key = 'format'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .unwrap_or(None);
+        if format.as_deref() != Some(FORMAT) {
+            return Err(unusable(
+                path,
+                "is not a Strata database (no strata-users format marker): pass another --data directory",
+            ));
+        }
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.execute_batch(sql)
+            .map_err(|e| unusable(path, format!("migration {} failed: {e}", i + 1)))?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)
+            .map_err(|e| unusable(path, e))?;
+    }
+    tx.commit()
+        .map_err(|e| unusable(path, format!("cannot commit the migration: {e}")))?;
+    Ok(version == 0)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database in `dir` and applies pending migrations.
+    pub fn open(dir: &Path) -> Result<Opened, StoreError> {
+        if dir.exists() && !dir.is_dir() {
+            return Err(unusable(
+                dir,
+                "is not a directory: --data names a directory, in which strata keeps strata.db",
+            ));
+        }
+        std::fs::create_dir_all(dir)
+            .map_err(|e| unusable(dir, format!("cannot create the data directory: {e}")))?;
+        let path = dir.join(DB_FILE);
+        if path.exists() {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(|e| unusable(&path, format!("cannot be read and written: {e}")))?;
+        }
+        let mut writer = open_connection(&path)?;
+        let created = migrate(&mut writer, &path)?;
+        let store = SqliteStore {
+            inner: Arc::new(Inner {
+                path,
+                writer: Mutex::new(writer),
+                readers: Mutex::new(Vec::new()),
+            }),
+        };
+        Ok(Opened { store, created })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Inserts the canonical user 12 unless it exists. True if it was inserted.
+    pub async fn ensure_canonical_user(&self) -> Result<bool, StoreError> {
+        match self.create(&User::canonical()).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::AlreadyExists(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn with_writer<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("the store task failed: {e}")))?
+    }
+
+    async fn with_reader<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = inner
+                .readers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop();
+            let conn = match pooled {
+                Some(c) => c,
+                None => open_connection(&inner.path)?,
+            };
+            let result = f(&conn);
+            let mut idle = inner.readers.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < MAX_IDLE_READERS {
+                idle.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("the store task failed: {e}")))?
+    }
+}
+
+fn bump_commit(tx: &rusqlite::Transaction<'_>) -> Result<CommitToken, StoreError> {
+    let seq: i64 = tx
+        .query_row(
+            "UPDATE strata_commit SET seq = seq + 1 WHERE id = 1 RETURNING seq",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(engine_error)?;
+    Ok(CommitToken(seq as u64))
+}
+
+fn current_commit(conn: &Connection) -> Result<CommitToken, StoreError> {
+    let seq: i64 = conn
+        .query_row("SELECT seq FROM strata_commit WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .map_err(engine_error)?;
+    Ok(CommitToken(seq as u64))
+}
+
+/// Waits (briefly) until the database has reached the commit a read asks for.
+fn await_commit(conn: &Connection, need: ReadRequirement) -> Result<(), StoreError> {
+    let Some(wanted) = need.at_least else {
+        return Ok(());
+    };
+    let deadline = Instant::now() + READ_AFTER_WAIT;
+    loop {
+        let current = current_commit(conn)?;
+        if current >= wanted {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(StoreError::NotYetVisible { wanted, current });
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn decode(id: i64, version: i64, profile: &str) -> Result<StoredUser, StoreError> {
+    let uid = UserId(id as u64);
+    let profile: UserProfile = serde_json::from_str(profile).map_err(|e| StoreError::Corrupt {
+        id: uid,
+        detail: e.to_string(),
+    })?;
+    Ok(StoredUser {
+        user: User { id: uid, profile },
+        version: version as u64,
+    })
+}
+
+fn current_version(tx: &rusqlite::Transaction<'_>, id: i64) -> Result<Option<u64>, StoreError> {
+    tx.query_row("SELECT version FROM users WHERE id = ?1", [id], |r| {
+        r.get::<_, i64>(0)
+    })
+    .optional()
+    .map(|v| v.map(|v| v as u64))
+    .map_err(engine_error)
+}
+
+fn check(pre: Precondition, id: UserId, actual: u64) -> Result<(), StoreError> {
+    match pre {
+        Precondition::VersionIs(expected) if expected != actual => {
+            Err(StoreError::VersionMismatch {
+                id,
+                expected,
+                actual,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create(&self, user: &User) -> Result<WriteReceipt, StoreError> {
+        let id = user.id;
+        let Some(key) = sql_id(id) else {
+            return Err(StoreError::Unavailable(format!(
+                "user id {id} is outside the range this engine stores"
+            )));
+        };
+        let profile = user.profile.to_value().to_string();
+        self.with_writer(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(engine_error)?;
+            let commit = bump_commit(&tx)?;
+            match tx.execute(
+                "INSERT INTO users (id, version, profile, commit_seq) VALUES (?1, 1, ?2, ?3)",
+                params![key, profile, commit.0 as i64],
+            ) {
+                Ok(_) => {}
+                Err(e) if is_constraint(&e) => return Err(StoreError::AlreadyExists(id)),
+                Err(e) => return Err(engine_error(e)),
+            }
+            tx.commit().map_err(engine_error)?;
+            Ok(WriteReceipt { version: 1, commit })
+        })
+        .await
+    }
+
+    async fn get(
+        &self,
+        id: UserId,
+        need: ReadRequirement,
+    ) -> Result<Option<StoredUser>, StoreError> {
+        let key = sql_id(id);
+        self.with_reader(move |conn| {
+            await_commit(conn, need)?;
+            let Some(key) = key else { return Ok(None) };
+            let row = conn
+                .query_row(
+                    "SELECT version, profile FROM users WHERE id = ?1",
+                    [key],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+                )
+                .optional()
+                .map_err(engine_error)?;
+            row.map(|(version, profile)| decode(key, version, &profile))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn replace(
+        &self,
+        id: UserId,
+        profile: &UserProfile,
+        pre: Precondition,
+    ) -> Result<WriteReceipt, StoreError> {
+        let Some(key) = sql_id(id) else {
+            return Err(StoreError::NotFound(id));
+        };
+        let profile = profile.to_value().to_string();
+        self.with_writer(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(engine_error)?;
+            let actual = current_version(&tx, key)?.ok_or(StoreError::NotFound(id))?;
+            check(pre, id, actual)?;
+            let commit = bump_commit(&tx)?;
+            let version = actual + 1;
+            tx.execute(
+                "UPDATE users SET version = ?2, profile = ?3, commit_seq = ?4 WHERE id = ?1",
+                params![key, version as i64, profile, commit.0 as i64],
+            )
+            .map_err(engine_error)?;
+            tx.commit().map_err(engine_error)?;
+            Ok(WriteReceipt { version, commit })
+        })
+        .await
+    }
+
+    async fn delete(&self, id: UserId, pre: Precondition) -> Result<WriteReceipt, StoreError> {
+        let Some(key) = sql_id(id) else {
+            return Err(StoreError::NotFound(id));
+        };
+        self.with_writer(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(engine_error)?;
+            let actual = current_version(&tx, key)?.ok_or(StoreError::NotFound(id))?;
+            check(pre, id, actual)?;
+            let commit = bump_commit(&tx)?;
+            tx.execute("DELETE FROM users WHERE id = ?1", [key])
+                .map_err(engine_error)?;
+            tx.commit().map_err(engine_error)?;
+            Ok(WriteReceipt {
+                version: actual + 1,
+                commit,
+            })
+        })
+        .await
+    }
+
+    async fn list(
+        &self,
+        after: Option<UserId>,
+        limit: u32,
+        need: ReadRequirement,
+    ) -> Result<Page, StoreError> {
+        // An `after` beyond the storable range has nothing after it.
+        let after_key = match after {
+            None => Some(-1i64),
+            Some(id) => sql_id(id),
+        };
+        self.with_reader(move |conn| {
+            await_commit(conn, need)?;
+            let Some(after_key) = after_key else {
+                return Ok(Page {
+                    users: Vec::new(),
+                    next_after: None,
+                });
+            };
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, version, profile FROM users WHERE id > ?1 ORDER BY id LIMIT ?2",
+                )
+                .map_err(engine_error)?;
+            let rows = stmt
+                .query_map(params![after_key, i64::from(limit)], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })
+                .map_err(engine_error)?;
+            let mut users = Vec::with_capacity(limit as usize);
+            for row in rows {
+                let (id, version, profile) = row.map_err(engine_error)?;
+                users.push(decode(id, version, &profile)?);
+            }
+            let next_after = (users.len() == limit as usize && limit > 0)
+                .then(|| users[users.len() - 1].user.id);
+            Ok(Page { users, next_after })
+        })
+        .await
+    }
+
+    async fn insert_batch(&self, users: Vec<User>) -> Result<CommitToken, StoreError> {
+        self.with_writer(move |conn| {
+            conn.pragma_update(None, "synchronous", "NORMAL").map_err(engine_error)?;
+            let result = (|| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(engine_error)?;
+                let commit = bump_commit(&tx)?;
+                {
+                    let mut stmt = tx
+                        .prepare_cached("INSERT INTO users (id, version, profile, commit_seq) VALUES (?1, 1, ?2, ?3)")
+                        .map_err(engine_error)?;
+                    for user in &users {
+                        let key = sql_id(user.id).ok_or_else(|| {
+                            StoreError::Unavailable(format!("user id {} is outside the range this engine stores", user.id))
+                        })?;
+                        let profile = user.profile.to_value().to_string();
+                        match stmt.execute(params![key, profile, commit.0 as i64]) {
+                            Ok(_) => {}
+                            Err(e) if is_constraint(&e) => return Err(StoreError::AlreadyExists(user.id)),
+                            Err(e) => return Err(engine_error(e)),
+                        }
+                    }
+                }
+                tx.commit().map_err(engine_error)?;
+                Ok(commit)
+            })();
+            let _ = conn.pragma_update(None, "synchronous", "FULL");
+            result
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with_reader(|conn| current_commit(conn).map(|_| ()))
+            .await
+    }
+
+    fn engine(&self) -> &'static str {
+        "sqlite"
+    }
+}
