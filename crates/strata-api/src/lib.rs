@@ -44,6 +44,8 @@ pub struct AppState {
     pub cache: VersionedCache<UserId, CachedUser>,
     pub ids: Arc<SnowflakeGenerator>,
     pub metrics: PrometheusHandle,
+    /// Striped locks that make PATCHes of one user on this server take turns.
+    pub patch_locks: Arc<[tokio::sync::Mutex<()>]>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -62,6 +64,9 @@ impl AppState {
             cache: VersionedCache::new(cache),
             ids: Arc::new(ids),
             metrics: observe::metrics_handle(),
+            patch_locks: (0..users::PATCH_LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
         }
     }
 }

@@ -37,6 +37,11 @@ pub const READ_AFTER_HEADER: HeaderName = HeaderName::from_static("strata-read-a
 pub const LIST_DEFAULT_LIMIT: u32 = 20;
 pub const LIST_MAX_LIMIT: u32 = 100;
 
+/// How many times a PATCH is re-applied after losing a race with another writer.
+pub const PATCH_ATTEMPTS: u32 = 16;
+/// Number of per-server PATCH locks (users are spread over them by id).
+pub const PATCH_LOCK_STRIPES: usize = 64;
+
 /// What the cache keeps per user id: the rendered representation, or a tombstone.
 #[derive(Debug, Clone)]
 pub struct CachedUser {
@@ -360,7 +365,16 @@ pub async fn patch(
     // Read-modify-write under optimistic concurrency: the store applies the result only if
     // the user is still at the version the patch was applied to. Without If-Match a lost race
     // is retried on the fresh row; with If-Match it is the client's 412.
-    for _attempt in 0..5 {
+    // Patches of one user on this server take turns (a striped lock), so the retries below
+    // only handle races with other servers.
+    let _turn = state.patch_locks[(id.0 % PATCH_LOCK_STRIPES as u64) as usize]
+        .lock()
+        .await;
+    for attempt in 0..PATCH_ATTEMPTS {
+        if attempt > 0 {
+            // Back off a little more on each lost race (1, 2, 4 … 32 ms).
+            tokio::time::sleep(std::time::Duration::from_millis(1 << attempt.min(5))).await;
+        }
         let current = state
             .store
             .get(id, ReadRequirement::ANY)
