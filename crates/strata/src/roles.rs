@@ -1,13 +1,139 @@
-//! `strata serve` and `strata api` (being written).
+//! Role processes: `strata serve` (stage 1: everything in one process) and `strata api` (one
+//! API server of a larger topology, as `strata up` starts it).
+//!
+//! Both bind first, then print the readiness line on stdout (see `strata_core::ready`), then
+//! serve until SIGTERM or Ctrl-C — and, for `api --exit-on-stdin-eof`, until stdin closes, which
+//! is how a role dies with its supervisor even when the supervisor is killed with SIGKILL.
 
-#[derive(Debug, clap::Args)]
-pub struct ServeArgs {}
-#[derive(Debug, clap::Args)]
-pub struct ApiArgs {}
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
-pub async fn serve(_a: ServeArgs) -> anyhow::Result<()> {
-    anyhow::bail!("strata serve is not available in this build yet")
+use anyhow::Context as _;
+use strata_api::{AppState, Application};
+use strata_cache::CacheConfig;
+use strata_core::id::SnowflakeGenerator;
+use strata_core::ready::ReadyLine;
+use strata_store::sqlite::SqliteStore;
+
+/// Options shared by every process that serves the users API.
+#[derive(Debug, clap::Args)]
+pub struct ServerOptions {
+    /// Address to listen on (port 0 picks a free port; loopback by default).
+    #[arg(long, env = "STRATA_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// Data directory: the SQLite database lives here (created on first start).
+    #[arg(long, env = "STRATA_DATA", default_value = ".strata/data")]
+    pub data: PathBuf,
+    /// This server's node id for Snowflake ids, 0 to 1022 (1023 is reserved for `strata seed`).
+    /// Every process that creates users at the same time needs its own.
+    #[arg(long, env = "STRATA_NODE_ID", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1022))]
+    pub node_id: u64,
+    /// Upper bound of the in-process read cache, in MiB.
+    #[arg(long, env = "STRATA_CACHE_MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub cache_mib: u64,
+    /// How long a cached user may be served, in milliseconds. With several API processes on one
+    /// database this bounds how stale another process's cache can be.
+    #[arg(long, env = "STRATA_CACHE_TTL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+    pub cache_ttl_ms: u64,
 }
-pub async fn api(_a: ApiArgs) -> anyhow::Result<()> {
-    anyhow::bail!("strata api is not available in this build yet")
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub server: ServerOptions,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ApiArgs {
+    #[command(flatten)]
+    pub server: ServerOptions,
+    /// This role's name in its topology (shown in the readiness line and logs).
+    #[arg(long, default_value = "api")]
+    pub name: String,
+    /// Exit when standard input reaches end-of-file (set by `strata up`, so that roles never
+    /// outlive their supervisor).
+    #[arg(long)]
+    pub exit_on_stdin_eof: bool,
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    run_server(args.server, "serve", false).await
+}
+
+pub async fn api(args: ApiArgs) -> anyhow::Result<()> {
+    run_server(args.server, &args.name, args.exit_on_stdin_eof).await
+}
+
+async fn run_server(
+    opts: ServerOptions,
+    role: &str,
+    exit_on_stdin_eof: bool,
+) -> anyhow::Result<()> {
+    strata_core::telemetry::init();
+    let data = opts.data.clone();
+    let opened = SqliteStore::open(&data)
+        .with_context(|| format!("cannot use data directory {}", data.display()))?;
+    let store = Arc::new(opened.store);
+    if opened.created
+        && store
+            .ensure_canonical_user()
+            .await
+            .context("cannot insert the canonical user 12")?
+    {
+        tracing::info!(data = %data.display(), "created a new database with the canonical user 12");
+    }
+    let ids = SnowflakeGenerator::new(opts.node_id).context("invalid --node-id")?;
+    let cache = CacheConfig {
+        max_bytes: opts.cache_mib * 1024 * 1024,
+        ttl: Duration::from_millis(opts.cache_ttl_ms),
+    };
+    let state = AppState::new(store, ids, cache);
+    let app = Application::build(opts.addr, state).await.with_context(|| {
+        format!("cannot listen on {}: is another process using that port? Pass another --addr (port 0 picks a free one)", opts.addr)
+    })?;
+    let addr = app.addr();
+    ReadyLine::new(role)
+        .with_addr("http", addr)
+        .announce()
+        .context("cannot write the readiness line")?;
+    tracing::info!(role, %addr, data = %data.display(), node_id = opts.node_id, "serving the users API on http://{addr}/users/12");
+    app.run_until_stopped(shutdown_signal(exit_on_stdin_eof))
+        .await
+        .context("the server failed")?;
+    tracing::info!(role, "stopped after finishing in-flight requests");
+    Ok(())
+}
+
+/// Resolves on SIGTERM, SIGINT, or (optionally) end-of-file on stdin.
+async fn shutdown_signal(exit_on_stdin_eof: bool) {
+    use tokio::io::AsyncReadExt as _;
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    let stdin_eof = async {
+        if !exit_on_stdin_eof {
+            return std::future::pending::<()>().await;
+        }
+        let mut stdin = tokio::io::stdin();
+        let mut buf = [0u8; 256];
+        loop {
+            match stdin.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    };
+    tokio::select! {
+        _ = term => tracing::info!("SIGTERM received: draining"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received: draining"),
+        _ = stdin_eof => tracing::info!("supervisor gone (stdin closed): draining"),
+    }
 }
