@@ -454,6 +454,13 @@ pub struct ListQuery {
 
 const CURSOR_PREFIX: &str = "after:";
 
+#[derive(serde::Serialize)]
+struct PageBody<'a> {
+    users: Vec<&'a User>,
+    #[serde(rename = "nextCursor")]
+    next_cursor: Option<String>,
+}
+
 fn encode_cursor(after: UserId) -> String {
     URL_SAFE_NO_PAD.encode(format!("{CURSOR_PREFIX}{after}"))
 }
@@ -509,7 +516,8 @@ pub async fn list(
     let page = state.store.list(after, limit, need).await?;
     let next = page.next_after.map(encode_cursor);
     let users: Vec<&User> = page.users.iter().map(|s| &s.user).collect();
-    let mut r = Json(serde_json::json!({ "users": users, "nextCursor": next })).into_response();
+    // Serialized from a struct, not a `Value`, so each user keeps the canonical field order.
+    let mut r = Json(PageBody { users, next_cursor: next.clone() }).into_response();
     if let Some(next) = &next
         && let Ok(v) = HeaderValue::from_str(&format!(
             "</users?limit={limit}&cursor={next}>; rel=\"next\""

@@ -410,6 +410,8 @@ async fn listing_pages_through_every_user_once_in_id_order() {
     assert_eq!(seen.len(), 8, "7 created + user 12: {seen:?}");
     assert!(seen.windows(2).all(|w| w[0] < w[1]), "ascending and unique");
     assert_eq!(seen[0], 12);
+    let first_page = app.get("/users?limit=1").await.text().await.expect("text");
+    assert!(first_page.starts_with(&format!("{{\"users\":[{CANONICAL}]")), "users keep the canonical field order: {first_page}");
     let p = problem(app.get("/users?limit=0").await, StatusCode::BAD_REQUEST).await;
     assert_eq!(p["errors"][0]["parameter"], "limit");
     problem(app.get("/users?limit=101").await, StatusCode::BAD_REQUEST).await;
