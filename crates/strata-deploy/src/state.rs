@@ -1,0 +1,115 @@
+//! `DIR/state.json`: what a running deployment looks like, for `status`, `down` and `logs` in
+//! other terminals. The supervisor rewrites it atomically (temp file + rename) on every change.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::topology::RoleKind;
+
+pub const STATE_FILE: &str = "state.json";
+pub const LOG_DIR: &str = "logs";
+pub const DATA_DIR: &str = "data";
+
+/// Where a role instance is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RolePhase {
+    Starting,
+    Ready,
+    Restarting,
+    /// Crashed too often; the supervisor gave up on it.
+    Failed,
+    Stopped,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleState {
+    pub name: String,
+    pub kind: RoleKind,
+    pub pid: Option<u32>,
+    /// Listener name → `ip:port`.
+    pub addrs: BTreeMap<String, String>,
+    pub restarts: u32,
+    pub state: RolePhase,
+    /// Why the role is failed or restarting, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentState {
+    pub topology: String,
+    pub supervisor_pid: u32,
+    /// True while the supervisor runs; false once it has stopped everything.
+    pub running: bool,
+    pub roles: Vec<RoleState>,
+}
+
+impl DeploymentState {
+    pub fn all_ready(&self) -> bool {
+        self.roles.iter().all(|r| r.state == RolePhase::Ready)
+    }
+}
+
+pub fn state_path(dir: &Path) -> PathBuf {
+    dir.join(STATE_FILE)
+}
+
+pub fn log_dir(dir: &Path) -> PathBuf {
+    dir.join(LOG_DIR)
+}
+
+/// Reads the state file; `Ok(None)` when there is none.
+pub fn read(dir: &Path) -> anyhow::Result<Option<DeploymentState>> {
+    let path = state_path(dir);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is not a strata state file ({e}); remove it if no deployment runs there",
+                path.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// Writes the state file atomically.
+pub fn write(dir: &Path, state: &DeploymentState) -> std::io::Result<()> {
+    let path = state_path(dir);
+    let tmp = dir.join(format!(".{STATE_FILE}.{}.tmp", std::process::id()));
+    let bytes = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, &path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_file_round_trips_and_a_missing_one_is_none() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(read(dir.path()).expect("read"), None);
+        let state = DeploymentState {
+            topology: "t".into(),
+            supervisor_pid: 7,
+            running: true,
+            roles: vec![RoleState {
+                name: "api-1".into(),
+                kind: RoleKind::Api,
+                pid: Some(9),
+                addrs: BTreeMap::from([("http".into(), "127.0.0.1:1".into())]),
+                restarts: 0,
+                state: RolePhase::Ready,
+                last_error: None,
+            }],
+        };
+        write(dir.path(), &state).expect("write");
+        assert_eq!(read(dir.path()).expect("read"), Some(state));
+        std::fs::write(state_path(dir.path()), b"garbage").expect("write");
+        assert!(read(dir.path()).is_err());
+    }
+}

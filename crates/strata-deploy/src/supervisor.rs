@@ -1,0 +1,556 @@
+//! The supervisor behind `strata up`: start every role instance, wait until each is ready,
+//! restart the ones that crash, and stop them all on request.
+//!
+//! Each instance is a child process of the `strata` executable (`strata api …`):
+//! - **stdin** is a pipe the supervisor holds and never writes. Roles are started with
+//!   `--exit-on-stdin-eof`, so when the supervisor dies — even by SIGKILL — the pipe closes and
+//!   they exit: no orphans, without any platform-specific "parent death" call.
+//! - **stdout** is read for the readiness line (bounded wait); every other line, and stderr,
+//!   goes to `DIR/logs/<role>.log`.
+//!
+//! Restart policy ([`RestartPolicy`]): an instance that exits unexpectedly is restarted after
+//! a backoff that doubles from 100 ms to 5 s; one that crashes 5 times within 60 s is given up
+//! on (marked `failed`, reported on stderr and in the state file) while the others keep
+//! serving. The first API instance keeps the public port across restarts.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use strata_core::ready::ReadyLine;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::watch;
+
+use crate::control;
+use crate::state::{self, DeploymentState, RolePhase, RoleState};
+use crate::topology::{RoleKind, Topology};
+
+/// When and how often crashed instances are restarted.
+#[derive(Debug, Clone, Copy)]
+pub struct RestartPolicy {
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// This many crashes within `window` and the instance is given up on.
+    pub max_crashes: usize,
+    pub window: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        Self {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            max_crashes: 5,
+            window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Everything the supervisor needs.
+#[derive(Debug, Clone)]
+pub struct SupervisorConfig {
+    /// The `strata` executable.
+    pub exe: PathBuf,
+    /// The deployment directory (state, logs, data).
+    pub dir: PathBuf,
+    /// The public entry port (0 = any free port).
+    pub public_port: u16,
+    pub topology: Topology,
+    /// How long an instance may take to print its readiness line.
+    pub ready_timeout: Duration,
+    /// How long a stopping instance gets after SIGTERM before SIGKILL.
+    pub stop_grace: Duration,
+    pub policy: RestartPolicy,
+}
+
+/// One instance to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceSpec {
+    pub name: String,
+    pub kind: RoleKind,
+    pub node_id: u16,
+    pub port: u16,
+}
+
+/// The instances of a topology: `api-1` takes the public port, the others their fixed port or
+/// any free one; node ids 1, 2, 3 … keep Snowflake ids unique across servers.
+pub fn plan(topology: &Topology, public_port: u16) -> Vec<InstanceSpec> {
+    (0..topology.api.count)
+        .map(|i| InstanceSpec {
+            name: format!("api-{}", i + 1),
+            kind: RoleKind::Api,
+            node_id: i + 1,
+            port: if i == 0 {
+                public_port
+            } else {
+                topology
+                    .api
+                    .ports
+                    .get(usize::from(i) - 1)
+                    .copied()
+                    .unwrap_or(0)
+            },
+        })
+        .collect()
+}
+
+/// The state of the deployment, shared by the instance tasks and mirrored to `state.json`.
+#[derive(Clone)]
+struct SharedState {
+    dir: PathBuf,
+    inner: Arc<Mutex<DeploymentState>>,
+}
+
+impl SharedState {
+    fn update(&self, f: impl FnOnce(&mut DeploymentState)) -> DeploymentState {
+        let mut s = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut s);
+        if let Err(e) = state::write(&self.dir, &s) {
+            tracing::warn!(error = %e, "cannot write the state file");
+        }
+        s.clone()
+    }
+
+    fn role(&self, index: usize, f: impl FnOnce(&mut RoleState)) {
+        self.update(|s| {
+            if let Some(r) = s.roles.get_mut(index) {
+                f(r);
+            }
+        });
+    }
+}
+
+/// A started, ready instance.
+struct Running {
+    child: Child,
+    /// Held, never written: closing it tells the role to exit.
+    _stdin: ChildStdin,
+    pid: u32,
+    ready: ReadyLine,
+}
+
+/// Why an instance did not become ready.
+#[derive(Debug)]
+pub struct StartFailure {
+    pub role: String,
+    pub reason: String,
+    pub log_tail: Vec<String>,
+}
+
+impl std::fmt::Display for StartFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} did not become ready: {}", self.role, self.reason)?;
+        if !self.log_tail.is_empty() {
+            write!(f, "\nlast lines of its log:")?;
+            for line in &self.log_tail {
+                write!(f, "\n  {line}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The last `n` lines of a file.
+pub fn tail(path: &Path, n: usize) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+fn log_path(dir: &Path, role: &str) -> PathBuf {
+    state::log_dir(dir).join(format!("{role}.log"))
+}
+
+async fn start_instance(
+    config: &SupervisorConfig,
+    spec: &InstanceSpec,
+) -> Result<Running, StartFailure> {
+    let log_file = log_path(&config.dir, &spec.name);
+    let fail = |reason: String| StartFailure {
+        role: spec.name.clone(),
+        reason,
+        log_tail: tail(&log_file, 12),
+    };
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_file)
+        .map_err(|e| fail(format!("cannot open {}: {e}", log_file.display())))?;
+    let stderr_log = log
+        .try_clone()
+        .map_err(|e| fail(format!("cannot open {}: {e}", log_file.display())))?;
+    let data = config.dir.join(state::DATA_DIR);
+    let mut cmd = Command::new(&config.exe);
+    cmd.arg(spec.kind.as_str())
+        .arg("--addr")
+        .arg(format!("127.0.0.1:{}", spec.port))
+        .arg("--data")
+        .arg(&data)
+        .arg("--node-id")
+        .arg(spec.node_id.to_string())
+        .arg("--name")
+        .arg(&spec.name)
+        .arg("--exit-on-stdin-eof")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(stderr_log))
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| fail(format!("cannot start {}: {e}", config.exe.display())))?;
+    let pid = child.id().unwrap_or(0);
+    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        let _ = child.start_kill();
+        return Err(fail("its standard streams could not be attached".into()));
+    };
+    let mut log_out = tokio::fs::File::from_std(log);
+    let mut lines = BufReader::new(stdout).lines();
+    let wait_ready = async {
+        loop {
+            match lines.next_line().await {
+                Ok(Some(line)) => match ReadyLine::parse(&line) {
+                    Some(ready) => return Some(ready),
+                    None => {
+                        let _ = log_out.write_all(format!("{line}\n").as_bytes()).await;
+                    }
+                },
+                _ => return None,
+            }
+        }
+    };
+    let ready = match tokio::time::timeout(config.ready_timeout, wait_ready).await {
+        Ok(Some(ready)) => ready,
+        Ok(None) => {
+            let status = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+            let how = match status {
+                Ok(Ok(s)) => format!("it exited ({s}) before announcing readiness"),
+                _ => "it closed its output before announcing readiness".into(),
+            };
+            let _ = child.start_kill();
+            return Err(fail(how));
+        }
+        Err(_) => {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            return Err(fail(format!(
+                "no readiness line within {} s",
+                config.ready_timeout.as_secs()
+            )));
+        }
+    };
+    // Keep copying what the role prints on stdout into its log.
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if log_out
+                .write_all(format!("{line}\n").as_bytes())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    Ok(Running {
+        child,
+        _stdin: stdin,
+        pid,
+        ready,
+    })
+}
+
+async fn stop_instance(mut running: Running, grace: Duration) {
+    control::signal(running.pid, Signal::SIGTERM);
+    if tokio::time::timeout(grace, running.child.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            pid = running.pid,
+            "did not stop within the grace period: killing it"
+        );
+        let _ = running.child.kill().await;
+    }
+}
+
+fn mark_ready(shared: &SharedState, index: usize, running: &Running) {
+    let (pid, addrs) = (running.pid, running.ready.addrs.clone());
+    shared.role(index, |r| {
+        r.pid = Some(pid);
+        r.addrs = addrs;
+        r.state = RolePhase::Ready;
+        r.last_error = None;
+    });
+}
+
+/// Watches one instance until shutdown: restarts it when it crashes, gives up when it keeps
+/// crashing.
+async fn watch_instance(
+    config: Arc<SupervisorConfig>,
+    shared: SharedState,
+    index: usize,
+    spec: InstanceSpec,
+    first: Running,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let policy = config.policy;
+    let mut running = Some(first);
+    let mut crashes: Vec<Instant> = Vec::new();
+    let mut backoff = policy.initial_backoff;
+    loop {
+        let exit_reason = match running.as_mut() {
+            Some(r) => tokio::select! {
+                status = r.child.wait() => match status {
+                    Ok(s) => format!("exited unexpectedly ({s})"),
+                    Err(e) => format!("could not be waited for: {e}"),
+                },
+                _ = shutdown.changed() => {
+                    if let Some(r) = running.take() {
+                        stop_instance(r, config.stop_grace).await;
+                    }
+                    shared.role(index, |r| { r.state = RolePhase::Stopped; r.pid = None; });
+                    return;
+                }
+            },
+            None => "did not become ready".into(),
+        };
+        running = None;
+        let now = Instant::now();
+        crashes.push(now);
+        crashes.retain(|t| now.duration_since(*t) <= policy.window);
+        if crashes.len() >= policy.max_crashes {
+            let message = format!(
+                "{} crashed {} times within {} s; giving up on it (last: {exit_reason}). See {}",
+                spec.name,
+                crashes.len(),
+                policy.window.as_secs(),
+                log_path(&config.dir, &spec.name).display()
+            );
+            eprintln!("strata up: {message}");
+            tracing::error!(role = %spec.name, "{message}");
+            shared.role(index, |r| {
+                r.state = RolePhase::Failed;
+                r.pid = None;
+                r.last_error = Some(message.clone());
+            });
+            let _ = shutdown.changed().await;
+            return;
+        }
+        if crashes.len() == 1 {
+            backoff = policy.initial_backoff;
+        }
+        tracing::warn!(role = %spec.name, reason = %exit_reason, backoff_ms = backoff.as_millis() as u64, "restarting");
+        shared.role(index, |r| {
+            r.state = RolePhase::Restarting;
+            r.pid = None;
+            r.last_error = Some(exit_reason.clone());
+        });
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => {
+                shared.role(index, |r| r.state = RolePhase::Stopped);
+                return;
+            }
+        }
+        backoff = (backoff * 2).min(policy.max_backoff);
+        match start_instance(&config, &spec).await {
+            Ok(r) => {
+                shared.role(index, |s| s.restarts += 1);
+                mark_ready(&shared, index, &r);
+                running = Some(r);
+            }
+            Err(failure) => {
+                tracing::warn!(role = %spec.name, "{failure}");
+                shared.role(index, |s| s.restarts += 1);
+            }
+        }
+    }
+}
+
+/// Runs a deployment until `shutdown` resolves. `on_ready` is called once every instance has
+/// announced readiness. Returns an error (after stopping whatever started) if any instance
+/// fails to become ready at start.
+pub async fn run(
+    config: SupervisorConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+    on_ready: impl FnOnce(&DeploymentState),
+) -> anyhow::Result<()> {
+    for d in [
+        config.dir.clone(),
+        state::log_dir(&config.dir),
+        config.dir.join(state::DATA_DIR),
+    ] {
+        std::fs::create_dir_all(&d)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", d.display()))?;
+    }
+    let specs = plan(&config.topology, config.public_port);
+    let shared = SharedState {
+        dir: config.dir.clone(),
+        inner: Arc::new(Mutex::new(DeploymentState {
+            topology: config.topology.name.clone(),
+            supervisor_pid: std::process::id(),
+            running: true,
+            roles: specs
+                .iter()
+                .map(|s| RoleState {
+                    name: s.name.clone(),
+                    kind: s.kind,
+                    pid: None,
+                    addrs: Default::default(),
+                    restarts: 0,
+                    state: RolePhase::Starting,
+                    last_error: None,
+                })
+                .collect(),
+        })),
+    };
+    shared.update(|_| {});
+    let config = Arc::new(config);
+
+    // Start every instance at once and wait for all of them.
+    let mut starting = tokio::task::JoinSet::new();
+    for (index, spec) in specs.iter().cloned().enumerate() {
+        let config = config.clone();
+        starting.spawn(async move { (index, start_instance(&config, &spec).await) });
+    }
+    let mut started: Vec<Option<Running>> = (0..specs.len()).map(|_| None).collect();
+    let mut failures = Vec::new();
+    while let Some(joined) = starting.join_next().await {
+        match joined {
+            Ok((index, Ok(running))) => {
+                mark_ready(&shared, index, &running);
+                started[index] = Some(running);
+            }
+            Ok((_, Err(failure))) => failures.push(failure),
+            Err(e) => failures.push(StartFailure {
+                role: "?".into(),
+                reason: e.to_string(),
+                log_tail: Vec::new(),
+            }),
+        }
+    }
+    if !failures.is_empty() {
+        for running in started.into_iter().flatten() {
+            stop_instance(running, config.stop_grace).await;
+        }
+        shared.update(|s| {
+            s.running = false;
+            for r in &mut s.roles {
+                r.pid = None;
+                r.state = RolePhase::Stopped;
+            }
+        });
+        let text: Vec<String> = failures.iter().map(ToString::to_string).collect();
+        anyhow::bail!("{}", text.join("\n"));
+    }
+    on_ready(&shared.update(|_| {}));
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut watchers = tokio::task::JoinSet::new();
+    for (index, (spec, running)) in specs.into_iter().zip(started).enumerate() {
+        if let Some(running) = running {
+            watchers.spawn(watch_instance(
+                config.clone(),
+                shared.clone(),
+                index,
+                spec,
+                running,
+                stop_rx.clone(),
+            ));
+        }
+    }
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    while watchers.join_next().await.is_some() {}
+    shared.update(|s| {
+        s.running = false;
+        for r in &mut s.roles {
+            r.pid = None;
+            if r.state != RolePhase::Failed {
+                r.state = RolePhase::Stopped;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// The endpoints table printed once a deployment is ready.
+pub fn endpoints_table(state: &DeploymentState) -> String {
+    let mut rows = vec![[
+        "ROLE".to_string(),
+        "KIND".into(),
+        "PID".into(),
+        "STATE".into(),
+        "ENDPOINT".into(),
+    ]];
+    for r in &state.roles {
+        let endpoint = r
+            .addrs
+            .get("http")
+            .map(|a| format!("http://{a}/users/12"))
+            .unwrap_or_else(|| "-".into());
+        let state = serde_json::to_value(r.state)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        rows.push([
+            r.name.clone(),
+            r.kind.as_str().into(),
+            r.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            state,
+            endpoint,
+        ]);
+    }
+    format_rows(&rows)
+}
+
+/// Left-aligned columns separated by two spaces.
+pub fn format_rows<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::{ApiSpec, DataEngine};
+
+    #[test]
+    fn the_first_api_takes_the_public_port_and_node_ids_differ() {
+        let t = Topology {
+            name: "t".into(),
+            api: ApiSpec {
+                count: 3,
+                ports: vec![9002],
+            },
+            data: DataEngine::Sqlite,
+        };
+        let p = plan(&t, 8080);
+        assert_eq!(
+            p.iter()
+                .map(|s| (s.name.as_str(), s.port, s.node_id))
+                .collect::<Vec<_>>(),
+            vec![("api-1", 8080, 1), ("api-2", 9002, 2), ("api-3", 0, 3)]
+        );
+    }
+}

@@ -1,0 +1,520 @@
+//! The topology file: which roles a deployment runs, and how many of each.
+//!
+//! ```toml
+//! name = "default"
+//!
+//! [api]           # stateless API servers
+//! count = 3       # 1 to 64
+//! # ports = [8081, 8082]   # fixed ports of api-2, api-3 … (api-1 takes the public --port)
+//!
+//! [data]
+//! engine = "sqlite"   # the embedded default
+//! ```
+//!
+//! Role kinds are an enum, so the load balancer, workers, CDN edges, DNS, the control plane and
+//! the engines (PostgreSQL, Redis, Memcached, RabbitMQ) arrive as new variants with their own
+//! tables. Until then a file naming them is refused with "not available in this version".
+//!
+//! [`Topology::parse`] checks the whole file and returns every mistake, each with its line.
+
+use std::fmt;
+
+use toml::Value;
+
+/// The most instances of one role kind.
+pub const MAX_COUNT: i64 = 64;
+
+/// Role kinds that run today.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleKind {
+    /// `strata api`: a stateless API server.
+    Api,
+}
+
+impl RoleKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoleKind::Api => "api",
+        }
+    }
+}
+
+/// Top-level tables that will name role kinds or engines in later versions.
+const PLANNED_KINDS: &[&str] = &[
+    "lb",
+    "worker",
+    "edge",
+    "dns",
+    "control",
+    "cache",
+    "queue",
+    "postgres",
+    "redis",
+    "memcached",
+    "rabbitmq",
+];
+const KNOWN_TOP_LEVEL: &[&str] = &["name", "api", "data"];
+
+/// `[api]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiSpec {
+    pub count: u16,
+    /// Fixed ports of the instances after the first (the first takes the public port, until a
+    /// load balancer does); instances without one listen on any free port.
+    pub ports: Vec<u16>,
+}
+
+/// The data tier's engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataEngine {
+    Sqlite,
+}
+
+/// A validated topology.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    pub name: String,
+    pub api: ApiSpec,
+    pub data: DataEngine,
+}
+
+/// One mistake in a topology file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopologyError {
+    /// 1-based line, when the mistake has one.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for TopologyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "line {line}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+/// Every mistake of a file, shown one per line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct TopologyErrors(pub Vec<TopologyError>);
+
+impl fmt::Display for TopologyErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        write!(
+            f,
+            "the topology has {n} mistake{}:",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for e in &self.0 {
+            write!(f, "\n  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The built-in default: three API servers on the embedded SQLite data tier.
+pub const DEFAULT_TOPOLOGY: &str =
+    "name = \"default\"\n\n[api]\ncount = 3\n\n[data]\nengine = \"sqlite\"\n";
+
+/// Finds the line of `[table]` (key `None`) or of `key =` inside `[table]` (or at top level).
+fn line_of(text: &str, table: Option<&str>, key: Option<&str>) -> Option<usize> {
+    let mut current: Option<String> = None;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if let Some(rest) = line.strip_prefix('[') {
+            let name = rest
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            if key.is_none() && table == Some(name.as_str()) {
+                return Some(i + 1);
+            }
+            current = Some(name);
+            continue;
+        }
+        if let Some(key) = key
+            && current.as_deref() == table
+        {
+            let k = line
+                .split('=')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .trim_matches('"');
+            if line.contains('=') && k == key {
+                return Some(i + 1);
+            }
+        }
+    }
+    None
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut row = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            row.push((prev[j] + cost).min(prev[j + 1] + 1).min(row[j] + 1));
+        }
+        prev = row;
+    }
+    prev[b.len()]
+}
+
+fn suggestion(word: &str, candidates: &[&str]) -> String {
+    candidates
+        .iter()
+        .map(|c| (edit_distance(word, c), *c))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, c)| format!(" (did you mean `{c}`?)"))
+        .unwrap_or_default()
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::String(_) => "a string",
+        Value::Integer(_) => "an integer",
+        Value::Float(_) => "a float",
+        Value::Boolean(_) => "a boolean",
+        Value::Datetime(_) => "a date",
+        Value::Array(_) => "an array",
+        Value::Table(_) => "a table",
+    }
+}
+
+fn show(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("{s:?}"),
+        Value::Integer(n) => n.to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::Boolean(b) => b.to_string(),
+        other => type_name(other).to_string(),
+    }
+}
+
+impl Topology {
+    /// The built-in default topology.
+    pub fn default_topology() -> Self {
+        Topology {
+            name: "default".into(),
+            api: ApiSpec {
+                count: 3,
+                ports: Vec::new(),
+            },
+            data: DataEngine::Sqlite,
+        }
+    }
+
+    /// Parses and validates a topology file. `public_port` is the port `strata up` will give
+    /// the public entry (0 = any): a role's fixed port must not clash with it.
+    pub fn parse(text: &str, public_port: u16) -> Result<Self, TopologyErrors> {
+        let table: toml::Table = match text.parse() {
+            Ok(t) => t,
+            Err(e) => {
+                let line = e
+                    .span()
+                    .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+                return Err(TopologyErrors(vec![TopologyError {
+                    line,
+                    message: format!("not valid TOML: {}", e.message()),
+                }]));
+            }
+        };
+        let mut errors = Vec::new();
+        let mut err =
+            |line: Option<usize>, message: String| errors.push(TopologyError { line, message });
+
+        for key in table.keys() {
+            if KNOWN_TOP_LEVEL.contains(&key.as_str()) {
+                continue;
+            }
+            let line = line_of(text, Some(key), None).or_else(|| line_of(text, None, Some(key)));
+            if PLANNED_KINDS.contains(&key.as_str()) {
+                err(
+                    line,
+                    format!(
+                        "role `{key}` is not available in this version of strata (available: api)"
+                    ),
+                );
+            } else {
+                let mut all: Vec<&str> = KNOWN_TOP_LEVEL.to_vec();
+                all.extend_from_slice(PLANNED_KINDS);
+                err(
+                    line,
+                    format!("unknown role or section `{key}`{}", suggestion(key, &all)),
+                );
+            }
+        }
+
+        let name = match table.get("name") {
+            None => "unnamed".to_string(),
+            Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 64 => s.clone(),
+            Some(v) => {
+                err(
+                    line_of(text, None, Some("name")),
+                    format!(
+                        "`name` must be a non-empty string of at most 64 characters, not {}",
+                        type_name(v)
+                    ),
+                );
+                String::new()
+            }
+        };
+
+        let mut api = ApiSpec {
+            count: 0,
+            ports: Vec::new(),
+        };
+        match table.get("api") {
+            None => err(
+                None,
+                "a topology needs an `[api]` table with `count = N`".into(),
+            ),
+            Some(Value::Table(t)) => {
+                for key in t.keys() {
+                    if key != "count" && key != "ports" {
+                        err(
+                            line_of(text, Some("api"), Some(key)),
+                            format!(
+                                "unknown key `api.{key}`{} (known: count, ports)",
+                                suggestion(key, &["count", "ports"])
+                            ),
+                        );
+                    }
+                }
+                let count_line = line_of(text, Some("api"), Some("count"))
+                    .or_else(|| line_of(text, Some("api"), None));
+                match t.get("count") {
+                    None => err(count_line, "`api.count` is required (1 to 64)".into()),
+                    Some(Value::Integer(n)) if (1..=MAX_COUNT).contains(n) => api.count = *n as u16,
+                    Some(Value::Integer(n)) => err(
+                        count_line,
+                        format!("`api.count` must be between 1 and {MAX_COUNT}, not {n}"),
+                    ),
+                    Some(v) => err(
+                        count_line,
+                        format!(
+                            "`api.count` must be an integer between 1 and {MAX_COUNT}, not {}",
+                            type_name(v)
+                        ),
+                    ),
+                }
+                let ports_line = line_of(text, Some("api"), Some("ports"));
+                match t.get("ports") {
+                    None => {}
+                    Some(Value::Array(items)) => {
+                        for item in items {
+                            match item {
+                                Value::Integer(p) if (1..=65535).contains(p) => {
+                                    api.ports.push(*p as u16)
+                                }
+                                other => err(
+                                    ports_line,
+                                    format!(
+                                        "`api.ports` entries must be port numbers from 1 to 65535, not {}",
+                                        show(other)
+                                    ),
+                                ),
+                            }
+                        }
+                        if api.count > 0 && items.len() >= usize::from(api.count) {
+                            err(
+                                ports_line,
+                                format!(
+                                    "`api.ports` lists {} ports but only {} API servers after the first need one (api-1 takes the public port)",
+                                    items.len(),
+                                    api.count - 1
+                                ),
+                            );
+                        }
+                    }
+                    Some(v) => err(
+                        ports_line,
+                        format!(
+                            "`api.ports` must be an array of port numbers, not {}",
+                            type_name(v)
+                        ),
+                    ),
+                }
+            }
+            Some(v) => err(
+                line_of(text, None, Some("api")),
+                format!("`api` must be a table, not {}", type_name(v)),
+            ),
+        }
+
+        let mut data = DataEngine::Sqlite;
+        match table.get("data") {
+            None => {}
+            Some(Value::Table(t)) => {
+                for key in t.keys() {
+                    if key != "engine" {
+                        err(
+                            line_of(text, Some("data"), Some(key)),
+                            format!("unknown key `data.{key}` (known: engine)"),
+                        );
+                    }
+                }
+                match t.get("engine") {
+                    None => {}
+                    Some(Value::String(s)) if s == "sqlite" => data = DataEngine::Sqlite,
+                    Some(Value::String(s)) if s == "postgres" => err(
+                        line_of(text, Some("data"), Some("engine")),
+                        "data engine `postgres` is not available in this version: use engine = \"sqlite\"".into(),
+                    ),
+                    Some(v) => err(line_of(text, Some("data"), Some("engine")), format!("`data.engine` must be \"sqlite\", not {}", show(v))),
+                }
+            }
+            Some(v) => err(
+                line_of(text, None, Some("data")),
+                format!("`data` must be a table, not {}", type_name(v)),
+            ),
+        }
+
+        // Fixed ports: each must differ from every other and from the public port.
+        let mut fixed: Vec<(String, u16, Option<usize>)> = Vec::new();
+        let ports_line = line_of(text, Some("api"), Some("ports"));
+        for (i, p) in api.ports.iter().enumerate() {
+            fixed.push((format!("api-{}", i + 2), *p, ports_line));
+        }
+        for (i, (role, port, line)) in fixed.iter().enumerate() {
+            if public_port != 0 && *port == public_port {
+                err(
+                    *line,
+                    format!(
+                        "port {port} of {role} clashes with the public port {public_port} (api-1 listens there; see --port)"
+                    ),
+                );
+            }
+            for (other, other_port, _) in &fixed[..i] {
+                if other_port == port {
+                    err(
+                        *line,
+                        format!("port {port} of {role} clashes with port {other_port} of {other}"),
+                    );
+                }
+            }
+        }
+
+        if errors.is_empty() {
+            Ok(Topology { name, api, data })
+        } else {
+            Err(TopologyErrors(errors))
+        }
+    }
+
+    /// Total role instances.
+    pub fn instance_count(&self) -> usize {
+        usize::from(self.api.count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<TopologyError> {
+        Topology::parse(text, 8080).expect_err("invalid").0
+    }
+
+    #[test]
+    fn the_default_topology_is_three_api_servers_on_sqlite() {
+        let t = Topology::parse(DEFAULT_TOPOLOGY, 8080).expect("valid");
+        assert_eq!(t, Topology::default_topology());
+    }
+
+    #[test]
+    fn every_mistake_is_reported_at_once_with_its_line() {
+        let text = "name = \"x\"\n[api]\ncount = 0\nportz = 1\n[apii]\ncount = 1\n[lb]\ncount = 1\n[data]\nengine = \"postgres\"\n";
+        let e = errors(text);
+        let shown: Vec<String> = e.iter().map(ToString::to_string).collect();
+        assert_eq!(e.len(), 5, "{shown:#?}");
+        assert!(
+            shown
+                .iter()
+                .any(|s| s.starts_with("line 3:") && s.contains("between 1 and 64")),
+            "{shown:#?}"
+        );
+        assert!(
+            shown.iter().any(|s| s.starts_with("line 4:")
+                && s.contains("api.portz")
+                && s.contains("`ports`")),
+            "{shown:#?}"
+        );
+        assert!(
+            shown.iter().any(|s| s.starts_with("line 5:")
+                && s.contains("unknown role")
+                && s.contains("did you mean `api`")),
+            "{shown:#?}"
+        );
+        assert!(
+            shown
+                .iter()
+                .any(|s| s.starts_with("line 7:") && s.contains("not available in this version")),
+            "{shown:#?}"
+        );
+        assert!(
+            shown
+                .iter()
+                .any(|s| s.starts_with("line 10:") && s.contains("postgres")),
+            "{shown:#?}"
+        );
+    }
+
+    #[test]
+    fn counts_must_be_integers_in_range() {
+        for bad in ["-1", "65", "\"three\"", "2.5"] {
+            let e = errors(&format!("[api]\ncount = {bad}\n"));
+            assert_eq!(e.len(), 1, "{bad}: {e:?}");
+            assert_eq!(e[0].line, Some(2));
+        }
+        assert!(Topology::parse("[api]\ncount = 64\n", 8080).is_ok());
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let e = errors("name = \"x\"\n[api\ncount = 1\n");
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].line, Some(2), "{e:?}");
+        assert!(e[0].message.contains("not valid TOML"));
+    }
+
+    #[test]
+    fn a_missing_api_table_and_bad_types_are_reported() {
+        let e = errors("name = 5\ndata = 1\n");
+        assert_eq!(e.len(), 3, "{e:?}");
+    }
+
+    #[test]
+    fn fixed_ports_that_clash_are_refused() {
+        let t = Topology::parse("[api]\ncount = 3\nports = [9001, 9002]\n", 8080).expect("valid");
+        assert_eq!(t.api.ports, vec![9001, 9002]);
+        let e = errors("[api]\ncount = 3\nports = [9001, 9001]\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].message.contains("clashes with port 9001 of api-2"),
+            "{e:?}"
+        );
+        let e = errors("[api]\ncount = 3\nports = [8080, 70000]\n");
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(
+            e.iter().any(|x| x.message.contains("public port 8080")),
+            "{e:?}"
+        );
+        let e = errors("[api]\ncount = 2\nports = [9001, 9002]\n");
+        assert!(
+            e[0].message.contains("only 1 API servers after the first"),
+            "{e:?}"
+        );
+        assert_eq!(e[0].line, Some(3));
+    }
+}
