@@ -1,0 +1,291 @@
+//! `strata up` end to end, with the real binary: start a topology on free ports, read user 12
+//! through every API process, SIGKILL one and see it restarted, stop everything and find no
+//! process left; refuse a bad topology with every mistake listed; and never leave orphans
+//! when the supervisor itself is killed.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+const STRATA: &str = env!("CARGO_BIN_EXE_strata");
+
+fn strata(args: &[&str], dir: &Path) -> Output {
+    Command::new(STRATA)
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .output()
+        .expect("run strata")
+}
+
+/// Everything a failing test should show.
+fn explain(what: &str, out: &Output, dir: &Path) -> String {
+    let mut text = format!(
+        "{what}: status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if let Ok(entries) = std::fs::read_dir(dir.join("logs")) {
+        for e in entries.flatten() {
+            let log = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            text.push_str(&format!(
+                "\n--- {}\n{}",
+                e.path().display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            ));
+        }
+    }
+    text
+}
+
+fn status_json(dir: &Path) -> Value {
+    let out = strata(&["status", "--json"], dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        explain("strata status --json", &out, dir)
+    );
+    serde_json::from_slice(&out.stdout).expect("status --json prints JSON")
+}
+
+fn alive(pid: u64) -> bool {
+    let pid = pid as i32;
+    if kill(Pid::from_raw(pid), None).is_err() {
+        return false;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit(')')
+        .next()
+        .and_then(|r| r.split_whitespace().next())
+        != Some("Z")
+}
+
+fn wait_until(limit: Duration, mut ok: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ok()
+}
+
+fn get_user_12(addr: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return (0, String::new());
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = s.write_all(b"GET /users/12 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let code = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, out)
+}
+
+fn all_pids(status: &Value) -> Vec<u64> {
+    let mut pids = vec![
+        status["supervisor"]["pid"]
+            .as_u64()
+            .expect("supervisor pid"),
+    ];
+    pids.extend(
+        status["roles"]
+            .as_array()
+            .expect("roles")
+            .iter()
+            .filter_map(|r| r["pid"].as_u64()),
+    );
+    pids
+}
+
+/// Stops a deployment left behind by a failed assertion.
+struct Cleanup<'a>(&'a Path);
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        let _ = strata(&["down"], self.0);
+    }
+}
+
+#[test]
+fn up_serves_user_12_on_every_api_restarts_a_killed_one_and_down_leaves_no_process() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("deploy");
+    let _cleanup = Cleanup(&dir);
+    let out = strata(&["up", "-d", "--port", "0"], &dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        explain("strata up -d", &out, &dir)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("/users/12"),
+        "the endpoint table is printed"
+    );
+
+    let status = status_json(&dir);
+    let roles = status["roles"].as_array().expect("roles").clone();
+    assert_eq!(
+        roles.len(),
+        3,
+        "the default topology runs 3 API servers: {status:#}"
+    );
+    for role in &roles {
+        assert_eq!(role["state"], "ready", "{status:#}");
+        assert_eq!(role["healthy"], true, "{status:#}");
+        let addr = role["addrs"]["http"].as_str().expect("http address");
+        let (code, body) = get_user_12(addr);
+        assert_eq!(code, 200, "{addr}: {body}");
+        assert!(body.contains(r#""firstName":"John""#), "{body}");
+    }
+    let before = all_pids(&status);
+
+    // SIGKILL api-2: the supervisor restarts it.
+    let victim = roles[1]["pid"].as_u64().expect("pid");
+    kill(Pid::from_raw(victim as i32), Signal::SIGKILL).expect("SIGKILL");
+    let mut restarted = Value::Null;
+    let back = wait_until(Duration::from_secs(20), || {
+        let s = status_json(&dir);
+        let r = &s["roles"][1];
+        let ok = r["state"] == "ready"
+            && r["restarts"] == 1
+            && r["pid"].as_u64().is_some_and(|p| p != victim)
+            && r["healthy"] == true;
+        restarted = s;
+        ok
+    });
+    assert!(back, "api-2 was not restarted: {restarted:#}");
+    let addr = restarted["roles"][1]["addrs"]["http"]
+        .as_str()
+        .expect("addr")
+        .to_string();
+    assert_eq!(
+        get_user_12(&addr).0,
+        200,
+        "the restarted api-2 serves user 12"
+    );
+    assert!(!alive(victim));
+
+    // Stop everything: no process of the deployment is left.
+    let mut pids = before;
+    pids.extend(all_pids(&restarted));
+    let out = strata(&["down"], &dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        explain("strata down", &out, &dir)
+    );
+    let gone = wait_until(Duration::from_secs(10), || pids.iter().all(|p| !alive(*p)));
+    assert!(
+        gone,
+        "processes left after down: {:?}",
+        pids.iter().filter(|p| alive(**p)).collect::<Vec<_>>()
+    );
+    assert_eq!(status_json(&dir)["running"], false);
+}
+
+#[test]
+fn a_topology_with_mistakes_is_refused_with_every_mistake_listed() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let file = tmp.path().join("bad.toml");
+    std::fs::write(&file, "name = \"bad\"\n[api]\ncount = 0\nports = [9001]\n[apis]\ncount = 2\n[worker]\ncount = 1\n").expect("write");
+    let dir = tmp.path().join("deploy");
+    let out = Command::new(STRATA)
+        .args(["up", "--port", "0", "-f"])
+        .arg(&file)
+        .arg("--dir")
+        .arg(&dir)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for expected in [
+        "line 3:",
+        "between 1 and 64",
+        "line 5:",
+        "`apis`",
+        "did you mean `api`",
+        "line 7:",
+        "not available in this version",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "{expected:?} missing from:\n{stderr}"
+        );
+    }
+    assert!(!dir.join("state.json").exists(), "nothing was started");
+}
+
+#[test]
+fn killing_the_supervisor_leaves_no_orphan_role() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("deploy");
+    let _cleanup = Cleanup(&dir);
+    let file = tmp.path().join("two.toml");
+    std::fs::write(&file, "name = \"two\"\n[api]\ncount = 2\n").expect("write");
+    let out = Command::new(STRATA)
+        .args(["up", "-d", "--port", "0", "-f"])
+        .arg(&file)
+        .arg("--dir")
+        .arg(&dir)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        explain("strata up -d", &out, &dir)
+    );
+    let status = status_json(&dir);
+    let supervisor = status["supervisor"]["pid"].as_u64().expect("pid");
+    let roles: Vec<u64> = status["roles"]
+        .as_array()
+        .expect("roles")
+        .iter()
+        .filter_map(|r| r["pid"].as_u64())
+        .collect();
+    assert_eq!(roles.len(), 2);
+    kill(Pid::from_raw(supervisor as i32), Signal::SIGKILL).expect("SIGKILL supervisor");
+    let gone = wait_until(Duration::from_secs(10), || roles.iter().all(|p| !alive(*p)));
+    assert!(
+        gone,
+        "roles outlived their supervisor: {:?}",
+        roles.iter().filter(|p| alive(**p)).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_busy_public_port_fails_fast_with_a_hint_and_starts_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("deploy");
+    let blocker = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = blocker.local_addr().expect("addr").port().to_string();
+    let out = Command::new(STRATA)
+        .args(["up", "--port", &port])
+        .arg("--dir")
+        .arg(&dir)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("api-1 did not become ready") && stderr.contains("--port"),
+        "{stderr}"
+    );
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("state.json")).expect("state"))
+            .expect("json");
+    assert_eq!(state["running"], false);
+    for role in state["roles"].as_array().expect("roles") {
+        assert!(
+            role["pid"].is_null(),
+            "every started role was stopped: {state:#}"
+        );
+    }
+}
