@@ -517,7 +517,11 @@ pub async fn list(
     let next = page.next_after.map(encode_cursor);
     let users: Vec<&User> = page.users.iter().map(|s| &s.user).collect();
     // Serialized from a struct, not a `Value`, so each user keeps the canonical field order.
-    let mut r = Json(PageBody { users, next_cursor: next.clone() }).into_response();
+    let mut r = Json(PageBody {
+        users,
+        next_cursor: next.clone(),
+    })
+    .into_response();
     if let Some(next) = &next
         && let Ok(v) = HeaderValue::from_str(&format!(
             "</users?limit={limit}&cursor={next}>; rel=\"next\""

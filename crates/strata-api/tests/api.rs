@@ -411,7 +411,10 @@ async fn listing_pages_through_every_user_once_in_id_order() {
     assert!(seen.windows(2).all(|w| w[0] < w[1]), "ascending and unique");
     assert_eq!(seen[0], 12);
     let first_page = app.get("/users?limit=1").await.text().await.expect("text");
-    assert!(first_page.starts_with(&format!("{{\"users\":[{CANONICAL}]")), "users keep the canonical field order: {first_page}");
+    assert!(
+        first_page.starts_with(&format!("{{\"users\":[{CANONICAL}]")),
+        "users keep the canonical field order: {first_page}"
+    );
     let p = problem(app.get("/users?limit=0").await, StatusCode::BAD_REQUEST).await;
     assert_eq!(p["errors"][0]["parameter"], "limit");
     problem(app.get("/users?limit=101").await, StatusCode::BAD_REQUEST).await;
