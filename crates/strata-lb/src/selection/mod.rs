@@ -1,0 +1,57 @@
+//! Balancing algorithms. Each is a [`Selector`] built, immutable, over the backends that are
+//! eligible right now (healthy, not ejected, not draining); the pool rebuilds it when that set
+//! changes. A selection is an ordered list of candidates, so failover is "take the next one".
+
+use std::net::IpAddr;
+
+/// Which algorithm a pool uses.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Algorithm {
+    RoundRobin,
+    /// Smooth weighted round robin (as in nginx).
+    WeightedRoundRobin,
+    LeastConnections,
+    /// Power of two random choices on outstanding requests.
+    PowerOfTwo,
+    IpHash,
+    /// Consistent hashing (a ring with virtual nodes) on a request attribute.
+    ConsistentHash { on: HashOn },
+    Random,
+}
+
+/// What consistent hashing hashes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HashOn {
+    Header(String),
+    Cookie(String),
+    Path,
+}
+
+/// One eligible backend as a selector sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// Stable identity (survives rebuilds), e.g. the backend's name.
+    pub id: String,
+    pub weight: u32,
+}
+
+/// What a selector may look at in a request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestKey<'a> {
+    pub client_ip: IpAddr,
+    /// The value consistent hashing hashes (header, cookie or path), if present.
+    pub hash_key: Option<&'a [u8]>,
+}
+
+/// Picks backends for a request.
+pub trait Selector: Send + Sync {
+    /// Indexes into the candidate list the selector was built from, best first, each once,
+    /// covering every candidate. `load(i)` is candidate i's requests in flight.
+    fn order(&self, key: &RequestKey<'_>, load: &dyn Fn(usize) -> usize) -> Vec<usize>;
+}
+
+pub mod algorithms;
+
+pub use algorithms::build;
