@@ -11,7 +11,6 @@
 //! `route` is the matched route template (`/users/{id}`), never the raw path, so label
 //! cardinality stays bounded; unmatched paths are counted as `unmatched`.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -19,7 +18,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::problem::ApiError;
 
@@ -29,43 +28,30 @@ pub const REQUEST_ID_MAX_LEN: usize = 128;
 /// Total time a request may take before it is answered 503.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
-/// The process-wide Prometheus recorder (installed once, shared by every app in the process).
+/// The process-wide Prometheus recorder, with this tier's metrics described.
 pub fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
-                .unwrap_or_else(|_| PrometheusBuilder::new());
-            let recorder = builder.build_recorder();
-            let handle = recorder.handle();
-            // Another recorder may already be installed (an embedding program): then our
-            // handle renders only what we registered, which is still correct output.
-            let _ = metrics::set_global_recorder(recorder);
-            metrics::describe_counter!(
-                "strata_http_requests_total",
-                "HTTP requests served, by method, route and status."
-            );
-            metrics::describe_counter!(
-                "strata_http_errors_total",
-                "HTTP requests answered with a 4xx or 5xx status."
-            );
-            metrics::describe_histogram!(
-                "strata_http_request_duration_seconds",
-                metrics::Unit::Seconds,
-                "Time from request head to response head."
-            );
-            metrics::describe_gauge!(
-                "strata_http_requests_in_flight",
-                "Requests being served now."
-            );
-            handle
-        })
-        .clone()
+    let handle = strata_core::telemetry::prometheus();
+    static DESCRIBED: std::sync::Once = std::sync::Once::new();
+    DESCRIBED.call_once(|| {
+        metrics::describe_counter!(
+            "strata_http_requests_total",
+            "HTTP requests served, by method, route and status."
+        );
+        metrics::describe_counter!(
+            "strata_http_errors_total",
+            "HTTP requests answered with a 4xx or 5xx status."
+        );
+        metrics::describe_histogram!(
+            "strata_http_request_duration_seconds",
+            metrics::Unit::Seconds,
+            "Time from request head to response head."
+        );
+        metrics::describe_gauge!(
+            "strata_http_requests_in_flight",
+            "Requests being served now."
+        );
+    });
+    handle
 }
 
 fn valid_request_id(v: &HeaderValue) -> bool {

@@ -3,8 +3,14 @@
 //! Logs go to stderr — stdout carries only the readiness line — as JSON when stderr is not a
 //! terminal (a log file, a collector) and as compact text when a person is watching. The level
 //! comes from `STRATA_LOG` (same syntax as `RUST_LOG`), default `info`.
+//!
+//! Metrics: one Prometheus recorder per process ([`prometheus`]), with explicit histogram
+//! buckets; names follow `strata_<tier>_<thing>_<unit>`.
 
 use std::io::IsTerminal;
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use tracing_subscriber::EnvFilter;
 
@@ -23,4 +29,28 @@ pub fn init() {
             .with_current_span(false)
             .try_init()
     };
+}
+
+/// Latency histogram buckets (seconds) for every `*_seconds` metric: 0.5 ms to 10 s.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The process-wide Prometheus recorder, installed on first use; every role renders its
+/// `/metrics` from the returned handle.
+pub fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (an embedding program): then this
+            // handle renders only what it recorded, which is still valid output.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
 }
