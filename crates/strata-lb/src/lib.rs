@@ -1,6 +1,221 @@
 //! # strata-lb — the load balancer tier
 //!
-//! Tier: load balancer. Depends on `strata-core` only; it proxies HTTP to any backend and
-//! knows nothing of the API behind it.
+//! Tier: load balancer. Depends on `strata-core` only (readiness line, metrics recorder); it
+//! proxies HTTP to any backend and knows nothing of the API behind it.
+//!
+//! One concern per module, after Pingora's load-balancing split:
+//! - [`selection`]: the balancing algorithms, each an immutable selector returning candidates
+//!   in preference order (failover is "take the next one");
+//! - [`backend`]: one backend's health, ejection, drain state and counters;
+//! - [`pool`]: backends + algorithm, the selector rebuilt (behind `ArcSwap`) when the set of
+//!   eligible backends changes;
+//! - [`health`]: active checks with rise/fall thresholds, and probes that re-admit ejected
+//!   backends;
+//! - [`proxy`]: the request path — header hygiene, forwarding, retries within a budget;
+//! - [`admin`]: the runtime API on its own port.
+//!
+//! Guarantees: an idempotent request never fails because one backend died (it is retried once
+//! on another); a non-idempotent request is retried only when it certainly never reached a
+//! backend; a pool with no eligible backend answers 503 at once; backend addresses never
+//! appear in responses.
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+pub mod admin;
+pub mod backend;
+pub mod health;
+pub mod pool;
+pub mod proxy;
 pub mod selection;
+
+pub use backend::OutlierPolicy;
+pub use health::HealthConfig;
+pub use pool::{BackendSpec, Pool};
+pub use selection::{Algorithm, HashOn};
+
+/// Every timeout of the proxy.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Opening a connection to a backend.
+    pub connect: Duration,
+    /// From sending a request to a backend until its response head arrives.
+    pub header: Duration,
+    /// An idle pooled backend connection is closed after this.
+    pub idle: Duration,
+    /// Everything up to the response head, retries included.
+    pub total: Duration,
+    /// A client must send its whole request head within this (slowloris defence).
+    pub client_header: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_millis(1000),
+            header: Duration::from_secs(10),
+            idle: Duration::from_secs(60),
+            total: Duration::from_secs(15),
+            client_header: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A load balancer's whole configuration.
+#[derive(Debug, Clone)]
+pub struct LbConfig {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub pool_name: String,
+    pub algorithm: Algorithm,
+    pub backends: Vec<BackendSpec>,
+    pub health: HealthConfig,
+    pub outlier: OutlierPolicy,
+    pub timeouts: Timeouts,
+    /// Retries may add at most this fraction of the request rate.
+    pub retry_ratio: f64,
+    /// Client connections accepted at once; more are closed on accept.
+    pub max_connections: usize,
+}
+
+impl LbConfig {
+    pub fn new(listen: SocketAddr, admin: SocketAddr, backends: Vec<BackendSpec>) -> Self {
+        Self {
+            listen,
+            admin,
+            pool_name: "api".into(),
+            algorithm: Algorithm::RoundRobin,
+            backends,
+            health: HealthConfig::default(),
+            outlier: OutlierPolicy::default(),
+            timeouts: Timeouts::default(),
+            retry_ratio: 0.2,
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// A bound, not yet serving, load balancer.
+#[derive(Debug)]
+pub struct LoadBalancer {
+    listener: TcpListener,
+    admin_listener: TcpListener,
+    config: LbConfig,
+    pool: Arc<Pool>,
+}
+
+impl LoadBalancer {
+    /// Binds both listeners (port 0 allowed).
+    pub async fn build(config: LbConfig) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let admin_listener = TcpListener::bind(config.admin).await?;
+        let pool = Arc::new(Pool::new(
+            config.pool_name.clone(),
+            config.algorithm.clone(),
+            config.outlier,
+            &config.backends,
+        ));
+        Ok(Self {
+            listener,
+            admin_listener,
+            config,
+            pool,
+        })
+    }
+
+    pub fn addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
+        self.admin_listener.local_addr()
+    }
+
+    pub fn pool(&self) -> Arc<Pool> {
+        self.pool.clone()
+    }
+
+    /// Serves until `shutdown` resolves; then stops accepting and lets open connections finish
+    /// their requests (up to 10 s).
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let Self {
+            listener,
+            admin_listener,
+            config,
+            pool,
+        } = self;
+        let health = tokio::spawn(health::run(pool.clone(), config.health.clone()));
+        let admin_app = admin::router(pool.clone());
+        let admin = tokio::spawn(async move {
+            let _ = axum::serve(admin_listener, admin_app).await;
+        });
+        let proxy = Arc::new(proxy::Proxy {
+            pool: pool.clone(),
+            client: proxy::build_client(&config.timeouts),
+            timeouts: config.timeouts,
+            budget: proxy::RetryBudget::new(config.retry_ratio, 10),
+        });
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.timeouts.client_header)
+            .max_buf_size(64 * 1024);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(64 * 1024);
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
+        let open = metrics::gauge!("strata_lb_open_connections");
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                },
+                _ = &mut shutdown => break,
+            };
+            let Ok(permit) = connections.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, "connection limit reached: closing the new connection");
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let proxy = proxy.clone();
+            let service = service_fn(move |req| proxy.clone().handle(req, peer));
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            let conn = graceful.watch(conn);
+            let open = open.clone();
+            open.increment(1.0);
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(%peer, error = %e, "client connection ended with an error");
+                }
+                open.decrement(1.0);
+                drop(permit);
+            });
+        }
+        drop(listener);
+        let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+        health.abort();
+        admin.abort();
+        Ok(())
+    }
+}

@@ -1,0 +1,128 @@
+//! The admin API, on its own port: see and change the backend set at runtime.
+//!
+//! - `GET /admin/backends` — every backend with health, ejection, drain state, in-flight
+//!   requests and counters;
+//! - `PUT /admin/backends` — `{"backends":[{"name":"api-1","addr":"127.0.0.1:4001","weight":1}]}`
+//!   replaces the set; an invalid body is refused (400, problem+json) and the old set keeps
+//!   serving; requests in flight to removed backends finish;
+//! - `POST /admin/backends/{name}/drain` and `/undrain` — stop or resume new requests;
+//! - `GET /metrics` (Prometheus), `GET /healthz`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+use crate::Pool;
+use crate::pool::BackendSpec;
+
+#[derive(Clone)]
+struct AdminState {
+    pool: Arc<Pool>,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+fn problem(status: StatusCode, detail: String) -> Response {
+    let body = serde_json::json!({"type": "urn:strata:problem:invalid-backends", "title": "Invalid backend set", "status": status.as_u16(), "detail": detail});
+    let mut r = (status, body.to_string()).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    r
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackendSet {
+    backends: Vec<BackendSpec>,
+}
+
+async fn list(State(s): State<AdminState>) -> Response {
+    Json(serde_json::json!({"pool": s.pool.name, "algorithm": s.pool.algorithm, "backends": s.pool.views()})).into_response()
+}
+
+async fn replace(State(s): State<AdminState>, body: axum::body::Bytes) -> Response {
+    let set: BackendSet = match serde_json::from_slice(&body) {
+        Ok(set) => set,
+        Err(e) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                format!("the body is not a backend set ({e}); the previous set keeps serving"),
+            );
+        }
+    };
+    let mut names = std::collections::HashSet::new();
+    for b in &set.backends {
+        if b.name.is_empty() || b.name.len() > 64 || !names.insert(b.name.clone()) {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "backend names must be unique, 1 to 64 characters ({:?}); the previous set keeps serving",
+                    b.name
+                ),
+            );
+        }
+        if b.weight == 0 || b.weight > 1000 {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "backend {} has weight {}: weights are 1 to 1000; the previous set keeps serving",
+                    b.name, b.weight
+                ),
+            );
+        }
+    }
+    s.pool.set_backends(&set.backends);
+    tracing::info!(count = set.backends.len(), "backend set replaced");
+    list(State(s)).await
+}
+
+async fn drain(State(s): State<AdminState>, Path(name): Path<String>) -> Response {
+    set_drain(s, name, true)
+}
+
+async fn undrain(State(s): State<AdminState>, Path(name): Path<String>) -> Response {
+    set_drain(s, name, false)
+}
+
+fn set_drain(s: AdminState, name: String, draining: bool) -> Response {
+    if s.pool.set_draining(&name, draining) {
+        Json(serde_json::json!({"backend": name, "draining": draining})).into_response()
+    } else {
+        problem(
+            StatusCode::NOT_FOUND,
+            format!("there is no backend named {name:?}"),
+        )
+    }
+}
+
+async fn metrics(State(s): State<AdminState>) -> Response {
+    let mut r = s.metrics.render().into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
+pub fn router(pool: Arc<Pool>) -> axum::Router {
+    let state = AdminState {
+        pool,
+        metrics: strata_core::telemetry::prometheus(),
+    };
+    axum::Router::new()
+        .route("/admin/backends", get(list).put(replace))
+        .route("/admin/backends/{name}/drain", post(drain))
+        .route("/admin/backends/{name}/undrain", post(undrain))
+        .route("/metrics", get(metrics))
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({"status": "alive"})) }),
+        )
+        .with_state(state)
+}

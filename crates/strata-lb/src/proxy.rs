@@ -1,0 +1,507 @@
+//! The proxy: accept HTTP/1.1 and h2c (prior knowledge) from clients, forward each request to
+//! a backend over a pooled keep-alive connection, and stream the answer back.
+//!
+//! - Hop-by-hop headers (RFC 9110 §7.6.1, and any named in `Connection`) are removed both
+//!   ways; `X-Forwarded-For`, `X-Forwarded-Proto` and `Forwarded` are added; `X-Request-Id` is
+//!   kept when valid, generated otherwise, sent to the backend and returned to the client.
+//! - **Retries.** A request is retried once, on the next candidate, when it failed before any
+//!   response byte arrived *and* it is safe: idempotent (GET, HEAD, OPTIONS, PUT, DELETE, TRACE,
+//!   or any request with an `Idempotency-Key`), or it certainly never reached the backend (the
+//!   connection could not be made). Only bodies that can be replayed are retried: empty ones and
+//!   those up to [`REPLAY_LIMIT`] bytes with a declared length, which are buffered; larger bodies
+//!   stream through once. Retries spend a budget ([`RetryBudget`]) of at most 20% extra load.
+//! - A pool with no eligible backend answers 503 problem+json at once; a backend that fails
+//!   every attempt gives 502, one that is too slow 504. Error bodies never name a backend.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+
+use crate::selection::{HashOn, RequestKey};
+use crate::{Algorithm, Pool, Timeouts};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+pub type UpstreamClient = Client<HttpConnector, ProxyBody>;
+
+/// Largest request body buffered so that the request can be retried.
+pub const REPLAY_LIMIT: u64 = 64 * 1024;
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
+/// Retries may add at most `ratio` of the request rate, plus a small reserve so a quiet pool
+/// can still retry.
+#[derive(Debug)]
+pub struct RetryBudget {
+    /// Thousandths of a retry token.
+    milli_tokens: AtomicU64,
+    deposit_milli: u64,
+    max_milli: u64,
+}
+
+impl RetryBudget {
+    pub fn new(ratio: f64, reserve: u64) -> Self {
+        let max_milli = reserve.max(1) * 1000;
+        Self {
+            milli_tokens: AtomicU64::new(max_milli),
+            deposit_milli: (ratio * 1000.0) as u64,
+            max_milli,
+        }
+    }
+
+    pub fn deposit(&self) {
+        let _ = self
+            .milli_tokens
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                Some((t + self.deposit_milli).min(self.max_milli))
+            });
+    }
+
+    pub fn try_withdraw(&self) -> bool {
+        self.milli_tokens
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| t.checked_sub(1000))
+            .is_ok()
+    }
+}
+
+/// What the proxy needs per request.
+pub struct Proxy {
+    pub pool: Arc<Pool>,
+    pub client: UpstreamClient,
+    pub timeouts: Timeouts,
+    pub budget: RetryBudget,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("pool", &self.pool)
+            .finish_non_exhaustive()
+    }
+}
+
+pub fn build_client(timeouts: &Timeouts) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(timeouts.connect));
+    connector.set_nodelay(true);
+    Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(timeouts.idle)
+        .pool_max_idle_per_host(256)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .build(connector)
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    let hop: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_hop_by_hop(n))
+        .cloned()
+        .collect();
+    for name in hop {
+        headers.remove(name);
+    }
+}
+
+fn problem(status: StatusCode, slug: &str, detail: &str) -> Response<ProxyBody> {
+    let body = serde_json::json!({
+        "type": format!("urn:strata:problem:{slug}"),
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    let mut r = Response::new(
+        Full::new(Bytes::from(body.to_string()))
+            .map_err(|e| match e {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    r
+}
+
+fn new_request_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    format!(
+        "{nanos:016x}{:08x}",
+        COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff
+    )
+}
+
+fn valid_request_id(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())
+}
+
+fn is_idempotent(method: &Method, headers: &HeaderMap) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    ) || headers.contains_key(IDEMPOTENCY_KEY)
+}
+
+fn hash_key<'a>(on: &HashOn, req: &'a Request<Incoming>) -> Option<&'a [u8]> {
+    match on {
+        HashOn::Header(name) => req.headers().get(name.as_str()).map(|v| v.as_bytes()),
+        HashOn::Path => Some(req.uri().path().as_bytes()),
+        HashOn::Cookie(name) => req
+            .headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|pair| {
+                let (k, v) = pair.trim().split_once('=')?;
+                (k == name).then_some(v.as_bytes())
+            }),
+    }
+}
+
+/// The request body: buffered (replayable) or streaming (one attempt).
+enum Body {
+    Replayable(Bytes),
+    Streaming(Option<Incoming>),
+}
+
+impl Body {
+    fn take(&mut self) -> Option<ProxyBody> {
+        match self {
+            Body::Replayable(b) => Some(Full::new(b.clone()).map_err(|e| match e {}).boxed()),
+            Body::Streaming(s) => s.take().map(|b| b.map_err(BoxError::from).boxed()),
+        }
+    }
+}
+
+impl Proxy {
+    /// Serves one client request.
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let request_id = match req.headers().get(&REQUEST_ID) {
+            Some(v) if valid_request_id(v) => v.clone(),
+            _ => HeaderValue::from_str(&new_request_id())
+                .unwrap_or(HeaderValue::from_static("unknown")),
+        };
+        let total = self.timeouts.total;
+        let (mut response, backend_name, attempts) =
+            match tokio::time::timeout(total, self.forward(req, peer, &request_id)).await {
+                Ok(r) => r,
+                Err(_) => (
+                    problem(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "upstream-timeout",
+                        "The backend did not answer in time.",
+                    ),
+                    None,
+                    0,
+                ),
+            };
+        response
+            .headers_mut()
+            .insert(REQUEST_ID, request_id.clone());
+        let status = response.status().as_u16();
+        let backend = backend_name.unwrap_or_else(|| "none".into());
+        let labels = [
+            ("pool", self.pool.name.clone()),
+            ("backend", backend.clone()),
+            ("status", status.to_string()),
+        ];
+        metrics::counter!("strata_lb_requests_total", &labels).increment(1);
+        if status >= 500 {
+            metrics::counter!("strata_lb_errors_total", &labels).increment(1);
+        }
+        metrics::histogram!("strata_lb_request_duration_seconds", &labels)
+            .record(started.elapsed().as_secs_f64());
+        tracing::info!(
+            method = %method,
+            status,
+            backend = %backend,
+            attempts,
+            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+            request_id = %String::from_utf8_lossy(request_id.as_bytes()),
+            "proxied"
+        );
+        Ok(response)
+    }
+
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        request_id: &HeaderValue,
+    ) -> (Response<ProxyBody>, Option<String>, u32) {
+        self.budget.deposit();
+        let key_owned: Option<Vec<u8>> = match &self.pool.algorithm {
+            Algorithm::ConsistentHash { on } => hash_key(on, &req).map(<[u8]>::to_vec),
+            _ => None,
+        };
+        let key = RequestKey {
+            client_ip: peer.ip(),
+            hash_key: key_owned.as_deref(),
+        };
+        let candidates = self.pool.candidates(&key);
+        if candidates.is_empty() {
+            return (
+                problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no-backend",
+                    "No backend is available to serve this request; retry later.",
+                ),
+                None,
+                0,
+            );
+        }
+        let idempotent = is_idempotent(req.method(), req.headers());
+        let (parts, incoming) = req.into_parts();
+        let declared_len = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let chunked = parts.headers.contains_key(header::TRANSFER_ENCODING);
+        let mut body = match (declared_len, chunked) {
+            (Some(n), false) if n <= REPLAY_LIMIT => {
+                match Limited::new(incoming, REPLAY_LIMIT as usize)
+                    .collect()
+                    .await
+                {
+                    Ok(collected) => Body::Replayable(collected.to_bytes()),
+                    Err(_) => {
+                        return (
+                            problem(
+                                StatusCode::BAD_REQUEST,
+                                "unreadable-body",
+                                "The request body could not be read.",
+                            ),
+                            None,
+                            0,
+                        );
+                    }
+                }
+            }
+            (None, false)
+                if matches!(
+                    parts.method,
+                    Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE
+                ) =>
+            {
+                Body::Replayable(Bytes::new())
+            }
+            _ => Body::Streaming(Some(incoming)),
+        };
+
+        let mut headers = parts.headers.clone();
+        strip_hop_by_hop(&mut headers);
+        let client_ip = peer.ip().to_string();
+        let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prior) => format!("{prior}, {client_ip}"),
+            None => client_ip.clone(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            headers.insert("x-forwarded-for", v);
+        }
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        let forwarded_for = if peer.is_ipv6() {
+            format!("\"[{client_ip}]\"")
+        } else {
+            client_ip
+        };
+        if let Ok(v) = HeaderValue::from_str(&format!("for={forwarded_for};proto=http")) {
+            headers.append(header::FORWARDED, v);
+        }
+        headers.insert(REQUEST_ID, request_id.clone());
+        let path = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into());
+
+        let mut last: Option<(StatusCode, &'static str)> = None;
+        let mut attempts = 0u32;
+        for backend in candidates.iter().take(2) {
+            if attempts > 0 {
+                if !self.budget.try_withdraw() {
+                    break;
+                }
+                metrics::counter!("strata_lb_retries_total", "pool" => self.pool.name.clone())
+                    .increment(1);
+            }
+            let Some(upstream_body) = body.take() else {
+                break;
+            };
+            attempts += 1;
+            let uri: Uri = match format!("http://{}{}", backend.addr, path).parse() {
+                Ok(u) => u,
+                Err(_) => {
+                    return (
+                        problem(
+                            StatusCode::BAD_REQUEST,
+                            "bad-target",
+                            "The request target is not valid.",
+                        ),
+                        None,
+                        attempts,
+                    );
+                }
+            };
+            let mut upstream = Request::new(upstream_body);
+            *upstream.method_mut() = parts.method.clone();
+            *upstream.uri_mut() = uri;
+            *upstream.headers_mut() = headers.clone();
+            backend.requests.fetch_add(1, Ordering::Relaxed);
+            backend.in_flight.fetch_add(1, Ordering::AcqRel);
+            let result =
+                tokio::time::timeout(self.timeouts.header, self.client.request(upstream)).await;
+            backend.in_flight.fetch_sub(1, Ordering::AcqRel);
+            match result {
+                Ok(Ok(resp)) => {
+                    if resp.status().is_server_error() {
+                        self.note_failure(backend);
+                    } else {
+                        backend.record_success();
+                    }
+                    let (mut rparts, rbody) = resp.into_parts();
+                    strip_hop_by_hop(&mut rparts.headers);
+                    return (
+                        Response::from_parts(rparts, rbody.map_err(BoxError::from).boxed()),
+                        Some(backend.name.clone()),
+                        attempts,
+                    );
+                }
+                Ok(Err(e)) => {
+                    let never_sent = e.is_connect();
+                    tracing::warn!(backend = %backend.name, error = %e, "backend request failed");
+                    self.note_failure(backend);
+                    last = Some((StatusCode::BAD_GATEWAY, "upstream-failed"));
+                    if !(idempotent || never_sent) {
+                        break;
+                    }
+                }
+                Err(_) => {
+                    tracing::warn!(backend = %backend.name, "backend did not answer in time");
+                    self.note_failure(backend);
+                    last = Some((StatusCode::GATEWAY_TIMEOUT, "upstream-timeout"));
+                    if !idempotent {
+                        break;
+                    }
+                }
+            }
+        }
+        let (status, slug) = last.unwrap_or((StatusCode::BAD_GATEWAY, "upstream-failed"));
+        let detail = if status == StatusCode::GATEWAY_TIMEOUT {
+            "The backend did not answer in time."
+        } else {
+            "The backend could not be reached."
+        };
+        (problem(status, slug, detail), None, attempts)
+    }
+
+    fn note_failure(&self, backend: &crate::backend::Backend) {
+        if backend.record_failure(&self.pool.outlier) {
+            tracing::warn!(backend = %backend.name, pool = %self.pool.name, "ejected after consecutive failures");
+            metrics::counter!("strata_lb_ejections_total", "pool" => self.pool.name.clone(), "backend" => backend.name.clone()).increment(1);
+            self.pool.rebuild();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::ACCEPT));
+    }
+
+    #[test]
+    fn the_retry_budget_allows_about_a_fifth_extra() {
+        let b = RetryBudget::new(0.2, 1);
+        assert!(b.try_withdraw(), "the reserve allows one retry");
+        assert!(!b.try_withdraw());
+        for _ in 0..100 {
+            b.deposit();
+        }
+        let mut retries = 0;
+        while b.try_withdraw() {
+            retries += 1;
+        }
+        assert_eq!(retries, 1, "capped at the reserve");
+        let b = RetryBudget::new(0.2, 100);
+        while b.try_withdraw() {}
+        for _ in 0..100 {
+            b.deposit();
+        }
+        let mut retries = 0;
+        while b.try_withdraw() {
+            retries += 1;
+        }
+        assert_eq!(retries, 20, "100 requests earn 20 retries");
+    }
+}
