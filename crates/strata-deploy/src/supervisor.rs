@@ -71,30 +71,52 @@ pub struct SupervisorConfig {
 pub struct InstanceSpec {
     pub name: String,
     pub kind: RoleKind,
-    pub node_id: u16,
+    /// Port to listen on (0 = any free port). After the first start it is the port the
+    /// instance got, so a restarted instance comes back where its clients expect it.
     pub port: u16,
+    /// Kind-specific arguments (the listen address is added separately).
+    pub args: Vec<String>,
 }
 
-/// The instances of a topology: `api-1` takes the public port, the others their fixed port or
-/// any free one; node ids 1, 2, 3 … keep Snowflake ids unique across servers.
-pub fn plan(topology: &Topology, public_port: u16) -> Vec<InstanceSpec> {
+impl InstanceSpec {
+    fn listen_flag(&self) -> &'static str {
+        match self.kind {
+            RoleKind::Api => "--addr",
+            RoleKind::Lb => "--listen",
+        }
+    }
+}
+
+/// The API instances of a topology: without a load balancer `api-1` takes the public port;
+/// the others (all of them, with a load balancer) their fixed port or any free one. Node ids
+/// 1, 2, 3 … keep Snowflake ids unique across servers.
+pub fn plan(topology: &Topology, public_port: u16, data: &Path) -> Vec<InstanceSpec> {
+    let has_lb = topology.lb.is_some();
+    let mut fixed = topology.api.ports.iter().copied();
     (0..topology.api.count)
         .map(|i| InstanceSpec {
             name: format!("api-{}", i + 1),
             kind: RoleKind::Api,
-            node_id: i + 1,
-            port: if i == 0 {
-                public_port
-            } else {
-                topology
-                    .api
-                    .ports
-                    .get(usize::from(i) - 1)
-                    .copied()
-                    .unwrap_or(0)
-            },
+            port: if i == 0 && !has_lb { public_port } else { fixed.next().unwrap_or(0) },
+            args: vec![
+                "--data".into(),
+                data.display().to_string(),
+                "--node-id".into(),
+                (i + 1).to_string(),
+            ],
         })
         .collect()
+}
+
+/// The load balancer instance, in front of the API instances that are running at `addrs`.
+pub fn plan_lb(topology: &Topology, public_port: u16, backends: &[(String, String)]) -> Option<InstanceSpec> {
+    let lb = topology.lb.as_ref()?;
+    let mut args = vec!["--admin".into(), "127.0.0.1:0".into(), "--algorithm".into(), lb.algorithm.clone()];
+    for (name, addr) in backends {
+        args.push("--backend".into());
+        args.push(format!("{name}={addr}"));
+    }
+    Some(InstanceSpec { name: "lb-1".into(), kind: RoleKind::Lb, port: public_port, args })
 }
 
 /// The state of the deployment, shared by the instance tasks and mirrored to `state.json`.
@@ -185,15 +207,11 @@ async fn start_instance(
     let stderr_log = log
         .try_clone()
         .map_err(|e| fail(format!("cannot open {}: {e}", log_file.display())))?;
-    let data = config.dir.join(state::DATA_DIR);
     let mut cmd = Command::new(&config.exe);
     cmd.arg(spec.kind.as_str())
-        .arg("--addr")
+        .arg(spec.listen_flag())
         .arg(format!("127.0.0.1:{}", spec.port))
-        .arg("--data")
-        .arg(&data)
-        .arg("--node-id")
-        .arg(spec.node_id.to_string())
+        .args(&spec.args)
         .arg("--name")
         .arg(&spec.name)
         .arg("--exit-on-stdin-eof")
@@ -294,11 +312,16 @@ async fn watch_instance(
     config: Arc<SupervisorConfig>,
     shared: SharedState,
     index: usize,
-    spec: InstanceSpec,
+    mut spec: InstanceSpec,
     first: Running,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let policy = config.policy;
+    // Come back on the same port after a crash, so the load balancer (or a client) still
+    // finds this instance.
+    if let Some(port) = first.ready.addrs.get("http").and_then(|a| a.rsplit(':').next()).and_then(|p| p.parse().ok()) {
+        spec.port = port;
+    }
     let mut running = Some(first);
     let mut crashes: Vec<Instant> = Vec::new();
     let mut backoff = policy.initial_backoff;
@@ -372,6 +395,36 @@ async fn watch_instance(
     }
 }
 
+/// Starts `specs` at once (their state indexes begin at `first_index`), appending each result
+/// to `started`; returns the failures.
+async fn start_all(
+    config: &Arc<SupervisorConfig>,
+    shared: &SharedState,
+    specs: &[InstanceSpec],
+    first_index: usize,
+    started: &mut Vec<Option<Running>>,
+) -> Vec<StartFailure> {
+    let mut starting = tokio::task::JoinSet::new();
+    for (offset, spec) in specs.iter().cloned().enumerate() {
+        let config = config.clone();
+        starting.spawn(async move { (offset, start_instance(&config, &spec).await) });
+    }
+    let mut results: Vec<Option<Running>> = (0..specs.len()).map(|_| None).collect();
+    let mut failures = Vec::new();
+    while let Some(joined) = starting.join_next().await {
+        match joined {
+            Ok((offset, Ok(running))) => {
+                mark_ready(shared, first_index + offset, &running);
+                results[offset] = Some(running);
+            }
+            Ok((_, Err(failure))) => failures.push(failure),
+            Err(e) => failures.push(StartFailure { role: "?".into(), reason: e.to_string(), log_tail: Vec::new() }),
+        }
+    }
+    started.extend(results);
+    failures
+}
+
 /// Runs a deployment until `shutdown` resolves. `on_ready` is called once every instance has
 /// announced readiness. Returns an error (after stopping whatever started) if any instance
 /// fails to become ready at start.
@@ -388,51 +441,49 @@ pub async fn run(
         std::fs::create_dir_all(&d)
             .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", d.display()))?;
     }
-    let specs = plan(&config.topology, config.public_port);
+    let mut specs = plan(&config.topology, config.public_port, &config.dir.join(state::DATA_DIR));
+    let has_lb = config.topology.lb.is_some();
+    let role_state = |s: &InstanceSpec| RoleState {
+        name: s.name.clone(),
+        kind: s.kind,
+        pid: None,
+        addrs: Default::default(),
+        restarts: 0,
+        state: RolePhase::Starting,
+        last_error: None,
+    };
+    let mut roles: Vec<RoleState> = specs.iter().map(role_state).collect();
+    if has_lb {
+        roles.push(RoleState { name: "lb-1".into(), kind: RoleKind::Lb, ..role_state(&specs[0]) });
+    }
     let shared = SharedState {
         dir: config.dir.clone(),
         inner: Arc::new(Mutex::new(DeploymentState {
             topology: config.topology.name.clone(),
             supervisor_pid: std::process::id(),
             running: true,
-            roles: specs
-                .iter()
-                .map(|s| RoleState {
-                    name: s.name.clone(),
-                    kind: s.kind,
-                    pid: None,
-                    addrs: Default::default(),
-                    restarts: 0,
-                    state: RolePhase::Starting,
-                    last_error: None,
-                })
-                .collect(),
+            roles,
         })),
     };
     shared.update(|_| {});
     let config = Arc::new(config);
 
-    // Start every instance at once and wait for all of them.
-    let mut starting = tokio::task::JoinSet::new();
-    for (index, spec) in specs.iter().cloned().enumerate() {
-        let config = config.clone();
-        starting.spawn(async move { (index, start_instance(&config, &spec).await) });
-    }
-    let mut started: Vec<Option<Running>> = (0..specs.len()).map(|_| None).collect();
-    let mut failures = Vec::new();
-    while let Some(joined) = starting.join_next().await {
-        match joined {
-            Ok((index, Ok(running))) => {
-                mark_ready(&shared, index, &running);
-                started[index] = Some(running);
-            }
-            Ok((_, Err(failure))) => failures.push(failure),
-            Err(e) => failures.push(StartFailure {
-                role: "?".into(),
-                reason: e.to_string(),
-                log_tail: Vec::new(),
-            }),
+    // Phase 1: every API instance at once. Phase 2: the load balancer, pointed at them.
+    let mut started: Vec<Option<Running>> = Vec::new();
+    let mut failures = start_all(&config, &shared, &specs, 0, &mut started).await;
+    if failures.is_empty()
+        && let Some(lb) = {
+            let backends: Vec<(String, String)> = specs
+                .iter()
+                .zip(&started)
+                .filter_map(|(s, r)| Some((s.name.clone(), r.as_ref()?.ready.addrs.get("http")?.clone())))
+                .collect();
+            plan_lb(&config.topology, config.public_port, &backends)
         }
+    {
+        let index = specs.len();
+        failures = start_all(&config, &shared, std::slice::from_ref(&lb), index, &mut started).await;
+        specs.push(lb);
     }
     if !failures.is_empty() {
         for running in started.into_iter().flatten() {
@@ -536,21 +587,22 @@ mod tests {
     use crate::topology::{ApiSpec, DataEngine};
 
     #[test]
-    fn the_first_api_takes_the_public_port_and_node_ids_differ() {
+    fn the_first_api_takes_the_public_port_unless_a_balancer_does() {
         let t = Topology {
             name: "t".into(),
-            api: ApiSpec {
-                count: 3,
-                ports: vec![9002],
-            },
+            api: ApiSpec { count: 3, ports: vec![9002] },
+            lb: None,
             data: DataEngine::Sqlite,
         };
-        let p = plan(&t, 8080);
-        assert_eq!(
-            p.iter()
-                .map(|s| (s.name.as_str(), s.port, s.node_id))
-                .collect::<Vec<_>>(),
-            vec![("api-1", 8080, 1), ("api-2", 9002, 2), ("api-3", 0, 3)]
-        );
+        let p = plan(&t, 8080, Path::new("/d"));
+        let ports: Vec<(&str, u16, &str)> = p.iter().map(|s| (s.name.as_str(), s.port, s.args[3].as_str())).collect();
+        assert_eq!(ports, vec![("api-1", 8080, "1"), ("api-2", 9002, "2"), ("api-3", 0, "3")]);
+        assert!(plan_lb(&t, 8080, &[]).is_none());
+        let with_lb = Topology { lb: Some(crate::topology::LbSpec { algorithm: "random".into() }), ..t };
+        let p = plan(&with_lb, 8080, Path::new("/d"));
+        assert_eq!(p.iter().map(|s| s.port).collect::<Vec<_>>(), vec![9002, 0, 0], "with a balancer no API takes the public port");
+        let lb = plan_lb(&with_lb, 8080, &[("api-1".into(), "127.0.0.1:9002".into())]).expect("lb");
+        assert_eq!(lb.port, 8080);
+        assert!(lb.args.contains(&"api-1=127.0.0.1:9002".to_string()) && lb.args.contains(&"random".to_string()));
     }
 }

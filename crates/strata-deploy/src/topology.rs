@@ -30,19 +30,22 @@ pub const MAX_COUNT: i64 = 64;
 pub enum RoleKind {
     /// `strata api`: a stateless API server.
     Api,
+    /// `strata lb`: the load balancer on the public port.
+    Lb,
 }
 
 impl RoleKind {
     pub fn as_str(self) -> &'static str {
         match self {
             RoleKind::Api => "api",
+            RoleKind::Lb => "lb",
         }
     }
 }
 
 /// Top-level tables that will name role kinds or engines in later versions.
 const PLANNED_KINDS: &[&str] = &[
-    "lb",
+    
     "worker",
     "edge",
     "dns",
@@ -54,7 +57,10 @@ const PLANNED_KINDS: &[&str] = &[
     "memcached",
     "rabbitmq",
 ];
-const KNOWN_TOP_LEVEL: &[&str] = &["name", "api", "data"];
+const KNOWN_TOP_LEVEL: &[&str] = &["name", "api", "lb", "data"];
+
+/// Balancing algorithms `[lb] algorithm` accepts (those of `strata lb --algorithm`).
+pub const LB_ALGORITHMS: &[&str] = &["round-robin", "weighted-round-robin", "least-connections", "power-of-two", "ip-hash", "consistent-hash", "random"];
 
 /// `[api]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +69,12 @@ pub struct ApiSpec {
     /// Fixed ports of the instances after the first (the first takes the public port, until a
     /// load balancer does); instances without one listen on any free port.
     pub ports: Vec<u16>,
+}
+
+/// `[lb]`: one load balancer on the public port, in front of every API server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LbSpec {
+    pub algorithm: String,
 }
 
 /// The data tier's engine.
@@ -76,6 +88,8 @@ pub enum DataEngine {
 pub struct Topology {
     pub name: String,
     pub api: ApiSpec,
+    /// The load balancer in front of the API servers, when the topology has one.
+    pub lb: Option<LbSpec>,
     pub data: DataEngine,
 }
 
@@ -116,8 +130,7 @@ impl fmt::Display for TopologyErrors {
 }
 
 /// The built-in default: three API servers on the embedded SQLite data tier.
-pub const DEFAULT_TOPOLOGY: &str =
-    "name = \"default\"\n\n[api]\ncount = 3\n\n[data]\nengine = \"sqlite\"\n";
+pub const DEFAULT_TOPOLOGY: &str = "name = \"default\"\n\n[lb]\ncount = 1\nalgorithm = \"round-robin\"\n\n[api]\ncount = 3\n\n[data]\nengine = \"sqlite\"\n";
 
 /// Finds the line of `[table]` (key `None`) or of `key =` inside `[table]` (or at top level).
 fn line_of(text: &str, table: Option<&str>, key: Option<&str>) -> Option<usize> {
@@ -210,6 +223,7 @@ impl Topology {
                 count: 3,
                 ports: Vec::new(),
             },
+            lb: Some(LbSpec { algorithm: "round-robin".into() }),
             data: DataEngine::Sqlite,
         }
     }
@@ -242,7 +256,7 @@ impl Topology {
                 err(
                     line,
                     format!(
-                        "role `{key}` is not available in this version of strata (available: api)"
+                        "role `{key}` is not available in this version of strata (available: api, lb)"
                     ),
                 );
             } else {
@@ -326,14 +340,11 @@ impl Topology {
                                 ),
                             }
                         }
-                        if api.count > 0 && items.len() >= usize::from(api.count) {
+                        let without_public = usize::from(api.count) - usize::from(!table.contains_key("lb") && api.count > 0);
+                        if api.count > 0 && items.len() > without_public {
                             err(
                                 ports_line,
-                                format!(
-                                    "`api.ports` lists {} ports but only {} API servers after the first need one (api-1 takes the public port)",
-                                    items.len(),
-                                    api.count - 1
-                                ),
+                                format!("`api.ports` lists {} ports but only {without_public} API servers need one (those not on the public port)", items.len()),
                             );
                         }
                     }
@@ -350,6 +361,39 @@ impl Topology {
                 line_of(text, None, Some("api")),
                 format!("`api` must be a table, not {}", type_name(v)),
             ),
+        }
+
+        let mut lb = None;
+        match table.get("lb") {
+            None => {}
+            Some(Value::Table(t)) => {
+                for key in t.keys() {
+                    if key != "count" && key != "algorithm" {
+                        err(line_of(text, Some("lb"), Some(key)), format!("unknown key `lb.{key}`{} (known: count, algorithm)", suggestion(key, &["count", "algorithm"])));
+                    }
+                }
+                match t.get("count") {
+                    None | Some(Value::Integer(1)) => {}
+                    Some(v) => err(
+                        line_of(text, Some("lb"), Some("count")),
+                        format!("`lb.count` must be 1 in this version (one load balancer takes the public port), not {}", show(v)),
+                    ),
+                }
+                let algorithm = match t.get("algorithm") {
+                    None => "round-robin".to_string(),
+                    Some(Value::String(a)) if LB_ALGORITHMS.contains(&a.as_str()) => a.clone(),
+                    Some(v) => {
+                        let hint = match v {
+                            Value::String(a) => suggestion(a, LB_ALGORITHMS),
+                            _ => String::new(),
+                        };
+                        err(line_of(text, Some("lb"), Some("algorithm")), format!("`lb.algorithm` must be one of {}, not {}{hint}", LB_ALGORITHMS.join(", "), show(v)));
+                        String::new()
+                    }
+                };
+                lb = Some(LbSpec { algorithm });
+            }
+            Some(v) => err(line_of(text, None, Some("lb")), format!("`lb` must be a table, not {}", type_name(v))),
         }
 
         let mut data = DataEngine::Sqlite;
@@ -383,15 +427,16 @@ impl Topology {
         // Fixed ports: each must differ from every other and from the public port.
         let mut fixed: Vec<(String, u16, Option<usize>)> = Vec::new();
         let ports_line = line_of(text, Some("api"), Some("ports"));
+        let first_fixed = if table.contains_key("lb") { 1 } else { 2 };
         for (i, p) in api.ports.iter().enumerate() {
-            fixed.push((format!("api-{}", i + 2), *p, ports_line));
+            fixed.push((format!("api-{}", i + first_fixed), *p, ports_line));
         }
         for (i, (role, port, line)) in fixed.iter().enumerate() {
             if public_port != 0 && *port == public_port {
                 err(
                     *line,
                     format!(
-                        "port {port} of {role} clashes with the public port {public_port} (api-1 listens there; see --port)"
+                        "port {port} of {role} clashes with the public port {public_port} (see --port)"
                     ),
                 );
             }
@@ -406,7 +451,7 @@ impl Topology {
         }
 
         if errors.is_empty() {
-            Ok(Topology { name, api, data })
+            Ok(Topology { name, api, lb, data })
         } else {
             Err(TopologyErrors(errors))
         }
@@ -414,7 +459,7 @@ impl Topology {
 
     /// Total role instances.
     pub fn instance_count(&self) -> usize {
-        usize::from(self.api.count)
+        usize::from(self.api.count) + usize::from(self.lb.is_some())
     }
 }
 
@@ -434,7 +479,7 @@ mod tests {
 
     #[test]
     fn every_mistake_is_reported_at_once_with_its_line() {
-        let text = "name = \"x\"\n[api]\ncount = 0\nportz = 1\n[apii]\ncount = 1\n[lb]\ncount = 1\n[data]\nengine = \"postgres\"\n";
+        let text = "name = \"x\"\n[api]\ncount = 0\nportz = 1\n[apii]\ncount = 1\n[worker]\ncount = 1\n[data]\nengine = \"postgres\"\n";
         let e = errors(text);
         let shown: Vec<String> = e.iter().map(ToString::to_string).collect();
         assert_eq!(e.len(), 5, "{shown:#?}");
@@ -495,6 +540,17 @@ mod tests {
     }
 
     #[test]
+    fn a_load_balancer_takes_the_public_port_and_its_settings_are_checked() {
+        let t = Topology::parse("[lb]\nalgorithm = \"least-connections\"\n[api]\ncount = 2\nports = [9001, 9002]\n", 8080).expect("valid");
+        assert_eq!(t.lb, Some(LbSpec { algorithm: "least-connections".into() }));
+        assert_eq!(t.instance_count(), 3);
+        let e = errors("[lb]\ncount = 2\nalgorithm = \"round-robbin\"\n[api]\ncount = 1\n");
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].message.contains("must be 1"), "{e:?}");
+        assert!(e[1].message.contains("did you mean `round-robin`"), "{e:?}");
+    }
+
+    #[test]
     fn fixed_ports_that_clash_are_refused() {
         let t = Topology::parse("[api]\ncount = 3\nports = [9001, 9002]\n", 8080).expect("valid");
         assert_eq!(t.api.ports, vec![9001, 9002]);
@@ -512,7 +568,7 @@ mod tests {
         );
         let e = errors("[api]\ncount = 2\nports = [9001, 9002]\n");
         assert!(
-            e[0].message.contains("only 1 API servers after the first"),
+            e[0].message.contains("only 1 API servers need one"),
             "{e:?}"
         );
         assert_eq!(e[0].line, Some(3));

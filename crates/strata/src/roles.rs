@@ -107,8 +107,7 @@ async fn run_server(
 }
 
 /// Resolves on SIGTERM, SIGINT, or (optionally) end-of-file on stdin.
-async fn shutdown_signal(exit_on_stdin_eof: bool) {
-    use tokio::io::AsyncReadExt as _;
+pub(crate) async fn shutdown_signal(exit_on_stdin_eof: bool) {
     use tokio::signal::unix::{SignalKind, signal};
     let term = async {
         match signal(SignalKind::terminate()) {
@@ -122,14 +121,21 @@ async fn shutdown_signal(exit_on_stdin_eof: bool) {
         if !exit_on_stdin_eof {
             return std::future::pending::<()>().await;
         }
-        let mut stdin = tokio::io::stdin();
-        let mut buf = [0u8; 256];
-        loop {
-            match stdin.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => continue,
+        // A plain thread, not tokio's stdin: a blocking read inside the runtime would keep the
+        // runtime (and so the process) from exiting after shutdown.
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            use std::io::Read as _;
+            let mut stdin = std::io::stdin();
+            let mut buf = [0u8; 256];
+            while let Ok(n) = stdin.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
             }
-        }
+            let _ = tx.send(());
+        });
+        let _ = rx.await;
     };
     tokio::select! {
         _ = term => tracing::info!("SIGTERM received: draining"),

@@ -131,12 +131,24 @@ fn up_serves_user_12_on_every_api_restarts_a_killed_one_and_down_leaves_no_proce
     );
 
     let status = status_json(&dir);
-    let roles = status["roles"].as_array().expect("roles").clone();
+    let all_roles = status["roles"].as_array().expect("roles").clone();
     assert_eq!(
-        roles.len(),
-        3,
-        "the default topology runs 3 API servers: {status:#}"
+        all_roles.len(),
+        4,
+        "the default topology runs a balancer and 3 API servers: {status:#}"
     );
+    let roles: Vec<Value> = all_roles
+        .iter()
+        .filter(|r| r["kind"] == "api")
+        .cloned()
+        .collect();
+    assert_eq!(roles.len(), 3, "{status:#}");
+    let lb = all_roles
+        .iter()
+        .find(|r| r["kind"] == "lb")
+        .expect("a load balancer");
+    let (code, body) = get_user_12(lb["addrs"]["http"].as_str().expect("lb address"));
+    assert_eq!(code, 200, "user 12 through the balancer: {body}");
     for role in &roles {
         assert_eq!(role["state"], "ready", "{status:#}");
         assert_eq!(role["healthy"], true, "{status:#}");
@@ -147,8 +159,12 @@ fn up_serves_user_12_on_every_api_restarts_a_killed_one_and_down_leaves_no_proce
     }
     let before = all_pids(&status);
 
-    // SIGKILL api-2: the supervisor restarts it.
+    // SIGKILL api-2: the supervisor restarts it, on the same port.
     let victim = roles[1]["pid"].as_u64().expect("pid");
+    let victim_addr = roles[1]["addrs"]["http"]
+        .as_str()
+        .expect("addr")
+        .to_string();
     kill(Pid::from_raw(victim as i32), Signal::SIGKILL).expect("SIGKILL");
     let mut restarted = Value::Null;
     let back = wait_until(Duration::from_secs(20), || {
@@ -166,6 +182,10 @@ fn up_serves_user_12_on_every_api_restarts_a_killed_one_and_down_leaves_no_proce
         .as_str()
         .expect("addr")
         .to_string();
+    assert_eq!(
+        addr, victim_addr,
+        "a restarted API comes back on its port, where the balancer expects it"
+    );
     assert_eq!(
         get_user_12(&addr).0,
         200,
@@ -275,7 +295,7 @@ fn a_busy_public_port_fails_fast_with_a_hint_and_starts_nothing() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("api-1 did not become ready") && stderr.contains("--port"),
+        stderr.contains("lb-1 did not become ready") && stderr.contains("--port"),
         "{stderr}"
     );
     let state: Value =
@@ -288,4 +308,63 @@ fn a_busy_public_port_fails_fast_with_a_hint_and_starts_nothing() {
             "every started role was stopped: {state:#}"
         );
     }
+}
+
+#[test]
+fn gets_through_the_balancer_never_fail_when_a_backend_is_killed() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("deploy");
+    let _cleanup = Cleanup(&dir);
+    let out = strata(&["up", "-d", "--port", "0"], &dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        explain("strata up -d", &out, &dir)
+    );
+    let status = status_json(&dir);
+    let roles = status["roles"].as_array().expect("roles");
+    let lb = roles.iter().find(|r| r["kind"] == "lb").expect("lb")["addrs"]["http"]
+        .as_str()
+        .expect("addr")
+        .to_string();
+    let victim = roles.iter().find(|r| r["name"] == "api-2").expect("api-2")["pid"]
+        .as_u64()
+        .expect("pid");
+
+    // Four clients, each a GET every 10 ms for 3 s; api-2 is killed after 1 s.
+    let stop_at = Instant::now() + Duration::from_secs(3);
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let lb = lb.clone();
+            std::thread::spawn(move || {
+                let (mut ok, mut failed) = (0u32, Vec::new());
+                while Instant::now() < stop_at {
+                    let (code, body) = get_user_12(&lb);
+                    if code == 200 {
+                        ok += 1
+                    } else {
+                        failed.push(format!("{code}: {body}"))
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    kill(Pid::from_raw(victim as i32), Signal::SIGKILL).expect("SIGKILL api-2");
+    let (mut ok, mut failed) = (0, Vec::new());
+    for c in clients {
+        let (o, f) = c.join().expect("client");
+        ok += o;
+        failed.extend(f);
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} GETs failed: {:?}",
+        failed.len(),
+        ok as usize + failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok > 100, "the load ran ({ok} GETs)");
 }

@@ -1,0 +1,189 @@
+//! `strata lb`: the load balancer role.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use strata_core::ready::ReadyLine;
+use strata_lb::{Algorithm, BackendSpec, HashOn, LbConfig, LoadBalancer};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AlgorithmName {
+    RoundRobin,
+    WeightedRoundRobin,
+    LeastConnections,
+    PowerOfTwo,
+    IpHash,
+    ConsistentHash,
+    Random,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LbArgs {
+    /// Address clients connect to.
+    #[arg(long, env = "STRATA_LB_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Address of the admin API (`/admin/backends`, `/metrics`); port 0 picks a free one.
+    #[arg(long, env = "STRATA_LB_ADMIN", default_value = "127.0.0.1:0")]
+    pub admin: SocketAddr,
+    /// A backend, as NAME=HOST:PORT or NAME=HOST:PORT@WEIGHT (repeat for each backend).
+    #[arg(long = "backend", value_parser = parse_backend, required = true)]
+    pub backends: Vec<BackendSpec>,
+    /// Balancing algorithm.
+    #[arg(long, value_enum, default_value_t = AlgorithmName::RoundRobin)]
+    pub algorithm: AlgorithmName,
+    /// What consistent hashing hashes: `header:NAME`, `cookie:NAME` or `path`.
+    #[arg(long, value_parser = parse_hash_on, default_value = "path")]
+    pub hash_on: HashOn,
+    /// Path of the active health check.
+    #[arg(long, default_value = "/healthz")]
+    pub health_path: String,
+    /// Milliseconds between active health checks.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    pub health_interval_ms: u64,
+    /// Milliseconds a health check may take.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub health_timeout_ms: u64,
+    /// Consecutive good checks that bring a backend back.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub rise: u32,
+    /// Consecutive failed checks that take a backend out.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub fall: u32,
+    /// Consecutive failed requests (connect failure, reset, 5xx) that eject a backend.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub eject_after: u32,
+    /// Milliseconds to open a backend connection.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub connect_timeout_ms: u64,
+    /// Milliseconds until a backend's response head arrives.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub header_timeout_ms: u64,
+    /// This role's name in its topology.
+    #[arg(long, default_value = "lb")]
+    pub name: String,
+    /// Exit when standard input reaches end-of-file (set by `strata up`).
+    #[arg(long)]
+    pub exit_on_stdin_eof: bool,
+}
+
+fn parse_backend(s: &str) -> Result<BackendSpec, String> {
+    let (name, rest) = s.split_once('=').ok_or_else(|| {
+        format!("{s:?}: write a backend as NAME=HOST:PORT, e.g. api-1=127.0.0.1:4001")
+    })?;
+    let (addr, weight) = match rest.split_once('@') {
+        Some((a, w)) => (
+            a,
+            w.parse::<u32>().map_err(|_| {
+                format!("{s:?}: the weight after @ must be a whole number from 1 to 1000")
+            })?,
+        ),
+        None => (rest, 1),
+    };
+    if name.is_empty() || name.len() > 64 {
+        return Err(format!(
+            "{s:?}: the backend name must be 1 to 64 characters"
+        ));
+    }
+    if !(1..=1000).contains(&weight) {
+        return Err(format!("{s:?}: the weight must be from 1 to 1000"));
+    }
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|_| format!("{s:?}: {addr:?} is not an IP:PORT address"))?;
+    Ok(BackendSpec {
+        name: name.to_string(),
+        addr,
+        weight,
+    })
+}
+
+fn parse_hash_on(s: &str) -> Result<HashOn, String> {
+    match s.split_once(':') {
+        Some(("header", name)) if !name.is_empty() => Ok(HashOn::Header(name.to_ascii_lowercase())),
+        Some(("cookie", name)) if !name.is_empty() => Ok(HashOn::Cookie(name.to_string())),
+        None if s == "path" => Ok(HashOn::Path),
+        _ => Err(format!("{s:?}: use header:NAME, cookie:NAME or path")),
+    }
+}
+
+pub async fn lb(args: LbArgs) -> anyhow::Result<()> {
+    strata_core::telemetry::init();
+    let algorithm = match args.algorithm {
+        AlgorithmName::RoundRobin => Algorithm::RoundRobin,
+        AlgorithmName::WeightedRoundRobin => Algorithm::WeightedRoundRobin,
+        AlgorithmName::LeastConnections => Algorithm::LeastConnections,
+        AlgorithmName::PowerOfTwo => Algorithm::PowerOfTwo,
+        AlgorithmName::IpHash => Algorithm::IpHash,
+        AlgorithmName::ConsistentHash => Algorithm::ConsistentHash {
+            on: args.hash_on.clone(),
+        },
+        AlgorithmName::Random => Algorithm::Random,
+    };
+    let mut names = std::collections::HashSet::new();
+    for b in &args.backends {
+        if !names.insert(b.name.clone()) {
+            anyhow::bail!(
+                "two backends are named {:?}: give each --backend its own name",
+                b.name
+            );
+        }
+    }
+    let mut config = LbConfig::new(args.listen, args.admin, args.backends);
+    config.algorithm = algorithm;
+    config.health.path = args.health_path;
+    config.health.interval = Duration::from_millis(args.health_interval_ms);
+    config.health.timeout = Duration::from_millis(args.health_timeout_ms);
+    config.health.rise = args.rise;
+    config.health.fall = args.fall;
+    config.outlier.consecutive_failures = args.eject_after;
+    config.timeouts.connect = Duration::from_millis(args.connect_timeout_ms);
+    config.timeouts.header = Duration::from_millis(args.header_timeout_ms);
+    let listen = config.listen;
+    let lb = LoadBalancer::build(config).await.with_context(|| {
+        format!("cannot listen on {listen}: is another process using that port? Pass another --listen (port 0 picks a free one)")
+    })?;
+    let addr = lb.addr()?;
+    let admin = lb.admin_addr()?;
+    ReadyLine::new(&args.name)
+        .with_addr("http", addr)
+        .with_addr("admin", admin)
+        .announce()
+        .context("cannot write the readiness line")?;
+    tracing::info!(role = %args.name, %addr, %admin, "load balancing http://{addr}/");
+    lb.run_until_stopped(crate::roles::shutdown_signal(args.exit_on_stdin_eof))
+        .await
+        .context("the load balancer failed")?;
+    tracing::info!(role = %args.name, "stopped after finishing in-flight requests");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backends_parse_with_optional_weights_and_bad_ones_explain_themselves() {
+        let b = parse_backend("api-1=127.0.0.1:4001@3").expect("valid");
+        assert_eq!(
+            (b.name.as_str(), b.addr.port(), b.weight),
+            ("api-1", 4001, 3)
+        );
+        assert!(
+            parse_backend("127.0.0.1:4001")
+                .expect_err("no name")
+                .contains("NAME=HOST:PORT")
+        );
+        assert!(
+            parse_backend("a=localhost:1")
+                .expect_err("not an ip")
+                .contains("IP:PORT")
+        );
+        assert!(parse_backend("a=127.0.0.1:1@0").is_err());
+        assert_eq!(
+            parse_hash_on("header:X-User").expect("valid"),
+            HashOn::Header("x-user".into())
+        );
+        assert!(parse_hash_on("query").is_err());
+    }
+}
