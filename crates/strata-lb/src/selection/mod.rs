@@ -16,7 +16,9 @@ pub enum Algorithm {
     PowerOfTwo,
     IpHash,
     /// Consistent hashing (a ring with virtual nodes) on a request attribute.
-    ConsistentHash { on: HashOn },
+    ConsistentHash {
+        on: HashOn,
+    },
     Random,
 }
 
