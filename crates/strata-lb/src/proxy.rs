@@ -205,19 +205,46 @@ fn hash_key<'a>(on: &HashOn, req: &'a Request<Incoming>) -> Option<&'a [u8]> {
     }
 }
 
-/// The request body: buffered (replayable) or streaming (one attempt).
+/// The request body: buffered (replayable) or streaming (one attempt). A streaming body that
+/// turns out to be malformed (a bad chunk size, say) raises `client_fault`, so the failure is
+/// answered 400 to the client instead of being blamed on the backend.
 enum Body {
     Replayable(Bytes),
-    Streaming(Option<Incoming>),
+    Streaming(Option<Incoming>, Arc<std::sync::atomic::AtomicBool>),
 }
 
 impl Body {
     fn take(&mut self) -> Option<ProxyBody> {
         match self {
             Body::Replayable(b) => Some(Full::new(b.clone()).map_err(|e| match e {}).boxed()),
-            Body::Streaming(s) => s.take().map(|b| b.map_err(BoxError::from).boxed()),
+            Body::Streaming(s, fault) => {
+                let fault = fault.clone();
+                s.take().map(|b| {
+                    b.map_err(move |e| {
+                        fault.store(true, Ordering::Release);
+                        BoxError::from(e)
+                    })
+                    .boxed()
+                })
+            }
         }
     }
+
+    fn client_fault(&self) -> bool {
+        matches!(self, Body::Streaming(_, fault) if fault.load(Ordering::Acquire))
+    }
+}
+
+/// 400 for a malformed request body; the connection is closed after it.
+fn bad_body() -> Response<ProxyBody> {
+    let mut r = problem(
+        StatusCode::BAD_REQUEST,
+        "malformed-body",
+        "The request body is malformed (for example an invalid chunk size).",
+    );
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 impl Proxy {
@@ -339,7 +366,10 @@ impl Proxy {
             {
                 Body::Replayable(Bytes::new())
             }
-            _ => Body::Streaming(Some(incoming)),
+            _ => Body::Streaming(
+                Some(incoming),
+                Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            ),
         };
 
         let mut headers = parts.headers.clone();
@@ -419,6 +449,9 @@ impl Proxy {
                         Some(backend.name.clone()),
                         attempts,
                     );
+                }
+                Ok(Err(_)) if body.client_fault() => {
+                    return (bad_body(), Some(backend.name.clone()), attempts);
                 }
                 Ok(Err(e)) => {
                     let never_sent = e.is_connect();

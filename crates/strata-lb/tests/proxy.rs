@@ -1,0 +1,459 @@
+//! The load balancer over real sockets: in-process HTTP backends on free loopback ports, a
+//! real `LoadBalancer` in front, and clients speaking HTTP (and raw bytes) to it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Json;
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use serde_json::Value;
+use strata_lb::{Algorithm, BackendSpec, LbConfig, LoadBalancer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A backend that says who it is and echoes the headers it received.
+async fn backend(name: &'static str) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/who",
+            get(move |headers: HeaderMap| async move {
+                let h: HashMap<String, String> = headers
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.to_string(),
+                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        )
+                    })
+                    .collect();
+                Json(serde_json::json!({"name": name, "headers": h}))
+            }),
+        )
+        .route(
+            "/echo",
+            post(move |body: String| async move { format!("{name}:{body}") }),
+        );
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, task)
+}
+
+/// A backend that accepts connections, reads the request and closes without answering;
+/// `hits` counts the POSTs it swallowed.
+async fn resetting_backend(hits: Arc<AtomicUsize>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            if buf[..n].starts_with(b"POST") {
+                hits.fetch_add(1, Ordering::SeqCst);
+            }
+            drop(s);
+        }
+    });
+    addr
+}
+
+/// A port with nothing listening.
+fn dead_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+struct Lb {
+    base: String,
+    admin: String,
+    addr: SocketAddr,
+    client: reqwest::Client,
+}
+
+async fn start_lb(backends: Vec<(&str, SocketAddr)>, tune: impl FnOnce(&mut LbConfig)) -> Lb {
+    let specs = backends
+        .into_iter()
+        .map(|(n, a)| BackendSpec {
+            name: n.into(),
+            addr: a,
+            weight: 1,
+        })
+        .collect();
+    let mut config = LbConfig::new(
+        "127.0.0.1:0".parse().expect("addr"),
+        "127.0.0.1:0".parse().expect("addr"),
+        specs,
+    );
+    config.health.interval = Duration::from_millis(100);
+    config.health.timeout = Duration::from_millis(100);
+    tune(&mut config);
+    let lb = LoadBalancer::build(config).await.expect("bind");
+    let addr = lb.addr().expect("addr");
+    let admin = lb.admin_addr().expect("admin");
+    tokio::spawn(lb.run_until_stopped(std::future::pending()));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    Lb {
+        base: format!("http://{addr}"),
+        admin: format!("http://{admin}"),
+        addr,
+        client,
+    }
+}
+
+impl Lb {
+    async fn who(&self) -> (u16, Value) {
+        let r = self
+            .client
+            .get(format!("{}/who", self.base))
+            .send()
+            .await
+            .expect("GET");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+    async fn backends(&self) -> Value {
+        self.client
+            .get(format!("{}/admin/backends", self.admin))
+            .send()
+            .await
+            .expect("admin")
+            .json()
+            .await
+            .expect("json")
+    }
+}
+
+#[tokio::test]
+async fn round_robin_spreads_requests_over_every_backend() {
+    let (a, _ta) = backend("a").await;
+    let (b, _tb) = backend("b").await;
+    let (c, _tc) = backend("c").await;
+    let lb = start_lb(vec![("a", a), ("b", b), ("c", c)], |_| {}).await;
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for _ in 0..30 {
+        let (status, body) = lb.who().await;
+        assert_eq!(status, 200);
+        *counts
+            .entry(body["name"].as_str().expect("name").to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(
+        counts.values().copied().collect::<Vec<_>>(),
+        vec![10, 10, 10],
+        "{counts:?}"
+    );
+}
+
+#[tokio::test]
+async fn forwarding_headers_are_added_hop_by_hop_ones_removed_and_the_request_id_kept() {
+    let (a, _ta) = backend("a").await;
+    let lb = start_lb(vec![("a", a)], |_| {}).await;
+    let r = lb
+        .client
+        .get(format!("{}/who", lb.base))
+        .header("x-request-id", "trace-77")
+        .header("connection", "keep-alive, x-hop")
+        .header("x-hop", "secret")
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.headers()["x-request-id"], "trace-77");
+    let body: Value = r.json().await.expect("json");
+    let h = &body["headers"];
+    assert_eq!(h["x-request-id"], "trace-77");
+    assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["forwarded"], "for=127.0.0.1;proto=http");
+    assert!(
+        h.get("x-hop").is_none(),
+        "headers named in Connection are removed: {h}"
+    );
+    let r = lb
+        .client
+        .get(format!("{}/who", lb.base))
+        .send()
+        .await
+        .expect("GET");
+    assert!(
+        r.headers()["x-request-id"].len() >= 16,
+        "generated when absent"
+    );
+}
+
+#[tokio::test]
+async fn a_dead_backend_costs_no_failed_get_and_is_ejected() {
+    let (a, _ta) = backend("a").await;
+    let (b, tb) = backend("b").await;
+    let lb = start_lb(vec![("a", a), ("b", b)], |c| {
+        c.health.interval = Duration::from_secs(60)
+    })
+    .await;
+    assert_eq!(lb.who().await.0, 200);
+    tb.abort();
+    let _ = tb.await;
+    for _ in 0..40 {
+        let (status, body) = lb.who().await;
+        assert_eq!(status, 200, "every GET succeeds: {body}");
+        assert_eq!(body["name"], "a");
+    }
+    let backends = lb.backends().await;
+    let b_view = backends["backends"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|x| x["name"] == "b")
+        .expect("b")
+        .clone();
+    assert_eq!(
+        b_view["ejected"], true,
+        "passive detection ejected b: {backends}"
+    );
+    assert_eq!(b_view["eligible"], false);
+}
+
+#[tokio::test]
+async fn active_checks_take_a_dead_backend_out_and_bring_it_back() {
+    let (a, _ta) = backend("a").await;
+    let (b, tb) = backend("b").await;
+    let lb = start_lb(vec![("a", a), ("b", b)], |c| {
+        c.health.rise = 1;
+        c.health.fall = 2;
+    })
+    .await;
+    tb.abort();
+    let _ = tb.await;
+    // Two failed checks 100 ms apart, with no client traffic at all.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let view = lb.backends().await;
+    assert_eq!(view["backends"][1]["healthy"], false, "{view}");
+    // Restart b on the same port.
+    let listener = tokio::net::TcpListener::bind(b).await.expect("rebind");
+    let app = axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/who",
+            get(|| async { Json(serde_json::json!({"name": "b"})) }),
+        );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let view = lb.backends().await;
+    assert_eq!(view["backends"][1]["healthy"], true, "re-admitted: {view}");
+    let mut saw_b = false;
+    for _ in 0..10 {
+        saw_b |= lb.who().await.1["name"] == "b";
+    }
+    assert!(saw_b);
+}
+
+#[tokio::test]
+async fn a_post_that_may_have_arrived_is_not_retried_but_one_that_never_connected_is() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let resetter = resetting_backend(hits.clone()).await;
+    let (a, _ta) = backend("a").await;
+    let lb = start_lb(vec![("r", resetter), ("a", a)], |c| {
+        c.algorithm = Algorithm::LeastConnections;
+        c.health.interval = Duration::from_secs(60);
+    })
+    .await;
+    // Least connections with equal loads rotates; find a POST that lands on the resetter.
+    let mut failed = 0;
+    for _ in 0..4 {
+        let r = lb
+            .client
+            .post(format!("{}/echo", lb.base))
+            .body("x")
+            .send()
+            .await
+            .expect("POST");
+        if r.status() == 502 {
+            failed += 1;
+        }
+    }
+    assert!(
+        hits.load(Ordering::SeqCst) >= 1,
+        "some POST reached the resetting backend"
+    );
+    assert_eq!(
+        failed,
+        hits.load(Ordering::SeqCst),
+        "each POST the resetter swallowed failed, none was retried"
+    );
+    // With an Idempotency-Key the same POST is retried on the other backend.
+    let before = hits.load(Ordering::SeqCst);
+    for _ in 0..4 {
+        let r = lb
+            .client
+            .post(format!("{}/echo", lb.base))
+            .header("idempotency-key", "k1")
+            .body("y")
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(r.status(), 200, "retried elsewhere");
+        assert_eq!(r.text().await.expect("text"), "a:y");
+    }
+    let _ = before;
+
+    // A backend nobody listens on: the connection fails, nothing was sent, so a POST moves on.
+    let (c, _tc) = backend("c").await;
+    let lb = start_lb(vec![("dead", dead_addr()), ("c", c)], |c| {
+        c.health.interval = Duration::from_secs(60)
+    })
+    .await;
+    for _ in 0..4 {
+        let r = lb
+            .client
+            .post(format!("{}/echo", lb.base))
+            .body("z")
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(r.status(), 200);
+    }
+}
+
+#[tokio::test]
+async fn with_no_eligible_backend_the_answer_is_503_problem_at_once() {
+    let lb = start_lb(vec![("dead", dead_addr())], |c| {
+        c.health.interval = Duration::from_millis(50)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let started = std::time::Instant::now();
+    let r = lb
+        .client
+        .get(format!("{}/who", lb.base))
+        .send()
+        .await
+        .expect("GET");
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    assert_eq!(r.headers()["retry-after"], "1");
+    let text = r.text().await.expect("text");
+    assert!(
+        !text.contains("127.0.0.1"),
+        "no backend address leaks: {text}"
+    );
+}
+
+#[tokio::test]
+async fn the_admin_api_replaces_and_drains_backends_and_refuses_a_bad_set() {
+    let (a, _ta) = backend("a").await;
+    let (b, _tb) = backend("b").await;
+    let lb = start_lb(vec![("a", a)], |_| {}).await;
+    let admin = format!("{}/admin/backends", lb.admin);
+    let r = lb
+        .client
+        .put(&admin)
+        .body(r#"{"backends":[{"name":"a","addr":"127.0.0.1:1","weight":0}]}"#)
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(r.status(), 400);
+    let r = lb
+        .client
+        .put(&admin)
+        .body("not json")
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(r.status(), 400);
+    assert_eq!(lb.who().await.1["name"], "a", "the old set keeps serving");
+    let set = serde_json::json!({"backends": [{"name": "a", "addr": a.to_string()}, {"name": "b", "addr": b.to_string()}]});
+    let r = lb.client.put(&admin).json(&set).send().await.expect("PUT");
+    assert_eq!(r.status(), 200);
+    let r = lb
+        .client
+        .post(format!("{admin}/a/drain"))
+        .send()
+        .await
+        .expect("drain");
+    assert_eq!(r.status(), 200);
+    for _ in 0..10 {
+        assert_eq!(
+            lb.who().await.1["name"],
+            "b",
+            "a drained backend gets no new requests"
+        );
+    }
+    let metrics = lb
+        .client
+        .get(format!("{}/metrics", lb.admin))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(metrics.contains("strata_lb_requests_total{"), "{metrics}");
+}
+
+/// Sends raw bytes; returns what came back and whether the server closed the connection.
+async fn raw(addr: SocketAddr, bytes: &[u8]) -> (String, bool) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(bytes).await.expect("write");
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out))
+        .await
+        .is_ok();
+    (String::from_utf8_lossy(&out).into_owned(), closed)
+}
+
+#[tokio::test]
+async fn smuggling_attempts_are_answered_400_and_the_connection_closed() {
+    let (a, _ta) = backend("a").await;
+    let lb = start_lb(vec![("a", a)], |_| {}).await;
+    // Content-Length together with Transfer-Encoding: the HTTP parser lets chunked framing win,
+    // drops Content-Length and closes the connection after the answer, so no second request
+    // can hide in the body. (A strict 400 here needs a look at the raw head; see docs/lb.md.)
+    let (answer, closed) = raw(lb.addr, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /who HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(
+        closed,
+        "the connection is closed after an ambiguously framed request: {answer:?}"
+    );
+    assert_eq!(
+        answer.matches("HTTP/1.1").count(),
+        1,
+        "the smuggled second request is never served: {answer:?}"
+    );
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer:?}"
+    );
+
+    let cases: [&[u8]; 3] = [
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+        b"GET /who HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n b\r\n\r\n",
+    ];
+    for case in cases {
+        let (answer, closed) = raw(lb.addr, case).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 400"),
+            "{:?} -> {answer:?}",
+            String::from_utf8_lossy(case)
+        );
+        assert!(
+            closed,
+            "the connection is closed after {:?}",
+            String::from_utf8_lossy(case)
+        );
+    }
+}
