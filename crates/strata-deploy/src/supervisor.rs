@@ -97,7 +97,11 @@ pub fn plan(topology: &Topology, public_port: u16, data: &Path) -> Vec<InstanceS
         .map(|i| InstanceSpec {
             name: format!("api-{}", i + 1),
             kind: RoleKind::Api,
-            port: if i == 0 && !has_lb { public_port } else { fixed.next().unwrap_or(0) },
+            port: if i == 0 && !has_lb {
+                public_port
+            } else {
+                fixed.next().unwrap_or(0)
+            },
             args: vec![
                 "--data".into(),
                 data.display().to_string(),
@@ -109,14 +113,28 @@ pub fn plan(topology: &Topology, public_port: u16, data: &Path) -> Vec<InstanceS
 }
 
 /// The load balancer instance, in front of the API instances that are running at `addrs`.
-pub fn plan_lb(topology: &Topology, public_port: u16, backends: &[(String, String)]) -> Option<InstanceSpec> {
+pub fn plan_lb(
+    topology: &Topology,
+    public_port: u16,
+    backends: &[(String, String)],
+) -> Option<InstanceSpec> {
     let lb = topology.lb.as_ref()?;
-    let mut args = vec!["--admin".into(), "127.0.0.1:0".into(), "--algorithm".into(), lb.algorithm.clone()];
+    let mut args = vec![
+        "--admin".into(),
+        "127.0.0.1:0".into(),
+        "--algorithm".into(),
+        lb.algorithm.clone(),
+    ];
     for (name, addr) in backends {
         args.push("--backend".into());
         args.push(format!("{name}={addr}"));
     }
-    Some(InstanceSpec { name: "lb-1".into(), kind: RoleKind::Lb, port: public_port, args })
+    Some(InstanceSpec {
+        name: "lb-1".into(),
+        kind: RoleKind::Lb,
+        port: public_port,
+        args,
+    })
 }
 
 /// The state of the deployment, shared by the instance tasks and mirrored to `state.json`.
@@ -319,7 +337,13 @@ async fn watch_instance(
     let policy = config.policy;
     // Come back on the same port after a crash, so the load balancer (or a client) still
     // finds this instance.
-    if let Some(port) = first.ready.addrs.get("http").and_then(|a| a.rsplit(':').next()).and_then(|p| p.parse().ok()) {
+    if let Some(port) = first
+        .ready
+        .addrs
+        .get("http")
+        .and_then(|a| a.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+    {
         spec.port = port;
     }
     let mut running = Some(first);
@@ -418,7 +442,11 @@ async fn start_all(
                 results[offset] = Some(running);
             }
             Ok((_, Err(failure))) => failures.push(failure),
-            Err(e) => failures.push(StartFailure { role: "?".into(), reason: e.to_string(), log_tail: Vec::new() }),
+            Err(e) => failures.push(StartFailure {
+                role: "?".into(),
+                reason: e.to_string(),
+                log_tail: Vec::new(),
+            }),
         }
     }
     started.extend(results);
@@ -441,7 +469,11 @@ pub async fn run(
         std::fs::create_dir_all(&d)
             .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", d.display()))?;
     }
-    let mut specs = plan(&config.topology, config.public_port, &config.dir.join(state::DATA_DIR));
+    let mut specs = plan(
+        &config.topology,
+        config.public_port,
+        &config.dir.join(state::DATA_DIR),
+    );
     let has_lb = config.topology.lb.is_some();
     let role_state = |s: &InstanceSpec| RoleState {
         name: s.name.clone(),
@@ -454,7 +486,11 @@ pub async fn run(
     };
     let mut roles: Vec<RoleState> = specs.iter().map(role_state).collect();
     if has_lb {
-        roles.push(RoleState { name: "lb-1".into(), kind: RoleKind::Lb, ..role_state(&specs[0]) });
+        roles.push(RoleState {
+            name: "lb-1".into(),
+            kind: RoleKind::Lb,
+            ..role_state(&specs[0])
+        });
     }
     let shared = SharedState {
         dir: config.dir.clone(),
@@ -476,13 +512,22 @@ pub async fn run(
             let backends: Vec<(String, String)> = specs
                 .iter()
                 .zip(&started)
-                .filter_map(|(s, r)| Some((s.name.clone(), r.as_ref()?.ready.addrs.get("http")?.clone())))
+                .filter_map(|(s, r)| {
+                    Some((s.name.clone(), r.as_ref()?.ready.addrs.get("http")?.clone()))
+                })
                 .collect();
             plan_lb(&config.topology, config.public_port, &backends)
         }
     {
         let index = specs.len();
-        failures = start_all(&config, &shared, std::slice::from_ref(&lb), index, &mut started).await;
+        failures = start_all(
+            &config,
+            &shared,
+            std::slice::from_ref(&lb),
+            index,
+            &mut started,
+        )
+        .await;
         specs.push(lb);
     }
     if !failures.is_empty() {
@@ -590,19 +635,44 @@ mod tests {
     fn the_first_api_takes_the_public_port_unless_a_balancer_does() {
         let t = Topology {
             name: "t".into(),
-            api: ApiSpec { count: 3, ports: vec![9002] },
+            api: ApiSpec {
+                count: 3,
+                ports: vec![9002],
+            },
             lb: None,
             data: DataEngine::Sqlite,
         };
         let p = plan(&t, 8080, Path::new("/d"));
-        let ports: Vec<(&str, u16, &str)> = p.iter().map(|s| (s.name.as_str(), s.port, s.args[3].as_str())).collect();
-        assert_eq!(ports, vec![("api-1", 8080, "1"), ("api-2", 9002, "2"), ("api-3", 0, "3")]);
+        let ports: Vec<(&str, u16, &str)> = p
+            .iter()
+            .map(|s| (s.name.as_str(), s.port, s.args[3].as_str()))
+            .collect();
+        assert_eq!(
+            ports,
+            vec![
+                ("api-1", 8080, "1"),
+                ("api-2", 9002, "2"),
+                ("api-3", 0, "3")
+            ]
+        );
         assert!(plan_lb(&t, 8080, &[]).is_none());
-        let with_lb = Topology { lb: Some(crate::topology::LbSpec { algorithm: "random".into() }), ..t };
+        let with_lb = Topology {
+            lb: Some(crate::topology::LbSpec {
+                algorithm: "random".into(),
+            }),
+            ..t
+        };
         let p = plan(&with_lb, 8080, Path::new("/d"));
-        assert_eq!(p.iter().map(|s| s.port).collect::<Vec<_>>(), vec![9002, 0, 0], "with a balancer no API takes the public port");
+        assert_eq!(
+            p.iter().map(|s| s.port).collect::<Vec<_>>(),
+            vec![9002, 0, 0],
+            "with a balancer no API takes the public port"
+        );
         let lb = plan_lb(&with_lb, 8080, &[("api-1".into(), "127.0.0.1:9002".into())]).expect("lb");
         assert_eq!(lb.port, 8080);
-        assert!(lb.args.contains(&"api-1=127.0.0.1:9002".to_string()) && lb.args.contains(&"random".to_string()));
+        assert!(
+            lb.args.contains(&"api-1=127.0.0.1:9002".to_string())
+                && lb.args.contains(&"random".to_string())
+        );
     }
 }

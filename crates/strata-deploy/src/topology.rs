@@ -45,7 +45,6 @@ impl RoleKind {
 
 /// Top-level tables that will name role kinds or engines in later versions.
 const PLANNED_KINDS: &[&str] = &[
-    
     "worker",
     "edge",
     "dns",
@@ -60,7 +59,15 @@ const PLANNED_KINDS: &[&str] = &[
 const KNOWN_TOP_LEVEL: &[&str] = &["name", "api", "lb", "data"];
 
 /// Balancing algorithms `[lb] algorithm` accepts (those of `strata lb --algorithm`).
-pub const LB_ALGORITHMS: &[&str] = &["round-robin", "weighted-round-robin", "least-connections", "power-of-two", "ip-hash", "consistent-hash", "random"];
+pub const LB_ALGORITHMS: &[&str] = &[
+    "round-robin",
+    "weighted-round-robin",
+    "least-connections",
+    "power-of-two",
+    "ip-hash",
+    "consistent-hash",
+    "random",
+];
 
 /// `[api]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,7 +230,9 @@ impl Topology {
                 count: 3,
                 ports: Vec::new(),
             },
-            lb: Some(LbSpec { algorithm: "round-robin".into() }),
+            lb: Some(LbSpec {
+                algorithm: "round-robin".into(),
+            }),
             data: DataEngine::Sqlite,
         }
     }
@@ -340,11 +349,15 @@ impl Topology {
                                 ),
                             }
                         }
-                        let without_public = usize::from(api.count) - usize::from(!table.contains_key("lb") && api.count > 0);
+                        let without_public = usize::from(api.count)
+                            - usize::from(!table.contains_key("lb") && api.count > 0);
                         if api.count > 0 && items.len() > without_public {
                             err(
                                 ports_line,
-                                format!("`api.ports` lists {} ports but only {without_public} API servers need one (those not on the public port)", items.len()),
+                                format!(
+                                    "`api.ports` lists {} ports but only {without_public} API servers need one (those not on the public port)",
+                                    items.len()
+                                ),
                             );
                         }
                     }
@@ -369,14 +382,23 @@ impl Topology {
             Some(Value::Table(t)) => {
                 for key in t.keys() {
                     if key != "count" && key != "algorithm" {
-                        err(line_of(text, Some("lb"), Some(key)), format!("unknown key `lb.{key}`{} (known: count, algorithm)", suggestion(key, &["count", "algorithm"])));
+                        err(
+                            line_of(text, Some("lb"), Some(key)),
+                            format!(
+                                "unknown key `lb.{key}`{} (known: count, algorithm)",
+                                suggestion(key, &["count", "algorithm"])
+                            ),
+                        );
                     }
                 }
                 match t.get("count") {
                     None | Some(Value::Integer(1)) => {}
                     Some(v) => err(
                         line_of(text, Some("lb"), Some("count")),
-                        format!("`lb.count` must be 1 in this version (one load balancer takes the public port), not {}", show(v)),
+                        format!(
+                            "`lb.count` must be 1 in this version (one load balancer takes the public port), not {}",
+                            show(v)
+                        ),
                     ),
                 }
                 let algorithm = match t.get("algorithm") {
@@ -387,13 +409,23 @@ impl Topology {
                             Value::String(a) => suggestion(a, LB_ALGORITHMS),
                             _ => String::new(),
                         };
-                        err(line_of(text, Some("lb"), Some("algorithm")), format!("`lb.algorithm` must be one of {}, not {}{hint}", LB_ALGORITHMS.join(", "), show(v)));
+                        err(
+                            line_of(text, Some("lb"), Some("algorithm")),
+                            format!(
+                                "`lb.algorithm` must be one of {}, not {}{hint}",
+                                LB_ALGORITHMS.join(", "),
+                                show(v)
+                            ),
+                        );
                         String::new()
                     }
                 };
                 lb = Some(LbSpec { algorithm });
             }
-            Some(v) => err(line_of(text, None, Some("lb")), format!("`lb` must be a table, not {}", type_name(v))),
+            Some(v) => err(
+                line_of(text, None, Some("lb")),
+                format!("`lb` must be a table, not {}", type_name(v)),
+            ),
         }
 
         let mut data = DataEngine::Sqlite;
@@ -451,7 +483,12 @@ impl Topology {
         }
 
         if errors.is_empty() {
-            Ok(Topology { name, api, lb, data })
+            Ok(Topology {
+                name,
+                api,
+                lb,
+                data,
+            })
         } else {
             Err(TopologyErrors(errors))
         }
@@ -541,8 +578,17 @@ mod tests {
 
     #[test]
     fn a_load_balancer_takes_the_public_port_and_its_settings_are_checked() {
-        let t = Topology::parse("[lb]\nalgorithm = \"least-connections\"\n[api]\ncount = 2\nports = [9001, 9002]\n", 8080).expect("valid");
-        assert_eq!(t.lb, Some(LbSpec { algorithm: "least-connections".into() }));
+        let t = Topology::parse(
+            "[lb]\nalgorithm = \"least-connections\"\n[api]\ncount = 2\nports = [9001, 9002]\n",
+            8080,
+        )
+        .expect("valid");
+        assert_eq!(
+            t.lb,
+            Some(LbSpec {
+                algorithm: "least-connections".into()
+            })
+        );
         assert_eq!(t.instance_count(), 3);
         let e = errors("[lb]\ncount = 2\nalgorithm = \"round-robbin\"\n[api]\ncount = 1\n");
         assert_eq!(e.len(), 2, "{e:?}");
