@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Side by side, in one run, on this machine: `strata lb` vs nginx vs HAProxy, each a plain
+# round-robin HTTP/1.1 keep-alive proxy in front of the same 3 backends.
+#
+#   bench/lb.sh                      # defaults: 10 s per run, 32 connections, 2000 req/s open loop
+#   DURATION=20 RATE=4000 bench/lb.sh
+#
+# Backends are three static listeners of one nginx process (the user JSON and a 100 KB body),
+# so the proxies, not the backends, are what is measured. Throughput is closed-loop (wrk);
+# latency percentiles are open-loop at a fixed arrival rate with coordinated-omission
+# correction (oha -q … --latency-correction). Everything listens on 127.0.0.1 only, and every
+# load run stops by itself after DURATION seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10}
+CONNS=${CONNS:-32}
+RATE=${RATE:-2000}
+OUT=${OUT:-bench/results}
+TOOLS=${TOOLS:-target/bench-tools}
+
+need_pkgs=()
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_pkgs+=(nginx-light)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need_pkgs+=(haproxy)
+command -v wrk >/dev/null || need_pkgs+=(wrk)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  echo "==> installing ${need_pkgs[*]}"
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}"
+fi
+OHA=$(command -v oha || true)
+if [ -z "$OHA" ]; then
+  OHA="$TOOLS/bin/oha"
+  if [ ! -x "$OHA" ]; then
+    echo "==> installing oha (open-loop HTTP load generator) from crates.io into $TOOLS"
+    cargo install oha --locked --root "$TOOLS" >/dev/null
+  fi
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+
+echo "==> building strata (release)"
+cargo build --release -q -p strata
+STRATA=target/release/strata
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+wait_port() { for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
+
+# --- backends: 3 static listeners -------------------------------------------------------------
+mkdir -p "$work/www/users" "$work/logs"
+printf '%s' '{"id":12,"firstName":"John","lastName":"Smith","address":{"streetAddress":"21 2nd Street","city":"New York","state":"NY","postalCode":10021},"phoneNumbers":["212 555-1234","646555-4567"]}' > "$work/www/users/12"
+head -c 102400 /dev/urandom > "$work/www/100k"
+B=($(free_port) $(free_port) $(free_port))
+cat > "$work/backends.conf" <<CONF
+worker_processes 1;
+daemon off;
+error_log $work/logs/backend-error.log warn;
+pid $work/backend.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  default_type application/json;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:${B[0]}; root $work/www; location = /healthz { return 200 ok; } }
+  server { listen 127.0.0.1:${B[1]}; root $work/www; location = /healthz { return 200 ok; } }
+  server { listen 127.0.0.1:${B[2]}; root $work/www; location = /healthz { return 200 ok; } }
+}
+CONF
+"$NGINX" -c "$work/backends.conf" -p "$work" >/dev/null 2>&1 & pids+=($!)
+for p in "${B[@]}"; do wait_port "$p"; done
+
+# --- the three proxies, each with 2 workers/threads (one per core) and no access log ----------
+P_STRATA=$(free_port); P_NGINX=$(free_port); P_HAPROXY=$(free_port)
+STRATA_LOG=warn "$STRATA" lb --listen 127.0.0.1:$P_STRATA --admin 127.0.0.1:0 \
+  --backend b1=127.0.0.1:${B[0]} --backend b2=127.0.0.1:${B[1]} --backend b3=127.0.0.1:${B[2]} \
+  >"$work/logs/strata.out" 2>"$work/logs/strata.err" & pids+=($!)
+cat > "$work/proxy-nginx.conf" <<CONF
+worker_processes 2;
+daemon off;
+error_log $work/logs/proxy-nginx-error.log warn;
+pid $work/proxy-nginx.pid;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  upstream backends { server 127.0.0.1:${B[0]}; server 127.0.0.1:${B[1]}; server 127.0.0.1:${B[2]}; keepalive 256; }
+  server {
+    listen 127.0.0.1:$P_NGINX;
+    keepalive_requests 1000000;
+    location / { proxy_pass http://backends; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+CONF
+"$NGINX" -c "$work/proxy-nginx.conf" -p "$work" >/dev/null 2>&1 & pids+=($!)
+cat > "$work/haproxy.cfg" <<CONF
+global
+  nbthread 2
+  maxconn 20000
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$P_HAPROXY
+  default_backend be
+backend be
+  balance roundrobin
+  server b1 127.0.0.1:${B[0]}
+  server b2 127.0.0.1:${B[1]}
+  server b3 127.0.0.1:${B[2]}
+CONF
+"$HAPROXY" -f "$work/haproxy.cfg" >/dev/null 2>&1 & pids+=($!)
+for p in $P_STRATA $P_NGINX $P_HAPROXY; do wait_port "$p"; done
+sleep 0.5
+
+mkdir -p "$OUT"
+stamp=$(date -u +%Y-%m-%dT%H%M%SZ)
+csv="$OUT/lb-$stamp.csv"
+echo "proxy,payload,rps,p50_ms,p99_ms,p999_ms,errors" > "$csv"
+
+measure() { # name port path label
+  local name=$1 port=$2 path=$3 label=$4 url="http://127.0.0.1:$2$3"
+  echo "==> $name $label: closed-loop throughput (wrk, ${DURATION}s, $CONNS connections)"
+  local rps
+  rps=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" "$url" | awk '/Requests\/sec/ {print $2}')
+  echo "==> $name $label: open-loop latency at $RATE req/s (oha, ${DURATION}s)"
+  local json
+  json=$("$OHA" -z "${DURATION}s" -q "$RATE" -c "$CONNS" --latency-correction --no-tui --output-format json "$url" 2>/dev/null || \
+         "$OHA" -z "${DURATION}s" -q "$RATE" -c "$CONNS" --latency-correction --no-tui -j "$url")
+  python3 - "$name" "$label" "$rps" "$json" >> "$csv" <<'PY'
+import json, sys
+name, label, rps, raw = sys.argv[1:5]
+d = json.loads(raw)
+p = d.get("latencyPercentiles", {})
+def ms(k):
+    v = p.get(k)
+    return f"{v*1000:.2f}" if isinstance(v, (int, float)) else ""
+codes = d.get("statusCodeDistribution", {})
+errors = sum(v for k, v in codes.items() if not str(k).startswith("2")) + sum(d.get("errorDistribution", {}).values())
+print(f"{name},{label},{float(rps):.0f},{ms('p50')},{ms('p99')},{ms('p99.9')},{errors}")
+PY
+}
+
+for payload in "/users/12 user-json" "/100k 100KB"; do
+  set -- $payload
+  measure strata-lb "$P_STRATA" "$1" "$2"
+  measure nginx "$P_NGINX" "$1" "$2"
+  measure haproxy "$P_HAPROXY" "$1" "$2"
+done
+
+echo
+python3 bench/report.py "$csv" "$OUT/lb-$stamp.svg"
+echo "raw: $csv   plot: $OUT/lb-$stamp.svg"

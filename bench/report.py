@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""Turns a bench/lb.sh CSV into a Markdown table with ratios and an SVG bar chart.
+
+Usage: report.py RESULTS.csv CHART.svg   (standard library only)
+"""
+import csv
+import sys
+
+
+def main() -> None:
+    src, svg_path = sys.argv[1], sys.argv[2]
+    rows = list(csv.DictReader(open(src)))
+    payloads = sorted({r["payload"] for r in rows}, key=lambda p: (p != "user-json", p))
+    proxies = ["strata-lb", "nginx", "haproxy"]
+    by = {(r["proxy"], r["payload"]): r for r in rows}
+    print("| payload | proxy | requests/s | vs nginx | vs HAProxy | p50 ms | p99 ms | p99.9 ms | errors |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for pay in payloads:
+        base_n = float(by.get(("nginx", pay), {}).get("rps") or 0)
+        base_h = float(by.get(("haproxy", pay), {}).get("rps") or 0)
+        for px in proxies:
+            r = by.get((px, pay))
+            if not r:
+                continue
+            rps = float(r["rps"] or 0)
+            vn = f"{rps / base_n:.2f}×" if base_n else "-"
+            vh = f"{rps / base_h:.2f}×" if base_h else "-"
+            print(f"| {pay} | {px} | {rps:,.0f} | {vn} | {vh} | {r['p50_ms']} | {r['p99_ms']} | {r['p999_ms']} | {r['errors']} |")
+    # SVG: grouped bars of requests/s per payload.
+    colors = {"strata-lb": "#2b7bb9", "nginx": "#3a9d23", "haproxy": "#d9822b"}
+    width, height, pad = 720, 360, 50
+    maxv = max([float(r["rps"] or 0) for r in rows] + [1])
+    group_w = (width - 2 * pad) / max(len(payloads), 1)
+    bar_w = group_w / (len(proxies) + 1)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
+             f'<text x="{width/2}" y="20" text-anchor="middle" font-size="14">Requests/s through each proxy (higher is better)</text>',
+             f'<line x1="{pad}" y1="{height-pad}" x2="{width-pad}" y2="{height-pad}" stroke="black"/>']
+    for gi, pay in enumerate(payloads):
+        for pi, px in enumerate(proxies):
+            r = by.get((px, pay))
+            if not r:
+                continue
+            v = float(r["rps"] or 0)
+            h = (height - 2 * pad - 20) * v / maxv
+            x = pad + gi * group_w + (pi + 0.5) * bar_w
+            y = height - pad - h
+            parts.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w*0.9:.1f}" height="{h:.1f}" fill="{colors[px]}"/>')
+            parts.append(f'<text x="{x + bar_w*0.45:.1f}" y="{y-4:.1f}" text-anchor="middle">{v:,.0f}</text>')
+        parts.append(f'<text x="{pad + (gi + 0.5) * group_w:.1f}" y="{height-pad+18}" text-anchor="middle">{pay}</text>')
+    for i, px in enumerate(proxies):
+        parts.append(f'<rect x="{pad + i*130}" y="{height-18}" width="12" height="12" fill="{colors[px]}"/>'
+                     f'<text x="{pad + i*130 + 16}" y="{height-8}">{px}</text>')
+    parts.append("</svg>")
+    open(svg_path, "w").write("\n".join(parts))
+
+
+if __name__ == "__main__":
+    main()
