@@ -45,8 +45,9 @@ cargo build --release -q -p strata
 STRATA=target/release/strata
 
 work=$(mktemp -d)
+chmod 755 "$work"   # nginx workers run as an unprivileged user
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$work"; }
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
@@ -100,7 +101,7 @@ CONF
 cat > "$work/haproxy.cfg" <<CONF
 global
   nbthread 2
-  maxconn 20000
+  maxconn 8000
 defaults
   mode http
   timeout connect 1s
@@ -120,6 +121,12 @@ CONF
 "$HAPROXY" -f "$work/haproxy.cfg" >/dev/null 2>&1 & pids+=($!)
 for p in $P_STRATA $P_NGINX $P_HAPROXY; do wait_port "$p"; done
 sleep 0.5
+for p in $P_STRATA $P_NGINX $P_HAPROXY; do
+  for path in /users/12 /100k; do
+    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$p$path")
+    [ "$code" = 200 ] || { echo "proxy on port $p answered $code for $path; see $work/logs" >&2; exit 1; }
+  done
+done
 
 mkdir -p "$OUT"
 stamp=$(date -u +%Y-%m-%dT%H%M%SZ)

@@ -26,6 +26,16 @@ pub struct Backend {
     draining: AtomicBool,
     pub requests: AtomicU64,
     pub failures: AtomicU64,
+    /// Metric handles for the common case (status 200), registered once instead of looked up
+    /// per request.
+    ok_metrics: std::sync::OnceLock<OkMetrics>,
+}
+
+/// Registered metric handles for a backend's 200 answers.
+#[derive(Debug)]
+pub struct OkMetrics {
+    pub requests: metrics::Counter,
+    pub latency: metrics::Histogram,
 }
 
 #[derive(Debug, Default)]
@@ -88,11 +98,28 @@ impl Backend {
             draining: AtomicBool::new(false),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            ok_metrics: std::sync::OnceLock::new(),
         }
     }
 
     fn ejection(&self) -> std::sync::MutexGuard<'_, Ejection> {
         self.ejection.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Handles for `strata_lb_requests_total` / `strata_lb_request_duration_seconds` with
+    /// status 200 in `pool`.
+    pub fn ok_metrics(&self, pool: &str) -> &OkMetrics {
+        self.ok_metrics.get_or_init(|| {
+            let labels = [
+                ("pool", pool.to_string()),
+                ("backend", self.name.clone()),
+                ("status", "200".to_string()),
+            ];
+            OkMetrics {
+                requests: metrics::counter!("strata_lb_requests_total", &labels),
+                latency: metrics::histogram!("strata_lb_request_duration_seconds", &labels),
+            }
+        })
     }
 
     pub fn is_healthy(&self) -> bool {

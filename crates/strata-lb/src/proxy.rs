@@ -262,7 +262,7 @@ impl Proxy {
                 .unwrap_or(HeaderValue::from_static("unknown")),
         };
         let total = self.timeouts.total;
-        let (mut response, backend_name, attempts) =
+        let (mut response, backend_used, attempts) =
             match tokio::time::timeout(total, self.forward(req, peer, &request_id)).await {
                 Ok(r) => r,
                 Err(_) => (
@@ -279,24 +279,35 @@ impl Proxy {
             .headers_mut()
             .insert(REQUEST_ID, request_id.clone());
         let status = response.status().as_u16();
-        let backend = backend_name.unwrap_or_else(|| "none".into());
-        let labels = [
-            ("pool", self.pool.name.clone()),
-            ("backend", backend.clone()),
-            ("status", status.to_string()),
-        ];
-        metrics::counter!("strata_lb_requests_total", &labels).increment(1);
-        if status >= 500 {
-            metrics::counter!("strata_lb_errors_total", &labels).increment(1);
+        let elapsed = started.elapsed().as_secs_f64();
+        match (&backend_used, status) {
+            (Some(b), 200) => {
+                let m = b.ok_metrics(&self.pool.name);
+                m.requests.increment(1);
+                m.latency.record(elapsed);
+            }
+            _ => {
+                let backend = backend_used
+                    .as_ref()
+                    .map_or_else(|| "none".to_string(), |b| b.name.clone());
+                let labels = [
+                    ("pool", self.pool.name.clone()),
+                    ("backend", backend),
+                    ("status", status.to_string()),
+                ];
+                metrics::counter!("strata_lb_requests_total", &labels).increment(1);
+                if status >= 500 {
+                    metrics::counter!("strata_lb_errors_total", &labels).increment(1);
+                }
+                metrics::histogram!("strata_lb_request_duration_seconds", &labels).record(elapsed);
+            }
         }
-        metrics::histogram!("strata_lb_request_duration_seconds", &labels)
-            .record(started.elapsed().as_secs_f64());
         tracing::info!(
             method = %method,
             status,
-            backend = %backend,
+            backend = backend_used.as_ref().map_or("none", |b| b.name.as_str()),
             attempts,
-            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+            latency_ms = elapsed * 1000.0,
             request_id = %String::from_utf8_lossy(request_id.as_bytes()),
             "proxied"
         );
@@ -308,7 +319,11 @@ impl Proxy {
         req: Request<Incoming>,
         peer: SocketAddr,
         request_id: &HeaderValue,
-    ) -> (Response<ProxyBody>, Option<String>, u32) {
+    ) -> (
+        Response<ProxyBody>,
+        Option<Arc<crate::backend::Backend>>,
+        u32,
+    ) {
         self.budget.deposit();
         let key_owned: Option<Vec<u8>> = match &self.pool.algorithm {
             Algorithm::ConsistentHash { on } => hash_key(on, &req).map(<[u8]>::to_vec),
@@ -446,12 +461,12 @@ impl Proxy {
                     strip_hop_by_hop(&mut rparts.headers);
                     return (
                         Response::from_parts(rparts, rbody.map_err(BoxError::from).boxed()),
-                        Some(backend.name.clone()),
+                        Some(backend.clone()),
                         attempts,
                     );
                 }
                 Ok(Err(_)) if body.client_fault() => {
-                    return (bad_body(), Some(backend.name.clone()), attempts);
+                    return (bad_body(), Some(backend.clone()), attempts);
                 }
                 Ok(Err(e)) => {
                     let never_sent = e.is_connect();
