@@ -11,7 +11,6 @@
 //! `route` is the matched route template (`/users/{id}`), never the raw path, so label
 //! cardinality stays bounded; unmatched paths are counted as `unmatched`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
@@ -23,8 +22,6 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::problem::ApiError;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-/// Longest request id accepted from a client; longer or non-printable ones are replaced.
-pub const REQUEST_ID_MAX_LEN: usize = 128;
 /// Total time a request may take before it is answered 503.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -54,26 +51,6 @@ pub fn metrics_handle() -> PrometheusHandle {
     handle
 }
 
-fn valid_request_id(v: &HeaderValue) -> bool {
-    let b = v.as_bytes();
-    !b.is_empty() && b.len() <= REQUEST_ID_MAX_LEN && b.iter().all(|c| c.is_ascii_graphic())
-}
-
-fn new_request_id() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "{:016x}{:04x}{:08x}",
-        nanos,
-        std::process::id() & 0xffff,
-        n & 0xffff_ffff
-    )
-}
-
 /// The middleware: wraps every request.
 pub async fn observe(mut req: Request, next: Next) -> Response {
     let start = Instant::now();
@@ -84,9 +61,9 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
         .map(|m| m.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".into());
     let request_id = match req.headers().get(&REQUEST_ID) {
-        Some(v) if valid_request_id(v) => v.clone(),
+        Some(v) if strata_core::request_id::is_valid(v.as_bytes()) => v.clone(),
         _ => {
-            let v = HeaderValue::from_str(&new_request_id())
+            let v = HeaderValue::from_str(&strata_core::request_id::generate())
                 .unwrap_or(HeaderValue::from_static("unknown"));
             req.headers_mut().insert(REQUEST_ID, v.clone());
             v

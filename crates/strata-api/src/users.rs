@@ -280,6 +280,33 @@ fn precondition(
     }
 }
 
+/// The precondition of a PUT or DELETE. A single `"v<n>"` tag is handed to the store, which
+/// checks it inside the write's transaction; anything else (`*`, several tags) is checked
+/// against the current version first.
+async fn write_precondition(
+    state: &AppState,
+    id: UserId,
+    if_match: &Option<EntityTags>,
+) -> Result<Precondition, ApiError> {
+    match if_match {
+        None => Ok(Precondition::None),
+        Some(tags) => match tags.single_version() {
+            Some(v) => Ok(Precondition::VersionIs(v)),
+            None => {
+                let current = state
+                    .store
+                    .get(id, ReadRequirement::ANY)
+                    .await?
+                    .map(|s| s.version);
+                if current.is_none() {
+                    return Err(ApiError::UserNotFound(id));
+                }
+                precondition(if_match, id, current)
+            }
+        },
+    }
+}
+
 /// Replaces a user's whole profile.
 #[utoipa::path(put, path = "/users/{id}", tag = "users",
     params(("id" = u64, Path, description = "User id"),
@@ -302,24 +329,7 @@ pub async fn replace(
     let doc = json_body(&headers, body, JsonKind::Json).await?;
     let profile =
         UserProfile::parse(&doc, IdField::MayEqual(id)).map_err(ApiError::InvalidFields)?;
-    let pre = match &if_match {
-        None => Precondition::None,
-        Some(tags) => match tags.single_version() {
-            // A single tag of ours: let the store check it atomically.
-            Some(v) => Precondition::VersionIs(v),
-            None => {
-                let current = state
-                    .store
-                    .get(id, ReadRequirement::ANY)
-                    .await?
-                    .map(|s| s.version);
-                if current.is_none() {
-                    return Err(ApiError::UserNotFound(id));
-                }
-                precondition(&if_match, id, current)?
-            }
-        },
-    };
+    let pre = write_precondition(&state, id, &if_match).await?;
     let receipt = state.store.replace(id, &profile, pre).await?;
     Ok(with_commit(
         commit_and_render(&state, User { id, profile }, receipt).await,
@@ -421,23 +431,7 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     let id = user_id(&raw)?;
     let if_match = entity_tags(&headers, header::IF_MATCH)?;
-    let pre = match &if_match {
-        None => Precondition::None,
-        Some(tags) => match tags.single_version() {
-            Some(v) => Precondition::VersionIs(v),
-            None => {
-                let current = state
-                    .store
-                    .get(id, ReadRequirement::ANY)
-                    .await?
-                    .map(|s| s.version);
-                if current.is_none() {
-                    return Err(ApiError::UserNotFound(id));
-                }
-                precondition(&if_match, id, current)?
-            }
-        },
-    };
+    let pre = write_precondition(&state, id, &if_match).await?;
     let receipt = state.store.delete(id, pre).await?;
     state
         .cache

@@ -7,9 +7,11 @@
 //!   with every field limit in one place;
 //! - [`id`]: the Snowflake id generator (41-bit milliseconds, 10-bit node, 12-bit sequence);
 //! - [`ready`]: the one-line JSON readiness protocol every role process prints;
+//! - [`request_id`]: the `X-Request-Id` rules shared by the balancer and the API servers;
 //! - [`telemetry`]: logging setup shared by every role.
 
 pub mod id;
 pub mod ready;
+pub mod request_id;
 pub mod telemetry;
 pub mod user;

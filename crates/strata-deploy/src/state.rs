@@ -24,6 +24,18 @@ pub enum RolePhase {
     Stopped,
 }
 
+impl RolePhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolePhase::Starting => "starting",
+            RolePhase::Ready => "ready",
+            RolePhase::Restarting => "restarting",
+            RolePhase::Failed => "failed",
+            RolePhase::Stopped => "stopped",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoleState {
     pub name: String,

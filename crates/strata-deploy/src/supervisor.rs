@@ -590,10 +590,7 @@ pub fn endpoints_table(state: &DeploymentState) -> String {
             .get("http")
             .map(|a| format!("http://{a}/users/12"))
             .unwrap_or_else(|| "-".into());
-        let state = serde_json::to_value(r.state)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default();
+        let state = r.state.as_str().to_string();
         rows.push([
             r.name.clone(),
             r.kind.as_str().into(),

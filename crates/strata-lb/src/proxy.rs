@@ -164,23 +164,6 @@ fn problem(status: StatusCode, slug: &str, detail: &str) -> Response<ProxyBody> 
     r
 }
 
-fn new_request_id() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    format!(
-        "{nanos:016x}{:08x}",
-        COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff
-    )
-}
-
-fn valid_request_id(v: &HeaderValue) -> bool {
-    let b = v.as_bytes();
-    !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())
-}
-
 fn is_idempotent(method: &Method, headers: &HeaderMap) -> bool {
     matches!(
         *method,
@@ -257,8 +240,8 @@ impl Proxy {
         let started = Instant::now();
         let method = req.method().clone();
         let request_id = match req.headers().get(&REQUEST_ID) {
-            Some(v) if valid_request_id(v) => v.clone(),
-            _ => HeaderValue::from_str(&new_request_id())
+            Some(v) if strata_core::request_id::is_valid(v.as_bytes()) => v.clone(),
+            _ => HeaderValue::from_str(&strata_core::request_id::generate())
                 .unwrap_or(HeaderValue::from_static("unknown")),
         };
         let total = self.timeouts.total;

@@ -293,10 +293,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
         .map(String::from),
     ];
     for (r, alive, healthy) in &roles {
-        let phase = serde_json::to_value(r.state)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default();
+        let phase = r.state.as_str().to_string();
         rows.push([
             r.name.clone(),
             r.kind.as_str().into(),
