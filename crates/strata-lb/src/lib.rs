@@ -34,6 +34,7 @@ pub mod backend;
 pub mod health;
 pub mod pool;
 pub mod proxy;
+pub mod ratelimit;
 pub mod selection;
 
 pub use backend::OutlierPolicy;
@@ -83,6 +84,8 @@ pub struct LbConfig {
     pub retry_ratio: f64,
     /// Client connections accepted at once; more are closed on accept.
     pub max_connections: usize,
+    /// Per-client-IP limit: (requests per second, burst). `None`: no limit.
+    pub rate_limit: Option<(f64, u32)>,
 }
 
 impl LbConfig {
@@ -98,6 +101,7 @@ impl LbConfig {
             timeouts: Timeouts::default(),
             retry_ratio: 0.2,
             max_connections: 10_000,
+            rate_limit: None,
         }
     }
 }
@@ -164,6 +168,9 @@ impl LoadBalancer {
             client: proxy::build_client(&config.timeouts),
             timeouts: config.timeouts,
             budget: proxy::RetryBudget::new(config.retry_ratio, 10),
+            limiter: config
+                .rate_limit
+                .map(|(rate, burst)| ratelimit::RateLimiter::new(rate, burst)),
         });
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder

@@ -81,6 +81,7 @@ pub struct Proxy {
     pub client: UpstreamClient,
     pub timeouts: Timeouts,
     pub budget: RetryBudget,
+    pub limiter: Option<crate::ratelimit::RateLimiter>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -244,6 +245,23 @@ impl Proxy {
             _ => HeaderValue::from_str(&strata_core::request_id::generate())
                 .unwrap_or(HeaderValue::from_static("unknown")),
         };
+        if let Some(limiter) = &self.limiter
+            && let Err(wait) = limiter.check(peer.ip(), started)
+        {
+            let mut r = problem(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests from this address; retry after the time in Retry-After.",
+            );
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            r.headers_mut().insert(REQUEST_ID, request_id);
+            metrics::counter!("strata_lb_rate_limited_total", "pool" => self.pool.name.clone())
+                .increment(1);
+            return Ok(r);
+        }
         let total = self.timeouts.total;
         let (mut response, backend_used, attempts) =
             match tokio::time::timeout(total, self.forward(req, peer, &request_id)).await {

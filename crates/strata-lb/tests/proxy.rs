@@ -457,3 +457,66 @@ async fn smuggling_attempts_are_answered_400_and_the_connection_closed() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_client_over_its_rate_gets_429_with_retry_after_and_nothing_reaches_a_backend() {
+    let (a, _ta) = backend("a").await;
+    let lb = start_lb(vec![("a", a)], |c| c.rate_limit = Some((1.0, 5))).await;
+    let mut codes = Vec::new();
+    for _ in 0..8 {
+        let r = lb
+            .client
+            .get(format!("{}/who", lb.base))
+            .send()
+            .await
+            .expect("GET");
+        if r.status() == 429 {
+            assert_eq!(r.headers()["retry-after"], "1");
+            assert_eq!(r.headers()["content-type"], "application/problem+json");
+        }
+        codes.push(r.status().as_u16());
+    }
+    assert_eq!(
+        codes,
+        vec![200, 200, 200, 200, 200, 429, 429, 429],
+        "a burst of 5, then limited"
+    );
+    let view = lb.backends().await;
+    assert_eq!(
+        view["backends"][0]["requests"], 5,
+        "limited requests never reach a backend: {view}"
+    );
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_are_closed_on_accept() {
+    let (a, _ta) = backend("a").await;
+    let lb = start_lb(vec![("a", a)], |c| c.max_connections = 1).await;
+    let mut first = tokio::net::TcpStream::connect(lb.addr)
+        .await
+        .expect("connect");
+    first
+        .write_all(b"GET /who HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 12];
+    first.read_exact(&mut buf).await.expect("first answered");
+    assert_eq!(&buf, b"HTTP/1.1 200");
+    // The first connection stays open (keep-alive): a second one is over the limit.
+    let (answer, closed) = raw(lb.addr, b"GET /who HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(
+        closed && answer.is_empty(),
+        "closed without an answer: {answer:?}"
+    );
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (answer, _) = raw(
+        lb.addr,
+        b"GET /who HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "served again once the first closed: {answer:?}"
+    );
+}

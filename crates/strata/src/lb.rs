@@ -59,6 +59,15 @@ pub struct LbArgs {
     /// Milliseconds until a backend's response head arrives.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub header_timeout_ms: u64,
+    /// Requests per second allowed per client IP (0 = no limit); over it: 429 + Retry-After.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate_limit: f64,
+    /// Burst allowed per client IP above the rate.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate_burst: u32,
+    /// Client connections accepted at once; more are closed on accept.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
     /// This role's name in its topology.
     #[arg(long, default_value = "lb")]
     pub name: String,
@@ -139,6 +148,14 @@ pub async fn lb(args: LbArgs) -> anyhow::Result<()> {
     config.outlier.consecutive_failures = args.eject_after;
     config.timeouts.connect = Duration::from_millis(args.connect_timeout_ms);
     config.timeouts.header = Duration::from_millis(args.header_timeout_ms);
+    config.max_connections = args.max_connections as usize;
+    if !args.rate_limit.is_finite() || args.rate_limit < 0.0 {
+        anyhow::bail!(
+            "--rate-limit must be a number of requests per second, 0 or more (got {})",
+            args.rate_limit
+        );
+    }
+    config.rate_limit = (args.rate_limit > 0.0).then_some((args.rate_limit, args.rate_burst));
     let listen = config.listen;
     let lb = LoadBalancer::build(config).await.with_context(|| {
         format!("cannot listen on {listen}: is another process using that port? Pass another --listen (port 0 picks a free one)")
