@@ -219,6 +219,28 @@ impl Body {
     }
 }
 
+/// Joins the two halves of an upgraded connection (WebSocket and the like) and copies bytes
+/// both ways until either side closes.
+fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade, backend: String) {
+    tokio::spawn(async move {
+        match (client.await, upstream.await) {
+            (Ok(client), Ok(upstream)) => {
+                let mut client = hyper_util::rt::TokioIo::new(client);
+                let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+                match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                    Ok((up, down)) => {
+                        tracing::debug!(%backend, up, down, "upgraded connection closed")
+                    }
+                    Err(e) => tracing::debug!(%backend, error = %e, "upgraded connection ended"),
+                }
+            }
+            (c, u) => {
+                tracing::warn!(%backend, client_ok = c.is_ok(), upstream_ok = u.is_ok(), "upgrade failed")
+            }
+        }
+    });
+}
+
 /// 400 for a malformed request body; the connection is closed after it.
 fn bad_body() -> Response<ProxyBody> {
     let mut r = problem(
@@ -347,7 +369,13 @@ impl Proxy {
             );
         }
         let idempotent = is_idempotent(req.method(), req.headers());
-        let (parts, incoming) = req.into_parts();
+        let (mut parts, incoming) = req.into_parts();
+        // An HTTP/1.1 Upgrade (WebSocket): the client side of the tunnel, taken now, joined to
+        // the backend's once the backend answers 101.
+        let upgrade = parts.headers.get(header::UPGRADE).cloned();
+        let mut client_upgrade = upgrade
+            .as_ref()
+            .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
         let declared_len = parts
             .headers
             .get(header::CONTENT_LENGTH)
@@ -390,6 +418,11 @@ impl Proxy {
 
         let mut headers = parts.headers.clone();
         strip_hop_by_hop(&mut headers);
+        if let Some(protocol) = &upgrade {
+            // Upgrade and Connection are hop-by-hop, but an upgrade must be asked of the next hop.
+            headers.insert(header::UPGRADE, protocol.clone());
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
         let client_ip = peer.ip().to_string();
         let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
             Some(prior) => format!("{prior}, {client_ip}"),
@@ -452,11 +485,27 @@ impl Proxy {
                 tokio::time::timeout(self.timeouts.header, self.client.request(upstream)).await;
             backend.in_flight.fetch_sub(1, Ordering::AcqRel);
             match result {
-                Ok(Ok(resp)) => {
+                Ok(Ok(mut resp)) => {
                     if resp.status().is_server_error() {
                         self.note_failure(backend);
                     } else {
                         backend.record_success();
+                    }
+                    if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+                        && let Some(client_side) = client_upgrade.take()
+                    {
+                        tunnel(
+                            client_side,
+                            hyper::upgrade::on(&mut resp),
+                            backend.name.clone(),
+                        );
+                        // The 101 keeps Upgrade and Connection: they are the answer to the client.
+                        let (rparts, rbody) = resp.into_parts();
+                        return (
+                            Response::from_parts(rparts, rbody.map_err(BoxError::from).boxed()),
+                            Some(backend.clone()),
+                            attempts,
+                        );
                     }
                     let (mut rparts, rbody) = resp.into_parts();
                     strip_hop_by_hop(&mut rparts.headers);

@@ -520,3 +520,93 @@ async fn connections_over_the_limit_are_closed_on_accept() {
         "served again once the first closed: {answer:?}"
     );
 }
+
+/// A backend that answers any request with `101 Switching Protocols` and then echoes bytes.
+async fn upgrading_echo_backend() -> SocketAddr {
+    use hyper::service::service_fn;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = service_fn(
+                    |mut req: hyper::Request<hyper::body::Incoming>| async move {
+                        if req.uri().path() == "/healthz" {
+                            return Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Empty::<bytes::Bytes>::new(),
+                            ));
+                        }
+                        let on = hyper::upgrade::on(&mut req);
+                        tokio::spawn(async move {
+                            if let Ok(up) = on.await {
+                                let mut io = hyper_util::rt::TokioIo::new(up);
+                                let mut buf = [0u8; 64];
+                                while let Ok(n) = io.read(&mut buf).await {
+                                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        });
+                        let mut r =
+                            hyper::Response::new(http_body_util::Empty::<bytes::Bytes>::new());
+                        *r.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
+                        r.headers_mut().insert(
+                            "upgrade",
+                            hyper::header::HeaderValue::from_static("websocket"),
+                        );
+                        r.headers_mut().insert(
+                            "connection",
+                            hyper::header::HeaderValue::from_static("upgrade"),
+                        );
+                        Ok(r)
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn websocket_upgrades_pass_through_both_ways() {
+    let backend = upgrading_echo_backend().await;
+    let lb = start_lb(vec![("ws", backend)], |_| {}).await;
+    let mut s = tokio::net::TcpStream::connect(lb.addr)
+        .await
+        .expect("connect");
+    s.write_all(b"GET /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").await.expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut byte))
+            .await
+            .expect("head in time")
+            .expect("read");
+        assert_eq!(
+            n,
+            1,
+            "connection closed during the head: {:?}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    for msg in [&b"ping"[..], b"frames both ways"] {
+        s.write_all(msg).await.expect("write");
+        let mut back = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back))
+            .await
+            .expect("echo in time")
+            .expect("read");
+        assert_eq!(back, msg);
+    }
+}
