@@ -36,6 +36,7 @@ pub mod pool;
 pub mod proxy;
 pub mod ratelimit;
 pub mod selection;
+pub mod sticky;
 
 pub use backend::OutlierPolicy;
 pub use health::HealthConfig;
@@ -86,6 +87,8 @@ pub struct LbConfig {
     pub max_connections: usize,
     /// Per-client-IP limit: (requests per second, burst). `None`: no limit.
     pub rate_limit: Option<(f64, u32)>,
+    /// Sticky sessions by signed cookie. `None`: off.
+    pub sticky: Option<sticky::Sticky>,
 }
 
 impl LbConfig {
@@ -102,6 +105,7 @@ impl LbConfig {
             retry_ratio: 0.2,
             max_connections: 10_000,
             rate_limit: None,
+            sticky: None,
         }
     }
 }
@@ -168,6 +172,7 @@ impl LoadBalancer {
             client: proxy::build_client(&config.timeouts),
             timeouts: config.timeouts,
             budget: proxy::RetryBudget::new(config.retry_ratio, 10),
+            sticky: config.sticky.clone(),
             limiter: config
                 .rate_limit
                 .map(|(rate, burst)| ratelimit::RateLimiter::new(rate, burst)),

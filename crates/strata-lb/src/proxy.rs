@@ -82,6 +82,7 @@ pub struct Proxy {
     pub timeouts: Timeouts,
     pub budget: RetryBudget,
     pub limiter: Option<crate::ratelimit::RateLimiter>,
+    pub sticky: Option<crate::sticky::Sticky>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -356,7 +357,18 @@ impl Proxy {
             client_ip: peer.ip(),
             hash_key: key_owned.as_deref(),
         };
-        let candidates = self.pool.candidates(&key);
+        let mut candidates = self.pool.candidates(&key);
+        // Sticky sessions: the backend the client's cookie names goes first, if it is eligible.
+        let pinned = self
+            .sticky
+            .as_ref()
+            .and_then(|s| s.from_headers(req.headers()));
+        if let Some(name) = &pinned
+            && let Some(pos) = candidates.iter().position(|b| &b.name == name)
+        {
+            let b = candidates.remove(pos);
+            candidates.insert(0, b);
+        }
         if candidates.is_empty() {
             return (
                 problem(
@@ -509,6 +521,12 @@ impl Proxy {
                     }
                     let (mut rparts, rbody) = resp.into_parts();
                     strip_hop_by_hop(&mut rparts.headers);
+                    if let Some(sticky) = &self.sticky
+                        && pinned.as_deref() != Some(backend.name.as_str())
+                        && let Ok(v) = HeaderValue::from_str(&sticky.set_cookie(&backend.name))
+                    {
+                        rparts.headers.append(header::SET_COOKIE, v);
+                    }
                     return (
                         Response::from_parts(rparts, rbody.map_err(BoxError::from).boxed()),
                         Some(backend.clone()),

@@ -610,3 +610,84 @@ async fn websocket_upgrades_pass_through_both_ways() {
         assert_eq!(back, msg);
     }
 }
+
+#[tokio::test]
+async fn sticky_sessions_keep_a_client_on_its_backend_and_move_it_when_that_one_dies() {
+    let (a, ta) = backend("a").await;
+    let (b, tb) = backend("b").await;
+    let lb = start_lb(vec![("a", a), ("b", b)], |c| {
+        c.sticky = Some(strata_lb::sticky::Sticky::with_key("srv", [3; 32]));
+        c.health.interval = Duration::from_secs(60);
+    })
+    .await;
+    let url = format!("{}/who", lb.base);
+    let first = lb.client.get(&url).send().await.expect("GET");
+    let cookie = first.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert!(
+        cookie.starts_with("srv=") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    assert!(
+        !cookie.contains("127.0.0.1"),
+        "the cookie never holds an address: {cookie}"
+    );
+    let pinned_to = first.json::<Value>().await.expect("json")["name"]
+        .as_str()
+        .expect("name")
+        .to_string();
+    let value = cookie.split(';').next().expect("pair").to_string();
+    for _ in 0..10 {
+        let r = lb
+            .client
+            .get(&url)
+            .header("cookie", &value)
+            .send()
+            .await
+            .expect("GET");
+        assert!(
+            r.headers().get("set-cookie").is_none(),
+            "no renewal while the backend is fine"
+        );
+        assert_eq!(
+            r.json::<Value>().await.expect("json")["name"],
+            pinned_to.as_str()
+        );
+    }
+    // A tampered cookie is ignored (and replaced).
+    let r = lb
+        .client
+        .get(&url)
+        .header("cookie", "srv=YQ.AAAA")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 200);
+    // The pinned backend dies: the request goes elsewhere and the cookie is renewed.
+    let (dead, _alive) = if pinned_to == "a" { (ta, tb) } else { (tb, ta) };
+    dead.abort();
+    let _ = dead.await;
+    let r = lb
+        .client
+        .get(&url)
+        .header("cookie", &value)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 200);
+    let renewed = r.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert_ne!(
+        renewed.split(';').next(),
+        Some(value.as_str()),
+        "renewed to name the new backend"
+    );
+    assert_ne!(
+        r.json::<Value>().await.expect("json")["name"],
+        pinned_to.as_str()
+    );
+}

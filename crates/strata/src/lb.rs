@@ -68,6 +68,13 @@ pub struct LbArgs {
     /// Client connections accepted at once; more are closed on accept.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
+    /// Sticky sessions: the name of the signed cookie that pins a client to a backend.
+    #[arg(long)]
+    pub sticky_cookie: Option<String>,
+    /// Key for the sticky cookie's signature, 64 hex digits (default: a random key per process).
+    /// Balancers that share a key honour each other's cookies. Never logged.
+    #[arg(long, env = "STRATA_LB_STICKY_KEY", hide_env_values = true)]
+    pub sticky_key: Option<String>,
     /// This role's name in its topology.
     #[arg(long, default_value = "lb")]
     pub name: String,
@@ -116,6 +123,23 @@ fn parse_hash_on(s: &str) -> Result<HashOn, String> {
     }
 }
 
+fn parse_key(hex: &str) -> anyhow::Result<[u8; 32]> {
+    let bad = || {
+        anyhow::anyhow!(
+            "--sticky-key must be 64 hexadecimal digits (32 bytes), e.g. from `openssl rand -hex 32`"
+        )
+    };
+    if hex.len() != 64 {
+        return Err(bad());
+    }
+    let mut key = [0u8; 32];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
+            .map_err(|_| bad())?;
+    }
+    Ok(key)
+}
+
 pub async fn lb(args: LbArgs) -> anyhow::Result<()> {
     strata_core::telemetry::init();
     let algorithm = match args.algorithm {
@@ -156,6 +180,26 @@ pub async fn lb(args: LbArgs) -> anyhow::Result<()> {
         );
     }
     config.rate_limit = (args.rate_limit > 0.0).then_some((args.rate_limit, args.rate_burst));
+    config.sticky = match (&args.sticky_cookie, &args.sticky_key) {
+        (None, None) => None,
+        (None, Some(_)) => anyhow::bail!("--sticky-key needs --sticky-cookie NAME"),
+        (Some(name), key) => {
+            let valid_name = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !valid_name {
+                anyhow::bail!(
+                    "--sticky-cookie must be 1 to 64 letters, digits, '-' or '_' (got {name:?})"
+                );
+            }
+            Some(match key {
+                None => strata_lb::sticky::Sticky::random(name.clone()),
+                Some(hex) => strata_lb::sticky::Sticky::with_key(name.clone(), parse_key(hex)?),
+            })
+        }
+    };
     let listen = config.listen;
     let lb = LoadBalancer::build(config).await.with_context(|| {
         format!("cannot listen on {listen}: is another process using that port? Pass another --listen (port 0 picks a free one)")
@@ -202,5 +246,7 @@ mod tests {
             HashOn::Header("x-user".into())
         );
         assert!(parse_hash_on("query").is_err());
+        assert_eq!(parse_key(&"ab".repeat(32)).expect("valid"), [0xab; 32]);
+        assert!(parse_key("abc").is_err() && parse_key(&"zz".repeat(32)).is_err());
     }
 }
