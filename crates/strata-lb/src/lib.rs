@@ -37,6 +37,7 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod selection;
 pub mod sticky;
+pub mod tls;
 
 pub use backend::OutlierPolicy;
 pub use health::HealthConfig;
@@ -89,6 +90,26 @@ pub struct LbConfig {
     pub rate_limit: Option<(f64, u32)>,
     /// Sticky sessions by signed cookie. `None`: off.
     pub sticky: Option<sticky::Sticky>,
+    /// TLS termination on a second listener. `None`: plain HTTP only.
+    pub tls: Option<TlsListen>,
+}
+
+/// The TLS listener's settings.
+#[derive(Clone)]
+pub struct TlsListen {
+    pub listen: SocketAddr,
+    pub config: Arc<rustls::ServerConfig>,
+    /// Answer plain-HTTP requests with a 308 redirect to HTTPS instead of proxying them.
+    pub redirect_http: bool,
+}
+
+impl std::fmt::Debug for TlsListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsListen")
+            .field("listen", &self.listen)
+            .field("redirect_http", &self.redirect_http)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LbConfig {
@@ -106,6 +127,7 @@ impl LbConfig {
             max_connections: 10_000,
             rate_limit: None,
             sticky: None,
+            tls: None,
         }
     }
 }
@@ -115,6 +137,7 @@ impl LbConfig {
 pub struct LoadBalancer {
     listener: TcpListener,
     admin_listener: TcpListener,
+    tls_listener: Option<TcpListener>,
     config: LbConfig,
     pool: Arc<Pool>,
 }
@@ -124,6 +147,10 @@ impl LoadBalancer {
     pub async fn build(config: LbConfig) -> std::io::Result<Self> {
         let listener = TcpListener::bind(config.listen).await?;
         let admin_listener = TcpListener::bind(config.admin).await?;
+        let tls_listener = match &config.tls {
+            Some(t) => Some(TcpListener::bind(t.listen).await?),
+            None => None,
+        };
         let pool = Arc::new(Pool::new(
             config.pool_name.clone(),
             config.algorithm.clone(),
@@ -133,6 +160,7 @@ impl LoadBalancer {
         Ok(Self {
             listener,
             admin_listener,
+            tls_listener,
             config,
             pool,
         })
@@ -146,6 +174,11 @@ impl LoadBalancer {
         self.admin_listener.local_addr()
     }
 
+    /// The TLS listener's address, when TLS is on.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     pub fn pool(&self) -> Arc<Pool> {
         self.pool.clone()
     }
@@ -156,12 +189,23 @@ impl LoadBalancer {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let tls_port = self.tls_addr().map(|a| a.port());
         let Self {
             listener,
             admin_listener,
+            tls_listener,
             config,
             pool,
         } = self;
+        let acceptor = config
+            .tls
+            .as_ref()
+            .map(|t| tokio_rustls::TlsAcceptor::from(t.config.clone()));
+        let redirect_to = config
+            .tls
+            .as_ref()
+            .filter(|t| t.redirect_http)
+            .and(tls_port);
         let health = tokio::spawn(health::run(pool.clone(), config.health.clone()));
         let admin_app = admin::router(pool.clone());
         let admin = tokio::spawn(async move {
@@ -173,6 +217,7 @@ impl LoadBalancer {
             timeouts: config.timeouts,
             budget: proxy::RetryBudget::new(config.retry_ratio, 10),
             sticky: config.sticky.clone(),
+            redirect_to_https: redirect_to,
             limiter: config
                 .rate_limit
                 .map(|(rate, burst)| ratelimit::RateLimiter::new(rate, burst)),
@@ -187,21 +232,31 @@ impl LoadBalancer {
             .http2()
             .timer(TokioTimer::new())
             .max_header_list_size(64 * 1024);
+        let builder = Arc::new(builder);
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
         let open = metrics::gauge!("strata_lb_open_connections");
+        let handshake_timeout = config.timeouts.client_header;
         tokio::pin!(shutdown);
         loop {
-            let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
-                },
+            let accept_tls = async {
+                match &tls_listener {
+                    Some(l) => l.accept().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let (accepted, secure) = tokio::select! {
+                a = listener.accept() => (a, false),
+                a = accept_tls => (a, true),
                 _ = &mut shutdown => break,
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
             };
             let Ok(permit) = connections.clone().try_acquire_owned() else {
                 tracing::warn!(%peer, "connection limit reached: closing the new connection");
@@ -209,15 +264,50 @@ impl LoadBalancer {
             };
             let _ = stream.set_nodelay(true);
             let proxy = proxy.clone();
-            let service = service_fn(move |req| proxy.clone().handle(req, peer));
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            let conn = graceful.watch(conn);
+            let service = service_fn(move |req| proxy.clone().handle(req, peer, secure));
+            let builder = builder.clone();
+            let watcher = graceful.watcher();
+            let acceptor = acceptor.clone();
             let open = open.clone();
             open.increment(1.0);
             tokio::spawn(async move {
-                if let Err(e) = conn.await {
+                let result = match (secure, acceptor) {
+                    (true, Some(acceptor)) => {
+                        match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
+                        {
+                            Ok(Ok(tls)) => {
+                                watcher
+                                    .watch(
+                                        builder
+                                            .serve_connection_with_upgrades(
+                                                TokioIo::new(tls),
+                                                service,
+                                            )
+                                            .into_owned(),
+                                    )
+                                    .await
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                Ok(())
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                Ok(())
+                            }
+                        }
+                    }
+                    _ => {
+                        watcher
+                            .watch(
+                                builder
+                                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                    .into_owned(),
+                            )
+                            .await
+                    }
+                };
+                if let Err(e) = result {
                     tracing::debug!(%peer, error = %e, "client connection ended with an error");
                 }
                 open.decrement(1.0);
@@ -225,6 +315,7 @@ impl LoadBalancer {
             });
         }
         drop(listener);
+        drop(tls_listener);
         let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
         health.abort();
         admin.abort();

@@ -83,6 +83,8 @@ pub struct Proxy {
     pub budget: RetryBudget,
     pub limiter: Option<crate::ratelimit::RateLimiter>,
     pub sticky: Option<crate::sticky::Sticky>,
+    /// Plain-HTTP requests are redirected to HTTPS on this port.
+    pub redirect_to_https: Option<u16>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -242,6 +244,38 @@ fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade
     });
 }
 
+/// `308 Permanent Redirect` to the same path over HTTPS.
+fn https_redirect(req: &Request<Incoming>, port: u16) -> Response<ProxyBody> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| {
+            h.rsplit_once(':')
+                .map_or(h, |(name, _)| name)
+                .trim_matches(|c| c == '[' || c == ']')
+                .to_string()
+        })
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:".contains(&b))
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let mut r = Response::new(Full::new(Bytes::new()).map_err(|e| match e {}).boxed());
+    *r.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    if let Ok(v) = HeaderValue::from_str(&format!("https://{host}:{port}{path}")) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
 /// 400 for a malformed request body; the connection is closed after it.
 fn bad_body() -> Response<ProxyBody> {
     let mut r = problem(
@@ -260,8 +294,12 @@ impl Proxy {
         self: Arc<Self>,
         req: Request<Incoming>,
         peer: SocketAddr,
+        secure: bool,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let started = Instant::now();
+        if !secure && let Some(port) = self.redirect_to_https {
+            return Ok(https_redirect(&req, port));
+        }
         let method = req.method().clone();
         let request_id = match req.headers().get(&REQUEST_ID) {
             Some(v) if strata_core::request_id::is_valid(v.as_bytes()) => v.clone(),
@@ -287,7 +325,7 @@ impl Proxy {
         }
         let total = self.timeouts.total;
         let (mut response, backend_used, attempts) =
-            match tokio::time::timeout(total, self.forward(req, peer, &request_id)).await {
+            match tokio::time::timeout(total, self.forward(req, peer, secure, &request_id)).await {
                 Ok(r) => r,
                 Err(_) => (
                     problem(
@@ -342,6 +380,7 @@ impl Proxy {
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,
+        secure: bool,
         request_id: &HeaderValue,
     ) -> (
         Response<ProxyBody>,
@@ -443,13 +482,14 @@ impl Proxy {
         if let Ok(v) = HeaderValue::from_str(&xff) {
             headers.insert("x-forwarded-for", v);
         }
-        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        let proto = if secure { "https" } else { "http" };
+        headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
         let forwarded_for = if peer.is_ipv6() {
             format!("\"[{client_ip}]\"")
         } else {
             client_ip
         };
-        if let Ok(v) = HeaderValue::from_str(&format!("for={forwarded_for};proto=http")) {
+        if let Ok(v) = HeaderValue::from_str(&format!("for={forwarded_for};proto={proto}")) {
             headers.append(header::FORWARDED, v);
         }
         headers.insert(REQUEST_ID, request_id.clone());

@@ -75,6 +75,19 @@ pub struct LbArgs {
     /// Balancers that share a key honour each other's cookies. Never logged.
     #[arg(long, env = "STRATA_LB_STICKY_KEY", hide_env_values = true)]
     pub sticky_key: Option<String>,
+    /// Terminate TLS on this address too (needs --tls-cert or --dev-cert).
+    #[arg(long)]
+    pub tls_listen: Option<SocketAddr>,
+    /// A certificate, as CERT.pem,KEY.pem or, for SNI, HOST=CERT.pem,KEY.pem (repeat for several).
+    #[arg(long = "tls-cert", value_parser = parse_cert)]
+    pub tls_certs: Vec<strata_lb::tls::CertFiles>,
+    /// Generate a self-signed certificate for localhost and write it (PEM) to this path, so
+    /// clients can trust it. For local use only.
+    #[arg(long)]
+    pub dev_cert: Option<std::path::PathBuf>,
+    /// Answer plain-HTTP requests with a 308 redirect to the TLS listener.
+    #[arg(long)]
+    pub https_redirect: bool,
     /// This role's name in its topology.
     #[arg(long, default_value = "lb")]
     pub name: String,
@@ -121,6 +134,26 @@ fn parse_hash_on(s: &str) -> Result<HashOn, String> {
         None if s == "path" => Ok(HashOn::Path),
         _ => Err(format!("{s:?}: use header:NAME, cookie:NAME or path")),
     }
+}
+
+fn parse_cert(s: &str) -> Result<strata_lb::tls::CertFiles, String> {
+    let (name, files) = match s.split_once('=') {
+        Some((n, f)) => (Some(n.to_ascii_lowercase()), f),
+        None => (None, s),
+    };
+    let (cert, key) = files
+        .split_once(',')
+        .ok_or_else(|| format!("{s:?}: write CERT.pem,KEY.pem or HOST=CERT.pem,KEY.pem"))?;
+    if name.as_deref().is_some_and(|n| n.is_empty()) || cert.is_empty() || key.is_empty() {
+        return Err(format!(
+            "{s:?}: write CERT.pem,KEY.pem or HOST=CERT.pem,KEY.pem"
+        ));
+    }
+    Ok(strata_lb::tls::CertFiles {
+        name,
+        cert: cert.into(),
+        key: key.into(),
+    })
 }
 
 fn parse_key(hex: &str) -> anyhow::Result<[u8; 32]> {
@@ -200,15 +233,40 @@ pub async fn lb(args: LbArgs) -> anyhow::Result<()> {
             })
         }
     };
+    if let Some(tls_listen) = args.tls_listen {
+        let mut certs = Vec::new();
+        for files in &args.tls_certs {
+            certs.push(strata_lb::tls::load(files)?);
+        }
+        if let Some(out) = &args.dev_cert {
+            certs.push(strata_lb::tls::dev_cert(out)?);
+        }
+        if certs.is_empty() {
+            anyhow::bail!(
+                "--tls-listen needs a certificate: pass --tls-cert CERT.pem,KEY.pem or --dev-cert PATH"
+            );
+        }
+        config.tls = Some(strata_lb::TlsListen {
+            listen: tls_listen,
+            config: strata_lb::tls::server_config(certs)?,
+            redirect_http: args.https_redirect,
+        });
+    } else if !args.tls_certs.is_empty() || args.dev_cert.is_some() || args.https_redirect {
+        anyhow::bail!("--tls-cert, --dev-cert and --https-redirect need --tls-listen ADDR");
+    }
     let listen = config.listen;
     let lb = LoadBalancer::build(config).await.with_context(|| {
         format!("cannot listen on {listen}: is another process using that port? Pass another --listen (port 0 picks a free one)")
     })?;
     let addr = lb.addr()?;
     let admin = lb.admin_addr()?;
-    ReadyLine::new(&args.name)
+    let mut ready = ReadyLine::new(&args.name)
         .with_addr("http", addr)
-        .with_addr("admin", admin)
+        .with_addr("admin", admin);
+    if let Some(tls) = lb.tls_addr() {
+        ready = ready.with_addr("https", tls);
+    }
+    ready
         .announce()
         .context("cannot write the readiness line")?;
     tracing::info!(role = %args.name, %addr, %admin, "load balancing http://{addr}/");

@@ -31,7 +31,7 @@ enum Command {
     /// Run one API server role (as `strata up` starts it); prints a readiness line when bound.
     Api(roles::ApiArgs),
     /// Run the load balancer role: an L7 HTTP proxy in front of API servers.
-    Lb(lb::LbArgs),
+    Lb(Box<lb::LbArgs>),
     /// Bulk-load synthetic users into a data directory, with a progress bar.
     Seed(seed::SeedArgs),
     /// Start every role of a topology as local processes and supervise them.
@@ -60,7 +60,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => roles::serve(args).await,
             Command::Api(args) => roles::api(args).await,
-            Command::Lb(args) => lb::lb(args).await,
+            Command::Lb(args) => lb::lb(*args).await,
             Command::Seed(args) => seed::run(args).await,
             Command::Up(args) => orchestrate::up(args).await,
             Command::Down(args) => orchestrate::down(args).await,
