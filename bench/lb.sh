@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Side by side, in one run, on this machine: `strata lb` vs nginx vs HAProxy, each a plain
-# round-robin HTTP/1.1 keep-alive proxy in front of the same 3 backends.
+# round-robin HTTP/1.1 keep-alive proxy in front of the same 3 backends, over plain HTTP and
+# over TLS (user JSON, EC P-256 certificate, TLS 1.2/1.3).
 #
 #   bench/lb.sh                      # defaults: 10 s per run, 32 connections, 2000 req/s open loop
 #   DURATION=20 RATE=4000 bench/lb.sh
@@ -23,6 +24,8 @@ need_pkgs=()
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_pkgs+=(nginx-light)
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need_pkgs+=(haproxy)
 command -v wrk >/dev/null || need_pkgs+=(wrk)
+command -v openssl >/dev/null || need_pkgs+=(openssl)
+command -v curl >/dev/null || need_pkgs+=(curl)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "==> installing ${need_pkgs[*]}"
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
@@ -76,10 +79,18 @@ CONF
 "$NGINX" -c "$work/backends.conf" -p "$work" >/dev/null 2>&1 & pids+=($!)
 for p in "${B[@]}"; do wait_port "$p"; done
 
+# --- a certificate for the TLS rows (EC P-256, self-signed for localhost) --------------------
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -keyout "$work/key.pem" -out "$work/cert.pem" -subj /CN=localhost \
+  -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" >/dev/null 2>&1
+cat "$work/cert.pem" "$work/key.pem" > "$work/combined.pem"
+
 # --- the three proxies, each with 2 workers/threads (one per core) and no access log ----------
 P_STRATA=$(free_port); P_NGINX=$(free_port); P_HAPROXY=$(free_port)
+T_STRATA=$(free_port); T_NGINX=$(free_port); T_HAPROXY=$(free_port)
 STRATA_LOG=warn "$STRATA" lb --listen 127.0.0.1:$P_STRATA --admin 127.0.0.1:0 \
   --backend b1=127.0.0.1:${B[0]} --backend b2=127.0.0.1:${B[1]} --backend b3=127.0.0.1:${B[2]} \
+  --tls-listen 127.0.0.1:$T_STRATA --tls-cert "$work/cert.pem,$work/key.pem" \
   >"$work/logs/strata.out" 2>"$work/logs/strata.err" & pids+=($!)
 cat > "$work/proxy-nginx.conf" <<CONF
 worker_processes 2;
@@ -92,6 +103,14 @@ http {
   upstream backends { server 127.0.0.1:${B[0]}; server 127.0.0.1:${B[1]}; server 127.0.0.1:${B[2]}; keepalive 256; }
   server {
     listen 127.0.0.1:$P_NGINX;
+    keepalive_requests 1000000;
+    location / { proxy_pass http://backends; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+  server {
+    listen 127.0.0.1:$T_NGINX ssl;
+    ssl_certificate $work/cert.pem;
+    ssl_certificate_key $work/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
     keepalive_requests 1000000;
     location / { proxy_pass http://backends; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
@@ -111,6 +130,7 @@ defaults
   http-reuse always
 frontend fe
   bind 127.0.0.1:$P_HAPROXY
+  bind 127.0.0.1:$T_HAPROXY ssl crt $work/combined.pem ssl-min-ver TLSv1.2
   default_backend be
 backend be
   balance roundrobin
@@ -119,7 +139,7 @@ backend be
   server b3 127.0.0.1:${B[2]}
 CONF
 "$HAPROXY" -f "$work/haproxy.cfg" >/dev/null 2>&1 & pids+=($!)
-for p in $P_STRATA $P_NGINX $P_HAPROXY; do wait_port "$p"; done
+for p in $P_STRATA $P_NGINX $P_HAPROXY $T_STRATA $T_NGINX $T_HAPROXY; do wait_port "$p"; done
 sleep 0.5
 for p in $P_STRATA $P_NGINX $P_HAPROXY; do
   for path in /users/12 /100k; do
@@ -127,20 +147,24 @@ for p in $P_STRATA $P_NGINX $P_HAPROXY; do
     [ "$code" = 200 ] || { echo "proxy on port $p answered $code for $path; see $work/logs" >&2; exit 1; }
   done
 done
+for p in $T_STRATA $T_NGINX $T_HAPROXY; do
+  code=$(curl -sk -o /dev/null -w '%{http_code}' "https://127.0.0.1:$p/users/12")
+  [ "$code" = 200 ] || { echo "TLS proxy on port $p answered $code; see $work/logs" >&2; exit 1; }
+done
 
 mkdir -p "$OUT"
 stamp=$(date -u +%Y-%m-%dT%H%M%SZ)
 csv="$OUT/lb-$stamp.csv"
 echo "proxy,payload,rps,p50_ms,p99_ms,p999_ms,errors" > "$csv"
 
-measure() { # name port path label
-  local name=$1 port=$2 path=$3 label=$4 url="http://127.0.0.1:$2$3"
+measure() { # name port path label [scheme]
+  local name=$1 port=$2 path=$3 label=$4 url="${5:-http}://127.0.0.1:$2$3"
   echo "==> $name $label: closed-loop throughput (wrk, ${DURATION}s, $CONNS connections)"
   local rps
   rps=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" "$url" | awk '/Requests\/sec/ {print $2}')
   echo "==> $name $label: open-loop latency at $RATE req/s (oha, ${DURATION}s)"
   local json
-  json=$("$OHA" -z "${DURATION}s" -q "$RATE" -c "$CONNS" --latency-correction --no-tui --output-format json "$url" 2>/dev/null || \
+  json=$("$OHA" -z "${DURATION}s" -q "$RATE" -c "$CONNS" --latency-correction --no-tui --insecure --output-format json "$url" 2>/dev/null || \
          "$OHA" -z "${DURATION}s" -q "$RATE" -c "$CONNS" --latency-correction --no-tui -j "$url")
   python3 - "$name" "$label" "$rps" "$json" >> "$csv" <<'PY'
 import json, sys
@@ -151,7 +175,10 @@ def ms(k):
     v = p.get(k)
     return f"{v*1000:.2f}" if isinstance(v, (int, float)) else ""
 codes = d.get("statusCodeDistribution", {})
-errors = sum(v for k, v in codes.items() if not str(k).startswith("2")) + sum(d.get("errorDistribution", {}).values())
+# oha cancels the requests still in flight when the run's time is up ("aborted due to
+# deadline"): those are the load generator stopping, not failures of the proxy.
+failed = {k: v for k, v in d.get("errorDistribution", {}).items() if "deadline" not in k}
+errors = sum(v for k, v in codes.items() if not str(k).startswith("2")) + sum(failed.values())
 print(f"{name},{label},{float(rps):.0f},{ms('p50')},{ms('p99')},{ms('p99.9')},{errors}")
 PY
 }
@@ -162,6 +189,10 @@ for payload in "/users/12 user-json" "/100k 100KB"; do
   measure nginx "$P_NGINX" "$1" "$2"
   measure haproxy "$P_HAPROXY" "$1" "$2"
 done
+# TLS: the user JSON over HTTPS (keep-alive, so the handshake is amortized).
+measure strata-lb "$T_STRATA" /users/12 user-json-tls https
+measure nginx "$T_NGINX" /users/12 user-json-tls https
+measure haproxy "$T_HAPROXY" /users/12 user-json-tls https
 
 echo
 python3 bench/report.py "$csv" "$OUT/lb-$stamp.svg"

@@ -10,7 +10,8 @@ import sys
 def main() -> None:
     src, svg_path = sys.argv[1], sys.argv[2]
     rows = list(csv.DictReader(open(src)))
-    payloads = sorted({r["payload"] for r in rows}, key=lambda p: (p != "user-json", p))
+    order = {"user-json": 0, "100KB": 1, "user-json-tls": 2}
+    payloads = sorted({r["payload"] for r in rows}, key=lambda p: (order.get(p, 9), p))
     proxies = ["strata-lb", "nginx", "haproxy"]
     by = {(r["proxy"], r["payload"]): r for r in rows}
     print("| payload | proxy | requests/s | vs nginx | vs HAProxy | p50 ms | p99 ms | p99.9 ms | errors |")

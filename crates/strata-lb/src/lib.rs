@@ -86,6 +86,9 @@ pub struct LbConfig {
     pub retry_ratio: f64,
     /// Client connections accepted at once; more are closed on accept.
     pub max_connections: usize,
+    /// Proxy worker threads, each with its own runtime and backend connection pool; 0: one per
+    /// core.
+    pub workers: usize,
     /// Per-client-IP limit: (requests per second, burst). `None`: no limit.
     pub rate_limit: Option<(f64, u32)>,
     /// Sticky sessions by signed cookie. `None`: off.
@@ -125,6 +128,7 @@ impl LbConfig {
             timeouts: Timeouts::default(),
             retry_ratio: 0.2,
             max_connections: 10_000,
+            workers: 0,
             rate_limit: None,
             sticky: None,
             tls: None,
@@ -211,17 +215,10 @@ impl LoadBalancer {
         let admin = tokio::spawn(async move {
             let _ = axum::serve(admin_listener, admin_app).await;
         });
-        let proxy = Arc::new(proxy::Proxy {
-            pool: pool.clone(),
-            client: proxy::build_client(&config.timeouts),
-            timeouts: config.timeouts,
-            budget: proxy::RetryBudget::new(config.retry_ratio, 10),
-            sticky: config.sticky.clone(),
-            redirect_to_https: redirect_to,
-            limiter: config
-                .rate_limit
-                .map(|(rate, burst)| ratelimit::RateLimiter::new(rate, burst)),
-        });
+        let budget = Arc::new(proxy::RetryBudget::new(config.retry_ratio, 10));
+        let limiter = config
+            .rate_limit
+            .map(|(rate, burst)| Arc::new(ratelimit::RateLimiter::new(rate, burst)));
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -233,11 +230,39 @@ impl LoadBalancer {
             .timer(TokioTimer::new())
             .max_header_list_size(64 * 1024);
         let builder = Arc::new(builder);
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let worker_count = if config.workers == 0 {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        } else {
+            config.workers
+        };
+        let mut workers = Vec::with_capacity(worker_count);
+        let mut handoffs = Vec::with_capacity(worker_count);
+        for index in 0..worker_count {
+            let (tx, rx) = tokio::sync::mpsc::channel(config.max_connections.max(1));
+            let worker = Worker {
+                proxy: Arc::new(proxy::Proxy {
+                    pool: pool.clone(),
+                    client: proxy::build_client(&config.timeouts),
+                    timeouts: config.timeouts,
+                    budget: budget.clone(),
+                    sticky: config.sticky.clone(),
+                    redirect_to_https: redirect_to,
+                    limiter: limiter.clone(),
+                }),
+                builder: builder.clone(),
+                acceptor: acceptor.clone(),
+                handshake_timeout: config.timeouts.client_header,
+            };
+            workers.push(
+                std::thread::Builder::new()
+                    .name(format!("lb-worker-{index}"))
+                    .spawn(move || worker.run(rx))?,
+            );
+            handoffs.push(tx);
+        }
         let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
-        let open = metrics::gauge!("strata_lb_open_connections");
-        let handshake_timeout = config.timeouts.client_header;
         tokio::pin!(shutdown);
+        let mut next = 0usize;
         loop {
             let accept_tls = async {
                 match &tls_listener {
@@ -263,62 +288,145 @@ impl LoadBalancer {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let proxy = proxy.clone();
-            let service = service_fn(move |req| proxy.clone().handle(req, peer, secure));
-            let builder = builder.clone();
-            let watcher = graceful.watcher();
-            let acceptor = acceptor.clone();
-            let open = open.clone();
-            open.increment(1.0);
-            tokio::spawn(async move {
-                let result = match (secure, acceptor) {
-                    (true, Some(acceptor)) => {
-                        match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
-                        {
-                            Ok(Ok(tls)) => {
-                                watcher
-                                    .watch(
-                                        builder
-                                            .serve_connection_with_upgrades(
-                                                TokioIo::new(tls),
-                                                service,
-                                            )
-                                            .into_owned(),
-                                    )
-                                    .await
-                            }
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                Ok(())
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                Ok(())
-                            }
-                        }
-                    }
-                    _ => {
-                        watcher
-                            .watch(
-                                builder
-                                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                                    .into_owned(),
-                            )
-                            .await
-                    }
-                };
-                if let Err(e) = result {
-                    tracing::debug!(%peer, error = %e, "client connection ended with an error");
-                }
-                open.decrement(1.0);
-                drop(permit);
+            let Ok(stream) = stream.into_std() else {
+                continue;
+            };
+            // Connections go to the workers in turn; a worker whose thread is gone is skipped.
+            let mut handoff = Some(Handoff {
+                stream,
+                peer,
+                secure,
+                permit,
             });
+            for _ in 0..handoffs.len() {
+                let tx = &handoffs[next % handoffs.len()];
+                next = next.wrapping_add(1);
+                match handoff.take().map(|h| tx.try_send(h)) {
+                    Some(Err(
+                        tokio::sync::mpsc::error::TrySendError::Full(h)
+                        | tokio::sync::mpsc::error::TrySendError::Closed(h),
+                    )) => handoff = Some(h),
+                    _ => break,
+                }
+            }
         }
         drop(listener);
         drop(tls_listener);
-        let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+        // Closing the hand-off channels tells each worker to stop and drain its connections.
+        drop(handoffs);
+        let _ = tokio::task::spawn_blocking(move || {
+            for w in workers {
+                let _ = w.join();
+            }
+        })
+        .await;
         health.abort();
         admin.abort();
         Ok(())
+    }
+}
+
+/// An accepted client connection on its way to a worker.
+struct Handoff {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    secure: bool,
+    permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// One proxy worker: a thread with its own single-threaded runtime and its own pool of backend
+/// connections, like an nginx worker process. A client connection and the backend connections
+/// that serve it live on one thread, so a request crosses no thread boundary and no lock is
+/// contended on its way through; the workers share only the pool's health and counters.
+struct Worker {
+    proxy: Arc<proxy::Proxy>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    handshake_timeout: Duration,
+}
+
+impl Worker {
+    fn run(self, mut handoffs: tokio::sync::mpsc::Receiver<Handoff>) {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start a proxy worker's runtime");
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+            let open = metrics::gauge!("strata_lb_open_connections");
+            while let Some(handoff) = handoffs.recv().await {
+                let Handoff {
+                    stream,
+                    peer,
+                    secure,
+                    permit,
+                } = handoff;
+                let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
+                    continue;
+                };
+                let proxy = self.proxy.clone();
+                let service = service_fn(move |req| proxy.clone().handle(req, peer, secure));
+                let builder = self.builder.clone();
+                let watcher = graceful.watcher();
+                let acceptor = self.acceptor.clone();
+                let handshake_timeout = self.handshake_timeout;
+                let open = open.clone();
+                open.increment(1.0);
+                tokio::spawn(async move {
+                    let result = match (secure, acceptor) {
+                        (true, Some(acceptor)) => {
+                            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
+                                .await
+                            {
+                                Ok(Ok(tls)) => {
+                                    watcher
+                                        .watch(
+                                            builder
+                                                .serve_connection_with_upgrades(
+                                                    TokioIo::new(tls),
+                                                    service,
+                                                )
+                                                .into_owned(),
+                                        )
+                                        .await
+                                }
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                    Ok(())
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, "TLS handshake timed out");
+                                    Ok(())
+                                }
+                            }
+                        }
+                        _ => {
+                            watcher
+                                .watch(
+                                    builder
+                                        .serve_connection_with_upgrades(
+                                            TokioIo::new(stream),
+                                            service,
+                                        )
+                                        .into_owned(),
+                                )
+                                .await
+                        }
+                    };
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "client connection ended with an error");
+                    }
+                    open.decrement(1.0);
+                    drop(permit);
+                });
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+        });
     }
 }

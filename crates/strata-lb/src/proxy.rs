@@ -80,8 +80,9 @@ pub struct Proxy {
     pub pool: Arc<Pool>,
     pub client: UpstreamClient,
     pub timeouts: Timeouts,
-    pub budget: RetryBudget,
-    pub limiter: Option<crate::ratelimit::RateLimiter>,
+    /// Shared by every worker: the budget is per pool, not per thread.
+    pub budget: Arc<RetryBudget>,
+    pub limiter: Option<Arc<crate::ratelimit::RateLimiter>>,
     pub sticky: Option<crate::sticky::Sticky>,
     /// Plain-HTTP requests are redirected to HTTPS on this port.
     pub redirect_to_https: Option<u16>,

@@ -68,6 +68,10 @@ pub struct LbArgs {
     /// Client connections accepted at once; more are closed on accept.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
+    /// Proxy worker threads, each with its own event loop and backend connections (0 = one per
+    /// core).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=256))]
+    pub workers: u64,
     /// Sticky sessions: the name of the signed cookie that pins a client to a backend.
     #[arg(long)]
     pub sticky_cookie: Option<String>,
@@ -206,6 +210,7 @@ pub async fn lb(args: LbArgs) -> anyhow::Result<()> {
     config.timeouts.connect = Duration::from_millis(args.connect_timeout_ms);
     config.timeouts.header = Duration::from_millis(args.header_timeout_ms);
     config.max_connections = args.max_connections as usize;
+    config.workers = args.workers as usize;
     if !args.rate_limit.is_finite() || args.rate_limit < 0.0 {
         anyhow::bail!(
             "--rate-limit must be a number of requests per second, 0 or more (got {})",

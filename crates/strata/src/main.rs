@@ -8,6 +8,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of the system allocator: the proxy and API paths allocate small, short-lived
+/// buffers on several threads at once, where glibc's arenas cost ~15% of the balancer's CPU.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod lb;
 mod orchestrate;
 mod roles;
