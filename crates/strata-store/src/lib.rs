@@ -10,7 +10,8 @@
 //! - every row has a per-user `version`, bumped on each write, which the web tier turns into
 //!   `ETag`s and checks for `If-Match` (optimistic concurrency).
 //!
-//! Engines: [`sqlite::SqliteStore`] (embedded default: one WAL-mode file, bundled SQLite).
+//! Engines: [`sqlite::SqliteStore`] (embedded default: one WAL-mode file, bundled SQLite) and
+//! [`postgres::PgStore`] (PostgreSQL through a connection pool; commit tokens are WAL positions).
 //! Guarantee: a write that returned `Ok` is durable in the engine (SQLite WAL with
 //! `synchronous=FULL` for API writes) and either fully applied or not at all.
 
@@ -18,6 +19,7 @@ use async_trait::async_trait;
 use strata_core::user::{User, UserId, UserProfile};
 
 pub mod conformance;
+pub mod postgres;
 pub mod sqlite;
 
 /// A position in the store's commit order. Tokens from one store compare: a larger token is a

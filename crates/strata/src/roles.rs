@@ -15,6 +15,8 @@ use strata_api::{AppState, Application};
 use strata_cache::CacheConfig;
 use strata_core::id::SnowflakeGenerator;
 use strata_core::ready::ReadyLine;
+use strata_store::Store;
+use strata_store::postgres::{PgConfig, PgStore};
 use strata_store::sqlite::SqliteStore;
 
 /// Options shared by every process that serves the users API.
@@ -26,6 +28,14 @@ pub struct ServerOptions {
     /// Data directory: the SQLite database lives here (created on first start).
     #[arg(long, env = "STRATA_DATA", default_value = ".strata/data")]
     pub data: PathBuf,
+    /// Use PostgreSQL instead of the embedded SQLite: a URL such as
+    /// postgresql://USER@HOST:PORT/DB (several hosts allowed, with
+    /// target_session_attrs=read-write). The schema is created on first use. Never logged.
+    #[arg(long, env = "STRATA_POSTGRES_URL", hide_env_values = true)]
+    pub postgres: Option<String>,
+    /// Most connections this server opens to PostgreSQL.
+    #[arg(long, env = "STRATA_POSTGRES_POOL", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub postgres_pool: u64,
     /// This server's node id for Snowflake ids, 0 to 1022 (1023 is reserved for `strata seed`).
     /// Every process that creates users at the same time needs its own.
     #[arg(long, env = "STRATA_NODE_ID", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1022))]
@@ -72,18 +82,12 @@ async fn run_server(
     exit_on_stdin_eof: bool,
 ) -> anyhow::Result<()> {
     strata_core::telemetry::init();
-    let data = opts.data.clone();
-    let opened = SqliteStore::open(&data)
-        .with_context(|| format!("cannot use data directory {}", data.display()))?;
-    let store = Arc::new(opened.store);
-    if opened.created
-        && store
-            .ensure_canonical_user()
-            .await
-            .context("cannot insert the canonical user 12")?
-    {
-        tracing::info!(data = %data.display(), "created a new database with the canonical user 12");
-    }
+    let (store, where_) = open_store(
+        &opts.data,
+        opts.postgres.as_deref(),
+        opts.postgres_pool as usize,
+    )
+    .await?;
     let ids = SnowflakeGenerator::new(opts.node_id).context("invalid --node-id")?;
     let cache = CacheConfig {
         max_bytes: opts.cache_mib * 1024 * 1024,
@@ -98,12 +102,51 @@ async fn run_server(
         .with_addr("http", addr)
         .announce()
         .context("cannot write the readiness line")?;
-    tracing::info!(role, %addr, data = %data.display(), node_id = opts.node_id, "serving the users API on http://{addr}/users/12");
+    tracing::info!(role, %addr, data = %where_, node_id = opts.node_id, "serving the users API on http://{addr}/users/12");
     app.run_until_stopped(shutdown_signal(exit_on_stdin_eof))
         .await
         .context("the server failed")?;
     tracing::info!(role, "stopped after finishing in-flight requests");
     Ok(())
+}
+
+/// Opens the configured engine (PostgreSQL with `--postgres`, SQLite otherwise), inserting the
+/// canonical user 12 into a new database. Returns the store and where it is, for logs.
+pub(crate) async fn open_store(
+    data: &std::path::Path,
+    postgres: Option<&str>,
+    pool: usize,
+) -> anyhow::Result<(Arc<dyn Store>, String)> {
+    if let Some(url) = postgres {
+        let mut config = PgConfig::new(url);
+        config.max_connections = pool;
+        let opened = PgStore::connect(&config)
+            .await
+            .context("cannot use the PostgreSQL database given by --postgres")?;
+        let where_ = format!("postgres {}", opened.store.describe());
+        if opened.created
+            && opened
+                .store
+                .ensure_canonical_user()
+                .await
+                .context("cannot insert the canonical user 12")?
+        {
+            tracing::info!(data = %where_, "created the schema with the canonical user 12");
+        }
+        return Ok((Arc::new(opened.store), where_));
+    }
+    let opened = SqliteStore::open(data)
+        .with_context(|| format!("cannot use data directory {}", data.display()))?;
+    if opened.created
+        && opened
+            .store
+            .ensure_canonical_user()
+            .await
+            .context("cannot insert the canonical user 12")?
+    {
+        tracing::info!(data = %data.display(), "created a new database with the canonical user 12");
+    }
+    Ok((Arc::new(opened.store), data.display().to_string()))
 }
 
 /// Resolves on SIGTERM, SIGINT, or (optionally) end-of-file on stdin.

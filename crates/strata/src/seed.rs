@@ -2,7 +2,8 @@
 //!
 //! Users are generated from a seeded RNG (the same `--rng-seed` gives the same people) on a
 //! separate thread while the previous batch is being inserted, and loaded with
-//! `Store::insert_batch` — one transaction per batch. Ids are Snowflakes from node id 1023,
+//! `Store::insert_batch` — one transaction per batch (SQLite: one INSERT per row in it; PostgreSQL: one
+//! `COPY` per batch). Ids are Snowflakes from node id 1023,
 //! which is reserved for seeding so seeded ids never collide with ids an API server issues.
 
 use std::io::IsTerminal as _;
@@ -16,8 +17,6 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 use strata_core::id::{MAX_NODE_ID, SnowflakeGenerator};
 use strata_core::user::{IdField, User, UserId, UserProfile};
-use strata_store::Store;
-use strata_store::sqlite::SqliteStore;
 
 /// The Snowflake node id used for seeded users.
 pub const SEED_NODE_ID: u16 = MAX_NODE_ID;
@@ -32,6 +31,9 @@ pub struct SeedArgs {
     /// Data directory to load into (created if missing).
     #[arg(long, env = "STRATA_DATA", default_value = ".strata/data")]
     pub data: PathBuf,
+    /// Load into PostgreSQL instead (with COPY): postgresql://USER@HOST:PORT/DB. Never logged.
+    #[arg(long, env = "STRATA_POSTGRES_URL", hide_env_values = true)]
+    pub postgres: Option<String>,
     /// Users per transaction.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub batch_size: u64,
@@ -550,15 +552,7 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
             args.users
         );
     }
-    let opened = SqliteStore::open(&args.data)
-        .with_context(|| format!("cannot use data directory {}", args.data.display()))?;
-    let store = opened.store;
-    if opened.created {
-        store
-            .ensure_canonical_user()
-            .await
-            .context("cannot insert the canonical user 12")?;
-    }
+    let (store, target) = crate::roles::open_store(&args.data, args.postgres.as_deref(), 2).await?;
     let total = args.users;
     let batch_size = args.batch_size;
     let rng_seed = args.rng_seed;
@@ -611,8 +605,7 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
     progress.finish();
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "seeded {loaded} users into {} in {secs:.1} s ({:.0} users/s)",
-        store.path().display(),
+        "seeded {loaded} users into {target} in {secs:.1} s ({:.0} users/s)",
         loaded as f64 / secs.max(1e-9)
     );
     if loaded != total {

@@ -1,0 +1,702 @@
+//! The PostgreSQL engine: tokio-postgres over a deadpool connection pool.
+//!
+//! - **Schema.** Versioned migrations, applied under a transaction-scoped advisory lock, so
+//!   several API servers starting at once migrate exactly once. `strata_meta` marks the database
+//!   as Strata's; a database with a `users` table that is not Strata's is refused.
+//! - **Writes** are one autocommit statement each (`INSERT … ON CONFLICT DO NOTHING`,
+//!   `UPDATE … WHERE version = $n`, `DELETE …`), so a write holds its row lock for a single round
+//!   trip; preconditions are checked by the statement itself, atomically.
+//! - **Commit tokens** are WAL positions (LSNs): after a write commits, the server's current
+//!   WAL write position is at or past the end of its commit record, so any server — the primary
+//!   or a streaming replica — whose replay position has reached the token shows the write. The
+//!   token query is pipelined behind the write on the same connection: no extra round trip.
+//! - **Reads with a requirement** (`Strata-Read-After`) wait briefly until this server has
+//!   reached the token (on a replica: replayed it), then answer, or report `NotYetVisible`.
+//! - **Bulk load** (`insert_batch`) streams rows with `COPY … FROM STDIN`: one statement per
+//!   batch, all or nothing.
+//! - Profiles are stored as `jsonb` and read back through the domain parser: a corrupt row is
+//!   reported as `Corrupt`, never served. Every call has a deadline; a server that is down,
+//!   stalled or read-only gives `Unavailable`.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::{BufMut, BytesMut};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
+use futures_util::SinkExt;
+use strata_core::user::{User, UserId, UserProfile};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{NoTls, Row};
+
+use crate::{
+    CommitToken, Page, Precondition, ReadRequirement, Store, StoreError, StoredUser, WriteReceipt,
+};
+
+/// What `strata_meta.format` says in a Strata database.
+pub const FORMAT: &str = "strata-users";
+/// How long a read waits for a commit it was asked to see.
+pub const READ_AFTER_WAIT: Duration = Duration::from_millis(200);
+/// Advisory lock key held while migrating ("strata" in ASCII).
+const MIGRATION_LOCK: i64 = 0x7374_7261_7461;
+
+/// Schema migrations, in order. `strata_meta.schema_version` holds how many are applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: users. `profile` is the canonical JSON profile (without the id).
+    "CREATE TABLE users (
+         id bigint PRIMARY KEY CHECK (id >= 0),
+         version bigint NOT NULL CHECK (version >= 1),
+         profile jsonb NOT NULL
+     );",
+];
+
+/// The newest schema version this build knows.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Connection settings of the PostgreSQL engine.
+#[derive(Debug, Clone)]
+pub struct PgConfig {
+    /// A libpq-style URL or key=value string. Several hosts are allowed
+    /// (`postgresql://u@h1:5432,h2:5432/db?target_session_attrs=read-write`).
+    pub url: String,
+    /// Most connections this process opens.
+    pub max_connections: usize,
+    /// Opening a connection.
+    pub connect_timeout: Duration,
+    /// Any one call, waiting for a pooled connection included.
+    pub call_timeout: Duration,
+}
+
+impl PgConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            max_connections: 16,
+            connect_timeout: Duration::from_secs(2),
+            call_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A connected store, and whether this connect created the schema.
+#[derive(Debug)]
+pub struct PgOpened {
+    pub store: PgStore,
+    /// True when this call created the schema (the database was new to Strata). Exactly one of
+    /// several processes connecting to a new database at once sees `true`.
+    pub created: bool,
+}
+
+/// The PostgreSQL engine. Cheap to clone.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+    call_timeout: Duration,
+    /// The URL without its password, for messages.
+    display: String,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("server", &self.display)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The URL's hosts and database, never its password.
+fn redact(config: &tokio_postgres::Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .zip(config.get_ports().iter().chain(std::iter::repeat(&5432)))
+        .map(|(h, p)| match h {
+            tokio_postgres::config::Host::Tcp(h) => format!("{h}:{p}"),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    format!(
+        "{}/{}",
+        hosts.join(","),
+        config.get_dbname().unwrap_or("(default)")
+    )
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("postgres: {e}"))
+}
+
+/// Maps a driver error met while serving to a store error.
+fn engine_error(e: &tokio_postgres::Error) -> StoreError {
+    match e.code() {
+        Some(c) if *c == SqlState::READ_ONLY_SQL_TRANSACTION => StoreError::Unavailable(
+            "postgres: the server is read-only (a replica, or a primary being demoted)".into(),
+        ),
+        Some(c) if *c == SqlState::DISK_FULL => {
+            StoreError::Unavailable("postgres: the disk holding the database is full".into())
+        }
+        _ => unavailable(e),
+    }
+}
+
+/// SQL integers are signed: ids at or above 2^63 cannot be stored (and are never issued).
+fn sql_id(id: UserId) -> Option<i64> {
+    i64::try_from(id.0).ok()
+}
+
+/// Parses `XXXXXXXX/YYYYYYYY` (an LSN as PostgreSQL prints it).
+pub fn parse_lsn(text: &str) -> Option<u64> {
+    let (hi, lo) = text.split_once('/')?;
+    let hi = u64::from_str_radix(hi, 16).ok()?;
+    let lo = u64::from_str_radix(lo, 16).ok()?;
+    (hi <= u64::from(u32::MAX) && lo <= u64::from(u32::MAX)).then_some((hi << 32) | lo)
+}
+
+/// Prints an LSN the way PostgreSQL does.
+pub fn format_lsn(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
+}
+
+/// The WAL position this server has reached: replayed on a standby, written on a primary.
+const POSITION_SQL: &str = "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
+     ELSE pg_current_wal_lsn() END)::text";
+
+fn decode(id: i64, version: i64, profile: &str) -> Result<StoredUser, StoreError> {
+    let uid = UserId(id as u64);
+    let profile: UserProfile = serde_json::from_str(profile).map_err(|e| StoreError::Corrupt {
+        id: uid,
+        detail: e.to_string(),
+    })?;
+    Ok(StoredUser {
+        user: User { id: uid, profile },
+        version: version as u64,
+    })
+}
+
+fn row_user(row: &Row) -> Result<StoredUser, StoreError> {
+    let id: i64 = row.try_get(0).map_err(|e| unavailable(&e))?;
+    let version: i64 = row.try_get(1).map_err(|e| unavailable(&e))?;
+    let profile: String = row.try_get(2).map_err(|e| unavailable(&e))?;
+    decode(id, version, &profile)
+}
+
+fn lsn_of(row: &Row) -> Result<CommitToken, StoreError> {
+    let text: Option<String> = row.try_get(0).map_err(|e| unavailable(&e))?;
+    // A standby that has replayed nothing yet reports NULL: position 0.
+    Ok(CommitToken(
+        text.as_deref().and_then(parse_lsn).unwrap_or(0),
+    ))
+}
+
+/// The id named in a unique-violation's detail (`Key (id)=(42) already exists.`).
+fn duplicate_id(e: &tokio_postgres::Error) -> Option<UserId> {
+    let detail = e.as_db_error()?.detail()?;
+    let rest = detail.strip_prefix("Key (id)=(")?;
+    let end = rest.find(')')?;
+    rest[..end].parse::<u64>().ok().map(UserId)
+}
+
+impl PgStore {
+    /// Connects (checking the server answers) and applies pending migrations.
+    pub async fn connect(config: &PgConfig) -> Result<PgOpened, StoreError> {
+        let mut pg: tokio_postgres::Config = config.url.parse().map_err(|e| {
+            StoreError::Unusable(format!(
+                "the PostgreSQL URL is not valid ({e}): use postgresql://USER@HOST:PORT/DB"
+            ))
+        })?;
+        pg.connect_timeout(config.connect_timeout);
+        pg.application_name("strata");
+        // The server gives up on any statement the caller has stopped waiting for.
+        pg.options(format!(
+            "-c statement_timeout={}",
+            config.call_timeout.as_millis()
+        ));
+        let display = redact(&pg);
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.max_connections.max(1))
+            .runtime(Runtime::Tokio1)
+            .timeouts(Timeouts {
+                wait: Some(config.call_timeout),
+                create: Some(config.connect_timeout),
+                recycle: Some(config.connect_timeout),
+            })
+            .build()
+            .map_err(|e| StoreError::Unusable(format!("cannot build the connection pool: {e}")))?;
+        let store = PgStore {
+            pool,
+            call_timeout: config.call_timeout,
+            display,
+        };
+        let created = store.migrate().await?;
+        Ok(PgOpened { store, created })
+    }
+
+    /// The server(s) and database, without credentials.
+    pub fn describe(&self) -> &str {
+        &self.display
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("postgres at {}: {e}", self.display)))
+    }
+
+    /// Runs `f` with a pooled connection, under the call deadline.
+    async fn call<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(deadpool_postgres::Object) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let work = async {
+            let client = self.client().await?;
+            f(client).await
+        };
+        match tokio::time::timeout(self.call_timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "postgres at {} did not answer within {} ms",
+                self.display,
+                self.call_timeout.as_millis()
+            ))),
+        }
+    }
+
+    /// Applies pending migrations; true if this call created the schema.
+    async fn migrate(&self) -> Result<bool, StoreError> {
+        let unusable = |what: String| StoreError::Unusable(format!("{}: {what}", self.display));
+        let mut client = self.client().await.map_err(|e| match e {
+            StoreError::Unavailable(m) => {
+                StoreError::Unusable(format!("{m} — is the server running and the URL right?"))
+            }
+            other => other,
+        })?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| unusable(format!("cannot start the migration: {e}")))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(|e| unusable(format!("cannot lock for migration: {e}")))?;
+        let has = |table: &'static str| {
+            let tx = &tx;
+            async move {
+                tx.query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+                    .await
+                    .and_then(|r| r.try_get::<_, bool>(0))
+            }
+        };
+        let has_meta = has("public.strata_meta")
+            .await
+            .map_err(|e| unusable(e.to_string()))?;
+        let version: i64 = if has_meta {
+            let format: Option<String> = tx
+                .query_opt("SELECT value FROM strata_meta WHERE key = 'format'", &[])
+                .await
+                .map_err(|e| unusable(e.to_string()))?
+                .map(|r| r.try_get(0))
+                .transpose()
+                .map_err(|e| unusable(e.to_string()))?;
+            if format.as_deref() != Some(FORMAT) {
+                return Err(unusable(
+                    "has a strata_meta table without the strata-users format marker: point \
+                     Strata at a database of its own"
+                        .into(),
+                ));
+            }
+            tx.query_opt(
+                "SELECT value::bigint FROM strata_meta WHERE key = 'schema_version'",
+                &[],
+            )
+            .await
+            .map_err(|e| unusable(e.to_string()))?
+            .map(|r| r.try_get(0))
+            .transpose()
+            .map_err(|e| unusable(e.to_string()))?
+            .unwrap_or(0)
+        } else {
+            if has("public.users")
+                .await
+                .map_err(|e| unusable(e.to_string()))?
+            {
+                return Err(unusable(
+                    "has a users table that is not Strata's (no strata_meta): point Strata at a \
+                     database of its own"
+                        .into(),
+                ));
+            }
+            tx.batch_execute(
+                "CREATE TABLE strata_meta (key text PRIMARY KEY, value text NOT NULL);
+                 INSERT INTO strata_meta (key, value) VALUES ('format', 'strata-users'),
+                     ('schema_version', '0');",
+            )
+            .await
+            .map_err(|e| unusable(format!("cannot create strata_meta: {e}")))?;
+            0
+        };
+        if version > SCHEMA_VERSION {
+            return Err(unusable(format!(
+                "has schema version {version}, but this strata knows versions up to \
+                 {SCHEMA_VERSION}: upgrade strata"
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.batch_execute(sql)
+                .await
+                .map_err(|e| unusable(format!("migration {} failed: {e}", i + 1)))?;
+        }
+        tx.execute(
+            "UPDATE strata_meta SET value = $1 WHERE key = 'schema_version'",
+            &[&SCHEMA_VERSION.to_string()],
+        )
+        .await
+        .map_err(|e| unusable(e.to_string()))?;
+        tx.commit()
+            .await
+            .map_err(|e| unusable(format!("cannot commit the migration: {e}")))?;
+        Ok(!has_meta)
+    }
+
+    /// Inserts the canonical user 12 unless it exists. True if it was inserted.
+    pub async fn ensure_canonical_user(&self) -> Result<bool, StoreError> {
+        match self.create(&User::canonical()).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::AlreadyExists(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The WAL position this server has reached (see [`POSITION_SQL`]).
+    pub async fn position(&self) -> Result<CommitToken, StoreError> {
+        self.call(|client| async move {
+            let row = client
+                .query_one(POSITION_SQL, &[])
+                .await
+                .map_err(|e| engine_error(&e))?;
+            lsn_of(&row)
+        })
+        .await
+    }
+}
+
+/// Waits (briefly) until the server has reached the commit a read asks for.
+async fn await_commit(
+    client: &deadpool_postgres::ClientWrapper,
+    need: ReadRequirement,
+) -> Result<(), StoreError> {
+    let Some(wanted) = need.at_least else {
+        return Ok(());
+    };
+    let deadline = Instant::now() + READ_AFTER_WAIT;
+    let statement = client
+        .prepare_cached(POSITION_SQL)
+        .await
+        .map_err(|e| engine_error(&e))?;
+    loop {
+        let row = client
+            .query_one(&statement, &[])
+            .await
+            .map_err(|e| engine_error(&e))?;
+        let current = lsn_of(&row)?;
+        if current >= wanted {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(StoreError::NotYetVisible { wanted, current });
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Runs one write statement and, pipelined behind it on the same connection, reads the WAL
+/// position its commit reached.
+async fn write_then_position(
+    client: &deadpool_postgres::ClientWrapper,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<(Vec<Row>, CommitToken), tokio_postgres::Error> {
+    let statement = client.prepare_cached(sql).await?;
+    let position_statement = client
+        .prepare_cached("SELECT pg_current_wal_lsn()::text")
+        .await?;
+    let (rows, position) = futures_util::future::join(
+        client.query(&statement, params),
+        client.query_one(&position_statement, &[]),
+    )
+    .await;
+    let rows = rows?;
+    let position = position?;
+    let text: Option<String> = position.try_get(0)?;
+    Ok((
+        rows,
+        CommitToken(text.as_deref().and_then(parse_lsn).unwrap_or(0)),
+    ))
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn create(&self, user: &User) -> Result<WriteReceipt, StoreError> {
+        let id = user.id;
+        let Some(key) = sql_id(id) else {
+            return Err(StoreError::Unavailable(format!(
+                "user id {id} is outside the range this engine stores"
+            )));
+        };
+        let profile = user.profile.to_value().to_string();
+        self.call(|client| async move {
+            let (rows, commit) = write_then_position(
+                &client,
+                "INSERT INTO users (id, version, profile) VALUES ($1, 1, $2::text::jsonb) \
+                 ON CONFLICT (id) DO NOTHING RETURNING version",
+                &[&key, &profile],
+            )
+            .await
+            .map_err(|e| engine_error(&e))?;
+            if rows.is_empty() {
+                return Err(StoreError::AlreadyExists(id));
+            }
+            Ok(WriteReceipt { version: 1, commit })
+        })
+        .await
+    }
+
+    async fn get(
+        &self,
+        id: UserId,
+        need: ReadRequirement,
+    ) -> Result<Option<StoredUser>, StoreError> {
+        let key = sql_id(id);
+        self.call(|client| async move {
+            await_commit(&client, need).await?;
+            let Some(key) = key else { return Ok(None) };
+            let statement = client
+                .prepare_cached("SELECT id, version, profile::text FROM users WHERE id = $1")
+                .await
+                .map_err(|e| engine_error(&e))?;
+            let row = client
+                .query_opt(&statement, &[&key])
+                .await
+                .map_err(|e| engine_error(&e))?;
+            row.as_ref().map(row_user).transpose()
+        })
+        .await
+    }
+
+    async fn replace(
+        &self,
+        id: UserId,
+        profile: &UserProfile,
+        pre: Precondition,
+    ) -> Result<WriteReceipt, StoreError> {
+        let Some(key) = sql_id(id) else {
+            return Err(StoreError::NotFound(id));
+        };
+        let expected: Option<i64> = match pre {
+            Precondition::None => None,
+            Precondition::VersionIs(v) => Some(i64::try_from(v).unwrap_or(i64::MAX)),
+        };
+        let profile = profile.to_value().to_string();
+        self.call(|client| async move {
+            let (rows, commit) = write_then_position(
+                &client,
+                "UPDATE users SET version = version + 1, profile = $2::text::jsonb \
+                 WHERE id = $1 AND ($3::bigint IS NULL OR version = $3) RETURNING version",
+                &[&key, &profile, &expected],
+            )
+            .await
+            .map_err(|e| engine_error(&e))?;
+            match rows.first() {
+                Some(row) => {
+                    let version: i64 = row.try_get(0).map_err(|e| unavailable(&e))?;
+                    Ok(WriteReceipt {
+                        version: version as u64,
+                        commit,
+                    })
+                }
+                None => Err(why_not_written(&client, id, key, pre).await),
+            }
+        })
+        .await
+    }
+
+    async fn delete(&self, id: UserId, pre: Precondition) -> Result<WriteReceipt, StoreError> {
+        let Some(key) = sql_id(id) else {
+            return Err(StoreError::NotFound(id));
+        };
+        let expected: Option<i64> = match pre {
+            Precondition::None => None,
+            Precondition::VersionIs(v) => Some(i64::try_from(v).unwrap_or(i64::MAX)),
+        };
+        self.call(|client| async move {
+            let (rows, commit) = write_then_position(
+                &client,
+                "DELETE FROM users WHERE id = $1 AND ($2::bigint IS NULL OR version = $2) \
+                 RETURNING version",
+                &[&key, &expected],
+            )
+            .await
+            .map_err(|e| engine_error(&e))?;
+            match rows.first() {
+                Some(row) => {
+                    let version: i64 = row.try_get(0).map_err(|e| unavailable(&e))?;
+                    Ok(WriteReceipt {
+                        version: version as u64 + 1,
+                        commit,
+                    })
+                }
+                None => Err(why_not_written(&client, id, key, pre).await),
+            }
+        })
+        .await
+    }
+
+    async fn list(
+        &self,
+        after: Option<UserId>,
+        limit: u32,
+        need: ReadRequirement,
+    ) -> Result<Page, StoreError> {
+        // An `after` beyond the storable range has nothing after it.
+        let after_key = match after {
+            None => Some(-1i64),
+            Some(id) => sql_id(id),
+        };
+        self.call(|client| async move {
+            await_commit(&client, need).await?;
+            let Some(after_key) = after_key else {
+                return Ok(Page {
+                    users: Vec::new(),
+                    next_after: None,
+                });
+            };
+            let statement = client
+                .prepare_cached(
+                    "SELECT id, version, profile::text FROM users WHERE id > $1 \
+                     ORDER BY id LIMIT $2",
+                )
+                .await
+                .map_err(|e| engine_error(&e))?;
+            let rows = client
+                .query(&statement, &[&after_key, &i64::from(limit)])
+                .await
+                .map_err(|e| engine_error(&e))?;
+            let users = rows.iter().map(row_user).collect::<Result<Vec<_>, _>>()?;
+            let next_after = (users.len() == limit as usize && limit > 0)
+                .then(|| users[users.len() - 1].user.id);
+            Ok(Page { users, next_after })
+        })
+        .await
+    }
+
+    async fn insert_batch(&self, users: Vec<User>) -> Result<CommitToken, StoreError> {
+        // COPY's text format: tab-separated columns; a backslash in the data is doubled. Compact
+        // JSON has no raw tabs or newlines (serde_json escapes control characters).
+        let mut data = BytesMut::with_capacity(users.len() * 256);
+        for user in &users {
+            let Some(key) = sql_id(user.id) else {
+                return Err(StoreError::Unavailable(format!(
+                    "user id {} is outside the range this engine stores",
+                    user.id
+                )));
+            };
+            data.put_slice(key.to_string().as_bytes());
+            data.put_slice(b"\t1\t");
+            let json = user.profile.to_value().to_string();
+            data.put_slice(json.replace('\\', "\\\\").as_bytes());
+            data.put_u8(b'\n');
+        }
+        let first = users.first().map(|u| u.id);
+        let data = data.freeze();
+        self.call(|client| async move {
+            let sink = client
+                .copy_in("COPY users (id, version, profile) FROM STDIN")
+                .await
+                .map_err(|e| engine_error(&e))?;
+            futures_util::pin_mut!(sink);
+            let sent = async {
+                sink.send(data).await?;
+                sink.as_mut().finish().await
+            }
+            .await;
+            if let Err(e) = sent {
+                if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+                    return Err(StoreError::AlreadyExists(
+                        duplicate_id(&e).or(first).unwrap_or(UserId(0)),
+                    ));
+                }
+                return Err(engine_error(&e));
+            }
+            let row = client
+                .query_one("SELECT pg_current_wal_lsn()::text", &[])
+                .await
+                .map_err(|e| engine_error(&e))?;
+            lsn_of(&row)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.call(|client| async move {
+            client
+                .query_one("SELECT 1", &[])
+                .await
+                .map(|_| ())
+                .map_err(|e| engine_error(&e))
+        })
+        .await
+    }
+
+    fn engine(&self) -> &'static str {
+        "postgres"
+    }
+}
+
+/// After a conditional write touched no row: the user is missing, or at another version.
+async fn why_not_written(
+    client: &deadpool_postgres::ClientWrapper,
+    id: UserId,
+    key: i64,
+    pre: Precondition,
+) -> StoreError {
+    let current = client
+        .query_opt("SELECT version FROM users WHERE id = $1", &[&key])
+        .await;
+    match (current, pre) {
+        (Err(e), _) => engine_error(&e),
+        (Ok(None), _) | (Ok(Some(_)), Precondition::None) => StoreError::NotFound(id),
+        (Ok(Some(row)), Precondition::VersionIs(expected)) => match row.try_get::<_, i64>(0) {
+            Ok(actual) => StoreError::VersionMismatch {
+                id,
+                expected,
+                actual: actual as u64,
+            },
+            Err(e) => unavailable(&e),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsns_parse_and_print_the_way_postgres_writes_them() {
+        assert_eq!(parse_lsn("0/16B3748"), Some(0x16B_3748));
+        assert_eq!(parse_lsn("1/0"), Some(1 << 32));
+        assert_eq!(format_lsn(0x1_0000_00FF), "1/FF");
+        assert_eq!(
+            parse_lsn(&format_lsn(0xABCD_EF01_2345)),
+            Some(0xABCD_EF01_2345)
+        );
+        for bad in ["", "0", "/1", "x/1", "1/", "100000000/0", "0/100000000"] {
+            assert_eq!(parse_lsn(bad), None, "{bad:?} is not an LSN");
+        }
+    }
+}

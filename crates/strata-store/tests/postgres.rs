@@ -1,0 +1,187 @@
+//! The PostgreSQL engine against the shared store suite, on a real server started from the
+//! installed binaries (strata-testkit), plus what is particular to a server: migrations by
+//! several processes at once, foreign databases, COPY bulk loads, and a server that dies.
+
+use std::time::Duration;
+
+use strata_core::user::{User, UserId};
+use strata_store::postgres::{PgConfig, PgStore, SCHEMA_VERSION};
+use strata_store::{Precondition, ReadRequirement, Store, StoreError};
+use strata_testkit::PgServer;
+
+async fn connect(url: &str) -> PgStore {
+    PgStore::connect(&PgConfig::new(url))
+        .await
+        .unwrap_or_else(|e| panic!("connect {url}: {e}"))
+        .store
+}
+
+fn user(id: u64) -> User {
+    User {
+        id: UserId(id),
+        ..User::canonical()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_engine_passes_the_store_suite_and_keeps_its_promises() {
+    let mut pg = tokio::task::spawn_blocking(PgServer::start)
+        .await
+        .expect("start");
+
+    // The one suite every engine passes.
+    let suite = pg.create_database("suite");
+    let store = connect(&suite).await;
+    strata_store::conformance::run_all(&store).await;
+    assert_eq!(store.engine(), "postgres");
+
+    // Several servers starting at once migrate exactly once, and later opens migrate nothing.
+    let fresh = pg.create_database("fresh");
+    let opens: Vec<_> = (0..4)
+        .map(|_| {
+            let url = fresh.clone();
+            tokio::spawn(async move { PgStore::connect(&PgConfig::new(url)).await })
+        })
+        .collect();
+    let mut stores = Vec::new();
+    let mut creators = 0;
+    for open in opens {
+        let opened = open.await.expect("join").expect("concurrent connect");
+        creators += usize::from(opened.created);
+        stores.push(opened.store);
+    }
+    assert_eq!(
+        creators, 1,
+        "exactly one of the concurrent connects created the schema"
+    );
+    assert!(stores[0].ensure_canonical_user().await.expect("insert"));
+    assert!(
+        !stores[1].ensure_canonical_user().await.expect("again"),
+        "user 12 is inserted once"
+    );
+    let got = stores[2]
+        .get(UserId(12), ReadRequirement::ANY)
+        .await
+        .expect("get")
+        .expect("user 12");
+    assert_eq!(
+        got.user,
+        User::canonical(),
+        "the canonical profile round-trips through jsonb"
+    );
+
+    // Commit tokens are WAL positions, and a token from a write is visible at once on the
+    // primary.
+    let receipt = stores[3].create(&user(77)).await.expect("create");
+    assert!(receipt.commit.0 > 0);
+    assert!(stores[0].position().await.expect("position") >= receipt.commit);
+    let seen = stores[0]
+        .get(UserId(77), ReadRequirement::at_least(receipt.commit))
+        .await
+        .expect("read after the write");
+    assert_eq!(seen.map(|s| s.version), Some(1));
+
+    // Bulk load with COPY: all or nothing.
+    let batch: Vec<User> = (1_000..6_000).map(user).collect();
+    stores[0].insert_batch(batch).await.expect("copy");
+    let page = stores[0]
+        .list(Some(UserId(999)), 10, ReadRequirement::ANY)
+        .await
+        .expect("list");
+    assert_eq!(page.users.len(), 10);
+    assert_eq!(page.users[0].user.id, UserId(1_000));
+    match stores[0].insert_batch(vec![user(9_000), user(1_500)]).await {
+        Err(StoreError::AlreadyExists(id)) => assert_eq!(id, UserId(1_500), "names the duplicate"),
+        other => panic!("a batch with an existing id must fail, got {other:?}"),
+    }
+    assert!(
+        stores[0]
+            .get(UserId(9_000), ReadRequirement::ANY)
+            .await
+            .expect("get")
+            .is_none(),
+        "nothing of a failed batch is applied"
+    );
+
+    // A database that holds someone else's users table is refused, with the reason.
+    let foreign = pg.create_database("foreign");
+    {
+        let (client, conn) = tokio_postgres::connect(&foreign, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(conn);
+        client
+            .batch_execute("CREATE TABLE users (name text)")
+            .await
+            .expect("create a foreign table");
+    }
+    match PgStore::connect(&PgConfig::new(&foreign)).await {
+        Err(StoreError::Unusable(m)) => assert!(m.contains("not Strata's"), "{m}"),
+        other => panic!("a foreign users table must be refused, got {other:?}"),
+    }
+    // A schema newer than this build is refused.
+    {
+        let (client, conn) = tokio_postgres::connect(&fresh, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(conn);
+        client
+            .execute(
+                "UPDATE strata_meta SET value = $1 WHERE key = 'schema_version'",
+                &[&(SCHEMA_VERSION + 1).to_string()],
+            )
+            .await
+            .expect("bump");
+    }
+    match PgStore::connect(&PgConfig::new(&fresh)).await {
+        Err(StoreError::Unusable(m)) => assert!(m.contains("upgrade strata"), "{m}"),
+        other => panic!("a newer schema must be refused, got {other:?}"),
+    }
+
+    // A URL that is not one gets a sentence that says what one looks like.
+    match PgStore::connect(&PgConfig::new("postgresql://[::1")).await {
+        Err(StoreError::Unusable(m)) => assert!(m.contains("postgresql://"), "{m}"),
+        other => panic!("a bad URL must be refused, got {other:?}"),
+    }
+
+    // The server dies: calls fail fast with Unavailable, never hang; it comes back: calls work
+    // again with the same store, and every acknowledged write is still there.
+    let mut config = PgConfig::new(&suite);
+    config.call_timeout = Duration::from_secs(2);
+    let store = PgStore::connect(&config).await.expect("connect").store;
+    let acked = store
+        .create(&user(500))
+        .await
+        .expect("create before the kill");
+    tokio::task::block_in_place(|| pg.kill9());
+    let started = std::time::Instant::now();
+    match store.get(UserId(500), ReadRequirement::ANY).await {
+        Err(StoreError::Unavailable(_)) => {}
+        other => panic!("a dead server must give Unavailable, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(4), "no hang");
+    tokio::task::block_in_place(|| pg.restart());
+    let mut back = None;
+    for _ in 0..50 {
+        match store
+            .replace(
+                UserId(500),
+                &User::canonical().profile,
+                Precondition::VersionIs(acked.version),
+            )
+            .await
+        {
+            Ok(r) => {
+                back = Some(r);
+                break;
+            }
+            Err(StoreError::Unavailable(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => panic!("after the restart: {e}"),
+        }
+    }
+    let back = back.expect("the store works again once the server is back");
+    assert_eq!(
+        back.version, 2,
+        "the write acknowledged before the kill survived it"
+    );
+}

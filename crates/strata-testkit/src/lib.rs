@@ -1,0 +1,419 @@
+//! # strata-testkit — real engines for tests
+//!
+//! Test support only (a dev-dependency; no tier depends on it at run time). Depends on no
+//! Strata crate.
+//!
+//! Tests that exercise PostgreSQL run the real server: [`PgServer`] finds the installed
+//! binaries (Debian's `postgresql-15`, or `$STRATA_PG_BIN`), runs `initdb` in a temporary
+//! directory, and starts `postgres` on a free loopback port — as the `postgres` user when the
+//! test runs as root, because PostgreSQL refuses to run as root. Nothing listens on a fixed
+//! port and nothing outside the temporary directory is touched, so a machine that already runs
+//! PostgreSQL on 5432 is left alone. The server is stopped and its directory removed on drop.
+//!
+//! Faults are real: [`PgServer::kill9`] sends SIGKILL to the postmaster, [`PgServer::pause`]
+//! sends SIGSTOP.
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// The superuser every test cluster is created with (trust authentication on loopback only).
+pub const PG_USER: &str = "strata";
+
+/// A loopback TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("cannot find a free loopback port: {e}"))
+}
+
+/// Where the PostgreSQL server binaries are: `$STRATA_PG_BIN`, else the newest
+/// `/usr/lib/postgresql/<major>/bin` that has `initdb`.
+pub fn pg_bin_dir() -> Result<PathBuf, String> {
+    if let Some(dir) = std::env::var_os("STRATA_PG_BIN") {
+        let dir = PathBuf::from(dir);
+        return if dir.join("initdb").exists() {
+            Ok(dir)
+        } else {
+            Err(format!(
+                "STRATA_PG_BIN={} has no initdb: point it at PostgreSQL's bin directory",
+                dir.display()
+            ))
+        };
+    }
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .map_err(|_| no_postgres())?
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let major = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((major, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, bin)| bin).ok_or_else(no_postgres)
+}
+
+fn no_postgres() -> String {
+    "PostgreSQL server binaries not found: install Debian's postgresql-15 (./scripts/test does) \
+     or set STRATA_PG_BIN"
+        .into()
+}
+
+/// The uid/gid to run PostgreSQL as: the `postgres` user when we are root, else ourselves.
+fn run_as() -> Result<Option<(u32, u32)>, String> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Ok(None);
+    }
+    match nix::unistd::User::from_name("postgres") {
+        Ok(Some(u)) => Ok(Some((u.uid.as_raw(), u.gid.as_raw()))),
+        _ => Err(
+            "running as root, and there is no `postgres` user to run PostgreSQL as (installing \
+             postgresql-15 creates it)"
+                .into(),
+        ),
+    }
+}
+
+/// Settings of a test server.
+#[derive(Debug, Clone, Default)]
+pub struct PgOptions {
+    /// `fsync` on or off. Off (the default) is safe against process kills — the operating
+    /// system keeps the written pages — and makes tests fast; only a machine crash loses data.
+    pub fsync: bool,
+    /// Extra `-c name=value` settings.
+    pub settings: Vec<(String, String)>,
+}
+
+/// A PostgreSQL server of its own, for one test.
+#[derive(Debug)]
+pub struct PgServer {
+    bin: PathBuf,
+    /// Holds the data directory, the socket directory and the log; removed on drop.
+    root: tempfile::TempDir,
+    port: u16,
+    options: PgOptions,
+    owner: Option<(u32, u32)>,
+    child: Option<Child>,
+}
+
+impl PgServer {
+    /// Creates a new cluster (`initdb`) and starts it. Panics with the reason when it cannot.
+    pub fn start() -> Self {
+        Self::start_with(PgOptions::default())
+    }
+
+    /// As [`PgServer::start`], with settings.
+    pub fn start_with(options: PgOptions) -> Self {
+        Self::try_start(options).unwrap_or_else(|e| panic!("cannot start PostgreSQL: {e}"))
+    }
+
+    /// Creates and starts a cluster, or says why not.
+    pub fn try_start(options: PgOptions) -> Result<Self, String> {
+        let bin = pg_bin_dir()?;
+        let owner = run_as()?;
+        let root = tempfile::Builder::new()
+            .prefix("strata-pg-")
+            .tempdir()
+            .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+        // The postgres user must be able to reach its directories inside ours.
+        set_mode(root.path(), 0o755)?;
+        for dir in ["data", "sock"] {
+            let path = root.path().join(dir);
+            std::fs::create_dir(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            set_mode(&path, 0o700)?;
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                    .map_err(|e| format!("cannot give {} to postgres: {e}", path.display()))?;
+            }
+        }
+        let mut server = Self {
+            bin,
+            root,
+            port: 0,
+            options,
+            owner,
+            child: None,
+        };
+        server.initdb()?;
+        // A free port can be taken between our check and the server's bind: try a few.
+        let mut last = String::new();
+        for _ in 0..3 {
+            server.port = free_port();
+            match server.launch() {
+                Ok(()) => return Ok(server),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(self.bin.join(program));
+        cmd.current_dir(self.root.path())
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null());
+        if let Some((uid, gid)) = self.owner {
+            cmd.uid(uid).gid(gid);
+        }
+        cmd
+    }
+
+    fn initdb(&self) -> Result<(), String> {
+        let out = self
+            .command("initdb")
+            .arg("-D")
+            .arg(self.data_dir())
+            .args(["-U", PG_USER, "--auth=trust", "-E", "UTF8", "--locale=C"])
+            .args(["--no-sync", "--no-instructions"])
+            .output()
+            .map_err(|e| format!("cannot run initdb: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(())
+    }
+
+    fn launch(&mut self) -> Result<(), String> {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .map_err(|e| format!("cannot open the server log: {e}"))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| format!("cannot open the server log: {e}"))?;
+        let mut cmd = self.command("postgres");
+        cmd.arg("-D")
+            .arg(self.data_dir())
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("-c")
+            .arg("listen_addresses=127.0.0.1")
+            .arg("-c")
+            .arg(format!(
+                "unix_socket_directories={}",
+                self.root.path().join("sock").display()
+            ))
+            .arg("-c")
+            .arg(format!(
+                "fsync={}",
+                if self.options.fsync { "on" } else { "off" }
+            ));
+        for (name, value) in &self.options.settings {
+            cmd.arg("-c").arg(format!("{name}={value}"));
+        }
+        let child = cmd
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err))
+            .spawn()
+            .map_err(|e| format!("cannot run postgres: {e}"))?;
+        self.child = Some(child);
+        self.wait_ready(Duration::from_secs(30))
+    }
+
+    /// Waits until the server accepts connections.
+    fn wait_ready(&mut self, within: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.child = None;
+                return Err(format!(
+                    "postgres exited ({status}) before it was ready: {}",
+                    self.log_tail()
+                ));
+            }
+            let ready = Command::new(self.bin.join("pg_isready"))
+                .args(["-q", "-h", "127.0.0.1", "-U", PG_USER, "-d", "postgres"])
+                .args(["-p", &self.port.to_string(), "-t", "1"])
+                .stdin(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "postgres did not accept connections within {within:?}: {}",
+                    self.log_tail()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The last lines of the server's log, for error messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(8)..].join(" | ")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.root.path().join("postgres.log")
+    }
+
+    /// The cluster's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.path().join("data")
+    }
+
+    /// The loopback port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The postmaster's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// A connection URL for database `db`.
+    pub fn url_for(&self, db: &str) -> String {
+        format!("postgresql://{PG_USER}@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// A connection URL for the `postgres` database.
+    pub fn url(&self) -> String {
+        self.url_for("postgres")
+    }
+
+    /// Creates an empty database and returns its URL: one per test keeps tests apart.
+    pub fn create_database(&self, name: &str) -> String {
+        let out = Command::new(self.bin.join("createdb"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                PG_USER,
+                "-p",
+                &self.port.to_string(),
+                name,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run createdb: {e}"));
+        assert!(
+            out.status.success(),
+            "createdb {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        self.url_for(name)
+    }
+
+    fn signal(&self, signal: Signal) {
+        if let Some(pid) = self.pid() {
+            let _ = kill(Pid::from_raw(pid as i32), signal);
+        }
+    }
+
+    /// `kill -9` of the postmaster (its backends notice and exit). The data directory stays.
+    pub fn kill9(&mut self) {
+        self.signal(Signal::SIGKILL);
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGSTOP: the server stalls, connections stay open and unanswered.
+    pub fn pause(&self) {
+        self.signal(Signal::SIGSTOP);
+    }
+
+    /// SIGCONT after [`PgServer::pause`].
+    pub fn resume(&self) {
+        self.signal(Signal::SIGCONT);
+    }
+
+    /// Stops the server ("immediate" shutdown) and waits for it; the data directory stays.
+    pub fn stop(&mut self) {
+        self.signal(Signal::SIGCONT);
+        self.signal(Signal::SIGQUIT);
+        if let Some(mut child) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port, after [`PgServer::stop`] or
+    /// [`PgServer::kill9`] (crash recovery runs then).
+    pub fn restart(&mut self) {
+        self.stop();
+        // Backends of a killed postmaster may still hold its shared memory for a moment.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match self.launch() {
+                Ok(()) => return,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => panic!("cannot restart PostgreSQL: {e}"),
+            }
+        }
+    }
+
+    /// The root of this server's temporary directory.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("cannot set permissions of {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_starts_on_a_free_port_survives_a_kill_and_restarts() {
+        let mut pg = PgServer::start();
+        let port = pg.port();
+        assert_ne!(port, 5432, "never the standard port");
+        let url = pg.create_database("kit");
+        assert!(url.ends_with("/kit"));
+        let before = pg.pid().expect("running");
+        pg.kill9();
+        assert!(pg.pid().is_none());
+        pg.restart();
+        assert_eq!(pg.port(), port, "restarts on the same port");
+        assert_ne!(pg.pid(), Some(before));
+        // The database created before the kill is still there.
+        let out = Command::new(pg.bin.join("psql"))
+            .args(["-h", "127.0.0.1", "-U", PG_USER, "-p", &port.to_string()])
+            .args(["-d", "kit", "-tAc", "SELECT current_database()"])
+            .output()
+            .expect("psql");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "kit");
+    }
+}
