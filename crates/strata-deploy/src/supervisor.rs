@@ -26,7 +26,7 @@ use tokio::sync::watch;
 
 use crate::control;
 use crate::state::{self, DeploymentState, RolePhase, RoleState};
-use crate::topology::{RoleKind, Topology};
+use crate::topology::{DataEngine, RoleKind, Topology};
 
 /// When and how often crashed instances are restarted.
 #[derive(Debug, Clone, Copy)]
@@ -76,21 +76,89 @@ pub struct InstanceSpec {
     pub port: u16,
     /// Kind-specific arguments (the listen address is added separately).
     pub args: Vec<String>,
+    /// Environment for the role: settings that must not show in `ps` (a database URL may hold
+    /// a password) go here rather than in `args`.
+    pub env: Vec<(String, String)>,
 }
 
 impl InstanceSpec {
     fn listen_flag(&self) -> &'static str {
         match self.kind {
             RoleKind::Api => "--addr",
-            RoleKind::Lb => "--listen",
+            RoleKind::Lb | RoleKind::Postgres => "--listen",
         }
     }
 }
 
+/// Where the PostgreSQL servers of a deployment keep their data: `DIR/postgres/<role>`.
+pub const POSTGRES_DIR: &str = "postgres";
+/// The superuser of the servers `strata up` runs (trust authentication, loopback only).
+pub const POSTGRES_USER: &str = "strata";
+/// The database the API servers use on the servers `strata up` runs.
+pub const POSTGRES_DATABASE: &str = "strata";
+
+/// The primary PostgreSQL server `strata up` runs for this topology, if any. It is told the
+/// names of its replicas for the synchronous quorum.
+pub fn plan_primary(topology: &Topology, dir: &Path) -> Option<InstanceSpec> {
+    let DataEngine::Postgres { replicas, commit } = topology.data else {
+        return None;
+    };
+    let standbys: Vec<String> = (2..=u16::from(replicas) + 1)
+        .map(|i| format!("pg-{i}"))
+        .collect();
+    let mut args = vec![
+        "--data".into(),
+        dir.join(POSTGRES_DIR).join("pg-1").display().to_string(),
+        "--commit".into(),
+        commit.as_str().into(),
+    ];
+    if !standbys.is_empty() {
+        args.push("--standbys".into());
+        args.push(standbys.join(","));
+    }
+    Some(InstanceSpec {
+        name: "pg-1".into(),
+        kind: RoleKind::Postgres,
+        port: 0,
+        args,
+        env: Vec::new(),
+    })
+}
+
+/// The streaming replicas of the primary at `primary` (`127.0.0.1:PORT`).
+pub fn plan_replicas(topology: &Topology, dir: &Path, primary: &str) -> Vec<InstanceSpec> {
+    let DataEngine::Postgres { replicas, .. } = topology.data else {
+        return Vec::new();
+    };
+    (2..=u16::from(replicas) + 1)
+        .map(|i| InstanceSpec {
+            name: format!("pg-{i}"),
+            kind: RoleKind::Postgres,
+            port: 0,
+            args: vec![
+                "--data".into(),
+                dir.join(POSTGRES_DIR)
+                    .join(format!("pg-{i}"))
+                    .display()
+                    .to_string(),
+                "--replica-of".into(),
+                primary.into(),
+            ],
+            env: Vec::new(),
+        })
+        .collect()
+}
+
 /// The API instances of a topology: without a load balancer `api-1` takes the public port;
 /// the others (all of them, with a load balancer) their fixed port or any free one. Node ids
-/// 1, 2, 3 … keep Snowflake ids unique across servers.
-pub fn plan(topology: &Topology, public_port: u16, data: &Path) -> Vec<InstanceSpec> {
+/// 1, 2, 3 … keep Snowflake ids unique across servers. With `postgres` (a URL) they use
+/// PostgreSQL, else the SQLite database in `data`.
+pub fn plan(
+    topology: &Topology,
+    public_port: u16,
+    data: &Path,
+    postgres: Option<&str>,
+) -> Vec<InstanceSpec> {
     let has_lb = topology.lb.is_some();
     let mut fixed = topology.api.ports.iter().copied();
     (0..topology.api.count)
@@ -108,6 +176,9 @@ pub fn plan(topology: &Topology, public_port: u16, data: &Path) -> Vec<InstanceS
                 "--node-id".into(),
                 (i + 1).to_string(),
             ],
+            env: postgres
+                .map(|url| vec![("STRATA_POSTGRES_URL".to_string(), url.to_string())])
+                .unwrap_or_default(),
         })
         .collect()
 }
@@ -134,6 +205,7 @@ pub fn plan_lb(
         kind: RoleKind::Lb,
         port: public_port,
         args,
+        env: Vec::new(),
     })
 }
 
@@ -233,6 +305,7 @@ async fn start_instance(
         .arg("--name")
         .arg(&spec.name)
         .arg("--exit-on-stdin-eof")
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(stderr_log))
@@ -341,6 +414,7 @@ async fn watch_instance(
         .ready
         .addrs
         .get("http")
+        .or_else(|| first.ready.addrs.get("postgres"))
         .and_then(|a| a.rsplit(':').next())
         .and_then(|p| p.parse().ok())
     {
@@ -469,33 +543,33 @@ pub async fn run(
         std::fs::create_dir_all(&d)
             .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", d.display()))?;
     }
-    let mut specs = plan(
-        &config.topology,
-        config.public_port,
-        &config.dir.join(state::DATA_DIR),
-    );
-    let has_lb = config.topology.lb.is_some();
-    let role_state = |s: &InstanceSpec| RoleState {
-        name: s.name.clone(),
-        kind: s.kind,
-        pid: None,
-        addrs: Default::default(),
-        restarts: 0,
-        state: RolePhase::Starting,
-        last_error: None,
-    };
-    let mut roles: Vec<RoleState> = specs.iter().map(role_state).collect();
+    let data_dir = config.dir.join(state::DATA_DIR);
+    let topology = &config.topology;
+    let has_lb = topology.lb.is_some();
+    // Every role's name and kind, in start order: database servers, API servers, balancer.
+    let mut names: Vec<(String, RoleKind)> = (1..=topology.database_nodes())
+        .map(|i| (format!("pg-{i}"), RoleKind::Postgres))
+        .collect();
+    names.extend((1..=topology.api.count).map(|i| (format!("api-{i}"), RoleKind::Api)));
     if has_lb {
-        roles.push(RoleState {
-            name: "lb-1".into(),
-            kind: RoleKind::Lb,
-            ..role_state(&specs[0])
-        });
+        names.push(("lb-1".into(), RoleKind::Lb));
     }
+    let roles: Vec<RoleState> = names
+        .iter()
+        .map(|(name, kind)| RoleState {
+            name: name.clone(),
+            kind: *kind,
+            pid: None,
+            addrs: Default::default(),
+            restarts: 0,
+            state: RolePhase::Starting,
+            last_error: None,
+        })
+        .collect();
     let shared = SharedState {
         dir: config.dir.clone(),
         inner: Arc::new(Mutex::new(DeploymentState {
-            topology: config.topology.name.clone(),
+            topology: topology.name.clone(),
             supervisor_pid: std::process::id(),
             running: true,
             roles,
@@ -503,32 +577,77 @@ pub async fn run(
     };
     shared.update(|_| {});
     let config = Arc::new(config);
+    let topology = &config.topology;
 
-    // Phase 1: every API instance at once. Phase 2: the load balancer, pointed at them.
+    // Phases, each waiting for the one before: the primary; its replicas (which copy it); the
+    // API servers (which use it); the load balancer (which needs their addresses).
+    let mut specs: Vec<InstanceSpec> = Vec::new();
     let mut started: Vec<Option<Running>> = Vec::new();
-    let mut failures = start_all(&config, &shared, &specs, 0, &mut started).await;
-    if failures.is_empty()
-        && let Some(lb) = {
-            let backends: Vec<(String, String)> = specs
-                .iter()
-                .zip(&started)
-                .filter_map(|(s, r)| {
-                    Some((s.name.clone(), r.as_ref()?.ready.addrs.get("http")?.clone()))
-                })
-                .collect();
-            plan_lb(&config.topology, config.public_port, &backends)
-        }
-    {
-        let index = specs.len();
+    let mut failures = Vec::new();
+    let addr_of = |started: &[Option<Running>], index: usize, key: &str| {
+        started
+            .get(index)
+            .and_then(|r| r.as_ref())
+            .and_then(|r| r.ready.addrs.get(key).cloned())
+    };
+    let mut postgres_url = match &topology.data {
+        DataEngine::PostgresUrl { url } => Some(url.clone()),
+        _ => None,
+    };
+    if let Some(primary) = plan_primary(topology, &config.dir) {
         failures = start_all(
             &config,
             &shared,
-            std::slice::from_ref(&lb),
-            index,
+            std::slice::from_ref(&primary),
+            0,
             &mut started,
         )
         .await;
-        specs.push(lb);
+        specs.push(primary);
+        if let Some(addr) = addr_of(&started, 0, "postgres") {
+            postgres_url = Some(format!(
+                "postgresql://{}@{addr}/{POSTGRES_DATABASE}",
+                POSTGRES_USER
+            ));
+            let replicas = plan_replicas(topology, &config.dir, &addr);
+            if failures.is_empty() && !replicas.is_empty() {
+                failures = start_all(&config, &shared, &replicas, specs.len(), &mut started).await;
+            }
+            specs.extend(replicas);
+        }
+    }
+    if failures.is_empty() {
+        let apis = plan(
+            topology,
+            config.public_port,
+            &data_dir,
+            postgres_url.as_deref(),
+        );
+        failures = start_all(&config, &shared, &apis, specs.len(), &mut started).await;
+        let first_api = specs.len();
+        specs.extend(apis);
+        if failures.is_empty()
+            && let Some(lb) = {
+                let backends: Vec<(String, String)> = specs[first_api..]
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, s)| {
+                        Some((s.name.clone(), addr_of(&started, first_api + i, "http")?))
+                    })
+                    .collect();
+                plan_lb(topology, config.public_port, &backends)
+            }
+        {
+            failures = start_all(
+                &config,
+                &shared,
+                std::slice::from_ref(&lb),
+                specs.len(),
+                &mut started,
+            )
+            .await;
+            specs.push(lb);
+        }
     }
     if !failures.is_empty() {
         for running in started.into_iter().flatten() {
@@ -546,23 +665,34 @@ pub async fn run(
     }
     on_ready(&shared.update(|_| {}));
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut watchers = tokio::task::JoinSet::new();
+    // Stopping goes the other way: balancer and API servers first (they finish their requests),
+    // the database servers last.
+    let (stop_apps, apps_rx) = watch::channel(false);
+    let (stop_databases, databases_rx) = watch::channel(false);
+    let mut apps = tokio::task::JoinSet::new();
+    let mut databases = tokio::task::JoinSet::new();
     for (index, (spec, running)) in specs.into_iter().zip(started).enumerate() {
         if let Some(running) = running {
-            watchers.spawn(watch_instance(
+            let (set, rx) = if spec.kind == RoleKind::Postgres {
+                (&mut databases, databases_rx.clone())
+            } else {
+                (&mut apps, apps_rx.clone())
+            };
+            set.spawn(watch_instance(
                 config.clone(),
                 shared.clone(),
                 index,
                 spec,
                 running,
-                stop_rx.clone(),
+                rx,
             ));
         }
     }
     shutdown.await;
-    let _ = stop_tx.send(true);
-    while watchers.join_next().await.is_some() {}
+    let _ = stop_apps.send(true);
+    while apps.join_next().await.is_some() {}
+    let _ = stop_databases.send(true);
+    while databases.join_next().await.is_some() {}
     shared.update(|s| {
         s.running = false;
         for r in &mut s.roles {
@@ -585,11 +715,11 @@ pub fn endpoints_table(state: &DeploymentState) -> String {
         "ENDPOINT".into(),
     ]];
     for r in &state.roles {
-        let endpoint = r
-            .addrs
-            .get("http")
-            .map(|a| format!("http://{a}/users/12"))
-            .unwrap_or_else(|| "-".into());
+        let endpoint = match (r.addrs.get("http"), r.addrs.get("postgres")) {
+            (Some(a), _) => format!("http://{a}/users/12"),
+            (None, Some(a)) => format!("postgresql://{POSTGRES_USER}@{a}/{POSTGRES_DATABASE}"),
+            (None, None) => "-".into(),
+        };
         let state = r.state.as_str().to_string();
         rows.push([
             r.name.clone(),
@@ -639,7 +769,7 @@ mod tests {
             lb: None,
             data: DataEngine::Sqlite,
         };
-        let p = plan(&t, 8080, Path::new("/d"));
+        let p = plan(&t, 8080, Path::new("/d"), None);
         let ports: Vec<(&str, u16, &str)> = p
             .iter()
             .map(|s| (s.name.as_str(), s.port, s.args[3].as_str()))
@@ -659,7 +789,7 @@ mod tests {
             }),
             ..t
         };
-        let p = plan(&with_lb, 8080, Path::new("/d"));
+        let p = plan(&with_lb, 8080, Path::new("/d"), None);
         assert_eq!(
             p.iter().map(|s| s.port).collect::<Vec<_>>(),
             vec![9002, 0, 0],
@@ -670,6 +800,61 @@ mod tests {
         assert!(
             lb.args.contains(&"api-1=127.0.0.1:9002".to_string())
                 && lb.args.contains(&"random".to_string())
+        );
+    }
+
+    #[test]
+    fn a_postgres_topology_plans_a_primary_its_replicas_and_apis_on_the_primary() {
+        let t = Topology {
+            name: "t".into(),
+            api: ApiSpec {
+                count: 2,
+                ports: Vec::new(),
+            },
+            lb: None,
+            data: DataEngine::Postgres {
+                replicas: 2,
+                commit: crate::topology::CommitMode::Quorum,
+            },
+        };
+        let primary = plan_primary(&t, Path::new("/d")).expect("a primary");
+        assert_eq!(primary.name, "pg-1");
+        assert!(
+            primary.args.contains(&"pg-2,pg-3".to_string()),
+            "{:?}",
+            primary.args
+        );
+        assert!(primary.args.contains(&"/d/postgres/pg-1".to_string()));
+        let replicas = plan_replicas(&t, Path::new("/d"), "127.0.0.1:5999");
+        assert_eq!(
+            replicas.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            ["pg-2", "pg-3"]
+        );
+        assert!(
+            replicas
+                .iter()
+                .all(|r| r.args.contains(&"127.0.0.1:5999".to_string()))
+        );
+        let url = "postgresql://strata@127.0.0.1:5999/strata";
+        let apis = plan(&t, 8080, Path::new("/d/data"), Some(url));
+        assert!(
+            apis.iter()
+                .all(|a| a.env == [("STRATA_POSTGRES_URL".to_string(), url.to_string())])
+        );
+        assert!(
+            apis.iter()
+                .all(|a| !a.args.iter().any(|x| x.contains("postgresql://"))),
+            "the URL is passed in the environment, never on the command line"
+        );
+        assert!(
+            plan_primary(
+                &Topology {
+                    data: DataEngine::Sqlite,
+                    ..t
+                },
+                Path::new("/d")
+            )
+            .is_none()
         );
     }
 }

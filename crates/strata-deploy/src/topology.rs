@@ -8,7 +8,11 @@
 //! # ports = [8081, 8082]   # fixed ports of api-2, api-3 … (api-1 takes the public --port)
 //!
 //! [data]
-//! engine = "sqlite"   # the embedded default
+//! engine = "sqlite"   # the embedded default; or "postgres":
+//! # engine = "postgres"
+//! # replicas = 2        # streaming replicas strata up runs beside the primary (0 to 4)
+//! # commit = "quorum"   # or "async"
+//! # url = "postgresql://USER@HOST:5432/DB"   # existing servers instead (no replicas/commit)
 //! ```
 //!
 //! Role kinds are an enum, so the load balancer, workers, CDN edges, DNS, the control plane and
@@ -32,6 +36,8 @@ pub enum RoleKind {
     Api,
     /// `strata lb`: the load balancer on the public port.
     Lb,
+    /// `strata postgres`: one PostgreSQL server (primary or streaming replica) run by Strata.
+    Postgres,
 }
 
 impl RoleKind {
@@ -39,6 +45,7 @@ impl RoleKind {
         match self {
             RoleKind::Api => "api",
             RoleKind::Lb => "lb",
+            RoleKind::Postgres => "postgres",
         }
     }
 }
@@ -84,10 +91,39 @@ pub struct LbSpec {
     pub algorithm: String,
 }
 
-/// The data tier's engine.
+/// The most streaming replicas `strata up` runs.
+pub const MAX_REPLICAS: i64 = 4;
+
+/// How a primary waits for its replicas before acknowledging a commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitMode {
+    /// `synchronous_standby_names = 'ANY 1 (…)'`: a commit is acknowledged once at least one
+    /// replica has flushed it, so losing the primary loses no acknowledged write.
+    Quorum,
+    /// Asynchronous replication: faster commits; a failover may lose the last writes.
+    Async,
+}
+
+impl CommitMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommitMode::Quorum => "quorum",
+            CommitMode::Async => "async",
+        }
+    }
+}
+
+/// The data tier's engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DataEngine {
+    /// Embedded SQLite in the deployment directory.
     Sqlite,
+    /// PostgreSQL servers that `strata up` creates and runs: a primary and `replicas`
+    /// streaming replicas.
+    Postgres { replicas: u8, commit: CommitMode },
+    /// Existing PostgreSQL servers, by URL (several hosts allowed). May hold a password: never
+    /// shown.
+    PostgresUrl { url: String },
 }
 
 /// A validated topology.
@@ -432,22 +468,115 @@ impl Topology {
         match table.get("data") {
             None => {}
             Some(Value::Table(t)) => {
+                const DATA_KEYS: &[&str] = &["engine", "replicas", "commit", "url"];
                 for key in t.keys() {
-                    if key != "engine" {
+                    if !DATA_KEYS.contains(&key.as_str()) {
                         err(
                             line_of(text, Some("data"), Some(key)),
-                            format!("unknown key `data.{key}` (known: engine)"),
+                            format!(
+                                "unknown key `data.{key}`{} (known: {})",
+                                suggestion(key, DATA_KEYS),
+                                DATA_KEYS.join(", ")
+                            ),
                         );
                     }
                 }
-                match t.get("engine") {
-                    None => {}
-                    Some(Value::String(s)) if s == "sqlite" => data = DataEngine::Sqlite,
-                    Some(Value::String(s)) if s == "postgres" => err(
-                        line_of(text, Some("data"), Some("engine")),
-                        "data engine `postgres` is not available in this version: use engine = \"sqlite\"".into(),
-                    ),
-                    Some(v) => err(line_of(text, Some("data"), Some("engine")), format!("`data.engine` must be \"sqlite\", not {}", show(v))),
+                let at = |key: &str| {
+                    line_of(text, Some("data"), Some(key))
+                        .or_else(|| line_of(text, Some("data"), None))
+                };
+                let postgres = match t.get("engine") {
+                    None => false,
+                    Some(Value::String(s)) if s == "sqlite" => false,
+                    Some(Value::String(s)) if s == "postgres" => true,
+                    Some(v) => {
+                        err(
+                            at("engine"),
+                            format!(
+                                "`data.engine` must be \"sqlite\" or \"postgres\", not {}",
+                                show(v)
+                            ),
+                        );
+                        false
+                    }
+                };
+                let replicas = match t.get("replicas") {
+                    None => None,
+                    Some(Value::Integer(n)) if (0..=MAX_REPLICAS).contains(n) => Some(*n as u8),
+                    Some(v) => {
+                        err(
+                            at("replicas"),
+                            format!(
+                                "`data.replicas` must be an integer from 0 to {MAX_REPLICAS}, not {}",
+                                show(v)
+                            ),
+                        );
+                        None
+                    }
+                };
+                let commit = match t.get("commit") {
+                    None => None,
+                    Some(Value::String(s)) if s == "quorum" => Some(CommitMode::Quorum),
+                    Some(Value::String(s)) if s == "async" => Some(CommitMode::Async),
+                    Some(v) => {
+                        err(
+                            at("commit"),
+                            format!(
+                                "`data.commit` must be \"quorum\" or \"async\", not {}",
+                                show(v)
+                            ),
+                        );
+                        None
+                    }
+                };
+                let url = match t.get("url") {
+                    None => None,
+                    Some(Value::String(s))
+                        if s.starts_with("postgres://")
+                            || s.starts_with("postgresql://")
+                            || s.contains("host=") =>
+                    {
+                        Some(s.clone())
+                    }
+                    Some(_) => {
+                        // Never echo the value: a URL may hold a password.
+                        err(
+                            at("url"),
+                            "`data.url` must be a PostgreSQL URL such as \"postgresql://USER@HOST:5432/DB\"".into(),
+                        );
+                        None
+                    }
+                };
+                if !postgres {
+                    for key in ["replicas", "commit", "url"] {
+                        if t.contains_key(key) {
+                            err(
+                                at(key),
+                                format!(
+                                    "`data.{key}` needs engine = \"postgres\": the embedded SQLite engine is one file \
+                                     in one place, with no replicas. Use engine = \"postgres\" with replicas = 2"
+                                ),
+                            );
+                        }
+                    }
+                } else if let Some(url) = url {
+                    for key in ["replicas", "commit"] {
+                        if t.contains_key(key) {
+                            err(
+                                at(key),
+                                format!(
+                                    "`data.{key}` cannot go with `data.url`: with a URL Strata uses existing \
+                                     servers and their own replication; drop `url` to let strata up run them"
+                                ),
+                            );
+                        }
+                    }
+                    data = DataEngine::PostgresUrl { url };
+                } else {
+                    data = DataEngine::Postgres {
+                        replicas: replicas.unwrap_or(0),
+                        commit: commit.unwrap_or(CommitMode::Quorum),
+                    };
                 }
             }
             Some(v) => err(
@@ -496,7 +625,15 @@ impl Topology {
 
     /// Total role instances.
     pub fn instance_count(&self) -> usize {
-        usize::from(self.api.count) + usize::from(self.lb.is_some())
+        usize::from(self.api.count) + usize::from(self.lb.is_some()) + self.database_nodes()
+    }
+
+    /// PostgreSQL servers `strata up` runs: the primary and its replicas (0 for SQLite or a URL).
+    pub fn database_nodes(&self) -> usize {
+        match self.data {
+            DataEngine::Postgres { replicas, .. } => 1 + usize::from(replicas),
+            _ => 0,
+        }
     }
 }
 
@@ -516,7 +653,7 @@ mod tests {
 
     #[test]
     fn every_mistake_is_reported_at_once_with_its_line() {
-        let text = "name = \"x\"\n[api]\ncount = 0\nportz = 1\n[apii]\ncount = 1\n[worker]\ncount = 1\n[data]\nengine = \"postgres\"\n";
+        let text = "name = \"x\"\n[api]\ncount = 0\nportz = 1\n[apii]\ncount = 1\n[worker]\ncount = 1\n[data]\nengine = \"mysql\"\n";
         let e = errors(text);
         let shown: Vec<String> = e.iter().map(ToString::to_string).collect();
         assert_eq!(e.len(), 5, "{shown:#?}");
@@ -550,6 +687,65 @@ mod tests {
                 .any(|s| s.starts_with("line 10:") && s.contains("postgres")),
             "{shown:#?}"
         );
+    }
+
+    #[test]
+    fn postgres_with_replicas_or_by_url_and_what_cannot_go_together() {
+        let t = Topology::parse(
+            "[api]\ncount = 2\n[data]\nengine = \"postgres\"\nreplicas = 2\ncommit = \"async\"\n",
+            8080,
+        )
+        .expect("valid");
+        assert_eq!(
+            t.data,
+            DataEngine::Postgres {
+                replicas: 2,
+                commit: CommitMode::Async
+            }
+        );
+        assert_eq!(
+            t.instance_count(),
+            5,
+            "2 API servers, a primary and 2 replicas"
+        );
+        let t = Topology::parse("[api]\ncount = 1\n[data]\nengine = \"postgres\"\n", 8080)
+            .expect("valid");
+        assert_eq!(
+            t.data,
+            DataEngine::Postgres {
+                replicas: 0,
+                commit: CommitMode::Quorum
+            },
+            "quorum commit is the default"
+        );
+        let url = "postgresql://app:secret@db1:5432,db2:5432/strata";
+        let t = Topology::parse(
+            &format!("[api]\ncount = 1\n[data]\nengine = \"postgres\"\nurl = \"{url}\"\n"),
+            8080,
+        )
+        .expect("valid");
+        assert_eq!(t.data, DataEngine::PostgresUrl { url: url.into() });
+        assert_eq!(
+            t.instance_count(),
+            1,
+            "no database role for existing servers"
+        );
+
+        // Replicas on the embedded engine: refused, saying what to use instead.
+        let e = errors("[api]\ncount = 1\n[data]\nreplicas = 2\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].line, Some(4));
+        assert!(e[0].message.contains("engine = \"postgres\""), "{e:?}");
+        // A URL with replicas, bad counts and modes; a bad URL is never echoed.
+        let e = errors(
+            "[api]\ncount = 1\n[data]\nengine = \"postgres\"\nurl = \"postgresql://x@h/d\"\nreplicas = 1\n",
+        );
+        assert!(e[0].message.contains("cannot go with `data.url`"), "{e:?}");
+        let e = errors(
+            "[api]\ncount = 1\n[data]\nengine = \"postgres\"\nreplicas = 5\ncommit = \"sync\"\nurl = \"hunter2\"\n",
+        );
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(e.iter().all(|e| !e.message.contains("hunter2")), "{e:?}");
     }
 
     #[test]

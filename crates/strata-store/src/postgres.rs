@@ -386,6 +386,54 @@ impl PgStore {
     }
 }
 
+/// What one PostgreSQL server reports about itself (for `strata status`, metrics and routing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// A standby (replica) rather than a primary.
+    pub in_recovery: bool,
+    /// Its WAL position: replayed on a standby, written on a primary.
+    pub position: CommitToken,
+}
+
+/// Asks the server at `url` for its role and WAL position, over a fresh connection, within
+/// `timeout`.
+pub async fn probe_node(url: &str, timeout: Duration) -> Result<NodeStatus, StoreError> {
+    let probe = async {
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Unusable(format!("not a PostgreSQL URL: {e}")))?;
+        config.connect_timeout(timeout);
+        let (client, connection) = config.connect(NoTls).await.map_err(|e| unavailable(&e))?;
+        let driver = tokio::spawn(connection);
+        let row = client
+            .query_one(
+                &format!(
+                    "SELECT pg_is_in_recovery(), ({})",
+                    &POSITION_SQL["SELECT ".len()..]
+                ),
+                &[],
+            )
+            .await
+            .map_err(|e| engine_error(&e));
+        drop(client);
+        driver.abort();
+        let row = row?;
+        let in_recovery: bool = row.try_get(0).map_err(|e| unavailable(&e))?;
+        let text: Option<String> = row.try_get(1).map_err(|e| unavailable(&e))?;
+        Ok(NodeStatus {
+            in_recovery,
+            position: CommitToken(text.as_deref().and_then(parse_lsn).unwrap_or(0)),
+        })
+    };
+    tokio::time::timeout(timeout, probe)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                "postgres: no answer in time".into(),
+            ))
+        })
+}
+
 /// Waits (briefly) until the server has reached the commit a read asks for.
 async fn await_commit(
     client: &deadpool_postgres::ClientWrapper,

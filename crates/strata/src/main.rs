@@ -15,6 +15,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod lb;
 mod orchestrate;
+mod pgnode;
 mod roles;
 mod seed;
 
@@ -37,6 +38,8 @@ enum Command {
     Api(roles::ApiArgs),
     /// Run the load balancer role: an L7 HTTP proxy in front of API servers.
     Lb(Box<lb::LbArgs>),
+    /// Run one PostgreSQL server (primary or streaming replica) as a role, as `strata up` does.
+    Postgres(pgnode::PostgresArgs),
     /// Bulk-load synthetic users into a data directory, with a progress bar.
     Seed(seed::SeedArgs),
     /// Start every role of a topology as local processes and supervise them.
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => roles::serve(args).await,
             Command::Api(args) => roles::api(args).await,
             Command::Lb(args) => lb::lb(*args).await,
+            Command::Postgres(args) => pgnode::run(args).await,
             Command::Seed(args) => seed::run(args).await,
             Command::Up(args) => orchestrate::up(args).await,
             Command::Down(args) => orchestrate::down(args).await,

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use strata_deploy::control;
 use strata_deploy::state;
-use strata_deploy::supervisor::{self, RestartPolicy, SupervisorConfig};
+use strata_deploy::supervisor::{self, POSTGRES_USER, RestartPolicy, SupervisorConfig};
 use strata_deploy::topology::{DEFAULT_TOPOLOGY, Topology};
+use strata_store::postgres::{NodeStatus, format_lsn, probe_node};
 
 /// How long `up -d` waits for the whole deployment to become ready.
 const DETACH_READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -253,13 +254,36 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let state = state::read(&args.dir)?.ok_or_else(|| no_deployment(&args.dir))?;
     let supervisor_alive = control::is_alive(state.supervisor_pid);
     let mut roles = Vec::new();
+    let mut databases: std::collections::HashMap<&str, PgNode> = Default::default();
     for r in &state.roles {
         let alive = r.pid.is_some_and(control::is_alive);
-        let healthy = match (alive, r.addrs.get("http")) {
-            (true, Some(addr)) => control::http_healthy(addr, Duration::from_secs(1)).await,
+        let healthy = match (alive, r.addrs.get("http"), r.addrs.get("postgres")) {
+            (true, Some(addr), _) => control::http_healthy(addr, Duration::from_secs(1)).await,
+            (true, None, Some(addr)) => {
+                let url = format!("postgresql://{POSTGRES_USER}@{addr}/postgres");
+                match probe_node(&url, Duration::from_secs(1)).await {
+                    Ok(node) => {
+                        databases.insert(r.name.as_str(), PgNode { node, lag: 0 });
+                        true
+                    }
+                    Err(_) => false,
+                }
+            }
             _ => false,
         };
         roles.push((r, alive, healthy));
+    }
+    // Replica lag in bytes of WAL, against the primary's position.
+    let primary = databases
+        .values()
+        .find(|d| !d.node.in_recovery)
+        .map(|d| d.node.position.0);
+    if let Some(primary) = primary {
+        for d in databases.values_mut() {
+            if d.node.in_recovery {
+                d.lag = primary.saturating_sub(d.node.position.0);
+            }
+        }
     }
     if args.json {
         let doc = serde_json::json!({
@@ -270,6 +294,11 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
             "roles": roles.iter().map(|(r, alive, healthy)| serde_json::json!({
                 "name": r.name, "kind": r.kind, "pid": r.pid, "alive": alive, "healthy": healthy,
                 "addrs": r.addrs, "restarts": r.restarts, "state": r.state, "lastError": r.last_error,
+                "database": databases.get(r.name.as_str()).map(|d| serde_json::json!({
+                    "role": if d.node.in_recovery { "replica" } else { "primary" },
+                    "lsn": format_lsn(d.node.position.0),
+                    "lagBytes": d.lag,
+                })),
             })).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -305,7 +334,18 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
                 _ => "down".into(),
             },
             r.restarts.to_string(),
-            r.addrs.values().cloned().collect::<Vec<_>>().join(" "),
+            {
+                let addrs = r.addrs.values().cloned().collect::<Vec<_>>().join(" ");
+                match databases.get(r.name.as_str()) {
+                    Some(d) if d.node.in_recovery => format!(
+                        "{addrs}  replica at {}, {} B behind",
+                        format_lsn(d.node.position.0),
+                        d.lag
+                    ),
+                    Some(d) => format!("{addrs}  primary at {}", format_lsn(d.node.position.0)),
+                    None => addrs,
+                }
+            },
         ]);
     }
     print!("{}", supervisor::format_rows(&rows));
@@ -315,6 +355,13 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A database role's answer to `strata status`.
+struct PgNode {
+    node: NodeStatus,
+    /// Bytes of WAL behind the primary (0 for the primary).
+    lag: u64,
 }
 
 pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {

@@ -1,0 +1,489 @@
+//! `strata postgres`: one PostgreSQL server as a supervised role, as `strata up` runs it.
+//!
+//! PostgreSQL does the replication; this role prepares and watches one server:
+//! - **primary** (no `--replica-of`): `initdb` on first start (superuser `strata`, trust
+//!   authentication — the server listens on 127.0.0.1 only), then `postgres` with replication
+//!   settings on the command line, and the `strata` database created once;
+//! - **replica** (`--replica-of HOST:PORT`): on first start `pg_basebackup -R` from the primary
+//!   into an empty directory, creating a physical replication slot named after the role, so the
+//!   primary keeps the WAL this replica still needs; then `postgres` as a hot standby;
+//! - with `--standbys pg-2,pg-3 --commit quorum` the primary acknowledges a commit once any one
+//!   of them has flushed it (`synchronous_standby_names = 'ANY 1 ("pg-2", "pg-3")'`); replicas
+//!   name themselves with `cluster_name`.
+//!
+//! When started as root, the server runs as the `postgres` user (PostgreSQL refuses root), which
+//! then owns the data directory. The role prints its readiness line once the server accepts
+//! connections, stops the server (fast shutdown) on SIGTERM, Ctrl-C or end of stdin, and exits
+//! with an error when the server dies, so the supervisor restarts both.
+
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use strata_core::ready::ReadyLine;
+use strata_deploy::supervisor::{POSTGRES_DATABASE, POSTGRES_USER};
+
+/// How replicas acknowledge the primary's commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Commit {
+    /// Wait for any one replica to flush each commit.
+    Quorum,
+    /// Do not wait for replicas.
+    Async,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PostgresArgs {
+    /// Loopback address the server listens on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// The server's data directory (created on first start).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Run as a streaming replica of the primary at this address.
+    #[arg(long)]
+    pub replica_of: Option<SocketAddr>,
+    /// The replicas' role names, for the primary's synchronous quorum (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub standbys: Vec<String>,
+    /// How the primary waits for its replicas before acknowledging a commit.
+    #[arg(long, value_enum, default_value = "quorum")]
+    pub commit: Commit,
+    /// This role's name in its topology (also the replica's name on the primary).
+    #[arg(long, default_value = "pg-1")]
+    pub name: String,
+    /// Exit (stopping the server) when standard input reaches end-of-file.
+    #[arg(long)]
+    pub exit_on_stdin_eof: bool,
+}
+
+/// The installed PostgreSQL server binaries: `$STRATA_PG_BIN`, else the newest
+/// `/usr/lib/postgresql/<major>/bin` (Debian's layout).
+fn bin_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("STRATA_PG_BIN") {
+        let dir = PathBuf::from(dir);
+        anyhow::ensure!(
+            dir.join("postgres").exists(),
+            "STRATA_PG_BIN={} has no `postgres` binary: point it at PostgreSQL's bin directory",
+            dir.display()
+        );
+        return Ok(dir);
+    }
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let major = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("postgres").exists().then_some((major, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, bin)| bin).context(
+        "PostgreSQL is not installed: install it (Debian: apt-get install postgresql-15) or set \
+         STRATA_PG_BIN to its bin directory",
+    )
+}
+
+/// Who runs the server: the `postgres` user when we are root, else ourselves.
+fn server_owner() -> anyhow::Result<Option<(u32, u32)>> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Ok(None);
+    }
+    let user = nix::unistd::User::from_name("postgres")
+        .ok()
+        .flatten()
+        .context(
+            "running as root, but PostgreSQL refuses to run as root and there is no `postgres` \
+             user to run it as: install postgresql-15 (it creates one) or run strata as a normal user",
+        )?;
+    Ok(Some((user.uid.as_raw(), user.gid.as_raw())))
+}
+
+/// Makes `data` a directory the server owner can use. Directories from the deployment directory
+/// down are made traversable (o+x, never readable) when the owner is another user; a directory
+/// above it that the owner cannot cross is an error that says what to do.
+fn prepare_data_dir(data: &Path, owner: Option<(u32, u32)>) -> anyhow::Result<()> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    std::fs::create_dir_all(data)
+        .with_context(|| format!("cannot create the data directory {}", data.display()))?;
+    let Some((uid, gid)) = owner else {
+        return Ok(());
+    };
+    let data = data
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", data.display()))?;
+    // DIR/postgres/<role>: the deployment directory is two levels up.
+    let deployment = data.ancestors().nth(2).map(Path::to_path_buf);
+    for dir in data.ancestors().skip(1) {
+        let meta =
+            std::fs::metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+        if meta.uid() == uid || meta.mode() & 0o001 != 0 {
+            continue;
+        }
+        let inside = deployment.as_deref().is_some_and(|d| dir.starts_with(d));
+        if !inside {
+            anyhow::bail!(
+                "PostgreSQL runs as the `postgres` user, which cannot enter {} (mode {:o}): put the \
+                 deployment directory somewhere it can reach (strata up --dir /var/lib/strata), \
+                 or run strata as a normal user",
+                dir.display(),
+                meta.mode() & 0o7777
+            );
+        }
+        let mut perms = meta.permissions();
+        perms.set_mode((meta.mode() & 0o7777) | 0o001);
+        std::fs::set_permissions(dir, perms)
+            .with_context(|| format!("cannot make {} traversable", dir.display()))?;
+    }
+    std::os::unix::fs::chown(&data, Some(uid), Some(gid))
+        .with_context(|| format!("cannot give {} to the postgres user", data.display()))?;
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot set the mode of {}", data.display()))?;
+    Ok(())
+}
+
+/// A command for one of PostgreSQL's binaries, run as the server owner, its output going to
+/// this role's stderr (the role's log), never to stdout (the readiness pipe).
+fn pg_command(
+    bin: &Path,
+    program: &str,
+    owner: Option<(u32, u32)>,
+) -> anyhow::Result<std::process::Command> {
+    use std::os::fd::AsFd as _;
+    let mut cmd = std::process::Command::new(bin.join(program));
+    let err = std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("cannot duplicate stderr")?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(err))
+        .env("LC_ALL", "C")
+        .current_dir("/");
+    if let Some((uid, gid)) = owner {
+        cmd.uid(uid).gid(gid);
+    }
+    Ok(cmd)
+}
+
+fn run_to_end(mut cmd: std::process::Command, what: &str) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("cannot run {what}"))?;
+    anyhow::ensure!(
+        status.success(),
+        "{what} failed ({status}); its messages are above in this log"
+    );
+    Ok(())
+}
+
+/// A replication slot name from a role name (`pg-2` → `pg_2`).
+fn slot_name(role: &str) -> String {
+    role.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Quotes a role name for `synchronous_standby_names`.
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', ""))
+}
+
+/// Waits until the server at `port` accepts connections (or the child dies, or time runs out).
+fn wait_ready(
+    bin: &Path,
+    port: u16,
+    child: &mut std::process::Child,
+    within: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().context("cannot watch postgres")? {
+            anyhow::bail!(
+                "postgres exited ({status}) before accepting connections; see the lines above"
+            );
+        }
+        let ready = std::process::Command::new(bin.join("pg_isready"))
+            .args([
+                "-q",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                POSTGRES_USER,
+                "-d",
+                "postgres",
+                "-t",
+                "1",
+            ])
+            .args(["-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if ready {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "postgres did not accept connections within {} s",
+            within.as_secs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A postmaster left running by an earlier instance of this role (one killed with SIGKILL
+/// cannot stop its server): stop it, so that this instance starts the server afresh.
+fn stop_leftover(data: &Path) {
+    let Ok(text) = std::fs::read_to_string(data.join("postmaster.pid")) else {
+        return;
+    };
+    let Some(pid) = text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<i32>().ok())
+    else {
+        return;
+    };
+    let pid = Pid::from_raw(pid);
+    if kill(pid, None).is_err() {
+        return;
+    }
+    tracing::warn!(
+        pid = pid.as_raw(),
+        "stopping a server left running by an earlier instance"
+    );
+    let _ = kill(pid, Signal::SIGINT);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while kill(pid, None).is_ok() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if kill(pid, None).is_ok() {
+        let _ = kill(pid, Signal::SIGQUIT);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+pub async fn run(args: PostgresArgs) -> anyhow::Result<()> {
+    strata_core::telemetry::init();
+    anyhow::ensure!(
+        args.listen.ip().is_loopback(),
+        "--listen must be a loopback address (the servers strata runs trust local connections): got {}",
+        args.listen
+    );
+    let bin = bin_dir()?;
+    let owner = server_owner()?;
+    let port = if args.listen.port() == 0 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .context("cannot find a free port")?
+    } else {
+        args.listen.port()
+    };
+    let data = args.data.clone();
+    let setup = {
+        let (bin, data, name, replica_of) = (
+            bin.clone(),
+            data.clone(),
+            args.name.clone(),
+            args.replica_of,
+        );
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            prepare_data_dir(&data, owner)?;
+            stop_leftover(&data);
+            if data.join("PG_VERSION").exists() {
+                return Ok(());
+            }
+            match replica_of {
+                None => {
+                    tracing::info!(data = %data.display(), "creating a new cluster (initdb)");
+                    let mut cmd = pg_command(&bin, "initdb", owner)?;
+                    cmd.arg("-D").arg(&data).args([
+                        "-U",
+                        POSTGRES_USER,
+                        "--auth=trust",
+                        "-E",
+                        "UTF8",
+                        "--locale=C",
+                        "--no-instructions",
+                    ]);
+                    run_to_end(cmd, "initdb")
+                }
+                Some(primary) => {
+                    tracing::info!(%primary, data = %data.display(), "copying the primary (pg_basebackup)");
+                    let slot = slot_name(&name);
+                    let basebackup = |create_slot: bool| -> anyhow::Result<std::process::Command> {
+                        let mut cmd = pg_command(&bin, "pg_basebackup", owner)?;
+                        cmd.arg("-D").arg(&data).args([
+                            "-h",
+                            &primary.ip().to_string(),
+                            "-p",
+                            &primary.port().to_string(),
+                            "-U",
+                            POSTGRES_USER,
+                            "-R",
+                            "-X",
+                            "stream",
+                            "-c",
+                            "fast",
+                            "-S",
+                            &slot,
+                        ]);
+                        if create_slot {
+                            cmd.arg("-C");
+                        }
+                        Ok(cmd)
+                    };
+                    // The slot may exist from an earlier copy of this replica: then reuse it.
+                    run_to_end(basebackup(true)?, "pg_basebackup").or_else(|first| {
+                        tracing::warn!(error = %first, "retrying the copy with the existing slot {slot}");
+                        run_to_end(basebackup(false)?, "pg_basebackup")
+                    })
+                }
+            }
+        })
+    };
+    setup.await.context("the setup task failed")??;
+
+    let mut cmd = pg_command(&bin, "postgres", owner)?;
+    cmd.arg("-D").arg(&data).arg("-p").arg(port.to_string());
+    let mut settings: Vec<(String, String)> = vec![
+        ("listen_addresses".into(), args.listen.ip().to_string()),
+        // No Unix socket: every client, local ones included, comes over loopback TCP.
+        ("unix_socket_directories".into(), String::new()),
+        ("cluster_name".into(), args.name.clone()),
+        ("wal_level".into(), "replica".into()),
+        // Needed by pg_rewind, which brings a failed primary back as a replica.
+        ("wal_log_hints".into(), "on".into()),
+        ("hot_standby".into(), "on".into()),
+        ("hot_standby_feedback".into(), "on".into()),
+        ("max_wal_senders".into(), "10".into()),
+        ("max_replication_slots".into(), "10".into()),
+        ("wal_receiver_status_interval".into(), "1s".into()),
+        ("log_line_prefix".into(), "%m [%p] ".into()),
+    ];
+    let standbys = match (args.commit, args.standbys.is_empty()) {
+        (Commit::Quorum, false) => format!(
+            "ANY 1 ({})",
+            args.standbys
+                .iter()
+                .map(|s| quoted(s))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        _ => String::new(),
+    };
+    settings.push(("synchronous_standby_names".into(), standbys));
+    for (name, value) in &settings {
+        cmd.arg("-c").arg(format!("{name}={value}"));
+    }
+    let mut child = cmd.spawn().context("cannot start postgres")?;
+    let server_pid = Pid::from_raw(child.id() as i32);
+    let ready = {
+        let bin = bin.clone();
+        tokio::task::spawn_blocking(move || {
+            let r = wait_ready(&bin, port, &mut child, Duration::from_secs(120));
+            (r, child)
+        })
+    };
+    let (ready, mut child) = ready.await.context("the readiness task failed")?;
+    if let Err(e) = ready {
+        let _ = kill(server_pid, Signal::SIGQUIT);
+        let _ = child.wait();
+        return Err(e);
+    }
+    if args.replica_of.is_none() {
+        // The API servers' database, created once. Locally committed: the replicas it would
+        // otherwise wait for start after this role is ready.
+        let mut check = pg_command(&bin, "psql", owner)?;
+        check
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                POSTGRES_USER,
+                "-d",
+                "postgres",
+            ])
+            .args(["-v", "ON_ERROR_STOP=1", "-tAc"])
+            .arg(format!(
+                "SELECT 1 FROM pg_database WHERE datname = '{POSTGRES_DATABASE}'"
+            ))
+            .stdout(Stdio::piped());
+        let exists = check.output().context("cannot run psql")?;
+        if String::from_utf8_lossy(&exists.stdout).trim() != "1" {
+            let mut create = pg_command(&bin, "psql", owner)?;
+            create
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-U",
+                    POSTGRES_USER,
+                    "-d",
+                    "postgres",
+                ])
+                .args(["-v", "ON_ERROR_STOP=1", "-q"])
+                .args(["-c", "SET synchronous_commit = local"])
+                .arg("-c")
+                .arg(format!("CREATE DATABASE {POSTGRES_DATABASE}"));
+            run_to_end(create, "CREATE DATABASE")?;
+        }
+    }
+    let addr = SocketAddr::new(args.listen.ip(), port);
+    ReadyLine::new(&args.name)
+        .with_addr("postgres", addr)
+        .announce()
+        .context("cannot write the readiness line")?;
+    tracing::info!(role = %args.name, %addr, replica_of = ?args.replica_of, "PostgreSQL is accepting connections");
+
+    let exited = tokio::task::spawn_blocking(move || child.wait());
+    tokio::pin!(exited);
+    tokio::select! {
+        status = &mut exited => {
+            let status = status.context("cannot watch postgres")?.context("cannot watch postgres")?;
+            anyhow::bail!("postgres exited ({status})");
+        }
+        _ = crate::roles::shutdown_signal(args.exit_on_stdin_eof) => {}
+    }
+    // Fast shutdown: roll back open transactions, checkpoint, stop.
+    let _ = kill(server_pid, Signal::SIGINT);
+    match tokio::time::timeout(Duration::from_secs(30), &mut exited).await {
+        Ok(_) => {}
+        Err(_) => {
+            let _ = kill(server_pid, Signal::SIGQUIT);
+            let _ = exited.await;
+        }
+    }
+    tracing::info!(role = %args.name, "PostgreSQL stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_and_standby_names_are_safe_identifiers() {
+        assert_eq!(slot_name("pg-2"), "pg_2");
+        assert_eq!(slot_name("PG.3"), "pg_3");
+        assert_eq!(quoted("pg-2"), "\"pg-2\"");
+        assert_eq!(quoted("a\"b"), "\"ab\"");
+    }
+}

@@ -1,0 +1,283 @@
+//! `strata up` with a replicated PostgreSQL data tier, end to end: a primary and two streaming
+//! replicas (synchronous quorum) created from the installed PostgreSQL binaries on free ports
+//! under the deployment directory, API servers on the primary, a balancer in front. Users
+//! written through the balancer reach both replicas; a replica killed with SIGKILL is restarted,
+//! writes go on meanwhile (the quorum needs one replica), and it catches up; `down` leaves no
+//! process behind.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const STRATA: &str = env!("CARGO_BIN_EXE_strata");
+
+fn strata(args: &[&str], dir: &Path) -> Output {
+    Command::new(STRATA)
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .output()
+        .expect("run strata")
+}
+
+fn explain(what: &str, out: &Output, dir: &Path) -> String {
+    let mut text = format!(
+        "{what}: status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if let Ok(entries) = std::fs::read_dir(dir.join("logs")) {
+        for e in entries.flatten() {
+            let log = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            text.push_str(&format!(
+                "\n--- {}\n{}",
+                e.path().display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            ));
+        }
+    }
+    text
+}
+
+fn status_json(dir: &Path) -> Value {
+    let out = strata(&["status", "--json"], dir);
+    assert!(out.status.success(), "{}", explain("status", &out, dir));
+    serde_json::from_slice(&out.stdout).expect("status --json prints JSON")
+}
+
+fn role<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["roles"]
+        .as_array()
+        .and_then(|roles| roles.iter().find(|r| r["name"] == name))
+        .unwrap_or_else(|| panic!("no role {name} in {status:#}"))
+}
+
+/// Stops a deployment left behind by a failed assertion.
+struct Cleanup<'a>(&'a Path);
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        let _ = strata(&["down"], self.0);
+    }
+}
+
+/// Processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(needle) {
+            found.push(cmdline);
+        }
+    }
+    found
+}
+
+async fn count_users(addr: &str) -> Result<i64, tokio_postgres::Error> {
+    let url = format!("postgresql://strata@{addr}/strata");
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    client
+        .query_one("SELECT count(*) FROM users", &[])
+        .await?
+        .try_get(0)
+}
+
+async fn create_user(http: &reqwest::Client, lb: &str, n: usize) -> String {
+    let body = json!({"firstName": format!("User{n}"), "lastName": "Replicated",
+        "address": {"streetAddress": "1 Main St", "city": "Boston", "state": "MA", "postalCode": "02134"}});
+    let resp = http
+        .post(format!("http://{lb}/users"))
+        .json(&body)
+        .send()
+        .await
+        .expect("POST /users");
+    assert_eq!(resp.status(), 201, "user {n} is created");
+    resp.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_runs_a_primary_and_two_replicas_that_survive_a_replica_kill() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // The postgres user (the tests may run as root) must be able to enter the directory.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+    }
+    let dir = tmp.path().join("deploy");
+    let topology = tmp.path().join("replicated.toml");
+    std::fs::write(
+        &topology,
+        "name = \"replicated\"\n[lb]\ncount = 1\n[api]\ncount = 2\n[data]\nengine = \"postgres\"\nreplicas = 2\n",
+    )
+    .expect("write topology");
+    let _cleanup = Cleanup(&dir);
+    let topology_arg = topology.display().to_string();
+    let out = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        move || strata(&["up", "-d", "--port", "0", "-f", &topology_arg], &dir)
+    })
+    .await
+    .expect("join");
+    assert!(
+        out.status.success(),
+        "{}",
+        explain("strata up -d", &out, &dir)
+    );
+
+    let status = status_json(&dir);
+    assert_eq!(
+        status["roles"].as_array().map(Vec::len),
+        Some(6),
+        "{status:#}"
+    );
+    assert_eq!(
+        role(&status, "pg-1")["database"]["role"],
+        "primary",
+        "{status:#}"
+    );
+    for replica in ["pg-2", "pg-3"] {
+        assert_eq!(
+            role(&status, replica)["database"]["role"],
+            "replica",
+            "{status:#}"
+        );
+    }
+    let addr = |status: &Value, name: &str, key: &str| {
+        role(status, name)["addrs"][key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name} has no {key} address"))
+            .to_string()
+    };
+    let lb = addr(&status, "lb-1", "http");
+    let primary = addr(&status, "pg-1", "postgres");
+    let replicas = [
+        addr(&status, "pg-2", "postgres"),
+        addr(&status, "pg-3", "postgres"),
+    ];
+
+    // The primary streams to both replicas, in a synchronous quorum.
+    {
+        let url = format!("postgresql://strata@{primary}/strata");
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to the primary");
+        tokio::spawn(connection);
+        let rows = client
+            .query(
+                "SELECT application_name, sync_state FROM pg_stat_replication ORDER BY 1",
+                &[],
+            )
+            .await
+            .expect("pg_stat_replication");
+        let seen: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        assert_eq!(
+            seen,
+            [
+                ("pg-2".into(), "quorum".into()),
+                ("pg-3".into(), "quorum".into())
+            ]
+        );
+    }
+
+    // Users written through the balancer are read back through it and reach both replicas.
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let mut locations = Vec::new();
+    for n in 0..20 {
+        locations.push(create_user(&http, &lb, n).await);
+    }
+    for location in &locations {
+        let resp = http
+            .get(format!("http://{lb}{location}"))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(resp.status(), 200, "{location} reads back");
+    }
+    let expected = 21; // the canonical user 12 and the 20 new ones
+    assert_eq!(count_users(&primary).await.expect("count"), expected);
+    for replica in &replicas {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let n = count_users(replica).await.unwrap_or(-1);
+            if n == expected {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica {replica} has {n} users, not {expected}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // kill -9 of pg-2's server: the quorum still has pg-3, so writes go on; the role is
+    // restarted and pg-2 catches up.
+    let pid_file = dir.join("postgres").join("pg-2").join("postmaster.pid");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .expect("postmaster.pid")
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("a pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9 the replica's server");
+    for n in 20..25 {
+        create_user(&http, &lb, n).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = status_json(&dir);
+        let pg2 = role(&status, "pg-2");
+        if pg2["restarts"].as_u64() >= Some(1) && pg2["healthy"] == true {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pg-2 was not restarted: {status:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = count_users(&replicas[0]).await.unwrap_or(-1);
+        if n == expected + 5 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted replica has {n} users"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // down stops everything, the servers included.
+    let out = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        move || strata(&["down"], &dir)
+    })
+    .await
+    .expect("join");
+    assert!(
+        out.status.success(),
+        "{}",
+        explain("strata down", &out, &dir)
+    );
+    let needle = dir.display().to_string();
+    let left = processes_mentioning(&needle);
+    assert!(left.is_empty(), "processes left behind: {left:#?}");
+}
