@@ -4,8 +4,9 @@
 //! the committed row (or a tombstone) to the cache, so this server never serves a value older
 //! than its own last write. Every response to a read carries a strong `ETag` (`"v<version>"`);
 //! writes honour `If-Match` and answer 412 when it is stale. Write responses carry the commit
-//! token in `Strata-Commit`; a read that sends it back in `Strata-Read-After` is served from
-//! state at least that new (read-your-writes, which replicas will need).
+//! token in `Strata-Commit` (and, for browsers, the `strata-read-after` cookie); a read that
+//! sends it back in `Strata-Read-After` (or the cookie) is served from state at least that new —
+//! read-your-writes across API servers and replicas.
 
 use std::sync::Arc;
 
@@ -74,9 +75,33 @@ impl Versioned for CachedUser {
     }
 }
 
+/// The cookie that carries the last commit token for browsers, which cannot be asked to echo
+/// a header.
+pub const READ_AFTER_COOKIE: &str = "strata-read-after";
+/// How long the cookie lives: long enough to cover replica lag, short enough to stop forcing
+/// fresh reads soon after the last write.
+const READ_AFTER_COOKIE_SECS: u32 = 60;
+
+/// The token of the `strata-read-after` cookie, if the request has a well-formed one.
+fn cookie_token(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .filter(|(name, _)| *name == READ_AFTER_COOKIE)
+        .filter_map(|(_, value)| value.trim().parse::<u64>().ok())
+        .max()
+}
+
+/// What a read must see: the `Strata-Read-After` header, else the cookie (a malformed cookie is
+/// ignored — a browser cannot fix it — while a malformed header is the caller's error).
 fn read_requirement(headers: &HeaderMap) -> Result<ReadRequirement, ApiError> {
     match headers.get(&READ_AFTER_HEADER) {
-        None => Ok(ReadRequirement::ANY),
+        None => Ok(cookie_token(headers)
+            .map(|t| ReadRequirement::at_least(CommitToken(t)))
+            .unwrap_or(ReadRequirement::ANY)),
         Some(v) => v
             .to_str()
             .ok()
@@ -167,8 +192,15 @@ fn json_response(status: StatusCode, body: Bytes, version: u64) -> Response {
 }
 
 fn with_commit(mut r: Response, receipt: WriteReceipt) -> Response {
-    if let Ok(v) = HeaderValue::from_str(&receipt.commit.0.to_string()) {
+    let token = receipt.commit.0;
+    if let Ok(v) = HeaderValue::from_str(&token.to_string()) {
         r.headers_mut().insert(COMMIT_HEADER, v);
+    }
+    let cookie = format!(
+        "{READ_AFTER_COOKIE}={token}; Path=/; Max-Age={READ_AFTER_COOKIE_SECS}; HttpOnly; SameSite=Lax"
+    );
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        r.headers_mut().append(header::SET_COOKIE, v);
     }
     r
 }

@@ -653,4 +653,52 @@ async fn a_read_after_a_write_token_sees_that_write() {
         .expect("GET");
     assert_eq!(r.headers()["retry-after"], "1");
     problem(r, StatusCode::SERVICE_UNAVAILABLE).await;
+
+    // Browsers get the token as a cookie, and a read that carries it is held to it.
+    let r = app
+        .client
+        .put(app.url("/users/12"))
+        .json(&jane())
+        .send()
+        .await
+        .expect("PUT");
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    let token = r.headers()["strata-commit"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert!(
+        cookie.starts_with(&format!("strata-read-after={token};"))
+            && cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    let r = app
+        .client
+        .get(app.url("/users/12"))
+        .header("cookie", format!("theme=dark; strata-read-after={token}"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = app
+        .client
+        .get(app.url("/users/12"))
+        .header("cookie", "strata-read-after=999999999")
+        .send()
+        .await
+        .expect("GET");
+    problem(r, StatusCode::SERVICE_UNAVAILABLE).await;
+    // A malformed cookie is ignored (a browser cannot fix it).
+    let r = app
+        .client
+        .get(app.url("/users/12"))
+        .header("cookie", "strata-read-after=soon")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), StatusCode::OK);
 }

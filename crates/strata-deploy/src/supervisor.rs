@@ -158,6 +158,7 @@ pub fn plan(
     public_port: u16,
     data: &Path,
     postgres: Option<&str>,
+    replicas: &[String],
 ) -> Vec<InstanceSpec> {
     let has_lb = topology.lb.is_some();
     let mut fixed = topology.api.ports.iter().copied();
@@ -177,7 +178,13 @@ pub fn plan(
                 (i + 1).to_string(),
             ],
             env: postgres
-                .map(|url| vec![("STRATA_POSTGRES_URL".to_string(), url.to_string())])
+                .map(|url| {
+                    let mut env = vec![("STRATA_POSTGRES_URL".to_string(), url.to_string())];
+                    if !replicas.is_empty() {
+                        env.push(("STRATA_POSTGRES_REPLICAS".to_string(), replicas.join(",")));
+                    }
+                    env
+                })
                 .unwrap_or_default(),
         })
         .collect()
@@ -594,6 +601,7 @@ pub async fn run(
         DataEngine::PostgresUrl { url } => Some(url.clone()),
         _ => None,
     };
+    let mut replica_urls: Vec<String> = Vec::new();
     if let Some(primary) = plan_primary(topology, &config.dir) {
         failures = start_all(
             &config,
@@ -611,7 +619,12 @@ pub async fn run(
             ));
             let replicas = plan_replicas(topology, &config.dir, &addr);
             if failures.is_empty() && !replicas.is_empty() {
-                failures = start_all(&config, &shared, &replicas, specs.len(), &mut started).await;
+                let first = specs.len();
+                failures = start_all(&config, &shared, &replicas, first, &mut started).await;
+                replica_urls = (0..replicas.len())
+                    .filter_map(|i| addr_of(&started, first + i, "postgres"))
+                    .map(|a| format!("postgresql://{POSTGRES_USER}@{a}/{POSTGRES_DATABASE}"))
+                    .collect();
             }
             specs.extend(replicas);
         }
@@ -622,6 +635,7 @@ pub async fn run(
             config.public_port,
             &data_dir,
             postgres_url.as_deref(),
+            &replica_urls,
         );
         failures = start_all(&config, &shared, &apis, specs.len(), &mut started).await;
         let first_api = specs.len();
@@ -769,7 +783,7 @@ mod tests {
             lb: None,
             data: DataEngine::Sqlite,
         };
-        let p = plan(&t, 8080, Path::new("/d"), None);
+        let p = plan(&t, 8080, Path::new("/d"), None, &[]);
         let ports: Vec<(&str, u16, &str)> = p
             .iter()
             .map(|s| (s.name.as_str(), s.port, s.args[3].as_str()))
@@ -789,7 +803,7 @@ mod tests {
             }),
             ..t
         };
-        let p = plan(&with_lb, 8080, Path::new("/d"), None);
+        let p = plan(&with_lb, 8080, Path::new("/d"), None, &[]);
         assert_eq!(
             p.iter().map(|s| s.port).collect::<Vec<_>>(),
             vec![9002, 0, 0],
@@ -836,11 +850,19 @@ mod tests {
                 .all(|r| r.args.contains(&"127.0.0.1:5999".to_string()))
         );
         let url = "postgresql://strata@127.0.0.1:5999/strata";
-        let apis = plan(&t, 8080, Path::new("/d/data"), Some(url));
-        assert!(
-            apis.iter()
-                .all(|a| a.env == [("STRATA_POSTGRES_URL".to_string(), url.to_string())])
+        let replica = "postgresql://strata@127.0.0.1:6000/strata".to_string();
+        let apis = plan(
+            &t,
+            8080,
+            Path::new("/d/data"),
+            Some(url),
+            std::slice::from_ref(&replica),
         );
+        let expected = [
+            ("STRATA_POSTGRES_URL".to_string(), url.to_string()),
+            ("STRATA_POSTGRES_REPLICAS".to_string(), replica.clone()),
+        ];
+        assert!(apis.iter().all(|a| a.env == expected), "{apis:?}");
         assert!(
             apis.iter()
                 .all(|a| !a.args.iter().any(|x| x.contains("postgresql://"))),

@@ -11,7 +11,9 @@
 //!   `ETag`s and checks for `If-Match` (optimistic concurrency).
 //!
 //! Engines: [`sqlite::SqliteStore`] (embedded default: one WAL-mode file, bundled SQLite) and
-//! [`postgres::PgStore`] (PostgreSQL through a connection pool; commit tokens are WAL positions).
+//! [`postgres::PgStore`] (PostgreSQL through a connection pool; commit tokens are WAL positions),
+//! and [`replicated::ReplicatedStore`] (a primary and its streaming replicas: read/write split and
+//! read-your-writes by WAL position).
 //! Guarantee: a write that returned `Ok` is durable in the engine (SQLite WAL with
 //! `synchronous=FULL` for API writes) and either fully applied or not at all.
 
@@ -20,6 +22,7 @@ use strata_core::user::{User, UserId, UserProfile};
 
 pub mod conformance;
 pub mod postgres;
+pub mod replicated;
 pub mod sqlite;
 
 /// A position in the store's commit order. Tokens from one store compare: a larger token is a

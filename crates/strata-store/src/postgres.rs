@@ -198,6 +198,14 @@ fn duplicate_id(e: &tokio_postgres::Error) -> Option<UserId> {
 impl PgStore {
     /// Connects (checking the server answers) and applies pending migrations.
     pub async fn connect(config: &PgConfig) -> Result<PgOpened, StoreError> {
+        let store = Self::connect_lazily(config)?;
+        let created = store.migrate().await?;
+        Ok(PgOpened { store, created })
+    }
+
+    /// A store whose connections open on first use, with no migration: for replicas (read
+    /// only, and perhaps down when the API server starts).
+    pub fn connect_lazily(config: &PgConfig) -> Result<PgStore, StoreError> {
         let mut pg: tokio_postgres::Config = config.url.parse().map_err(|e| {
             StoreError::Unusable(format!(
                 "the PostgreSQL URL is not valid ({e}): use postgresql://USER@HOST:PORT/DB"
@@ -228,13 +236,11 @@ impl PgStore {
             })
             .build()
             .map_err(|e| StoreError::Unusable(format!("cannot build the connection pool: {e}")))?;
-        let store = PgStore {
+        Ok(PgStore {
             pool,
             call_timeout: config.call_timeout,
             display,
-        };
-        let created = store.migrate().await?;
-        Ok(PgOpened { store, created })
+        })
     }
 
     /// The server(s) and database, without credentials.

@@ -155,6 +155,92 @@ impl PgServer {
         Err(last)
     }
 
+    /// A streaming replica of `primary`: `pg_basebackup -R` into a new directory, started as a
+    /// hot standby on its own free port.
+    pub fn start_replica_of(primary: &PgServer) -> Self {
+        Self::try_start_replica_of(primary, PgOptions::default())
+            .unwrap_or_else(|e| panic!("cannot start a PostgreSQL replica: {e}"))
+    }
+
+    /// As [`PgServer::start_replica_of`], or says why not.
+    pub fn try_start_replica_of(primary: &PgServer, options: PgOptions) -> Result<Self, String> {
+        let root = tempfile::Builder::new()
+            .prefix("strata-pg-replica-")
+            .tempdir()
+            .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+        set_mode(root.path(), 0o755)?;
+        for dir in ["data", "sock"] {
+            let path = root.path().join(dir);
+            std::fs::create_dir(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            set_mode(&path, 0o700)?;
+            if let Some((uid, gid)) = primary.owner {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                    .map_err(|e| format!("cannot give {} to postgres: {e}", path.display()))?;
+            }
+        }
+        let mut server = Self {
+            bin: primary.bin.clone(),
+            root,
+            port: 0,
+            options,
+            owner: primary.owner,
+            child: None,
+        };
+        let out = server
+            .command("pg_basebackup")
+            .arg("-D")
+            .arg(server.data_dir())
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                PG_USER,
+                "-p",
+                &primary.port.to_string(),
+            ])
+            .args(["-R", "-X", "stream", "-c", "fast"])
+            .output()
+            .map_err(|e| format!("cannot run pg_basebackup: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "pg_basebackup failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let mut last = String::new();
+        for _ in 0..3 {
+            server.port = free_port();
+            match server.launch() {
+                Ok(()) => return Ok(server),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Runs one SQL statement with psql and returns what it printed (unaligned, tuples only).
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let out = self
+            .command("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                PG_USER,
+                "-p",
+                &self.port.to_string(),
+            ])
+            .args(["-d", db, "-v", "ON_ERROR_STOP=1", "-tAc", sql])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run psql: {e}"));
+        assert!(
+            out.status.success(),
+            "psql {sql:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(self.bin.join(program));
         cmd.current_dir(self.root.path())

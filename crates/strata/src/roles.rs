@@ -17,6 +17,7 @@ use strata_core::id::SnowflakeGenerator;
 use strata_core::ready::ReadyLine;
 use strata_store::Store;
 use strata_store::postgres::{PgConfig, PgStore};
+use strata_store::replicated::{ReplicaPolicy, ReplicatedStore};
 use strata_store::sqlite::SqliteStore;
 
 /// Options shared by every process that serves the users API.
@@ -33,6 +34,23 @@ pub struct ServerOptions {
     /// target_session_attrs=read-write). The schema is created on first use. Never logged.
     #[arg(long, env = "STRATA_POSTGRES_URL", hide_env_values = true)]
     pub postgres: Option<String>,
+    /// A streaming replica of that PostgreSQL primary to read from (repeat, or comma-separate
+    /// in the environment). Reads go to healthy replicas in turn, skipping lagging ones; reads
+    /// after a write (Strata-Read-After) only to a replica that has replayed it. Never logged.
+    #[arg(
+        long = "postgres-replica",
+        env = "STRATA_POSTGRES_REPLICAS",
+        value_delimiter = ',',
+        hide_env_values = true,
+        requires = "postgres"
+    )]
+    pub postgres_replicas: Vec<String>,
+    /// A replica more than this many bytes of WAL behind the primary serves no reads.
+    #[arg(long, env = "STRATA_REPLICA_MAX_LAG_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub replica_max_lag_bytes: u64,
+    /// A replica behind the primary for longer than this (milliseconds) serves no reads.
+    #[arg(long, env = "STRATA_REPLICA_MAX_LAG_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub replica_max_lag_ms: u64,
     /// Most connections this server opens to PostgreSQL.
     #[arg(long, env = "STRATA_POSTGRES_POOL", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub postgres_pool: u64,
@@ -88,6 +106,7 @@ async fn run_server(
         opts.postgres_pool as usize,
     )
     .await?;
+    let (store, where_) = with_replicas(store, where_, &opts)?;
     let ids = SnowflakeGenerator::new(opts.node_id).context("invalid --node-id")?;
     let cache = CacheConfig {
         max_bytes: opts.cache_mib * 1024 * 1024,
@@ -147,6 +166,44 @@ pub(crate) async fn open_store(
         tracing::info!(data = %data.display(), "created a new database with the canonical user 12");
     }
     Ok((Arc::new(opened.store), data.display().to_string()))
+}
+
+/// Puts the replicas (if any) behind the primary store: read/write split with
+/// read-your-writes.
+fn with_replicas(
+    store: Arc<dyn Store>,
+    where_: String,
+    opts: &ServerOptions,
+) -> anyhow::Result<(Arc<dyn Store>, String)> {
+    let (Some(url), false) = (&opts.postgres, opts.postgres_replicas.is_empty()) else {
+        return Ok((store, where_));
+    };
+    let mut primary_config = PgConfig::new(url.clone());
+    primary_config.max_connections = opts.postgres_pool as usize;
+    let primary = PgStore::connect_lazily(&primary_config)
+        .context("cannot use the PostgreSQL database given by --postgres")?;
+    let replicas: Vec<PgConfig> = opts
+        .postgres_replicas
+        .iter()
+        .map(|u| {
+            let mut c = PgConfig::new(u.clone());
+            c.max_connections = opts.postgres_pool as usize;
+            c.connect_timeout = Duration::from_millis(500);
+            c.call_timeout = Duration::from_secs(2);
+            c
+        })
+        .collect();
+    let policy = ReplicaPolicy {
+        max_lag_bytes: opts.replica_max_lag_bytes,
+        max_lag: Duration::from_millis(opts.replica_max_lag_ms),
+        ..ReplicaPolicy::default()
+    };
+    let n = replicas.len();
+    drop(store);
+    Ok((
+        Arc::new(ReplicatedStore::new(primary, &replicas, policy)),
+        format!("{where_} with {n} replica{}", if n == 1 { "" } else { "s" }),
+    ))
 }
 
 /// Resolves on SIGTERM, SIGINT, or (optionally) end-of-file on stdin.

@@ -222,6 +222,35 @@ async fn up_runs_a_primary_and_two_replicas_that_survive_a_replica_kill() {
         }
     }
 
+    // Read-your-writes across API servers and replicas: a PUT through one API server, then at
+    // once a GET through the other with the write's token, sees the write every time.
+    let apis = [addr(&status, "api-1", "http"), addr(&status, "api-2", "http")];
+    let target = &locations[0];
+    for i in 0..200usize {
+        let (writer, reader) = (&apis[i % 2], &apis[(i + 1) % 2]);
+        let first = format!("Pair{i}");
+        let body = json!({"firstName": first, "lastName": "Replicated",
+            "address": {"streetAddress": "1 Main St", "city": "Boston", "state": "MA", "postalCode": "02134"}});
+        let put = http
+            .put(format!("http://{writer}{target}"))
+            .json(&body)
+            .send()
+            .await
+            .expect("PUT");
+        assert_eq!(put.status(), 200);
+        let token = put.headers()["strata-commit"].to_str().expect("token").to_string();
+        let got: Value = http
+            .get(format!("http://{reader}{target}"))
+            .header("strata-read-after", token)
+            .send()
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(got["firstName"], first.as_str(), "pair {i}: a stale read after the write");
+    }
+
     // kill -9 of pg-2's server: the quorum still has pg-3, so writes go on; the role is
     // restarted and pg-2 catches up.
     let pid_file = dir.join("postgres").join("pg-2").join("postmaster.pid");
