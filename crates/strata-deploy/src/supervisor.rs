@@ -85,7 +85,7 @@ impl InstanceSpec {
     fn listen_flag(&self) -> &'static str {
         match self.kind {
             RoleKind::Api => "--addr",
-            RoleKind::Lb | RoleKind::Postgres => "--listen",
+            RoleKind::Lb | RoleKind::Postgres | RoleKind::Control => "--listen",
         }
     }
 }
@@ -123,6 +123,57 @@ pub fn plan_primary(topology: &Topology, dir: &Path) -> Option<InstanceSpec> {
         args,
         env: Vec::new(),
     })
+}
+
+/// `strata control` for the database servers at `nodes` (name, `127.0.0.1:PORT`), the first
+/// being the primary; with no replicas there is nothing to fail over to, and no control role.
+pub fn plan_control(
+    topology: &Topology,
+    dir: &Path,
+    nodes: &[(String, String)],
+) -> Option<InstanceSpec> {
+    let DataEngine::Postgres { commit, .. } = topology.data else {
+        return None;
+    };
+    if !topology.has_control() || nodes.is_empty() {
+        return None;
+    }
+    let mut args = vec![
+        "--postgres-dir".into(),
+        dir.join(POSTGRES_DIR).display().to_string(),
+        "--primary".into(),
+        nodes[0].0.clone(),
+        "--commit".into(),
+        commit.as_str().into(),
+    ];
+    for (name, addr) in nodes {
+        args.push("--node".into());
+        args.push(format!("{name}={addr}"));
+    }
+    Some(InstanceSpec {
+        name: "control-1".into(),
+        kind: RoleKind::Control,
+        port: 0,
+        args,
+        env: Vec::new(),
+    })
+}
+
+/// The URLs API servers use for a deployment's own PostgreSQL servers: the primary through every
+/// server with `target_session_attrs=read-write` (so after a failover a new connection finds
+/// the new primary by itself), and each server as a possible replica (only those in recovery
+/// serve reads).
+pub fn postgres_urls(nodes: &[(String, String)]) -> (String, Vec<String>) {
+    let hosts: Vec<&str> = nodes.iter().map(|(_, a)| a.as_str()).collect();
+    let primary = format!(
+        "postgresql://{POSTGRES_USER}@{}/{POSTGRES_DATABASE}?target_session_attrs=read-write",
+        hosts.join(",")
+    );
+    let replicas = hosts
+        .iter()
+        .map(|a| format!("postgresql://{POSTGRES_USER}@{a}/{POSTGRES_DATABASE}"))
+        .collect();
+    (primary, replicas)
 }
 
 /// The streaming replicas of the primary at `primary` (`127.0.0.1:PORT`).
@@ -557,6 +608,9 @@ pub async fn run(
     let mut names: Vec<(String, RoleKind)> = (1..=topology.database_nodes())
         .map(|i| (format!("pg-{i}"), RoleKind::Postgres))
         .collect();
+    if topology.has_control() {
+        names.push(("control-1".into(), RoleKind::Control));
+    }
     names.extend((1..=topology.api.count).map(|i| (format!("api-{i}"), RoleKind::Api)));
     if has_lb {
         names.push(("lb-1".into(), RoleKind::Lb));
@@ -613,20 +667,35 @@ pub async fn run(
         .await;
         specs.push(primary);
         if let Some(addr) = addr_of(&started, 0, "postgres") {
-            postgres_url = Some(format!(
-                "postgresql://{}@{addr}/{POSTGRES_DATABASE}",
-                POSTGRES_USER
-            ));
             let replicas = plan_replicas(topology, &config.dir, &addr);
             if failures.is_empty() && !replicas.is_empty() {
                 let first = specs.len();
                 failures = start_all(&config, &shared, &replicas, first, &mut started).await;
-                replica_urls = (0..replicas.len())
-                    .filter_map(|i| addr_of(&started, first + i, "postgres"))
-                    .map(|a| format!("postgresql://{POSTGRES_USER}@{a}/{POSTGRES_DATABASE}"))
-                    .collect();
             }
             specs.extend(replicas);
+            let nodes: Vec<(String, String)> = specs
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| Some((s.name.clone(), addr_of(&started, i, "postgres")?)))
+                .collect();
+            let (primary_url, replicas) = postgres_urls(&nodes);
+            postgres_url = Some(primary_url);
+            if nodes.len() > 1 {
+                replica_urls = replicas;
+            }
+            if failures.is_empty()
+                && let Some(control) = plan_control(topology, &config.dir, &nodes)
+            {
+                failures = start_all(
+                    &config,
+                    &shared,
+                    std::slice::from_ref(&control),
+                    specs.len(),
+                    &mut started,
+                )
+                .await;
+                specs.push(control);
+            }
         }
     }
     if failures.is_empty() {
@@ -730,6 +799,7 @@ pub fn endpoints_table(state: &DeploymentState) -> String {
     ]];
     for r in &state.roles {
         let endpoint = match (r.addrs.get("http"), r.addrs.get("postgres")) {
+            (Some(a), _) if r.kind == RoleKind::Control => format!("http://{a}/cluster"),
             (Some(a), _) => format!("http://{a}/users/12"),
             (None, Some(a)) => format!("postgresql://{POSTGRES_USER}@{a}/{POSTGRES_DATABASE}"),
             (None, None) => "-".into(),

@@ -38,6 +38,8 @@ pub enum RoleKind {
     Lb,
     /// `strata postgres`: one PostgreSQL server (primary or streaming replica) run by Strata.
     Postgres,
+    /// `strata control`: watches the primary and fails over to a replica.
+    Control,
 }
 
 impl RoleKind {
@@ -46,6 +48,7 @@ impl RoleKind {
             RoleKind::Api => "api",
             RoleKind::Lb => "lb",
             RoleKind::Postgres => "postgres",
+            RoleKind::Control => "control",
         }
     }
 }
@@ -625,7 +628,16 @@ impl Topology {
 
     /// Total role instances.
     pub fn instance_count(&self) -> usize {
-        usize::from(self.api.count) + usize::from(self.lb.is_some()) + self.database_nodes()
+        usize::from(self.api.count)
+            + usize::from(self.lb.is_some())
+            + self.database_nodes()
+            + usize::from(self.has_control())
+    }
+
+    /// Whether `strata up` runs `strata control` (automatic failover): with PostgreSQL
+    /// replicas it runs.
+    pub fn has_control(&self) -> bool {
+        matches!(self.data, DataEngine::Postgres { replicas, .. } if replicas > 0)
     }
 
     /// PostgreSQL servers `strata up` runs: the primary and its replicas (0 for SQLite or a URL).
@@ -705,9 +717,10 @@ mod tests {
         );
         assert_eq!(
             t.instance_count(),
-            5,
-            "2 API servers, a primary and 2 replicas"
+            6,
+            "2 API servers, a primary, 2 replicas and the control role"
         );
+        assert!(t.has_control());
         let t = Topology::parse("[api]\ncount = 1\n[data]\nengine = \"postgres\"\n", 8080)
             .expect("valid");
         assert_eq!(

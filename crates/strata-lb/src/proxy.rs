@@ -169,6 +169,17 @@ fn problem(status: StatusCode, slug: &str, detail: &str) -> Response<ProxyBody> 
     r
 }
 
+/// Whether an answer counts against the backend for passive outlier detection: a 5xx, except
+/// a 503 with `Retry-After`. That one is a live server saying a dependency of its (a database
+/// failing over) is briefly unavailable — every other server would say the same, and ejecting
+/// them all would turn a short write outage into a total one.
+fn counts_as_failure<B>(resp: &Response<B>) -> bool {
+    let status = resp.status();
+    status.is_server_error()
+        && !(status == StatusCode::SERVICE_UNAVAILABLE
+            && resp.headers().contains_key(header::RETRY_AFTER))
+}
+
 fn is_idempotent(method: &Method, headers: &HeaderMap) -> bool {
     matches!(
         *method,
@@ -539,7 +550,7 @@ impl Proxy {
             backend.in_flight.fetch_sub(1, Ordering::AcqRel);
             match result {
                 Ok(Ok(mut resp)) => {
-                    if resp.status().is_server_error() {
+                    if counts_as_failure(&resp) {
                         self.note_failure(backend);
                     } else {
                         backend.record_success();

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Json;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use serde_json::Value;
 use strata_lb::{Algorithm, BackendSpec, LbConfig, LoadBalancer};
@@ -40,6 +40,20 @@ async fn backend(name: &'static str) -> (SocketAddr, tokio::task::JoinHandle<()>
         .route(
             "/echo",
             post(move |body: String| async move { format!("{name}:{body}") }),
+        )
+        .route(
+            "/busy",
+            get(|| async {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [("retry-after", "1")],
+                    "later",
+                )
+            }),
+        )
+        .route(
+            "/broken",
+            get(|| async { StatusCode::INTERNAL_SERVER_ERROR }),
         );
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -690,4 +704,45 @@ async fn sticky_sessions_keep_a_client_on_its_backend_and_move_it_when_that_one_
         r.json::<Value>().await.expect("json")["name"],
         pinned_to.as_str()
     );
+}
+
+#[tokio::test]
+async fn a_503_with_retry_after_is_passed_on_without_ejecting_the_backend_but_500s_eject() {
+    let (a, _ta) = backend("a").await;
+    let lb = start_lb(vec![("a", a)], |c| {
+        c.outlier.consecutive_failures = 3;
+        c.health.interval = Duration::from_secs(3600);
+    })
+    .await;
+    for _ in 0..10 {
+        let r = lb
+            .client
+            .get(format!("{}/busy", lb.base))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(r.status(), 503);
+        assert_eq!(
+            r.headers()["retry-after"],
+            "1",
+            "the backend's answer is passed on"
+        );
+    }
+    let (status, body) = lb.who().await;
+    assert_eq!(
+        (status, body["name"].as_str()),
+        (200, Some("a")),
+        "a is still in rotation"
+    );
+    for _ in 0..3 {
+        let r = lb
+            .client
+            .get(format!("{}/broken", lb.base))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(r.status(), 500);
+    }
+    let (status, _) = lb.who().await;
+    assert_eq!(status, 503, "three 500s in a row eject the only backend");
 }

@@ -128,15 +128,18 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 /// Maps a driver error met while serving to a store error.
 fn engine_error(e: &tokio_postgres::Error) -> StoreError {
     match e.code() {
-        Some(c) if *c == SqlState::READ_ONLY_SQL_TRANSACTION => StoreError::Unavailable(
-            "postgres: the server is read-only (a replica, or a primary being demoted)".into(),
-        ),
+        Some(c) if *c == SqlState::READ_ONLY_SQL_TRANSACTION => {
+            StoreError::Unavailable(READ_ONLY.into())
+        }
         Some(c) if *c == SqlState::DISK_FULL => {
             StoreError::Unavailable("postgres: the disk holding the database is full".into())
         }
         _ => unavailable(e),
     }
 }
+
+/// What a write on a server that is no longer the primary reports.
+const READ_ONLY: &str = "postgres: the server is read-only (a replica, or a demoted primary)";
 
 /// SQL integers are signed: ids at or above 2^63 cannot be stored (and are never issued).
 fn sql_id(id: UserId) -> Option<i64> {
@@ -266,6 +269,13 @@ impl PgStore {
             f(client).await
         };
         match tokio::time::timeout(self.call_timeout, work).await {
+            Ok(Err(StoreError::Unavailable(m))) if m == READ_ONLY => {
+                // The server these connections lead to is no longer the primary: drop them all,
+                // so the next ones (a multi-host URL with target_session_attrs=read-write) find
+                // the one that is.
+                self.pool.retain(|_, _| false);
+                Err(StoreError::Unavailable(m))
+            }
             Ok(r) => r,
             Err(_) => Err(StoreError::Unavailable(format!(
                 "postgres at {} did not answer within {} ms",
@@ -377,6 +387,28 @@ impl PgStore {
             Err(StoreError::AlreadyExists(_)) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// Whether this server is in recovery (a standby), and its WAL position.
+    pub async fn status(&self) -> Result<NodeStatus, StoreError> {
+        self.call(|client| async move {
+            let statement = client
+                .prepare_cached(&format!(
+                    "SELECT ({}), pg_is_in_recovery()",
+                    &POSITION_SQL["SELECT ".len()..]
+                ))
+                .await
+                .map_err(|e| engine_error(&e))?;
+            let row = client
+                .query_one(&statement, &[])
+                .await
+                .map_err(|e| engine_error(&e))?;
+            Ok(NodeStatus {
+                in_recovery: row.try_get(1).map_err(|e| unavailable(&e))?,
+                position: lsn_of(&row)?,
+            })
+        })
+        .await
     }
 
     /// The WAL position this server has reached (see [`POSITION_SQL`]).

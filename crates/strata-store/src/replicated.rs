@@ -1,7 +1,8 @@
 //! Read/write split over a PostgreSQL primary and its streaming replicas.
 //!
 //! - **Writes** (and bulk loads) go to the primary.
-//! - **Reads** go to the replicas in turn, skipping any that is down or whose replay lag is over
+//! - **Reads** go to the replicas in turn (only servers in recovery count as replicas, so the
+//!   list may name every server of a cluster and stay right across failovers), skipping any that is down or whose replay lag is over
 //!   the bounds of [`ReplicaPolicy`] (bytes of WAL and seconds behind); with no usable replica
 //!   they go to the primary. A replica that fails a read is marked down at once and the read is
 //!   retried on the next candidate, the primary last, so a dead replica costs no failed read.
@@ -228,13 +229,22 @@ async fn probe_once(inner: &Inner) {
         metrics::gauge!("strata_db_primary_lsn").set(p.0 as f64);
     }
     for replica in &inner.replicas {
-        let seen = tokio::time::timeout(timeout, replica.store.position())
+        let seen = tokio::time::timeout(timeout, replica.store.status())
             .await
             .ok()
             .and_then(Result::ok);
         let label = replica.label.clone();
         match seen {
-            Some(pos) => {
+            // A server that is not in recovery is a primary (promoted, or the primary listed
+            // among the servers): it serves no replica reads.
+            Some(status) if !status.in_recovery => {
+                if replica.healthy.swap(false, Ordering::AcqRel) {
+                    tracing::info!(replica = %label, "server is a primary now: no replica reads from it");
+                }
+                metrics::gauge!("strata_db_replica_healthy", "replica" => label).set(0.0);
+            }
+            Some(status) => {
+                let pos = status.position;
                 replica.position.store(pos.0, Ordering::Release);
                 let lag = primary.map_or(0, |p| p.0.saturating_sub(pos.0));
                 replica.lag_bytes.store(lag, Ordering::Release);

@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod controller;
 mod lb;
 mod orchestrate;
 mod pgnode;
@@ -38,6 +39,8 @@ enum Command {
     Api(roles::ApiArgs),
     /// Run the load balancer role: an L7 HTTP proxy in front of API servers.
     Lb(Box<lb::LbArgs>),
+    /// Run the control role: watch the PostgreSQL primary and fail over when it is gone.
+    Control(controller::ControlArgs),
     /// Run one PostgreSQL server (primary or streaming replica) as a role, as `strata up` does.
     Postgres(pgnode::PostgresArgs),
     /// Bulk-load synthetic users into a data directory, with a progress bar.
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
             Command::Api(args) => roles::api(args).await,
             Command::Lb(args) => lb::lb(*args).await,
             Command::Postgres(args) => pgnode::run(args).await,
+            Command::Control(args) => controller::run(args).await,
             Command::Seed(args) => seed::run(args).await,
             Command::Up(args) => orchestrate::up(args).await,
             Command::Down(args) => orchestrate::down(args).await,

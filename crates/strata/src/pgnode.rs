@@ -26,6 +26,7 @@ use anyhow::Context as _;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use strata_core::ready::ReadyLine;
+use strata_deploy::cluster;
 use strata_deploy::supervisor::{POSTGRES_DATABASE, POSTGRES_USER};
 
 /// How replicas acknowledge the primary's commits.
@@ -276,6 +277,268 @@ fn stop_leftover(data: &Path) {
     }
 }
 
+/// One server's files and binaries, for the setup steps that run before it starts.
+struct Node {
+    bin: PathBuf,
+    data: PathBuf,
+    name: String,
+    owner: Option<(u32, u32)>,
+}
+
+impl Node {
+    fn psql(&self, addr: &str, sql: &str) -> anyhow::Result<String> {
+        let (host, port) = addr.rsplit_once(':').context("an address is HOST:PORT")?;
+        let mut cmd = pg_command(&self.bin, "psql", self.owner)?;
+        cmd.args([
+            "-h",
+            host,
+            "-p",
+            port,
+            "-U",
+            POSTGRES_USER,
+            "-d",
+            "postgres",
+        ])
+        .args(["-v", "ON_ERROR_STOP=1", "-tAc", sql])
+        .stdout(Stdio::piped());
+        let out = cmd.output().context("cannot run psql")?;
+        anyhow::ensure!(out.status.success(), "psql at {addr} failed: {sql}");
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// Waits until the server at `addr` is up and a primary (not in recovery).
+    fn wait_for_primary(&self, addr: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if self
+                .psql(addr, "SELECT pg_is_in_recovery()")
+                .ok()
+                .as_deref()
+                == Some("f")
+            {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the primary at {addr} did not come up within 120 s"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Makes sure the primary keeps a physical replication slot for this server.
+    fn ensure_slot(&self, primary: &str) -> anyhow::Result<()> {
+        let slot = slot_name(&self.name);
+        self.psql(
+            primary,
+            &format!(
+                "SELECT pg_create_physical_replication_slot('{slot}') WHERE NOT EXISTS \
+                 (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{slot}')"
+            ),
+        )
+        .map(|_| ())
+    }
+
+    /// Points this standby at `primary` (in `postgresql.auto.conf`, where `ALTER SYSTEM` can
+    /// change it again at run time).
+    fn follow(&self, primary: &str) -> anyhow::Result<()> {
+        let (host, port) = primary
+            .rsplit_once(':')
+            .context("an address is HOST:PORT")?;
+        set_auto_conf(
+            &self.data,
+            &[
+                (
+                    "primary_conninfo",
+                    format!(
+                        "host={host} port={port} user={POSTGRES_USER} application_name={}",
+                        self.name
+                    ),
+                ),
+                ("primary_slot_name", slot_name(&self.name)),
+            ],
+        )
+    }
+
+    fn initdb(&self, standbys: &[String]) -> anyhow::Result<()> {
+        tracing::info!(data = %self.data.display(), "creating a new cluster (initdb)");
+        let mut cmd = pg_command(&self.bin, "initdb", self.owner)?;
+        cmd.arg("-D").arg(&self.data).args([
+            "-U",
+            POSTGRES_USER,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-instructions",
+            // Checksums catch corrupt pages, and let pg_rewind work on a server that crashed
+            // (its crash recovery runs without our command-line settings).
+            "--data-checksums",
+        ]);
+        run_to_end(cmd, "initdb")?;
+        // In postgresql.auto.conf, not on the command line: strata control changes it with
+        // ALTER SYSTEM after a failover, which a command-line setting would override.
+        let names = if standbys.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "ANY 1 ({})",
+                standbys
+                    .iter()
+                    .map(|s| quoted(s))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        set_auto_conf(&self.data, &[("synchronous_standby_names", names)])
+    }
+
+    fn basebackup(&self, primary: &str) -> anyhow::Result<()> {
+        tracing::info!(%primary, data = %self.data.display(), "copying the primary (pg_basebackup)");
+        self.ensure_slot(primary)?;
+        let (host, port) = primary
+            .rsplit_once(':')
+            .context("an address is HOST:PORT")?;
+        let mut cmd = pg_command(&self.bin, "pg_basebackup", self.owner)?;
+        cmd.arg("-D").arg(&self.data).args([
+            "-h",
+            host,
+            "-p",
+            port,
+            "-U",
+            POSTGRES_USER,
+            "-R",
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+            "-S",
+        ]);
+        cmd.arg(slot_name(&self.name));
+        run_to_end(cmd, "pg_basebackup")?;
+        self.follow(primary)
+    }
+
+    /// A former primary comes back as a replica of the new one: `pg_rewind` undoes whatever it
+    /// wrote after the two diverged (never an acknowledged write under quorum commit: those
+    /// reached a replica, and failover picks the most advanced one). If rewinding fails, the
+    /// directory is copied afresh.
+    fn rejoin(&self, primary: &str) -> anyhow::Result<()> {
+        tracing::warn!(%primary, "this server was a primary and is fenced: rejoining as a replica (pg_rewind)");
+        self.ensure_slot(primary)?;
+        let (host, port) = primary
+            .rsplit_once(':')
+            .context("an address is HOST:PORT")?;
+        let mut cmd = pg_command(&self.bin, "pg_rewind", self.owner)?;
+        cmd.arg("-D")
+            .arg(&self.data)
+            .arg(format!(
+                "--source-server=host={host} port={port} user={POSTGRES_USER} dbname=postgres"
+            ))
+            .arg("-R");
+        match run_to_end(cmd, "pg_rewind") {
+            Ok(()) => self.follow(primary),
+            Err(e) => {
+                tracing::warn!(error = %e, "pg_rewind failed: copying the primary afresh");
+                clear_dir(&self.data)?;
+                self.basebackup(primary)
+            }
+        }
+    }
+
+    /// Everything before the server starts: create, copy, rejoin or re-point it.
+    fn prepare(
+        &self,
+        replica_of: Option<SocketAddr>,
+        postgres_dir: &Path,
+        standbys: &[String],
+    ) -> anyhow::Result<()> {
+        prepare_data_dir(&self.data, self.owner)?;
+        stop_leftover(&self.data);
+        // Which server to follow: the published primary when there is one, else --replica-of.
+        let cluster = cluster::read(postgres_dir).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "ignoring the cluster state");
+            None
+        });
+        let source: Option<String> = match &cluster {
+            Some(c) if c.primary == self.name => None,
+            Some(c) => Some(
+                c.primary_addr()
+                    .context("the cluster state names a primary without an address")?
+                    .to_string(),
+            ),
+            None => replica_of.map(|a| a.to_string()),
+        };
+        let exists = self.data.join("PG_VERSION").exists();
+        let standby = self.data.join("standby.signal").exists();
+        match (exists, source) {
+            (false, None) => self.initdb(standbys),
+            (false, Some(primary)) => {
+                self.wait_for_primary(&primary)?;
+                self.basebackup(&primary)
+            }
+            (true, Some(primary)) if !standby => {
+                self.wait_for_primary(&primary)?;
+                self.rejoin(&primary)
+            }
+            (true, Some(primary)) => {
+                self.wait_for_primary(&primary)?;
+                self.ensure_slot(&primary)?;
+                self.follow(&primary)
+            }
+            (true, None) => Ok(()),
+        }
+    }
+}
+
+/// Resolves, with the new primary's name, when this server runs as a primary and the published
+/// cluster state names another. Never resolves for a replica.
+async fn watch_for_fencing(postgres_dir: &Path, name: &str, runs_as_primary: bool) -> String {
+    if !runs_as_primary {
+        return std::future::pending().await;
+    }
+    loop {
+        if let Ok(Some(c)) = cluster::read(postgres_dir)
+            && c.primary != name
+        {
+            return c.primary;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Sets `key = 'value'` lines in `postgresql.auto.conf` (the server must be stopped).
+fn set_auto_conf(data: &Path, settings: &[(&str, String)]) -> anyhow::Result<()> {
+    let path = data.join("postgresql.auto.conf");
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter(|line| {
+            let key = line.split('=').next().unwrap_or("").trim();
+            !settings.iter().any(|(k, _)| *k == key)
+        })
+        .map(str::to_string)
+        .collect();
+    for (key, value) in settings {
+        lines.push(format!("{key} = '{}'", value.replace('\'', "''")));
+    }
+    std::fs::write(&path, lines.join("\n") + "\n")
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Empties a directory, keeping the directory itself (and its owner and mode).
+fn clear_dir(dir: &Path) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
 pub async fn run(args: PostgresArgs) -> anyhow::Result<()> {
     strata_core::telemetry::init();
     anyhow::ensure!(
@@ -294,73 +557,28 @@ pub async fn run(args: PostgresArgs) -> anyhow::Result<()> {
         args.listen.port()
     };
     let data = args.data.clone();
+    // DIR/postgres: where strata control publishes which server is the primary.
+    let postgres_dir = data.parent().map(Path::to_path_buf).unwrap_or_default();
     let setup = {
-        let (bin, data, name, replica_of) = (
-            bin.clone(),
-            data.clone(),
-            args.name.clone(),
-            args.replica_of,
-        );
-        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            prepare_data_dir(&data, owner)?;
-            stop_leftover(&data);
-            if data.join("PG_VERSION").exists() {
-                return Ok(());
-            }
-            match replica_of {
-                None => {
-                    tracing::info!(data = %data.display(), "creating a new cluster (initdb)");
-                    let mut cmd = pg_command(&bin, "initdb", owner)?;
-                    cmd.arg("-D").arg(&data).args([
-                        "-U",
-                        POSTGRES_USER,
-                        "--auth=trust",
-                        "-E",
-                        "UTF8",
-                        "--locale=C",
-                        "--no-instructions",
-                    ]);
-                    run_to_end(cmd, "initdb")
-                }
-                Some(primary) => {
-                    tracing::info!(%primary, data = %data.display(), "copying the primary (pg_basebackup)");
-                    let slot = slot_name(&name);
-                    let basebackup = |create_slot: bool| -> anyhow::Result<std::process::Command> {
-                        let mut cmd = pg_command(&bin, "pg_basebackup", owner)?;
-                        cmd.arg("-D").arg(&data).args([
-                            "-h",
-                            &primary.ip().to_string(),
-                            "-p",
-                            &primary.port().to_string(),
-                            "-U",
-                            POSTGRES_USER,
-                            "-R",
-                            "-X",
-                            "stream",
-                            "-c",
-                            "fast",
-                            "-S",
-                            &slot,
-                        ]);
-                        if create_slot {
-                            cmd.arg("-C");
-                        }
-                        Ok(cmd)
-                    };
-                    // The slot may exist from an earlier copy of this replica: then reuse it.
-                    run_to_end(basebackup(true)?, "pg_basebackup").or_else(|first| {
-                        tracing::warn!(error = %first, "retrying the copy with the existing slot {slot}");
-                        run_to_end(basebackup(false)?, "pg_basebackup")
-                    })
-                }
-            }
-        })
+        let node = Node {
+            bin: bin.clone(),
+            data: data.clone(),
+            name: args.name.clone(),
+            owner,
+        };
+        let (replica_of, postgres_dir) = (args.replica_of, postgres_dir.clone());
+        let standbys = match args.commit {
+            Commit::Quorum => args.standbys.clone(),
+            Commit::Async => Vec::new(),
+        };
+        tokio::task::spawn_blocking(move || node.prepare(replica_of, &postgres_dir, &standbys))
     };
     setup.await.context("the setup task failed")??;
+    let runs_as_primary = !data.join("standby.signal").exists();
 
     let mut cmd = pg_command(&bin, "postgres", owner)?;
     cmd.arg("-D").arg(&data).arg("-p").arg(port.to_string());
-    let mut settings: Vec<(String, String)> = vec![
+    let settings: Vec<(String, String)> = vec![
         ("listen_addresses".into(), args.listen.ip().to_string()),
         // No Unix socket: every client, local ones included, comes over loopback TCP.
         ("unix_socket_directories".into(), String::new()),
@@ -373,20 +591,11 @@ pub async fn run(args: PostgresArgs) -> anyhow::Result<()> {
         ("max_wal_senders".into(), "10".into()),
         ("max_replication_slots".into(), "10".into()),
         ("wal_receiver_status_interval".into(), "1s".into()),
+        // A replica whose primary vanished retries (and notices a promotion request) after
+        // this; PostgreSQL's 5 s default would put 5 s into every failover.
+        ("wal_retrieve_retry_interval".into(), "200ms".into()),
         ("log_line_prefix".into(), "%m [%p] ".into()),
     ];
-    let standbys = match (args.commit, args.standbys.is_empty()) {
-        (Commit::Quorum, false) => format!(
-            "ANY 1 ({})",
-            args.standbys
-                .iter()
-                .map(|s| quoted(s))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        _ => String::new(),
-    };
-    settings.push(("synchronous_standby_names".into(), standbys));
     for (name, value) in &settings {
         cmd.arg("-c").arg(format!("{name}={value}"));
     }
@@ -405,7 +614,7 @@ pub async fn run(args: PostgresArgs) -> anyhow::Result<()> {
         let _ = child.wait();
         return Err(e);
     }
-    if args.replica_of.is_none() {
+    if runs_as_primary {
         // The API servers' database, created once. Locally committed: the replicas it would
         // otherwise wait for start after this role is ready.
         let mut check = pg_command(&bin, "psql", owner)?;
@@ -455,10 +664,19 @@ pub async fn run(args: PostgresArgs) -> anyhow::Result<()> {
 
     let exited = tokio::task::spawn_blocking(move || child.wait());
     tokio::pin!(exited);
+    let fenced = watch_for_fencing(&postgres_dir, &args.name, runs_as_primary);
     tokio::select! {
         status = &mut exited => {
             let status = status.context("cannot watch postgres")?.context("cannot watch postgres")?;
             anyhow::bail!("postgres exited ({status})");
+        }
+        primary = fenced => {
+            // Another server was made primary: this one must stop taking writes at once.
+            let _ = kill(server_pid, Signal::SIGKILL);
+            let _ = exited.await;
+            anyhow::bail!(
+                "fenced: {primary} is the primary now; this server stopped and will come back as its replica"
+            );
         }
         _ = crate::roles::shutdown_signal(args.exit_on_stdin_eof) => {}
     }

@@ -43,6 +43,23 @@ fn explain(what: &str, out: &Output, dir: &Path) -> String {
     text
 }
 
+/// The last lines of every role's log, for a failing assertion.
+fn logs(dir: &Path) -> String {
+    let mut text = String::new();
+    if let Ok(entries) = std::fs::read_dir(dir.join("logs")) {
+        for e in entries.flatten() {
+            let log = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(25).collect();
+            text.push_str(&format!(
+                "\n--- {}\n{}",
+                e.path().display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            ));
+        }
+    }
+    text
+}
+
 fn status_json(dir: &Path) -> Value {
     let out = strata(&["status", "--json"], dir);
     assert!(out.status.success(), "{}", explain("status", &out, dir));
@@ -136,7 +153,7 @@ async fn up_runs_a_primary_and_two_replicas_that_survive_a_replica_kill() {
     let status = status_json(&dir);
     assert_eq!(
         status["roles"].as_array().map(Vec::len),
-        Some(6),
+        Some(7),
         "{status:#}"
     );
     assert_eq!(
@@ -224,7 +241,10 @@ async fn up_runs_a_primary_and_two_replicas_that_survive_a_replica_kill() {
 
     // Read-your-writes across API servers and replicas: a PUT through one API server, then at
     // once a GET through the other with the write's token, sees the write every time.
-    let apis = [addr(&status, "api-1", "http"), addr(&status, "api-2", "http")];
+    let apis = [
+        addr(&status, "api-1", "http"),
+        addr(&status, "api-2", "http"),
+    ];
     let target = &locations[0];
     for i in 0..200usize {
         let (writer, reader) = (&apis[i % 2], &apis[(i + 1) % 2]);
@@ -238,7 +258,10 @@ async fn up_runs_a_primary_and_two_replicas_that_survive_a_replica_kill() {
             .await
             .expect("PUT");
         assert_eq!(put.status(), 200);
-        let token = put.headers()["strata-commit"].to_str().expect("token").to_string();
+        let token = put.headers()["strata-commit"]
+            .to_str()
+            .expect("token")
+            .to_string();
         let got: Value = http
             .get(format!("http://{reader}{target}"))
             .header("strata-read-after", token)
@@ -248,7 +271,11 @@ async fn up_runs_a_primary_and_two_replicas_that_survive_a_replica_kill() {
             .json()
             .await
             .expect("json");
-        assert_eq!(got["firstName"], first.as_str(), "pair {i}: a stale read after the write");
+        assert_eq!(
+            got["firstName"],
+            first.as_str(),
+            "pair {i}: a stale read after the write"
+        );
     }
 
     // kill -9 of pg-2's server: the quorum still has pg-3, so writes go on; the role is
@@ -309,4 +336,217 @@ async fn up_runs_a_primary_and_two_replicas_that_survive_a_replica_kill() {
     let needle = dir.display().to_string();
     let left = processes_mentioning(&needle);
     assert!(left.is_empty(), "processes left behind: {left:#?}");
+}
+
+/// Starts the replicated topology in a fresh directory; returns the directory holder, the
+/// deployment directory and its status.
+fn start_replicated(api_count: u16) -> (tempfile::TempDir, std::path::PathBuf, Value) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+    }
+    let dir = tmp.path().join("deploy");
+    let topology = tmp.path().join("replicated.toml");
+    std::fs::write(
+        &topology,
+        format!("name = \"replicated\"\n[lb]\ncount = 1\n[api]\ncount = {api_count}\n[data]\nengine = \"postgres\"\nreplicas = 2\n"),
+    )
+    .expect("write topology");
+    let out = strata(
+        &[
+            "up",
+            "-d",
+            "--port",
+            "0",
+            "-f",
+            &topology.display().to_string(),
+        ],
+        &dir,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        explain("strata up -d", &out, &dir)
+    );
+    let status = status_json(&dir);
+    (tmp, dir, status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_primary_is_failed_over_and_no_acknowledged_write_is_lost() {
+    let (_tmp, dir, status) = tokio::task::spawn_blocking(|| start_replicated(2))
+        .await
+        .expect("join");
+    let _cleanup = Cleanup(&dir);
+    let lb = role(&status, "lb-1")["addrs"]["http"]
+        .as_str()
+        .expect("lb address")
+        .to_string();
+    let control = role(&status, "control-1")["addrs"]["http"]
+        .as_str()
+        .expect("control address")
+        .to_string();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+
+    // Open-loop writers and readers through the balancer, every request accounted for.
+    let started = Instant::now();
+    let run_for = Duration::from_secs(10);
+    let writer = {
+        let (http, lb) = (http.clone(), lb.clone());
+        tokio::spawn(async move {
+            let mut tasks = Vec::new();
+            let mut tick = tokio::time::interval(Duration::from_millis(25));
+            while started.elapsed() < run_for {
+                tick.tick().await;
+                let (http, lb) = (http.clone(), lb.clone());
+                let n = tasks.len();
+                tasks.push(tokio::spawn(async move {
+                    let body = json!({"firstName": format!("W{n}"), "lastName": "Failover",
+                        "address": {"streetAddress": "1 Main St", "city": "Boston", "state": "MA", "postalCode": "02134"}});
+                    let at = started.elapsed();
+                    match http.post(format!("http://{lb}/users")).json(&body).send().await {
+                        Ok(r) if r.status() == 201 => Ok(r.headers()["location"].to_str().expect("location").to_string()),
+                        Ok(r) => Err((at, r.status().as_u16())),
+                        Err(_) => Err((at, 0)),
+                    }
+                }));
+            }
+            let mut results = Vec::new();
+            for t in tasks {
+                results.push(t.await.expect("join"));
+            }
+            results
+        })
+    };
+    let reader = {
+        let (http, lb) = (http.clone(), lb.clone());
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while started.elapsed() < run_for {
+                match http.get(format!("http://{lb}/users/12")).send().await {
+                    Ok(r) if r.status() == 200 => ok += 1,
+                    Ok(r) => failed.push(r.status().as_u16()),
+                    Err(_) => failed.push(0),
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            (ok, failed)
+        })
+    };
+
+    // Stall the primary (SIGSTOP): it neither answers nor dies.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pid: i32 =
+        std::fs::read_to_string(dir.join("postgres").join("pg-1").join("postmaster.pid"))
+            .expect("postmaster.pid")
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .expect("a pid");
+    let stalled_at = started.elapsed();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .expect("SIGSTOP the primary");
+
+    let writes = writer.await.expect("writer");
+    let (reads_ok, reads_failed) = reader.await.expect("reader");
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGCONT,
+    );
+
+    // A new primary was published and promoted.
+    let cluster: Value = http
+        .get(format!("http://{control}/cluster"))
+        .send()
+        .await
+        .expect("GET /cluster")
+        .json()
+        .await
+        .expect("json");
+    let primary = cluster["cluster"]["primary"]
+        .as_str()
+        .expect("primary")
+        .to_string();
+    assert_ne!(primary, "pg-1", "{cluster:#}");
+    assert_eq!(cluster["cluster"]["fenced"], json!(["pg-1"]), "{cluster:#}");
+
+    // Writes failed only for a short while after the stall, and succeeded again after it.
+    let failed: Vec<&(Duration, u16)> = writes.iter().filter_map(|r| r.as_ref().err()).collect();
+    let acked: Vec<&String> = writes.iter().filter_map(|r| r.as_ref().ok()).collect();
+    if let Some(last) = failed.iter().map(|(at, _)| *at).max() {
+        assert!(
+            last < stalled_at + Duration::from_secs(5),
+            "writes still failed {:?} after the stall: {failed:?}{}",
+            last - stalled_at,
+            logs(&dir)
+        );
+    }
+    assert!(
+        failed.iter().all(|(_, status)| *status == 503),
+        "a failed write is a 503 (retry later), never anything else: {failed:?}"
+    );
+    assert!(
+        acked.len() > writes.len() / 2,
+        "{} of {} writes acknowledged",
+        acked.len(),
+        writes.len()
+    );
+    assert!(
+        reads_ok > 100 && reads_failed.is_empty(),
+        "reads failed during the failover: {reads_failed:?}"
+    );
+
+    // Every acknowledged write is on the new primary.
+    let new_primary = status_json(&dir);
+    let addr = role(&new_primary, &primary)["addrs"]["postgres"]
+        .as_str()
+        .expect("address")
+        .to_string();
+    let (client, connection) = tokio_postgres::connect(
+        &format!("postgresql://strata@{addr}/strata"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("connect to the new primary");
+    tokio::spawn(connection);
+    let ids: std::collections::HashSet<String> = client
+        .query(
+            "SELECT id::text FROM users WHERE profile->>'lastName' = 'Failover'",
+            &[],
+        )
+        .await
+        .expect("query")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let missing: Vec<&&String> = acked
+        .iter()
+        .filter(|l| !ids.contains(l.rsplit('/').next().unwrap_or_default()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged writes lost in the failover: {missing:?}"
+    );
+
+    // The old primary comes back by itself, as a replica of the new one.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = status_json(&dir);
+        if role(&status, "pg-1")["database"]["role"] == "replica" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pg-1 did not rejoin as a replica: {status:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
