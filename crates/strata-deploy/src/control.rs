@@ -30,6 +30,36 @@ pub fn is_alive(pid: u32) -> bool {
     }
 }
 
+/// The direct children of a process (from `/proc`; empty where there is none).
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // pid (comm) state ppid …: the comm may hold spaces or parentheses.
+                    let rest = stat.rsplit_once(')')?.1;
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
+/// Sends `sig` to a process and to its direct children, children first — for a PostgreSQL
+/// postmaster, whose backends would otherwise outlive it for a while (or forever, if stopped).
+pub fn signal_tree(pid: u32, sig: Signal) {
+    for child in children(pid) {
+        signal(child, sig);
+    }
+    signal(pid, sig);
+}
+
 /// Sends a signal, ignoring processes that are already gone.
 pub fn signal(pid: u32, sig: Signal) {
     if let Ok(raw) = i32::try_from(pid)

@@ -157,8 +157,8 @@ fn slot_name(role: &str) -> String {
         .collect()
 }
 
-/// Kills a server by the pid in its `postmaster.pid` (it may be stalled: SIGKILL works on a
-/// stopped process too).
+/// Kills a server — its postmaster and every backend — by the pid in its `postmaster.pid`
+/// (SIGKILL works on stalled, stopped processes too).
 fn kill_server(data: &Path) {
     let Ok(text) = std::fs::read_to_string(data.join("postmaster.pid")) else {
         return;
@@ -166,12 +166,9 @@ fn kill_server(data: &Path) {
     if let Some(pid) = text
         .lines()
         .next()
-        .and_then(|l| l.trim().parse::<i32>().ok())
+        .and_then(|l| l.trim().parse::<u32>().ok())
     {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+        strata_deploy::control::signal_tree(pid, nix::sys::signal::Signal::SIGKILL);
     }
 }
 

@@ -426,6 +426,10 @@ impl Node {
     fn rejoin(&self, primary: &str) -> anyhow::Result<()> {
         tracing::warn!(%primary, "this server was a primary and is fenced: rejoining as a replica (pg_rewind)");
         self.ensure_slot(primary)?;
+        // A just-promoted primary records its new timeline in its control file only at its
+        // next checkpoint; until then pg_rewind sees one timeline and wrongly finds nothing to
+        // undo.
+        self.psql(primary, "CHECKPOINT")?;
         let (host, port) = primary
             .rsplit_once(':')
             .context("an address is HOST:PORT")?;
@@ -671,8 +675,9 @@ pub async fn run(args: PostgresArgs) -> anyhow::Result<()> {
             anyhow::bail!("postgres exited ({status})");
         }
         primary = fenced => {
-            // Another server was made primary: this one must stop taking writes at once.
-            let _ = kill(server_pid, Signal::SIGKILL);
+            // Another server was made primary: this one must stop taking writes at once —
+            // its backends too, which would otherwise finish what they are doing.
+            strata_deploy::control::signal_tree(server_pid.as_raw() as u32, Signal::SIGKILL);
             let _ = exited.await;
             anyhow::bail!(
                 "fenced: {primary} is the primary now; this server stopped and will come back as its replica"

@@ -449,18 +449,12 @@ async fn a_stalled_primary_is_failed_over_and_no_acknowledged_write_is_lost() {
             .and_then(|l| l.trim().parse().ok())
             .expect("a pid");
     let stalled_at = started.elapsed();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGSTOP,
-    )
-    .expect("SIGSTOP the primary");
+    // The whole server: the postmaster and every backend and WAL sender.
+    strata_deploy::control::signal_tree(pid as u32, nix::sys::signal::Signal::SIGSTOP);
 
     let writes = writer.await.expect("writer");
     let (reads_ok, reads_failed) = reader.await.expect("reader");
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGCONT,
-    );
+    strata_deploy::control::signal_tree(pid as u32, nix::sys::signal::Signal::SIGCONT);
 
     // A new primary was published and promoted.
     let cluster: Value = http
