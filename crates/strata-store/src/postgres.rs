@@ -36,6 +36,8 @@ use crate::{
 pub const FORMAT: &str = "strata-users";
 /// How long a read waits for a commit it was asked to see.
 pub const READ_AFTER_WAIT: Duration = Duration::from_millis(200);
+/// Pause between attempts to open a connection while the server is unreachable.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
 /// Advisory lock key held while migrating ("strata" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7374_7261_7461;
 
@@ -64,6 +66,11 @@ pub struct PgConfig {
     pub connect_timeout: Duration,
     /// Any one call, waiting for a pooled connection included.
     pub call_timeout: Duration,
+    /// While no connection can be opened — the server is down, or a failover is under way — a
+    /// call keeps trying for this long (within `call_timeout`) before it gives up. Safe for
+    /// writes: a statement that never had a connection certainly did not commit. Zero for
+    /// replicas, whose reads should move on to another server at once.
+    pub reconnect_for: Duration,
 }
 
 impl PgConfig {
@@ -73,6 +80,7 @@ impl PgConfig {
             max_connections: 16,
             connect_timeout: Duration::from_secs(2),
             call_timeout: Duration::from_secs(5),
+            reconnect_for: Duration::from_secs(5),
         }
     }
 }
@@ -91,6 +99,7 @@ pub struct PgOpened {
 pub struct PgStore {
     pool: Pool,
     call_timeout: Duration,
+    reconnect_for: Duration,
     /// The URL without its password, for messages.
     display: String,
 }
@@ -242,6 +251,7 @@ impl PgStore {
         Ok(PgStore {
             pool,
             call_timeout: config.call_timeout,
+            reconnect_for: config.reconnect_for.min(config.call_timeout),
             display,
         })
     }
@@ -265,7 +275,18 @@ impl PgStore {
         Fut: Future<Output = Result<T, StoreError>>,
     {
         let work = async {
-            let client = self.client().await?;
+            // No connection yet means nothing was sent: trying again is always safe.
+            let give_up = Instant::now() + self.reconnect_for;
+            let client = loop {
+                match self.client().await {
+                    Ok(client) => break client,
+                    Err(e) if Instant::now() + RECONNECT_PAUSE < give_up => {
+                        tracing::debug!(error = %e, "no connection yet; trying again");
+                        tokio::time::sleep(RECONNECT_PAUSE).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
             f(client).await
         };
         match tokio::time::timeout(self.call_timeout, work).await {

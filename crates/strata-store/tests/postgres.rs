@@ -184,4 +184,28 @@ async fn the_postgres_engine_passes_the_store_suite_and_keeps_its_promises() {
         back.version, 2,
         "the write acknowledged before the kill survived it"
     );
+
+    // A write that finds no server keeps trying to connect (it certainly has not committed)
+    // and succeeds once the server is back within the call's deadline.
+    let mut config = PgConfig::new(&suite);
+    config.call_timeout = Duration::from_secs(8);
+    // Lazily: no connection is opened before the kill (a pooled one could carry the write to a
+    // dying backend, and then it would rightly not be retried).
+    let patient = PgStore::connect_lazily(&config).expect("pool");
+    tokio::task::block_in_place(|| pg.kill9());
+    let handle = tokio::runtime::Handle::current();
+    let written = std::thread::scope(|scope| {
+        let pg = &mut pg;
+        let restart = scope.spawn(move || {
+            std::thread::sleep(Duration::from_millis(800));
+            pg.restart();
+        });
+        let result = tokio::task::block_in_place(|| handle.block_on(patient.create(&user(501))));
+        restart.join().expect("restart thread");
+        result
+    });
+    assert!(
+        written.is_ok(),
+        "the write waited for the server: {written:?}"
+    );
 }

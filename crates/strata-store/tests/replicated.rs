@@ -58,6 +58,7 @@ async fn reads_use_healthy_replicas_and_never_go_stale() {
         let mut c = PgConfig::new(server.url_for("app"));
         c.call_timeout = Duration::from_secs(2);
         c.connect_timeout = Duration::from_millis(500);
+        c.reconnect_for = Duration::ZERO;
         c
     };
     let store = ReplicatedStore::new(

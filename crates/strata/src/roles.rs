@@ -190,6 +190,8 @@ fn with_replicas(
             c.max_connections = opts.postgres_pool as usize;
             c.connect_timeout = Duration::from_millis(500);
             c.call_timeout = Duration::from_secs(2);
+            // A replica that does not answer is skipped, not waited for.
+            c.reconnect_for = Duration::ZERO;
             c
         })
         .collect();
