@@ -246,6 +246,7 @@ pub fn plan_lb(
     topology: &Topology,
     public_port: u16,
     backends: &[(String, String)],
+    dir: &Path,
 ) -> Option<InstanceSpec> {
     let lb = topology.lb.as_ref()?;
     let mut args = vec![
@@ -257,6 +258,28 @@ pub fn plan_lb(
     for (name, addr) in backends {
         args.push("--backend".into());
         args.push(format!("{name}={addr}"));
+    }
+    if let Some(cookie) = &lb.sticky_cookie {
+        args.push("--sticky-cookie".into());
+        args.push(cookie.clone());
+    }
+    if let Some(tls) = &lb.tls {
+        args.push("--tls-listen".into());
+        args.push(format!("127.0.0.1:{}", tls.port));
+        match &tls.cert_and_key {
+            Some((cert, key)) => {
+                args.push("--tls-cert".into());
+                args.push(format!("{cert},{key}"));
+            }
+            None => {
+                // Written where clients of this deployment find it to trust.
+                args.push("--dev-cert".into());
+                args.push(dir.join("lb-1-dev-cert.pem").display().to_string());
+            }
+        }
+        if tls.redirect {
+            args.push("--https-redirect".into());
+        }
     }
     Some(InstanceSpec {
         name: "lb-1".into(),
@@ -718,7 +741,7 @@ pub async fn run(
                         Some((s.name.clone(), addr_of(&started, first_api + i, "http")?))
                     })
                     .collect();
-                plan_lb(topology, config.public_port, &backends)
+                plan_lb(topology, config.public_port, &backends, &config.dir)
             }
         {
             failures = start_all(
@@ -866,10 +889,16 @@ mod tests {
                 ("api-3", 0, "3")
             ]
         );
-        assert!(plan_lb(&t, 8080, &[]).is_none());
+        assert!(plan_lb(&t, 8080, &[], Path::new("/d")).is_none());
         let with_lb = Topology {
             lb: Some(crate::topology::LbSpec {
                 algorithm: "random".into(),
+                sticky_cookie: Some("pin".into()),
+                tls: Some(crate::topology::LbTls {
+                    port: 8443,
+                    cert_and_key: None,
+                    redirect: true,
+                }),
             }),
             ..t
         };
@@ -879,7 +908,28 @@ mod tests {
             vec![9002, 0, 0],
             "with a balancer no API takes the public port"
         );
-        let lb = plan_lb(&with_lb, 8080, &[("api-1".into(), "127.0.0.1:9002".into())]).expect("lb");
+        let lb = plan_lb(
+            &with_lb,
+            8080,
+            &[("api-1".into(), "127.0.0.1:9002".into())],
+            Path::new("/d"),
+        )
+        .expect("lb");
+        for expected in [
+            "--sticky-cookie",
+            "pin",
+            "--tls-listen",
+            "127.0.0.1:8443",
+            "--dev-cert",
+            "/d/lb-1-dev-cert.pem",
+            "--https-redirect",
+        ] {
+            assert!(
+                lb.args.contains(&expected.to_string()),
+                "{expected}: {:?}",
+                lb.args
+            );
+        }
         assert_eq!(lb.port, 8080);
         assert!(
             lb.args.contains(&"api-1=127.0.0.1:9002".to_string())

@@ -89,10 +89,37 @@ pub struct ApiSpec {
 }
 
 /// `[lb]`: one load balancer on the public port, in front of every API server.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LbSpec {
     pub algorithm: String,
+    /// Sticky sessions: the name of the signed cookie (`sticky_cookie`).
+    pub sticky_cookie: Option<String>,
+    /// TLS termination on a second port (`tls_port`, with `tls_cert` + `tls_key` or
+    /// `dev_cert = true`).
+    pub tls: Option<LbTls>,
 }
+
+/// The balancer's TLS listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LbTls {
+    /// 0: any free port.
+    pub port: u16,
+    /// PEM certificate chain and key; `None`: a self-signed certificate for local use.
+    pub cert_and_key: Option<(String, String)>,
+    /// Answer plain HTTP with a redirect to HTTPS (`https_redirect = true`).
+    pub redirect: bool,
+}
+
+const LB_KEYS: &[&str] = &[
+    "count",
+    "algorithm",
+    "sticky_cookie",
+    "tls_port",
+    "tls_cert",
+    "tls_key",
+    "dev_cert",
+    "https_redirect",
+];
 
 /// The most streaming replicas `strata up` runs.
 pub const MAX_REPLICAS: i64 = 4;
@@ -271,6 +298,7 @@ impl Topology {
             },
             lb: Some(LbSpec {
                 algorithm: "round-robin".into(),
+                ..LbSpec::default()
             }),
             data: DataEngine::Sqlite,
         }
@@ -420,12 +448,13 @@ impl Topology {
             None => {}
             Some(Value::Table(t)) => {
                 for key in t.keys() {
-                    if key != "count" && key != "algorithm" {
+                    if !LB_KEYS.contains(&key.as_str()) {
                         err(
                             line_of(text, Some("lb"), Some(key)),
                             format!(
-                                "unknown key `lb.{key}`{} (known: count, algorithm)",
-                                suggestion(key, &["count", "algorithm"])
+                                "unknown key `lb.{key}`{} (known: {})",
+                                suggestion(key, LB_KEYS),
+                                LB_KEYS.join(", ")
                             ),
                         );
                     }
@@ -459,7 +488,136 @@ impl Topology {
                         String::new()
                     }
                 };
-                lb = Some(LbSpec { algorithm });
+                let at = |key: &str| {
+                    line_of(text, Some("lb"), Some(key)).or_else(|| line_of(text, Some("lb"), None))
+                };
+                let sticky_cookie = match t.get("sticky_cookie") {
+                    None => None,
+                    Some(Value::String(c))
+                        if !c.is_empty()
+                            && c.len() <= 64
+                            && c.chars()
+                                .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch)) =>
+                    {
+                        Some(c.clone())
+                    }
+                    Some(v) => {
+                        err(
+                            at("sticky_cookie"),
+                            format!(
+                                "`lb.sticky_cookie` must be a cookie name (letters, digits, - _ .; up to 64), not {}",
+                                show(v)
+                            ),
+                        );
+                        None
+                    }
+                };
+                let string =
+                    |key: &str, errors: &mut dyn FnMut(Option<usize>, String)| match t.get(key) {
+                        None => None,
+                        Some(Value::String(p)) if !p.trim().is_empty() => Some(p.clone()),
+                        Some(v) => {
+                            errors(
+                                at(key),
+                                format!("`lb.{key}` must be a file path, not {}", show(v)),
+                            );
+                            None
+                        }
+                    };
+                let cert = string("tls_cert", &mut err);
+                let key = string("tls_key", &mut err);
+                let dev_cert = match t.get("dev_cert") {
+                    None => false,
+                    Some(Value::Boolean(b)) => *b,
+                    Some(v) => {
+                        err(
+                            at("dev_cert"),
+                            format!("`lb.dev_cert` must be true or false, not {}", show(v)),
+                        );
+                        false
+                    }
+                };
+                let redirect = match t.get("https_redirect") {
+                    None => false,
+                    Some(Value::Boolean(b)) => *b,
+                    Some(v) => {
+                        err(
+                            at("https_redirect"),
+                            format!("`lb.https_redirect` must be true or false, not {}", show(v)),
+                        );
+                        false
+                    }
+                };
+                let tls_port = match t.get("tls_port") {
+                    None => None,
+                    Some(Value::Integer(p)) if (0..=65535).contains(p) => Some(*p as u16),
+                    Some(v) => {
+                        err(
+                            at("tls_port"),
+                            format!("`lb.tls_port` must be a port, 0 to 65535, not {}", show(v)),
+                        );
+                        None
+                    }
+                };
+                let tls = match (tls_port, cert, key, dev_cert) {
+                    (None, None, None, false) => {
+                        if redirect {
+                            err(
+                                at("https_redirect"),
+                                "`lb.https_redirect` needs TLS: set `tls_port`".into(),
+                            );
+                        }
+                        None
+                    }
+                    (Some(port), Some(c), Some(k), false) => Some(LbTls {
+                        port,
+                        cert_and_key: Some((c, k)),
+                        redirect,
+                    }),
+                    (Some(port), None, None, true) => Some(LbTls {
+                        port,
+                        cert_and_key: None,
+                        redirect,
+                    }),
+                    (None, ..) => {
+                        err(
+                            at("tls_port"),
+                            "TLS settings need `lb.tls_port` (0 picks a free port)".into(),
+                        );
+                        None
+                    }
+                    (Some(_), _, _, true) => {
+                        err(
+                            at("dev_cert"),
+                            "`lb.dev_cert = true` cannot go with `tls_cert`/`tls_key`: choose one"
+                                .into(),
+                        );
+                        None
+                    }
+                    (Some(_), ..) => {
+                        err(
+                            at("tls_port"),
+                            "`lb.tls_port` needs `tls_cert` and `tls_key` (PEM files), or `dev_cert = true` for a self-signed certificate".into(),
+                        );
+                        None
+                    }
+                };
+                if let (Some(tls), true) = (&tls, public_port != 0)
+                    && tls.port == public_port
+                {
+                    err(
+                        at("tls_port"),
+                        format!(
+                            "`lb.tls_port` {} clashes with the public port (see --port)",
+                            tls.port
+                        ),
+                    );
+                }
+                lb = Some(LbSpec {
+                    algorithm,
+                    sticky_cookie,
+                    tls,
+                });
             }
             Some(v) => err(
                 line_of(text, None, Some("lb")),
@@ -702,6 +860,57 @@ mod tests {
     }
 
     #[test]
+    fn the_balancer_takes_sticky_sessions_and_tls_and_refuses_what_does_not_fit() {
+        let t = Topology::parse(
+            "[lb]\nsticky_cookie = \"pin\"\ntls_port = 8443\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\nhttps_redirect = true\n[api]\ncount = 1\n",
+            8080,
+        )
+        .expect("valid");
+        let lb = t.lb.expect("lb");
+        assert_eq!(lb.sticky_cookie.as_deref(), Some("pin"));
+        assert_eq!(
+            lb.tls,
+            Some(LbTls {
+                port: 8443,
+                cert_and_key: Some(("c.pem".into(), "k.pem".into())),
+                redirect: true
+            })
+        );
+        let t = Topology::parse(
+            "[lb]\ntls_port = 0\ndev_cert = true\n[api]\ncount = 1\n",
+            8080,
+        )
+        .expect("valid");
+        assert_eq!(t.lb.and_then(|l| l.tls).map(|t| t.cert_and_key), Some(None));
+
+        for (bad, says) in [
+            ("tls_port = 8443\n", "needs `tls_cert` and `tls_key`"),
+            (
+                "tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n",
+                "need `lb.tls_port`",
+            ),
+            (
+                "tls_port = 8443\ndev_cert = true\ntls_cert = \"c\"\ntls_key = \"k\"\n",
+                "choose one",
+            ),
+            ("https_redirect = true\n", "needs TLS"),
+            (
+                "tls_port = 8080\ndev_cert = true\n",
+                "clashes with the public port",
+            ),
+            ("sticky_cookie = \"a b\"\n", "cookie name"),
+            ("tls_port = 70000\ndev_cert = true\n", "0 to 65535"),
+        ] {
+            let e = errors(&format!("[lb]\n{bad}[api]\ncount = 1\n"));
+            assert!(
+                e.iter()
+                    .any(|e| e.message.contains(says) && e.line.is_some()),
+                "{bad:?} should say {says:?}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
     fn postgres_with_replicas_or_by_url_and_what_cannot_go_together() {
         let t = Topology::parse(
             "[api]\ncount = 2\n[data]\nengine = \"postgres\"\nreplicas = 2\ncommit = \"async\"\n",
@@ -795,7 +1004,8 @@ mod tests {
         assert_eq!(
             t.lb,
             Some(LbSpec {
-                algorithm: "least-connections".into()
+                algorithm: "least-connections".into(),
+                ..LbSpec::default()
             })
         );
         assert_eq!(t.instance_count(), 3);

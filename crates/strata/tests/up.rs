@@ -368,3 +368,62 @@ fn gets_through_the_balancer_never_fail_when_a_backend_is_killed() {
     );
     assert!(ok > 100, "the load ran ({ok} GETs)");
 }
+
+#[test]
+fn a_topology_can_give_the_balancer_tls_and_sticky_sessions() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("deploy");
+    let topology = tmp.path().join("tls.toml");
+    std::fs::write(
+        &topology,
+        "[lb]\nsticky_cookie = \"pin\"\ntls_port = 0\ndev_cert = true\n[api]\ncount = 2\n",
+    )
+    .expect("write");
+    let _cleanup = Cleanup(&dir);
+    let out = strata(
+        &[
+            "up",
+            "-d",
+            "--port",
+            "0",
+            "-f",
+            &topology.display().to_string(),
+        ],
+        &dir,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        explain("strata up -d", &out, &dir)
+    );
+    let status = status_json(&dir);
+    let lb = status["roles"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["name"] == "lb-1"))
+        .expect("lb-1")
+        .clone();
+    let https = lb["addrs"]["https"].as_str().expect("an https address");
+    let cert = dir.join("lb-1-dev-cert.pem");
+    assert!(
+        cert.exists(),
+        "the dev certificate is written for clients to trust"
+    );
+    // curl checks the certificate against the written one (no -k).
+    let out = Command::new("curl")
+        .args(["-s", "-i", "--max-time", "10", "--cacert"])
+        .arg(&cert)
+        .arg(format!("https://{https}/users/12"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "curl failed: {:?}", out.status);
+    assert!(
+        text.starts_with("HTTP/2 200") || text.starts_with("HTTP/1.1 200"),
+        "{text}"
+    );
+    assert!(text.contains("\"firstName\":\"John\""), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("set-cookie: pin="),
+        "the sticky cookie is set: {text}"
+    );
+}
