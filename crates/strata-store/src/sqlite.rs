@@ -121,7 +121,21 @@ fn sql_id(id: UserId) -> Option<i64> {
 fn configure(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(|e| unusable(path, e))?;
-    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(|e| match &e {
+    // Several processes opening a new file at once race to switch it to WAL, and SQLite answers
+    // that race with SQLITE_BUSY without consulting the busy handler: retry it ourselves.
+    let deadline = Instant::now() + BUSY_TIMEOUT;
+    let switched = loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
+            Err(rusqlite::Error::SqliteFailure(f, _))
+                if matches!(f.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => break other,
+        }
+    };
+    let mode: String = switched.map_err(|e| match &e {
         rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::NotADatabase => unusable(
             path,
             "is not a database (not an SQLite file): move it away or pass another --data directory",

@@ -193,3 +193,33 @@ async fn a_corrupt_profile_row_is_reported_and_never_served() {
         other => panic!("expected Corrupt, got {other:?}"),
     }
 }
+
+#[test]
+fn many_openers_of_a_new_directory_at_once_all_succeed_and_one_creates_it() {
+    // As `strata up` starts several API servers on one new data directory: they race to
+    // create the file, switch it to WAL and migrate it.
+    for round in 0..10 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
+        let openers: Vec<_> = (0..6)
+            .map(|_| {
+                let (path, barrier) = (dir.path().to_path_buf(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    SqliteStore::open(&path).map(|o| o.created)
+                })
+            })
+            .collect();
+        let mut created = 0;
+        for opener in openers {
+            match opener.join().expect("join") {
+                Ok(c) => created += usize::from(c),
+                Err(e) => panic!("round {round}: a concurrent open failed: {e}"),
+            }
+        }
+        assert_eq!(
+            created, 1,
+            "round {round}: exactly one opener creates the schema"
+        );
+    }
+}
