@@ -34,6 +34,20 @@ impl ClusterState {
     }
 }
 
+/// The physical replication slot that the primary keeps for a server (`pg-2` → `pg_2`: slot
+/// names are lower-case letters, digits and underscores).
+pub fn slot_name(role: &str) -> String {
+    role.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// `DIR/postgres/cluster.json` given the PostgreSQL directory (`DIR/postgres`).
 pub fn path(postgres_dir: &Path) -> PathBuf {
     postgres_dir.join(CLUSTER_FILE)
@@ -66,6 +80,12 @@ pub fn write(postgres_dir: &Path, state: &ClusterState) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slot_names_are_safe_identifiers() {
+        assert_eq!(slot_name("pg-2"), "pg_2");
+        assert_eq!(slot_name("PG.3"), "pg_3");
+    }
 
     #[test]
     fn a_cluster_state_round_trips_and_a_missing_file_is_none() {

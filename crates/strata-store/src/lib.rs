@@ -154,3 +154,12 @@ pub trait Store: Send + Sync + 'static {
     /// A short name for logs and `/readyz` (`sqlite`, `postgres`).
     fn engine(&self) -> &'static str;
 }
+
+/// Inserts the canonical user 12 (John Smith) unless it exists. True if it was inserted.
+pub async fn ensure_canonical_user(store: &dyn Store) -> Result<bool, StoreError> {
+    match store.create(&User::canonical()).await {
+        Ok(_) => Ok(true),
+        Err(StoreError::AlreadyExists(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}

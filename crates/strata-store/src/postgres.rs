@@ -403,11 +403,7 @@ impl PgStore {
 
     /// Inserts the canonical user 12 unless it exists. True if it was inserted.
     pub async fn ensure_canonical_user(&self) -> Result<bool, StoreError> {
-        match self.create(&User::canonical()).await {
-            Ok(_) => Ok(true),
-            Err(StoreError::AlreadyExists(_)) => Ok(false),
-            Err(e) => Err(e),
-        }
+        crate::ensure_canonical_user(self).await
     }
 
     /// Whether this server is in recovery (a standby), and its WAL position.

@@ -258,11 +258,7 @@ impl SqliteStore {
 
     /// Inserts the canonical user 12 unless it exists. True if it was inserted.
     pub async fn ensure_canonical_user(&self) -> Result<bool, StoreError> {
-        match self.create(&User::canonical()).await {
-            Ok(_) => Ok(true),
-            Err(StoreError::AlreadyExists(_)) => Ok(false),
-            Err(e) => Err(e),
-        }
+        crate::ensure_canonical_user(self).await
     }
 
     async fn with_writer<T, F>(&self, f: F) -> Result<T, StoreError>

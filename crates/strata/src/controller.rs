@@ -31,7 +31,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::routing::get;
 use strata_core::ready::ReadyLine;
-use strata_deploy::cluster::{self, ClusterState};
+use strata_deploy::cluster::{self, ClusterState, slot_name};
 use strata_deploy::supervisor::POSTGRES_USER;
 use strata_store::postgres::{format_lsn, parse_lsn};
 
@@ -143,18 +143,6 @@ async fn replica_position(addr: &str, timeout: Duration) -> Option<u64> {
     let in_recovery: bool = row.try_get(0).ok()?;
     let lsn: Option<String> = row.try_get(1).ok()?;
     in_recovery.then(|| lsn.as_deref().and_then(parse_lsn).unwrap_or(0))
-}
-
-fn slot_name(role: &str) -> String {
-    role.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 /// Kills a server — its postmaster and every backend — by the pid in its `postmaster.pid`
@@ -311,6 +299,33 @@ async fn complete(
     Ok(())
 }
 
+/// Runs [`complete`] for a published failover; true when it is done (metrics and the view are
+/// updated), false when it must be tried again.
+async fn finish(
+    args: &ControlArgs,
+    shared: &Shared,
+    state: &ClusterState,
+    started: Instant,
+    timeout: Duration,
+) -> bool {
+    match complete(args, state, timeout).await {
+        Ok(()) => {
+            metrics::counter!("strata_control_failovers_total").increment(1);
+            let took = started.elapsed().as_millis() as u64;
+            shared
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .last_failover_ms = Some(took);
+            tracing::warn!(primary = %state.primary, took_ms = took, "failover done");
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "completing the failover failed; retrying");
+            false
+        }
+    }
+}
+
 pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
     strata_core::telemetry::init();
     let metrics = strata_core::telemetry::prometheus();
@@ -384,20 +399,8 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
                 .clone();
             let step_timeout = interval.max(Duration::from_millis(300));
             if let Some(started) = incomplete {
-                match complete(&args, &current, step_timeout).await {
-                    Ok(()) => {
-                        incomplete = None;
-                        metrics::counter!("strata_control_failovers_total").increment(1);
-                        let took = started.elapsed().as_millis() as u64;
-                        shared
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .last_failover_ms = Some(took);
-                        tracing::warn!(primary = %current.primary, took_ms = took, "failover done");
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %format!("{e:#}"), "completing the failover failed; retrying")
-                    }
+                if finish(&args, &shared, &current, started, step_timeout).await {
+                    incomplete = None;
                 }
                 continue;
             }
@@ -422,22 +425,9 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
                     Ok(new) => {
                         failures = 0;
                         shared.lock().unwrap_or_else(|p| p.into_inner()).cluster = new.clone();
-                        incomplete = Some(started);
                         // Straight on, not at the next tick: every millisecond here is downtime.
-                        match complete(&args, &new, step_timeout).await {
-                            Ok(()) => {
-                                incomplete = None;
-                                metrics::counter!("strata_control_failovers_total").increment(1);
-                                let took = started.elapsed().as_millis() as u64;
-                                shared
-                                    .lock()
-                                    .unwrap_or_else(|p| p.into_inner())
-                                    .last_failover_ms = Some(took);
-                                tracing::warn!(primary = %new.primary, took_ms = took, "failover done");
-                            }
-                            Err(e) => {
-                                tracing::error!(error = %format!("{e:#}"), "completing the failover failed; retrying")
-                            }
+                        if !finish(&args, &shared, &new, started, step_timeout).await {
+                            incomplete = Some(started);
                         }
                     }
                     Err(e) => {

@@ -26,7 +26,7 @@ use anyhow::Context as _;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use strata_core::ready::ReadyLine;
-use strata_deploy::cluster;
+use strata_deploy::cluster::{self, slot_name};
 use strata_deploy::supervisor::{POSTGRES_DATABASE, POSTGRES_USER};
 
 /// How replicas acknowledge the primary's commits.
@@ -180,19 +180,6 @@ fn run_to_end(mut cmd: std::process::Command, what: &str) -> anyhow::Result<()> 
         "{what} failed ({status}); its messages are above in this log"
     );
     Ok(())
-}
-
-/// A replication slot name from a role name (`pg-2` → `pg_2`).
-fn slot_name(role: &str) -> String {
-    role.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 /// Quotes a role name for `synchronous_standby_names`.
@@ -703,9 +690,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slot_and_standby_names_are_safe_identifiers() {
-        assert_eq!(slot_name("pg-2"), "pg_2");
-        assert_eq!(slot_name("PG.3"), "pg_3");
+    fn standby_names_are_quoted_identifiers() {
         assert_eq!(quoted("pg-2"), "\"pg-2\"");
         assert_eq!(quoted("a\"b"), "\"ab\"");
     }

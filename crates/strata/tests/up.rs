@@ -3,56 +3,15 @@
 //! process left; refuse a bad topology with every mistake listed; and never leave orphans
 //! when the supervisor itself is killed.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
+use common::{Cleanup, STRATA, explain, status_json, strata};
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
-
-const STRATA: &str = env!("CARGO_BIN_EXE_strata");
-
-fn strata(args: &[&str], dir: &Path) -> Output {
-    Command::new(STRATA)
-        .args(args)
-        .arg("--dir")
-        .arg(dir)
-        .output()
-        .expect("run strata")
-}
-
-/// Everything a failing test should show.
-fn explain(what: &str, out: &Output, dir: &Path) -> String {
-    let mut text = format!(
-        "{what}: status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if let Ok(entries) = std::fs::read_dir(dir.join("logs")) {
-        for e in entries.flatten() {
-            let log = std::fs::read_to_string(e.path()).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(15).collect();
-            text.push_str(&format!(
-                "\n--- {}\n{}",
-                e.path().display(),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            ));
-        }
-    }
-    text
-}
-
-fn status_json(dir: &Path) -> Value {
-    let out = strata(&["status", "--json"], dir);
-    assert!(
-        out.status.success(),
-        "{}",
-        explain("strata status --json", &out, dir)
-    );
-    serde_json::from_slice(&out.stdout).expect("status --json prints JSON")
-}
 
 fn alive(pid: u64) -> bool {
     let pid = pid as i32;
@@ -104,14 +63,6 @@ fn all_pids(status: &Value) -> Vec<u64> {
             .filter_map(|r| r["pid"].as_u64()),
     );
     pids
-}
-
-/// Stops a deployment left behind by a failed assertion.
-struct Cleanup<'a>(&'a Path);
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        let _ = strata(&["down"], self.0);
-    }
 }
 
 #[test]

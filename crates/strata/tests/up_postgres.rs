@@ -5,80 +5,18 @@
 //! writes go on meanwhile (the quorum needs one replica), and it catches up; `down` leaves no
 //! process behind.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
+use common::{Cleanup, explain, logs, status_json, strata};
+
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-
-const STRATA: &str = env!("CARGO_BIN_EXE_strata");
-
-fn strata(args: &[&str], dir: &Path) -> Output {
-    Command::new(STRATA)
-        .args(args)
-        .arg("--dir")
-        .arg(dir)
-        .output()
-        .expect("run strata")
-}
-
-fn explain(what: &str, out: &Output, dir: &Path) -> String {
-    let mut text = format!(
-        "{what}: status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if let Ok(entries) = std::fs::read_dir(dir.join("logs")) {
-        for e in entries.flatten() {
-            let log = std::fs::read_to_string(e.path()).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(15).collect();
-            text.push_str(&format!(
-                "\n--- {}\n{}",
-                e.path().display(),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            ));
-        }
-    }
-    text
-}
-
-/// The last lines of every role's log, for a failing assertion.
-fn logs(dir: &Path) -> String {
-    let mut text = String::new();
-    if let Ok(entries) = std::fs::read_dir(dir.join("logs")) {
-        for e in entries.flatten() {
-            let log = std::fs::read_to_string(e.path()).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(25).collect();
-            text.push_str(&format!(
-                "\n--- {}\n{}",
-                e.path().display(),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            ));
-        }
-    }
-    text
-}
-
-fn status_json(dir: &Path) -> Value {
-    let out = strata(&["status", "--json"], dir);
-    assert!(out.status.success(), "{}", explain("status", &out, dir));
-    serde_json::from_slice(&out.stdout).expect("status --json prints JSON")
-}
 
 fn role<'a>(status: &'a Value, name: &str) -> &'a Value {
     status["roles"]
         .as_array()
         .and_then(|roles| roles.iter().find(|r| r["name"] == name))
         .unwrap_or_else(|| panic!("no role {name} in {status:#}"))
-}
-
-/// Stops a deployment left behind by a failed assertion.
-struct Cleanup<'a>(&'a Path);
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        let _ = strata(&["down"], self.0);
-    }
 }
 
 /// Processes whose command line mentions `needle`.
@@ -480,7 +418,7 @@ async fn a_stalled_primary_is_failed_over_and_no_acknowledged_write_is_lost() {
             last < stalled_at + Duration::from_secs(5),
             "writes still failed {:?} after the stall: {failed:?}{}",
             last - stalled_at,
-            logs(&dir)
+            logs(&dir, 25)
         );
     }
     assert!(

@@ -1,0 +1,66 @@
+//! Helpers shared by the end-to-end tests that drive the `strata` binary.
+#![allow(dead_code)] // each test crate uses its own subset
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+pub const STRATA: &str = env!("CARGO_BIN_EXE_strata");
+
+/// Runs `strata ARGS --dir DIR`.
+pub fn strata(args: &[&str], dir: &Path) -> Output {
+    Command::new(STRATA)
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .output()
+        .expect("run strata")
+}
+
+/// The last `lines` lines of every role's log in a deployment directory.
+pub fn logs(dir: &Path, lines: usize) -> String {
+    let mut text = String::new();
+    if let Ok(entries) = std::fs::read_dir(dir.join("logs")) {
+        for e in entries.flatten() {
+            let log = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(lines).collect();
+            text.push_str(&format!(
+                "\n--- {}\n{}",
+                e.path().display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            ));
+        }
+    }
+    text
+}
+
+/// Everything a failing test should show: the command's outcome and the roles' logs.
+pub fn explain(what: &str, out: &Output, dir: &Path) -> String {
+    format!(
+        "{what}: status {:?}\n--- stdout\n{}\n--- stderr\n{}{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        logs(dir, 15)
+    )
+}
+
+/// `strata status --json` of a deployment.
+pub fn status_json(dir: &Path) -> Value {
+    let out = strata(&["status", "--json"], dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        explain("strata status --json", &out, dir)
+    );
+    serde_json::from_slice(&out.stdout).expect("status --json prints JSON")
+}
+
+/// Stops a deployment left behind by a failed assertion.
+pub struct Cleanup<'a>(pub &'a Path);
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        let _ = strata(&["down"], self.0);
+    }
+}
