@@ -10,8 +10,10 @@
 //! port and nothing outside the temporary directory is touched, so a machine that already runs
 //! PostgreSQL on 5432 is left alone. The server is stopped and its directory removed on drop.
 //!
-//! Faults are real: [`PgServer::kill9`] sends SIGKILL to the postmaster, [`PgServer::pause`]
-//! sends SIGSTOP.
+//! [`RedisServer`] and [`MemcachedServer`] do the same for `redis-server` and `memcached`
+//! (no persistence; Memcached as `nobody` when root, as it requires).
+//!
+//! Faults are real: `kill9` sends SIGKILL, `pause` SIGSTOP.
 
 use std::fs::File;
 use std::net::TcpListener;
@@ -501,5 +503,286 @@ mod tests {
             .output()
             .expect("psql");
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "kit");
+    }
+}
+
+/// A server process of its own (Redis, Memcached) on a free loopback port, killed on drop.
+#[derive(Debug)]
+struct Daemon {
+    program: &'static str,
+    args: Vec<String>,
+    /// Holds the log (and for Redis its working directory); removed on drop.
+    root: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+    /// What to send and what the answer starts with once the server is ready.
+    probe: (&'static [u8], &'static [u8]),
+}
+
+impl Daemon {
+    fn start(
+        program: &'static str,
+        args: impl Fn(u16, &Path) -> Vec<String>,
+        probe: (&'static [u8], &'static [u8]),
+    ) -> Result<Self, String> {
+        let root = tempfile::Builder::new()
+            .prefix(&format!("strata-{program}-"))
+            .tempdir()
+            .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+        let mut daemon = Daemon {
+            program,
+            args: Vec::new(),
+            root,
+            port: 0,
+            child: None,
+            probe,
+        };
+        // A free port can be taken between our check and the server's bind: try a few.
+        let mut last = String::new();
+        for _ in 0..3 {
+            daemon.port = free_port();
+            daemon.args = args(daemon.port, daemon.root.path());
+            match daemon.launch() {
+                Ok(()) => return Ok(daemon),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    fn launch(&mut self) -> Result<(), String> {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.root.path().join("server.log"))
+            .map_err(|e| format!("cannot open the log: {e}"))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| format!("cannot open the log: {e}"))?;
+        let child = Command::new(self.program)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err))
+            .spawn()
+            .map_err(|e| {
+                format!(
+                    "cannot run {} ({e}): install it (Debian: apt-get install {}; ./scripts/test does)",
+                    self.program,
+                    if self.program == "redis-server" { "redis-server" } else { "memcached" }
+                )
+            })?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.child = None;
+                let log = std::fs::read_to_string(self.root.path().join("server.log"))
+                    .unwrap_or_default();
+                return Err(format!(
+                    "{} exited ({status}): {}",
+                    self.program,
+                    log.trim()
+                ));
+            }
+            if self.answers() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("{} did not answer within 15 s", self.program));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends the probe and checks the answer.
+    fn answers(&self) -> bool {
+        use std::io::{Read as _, Write as _};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        if s.write_all(self.probe.0).is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 64];
+        matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(self.probe.1))
+    }
+
+    fn signal(&self, signal: Signal) {
+        if let Some(child) = &self.child {
+            let _ = kill(Pid::from_raw(child.id() as i32), signal);
+        }
+    }
+
+    fn stop(&mut self) {
+        self.signal(Signal::SIGCONT);
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+macro_rules! daemon_controls {
+    ($name:ident) => {
+        impl $name {
+            /// The loopback port it listens on.
+            pub fn port(&self) -> u16 {
+                self.0.port
+            }
+
+            /// `127.0.0.1:PORT`.
+            pub fn addr(&self) -> String {
+                format!("127.0.0.1:{}", self.0.port)
+            }
+
+            /// `kill -9`.
+            pub fn kill9(&mut self) {
+                self.0.signal(Signal::SIGKILL);
+                if let Some(mut child) = self.0.child.take() {
+                    let _ = child.wait();
+                }
+            }
+
+            /// SIGSTOP: connections stay open and unanswered.
+            pub fn pause(&self) {
+                self.0.signal(Signal::SIGSTOP);
+            }
+
+            /// SIGCONT after [`Self::pause`].
+            pub fn resume(&self) {
+                self.0.signal(Signal::SIGCONT);
+            }
+
+            /// Starts it again on the same port (empty: these test servers keep no data).
+            pub fn restart(&mut self) {
+                self.0.stop();
+                let deadline = Instant::now() + Duration::from_secs(10);
+                loop {
+                    match self.0.launch() {
+                        Ok(()) => return,
+                        Err(_) if Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(100))
+                        }
+                        Err(e) => panic!("cannot restart {}: {e}", self.0.program),
+                    }
+                }
+            }
+        }
+    };
+}
+
+/// A Redis server of its own (`redis-server` from the installed package): no persistence,
+/// loopback only, a free port.
+#[derive(Debug)]
+pub struct RedisServer(Daemon);
+
+impl RedisServer {
+    /// Starts it, or panics with the reason (and how to install Redis).
+    pub fn start() -> Self {
+        Daemon::start(
+            "redis-server",
+            |port, dir| {
+                [
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    &dir.display().to_string(),
+                ]
+                .into_iter()
+                .map(String::from)
+                .collect()
+            },
+            (b"PING\r\n", b"+PONG"),
+        )
+        .map(RedisServer)
+        .unwrap_or_else(|e| panic!("cannot start Redis: {e}"))
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.0.port)
+    }
+}
+
+daemon_controls!(RedisServer);
+
+/// A Memcached server of its own (`memcached` from the installed package), 64 MiB, TCP only on
+/// a free loopback port.
+#[derive(Debug)]
+pub struct MemcachedServer(Daemon);
+
+impl MemcachedServer {
+    /// Starts it, or panics with the reason (and how to install Memcached).
+    pub fn start() -> Self {
+        let as_root = nix::unistd::Uid::effective().is_root();
+        Daemon::start(
+            "memcached",
+            move |port, _| {
+                let mut args: Vec<String> = [
+                    "-l",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-U",
+                    "0",
+                    "-m",
+                    "64",
+                ]
+                .into_iter()
+                .map(String::from)
+                .collect();
+                if as_root {
+                    // Memcached refuses to run as root without naming a user to become.
+                    args.extend(["-u".to_string(), "nobody".to_string()]);
+                }
+                args
+            },
+            (b"version\r\n", b"VERSION"),
+        )
+        .map(MemcachedServer)
+        .unwrap_or_else(|e| panic!("cannot start Memcached: {e}"))
+    }
+}
+
+daemon_controls!(MemcachedServer);
+
+#[cfg(test)]
+mod daemon_tests {
+    use super::*;
+
+    #[test]
+    fn redis_and_memcached_start_on_free_ports_and_come_back_after_a_kill() {
+        let mut redis = RedisServer::start();
+        let memcached = MemcachedServer::start();
+        assert_ne!(redis.port(), 6379, "never the standard port");
+        assert_ne!(memcached.port(), 11211, "never the standard port");
+        assert!(redis.0.answers() && memcached.0.answers());
+        redis.kill9();
+        assert!(!redis.0.answers(), "a killed server does not answer");
+        redis.restart();
+        assert!(
+            redis.0.answers(),
+            "it answers again after a restart, on the same port"
+        );
+        memcached.pause();
+        assert!(!memcached.0.answers(), "a paused server does not answer");
+        memcached.resume();
+        assert!(memcached.0.answers());
     }
 }
