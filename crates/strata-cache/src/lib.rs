@@ -14,6 +14,15 @@
 //! Within one process this gives read-your-writes. Across processes each keeps its own L1, so
 //! another process may serve a value up to the TTL old; a shared L2 with invalidation is the
 //! job of a later level.
+//!
+//! [`kv`] is the textbook byte-cache interface (`set`/`get`/`delete`/`get_or_load`) with one
+//! contract for every backend: [`moka_kv`] in process, [`redis_kv`] shared.
+
+pub mod kv;
+pub mod moka_kv;
+pub mod redis_kv;
+
+pub use kv::CacheError;
 
 use std::hash::Hash;
 use std::sync::Arc;

@@ -1,0 +1,98 @@
+//! The `Cache` interface: every backend keeps one contract (the moka backend in process, the
+//! Redis backend against a real `redis-server` started by strata-testkit), and a dead Redis
+//! costs milliseconds and no failed read-through, then works again by itself.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use strata_cache::kv::{Cache, CacheError, contract, get_or_load};
+use strata_cache::moka_kv::{Eviction, MokaCache};
+use strata_cache::redis_kv::{RedisCache, RedisConfig};
+use strata_testkit::RedisServer;
+
+#[tokio::test]
+async fn the_moka_backend_keeps_the_contract_with_either_eviction_policy() {
+    for eviction in [Eviction::TinyLfu, Eviction::Lru] {
+        contract::run_all(&MokaCache::new(64 * 1024 * 1024, eviction)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_moka_backend_stays_within_its_byte_bound() {
+    let cache = MokaCache::new(100 * 1024, Eviction::Lru);
+    let ttl = Duration::from_secs(60);
+    for i in 0..1_000 {
+        cache
+            .set(&format!("k{i}"), Bytes::from(vec![0u8; 1024]), ttl)
+            .await
+            .expect("set");
+    }
+    let held = cache.entry_count().await;
+    assert!(
+        (50..=100).contains(&held),
+        "about 100 KiB of 1 KiB values is held, not all 1,000: {held}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_backend_keeps_the_contract_and_survives_a_dead_redis() {
+    let mut redis = tokio::task::spawn_blocking(RedisServer::start)
+        .await
+        .expect("start redis");
+    let cache = RedisCache::connect(&RedisConfig::new(redis.url()))
+        .await
+        .expect("connect");
+    assert_eq!(cache.name(), "redis");
+    contract::run_all(&cache).await;
+
+    // Redis dies: calls fail fast with Unavailable, and read-through still answers from the
+    // loader.
+    tokio::task::block_in_place(|| redis.kill9());
+    let started = Instant::now();
+    assert!(matches!(
+        cache.get("user:12").await,
+        Err(CacheError::Unavailable(_))
+    ));
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "a dead cache costs milliseconds: {:?}",
+        started.elapsed()
+    );
+    let got = get_or_load(&cache, "user:12", Duration::from_secs(60), || async {
+        Ok::<_, ()>(Some(Bytes::from_static(b"from the database")))
+    })
+    .await;
+    assert_eq!(got, Ok(Some(Bytes::from_static(b"from the database"))));
+
+    // It comes back (empty): the same cache object works again by itself.
+    tokio::task::block_in_place(|| redis.restart());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match cache
+            .set("back", Bytes::from_static(b"yes"), Duration::from_secs(60))
+            .await
+        {
+            Ok(()) => break,
+            Err(e) => assert!(Instant::now() < deadline, "Redis never came back: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        cache.get("back").await,
+        Ok(Some(Bytes::from_static(b"yes")))
+    );
+
+    // A stalled Redis (SIGSTOP) costs a call its deadline, not more.
+    redis.pause();
+    let started = Instant::now();
+    assert!(matches!(
+        cache.get("back").await,
+        Err(CacheError::Unavailable(_))
+    ));
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    redis.resume();
+}
