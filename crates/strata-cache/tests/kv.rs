@@ -1,14 +1,15 @@
-//! The `Cache` interface: every backend keeps one contract (the moka backend in process, the
-//! Redis backend against a real `redis-server` started by strata-testkit), and a dead Redis
-//! costs milliseconds and no failed read-through, then works again by itself.
+//! The `Cache` interface: every backend keeps one contract (moka in process; Redis and Memcached
+//! against real servers started by strata-testkit), and a dead or stalled shared cache costs
+//! milliseconds and no failed read-through, then works again by itself.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use strata_cache::kv::{Cache, CacheError, contract, get_or_load};
+use strata_cache::memcached_kv::{MemcachedCache, MemcachedConfig};
 use strata_cache::moka_kv::{Eviction, MokaCache};
 use strata_cache::redis_kv::{RedisCache, RedisConfig};
-use strata_testkit::RedisServer;
+use strata_testkit::{MemcachedServer, RedisServer};
 
 #[tokio::test]
 async fn the_moka_backend_keeps_the_contract_with_either_eviction_policy() {
@@ -95,4 +96,62 @@ async fn the_redis_backend_keeps_the_contract_and_survives_a_dead_redis() {
         started.elapsed()
     );
     redis.resume();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memcached_backend_keeps_the_contract_ignores_foreign_values_and_survives_a_dead_server()
+ {
+    let mut memcached = tokio::task::spawn_blocking(MemcachedServer::start)
+        .await
+        .expect("start memcached");
+    let cache = MemcachedCache::connect(&MemcachedConfig::new(memcached.addr()))
+        .await
+        .expect("connect");
+    assert_eq!(cache.name(), "memcached");
+    contract::run_all(&cache).await;
+
+    // A value written by something else (no header) is a miss, never served.
+    {
+        use std::io::{Read as _, Write as _};
+        let mut raw = std::net::TcpStream::connect(memcached.addr()).expect("connect");
+        raw.write_all(b"set user:99 0 60 4\r\nJohn\r\n")
+            .expect("write");
+        let mut answer = [0u8; 16];
+        let n = raw.read(&mut answer).expect("read");
+        assert!(answer[..n].starts_with(b"STORED"));
+    }
+    assert_eq!(cache.get("user:99").await, Ok(None));
+
+    // Dead, then back: fast failures meanwhile, the same object works again.
+    tokio::task::block_in_place(|| memcached.kill9());
+    let started = Instant::now();
+    assert!(matches!(
+        cache.get("user:12").await,
+        Err(CacheError::Unavailable(_))
+    ));
+    assert!(started.elapsed() < Duration::from_millis(500));
+    tokio::task::block_in_place(|| memcached.restart());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match cache
+            .set("back", Bytes::from_static(b"yes"), Duration::from_secs(60))
+            .await
+        {
+            Ok(()) => break,
+            Err(e) => assert!(Instant::now() < deadline, "Memcached never came back: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        cache.get("back").await,
+        Ok(Some(Bytes::from_static(b"yes")))
+    );
+    memcached.pause();
+    let started = Instant::now();
+    assert!(matches!(
+        cache.get("back").await,
+        Err(CacheError::Unavailable(_))
+    ));
+    assert!(started.elapsed() < Duration::from_millis(500));
+    memcached.resume();
 }

@@ -416,9 +416,13 @@ impl PgServer {
         }
     }
 
-    /// SIGSTOP: the server stalls, connections stay open and unanswered.
+    /// SIGSTOP: the server stalls, connections stay open and unanswered. Returns once the
+    /// postmaster is stopped.
     pub fn pause(&self) {
         self.signal(Signal::SIGSTOP);
+        if let Some(pid) = self.pid() {
+            wait_stopped(pid);
+        }
     }
 
     /// SIGCONT after [`PgServer::pause`].
@@ -470,6 +474,27 @@ impl PgServer {
 impl Drop for PgServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Waits (up to 1 s) until every thread of a process is stopped, as `/proc` reports it (a
+/// signal is delivered asynchronously, and a multi-threaded server stops thread by thread).
+fn wait_stopped(pid: u32) {
+    let stopped = || {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return true; // gone
+        };
+        tasks.filter_map(Result::ok).all(|task| {
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next());
+            matches!(state, Some("T") | Some("t") | None)
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while !stopped() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
@@ -653,9 +678,13 @@ macro_rules! daemon_controls {
                 }
             }
 
-            /// SIGSTOP: connections stay open and unanswered.
+            /// SIGSTOP: connections stay open and unanswered. Returns once the process is
+            /// stopped (a signal is delivered asynchronously).
             pub fn pause(&self) {
                 self.0.signal(Signal::SIGSTOP);
+                if let Some(child) = &self.0.child {
+                    wait_stopped(child.id());
+                }
             }
 
             /// SIGCONT after [`Self::pause`].
