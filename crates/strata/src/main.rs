@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 /// mimalloc instead of the system allocator: the proxy and API paths allocate small, short-lived
-/// buffers on several threads at once, where glibc's arenas cost ~15% of the balancer's CPU.
+/// buffers on several threads at once, where glibc's malloc and free took ~12% of the
+/// balancer's CPU (see BENCHMARKS.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
