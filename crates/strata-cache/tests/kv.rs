@@ -9,7 +9,7 @@ use strata_cache::kv::{Cache, CacheError, contract, get_or_load};
 use strata_cache::memcached_kv::{MemcachedCache, MemcachedConfig};
 use strata_cache::moka_kv::{Eviction, MokaCache};
 use strata_cache::redis_kv::{RedisCache, RedisConfig};
-use strata_testkit::{MemcachedServer, RedisServer};
+use strata_testkit::{Daemon, MemcachedServer, RedisServer};
 
 #[tokio::test]
 async fn the_moka_backend_keeps_the_contract_with_either_eviction_policy() {
@@ -46,56 +46,7 @@ async fn the_redis_backend_keeps_the_contract_and_survives_a_dead_redis() {
     assert_eq!(cache.name(), "redis");
     contract::run_all(&cache).await;
 
-    // Redis dies: calls fail fast with Unavailable, and read-through still answers from the
-    // loader.
-    tokio::task::block_in_place(|| redis.kill9());
-    let started = Instant::now();
-    assert!(matches!(
-        cache.get("user:12").await,
-        Err(CacheError::Unavailable(_))
-    ));
-    assert!(
-        started.elapsed() < Duration::from_millis(500),
-        "a dead cache costs milliseconds: {:?}",
-        started.elapsed()
-    );
-    let got = get_or_load(&cache, "user:12", Duration::from_secs(60), || async {
-        Ok::<_, ()>(Some(Bytes::from_static(b"from the database")))
-    })
-    .await;
-    assert_eq!(got, Ok(Some(Bytes::from_static(b"from the database"))));
-
-    // It comes back (empty): the same cache object works again by itself.
-    tokio::task::block_in_place(|| redis.restart());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match cache
-            .set("back", Bytes::from_static(b"yes"), Duration::from_secs(60))
-            .await
-        {
-            Ok(()) => break,
-            Err(e) => assert!(Instant::now() < deadline, "Redis never came back: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(
-        cache.get("back").await,
-        Ok(Some(Bytes::from_static(b"yes")))
-    );
-
-    // A stalled Redis (SIGSTOP) costs a call its deadline, not more.
-    redis.pause();
-    let started = Instant::now();
-    assert!(matches!(
-        cache.get("back").await,
-        Err(CacheError::Unavailable(_))
-    ));
-    assert!(
-        started.elapsed() < Duration::from_millis(500),
-        "{:?}",
-        started.elapsed()
-    );
-    redis.resume();
+    survives_a_dead_and_a_stalled_server(&cache, &mut redis).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,15 +73,31 @@ async fn the_memcached_backend_keeps_the_contract_ignores_foreign_values_and_sur
     }
     assert_eq!(cache.get("user:99").await, Ok(None));
 
-    // Dead, then back: fast failures meanwhile, the same object works again.
-    tokio::task::block_in_place(|| memcached.kill9());
+    survives_a_dead_and_a_stalled_server(&cache, &mut memcached).await;
+}
+
+/// The shared cache dies (`kill -9`): calls fail fast with `Unavailable` and read-through
+/// still answers from the loader; it comes back (empty) and the same cache object works again
+/// by itself; it stalls (SIGSTOP): a call costs its deadline, not more.
+async fn survives_a_dead_and_a_stalled_server(cache: &dyn Cache, server: &mut Daemon) {
+    tokio::task::block_in_place(|| server.kill9());
     let started = Instant::now();
     assert!(matches!(
         cache.get("user:12").await,
         Err(CacheError::Unavailable(_))
     ));
-    assert!(started.elapsed() < Duration::from_millis(500));
-    tokio::task::block_in_place(|| memcached.restart());
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "a dead cache costs milliseconds: {:?}",
+        started.elapsed()
+    );
+    let got = get_or_load(cache, "user:12", Duration::from_secs(60), || async {
+        Ok::<_, ()>(Some(Bytes::from_static(b"from the database")))
+    })
+    .await;
+    assert_eq!(got, Ok(Some(Bytes::from_static(b"from the database"))));
+
+    tokio::task::block_in_place(|| server.restart());
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match cache
@@ -138,7 +105,11 @@ async fn the_memcached_backend_keeps_the_contract_ignores_foreign_values_and_sur
             .await
         {
             Ok(()) => break,
-            Err(e) => assert!(Instant::now() < deadline, "Memcached never came back: {e}"),
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "{} never came back: {e}",
+                cache.name()
+            ),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -146,12 +117,17 @@ async fn the_memcached_backend_keeps_the_contract_ignores_foreign_values_and_sur
         cache.get("back").await,
         Ok(Some(Bytes::from_static(b"yes")))
     );
-    memcached.pause();
+
+    server.pause();
     let started = Instant::now();
     assert!(matches!(
         cache.get("back").await,
         Err(CacheError::Unavailable(_))
     ));
-    assert!(started.elapsed() < Duration::from_millis(500));
-    memcached.resume();
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    server.resume();
 }

@@ -128,6 +128,13 @@ async fn start_lb(backends: Vec<(&str, SocketAddr)>, tune: impl FnOnce(&mut LbCo
 }
 
 impl Lb {
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("GET")
+    }
     async fn who(&self) -> (u16, Value) {
         let r = self
             .client
@@ -715,12 +722,7 @@ async fn a_503_with_retry_after_is_passed_on_without_ejecting_the_backend_but_50
     })
     .await;
     for _ in 0..10 {
-        let r = lb
-            .client
-            .get(format!("{}/busy", lb.base))
-            .send()
-            .await
-            .expect("GET");
+        let r = lb.get("/busy").await;
         assert_eq!(r.status(), 503);
         assert_eq!(
             r.headers()["retry-after"],
@@ -735,13 +737,7 @@ async fn a_503_with_retry_after_is_passed_on_without_ejecting_the_backend_but_50
         "a is still in rotation"
     );
     for _ in 0..3 {
-        let r = lb
-            .client
-            .get(format!("{}/broken", lb.base))
-            .send()
-            .await
-            .expect("GET");
-        assert_eq!(r.status(), 500);
+        assert_eq!(lb.get("/broken").await.status(), 500);
     }
     let (status, _) = lb.who().await;
     assert_eq!(status, 503, "three 500s in a row eject the only backend");

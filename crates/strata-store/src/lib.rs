@@ -23,6 +23,7 @@ use strata_core::user::{User, UserId, UserProfile};
 pub mod conformance;
 pub mod postgres;
 pub mod replicated;
+mod rows;
 pub mod sqlite;
 
 /// A position in the store's commit order. Tokens from one store compare: a larger token is a

@@ -28,6 +28,7 @@ use strata_core::user::{User, UserId, UserProfile};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
 
+use crate::rows::{decode, list_start, sql_id};
 use crate::{
     CommitToken, Page, Precondition, ReadRequirement, Store, StoreError, StoredUser, WriteReceipt,
 };
@@ -150,9 +151,13 @@ fn engine_error(e: &tokio_postgres::Error) -> StoreError {
 /// What a write on a server that is no longer the primary reports.
 const READ_ONLY: &str = "postgres: the server is read-only (a replica, or a demoted primary)";
 
-/// SQL integers are signed: ids at or above 2^63 cannot be stored (and are never issued).
-fn sql_id(id: UserId) -> Option<i64> {
-    i64::try_from(id.0).ok()
+/// The version a conditional write requires, as the `$n::bigint` its statement compares with
+/// (NULL: any). A version beyond `i64` can match no row.
+fn expected_version(pre: Precondition) -> Option<i64> {
+    match pre {
+        Precondition::None => None,
+        Precondition::VersionIs(v) => Some(i64::try_from(v).unwrap_or(i64::MAX)),
+    }
 }
 
 /// Parses `XXXXXXXX/YYYYYYYY` (an LSN as PostgreSQL prints it).
@@ -172,17 +177,10 @@ pub fn format_lsn(lsn: u64) -> String {
 const POSITION_SQL: &str = "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
      ELSE pg_current_wal_lsn() END)::text";
 
-fn decode(id: i64, version: i64, profile: &str) -> Result<StoredUser, StoreError> {
-    let uid = UserId(id as u64);
-    let profile: UserProfile = serde_json::from_str(profile).map_err(|e| StoreError::Corrupt {
-        id: uid,
-        detail: e.to_string(),
-    })?;
-    Ok(StoredUser {
-        user: User { id: uid, profile },
-        version: version as u64,
-    })
-}
+/// [`POSITION_SQL`], whether the server is in recovery, and the WAL it has received (NULL on a
+/// primary): what [`NodeStatus`] holds.
+const STATUS_SQL: &str = "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
+     ELSE pg_current_wal_lsn() END)::text, pg_is_in_recovery(), pg_last_wal_receive_lsn()::text";
 
 fn row_user(row: &Row) -> Result<StoredUser, StoreError> {
     let id: i64 = row.try_get(0).map_err(|e| unavailable(&e))?;
@@ -406,24 +404,18 @@ impl PgStore {
         crate::ensure_canonical_user(self).await
     }
 
-    /// Whether this server is in recovery (a standby), and its WAL position.
+    /// Whether this server is in recovery (a standby), and its WAL positions.
     pub async fn status(&self) -> Result<NodeStatus, StoreError> {
         self.call(|client| async move {
             let statement = client
-                .prepare_cached(&format!(
-                    "SELECT ({}), pg_is_in_recovery()",
-                    &POSITION_SQL["SELECT ".len()..]
-                ))
+                .prepare_cached(STATUS_SQL)
                 .await
                 .map_err(|e| engine_error(&e))?;
             let row = client
                 .query_one(&statement, &[])
                 .await
                 .map_err(|e| engine_error(&e))?;
-            Ok(NodeStatus {
-                in_recovery: row.try_get(1).map_err(|e| unavailable(&e))?,
-                position: lsn_of(&row)?,
-            })
+            NodeStatus::of(&row)
         })
         .await
     }
@@ -448,9 +440,28 @@ pub struct NodeStatus {
     pub in_recovery: bool,
     /// Its WAL position: replayed on a standby, written on a primary.
     pub position: CommitToken,
+    /// The WAL it has received: on a standby at or past `position` (it replays all of it when
+    /// promoted); on a primary, `position`.
+    pub received: CommitToken,
 }
 
-/// Asks the server at `url` for its role and WAL position, over a fresh connection, within
+impl NodeStatus {
+    /// From a row of [`STATUS_SQL`].
+    fn of(row: &Row) -> Result<Self, StoreError> {
+        let position = lsn_of(row)?;
+        let received: Option<String> = row.try_get(2).map_err(|e| unavailable(&e))?;
+        Ok(NodeStatus {
+            in_recovery: row.try_get(1).map_err(|e| unavailable(&e))?,
+            position,
+            received: received
+                .as_deref()
+                .and_then(parse_lsn)
+                .map_or(position, |r| CommitToken(r).max(position)),
+        })
+    }
+}
+
+/// Asks the server at `url` for its role and WAL positions, over a fresh connection, within
 /// `timeout`.
 pub async fn probe_node(url: &str, timeout: Duration) -> Result<NodeStatus, StoreError> {
     let probe = async {
@@ -461,24 +472,12 @@ pub async fn probe_node(url: &str, timeout: Duration) -> Result<NodeStatus, Stor
         let (client, connection) = config.connect(NoTls).await.map_err(|e| unavailable(&e))?;
         let driver = tokio::spawn(connection);
         let row = client
-            .query_one(
-                &format!(
-                    "SELECT pg_is_in_recovery(), ({})",
-                    &POSITION_SQL["SELECT ".len()..]
-                ),
-                &[],
-            )
+            .query_one(STATUS_SQL, &[])
             .await
             .map_err(|e| engine_error(&e));
         drop(client);
         driver.abort();
-        let row = row?;
-        let in_recovery: bool = row.try_get(0).map_err(|e| unavailable(&e))?;
-        let text: Option<String> = row.try_get(1).map_err(|e| unavailable(&e))?;
-        Ok(NodeStatus {
-            in_recovery,
-            position: CommitToken(text.as_deref().and_then(parse_lsn).unwrap_or(0)),
-        })
+        NodeStatus::of(&row?)
     };
     tokio::time::timeout(timeout, probe)
         .await
@@ -601,10 +600,7 @@ impl Store for PgStore {
         let Some(key) = sql_id(id) else {
             return Err(StoreError::NotFound(id));
         };
-        let expected: Option<i64> = match pre {
-            Precondition::None => None,
-            Precondition::VersionIs(v) => Some(i64::try_from(v).unwrap_or(i64::MAX)),
-        };
+        let expected = expected_version(pre);
         let profile = profile.to_value().to_string();
         self.call(|client| async move {
             let (rows, commit) = write_then_position(
@@ -633,10 +629,7 @@ impl Store for PgStore {
         let Some(key) = sql_id(id) else {
             return Err(StoreError::NotFound(id));
         };
-        let expected: Option<i64> = match pre {
-            Precondition::None => None,
-            Precondition::VersionIs(v) => Some(i64::try_from(v).unwrap_or(i64::MAX)),
-        };
+        let expected = expected_version(pre);
         self.call(|client| async move {
             let (rows, commit) = write_then_position(
                 &client,
@@ -666,18 +659,11 @@ impl Store for PgStore {
         limit: u32,
         need: ReadRequirement,
     ) -> Result<Page, StoreError> {
-        // An `after` beyond the storable range has nothing after it.
-        let after_key = match after {
-            None => Some(-1i64),
-            Some(id) => sql_id(id),
-        };
+        let after_key = list_start(after);
         self.call(|client| async move {
             await_commit(&client, need).await?;
             let Some(after_key) = after_key else {
-                return Ok(Page {
-                    users: Vec::new(),
-                    next_after: None,
-                });
+                return Ok(Page::of(Vec::new(), limit));
             };
             let statement = client
                 .prepare_cached(
@@ -691,9 +677,7 @@ impl Store for PgStore {
                 .await
                 .map_err(|e| engine_error(&e))?;
             let users = rows.iter().map(row_user).collect::<Result<Vec<_>, _>>()?;
-            let next_after = (users.len() == limit as usize && limit > 0)
-                .then(|| users[users.len() - 1].user.id);
-            Ok(Page { users, next_after })
+            Ok(Page::of(users, limit))
         })
         .await
     }

@@ -22,6 +22,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use strata_core::user::{User, UserId, UserProfile};
 
+use crate::rows::{decode, list_start, sql_id};
 use crate::{
     CommitToken, Page, Precondition, ReadRequirement, Store, StoreError, StoredUser, WriteReceipt,
 };
@@ -111,11 +112,6 @@ fn engine_error(e: rusqlite::Error) -> StoreError {
 
 fn is_constraint(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation)
-}
-
-/// SQLite integers are signed: ids at or above 2^63 cannot be stored (and are never issued).
-fn sql_id(id: UserId) -> Option<i64> {
-    i64::try_from(id.0).ok()
 }
 
 fn configure(conn: &Connection, path: &Path) -> Result<(), StoreError> {
@@ -341,18 +337,6 @@ fn await_commit(conn: &Connection, need: ReadRequirement) -> Result<(), StoreErr
     }
 }
 
-fn decode(id: i64, version: i64, profile: &str) -> Result<StoredUser, StoreError> {
-    let uid = UserId(id as u64);
-    let profile: UserProfile = serde_json::from_str(profile).map_err(|e| StoreError::Corrupt {
-        id: uid,
-        detail: e.to_string(),
-    })?;
-    Ok(StoredUser {
-        user: User { id: uid, profile },
-        version: version as u64,
-    })
-}
-
 fn current_version(tx: &rusqlite::Transaction<'_>, id: i64) -> Result<Option<u64>, StoreError> {
     tx.query_row("SELECT version FROM users WHERE id = ?1", [id], |r| {
         r.get::<_, i64>(0)
@@ -484,18 +468,11 @@ impl Store for SqliteStore {
         limit: u32,
         need: ReadRequirement,
     ) -> Result<Page, StoreError> {
-        // An `after` beyond the storable range has nothing after it.
-        let after_key = match after {
-            None => Some(-1i64),
-            Some(id) => sql_id(id),
-        };
+        let after_key = list_start(after);
         self.with_reader(move |conn| {
             await_commit(conn, need)?;
             let Some(after_key) = after_key else {
-                return Ok(Page {
-                    users: Vec::new(),
-                    next_after: None,
-                });
+                return Ok(Page::of(Vec::new(), limit));
             };
             let mut stmt = conn
                 .prepare_cached(
@@ -516,9 +493,7 @@ impl Store for SqliteStore {
                 let (id, version, profile) = row.map_err(engine_error)?;
                 users.push(decode(id, version, &profile)?);
             }
-            let next_after = (users.len() == limit as usize && limit > 0)
-                .then(|| users[users.len() - 1].user.id);
-            Ok(Page { users, next_after })
+            Ok(Page::of(users, limit))
         })
         .await
     }

@@ -121,40 +121,9 @@ impl PgServer {
     pub fn try_start(options: PgOptions) -> Result<Self, String> {
         let bin = pg_bin_dir()?;
         let owner = run_as()?;
-        let root = tempfile::Builder::new()
-            .prefix("strata-pg-")
-            .tempdir()
-            .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-        // The postgres user must be able to reach its directories inside ours.
-        set_mode(root.path(), 0o755)?;
-        for dir in ["data", "sock"] {
-            let path = root.path().join(dir);
-            std::fs::create_dir(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            set_mode(&path, 0o700)?;
-            if let Some((uid, gid)) = owner {
-                std::os::unix::fs::chown(&path, Some(uid), Some(gid))
-                    .map_err(|e| format!("cannot give {} to postgres: {e}", path.display()))?;
-            }
-        }
-        let mut server = Self {
-            bin,
-            root,
-            port: 0,
-            options,
-            owner,
-            child: None,
-        };
+        let server = Self::prepare("strata-pg-", bin, owner, options)?;
         server.initdb()?;
-        // A free port can be taken between our check and the server's bind: try a few.
-        let mut last = String::new();
-        for _ in 0..3 {
-            server.port = free_port();
-            match server.launch() {
-                Ok(()) => return Ok(server),
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
+        server.launch_on_a_free_port()
     }
 
     /// A streaming replica of `primary`: `pg_basebackup -R` into a new directory, started as a
@@ -166,28 +135,12 @@ impl PgServer {
 
     /// As [`PgServer::start_replica_of`], or says why not.
     pub fn try_start_replica_of(primary: &PgServer, options: PgOptions) -> Result<Self, String> {
-        let root = tempfile::Builder::new()
-            .prefix("strata-pg-replica-")
-            .tempdir()
-            .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-        set_mode(root.path(), 0o755)?;
-        for dir in ["data", "sock"] {
-            let path = root.path().join(dir);
-            std::fs::create_dir(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            set_mode(&path, 0o700)?;
-            if let Some((uid, gid)) = primary.owner {
-                std::os::unix::fs::chown(&path, Some(uid), Some(gid))
-                    .map_err(|e| format!("cannot give {} to postgres: {e}", path.display()))?;
-            }
-        }
-        let mut server = Self {
-            bin: primary.bin.clone(),
-            root,
-            port: 0,
+        let server = Self::prepare(
+            "strata-pg-replica-",
+            primary.bin.clone(),
+            primary.owner,
             options,
-            owner: primary.owner,
-            child: None,
-        };
+        )?;
         let out = server
             .command("pg_basebackup")
             .arg("-D")
@@ -209,15 +162,7 @@ impl PgServer {
                 String::from_utf8_lossy(&out.stderr).trim()
             ));
         }
-        let mut last = String::new();
-        for _ in 0..3 {
-            server.port = free_port();
-            match server.launch() {
-                Ok(()) => return Ok(server),
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
+        server.launch_on_a_free_port()
     }
 
     /// Runs one SQL statement with psql and returns what it printed (unaligned, tuples only).
@@ -241,6 +186,52 @@ impl PgServer {
             String::from_utf8_lossy(&out.stderr).trim()
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// A temporary root with `data` and `sock` directories the server owner can use.
+    fn prepare(
+        prefix: &str,
+        bin: PathBuf,
+        owner: Option<(u32, u32)>,
+        options: PgOptions,
+    ) -> Result<Self, String> {
+        let root = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir()
+            .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+        // The postgres user must be able to reach its directories inside ours.
+        set_mode(root.path(), 0o755)?;
+        for dir in ["data", "sock"] {
+            let path = root.path().join(dir);
+            std::fs::create_dir(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            set_mode(&path, 0o700)?;
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                    .map_err(|e| format!("cannot give {} to postgres: {e}", path.display()))?;
+            }
+        }
+        Ok(Self {
+            bin,
+            root,
+            port: 0,
+            options,
+            owner,
+            child: None,
+        })
+    }
+
+    /// Starts the server on a free port. A port can be taken between our check and the
+    /// server's bind: a few are tried.
+    fn launch_on_a_free_port(mut self) -> Result<Self, String> {
+        let mut last = String::new();
+        for _ in 0..3 {
+            self.port = free_port();
+            match self.launch() {
+                Ok(()) => return Ok(self),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
     }
 
     fn command(&self, program: &str) -> Command {
@@ -533,7 +524,7 @@ mod tests {
 
 /// A server process of its own (Redis, Memcached) on a free loopback port, killed on drop.
 #[derive(Debug)]
-struct Daemon {
+pub struct Daemon {
     program: &'static str,
     args: Vec<String>,
     /// Holds the log (and for Redis its working directory); removed on drop.
@@ -657,54 +648,68 @@ impl Drop for Daemon {
     }
 }
 
-macro_rules! daemon_controls {
+impl Daemon {
+    /// The loopback port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        self.signal(Signal::SIGKILL);
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGSTOP: connections stay open and unanswered. Returns once the process is stopped (a
+    /// signal is delivered asynchronously).
+    pub fn pause(&self) {
+        self.signal(Signal::SIGSTOP);
+        if let Some(child) = &self.child {
+            wait_stopped(child.id());
+        }
+    }
+
+    /// SIGCONT after [`Daemon::pause`].
+    pub fn resume(&self) {
+        self.signal(Signal::SIGCONT);
+    }
+
+    /// Starts it again on the same port (empty: these test servers keep no data).
+    pub fn restart(&mut self) {
+        self.stop();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.launch() {
+                Ok(()) => return,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                Err(e) => panic!("cannot restart {}: {e}", self.program),
+            }
+        }
+    }
+}
+
+/// Redis and Memcached servers are a [`Daemon`] each: its controls (`addr`, `kill9`, `pause`,
+/// `resume`, `restart`) are theirs.
+macro_rules! derefs_to_daemon {
     ($name:ident) => {
-        impl $name {
-            /// The loopback port it listens on.
-            pub fn port(&self) -> u16 {
-                self.0.port
+        impl std::ops::Deref for $name {
+            type Target = Daemon;
+            fn deref(&self) -> &Daemon {
+                &self.0
             }
-
-            /// `127.0.0.1:PORT`.
-            pub fn addr(&self) -> String {
-                format!("127.0.0.1:{}", self.0.port)
-            }
-
-            /// `kill -9`.
-            pub fn kill9(&mut self) {
-                self.0.signal(Signal::SIGKILL);
-                if let Some(mut child) = self.0.child.take() {
-                    let _ = child.wait();
-                }
-            }
-
-            /// SIGSTOP: connections stay open and unanswered. Returns once the process is
-            /// stopped (a signal is delivered asynchronously).
-            pub fn pause(&self) {
-                self.0.signal(Signal::SIGSTOP);
-                if let Some(child) = &self.0.child {
-                    wait_stopped(child.id());
-                }
-            }
-
-            /// SIGCONT after [`Self::pause`].
-            pub fn resume(&self) {
-                self.0.signal(Signal::SIGCONT);
-            }
-
-            /// Starts it again on the same port (empty: these test servers keep no data).
-            pub fn restart(&mut self) {
-                self.0.stop();
-                let deadline = Instant::now() + Duration::from_secs(10);
-                loop {
-                    match self.0.launch() {
-                        Ok(()) => return,
-                        Err(_) if Instant::now() < deadline => {
-                            std::thread::sleep(Duration::from_millis(100))
-                        }
-                        Err(e) => panic!("cannot restart {}: {e}", self.0.program),
-                    }
-                }
+        }
+        impl std::ops::DerefMut for $name {
+            fn deref_mut(&mut self) -> &mut Daemon {
+                &mut self.0
             }
         }
     };
@@ -749,7 +754,7 @@ impl RedisServer {
     }
 }
 
-daemon_controls!(RedisServer);
+derefs_to_daemon!(RedisServer);
 
 /// A Memcached server of its own (`memcached` from the installed package), 64 MiB, TCP only on
 /// a free loopback port.
@@ -789,7 +794,7 @@ impl MemcachedServer {
     }
 }
 
-daemon_controls!(MemcachedServer);
+derefs_to_daemon!(MemcachedServer);
 
 #[cfg(test)]
 mod daemon_tests {
@@ -801,17 +806,17 @@ mod daemon_tests {
         let memcached = MemcachedServer::start();
         assert_ne!(redis.port(), 6379, "never the standard port");
         assert_ne!(memcached.port(), 11211, "never the standard port");
-        assert!(redis.0.answers() && memcached.0.answers());
+        assert!(redis.answers() && memcached.answers());
         redis.kill9();
-        assert!(!redis.0.answers(), "a killed server does not answer");
+        assert!(!redis.answers(), "a killed server does not answer");
         redis.restart();
         assert!(
-            redis.0.answers(),
+            redis.answers(),
             "it answers again after a restart, on the same port"
         );
         memcached.pause();
-        assert!(!memcached.0.answers(), "a paused server does not answer");
+        assert!(!memcached.answers(), "a paused server does not answer");
         memcached.resume();
-        assert!(memcached.0.answers());
+        assert!(memcached.answers());
     }
 }

@@ -33,7 +33,7 @@ use axum::routing::get;
 use strata_core::ready::ReadyLine;
 use strata_deploy::cluster::{self, ClusterState, slot_name};
 use strata_deploy::supervisor::POSTGRES_USER;
-use strata_store::postgres::{format_lsn, parse_lsn};
+use strata_store::postgres::{format_lsn, probe_node};
 
 use crate::pgnode::Commit;
 
@@ -96,8 +96,7 @@ type Shared = Arc<Mutex<View>>;
 /// Connects to one server with a deadline; the connection's driver runs until the client is
 /// dropped.
 async fn connect(addr: &str, timeout: Duration) -> anyhow::Result<tokio_postgres::Client> {
-    let url = format!("postgresql://{POSTGRES_USER}@{addr}/postgres");
-    let mut config: tokio_postgres::Config = url.parse().context("bad node address")?;
+    let mut config: tokio_postgres::Config = node_url(addr).parse().context("bad node address")?;
     config.connect_timeout(timeout);
     let (client, connection) = tokio::time::timeout(timeout, config.connect(tokio_postgres::NoTls))
         .await
@@ -107,55 +106,30 @@ async fn connect(addr: &str, timeout: Duration) -> anyhow::Result<tokio_postgres
     Ok(client)
 }
 
-/// Runs a query under a deadline.
-async fn query(
-    client: &tokio_postgres::Client,
-    sql: &str,
-    timeout: Duration,
-) -> anyhow::Result<Vec<tokio_postgres::Row>> {
-    tokio::time::timeout(timeout, client.query(sql, &[]))
-        .await
-        .context("no answer in time")?
-        .with_context(|| format!("`{sql}` failed"))
+/// A server's URL for probes.
+fn node_url(addr: &str) -> String {
+    format!("postgresql://{POSTGRES_USER}@{addr}/postgres")
 }
 
-/// One check of the primary: it answers, in time, and is not in recovery.
+/// One check of the primary: it answers within `timeout` (connecting included) and is not in
+/// recovery.
 async fn check_primary(addr: &str, timeout: Duration) -> anyhow::Result<()> {
-    let client = connect(addr, timeout).await?;
-    let rows = query(&client, "SELECT pg_is_in_recovery()", timeout).await?;
-    let in_recovery: bool = rows.first().context("no row")?.try_get(0)?;
-    anyhow::ensure!(!in_recovery, "the primary is in recovery");
+    let status = probe_node(&node_url(addr), timeout).await?;
+    anyhow::ensure!(!status.in_recovery, "the primary is in recovery");
     Ok(())
 }
 
-/// A replica's position, if it answers and is a replica.
+/// How much WAL a replica has received (it replays all of it when promoted), if it answers
+/// and is a replica.
 async fn replica_position(addr: &str, timeout: Duration) -> Option<u64> {
-    let client = connect(addr, timeout).await.ok()?;
-    let rows = query(
-        &client,
-        "SELECT pg_is_in_recovery(), \
-         greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text",
-        timeout,
-    )
-    .await
-    .ok()?;
-    let row = rows.first()?;
-    let in_recovery: bool = row.try_get(0).ok()?;
-    let lsn: Option<String> = row.try_get(1).ok()?;
-    in_recovery.then(|| lsn.as_deref().and_then(parse_lsn).unwrap_or(0))
+    let status = probe_node(&node_url(addr), timeout).await.ok()?;
+    status.in_recovery.then_some(status.received.0)
 }
 
 /// Kills a server — its postmaster and every backend — by the pid in its `postmaster.pid`
 /// (SIGKILL works on stalled, stopped processes too).
 fn kill_server(data: &Path) {
-    let Ok(text) = std::fs::read_to_string(data.join("postmaster.pid")) else {
-        return;
-    };
-    if let Some(pid) = text
-        .lines()
-        .next()
-        .and_then(|l| l.trim().parse::<u32>().ok())
-    {
+    if let Some(pid) = cluster::postmaster_pid(data) {
         strata_deploy::control::signal_tree(pid, nix::sys::signal::Signal::SIGKILL);
     }
 }

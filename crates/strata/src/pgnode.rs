@@ -235,17 +235,10 @@ fn wait_ready(
 /// A postmaster left running by an earlier instance of this role (one killed with SIGKILL
 /// cannot stop its server): stop it, so that this instance starts the server afresh.
 fn stop_leftover(data: &Path) {
-    let Ok(text) = std::fs::read_to_string(data.join("postmaster.pid")) else {
+    let Some(pid) = cluster::postmaster_pid(data) else {
         return;
     };
-    let Some(pid) = text
-        .lines()
-        .next()
-        .and_then(|l| l.trim().parse::<i32>().ok())
-    else {
-        return;
-    };
-    let pid = Pid::from_raw(pid);
+    let pid = Pid::from_raw(pid as i32);
     if kill(pid, None).is_err() {
         return;
     }
@@ -265,6 +258,7 @@ fn stop_leftover(data: &Path) {
 }
 
 /// One server's files and binaries, for the setup steps that run before it starts.
+#[derive(Clone)]
 struct Node {
     bin: PathBuf,
     data: PathBuf,
@@ -273,7 +267,13 @@ struct Node {
 }
 
 impl Node {
+    /// Runs one SQL statement at `addr` and returns what it printed (unaligned, tuples only).
     fn psql(&self, addr: &str, sql: &str) -> anyhow::Result<String> {
+        self.psql_session(addr, &[sql])
+    }
+
+    /// Runs statements one after another in one session (so a `SET` holds for the next ones).
+    fn psql_session(&self, addr: &str, statements: &[&str]) -> anyhow::Result<String> {
         let (host, port) = addr.rsplit_once(':').context("an address is HOST:PORT")?;
         let mut cmd = pg_command(&self.bin, "psql", self.owner)?;
         cmd.args([
@@ -285,11 +285,20 @@ impl Node {
             POSTGRES_USER,
             "-d",
             "postgres",
-        ])
-        .args(["-v", "ON_ERROR_STOP=1", "-tAc", sql])
-        .stdout(Stdio::piped());
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-tA",
+        ]);
+        for sql in statements {
+            cmd.arg("-c").arg(sql);
+        }
+        cmd.stdout(Stdio::piped());
         let out = cmd.output().context("cannot run psql")?;
-        anyhow::ensure!(out.status.success(), "psql at {addr} failed: {sql}");
+        anyhow::ensure!(
+            out.status.success(),
+            "psql at {addr} failed: {}",
+            statements.join("; ")
+        );
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
@@ -550,13 +559,14 @@ pub async fn run(args: PostgresArgs) -> anyhow::Result<()> {
     let data = args.data.clone();
     // DIR/postgres: where strata control publishes which server is the primary.
     let postgres_dir = data.parent().map(Path::to_path_buf).unwrap_or_default();
+    let node = Node {
+        bin: bin.clone(),
+        data: data.clone(),
+        name: args.name.clone(),
+        owner,
+    };
     let setup = {
-        let node = Node {
-            bin: bin.clone(),
-            data: data.clone(),
-            name: args.name.clone(),
-            owner,
-        };
+        let node = node.clone();
         let (replica_of, postgres_dir) = (args.replica_of, postgres_dir.clone());
         let standbys = match args.commit {
             Commit::Quorum => args.standbys.clone(),
@@ -608,42 +618,19 @@ pub async fn run(args: PostgresArgs) -> anyhow::Result<()> {
     if runs_as_primary {
         // The API servers' database, created once. Locally committed: the replicas it would
         // otherwise wait for start after this role is ready.
-        let mut check = pg_command(&bin, "psql", owner)?;
-        check
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-U",
-                POSTGRES_USER,
-                "-d",
-                "postgres",
-            ])
-            .args(["-v", "ON_ERROR_STOP=1", "-tAc"])
-            .arg(format!(
-                "SELECT 1 FROM pg_database WHERE datname = '{POSTGRES_DATABASE}'"
-            ))
-            .stdout(Stdio::piped());
-        let exists = check.output().context("cannot run psql")?;
-        if String::from_utf8_lossy(&exists.stdout).trim() != "1" {
-            let mut create = pg_command(&bin, "psql", owner)?;
-            create
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &port.to_string(),
-                    "-U",
-                    POSTGRES_USER,
-                    "-d",
-                    "postgres",
-                ])
-                .args(["-v", "ON_ERROR_STOP=1", "-q"])
-                .args(["-c", "SET synchronous_commit = local"])
-                .arg("-c")
-                .arg(format!("CREATE DATABASE {POSTGRES_DATABASE}"));
-            run_to_end(create, "CREATE DATABASE")?;
+        let local = format!("127.0.0.1:{port}");
+        let exists = node.psql(
+            &local,
+            &format!("SELECT 1 FROM pg_database WHERE datname = '{POSTGRES_DATABASE}'"),
+        )?;
+        if exists != "1" {
+            node.psql_session(
+                &local,
+                &[
+                    "SET synchronous_commit = local",
+                    &format!("CREATE DATABASE {POSTGRES_DATABASE}"),
+                ],
+            )?;
         }
     }
     let addr = SocketAddr::new(args.listen.ip(), port);

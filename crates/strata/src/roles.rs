@@ -136,36 +136,34 @@ pub(crate) async fn open_store(
     postgres: Option<&str>,
     pool: usize,
 ) -> anyhow::Result<(Arc<dyn Store>, String)> {
-    if let Some(url) = postgres {
-        let mut config = PgConfig::new(url);
-        config.max_connections = pool;
-        let opened = PgStore::connect(&config)
-            .await
-            .context("cannot use the PostgreSQL database given by --postgres")?;
-        let where_ = format!("postgres {}", opened.store.describe());
-        if opened.created
-            && opened
-                .store
-                .ensure_canonical_user()
+    let (store, created, where_): (Arc<dyn Store>, bool, String) = match postgres {
+        Some(url) => {
+            let mut config = PgConfig::new(url);
+            config.max_connections = pool;
+            let opened = PgStore::connect(&config)
                 .await
-                .context("cannot insert the canonical user 12")?
-        {
-            tracing::info!(data = %where_, "created the schema with the canonical user 12");
+                .context("cannot use the PostgreSQL database given by --postgres")?;
+            let where_ = format!("postgres {}", opened.store.describe());
+            (Arc::new(opened.store), opened.created, where_)
         }
-        return Ok((Arc::new(opened.store), where_));
-    }
-    let opened = SqliteStore::open(data)
-        .with_context(|| format!("cannot use data directory {}", data.display()))?;
-    if opened.created
-        && opened
-            .store
-            .ensure_canonical_user()
+        None => {
+            let opened = SqliteStore::open(data)
+                .with_context(|| format!("cannot use data directory {}", data.display()))?;
+            (
+                Arc::new(opened.store),
+                opened.created,
+                data.display().to_string(),
+            )
+        }
+    };
+    if created
+        && strata_store::ensure_canonical_user(store.as_ref())
             .await
             .context("cannot insert the canonical user 12")?
     {
-        tracing::info!(data = %data.display(), "created a new database with the canonical user 12");
+        tracing::info!(data = %where_, "created a new database with the canonical user 12");
     }
-    Ok((Arc::new(opened.store), data.display().to_string()))
+    Ok((store, where_))
 }
 
 /// Puts the replicas (if any) behind the primary store: read/write split with

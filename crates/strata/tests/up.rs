@@ -4,7 +4,7 @@
 //! when the supervisor itself is killed.
 
 mod common;
-use common::{Cleanup, STRATA, explain, status_json, strata};
+use common::{Cleanup, STRATA, explain, status_json, strata, up_topology};
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -322,31 +322,10 @@ fn gets_through_the_balancer_never_fail_when_a_backend_is_killed() {
 
 #[test]
 fn a_topology_can_give_the_balancer_tls_and_sticky_sessions() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path().join("deploy");
-    let topology = tmp.path().join("tls.toml");
-    std::fs::write(
-        &topology,
+    let (_tmp, dir) = up_topology(
         "[lb]\nsticky_cookie = \"pin\"\ntls_port = 0\ndev_cert = true\n[api]\ncount = 2\n",
-    )
-    .expect("write");
+    );
     let _cleanup = Cleanup(&dir);
-    let out = strata(
-        &[
-            "up",
-            "-d",
-            "--port",
-            "0",
-            "-f",
-            &topology.display().to_string(),
-        ],
-        &dir,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        explain("strata up -d", &out, &dir)
-    );
     let status = status_json(&dir);
     let lb = status["roles"]
         .as_array()

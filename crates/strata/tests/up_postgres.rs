@@ -6,7 +6,7 @@
 //! process behind.
 
 mod common;
-use common::{Cleanup, explain, logs, status_json, strata};
+use common::{Cleanup, explain, logs, status_json, strata, up_topology};
 
 use std::time::{Duration, Instant};
 
@@ -60,35 +60,10 @@ async fn create_user(http: &reqwest::Client, lb: &str, n: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_runs_a_primary_and_two_replicas_that_survive_a_replica_kill() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    // The postgres user (the tests may run as root) must be able to enter the directory.
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
-            .expect("chmod");
-    }
-    let dir = tmp.path().join("deploy");
-    let topology = tmp.path().join("replicated.toml");
-    std::fs::write(
-        &topology,
-        "name = \"replicated\"\n[lb]\ncount = 1\n[api]\ncount = 2\n[data]\nengine = \"postgres\"\nreplicas = 2\n",
-    )
-    .expect("write topology");
+    let (_tmp, dir, status) = tokio::task::spawn_blocking(|| start_replicated(2))
+        .await
+        .expect("join");
     let _cleanup = Cleanup(&dir);
-    let topology_arg = topology.display().to_string();
-    let out = tokio::task::spawn_blocking({
-        let dir = dir.clone();
-        move || strata(&["up", "-d", "--port", "0", "-f", &topology_arg], &dir)
-    })
-    .await
-    .expect("join");
-    assert!(
-        out.status.success(),
-        "{}",
-        explain("strata up -d", &out, &dir)
-    );
-
-    let status = status_json(&dir);
     assert_eq!(
         status["roles"].as_array().map(Vec::len),
         Some(7),
@@ -279,35 +254,9 @@ async fn up_runs_a_primary_and_two_replicas_that_survive_a_replica_kill() {
 /// Starts the replicated topology in a fresh directory; returns the directory holder, the
 /// deployment directory and its status.
 fn start_replicated(api_count: u16) -> (tempfile::TempDir, std::path::PathBuf, Value) {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
-            .expect("chmod");
-    }
-    let dir = tmp.path().join("deploy");
-    let topology = tmp.path().join("replicated.toml");
-    std::fs::write(
-        &topology,
-        format!("name = \"replicated\"\n[lb]\ncount = 1\n[api]\ncount = {api_count}\n[data]\nengine = \"postgres\"\nreplicas = 2\n"),
-    )
-    .expect("write topology");
-    let out = strata(
-        &[
-            "up",
-            "-d",
-            "--port",
-            "0",
-            "-f",
-            &topology.display().to_string(),
-        ],
-        &dir,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        explain("strata up -d", &out, &dir)
-    );
+    let (tmp, dir) = up_topology(&format!(
+        "name = \"replicated\"\n[lb]\ncount = 1\n[api]\ncount = {api_count}\n[data]\nengine = \"postgres\"\nreplicas = 2\n"
+    ));
     let status = status_json(&dir);
     (tmp, dir, status)
 }

@@ -57,6 +57,28 @@ pub fn status_json(dir: &Path) -> Value {
     serde_json::from_slice(&out.stdout).expect("status --json prints JSON")
 }
 
+/// Writes `topology` to a new temporary directory and runs `strata up -d` on it on a free
+/// public port, asserting that it started. The directory is open to other users (`0755`) so
+/// that PostgreSQL, run as the `postgres` user when the tests run as root, can enter it.
+/// Returns the directory's holder and the deployment directory.
+pub fn up_topology(topology: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let dir = tmp.path().join("deploy");
+    let file = tmp.path().join("topology.toml");
+    std::fs::write(&file, topology).expect("write topology");
+    let out = strata(
+        &["up", "-d", "--port", "0", "-f", &file.display().to_string()],
+        &dir,
+    );
+    if !out.status.success() {
+        let _ = strata(&["down"], &dir);
+        panic!("{}", explain("strata up -d", &out, &dir));
+    }
+    (tmp, dir)
+}
+
 /// Stops a deployment left behind by a failed assertion.
 pub struct Cleanup<'a>(pub &'a Path);
 impl Drop for Cleanup<'_> {
