@@ -61,6 +61,34 @@ fn check_set(key: &str, value: &[u8], ttl: Duration) -> Result<(), CacheError> {
     Ok(())
 }
 
+/// Marks a versioned record: `SV1:`, the version as 20 ASCII digits (so that comparing the
+/// digits as text compares the versions — all a Lua script in Redis needs), then the payload.
+pub const VERSIONED_MARK: &[u8; 4] = b"SV1:";
+const VERSION_DIGITS: usize = 20;
+/// Bytes a versioned record adds to its payload.
+pub const VERSIONED_HEADER: usize = VERSIONED_MARK.len() + VERSION_DIGITS;
+
+/// The stored form of `payload` at `version`.
+pub fn encode_versioned(version: u64, payload: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(VERSIONED_HEADER + payload.len());
+    out.extend_from_slice(VERSIONED_MARK);
+    out.extend_from_slice(format!("{version:020}").as_bytes());
+    out.extend_from_slice(payload);
+    Bytes::from(out)
+}
+
+/// The version and payload of a stored record; `None` for anything not written by
+/// [`encode_versioned`] (a foreign or corrupt value, which callers treat as a miss).
+pub fn decode_versioned(stored: &Bytes) -> Option<(u64, Bytes)> {
+    let header = stored.get(..VERSIONED_HEADER)?;
+    let (mark, digits) = header.split_at(VERSIONED_MARK.len());
+    if mark != VERSIONED_MARK || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let version = std::str::from_utf8(digits).ok()?.parse::<u64>().ok()?;
+    Some((version, stored.slice(VERSIONED_HEADER..)))
+}
+
 /// A cache of byte values. Implementations check nothing themselves: [`Cache`]'s provided
 /// methods check the limits, then call the `raw_` ones.
 #[async_trait]
@@ -71,6 +99,45 @@ pub trait Cache: Send + Sync {
     async fn raw_get(&self, key: &str) -> Result<Option<Bytes>, CacheError>;
     async fn raw_set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), CacheError>;
     async fn raw_delete(&self, key: &str) -> Result<(), CacheError>;
+    /// Stores `value` only if `key` holds nothing; `true` if it was stored.
+    async fn raw_add(&self, key: &str, value: Bytes, ttl: Duration) -> Result<bool, CacheError>;
+    /// Stores `record` (from [`encode_versioned`], at `version`) unless `key` holds a versioned
+    /// record with a version at least as high, atomically; a foreign value is replaced.
+    async fn raw_set_versioned(
+        &self,
+        key: &str,
+        version: u64,
+        record: Bytes,
+        ttl: Duration,
+    ) -> Result<bool, CacheError>;
+
+    /// Stores `value` under `key` for `ttl` only if the key is absent (a lease, a lock);
+    /// `true` if this call stored it.
+    async fn add(&self, key: &str, value: Bytes, ttl: Duration) -> Result<bool, CacheError> {
+        check_set(key, &value, ttl)?;
+        self.raw_add(key, value, ttl).await
+    }
+
+    /// Stores `payload` as version `version` of `key` unless a version at least as new is
+    /// there — so a slow reader can never put back a value older than a writer's. `true` if
+    /// this call stored it.
+    async fn set_versioned(
+        &self,
+        key: &str,
+        version: u64,
+        payload: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, CacheError> {
+        let record = encode_versioned(version, payload);
+        check_set(key, &record, ttl)?;
+        self.raw_set_versioned(key, version, record, ttl).await
+    }
+
+    /// The version and payload under `key`. A value that is not a versioned record (foreign or
+    /// corrupt) is a miss.
+    async fn get_versioned(&self, key: &str) -> Result<Option<(u64, Bytes)>, CacheError> {
+        Ok(self.get(key).await?.as_ref().and_then(decode_versioned))
+    }
 
     /// The value under `key`, if present and not expired.
     async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
@@ -218,6 +285,44 @@ pub mod contract {
         assert_eq!(
             loads, 1,
             "read-through loads once, then serves from the cache"
+        );
+
+        // add: only when absent.
+        assert_eq!(
+            cache.add("lease", Bytes::from_static(b"a"), ttl).await,
+            Ok(true)
+        );
+        assert_eq!(
+            cache.add("lease", Bytes::from_static(b"b"), ttl).await,
+            Ok(false),
+            "add does not replace"
+        );
+        assert_eq!(cache.get("lease").await, Ok(Some(Bytes::from_static(b"a"))));
+
+        // Versioned records: an older version never replaces a newer one.
+        assert_eq!(cache.set_versioned("v", 5, b"five", ttl).await, Ok(true));
+        assert_eq!(cache.set_versioned("v", 4, b"four", ttl).await, Ok(false));
+        assert_eq!(cache.set_versioned("v", 5, b"again", ttl).await, Ok(false));
+        assert_eq!(
+            cache.get_versioned("v").await,
+            Ok(Some((5, Bytes::from_static(b"five"))))
+        );
+        assert_eq!(cache.set_versioned("v", 12, b"twelve", ttl).await, Ok(true));
+        assert_eq!(
+            cache.get_versioned("v").await,
+            Ok(Some((12, Bytes::from_static(b"twelve")))),
+            "a newer version replaces (12 > 5 although \"12\" < \"5\" as text)"
+        );
+        // A foreign value under the key is a miss for get_versioned and is replaced.
+        cache
+            .set("v", Bytes::from_static(b"SV1:garbage"), ttl)
+            .await
+            .expect("set foreign");
+        assert_eq!(cache.get_versioned("v").await, Ok(None));
+        assert_eq!(cache.set_versioned("v", 1, b"one", ttl).await, Ok(true));
+        assert_eq!(
+            cache.get_versioned("v").await,
+            Ok(Some((1, Bytes::from_static(b"one"))))
         );
     }
 }

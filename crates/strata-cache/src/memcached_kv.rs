@@ -1,18 +1,21 @@
-//! The shared [`Cache`] backend on Memcached (async-memcached, text protocol), one connection
-//! per cache object behind a lock, re-opened after any error; every call under a tight deadline.
+//! The shared [`Cache`] backend on Memcached (async-memcached, text and meta protocols): a small
+//! pool of connections, each re-opened after any error; every call under a tight deadline.
+//! Versioned writes are compare-and-swap loops (`mg … c` then `ms … C<cas>`, or `ME` — add —
+//! when the key is absent), so an older version never replaces a newer one.
 //!
 //! Memcached counts TTLs in whole seconds, so each stored value carries a small header: a
 //! format marker and its own expiry in milliseconds. An entry past its expiry, or one without
 //! the marker (written by something else), is a miss — never served.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_memcached::{AsciiProtocol as _, Client};
+use async_memcached::{AsciiProtocol as _, Client, MetaProtocol as _, Status};
 use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::Mutex;
 
-use crate::kv::{Cache, CacheError};
+use crate::kv::{Cache, CacheError, decode_versioned};
 
 /// Marks a value written by this backend (format 1).
 const MAGIC: &[u8; 4] = b"STC1";
@@ -25,6 +28,8 @@ pub struct MemcachedConfig {
     pub addr: String,
     /// Deadline of every call (connecting included).
     pub call_timeout: Duration,
+    /// Connections kept open (each serves one call at a time).
+    pub connections: usize,
 }
 
 impl MemcachedConfig {
@@ -32,6 +37,7 @@ impl MemcachedConfig {
         Self {
             addr: addr.into(),
             call_timeout: Duration::from_millis(50),
+            connections: 4,
         }
     }
 }
@@ -39,7 +45,15 @@ impl MemcachedConfig {
 /// A Memcached server as a cache.
 pub struct MemcachedCache {
     config: MemcachedConfig,
-    connection: Mutex<Option<Client>>,
+    pool: Vec<Mutex<Option<Client>>>,
+    next: AtomicUsize,
+}
+
+/// Rounds of compare-and-swap a versioned write tries before leaving the key to a busier writer.
+const CAS_ROUNDS: usize = 4;
+
+fn is_status(e: &async_memcached::Error, status: &Status) -> bool {
+    matches!(e, async_memcached::Error::Protocol(s) if s == status)
 }
 
 impl std::fmt::Debug for MemcachedCache {
@@ -70,6 +84,11 @@ fn encode(value: &[u8], ttl: Duration) -> Bytes {
     out.freeze()
 }
 
+/// Memcached's TTL: whole seconds, rounded up; the header's expiry is the precise one.
+fn whole_seconds(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_secs() + 1).unwrap_or(i64::MAX)
+}
+
 /// The value, if the stored form is ours and not expired.
 fn decode(stored: &[u8]) -> Option<Bytes> {
     let (header, value) = stored.split_at_checked(HEADER)?;
@@ -86,7 +105,10 @@ impl MemcachedCache {
     pub async fn connect(config: &MemcachedConfig) -> Result<Self, CacheError> {
         let cache = Self {
             config: config.clone(),
-            connection: Mutex::new(None),
+            pool: (0..config.connections.max(1))
+                .map(|_| Mutex::new(None))
+                .collect(),
+            next: AtomicUsize::new(0),
         };
         let first = tokio::time::timeout(
             Duration::from_secs(2),
@@ -95,8 +117,20 @@ impl MemcachedCache {
         .await
         .map_err(|_| unavailable("no answer within 2 s"))?
         .map_err(unavailable)?;
-        *cache.connection.lock().await = Some(first);
+        if let Some(slot) = cache.pool.first() {
+            *slot.lock().await = Some(first);
+        }
         Ok(cache)
+    }
+
+    /// A free connection slot if there is one, else the next in turn.
+    fn slot(&self) -> &Mutex<Option<Client>> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = self.pool.len();
+        (0..n)
+            .map(|i| &self.pool[(start + i) % n])
+            .find(|slot| slot.try_lock().is_ok())
+            .unwrap_or(&self.pool[start % n])
     }
 
     /// Runs one operation on the connection (opening it if needed) within the deadline; any
@@ -105,8 +139,9 @@ impl MemcachedCache {
         &self,
         op: impl AsyncFnOnce(&mut Client) -> Result<T, async_memcached::Error>,
     ) -> Result<T, CacheError> {
+        let connection = self.slot();
         let work = async {
-            let mut slot = self.connection.lock().await;
+            let mut slot = connection.lock().await;
             if slot.is_none() {
                 *slot = Some(
                     Client::new(format!("tcp://{}", self.config.addr))
@@ -129,7 +164,7 @@ impl MemcachedCache {
             Ok(r) => r,
             Err(_) => {
                 // The connection may be mid-answer: start afresh next time.
-                if let Ok(mut slot) = self.connection.try_lock() {
+                if let Ok(mut slot) = connection.try_lock() {
                     *slot = None;
                 }
                 Err(unavailable(format!(
@@ -154,16 +189,78 @@ impl Cache for MemcachedCache {
 
     async fn raw_set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), CacheError> {
         let stored = encode(&value, ttl);
-        // Whole seconds, rounded up; the header's expiry is the precise one.
-        let secs = i64::try_from(ttl.as_secs() + 1).unwrap_or(i64::MAX);
+        let secs = whole_seconds(ttl);
         self.run(async |c: &mut Client| c.set(key, stored.as_ref(), Some(secs), None).await)
             .await
     }
 
     async fn raw_delete(&self, key: &str) -> Result<(), CacheError> {
         self.run(async |c: &mut Client| match c.delete(key).await {
-            Err(async_memcached::Error::Protocol(async_memcached::Status::NotFound)) => Ok(()),
+            Err(e) if is_status(&e, &Status::NotFound) => Ok(()),
             other => other,
+        })
+        .await
+    }
+
+    async fn raw_add(&self, key: &str, value: Bytes, ttl: Duration) -> Result<bool, CacheError> {
+        let stored = encode(&value, ttl);
+        let secs = whole_seconds(ttl);
+        self.run(
+            async |c: &mut Client| match c.add(key, stored.as_ref(), Some(secs), None).await {
+                Ok(()) => Ok(true),
+                Err(e) if is_status(&e, &Status::NotStored) => Ok(false),
+                Err(e) => Err(e),
+            },
+        )
+        .await
+    }
+
+    async fn raw_set_versioned(
+        &self,
+        key: &str,
+        version: u64,
+        record: Bytes,
+        ttl: Duration,
+    ) -> Result<bool, CacheError> {
+        let stored = encode(&record, ttl);
+        let ttl_flag = format!("T{}", whole_seconds(ttl));
+        self.run(async |c: &mut Client| {
+            for _ in 0..CAS_ROUNDS {
+                let current = c.meta_get(key, false, None, Some(&["v", "c"])).await?;
+                let flags: Vec<String> = match current {
+                    None => vec![ttl_flag.clone(), "ME".into()],
+                    Some(there) => {
+                        let newer_there = there
+                            .data
+                            .as_deref()
+                            .and_then(decode)
+                            .as_ref()
+                            .and_then(decode_versioned)
+                            .is_some_and(|(v, _)| v >= version);
+                        if newer_there {
+                            return Ok(false);
+                        }
+                        let Some(cas) = there.cas else {
+                            return Ok(false);
+                        };
+                        vec![ttl_flag.clone(), format!("C{cas}")]
+                    }
+                };
+                let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+                match c
+                    .meta_set(key, stored.as_ref(), false, None, Some(&flags))
+                    .await
+                {
+                    Ok(_) => return Ok(true),
+                    // Someone else wrote or removed it between the two calls: look again.
+                    Err(e)
+                        if is_status(&e, &Status::Exists)
+                            || is_status(&e, &Status::NotStored)
+                            || is_status(&e, &Status::NotFound) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(false)
         })
         .await
     }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use moka::Expiry;
 use moka::policy::EvictionPolicy;
 
-use crate::kv::{Cache, CacheError};
+use crate::kv::{Cache, CacheError, decode_versioned};
 
 /// Which entry goes when the cache is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -103,5 +103,45 @@ impl Cache for MokaCache {
     async fn raw_delete(&self, key: &str) -> Result<(), CacheError> {
         self.inner.invalidate(key).await;
         Ok(())
+    }
+
+    async fn raw_add(&self, key: &str, value: Bytes, ttl: Duration) -> Result<bool, CacheError> {
+        let entry = self
+            .inner
+            .entry(key.to_string())
+            .or_insert_with(async { Entry { value, ttl } })
+            .await;
+        Ok(entry.is_fresh())
+    }
+
+    async fn raw_set_versioned(
+        &self,
+        key: &str,
+        version: u64,
+        record: Bytes,
+        ttl: Duration,
+    ) -> Result<bool, CacheError> {
+        use moka::ops::compute::{CompResult, Op};
+        let result = self
+            .inner
+            .entry(key.to_string())
+            .and_compute_with(|current| {
+                let newer_there = current
+                    .as_ref()
+                    .and_then(|c| decode_versioned(&c.value().value))
+                    .is_some_and(|(there, _)| there >= version);
+                async move {
+                    if newer_there {
+                        Op::Nop
+                    } else {
+                        Op::Put(Entry { value: record, ttl })
+                    }
+                }
+            })
+            .await;
+        Ok(matches!(
+            result,
+            CompResult::Inserted(_) | CompResult::ReplacedWith(_)
+        ))
     }
 }

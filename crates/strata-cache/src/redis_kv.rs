@@ -97,8 +97,7 @@ impl Cache for RedisCache {
 
     async fn raw_set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), CacheError> {
         let mut c = self.connection.clone();
-        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        self.run(c.pset_ex::<_, _, ()>(key, value.as_ref(), millis))
+        self.run(c.pset_ex::<_, _, ()>(key, value.as_ref(), millis(ttl)))
             .await
     }
 
@@ -106,4 +105,61 @@ impl Cache for RedisCache {
         let mut c = self.connection.clone();
         self.run(c.del::<_, ()>(key)).await
     }
+
+    async fn raw_add(&self, key: &str, value: Bytes, ttl: Duration) -> Result<bool, CacheError> {
+        let mut c = self.connection.clone();
+        let stored: Option<String> = self
+            .run(
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(value.as_ref())
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis(ttl))
+                    .query_async(&mut c),
+            )
+            .await?;
+        Ok(stored.is_some())
+    }
+
+    async fn raw_set_versioned(
+        &self,
+        key: &str,
+        version: u64,
+        record: Bytes,
+        ttl: Duration,
+    ) -> Result<bool, CacheError> {
+        let mut c = self.connection.clone();
+        let stored: i64 = self
+            .run(
+                redis::cmd("EVAL")
+                    .arg(SET_IF_NEWER)
+                    .arg(1)
+                    .arg(key)
+                    .arg(record.as_ref())
+                    .arg(format!("{version:020}"))
+                    .arg(millis(ttl))
+                    .query_async(&mut c),
+            )
+            .await?;
+        Ok(stored == 1)
+    }
+}
+
+/// Compare-and-set by version, atomically inside Redis: keep a versioned record whose 20 version
+/// digits are at least the new ones; replace anything else (absent, older, foreign).
+const SET_IF_NEWER: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if cur and string.sub(cur, 1, 4) == 'SV1:' then
+  local there = string.sub(cur, 5, 24)
+  if string.len(there) == 20 and not string.find(there, '%D') and there >= ARGV[2] then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 1
+"#;
+
+fn millis(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }
