@@ -102,7 +102,8 @@ pub trait Cache: Send + Sync {
     /// Stores `value` only if `key` holds nothing; `true` if it was stored.
     async fn raw_add(&self, key: &str, value: Bytes, ttl: Duration) -> Result<bool, CacheError>;
     /// Stores `record` (from [`encode_versioned`], at `version`) unless `key` holds a versioned
-    /// record with a version at least as high, atomically; a foreign value is replaced.
+    /// record with a higher version, atomically; a foreign value is replaced, and so is the same
+    /// version (the same value — storing it again renews its TTL).
     async fn raw_set_versioned(
         &self,
         key: &str,
@@ -118,8 +119,7 @@ pub trait Cache: Send + Sync {
         self.raw_add(key, value, ttl).await
     }
 
-    /// Stores `payload` as version `version` of `key` unless a version at least as new is
-    /// there — so a slow reader can never put back a value older than a writer's. `true` if
+    /// Stores `payload` as version `version` of `key` unless a newer version is there — so a slow reader can never put back a value older than a writer's. `true` if
     /// this call stored it.
     async fn set_versioned(
         &self,
@@ -302,11 +302,12 @@ pub mod contract {
         // Versioned records: an older version never replaces a newer one.
         assert_eq!(cache.set_versioned("v", 5, b"five", ttl).await, Ok(true));
         assert_eq!(cache.set_versioned("v", 4, b"four", ttl).await, Ok(false));
-        assert_eq!(cache.set_versioned("v", 5, b"again", ttl).await, Ok(false));
         assert_eq!(
             cache.get_versioned("v").await,
             Ok(Some((5, Bytes::from_static(b"five"))))
         );
+        // The same version again is the same value: it replaces (renewing the TTL).
+        assert_eq!(cache.set_versioned("v", 5, b"five", ttl).await, Ok(true));
         assert_eq!(cache.set_versioned("v", 12, b"twelve", ttl).await, Ok(true));
         assert_eq!(
             cache.get_versioned("v").await,

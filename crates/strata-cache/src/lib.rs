@@ -18,12 +18,14 @@
 //! [`kv`] is the textbook byte-cache interface (`set`/`get`/`delete`/`get_or_load`) with one
 //! contract for every backend: [`moka_kv`] in process, [`redis_kv`] and [`memcached_kv`] shared.
 
+pub mod bus;
 pub mod guard;
 pub mod kv;
 pub mod memcached_kv;
 pub mod moka_kv;
 pub mod redis_kv;
 pub mod sharded;
+pub mod tiered;
 
 pub use kv::CacheError;
 

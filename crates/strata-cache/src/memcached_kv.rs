@@ -236,7 +236,7 @@ impl Cache for MemcachedCache {
                             .and_then(decode)
                             .as_ref()
                             .and_then(decode_versioned)
-                            .is_some_and(|(v, _)| v >= version);
+                            .is_some_and(|(v, _)| v > version);
                         if newer_there {
                             return Ok(false);
                         }

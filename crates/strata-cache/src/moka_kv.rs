@@ -129,7 +129,7 @@ impl Cache for MokaCache {
                 let newer_there = current
                     .as_ref()
                     .and_then(|c| decode_versioned(&c.value().value))
-                    .is_some_and(|(there, _)| there >= version);
+                    .is_some_and(|(there, _)| there > version);
                 async move {
                     if newer_there {
                         Op::Nop

@@ -152,7 +152,7 @@ const SET_IF_NEWER: &str = r#"
 local cur = redis.call('GET', KEYS[1])
 if cur and string.sub(cur, 1, 4) == 'SV1:' then
   local there = string.sub(cur, 5, 24)
-  if string.len(there) == 20 and not string.find(there, '%D') and there >= ARGV[2] then
+  if string.len(there) == 20 and not string.find(there, '%D') and there > ARGV[2] then
     return 0
   end
 end
