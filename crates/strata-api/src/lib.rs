@@ -1,8 +1,8 @@
 //! # strata-api — the web tier
 //!
 //! Tier: web. Depends on `strata-core` (domain types), and on the `Store` trait of
-//! `strata-store` and the `VersionedCache` of `strata-cache` — the engines behind them are
-//! chosen by the binary, never here.
+//! `strata-store` and the two-level `Tiered` cache of `strata-cache` — the engines behind them
+//! are chosen by the binary, never here.
 //!
 //! A stateless axum server for user profiles under `/users`, plus `/healthz`, `/readyz`,
 //! `/metrics` and `/openapi.json`. Guarantees:
@@ -22,9 +22,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
-use strata_cache::{CacheConfig, VersionedCache};
+use strata_cache::tiered::Tiered;
 use strata_core::id::SnowflakeGenerator;
-use strata_core::user::UserId;
 use strata_store::Store;
 use tokio::net::TcpListener;
 
@@ -35,13 +34,12 @@ pub mod problem;
 pub mod request;
 pub mod users;
 
-pub use users::CachedUser;
 
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
-    pub cache: VersionedCache<UserId, CachedUser>,
+    pub cache: Tiered<strata_store::StoreError>,
     pub ids: Arc<SnowflakeGenerator>,
     pub metrics: PrometheusHandle,
     /// Striped locks that make PATCHes of one user on this server take turns.
@@ -58,10 +56,14 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn Store>, ids: SnowflakeGenerator, cache: CacheConfig) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        ids: SnowflakeGenerator,
+        cache: Tiered<strata_store::StoreError>,
+    ) -> Self {
         Self {
             store,
-            cache: VersionedCache::new(cache),
+            cache,
             ids: Arc::new(ids),
             metrics: observe::metrics_handle(),
             patch_locks: (0..users::PATCH_LOCK_STRIPES)

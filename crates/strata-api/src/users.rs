@@ -1,8 +1,9 @@
 //! `/users`: create, read, replace, merge-patch, delete and list user profiles.
 //!
-//! Reads go through the versioned L1 cache; writes commit to the store first and then offer
-//! the committed row (or a tombstone) to the cache, so this server never serves a value older
-//! than its own last write. Every response to a read carries a strong `ETag` (`"v<version>"`);
+//! Reads go through the two-level cache (L1 in process, L2 shared when configured); writes
+//! commit to the store first and then store the committed row (or a tombstone) in the cache at
+//! every level — with the Redis invalidation bus, before answering, every server's L1 has
+//! dropped the old version. This server never serves a value older than its own last write. Every response to a read carries a strong `ETag` (`"v<version>"`);
 //! writes honour `If-Match` and answer 412 when it is stale. Write responses carry the commit
 //! token in `Strata-Commit` (and, for browsers, the `strata-read-after` cookie); a read that
 //! sends it back in `Strata-Read-After` (or the cookie) is served from state at least that new —
@@ -19,7 +20,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 use serde_json::Value;
-use strata_cache::Versioned;
+use strata_cache::tiered::{Entry, TieredError};
 use strata_core::user::{IdField, User, UserId, UserProfile};
 use strata_store::{
     CommitToken, Precondition, ReadRequirement, StoreError, StoredUser, WriteReceipt,
@@ -43,36 +44,17 @@ pub const PATCH_ATTEMPTS: u32 = 16;
 /// Number of per-server PATCH locks (users are spread over them by id).
 pub const PATCH_LOCK_STRIPES: usize = 64;
 
-/// What the cache keeps per user id: the rendered representation, or a tombstone.
-#[derive(Debug, Clone)]
-pub struct CachedUser {
-    version: u64,
-    body: Option<Bytes>,
+/// The cache key of a user.
+pub fn cache_key(id: UserId) -> String {
+    format!("user:{id}")
 }
 
-impl CachedUser {
-    fn present(stored: &StoredUser) -> Self {
-        let body = serde_json::to_vec(&stored.user).map(Bytes::from).ok();
-        Self {
-            version: stored.version,
-            body,
-        }
-    }
-    fn deleted(version: u64) -> Self {
-        Self {
-            version,
-            body: None,
-        }
-    }
-}
-
-impl Versioned for CachedUser {
-    fn version(&self) -> u64 {
-        self.version
-    }
-    fn weight(&self) -> u32 {
-        64 + self.body.as_ref().map_or(0, |b| b.len() as u32)
-    }
+/// The cached form of a stored user: its JSON representation at its version.
+fn cache_entry(stored: &StoredUser) -> Entry {
+    let body = serde_json::to_vec(&stored.user)
+        .map(Bytes::from)
+        .unwrap_or_default();
+    Entry::present(stored.version, body)
 }
 
 /// The cookie that carries the last commit token for browsers, which cannot be asked to echo
@@ -120,34 +102,42 @@ async fn load(
     state: &AppState,
     id: UserId,
     need: ReadRequirement,
-) -> Result<Option<CachedUser>, ApiError> {
+) -> Result<Option<Entry>, ApiError> {
+    let key = cache_key(id);
     if need.at_least.is_some() {
         // A read-after requirement goes to the store, which knows commit positions; the result
         // then refreshes the cache.
         let found = state.store.get(id, need).await?;
         return Ok(match found {
             Some(stored) => {
-                let cached = CachedUser::present(&stored);
-                state.cache.offer(id, cached.clone()).await;
-                Some(cached)
+                let entry = cache_entry(&stored);
+                state.cache.offer(&key, entry.clone()).await;
+                Some(entry)
             }
             None => None,
         });
     }
     let store = state.store.clone();
-    let cached = state
+    let loader = move || {
+        let store = store.clone();
+        async move {
+            Ok::<_, StoreError>(store.get(id, ReadRequirement::ANY).await?.map(|s| {
+                let entry = cache_entry(&s);
+                (entry.version, entry.body.unwrap_or_default())
+            }))
+        }
+    };
+    let entry = state
         .cache
-        .get_or_load(&id, || async move {
-            Ok::<_, StoreError>(
-                store
-                    .get(id, ReadRequirement::ANY)
-                    .await?
-                    .map(|s| CachedUser::present(&s)),
-            )
-        })
+        .get_or_load(&key, loader)
         .await
-        .map_err(|e| ApiError::from(clone_store_error(&e)))?;
-    Ok(cached.filter(|c| c.body.is_some()))
+        .map_err(|e| match e {
+            TieredError::Load(e) => ApiError::from(clone_store_error(&e)),
+            TieredError::Overloaded => ApiError::Unavailable(
+                "too many reads are waiting for the database; retry shortly".into(),
+            ),
+        })?;
+    Ok(Some(entry).filter(|e| e.body.is_some()))
 }
 
 fn clone_store_error(e: &Arc<StoreError>) -> StoreError {
@@ -235,11 +225,14 @@ pub async fn create(
         user,
         version: receipt.version,
     };
-    let cached = CachedUser::present(&stored);
-    state.cache.offer(stored.user.id, cached.clone()).await;
+    let entry = cache_entry(&stored);
+    state
+        .cache
+        .write(&cache_key(stored.user.id), entry.clone())
+        .await;
     let mut r = json_response(
         StatusCode::CREATED,
-        cached.body.unwrap_or_default(),
+        entry.body.unwrap_or_default(),
         receipt.version,
     );
     if let Ok(v) = HeaderValue::from_str(&format!("/users/{id}")) {
@@ -371,14 +364,14 @@ pub async fn replace(
 
 async fn commit_and_render(state: &AppState, user: User, receipt: WriteReceipt) -> Response {
     let id = user.id;
-    let cached = CachedUser::present(&StoredUser {
+    let entry = cache_entry(&StoredUser {
         user,
         version: receipt.version,
     });
-    state.cache.offer(id, cached.clone()).await;
+    state.cache.write(&cache_key(id), entry.clone()).await;
     json_response(
         StatusCode::OK,
-        cached.body.unwrap_or_default(),
+        entry.body.unwrap_or_default(),
         receipt.version,
     )
 }
@@ -467,7 +460,7 @@ pub async fn delete(
     let receipt = state.store.delete(id, pre).await?;
     state
         .cache
-        .offer(id, CachedUser::deleted(receipt.version))
+        .write(&cache_key(id), Entry::absent(receipt.version))
         .await;
     Ok(with_commit(StatusCode::NO_CONTENT.into_response(), receipt))
 }

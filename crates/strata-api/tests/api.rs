@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH, LOCATION};
 use serde_json::{Value, json};
 use strata_api::{AppState, Application};
-use strata_cache::CacheConfig;
+use strata_cache::tiered::{Tiered, TieredConfig};
 use strata_core::id::SnowflakeGenerator;
 use strata_core::user::{IdField, UserProfile};
 use strata_store::sqlite::SqliteStore;
@@ -51,7 +51,7 @@ async fn spawn_app() -> TestApp {
     let state = AppState::new(
         store,
         SnowflakeGenerator::new(1).expect("node"),
-        CacheConfig::default(),
+        Tiered::new(TieredConfig::default(), None),
     );
     let app = Application::build("127.0.0.1:0".parse().expect("addr"), state)
         .await

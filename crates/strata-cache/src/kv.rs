@@ -327,3 +327,32 @@ pub mod contract {
         );
     }
 }
+
+/// A shared cache is a cache (so wrappers such as the circuit breaker take either).
+#[async_trait]
+impl<C: Cache + ?Sized> Cache for std::sync::Arc<C> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    async fn raw_get(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
+        (**self).raw_get(key).await
+    }
+    async fn raw_set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), CacheError> {
+        (**self).raw_set(key, value, ttl).await
+    }
+    async fn raw_delete(&self, key: &str) -> Result<(), CacheError> {
+        (**self).raw_delete(key).await
+    }
+    async fn raw_add(&self, key: &str, value: Bytes, ttl: Duration) -> Result<bool, CacheError> {
+        (**self).raw_add(key, value, ttl).await
+    }
+    async fn raw_set_versioned(
+        &self,
+        key: &str,
+        version: u64,
+        record: Bytes,
+        ttl: Duration,
+    ) -> Result<bool, CacheError> {
+        (**self).raw_set_versioned(key, version, record, ttl).await
+    }
+}

@@ -70,6 +70,9 @@ impl Entry {
 /// Sizes and timings.
 #[derive(Debug, Clone, Copy)]
 pub struct TieredConfig {
+    /// `false` turns caching off: every read runs the loader (within the load limit), writes
+    /// store nothing — for comparisons.
+    pub enabled: bool,
     /// Upper bound of L1, in bytes.
     pub l1_max_bytes: u64,
     /// Life of an L1 entry. With a bus this only bounds memory held by cold keys; without one
@@ -97,6 +100,7 @@ pub struct TieredConfig {
 impl Default for TieredConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             l1_max_bytes: 64 * 1024 * 1024,
             l1_ttl: Duration::from_secs(1),
             l2_ttl: Duration::from_secs(300),
@@ -293,6 +297,9 @@ impl<E: Send + Sync + 'static> Tiered<E> {
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Loaded, E>> + Send + 'static,
     {
+        if !self.inner.config.enabled {
+            return self.load_from_source(&load).await.map(|h| h.entry);
+        }
         let load = Arc::new(load);
         if self.l1_usable() {
             match self.inner.l1.get(key).await {
@@ -568,6 +575,9 @@ impl<E: Send + Sync + 'static> Tiered<E> {
     /// After a commit: stores what was written (`entry`; a tombstone for a delete) at every
     /// level, and — with a bus — returns once no server's L1 holds an older version.
     pub async fn write(&self, key: &str, entry: Entry) -> Option<Delivery> {
+        if !self.inner.config.enabled {
+            return None;
+        }
         let ttl = self.source_ttl(&entry);
         let held = self.held(entry, now_ms() + ttl.as_millis() as u64, 1);
         offer(&self.inner.l1, key, held.clone()).await;
@@ -608,6 +618,9 @@ impl<E: Send + Sync + 'static> Tiered<E> {
 
     /// Offers a value loaded outside the cache (a read that had to reflect a given commit).
     pub async fn offer(&self, key: &str, entry: Entry) {
+        if !self.inner.config.enabled {
+            return;
+        }
         let ttl = self.source_ttl(&entry);
         let held = self.held(entry, now_ms() + ttl.as_millis() as u64, 1);
         if let Some(cache) = &self.inner.l2 {

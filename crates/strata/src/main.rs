@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod controller;
+mod cache;
 mod lb;
 mod orchestrate;
 mod pgnode;

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use strata_api::{AppState, Application};
-use strata_cache::CacheConfig;
 use strata_core::id::SnowflakeGenerator;
 use strata_core::ready::ReadyLine;
 use strata_store::Store;
@@ -58,13 +57,35 @@ pub struct ServerOptions {
     /// Every process that creates users at the same time needs its own.
     #[arg(long, env = "STRATA_NODE_ID", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1022))]
     pub node_id: u64,
-    /// Upper bound of the in-process read cache, in MiB.
+    /// Upper bound of the in-process read cache (L1), in MiB.
     #[arg(long, env = "STRATA_CACHE_MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub cache_mib: u64,
-    /// How long a cached user may be served, in milliseconds. With several API processes on one
-    /// database this bounds how stale another process's cache can be.
+    /// How long a user stays in the in-process cache (L1), in milliseconds. Without the Redis
+    /// invalidation bus this bounds how stale another API process's L1 can be.
     #[arg(long, env = "STRATA_CACHE_TTL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     pub cache_ttl_ms: u64,
+    /// Redis nodes as the shared cache (L2), `redis://HOST:PORT`, comma-separated: keys are
+    /// spread over them by consistent hashing, and the first also carries the invalidation bus
+    /// that keeps every API server's L1 coherent.
+    #[arg(long, env = "STRATA_CACHE_REDIS", value_delimiter = ',', conflicts_with = "cache_memcached")]
+    pub cache_redis: Vec<String>,
+    /// Memcached nodes as the shared cache (L2), `HOST:PORT`, comma-separated (consistent
+    /// hashing). Memcached has no pub/sub: L1s then stay coherent only within --cache-ttl-ms.
+    #[arg(long, env = "STRATA_CACHE_MEMCACHED", value_delimiter = ',')]
+    pub cache_memcached: Vec<String>,
+    /// How long a user stays in the shared cache (L2), in milliseconds.
+    #[arg(long, env = "STRATA_CACHE_L2_TTL_MS", default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+    pub cache_l2_ttl_ms: u64,
+    /// How long a 404 is remembered, in milliseconds.
+    #[arg(long, env = "STRATA_CACHE_NEGATIVE_TTL_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub cache_negative_ttl_ms: u64,
+    /// Most cache misses this server loads from the database at once; more wait up to 2 s, then
+    /// get 503 with Retry-After.
+    #[arg(long, env = "STRATA_CACHE_MAX_LOADS", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub cache_max_loads: u64,
+    /// Turn the read cache off entirely (every read goes to the database) — for comparisons.
+    #[arg(long, env = "STRATA_CACHE_OFF")]
+    pub no_cache: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -108,10 +129,7 @@ async fn run_server(
     .await?;
     let (store, where_) = with_replicas(store, where_, &opts)?;
     let ids = SnowflakeGenerator::new(opts.node_id).context("invalid --node-id")?;
-    let cache = CacheConfig {
-        max_bytes: opts.cache_mib * 1024 * 1024,
-        ttl: Duration::from_millis(opts.cache_ttl_ms),
-    };
+    let (cache, cache_where) = crate::cache::build(&opts).await?;
     let state = AppState::new(store, ids, cache);
     let app = Application::build(opts.addr, state).await.with_context(|| {
         format!("cannot listen on {}: is another process using that port? Pass another --addr (port 0 picks a free one)", opts.addr)
@@ -121,7 +139,7 @@ async fn run_server(
         .with_addr("http", addr)
         .announce()
         .context("cannot write the readiness line")?;
-    tracing::info!(role, %addr, data = %where_, node_id = opts.node_id, "serving the users API on http://{addr}/users/12");
+    tracing::info!(role, %addr, data = %where_, cache = %cache_where, node_id = opts.node_id, "serving the users API on http://{addr}/users/12");
     app.run_until_stopped(shutdown_signal(exit_on_stdin_eof))
         .await
         .context("the server failed")?;
