@@ -34,7 +34,6 @@ pub mod problem;
 pub mod request;
 pub mod users;
 
-
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {

@@ -26,7 +26,7 @@ use tokio::sync::watch;
 
 use crate::control;
 use crate::state::{self, DeploymentState, RolePhase, RoleState};
-use crate::topology::{DataEngine, RoleKind, Topology};
+use crate::topology::{CacheEngine, DataEngine, RoleKind, Topology};
 
 /// When and how often crashed instances are restarted.
 #[derive(Debug, Clone, Copy)]
@@ -85,7 +85,7 @@ impl InstanceSpec {
     fn listen_flag(&self) -> &'static str {
         match self.kind {
             RoleKind::Api => "--addr",
-            RoleKind::Lb | RoleKind::Postgres | RoleKind::Control => "--listen",
+            RoleKind::Lb | RoleKind::Postgres | RoleKind::Control | RoleKind::Cache => "--listen",
         }
     }
 }
@@ -200,6 +200,64 @@ pub fn plan_replicas(topology: &Topology, dir: &Path, primary: &str) -> Vec<Inst
         .collect()
 }
 
+/// Where the shared cache servers of a deployment keep their files: `DIR/cache/<role>`.
+pub const CACHE_DIR: &str = "cache";
+
+/// The shared cache servers (`cache-1` …) `strata up` runs for this topology.
+pub fn plan_cache(topology: &Topology, dir: &Path) -> Vec<InstanceSpec> {
+    let Some((engine, nodes)) = topology.cache.shared else {
+        return Vec::new();
+    };
+    (1..=nodes)
+        .map(|i| InstanceSpec {
+            name: format!("cache-{i}"),
+            kind: RoleKind::Cache,
+            port: 0,
+            args: vec![
+                "--engine".into(),
+                engine.as_str().into(),
+                "--max-mib".into(),
+                topology.cache.max_mib.unwrap_or(256).to_string(),
+                "--dir".into(),
+                dir.join(CACHE_DIR)
+                    .join(format!("cache-{i}"))
+                    .display()
+                    .to_string(),
+            ],
+            env: Vec::new(),
+        })
+        .collect()
+}
+
+/// The API servers' cache settings for a topology whose cache nodes listen at `addrs`.
+pub fn cache_env(topology: &Topology, addrs: &[String]) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    let spec = &topology.cache;
+    if let Some(mib) = spec.l1_mib {
+        env.push(("STRATA_CACHE_MIB".into(), mib.to_string()));
+    }
+    let l1_ttl = match (spec.l1_ttl_ms, spec.shared) {
+        (Some(ms), _) => Some(ms),
+        // With the Redis bus L1s are coherent, so L1 entries may live long.
+        (None, Some((CacheEngine::Redis, _))) => Some(60_000),
+        (None, _) => None,
+    };
+    if let Some(ms) = l1_ttl {
+        env.push(("STRATA_CACHE_TTL_MS".into(), ms.to_string()));
+    }
+    match spec.shared {
+        Some((CacheEngine::Redis, _)) if !addrs.is_empty() => {
+            let urls: Vec<String> = addrs.iter().map(|a| format!("redis://{a}")).collect();
+            env.push(("STRATA_CACHE_REDIS".into(), urls.join(",")));
+        }
+        Some((CacheEngine::Memcached, _)) if !addrs.is_empty() => {
+            env.push(("STRATA_CACHE_MEMCACHED".into(), addrs.join(",")));
+        }
+        _ => {}
+    }
+    env
+}
+
 /// The API instances of a topology: without a load balancer `api-1` takes the public port;
 /// the others (all of them, with a load balancer) their fixed port or any free one. Node ids
 /// 1, 2, 3 … keep Snowflake ids unique across servers. With `postgres` (a URL) they use
@@ -210,6 +268,7 @@ pub fn plan(
     data: &Path,
     postgres: Option<&str>,
     replicas: &[String],
+    cache_env: &[(String, String)],
 ) -> Vec<InstanceSpec> {
     let has_lb = topology.lb.is_some();
     let mut fixed = topology.api.ports.iter().copied();
@@ -236,7 +295,10 @@ pub fn plan(
                     }
                     env
                 })
-                .unwrap_or_default(),
+                .unwrap_or_default()
+                .into_iter()
+                .chain(cache_env.iter().cloned())
+                .collect(),
         })
         .collect()
 }
@@ -634,6 +696,7 @@ pub async fn run(
     if topology.has_control() {
         names.push(("control-1".into(), RoleKind::Control));
     }
+    names.extend((1..=topology.cache_nodes()).map(|i| (format!("cache-{i}"), RoleKind::Cache)));
     names.extend((1..=topology.api.count).map(|i| (format!("api-{i}"), RoleKind::Api)));
     if has_lb {
         names.push(("lb-1".into(), RoleKind::Lb));
@@ -721,6 +784,22 @@ pub async fn run(
             }
         }
     }
+    let mut cache_addrs: Vec<String> = Vec::new();
+    if failures.is_empty() {
+        let caches = plan_cache(topology, &config.dir);
+        if !caches.is_empty() {
+            let first = specs.len();
+            failures = start_all(&config, &shared, &caches, first, &mut started).await;
+            let key = topology
+                .cache
+                .shared
+                .map_or("redis", |(engine, _)| engine.as_str());
+            cache_addrs = (first..first + caches.len())
+                .filter_map(|i| addr_of(&started, i, key))
+                .collect();
+            specs.extend(caches);
+        }
+    }
     if failures.is_empty() {
         let apis = plan(
             topology,
@@ -728,6 +807,7 @@ pub async fn run(
             &data_dir,
             postgres_url.as_deref(),
             &replica_urls,
+            &cache_env(topology, &cache_addrs),
         );
         failures = start_all(&config, &shared, &apis, specs.len(), &mut started).await;
         let first_api = specs.len();
@@ -779,7 +859,8 @@ pub async fn run(
     let mut databases = tokio::task::JoinSet::new();
     for (index, (spec, running)) in specs.into_iter().zip(started).enumerate() {
         if let Some(running) = running {
-            let (set, rx) = if spec.kind == RoleKind::Postgres {
+            // Servers of data (databases, caches) stop after the applications that use them.
+            let (set, rx) = if matches!(spec.kind, RoleKind::Postgres | RoleKind::Cache) {
                 (&mut databases, databases_rx.clone())
             } else {
                 (&mut apps, apps_rx.clone())
@@ -866,6 +947,46 @@ mod tests {
     use crate::topology::{ApiSpec, DataEngine};
 
     #[test]
+    fn cache_nodes_are_planned_and_the_api_servers_are_told_where_they_are() {
+        let t = Topology::parse(
+            "[cache]\nengine = \"redis\"\nnodes = 2\n[api]\ncount = 3\n",
+            8080,
+        )
+        .expect("valid");
+        let nodes = plan_cache(&t, Path::new("/d"));
+        assert_eq!(
+            nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
+            ["cache-1", "cache-2"]
+        );
+        assert!(nodes[1].args.contains(&"/d/cache/cache-2".to_string()));
+        assert!(nodes.iter().all(|n| n.kind == RoleKind::Cache));
+        let env = cache_env(&t, &["127.0.0.1:7001".into(), "127.0.0.1:7002".into()]);
+        assert!(env.contains(&(
+            "STRATA_CACHE_REDIS".into(),
+            "redis://127.0.0.1:7001,redis://127.0.0.1:7002".into()
+        )));
+        assert!(
+            env.contains(&("STRATA_CACHE_TTL_MS".into(), "60000".into())),
+            "coherent L1s may keep entries long: {env:?}"
+        );
+        let apis = plan(&t, 8080, Path::new("/d"), None, &[], &env);
+        assert!(apis.iter().all(|a| a.env == env));
+
+        let t = Topology::parse("[cache]\nengine = \"memcached\"\n[api]\ncount = 3\n", 8080)
+            .expect("valid");
+        let env = cache_env(&t, &["127.0.0.1:7001".into()]);
+        assert_eq!(
+            env,
+            [(
+                "STRATA_CACHE_MEMCACHED".to_string(),
+                "127.0.0.1:7001".to_string()
+            )],
+            "without a bus L1 keeps its short default TTL"
+        );
+        assert!(plan_cache(&Topology::default_topology(), Path::new("/d")).is_empty());
+    }
+
+    #[test]
     fn the_first_api_takes_the_public_port_unless_a_balancer_does() {
         let t = Topology {
             name: "t".into(),
@@ -875,8 +996,9 @@ mod tests {
             },
             lb: None,
             data: DataEngine::Sqlite,
+            cache: Default::default(),
         };
-        let p = plan(&t, 8080, Path::new("/d"), None, &[]);
+        let p = plan(&t, 8080, Path::new("/d"), None, &[], &[]);
         let ports: Vec<(&str, u16, &str)> = p
             .iter()
             .map(|s| (s.name.as_str(), s.port, s.args[3].as_str()))
@@ -902,7 +1024,7 @@ mod tests {
             }),
             ..t
         };
-        let p = plan(&with_lb, 8080, Path::new("/d"), None, &[]);
+        let p = plan(&with_lb, 8080, Path::new("/d"), None, &[], &[]);
         assert_eq!(
             p.iter().map(|s| s.port).collect::<Vec<_>>(),
             vec![9002, 0, 0],
@@ -950,6 +1072,7 @@ mod tests {
                 replicas: 2,
                 commit: crate::topology::CommitMode::Quorum,
             },
+            cache: Default::default(),
         };
         let primary = plan_primary(&t, Path::new("/d")).expect("a primary");
         assert_eq!(primary.name, "pg-1");
@@ -977,6 +1100,7 @@ mod tests {
             Path::new("/d/data"),
             Some(url),
             std::slice::from_ref(&replica),
+            &[],
         );
         let expected = [
             ("STRATA_POSTGRES_URL".to_string(), url.to_string()),

@@ -40,6 +40,8 @@ pub enum RoleKind {
     Postgres,
     /// `strata control`: watches the primary and fails over to a replica.
     Control,
+    /// `strata cache`: one Redis or Memcached server run by Strata (the shared cache, L2).
+    Cache,
 }
 
 impl RoleKind {
@@ -49,6 +51,7 @@ impl RoleKind {
             RoleKind::Lb => "lb",
             RoleKind::Postgres => "postgres",
             RoleKind::Control => "control",
+            RoleKind::Cache => "cache",
         }
     }
 }
@@ -59,14 +62,50 @@ const PLANNED_KINDS: &[&str] = &[
     "edge",
     "dns",
     "control",
-    "cache",
     "queue",
     "postgres",
     "redis",
     "memcached",
     "rabbitmq",
 ];
-const KNOWN_TOP_LEVEL: &[&str] = &["name", "api", "lb", "data"];
+const KNOWN_TOP_LEVEL: &[&str] = &["name", "api", "lb", "data", "cache"];
+
+/// The most shared cache nodes `strata up` runs.
+pub const MAX_CACHE_NODES: i64 = 4;
+
+/// The shared cache engine `strata up` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheEngine {
+    /// Redis: also carries the invalidation bus that keeps the API servers' L1s coherent.
+    Redis,
+    /// Memcached: no pub/sub, so L1s stay coherent only within their TTL.
+    Memcached,
+}
+
+impl CacheEngine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheEngine::Redis => "redis",
+            CacheEngine::Memcached => "memcached",
+        }
+    }
+}
+
+/// `[cache]`: the in-process cache of every API server (L1), and optionally shared cache nodes
+/// (L2) that `strata up` runs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CacheSpec {
+    /// `engine = "redis" | "memcached"` with `nodes`; `None` (`"in-process"`): L1 only.
+    pub shared: Option<(CacheEngine, u8)>,
+    /// Memory bound of each shared node, MiB (`max_mib`).
+    pub max_mib: Option<u64>,
+    /// L1 size per API server, MiB (`l1_mib`).
+    pub l1_mib: Option<u64>,
+    /// L1 entry life, ms (`l1_ttl_ms`).
+    pub l1_ttl_ms: Option<u64>,
+}
+
+const CACHE_KEYS: &[&str] = &["engine", "nodes", "max_mib", "l1_mib", "l1_ttl_ms"];
 
 /// Balancing algorithms `[lb] algorithm` accepts (those of `strata lb --algorithm`).
 pub const LB_ALGORITHMS: &[&str] = &[
@@ -164,6 +203,7 @@ pub struct Topology {
     /// The load balancer in front of the API servers, when the topology has one.
     pub lb: Option<LbSpec>,
     pub data: DataEngine,
+    pub cache: CacheSpec,
 }
 
 /// One mistake in a topology file.
@@ -301,6 +341,7 @@ impl Topology {
                 ..LbSpec::default()
             }),
             data: DataEngine::Sqlite,
+            cache: CacheSpec::default(),
         }
     }
 
@@ -746,6 +787,98 @@ impl Topology {
             ),
         }
 
+        let mut cache = CacheSpec::default();
+        match table.get("cache") {
+            None => {}
+            Some(Value::Table(t)) => {
+                for key in t.keys() {
+                    if !CACHE_KEYS.contains(&key.as_str()) {
+                        err(
+                            line_of(text, Some("cache"), Some(key)),
+                            format!(
+                                "unknown key `cache.{key}`{} (known: {})",
+                                suggestion(key, CACHE_KEYS),
+                                CACHE_KEYS.join(", ")
+                            ),
+                        );
+                    }
+                }
+                let at = |key: &str| {
+                    line_of(text, Some("cache"), Some(key))
+                        .or_else(|| line_of(text, Some("cache"), None))
+                };
+                let engine = match t.get("engine") {
+                    None => None,
+                    Some(Value::String(s)) if s == "in-process" => None,
+                    Some(Value::String(s)) if s == "redis" => Some(CacheEngine::Redis),
+                    Some(Value::String(s)) if s == "memcached" => Some(CacheEngine::Memcached),
+                    Some(v) => {
+                        err(
+                            at("engine"),
+                            format!(
+                                "`cache.engine` must be \"in-process\", \"redis\" or \"memcached\", not {}",
+                                show(v)
+                            ),
+                        );
+                        None
+                    }
+                };
+                let nodes = match t.get("nodes") {
+                    None => 1,
+                    Some(Value::Integer(n)) if (1..=MAX_CACHE_NODES).contains(n) => *n as u8,
+                    Some(v) => {
+                        err(
+                            at("nodes"),
+                            format!(
+                                "`cache.nodes` must be an integer from 1 to {MAX_CACHE_NODES}, not {}",
+                                show(v)
+                            ),
+                        );
+                        1
+                    }
+                };
+                if engine.is_none() {
+                    for key in ["nodes", "max_mib"] {
+                        if t.contains_key(key) {
+                            err(
+                                at(key),
+                                format!(
+                                    "`cache.{key}` needs a shared cache: add engine = \"redis\" (or \"memcached\")"
+                                ),
+                            );
+                        }
+                    }
+                }
+                let mut number = |key: &str, range: std::ops::RangeInclusive<i64>| match t.get(key)
+                {
+                    None => None,
+                    Some(Value::Integer(n)) if range.contains(n) => Some(*n as u64),
+                    Some(v) => {
+                        err(
+                            at(key),
+                            format!(
+                                "`cache.{key}` must be an integer from {} to {}, not {}",
+                                range.start(),
+                                range.end(),
+                                show(v)
+                            ),
+                        );
+                        None
+                    }
+                };
+                cache = CacheSpec {
+                    shared: engine.map(|e| (e, nodes)),
+                    max_mib: number("max_mib", 1..=65_536),
+                    l1_mib: number("l1_mib", 1..=65_536),
+                    l1_ttl_ms: number("l1_ttl_ms", 1..=86_400_000),
+                };
+            }
+            Some(v) => err(
+                line_of(text, None, Some("cache")),
+                format!("`cache` must be a table, not {}", type_name(v)),
+            ),
+        }
+
         // Fixed ports: each must differ from every other and from the public port.
         let mut fixed: Vec<(String, u16, Option<usize>)> = Vec::new();
         let ports_line = line_of(text, Some("api"), Some("ports"));
@@ -778,6 +911,7 @@ impl Topology {
                 api,
                 lb,
                 data,
+                cache,
             })
         } else {
             Err(TopologyErrors(errors))
@@ -790,6 +924,12 @@ impl Topology {
             + usize::from(self.lb.is_some())
             + self.database_nodes()
             + usize::from(self.has_control())
+            + self.cache_nodes()
+    }
+
+    /// Shared cache servers `strata up` runs.
+    pub fn cache_nodes(&self) -> usize {
+        self.cache.shared.map_or(0, |(_, n)| usize::from(n))
     }
 
     /// Whether `strata up` runs `strata control` (automatic failover): with PostgreSQL
@@ -855,6 +995,47 @@ mod tests {
             shown
                 .iter()
                 .any(|s| s.starts_with("line 10:") && s.contains("postgres")),
+            "{shown:#?}"
+        );
+    }
+
+    #[test]
+    fn the_cache_table_names_an_engine_and_its_nodes_and_refuses_what_does_not_fit() {
+        let t = Topology::parse(
+            "[cache]\nengine = \"redis\"\nnodes = 2\nmax_mib = 128\nl1_ttl_ms = 60000\n[api]\ncount = 3\n",
+            8080,
+        )
+        .expect("valid");
+        assert_eq!(t.cache.shared, Some((CacheEngine::Redis, 2)));
+        assert_eq!(t.cache.max_mib, Some(128));
+        assert_eq!(t.cache.l1_ttl_ms, Some(60_000));
+        assert_eq!(t.cache_nodes(), 2);
+        assert_eq!(t.instance_count(), 3 + 2, "3 API servers and 2 cache nodes");
+        let t = Topology::parse("[cache]\nl1_mib = 32\n[api]\ncount = 3\n", 8080).expect("valid");
+        assert_eq!(t.cache.shared, None);
+        assert_eq!(t.cache_nodes(), 0);
+
+        let e = errors("[cache]\nengine = \"varnish\"\nnodes = 9\n[api]\ncount = 3\n");
+        let shown: Vec<String> = e.iter().map(ToString::to_string).collect();
+        assert!(
+            shown
+                .iter()
+                .any(|s| s.starts_with("line 2:") && s.contains("\"redis\"")),
+            "{shown:#?}"
+        );
+        assert!(
+            shown
+                .iter()
+                .any(|s| s.starts_with("line 3:") && s.contains("from 1 to 4")),
+            "{shown:#?}"
+        );
+        let e = errors("[cache]\nnodes = 2\nl1_ttl_ms = 0\nsize = 1\n[api]\ncount = 3\n");
+        let shown: Vec<String> = e.iter().map(ToString::to_string).collect();
+        assert_eq!(e.len(), 3, "{shown:#?}");
+        assert!(
+            shown
+                .iter()
+                .any(|s| s.starts_with("line 2:") && s.contains("needs a shared cache")),
             "{shown:#?}"
         );
     }

@@ -73,7 +73,10 @@ pub async fn build(opts: &ServerOptions) -> anyhow::Result<(Tiered<StoreError>, 
             );
         }
         cache.attach_bus(bus);
-        return Ok((cache, format!("{what}, L1s kept coherent over Redis pub/sub")));
+        return Ok((
+            cache,
+            format!("{what}, L1s kept coherent over Redis pub/sub"),
+        ));
     }
     Ok((cache, what))
 }

@@ -14,8 +14,9 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-mod controller;
 mod cache;
+mod cachenode;
+mod controller;
 mod lb;
 mod orchestrate;
 mod pgnode;
@@ -43,6 +44,8 @@ enum Command {
     Lb(Box<lb::LbArgs>),
     /// Run the control role: watch the PostgreSQL primary and fail over when it is gone.
     Control(controller::ControlArgs),
+    /// Run one shared cache server (Redis or Memcached) as a role, as `strata up` does.
+    Cache(cachenode::CacheArgs),
     /// Run one PostgreSQL server (primary or streaming replica) as a role, as `strata up` does.
     Postgres(pgnode::PostgresArgs),
     /// Bulk-load synthetic users into a data directory, with a progress bar.
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
             Command::Api(args) => roles::api(args).await,
             Command::Lb(args) => lb::lb(*args).await,
             Command::Postgres(args) => pgnode::run(args).await,
+            Command::Cache(args) => cachenode::run(args).await,
             Command::Control(args) => controller::run(args).await,
             Command::Seed(args) => seed::run(args).await,
             Command::Up(args) => orchestrate::up(args).await,

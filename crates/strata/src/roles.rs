@@ -67,7 +67,12 @@ pub struct ServerOptions {
     /// Redis nodes as the shared cache (L2), `redis://HOST:PORT`, comma-separated: keys are
     /// spread over them by consistent hashing, and the first also carries the invalidation bus
     /// that keeps every API server's L1 coherent.
-    #[arg(long, env = "STRATA_CACHE_REDIS", value_delimiter = ',', conflicts_with = "cache_memcached")]
+    #[arg(
+        long,
+        env = "STRATA_CACHE_REDIS",
+        value_delimiter = ',',
+        conflicts_with = "cache_memcached"
+    )]
     pub cache_redis: Vec<String>,
     /// Memcached nodes as the shared cache (L2), `HOST:PORT`, comma-separated (consistent
     /// hashing). Memcached has no pub/sub: L1s then stay coherent only within --cache-ttl-ms.
