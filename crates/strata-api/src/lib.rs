@@ -90,8 +90,19 @@ pub fn app(state: AppState) -> Router {
         .route("/openapi.json", get(ops::openapi))
         .fallback(|| async { problem::ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { problem::ApiError::MethodNotAllowed })
+        .layer(axum::middleware::map_response(no_store_unless_said))
         .layer(axum::middleware::from_fn(observe::observe))
         .with_state(state)
+}
+
+/// Caching is opt-in per route: a response that does not say how it may be cached (errors,
+/// metrics, health) says `no-store`.
+async fn no_store_unless_said(mut r: axum::response::Response) -> axum::response::Response {
+    use axum::http::{HeaderValue, header};
+    r.headers_mut()
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    r
 }
 
 /// A bound, not yet serving, API server.

@@ -182,6 +182,9 @@ fn json_response(status: StatusCode, body: Bytes, version: u64) -> Response {
 }
 
 fn with_commit(mut r: Response, receipt: WriteReceipt) -> Response {
+    // A write's answer carries this client's commit cookie: never stored by any cache.
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     let token = receipt.commit.0;
     if let Ok(v) = HeaderValue::from_str(&token.to_string()) {
         r.headers_mut().insert(COMMIT_HEADER, v);
@@ -271,14 +274,22 @@ pub async fn get_one(
         }
         r.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        r.headers_mut()
+            .insert(header::VARY, HeaderValue::from_static(READ_VARY));
         return Ok(r);
     }
-    Ok(json_response(
+    let mut r = json_response(
         StatusCode::OK,
         cached.body.unwrap_or_default(),
         cached.version,
-    ))
+    );
+    r.headers_mut()
+        .insert(header::VARY, HeaderValue::from_static(READ_VARY));
+    Ok(r)
 }
+
+/// A read's answer depends on the read-your-writes token it was sent.
+const READ_VARY: &str = "Strata-Read-After";
 
 /// The precondition a write runs under, from `If-Match` and the current version.
 fn precondition(

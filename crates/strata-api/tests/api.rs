@@ -702,3 +702,54 @@ async fn a_read_after_a_write_token_sees_that_write() {
         .expect("GET");
     assert_eq!(r.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn every_route_says_how_it_may_be_cached_and_nothing_private_is_shared() {
+    let app = spawn_app().await;
+    let cc = |r: &reqwest::Response| {
+        r.headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    // Public, changing data: shared caches may keep it but must revalidate with the ETag.
+    let r = app
+        .client
+        .get(app.url("/users/12"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(cc(&r), "no-cache");
+    assert_eq!(r.headers()["vary"], "Strata-Read-After");
+    assert!(r.headers().contains_key(ETAG));
+    let r = app
+        .client
+        .get(app.url("/users"))
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(cc(&r), "no-cache");
+    // A write's answer carries the client's commit cookie: never stored.
+    let r = app
+        .client
+        .post(app.url("/users"))
+        .json(&jane())
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(cc(&r), "no-store");
+    // Errors and operational endpoints are not cached either.
+    for path in [
+        "/users/999999",
+        "/users/abc",
+        "/metrics",
+        "/healthz",
+        "/readyz",
+        "/nope",
+    ] {
+        let r = app.client.get(app.url(path)).send().await.expect("GET");
+        assert_eq!(cc(&r), "no-store", "{path}");
+    }
+}

@@ -233,6 +233,9 @@ pub fn plan_cache(topology: &Topology, dir: &Path) -> Vec<InstanceSpec> {
 pub fn cache_env(topology: &Topology, addrs: &[String]) -> Vec<(String, String)> {
     let mut env = Vec::new();
     let spec = &topology.cache;
+    if spec.off {
+        env.push(("STRATA_CACHE_OFF".into(), "true".into()));
+    }
     if let Some(mib) = spec.l1_mib {
         env.push(("STRATA_CACHE_MIB".into(), mib.to_string()));
     }

@@ -103,6 +103,8 @@ pub struct CacheSpec {
     pub l1_mib: Option<u64>,
     /// L1 entry life, ms (`l1_ttl_ms`).
     pub l1_ttl_ms: Option<u64>,
+    /// `engine = "off"`: no caching at all (every read goes to the database) — for comparisons.
+    pub off: bool,
 }
 
 const CACHE_KEYS: &[&str] = &["engine", "nodes", "max_mib", "l1_mib", "l1_ttl_ms"];
@@ -807,8 +809,10 @@ impl Topology {
                     line_of(text, Some("cache"), Some(key))
                         .or_else(|| line_of(text, Some("cache"), None))
                 };
+                let off = matches!(t.get("engine"), Some(Value::String(s)) if s == "off");
                 let engine = match t.get("engine") {
                     None => None,
+                    Some(Value::String(s)) if s == "off" => None,
                     Some(Value::String(s)) if s == "in-process" => None,
                     Some(Value::String(s)) if s == "redis" => Some(CacheEngine::Redis),
                     Some(Value::String(s)) if s == "memcached" => Some(CacheEngine::Memcached),
@@ -816,7 +820,7 @@ impl Topology {
                         err(
                             at("engine"),
                             format!(
-                                "`cache.engine` must be \"in-process\", \"redis\" or \"memcached\", not {}",
+                                "`cache.engine` must be \"in-process\", \"redis\", \"memcached\" or \"off\", not {}",
                                 show(v)
                             ),
                         );
@@ -871,6 +875,7 @@ impl Topology {
                     max_mib: number("max_mib", 1..=65_536),
                     l1_mib: number("l1_mib", 1..=65_536),
                     l1_ttl_ms: number("l1_ttl_ms", 1..=86_400_000),
+                    off,
                 };
             }
             Some(v) => err(
@@ -1013,6 +1018,10 @@ mod tests {
         assert_eq!(t.instance_count(), 3 + 2, "3 API servers and 2 cache nodes");
         let t = Topology::parse("[cache]\nl1_mib = 32\n[api]\ncount = 3\n", 8080).expect("valid");
         assert_eq!(t.cache.shared, None);
+        assert!(!t.cache.off);
+        let t =
+            Topology::parse("[cache]\nengine = \"off\"\n[api]\ncount = 3\n", 8080).expect("valid");
+        assert!(t.cache.off && t.cache.shared.is_none());
         assert_eq!(t.cache_nodes(), 0);
 
         let e = errors("[cache]\nengine = \"varnish\"\nnodes = 9\n[api]\ncount = 3\n");
