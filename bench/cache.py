@@ -179,8 +179,9 @@ def main():
                 for i in sample:
                     f.write(f"http://{lb}/users/{i}\n")
             r = {}
-            print(f"==> {mode}: warm-up, {args.warm:,} requests closed-loop", flush=True)
-            oha(oha_bin, "-n", str(args.warm), "-c", "32", "--urls-from-file", urls)
+            if mode != "off":  # nothing to warm without a cache
+                print(f"==> {mode}: warm-up, {args.warm:,} requests closed-loop", flush=True)
+                oha(oha_bin, "-n", str(args.warm), "-c", "32", "--urls-from-file", urls)
             before = metrics(apis)
             print(f"==> {mode}: {args.rate} req/s for {args.duration} s (open loop)", flush=True)
             load = oha(oha_bin, "-z", f"{args.duration}s", "-q", str(args.rate), "-c", "64",
