@@ -218,3 +218,67 @@ fn nix_kill(pid: i32) {
         .expect("kill");
     assert!(status.success(), "kill -9 {pid}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memcached_topology_serves_reads_through_its_shared_cache() {
+    let (_tmp, dir) =
+        up_topology("[api]\ncount = 2\n[cache]\nengine = \"memcached\"\nmax_mib = 16\n");
+    let _cleanup = Cleanup(&dir);
+    let status = status_json(&dir);
+    let memcached = role(&status, "cache-1")["addrs"]["memcached"]
+        .as_str()
+        .expect("cache-1 announces its Memcached address")
+        .to_string();
+    let apis: Vec<String> = (1..=2)
+        .map(|i| {
+            role(&status, &format!("api-{i}"))["addrs"]["http"]
+                .as_str()
+                .expect("api address")
+                .to_string()
+        })
+        .collect();
+    let http = reqwest::Client::new();
+    // The first read loads user 12 and stores it in Memcached; the other server finds it
+    // there (an L2 hit) instead of reading the database.
+    for api in &apis {
+        let r = http
+            .get(format!("http://{api}/users/12"))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(r.status(), 200);
+    }
+    let l2_hits = metric(
+        &http,
+        &apis[1],
+        "strata_cache_requests_total{level=\"l2\",result=\"hit\"}",
+    )
+    .await
+        + metric(
+            &http,
+            &apis[0],
+            "strata_cache_requests_total{level=\"l2\",result=\"hit\"}",
+        )
+        .await;
+    assert!(
+        l2_hits >= 1.0,
+        "the second server read user 12 from Memcached"
+    );
+    // And the value is really in Memcached, under its key.
+    use std::io::{Read as _, Write as _};
+    let mut raw = std::net::TcpStream::connect(&memcached).expect("connect memcached");
+    raw.write_all(b"get user:12\r\n").expect("write");
+    let mut answer = vec![0u8; 4096];
+    let n = raw.read(&mut answer).expect("read");
+    let text = String::from_utf8_lossy(&answer[..n]);
+    assert!(
+        text.starts_with("VALUE user:12") && text.contains("John"),
+        "{text}"
+    );
+    let out = strata(&["down"], &dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        explain("strata down", &out, &dir)
+    );
+}
