@@ -689,3 +689,33 @@ impl<E: Send + Sync + 'static> InvalidationTarget for L1Target<E> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttls_are_spread_within_the_jitter_so_keys_written_together_expire_apart() {
+        let cache = Tiered::<()>::new(TieredConfig::default(), None);
+        let base = Duration::from_secs(10);
+        let drawn: Vec<Duration> = (0..1_000).map(|_| cache.jittered(base)).collect();
+        let (min, max) = (
+            drawn.iter().min().copied().unwrap_or_default(),
+            drawn.iter().max().copied().unwrap_or_default(),
+        );
+        assert!(min >= Duration::from_secs(9), "{min:?}");
+        assert!(max <= Duration::from_secs(11), "{max:?}");
+        assert!(
+            max - min > Duration::from_millis(1_500),
+            "spread over most of ±10%: {min:?}..{max:?}"
+        );
+        let off = Tiered::<()>::new(
+            TieredConfig {
+                ttl_jitter: 0.0,
+                ..TieredConfig::default()
+            },
+            None,
+        );
+        assert_eq!(off.jittered(base), base);
+    }
+}
