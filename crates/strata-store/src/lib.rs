@@ -20,8 +20,10 @@
 use async_trait::async_trait;
 use strata_core::user::{User, UserId, UserProfile};
 
+pub mod accounts;
 pub mod conformance;
 pub mod postgres;
+pub mod redis_sessions;
 pub mod replicated;
 mod rows;
 pub mod sqlite;
@@ -108,6 +110,12 @@ pub enum StoreError {
     /// A stored row could not be read back as a user. Never served.
     #[error("stored data for user {id} is corrupt: {detail}")]
     Corrupt { id: UserId, detail: String },
+    /// An account with this email already exists.
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    /// No account has this email.
+    #[error("no account has the email {0}")]
+    NoAccount(String),
     /// The data directory cannot be used (unreadable, not a Strata database, newer schema).
     #[error("{0}")]
     Unusable(String),

@@ -39,6 +39,8 @@ pub const FORMAT: &str = "strata-users";
 pub const READ_AFTER_WAIT: Duration = Duration::from_millis(200);
 /// Pause between attempts to open a connection while the server is unreachable.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
+mod accounts;
+
 /// Advisory lock key held while migrating ("strata" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7374_7261_7461;
 
@@ -49,6 +51,33 @@ const MIGRATIONS: &[&str] = &[
          id bigint PRIMARY KEY CHECK (id >= 0),
          version bigint NOT NULL CHECK (version >= 1),
          profile jsonb NOT NULL
+     );",
+    // 2: accounts (deleted with their user), sessions and login-failure counters.
+    "CREATE TABLE accounts (
+         user_id bigint PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+         email text NOT NULL UNIQUE,
+         password_hash text NOT NULL,
+         roles text NOT NULL DEFAULT '',
+         created_ms bigint NOT NULL
+     );
+     CREATE TABLE sessions (
+         id text PRIMARY KEY,
+         user_id bigint NOT NULL,
+         created_ms bigint NOT NULL,
+         expires_ms bigint NOT NULL,
+         last_used_ms bigint NOT NULL,
+         generation bigint NOT NULL,
+         revoked boolean NOT NULL DEFAULT false,
+         refresh_hash text NOT NULL,
+         used_hashes text NOT NULL DEFAULT '',
+         user_agent text NOT NULL,
+         ip text NOT NULL
+     );
+     CREATE INDEX sessions_by_user ON sessions (user_id, created_ms);
+     CREATE TABLE auth_failures (
+         key text PRIMARY KEY,
+         window_end_ms bigint NOT NULL,
+         count bigint NOT NULL
      );",
 ];
 

@@ -169,6 +169,12 @@ impl ReplicatedStore {
             .collect()
     }
 
+    /// The primary: accounts and sessions live there (logins are rare, and a revocation must be
+    /// seen by the next request, which a lagging replica could miss).
+    pub fn primary(&self) -> &PgStore {
+        &self.inner.primary
+    }
+
     /// Runs a read on the replicas (in turn) and then the primary; reports which served it.
     async fn read<T, F, Fut>(
         &self,

@@ -37,6 +37,8 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub const READ_AFTER_WAIT: Duration = Duration::from_millis(200);
 const MAX_IDLE_READERS: usize = 8;
 
+mod accounts;
+
 /// Schema migrations, in order. `PRAGMA user_version` holds how many have been applied.
 const MIGRATIONS: &[&str] = &[
     // 1: users, the commit counter, and the format marker.
@@ -50,6 +52,33 @@ const MIGRATIONS: &[&str] = &[
          profile TEXT NOT NULL,
          commit_seq INTEGER NOT NULL
      );",
+    // 2: accounts (deleted with their user), sessions and login-failure counters.
+    "CREATE TABLE accounts (
+         user_id INTEGER PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+         email TEXT NOT NULL UNIQUE,
+         password_hash TEXT NOT NULL,
+         roles TEXT NOT NULL DEFAULT '',
+         created_ms INTEGER NOT NULL
+     );
+     CREATE TABLE sessions (
+         id TEXT PRIMARY KEY,
+         user_id INTEGER NOT NULL,
+         created_ms INTEGER NOT NULL,
+         expires_ms INTEGER NOT NULL,
+         last_used_ms INTEGER NOT NULL,
+         generation INTEGER NOT NULL,
+         revoked INTEGER NOT NULL DEFAULT 0,
+         refresh_hash TEXT NOT NULL,
+         used_hashes TEXT NOT NULL DEFAULT '',
+         user_agent TEXT NOT NULL,
+         ip TEXT NOT NULL
+     ) WITHOUT ROWID;
+     CREATE INDEX sessions_by_user ON sessions (user_id, created_ms);
+     CREATE TABLE auth_failures (
+         key TEXT PRIMARY KEY,
+         window_end_ms INTEGER NOT NULL,
+         count INTEGER NOT NULL
+     ) WITHOUT ROWID;",
 ];
 
 /// The newest schema version this build knows.

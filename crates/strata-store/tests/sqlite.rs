@@ -19,6 +19,14 @@ async fn the_sqlite_engine_passes_the_store_suite() {
 }
 
 #[tokio::test]
+async fn the_sqlite_engine_passes_the_account_and_session_suites() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    strata_store::accounts::contract::accounts(&store).await;
+    strata_store::accounts::contract::sessions(&store).await;
+}
+
+#[tokio::test]
 async fn the_first_open_creates_the_database_and_later_opens_migrate_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let first = SqliteStore::open(dir.path()).expect("open");
