@@ -4,8 +4,10 @@
 //! `strata-store` and the two-level `Tiered` cache of `strata-cache` — the engines behind them
 //! are chosen by the binary, never here.
 //!
-//! A stateless axum server for user profiles under `/users`, plus `/healthz`, `/readyz`,
-//! `/metrics` and `/openapi.json`. Guarantees:
+//! A stateless axum server for user profiles under `/users`, accounts and sessions under
+//! `/accounts` and `/sessions` (see [`auth`]), plus `/healthz`, `/readyz`, `/metrics`,
+//! `/openapi.json` and `/.well-known/jwks.json`. It keeps nothing another server would need:
+//! sessions live in the shared session store, signing keys in the deployment's key directory. Guarantees:
 //! - every error is RFC 9457 `application/problem+json`, naming each field or parameter at
 //!   fault; no input can crash the server or leave a half-written user;
 //! - a write answered 2xx has committed in the store; this server never serves a value older
@@ -25,8 +27,12 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use strata_cache::tiered::Tiered;
 use strata_core::id::SnowflakeGenerator;
 use strata_store::Store;
+use strata_store::accounts::AccountStore;
 use tokio::net::TcpListener;
 
+pub mod accounts;
+pub mod auth;
+pub mod keys;
 pub mod observe;
 pub mod openapi;
 pub mod ops;
@@ -38,6 +44,10 @@ pub mod users;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
+    /// Accounts (email, password hash, roles): on the primary data store.
+    pub accounts: Arc<dyn AccountStore>,
+    /// Keys, the shared session store and password policy.
+    pub auth: auth::AuthConfig,
     pub cache: Tiered<strata_store::StoreError>,
     pub ids: Arc<SnowflakeGenerator>,
     pub metrics: PrometheusHandle,
@@ -57,11 +67,15 @@ impl std::fmt::Debug for AppState {
 impl AppState {
     pub fn new(
         store: Arc<dyn Store>,
+        accounts: Arc<dyn AccountStore>,
+        auth: auth::AuthConfig,
         ids: SnowflakeGenerator,
         cache: Tiered<strata_store::StoreError>,
     ) -> Self {
         Self {
             store,
+            accounts,
+            auth,
             cache,
             ids: Arc::new(ids),
             metrics: observe::metrics_handle(),
@@ -84,6 +98,13 @@ pub fn app(state: AppState) -> Router {
                 .patch(users::patch)
                 .delete(users::delete),
         )
+        .route("/accounts", post(accounts::create))
+        .route("/accounts/{id}", g(accounts::get_one))
+        .route("/sessions", post(accounts::login).get(accounts::list))
+        .route("/sessions/refresh", post(accounts::refresh))
+        .route("/sessions/current", axum::routing::delete(accounts::logout))
+        .route("/sessions/{id}", axum::routing::delete(accounts::revoke))
+        .route("/.well-known/jwks.json", g(accounts::jwks))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -136,8 +157,11 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(self.listener, app(self.state))
-            .with_graceful_shutdown(shutdown)
+        axum::serve(
+            self.listener,
+            app(self.state).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
             .await
     }
 }

@@ -87,6 +87,24 @@ pub enum ApiError {
     Timeout(std::time::Duration),
     #[error("internal error: {0}")]
     Internal(String),
+    /// No credentials, or credentials that are not valid (401 + `WWW-Authenticate`).
+    #[error("not authenticated: {0}")]
+    Unauthenticated(String),
+    /// Authenticated, but not allowed to do this (403).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// A cookie-authenticated request without the matching `X-CSRF-Token` (403).
+    #[error("missing or wrong CSRF token")]
+    CsrfRejected,
+    /// Wrong email or password — the same answer whether or not the email is registered.
+    #[error("login failed")]
+    LoginFailed,
+    #[error("too many failed attempts")]
+    TooManyAttempts { retry_after: std::time::Duration },
+    #[error("the email is already registered")]
+    EmailTaken,
+    #[error("no such session")]
+    SessionNotFound,
 }
 
 impl From<StoreError> for ApiError {
@@ -100,9 +118,11 @@ impl From<StoreError> for ApiError {
             StoreError::NotYetVisible { .. } | StoreError::Unavailable(_) => {
                 ApiError::Unavailable(e.to_string())
             }
-            StoreError::AlreadyExists(_) | StoreError::Corrupt { .. } | StoreError::Unusable(_) => {
-                ApiError::Internal(e.to_string())
-            }
+            StoreError::EmailTaken => ApiError::EmailTaken,
+            StoreError::AlreadyExists(_)
+            | StoreError::Corrupt { .. }
+            | StoreError::Unusable(_)
+            | StoreError::NoAccount(_) => ApiError::Internal(e.to_string()),
         }
     }
 }
@@ -117,7 +137,13 @@ impl ApiError {
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::InvalidFields(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::UserNotFound(_) | ApiError::NoRoute => StatusCode::NOT_FOUND,
+            ApiError::UserNotFound(_) | ApiError::NoRoute | ApiError::SessionNotFound => {
+                StatusCode::NOT_FOUND
+            }
+            ApiError::Unauthenticated(_) | ApiError::LoginFailed => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) | ApiError::CsrfRejected => StatusCode::FORBIDDEN,
+            ApiError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::EmailTaken => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::Unavailable(_) | ApiError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -143,6 +169,13 @@ impl ApiError {
             ApiError::Unavailable(_) => ("unavailable", "Service unavailable"),
             ApiError::Timeout(_) => ("timeout", "Request timed out"),
             ApiError::Internal(_) => ("internal", "Internal server error"),
+            ApiError::Unauthenticated(_) => ("unauthenticated", "Not authenticated"),
+            ApiError::Forbidden(_) => ("forbidden", "Forbidden"),
+            ApiError::CsrfRejected => ("csrf", "CSRF token missing or wrong"),
+            ApiError::LoginFailed => ("login-failed", "Login failed"),
+            ApiError::TooManyAttempts { .. } => ("too-many-attempts", "Too many attempts"),
+            ApiError::EmailTaken => ("email-taken", "Email already registered"),
+            ApiError::SessionNotFound => ("session-not-found", "Session not found"),
         }
     }
 
@@ -189,6 +222,16 @@ impl ApiError {
             ApiError::Unavailable(_) => "The service is temporarily unable to handle the request; retry after the time in Retry-After.".into(),
             ApiError::Timeout(d) => format!("The request did not complete within {} ms; retry later.", d.as_millis()),
             ApiError::Internal(_) => "The server met an internal error. It has been logged.".into(),
+            ApiError::Unauthenticated(why) => format!("{why} Log in with POST /sessions, or refresh with POST /sessions/refresh."),
+            ApiError::Forbidden(why) => why.clone(),
+            ApiError::CsrfRejected => "A request authenticated by cookie must send the session's CSRF token in X-CSRF-Token.".into(),
+            ApiError::LoginFailed => "The email or password is wrong.".into(),
+            ApiError::TooManyAttempts { retry_after } => format!("Too many failed attempts; try again in {} s.", retry_after.as_secs().max(1)),
+            ApiError::EmailTaken => {
+                errors.push(ProblemItem { pointer: Some("/email".into()), parameter: None, detail: "is already registered".into() });
+                "An account with this email already exists; log in instead.".into()
+            }
+            ApiError::SessionNotFound => "You have no session with this id.".into(),
         };
         Problem {
             kind: format!("urn:strata:problem:{slug}"),
@@ -214,6 +257,18 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let ApiError::TooManyAttempts { retry_after } = &self {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after.as_secs().max(1)),
+            );
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Bearer realm="strata", error="invalid_token""#),
+            );
         }
         response
     }

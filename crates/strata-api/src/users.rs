@@ -27,6 +27,7 @@ use strata_store::{
 };
 
 use crate::AppState;
+use crate::auth::Principal;
 use crate::problem::ApiError;
 use crate::request::{EntityTags, JsonKind, entity_tags, etag, json_body, user_id};
 
@@ -144,6 +145,8 @@ fn clone_store_error(e: &Arc<StoreError>) -> StoreError {
     match e.as_ref() {
         StoreError::NotFound(id) => StoreError::NotFound(*id),
         StoreError::AlreadyExists(id) => StoreError::AlreadyExists(*id),
+        StoreError::EmailTaken => StoreError::EmailTaken,
+        StoreError::NoAccount(e) => StoreError::NoAccount(e.clone()),
         StoreError::VersionMismatch {
             id,
             expected,
@@ -181,7 +184,7 @@ fn json_response(status: StatusCode, body: Bytes, version: u64) -> Response {
     r
 }
 
-fn with_commit(mut r: Response, receipt: WriteReceipt) -> Response {
+pub(crate) fn with_commit(mut r: Response, receipt: WriteReceipt) -> Response {
     // A write's answer carries this client's commit cookie: never stored by any cache.
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -210,9 +213,11 @@ fn with_commit(mut r: Response, receipt: WriteReceipt) -> Response {
     ))]
 pub async fn create(
     State(state): State<AppState>,
+    principal: Principal,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    principal.require_admin("create a profile without an account (sign up with POST /accounts)")?;
     let doc = json_body(&headers, body, JsonKind::Json).await?;
     let profile = UserProfile::parse(&doc, IdField::Forbidden).map_err(ApiError::InvalidFields)?;
     let id = state
@@ -356,11 +361,13 @@ async fn write_precondition(
     ))]
 pub async fn replace(
     State(state): State<AppState>,
+    principal: Principal,
     Path(raw): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let id = user_id(&raw)?;
+    principal.may_change(id)?;
     let if_match = entity_tags(&headers, header::IF_MATCH)?;
     let doc = json_body(&headers, body, JsonKind::Json).await?;
     let profile =
@@ -401,11 +408,13 @@ async fn commit_and_render(state: &AppState, user: User, receipt: WriteReceipt) 
     ))]
 pub async fn patch(
     State(state): State<AppState>,
+    principal: Principal,
     Path(raw): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let id = user_id(&raw)?;
+    principal.may_change(id)?;
     let if_match = entity_tags(&headers, header::IF_MATCH)?;
     let patch_doc = json_body(&headers, body, JsonKind::MergePatch).await?;
     // Read-modify-write under optimistic concurrency: the store applies the result only if
@@ -462,10 +471,12 @@ pub async fn patch(
     ))]
 pub async fn delete(
     State(state): State<AppState>,
+    principal: Principal,
     Path(raw): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = user_id(&raw)?;
+    principal.may_change(id)?;
     let if_match = entity_tags(&headers, header::IF_MATCH)?;
     let pre = write_precondition(&state, id, &if_match).await?;
     let receipt = state.store.delete(id, pre).await?;
@@ -473,6 +484,15 @@ pub async fn delete(
         .cache
         .write(&cache_key(id), Entry::absent(receipt.version))
         .await;
+    // The account went with the user; its sessions end too.
+    if let Err(e) = state
+        .auth
+        .sessions
+        .revoke_all(id, strata_store::accounts::now_ms())
+        .await
+    {
+        tracing::warn!(error = %e, user = %id, "the user is deleted but its sessions could not be revoked; they end when their access tokens fail the account check");
+    }
     Ok(with_commit(StatusCode::NO_CONTENT.into_response(), receipt))
 }
 

@@ -9,16 +9,26 @@ use serde_json::{Value, json};
 use strata_api::{AppState, Application};
 use strata_cache::tiered::{Tiered, TieredConfig};
 use strata_core::id::SnowflakeGenerator;
-use strata_core::user::{IdField, UserProfile};
+use strata_api::auth::AuthConfig;
+use strata_api::keys::KeyRing;
+use strata_core::user::{IdField, User, UserId, UserProfile};
+use strata_store::accounts::{ADMIN_ROLE, AccountStore};
 use strata_store::sqlite::SqliteStore;
 
 const CANONICAL: &str = r#"{"id":12,"firstName":"John","lastName":"Smith","address":{"streetAddress":"21 2nd Street","city":"New York","state":"NY","postalCode":10021},"phoneNumbers":["212 555-1234","646555-4567"]}"#;
 
 struct TestApp {
     base: String,
+    /// Sends an admin's access token with every request.
     client: reqwest::Client,
+    /// Sends no credentials.
+    anon: reqwest::Client,
     _dir: tempfile::TempDir,
 }
+
+/// The administrator every test app starts with.
+const ADMIN_EMAIL: &str = "admin@example.com";
+const ADMIN_PASSWORD: &str = "admin password 1";
 
 impl TestApp {
     fn url(&self, path: &str) -> String {
@@ -48,8 +58,26 @@ async fn spawn_app() -> TestApp {
     assert!(opened.created);
     let store = Arc::new(opened.store);
     store.ensure_canonical_user().await.expect("canonical user");
+    let keys = KeyRing::open(&dir.path().join("keys")).expect("keys");
+    let auth = AuthConfig::new(keys, store.clone());
+    // The admin: an account made through the store, then granted the role (as the CLI does).
+    let hash = auth.hash_password(ADMIN_PASSWORD).await.expect("hash");
+    let admin = User {
+        id: UserId(9_000_000_001),
+        profile: UserProfile::parse(&jane(), IdField::Forbidden).expect("profile"),
+    };
+    store
+        .create_account(&admin, ADMIN_EMAIL, &hash)
+        .await
+        .expect("admin account");
+    store
+        .set_role(ADMIN_EMAIL, ADMIN_ROLE, true)
+        .await
+        .expect("grant admin");
     let state = AppState::new(
+        store.clone(),
         store,
+        auth,
         SnowflakeGenerator::new(1).expect("node"),
         Tiered::new(TieredConfig::default(), None),
     );
@@ -58,13 +86,34 @@ async fn spawn_app() -> TestApp {
         .expect("bind");
     let base = format!("http://{}", app.addr());
     tokio::spawn(app.run_until_stopped(std::future::pending()));
+    let anon = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let login: Value = anon
+        .post(format!("{base}/sessions"))
+        .json(&json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("login json");
+    let token = login["access_token"].as_str().expect("access token");
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().expect("header"),
+    );
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
+        .default_headers(headers)
         .build()
         .expect("client");
     TestApp {
         base,
         client,
+        anon,
         _dir: dir,
     }
 }
@@ -407,7 +456,7 @@ async fn listing_pages_through_every_user_once_in_id_order() {
             None => break,
         }
     }
-    assert_eq!(seen.len(), 8, "7 created + user 12: {seen:?}");
+    assert_eq!(seen.len(), 9, "7 created + user 12 + the admin: {seen:?}");
     assert!(seen.windows(2).all(|w| w[0] < w[1]), "ascending and unique");
     assert_eq!(seen[0], 12);
     let first_page = app.get("/users?limit=1").await.text().await.expect("text");

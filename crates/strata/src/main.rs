@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod admin;
 mod cache;
 mod cachenode;
 mod controller;
@@ -58,6 +59,9 @@ enum Command {
     Status(orchestrate::StatusArgs),
     /// Print the deployment's logs, merged and prefixed by role.
     Logs(orchestrate::LogsArgs),
+    /// Operator actions the API never offers: grant or withdraw the admin role, rotate the
+    /// token-signing keys.
+    Admin(admin::AdminArgs),
 }
 
 fn main() -> ExitCode {
@@ -85,6 +89,7 @@ fn main() -> ExitCode {
             Command::Down(args) => orchestrate::down(args).await,
             Command::Status(args) => orchestrate::status(args).await,
             Command::Logs(args) => orchestrate::logs(args).await,
+            Command::Admin(args) => admin::run(args).await,
         }
     });
     match result {

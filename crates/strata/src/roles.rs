@@ -14,7 +14,10 @@ use anyhow::Context as _;
 use strata_api::{AppState, Application};
 use strata_core::id::SnowflakeGenerator;
 use strata_core::ready::ReadyLine;
+use strata_api::keys::KeyRing;
 use strata_store::Store;
+use strata_store::accounts::{AccountStore, SessionStore};
+use strata_store::redis_sessions::RedisSessions;
 use strata_store::postgres::{PgConfig, PgStore};
 use strata_store::replicated::{ReplicaPolicy, ReplicatedStore};
 use strata_store::sqlite::SqliteStore;
@@ -91,6 +94,29 @@ pub struct ServerOptions {
     /// Turn the read cache off entirely (every read goes to the database) — for comparisons.
     #[arg(long, env = "STRATA_CACHE_OFF")]
     pub no_cache: bool,
+    /// Directory of the keys that sign access tokens, shared by every API server of a
+    /// deployment (default: `keys` in the data directory; a key is created when there is none).
+    #[arg(long, env = "STRATA_KEYS")]
+    pub keys: Option<PathBuf>,
+    /// Keep sessions in this Redis (`redis://HOST:PORT`; durable, not the cache's) instead of
+    /// the database. Never logged.
+    #[arg(long, env = "STRATA_SESSIONS_REDIS", hide_env_values = true)]
+    pub sessions_redis: Option<String>,
+    /// Lifetime of an access token, in seconds.
+    #[arg(long, env = "STRATA_ACCESS_TTL_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(10..=86_400))]
+    pub access_ttl_secs: u64,
+    /// argon2id memory cost, in KiB.
+    #[arg(long, env = "STRATA_ARGON2_MEMORY_KIB", default_value_t = 19 * 1024, value_parser = clap::value_parser!(u32).range(1024..=1_048_576))]
+    pub argon2_memory_kib: u32,
+    /// argon2id passes over memory.
+    #[arg(long, env = "STRATA_ARGON2_ITERATIONS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub argon2_iterations: u32,
+    /// Failed logins per email within 15 minutes before 429.
+    #[arg(long, env = "STRATA_LOGIN_MAX_FAILURES", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub login_max_failures: u64,
+    /// Failed logins per client address within 15 minutes before 429.
+    #[arg(long, env = "STRATA_LOGIN_MAX_FAILURES_PER_IP", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub login_max_failures_per_ip: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -135,7 +161,8 @@ async fn run_server(
     let (store, where_) = with_replicas(store, where_, &opts)?;
     let ids = SnowflakeGenerator::new(opts.node_id).context("invalid --node-id")?;
     let (cache, cache_where) = crate::cache::build(&opts).await?;
-    let state = AppState::new(store, ids, cache);
+    let (accounts, auth) = build_auth(&opts).await?;
+    let state = AppState::new(store, accounts, auth, ids, cache);
     let app = Application::build(opts.addr, state).await.with_context(|| {
         format!("cannot listen on {}: is another process using that port? Pass another --addr (port 0 picks a free one)", opts.addr)
     })?;
@@ -150,6 +177,49 @@ async fn run_server(
         .context("the server failed")?;
     tracing::info!(role, "stopped after finishing in-flight requests");
     Ok(())
+}
+
+/// The account store (the primary database), the session store and the signing keys.
+async fn build_auth(
+    opts: &ServerOptions,
+) -> anyhow::Result<(Arc<dyn AccountStore>, strata_api::auth::AuthConfig)> {
+    let (accounts, database_sessions): (Arc<dyn AccountStore>, Arc<dyn SessionStore>) =
+        match &opts.postgres {
+            Some(url) => {
+                let mut config = PgConfig::new(url.clone());
+                config.max_connections = (opts.postgres_pool as usize / 4).max(2);
+                let primary = Arc::new(
+                    PgStore::connect_lazily(&config)
+                        .context("cannot use the PostgreSQL database given by --postgres")?,
+                );
+                (primary.clone(), primary)
+            }
+            None => {
+                let sqlite = Arc::new(
+                    SqliteStore::open(&opts.data)
+                        .with_context(|| format!("cannot use data directory {}", opts.data.display()))?
+                        .store,
+                );
+                (sqlite.clone(), sqlite)
+            }
+        };
+    let sessions: Arc<dyn SessionStore> = match &opts.sessions_redis {
+        Some(url) => Arc::new(
+            RedisSessions::connect(url)
+                .await
+                .context("cannot reach the session store given by --sessions-redis")?,
+        ),
+        None => database_sessions,
+    };
+    let keys_dir = opts.keys.clone().unwrap_or_else(|| opts.data.join("keys"));
+    let keys = KeyRing::open(&keys_dir).map_err(anyhow::Error::msg)?;
+    let mut auth = strata_api::auth::AuthConfig::new(keys, sessions);
+    auth.access_ttl = Duration::from_secs(opts.access_ttl_secs);
+    auth.password.memory_kib = opts.argon2_memory_kib;
+    auth.password.iterations = opts.argon2_iterations;
+    auth.max_failures_per_account = opts.login_max_failures;
+    auth.max_failures_per_ip = opts.login_max_failures_per_ip;
+    Ok((accounts, auth))
 }
 
 /// Opens the configured engine (PostgreSQL with `--postgres`, SQLite otherwise), inserting the

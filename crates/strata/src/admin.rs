@@ -1,0 +1,163 @@
+//! `strata admin`: operator actions that the API never offers itself — granting and withdrawing
+//! the admin role, and rotating the keys that sign access tokens.
+//!
+//! The target is a deployment directory (`--dir`, as `strata up` made it: its PostgreSQL
+//! primary if it runs one, else its SQLite data directory), or a data directory or PostgreSQL
+//! URL given directly, as `strata serve` takes them.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use strata_store::accounts::{ADMIN_ROLE, AccountStore};
+use strata_store::postgres::{PgConfig, PgStore};
+use strata_store::sqlite::SqliteStore;
+
+#[derive(Debug, clap::Args)]
+pub struct AdminArgs {
+    #[command(subcommand)]
+    pub action: AdminAction,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Target {
+    /// A deployment directory made by `strata up` (its database is used).
+    #[arg(long, conflicts_with_all = ["data", "postgres"])]
+    pub dir: Option<PathBuf>,
+    /// A data directory (SQLite), as `strata serve --data` takes it.
+    #[arg(long, env = "STRATA_DATA")]
+    pub data: Option<PathBuf>,
+    /// A PostgreSQL URL, as `strata serve --postgres` takes it. Never logged.
+    #[arg(long, env = "STRATA_POSTGRES_URL", hide_env_values = true)]
+    pub postgres: Option<String>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AdminAction {
+    /// Grant the admin role to the account with this email (it takes effect at the account's
+    /// next login or token refresh).
+    Grant {
+        email: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Withdraw the admin role from the account with this email.
+    Withdraw {
+        email: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Add a new key that signs access tokens from now on (older keys keep verifying; the
+    /// newest three are kept). Servers pick it up within 10 s.
+    RotateKeys {
+        /// The key directory (default: `keys` in the data directory).
+        #[arg(long, env = "STRATA_KEYS")]
+        keys: Option<PathBuf>,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// Where the deployment's PostgreSQL primary is, if it runs one.
+fn deployment_postgres(dir: &Path) -> anyhow::Result<Option<String>> {
+    let pg_dir = dir.join(strata_deploy::supervisor::POSTGRES_DIR);
+    let Some(cluster) = strata_deploy::cluster::read(&pg_dir)? else {
+        return Ok(None);
+    };
+    let addr = cluster
+        .primary_addr()
+        .context("the deployment's cluster.json names no primary address")?;
+    Ok(Some(format!(
+        "postgresql://{}@{addr}/{}",
+        strata_deploy::supervisor::POSTGRES_USER,
+        strata_deploy::supervisor::POSTGRES_DATABASE
+    )))
+}
+
+impl Target {
+    fn data_dir(&self) -> PathBuf {
+        match (&self.dir, &self.data) {
+            (Some(dir), _) => dir.join(strata_deploy::state::DATA_DIR),
+            (None, Some(data)) => data.clone(),
+            (None, None) => PathBuf::from(".strata/data"),
+        }
+    }
+
+    async fn accounts(&self) -> anyhow::Result<Arc<dyn AccountStore>> {
+        let postgres = match (&self.dir, &self.postgres) {
+            (_, Some(url)) => Some(url.clone()),
+            (Some(dir), None) => {
+                if !dir.is_dir() {
+                    anyhow::bail!(
+                        "{} is not a deployment directory: pass the --dir that `strata up` used",
+                        dir.display()
+                    );
+                }
+                deployment_postgres(dir)?
+            }
+            (None, None) => None,
+        };
+        Ok(match postgres {
+            Some(url) => Arc::new(
+                PgStore::connect(&PgConfig::new(url))
+                    .await
+                    .context("cannot reach the PostgreSQL database")?
+                    .store,
+            ),
+            None => {
+                let data = self.data_dir();
+                if !data.join(strata_store::sqlite::DB_FILE).exists() {
+                    anyhow::bail!(
+                        "{} holds no Strata database: pass the --data directory the API servers use (or --dir of a deployment)",
+                        data.display()
+                    );
+                }
+                Arc::new(
+                    SqliteStore::open(&data)
+                        .with_context(|| format!("cannot use {}", data.display()))?
+                        .store,
+                )
+            }
+        })
+    }
+}
+
+async fn set_admin(email: &str, target: &Target, granted: bool) -> anyhow::Result<()> {
+    let email = strata_api::accounts::normalize_email(email).map_err(|why| {
+        anyhow::anyhow!("{email:?} is not an email address: it {why}")
+    })?;
+    let accounts = target.accounts().await?;
+    match accounts.set_role(&email, ADMIN_ROLE, granted).await {
+        Ok(account) => {
+            println!(
+                "{} is {}an admin (user {}); roles: [{}]",
+                account.email,
+                if granted { "now " } else { "no longer " },
+                account.user_id,
+                account.roles.join(", ")
+            );
+            Ok(())
+        }
+        Err(strata_store::StoreError::NoAccount(_)) => anyhow::bail!(
+            "no account has the email {email}: create it first with POST /accounts"
+        ),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
+    match args.action {
+        AdminAction::Grant { email, target } => set_admin(&email, &target, true).await,
+        AdminAction::Withdraw { email, target } => set_admin(&email, &target, false).await,
+        AdminAction::RotateKeys { keys, target } => {
+            let dir = keys.unwrap_or_else(|| target.data_dir().join("keys"));
+            let kid = strata_api::keys::rotate(&dir).map_err(anyhow::Error::msg)?;
+            println!(
+                "new signing key {kid} in {}; API servers sign with it within {} s",
+                dir.display(),
+                strata_api::keys::RESCAN_EVERY.as_secs()
+            );
+            Ok(())
+        }
+    }
+}
