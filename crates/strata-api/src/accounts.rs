@@ -63,9 +63,16 @@ pub fn normalize_email(raw: &str) -> Result<String, String> {
     Ok(email)
 }
 
-fn check_password(raw: Option<&Value>, pointer: &str, fresh: bool) -> Result<String, FieldViolation> {
+fn check_password(
+    raw: Option<&Value>,
+    pointer: &str,
+    fresh: bool,
+) -> Result<String, FieldViolation> {
     let Some(Value::String(p)) = raw else {
-        return Err(FieldViolation::new(pointer, "is required and must be a string"));
+        return Err(FieldViolation::new(
+            pointer,
+            "is required and must be a string",
+        ));
     };
     let chars = p.chars().count();
     if chars > PASSWORD_MAX_CHARS {
@@ -89,7 +96,10 @@ fn check_password(raw: Option<&Value>, pointer: &str, fresh: bool) -> Result<Str
 fn email_field(doc: &Value) -> Result<String, FieldViolation> {
     match doc.get("email") {
         Some(Value::String(e)) => normalize_email(e).map_err(|d| FieldViolation::new("/email", d)),
-        _ => Err(FieldViolation::new("/email", "is required and must be a string")),
+        _ => Err(FieldViolation::new(
+            "/email",
+            "is required and must be a string",
+        )),
     }
 }
 
@@ -140,7 +150,10 @@ pub async fn create(
             })
             .ok(),
         None => {
-            violations.push(FieldViolation::new("/profile", "is required: the public profile"));
+            violations.push(FieldViolation::new(
+                "/profile",
+                "is required: the public profile",
+            ));
             None
         }
     };
@@ -260,7 +273,8 @@ fn token_response(
         csrf.as_deref(),
     )?;
     let ttl = state.auth.access_ttl;
-    let refresh_left = std::time::Duration::from_millis(session.expires_ms.saturating_sub(now_ms()));
+    let refresh_left =
+        std::time::Duration::from_millis(session.expires_ms.saturating_sub(now_ms()));
     let mut body = json!({
         "token_type": "Bearer",
         "expires_in": ttl.as_secs(),
@@ -277,12 +291,18 @@ fn token_response(
     let h = r.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Some(csrf) = &csrf {
-        h.append(header::SET_COOKIE, auth::set_cookie(ACCESS_COOKIE, &access, ttl));
+        h.append(
+            header::SET_COOKIE,
+            auth::set_cookie(ACCESS_COOKIE, &access, ttl),
+        );
         h.append(
             header::SET_COOKIE,
             auth::set_cookie(REFRESH_COOKIE, &refresh.encode(), refresh_left),
         );
-        h.append(header::SET_COOKIE, auth::set_cookie(CSRF_COOKIE, csrf, refresh_left));
+        h.append(
+            header::SET_COOKIE,
+            auth::set_cookie(CSRF_COOKIE, csrf, refresh_left),
+        );
     }
     Ok(r)
 }
@@ -299,7 +319,10 @@ fn wants_cookies(doc: &Value) -> Result<bool, ApiError> {
 }
 
 /// `POST /sessions`: `{"email", "password", "cookies"?}` → 201 with tokens.
-pub async fn login(State(state): State<AppState>, request: axum::extract::Request) -> Result<Response, ApiError> {
+pub async fn login(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     let doc = json_body(&parts.headers, body, JsonKind::Json).await?;
     let mut violations = Vec::new();
@@ -316,12 +339,19 @@ pub async fn login(State(state): State<AppState>, request: axum::extract::Reques
     let account = state.accounts.account_by_email(&email).await?;
     let ok = state
         .auth
-        .verify_password(&password, account.as_ref().map(|a| a.password_hash.as_str()))
+        .verify_password(
+            &password,
+            account.as_ref().map(|a| a.password_hash.as_str()),
+        )
         .await?;
     let Some(account) = account.filter(|_| ok) else {
         let window = state.auth.failure_window;
         let now = now_ms();
-        state.auth.sessions.count_failure(&account_key, window, now).await?;
+        state
+            .auth
+            .sessions
+            .count_failure(&account_key, window, now)
+            .await?;
         if let Some(k) = &ip_key {
             state.auth.sessions.count_failure(k, window, now).await?;
         }
@@ -344,7 +374,9 @@ pub async fn login(State(state): State<AppState>, request: axum::extract::Reques
             .and_then(|v| v.to_str().ok())
             .map(|v| v.chars().take(USER_AGENT_MAX_CHARS).collect())
             .unwrap_or_default(),
-        ip: auth::client_ip(&parts).map(|ip| ip.to_string()).unwrap_or_default(),
+        ip: auth::client_ip(&parts)
+            .map(|ip| ip.to_string())
+            .unwrap_or_default(),
     };
     let refresh = RefreshToken::new(&session.id);
     state
@@ -366,7 +398,10 @@ pub async fn login(State(state): State<AppState>, request: axum::extract::Reques
 
 /// `POST /sessions/refresh`: `{"refresh_token"}` (or the refresh cookie + `X-CSRF-Token`) →
 /// a new access token and a new refresh token; the old refresh token is spent.
-pub async fn refresh(State(state): State<AppState>, request: axum::extract::Request) -> Result<Response, ApiError> {
+pub async fn refresh(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     let invalid = || ApiError::Unauthenticated("The refresh token is not valid.".into());
     let (raw, cookies) = match auth::cookie(&parts.headers, REFRESH_COOKIE) {
@@ -416,7 +451,15 @@ pub async fn refresh(State(state): State<AppState>, request: axum::extract::Requ
                 .map(|a| a.roles)
                 .ok_or_else(invalid)?;
             metrics::counter!("strata_auth_refreshes_total", "outcome" => "ok").increment(1);
-            token_response(&state, StatusCode::OK, session.user_id, &roles, &session, &next, cookies)
+            token_response(
+                &state,
+                StatusCode::OK,
+                session.user_id,
+                &roles,
+                &session,
+                &next,
+                cookies,
+            )
         }
         Rotation::Reused => {
             tracing::warn!(session = %token.session_id, "a spent refresh token was replayed: the session is revoked");
@@ -446,8 +489,15 @@ fn session_view(s: &Session, current: &str) -> Value {
 }
 
 /// `GET /sessions`: the caller's active sessions.
-pub async fn list(State(state): State<AppState>, principal: Principal) -> Result<Response, ApiError> {
-    let sessions = state.auth.sessions.sessions_of(principal.user, now_ms()).await?;
+pub async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Response, ApiError> {
+    let sessions = state
+        .auth
+        .sessions
+        .sessions_of(principal.user, now_ms())
+        .await?;
     let items: Vec<Value> = sessions
         .iter()
         .map(|s| session_view(s, &principal.session_id))
@@ -471,7 +521,10 @@ fn cleared_cookies(mut r: Response) -> Response {
 }
 
 /// `DELETE /sessions/current`: log out.
-pub async fn logout(State(state): State<AppState>, principal: Principal) -> Result<Response, ApiError> {
+pub async fn logout(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Response, ApiError> {
     state.auth.sessions.revoke(&principal.session_id).await?;
     metrics::counter!("strata_auth_logouts_total").increment(1);
     Ok(cleared_cookies(StatusCode::NO_CONTENT.into_response()))
@@ -498,7 +551,11 @@ pub async fn revoke(
         Some(s) if s.user_id == principal.user || principal.is_admin() => {
             state.auth.sessions.revoke(&id).await?;
             let r = StatusCode::NO_CONTENT.into_response();
-            Ok(if id == principal.session_id { cleared_cookies(r) } else { r })
+            Ok(if id == principal.session_id {
+                cleared_cookies(r)
+            } else {
+                r
+            })
         }
         _ => Err(ApiError::SessionNotFound),
     }
@@ -520,7 +577,10 @@ mod tests {
 
     #[test]
     fn emails_are_normalized_and_checked() {
-        assert_eq!(normalize_email("  Ann@Example.COM ").as_deref(), Ok("ann@example.com"));
+        assert_eq!(
+            normalize_email("  Ann@Example.COM ").as_deref(),
+            Ok("ann@example.com")
+        );
         for bad in [
             "",
             "ann",

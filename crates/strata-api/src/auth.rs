@@ -130,13 +130,13 @@ impl AuthConfig {
         work: impl FnOnce(argon2::Argon2<'static>) -> T + Send + 'static,
     ) -> Result<T, ApiError> {
         let argon = self.argon2()?;
-        let permit = tokio::time::timeout(
-            Duration::from_secs(2),
-            self.hashing.clone().acquire_owned(),
-        )
-        .await
-        .map_err(|_| ApiError::Unavailable("every password hasher stayed busy for 2 s".into()))?
-        .map_err(|_| ApiError::Unavailable("the password hasher is closed".into()))?;
+        let permit =
+            tokio::time::timeout(Duration::from_secs(2), self.hashing.clone().acquire_owned())
+                .await
+                .map_err(|_| {
+                    ApiError::Unavailable("every password hasher stayed busy for 2 s".into())
+                })?
+                .map_err(|_| ApiError::Unavailable("the password hasher is closed".into()))?;
         let started = std::time::Instant::now();
         let result = tokio::task::spawn_blocking(move || {
             let _permit = permit;
@@ -168,7 +168,11 @@ impl AuthConfig {
 
     /// Whether `password` matches `hash` (constant time inside argon2). `None` checks against a
     /// dummy hash and answers false, taking as long as a real check.
-    pub async fn verify_password(&self, password: &str, hash: Option<&str>) -> Result<bool, ApiError> {
+    pub async fn verify_password(
+        &self,
+        password: &str,
+        hash: Option<&str>,
+    ) -> Result<bool, ApiError> {
         use argon2::PasswordVerifier as _;
         let hash = match hash {
             Some(h) => h.to_owned(),
@@ -266,7 +270,8 @@ impl RefreshToken {
         let hex = |s: &str| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit());
         let b64 = |s: &str| {
             (20..=100).contains(&s.len())
-                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         };
         (tag == "rt1" && hex(sid) && b64(secret)).then(|| Self {
             session_id: sid.to_ascii_lowercase(),
@@ -283,10 +288,6 @@ pub fn issue_access_token(
     roles: &[String],
     csrf: Option<&str>,
 ) -> Result<String, ApiError> {
-    let (kid, key) = auth
-        .keys
-        .signing()
-        .ok_or_else(|| ApiError::Internal("no signing key".into()))?;
     let now = now_ms() / 1000;
     let claims = Claims {
         iss: ISSUER.into(),
@@ -298,9 +299,17 @@ pub fn issue_access_token(
         exp: now + auth.access_ttl.as_secs(),
         csrf: csrf.map(|t| sha256_b64(t.as_bytes())),
     };
+    sign_claims(&auth.keys, &claims)
+}
+
+/// Signs any claims with the newest key (also what tests use to make expired tokens).
+pub fn sign_claims(keys: &KeyRing, claims: &Claims) -> Result<String, ApiError> {
+    let (kid, key) = keys
+        .signing()
+        .ok_or_else(|| ApiError::Internal("no signing key".into()))?;
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
     header.kid = Some(kid);
-    jsonwebtoken::encode(&header, &claims, &key)
+    jsonwebtoken::encode(&header, claims, &key)
         .map_err(|e| ApiError::Internal(format!("cannot sign a token: {e}")))
 }
 
@@ -348,7 +357,11 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// A `Set-Cookie` value: HttpOnly unless it is the CSRF cookie, which scripts must read.
 pub fn set_cookie(name: &str, value: &str, max_age: Duration) -> HeaderValue {
-    let http_only = if name == CSRF_COOKIE { "" } else { "; HttpOnly" };
+    let http_only = if name == CSRF_COOKIE {
+        ""
+    } else {
+        "; HttpOnly"
+    };
     HeaderValue::from_str(&format!(
         "{name}={value}; Path=/; Max-Age={}; Secure; SameSite=Strict{http_only}",
         max_age.as_secs()

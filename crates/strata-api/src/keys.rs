@@ -183,8 +183,12 @@ impl KeyRing {
         guard.1 = Instant::now();
         match scan(dir) {
             Ok(set) if !set.keys.is_empty() => guard.0 = set,
-            Ok(_) => tracing::warn!(dir = %dir.display(), "the key directory is empty; keeping the keys in memory"),
-            Err(e) => tracing::warn!(error = %e, "cannot rescan the key directory; keeping the keys in memory"),
+            Ok(_) => {
+                tracing::warn!(dir = %dir.display(), "the key directory is empty; keeping the keys in memory")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot rescan the key directory; keeping the keys in memory")
+            }
         }
     }
 
@@ -254,7 +258,13 @@ mod tests {
         // The ring still signs with the old key until it rescans; an unknown kid forces that.
         ring.rescan_if(Duration::ZERO);
         assert_eq!(ring.signing().map(|k| k.0), kids.last().cloned());
-        assert!(ring.verifying(&first).is_none(), "a pruned key no longer verifies");
-        assert_eq!(ring.jwks()["keys"].as_array().map(Vec::len), Some(KEEP_KEYS));
+        assert!(
+            ring.verifying(&first).is_none(),
+            "a pruned key no longer verifies"
+        );
+        assert_eq!(
+            ring.jwks()["keys"].as_array().map(Vec::len),
+            Some(KEEP_KEYS)
+        );
     }
 }

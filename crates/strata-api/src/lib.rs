@@ -162,6 +162,6 @@ impl Application {
             app(self.state).into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown)
-            .await
+        .await
     }
 }

@@ -1,152 +1,15 @@
 //! The users API over real HTTP, against the embedded SQLite engine in a temporary directory.
 
+mod common;
+
+use common::*;
+
 use std::sync::Arc;
-use std::time::Duration;
 
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH, LOCATION};
 use serde_json::{Value, json};
-use strata_api::{AppState, Application};
-use strata_cache::tiered::{Tiered, TieredConfig};
-use strata_core::id::SnowflakeGenerator;
-use strata_api::auth::AuthConfig;
-use strata_api::keys::KeyRing;
-use strata_core::user::{IdField, User, UserId, UserProfile};
-use strata_store::accounts::{ADMIN_ROLE, AccountStore};
-use strata_store::sqlite::SqliteStore;
-
-const CANONICAL: &str = r#"{"id":12,"firstName":"John","lastName":"Smith","address":{"streetAddress":"21 2nd Street","city":"New York","state":"NY","postalCode":10021},"phoneNumbers":["212 555-1234","646555-4567"]}"#;
-
-struct TestApp {
-    base: String,
-    /// Sends an admin's access token with every request.
-    client: reqwest::Client,
-    /// Sends no credentials.
-    anon: reqwest::Client,
-    _dir: tempfile::TempDir,
-}
-
-/// The administrator every test app starts with.
-const ADMIN_EMAIL: &str = "admin@example.com";
-const ADMIN_PASSWORD: &str = "admin password 1";
-
-impl TestApp {
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
-    }
-    async fn get(&self, path: &str) -> reqwest::Response {
-        self.client.get(self.url(path)).send().await.expect("GET")
-    }
-    async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.client
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .expect("POST")
-    }
-    async fn create(&self, body: &Value) -> Value {
-        let r = self.post_json("/users", body).await;
-        assert_eq!(r.status(), StatusCode::CREATED);
-        r.json().await.expect("json")
-    }
-}
-
-async fn spawn_app() -> TestApp {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let opened = SqliteStore::open(dir.path()).expect("open store");
-    assert!(opened.created);
-    let store = Arc::new(opened.store);
-    store.ensure_canonical_user().await.expect("canonical user");
-    let keys = KeyRing::open(&dir.path().join("keys")).expect("keys");
-    let auth = AuthConfig::new(keys, store.clone());
-    // The admin: an account made through the store, then granted the role (as the CLI does).
-    let hash = auth.hash_password(ADMIN_PASSWORD).await.expect("hash");
-    let admin = User {
-        id: UserId(9_000_000_001),
-        profile: UserProfile::parse(&jane(), IdField::Forbidden).expect("profile"),
-    };
-    store
-        .create_account(&admin, ADMIN_EMAIL, &hash)
-        .await
-        .expect("admin account");
-    store
-        .set_role(ADMIN_EMAIL, ADMIN_ROLE, true)
-        .await
-        .expect("grant admin");
-    let state = AppState::new(
-        store.clone(),
-        store,
-        auth,
-        SnowflakeGenerator::new(1).expect("node"),
-        Tiered::new(TieredConfig::default(), None),
-    );
-    let app = Application::build("127.0.0.1:0".parse().expect("addr"), state)
-        .await
-        .expect("bind");
-    let base = format!("http://{}", app.addr());
-    tokio::spawn(app.run_until_stopped(std::future::pending()));
-    let anon = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client");
-    let login: Value = anon
-        .post(format!("{base}/sessions"))
-        .json(&json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}))
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("login json");
-    let token = login["access_token"].as_str().expect("access token");
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Bearer {token}").parse().expect("header"),
-    );
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .default_headers(headers)
-        .build()
-        .expect("client");
-    TestApp {
-        base,
-        client,
-        anon,
-        _dir: dir,
-    }
-}
-
-fn jane() -> Value {
-    json!({"firstName":"Jane","lastName":"Doe","address":{"streetAddress":"1 Main St","city":"Boston","state":"MA","postalCode":"02134"},"phoneNumbers":["617 555-0100"]})
-}
-
-async fn problem(r: reqwest::Response, status: StatusCode) -> Value {
-    assert_eq!(r.status(), status);
-    assert_eq!(r.headers()[CONTENT_TYPE], "application/problem+json");
-    let p: Value = r.json().await.expect("problem json");
-    assert_eq!(p["status"], status.as_u16());
-    assert!(
-        p["type"]
-            .as_str()
-            .is_some_and(|t| t.starts_with("urn:strata:problem:")),
-        "{p}"
-    );
-    assert!(p["title"].is_string() && p["detail"].is_string(), "{p}");
-    p
-}
-
-fn pointers(p: &Value) -> Vec<String> {
-    p["errors"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|e| e["pointer"].as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
-}
+use strata_core::user::{IdField, UserProfile};
 
 #[tokio::test]
 async fn user_12_is_the_canonical_john_smith_field_for_field() {

@@ -123,9 +123,8 @@ impl Target {
 }
 
 async fn set_admin(email: &str, target: &Target, granted: bool) -> anyhow::Result<()> {
-    let email = strata_api::accounts::normalize_email(email).map_err(|why| {
-        anyhow::anyhow!("{email:?} is not an email address: it {why}")
-    })?;
+    let email = strata_api::accounts::normalize_email(email)
+        .map_err(|why| anyhow::anyhow!("{email:?} is not an email address: it {why}"))?;
     let accounts = target.accounts().await?;
     match accounts.set_role(&email, ADMIN_ROLE, granted).await {
         Ok(account) => {
@@ -138,9 +137,9 @@ async fn set_admin(email: &str, target: &Target, granted: bool) -> anyhow::Resul
             );
             Ok(())
         }
-        Err(strata_store::StoreError::NoAccount(_)) => anyhow::bail!(
-            "no account has the email {email}: create it first with POST /accounts"
-        ),
+        Err(strata_store::StoreError::NoAccount(_)) => {
+            anyhow::bail!("no account has the email {email}: create it first with POST /accounts")
+        }
         Err(e) => Err(e.into()),
     }
 }

@@ -11,14 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use strata_api::keys::KeyRing;
 use strata_api::{AppState, Application};
 use strata_core::id::SnowflakeGenerator;
 use strata_core::ready::ReadyLine;
-use strata_api::keys::KeyRing;
 use strata_store::Store;
 use strata_store::accounts::{AccountStore, SessionStore};
-use strata_store::redis_sessions::RedisSessions;
 use strata_store::postgres::{PgConfig, PgStore};
+use strata_store::redis_sessions::RedisSessions;
 use strata_store::replicated::{ReplicaPolicy, ReplicatedStore};
 use strata_store::sqlite::SqliteStore;
 
@@ -183,26 +183,27 @@ async fn run_server(
 async fn build_auth(
     opts: &ServerOptions,
 ) -> anyhow::Result<(Arc<dyn AccountStore>, strata_api::auth::AuthConfig)> {
-    let (accounts, database_sessions): (Arc<dyn AccountStore>, Arc<dyn SessionStore>) =
-        match &opts.postgres {
-            Some(url) => {
-                let mut config = PgConfig::new(url.clone());
-                config.max_connections = (opts.postgres_pool as usize / 4).max(2);
-                let primary = Arc::new(
-                    PgStore::connect_lazily(&config)
-                        .context("cannot use the PostgreSQL database given by --postgres")?,
-                );
-                (primary.clone(), primary)
-            }
-            None => {
-                let sqlite = Arc::new(
-                    SqliteStore::open(&opts.data)
-                        .with_context(|| format!("cannot use data directory {}", opts.data.display()))?
-                        .store,
-                );
-                (sqlite.clone(), sqlite)
-            }
-        };
+    let (accounts, database_sessions): (Arc<dyn AccountStore>, Arc<dyn SessionStore>) = match &opts
+        .postgres
+    {
+        Some(url) => {
+            let mut config = PgConfig::new(url.clone());
+            config.max_connections = (opts.postgres_pool as usize / 4).max(2);
+            let primary = Arc::new(
+                PgStore::connect_lazily(&config)
+                    .context("cannot use the PostgreSQL database given by --postgres")?,
+            );
+            (primary.clone(), primary)
+        }
+        None => {
+            let sqlite = Arc::new(
+                SqliteStore::open(&opts.data)
+                    .with_context(|| format!("cannot use data directory {}", opts.data.display()))?
+                    .store,
+            );
+            (sqlite.clone(), sqlite)
+        }
+    };
     let sessions: Arc<dyn SessionStore> = match &opts.sessions_redis {
         Some(url) => Arc::new(
             RedisSessions::connect(url)
