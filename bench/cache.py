@@ -36,6 +36,8 @@ import tempfile
 import threading
 import time
 
+import authn  # noqa: E402  (bench/authn.py)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STRATA = os.path.join(ROOT, "target", "release", "strata")
 
@@ -51,7 +53,12 @@ def oha_path():
 
 
 def strata(*args, check=True):
-    return subprocess.run([STRATA, *args], capture_output=True, text=True, check=check)
+    return subprocess.run([STRATA, *args], capture_output=True, text=True, check=check,
+                          env={**os.environ, **authn.LONG_TOKENS})
+
+
+# An admin's Authorization header for the writes (set once the deployment is up).
+AUTH = {}
 
 
 def status(d):
@@ -110,6 +117,7 @@ class Client:
 
     def request(self, method, path, body=None):
         headers = {"Content-Type": "application/json"} if body is not None else {}
+        headers.update(AUTH)
         self.conn.request(method, path, body=json.dumps(body) if body is not None else None,
                           headers=headers)
         r = self.conn.getresponse()
@@ -174,6 +182,7 @@ def main():
             st = status(d)
             lb = role(st, "lb-1")["addrs"]["http"]
             apis = [role(st, f"api-{i}")["addrs"]["http"] for i in (1, 2, 3)]
+            AUTH.update(authn.admin_headers(STRATA, d, lb))
             urls = os.path.join(tmp, "urls.txt")
             with open(urls, "w") as f:
                 for i in sample:

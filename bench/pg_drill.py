@@ -31,12 +31,19 @@ import tempfile
 import threading
 import time
 
+import authn  # noqa: E402  (bench/authn.py)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STRATA = os.path.join(ROOT, "target", "release", "strata")
 
 
 def run(*args, check=True):
-    return subprocess.run([STRATA, *args], capture_output=True, text=True, check=check)
+    return subprocess.run([STRATA, *args], capture_output=True, text=True, check=check,
+                          env={**os.environ, **authn.LONG_TOKENS})
+
+
+# An admin's Authorization header, sent with every request (set in main()).
+AUTH = {}
 
 
 def status(d):
@@ -69,6 +76,7 @@ class Client:
                 if self.conn is None:
                     self.conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
                 h = {"content-type": "application/json"} if body is not None else {}
+                h.update(AUTH)
                 h.update(headers or {})
                 self.conn.request(method, path, body, h)
                 r = self.conn.getresponse()
@@ -286,6 +294,7 @@ def main():
         st = wait_healthy(d)
         lb = role(st, "lb-1")["addrs"]["http"]
         apis = [role(st, "api-%d" % i)["addrs"]["http"] for i in (1, 2, 3)]
+        AUTH.update(authn.admin_headers(STRATA, d, lb))
         for fault in () if args.only_ryw else ("kill", "stall"):
             for i in range(args.runs):
                 print("==> %s drill, run %d/%d" % (fault, i + 1, args.runs), flush=True)

@@ -513,7 +513,15 @@ impl Proxy {
 
         let mut last: Option<(StatusCode, &'static str)> = None;
         let mut attempts = 0u32;
-        for backend in candidates.iter().take(2) {
+        // A request that reached a backend is retried at most once; one that could not even
+        // connect (certainly never processed) moves on to the next backend until one accepts,
+        // as nginx's proxy_next_upstream does — so that several backends dying at once cost no
+        // request. Every move after the first attempt is paid from the retry budget.
+        let mut last_never_sent = false;
+        for backend in candidates.iter() {
+            if attempts >= 2 && !last_never_sent {
+                break;
+            }
             if attempts > 0 {
                 if !self.budget.try_withdraw() {
                     break;
@@ -590,6 +598,7 @@ impl Proxy {
                 }
                 Ok(Err(e)) => {
                     let never_sent = e.is_connect();
+                    last_never_sent = never_sent;
                     tracing::warn!(backend = %backend.name, error = %e, "backend request failed");
                     self.note_failure(backend);
                     last = Some((StatusCode::BAD_GATEWAY, "upstream-failed"));
@@ -598,6 +607,7 @@ impl Proxy {
                     }
                 }
                 Err(_) => {
+                    last_never_sent = false;
                     tracing::warn!(backend = %backend.name, "backend did not answer in time");
                     self.note_failure(backend);
                     last = Some((StatusCode::GATEWAY_TIMEOUT, "upstream-timeout"));

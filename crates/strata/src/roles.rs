@@ -152,16 +152,16 @@ async fn run_server(
     exit_on_stdin_eof: bool,
 ) -> anyhow::Result<()> {
     strata_core::telemetry::init();
-    let (store, where_) = open_store(
+    let engines = open_engines(
         &opts.data,
         opts.postgres.as_deref(),
         opts.postgres_pool as usize,
     )
     .await?;
-    let (store, where_) = with_replicas(store, where_, &opts)?;
+    let (store, where_) = with_replicas(engines.store, engines.where_, &opts)?;
     let ids = SnowflakeGenerator::new(opts.node_id).context("invalid --node-id")?;
     let (cache, cache_where) = crate::cache::build(&opts).await?;
-    let (accounts, auth) = build_auth(&opts).await?;
+    let (accounts, auth) = build_auth(&opts, engines.accounts, engines.sessions).await?;
     let state = AppState::new(store, accounts, auth, ids, cache);
     let app = Application::build(opts.addr, state).await.with_context(|| {
         format!("cannot listen on {}: is another process using that port? Pass another --addr (port 0 picks a free one)", opts.addr)
@@ -182,28 +182,9 @@ async fn run_server(
 /// The account store (the primary database), the session store and the signing keys.
 async fn build_auth(
     opts: &ServerOptions,
+    accounts: Arc<dyn AccountStore>,
+    database_sessions: Arc<dyn SessionStore>,
 ) -> anyhow::Result<(Arc<dyn AccountStore>, strata_api::auth::AuthConfig)> {
-    let (accounts, database_sessions): (Arc<dyn AccountStore>, Arc<dyn SessionStore>) = match &opts
-        .postgres
-    {
-        Some(url) => {
-            let mut config = PgConfig::new(url.clone());
-            config.max_connections = (opts.postgres_pool as usize / 4).max(2);
-            let primary = Arc::new(
-                PgStore::connect_lazily(&config)
-                    .context("cannot use the PostgreSQL database given by --postgres")?,
-            );
-            (primary.clone(), primary)
-        }
-        None => {
-            let sqlite = Arc::new(
-                SqliteStore::open(&opts.data)
-                    .with_context(|| format!("cannot use data directory {}", opts.data.display()))?
-                    .store,
-            );
-            (sqlite.clone(), sqlite)
-        }
-    };
     let sessions: Arc<dyn SessionStore> = match &opts.sessions_redis {
         Some(url) => Arc::new(
             RedisSessions::connect(url)
@@ -225,12 +206,24 @@ async fn build_auth(
 
 /// Opens the configured engine (PostgreSQL with `--postgres`, SQLite otherwise), inserting the
 /// canonical user 12 into a new database. Returns the store and where it is, for logs.
-pub(crate) async fn open_store(
+/// The engines one store connection serves: users, accounts and (unless Redis holds them)
+/// sessions. One SQLite store per process: opening the file twice in one process would let
+/// the second open's file checks drop the first one's locks.
+pub(crate) struct Engines {
+    pub store: Arc<dyn Store>,
+    pub accounts: Arc<dyn AccountStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub where_: String,
+}
+
+/// Opens the configured engine (PostgreSQL with `--postgres`, SQLite otherwise), inserting the
+/// canonical user 12 into a new database.
+pub(crate) async fn open_engines(
     data: &std::path::Path,
     postgres: Option<&str>,
     pool: usize,
-) -> anyhow::Result<(Arc<dyn Store>, String)> {
-    let (store, created, where_): (Arc<dyn Store>, bool, String) = match postgres {
+) -> anyhow::Result<Engines> {
+    let (engines, created) = match postgres {
         Some(url) => {
             let mut config = PgConfig::new(url);
             config.max_connections = pool;
@@ -238,26 +231,50 @@ pub(crate) async fn open_store(
                 .await
                 .context("cannot use the PostgreSQL database given by --postgres")?;
             let where_ = format!("postgres {}", opened.store.describe());
-            (Arc::new(opened.store), opened.created, where_)
+            let pg = Arc::new(opened.store);
+            (
+                Engines {
+                    store: pg.clone(),
+                    accounts: pg.clone(),
+                    sessions: pg,
+                    where_,
+                },
+                opened.created,
+            )
         }
         None => {
             let opened = SqliteStore::open(data)
                 .with_context(|| format!("cannot use data directory {}", data.display()))?;
+            let sqlite = Arc::new(opened.store);
             (
-                Arc::new(opened.store),
+                Engines {
+                    store: sqlite.clone(),
+                    accounts: sqlite.clone(),
+                    sessions: sqlite,
+                    where_: data.display().to_string(),
+                },
                 opened.created,
-                data.display().to_string(),
             )
         }
     };
     if created
-        && strata_store::ensure_canonical_user(store.as_ref())
+        && strata_store::ensure_canonical_user(engines.store.as_ref())
             .await
             .context("cannot insert the canonical user 12")?
     {
-        tracing::info!(data = %where_, "created a new database with the canonical user 12");
+        tracing::info!(data = %engines.where_, "created a new database with the canonical user 12");
     }
-    Ok((store, where_))
+    Ok(engines)
+}
+
+/// [`open_engines`], for callers that need only the users store.
+pub(crate) async fn open_store(
+    data: &std::path::Path,
+    postgres: Option<&str>,
+    pool: usize,
+) -> anyhow::Result<(Arc<dyn Store>, String)> {
+    let engines = open_engines(data, postgres, pool).await?;
+    Ok((engines.store, engines.where_))
 }
 
 /// Puts the replicas (if any) behind the primary store: read/write split with

@@ -140,13 +140,13 @@ fn every_request_is_logged_as_one_json_line() {
 fn sigterm_finishes_the_request_in_flight_and_exits_0() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut server = Server::start(dir.path());
-    let body = r#"{"firstName":"Ada","lastName":"Lovelace","address":{"streetAddress":"12 St James's Square","city":"London","state":"LND","postalCode":"SW1Y 4JH"}}"#;
+    let body = r#"{"email":"ada@example.com","password":"analytical engine","profile":{"firstName":"Ada","lastName":"Lovelace","address":{"streetAddress":"12 St James's Square","city":"London","state":"LND","postalCode":"SW1Y 4JH"}}}"#;
     let mut s = TcpStream::connect(&server.addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     // Send the head and half the body, then ask the server to stop.
     let head = format!(
-        "POST /users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST /accounts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).expect("head");

@@ -5,7 +5,7 @@
 //! everything.
 
 mod common;
-use common::{Cleanup, explain, status_json, strata, up_topology};
+use common::{Cleanup, admin_client, explain, status_json, strata, up_topology};
 
 use std::time::{Duration, Instant};
 
@@ -59,10 +59,7 @@ async fn cached_reads_stay_coherent_across_api_servers_and_survive_a_redis_kill(
                 .to_string()
         })
         .collect();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client");
+    let http = admin_client(&dir, &apis[0]).await;
 
     // Coherence: write through one server, read through the others at once.
     let created = http

@@ -6,7 +6,7 @@
 //! process behind.
 
 mod common;
-use common::{Cleanup, explain, logs, status_json, strata, up_topology};
+use common::{Cleanup, admin_client, explain, logs, status_json, strata, up_topology};
 
 use std::time::{Duration, Instant};
 
@@ -119,10 +119,7 @@ async fn up_runs_a_primary_and_two_replicas_that_survive_a_replica_kill() {
     }
 
     // Users written through the balancer are read back through it and reach both replicas.
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client");
+    let http = admin_client(&dir, &lb).await;
     let mut locations = Vec::new();
     for n in 0..20 {
         locations.push(create_user(&http, &lb, n).await);
@@ -135,7 +132,7 @@ async fn up_runs_a_primary_and_two_replicas_that_survive_a_replica_kill() {
             .expect("GET");
         assert_eq!(resp.status(), 200, "{location} reads back");
     }
-    let expected = 21; // the canonical user 12 and the 20 new ones
+    let expected = 22; // the canonical user 12, the admin and the 20 new ones
     assert_eq!(count_users(&primary).await.expect("count"), expected);
     for replica in &replicas {
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -275,10 +272,7 @@ async fn a_stalled_primary_is_failed_over_and_no_acknowledged_write_is_lost() {
         .as_str()
         .expect("control address")
         .to_string();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client");
+    let http = admin_client(&dir, &lb).await;
 
     // Open-loop writers and readers through the balancer, every request accounted for.
     let started = Instant::now();

@@ -86,3 +86,53 @@ impl Drop for Cleanup<'_> {
         let _ = strata(&["down"], self.0);
     }
 }
+
+/// The administrator the end-to-end tests create in a deployment.
+pub const ADMIN_EMAIL: &str = "admin@strata.test";
+pub const ADMIN_PASSWORD: &str = "admin password 1";
+
+/// Signs up an account through `base` (`HOST:PORT` of a balancer or API server), makes it an
+/// admin with `strata admin grant --dir DIR` (as an operator would), logs it in, and returns an
+/// HTTP client that sends its access token with every request.
+pub async fn admin_client(dir: &Path, base: &str) -> reqwest::Client {
+    let anon = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let profile = serde_json::json!({"firstName": "Ada", "lastName": "Admin",
+        "address": {"streetAddress": "1 Ops Way", "city": "Testville", "state": "TS", "postalCode": "00501"},
+        "phoneNumbers": []});
+    let r = anon
+        .post(format!("http://{base}/accounts"))
+        .json(&serde_json::json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD, "profile": profile}))
+        .send()
+        .await
+        .expect("POST /accounts");
+    assert!(
+        r.status().as_u16() == 201 || r.status().as_u16() == 409,
+        "sign up the admin: {}",
+        r.status()
+    );
+    let out = strata(&["admin", "grant", ADMIN_EMAIL], dir);
+    assert!(out.status.success(), "{}", explain("strata admin grant", &out, dir));
+    let login: Value = anon
+        .post(format!("http://{base}/sessions"))
+        .json(&serde_json::json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}))
+        .send()
+        .await
+        .expect("POST /sessions")
+        .json()
+        .await
+        .expect("login JSON");
+    let token = login["access_token"].as_str().expect("an access token");
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().expect("header value"),
+    );
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .default_headers(headers)
+        .build()
+        .expect("client")
+}
