@@ -7,8 +7,9 @@
 //!   the newest [`KEEP_KEYS`]: tokens signed by a key that was pruned stop verifying, which is
 //!   why keys should not be rotated more than twice within one access-token lifetime.
 //! - Servers rescan the directory at most every [`RESCAN_EVERY`] when signing, and at once (at
-//!   most once a second) when a token names a key id they do not know — so a key added on one
-//!   machine is picked up everywhere without a restart.
+//!   most every 100 ms) when a token names a key id they do not know — so a key added on one
+//!   machine is picked up everywhere without a restart. `strata up` makes the first key before it
+//!   starts the API servers, so that they share it from the start.
 //! - The public halves are served as a JWK Set (RFC 7517, `OKP`/`Ed25519` per RFC 8037) at
 //!   `/.well-known/jwks.json`.
 
@@ -204,14 +205,16 @@ impl KeyRing {
             .map(|k| (k.kid.clone(), k.encoding.clone()))
     }
 
-    /// The verifying half of key `kid`, rescanning (at most once a second) when it is unknown.
+    /// The verifying half of key `kid`, rescanning (at most every 100 ms: a directory of three
+    /// files is cheap to read, and the bound keeps garbage key ids from costing more) when it is
+    /// unknown.
     pub(crate) fn verifying(&self, kid: &str) -> Option<DecodingKey> {
         let known = |ring: &Self| {
             let guard = ring.set.lock().unwrap_or_else(|p| p.into_inner());
             guard.0.keys.get(kid).map(|k| k.decoding.clone())
         };
         known(self).or_else(|| {
-            self.rescan_if(Duration::from_secs(1));
+            self.rescan_if(Duration::from_millis(100));
             known(self)
         })
     }

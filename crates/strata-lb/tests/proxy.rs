@@ -266,7 +266,11 @@ async fn two_of_three_backends_dying_at_once_cost_no_request() {
         let r = if i % 2 == 0 {
             lb.client.get(format!("{}/who", lb.base)).send().await
         } else {
-            lb.client.post(format!("{}/echo", lb.base)).body("z").send().await
+            lb.client
+                .post(format!("{}/echo", lb.base))
+                .body("z")
+                .send()
+                .await
         }
         .expect("request");
         assert_eq!(r.status(), 200, "request {i} succeeds");

@@ -132,6 +132,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         return detach(&args, &exe).await;
     }
     strata_core::telemetry::init();
+    // The API servers share one key directory: make its first key before any of them starts,
+    // so that they do not each make one at the same moment.
+    let keys = args.dir.join(state::DATA_DIR).join("keys");
+    strata_api::keys::KeyRing::open(&keys)
+        .map_err(anyhow::Error::msg)
+        .context("cannot prepare the token-signing keys")?;
     let config = SupervisorConfig {
         exe,
         dir: args.dir.clone(),

@@ -114,7 +114,11 @@ pub async fn admin_client(dir: &Path, base: &str) -> reqwest::Client {
         r.status()
     );
     let out = strata(&["admin", "grant", ADMIN_EMAIL], dir);
-    assert!(out.status.success(), "{}", explain("strata admin grant", &out, dir));
+    assert!(
+        out.status.success(),
+        "{}",
+        explain("strata admin grant", &out, dir)
+    );
     let login: Value = anon
         .post(format!("http://{base}/sessions"))
         .json(&serde_json::json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}))

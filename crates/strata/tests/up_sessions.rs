@@ -1,0 +1,173 @@
+//! Stateless web tier, end to end: log in once through the balancer, make 100 authenticated
+//! requests that land on all three API servers, `kill -9` two of them midway. Every request
+//! succeeds (directly or by the balancer moving it on) and no one logs in again: the session
+//! lives in the shared store, the signing keys in the deployment's key directory.
+
+mod common;
+use common::{Cleanup, status_json, up_topology};
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+fn role<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["roles"]
+        .as_array()
+        .and_then(|roles| roles.iter().find(|r| r["name"] == name))
+        .unwrap_or_else(|| panic!("no role {name} in {status:#}"))
+}
+
+/// Requests each API server has received through the balancer, by backend name.
+async fn per_backend(http: &reqwest::Client, admin: &str) -> Vec<(String, u64)> {
+    let view: Value = http
+        .get(format!("http://{admin}/admin/backends"))
+        .send()
+        .await
+        .expect("GET /admin/backends")
+        .json()
+        .await
+        .expect("json");
+    view["backends"]
+        .as_array()
+        .expect("backends")
+        .iter()
+        .map(|b| {
+            (
+                b["name"].as_str().unwrap_or_default().to_string(),
+                b["requests"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_server_serves_any_request_and_two_dying_log_no_one_out() {
+    let (_tmp, dir) = up_topology("[lb]\n[api]\ncount = 3\n");
+    let _cleanup = Cleanup(&dir);
+    let status = status_json(&dir);
+    let lb = role(&status, "lb-1")["addrs"]["http"]
+        .as_str()
+        .expect("lb address")
+        .to_string();
+    let admin = role(&status, "lb-1")["addrs"]["admin"]
+        .as_str()
+        .expect("lb admin address")
+        .to_string();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+
+    // Sign up and log in once, through the balancer.
+    let profile = json!({"firstName": "Sam", "lastName": "Stateless",
+        "address": {"streetAddress": "1 Main St", "city": "Boston", "state": "MA", "postalCode": "02134"},
+        "phoneNumbers": []});
+    let created = http
+        .post(format!("http://{lb}/accounts"))
+        .json(&json!({"email": "sam@example.com", "password": "any server will do", "profile": profile}))
+        .send()
+        .await
+        .expect("POST /accounts");
+    assert_eq!(created.status(), 201);
+    let me = created.json::<Value>().await.expect("json")["id"]
+        .as_u64()
+        .expect("id");
+    let login: Value = http
+        .post(format!("http://{lb}/sessions"))
+        .json(&json!({"email": "sam@example.com", "password": "any server will do"}))
+        .send()
+        .await
+        .expect("POST /sessions")
+        .json()
+        .await
+        .expect("json");
+    let auth = format!("Bearer {}", login["access_token"].as_str().expect("token"));
+    let before = per_backend(&http, &admin).await;
+
+    let mut failures = Vec::new();
+    let mut after_first_half = Vec::new();
+    let mut killed: Vec<i64> = Vec::new();
+    for i in 0..100 {
+        if i == 50 {
+            after_first_half = per_backend(&http, &admin).await;
+            // Two of the three API servers die at once.
+            let status = status_json(&dir);
+            killed = ["api-2", "api-3"]
+                .iter()
+                .map(|n| role(&status, n)["pid"].as_i64().expect("pid"))
+                .collect();
+            for name in ["api-2", "api-3"] {
+                let pid = role(&status, name)["pid"].as_i64().expect("pid") as i32;
+                nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                )
+                .expect("kill -9");
+            }
+        }
+        // Reads of my sessions and writes of my own profile (PUT: idempotent), alternately.
+        let response = if i % 2 == 0 {
+            http.get(format!("http://{lb}/sessions"))
+                .header("authorization", &auth)
+                .send()
+                .await
+        } else {
+            let mut mine = profile.clone();
+            mine["firstName"] = json!(format!("Sam{i}"));
+            http.put(format!("http://{lb}/users/{me}"))
+                .header("authorization", &auth)
+                .json(&mine)
+                .send()
+                .await
+        };
+        match response {
+            Ok(r) if r.status() == 200 => {}
+            Ok(r) => failures.push(format!(
+                "request {i}: {} {}",
+                r.status(),
+                r.text().await.unwrap_or_default()
+            )),
+            Err(e) => failures.push(format!("request {i}: {e}")),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "every authenticated request succeeds without a new login: {failures:#?}{}",
+        common::logs(&dir, 20)
+    );
+    // The two really died (the supervisor runs new processes in their place).
+    let now = status_json(&dir);
+    for (name, old) in ["api-2", "api-3"].iter().zip(&killed) {
+        assert_ne!(
+            role(&now, name)["pid"].as_i64(),
+            Some(*old),
+            "{name} was killed"
+        );
+    }
+    // The first half landed on all three servers: the token was accepted by each.
+    for ((name, b), (_, a)) in before.iter().zip(&after_first_half) {
+        assert!(
+            a > b,
+            "{name} served some of the first 50 requests: {before:?} -> {after_first_half:?}"
+        );
+    }
+    // The last write is the one that stuck.
+    let got: Value = http
+        .get(format!("http://{lb}/users/{me}"))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(got["firstName"], "Sam99");
+
+    // The refresh token, too, works on whichever server takes it.
+    let refreshed = http
+        .post(format!("http://{lb}/sessions/refresh"))
+        .json(&json!({"refresh_token": login["refresh_token"]}))
+        .send()
+        .await
+        .expect("refresh");
+    assert_eq!(refreshed.status(), 200, "{}", common::logs(&dir, 20));
+}
