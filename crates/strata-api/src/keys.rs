@@ -270,4 +270,18 @@ mod tests {
             Some(KEEP_KEYS)
         );
     }
+
+    #[test]
+    fn a_key_another_server_added_verifies_without_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let here = KeyRing::open(dir.path()).expect("open");
+        std::thread::sleep(Duration::from_millis(2));
+        let theirs = rotate(dir.path()).expect("rotate");
+        std::thread::sleep(Duration::from_millis(120));
+        assert!(
+            here.verifying(&theirs).is_some(),
+            "an unknown kid makes the ring look in the directory again"
+        );
+        assert!(here.verifying("no-such-key").is_none());
+    }
 }
