@@ -138,7 +138,7 @@ def rolling_restart(d, lb, admin, apis, start):
         while time.time() < deadline:
             _, body = adm.request("GET", "/admin/backends")
             b = next(x for x in json.loads(body)["backends"] if x["name"] == name)
-            if b["in_flight"] == 0:
+            if b["inFlight"] == 0:
                 break
             time.sleep(0.02)
         st = status(d)
