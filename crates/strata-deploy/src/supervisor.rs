@@ -26,7 +26,7 @@ use tokio::sync::watch;
 
 use crate::control;
 use crate::state::{self, DeploymentState, RolePhase, RoleState};
-use crate::topology::{CacheEngine, DataEngine, RoleKind, Topology};
+use crate::topology::{CacheEngine, DataEngine, RoleKind, SessionsEngine, Topology};
 
 /// When and how often crashed instances are restarted.
 #[derive(Debug, Clone, Copy)]
@@ -227,6 +227,32 @@ pub fn plan_cache(topology: &Topology, dir: &Path) -> Vec<InstanceSpec> {
             env: Vec::new(),
         })
         .collect()
+}
+
+/// Where the session Redis keeps its append-only file: `DIR/sessions/sessions-1`.
+pub const SESSIONS_DIR: &str = "sessions";
+
+/// The session store `strata up` runs when the topology keeps sessions in Redis: one durable
+/// Redis (append-only file fsynced on every write, no eviction) as the role `sessions-1`.
+pub fn plan_sessions(topology: &Topology, dir: &Path) -> Option<InstanceSpec> {
+    (topology.sessions == SessionsEngine::Redis).then(|| InstanceSpec {
+        name: "sessions-1".into(),
+        kind: RoleKind::Cache,
+        port: 0,
+        args: vec![
+            "--engine".into(),
+            "redis".into(),
+            "--durable".into(),
+            "--max-mib".into(),
+            "1024".into(),
+            "--dir".into(),
+            dir.join(SESSIONS_DIR)
+                .join("sessions-1")
+                .display()
+                .to_string(),
+        ],
+        env: Vec::new(),
+    })
 }
 
 /// The API servers' cache settings for a topology whose cache nodes listen at `addrs`.
@@ -556,11 +582,9 @@ async fn watch_instance(
     let policy = config.policy;
     // Come back on the same port after a crash, so the load balancer (or a client) still
     // finds this instance.
-    if let Some(port) = first
-        .ready
-        .addrs
-        .get("http")
-        .or_else(|| first.ready.addrs.get("postgres"))
+    if let Some(port) = ["http", "postgres", "redis", "memcached"]
+        .iter()
+        .find_map(|key| first.ready.addrs.get(*key))
         .and_then(|a| a.rsplit(':').next())
         .and_then(|p| p.parse().ok())
     {
@@ -700,6 +724,9 @@ pub async fn run(
         names.push(("control-1".into(), RoleKind::Control));
     }
     names.extend((1..=topology.cache_nodes()).map(|i| (format!("cache-{i}"), RoleKind::Cache)));
+    if topology.sessions == SessionsEngine::Redis {
+        names.push(("sessions-1".into(), RoleKind::Cache));
+    }
     names.extend((1..=topology.api.count).map(|i| (format!("api-{i}"), RoleKind::Api)));
     if has_lb {
         names.push(("lb-1".into(), RoleKind::Lb));
@@ -803,6 +830,18 @@ pub async fn run(
             specs.extend(caches);
         }
     }
+    let mut api_env = cache_env(topology, &cache_addrs);
+    if failures.is_empty()
+        && let Some(sessions) = plan_sessions(topology, &config.dir)
+    {
+        let at = specs.len();
+        let one = vec![sessions];
+        failures = start_all(&config, &shared, &one, at, &mut started).await;
+        if let Some(addr) = addr_of(&started, at, "redis") {
+            api_env.push(("STRATA_SESSIONS_REDIS".into(), format!("redis://{addr}")));
+        }
+        specs.extend(one);
+    }
     if failures.is_empty() {
         let apis = plan(
             topology,
@@ -810,7 +849,7 @@ pub async fn run(
             &data_dir,
             postgres_url.as_deref(),
             &replica_urls,
-            &cache_env(topology, &cache_addrs),
+            &api_env,
         );
         failures = start_all(&config, &shared, &apis, specs.len(), &mut started).await;
         let first_api = specs.len();
@@ -1000,6 +1039,7 @@ mod tests {
             lb: None,
             data: DataEngine::Sqlite,
             cache: Default::default(),
+            sessions: Default::default(),
         };
         let p = plan(&t, 8080, Path::new("/d"), None, &[], &[]);
         let ports: Vec<(&str, u16, &str)> = p
@@ -1076,6 +1116,7 @@ mod tests {
                 commit: crate::topology::CommitMode::Quorum,
             },
             cache: Default::default(),
+            sessions: Default::default(),
         };
         let primary = plan_primary(&t, Path::new("/d")).expect("a primary");
         assert_eq!(primary.name, "pg-1");

@@ -68,7 +68,7 @@ const PLANNED_KINDS: &[&str] = &[
     "memcached",
     "rabbitmq",
 ];
-const KNOWN_TOP_LEVEL: &[&str] = &["name", "api", "lb", "data", "cache"];
+const KNOWN_TOP_LEVEL: &[&str] = &["name", "api", "lb", "data", "cache", "sessions"];
 
 /// The most shared cache nodes `strata up` runs.
 pub const MAX_CACHE_NODES: i64 = 4;
@@ -197,6 +197,17 @@ pub enum DataEngine {
     PostgresUrl { url: String },
 }
 
+/// `[sessions] engine`: where the API servers keep sessions and login-failure counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SessionsEngine {
+    /// The data tier's database (SQLite embedded, the PostgreSQL primary).
+    #[default]
+    Database,
+    /// A Redis of its own, durable (append-only file, fsync on every write, no eviction), run
+    /// by `strata up` as the role `sessions-1`.
+    Redis,
+}
+
 /// A validated topology.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
@@ -206,6 +217,7 @@ pub struct Topology {
     pub lb: Option<LbSpec>,
     pub data: DataEngine,
     pub cache: CacheSpec,
+    pub sessions: SessionsEngine,
 }
 
 /// One mistake in a topology file.
@@ -344,6 +356,7 @@ impl Topology {
             }),
             data: DataEngine::Sqlite,
             cache: CacheSpec::default(),
+            sessions: SessionsEngine::Database,
         }
     }
 
@@ -884,6 +897,38 @@ impl Topology {
             ),
         }
 
+        let mut sessions = SessionsEngine::Database;
+        match table.get("sessions") {
+            None => {}
+            Some(Value::Table(t)) => {
+                for key in t.keys().filter(|k| k.as_str() != "engine") {
+                    err(
+                        line_of(text, Some("sessions"), Some(key)),
+                        format!("unknown key `sessions.{key}` (known: engine)"),
+                    );
+                }
+                match t.get("engine") {
+                    None => {}
+                    Some(Value::String(e)) if e == "database" => {}
+                    Some(Value::String(e)) if e == "redis" => sessions = SessionsEngine::Redis,
+                    Some(v) => err(
+                        line_of(text, Some("sessions"), Some("engine")),
+                        format!(
+                            "`sessions.engine` must be \"database\" or \"redis\", not {}",
+                            match v {
+                                Value::String(e) => format!("{e:?}"),
+                                other => type_name(other).to_string(),
+                            }
+                        ),
+                    ),
+                }
+            }
+            Some(v) => err(
+                line_of(text, None, Some("sessions")),
+                format!("`sessions` must be a table, not {}", type_name(v)),
+            ),
+        }
+
         // Fixed ports: each must differ from every other and from the public port.
         let mut fixed: Vec<(String, u16, Option<usize>)> = Vec::new();
         let ports_line = line_of(text, Some("api"), Some("ports"));
@@ -917,6 +962,7 @@ impl Topology {
                 lb,
                 data,
                 cache,
+                sessions,
             })
         } else {
             Err(TopologyErrors(errors))
@@ -930,6 +976,7 @@ impl Topology {
             + self.database_nodes()
             + usize::from(self.has_control())
             + self.cache_nodes()
+            + usize::from(self.sessions == SessionsEngine::Redis)
     }
 
     /// Shared cache servers `strata up` runs.
@@ -958,6 +1005,49 @@ mod tests {
 
     fn errors(text: &str) -> Vec<TopologyError> {
         Topology::parse(text, 8080).expect_err("invalid").0
+    }
+
+    #[test]
+    fn every_preset_in_deploy_is_a_valid_topology() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).expect("deploy/") {
+            let path = entry.expect("entry").path();
+            if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("read");
+            if let Err(e) = Topology::parse(&text, 8080) {
+                panic!("{} is not valid: {e}", path.display());
+            }
+            seen += 1;
+        }
+        assert!(seen >= 6, "the presets were found ({seen})");
+    }
+
+    #[test]
+    fn the_sessions_table_chooses_the_database_or_a_redis_of_its_own() {
+        let t = Topology::parse("[api]\ncount = 3\n", 8080).expect("valid");
+        assert_eq!(t.sessions, SessionsEngine::Database);
+        let t = Topology::parse("[api]\ncount = 3\n[sessions]\nengine = \"redis\"\n", 8080)
+            .expect("valid");
+        assert_eq!(t.sessions, SessionsEngine::Redis);
+        assert_eq!(
+            t.instance_count(),
+            3 + 1,
+            "3 API servers and the session Redis"
+        );
+        let e = errors("[api]\ncount = 3\n[sessions]\nengine = \"memcached\"\nttl = 5\n");
+        assert!(
+            e.iter()
+                .any(|x| x.line == Some(4) && x.message.contains("\"memcached\"")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|x| x.line == Some(5) && x.message.contains("sessions.ttl")),
+            "{e:?}"
+        );
     }
 
     #[test]

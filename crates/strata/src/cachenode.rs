@@ -63,6 +63,10 @@ pub struct CacheArgs {
     /// Working directory of the server.
     #[arg(long)]
     pub dir: PathBuf,
+    /// Run Redis as a store, not a cache: an append-only file fsynced on every write, no
+    /// eviction (a full Redis refuses writes instead of dropping sessions). For the session store.
+    #[arg(long)]
+    pub durable: bool,
     /// This role's name in its topology.
     #[arg(long, default_value = "cache")]
     pub name: String,
@@ -84,6 +88,10 @@ fn answers(engine: Engine, addr: SocketAddr) -> bool {
 pub async fn run(args: CacheArgs) -> anyhow::Result<()> {
     strata_core::telemetry::init();
     anyhow::ensure!(
+        !args.durable || matches!(args.engine, Engine::Redis),
+        "--durable needs --engine redis: Memcached keeps nothing on disk"
+    );
+    anyhow::ensure!(
         args.listen.ip().is_loopback(),
         "--listen must be a loopback address (the cache servers strata runs have no password): got {}",
         args.listen
@@ -103,11 +111,22 @@ pub async fn run(args: CacheArgs) -> anyhow::Result<()> {
     match engine {
         Engine::Redis => {
             cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .args(["--maxmemory", &format!("{}mb", args.max_mib)])
-                .args(["--maxmemory-policy", "allkeys-lru"])
-                .arg("--dir")
-                .arg(&args.dir);
+                .args(["--maxmemory", &format!("{}mb", args.max_mib)]);
+            if args.durable {
+                cmd.args([
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                ])
+                .args(["--maxmemory-policy", "noeviction"]);
+            } else {
+                cmd.args(["--save", "", "--appendonly", "no"])
+                    .args(["--maxmemory-policy", "allkeys-lru"]);
+            }
+            cmd.arg("--dir").arg(&args.dir);
         }
         Engine::Memcached => {
             cmd.args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0"])

@@ -185,6 +185,13 @@ async fn cached_reads_stay_coherent_across_api_servers_and_survive_a_redis_kill(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    // It comes back where the API servers look for it.
+    assert_eq!(
+        role(&status_json(&dir), "cache-1")["addrs"]["redis"],
+        role(&status, "cache-1")["addrs"]["redis"],
+        "a restarted cache node keeps its port"
+    );
+
     let cache_addrs: Vec<String> = ["cache-1", "cache-2"]
         .iter()
         .map(|n| {

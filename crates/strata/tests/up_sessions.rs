@@ -171,3 +171,111 @@ async fn any_server_serves_any_request_and_two_dying_log_no_one_out() {
         .expect("refresh");
     assert_eq!(refreshed.status(), 200, "{}", common::logs(&dir, 20));
 }
+
+/// `KEYS pattern` on a Redis at `addr`, over RESP.
+fn redis_keys(addr: &str, pattern: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to Redis");
+    s.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    s.write_all(format!("*2\r\n$4\r\nKEYS\r\n${}\r\n{pattern}\r\n", pattern.len()).as_bytes())
+        .expect("send");
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = s.read(&mut buf).expect("read");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_in_a_durable_redis_survive_its_kill() {
+    let (_tmp, dir) = up_topology("[lb]\n[api]\ncount = 3\n[sessions]\nengine = \"redis\"\n");
+    let _cleanup = Cleanup(&dir);
+    let status = status_json(&dir);
+    let lb = role(&status, "lb-1")["addrs"]["http"]
+        .as_str()
+        .expect("lb address")
+        .to_string();
+    let redis = role(&status, "sessions-1")["addrs"]["redis"]
+        .as_str()
+        .expect("the session Redis announces its address")
+        .to_string();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let profile = json!({"firstName": "Rae", "lastName": "Dis",
+        "address": {"streetAddress": "1 Main St", "city": "Boston", "state": "MA", "postalCode": "02134"}});
+    let r = http
+        .post(format!("http://{lb}/accounts"))
+        .json(&json!({"email": "rae@example.com", "password": "kept in redis", "profile": profile}))
+        .send()
+        .await
+        .expect("POST /accounts");
+    assert_eq!(r.status(), 201);
+    let login: Value = http
+        .post(format!("http://{lb}/sessions"))
+        .json(&json!({"email": "rae@example.com", "password": "kept in redis"}))
+        .send()
+        .await
+        .expect("POST /sessions")
+        .json()
+        .await
+        .expect("json");
+    let sid = login["session_id"]
+        .as_str()
+        .expect("session id")
+        .to_string();
+    let auth = format!("Bearer {}", login["access_token"].as_str().expect("token"));
+    assert!(
+        redis_keys(&redis, "strata:session:*").contains(&sid),
+        "the session is kept in the session Redis"
+    );
+
+    // kill -9 the Redis server itself (the child of the sessions-1 role).
+    let role_pid = role(&status, "sessions-1")["pid"].as_i64().expect("pid");
+    let children = std::fs::read_to_string(format!("/proc/{role_pid}/task/{role_pid}/children"))
+        .expect("children of the sessions role");
+    let redis_pid: i32 = children
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the redis-server pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(redis_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9");
+
+    // Once it is back (same port, its append-only file replayed), the same token works: the
+    // acknowledged login was not lost, and no one logs in again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut statuses = Vec::new();
+    loop {
+        let r = http
+            .get(format!("http://{lb}/sessions"))
+            .header("authorization", &auth)
+            .send()
+            .await
+            .expect("GET /sessions");
+        statuses.push(r.status().as_u16());
+        if r.status() == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session never came back: {statuses:?}{}",
+            common::logs(&dir, 20)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 503),
+        "while the store is down requests get 503, never a wrong answer: {statuses:?}"
+    );
+    let refreshed = http
+        .post(format!("http://{lb}/sessions/refresh"))
+        .json(&json!({"refresh_token": login["refresh_token"]}))
+        .send()
+        .await
+        .expect("refresh");
+    assert_eq!(refreshed.status(), 200, "{}", common::logs(&dir, 20));
+}
