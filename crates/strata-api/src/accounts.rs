@@ -113,6 +113,13 @@ fn account_view(account: &Account) -> Value {
 }
 
 /// `POST /accounts`: `{"email", "password", "profile": {…}}` → 201 with the account.
+#[utoipa::path(post, path = "/accounts", tag = "accounts",
+    request_body(content = crate::openapi::AccountInput, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The account and its public profile"),
+        (status = 409, description = "The email is registered", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = crate::problem::Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -201,6 +208,13 @@ pub async fn create(
 }
 
 /// `GET /accounts/{id}`: the account (email, roles) — its owner and admins only.
+#[utoipa::path(get, path = "/accounts/{id}", tag = "accounts", security(("bearer" = [])),
+    params(("id" = u64, Path, description = "User id")),
+    responses(
+        (status = 200, description = "The account", body = crate::openapi::AccountView),
+        (status = 401, description = "Not authenticated", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not yours, and you are not an admin", body = crate::problem::Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn get_one(
     State(state): State<AppState>,
     principal: Principal,
@@ -319,6 +333,13 @@ fn wants_cookies(doc: &Value) -> Result<bool, ApiError> {
 }
 
 /// `POST /sessions`: `{"email", "password", "cookies"?}` → 201 with tokens.
+#[utoipa::path(post, path = "/sessions", tag = "accounts",
+    request_body(content = crate::openapi::LoginInput, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Logged in", body = crate::openapi::TokenResponse),
+        (status = 401, description = "Wrong email or password (the same answer for both)", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed attempts; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn login(
     State(state): State<AppState>,
     request: axum::extract::Request,
@@ -398,6 +419,13 @@ pub async fn login(
 
 /// `POST /sessions/refresh`: `{"refresh_token"}` (or the refresh cookie + `X-CSRF-Token`) →
 /// a new access token and a new refresh token; the old refresh token is spent.
+#[utoipa::path(post, path = "/sessions/refresh", tag = "accounts",
+    request_body(content = crate::openapi::RefreshInput, content_type = "application/json"),
+    responses(
+        (status = 200, description = "New tokens; the presented refresh token is spent", body = crate::openapi::TokenResponse),
+        (status = 401, description = "Not valid, or already used (the session is then revoked)", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Cookie mode without the CSRF token", body = crate::problem::Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn refresh(
     State(state): State<AppState>,
     request: axum::extract::Request,
@@ -489,6 +517,11 @@ fn session_view(s: &Session, current: &str) -> Value {
 }
 
 /// `GET /sessions`: the caller's active sessions.
+#[utoipa::path(get, path = "/sessions", tag = "accounts", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "My active sessions: {\"sessions\": [...]}", body = Vec<crate::openapi::SessionView>),
+        (status = 401, description = "Not authenticated", body = crate::problem::Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -521,6 +554,11 @@ fn cleared_cookies(mut r: Response) -> Response {
 }
 
 /// `DELETE /sessions/current`: log out.
+#[utoipa::path(delete, path = "/sessions/current", tag = "accounts", security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Logged out"),
+        (status = 401, description = "Not authenticated", body = crate::problem::Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn logout(
     State(state): State<AppState>,
     principal: Principal,
@@ -531,6 +569,12 @@ pub async fn logout(
 }
 
 /// `DELETE /sessions/{id}`: revoke one of the caller's sessions (admins: anyone's).
+#[utoipa::path(delete, path = "/sessions/{id}", tag = "accounts", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Session id: 32 hexadecimal digits")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 404, description = "You have no such session", body = crate::problem::Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn revoke(
     State(state): State<AppState>,
     principal: Principal,
@@ -562,6 +606,8 @@ pub async fn revoke(
 }
 
 /// `GET /.well-known/jwks.json`: the public keys that verify access tokens.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "accounts",
+    responses((status = 200, description = "The JWK Set that verifies access tokens")))]
 pub async fn jwks(State(state): State<AppState>) -> Response {
     let mut r = Json(state.auth.keys.jwks()).into_response();
     r.headers_mut().insert(

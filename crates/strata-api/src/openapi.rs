@@ -74,16 +74,114 @@ pub struct UserPage {
     next_cursor: Option<String>,
 }
 
+/// `POST /accounts`. Unknown fields are refused.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"email":"ann@example.com","password":"correct horse battery","profile":{"firstName":"Ann","lastName":"Lee","address":{"streetAddress":"1 Main St","city":"Boston","state":"MA","postalCode":"02134"}}}))]
+#[allow(dead_code)]
+pub struct AccountInput {
+    /// Unique across the deployment; stored lower case.
+    #[schema(max_length = 254)]
+    email: String,
+    #[schema(min_length = 8, max_length = 128)]
+    password: String,
+    profile: UserInput,
+}
+
+/// An account: visible only to its owner and to admins.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+pub struct AccountView {
+    id: u64,
+    email: String,
+    roles: Vec<String>,
+    /// Milliseconds since the Unix epoch.
+    created_at: u64,
+}
+
+/// `POST /sessions`.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct LoginInput {
+    email: String,
+    #[schema(max_length = 128)]
+    password: String,
+    /// Browser mode: tokens in HttpOnly cookies, a CSRF token in the body.
+    cookies: Option<bool>,
+}
+
+/// `POST /sessions/refresh` (or send the refresh cookie and `X-CSRF-Token`, with no body).
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct RefreshInput {
+    refresh_token: String,
+}
+
+/// What a login or refresh answers. In browser mode `access_token` and `refresh_token` are in
+/// cookies instead, and `csrf_token` is here.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct TokenResponse {
+    token_type: String,
+    /// A JWT signed with Ed25519 (`alg: EdDSA`); keys at `/.well-known/jwks.json`.
+    access_token: Option<String>,
+    /// Seconds until the access token expires.
+    expires_in: u64,
+    /// Opaque; spent by its first use.
+    refresh_token: Option<String>,
+    csrf_token: Option<String>,
+    session_id: String,
+    user_id: u64,
+}
+
+/// One of my sessions.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+pub struct SessionView {
+    id: String,
+    created_at: u64,
+    last_used_at: u64,
+    expires_at: u64,
+    user_agent: String,
+    ip: String,
+    /// The session of this request's token.
+    current: bool,
+}
+
+/// `Authorization: Bearer <access token>` on every route that changes something.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
+    modifiers(&BearerAuth),
     info(title = "Strata users API", description = "User profiles: the canonical `GET /users/12` and everything around it. Errors are RFC 9457 problem+json."),
     paths(
         crate::users::create, crate::users::get_one, crate::users::replace, crate::users::patch,
         crate::users::delete, crate::users::list,
+        crate::accounts::create, crate::accounts::get_one, crate::accounts::login,
+        crate::accounts::refresh, crate::accounts::list, crate::accounts::logout,
+        crate::accounts::revoke, crate::accounts::jwks,
         crate::ops::healthz, crate::ops::readyz, crate::ops::metrics,
     ),
-    components(schemas(UserDoc, UserInput, UserPage, AddressDoc, PostalCodeDoc, crate::problem::Problem, crate::problem::ProblemItem)),
-    tags((name = "users", description = "User profiles"), (name = "operations", description = "Health, readiness, metrics"))
+    components(schemas(UserDoc, UserInput, UserPage, AddressDoc, PostalCodeDoc, AccountInput, AccountView, LoginInput, RefreshInput, TokenResponse, SessionView, crate::problem::Problem, crate::problem::ProblemItem)),
+    tags((name = "users", description = "User profiles"), (name = "accounts", description = "Accounts, sessions and tokens"), (name = "operations", description = "Health, readiness, metrics"))
 )]
 pub struct ApiDoc;
 

@@ -202,7 +202,7 @@ pub(crate) fn with_commit(mut r: Response, receipt: WriteReceipt) -> Response {
 }
 
 /// Creates a user; the server assigns the id.
-#[utoipa::path(post, path = "/users", tag = "users",
+#[utoipa::path(post, path = "/users", tag = "users", security(("bearer" = [])),
     request_body(content = crate::openapi::UserInput, content_type = "application/json"),
     responses(
         (status = 201, description = "Created; `Location` names the new user", body = crate::openapi::UserDoc),
@@ -349,7 +349,7 @@ async fn write_precondition(
 }
 
 /// Replaces a user's whole profile.
-#[utoipa::path(put, path = "/users/{id}", tag = "users",
+#[utoipa::path(put, path = "/users/{id}", tag = "users", security(("bearer" = [])),
     params(("id" = u64, Path, description = "User id"),
            ("If-Match" = Option<String>, Header, description = "Replace only if the user is still at this ETag")),
     request_body(content = crate::openapi::UserInput, content_type = "application/json"),
@@ -395,7 +395,7 @@ async fn commit_and_render(state: &AppState, user: User, receipt: WriteReceipt) 
 }
 
 /// Applies a JSON Merge Patch (RFC 7396).
-#[utoipa::path(patch, path = "/users/{id}", tag = "users",
+#[utoipa::path(patch, path = "/users/{id}", tag = "users", security(("bearer" = [])),
     params(("id" = u64, Path, description = "User id"),
            ("If-Match" = Option<String>, Header, description = "Patch only if the user is still at this ETag")),
     request_body(content = Object, content_type = "application/merge-patch+json", description = "A JSON Merge Patch of the user"),
@@ -461,7 +461,7 @@ pub async fn patch(
 }
 
 /// Deletes a user.
-#[utoipa::path(delete, path = "/users/{id}", tag = "users",
+#[utoipa::path(delete, path = "/users/{id}", tag = "users", security(("bearer" = [])),
     params(("id" = u64, Path, description = "User id"),
            ("If-Match" = Option<String>, Header, description = "Delete only if the user is still at this ETag")),
     responses(

@@ -498,6 +498,26 @@ async fn operations_endpoints_report_health_readiness_metrics_and_openapi() {
     );
     let doc: Value = app.get("/openapi.json").await.json().await.expect("json");
     assert!(doc["openapi"].as_str().expect("version").starts_with("3.1"));
+    for path in [
+        "/accounts",
+        "/sessions",
+        "/sessions/refresh",
+        "/sessions/{id}",
+        "/.well-known/jwks.json",
+    ] {
+        assert!(
+            doc["paths"][path].is_object(),
+            "the document describes {path}"
+        );
+    }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    assert!(
+        doc["paths"]["/users/{id}"]["patch"]["security"].is_array(),
+        "profile writes say they need a token"
+    );
     for path in ["/users", "/users/{id}", "/healthz", "/readyz", "/metrics"] {
         assert!(doc["paths"][path].is_object(), "{path} documented");
     }
