@@ -23,6 +23,7 @@ and count. Needs PostgreSQL (Debian: postgresql-15) like the test suite.
 import argparse
 import http.client
 import json
+import re
 import os
 import signal
 import subprocess
@@ -278,6 +279,9 @@ def main():
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--pairs", type=int, default=10000)
     ap.add_argument("--only-ryw", action="store_true", help="skip the primary drills")
+    ap.add_argument("--skip-ryw", action="store_true", help="skip the read-your-writes runs")
+    ap.add_argument("--commit", choices=["quorum", "async"], default="quorum",
+                    help="the topology's commit mode (async: what can a failover lose?)")
     args = ap.parse_args()
     if not os.path.exists(STRATA):
         sys.exit("build first: cargo build --release -p strata")
@@ -285,11 +289,17 @@ def main():
     os.chmod(tmp, 0o755)  # the postgres user must reach the data directories
     d = os.path.join(tmp, "deploy")
     topo = os.path.join(ROOT, "deploy", "04-replicas.toml")
-    print("==> strata up -f deploy/04-replicas.toml", flush=True)
+    if args.commit != "quorum":
+        with open(topo) as f:
+            text = f.read()
+        topo = os.path.join(tmp, "replicas-%s.toml" % args.commit)
+        with open(topo, "w") as f:
+            f.write(re.sub(r'(?m)^commit\s*=.*$', 'commit = "%s"' % args.commit, text))
+    print("==> strata up -f deploy/04-replicas.toml (commit = %s)" % args.commit, flush=True)
     up = run("up", "-d", "--port", "0", "-f", topo, "--dir", d, check=False)
     if up.returncode != 0:
         sys.exit(up.stderr)
-    results = {"drills": [], "ryw": []}
+    results = {"commit": args.commit, "drills": [], "ryw": []}
     try:
         st = wait_healthy(d)
         lb = role(st, "lb-1")["addrs"]["http"]
@@ -301,7 +311,7 @@ def main():
                 r = drill(d, lb, fault, "Drill%s%d" % (fault, i))
                 print("    " + json.dumps(r), flush=True)
                 results["drills"].append(r)
-        for token in (True, False):
+        for token in () if args.skip_ryw else (True, False):
             print("==> read-your-writes, %d pairs, token %s" % (args.pairs, "on" if token else "off"), flush=True)
             r = ryw(d, apis, args.pairs, token)
             print("    " + json.dumps(r), flush=True)
