@@ -211,3 +211,48 @@ async fn the_postgres_engine_passes_the_store_suite_and_keeps_its_promises() {
         "the write waited for the server: {written:?}"
     );
 }
+
+/// A write that meets a server that has become read-only (a demoted primary) fails with
+/// `Unavailable` and drops every pooled connection, so the next write — through a multi-host
+/// URL with `target_session_attrs=read-write` — reaches the server that now takes writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_primary_makes_the_pool_reconnect_to_the_writable_one() {
+    let (a, b) = tokio::task::spawn_blocking(|| (PgServer::start(), PgServer::start()))
+        .await
+        .expect("start");
+    a.create_database("moving");
+    b.create_database("moving");
+    let url = format!(
+        "postgresql://{}@127.0.0.1:{},127.0.0.1:{}/moving?target_session_attrs=read-write",
+        strata_testkit::PG_USER,
+        a.port(),
+        b.port()
+    );
+    // Both servers get the schema (as a new primary would have it, by replication).
+    connect(&b.url_for("moving")).await;
+    let store = connect(&url).await;
+    store
+        .create(&user(1))
+        .await
+        .expect("a write on the first server");
+    assert_eq!(a.psql("moving", "SELECT count(*) FROM users"), "1");
+
+    // The first server becomes read-only, as a demoted primary does.
+    a.psql(
+        "moving",
+        "ALTER SYSTEM SET default_transaction_read_only = on",
+    );
+    a.psql("moving", "SELECT pg_reload_conf()");
+    std::thread::sleep(Duration::from_millis(200));
+    match store.create(&user(2)).await {
+        Err(StoreError::Unavailable(m)) => assert!(m.contains("read-only"), "{m}"),
+        other => panic!("a write on a read-only server must be Unavailable, got {other:?}"),
+    }
+    // The pool was dropped: the next write opens a connection that skips the read-only server.
+    store
+        .create(&user(3))
+        .await
+        .expect("the next write reaches the writable server");
+    assert_eq!(b.psql("moving", "SELECT id FROM users ORDER BY id"), "3");
+    assert_eq!(a.psql("moving", "SELECT count(*) FROM users"), "1");
+}
