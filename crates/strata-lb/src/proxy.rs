@@ -513,13 +513,16 @@ impl Proxy {
 
         let mut last: Option<(StatusCode, &'static str)> = None;
         let mut attempts = 0u32;
-        // A request that reached a backend is retried at most once; one that could not even
-        // connect (certainly never processed) moves on to the next backend until one accepts,
-        // as nginx's proxy_next_upstream does — so that several backends dying at once cost no
-        // request. Every move after the first attempt is paid from the retry budget.
-        let mut last_never_sent = false;
+        // A request that could not even connect (certainly never processed), or an idempotent
+        // one whose connection failed before any response byte (a backend killed under a
+        // pooled keep-alive connection), moves on to the next backend until one answers, as
+        // nginx's proxy_next_upstream does — so that several backends dying at once cost no
+        // request. A timed-out request is retried at most once: it may be merely slow, and
+        // sending it everywhere would multiply the load. Every move after the first attempt is
+        // paid from the retry budget.
+        let mut last_moves_on = false;
         for backend in candidates.iter() {
-            if attempts >= 2 && !last_never_sent {
+            if attempts >= 2 && !last_moves_on {
                 break;
             }
             if attempts > 0 {
@@ -597,8 +600,9 @@ impl Proxy {
                     return (bad_body(), Some(backend.clone()), attempts);
                 }
                 Ok(Err(e)) => {
+                    // No response byte arrived (an error here comes before the response head).
                     let never_sent = e.is_connect();
-                    last_never_sent = never_sent;
+                    last_moves_on = never_sent || idempotent;
                     tracing::warn!(backend = %backend.name, error = %e, "backend request failed");
                     self.note_failure(backend);
                     last = Some((StatusCode::BAD_GATEWAY, "upstream-failed"));
@@ -607,7 +611,7 @@ impl Proxy {
                     }
                 }
                 Err(_) => {
-                    last_never_sent = false;
+                    last_moves_on = false;
                     tracing::warn!(backend = %backend.name, "backend did not answer in time");
                     self.note_failure(backend);
                     last = Some((StatusCode::GATEWAY_TIMEOUT, "upstream-timeout"));

@@ -278,6 +278,52 @@ async fn two_of_three_backends_dying_at_once_cost_no_request() {
 }
 
 #[tokio::test]
+async fn a_get_moves_past_every_backend_that_drops_it_before_answering() {
+    // Two backends that read each request and close without a byte of answer: what a pooled
+    // keep-alive connection to a process killed with -9 looks like. Round robin sends the
+    // first GET to both before the live one; it must not stop after one retry.
+    let swallowed = Arc::new(AtomicUsize::new(0));
+    let b = resetting_backend(swallowed.clone()).await;
+    let c = resetting_backend(swallowed.clone()).await;
+    let (a, _ta) = backend("a").await;
+    let lb = start_lb(vec![("b", b), ("c", c), ("a", a)], |c| {
+        c.health.interval = Duration::from_secs(60)
+    })
+    .await;
+    for i in 0..6 {
+        let r = lb
+            .client
+            .get(format!("{}/who", lb.base))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), 200, "GET {i} is served by the live backend");
+    }
+    // A POST without an Idempotency-Key that reached a backend is still never sent twice.
+    let r = lb
+        .client
+        .post(format!("{}/echo", lb.base))
+        .body("once")
+        .send()
+        .await
+        .expect("request");
+    if r.status() == 502 {
+        assert_eq!(
+            swallowed.load(Ordering::SeqCst),
+            1,
+            "swallowed once, not retried"
+        );
+    } else {
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            swallowed.load(Ordering::SeqCst),
+            0,
+            "it went to the live one first"
+        );
+    }
+}
+
+#[tokio::test]
 async fn active_checks_take_a_dead_backend_out_and_bring_it_back() {
     let (a, _ta) = backend("a").await;
     let (b, tb) = backend("b").await;
