@@ -65,6 +65,18 @@ pub fn path(postgres_dir: &Path) -> PathBuf {
     postgres_dir.join(CLUSTER_FILE)
 }
 
+/// The file `strata db rejoin NODE` creates to ask a fenced former primary, waiting under
+/// `rejoin = "manual"`, to rewind and follow the new primary.
+pub fn rejoin_request_path(postgres_dir: &Path, role: &str) -> PathBuf {
+    postgres_dir.join(format!("{role}.rejoin"))
+}
+
+/// The file a fenced former primary keeps while it waits for `strata db rejoin` (so that
+/// `strata status` can say so).
+pub fn awaiting_rejoin_path(postgres_dir: &Path, role: &str) -> PathBuf {
+    postgres_dir.join(format!("{role}.awaiting-rejoin"))
+}
+
 /// Reads the file; `Ok(None)` when there is none yet.
 pub fn read(postgres_dir: &Path) -> anyhow::Result<Option<ClusterState>> {
     let path = path(postgres_dir);

@@ -100,7 +100,12 @@ pub const POSTGRES_DATABASE: &str = "strata";
 /// The primary PostgreSQL server `strata up` runs for this topology, if any. It is told the
 /// names of its replicas for the synchronous quorum.
 pub fn plan_primary(topology: &Topology, dir: &Path) -> Option<InstanceSpec> {
-    let DataEngine::Postgres { replicas, commit } = topology.data else {
+    let DataEngine::Postgres {
+        replicas,
+        commit,
+        rejoin,
+    } = topology.data
+    else {
         return None;
     };
     let standbys: Vec<String> = (2..=u16::from(replicas) + 1)
@@ -111,6 +116,8 @@ pub fn plan_primary(topology: &Topology, dir: &Path) -> Option<InstanceSpec> {
         dir.join(POSTGRES_DIR).join("pg-1").display().to_string(),
         "--commit".into(),
         commit.as_str().into(),
+        "--rejoin".into(),
+        rejoin.as_str().into(),
     ];
     if !standbys.is_empty() {
         args.push("--standbys".into());
@@ -178,7 +185,10 @@ pub fn postgres_urls(nodes: &[(String, String)]) -> (String, Vec<String>) {
 
 /// The streaming replicas of the primary at `primary` (`127.0.0.1:PORT`).
 pub fn plan_replicas(topology: &Topology, dir: &Path, primary: &str) -> Vec<InstanceSpec> {
-    let DataEngine::Postgres { replicas, .. } = topology.data else {
+    let DataEngine::Postgres {
+        replicas, rejoin, ..
+    } = topology.data
+    else {
         return Vec::new();
     };
     (2..=u16::from(replicas) + 1)
@@ -194,6 +204,8 @@ pub fn plan_replicas(topology: &Topology, dir: &Path, primary: &str) -> Vec<Inst
                     .to_string(),
                 "--replica-of".into(),
                 primary.into(),
+                "--rejoin".into(),
+                rejoin.as_str().into(),
             ],
             env: Vec::new(),
         })
@@ -1114,6 +1126,7 @@ mod tests {
             data: DataEngine::Postgres {
                 replicas: 2,
                 commit: crate::topology::CommitMode::Quorum,
+                rejoin: crate::topology::RejoinMode::Auto,
             },
             cache: Default::default(),
             sessions: Default::default(),
@@ -1135,6 +1148,12 @@ mod tests {
             replicas
                 .iter()
                 .all(|r| r.args.contains(&"127.0.0.1:5999".to_string()))
+        );
+        assert!(
+            std::iter::once(&primary)
+                .chain(&replicas)
+                .all(|r| r.args.windows(2).any(|w| w == ["--rejoin", "auto"])),
+            "every server may be a fenced primary one day: each is told how to rejoin"
         );
         let url = "postgresql://strata@127.0.0.1:5999/strata";
         let replica = "postgresql://strata@127.0.0.1:6000/strata".to_string();

@@ -12,6 +12,7 @@
 //! # engine = "postgres"
 //! # replicas = 2        # streaming replicas strata up runs beside the primary (0 to 4)
 //! # commit = "quorum"   # or "async"
+//! # rejoin = "auto"     # or "manual": a fenced former primary waits for `strata db rejoin`
 //! # url = "postgresql://USER@HOST:5432/DB"   # existing servers instead (no replicas/commit)
 //! ```
 //!
@@ -175,6 +176,26 @@ pub enum CommitMode {
     Async,
 }
 
+/// What a fenced former primary does when its role starts again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejoinMode {
+    /// Rewind it at once (`pg_rewind`) and follow the new primary: back to full health by itself.
+    Auto,
+    /// Keep it stopped, its data untouched, until `strata db rejoin NODE`: time to look at what
+    /// it wrote that the new primary never received (under asynchronous commit, acknowledged
+    /// writes) before rewinding discards it.
+    Manual,
+}
+
+impl RejoinMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejoinMode::Auto => "auto",
+            RejoinMode::Manual => "manual",
+        }
+    }
+}
+
 impl CommitMode {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -191,7 +212,11 @@ pub enum DataEngine {
     Sqlite,
     /// PostgreSQL servers that `strata up` creates and runs: a primary and `replicas`
     /// streaming replicas.
-    Postgres { replicas: u8, commit: CommitMode },
+    Postgres {
+        replicas: u8,
+        commit: CommitMode,
+        rejoin: RejoinMode,
+    },
     /// Existing PostgreSQL servers, by URL (several hosts allowed). May hold a password: never
     /// shown.
     PostgresUrl { url: String },
@@ -685,7 +710,7 @@ impl Topology {
         match table.get("data") {
             None => {}
             Some(Value::Table(t)) => {
-                const DATA_KEYS: &[&str] = &["engine", "replicas", "commit", "url"];
+                const DATA_KEYS: &[&str] = &["engine", "replicas", "commit", "rejoin", "url"];
                 for key in t.keys() {
                     if !DATA_KEYS.contains(&key.as_str()) {
                         err(
@@ -746,6 +771,21 @@ impl Topology {
                         None
                     }
                 };
+                let rejoin = match t.get("rejoin") {
+                    None => None,
+                    Some(Value::String(s)) if s == "auto" => Some(RejoinMode::Auto),
+                    Some(Value::String(s)) if s == "manual" => Some(RejoinMode::Manual),
+                    Some(v) => {
+                        err(
+                            at("rejoin"),
+                            format!(
+                                "`data.rejoin` must be \"auto\" or \"manual\", not {}",
+                                show(v)
+                            ),
+                        );
+                        None
+                    }
+                };
                 let url = match t.get("url") {
                     None => None,
                     Some(Value::String(s))
@@ -765,7 +805,7 @@ impl Topology {
                     }
                 };
                 if !postgres {
-                    for key in ["replicas", "commit", "url"] {
+                    for key in ["replicas", "commit", "rejoin", "url"] {
                         if t.contains_key(key) {
                             err(
                                 at(key),
@@ -777,7 +817,7 @@ impl Topology {
                         }
                     }
                 } else if let Some(url) = url {
-                    for key in ["replicas", "commit"] {
+                    for key in ["replicas", "commit", "rejoin"] {
                         if t.contains_key(key) {
                             err(
                                 at(key),
@@ -793,6 +833,7 @@ impl Topology {
                     data = DataEngine::Postgres {
                         replicas: replicas.unwrap_or(0),
                         commit: commit.unwrap_or(CommitMode::Quorum),
+                        rejoin: rejoin.unwrap_or(RejoinMode::Auto),
                     };
                 }
             }
@@ -1193,7 +1234,7 @@ mod tests {
     #[test]
     fn postgres_with_replicas_or_by_url_and_what_cannot_go_together() {
         let t = Topology::parse(
-            "[api]\ncount = 2\n[data]\nengine = \"postgres\"\nreplicas = 2\ncommit = \"async\"\n",
+            "[api]\ncount = 2\n[data]\nengine = \"postgres\"\nreplicas = 2\ncommit = \"async\"\nrejoin = \"manual\"\n",
             8080,
         )
         .expect("valid");
@@ -1201,7 +1242,8 @@ mod tests {
             t.data,
             DataEngine::Postgres {
                 replicas: 2,
-                commit: CommitMode::Async
+                commit: CommitMode::Async,
+                rejoin: RejoinMode::Manual,
             }
         );
         assert_eq!(
@@ -1216,9 +1258,10 @@ mod tests {
             t.data,
             DataEngine::Postgres {
                 replicas: 0,
-                commit: CommitMode::Quorum
+                commit: CommitMode::Quorum,
+                rejoin: RejoinMode::Auto,
             },
-            "quorum commit is the default"
+            "quorum commit and automatic rejoin are the defaults"
         );
         let url = "postgresql://app:secret@db1:5432,db2:5432/strata";
         let t = Topology::parse(
@@ -1248,6 +1291,15 @@ mod tests {
         );
         assert_eq!(e.len(), 3, "{e:?}");
         assert!(e.iter().all(|e| !e.message.contains("hunter2")), "{e:?}");
+        let e = errors("[api]\ncount = 1\n[data]\nengine = \"postgres\"\nrejoin = \"never\"\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].line, Some(5));
+        assert!(e[0].message.contains("\"auto\" or \"manual\""), "{e:?}");
+        let e = errors("[api]\ncount = 1\n[data]\nrejoin = \"manual\"\n");
+        assert!(
+            e[0].message.contains("needs engine = \"postgres\""),
+            "{e:?}"
+        );
     }
 
     #[test]

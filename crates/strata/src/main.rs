@@ -18,6 +18,7 @@ mod admin;
 mod cache;
 mod cachenode;
 mod controller;
+mod db;
 mod lb;
 mod orchestrate;
 mod pgnode;
@@ -62,6 +63,9 @@ enum Command {
     /// Operator actions the API never offers: grant or withdraw the admin role, rotate the
     /// token-signing keys.
     Admin(admin::AdminArgs),
+    /// Operator actions on the deployment's PostgreSQL servers: bring a fenced former primary
+    /// back as a replica.
+    Db(db::DbArgs),
 }
 
 fn main() -> ExitCode {
@@ -90,6 +94,7 @@ fn main() -> ExitCode {
             Command::Status(args) => orchestrate::status(args).await,
             Command::Logs(args) => orchestrate::logs(args).await,
             Command::Admin(args) => admin::run(args).await,
+            Command::Db(args) => db::run(args).await,
         }
     });
     match result {

@@ -227,7 +227,7 @@ async fn detach(args: &UpArgs, exe: &Path) -> anyhow::Result<()> {
     }
 }
 
-fn no_deployment(dir: &Path) -> anyhow::Error {
+pub(crate) fn no_deployment(dir: &Path) -> anyhow::Error {
     anyhow::anyhow!(
         "no deployment in {}: start one with `strata up -d --dir {}`",
         dir.display(),
@@ -279,6 +279,10 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
         };
         roles.push((r, alive, healthy));
     }
+    // Fenced former primaries waiting for `strata db rejoin` (rejoin = "manual").
+    let postgres_dir = args.dir.join(supervisor::POSTGRES_DIR);
+    let awaiting_rejoin =
+        |name: &str| strata_deploy::cluster::awaiting_rejoin_path(&postgres_dir, name).exists();
     // Replica lag in bytes of WAL, against the primary's position.
     let primary = databases
         .values()
@@ -300,11 +304,18 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
             "roles": roles.iter().map(|(r, alive, healthy)| serde_json::json!({
                 "name": r.name, "kind": r.kind, "pid": r.pid, "alive": alive, "healthy": healthy,
                 "addrs": r.addrs, "restarts": r.restarts, "state": r.state, "lastError": r.last_error,
-                "database": databases.get(r.name.as_str()).map(|d| serde_json::json!({
-                    "role": if d.node.in_recovery { "replica" } else { "primary" },
-                    "lsn": format_lsn(d.node.position.0),
-                    "lagBytes": d.lag,
-                })),
+                "database": match databases.get(r.name.as_str()) {
+                    Some(d) => Some(serde_json::json!({
+                        "role": if d.node.in_recovery { "replica" } else { "primary" },
+                        "lsn": format_lsn(d.node.position.0),
+                        "lagBytes": d.lag,
+                    })),
+                    None if awaiting_rejoin(&r.name) => Some(serde_json::json!({
+                        "role": "fenced",
+                        "awaitingRejoin": true,
+                    })),
+                    None => None,
+                },
             })).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -349,6 +360,10 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
                         d.lag
                     ),
                     Some(d) => format!("{addrs}  primary at {}", format_lsn(d.node.position.0)),
+                    None if awaiting_rejoin(&r.name) => format!(
+                        "{addrs}  fenced: stopped until `strata db rejoin {}`",
+                        r.name
+                    ),
                     None => addrs,
                 }
             },

@@ -11,6 +11,9 @@
 //!   of them has flushed it (`synchronous_standby_names = 'ANY 1 ("pg-2", "pg-3")'`); replicas
 //!   name themselves with `cluster_name`.
 //!
+//! A former primary fenced by a failover rejoins as a replica of the new primary when it starts
+//! (`pg_rewind`), or with `--rejoin manual` waits, its data untouched, for `strata db rejoin`.
+//!
 //! When started as root, the server runs as the `postgres` user (PostgreSQL refuses root), which
 //! then owns the data directory. The role prints its readiness line once the server accepts
 //! connections, stops the server (fast shutdown) on SIGTERM, Ctrl-C or end of stdin, and exits
@@ -38,6 +41,15 @@ pub enum Commit {
     Async,
 }
 
+/// What a fenced former primary does when its role starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Rejoin {
+    /// Rewind (`pg_rewind`) and follow the new primary at once.
+    Auto,
+    /// Wait for `strata db rejoin`, leaving the data directory as the failover left it.
+    Manual,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct PostgresArgs {
     /// Loopback address the server listens on (port 0 picks a free port).
@@ -55,6 +67,10 @@ pub struct PostgresArgs {
     /// How the primary waits for its replicas before acknowledging a commit.
     #[arg(long, value_enum, default_value = "quorum")]
     pub commit: Commit,
+    /// What this server does when it starts as a fenced former primary: rewind and follow the
+    /// new primary at once (`auto`), or wait, untouched, for `strata db rejoin NAME` (`manual`).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub rejoin: Rejoin,
     /// This role's name in its topology (also the replica's name on the primary).
     #[arg(long, default_value = "pg-1")]
     pub name: String,
@@ -491,6 +507,16 @@ impl Node {
     }
 }
 
+/// The primary that fenced this server, when its directory holds a primary (no
+/// `standby.signal`) and the published cluster state names another: a start now means a rejoin.
+fn fenced_by(data: &Path, postgres_dir: &Path, name: &str) -> Option<String> {
+    if !data.join("PG_VERSION").exists() || data.join("standby.signal").exists() {
+        return None;
+    }
+    let cluster = cluster::read(postgres_dir).ok().flatten()?;
+    (cluster.primary != name).then_some(cluster.primary)
+}
+
 /// Resolves, with the new primary's name, when this server runs as a primary and the published
 /// cluster state names another. Never resolves for a replica.
 async fn watch_for_fencing(postgres_dir: &Path, name: &str, runs_as_primary: bool) -> String {
@@ -565,6 +591,44 @@ pub async fn run(args: PostgresArgs) -> anyhow::Result<()> {
         name: args.name.clone(),
         owner,
     };
+    // A fenced former primary under `rejoin = "manual"` waits, its data untouched, for
+    // `strata db rejoin`. It says it is ready (on the port it keeps), so the supervisor does
+    // not count it as crashed, while nothing listens there.
+    let mut announced = false;
+    let request = cluster::rejoin_request_path(&postgres_dir, &args.name);
+    let awaiting = cluster::awaiting_rejoin_path(&postgres_dir, &args.name);
+    let _ = std::fs::remove_file(&awaiting);
+    match fenced_by(&data, &postgres_dir, &args.name) {
+        Some(primary) if args.rejoin == Rejoin::Manual && !request.exists() => {
+            ReadyLine::new(&args.name)
+                .with_addr("postgres", SocketAddr::new(args.listen.ip(), port))
+                .announce()
+                .context("cannot write the readiness line")?;
+            announced = true;
+            std::fs::write(&awaiting, format!("{primary}\n"))
+                .with_context(|| format!("cannot write {}", awaiting.display()))?;
+            tracing::warn!(
+                role = %args.name, %primary,
+                "fenced: {primary} is the primary now; this server stays stopped, its data untouched, until `strata db rejoin {}`",
+                args.name
+            );
+            let asked = async {
+                while !request.exists() {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            };
+            tokio::select! {
+                _ = asked => {}
+                _ = crate::roles::shutdown_signal(args.exit_on_stdin_eof) => {
+                    let _ = std::fs::remove_file(&awaiting);
+                    return Ok(());
+                }
+            }
+            tracing::info!(role = %args.name, %primary, "asked to rejoin: rewinding and following {primary}");
+        }
+        _ => {}
+    }
+    let _ = std::fs::remove_file(&request);
     let setup = {
         let node = node.clone();
         let (replica_of, postgres_dir) = (args.replica_of, postgres_dir.clone());
@@ -633,11 +697,14 @@ pub async fn run(args: PostgresArgs) -> anyhow::Result<()> {
             )?;
         }
     }
+    let _ = std::fs::remove_file(&awaiting);
     let addr = SocketAddr::new(args.listen.ip(), port);
-    ReadyLine::new(&args.name)
-        .with_addr("postgres", addr)
-        .announce()
-        .context("cannot write the readiness line")?;
+    if !announced {
+        ReadyLine::new(&args.name)
+            .with_addr("postgres", addr)
+            .announce()
+            .context("cannot write the readiness line")?;
+    }
     tracing::info!(role = %args.name, %addr, replica_of = ?args.replica_of, "PostgreSQL is accepting connections");
 
     let exited = tokio::task::spawn_blocking(move || child.wait());

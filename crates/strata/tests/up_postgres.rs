@@ -425,3 +425,133 @@ async fn a_stalled_primary_is_failed_over_and_no_acknowledged_write_is_lost() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// The published primary, once `strata control` has written one other than `not`.
+fn wait_for_failover(dir: &std::path::Path, not: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text =
+            std::fs::read_to_string(dir.join("postgres").join("cluster.json")).unwrap_or_default();
+        if let Ok(cluster) = serde_json::from_str::<Value>(&text)
+            && let Some(primary) = cluster["primary"].as_str()
+            && primary != not
+        {
+            return primary.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no failover away from {not}: {}",
+            logs(dir, 20)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn under_manual_rejoin_a_fenced_primary_waits_for_strata_db_rejoin() {
+    let (_tmp, dir) = up_topology(
+        "name = \"manual\"\n[api]\ncount = 1\n[data]\nengine = \"postgres\"\nreplicas = 2\nrejoin = \"manual\"\n",
+    );
+    let _cleanup = Cleanup(&dir);
+
+    // Mistakes are refused, saying why.
+    for (node, says) in [
+        ("pg-1", "is the primary"),
+        ("pg-9", "its database roles are pg-1, pg-2, pg-3"),
+        ("api-1", "not a database server"),
+    ] {
+        let out = strata(&["db", "rejoin", node], &dir);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(says),
+            "{}",
+            explain(&format!("strata db rejoin {node}"), &out, &dir)
+        );
+    }
+
+    // Stall the primary: control fails over and fences it; its role kills the server and,
+    // started again by the supervisor, keeps it stopped.
+    let pid = cluster_pid(&dir, "pg-1");
+    strata_deploy::control::signal_tree(pid, nix::sys::signal::Signal::SIGSTOP);
+    let primary = wait_for_failover(&dir, "pg-1");
+    strata_deploy::control::signal_tree(pid, nix::sys::signal::Signal::SIGCONT);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = status_json(&dir);
+        if role(&status, "pg-1")["database"]["role"] == "fenced" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pg-1 is not shown as fenced: {status:#}{}",
+            logs(&dir, 20)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // It stays that way: no server runs in its directory, which still holds a primary.
+    std::thread::sleep(Duration::from_secs(2));
+    let status = status_json(&dir);
+    assert_eq!(role(&status, "pg-1")["database"]["role"], "fenced");
+    assert_eq!(role(&status, "pg-1")["state"], "ready", "not crash-looping");
+    let data = dir.join("postgres").join("pg-1");
+    assert!(
+        !data.join("standby.signal").exists(),
+        "the fenced primary's directory is left as the failover found it"
+    );
+    // A server killed by fencing leaves its postmaster.pid behind; that process is gone.
+    if data.join("postmaster.pid").exists() {
+        let old = nix::unistd::Pid::from_raw(cluster_pid(&dir, "pg-1") as i32);
+        assert!(
+            nix::sys::signal::kill(old, None).is_err(),
+            "no server runs in the fenced primary's directory"
+        );
+    }
+    let table = strata(&["status"], &dir);
+    assert!(
+        String::from_utf8_lossy(&table.stdout)
+            .contains("fenced: stopped until `strata db rejoin pg-1`"),
+        "{}",
+        explain("strata status", &table, &dir)
+    );
+
+    // The new primary is not a thing to rejoin.
+    let out = strata(&["db", "rejoin", &primary], &dir);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("is the primary"),
+        "{}",
+        explain("strata db rejoin PRIMARY", &out, &dir)
+    );
+
+    // Asked, it rewinds and follows the new primary.
+    let out = strata(&["db", "rejoin", "pg-1"], &dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(&format!("rejoined as a replica of {primary}")),
+        "{}",
+        explain("strata db rejoin pg-1", &out, &dir)
+    );
+    let status = status_json(&dir);
+    assert_eq!(
+        role(&status, "pg-1")["database"]["role"],
+        "replica",
+        "{status:#}"
+    );
+    assert!(data.join("standby.signal").exists());
+    // Asking again changes nothing.
+    let out = strata(&["db", "rejoin", "pg-1"], &dir);
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("already a replica"),
+        "{}",
+        explain("strata db rejoin pg-1, again", &out, &dir)
+    );
+}
+
+/// The postmaster's pid of a database role.
+fn cluster_pid(dir: &std::path::Path, node: &str) -> u32 {
+    std::fs::read_to_string(dir.join("postgres").join(node).join("postmaster.pid"))
+        .expect("postmaster.pid")
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("a pid")
+}

@@ -1,0 +1,183 @@
+//! `strata db`: operator actions on the PostgreSQL servers of a deployment that `strata up`
+//! runs.
+//!
+//! `strata db rejoin NODE` brings a former primary that a failover fenced back as a replica of
+//! the new primary. With `rejoin = "auto"` (the default) the fenced server's role does this by
+//! itself whenever it starts, and the command only confirms it; with `rejoin = "manual"` the
+//! role keeps the server stopped, its data untouched, until this command asks it to rewind
+//! (`pg_rewind`) and follow the new primary — time to look at what the old primary wrote that
+//! no replica received before rewinding discards it.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use strata_deploy::cluster;
+use strata_deploy::control;
+use strata_deploy::state::{self, DeploymentState, RolePhase};
+use strata_deploy::supervisor::{POSTGRES_DIR, POSTGRES_USER};
+use strata_deploy::topology::RoleKind;
+use strata_store::postgres::{NodeStatus, format_lsn, probe_node};
+
+#[derive(Debug, clap::Args)]
+pub struct DbArgs {
+    #[command(subcommand)]
+    pub action: DbAction,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DbAction {
+    /// Bring a former primary, fenced by a failover, back as a replica of the new primary
+    /// (pg_rewind), and wait until it streams again.
+    Rejoin {
+        /// The database role to bring back (e.g. `pg-1`; `strata status` lists them).
+        node: String,
+        /// Deployment directory.
+        #[arg(long, env = "STRATA_DIR", default_value = ".strata")]
+        dir: PathBuf,
+        /// How long to wait for the server to stream from the new primary.
+        #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        timeout_secs: u64,
+    },
+}
+
+pub async fn run(args: DbArgs) -> anyhow::Result<()> {
+    match args.action {
+        DbAction::Rejoin {
+            node,
+            dir,
+            timeout_secs,
+        } => rejoin(&dir, &node, Duration::from_secs(timeout_secs)).await,
+    }
+}
+
+/// What the fenced server answers, if anything: `Ok(Some)` when it runs (primary or replica).
+async fn probe(state: &DeploymentState, node: &str) -> Option<NodeStatus> {
+    let role = state.roles.iter().find(|r| r.name == node)?;
+    let addr = role.addrs.get("postgres")?;
+    let url = format!("postgresql://{POSTGRES_USER}@{addr}/postgres");
+    probe_node(&url, Duration::from_secs(1)).await.ok()
+}
+
+fn read_state(dir: &Path) -> anyhow::Result<DeploymentState> {
+    state::read(dir)?.ok_or_else(|| crate::orchestrate::no_deployment(dir))
+}
+
+async fn rejoin(dir: &Path, node: &str, timeout: Duration) -> anyhow::Result<()> {
+    let state = read_state(dir)?;
+    let databases: Vec<&str> = state
+        .roles
+        .iter()
+        .filter(|r| r.kind == RoleKind::Postgres)
+        .map(|r| r.name.as_str())
+        .collect();
+    anyhow::ensure!(
+        !databases.is_empty(),
+        "the deployment in {} runs no PostgreSQL servers of its own: nothing to rejoin",
+        dir.display()
+    );
+    let Some(role) = state.roles.iter().find(|r| r.name == node) else {
+        anyhow::bail!(
+            "no database role {node:?} in {}: its database roles are {}",
+            dir.display(),
+            databases.join(", ")
+        );
+    };
+    anyhow::ensure!(
+        role.kind == RoleKind::Postgres,
+        "{node} is a {} role, not a database server: its database roles are {}",
+        role.kind.as_str(),
+        databases.join(", ")
+    );
+    anyhow::ensure!(
+        state.running && control::is_alive(state.supervisor_pid),
+        "the deployment in {} is not running: start it with `strata up -d --dir {}` (a fenced \
+         server rejoins when its role starts, or waits for this command under rejoin = \"manual\")",
+        dir.display(),
+        dir.display()
+    );
+    let postgres_dir = dir.join(POSTGRES_DIR);
+    let Some(cluster) = cluster::read(&postgres_dir)? else {
+        anyhow::bail!(
+            "no failover has happened in {}: every server is where strata up put it, and {node} \
+             has nothing to rejoin",
+            dir.display()
+        );
+    };
+    anyhow::ensure!(
+        cluster.primary != node,
+        "{node} is the primary (cluster version {}): only a former primary fenced by a failover \
+         rejoins, as a replica of the primary",
+        cluster.version
+    );
+    let primary = cluster.primary.clone();
+    if let Some(status) = probe(&state, node).await
+        && status.in_recovery
+    {
+        println!(
+            "{node} is already a replica of {primary}, replayed up to {}",
+            format_lsn(status.position.0)
+        );
+        return Ok(());
+    }
+    anyhow::ensure!(
+        role.state != RolePhase::Failed,
+        "the supervisor gave up on {node} after repeated crashes ({}): see `strata logs {node} \
+         --dir {}`, then restart the deployment (`strata down`, `strata up -d`); a fenced server \
+         rejoins when its role starts",
+        role.last_error.as_deref().unwrap_or("no reason recorded"),
+        dir.display()
+    );
+
+    let request = cluster::rejoin_request_path(&postgres_dir, node);
+    std::fs::write(&request, format!("{primary}\n"))
+        .with_context(|| format!("cannot write {}", request.display()))?;
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar.set_message(format!(
+        "{node}: rewinding and following {primary} (pg_rewind)"
+    ));
+    let started = Instant::now();
+    loop {
+        // The role may have restarted elsewhere in the meantime: read its address again.
+        let state = read_state(dir)?;
+        if let Some(status) = probe(&state, node).await
+            && status.in_recovery
+        {
+            bar.finish_and_clear();
+            println!(
+                "{node} rejoined as a replica of {primary} in {:.1} s, replayed up to {}",
+                started.elapsed().as_secs_f64(),
+                format_lsn(status.position.0)
+            );
+            return Ok(());
+        }
+        if let Some(r) = state.roles.iter().find(|r| r.name == node)
+            && r.state == RolePhase::Failed
+        {
+            bar.finish_and_clear();
+            let _ = std::fs::remove_file(&request);
+            anyhow::bail!(
+                "{node} failed while rejoining and the supervisor gave up on it ({}): see \
+                 `strata logs {node} --dir {}`",
+                r.last_error.as_deref().unwrap_or("no reason recorded"),
+                dir.display()
+            );
+        }
+        if started.elapsed() >= timeout {
+            bar.finish_and_clear();
+            anyhow::bail!(
+                "{node} is not streaming from {primary} after {} s: see `strata logs {node} --dir \
+                 {}` (the request stays; the role takes it when it can)",
+                timeout.as_secs(),
+                dir.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
