@@ -24,6 +24,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use framing::FramingGuard;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -31,6 +32,7 @@ use tokio::net::TcpListener;
 
 pub mod admin;
 pub mod backend;
+pub mod framing;
 pub mod health;
 pub mod pool;
 pub mod proxy;
@@ -389,7 +391,7 @@ impl Worker {
                                         .watch(
                                             builder
                                                 .serve_connection_with_upgrades(
-                                                    TokioIo::new(tls),
+                                                    TokioIo::new(FramingGuard::new(tls)),
                                                     service,
                                                 )
                                                 .into_owned(),
@@ -411,7 +413,7 @@ impl Worker {
                                 .watch(
                                     builder
                                         .serve_connection_with_upgrades(
-                                            TokioIo::new(stream),
+                                            TokioIo::new(FramingGuard::new(stream)),
                                             service,
                                         )
                                         .into_owned(),
