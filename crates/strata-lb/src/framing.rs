@@ -28,6 +28,8 @@ const REFUSED_HEAD: &[u8] = b"SMUGGLED\x01 / HTTP/1.1\r\n\r\n";
 /// The most header bytes the guard holds back; the parser's own limit is the same, so a longer
 /// head is refused by it.
 const MAX_HEAD: usize = 64 * 1024;
+/// The most buffer capacity a connection keeps between requests.
+const KEPT_CAPACITY: usize = 1024;
 /// The most headers a head may have (as the parser allows).
 const MAX_HEADERS: usize = 100;
 
@@ -287,7 +289,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for FramingGuard<S> {
                 buf.put_slice(&this.out[this.out_pos..this.out_pos + n]);
                 this.out_pos += n;
                 if this.out_pos == this.out.len() {
-                    this.out.clear();
+                    // An idle connection keeps no large buffer.
+                    if this.out.capacity() > KEPT_CAPACITY {
+                        this.out = Vec::new();
+                    } else {
+                        this.out.clear();
+                    }
                     this.out_pos = 0;
                 }
                 return Poll::Ready(Ok(()));
@@ -299,8 +306,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for FramingGuard<S> {
                 // Nothing held back any more: read straight into the caller's buffer.
                 return Pin::new(&mut this.inner).poll_read(cx, buf);
             }
-            let mut scratch = [0u8; 8192];
-            let mut read = ReadBuf::new(&mut scratch);
+            let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); 8192];
+            let mut read = ReadBuf::uninit(&mut scratch);
             ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
             let filled = read.filled();
             if filled.is_empty() {
@@ -311,8 +318,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for FramingGuard<S> {
                 this.out.extend_from_slice(&held);
                 continue;
             }
-            let filled = filled.to_vec();
-            this.follow(&filled);
+            this.follow(filled);
         }
     }
 }
