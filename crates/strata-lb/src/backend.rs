@@ -150,7 +150,10 @@ impl Backend {
 
     /// Records a successful request. Returns nothing to rebuild.
     pub fn record_success(&self) {
-        self.consecutive_failures.store(0, Ordering::Release);
+        // Read first: a store on every request would bounce the cache line between workers.
+        if self.consecutive_failures.load(Ordering::Acquire) != 0 {
+            self.consecutive_failures.store(0, Ordering::Release);
+        }
     }
 
     /// Records a failed request (connect failure, reset, 5xx). True if it ejected the backend.

@@ -40,6 +40,7 @@ pub mod ratelimit;
 pub mod selection;
 pub mod sticky;
 pub mod tls;
+pub mod upstream;
 
 pub use backend::OutlierPolicy;
 pub use health::HealthConfig;
@@ -224,6 +225,7 @@ impl LoadBalancer {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
+            .writev(false)
             .timer(TokioTimer::new())
             .header_read_timeout(config.timeouts.client_header)
             .max_buf_size(64 * 1024);
@@ -244,7 +246,10 @@ impl LoadBalancer {
             let worker = Worker {
                 proxy: Arc::new(proxy::Proxy {
                     pool: pool.clone(),
-                    client: proxy::build_client(&config.timeouts),
+                    upstream: upstream::Upstream::new(
+                        config.timeouts.connect,
+                        config.timeouts.idle,
+                    ),
                     timeouts: config.timeouts,
                     budget: budget.clone(),
                     sticky: config.sticky.clone(),
@@ -360,6 +365,16 @@ impl Worker {
             }
         };
         runtime.block_on(async move {
+            // Idle backend connections past the idle timeout are closed.
+            let upstream = self.proxy.upstream.clone();
+            let every = (self.proxy.timeouts.idle / 4).max(Duration::from_secs(1));
+            let reaper = tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    upstream.reap();
+                }
+            });
             let graceful = hyper_util::server::graceful::GracefulShutdown::new();
             let open = metrics::gauge!("strata_lb_open_connections");
             while let Some(handoff) = handoffs.recv().await {
@@ -373,7 +388,8 @@ impl Worker {
                     continue;
                 };
                 let proxy = self.proxy.clone();
-                let service = service_fn(move |req| proxy.clone().handle(req, peer, secure));
+                let client = Arc::new(proxy::ClientConn::new(peer, secure));
+                let service = service_fn(move |req| proxy.clone().handle(req, client.clone()));
                 let builder = self.builder.clone();
                 let watcher = graceful.watcher();
                 let acceptor = self.acceptor.clone();
@@ -429,6 +445,7 @@ impl Worker {
                 });
             }
             let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+            reaper.abort();
         });
     }
 }

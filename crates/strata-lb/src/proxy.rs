@@ -15,30 +15,113 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Frame, Incoming, SizeHint};
 
 use crate::selection::{HashOn, RequestKey};
+use crate::upstream::{OutBody, PooledBody, SendError, Upstream};
 use crate::{Algorithm, Pool, Timeouts};
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-pub type ProxyBody = BoxBody<Bytes, BoxError>;
-pub type UpstreamClient = Client<HttpConnector, ProxyBody>;
+pub use crate::upstream::BoxError;
+
+/// A response body to a client: a backend's, streamed, or one the balancer wrote itself.
+#[derive(Debug)]
+pub enum ProxyBody {
+    Upstream(PooledBody),
+    Full(Option<Bytes>),
+}
+
+impl ProxyBody {
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        let bytes = bytes.into();
+        Self::Full((!bytes.is_empty()).then_some(bytes))
+    }
+
+    pub fn empty() -> Self {
+        Self::Full(None)
+    }
+}
+
+impl hyper::body::Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ProxyBody::Upstream(body) => Pin::new(body).poll_frame(cx).map_err(BoxError::from),
+            ProxyBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Upstream(body) => body.is_end_stream(),
+            ProxyBody::Full(bytes) => bytes.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Upstream(body) => body.size_hint(),
+            ProxyBody::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
+    }
+}
+
+/// What the balancer knows of a client connection, computed once per connection rather than
+/// once per request.
+#[derive(Debug)]
+pub struct ClientConn {
+    pub peer: SocketAddr,
+    pub secure: bool,
+    /// The client's address, as `X-Forwarded-For` names it.
+    ip: HeaderValue,
+    /// `Forwarded: for=…;proto=…`.
+    forwarded: HeaderValue,
+}
+
+impl ClientConn {
+    pub fn new(peer: SocketAddr, secure: bool) -> Self {
+        let ip = peer.ip().to_string();
+        let proto = if secure { "https" } else { "http" };
+        let forwarded = if peer.is_ipv6() {
+            format!("for=\"[{ip}]\";proto={proto}")
+        } else {
+            format!("for={ip};proto={proto}")
+        };
+        Self {
+            peer,
+            secure,
+            ip: HeaderValue::from_maybe_shared(Bytes::from(ip))
+                .unwrap_or(HeaderValue::from_static("unknown")),
+            forwarded: HeaderValue::from_maybe_shared(Bytes::from(forwarded))
+                .unwrap_or(HeaderValue::from_static("for=unknown")),
+        }
+    }
+}
 
 /// Largest request body buffered so that the request can be retried.
 pub const REPLAY_LIMIT: u64 = 64 * 1024;
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Retries may add at most `ratio` of the request rate, plus a small reserve so a quiet pool
 /// can still retry.
@@ -61,6 +144,10 @@ impl RetryBudget {
     }
 
     pub fn deposit(&self) {
+        // Full (the steady state): a read only, so workers do not bounce the cache line.
+        if self.milli_tokens.load(Ordering::Relaxed) >= self.max_milli {
+            return;
+        }
         let _ = self
             .milli_tokens
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
@@ -75,10 +162,11 @@ impl RetryBudget {
     }
 }
 
-/// What the proxy needs per request.
+/// What the proxy needs per request. One per worker thread.
 pub struct Proxy {
     pub pool: Arc<Pool>,
-    pub client: UpstreamClient,
+    /// This worker's connections to the backends.
+    pub upstream: Upstream,
     pub timeouts: Timeouts,
     /// Shared by every worker: the budget is per pool, not per thread.
     pub budget: Arc<RetryBudget>,
@@ -94,18 +182,6 @@ impl std::fmt::Debug for Proxy {
             .field("pool", &self.pool)
             .finish_non_exhaustive()
     }
-}
-
-pub fn build_client(timeouts: &Timeouts) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(timeouts.connect));
-    connector.set_nodelay(true);
-    Client::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_idle_timeout(timeouts.idle)
-        .pool_max_idle_per_host(256)
-        .timer(hyper_util::rt::TokioTimer::new())
-        .pool_timer(hyper_util::rt::TokioTimer::new())
-        .build(connector)
 }
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
@@ -125,23 +201,33 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        headers.remove(header::CONNECTION);
     }
-    let hop: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| is_hop_by_hop(n))
-        .cloned()
-        .collect();
-    for name in hop {
-        headers.remove(name);
+    // Most messages carry none of these: look before removing.
+    if headers.keys().any(is_hop_by_hop) {
+        for name in [
+            KEEP_ALIVE,
+            PROXY_CONNECTION,
+            header::PROXY_AUTHENTICATE,
+            header::PROXY_AUTHORIZATION,
+            header::TE,
+            header::TRAILER,
+            header::TRANSFER_ENCODING,
+            header::UPGRADE,
+        ] {
+            headers.remove(name);
+        }
     }
 }
 
@@ -152,11 +238,7 @@ fn problem(status: StatusCode, slug: &str, detail: &str) -> Response<ProxyBody> 
         "status": status.as_u16(),
         "detail": detail,
     });
-    let mut r = Response::new(
-        Full::new(Bytes::from(body.to_string()))
-            .map_err(|e| match e {})
-            .boxed(),
-    );
+    let mut r = Response::new(ProxyBody::full(body.to_string()));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -207,30 +289,24 @@ fn hash_key<'a>(on: &HashOn, req: &'a Request<Incoming>) -> Option<&'a [u8]> {
 /// The request body: buffered (replayable) or streaming (one attempt). A streaming body that
 /// turns out to be malformed (a bad chunk size, say) raises `client_fault`, so the failure is
 /// answered 400 to the client instead of being blamed on the backend.
-enum Body {
+enum RequestBody {
     Replayable(Bytes),
     Streaming(Option<Incoming>, Arc<std::sync::atomic::AtomicBool>),
 }
 
-impl Body {
-    fn take(&mut self) -> Option<ProxyBody> {
+impl RequestBody {
+    fn take(&mut self) -> Option<OutBody> {
         match self {
-            Body::Replayable(b) => Some(Full::new(b.clone()).map_err(|e| match e {}).boxed()),
-            Body::Streaming(s, fault) => {
-                let fault = fault.clone();
-                s.take().map(|b| {
-                    b.map_err(move |e| {
-                        fault.store(true, Ordering::Release);
-                        BoxError::from(e)
-                    })
-                    .boxed()
-                })
-            }
+            RequestBody::Replayable(b) => Some(OutBody::full(b.clone())),
+            RequestBody::Streaming(s, fault) => s.take().map(|inner| OutBody::Streaming {
+                inner,
+                fault: fault.clone(),
+            }),
         }
     }
 
     fn client_fault(&self) -> bool {
-        matches!(self, Body::Streaming(_, fault) if fault.load(Ordering::Acquire))
+        matches!(self, RequestBody::Streaming(_, fault) if fault.load(Ordering::Acquire))
     }
 }
 
@@ -280,7 +356,7 @@ fn https_redirect(req: &Request<Incoming>, port: u16) -> Response<ProxyBody> {
         host
     };
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let mut r = Response::new(Full::new(Bytes::new()).map_err(|e| match e {}).boxed());
+    let mut r = Response::new(ProxyBody::empty());
     *r.status_mut() = StatusCode::PERMANENT_REDIRECT;
     if let Ok(v) = HeaderValue::from_str(&format!("https://{host}:{port}{path}")) {
         r.headers_mut().insert(header::LOCATION, v);
@@ -305,21 +381,21 @@ impl Proxy {
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
-        peer: SocketAddr,
-        secure: bool,
+        client: Arc<ClientConn>,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let started = Instant::now();
-        if !secure && let Some(port) = self.redirect_to_https {
+        if !client.secure
+            && let Some(port) = self.redirect_to_https
+        {
             return Ok(https_redirect(&req, port));
         }
-        let method = req.method().clone();
         let request_id = match req.headers().get(&REQUEST_ID) {
             Some(v) if strata_core::request_id::is_valid(v.as_bytes()) => v.clone(),
-            _ => HeaderValue::from_str(&strata_core::request_id::generate())
+            _ => HeaderValue::from_maybe_shared(Bytes::from(strata_core::request_id::generate()))
                 .unwrap_or(HeaderValue::from_static("unknown")),
         };
         if let Some(limiter) = &self.limiter
-            && let Err(wait) = limiter.check(peer.ip(), started)
+            && let Err(wait) = limiter.check(client.peer.ip(), started)
         {
             let mut r = problem(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -335,20 +411,9 @@ impl Proxy {
                 .increment(1);
             return Ok(r);
         }
-        let total = self.timeouts.total;
+        let method = req.method().clone();
         let (mut response, backend_used, attempts) =
-            match tokio::time::timeout(total, self.forward(req, peer, secure, &request_id)).await {
-                Ok(r) => r,
-                Err(_) => (
-                    problem(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "upstream-timeout",
-                        "The backend did not answer in time.",
-                    ),
-                    None,
-                    0,
-                ),
-            };
+            self.forward(req, &client, &request_id, started).await;
         response
             .headers_mut()
             .insert(REQUEST_ID, request_id.clone());
@@ -391,21 +456,23 @@ impl Proxy {
     async fn forward(
         &self,
         req: Request<Incoming>,
-        peer: SocketAddr,
-        secure: bool,
+        client: &ClientConn,
         request_id: &HeaderValue,
+        started: Instant,
     ) -> (
         Response<ProxyBody>,
         Option<Arc<crate::backend::Backend>>,
         u32,
     ) {
+        // Everything up to the response head, retries included, ends by this deadline.
+        let deadline = tokio::time::Instant::from_std(started) + self.timeouts.total;
         self.budget.deposit();
         let key_owned: Option<Vec<u8>> = match &self.pool.algorithm {
             Algorithm::ConsistentHash { on } => hash_key(on, &req).map(<[u8]>::to_vec),
             _ => None,
         };
         let key = RequestKey {
-            client_ip: peer.ip(),
+            client_ip: client.peer.ip(),
             hash_key: key_owned.as_deref(),
         };
         let mut candidates = self.pool.candidates(&key);
@@ -447,17 +514,26 @@ impl Proxy {
         let chunked = parts.headers.contains_key(header::TRANSFER_ENCODING);
         let mut body = match (declared_len, chunked) {
             (Some(n), false) if n <= REPLAY_LIMIT => {
-                match Limited::new(incoming, REPLAY_LIMIT as usize)
-                    .collect()
-                    .await
-                {
-                    Ok(collected) => Body::Replayable(collected.to_bytes()),
-                    Err(_) => {
+                let read = Limited::new(incoming, REPLAY_LIMIT as usize).collect();
+                match tokio::time::timeout_at(deadline, read).await {
+                    Ok(Ok(collected)) => RequestBody::Replayable(collected.to_bytes()),
+                    Ok(Err(_)) => {
                         return (
                             problem(
                                 StatusCode::BAD_REQUEST,
                                 "unreadable-body",
                                 "The request body could not be read.",
+                            ),
+                            None,
+                            0,
+                        );
+                    }
+                    Err(_) => {
+                        return (
+                            problem(
+                                StatusCode::REQUEST_TIMEOUT,
+                                "body-timeout",
+                                "The request body did not arrive in time.",
                             ),
                             None,
                             0,
@@ -471,45 +547,49 @@ impl Proxy {
                     Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE
                 ) =>
             {
-                Body::Replayable(Bytes::new())
+                RequestBody::Replayable(Bytes::new())
             }
-            _ => Body::Streaming(
+            _ => RequestBody::Streaming(
                 Some(incoming),
                 Arc::new(std::sync::atomic::AtomicBool::new(false)),
             ),
         };
 
-        let mut headers = parts.headers.clone();
+        let mut headers = std::mem::take(&mut parts.headers);
         strip_hop_by_hop(&mut headers);
         if let Some(protocol) = &upgrade {
             // Upgrade and Connection are hop-by-hop, but an upgrade must be asked of the next hop.
             headers.insert(header::UPGRADE, protocol.clone());
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         }
-        let client_ip = peer.ip().to_string();
-        let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(prior) => format!("{prior}, {client_ip}"),
-            None => client_ip.clone(),
+        let xff = match headers.get(X_FORWARDED_FOR) {
+            Some(prior) => {
+                let mut v = Vec::with_capacity(prior.len() + 2 + client.ip.len());
+                v.extend_from_slice(prior.as_bytes());
+                v.extend_from_slice(b", ");
+                v.extend_from_slice(client.ip.as_bytes());
+                HeaderValue::from_maybe_shared(Bytes::from(v)).unwrap_or(client.ip.clone())
+            }
+            None => client.ip.clone(),
         };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
-            headers.insert("x-forwarded-for", v);
-        }
-        let proto = if secure { "https" } else { "http" };
-        headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
-        let forwarded_for = if peer.is_ipv6() {
-            format!("\"[{client_ip}]\"")
-        } else {
-            client_ip
-        };
-        if let Ok(v) = HeaderValue::from_str(&format!("for={forwarded_for};proto={proto}")) {
-            headers.append(header::FORWARDED, v);
-        }
+        headers.insert(X_FORWARDED_FOR, xff);
+        headers.insert(
+            X_FORWARDED_PROTO,
+            HeaderValue::from_static(if client.secure { "https" } else { "http" }),
+        );
+        headers.append(header::FORWARDED, client.forwarded.clone());
         headers.insert(REQUEST_ID, request_id.clone());
-        let path = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| "/".into());
+        // An HTTP/2 client names the host in the request target, not in a Host header.
+        if !headers.contains_key(header::HOST)
+            && let Some(authority) = parts.uri.authority()
+            && let Ok(v) = HeaderValue::from_str(authority.as_str())
+        {
+            headers.insert(header::HOST, v);
+        }
+        let target = match parts.uri.path_and_query() {
+            Some(p) => Uri::from(p.clone()),
+            None => Uri::from_static("/"),
+        };
 
         let mut last: Option<(StatusCode, &'static str)> = None;
         let mut attempts = 0u32;
@@ -525,6 +605,11 @@ impl Proxy {
             if attempts >= 2 && !last_moves_on {
                 break;
             }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                last = Some((StatusCode::GATEWAY_TIMEOUT, "upstream-timeout"));
+                break;
+            }
             if attempts > 0 {
                 if !self.budget.try_withdraw() {
                     break;
@@ -536,28 +621,23 @@ impl Proxy {
                 break;
             };
             attempts += 1;
-            let uri: Uri = match format!("http://{}{}", backend.addr, path).parse() {
-                Ok(u) => u,
-                Err(_) => {
-                    return (
-                        problem(
-                            StatusCode::BAD_REQUEST,
-                            "bad-target",
-                            "The request target is not valid.",
-                        ),
-                        None,
-                        attempts,
-                    );
-                }
-            };
             let mut upstream = Request::new(upstream_body);
             *upstream.method_mut() = parts.method.clone();
-            *upstream.uri_mut() = uri;
-            *upstream.headers_mut() = headers.clone();
+            *upstream.uri_mut() = target.clone();
+            let mut attempt_headers = headers.clone();
+            if !attempt_headers.contains_key(header::HOST)
+                && let Ok(v) = HeaderValue::from_str(&backend.addr.to_string())
+            {
+                attempt_headers.insert(header::HOST, v);
+            }
+            *upstream.headers_mut() = attempt_headers;
             backend.requests.fetch_add(1, Ordering::Relaxed);
             backend.in_flight.fetch_add(1, Ordering::AcqRel);
-            let result =
-                tokio::time::timeout(self.timeouts.header, self.client.request(upstream)).await;
+            let result = tokio::time::timeout_at(
+                (now + self.timeouts.header).min(deadline),
+                self.upstream.send(backend.addr, upstream),
+            )
+            .await;
             backend.in_flight.fetch_sub(1, Ordering::AcqRel);
             match result {
                 Ok(Ok(mut resp)) => {
@@ -577,7 +657,7 @@ impl Proxy {
                         // The 101 keeps Upgrade and Connection: they are the answer to the client.
                         let (rparts, rbody) = resp.into_parts();
                         return (
-                            Response::from_parts(rparts, rbody.map_err(BoxError::from).boxed()),
+                            Response::from_parts(rparts, ProxyBody::Upstream(rbody)),
                             Some(backend.clone()),
                             attempts,
                         );
@@ -591,7 +671,7 @@ impl Proxy {
                         rparts.headers.append(header::SET_COOKIE, v);
                     }
                     return (
-                        Response::from_parts(rparts, rbody.map_err(BoxError::from).boxed()),
+                        Response::from_parts(rparts, ProxyBody::Upstream(rbody)),
                         Some(backend.clone()),
                         attempts,
                     );
@@ -601,9 +681,12 @@ impl Proxy {
                 }
                 Ok(Err(e)) => {
                     // No response byte arrived (an error here comes before the response head).
-                    let never_sent = e.is_connect();
+                    let never_sent = e.never_sent();
                     last_moves_on = never_sent || idempotent;
                     tracing::warn!(backend = %backend.name, error = %e, "backend request failed");
+                    if matches!(e, SendError::Connect(_)) {
+                        self.upstream.forget(backend.addr);
+                    }
                     self.note_failure(backend);
                     last = Some((StatusCode::BAD_GATEWAY, "upstream-failed"));
                     if !(idempotent || never_sent) {
@@ -629,7 +712,6 @@ impl Proxy {
         };
         (problem(status, slug, detail), None, attempts)
     }
-
     fn note_failure(&self, backend: &crate::backend::Backend) {
         if backend.record_failure(&self.pool.outlier) {
             tracing::warn!(backend = %backend.name, pool = %self.pool.name, "ejected after consecutive failures");
