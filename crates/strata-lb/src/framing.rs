@@ -30,6 +30,8 @@ const REFUSED_HEAD: &[u8] = b"SMUGGLED\x01 / HTTP/1.1\r\n\r\n";
 const MAX_HEAD: usize = 64 * 1024;
 /// The most buffer capacity a connection keeps between requests.
 const KEPT_CAPACITY: usize = 1024;
+/// Vectored writes up to this many bytes in all are joined into one write.
+const COALESCE_LIMIT: usize = 4096;
 /// The most headers a head may have (as the parser allows).
 const MAX_HEADERS: usize = 100;
 
@@ -332,12 +334,26 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FramingGuard<S> {
         Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
     }
 
+    /// A small response (head and body together within [`COALESCE_LIMIT`]) goes out as one
+    /// plain write — one TLS record rather than one per piece — and a large one as it is,
+    /// vectored, without copying its body.
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let inner = &mut self.get_mut().inner;
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if bufs.len() > 1 && total <= COALESCE_LIMIT {
+            let mut joined = [0u8; COALESCE_LIMIT];
+            let mut len = 0;
+            for b in bufs {
+                joined[len..len + b.len()].copy_from_slice(b);
+                len += b.len();
+            }
+            return Pin::new(inner).poll_write(cx, &joined[..len]);
+        }
+        Pin::new(inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -424,5 +440,67 @@ mod tests {
             assert_eq!(out, stream, "{}", String::from_utf8_lossy(stream));
             assert_eq!(state, State::Aside, "{}", String::from_utf8_lossy(stream));
         }
+    }
+
+    /// Records how it was written to.
+    #[derive(Default)]
+    struct Recorder {
+        writes: Vec<Vec<u8>>,
+        vectored: Vec<usize>,
+    }
+
+    impl AsyncWrite for Recorder {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.get_mut().writes.push(buf.to_vec());
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[io::IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let this = self.get_mut();
+            this.vectored.push(bufs.len());
+            Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()))
+        }
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn a_small_response_is_one_write_and_a_large_one_stays_vectored() {
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut guard = FramingGuard::new(Recorder::default());
+        let head = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n";
+        let small = [io::IoSlice::new(head), io::IoSlice::new(b"hello")];
+        let written = Pin::new(&mut guard).poll_write_vectored(&mut cx, &small);
+        assert!(matches!(written, Poll::Ready(Ok(n)) if n == head.len() + 5));
+        let mut joined = head.to_vec();
+        joined.extend_from_slice(b"hello");
+        assert_eq!(guard.inner.writes, vec![joined]);
+        assert!(guard.inner.vectored.is_empty());
+
+        let body = vec![1u8; 100 * 1024];
+        let large = [io::IoSlice::new(head), io::IoSlice::new(&body)];
+        let written = Pin::new(&mut guard).poll_write_vectored(&mut cx, &large);
+        assert!(matches!(written, Poll::Ready(Ok(n)) if n == head.len() + body.len()));
+        assert_eq!(
+            guard.inner.vectored,
+            vec![2],
+            "passed on vectored, not copied"
+        );
+        assert_eq!(guard.inner.writes.len(), 1);
     }
 }

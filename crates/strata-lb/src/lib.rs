@@ -225,7 +225,6 @@ impl LoadBalancer {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
-            .writev(false)
             .timer(TokioTimer::new())
             .header_read_timeout(config.timeouts.client_header)
             .max_buf_size(64 * 1024);
