@@ -3,11 +3,13 @@
 # round-robin HTTP/1.1 keep-alive proxy in front of the same 3 backends, over plain HTTP and
 # over TLS (user JSON, EC P-256 certificate, TLS 1.2/1.3).
 #
-#   bench/lb.sh                      # defaults: 10 s per run, 32 connections, 2000 req/s open loop
-#   DURATION=20 RATE=4000 bench/lb.sh
+#   bench/lb.sh                      # defaults: 10 s per run, 3 rounds, 32 connections, 2000 req/s open loop
+#   DURATION=20 ROUNDS=5 RATE=4000 bench/lb.sh
 #
 # Backends are three static listeners of one nginx process (the user JSON and a 100 KB body),
-# so the proxies, not the backends, are what is measured. Throughput is closed-loop (wrk);
+# so the proxies, not the backends, are what is measured. Throughput is closed-loop (wrk),
+# ROUNDS runs per proxy interleaved, the median reported, with the CPU each request cost the
+# proxy (user and system time from /proc), the backends and the load generator;
 # latency percentiles are open-loop at a fixed arrival rate with coordinated-omission
 # correction (oha -q … --latency-correction). Everything listens on 127.0.0.1 only, and every
 # load run stops by itself after DURATION seconds.
@@ -15,6 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-32}
 RATE=${RATE:-2000}
 OUT=${OUT:-bench/results}
@@ -76,7 +79,7 @@ http {
   server { listen 127.0.0.1:${B[2]}; root $work/www; location = /healthz { return 200 ok; } }
 }
 CONF
-"$NGINX" -c "$work/backends.conf" -p "$work" >/dev/null 2>&1 & pids+=($!)
+"$NGINX" -c "$work/backends.conf" -p "$work" >/dev/null 2>&1 & pids+=($!); PID_BACKENDS=$!
 for p in "${B[@]}"; do wait_port "$p"; done
 
 # --- a certificate for the TLS rows (EC P-256, self-signed for localhost) --------------------
@@ -91,7 +94,7 @@ T_STRATA=$(free_port); T_NGINX=$(free_port); T_HAPROXY=$(free_port)
 STRATA_LOG=warn "$STRATA" lb --listen 127.0.0.1:$P_STRATA --admin 127.0.0.1:0 \
   --backend b1=127.0.0.1:${B[0]} --backend b2=127.0.0.1:${B[1]} --backend b3=127.0.0.1:${B[2]} \
   --tls-listen 127.0.0.1:$T_STRATA --tls-cert "$work/cert.pem,$work/key.pem" \
-  >"$work/logs/strata.out" 2>"$work/logs/strata.err" & pids+=($!)
+  >"$work/logs/strata.out" 2>"$work/logs/strata.err" & pids+=($!); PID_STRATA=$!
 cat > "$work/proxy-nginx.conf" <<CONF
 worker_processes 2;
 daemon off;
@@ -116,7 +119,7 @@ http {
   }
 }
 CONF
-"$NGINX" -c "$work/proxy-nginx.conf" -p "$work" >/dev/null 2>&1 & pids+=($!)
+"$NGINX" -c "$work/proxy-nginx.conf" -p "$work" >/dev/null 2>&1 & pids+=($!); PID_NGINX=$!
 cat > "$work/haproxy.cfg" <<CONF
 global
   nbthread 2
@@ -138,7 +141,7 @@ backend be
   server b2 127.0.0.1:${B[1]}
   server b3 127.0.0.1:${B[2]}
 CONF
-"$HAPROXY" -f "$work/haproxy.cfg" >/dev/null 2>&1 & pids+=($!)
+"$HAPROXY" -f "$work/haproxy.cfg" >/dev/null 2>&1 & pids+=($!); PID_HAPROXY=$!
 for p in $P_STRATA $P_NGINX $P_HAPROXY $T_STRATA $T_NGINX $T_HAPROXY; do wait_port "$p"; done
 sleep 0.5
 for p in $P_STRATA $P_NGINX $P_HAPROXY; do
@@ -155,20 +158,61 @@ done
 mkdir -p "$OUT"
 stamp=$(date -u +%Y-%m-%dT%H%M%SZ)
 csv="$OUT/lb-$stamp.csv"
-echo "proxy,payload,rps,p50_ms,p99_ms,p999_ms,errors" > "$csv"
+echo "proxy,payload,rps,p50_ms,p99_ms,p999_ms,errors,proxy_user_us,proxy_sys_us,backend_us,wrk_us,rps_rounds" > "$csv"
 
-measure() { # name port path label [scheme]
-  local name=$1 port=$2 path=$3 label=$4 url="${5:-http}://127.0.0.1:$2$3"
-  echo "==> $name $label: closed-loop throughput (wrk, ${DURATION}s, $CONNS connections)"
-  local rps
-  rps=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" "$url" | awk '/Requests\/sec/ {print $2}')
-  echo "==> $name $label: open-loop latency at $RATE req/s (oha, ${DURATION}s)"
-  local json
-  json=$("$OHA" -z "${DURATION}s" -q "$RATE" -c "$CONNS" --latency-correction --no-tui --insecure --output-format json "$url" 2>/dev/null || \
-         "$OHA" -z "${DURATION}s" -q "$RATE" -c "$CONNS" --latency-correction --no-tui -j "$url")
-  python3 - "$name" "$label" "$rps" "$json" >> "$csv" <<'PY'
-import json, sys
-name, label, rps, raw = sys.argv[1:5]
+# CPU time (user and system, in clock ticks) of a process and its children processes
+# (nginx's workers); threads are counted in their process.
+cpu_ticks() { # pid -> "user sys"
+  local u=0 s=0 p a b
+  for p in "$1" $(pgrep -P "$1" || true); do
+    read -r a b < <(awk '{print $14, $15}' "/proc/$p/stat" 2>/dev/null || echo "0 0")
+    u=$((u + a)); s=$((s + b))
+  done
+  echo "$u $s"
+}
+TICK=$(getconf CLK_TCK)
+declare -A PROXY_PID=([strata-lb]=$PID_STRATA [nginx]=$PID_NGINX [haproxy]=$PID_HAPROXY)
+
+# One closed-loop throughput run: requests/s and CPU per request — the proxy's (user, system),
+# the backends' and the load generator's. Prints "rps user_us sys_us backend_us wrk_us".
+throughput() { # name url
+  local name=$1 url=$2 out rps pu0 ps0 pu1 ps1 bu0 bs0 bu1 bs1 wrk_cpu
+  read -r pu0 ps0 < <(cpu_ticks "${PROXY_PID[$name]}")
+  read -r bu0 bs0 < <(cpu_ticks "$PID_BACKENDS")
+  out=$( { TIMEFORMAT='wrk-cpu %U %S'; time wrk -t2 -c"$CONNS" -d"${DURATION}s" "$url"; } 2>&1 )
+  read -r pu1 ps1 < <(cpu_ticks "${PROXY_PID[$name]}")
+  read -r bu1 bs1 < <(cpu_ticks "$PID_BACKENDS")
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  wrk_cpu=$(echo "$out" | awk '/^wrk-cpu/ {print $2 + $3}')
+  python3 -c "
+n = float('${rps:-0}') * $DURATION or 1
+t = 1e6 / $TICK
+print(f'{n / $DURATION:.0f} {($pu1-$pu0)*t/n:.1f} {($ps1-$ps0)*t/n:.1f} {(($bu1-$bu0)+($bs1-$bs0))*t/n:.1f} {${wrk_cpu:-0}*1e6/n:.1f}')"
+}
+
+# One payload: ROUNDS throughput runs per proxy, interleaved (strata, nginx, HAProxy, strata, …)
+# so that the machine's drift touches all three alike; each figure is the median of the rounds.
+# Then one open-loop latency run per proxy.
+compare() { # label path scheme port_strata port_nginx port_haproxy
+  local label=$1 path=$2 scheme=$3 r name
+  declare -A port=([strata-lb]=$4 [nginx]=$5 [haproxy]=$6)
+  for r in $(seq 1 "$ROUNDS"); do
+    for name in strata-lb nginx haproxy; do
+      echo "==> $label, round $r/$ROUNDS: $name closed-loop throughput (wrk, ${DURATION}s, $CONNS connections)"
+      throughput "$name" "$scheme://127.0.0.1:${port[$name]}$path" >> "$work/tp-$name-$label"
+    done
+  done
+  for name in strata-lb nginx haproxy; do
+    echo "==> $label: $name open-loop latency at $RATE req/s (oha, ${DURATION}s)"
+    local url="$scheme://127.0.0.1:${port[$name]}$path" json
+    json=$("$OHA" -z "${DURATION}s" -q "$RATE" -c "$CONNS" --latency-correction --no-tui --insecure --output-format json "$url" 2>/dev/null || \
+           "$OHA" -z "${DURATION}s" -q "$RATE" -c "$CONNS" --latency-correction --no-tui -j "$url")
+    python3 - "$name" "$label" "$work/tp-$name-$label" "$json" >> "$csv" <<'PY'
+import json, statistics, sys
+name, label, tp_file, raw = sys.argv[1:5]
+rounds = [list(map(float, l.split())) for l in open(tp_file) if l.strip()]
+med = [statistics.median(col) for col in zip(*rounds)]
+rps, user, sys_, backend, wrk = med
 d = json.loads(raw)
 p = d.get("latencyPercentiles", {})
 def ms(k):
@@ -179,20 +223,16 @@ codes = d.get("statusCodeDistribution", {})
 # deadline"): those are the load generator stopping, not failures of the proxy.
 failed = {k: v for k, v in d.get("errorDistribution", {}).items() if "deadline" not in k}
 errors = sum(v for k, v in codes.items() if not str(k).startswith("2")) + sum(failed.values())
-print(f"{name},{label},{float(rps):.0f},{ms('p50')},{ms('p99')},{ms('p99.9')},{errors}")
+each = "/".join(f"{r[0]:.0f}" for r in rounds)
+print(f"{name},{label},{rps:.0f},{ms('p50')},{ms('p99')},{ms('p99.9')},{errors},{user:.1f},{sys_:.1f},{backend:.1f},{wrk:.1f},{each}")
 PY
+  done
 }
 
-for payload in "/users/12 user-json" "/100k 100KB"; do
-  set -- $payload
-  measure strata-lb "$P_STRATA" "$1" "$2"
-  measure nginx "$P_NGINX" "$1" "$2"
-  measure haproxy "$P_HAPROXY" "$1" "$2"
-done
+compare user-json /users/12 http "$P_STRATA" "$P_NGINX" "$P_HAPROXY"
+compare 100KB /100k http "$P_STRATA" "$P_NGINX" "$P_HAPROXY"
 # TLS: the user JSON over HTTPS (keep-alive, so the handshake is amortized).
-measure strata-lb "$T_STRATA" /users/12 user-json-tls https
-measure nginx "$T_NGINX" /users/12 user-json-tls https
-measure haproxy "$T_HAPROXY" /users/12 user-json-tls https
+compare user-json-tls /users/12 https "$T_STRATA" "$T_NGINX" "$T_HAPROXY"
 
 echo
 python3 bench/report.py "$csv" "$OUT/lb-$stamp.svg"

@@ -14,8 +14,10 @@ def main() -> None:
     payloads = sorted({r["payload"] for r in rows}, key=lambda p: (order.get(p, 9), p))
     proxies = ["strata-lb", "nginx", "haproxy"]
     by = {(r["proxy"], r["payload"]): r for r in rows}
-    print("| payload | proxy | requests/s | vs nginx | vs HAProxy | p50 ms | p99 ms | p99.9 ms | errors |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    cpu = "proxy_user_us" in rows[0] if rows else False
+    extra = " proxy CPU µs/request (user + system) | backends + wrk µs/request |" if cpu else ""
+    print("| payload | proxy | requests/s | vs nginx | vs HAProxy | p50 ms | p99 ms | p99.9 ms | errors |" + extra)
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if cpu else ""))
     for pay in payloads:
         base_n = float(by.get(("nginx", pay), {}).get("rps") or 0)
         base_h = float(by.get(("haproxy", pay), {}).get("rps") or 0)
@@ -26,7 +28,12 @@ def main() -> None:
             rps = float(r["rps"] or 0)
             vn = f"{rps / base_n:.2f}×" if base_n else "-"
             vh = f"{rps / base_h:.2f}×" if base_h else "-"
-            print(f"| {pay} | {px} | {rps:,.0f} | {vn} | {vh} | {r['p50_ms']} | {r['p99_ms']} | {r['p999_ms']} | {r['errors']} |")
+            line = f"| {pay} | {px} | {rps:,.0f} | {vn} | {vh} | {r['p50_ms']} | {r['p99_ms']} | {r['p999_ms']} | {r['errors']} |"
+            if cpu:
+                u, s = float(r["proxy_user_us"] or 0), float(r["proxy_sys_us"] or 0)
+                rest = float(r["backend_us"] or 0) + float(r["wrk_us"] or 0)
+                line += f" {u + s:.1f} ({u:.1f} + {s:.1f}) | {rest:.1f} |"
+            print(line)
     # SVG: grouped bars of requests/s per payload.
     colors = {"strata-lb": "#2b7bb9", "nginx": "#3a9d23", "haproxy": "#d9822b"}
     width, height, pad = 720, 360, 50
