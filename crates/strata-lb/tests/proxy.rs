@@ -824,3 +824,35 @@ async fn a_503_with_retry_after_is_passed_on_without_ejecting_the_backend_but_50
     let (status, _) = lb.who().await;
     assert_eq!(status, 503, "three 500s in a row eject the only backend");
 }
+
+#[tokio::test]
+async fn a_request_body_that_stalls_is_answered_408_within_the_total_timeout() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let swallow = resetting_backend(hits.clone()).await;
+    let lb = start_lb(vec![("a", swallow)], |c| {
+        c.timeouts.total = Duration::from_millis(300);
+    })
+    .await;
+    let mut s = tokio::net::TcpStream::connect(lb.addr)
+        .await
+        .expect("connect");
+    // Ten bytes promised, two sent, then nothing.
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+        .await
+        .expect("write");
+    let started = std::time::Instant::now();
+    let mut out = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut out))
+        .await
+        .expect("answered, not left hanging")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&out[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body-timeout"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "nothing half-read was sent on"
+    );
+}
