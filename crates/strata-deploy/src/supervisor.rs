@@ -366,6 +366,10 @@ pub fn plan_lb(
         args.push("--sticky-cookie".into());
         args.push(cookie.clone());
     }
+    for (flag, ms) in &lb.timeouts {
+        args.push((*flag).into());
+        args.push(ms.to_string());
+    }
     if let Some(tls) = &lb.tls {
         args.push("--tls-listen".into());
         args.push(format!("127.0.0.1:{}", tls.port));
@@ -1076,6 +1080,7 @@ mod tests {
                     cert_and_key: None,
                     redirect: true,
                 }),
+                timeouts: vec![("--total-timeout-ms", 3000)],
             }),
             ..t
         };
@@ -1100,6 +1105,8 @@ mod tests {
             "--dev-cert",
             "/d/lb-1-dev-cert.pem",
             "--https-redirect",
+            "--total-timeout-ms",
+            "3000",
         ] {
             assert!(
                 lb.args.contains(&expected.to_string()),

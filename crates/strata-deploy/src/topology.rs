@@ -139,7 +139,24 @@ pub struct LbSpec {
     /// TLS termination on a second port (`tls_port`, with `tls_cert` + `tls_key` or
     /// `dev_cert = true`).
     pub tls: Option<LbTls>,
+    /// Timeouts set in the table, as (`strata lb` flag, milliseconds), e.g.
+    /// `("--connect-timeout-ms", 500)` from `connect_timeout_ms = 500`.
+    pub timeouts: Vec<(&'static str, u64)>,
 }
+
+/// `[lb]` timeout keys: key, `strata lb` flag, smallest and largest milliseconds.
+pub const LB_TIMEOUTS: &[(&str, &str, u64, u64)] = &[
+    ("connect_timeout_ms", "--connect-timeout-ms", 1, 60_000),
+    ("header_timeout_ms", "--header-timeout-ms", 1, 600_000),
+    ("total_timeout_ms", "--total-timeout-ms", 1, 3_600_000),
+    ("idle_timeout_ms", "--idle-timeout-ms", 100, 3_600_000),
+    (
+        "client_header_timeout_ms",
+        "--client-header-timeout-ms",
+        100,
+        600_000,
+    ),
+];
 
 /// The balancer's TLS listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,6 +178,11 @@ const LB_KEYS: &[&str] = &[
     "tls_key",
     "dev_cert",
     "https_redirect",
+    "connect_timeout_ms",
+    "header_timeout_ms",
+    "total_timeout_ms",
+    "idle_timeout_ms",
+    "client_header_timeout_ms",
 ];
 
 /// The most streaming replicas `strata up` runs.
@@ -694,10 +716,27 @@ impl Topology {
                         ),
                     );
                 }
+                let mut timeouts = Vec::new();
+                for (key, flag, min, max) in LB_TIMEOUTS {
+                    match t.get(*key) {
+                        None => {}
+                        Some(Value::Integer(ms)) if (*min as i64..=*max as i64).contains(ms) => {
+                            timeouts.push((*flag, *ms as u64));
+                        }
+                        Some(v) => err(
+                            at(key),
+                            format!(
+                                "`lb.{key}` must be a number of milliseconds from {min} to {max}, not {}",
+                                show(v)
+                            ),
+                        ),
+                    }
+                }
                 lb = Some(LbSpec {
                     algorithm,
                     sticky_cookie,
                     tls,
+                    timeouts,
                 });
             }
             Some(v) => err(
@@ -1203,6 +1242,18 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(t.lb.and_then(|l| l.tls).map(|t| t.cert_and_key), Some(None));
+        let t = Topology::parse(
+            "[lb]\nconnect_timeout_ms = 250\nidle_timeout_ms = 5000\n[api]\ncount = 1\n",
+            8080,
+        )
+        .expect("valid");
+        assert_eq!(
+            t.lb.map(|l| l.timeouts),
+            Some(vec![
+                ("--connect-timeout-ms", 250),
+                ("--idle-timeout-ms", 5000)
+            ])
+        );
 
         for (bad, says) in [
             ("tls_port = 8443\n", "needs `tls_cert` and `tls_key`"),
@@ -1221,6 +1272,11 @@ mod tests {
             ),
             ("sticky_cookie = \"a b\"\n", "cookie name"),
             ("tls_port = 70000\ndev_cert = true\n", "0 to 65535"),
+            ("idle_timeout_ms = 5\n", "milliseconds from 100 to 3600000"),
+            (
+                "total_timeout_ms = \"15s\"\n",
+                "`lb.total_timeout_ms` must be a number",
+            ),
         ] {
             let e = errors(&format!("[lb]\n{bad}[api]\ncount = 1\n"));
             assert!(

@@ -59,6 +59,17 @@ pub struct LbArgs {
     /// Milliseconds until a backend's response head arrives.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub header_timeout_ms: u64,
+    /// Milliseconds for everything up to a response head: reading a buffered request body and
+    /// every attempt and retry.
+    #[arg(long, default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub total_timeout_ms: u64,
+    /// Milliseconds an unused pooled backend connection is kept open.
+    #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub idle_timeout_ms: u64,
+    /// Milliseconds a client has to send a whole request head, and an idle keep-alive client
+    /// connection stays open waiting for the next one (slowloris defence).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub client_header_timeout_ms: u64,
     /// Requests per second allowed per client IP (0 = no limit); over it: 429 + Retry-After.
     #[arg(long, default_value_t = 0.0)]
     pub rate_limit: f64,
@@ -209,6 +220,9 @@ pub async fn lb(args: LbArgs) -> anyhow::Result<()> {
     config.outlier.consecutive_failures = args.eject_after;
     config.timeouts.connect = Duration::from_millis(args.connect_timeout_ms);
     config.timeouts.header = Duration::from_millis(args.header_timeout_ms);
+    config.timeouts.total = Duration::from_millis(args.total_timeout_ms);
+    config.timeouts.idle = Duration::from_millis(args.idle_timeout_ms);
+    config.timeouts.client_header = Duration::from_millis(args.client_header_timeout_ms);
     config.max_connections = args.max_connections as usize;
     config.workers = args.workers as usize;
     if !args.rate_limit.is_finite() || args.rate_limit < 0.0 {
