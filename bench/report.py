@@ -60,6 +60,48 @@ def main() -> None:
                      f'<text x="{pad + i*130 + 16}" y="{height-8}">{px}</text>')
     parts.append("</svg>")
     open(svg_path, "w").write("\n".join(parts))
+    if cpu:
+        cpu_svg = svg_path[:-4] + "-cpu.svg" if svg_path.endswith(".svg") else svg_path + "-cpu.svg"
+        open(cpu_svg, "w").write(cpu_chart(payloads, proxies, by))
+        print(f"CPU per request: {cpu_svg}")
+
+
+def cpu_chart(payloads, proxies, by) -> str:
+    """Stacked bars: CPU microseconds per request — the proxy's user and system time, and the
+    backends' and load generator's — per payload and proxy. On a shared machine, requests/s is
+    about the cores divided by the height of a bar."""
+    width, height, pad = 760, 380, 50
+    segs = [("proxy user", "proxy_user_us", "#2b7bb9"), ("proxy system", "proxy_sys_us", "#9cc3e4"),
+            ("backends", "backend_us", "#b0b0b0"), ("wrk", "wrk_us", "#dddddd")]
+    def total(r):
+        return sum(float(r[k] or 0) for _, k, _ in segs)
+    rows = [by[(px, pay)] for pay in payloads for px in proxies if (px, pay) in by]
+    maxv = max([total(r) for r in rows] + [1])
+    group_w = (width - 2 * pad) / max(len(payloads), 1)
+    bar_w = group_w / (len(proxies) + 1)
+    scale = (height - 2 * pad - 30) / maxv
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
+             f'<text x="{width/2}" y="20" text-anchor="middle" font-size="14">CPU µs per request: proxy user + system, backends, wrk (lower is better)</text>',
+             f'<line x1="{pad}" y1="{height-pad}" x2="{width-pad}" y2="{height-pad}" stroke="black"/>']
+    for gi, pay in enumerate(payloads):
+        for pi, px in enumerate(proxies):
+            r = by.get((px, pay))
+            if not r:
+                continue
+            x = pad + gi * group_w + (pi + 0.5) * bar_w
+            y = height - pad
+            for _, key, color in segs:
+                h = float(r[key] or 0) * scale
+                y -= h
+                parts.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w*0.9:.1f}" height="{h:.1f}" fill="{color}" stroke="white" stroke-width="0.5"/>')
+            parts.append(f'<text x="{x + bar_w*0.45:.1f}" y="{y-4:.1f}" text-anchor="middle">{total(r):.0f}</text>')
+            parts.append(f'<text x="{x + bar_w*0.45:.1f}" y="{height-pad+14}" text-anchor="middle" font-size="10">{px}</text>')
+        parts.append(f'<text x="{pad + (gi + 0.5) * group_w:.1f}" y="{height-pad+30}" text-anchor="middle">{pay}</text>')
+    for i, (label, _, color) in enumerate(segs):
+        parts.append(f'<rect x="{pad + i*150}" y="{height-14}" width="12" height="12" fill="{color}"/>'
+                     f'<text x="{pad + i*150 + 16}" y="{height-4}">{label}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
 
 
 if __name__ == "__main__":
