@@ -12,10 +12,12 @@
 //! - [`health`]: active checks with rise/fall thresholds, and probes that re-admit ejected
 //!   backends;
 //! - [`proxy`]: the request path — header hygiene, forwarding, retries within a budget;
+//! - [`upstream`]: each worker's keep-alive connections to the backends;
+//! - [`framing`]: the request-smuggling guard under the HTTP/1.1 parser;
 //! - [`admin`]: the runtime API on its own port.
 //!
-//! Guarantees: an idempotent request never fails because one backend died (it is retried once
-//! on another); a non-idempotent request is retried only when it certainly never reached a
+//! Guarantees: an idempotent request never fails because backends died (it moves on to the
+//! next one until one answers); a non-idempotent request is retried only when it certainly never reached a
 //! backend; a pool with no eligible backend answers 503 at once; backend addresses never
 //! appear in responses.
 

@@ -1,13 +1,15 @@
 //! The proxy: accept HTTP/1.1 and h2c (prior knowledge) from clients, forward each request to
-//! a backend over a pooled keep-alive connection, and stream the answer back.
+//! a backend over a pooled keep-alive connection ([`crate::upstream`]), and stream the answer
+//! back.
 //!
 //! - Hop-by-hop headers (RFC 9110 §7.6.1, and any named in `Connection`) are removed both
 //!   ways; `X-Forwarded-For`, `X-Forwarded-Proto` and `Forwarded` are added; `X-Request-Id` is
 //!   kept when valid, generated otherwise, sent to the backend and returned to the client.
-//! - **Retries.** A request is retried once, on the next candidate, when it failed before any
-//!   response byte arrived *and* it is safe: idempotent (GET, HEAD, OPTIONS, PUT, DELETE, TRACE,
-//!   or any request with an `Idempotency-Key`), or it certainly never reached the backend (the
-//!   connection could not be made). Only bodies that can be replayed are retried: empty ones and
+//! - **Retries.** A request that failed before any response byte arrived moves on to the next
+//!   candidate when that is safe: it is idempotent (GET, HEAD, OPTIONS, PUT, DELETE, TRACE, or
+//!   any request with an `Idempotency-Key`), or it certainly never reached the backend (no
+//!   connection, or hyper handed it back unwritten). It keeps moving until a backend answers;
+//!   one that timed out is retried once only. Only bodies that can be replayed are retried: empty ones and
 //!   those up to [`REPLAY_LIMIT`] bytes with a declared length, which are buffered; larger bodies
 //!   stream through once. Retries spend a budget ([`RetryBudget`]) of at most 20% extra load.
 //! - A pool with no eligible backend answers 503 problem+json at once; a backend that fails
@@ -24,7 +26,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Frame, Incoming, SizeHint};
 
 use crate::selection::{HashOn, RequestKey};
@@ -37,17 +39,16 @@ pub use crate::upstream::BoxError;
 #[derive(Debug)]
 pub enum ProxyBody {
     Upstream(PooledBody),
-    Full(Option<Bytes>),
+    Full(Full<Bytes>),
 }
 
 impl ProxyBody {
     pub fn full(bytes: impl Into<Bytes>) -> Self {
-        let bytes = bytes.into();
-        Self::Full((!bytes.is_empty()).then_some(bytes))
+        Self::Full(Full::new(bytes.into()))
     }
 
     pub fn empty() -> Self {
-        Self::Full(None)
+        Self::full(Bytes::new())
     }
 }
 
@@ -61,23 +62,21 @@ impl hyper::body::Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ProxyBody::Upstream(body) => Pin::new(body).poll_frame(cx).map_err(BoxError::from),
-            ProxyBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Full(full) => Pin::new(full).poll_frame(cx).map_err(|e| match e {}),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Upstream(body) => body.is_end_stream(),
-            ProxyBody::Full(bytes) => bytes.is_none(),
+            ProxyBody::Full(full) => full.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             ProxyBody::Upstream(body) => body.size_hint(),
-            ProxyBody::Full(bytes) => {
-                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
-            }
+            ProxyBody::Full(full) => full.size_hint(),
         }
     }
 }
@@ -184,20 +183,18 @@ impl std::fmt::Debug for Proxy {
     }
 }
 
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    )
-}
+/// Hop-by-hop headers (RFC 9110 §7.6.1, and the de-facto `Keep-Alive` and
+/// `Proxy-Connection`), besides `Connection` itself.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -215,17 +212,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         headers.remove(header::CONNECTION);
     }
     // Most messages carry none of these: look before removing.
-    if headers.keys().any(is_hop_by_hop) {
-        for name in [
-            KEEP_ALIVE,
-            PROXY_CONNECTION,
-            header::PROXY_AUTHENTICATE,
-            header::PROXY_AUTHORIZATION,
-            header::TE,
-            header::TRAILER,
-            header::TRANSFER_ENCODING,
-            header::UPGRADE,
-        ] {
+    if headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        for name in HOP_BY_HOP {
             headers.remove(name);
         }
     }
@@ -712,6 +700,7 @@ impl Proxy {
         };
         (problem(status, slug, detail), None, attempts)
     }
+
     fn note_failure(&self, backend: &crate::backend::Backend) {
         if backend.record_failure(&self.pool.outlier) {
             tracing::warn!(backend = %backend.name, pool = %self.pool.name, "ejected after consecutive failures");

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
+use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{Builder, SendRequest};
 use hyper_util::rt::TokioIo;
@@ -34,7 +35,7 @@ const MAX_IDLE_PER_BACKEND: usize = 256;
 /// body streamed through once.
 #[derive(Debug)]
 pub enum OutBody {
-    Full(Option<Bytes>),
+    Full(Full<Bytes>),
     /// `fault` is raised when reading the client's body fails (a malformed chunk, a client
     /// that vanished mid-body): that failure is the client's, not the backend's.
     Streaming {
@@ -45,7 +46,7 @@ pub enum OutBody {
 
 impl OutBody {
     pub fn full(bytes: Bytes) -> Self {
-        Self::Full((!bytes.is_empty()).then_some(bytes))
+        Self::Full(Full::new(bytes))
     }
 }
 
@@ -58,7 +59,7 @@ impl Body for OutBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            OutBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            OutBody::Full(full) => Pin::new(full).poll_frame(cx).map_err(|e| match e {}),
             OutBody::Streaming { inner, fault } => match Pin::new(inner).poll_frame(cx) {
                 Poll::Ready(Some(Err(e))) => {
                     fault.store(true, Ordering::Release);
@@ -71,16 +72,14 @@ impl Body for OutBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            OutBody::Full(bytes) => bytes.is_none(),
+            OutBody::Full(full) => full.is_end_stream(),
             OutBody::Streaming { inner, .. } => inner.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            OutBody::Full(bytes) => {
-                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
-            }
+            OutBody::Full(full) => full.size_hint(),
             OutBody::Streaming { inner, .. } => inner.size_hint(),
         }
     }
@@ -113,6 +112,11 @@ struct IdleConnection {
 }
 
 type IdleMap = Mutex<HashMap<SocketAddr, VecDeque<IdleConnection>>>;
+type IdleGuard<'a> = std::sync::MutexGuard<'a, HashMap<SocketAddr, VecDeque<IdleConnection>>>;
+
+fn lock(idle: &IdleMap) -> IdleGuard<'_> {
+    idle.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// A worker's connections to every backend.
 #[derive(Clone)]
@@ -134,7 +138,8 @@ impl std::fmt::Debug for Upstream {
 impl Upstream {
     pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Self {
         let mut builder = Builder::new();
-        // One write per request head (and small body) instead of a vectored write.
+        // A request is written with one send, not a vectored write: requests are mostly a head
+        // alone, and body chunks are copied in behind it.
         builder.writev(false).max_buf_size(256 * 1024);
         Self {
             idle: Arc::default(),
@@ -144,8 +149,8 @@ impl Upstream {
         }
     }
 
-    fn idle_map(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, VecDeque<IdleConnection>>> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    fn idle_map(&self) -> IdleGuard<'_> {
+        lock(&self.idle)
     }
 
     /// Idle connections held, over every backend.
@@ -167,26 +172,20 @@ impl Upstream {
         None
     }
 
-    fn checkin(
-        idle: &IdleMap,
-        idle_timeout: Duration,
-        addr: SocketAddr,
-        sender: SendRequest<OutBody>,
-    ) {
+    /// Puts a connection back, most recently used last. Expired ones are left to [`reap`].
+    ///
+    /// [`reap`]: Upstream::reap
+    fn checkin(idle: &IdleMap, addr: SocketAddr, sender: SendRequest<OutBody>) {
         if sender.is_closed() {
             return;
         }
-        let now = Instant::now();
-        let mut idle = idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = lock(idle);
         let queue = idle.entry(addr).or_default();
-        while queue
-            .front()
-            .is_some_and(|c| now.duration_since(c.since) >= idle_timeout)
-        {
-            queue.pop_front();
-        }
         if queue.len() < MAX_IDLE_PER_BACKEND {
-            queue.push_back(IdleConnection { sender, since: now });
+            queue.push_back(IdleConnection {
+                sender,
+                since: Instant::now(),
+            });
         }
     }
 
@@ -278,7 +277,6 @@ impl Upstream {
             inner,
             release: reusable.then(|| Release {
                 idle: self.idle.clone(),
-                idle_timeout: self.idle_timeout,
                 addr,
                 sender,
             }),
@@ -292,7 +290,6 @@ impl Upstream {
 
 struct Release {
     idle: Arc<IdleMap>,
-    idle_timeout: Duration,
     addr: SocketAddr,
     sender: SendRequest<OutBody>,
 }
@@ -313,7 +310,7 @@ impl std::fmt::Debug for PooledBody {
 impl PooledBody {
     fn release(&mut self) {
         if let Some(r) = self.release.take() {
-            Upstream::checkin(&r.idle, r.idle_timeout, r.addr, r.sender);
+            Upstream::checkin(&r.idle, r.addr, r.sender);
         }
     }
 }

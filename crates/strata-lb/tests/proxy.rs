@@ -135,6 +135,14 @@ impl Lb {
             .await
             .expect("GET")
     }
+    async fn post(&self, path: &str, body: &'static str) -> reqwest::Response {
+        self.client
+            .post(format!("{}{path}", self.base))
+            .body(body)
+            .send()
+            .await
+            .expect("POST")
+    }
     async fn who(&self) -> (u16, Value) {
         let r = self
             .client
@@ -291,22 +299,11 @@ async fn a_get_moves_past_every_backend_that_drops_it_before_answering() {
     })
     .await;
     for i in 0..6 {
-        let r = lb
-            .client
-            .get(format!("{}/who", lb.base))
-            .send()
-            .await
-            .expect("request");
+        let r = lb.get("/who").await;
         assert_eq!(r.status(), 200, "GET {i} is served by the live backend");
     }
     // A POST without an Idempotency-Key that reached a backend is still never sent twice.
-    let r = lb
-        .client
-        .post(format!("{}/echo", lb.base))
-        .body("once")
-        .send()
-        .await
-        .expect("request");
+    let r = lb.post("/echo", "once").await;
     if r.status() == 502 {
         assert_eq!(
             swallowed.load(Ordering::SeqCst),
@@ -372,13 +369,7 @@ async fn a_post_that_may_have_arrived_is_not_retried_but_one_that_never_connecte
     // Least connections with equal loads rotates; find a POST that lands on the resetter.
     let mut failed = 0;
     for _ in 0..4 {
-        let r = lb
-            .client
-            .post(format!("{}/echo", lb.base))
-            .body("x")
-            .send()
-            .await
-            .expect("POST");
+        let r = lb.post("/echo", "x").await;
         if r.status() == 502 {
             failed += 1;
         }
@@ -415,13 +406,7 @@ async fn a_post_that_may_have_arrived_is_not_retried_but_one_that_never_connecte
     })
     .await;
     for _ in 0..4 {
-        let r = lb
-            .client
-            .post(format!("{}/echo", lb.base))
-            .body("z")
-            .send()
-            .await
-            .expect("POST");
+        let r = lb.post("/echo", "z").await;
         assert_eq!(r.status(), 200);
     }
 }
