@@ -38,6 +38,7 @@ pub mod openapi;
 pub mod ops;
 pub mod problem;
 pub mod request;
+pub mod role;
 pub mod users;
 
 /// What the handlers share.

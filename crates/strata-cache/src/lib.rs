@@ -1,6 +1,7 @@
 //! # strata-cache — the cache tier
 //!
-//! Tier: cache. Depends on no other Strata crate: it caches versioned bytes for whoever asks.
+//! Tier: cache. Depends on `strata-core` (shutdown, readiness) and `strata-engines` (running
+//! Redis and Memcached) only: it caches versioned bytes for whoever asks.
 //!
 //! - [`kv`]: the textbook interface (`set`/`get`/`delete`/`get_or_load`, plus `add` and a
 //!   versioned compare-and-set) with one contract for every backend: [`moka_kv`] in process,
@@ -9,6 +10,8 @@
 //! - [`tiered`]: the two-level read-through cache the API uses — L1 in process over an optional
 //!   L2 — with no stale put-back, stampede control, negative caching and a load limit.
 //! - [`bus`]: the Redis invalidation bus that keeps every server's L1 coherent.
+//! - [`options`]: an API server's cache settings, and the cache built from them.
+//! - [`node`]: one shared cache server (Redis or Memcached) run as a role (`strata cache`).
 //!
 //! Why versions and an acknowledged bus rather than TTLs or Redis client tracking: see
 //! `docs/cache.md`.
@@ -18,8 +21,11 @@ pub mod guard;
 pub mod kv;
 pub mod memcached_kv;
 pub mod moka_kv;
+pub mod node;
+pub mod options;
 pub mod redis_kv;
 pub mod sharded;
 pub mod tiered;
 
 pub use kv::CacheError;
+pub use node::Engine as CacheEngine;

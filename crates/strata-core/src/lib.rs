@@ -8,10 +8,14 @@
 //! - [`id`]: the Snowflake id generator (41-bit milliseconds, 10-bit node, 12-bit sequence);
 //! - [`ready`]: the one-line JSON readiness protocol every role process prints;
 //! - [`request_id`]: the `X-Request-Id` rules shared by the balancer and the API servers;
-//! - [`telemetry`]: logging setup shared by every role.
+//! - [`telemetry`]: logging setup shared by every role;
+//! - [`shutdown`]: when a role process stops (SIGTERM, Ctrl-C, its supervisor gone);
+//! - [`args`]: helpers for role arguments that are parsed and rendered as command lines.
 
+pub mod args;
 pub mod id;
 pub mod ready;
 pub mod request_id;
+pub mod shutdown;
 pub mod telemetry;
 pub mod user;

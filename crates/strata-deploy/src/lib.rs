@@ -9,16 +9,15 @@
 //!   `logs` read from another terminal;
 //! - [`supervisor`]: starts every role instance, waits for readiness, restarts crashed roles
 //!   with backoff, gives up on a role that keeps crashing, and stops everything on request;
-//! - [`cluster`]: `DIR/postgres/cluster.json`, which database server is the primary (written
-//!   by `strata control` on failover, obeyed by every `strata postgres` role);
 //! - [`control`]: liveness and health probes, and stopping a deployment from outside.
 //!
 //! Guarantees: nothing starts unless the whole topology is valid; a deployment that cannot
 //! become ready is torn down and the reason shown; when the supervisor stops — by request or
 //! killed outright — no role process outlives it (roles exit when their stdin pipe closes).
 
-pub mod cluster;
 pub mod control;
+pub mod rejoin;
+pub mod roles;
 pub mod state;
 pub mod supervisor;
 pub mod topology;

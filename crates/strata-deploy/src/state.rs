@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::topology::RoleKind;
+use crate::roles::RoleKind;
 
 pub const STATE_FILE: &str = "state.json";
 pub const LOG_DIR: &str = "logs";
@@ -71,6 +71,15 @@ pub fn state_path(dir: &Path) -> PathBuf {
 
 pub fn log_dir(dir: &Path) -> PathBuf {
     dir.join(LOG_DIR)
+}
+
+/// The error of a command that needs a deployment where there is none.
+pub fn no_deployment(dir: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "no deployment in {}: start one with `strata up -d --dir {}`",
+        dir.display(),
+        dir.display()
+    )
 }
 
 /// Reads the state file; `Ok(None)` when there is none.

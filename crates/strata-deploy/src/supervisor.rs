@@ -90,12 +90,8 @@ impl InstanceSpec {
     }
 }
 
-/// Where the PostgreSQL servers of a deployment keep their data: `DIR/postgres/<role>`.
-pub const POSTGRES_DIR: &str = "postgres";
-/// The superuser of the servers `strata up` runs (trust authentication, loopback only).
-pub const POSTGRES_USER: &str = "strata";
-/// The database the API servers use on the servers `strata up` runs.
-pub const POSTGRES_DATABASE: &str = "strata";
+pub use strata_control::cluster::POSTGRES_DIR;
+pub use strata_engines::postgres::{DATABASE as POSTGRES_DATABASE, SUPERUSER as POSTGRES_USER};
 
 /// The primary PostgreSQL server `strata up` runs for this topology, if any. It is told the
 /// names of its replicas for the synchronous quorum.

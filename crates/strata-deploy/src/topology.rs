@@ -29,33 +29,7 @@ use toml::Value;
 /// The most instances of one role kind.
 pub const MAX_COUNT: i64 = 64;
 
-/// Role kinds that run today.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RoleKind {
-    /// `strata api`: a stateless API server.
-    Api,
-    /// `strata lb`: the load balancer on the public port.
-    Lb,
-    /// `strata postgres`: one PostgreSQL server (primary or streaming replica) run by Strata.
-    Postgres,
-    /// `strata control`: watches the primary and fails over to a replica.
-    Control,
-    /// `strata cache`: one Redis or Memcached server run by Strata (the shared cache, L2).
-    Cache,
-}
-
-impl RoleKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RoleKind::Api => "api",
-            RoleKind::Lb => "lb",
-            RoleKind::Postgres => "postgres",
-            RoleKind::Control => "control",
-            RoleKind::Cache => "cache",
-        }
-    }
-}
+pub use crate::roles::RoleKind;
 
 /// Top-level tables that will name role kinds or engines in later versions.
 const PLANNED_KINDS: &[&str] = &[

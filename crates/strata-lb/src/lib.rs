@@ -14,7 +14,8 @@
 //! - [`proxy`]: the request path — header hygiene, forwarding, retries within a budget;
 //! - [`upstream`]: each worker's keep-alive connections to the backends;
 //! - [`framing`]: the request-smuggling guard under the HTTP/1.1 parser;
-//! - [`admin`]: the runtime API on its own port.
+//! - [`admin`]: the runtime API on its own port;
+//! - [`role`]: `strata lb`, the balancer as a role process: its command line and startup.
 //!
 //! Guarantees: an idempotent request never fails because backends died (it moves on to the
 //! next one until one answers); a non-idempotent request is retried only when it certainly never reached a
@@ -39,6 +40,7 @@ pub mod health;
 pub mod pool;
 pub mod proxy;
 pub mod ratelimit;
+pub mod role;
 pub mod selection;
 pub mod sticky;
 pub mod tls;
@@ -47,7 +49,7 @@ pub mod upstream;
 pub use backend::OutlierPolicy;
 pub use health::HealthConfig;
 pub use pool::{BackendSpec, Pool};
-pub use selection::{Algorithm, HashOn};
+pub use selection::{Algorithm, AlgorithmName, HashOn};
 
 /// Every timeout of the proxy.
 #[derive(Debug, Clone, Copy)]

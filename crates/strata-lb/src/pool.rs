@@ -46,6 +46,52 @@ fn one() -> u32 {
     1
 }
 
+impl std::str::FromStr for BackendSpec {
+    type Err = String;
+
+    /// `NAME=HOST:PORT` or `NAME=HOST:PORT@WEIGHT`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (name, rest) = s.split_once('=').ok_or_else(|| {
+            format!("{s:?}: write a backend as NAME=HOST:PORT, e.g. api-1=127.0.0.1:4001")
+        })?;
+        let (addr, weight) = match rest.split_once('@') {
+            Some((a, w)) => (
+                a,
+                w.parse::<u32>().map_err(|_| {
+                    format!("{s:?}: the weight after @ must be a whole number from 1 to 1000")
+                })?,
+            ),
+            None => (rest, 1),
+        };
+        if name.is_empty() || name.len() > 64 {
+            return Err(format!(
+                "{s:?}: the backend name must be 1 to 64 characters"
+            ));
+        }
+        if !(1..=1000).contains(&weight) {
+            return Err(format!("{s:?}: the weight must be from 1 to 1000"));
+        }
+        let addr: std::net::SocketAddr = addr
+            .parse()
+            .map_err(|_| format!("{s:?}: {addr:?} is not an IP:PORT address"))?;
+        Ok(BackendSpec {
+            name: name.to_string(),
+            addr,
+            weight,
+        })
+    }
+}
+
+impl std::fmt::Display for BackendSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}", self.name, self.addr)?;
+        if self.weight != 1 {
+            write!(f, "@{}", self.weight)?;
+        }
+        Ok(())
+    }
+}
+
 fn build_selection(algorithm: &Algorithm, backends: &[Arc<Backend>]) -> Selection {
     let eligible: Vec<Arc<Backend>> = backends
         .iter()

@@ -12,11 +12,45 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 /// One certificate: the host name it serves (for SNI; `None` = the default), its chain and key.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertFiles {
     pub name: Option<String>,
     pub cert: PathBuf,
     pub key: PathBuf,
+}
+
+impl std::str::FromStr for CertFiles {
+    type Err = String;
+
+    /// `CERT.pem,KEY.pem`, or `HOST=CERT.pem,KEY.pem` for SNI.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (name, files) = match s.split_once('=') {
+            Some((n, f)) => (Some(n.to_ascii_lowercase()), f),
+            None => (None, s),
+        };
+        let (cert, key) = files
+            .split_once(',')
+            .ok_or_else(|| format!("{s:?}: write CERT.pem,KEY.pem or HOST=CERT.pem,KEY.pem"))?;
+        if name.as_deref().is_some_and(|n| n.is_empty()) || cert.is_empty() || key.is_empty() {
+            return Err(format!(
+                "{s:?}: write CERT.pem,KEY.pem or HOST=CERT.pem,KEY.pem"
+            ));
+        }
+        Ok(CertFiles {
+            name,
+            cert: cert.into(),
+            key: key.into(),
+        })
+    }
+}
+
+impl std::fmt::Display for CertFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(name) = &self.name {
+            write!(f, "{name}=")?;
+        }
+        write!(f, "{},{}", self.cert.display(), self.key.display())
+    }
 }
 
 /// A loaded certificate with its key.

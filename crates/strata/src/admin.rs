@@ -60,8 +60,8 @@ pub enum AdminAction {
 
 /// Where the deployment's PostgreSQL primary is, if it runs one.
 fn deployment_postgres(dir: &Path) -> anyhow::Result<Option<String>> {
-    let pg_dir = dir.join(strata_deploy::supervisor::POSTGRES_DIR);
-    let Some(cluster) = strata_deploy::cluster::read(&pg_dir)? else {
+    let pg_dir = dir.join(strata_control::cluster::POSTGRES_DIR);
+    let Some(cluster) = strata_control::cluster::read(&pg_dir)? else {
         return Ok(None);
     };
     let addr = cluster
@@ -69,8 +69,8 @@ fn deployment_postgres(dir: &Path) -> anyhow::Result<Option<String>> {
         .context("the deployment's cluster.json names no primary address")?;
     Ok(Some(format!(
         "postgresql://{}@{addr}/{}",
-        strata_deploy::supervisor::POSTGRES_USER,
-        strata_deploy::supervisor::POSTGRES_DATABASE
+        strata_engines::postgres::SUPERUSER,
+        strata_engines::postgres::DATABASE
     )))
 }
 

@@ -15,15 +15,7 @@ use clap::{Parser, Subcommand};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod admin;
-mod cache;
-mod cachenode;
-mod controller;
-mod db;
-mod lb;
 mod orchestrate;
-mod pgnode;
-mod roles;
-mod seed;
 
 /// Strata: a user-profile service and every tier that scales it, from one server to millions.
 ///
@@ -39,19 +31,11 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run stage 1 of the journey: the users API, SQLite and the read cache in one process.
-    Serve(roles::ServeArgs),
-    /// Run one API server role (as `strata up` starts it); prints a readiness line when bound.
-    Api(roles::ApiArgs),
-    /// Run the load balancer role: an L7 HTTP proxy in front of API servers.
-    Lb(Box<lb::LbArgs>),
-    /// Run the control role: watch the PostgreSQL primary and fail over when it is gone.
-    Control(controller::ControlArgs),
-    /// Run one shared cache server (Redis or Memcached) as a role, as `strata up` does.
-    Cache(cachenode::CacheArgs),
-    /// Run one PostgreSQL server (primary or streaming replica) as a role, as `strata up` does.
-    Postgres(pgnode::PostgresArgs),
+    Serve(strata_api::role::ServeArgs),
+    #[command(flatten)]
+    Role(strata_deploy::roles::RoleCommand),
     /// Bulk-load synthetic users into a data directory, with a progress bar.
-    Seed(seed::SeedArgs),
+    Seed(strata_bench::seed::SeedArgs),
     /// Start every role of a topology as local processes and supervise them.
     Up(orchestrate::UpArgs),
     /// Stop a deployment started with `strata up -d` (or from another terminal).
@@ -65,7 +49,29 @@ enum Command {
     Admin(admin::AdminArgs),
     /// Operator actions on the deployment's PostgreSQL servers: bring a fenced former primary
     /// back as a replica.
-    Db(db::DbArgs),
+    Db(DbArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DbArgs {
+    #[command(subcommand)]
+    action: DbAction,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum DbAction {
+    /// Bring a former primary, fenced by a failover, back as a replica of the new primary
+    /// (pg_rewind), and wait until it streams again.
+    Rejoin {
+        /// The database role to bring back (e.g. `pg-1`; `strata status` lists them).
+        node: String,
+        /// Deployment directory.
+        #[arg(long, env = "STRATA_DIR", default_value = ".strata")]
+        dir: std::path::PathBuf,
+        /// How long to wait for the server to stream from the new primary.
+        #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        timeout_secs: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -82,19 +88,29 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => roles::serve(args).await,
-            Command::Api(args) => roles::api(args).await,
-            Command::Lb(args) => lb::lb(*args).await,
-            Command::Postgres(args) => pgnode::run(args).await,
-            Command::Cache(args) => cachenode::run(args).await,
-            Command::Control(args) => controller::run(args).await,
-            Command::Seed(args) => seed::run(args).await,
+            Command::Serve(args) => strata_api::role::serve(args).await,
+            Command::Role(role) => role.run().await,
+            Command::Seed(args) => strata_bench::seed::run(args).await,
             Command::Up(args) => orchestrate::up(args).await,
             Command::Down(args) => orchestrate::down(args).await,
             Command::Status(args) => orchestrate::status(args).await,
             Command::Logs(args) => orchestrate::logs(args).await,
             Command::Admin(args) => admin::run(args).await,
-            Command::Db(args) => db::run(args).await,
+            Command::Db(DbArgs {
+                action:
+                    DbAction::Rejoin {
+                        node,
+                        dir,
+                        timeout_secs,
+                    },
+            }) => {
+                strata_deploy::rejoin::rejoin(
+                    &dir,
+                    &node,
+                    std::time::Duration::from_secs(timeout_secs),
+                )
+                .await
+            }
         }
     });
     match result {

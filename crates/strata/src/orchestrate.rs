@@ -94,22 +94,6 @@ fn refuse_if_running(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_requested() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let term = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = term => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-}
-
 fn hint_for(error: &str, port: u16) -> String {
     if error.contains("cannot listen on") {
         format!("\nhint: is port {port} in use? Pass --port with another port (0 picks a free one)")
@@ -149,7 +133,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     };
     let port = args.port;
     let supervise = args.supervise;
-    supervisor::run(config, shutdown_requested(), |state| {
+    supervisor::run(config, strata_core::shutdown::requested(), |state| {
         if !supervise {
             println!("{}", supervisor::endpoints_table(state));
             println!(
@@ -227,13 +211,7 @@ async fn detach(args: &UpArgs, exe: &Path) -> anyhow::Result<()> {
     }
 }
 
-pub(crate) fn no_deployment(dir: &Path) -> anyhow::Error {
-    anyhow::anyhow!(
-        "no deployment in {}: start one with `strata up -d --dir {}`",
-        dir.display(),
-        dir.display()
-    )
-}
+use state::no_deployment;
 
 pub async fn down(args: DownArgs) -> anyhow::Result<()> {
     if state::read(&args.dir)?.is_none() {
@@ -282,7 +260,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     // Fenced former primaries waiting for `strata db rejoin` (rejoin = "manual").
     let postgres_dir = args.dir.join(supervisor::POSTGRES_DIR);
     let awaiting_rejoin =
-        |name: &str| strata_deploy::cluster::awaiting_rejoin_path(&postgres_dir, name).exists();
+        |name: &str| strata_control::cluster::awaiting_rejoin_path(&postgres_dir, name).exists();
     // Replica lag in bytes of WAL, against the primary's position.
     let primary = databases
         .values()

@@ -22,6 +22,37 @@ pub enum Algorithm {
     Random,
 }
 
+/// The name of an algorithm, as `strata lb --algorithm` and a topology's `[lb] algorithm` take
+/// it. [`Algorithm`] is the same choice with its settings (what consistent hashing hashes).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum AlgorithmName {
+    RoundRobin,
+    WeightedRoundRobin,
+    LeastConnections,
+    PowerOfTwo,
+    IpHash,
+    ConsistentHash,
+    Random,
+}
+
+impl AlgorithmName {
+    /// The algorithm, hashing on `on` when it is consistent hashing.
+    pub fn with(self, on: HashOn) -> Algorithm {
+        match self {
+            AlgorithmName::RoundRobin => Algorithm::RoundRobin,
+            AlgorithmName::WeightedRoundRobin => Algorithm::WeightedRoundRobin,
+            AlgorithmName::LeastConnections => Algorithm::LeastConnections,
+            AlgorithmName::PowerOfTwo => Algorithm::PowerOfTwo,
+            AlgorithmName::IpHash => Algorithm::IpHash,
+            AlgorithmName::ConsistentHash => Algorithm::ConsistentHash { on },
+            AlgorithmName::Random => Algorithm::Random,
+        }
+    }
+}
+
 /// What consistent hashing hashes.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -29,6 +60,32 @@ pub enum HashOn {
     Header(String),
     Cookie(String),
     Path,
+}
+
+impl std::str::FromStr for HashOn {
+    type Err = String;
+
+    /// `header:NAME`, `cookie:NAME` or `path`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once(':') {
+            Some(("header", name)) if !name.is_empty() => {
+                Ok(HashOn::Header(name.to_ascii_lowercase()))
+            }
+            Some(("cookie", name)) if !name.is_empty() => Ok(HashOn::Cookie(name.to_string())),
+            None if s == "path" => Ok(HashOn::Path),
+            _ => Err(format!("{s:?}: use header:NAME, cookie:NAME or path")),
+        }
+    }
+}
+
+impl std::fmt::Display for HashOn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HashOn::Header(name) => write!(f, "header:{name}"),
+            HashOn::Cookie(name) => write!(f, "cookie:{name}"),
+            HashOn::Path => f.write_str("path"),
+        }
+    }
 }
 
 /// One eligible backend as a selector sees it.

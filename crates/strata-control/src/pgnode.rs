@@ -29,28 +29,38 @@ use anyhow::Context as _;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use strata_core::ready::ReadyLine;
-use strata_deploy::cluster::{self, slot_name};
-use strata_deploy::supervisor::{POSTGRES_DATABASE, POSTGRES_USER};
+use strata_engines::postgres::{DATABASE as POSTGRES_DATABASE, SUPERUSER as POSTGRES_USER};
 
-/// How replicas acknowledge the primary's commits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Commit {
-    /// Wait for any one replica to flush each commit.
+use crate::cluster::{self, slot_name};
+
+/// How a primary waits for its replicas before acknowledging a commit: `strata postgres
+/// --commit`, `strata control --commit` and a topology's `[data] commit`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum CommitMode {
+    /// `synchronous_standby_names = 'ANY 1 (…)'`: a commit is acknowledged once at least one
+    /// replica has flushed it, so losing the primary loses no acknowledged write.
     Quorum,
-    /// Do not wait for replicas.
+    /// Asynchronous replication: faster commits; a failover may lose the last writes.
     Async,
 }
 
-/// What a fenced former primary does when its role starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Rejoin {
+/// What a fenced former primary does when its role starts: `strata postgres --rejoin` and a
+/// topology's `[data] rejoin`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum RejoinMode {
     /// Rewind (`pg_rewind`) and follow the new primary at once.
     Auto,
     /// Wait for `strata db rejoin`, leaving the data directory as the failover left it.
     Manual,
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args, serde::Serialize)]
 pub struct PostgresArgs {
     /// Loopback address the server listens on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:0")]
@@ -66,17 +76,34 @@ pub struct PostgresArgs {
     pub standbys: Vec<String>,
     /// How the primary waits for its replicas before acknowledging a commit.
     #[arg(long, value_enum, default_value = "quorum")]
-    pub commit: Commit,
+    pub commit: CommitMode,
     /// What this server does when it starts as a fenced former primary: rewind and follow the
     /// new primary at once (`auto`), or wait, untouched, for `strata db rejoin NAME` (`manual`).
     #[arg(long, value_enum, default_value = "auto")]
-    pub rejoin: Rejoin,
+    pub rejoin: RejoinMode,
     /// This role's name in its topology (also the replica's name on the primary).
     #[arg(long, default_value = "pg-1")]
     pub name: String,
     /// Exit (stopping the server) when standard input reaches end-of-file.
     #[arg(long)]
     pub exit_on_stdin_eof: bool,
+}
+
+impl PostgresArgs {
+    /// A primary (no `replica_of`) keeping its data in `data`, every other setting at its
+    /// default.
+    pub fn new(data: PathBuf) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data,
+            replica_of: None,
+            standbys: Vec::new(),
+            commit: CommitMode::Quorum,
+            rejoin: RejoinMode::Auto,
+            name: "pg-1".into(),
+            exit_on_stdin_eof: false,
+        }
+    }
 }
 
 /// The installed PostgreSQL server binaries: `$STRATA_PG_BIN`, else the newest
@@ -599,7 +626,7 @@ pub async fn run(args: PostgresArgs) -> anyhow::Result<()> {
     let awaiting = cluster::awaiting_rejoin_path(&postgres_dir, &args.name);
     let _ = std::fs::remove_file(&awaiting);
     match fenced_by(&data, &postgres_dir, &args.name) {
-        Some(primary) if args.rejoin == Rejoin::Manual && !request.exists() => {
+        Some(primary) if args.rejoin == RejoinMode::Manual && !request.exists() => {
             ReadyLine::new(&args.name)
                 .with_addr("postgres", SocketAddr::new(args.listen.ip(), port))
                 .announce()
@@ -619,7 +646,7 @@ pub async fn run(args: PostgresArgs) -> anyhow::Result<()> {
             };
             tokio::select! {
                 _ = asked => {}
-                _ = crate::roles::shutdown_signal(args.exit_on_stdin_eof) => {
+                _ = strata_core::shutdown::signal(args.exit_on_stdin_eof) => {
                     let _ = std::fs::remove_file(&awaiting);
                     return Ok(());
                 }
@@ -633,8 +660,8 @@ pub async fn run(args: PostgresArgs) -> anyhow::Result<()> {
         let node = node.clone();
         let (replica_of, postgres_dir) = (args.replica_of, postgres_dir.clone());
         let standbys = match args.commit {
-            Commit::Quorum => args.standbys.clone(),
-            Commit::Async => Vec::new(),
+            CommitMode::Quorum => args.standbys.clone(),
+            CommitMode::Async => Vec::new(),
         };
         tokio::task::spawn_blocking(move || node.prepare(replica_of, &postgres_dir, &standbys))
     };
@@ -718,13 +745,13 @@ pub async fn run(args: PostgresArgs) -> anyhow::Result<()> {
         primary = fenced => {
             // Another server was made primary: this one must stop taking writes at once —
             // its backends too, which would otherwise finish what they are doing.
-            strata_deploy::control::signal_tree(server_pid.as_raw() as u32, Signal::SIGKILL);
+            strata_engines::process::signal_tree(server_pid.as_raw() as u32, Signal::SIGKILL);
             let _ = exited.await;
             anyhow::bail!(
                 "fenced: {primary} is the primary now; this server stopped and will come back as its replica"
             );
         }
-        _ = crate::roles::shutdown_signal(args.exit_on_stdin_eof) => {}
+        _ = strata_core::shutdown::signal(args.exit_on_stdin_eof) => {}
     }
     // Fast shutdown: roll back open transactions, checkpoint, stop.
     let _ = kill(server_pid, Signal::SIGINT);

@@ -31,13 +31,13 @@ use axum::Json;
 use axum::extract::State;
 use axum::routing::get;
 use strata_core::ready::ReadyLine;
-use strata_deploy::cluster::{self, ClusterState, slot_name};
-use strata_deploy::supervisor::POSTGRES_USER;
+use strata_engines::postgres::SUPERUSER as POSTGRES_USER;
 use strata_store::postgres::{format_lsn, probe_node};
 
-use crate::pgnode::Commit;
+use crate::cluster::{self, ClusterState, slot_name};
+use crate::pgnode::CommitMode;
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args, serde::Serialize)]
 pub struct ControlArgs {
     /// Address of the control API (`/cluster`, `/healthz`, `/metrics`).
     #[arg(long, default_value = "127.0.0.1:0")]
@@ -46,8 +46,9 @@ pub struct ControlArgs {
     #[arg(long)]
     pub postgres_dir: PathBuf,
     /// A database server, `NAME=127.0.0.1:PORT` (repeat for each).
-    #[arg(long = "node", value_parser = parse_node, required = true)]
-    pub nodes: Vec<(String, SocketAddr)>,
+    #[arg(long = "node", required = true)]
+    #[serde(serialize_with = "strata_core::args::display_all")]
+    pub nodes: Vec<NodeAddr>,
     /// The primary when no cluster state has been published yet.
     #[arg(long, default_value = "pg-1")]
     pub primary: String,
@@ -59,7 +60,7 @@ pub struct ControlArgs {
     pub failures: u32,
     /// How the new primary waits for replicas (as the topology's `data.commit`).
     #[arg(long, value_enum, default_value = "quorum")]
-    pub commit: Commit,
+    pub commit: CommitMode,
     /// This role's name in its topology.
     #[arg(long, default_value = "control-1")]
     pub name: String,
@@ -68,19 +69,57 @@ pub struct ControlArgs {
     pub exit_on_stdin_eof: bool,
 }
 
-fn parse_node(text: &str) -> Result<(String, SocketAddr), String> {
-    let (name, addr) = text
-        .split_once('=')
-        .ok_or_else(|| format!("`{text}` is not NAME=HOST:PORT"))?;
-    let addr: SocketAddr = addr
-        .parse()
-        .map_err(|_| format!("`{addr}` is not HOST:PORT (an IP address and a port)"))?;
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-        return Err(format!(
-            "`{name}` is not a role name (letters, digits, dashes)"
-        ));
+/// A database server the controller watches: `NAME=127.0.0.1:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeAddr {
+    pub name: String,
+    pub addr: SocketAddr,
+}
+
+impl std::str::FromStr for NodeAddr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (name, addr) = text
+            .split_once('=')
+            .ok_or_else(|| format!("`{text}` is not NAME=HOST:PORT"))?;
+        let addr: SocketAddr = addr
+            .parse()
+            .map_err(|_| format!("`{addr}` is not HOST:PORT (an IP address and a port)"))?;
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(format!(
+                "`{name}` is not a role name (letters, digits, dashes)"
+            ));
+        }
+        Ok(NodeAddr {
+            name: name.to_string(),
+            addr,
+        })
     }
-    Ok((name.to_string(), addr))
+}
+
+impl std::fmt::Display for NodeAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}", self.name, self.addr)
+    }
+}
+
+impl ControlArgs {
+    /// A controller of the servers `nodes` whose PostgreSQL directory is `postgres_dir`, every
+    /// other setting at its default.
+    pub fn new(postgres_dir: PathBuf, nodes: Vec<NodeAddr>) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            postgres_dir,
+            nodes,
+            primary: "pg-1".into(),
+            check_interval_ms: 500,
+            failures: 3,
+            commit: CommitMode::Quorum,
+            name: "control-1".into(),
+            exit_on_stdin_eof: false,
+        }
+    }
 }
 
 /// What the control API shows.
@@ -130,7 +169,7 @@ async fn replica_position(addr: &str, timeout: Duration) -> Option<u64> {
 /// (SIGKILL works on stalled, stopped processes too).
 fn kill_server(data: &Path) {
     if let Some(pid) = cluster::postmaster_pid(data) {
-        strata_deploy::control::signal_tree(pid, nix::sys::signal::Signal::SIGKILL);
+        strata_engines::process::signal_tree(pid, nix::sys::signal::Signal::SIGKILL);
     }
 }
 
@@ -221,7 +260,7 @@ async fn complete(
             .with_context(|| format!("cannot create the slot of {other}"))?;
     }
     let names = match (args.commit, others.is_empty()) {
-        (Commit::Quorum, false) => format!(
+        (CommitMode::Quorum, false) => format!(
             "ANY 1 ({})",
             others
                 .iter()
@@ -306,7 +345,7 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
     let nodes: BTreeMap<String, String> = args
         .nodes
         .iter()
-        .map(|(n, a)| (n.clone(), a.to_string()))
+        .map(|n| (n.name.clone(), n.addr.to_string()))
         .collect();
     anyhow::ensure!(
         nodes.contains_key(&args.primary),
@@ -417,7 +456,7 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
     };
     tokio::select! {
         () = watch => {}
-        () = crate::roles::shutdown_signal(args.exit_on_stdin_eof) => {}
+        () = strata_core::shutdown::signal(args.exit_on_stdin_eof) => {}
     }
     server.abort();
     Ok(())
@@ -429,9 +468,13 @@ mod tests {
 
     #[test]
     fn nodes_are_name_equals_address() {
+        let parse_node = |s: &str| s.parse::<NodeAddr>();
         assert_eq!(
             parse_node("pg-2=127.0.0.1:5433"),
-            Ok(("pg-2".to_string(), "127.0.0.1:5433".parse().expect("addr")))
+            Ok(NodeAddr {
+                name: "pg-2".to_string(),
+                addr: "127.0.0.1:5433".parse().expect("addr")
+            })
         );
         assert!(parse_node("pg-2").is_err());
         assert!(parse_node("pg 2=127.0.0.1:1").is_err());

@@ -15,10 +15,16 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use strata_core::ready::ReadyLine;
 
-/// The engines this role runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// The shared cache engines: what `strata cache --engine` runs and a topology's `[cache]
+/// engine` names.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum Engine {
+    /// Redis: also carries the invalidation bus that keeps the API servers' L1s coherent.
     Redis,
+    /// Memcached: no pub/sub, so L1s stay coherent only within their TTL.
     Memcached,
 }
 
@@ -35,7 +41,8 @@ impl Engine {
             Engine::Memcached => "memcached",
         }
     }
-    fn name(self) -> &'static str {
+    /// The engine's name, as a topology and the readiness line's listener write it.
+    pub fn name(self) -> &'static str {
         match self {
             Engine::Redis => "redis",
             Engine::Memcached => "memcached",
@@ -50,7 +57,7 @@ impl Engine {
     }
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args, serde::Serialize)]
 pub struct CacheArgs {
     /// Loopback address to listen on (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:0")]
@@ -73,6 +80,21 @@ pub struct CacheArgs {
     /// Exit when standard input reaches end-of-file (set by `strata up`).
     #[arg(long)]
     pub exit_on_stdin_eof: bool,
+}
+
+impl CacheArgs {
+    /// A cache server of `engine` with its files in `dir`, every other setting at its default.
+    pub fn new(engine: Engine, dir: PathBuf) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            engine,
+            max_mib: 256,
+            dir,
+            durable: false,
+            name: "cache".into(),
+            exit_on_stdin_eof: false,
+        }
+    }
 }
 
 fn answers(engine: Engine, addr: SocketAddr) -> bool {
@@ -188,7 +210,7 @@ pub async fn run(args: CacheArgs) -> anyhow::Result<()> {
             let status = status.context("cannot watch the cache server")?;
             anyhow::bail!("{} exited ({status})", engine.program());
         }
-        _ = crate::roles::shutdown_signal(args.exit_on_stdin_eof) => {}
+        _ = strata_core::shutdown::signal(args.exit_on_stdin_eof) => {}
     }
     if let Some(pid) = pid {
         let _ = kill(pid, Signal::SIGTERM);

@@ -1,56 +1,23 @@
-//! `strata db`: operator actions on the PostgreSQL servers of a deployment that `strata up`
-//! runs.
-//!
-//! `strata db rejoin NODE` brings a former primary that a failover fenced back as a replica of
+//! `strata db rejoin NODE`: an operator action on the PostgreSQL servers of a deployment that
+//! `strata up` runs. It brings a former primary that a failover fenced back as a replica of
 //! the new primary. With `rejoin = "auto"` (the default) the fenced server's role does this by
 //! itself whenever it starts, and the command only confirms it; with `rejoin = "manual"` the
 //! role keeps the server stopped, its data untouched, until this command asks it to rewind
 //! (`pg_rewind`) and follow the new primary — time to look at what the old primary wrote that
 //! no replica received before rewinding discards it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
-use strata_deploy::cluster;
-use strata_deploy::control;
-use strata_deploy::state::{self, DeploymentState, RolePhase};
-use strata_deploy::supervisor::{POSTGRES_DIR, POSTGRES_USER};
-use strata_deploy::topology::RoleKind;
+use strata_control::cluster::{self, POSTGRES_DIR};
+use strata_engines::postgres::SUPERUSER as POSTGRES_USER;
 use strata_store::postgres::{NodeStatus, format_lsn, probe_node};
 
-#[derive(Debug, clap::Args)]
-pub struct DbArgs {
-    #[command(subcommand)]
-    pub action: DbAction,
-}
-
-#[derive(Debug, clap::Subcommand)]
-pub enum DbAction {
-    /// Bring a former primary, fenced by a failover, back as a replica of the new primary
-    /// (pg_rewind), and wait until it streams again.
-    Rejoin {
-        /// The database role to bring back (e.g. `pg-1`; `strata status` lists them).
-        node: String,
-        /// Deployment directory.
-        #[arg(long, env = "STRATA_DIR", default_value = ".strata")]
-        dir: PathBuf,
-        /// How long to wait for the server to stream from the new primary.
-        #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=3600))]
-        timeout_secs: u64,
-    },
-}
-
-pub async fn run(args: DbArgs) -> anyhow::Result<()> {
-    match args.action {
-        DbAction::Rejoin {
-            node,
-            dir,
-            timeout_secs,
-        } => rejoin(&dir, &node, Duration::from_secs(timeout_secs)).await,
-    }
-}
+use crate::control;
+use crate::roles::RoleKind;
+use crate::state::{self, DeploymentState, RolePhase};
 
 /// What the fenced server answers, if anything: `Ok(Some)` when it runs (primary or replica).
 async fn probe(state: &DeploymentState, node: &str) -> Option<NodeStatus> {
@@ -61,10 +28,12 @@ async fn probe(state: &DeploymentState, node: &str) -> Option<NodeStatus> {
 }
 
 fn read_state(dir: &Path) -> anyhow::Result<DeploymentState> {
-    state::read(dir)?.ok_or_else(|| crate::orchestrate::no_deployment(dir))
+    state::read(dir)?.ok_or_else(|| state::no_deployment(dir))
 }
 
-async fn rejoin(dir: &Path, node: &str, timeout: Duration) -> anyhow::Result<()> {
+/// Asks the fenced former primary `node` to rewind and follow the new primary, and waits (up
+/// to `timeout`, with a spinner) until it streams from it.
+pub async fn rejoin(dir: &Path, node: &str, timeout: Duration) -> anyhow::Result<()> {
     let state = read_state(dir)?;
     let databases: Vec<&str> = state
         .roles

@@ -1,24 +1,28 @@
-//! `strata lb`: the load balancer role.
+//! `strata lb`: the load balancer as a role process — its command line ([`LbArgs`], which
+//! `strata up` fills in from a topology's `[lb]` table and this role parses back) and its
+//! startup: validate, bind, announce readiness, serve until told to stop.
 
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use strata_core::ready::ReadyLine;
-use strata_lb::{Algorithm, BackendSpec, HashOn, LbConfig, LoadBalancer};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum AlgorithmName {
-    RoundRobin,
-    WeightedRoundRobin,
-    LeastConnections,
-    PowerOfTwo,
-    IpHash,
-    ConsistentHash,
-    Random,
-}
+use crate::{AlgorithmName, BackendSpec, HashOn, LbConfig, LoadBalancer};
 
-#[derive(Debug, clap::Args)]
+/// Milliseconds `--connect-timeout-ms` (`[lb] connect_timeout_ms`) may be.
+pub const CONNECT_TIMEOUT_MS: RangeInclusive<u64> = 1..=60_000;
+/// Milliseconds `--header-timeout-ms` may be.
+pub const HEADER_TIMEOUT_MS: RangeInclusive<u64> = 1..=600_000;
+/// Milliseconds `--total-timeout-ms` may be.
+pub const TOTAL_TIMEOUT_MS: RangeInclusive<u64> = 1..=3_600_000;
+/// Milliseconds `--idle-timeout-ms` may be.
+pub const IDLE_TIMEOUT_MS: RangeInclusive<u64> = 100..=3_600_000;
+/// Milliseconds `--client-header-timeout-ms` may be.
+pub const CLIENT_HEADER_TIMEOUT_MS: RangeInclusive<u64> = 100..=600_000;
+
+#[derive(Debug, Clone, PartialEq, clap::Args, serde::Serialize)]
 pub struct LbArgs {
     /// Address clients connect to.
     #[arg(long, env = "STRATA_LB_LISTEN", default_value = "127.0.0.1:8080")]
@@ -27,13 +31,15 @@ pub struct LbArgs {
     #[arg(long, env = "STRATA_LB_ADMIN", default_value = "127.0.0.1:0")]
     pub admin: SocketAddr,
     /// A backend, as NAME=HOST:PORT or NAME=HOST:PORT@WEIGHT (repeat for each backend).
-    #[arg(long = "backend", value_parser = parse_backend, required = true)]
+    #[arg(long = "backend", required = true)]
+    #[serde(serialize_with = "strata_core::args::display_all")]
     pub backends: Vec<BackendSpec>,
     /// Balancing algorithm.
     #[arg(long, value_enum, default_value_t = AlgorithmName::RoundRobin)]
     pub algorithm: AlgorithmName,
     /// What consistent hashing hashes: `header:NAME`, `cookie:NAME` or `path`.
-    #[arg(long, value_parser = parse_hash_on, default_value = "path")]
+    #[arg(long, default_value = "path")]
+    #[serde(serialize_with = "strata_core::args::display")]
     pub hash_on: HashOn,
     /// Path of the active health check.
     #[arg(long, default_value = "/healthz")]
@@ -54,21 +60,21 @@ pub struct LbArgs {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub eject_after: u32,
     /// Milliseconds to open a backend connection.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(CONNECT_TIMEOUT_MS))]
     pub connect_timeout_ms: u64,
     /// Milliseconds until a backend's response head arrives.
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(HEADER_TIMEOUT_MS))]
     pub header_timeout_ms: u64,
     /// Milliseconds for everything up to a response head: reading a buffered request body and
     /// every attempt and retry.
-    #[arg(long, default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    #[arg(long, default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(TOTAL_TIMEOUT_MS))]
     pub total_timeout_ms: u64,
     /// Milliseconds an unused pooled backend connection is kept open.
-    #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(IDLE_TIMEOUT_MS))]
     pub idle_timeout_ms: u64,
     /// Milliseconds a client has to send a whole request head, and an idle keep-alive client
     /// connection stays open waiting for the next one (slowloris defence).
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(CLIENT_HEADER_TIMEOUT_MS))]
     pub client_header_timeout_ms: u64,
     /// Requests per second allowed per client IP (0 = no limit); over it: 429 + Retry-After.
     #[arg(long, default_value_t = 0.0)]
@@ -94,8 +100,9 @@ pub struct LbArgs {
     #[arg(long)]
     pub tls_listen: Option<SocketAddr>,
     /// A certificate, as CERT.pem,KEY.pem or, for SNI, HOST=CERT.pem,KEY.pem (repeat for several).
-    #[arg(long = "tls-cert", value_parser = parse_cert)]
-    pub tls_certs: Vec<strata_lb::tls::CertFiles>,
+    #[arg(long = "tls-cert")]
+    #[serde(serialize_with = "strata_core::args::display_all")]
+    pub tls_certs: Vec<crate::tls::CertFiles>,
     /// Generate a self-signed certificate for localhost and write it (PEM) to this path, so
     /// clients can trust it. For local use only.
     #[arg(long)]
@@ -111,64 +118,41 @@ pub struct LbArgs {
     pub exit_on_stdin_eof: bool,
 }
 
-fn parse_backend(s: &str) -> Result<BackendSpec, String> {
-    let (name, rest) = s.split_once('=').ok_or_else(|| {
-        format!("{s:?}: write a backend as NAME=HOST:PORT, e.g. api-1=127.0.0.1:4001")
-    })?;
-    let (addr, weight) = match rest.split_once('@') {
-        Some((a, w)) => (
-            a,
-            w.parse::<u32>().map_err(|_| {
-                format!("{s:?}: the weight after @ must be a whole number from 1 to 1000")
-            })?,
-        ),
-        None => (rest, 1),
-    };
-    if name.is_empty() || name.len() > 64 {
-        return Err(format!(
-            "{s:?}: the backend name must be 1 to 64 characters"
-        ));
+impl LbArgs {
+    /// A balancer listening on `listen` in front of `backends`, every other setting at its
+    /// default (the same defaults clap gives; a test keeps the two in step).
+    pub fn new(listen: SocketAddr, backends: Vec<BackendSpec>) -> Self {
+        Self {
+            listen,
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            backends,
+            algorithm: AlgorithmName::RoundRobin,
+            hash_on: HashOn::Path,
+            health_path: "/healthz".into(),
+            health_interval_ms: 1000,
+            health_timeout_ms: 500,
+            rise: 2,
+            fall: 2,
+            eject_after: 3,
+            connect_timeout_ms: 1000,
+            header_timeout_ms: 10_000,
+            total_timeout_ms: 15_000,
+            idle_timeout_ms: 60_000,
+            client_header_timeout_ms: 10_000,
+            rate_limit: 0.0,
+            rate_burst: 50,
+            max_connections: 10_000,
+            workers: 0,
+            sticky_cookie: None,
+            sticky_key: None,
+            tls_listen: None,
+            tls_certs: Vec::new(),
+            dev_cert: None,
+            https_redirect: false,
+            name: "lb".into(),
+            exit_on_stdin_eof: false,
+        }
     }
-    if !(1..=1000).contains(&weight) {
-        return Err(format!("{s:?}: the weight must be from 1 to 1000"));
-    }
-    let addr: SocketAddr = addr
-        .parse()
-        .map_err(|_| format!("{s:?}: {addr:?} is not an IP:PORT address"))?;
-    Ok(BackendSpec {
-        name: name.to_string(),
-        addr,
-        weight,
-    })
-}
-
-fn parse_hash_on(s: &str) -> Result<HashOn, String> {
-    match s.split_once(':') {
-        Some(("header", name)) if !name.is_empty() => Ok(HashOn::Header(name.to_ascii_lowercase())),
-        Some(("cookie", name)) if !name.is_empty() => Ok(HashOn::Cookie(name.to_string())),
-        None if s == "path" => Ok(HashOn::Path),
-        _ => Err(format!("{s:?}: use header:NAME, cookie:NAME or path")),
-    }
-}
-
-fn parse_cert(s: &str) -> Result<strata_lb::tls::CertFiles, String> {
-    let (name, files) = match s.split_once('=') {
-        Some((n, f)) => (Some(n.to_ascii_lowercase()), f),
-        None => (None, s),
-    };
-    let (cert, key) = files
-        .split_once(',')
-        .ok_or_else(|| format!("{s:?}: write CERT.pem,KEY.pem or HOST=CERT.pem,KEY.pem"))?;
-    if name.as_deref().is_some_and(|n| n.is_empty()) || cert.is_empty() || key.is_empty() {
-        return Err(format!(
-            "{s:?}: write CERT.pem,KEY.pem or HOST=CERT.pem,KEY.pem"
-        ));
-    }
-    Ok(strata_lb::tls::CertFiles {
-        name,
-        cert: cert.into(),
-        key: key.into(),
-    })
 }
 
 fn parse_key(hex: &str) -> anyhow::Result<[u8; 32]> {
@@ -188,19 +172,11 @@ fn parse_key(hex: &str) -> anyhow::Result<[u8; 32]> {
     Ok(key)
 }
 
-pub async fn lb(args: LbArgs) -> anyhow::Result<()> {
+/// Runs the balancer until SIGTERM, Ctrl-C or (with `--exit-on-stdin-eof`) its supervisor's
+/// exit.
+pub async fn run(args: LbArgs) -> anyhow::Result<()> {
     strata_core::telemetry::init();
-    let algorithm = match args.algorithm {
-        AlgorithmName::RoundRobin => Algorithm::RoundRobin,
-        AlgorithmName::WeightedRoundRobin => Algorithm::WeightedRoundRobin,
-        AlgorithmName::LeastConnections => Algorithm::LeastConnections,
-        AlgorithmName::PowerOfTwo => Algorithm::PowerOfTwo,
-        AlgorithmName::IpHash => Algorithm::IpHash,
-        AlgorithmName::ConsistentHash => Algorithm::ConsistentHash {
-            on: args.hash_on.clone(),
-        },
-        AlgorithmName::Random => Algorithm::Random,
-    };
+    let algorithm = args.algorithm.with(args.hash_on.clone());
     let mut names = std::collections::HashSet::new();
     for b in &args.backends {
         if !names.insert(b.name.clone()) {
@@ -247,27 +223,27 @@ pub async fn lb(args: LbArgs) -> anyhow::Result<()> {
                 );
             }
             Some(match key {
-                None => strata_lb::sticky::Sticky::random(name.clone()),
-                Some(hex) => strata_lb::sticky::Sticky::with_key(name.clone(), parse_key(hex)?),
+                None => crate::sticky::Sticky::random(name.clone()),
+                Some(hex) => crate::sticky::Sticky::with_key(name.clone(), parse_key(hex)?),
             })
         }
     };
     if let Some(tls_listen) = args.tls_listen {
         let mut certs = Vec::new();
         for files in &args.tls_certs {
-            certs.push(strata_lb::tls::load(files)?);
+            certs.push(crate::tls::load(files)?);
         }
         if let Some(out) = &args.dev_cert {
-            certs.push(strata_lb::tls::dev_cert(out)?);
+            certs.push(crate::tls::dev_cert(out)?);
         }
         if certs.is_empty() {
             anyhow::bail!(
                 "--tls-listen needs a certificate: pass --tls-cert CERT.pem,KEY.pem or --dev-cert PATH"
             );
         }
-        config.tls = Some(strata_lb::TlsListen {
+        config.tls = Some(crate::TlsListen {
             listen: tls_listen,
-            config: strata_lb::tls::server_config(certs)?,
+            config: crate::tls::server_config(certs)?,
             redirect_http: args.https_redirect,
         });
     } else if !args.tls_certs.is_empty() || args.dev_cert.is_some() || args.https_redirect {
@@ -289,7 +265,7 @@ pub async fn lb(args: LbArgs) -> anyhow::Result<()> {
         .announce()
         .context("cannot write the readiness line")?;
     tracing::info!(role = %args.name, %addr, %admin, "load balancing http://{addr}/");
-    lb.run_until_stopped(crate::roles::shutdown_signal(args.exit_on_stdin_eof))
+    lb.run_until_stopped(strata_core::shutdown::signal(args.exit_on_stdin_eof))
         .await
         .context("the load balancer failed")?;
     tracing::info!(role = %args.name, "stopped after finishing in-flight requests");
@@ -300,8 +276,34 @@ pub async fn lb(args: LbArgs) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        lb: LbArgs,
+    }
+
+    #[test]
+    fn the_constructor_has_the_defaults_of_the_command_line() {
+        use clap::Parser as _;
+        let backend = "a=127.0.0.1:1".parse::<BackendSpec>().expect("valid");
+        let parsed = Cli::try_parse_from([
+            "lb",
+            "--listen",
+            "127.0.0.1:80",
+            "--backend",
+            "a=127.0.0.1:1",
+        ])
+        .expect("parses");
+        assert_eq!(
+            parsed.lb,
+            LbArgs::new("127.0.0.1:80".parse().expect("addr"), vec![backend])
+        );
+    }
+
     #[test]
     fn backends_parse_with_optional_weights_and_bad_ones_explain_themselves() {
+        let parse_backend = |s: &str| s.parse::<BackendSpec>();
+        let parse_hash_on = |s: &str| s.parse::<HashOn>();
         let b = parse_backend("api-1=127.0.0.1:4001@3").expect("valid");
         assert_eq!(
             (b.name.as_str(), b.addr.port(), b.weight),

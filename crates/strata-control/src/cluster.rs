@@ -11,6 +11,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+/// Where the PostgreSQL servers of a deployment keep their data: `DIR/postgres/<role>`, with
+/// this file beside them.
+pub const POSTGRES_DIR: &str = "postgres";
+
 /// The file, under the deployment's PostgreSQL directory.
 pub const CLUSTER_FILE: &str = "cluster.json";
 

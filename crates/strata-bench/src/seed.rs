@@ -545,6 +545,7 @@ fn synthetic_profile(rng: &mut StdRng) -> anyhow::Result<UserProfile> {
         .map_err(|e| anyhow::anyhow!("generated an invalid synthetic user (a bug): {e:?}"))
 }
 
+/// Loads `args.users` synthetic users, showing progress, and says how fast it went.
 pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
     if args.users == 0 || args.users > MAX_USERS {
         anyhow::bail!(
@@ -552,7 +553,8 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
             args.users
         );
     }
-    let (store, target) = crate::roles::open_store(&args.data, args.postgres.as_deref(), 2).await?;
+    let engines = strata_store::open::open_engines(&args.data, args.postgres.as_deref(), 2).await?;
+    let (store, target) = (engines.store, engines.describe);
     let total = args.users;
     let batch_size = args.batch_size;
     let rng_seed = args.rng_seed;

@@ -1,0 +1,80 @@
+//! Every kind of role process `strata up` can run, each with its one typed command line.
+//!
+//! A role's arguments are one struct, owned by the crate of its tier (`strata_lb::role::LbArgs`,
+//! `strata_control::pgnode::PostgresArgs`, …): the plan builds it, [`crate::argv`] renders it
+//! to the child's command line and environment, and the child parses the very same struct with
+//! clap. A flag the planner writes that the role does not take cannot compile; a value whose
+//! written and parsed forms disagree fails the plan's round-trip test.
+//!
+//! Adding a role kind: a variant here (its arguments and how it runs) and one in [`RoleKind`].
+
+use serde::{Deserialize, Serialize};
+
+/// One role process's command: `strata <kind> <args>`.
+#[derive(Debug, Clone, PartialEq, clap::Subcommand, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RoleCommand {
+    /// Run one API server role (as `strata up` starts it); prints a readiness line when bound.
+    Api(strata_api::role::ApiArgs),
+    /// Run the load balancer role: an L7 HTTP proxy in front of API servers.
+    Lb(Box<strata_lb::role::LbArgs>),
+    /// Run the control role: watch the PostgreSQL primary and fail over when it is gone.
+    Control(strata_control::controller::ControlArgs),
+    /// Run one shared cache server (Redis or Memcached) as a role, as `strata up` does.
+    Cache(strata_cache::node::CacheArgs),
+    /// Run one PostgreSQL server (primary or streaming replica) as a role, as `strata up` does.
+    Postgres(strata_control::pgnode::PostgresArgs),
+}
+
+impl RoleCommand {
+    /// The kind of role this command runs.
+    pub fn kind(&self) -> RoleKind {
+        match self {
+            RoleCommand::Api(_) => RoleKind::Api,
+            RoleCommand::Lb(_) => RoleKind::Lb,
+            RoleCommand::Control(_) => RoleKind::Control,
+            RoleCommand::Cache(_) => RoleKind::Cache,
+            RoleCommand::Postgres(_) => RoleKind::Postgres,
+        }
+    }
+
+    /// Runs the role in this process until it is told to stop.
+    pub async fn run(self) -> anyhow::Result<()> {
+        match self {
+            RoleCommand::Api(args) => strata_api::role::api(args).await,
+            RoleCommand::Lb(args) => strata_lb::role::run(*args).await,
+            RoleCommand::Control(args) => strata_control::controller::run(args).await,
+            RoleCommand::Cache(args) => strata_cache::node::run(args).await,
+            RoleCommand::Postgres(args) => strata_control::pgnode::run(args).await,
+        }
+    }
+}
+
+/// The kinds of role, as the state file and `strata status` name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleKind {
+    /// `strata api`: a stateless API server.
+    Api,
+    /// `strata lb`: the load balancer on the public port.
+    Lb,
+    /// `strata postgres`: one PostgreSQL server (primary or streaming replica) run by Strata.
+    Postgres,
+    /// `strata control`: watches the primary and fails over to a replica.
+    Control,
+    /// `strata cache`: one Redis or Memcached server run by Strata (the shared cache, L2, or the
+    /// session store).
+    Cache,
+}
+
+impl RoleKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoleKind::Api => "api",
+            RoleKind::Lb => "lb",
+            RoleKind::Postgres => "postgres",
+            RoleKind::Control => "control",
+            RoleKind::Cache => "cache",
+        }
+    }
+}

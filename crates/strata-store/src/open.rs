@@ -1,0 +1,186 @@
+//! Opening the data tier from a role's options: the embedded SQLite database, or a PostgreSQL
+//! primary with its streaming replicas behind a read/write split.
+//!
+//! [`DataOptions`] is the data tier's part of every command line that serves or loads users
+//! (`strata serve`, `strata api`, `strata seed`, `strata admin`): `strata up` fills it in for
+//! each API server it starts, and the role parses the same struct back, so the two cannot
+//! disagree on a flag.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::Store;
+use crate::accounts::{AccountStore, SessionStore};
+use crate::postgres::{PgConfig, PgStore};
+use crate::replicated::{ReplicaPolicy, ReplicatedStore};
+use crate::sqlite::SqliteStore;
+
+/// Where users, accounts and sessions live, and how replicas are read.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args, serde::Serialize)]
+pub struct DataOptions {
+    /// Data directory: the SQLite database lives here (created on first start).
+    #[arg(long, env = "STRATA_DATA", default_value = ".strata/data")]
+    pub data: PathBuf,
+    /// Use PostgreSQL instead of the embedded SQLite: a URL such as
+    /// postgresql://USER@HOST:PORT/DB (several hosts allowed, with
+    /// target_session_attrs=read-write). The schema is created on first use. Never logged.
+    #[arg(long, env = "STRATA_POSTGRES_URL", hide_env_values = true)]
+    pub postgres: Option<String>,
+    /// A streaming replica of that PostgreSQL primary to read from (repeat, or comma-separate
+    /// in the environment). Reads go to healthy replicas in turn, skipping lagging ones; reads
+    /// after a write (Strata-Read-After) only to a replica that has replayed it. Never logged.
+    #[arg(
+        long = "postgres-replica",
+        env = "STRATA_POSTGRES_REPLICAS",
+        value_delimiter = ',',
+        hide_env_values = true,
+        requires = "postgres"
+    )]
+    pub postgres_replicas: Vec<String>,
+    /// A replica more than this many bytes of WAL behind the primary serves no reads.
+    #[arg(long, env = "STRATA_REPLICA_MAX_LAG_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub replica_max_lag_bytes: u64,
+    /// A replica behind the primary for longer than this (milliseconds) serves no reads.
+    #[arg(long, env = "STRATA_REPLICA_MAX_LAG_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub replica_max_lag_ms: u64,
+    /// Most connections this server opens to PostgreSQL.
+    #[arg(long, env = "STRATA_POSTGRES_POOL", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub postgres_pool: u64,
+}
+
+impl DataOptions {
+    /// The embedded engine in `data`, with every other setting at its default.
+    pub fn sqlite(data: impl Into<PathBuf>) -> Self {
+        Self {
+            data: data.into(),
+            postgres: None,
+            postgres_replicas: Vec::new(),
+            replica_max_lag_bytes: 16 * 1024 * 1024,
+            replica_max_lag_ms: 5000,
+            postgres_pool: 16,
+        }
+    }
+
+    /// Opens the engines and, with replicas, puts them behind the primary (read/write split
+    /// with read-your-writes).
+    pub async fn open(&self) -> anyhow::Result<Engines> {
+        let engines = open_engines(
+            &self.data,
+            self.postgres.as_deref(),
+            self.postgres_pool as usize,
+        )
+        .await?;
+        self.with_replicas(engines)
+    }
+
+    fn with_replicas(&self, engines: Engines) -> anyhow::Result<Engines> {
+        let (Some(url), false) = (&self.postgres, self.postgres_replicas.is_empty()) else {
+            return Ok(engines);
+        };
+        let mut primary_config = PgConfig::new(url.clone());
+        primary_config.max_connections = self.postgres_pool as usize;
+        let primary = PgStore::connect_lazily(&primary_config)
+            .context("cannot use the PostgreSQL database given by --postgres")?;
+        let replicas: Vec<PgConfig> = self
+            .postgres_replicas
+            .iter()
+            .map(|u| {
+                let mut c = PgConfig::new(u.clone());
+                c.max_connections = self.postgres_pool as usize;
+                c.connect_timeout = Duration::from_millis(500);
+                c.call_timeout = Duration::from_secs(2);
+                // A replica that does not answer is skipped, not waited for.
+                c.reconnect_for = Duration::ZERO;
+                c
+            })
+            .collect();
+        let policy = ReplicaPolicy {
+            max_lag_bytes: self.replica_max_lag_bytes,
+            max_lag: Duration::from_millis(self.replica_max_lag_ms),
+            ..ReplicaPolicy::default()
+        };
+        let n = replicas.len();
+        Ok(Engines {
+            store: Arc::new(ReplicatedStore::new(primary, &replicas, policy)),
+            describe: format!(
+                "{} with {n} replica{}",
+                engines.describe,
+                if n == 1 { "" } else { "s" }
+            ),
+            ..engines
+        })
+    }
+}
+
+/// The engines one store connection serves: users, accounts and (unless Redis holds them)
+/// sessions. One SQLite store per process: opening the file twice in one process would let
+/// the second open's file checks drop the first one's locks.
+pub struct Engines {
+    pub store: Arc<dyn Store>,
+    pub accounts: Arc<dyn AccountStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    /// Where the data is, for logs (never a password).
+    pub describe: String,
+}
+
+impl std::fmt::Debug for Engines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engines")
+            .field("describe", &self.describe)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens PostgreSQL at `postgres` (a URL) when given, else SQLite in `data`, inserting the
+/// canonical user 12 into a new database.
+pub async fn open_engines(
+    data: &Path,
+    postgres: Option<&str>,
+    pool: usize,
+) -> anyhow::Result<Engines> {
+    let (engines, created) = match postgres {
+        Some(url) => {
+            let mut config = PgConfig::new(url);
+            config.max_connections = pool;
+            let opened = PgStore::connect(&config)
+                .await
+                .context("cannot use the PostgreSQL database given by --postgres")?;
+            let describe = format!("postgres {}", opened.store.describe());
+            let pg = Arc::new(opened.store);
+            (
+                Engines {
+                    store: pg.clone(),
+                    accounts: pg.clone(),
+                    sessions: pg,
+                    describe,
+                },
+                opened.created,
+            )
+        }
+        None => {
+            let opened = SqliteStore::open(data)
+                .with_context(|| format!("cannot use data directory {}", data.display()))?;
+            let sqlite = Arc::new(opened.store);
+            (
+                Engines {
+                    store: sqlite.clone(),
+                    accounts: sqlite.clone(),
+                    sessions: sqlite,
+                    describe: data.display().to_string(),
+                },
+                opened.created,
+            )
+        }
+    };
+    if created
+        && crate::ensure_canonical_user(engines.store.as_ref())
+            .await
+            .context("cannot insert the canonical user 12")?
+    {
+        tracing::info!(data = %engines.describe, "created a new database with the canonical user 12");
+    }
+    Ok(engines)
+}
