@@ -111,9 +111,9 @@ pub fn plan_primary(topology: &Topology, dir: &Path) -> Option<InstanceSpec> {
         "--data".into(),
         dir.join(POSTGRES_DIR).join("pg-1").display().to_string(),
         "--commit".into(),
-        commit.as_str().into(),
+        value_name(commit),
         "--rejoin".into(),
-        rejoin.as_str().into(),
+        value_name(rejoin),
     ];
     if !standbys.is_empty() {
         args.push("--standbys".into());
@@ -147,7 +147,7 @@ pub fn plan_control(
         "--primary".into(),
         nodes[0].0.clone(),
         "--commit".into(),
-        commit.as_str().into(),
+        value_name(commit),
     ];
     for (name, addr) in nodes {
         args.push("--node".into());
@@ -201,7 +201,7 @@ pub fn plan_replicas(topology: &Topology, dir: &Path, primary: &str) -> Vec<Inst
                 "--replica-of".into(),
                 primary.into(),
                 "--rejoin".into(),
-                rejoin.as_str().into(),
+                value_name(rejoin),
             ],
             env: Vec::new(),
         })
@@ -223,7 +223,7 @@ pub fn plan_cache(topology: &Topology, dir: &Path) -> Vec<InstanceSpec> {
             port: 0,
             args: vec![
                 "--engine".into(),
-                engine.as_str().into(),
+                engine.name().into(),
                 "--max-mib".into(),
                 topology.cache.max_mib.unwrap_or(256).to_string(),
                 "--dir".into(),
@@ -352,7 +352,7 @@ pub fn plan_lb(
         "--admin".into(),
         "127.0.0.1:0".into(),
         "--algorithm".into(),
-        lb.algorithm.clone(),
+        value_name(lb.algorithm),
     ];
     for (name, addr) in backends {
         args.push("--backend".into());
@@ -362,9 +362,17 @@ pub fn plan_lb(
         args.push("--sticky-cookie".into());
         args.push(cookie.clone());
     }
-    for (flag, ms) in &lb.timeouts {
-        args.push((*flag).into());
-        args.push(ms.to_string());
+    for (flag, ms) in [
+        ("--connect-timeout-ms", lb.timeouts.connect_ms),
+        ("--header-timeout-ms", lb.timeouts.header_ms),
+        ("--total-timeout-ms", lb.timeouts.total_ms),
+        ("--idle-timeout-ms", lb.timeouts.idle_ms),
+        ("--client-header-timeout-ms", lb.timeouts.client_header_ms),
+    ] {
+        if let Some(ms) = ms {
+            args.push(flag.into());
+            args.push(ms.to_string());
+        }
     }
     if let Some(tls) = &lb.tls {
         args.push("--tls-listen".into());
@@ -391,6 +399,13 @@ pub fn plan_lb(
         args,
         env: Vec::new(),
     })
+}
+
+fn value_name<T: clap::ValueEnum>(value: T) -> String {
+    value
+        .to_possible_value()
+        .map(|p| p.get_name().to_string())
+        .unwrap_or_default()
 }
 
 /// The state of the deployment, shared by the instance tasks and mirrored to `state.json`.
@@ -835,7 +850,7 @@ pub async fn run(
             let key = topology
                 .cache
                 .shared
-                .map_or("redis", |(engine, _)| engine.as_str());
+                .map_or("redis", |(engine, _)| engine.name());
             cache_addrs = (first..first + caches.len())
                 .filter_map(|i| addr_of(&started, i, key))
                 .collect();
@@ -1069,14 +1084,17 @@ mod tests {
         assert!(plan_lb(&t, 8080, &[], Path::new("/d")).is_none());
         let with_lb = Topology {
             lb: Some(crate::topology::LbSpec {
-                algorithm: "random".into(),
+                algorithm: crate::topology::AlgorithmName::Random,
                 sticky_cookie: Some("pin".into()),
                 tls: Some(crate::topology::LbTls {
                     port: 8443,
                     cert_and_key: None,
                     redirect: true,
                 }),
-                timeouts: vec![("--total-timeout-ms", 3000)],
+                timeouts: crate::topology::LbTimeouts {
+                    total_ms: Some(3000),
+                    ..Default::default()
+                },
             }),
             ..t
         };

@@ -48,23 +48,9 @@ const KNOWN_TOP_LEVEL: &[&str] = &["name", "api", "lb", "data", "cache", "sessio
 /// The most shared cache nodes `strata up` runs.
 pub const MAX_CACHE_NODES: i64 = 4;
 
-/// The shared cache engine `strata up` runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheEngine {
-    /// Redis: also carries the invalidation bus that keeps the API servers' L1s coherent.
-    Redis,
-    /// Memcached: no pub/sub, so L1s stay coherent only within their TTL.
-    Memcached,
-}
-
-impl CacheEngine {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CacheEngine::Redis => "redis",
-            CacheEngine::Memcached => "memcached",
-        }
-    }
-}
+pub use strata_cache::CacheEngine;
+pub use strata_control::{CommitMode, RejoinMode};
+pub use strata_lb::AlgorithmName;
 
 /// `[cache]`: the in-process cache of every API server (L1), and optionally shared cache nodes
 /// (L2) that `strata up` runs.
@@ -84,17 +70,6 @@ pub struct CacheSpec {
 
 const CACHE_KEYS: &[&str] = &["engine", "nodes", "max_mib", "l1_mib", "l1_ttl_ms"];
 
-/// Balancing algorithms `[lb] algorithm` accepts (those of `strata lb --algorithm`).
-pub const LB_ALGORITHMS: &[&str] = &[
-    "round-robin",
-    "weighted-round-robin",
-    "least-connections",
-    "power-of-two",
-    "ip-hash",
-    "consistent-hash",
-    "random",
-];
-
 /// `[api]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiSpec {
@@ -105,32 +80,43 @@ pub struct ApiSpec {
 }
 
 /// `[lb]`: one load balancer on the public port, in front of every API server.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LbSpec {
-    pub algorithm: String,
+    pub algorithm: AlgorithmName,
     /// Sticky sessions: the name of the signed cookie (`sticky_cookie`).
     pub sticky_cookie: Option<String>,
     /// TLS termination on a second port (`tls_port`, with `tls_cert` + `tls_key` or
     /// `dev_cert = true`).
     pub tls: Option<LbTls>,
-    /// Timeouts set in the table, as (`strata lb` flag, milliseconds), e.g.
-    /// `("--connect-timeout-ms", 500)` from `connect_timeout_ms = 500`.
-    pub timeouts: Vec<(&'static str, u64)>,
+    /// Timeouts set in the table (the balancer's defaults for the others).
+    pub timeouts: LbTimeouts,
 }
 
-/// `[lb]` timeout keys: key, `strata lb` flag, smallest and largest milliseconds.
-pub const LB_TIMEOUTS: &[(&str, &str, u64, u64)] = &[
-    ("connect_timeout_ms", "--connect-timeout-ms", 1, 60_000),
-    ("header_timeout_ms", "--header-timeout-ms", 1, 600_000),
-    ("total_timeout_ms", "--total-timeout-ms", 1, 3_600_000),
-    ("idle_timeout_ms", "--idle-timeout-ms", 100, 3_600_000),
-    (
-        "client_header_timeout_ms",
-        "--client-header-timeout-ms",
-        100,
-        600_000,
-    ),
-];
+impl Default for LbSpec {
+    fn default() -> Self {
+        Self {
+            algorithm: AlgorithmName::RoundRobin,
+            sticky_cookie: None,
+            tls: None,
+            timeouts: LbTimeouts::default(),
+        }
+    }
+}
+
+/// `[lb]` timeouts, in milliseconds, each in the range `strata lb` takes (`strata_lb::role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LbTimeouts {
+    /// `connect_timeout_ms`.
+    pub connect_ms: Option<u64>,
+    /// `header_timeout_ms`.
+    pub header_ms: Option<u64>,
+    /// `total_timeout_ms`.
+    pub total_ms: Option<u64>,
+    /// `idle_timeout_ms`.
+    pub idle_ms: Option<u64>,
+    /// `client_header_timeout_ms`.
+    pub client_header_ms: Option<u64>,
+}
 
 /// The balancer's TLS listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,45 +147,6 @@ const LB_KEYS: &[&str] = &[
 
 /// The most streaming replicas `strata up` runs.
 pub const MAX_REPLICAS: i64 = 4;
-
-/// How a primary waits for its replicas before acknowledging a commit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CommitMode {
-    /// `synchronous_standby_names = 'ANY 1 (…)'`: a commit is acknowledged once at least one
-    /// replica has flushed it, so losing the primary loses no acknowledged write.
-    Quorum,
-    /// Asynchronous replication: faster commits; a failover may lose the last writes.
-    Async,
-}
-
-/// What a fenced former primary does when its role starts again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RejoinMode {
-    /// Rewind it at once (`pg_rewind`) and follow the new primary: back to full health by itself.
-    Auto,
-    /// Keep it stopped, its data untouched, until `strata db rejoin NODE`: time to look at what
-    /// it wrote that the new primary never received (under asynchronous commit, acknowledged
-    /// writes) before rewinding discards it.
-    Manual,
-}
-
-impl RejoinMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RejoinMode::Auto => "auto",
-            RejoinMode::Manual => "manual",
-        }
-    }
-}
-
-impl CommitMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CommitMode::Quorum => "quorum",
-            CommitMode::Async => "async",
-        }
-    }
-}
 
 /// The data tier's engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -372,7 +319,7 @@ impl Topology {
                 ports: Vec::new(),
             },
             lb: Some(LbSpec {
-                algorithm: "round-robin".into(),
+                algorithm: AlgorithmName::RoundRobin,
                 ..LbSpec::default()
             }),
             data: DataEngine::Sqlite,
@@ -546,23 +493,35 @@ impl Topology {
                         ),
                     ),
                 }
+                let algorithm_names: Vec<String> =
+                    <AlgorithmName as clap::ValueEnum>::value_variants()
+                        .iter()
+                        .filter_map(clap::ValueEnum::to_possible_value)
+                        .map(|p| p.get_name().to_string())
+                        .collect();
+                let algorithm_names: Vec<&str> =
+                    algorithm_names.iter().map(String::as_str).collect();
+                let known_algorithms = algorithm_names.as_slice();
                 let algorithm = match t.get("algorithm") {
-                    None => "round-robin".to_string(),
-                    Some(Value::String(a)) if LB_ALGORITHMS.contains(&a.as_str()) => a.clone(),
+                    None => AlgorithmName::RoundRobin,
+                    Some(Value::String(a)) if known_algorithms.contains(&a.as_str()) => {
+                        <AlgorithmName as clap::ValueEnum>::from_str(a, false)
+                            .unwrap_or(AlgorithmName::RoundRobin)
+                    }
                     Some(v) => {
                         let hint = match v {
-                            Value::String(a) => suggestion(a, LB_ALGORITHMS),
+                            Value::String(a) => suggestion(a, known_algorithms),
                             _ => String::new(),
                         };
                         err(
                             line_of(text, Some("lb"), Some("algorithm")),
                             format!(
                                 "`lb.algorithm` must be one of {}, not {}{hint}",
-                                LB_ALGORITHMS.join(", "),
+                                known_algorithms.join(", "),
                                 show(v)
                             ),
                         );
-                        String::new()
+                        AlgorithmName::RoundRobin
                     }
                 };
                 let at = |key: &str| {
@@ -690,12 +649,39 @@ impl Topology {
                         ),
                     );
                 }
-                let mut timeouts = Vec::new();
-                for (key, flag, min, max) in LB_TIMEOUTS {
-                    match t.get(*key) {
+                let mut timeouts = LbTimeouts::default();
+                for (key, range, slot) in [
+                    (
+                        "connect_timeout_ms",
+                        strata_lb::role::CONNECT_TIMEOUT_MS,
+                        &mut timeouts.connect_ms,
+                    ),
+                    (
+                        "header_timeout_ms",
+                        strata_lb::role::HEADER_TIMEOUT_MS,
+                        &mut timeouts.header_ms,
+                    ),
+                    (
+                        "total_timeout_ms",
+                        strata_lb::role::TOTAL_TIMEOUT_MS,
+                        &mut timeouts.total_ms,
+                    ),
+                    (
+                        "idle_timeout_ms",
+                        strata_lb::role::IDLE_TIMEOUT_MS,
+                        &mut timeouts.idle_ms,
+                    ),
+                    (
+                        "client_header_timeout_ms",
+                        strata_lb::role::CLIENT_HEADER_TIMEOUT_MS,
+                        &mut timeouts.client_header_ms,
+                    ),
+                ] {
+                    let (min, max) = (*range.start(), *range.end());
+                    match t.get(key) {
                         None => {}
-                        Some(Value::Integer(ms)) if (*min as i64..=*max as i64).contains(ms) => {
-                            timeouts.push((*flag, *ms as u64));
+                        Some(Value::Integer(ms)) if (min as i64..=max as i64).contains(ms) => {
+                            *slot = Some(*ms as u64);
                         }
                         Some(v) => err(
                             at(key),
@@ -1223,10 +1209,11 @@ mod tests {
         .expect("valid");
         assert_eq!(
             t.lb.map(|l| l.timeouts),
-            Some(vec![
-                ("--connect-timeout-ms", 250),
-                ("--idle-timeout-ms", 5000)
-            ])
+            Some(LbTimeouts {
+                connect_ms: Some(250),
+                idle_ms: Some(5000),
+                ..LbTimeouts::default()
+            })
         );
 
         for (bad, says) in [
@@ -1366,7 +1353,7 @@ mod tests {
         assert_eq!(
             t.lb,
             Some(LbSpec {
-                algorithm: "least-connections".into(),
+                algorithm: AlgorithmName::LeastConnections,
                 ..LbSpec::default()
             })
         );
