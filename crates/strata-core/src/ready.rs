@@ -6,9 +6,29 @@
 //! timeout; it is how port-0 addresses reach them without the bind-release-rebind race.
 
 use std::collections::BTreeMap;
+use std::error::Error;
 use std::io::Write;
 
 use serde::{Deserialize, Serialize};
+
+/// Exit status of a role process that could not bind its listening address because another
+/// process holds it (1 is any other failure, 2 a command-line mistake). The supervisor turns it
+/// into "port N is in use" rather than a generic crash.
+pub const EXIT_ADDRESS_IN_USE: i32 = 3;
+
+/// Whether an error, or any error in its chain of causes, is an I/O "address in use".
+pub fn is_address_in_use(error: &(dyn Error + 'static)) -> bool {
+    let mut next: Option<&(dyn Error + 'static)> = Some(error);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::AddrInUse
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
 
 /// The one line a role prints once it is ready.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +72,20 @@ impl ReadyLine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot listen")]
+    struct Wrapper(#[source] std::io::Error);
+
+    #[test]
+    fn an_address_in_use_is_found_anywhere_in_the_chain() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = taken.local_addr().expect("addr");
+        let e = std::net::TcpListener::bind(addr).expect_err("taken");
+        assert!(is_address_in_use(&Wrapper(e)));
+        let other = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "no");
+        assert!(!is_address_in_use(&Wrapper(other)));
+    }
 
     #[test]
     fn a_ready_line_round_trips_and_other_lines_are_ignored() {

@@ -15,9 +15,15 @@
 //! become ready is torn down and the reason shown; when the supervisor stops — by request or
 //! killed outright — no role process outlives it (roles exit when their stdin pipe closes).
 
+pub mod argv;
 pub mod control;
+pub mod launch;
+pub mod logs;
+pub mod plan;
+pub mod present;
 pub mod rejoin;
 pub mod roles;
 pub mod state;
+pub mod status;
 pub mod supervisor;
 pub mod topology;

@@ -2,7 +2,9 @@
 //! the tiers never depend on each other.
 //!
 //! Exit codes: 0 success, 1 the command failed (the message says why and what to do),
-//! 2 the command line was wrong (clap's usage error).
+//! 2 the command line was wrong (clap's usage error), 3 a role could not listen because its
+//! address is in use (`strata_core::ready::EXIT_ADDRESS_IN_USE`; the supervisor reports the
+//! port).
 
 use std::process::ExitCode;
 
@@ -117,7 +119,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            if strata_core::ready::is_address_in_use(e.as_ref()) {
+                ExitCode::from(strata_core::ready::EXIT_ADDRESS_IN_USE as u8)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -1,0 +1,146 @@
+//! The web tier's roles: `api-1` … `api-N`, stateless API servers. Each is told where the
+//! data tier is (the SQLite directory, or the PostgreSQL servers' URLs — passed in the
+//! environment, since a URL may hold a password), its node id for Snowflake ids, its cache
+//! settings and shared cache servers, and the session store.
+
+use std::net::SocketAddr;
+
+use strata_api::role::{ApiArgs, ServerOptions};
+use strata_cache::CacheEngine;
+use strata_engines::postgres::{DATABASE, SUPERUSER};
+
+use super::{Plan, PlanContext, PlanError, RoleSpec, Setup, Wiring, names_of};
+use crate::roles::{RoleCommand, RoleKind};
+use crate::state::DATA_DIR;
+use crate::topology::{CacheSpec, DataEngine, SessionsEngine, Topology};
+
+/// L1 entry life when the topology sets none and Redis's invalidation bus keeps the L1s
+/// coherent (they may then keep entries long), milliseconds.
+pub const COHERENT_L1_TTL_MS: u64 = 60_000;
+
+/// The API servers. Without a balancer `api-1` takes the public port; the others (all of them,
+/// with a balancer) their fixed port or any free one. Node ids 1, 2, 3 … keep Snowflake ids
+/// unique across servers.
+pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
+    // The servers share one key directory: its first key is made before any of them starts,
+    // so that they do not each make one at the same moment.
+    let keys = ctx.path(&[DATA_DIR, "keys"]);
+    plan.setup
+        .push(Setup::new("prepare the token-signing keys", move || {
+            strata_api::keys::KeyRing::open(&keys).map_err(anyhow::Error::msg)?;
+            Ok(())
+        }));
+    let databases = names_of(&plan.roles, RoleKind::Postgres);
+    let caches: Vec<String> = plan
+        .roles
+        .iter()
+        .filter(|r| r.kind == RoleKind::Cache && r.name.starts_with("cache-"))
+        .map(|r| r.name.clone())
+        .collect();
+    let sessions = (topology.sessions == SessionsEngine::Redis).then_some(super::sessions::NAME);
+    let mut depends_on: Vec<String> = databases.iter().chain(&caches).cloned().collect();
+    depends_on.extend(sessions.map(String::from));
+
+    let has_lb = topology.lb.is_some();
+    let mut fixed = topology.api.ports.iter().copied();
+    plan.roles.extend((1..=topology.api.count).map(|i| {
+        let port = if i == 1 && !has_lb {
+            ctx.public_port
+        } else {
+            fixed.next().unwrap_or(0)
+        };
+        let name = format!("api-{i}");
+        let role_name = name.clone();
+        let data_dir = ctx.path(&[DATA_DIR]);
+        let data = topology.data.clone();
+        let cache = topology.cache.clone();
+        let (databases, caches) = (databases.clone(), caches.clone());
+        RoleSpec::new(
+            RoleKind::Api,
+            name,
+            "http",
+            depends_on.clone(),
+            move |w: &Wiring| {
+                let mut server = ServerOptions::new(w.listen(), data_dir.clone());
+                server.node_id = u64::from(i);
+                match &data {
+                    DataEngine::Sqlite => {}
+                    DataEngine::PostgresUrl { url } => server.data.postgres = Some(url.clone()),
+                    DataEngine::Postgres { .. } => {
+                        let nodes = databases
+                            .iter()
+                            .map(|n| w.addr(n, super::data::LISTENER))
+                            .collect::<Result<Vec<_>, PlanError>>()?;
+                        let (primary, replicas) = postgres_urls(&nodes);
+                        server.data.postgres = Some(primary);
+                        if nodes.len() > 1 {
+                            server.data.postgres_replicas = replicas;
+                        }
+                    }
+                }
+                set_cache(&mut server, &cache, &caches, w)?;
+                if let Some(store) = sessions {
+                    let addr = w.addr(store, CacheEngine::Redis.name())?;
+                    server.auth.sessions_redis = Some(format!("redis://{addr}"));
+                }
+                Ok(RoleCommand::Api(ApiArgs {
+                    server,
+                    name: role_name.clone(),
+                    exit_on_stdin_eof: true,
+                }))
+            },
+        )
+        .on_port(port)
+    }));
+}
+
+/// The cache settings of an API server whose shared cache servers are `caches`.
+fn set_cache(
+    server: &mut ServerOptions,
+    spec: &CacheSpec,
+    caches: &[String],
+    w: &Wiring,
+) -> Result<(), PlanError> {
+    let options = &mut server.cache;
+    options.no_cache = spec.off;
+    if let Some(mib) = spec.l1_mib {
+        options.cache_mib = mib;
+    }
+    match (spec.l1_ttl_ms, spec.shared) {
+        (Some(ms), _) => options.cache_ttl_ms = ms,
+        (None, Some((CacheEngine::Redis, _))) => options.cache_ttl_ms = COHERENT_L1_TTL_MS,
+        (None, _) => {}
+    }
+    if let Some((engine, _)) = spec.shared {
+        let addrs = caches
+            .iter()
+            .map(|n| w.addr(n, engine.name()))
+            .collect::<Result<Vec<_>, PlanError>>()?;
+        match engine {
+            CacheEngine::Redis => {
+                options.cache_redis = addrs.iter().map(|a| format!("redis://{a}")).collect();
+            }
+            CacheEngine::Memcached => {
+                options.cache_memcached = addrs.iter().map(ToString::to_string).collect();
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The URLs API servers use for a deployment's own PostgreSQL servers: the primary through every
+/// server with `target_session_attrs=read-write` (so after a failover a new connection finds
+/// the new primary by itself), and each server as a possible replica (only those in recovery
+/// serve reads).
+pub fn postgres_urls(nodes: &[SocketAddr]) -> (String, Vec<String>) {
+    let hosts: Vec<String> = nodes.iter().map(ToString::to_string).collect();
+    let primary = format!(
+        "postgresql://{SUPERUSER}@{}/{DATABASE}?target_session_attrs=read-write",
+        hosts.join(",")
+    );
+    let replicas = hosts
+        .iter()
+        .map(|a| format!("postgresql://{SUPERUSER}@{a}/{DATABASE}"))
+        .collect();
+    (primary, replicas)
+}

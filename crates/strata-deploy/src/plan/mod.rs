@@ -1,0 +1,254 @@
+//! The plan: what a topology compiles to before anything starts — a small DAG of role specs.
+//!
+//! Each [`RoleSpec`] has a name (`pg-2`, `api-1`, `lb-1`), a kind, the roles it depends on,
+//! the port it asks for at its first start, and a builder for its typed command
+//! ([`RoleCommand`]). Builders take the addresses the roles it depends on announced
+//! ([`Wiring`]), because roles bind port 0 and report where they listen: a replica learns its
+//! primary's port, the balancer its backends'. The supervisor starts a role once every role it
+//! depends on is ready, restarts it with the same wiring on the port it got, and stops roles in
+//! the reverse order.
+//!
+//! One file per tier builds its roles from its topology section: [`data`] (PostgreSQL servers
+//! and the controller), [`cache`] (shared cache servers), [`sessions`] (the session store),
+//! [`api`] and [`lb`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::argv::{self, Invocation};
+use crate::roles::{RoleCommand, RoleKind};
+use crate::topology::Topology;
+
+pub mod api;
+pub mod cache;
+pub mod data;
+pub mod lb;
+pub mod sessions;
+
+/// Addresses the ready roles announced: role name → listener name → `ip:port`.
+pub type Announced = BTreeMap<String, BTreeMap<String, String>>;
+
+/// What a role's builder gets: the port it listens on and what its dependencies announced.
+#[derive(Debug, Clone, Copy)]
+pub struct Wiring<'a> {
+    /// The port this role listens on (0 = any free one).
+    pub port: u16,
+    pub announced: &'a Announced,
+}
+
+impl Wiring<'_> {
+    /// `127.0.0.1:<port>`: where the role listens.
+    pub fn listen(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// The address `role` announced for `listener`.
+    pub fn addr(&self, role: &str, listener: &str) -> Result<SocketAddr, PlanError> {
+        self.announced
+            .get(role)
+            .and_then(|addrs| addrs.get(listener))
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| PlanError::NotAnnounced {
+                role: role.to_string(),
+                listener: listener.to_string(),
+            })
+    }
+}
+
+/// Why a role's command could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("{role} has not announced a {listener} address")]
+    NotAnnounced { role: String, listener: String },
+    #[error("cannot render the command line of {role}: {source}")]
+    Render {
+        role: String,
+        source: argv::ArgvError,
+    },
+}
+
+type Builder = dyn Fn(&Wiring) -> Result<RoleCommand, PlanError> + Send + Sync;
+
+/// One role process of the plan.
+#[derive(Clone)]
+pub struct RoleSpec {
+    pub name: String,
+    pub kind: RoleKind,
+    /// Roles that must be ready before this one starts (and stop after it).
+    pub depends_on: Vec<String>,
+    /// The port asked for at the first start (0 = any free one).
+    pub port: u16,
+    /// The announced listener whose port the role keeps when it is restarted, so that the
+    /// roles that depend on it still find it.
+    pub listener: &'static str,
+    build: Arc<Builder>,
+}
+
+impl std::fmt::Debug for RoleSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoleSpec")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("depends_on", &self.depends_on)
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RoleSpec {
+    /// A role of `kind` named `name` that announces `listener`, starts after `depends_on`, and
+    /// whose command `build` makes. It listens on any free port unless [`RoleSpec::on_port`].
+    pub fn new(
+        kind: RoleKind,
+        name: impl Into<String>,
+        listener: &'static str,
+        depends_on: Vec<String>,
+        build: impl Fn(&Wiring) -> Result<RoleCommand, PlanError> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            depends_on,
+            port: 0,
+            listener,
+            build: Arc::new(build),
+        }
+    }
+
+    /// The same role on a fixed port.
+    pub fn on_port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// The role's typed command, given where its dependencies are and its own port.
+    pub fn command(&self, wiring: &Wiring) -> Result<RoleCommand, PlanError> {
+        (self.build)(wiring)
+    }
+
+    /// The process that runs it: `strata <kind> …`, with secrets in the environment.
+    pub fn invocation(&self, wiring: &Wiring) -> Result<Invocation, PlanError> {
+        let command = self.command(wiring)?;
+        argv::render(&command).map_err(|source| PlanError::Render {
+            role: self.name.clone(),
+            source,
+        })
+    }
+}
+
+/// Where a deployment lives and which port it answers on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanContext {
+    /// The deployment directory (state, logs, data).
+    pub dir: PathBuf,
+    /// The public entry port on 127.0.0.1 (0 = any free port).
+    pub public_port: u16,
+}
+
+impl PlanContext {
+    /// A directory inside the deployment directory.
+    pub fn path(&self, parts: &[&str]) -> PathBuf {
+        parts.iter().fold(self.dir.clone(), |p, part| p.join(part))
+    }
+}
+
+/// Work done once before any role starts (e.g. the API servers' first signing key, which
+/// they would otherwise each create at the same moment).
+#[derive(Clone)]
+pub struct Setup {
+    /// What it does, for error messages ("prepare the token-signing keys").
+    pub what: &'static str,
+    run: Arc<dyn Fn() -> anyhow::Result<()> + Send + Sync>,
+}
+
+impl Setup {
+    pub fn new(
+        what: &'static str,
+        run: impl Fn() -> anyhow::Result<()> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            what,
+            run: Arc::new(run),
+        }
+    }
+
+    /// Does it.
+    pub fn run(&self) -> anyhow::Result<()> {
+        (self.run)()
+    }
+}
+
+impl std::fmt::Debug for Setup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Setup").field("what", &self.what).finish()
+    }
+}
+
+/// Every role of a deployment, each after the roles it depends on, and what to do before the
+/// first of them starts.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub roles: Vec<RoleSpec>,
+    pub setup: Vec<Setup>,
+}
+
+impl Plan {
+    /// Compiles a (valid) topology into its roles: database servers and their controller,
+    /// shared caches, the session store, API servers, the balancer.
+    pub fn compile(topology: &Topology, ctx: &PlanContext) -> Plan {
+        let mut plan = Plan::default();
+        data::plan(topology, ctx, &mut plan);
+        cache::plan(topology, ctx, &mut plan);
+        sessions::plan(topology, ctx, &mut plan);
+        api::plan(topology, ctx, &mut plan);
+        lb::plan(topology, ctx, &mut plan);
+        debug_assert!(plan.check().is_ok(), "{:?}", plan.check());
+        plan
+    }
+
+    /// The role named `name`.
+    pub fn role(&self, name: &str) -> Option<&RoleSpec> {
+        self.roles.iter().find(|r| r.name == name)
+    }
+
+    /// Names are unique and every dependency comes earlier in the list (so the graph has no
+    /// cycle).
+    pub fn check(&self) -> Result<(), String> {
+        let mut seen = BTreeSet::new();
+        for role in &self.roles {
+            for dep in &role.depends_on {
+                if !seen.contains(dep.as_str()) {
+                    return Err(format!(
+                        "{} depends on {dep}, which does not come before it",
+                        role.name
+                    ));
+                }
+            }
+            if !seen.insert(role.name.as_str()) {
+                return Err(format!("two roles are named {}", role.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// The roles that depend on `name`.
+    pub fn dependents(&self, name: &str) -> impl Iterator<Item = &RoleSpec> {
+        self.roles
+            .iter()
+            .filter(move |r| r.depends_on.iter().any(|d| d == name))
+    }
+}
+
+/// The names of the roles of `kind` planned so far.
+pub(crate) fn names_of(roles: &[RoleSpec], kind: RoleKind) -> Vec<String> {
+    roles
+        .iter()
+        .filter(|r| r.kind == kind)
+        .map(|r| r.name.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,379 @@
+use std::path::Path;
+
+use super::*;
+use crate::topology::{CacheEngine, CommitMode, DataEngine, LbSpec, RejoinMode};
+
+fn ctx() -> PlanContext {
+    PlanContext {
+        dir: "/d".into(),
+        public_port: 8080,
+    }
+}
+
+fn compile(text: &str) -> Plan {
+    let topology = Topology::parse(text, 8080).expect("valid topology");
+    Plan::compile(&topology, &ctx())
+}
+
+/// Every role announces its listener on its own port, 10001, 10002, … in plan order.
+fn announce_all(plan: &Plan) -> Announced {
+    plan.roles
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            (
+                r.name.clone(),
+                BTreeMap::from([(r.listener.to_string(), format!("127.0.0.1:{}", 10001 + i))]),
+            )
+        })
+        .collect()
+}
+
+fn command(plan: &Plan, name: &str) -> RoleCommand {
+    let announced = announce_all(plan);
+    let role = plan.role(name).unwrap_or_else(|| panic!("no role {name}"));
+    role.command(&Wiring {
+        port: role.port,
+        announced: &announced,
+    })
+    .expect("builds")
+}
+
+fn invocation(plan: &Plan, name: &str) -> Invocation {
+    let announced = announce_all(plan);
+    let role = plan.role(name).unwrap_or_else(|| panic!("no role {name}"));
+    role.invocation(&Wiring {
+        port: role.port,
+        announced: &announced,
+    })
+    .expect("renders")
+}
+
+/// Topologies that between them set every key a topology has.
+const EVERY_SETTING: &[&str] = &[
+    "[lb]\nalgorithm = \"consistent-hash\"\nsticky_cookie = \"pin\"\ntls_port = 8443\ntls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\nhttps_redirect = true\nconnect_timeout_ms = 250\nheader_timeout_ms = 900\ntotal_timeout_ms = 3000\nidle_timeout_ms = 5000\nclient_header_timeout_ms = 700\n[api]\ncount = 2\nports = [9001, 9002]\n[data]\nengine = \"postgres\"\nreplicas = 2\ncommit = \"async\"\nrejoin = \"manual\"\n[cache]\nengine = \"memcached\"\nnodes = 2\nmax_mib = 32\nl1_mib = 8\nl1_ttl_ms = 250\n[sessions]\nengine = \"redis\"\n",
+    "[lb]\ntls_port = 0\ndev_cert = true\n[api]\ncount = 3\n[data]\nengine = \"postgres\"\nurl = \"postgresql://app:secret@db1:5432,db2:5432/strata\"\n[cache]\nengine = \"off\"\n",
+    "[api]\ncount = 2\n[cache]\nengine = \"redis\"\nnodes = 3\n",
+];
+
+fn presets() -> Vec<(String, String)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+    let mut out: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .expect("deploy/")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("toml"))
+        .map(|p| {
+            (
+                p.display().to_string(),
+                std::fs::read_to_string(&p).expect("read"),
+            )
+        })
+        .collect();
+    out.extend(
+        EVERY_SETTING
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (format!("every setting {i}"), t.to_string())),
+    );
+    out
+}
+
+#[test]
+fn every_role_of_every_topology_renders_a_command_line_that_parses_back_to_itself() {
+    for (name, text) in presets() {
+        let plan = compile(&text);
+        plan.check().unwrap_or_else(|e| panic!("{name}: {e}"));
+        for role in &plan.roles {
+            let original = command(&plan, &role.name);
+            let rendered = invocation(&plan, &role.name);
+            assert_eq!(
+                original.kind(),
+                role.kind,
+                "{name}: {} runs the kind it is planned as",
+                role.name
+            );
+            let back = argv::parse_back(&rendered).unwrap_or_else(|e| {
+                panic!("{name}: {} {rendered:?} does not parse: {e}", role.name)
+            });
+            assert_eq!(back, original, "{name}: {} {rendered:?}", role.name);
+        }
+    }
+}
+
+#[test]
+fn a_database_url_travels_in_the_environment_never_on_the_command_line() {
+    let plan = compile(EVERY_SETTING[1]);
+    let api = invocation(&plan, "api-1");
+    assert!(
+        !api.args.iter().any(|a| a.contains("secret")),
+        "{:?}",
+        api.args
+    );
+    assert_eq!(
+        api.env,
+        [(
+            "STRATA_POSTGRES_URL".to_string(),
+            "postgresql://app:secret@db1:5432,db2:5432/strata".to_string()
+        )]
+    );
+    assert!(
+        api.env_remove.contains(&"STRATA_CACHE_MIB".to_string())
+            && api
+                .env_remove
+                .contains(&"STRATA_SESSIONS_REDIS".to_string()),
+        "a setting the plan leaves at its default is not taken from the supervisor's environment: {:?}",
+        api.env_remove
+    );
+    let replicated = compile(EVERY_SETTING[0]);
+    let api = invocation(&replicated, "api-1");
+    let vars: Vec<&str> = api.env.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        vars,
+        [
+            "STRATA_POSTGRES_URL",
+            "STRATA_POSTGRES_REPLICAS",
+            "STRATA_SESSIONS_REDIS"
+        ]
+    );
+    assert!(!api.args.iter().any(|a| a.contains("postgresql://")));
+}
+
+#[test]
+fn defaults_stay_off_the_command_line() {
+    // 127.0.0.1:8080 is `strata lb`'s default address: it is left out too.
+    let plan = compile("[lb]\n[api]\ncount = 1\n");
+    let lb = invocation(&plan, "lb-1");
+    assert!(lb.env_remove.contains(&"STRATA_LB_LISTEN".to_string()));
+    assert_eq!(
+        lb.args,
+        [
+            "lb",
+            "--backend",
+            "api-1=127.0.0.1:10001",
+            "--name",
+            "lb-1",
+            "--exit-on-stdin-eof"
+        ]
+    );
+}
+
+#[test]
+fn cache_nodes_are_planned_and_the_api_servers_are_told_where_they_are() {
+    let plan = compile("[cache]\nengine = \"redis\"\nnodes = 2\n[api]\ncount = 3\n");
+    let names: Vec<&str> = plan.roles.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["cache-1", "cache-2", "api-1", "api-2", "api-3"]);
+    let RoleCommand::Cache(cache) = command(&plan, "cache-2") else {
+        panic!("a cache role")
+    };
+    assert_eq!(cache.dir, Path::new("/d/cache/cache-2"));
+    assert_eq!(cache.engine, CacheEngine::Redis);
+    assert_eq!(
+        plan.role("api-1").map(|r| r.depends_on.clone()),
+        Some(vec!["cache-1".to_string(), "cache-2".to_string()])
+    );
+    for api in ["api-1", "api-2", "api-3"] {
+        let RoleCommand::Api(a) = command(&plan, api) else {
+            panic!("an API role")
+        };
+        assert_eq!(
+            a.server.cache.cache_redis,
+            ["redis://127.0.0.1:10001", "redis://127.0.0.1:10002"]
+        );
+        assert_eq!(
+            a.server.cache.cache_ttl_ms,
+            api::COHERENT_L1_TTL_MS,
+            "coherent L1s may keep entries long"
+        );
+    }
+
+    let plan = compile("[cache]\nengine = \"memcached\"\n[api]\ncount = 3\n");
+    let RoleCommand::Api(a) = command(&plan, "api-2") else {
+        panic!("an API role")
+    };
+    assert_eq!(a.server.cache.cache_memcached, ["127.0.0.1:10001"]);
+    assert!(a.server.cache.cache_redis.is_empty());
+    assert_eq!(
+        a.server.cache.cache_ttl_ms, 1000,
+        "without a bus L1 keeps its short default TTL"
+    );
+    assert!(
+        compile("[api]\ncount = 1\n")
+            .roles
+            .iter()
+            .all(|r| r.kind == RoleKind::Api)
+    );
+}
+
+#[test]
+fn the_first_api_takes_the_public_port_unless_a_balancer_does() {
+    let mut t = Topology::parse("[api]\ncount = 3\nports = [9002]\n", 8080).expect("valid");
+    let plan = Plan::compile(&t, &ctx());
+    let ports: Vec<(&str, u16)> = plan
+        .roles
+        .iter()
+        .map(|r| (r.name.as_str(), r.port))
+        .collect();
+    assert_eq!(ports, [("api-1", 8080), ("api-2", 9002), ("api-3", 0)]);
+    for (i, name) in ["api-1", "api-2", "api-3"].iter().enumerate() {
+        let RoleCommand::Api(a) = command(&plan, name) else {
+            panic!("an API role")
+        };
+        assert_eq!(a.server.node_id, i as u64 + 1, "its own Snowflake node id");
+        assert_eq!(a.server.addr.port(), plan.roles[i].port);
+        assert_eq!(a.server.data.data, Path::new("/d/data"));
+    }
+    assert!(plan.role("lb-1").is_none());
+
+    t.lb = Some(LbSpec::default());
+    let plan = Plan::compile(&t, &ctx());
+    let ports: Vec<u16> = plan.roles.iter().map(|r| r.port).collect();
+    assert_eq!(
+        ports,
+        [9002, 0, 0, 8080],
+        "with a balancer no API server takes the public port"
+    );
+    assert_eq!(
+        plan.role("lb-1").map(|r| r.depends_on.clone()),
+        Some(vec!["api-1".into(), "api-2".into(), "api-3".into()])
+    );
+}
+
+#[test]
+fn the_balancer_gets_its_backends_algorithm_tls_and_timeouts() {
+    let plan = compile(EVERY_SETTING[0]);
+    let RoleCommand::Lb(lb) = command(&plan, "lb-1") else {
+        panic!("a balancer")
+    };
+    let backends: Vec<String> = lb.backends.iter().map(ToString::to_string).collect();
+    let api_1 = plan
+        .roles
+        .iter()
+        .position(|r| r.name == "api-1")
+        .expect("api-1")
+        + 10001;
+    assert_eq!(
+        backends,
+        [
+            format!("api-1=127.0.0.1:{api_1}"),
+            format!("api-2=127.0.0.1:{}", api_1 + 1)
+        ]
+    );
+    assert_eq!(lb.listen.port(), 8080);
+    assert_eq!(lb.algorithm, strata_lb::AlgorithmName::ConsistentHash);
+    assert_eq!(lb.sticky_cookie.as_deref(), Some("pin"));
+    assert_eq!(lb.tls_listen.map(|a| a.port()), Some(8443));
+    assert_eq!(lb.tls_certs.len(), 1);
+    assert!(lb.https_redirect);
+    assert_eq!(
+        (
+            lb.connect_timeout_ms,
+            lb.header_timeout_ms,
+            lb.total_timeout_ms,
+            lb.idle_timeout_ms,
+            lb.client_header_timeout_ms
+        ),
+        (250, 900, 3000, 5000, 700)
+    );
+    let plan = compile(EVERY_SETTING[1]);
+    let RoleCommand::Lb(lb) = command(&plan, "lb-1") else {
+        panic!("a balancer")
+    };
+    assert_eq!(
+        lb.dev_cert.as_deref(),
+        Some(Path::new("/d/lb-1-dev-cert.pem"))
+    );
+}
+
+#[test]
+fn a_postgres_topology_plans_a_primary_its_replicas_a_controller_and_apis_on_the_primary() {
+    let plan = compile(
+        "[api]\ncount = 2\n[data]\nengine = \"postgres\"\nreplicas = 2\nrejoin = \"manual\"\n",
+    );
+    let names: Vec<&str> = plan.roles.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["pg-1", "pg-2", "pg-3", "control-1", "api-1", "api-2"]
+    );
+    let RoleCommand::Postgres(primary) = command(&plan, "pg-1") else {
+        panic!("a database role")
+    };
+    assert_eq!(primary.standbys, ["pg-2", "pg-3"]);
+    assert_eq!(primary.commit, CommitMode::Quorum);
+    assert_eq!(primary.replica_of, None);
+    assert_eq!(primary.data, Path::new("/d/postgres/pg-1"));
+    for replica in ["pg-2", "pg-3"] {
+        let RoleCommand::Postgres(r) = command(&plan, replica) else {
+            panic!("a database role")
+        };
+        assert_eq!(r.replica_of, Some("127.0.0.1:10001".parse().expect("addr")));
+        assert_eq!(
+            r.rejoin,
+            RejoinMode::Manual,
+            "every server may be a fenced primary one day: each is told how to rejoin"
+        );
+        assert_eq!(
+            plan.role(replica).map(|r| r.depends_on.clone()),
+            Some(vec!["pg-1".into()])
+        );
+    }
+    let RoleCommand::Control(control) = command(&plan, "control-1") else {
+        panic!("a controller")
+    };
+    let nodes: Vec<String> = control.nodes.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        nodes,
+        [
+            "pg-1=127.0.0.1:10001",
+            "pg-2=127.0.0.1:10002",
+            "pg-3=127.0.0.1:10003"
+        ]
+    );
+    assert_eq!(control.postgres_dir, Path::new("/d/postgres"));
+    let RoleCommand::Api(api) = command(&plan, "api-2") else {
+        panic!("an API role")
+    };
+    assert_eq!(
+        api.server.data.postgres.as_deref(),
+        Some(
+            "postgresql://strata@127.0.0.1:10001,127.0.0.1:10002,127.0.0.1:10003/strata?target_session_attrs=read-write"
+        )
+    );
+    assert_eq!(api.server.data.postgres_replicas.len(), 3);
+
+    let single = compile("[api]\ncount = 1\n[data]\nengine = \"postgres\"\n");
+    assert!(
+        single.role("control-1").is_none(),
+        "nothing to fail over to"
+    );
+    let RoleCommand::Api(api) = command(&single, "api-1") else {
+        panic!("an API role")
+    };
+    assert!(api.server.data.postgres_replicas.is_empty());
+    assert_eq!(
+        Topology::parse("[api]\ncount = 1\n", 8080)
+            .map(|t| t.data)
+            .ok(),
+        Some(DataEngine::Sqlite)
+    );
+}
+
+#[test]
+fn a_command_needs_the_addresses_of_what_it_depends_on() {
+    let plan = compile("[lb]\n[api]\ncount = 2\n");
+    let announced = Announced::new();
+    let lb = plan.role("lb-1").expect("lb");
+    let e = lb
+        .command(&Wiring {
+            port: 8080,
+            announced: &announced,
+        })
+        .expect_err("no backend has announced");
+    assert_eq!(e.to_string(), "api-1 has not announced a http address");
+    assert_eq!(
+        plan.dependents("api-2")
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>(),
+        ["lb-1"]
+    );
+}

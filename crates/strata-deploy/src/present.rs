@@ -1,0 +1,136 @@
+//! What people read: the endpoints table `strata up` prints once every role is ready, and
+//! `strata status` as a table or as JSON (whose shape scripts rely on).
+
+use serde_json::{Value, json};
+use strata_engines::postgres::{DATABASE, SUPERUSER};
+
+use crate::roles::RoleKind;
+use crate::state::DeploymentState;
+use crate::status::{DatabaseView, Report};
+
+/// Left-aligned columns separated by two spaces.
+pub fn format_rows<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The endpoints table printed once a deployment is ready.
+pub fn endpoints_table(state: &DeploymentState) -> String {
+    let mut rows = vec![["ROLE", "KIND", "PID", "STATE", "ENDPOINT"].map(String::from)];
+    for r in &state.roles {
+        let endpoint = match (r.addrs.get("http"), r.addrs.get("postgres")) {
+            (Some(a), _) if r.kind == RoleKind::Control => format!("http://{a}/cluster"),
+            (Some(a), _) => format!("http://{a}/users/12"),
+            (None, Some(a)) => format!("postgresql://{SUPERUSER}@{a}/{DATABASE}"),
+            (None, None) => r.addrs.values().cloned().collect::<Vec<_>>().join(" "),
+        };
+        let endpoint = if endpoint.is_empty() {
+            "-".into()
+        } else {
+            endpoint
+        };
+        rows.push([
+            r.name.clone(),
+            r.kind.as_str().into(),
+            r.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            r.state.as_str().into(),
+            endpoint,
+        ]);
+    }
+    format_rows(&rows)
+}
+
+/// `strata status` as a table, with the reasons of failed or restarting roles below it.
+pub fn status_table(report: &Report) -> String {
+    let mut out = format!(
+        "deployment {:?} in {}: supervisor pid {} {}\n",
+        report.state.topology,
+        report.dir.display(),
+        report.state.supervisor_pid,
+        if report.running() {
+            "running"
+        } else {
+            "not running"
+        }
+    );
+    let mut rows = vec![
+        [
+            "ROLE", "KIND", "PID", "STATE", "HEALTH", "RESTARTS", "ADDRESS",
+        ]
+        .map(String::from),
+    ];
+    for r in &report.roles {
+        let role = &r.role;
+        let addrs = role.addrs.values().cloned().collect::<Vec<_>>().join(" ");
+        rows.push([
+            role.name.clone(),
+            role.kind.as_str().into(),
+            role.pid
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "-".into()),
+            role.state.as_str().into(),
+            match (r.alive, r.healthy) {
+                (true, true) => "healthy".into(),
+                (true, false) => "unhealthy".into(),
+                _ => "down".into(),
+            },
+            role.restarts.to_string(),
+            match &r.database {
+                Some(DatabaseView::Replica { lsn, lag_bytes }) => {
+                    format!("{addrs}  replica at {lsn}, {lag_bytes} B behind")
+                }
+                Some(DatabaseView::Primary { lsn }) => format!("{addrs}  primary at {lsn}"),
+                Some(DatabaseView::Fenced) => format!(
+                    "{addrs}  fenced: stopped until `strata db rejoin {}`",
+                    role.name
+                ),
+                None => addrs,
+            },
+        ]);
+    }
+    out.push_str(&format_rows(&rows));
+    for r in &report.roles {
+        if let Some(e) = &r.role.last_error {
+            out.push_str(&format!("{}: {e}\n", r.role.name));
+        }
+    }
+    out
+}
+
+/// `strata status --json`.
+pub fn status_json(report: &Report) -> Value {
+    json!({
+        "topology": report.state.topology,
+        "dir": report.dir,
+        "supervisor": {"pid": report.state.supervisor_pid, "alive": report.supervisor_alive},
+        "running": report.running(),
+        "roles": report.roles.iter().map(|r| {
+            let role = &r.role;
+            json!({
+                "name": role.name, "kind": role.kind, "pid": role.pid, "alive": r.alive,
+                "healthy": r.healthy, "addrs": role.addrs, "restarts": role.restarts,
+                "state": role.state, "lastError": role.last_error,
+                "database": r.database.as_ref().map(|d| match d {
+                    DatabaseView::Primary { lsn } => json!({"role": "primary", "lsn": lsn, "lagBytes": 0}),
+                    DatabaseView::Replica { lsn, lag_bytes } => json!({"role": "replica", "lsn": lsn, "lagBytes": lag_bytes}),
+                    DatabaseView::Fenced => json!({"role": "fenced", "awaitingRejoin": true}),
+                }),
+            })
+        }).collect::<Vec<_>>(),
+    })
+}

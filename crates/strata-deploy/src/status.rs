@@ -1,0 +1,118 @@
+//! `strata status`: what a running deployment looks like right now — each role's process, its
+//! health (an HTTP `/healthz` for API servers, the balancer and the controller; a query for
+//! database servers), and for PostgreSQL servers their place in the cluster (primary, replica
+//! and how far behind, or fenced and waiting for `strata db rejoin`).
+//!
+//! Collection only; [`crate::present`] turns a [`Report`] into a table or JSON.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use strata_control::cluster::{POSTGRES_DIR, awaiting_rejoin_path};
+use strata_engines::postgres::SUPERUSER;
+use strata_engines::process;
+use strata_store::postgres::{format_lsn, probe_node};
+
+use crate::control;
+use crate::state::{self, DeploymentState, RoleState};
+
+/// A database server's place in its cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseView {
+    Primary {
+        lsn: String,
+    },
+    Replica {
+        lsn: String,
+        /// Bytes of WAL behind the primary.
+        lag_bytes: u64,
+    },
+    /// A former primary that a failover fenced, stopped until `strata db rejoin` (under
+    /// `rejoin = "manual"`).
+    Fenced,
+}
+
+/// One role as `strata status` shows it.
+#[derive(Debug, Clone)]
+pub struct RoleReport {
+    pub role: RoleState,
+    pub alive: bool,
+    pub healthy: bool,
+    pub database: Option<DatabaseView>,
+}
+
+/// A deployment as `strata status` shows it.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub dir: PathBuf,
+    pub state: DeploymentState,
+    pub supervisor_alive: bool,
+    pub roles: Vec<RoleReport>,
+}
+
+/// Looks at every role of the deployment in `dir`.
+pub async fn collect(dir: &Path) -> anyhow::Result<Report> {
+    let state = state::read(dir)?.ok_or_else(|| state::no_deployment(dir))?;
+    let supervisor_alive = process::is_alive(state.supervisor_pid);
+    let postgres_dir = dir.join(POSTGRES_DIR);
+    let mut roles = Vec::new();
+    // (in recovery, position) of each database server that answered.
+    let mut positions: HashMap<String, (bool, u64)> = HashMap::new();
+    for r in &state.roles {
+        let alive = r.pid.is_some_and(process::is_alive);
+        let healthy = match (alive, r.addrs.get("http"), r.addrs.get("postgres")) {
+            (true, Some(addr), _) => control::http_healthy(addr, Duration::from_secs(1)).await,
+            (true, None, Some(addr)) => {
+                let url = format!("postgresql://{SUPERUSER}@{addr}/postgres");
+                match probe_node(&url, Duration::from_secs(1)).await {
+                    Ok(node) => {
+                        positions.insert(r.name.clone(), (node.in_recovery, node.position.0));
+                        true
+                    }
+                    Err(_) => false,
+                }
+            }
+            _ => false,
+        };
+        roles.push(RoleReport {
+            role: r.clone(),
+            alive,
+            healthy,
+            database: None,
+        });
+    }
+    // Replica lag in bytes of WAL, against the primary's position.
+    let primary = positions
+        .values()
+        .find(|(in_recovery, _)| !in_recovery)
+        .map(|(_, position)| *position);
+    for report in &mut roles {
+        report.database = match positions.get(&report.role.name) {
+            Some((false, position)) => Some(DatabaseView::Primary {
+                lsn: format_lsn(*position),
+            }),
+            Some((true, position)) => Some(DatabaseView::Replica {
+                lsn: format_lsn(*position),
+                lag_bytes: primary.map_or(0, |p| p.saturating_sub(*position)),
+            }),
+            None if awaiting_rejoin_path(&postgres_dir, &report.role.name).exists() => {
+                Some(DatabaseView::Fenced)
+            }
+            None => None,
+        };
+    }
+    Ok(Report {
+        dir: dir.to_path_buf(),
+        state,
+        supervisor_alive,
+        roles,
+    })
+}
+
+impl Report {
+    /// Whether the supervisor runs and says the deployment runs.
+    pub fn running(&self) -> bool {
+        self.state.running && self.supervisor_alive
+    }
+}
