@@ -1,11 +1,11 @@
-//! Looking at and stopping a deployment from outside its supervisor: process liveness, HTTP
-//! health probes, and `down`.
+//! Looking at and stopping a deployment from outside its supervisor: HTTP health probes, and
+//! `strata down`. (Process liveness and signals are `strata_engines::process`.)
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-pub use strata_engines::process::{children, is_alive, signal, signal_tree};
+use strata_engines::process::{is_alive, signal};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::state::{self, DeploymentState};

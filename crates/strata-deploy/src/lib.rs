@@ -1,15 +1,24 @@
 //! # strata-deploy — topologies and the local orchestrator
 //!
-//! Tier: deployment. Depends only on `strata-core` (the readiness line). It knows the command
-//! line of each role process (`strata api …`), never the code behind it.
+//! Tier: deployment (it runs the others). Depends on `strata-core`, `strata-engines`, and on
+//! each role's crate — `strata-api`, `strata-lb`, `strata-cache`, `strata-control` — for the
+//! role's typed arguments (and `strata-store` for `strata status`'s database probe). No tier
+//! depends on it.
 //!
-//! - [`topology`]: the TOML file that names a deployment's roles and how many of each, and its
-//!   validation, which reports every mistake at once before anything starts;
-//! - [`state`]: `DIR/state.json`, the record of a running deployment that `status`, `down` and
-//!   `logs` read from another terminal;
-//! - [`supervisor`]: starts every role instance, waits for readiness, restarts crashed roles
-//!   with backoff, gives up on a role that keeps crashing, and stops everything on request;
-//! - [`control`]: liveness and health probes, and stopping a deployment from outside.
+//! A topology file goes through, in order:
+//! - [`topology`]: the compiler — every section read into typed structs by one field reader,
+//!   then whole-topology checks (ports, installed engines); every mistake at once, with lines;
+//! - [`plan`]: the topology as role specs — name, kind, typed command ([`roles::RoleCommand`]),
+//!   port, the roles it depends on — one file per tier;
+//! - [`argv`]: a typed command rendered to the role process's command line and environment;
+//! - [`supervisor`]: starts roles in dependency order, waits for their readiness lines,
+//!   restarts crashed roles with backoff, gives up on a role that keeps crashing, and stops
+//!   dependents first;
+//! - [`launch`]: `strata up` in the foreground or detached.
+//!
+//! Around a running deployment: [`state`] (`DIR/state.json`, read from other terminals),
+//! [`status`] and [`present`] (`strata status`, tables), [`logs`], [`control`] (health probes
+//! and `strata down`), [`rejoin`] (`strata db rejoin`).
 //!
 //! Guarantees: nothing starts unless the whole topology is valid; a deployment that cannot
 //! become ready is torn down and the reason shown; when the supervisor stops — by request or

@@ -15,7 +15,6 @@ use strata_control::cluster::{self, POSTGRES_DIR};
 use strata_engines::postgres::SUPERUSER as POSTGRES_USER;
 use strata_store::postgres::{NodeStatus, format_lsn, probe_node};
 
-use crate::control;
 use crate::roles::RoleKind;
 use crate::state::{self, DeploymentState, RolePhase};
 
@@ -60,7 +59,7 @@ pub async fn rejoin(dir: &Path, node: &str, timeout: Duration) -> anyhow::Result
         databases.join(", ")
     );
     anyhow::ensure!(
-        state.running && control::is_alive(state.supervisor_pid),
+        state.running && strata_engines::process::is_alive(state.supervisor_pid),
         "the deployment in {} is not running: start it with `strata up -d --dir {}` (a fenced \
          server rejoins when its role starts, or waits for this command under rejoin = \"manual\")",
         dir.display(),

@@ -14,6 +14,12 @@
 //!   stream through once. Retries spend a budget ([`RetryBudget`]) of at most 20% extra load.
 //! - A pool with no eligible backend answers 503 problem+json at once; a backend that fails
 //!   every attempt gives 502, one that is too slow 504. Error bodies never name a backend.
+//!
+//! Why this file is long: one request's path — header hygiene, the choice of candidates, each
+//! attempt with its deadline, the retry decision and the response body that returns its
+//! connection — is one concept whose steps share the same state; split apart, each piece
+//! would need the others' internals. The connections themselves live in [`crate::upstream`],
+//! the smuggling guard in [`crate::framing`].
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

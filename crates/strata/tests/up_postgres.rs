@@ -331,11 +331,11 @@ async fn a_stalled_primary_is_failed_over_and_no_acknowledged_write_is_lost() {
             .expect("a pid");
     let stalled_at = started.elapsed();
     // The whole server: the postmaster and every backend and WAL sender.
-    strata_deploy::control::signal_tree(pid as u32, nix::sys::signal::Signal::SIGSTOP);
+    strata_engines::process::signal_tree(pid as u32, nix::sys::signal::Signal::SIGSTOP);
 
     let writes = writer.await.expect("writer");
     let (reads_ok, reads_failed) = reader.await.expect("reader");
-    strata_deploy::control::signal_tree(pid as u32, nix::sys::signal::Signal::SIGCONT);
+    strata_engines::process::signal_tree(pid as u32, nix::sys::signal::Signal::SIGCONT);
 
     // A new primary was published and promoted.
     let cluster: Value = http
@@ -472,9 +472,9 @@ fn under_manual_rejoin_a_fenced_primary_waits_for_strata_db_rejoin() {
     // Stall the primary: control fails over and fences it; its role kills the server and,
     // started again by the supervisor, keeps it stopped.
     let pid = cluster_pid(&dir, "pg-1");
-    strata_deploy::control::signal_tree(pid, nix::sys::signal::Signal::SIGSTOP);
+    strata_engines::process::signal_tree(pid, nix::sys::signal::Signal::SIGSTOP);
     let primary = wait_for_failover(&dir, "pg-1");
-    strata_deploy::control::signal_tree(pid, nix::sys::signal::Signal::SIGCONT);
+    strata_engines::process::signal_tree(pid, nix::sys::signal::Signal::SIGCONT);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let status = status_json(&dir);
