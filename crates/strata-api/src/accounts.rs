@@ -19,14 +19,14 @@ use strata_core::email::Email;
 use strata_core::user::{FieldViolation, IdField, User, UserId, UserProfile};
 use strata_store::accounts::{Account, Rotation, Session, now_ms};
 
-use crate::AppState;
 use crate::auth::{
     self, ACCESS_COOKIE, CSRF_COOKIE, CSRF_HEADER, PASSWORD_MAX_CHARS, PASSWORD_MIN_CHARS,
     Principal, REFRESH_COOKIE, RefreshToken,
 };
+use crate::commit::{cache_key, with_commit};
 use crate::problem::ApiError;
 use crate::request::{JsonKind, json_body, user_id};
-use crate::users::{cache_key, with_commit};
+use crate::state::AppState;
 
 const USER_AGENT_MAX_CHARS: usize = 200;
 
@@ -83,7 +83,7 @@ fn account_view(account: &Account) -> Value {
 
 /// `POST /accounts`: `{"email", "password", "profile": {…}}` → 201 with the account.
 #[utoipa::path(post, path = "/accounts", tag = "accounts",
-    request_body(content = crate::openapi::AccountInput, content_type = "application/json"),
+    request_body(content = crate::schema::AccountInput, content_type = "application/json"),
     responses(
         (status = 201, description = "The account and its public profile"),
         (status = 409, description = "The email is registered", body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -180,7 +180,7 @@ pub async fn create(
 #[utoipa::path(get, path = "/accounts/{id}", tag = "accounts", security(("bearer" = [])),
     params(("id" = u64, Path, description = "User id")),
     responses(
-        (status = 200, description = "The account", body = crate::openapi::AccountView),
+        (status = 200, description = "The account", body = crate::schema::AccountView),
         (status = 401, description = "Not authenticated", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not yours, and you are not an admin", body = crate::problem::Problem, content_type = "application/problem+json"),
     ))]
@@ -303,9 +303,9 @@ fn wants_cookies(doc: &Value) -> Result<bool, ApiError> {
 
 /// `POST /sessions`: `{"email", "password", "cookies"?}` → 201 with tokens.
 #[utoipa::path(post, path = "/sessions", tag = "accounts",
-    request_body(content = crate::openapi::LoginInput, content_type = "application/json"),
+    request_body(content = crate::schema::LoginInput, content_type = "application/json"),
     responses(
-        (status = 201, description = "Logged in", body = crate::openapi::TokenResponse),
+        (status = 201, description = "Logged in", body = crate::schema::TokenResponse),
         (status = 401, description = "Wrong email or password (the same answer for both)", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many failed attempts; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
     ))]
@@ -389,9 +389,9 @@ pub async fn login(
 /// `POST /sessions/refresh`: `{"refresh_token"}` (or the refresh cookie + `X-CSRF-Token`) →
 /// a new access token and a new refresh token; the old refresh token is spent.
 #[utoipa::path(post, path = "/sessions/refresh", tag = "accounts",
-    request_body(content = crate::openapi::RefreshInput, content_type = "application/json"),
+    request_body(content = crate::schema::RefreshInput, content_type = "application/json"),
     responses(
-        (status = 200, description = "New tokens; the presented refresh token is spent", body = crate::openapi::TokenResponse),
+        (status = 200, description = "New tokens; the presented refresh token is spent", body = crate::schema::TokenResponse),
         (status = 401, description = "Not valid, or already used (the session is then revoked)", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 403, description = "Cookie mode without the CSRF token", body = crate::problem::Problem, content_type = "application/problem+json"),
     ))]
@@ -488,7 +488,7 @@ fn session_view(s: &Session, current: &str) -> Value {
 /// `GET /sessions`: the caller's active sessions.
 #[utoipa::path(get, path = "/sessions", tag = "accounts", security(("bearer" = [])),
     responses(
-        (status = 200, description = "My active sessions: {\"sessions\": [...]}", body = Vec<crate::openapi::SessionView>),
+        (status = 200, description = "My active sessions: {\"sessions\": [...]}", body = Vec<crate::schema::SessionView>),
         (status = 401, description = "Not authenticated", body = crate::problem::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list(

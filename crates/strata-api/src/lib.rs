@@ -16,75 +16,34 @@
 //! - [`Application::run_until_stopped`] drains in-flight requests before returning.
 //!
 //! Build, then run: [`Application::build`] binds (port 0 allowed) and reports the real address.
+//!
+//! Modules, each depending only on those listed before it: [`problem`] (errors), [`request`]
+//! (parsing requests), [`keys`] and [`auth`] (tokens and principals), [`observe`]
+//! (the middleware), [`state`] (what handlers share), [`commit`] (what writes share),
+//! [`schema`] (the documented wire forms), the handlers [`users`], [`accounts`] and [`ops`],
+//! and [`openapi`] (the document of them all). This root only assembles them.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
-use metrics_exporter_prometheus::PrometheusHandle;
-use strata_cache::tiered::Tiered;
-use strata_core::id::SnowflakeGenerator;
-use strata_store::Store;
-use strata_store::accounts::AccountStore;
 use tokio::net::TcpListener;
 
 pub mod accounts;
 pub mod auth;
+pub mod commit;
 pub mod keys;
 pub mod observe;
 pub mod openapi;
 pub mod ops;
 pub mod problem;
 pub mod request;
+pub mod schema;
+pub mod state;
 pub mod users;
 
-/// What the handlers share.
-#[derive(Clone)]
-pub struct AppState {
-    pub store: Arc<dyn Store>,
-    /// Accounts (email, password hash, roles): on the primary data store.
-    pub accounts: Arc<dyn AccountStore>,
-    /// Keys, the shared session store and password policy.
-    pub auth: auth::AuthConfig,
-    pub cache: Tiered<strata_store::StoreError>,
-    pub ids: Arc<SnowflakeGenerator>,
-    pub metrics: PrometheusHandle,
-    /// Striped locks that make PATCHes of one user on this server take turns.
-    pub patch_locks: Arc<[tokio::sync::Mutex<()>]>,
-}
-
-impl std::fmt::Debug for AppState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState")
-            .field("engine", &self.store.engine())
-            .field("ids", &self.ids)
-            .finish()
-    }
-}
-
-impl AppState {
-    pub fn new(
-        store: Arc<dyn Store>,
-        accounts: Arc<dyn AccountStore>,
-        auth: auth::AuthConfig,
-        ids: SnowflakeGenerator,
-        cache: Tiered<strata_store::StoreError>,
-    ) -> Self {
-        Self {
-            store,
-            accounts,
-            auth,
-            cache,
-            ids: Arc::new(ids),
-            metrics: observe::metrics_handle(),
-            patch_locks: (0..users::PATCH_LOCK_STRIPES)
-                .map(|_| tokio::sync::Mutex::new(()))
-                .collect(),
-        }
-    }
-}
+pub use state::AppState;
 
 /// The router: every route, the problem+json fallbacks, and the observing middleware.
 pub fn app(state: AppState) -> Router {
@@ -108,7 +67,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(ops::openapi))
+        .route("/openapi.json", get(openapi::serve))
         .fallback(|| async { problem::ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { problem::ApiError::MethodNotAllowed })
         .layer(axum::middleware::map_response(no_store_unless_said))
