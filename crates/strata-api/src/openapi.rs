@@ -1,7 +1,8 @@
 //! The OpenAPI 3.1 document, assembled from the handlers' annotations and the schema types of
-//! [`crate::schema`], and served at `/openapi.json`. The schema types take their limits from
-//! `strata_core::user::limits`, so the document cannot drift from what the parser enforces
-//! (a test parses the document's example through the real parser).
+//! [`crate::schema`], and served at `/openapi.json`. Every limit the document states is built
+//! from the constant its parser enforces (`strata_core::user::limits`, `strata_core::email`,
+//! the password and page-size limits), so the document cannot drift from what is enforced; a
+//! test here checks the limits, and one parses the document's example through the real parser.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -63,4 +64,77 @@ pub async fn serve() -> Response {
         HeaderValue::from_static("application/json"),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+    use strata_core::email::EMAIL_MAX_BYTES;
+    use strata_core::user::limits::*;
+
+    use super::*;
+    use crate::auth::{PASSWORD_MAX_CHARS, PASSWORD_MIN_CHARS};
+    use crate::users::{LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT};
+
+    #[test]
+    fn every_documented_limit_is_the_enforced_one() {
+        let doc: Value = serde_json::from_str(&document()).unwrap_or_default();
+        let schemas = &doc["components"]["schemas"];
+        let field = |schema: &str, field: &str| schemas[schema]["properties"][field].clone();
+        let n = |v: usize| Value::from(v);
+        for schema in ["UserDoc", "UserInput"] {
+            for name in ["firstName", "lastName"] {
+                assert_eq!(field(schema, name)["maxLength"], n(NAME_MAX_CHARS));
+                assert_eq!(field(schema, name)["minLength"], n(1));
+            }
+            let phones = field(schema, "phoneNumbers");
+            assert_eq!(phones["maxItems"], n(PHONE_NUMBERS_MAX));
+            assert_eq!(
+                phones["description"],
+                format!(
+                    "At most {PHONE_NUMBERS_MAX} entries, each 1 to {PHONE_NUMBER_MAX_CHARS} \
+                     characters of digits, spaces and `+ - ( ) . x`."
+                )
+            );
+        }
+        for (name, max) in [
+            ("streetAddress", STREET_MAX_CHARS),
+            ("city", CITY_MAX_CHARS),
+            ("state", STATE_MAX_CHARS),
+        ] {
+            assert_eq!(field("AddressDoc", name)["maxLength"], n(max), "{name}");
+        }
+        let postal = schemas["PostalCodeDoc"]["description"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            postal.contains(&format!("from 0 to {POSTAL_CODE_MAX_NUMBER},"))
+                && postal.contains(&format!("1 to {POSTAL_CODE_MAX_CHARS}\nletters")),
+            "{postal}"
+        );
+        assert_eq!(
+            field("AccountInput", "email")["maxLength"],
+            n(EMAIL_MAX_BYTES)
+        );
+        assert_eq!(
+            field("AccountInput", "password")["minLength"],
+            n(PASSWORD_MIN_CHARS)
+        );
+        for schema in ["AccountInput", "LoginInput"] {
+            assert_eq!(
+                field(schema, "password")["maxLength"],
+                n(PASSWORD_MAX_CHARS)
+            );
+        }
+        let limit = doc["paths"]["/users"]["get"]["parameters"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == "limit"))
+            .map(|p| p["description"].clone());
+        assert_eq!(
+            limit,
+            Some(Value::from(format!(
+                "Page size, 1 to {LIST_MAX_LIMIT} (default {LIST_DEFAULT_LIMIT})"
+            )))
+        );
+    }
 }

@@ -1,16 +1,108 @@
 //! The schema types of the OpenAPI document: the wire form of what the handlers take and
-//! answer, for their annotations to name. The types mirror the wire form of `strata_core::user`
-//! and take their limits from `strata_core::user::limits`. They are never built: the handlers
-//! read and write JSON through the domain types.
+//! answer, for their annotations to name. They are never built: the handlers read and write
+//! JSON through the domain types.
+//!
+//! The types mirror the wire form of `strata_core::user`. Every limit they state comes from
+//! the constant the parsers enforce — `strata_core::user::limits`, `strata_core::email` and
+//! the password limits of [`crate::auth`] — through the field schemas built in code below
+//! (utoipa's `max_length` and similar attributes take only literals).
 
 use serde::Serialize;
+use strata_core::email::EMAIL_MAX_BYTES;
+use strata_core::user::limits::{
+    CITY_MAX_CHARS, NAME_MAX_CHARS, PHONE_NUMBER_MAX_CHARS, PHONE_NUMBERS_MAX,
+    POSTAL_CODE_MAX_CHARS, POSTAL_CODE_MAX_NUMBER, STATE_MAX_CHARS, STREET_MAX_CHARS,
+};
 use utoipa::ToSchema;
+use utoipa::openapi::schema::{ArrayBuilder, Object, ObjectBuilder, SchemaType, Type};
 
-/// `address.postalCode`: a whole number from 0 to 9999999999, or a string of 1 to 16
-/// letters, digits, spaces or hyphens (to keep leading zeros and letters). It is returned in
-/// the form it was given.
+use crate::auth::{PASSWORD_MAX_CHARS, PASSWORD_MIN_CHARS};
+
+/// Text fields that must not be empty.
+const NOT_EMPTY: usize = 1;
+
+/// A string of 1 to `max` characters.
+fn text(max: usize) -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(NOT_EMPTY))
+        .max_length(Some(max))
+        .build()
+}
+
+fn name() -> Object {
+    text(NAME_MAX_CHARS)
+}
+
+fn street() -> Object {
+    text(STREET_MAX_CHARS)
+}
+
+fn city() -> Object {
+    text(CITY_MAX_CHARS)
+}
+
+fn state() -> Object {
+    text(STATE_MAX_CHARS)
+}
+
+/// `phoneNumbers`, as an array of `types`.
+fn phones(types: SchemaType) -> ArrayBuilder {
+    ArrayBuilder::new()
+        .schema_type(types)
+        .items(ObjectBuilder::new().schema_type(Type::String))
+        .description(Some(format!(
+            "At most {PHONE_NUMBERS_MAX} entries, each {NOT_EMPTY} to {PHONE_NUMBER_MAX_CHARS} \
+             characters of digits, spaces and `+ - ( ) . x`."
+        )))
+        .max_items(Some(PHONE_NUMBERS_MAX))
+}
+
+fn phone_numbers() -> ArrayBuilder {
+    phones(Type::Array.into())
+}
+
+/// `phoneNumbers` where it may be left out or null.
+fn optional_phone_numbers() -> ArrayBuilder {
+    phones(SchemaType::from_iter([Type::Array, Type::Null]))
+}
+
+fn new_email() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some("Unique across the deployment; stored lower case."))
+        .max_length(Some(EMAIL_MAX_BYTES))
+        .build()
+}
+
+fn new_password() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(PASSWORD_MIN_CHARS))
+        .max_length(Some(PASSWORD_MAX_CHARS))
+        .build()
+}
+
+fn password() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .max_length(Some(PASSWORD_MAX_CHARS))
+        .build()
+}
+
+fn postal_code_description() -> String {
+    format!(
+        "`address.postalCode`: a whole number from 0 to {POSTAL_CODE_MAX_NUMBER}, or a string of \
+         {NOT_EMPTY} to {POSTAL_CODE_MAX_CHARS}\nletters, digits, spaces or hyphens (to keep \
+         leading zeros and letters). It is returned in\nthe form it was given."
+    )
+}
+
+/// `address.postalCode`: a number or a string, returned in the form it was given (the
+/// description is [`postal_code_description`]).
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
+#[schema(description = postal_code_description())]
 #[allow(dead_code)]
 pub enum PostalCodeDoc {
     Number(u64),
@@ -21,11 +113,11 @@ pub enum PostalCodeDoc {
 #[serde(rename_all = "camelCase")]
 #[allow(dead_code)]
 pub struct AddressDoc {
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(schema_with = street)]
     street_address: String,
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(schema_with = city)]
     city: String,
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(schema_with = state)]
     state: String,
     postal_code: PostalCodeDoc,
 }
@@ -37,13 +129,12 @@ pub struct AddressDoc {
 #[allow(dead_code)]
 pub struct UserDoc {
     id: u64,
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(schema_with = name)]
     first_name: String,
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(schema_with = name)]
     last_name: String,
     address: AddressDoc,
-    /// At most 10 entries, each 1 to 32 characters of digits, spaces and `+ - ( ) . x`.
-    #[schema(max_items = 10)]
+    #[schema(schema_with = phone_numbers)]
     phone_numbers: Vec<String>,
 }
 
@@ -54,13 +145,12 @@ pub struct UserDoc {
 #[schema(example = json!({"firstName":"John","lastName":"Smith","address":{"streetAddress":"21 2nd Street","city":"New York","state":"NY","postalCode":10021},"phoneNumbers":["212 555-1234","646555-4567"]}))]
 #[allow(dead_code)]
 pub struct UserInput {
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(schema_with = name)]
     first_name: String,
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(schema_with = name)]
     last_name: String,
     address: AddressDoc,
-    /// At most 10 entries, each 1 to 32 characters of digits, spaces and `+ - ( ) . x`.
-    #[schema(max_items = 10)]
+    #[schema(schema_with = optional_phone_numbers)]
     phone_numbers: Option<Vec<String>>,
 }
 
@@ -79,10 +169,9 @@ pub struct UserPage {
 #[schema(example = json!({"email":"ann@example.com","password":"correct horse battery","profile":{"firstName":"Ann","lastName":"Lee","address":{"streetAddress":"1 Main St","city":"Boston","state":"MA","postalCode":"02134"}}}))]
 #[allow(dead_code)]
 pub struct AccountInput {
-    /// Unique across the deployment; stored lower case.
-    #[schema(max_length = 254)]
+    #[schema(schema_with = new_email)]
     email: String,
-    #[schema(min_length = 8, max_length = 128)]
+    #[schema(schema_with = new_password)]
     password: String,
     profile: UserInput,
 }
@@ -104,7 +193,7 @@ pub struct AccountView {
 #[allow(dead_code)]
 pub struct LoginInput {
     email: String,
-    #[schema(max_length = 128)]
+    #[schema(schema_with = password)]
     password: String,
     /// Browser mode: tokens in HttpOnly cookies, a CSRF token in the body.
     cookies: Option<bool>,

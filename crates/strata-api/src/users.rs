@@ -497,7 +497,7 @@ fn decode_cursor(raw: &str) -> Result<UserId, ApiError> {
 /// Lists users in ascending id order, a page at a time. The cursor names the last id of the
 /// previous page, so pages stay stable while users are added or removed.
 #[utoipa::path(get, path = "/users", tag = "users",
-    params(("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 20)"),
+    params(("limit" = Option<u32>, Query, description = format!("Page size, 1 to {LIST_MAX_LIMIT} (default {LIST_DEFAULT_LIMIT})")),
            ("cursor" = Option<String>, Query, description = "The nextCursor of the previous page")),
     responses(
         (status = 200, description = "A page of users", body = crate::schema::UserPage),
