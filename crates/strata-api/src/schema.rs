@@ -99,7 +99,7 @@ fn postal_code_description() -> String {
 }
 
 /// `address.postalCode`: a number or a string, returned in the form it was given (the
-/// description is [`postal_code_description`]).
+/// document's description of it is built from the limits in code).
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
 #[schema(description = postal_code_description())]
