@@ -15,53 +15,20 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use strata_core::email::Email;
 use strata_core::user::{FieldViolation, IdField, User, UserId, UserProfile};
 use strata_store::accounts::{Account, Rotation, Session, now_ms};
 
-use crate::AppState;
 use crate::auth::{
     self, ACCESS_COOKIE, CSRF_COOKIE, CSRF_HEADER, PASSWORD_MAX_CHARS, PASSWORD_MIN_CHARS,
     Principal, REFRESH_COOKIE, RefreshToken,
 };
+use crate::commit::{cache_key, with_commit};
 use crate::problem::ApiError;
 use crate::request::{JsonKind, json_body, user_id};
-use crate::users::{cache_key, with_commit};
+use crate::state::AppState;
 
-/// Longest accepted email (RFC 5321's path limit).
-pub const EMAIL_MAX_BYTES: usize = 254;
 const USER_AGENT_MAX_CHARS: usize = 200;
-
-/// Checks and normalizes an email address (trimmed, lower case).
-pub fn normalize_email(raw: &str) -> Result<String, String> {
-    let email = raw.trim().to_lowercase();
-    if email.is_empty() {
-        return Err("must not be empty".into());
-    }
-    if email.len() > EMAIL_MAX_BYTES {
-        return Err(format!("must be at most {EMAIL_MAX_BYTES} bytes"));
-    }
-    let Some((local, domain)) = email.rsplit_once('@') else {
-        return Err("must be an email address such as ann@example.com".into());
-    };
-    if local.is_empty() || local.len() > 64 {
-        return Err("must have 1 to 64 characters before the @".into());
-    }
-    if email.chars().any(|c| c.is_control() || c.is_whitespace()) || local.contains('@') {
-        return Err("must not contain spaces, control characters or a second @".into());
-    }
-    let labels: Vec<&str> = domain.split('.').collect();
-    let label_ok = |l: &&str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-            && l.chars().all(|c| c.is_alphanumeric() || c == '-')
-    };
-    if labels.len() < 2 || !labels.iter().all(label_ok) {
-        return Err("must have a domain such as example.com after the @".into());
-    }
-    Ok(email)
-}
 
 fn check_password(
     raw: Option<&Value>,
@@ -93,9 +60,11 @@ fn check_password(
     Ok(p.clone())
 }
 
-fn email_field(doc: &Value) -> Result<String, FieldViolation> {
+fn email_field(doc: &Value) -> Result<Email, FieldViolation> {
     match doc.get("email") {
-        Some(Value::String(e)) => normalize_email(e).map_err(|d| FieldViolation::new("/email", d)),
+        Some(Value::String(e)) => {
+            Email::parse(e).map_err(|why| FieldViolation::new("/email", why.to_string()))
+        }
         _ => Err(FieldViolation::new(
             "/email",
             "is required and must be a string",
@@ -114,7 +83,7 @@ fn account_view(account: &Account) -> Value {
 
 /// `POST /accounts`: `{"email", "password", "profile": {…}}` → 201 with the account.
 #[utoipa::path(post, path = "/accounts", tag = "accounts",
-    request_body(content = crate::openapi::AccountInput, content_type = "application/json"),
+    request_body(content = crate::schema::AccountInput, content_type = "application/json"),
     responses(
         (status = 201, description = "The account and its public profile"),
         (status = 409, description = "The email is registered", body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -211,7 +180,7 @@ pub async fn create(
 #[utoipa::path(get, path = "/accounts/{id}", tag = "accounts", security(("bearer" = [])),
     params(("id" = u64, Path, description = "User id")),
     responses(
-        (status = 200, description = "The account", body = crate::openapi::AccountView),
+        (status = 200, description = "The account", body = crate::schema::AccountView),
         (status = 401, description = "Not authenticated", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not yours, and you are not an admin", body = crate::problem::Problem, content_type = "application/problem+json"),
     ))]
@@ -240,9 +209,9 @@ pub async fn get_one(
 }
 
 /// The limits' keys: per email (registered or not — so a 429 reveals nothing) and per address.
-fn limit_keys(email: &str, parts: &Parts) -> (String, Option<String>) {
+fn limit_keys(email: &Email, parts: &Parts) -> (String, Option<String>) {
     (
-        format!("login:account:{}", auth::refresh_hash(email)),
+        format!("login:account:{}", auth::refresh_hash(email.as_str())),
         auth::client_ip(parts).map(|ip| format!("login:ip:{ip}")),
     )
 }
@@ -334,9 +303,9 @@ fn wants_cookies(doc: &Value) -> Result<bool, ApiError> {
 
 /// `POST /sessions`: `{"email", "password", "cookies"?}` → 201 with tokens.
 #[utoipa::path(post, path = "/sessions", tag = "accounts",
-    request_body(content = crate::openapi::LoginInput, content_type = "application/json"),
+    request_body(content = crate::schema::LoginInput, content_type = "application/json"),
     responses(
-        (status = 201, description = "Logged in", body = crate::openapi::TokenResponse),
+        (status = 201, description = "Logged in", body = crate::schema::TokenResponse),
         (status = 401, description = "Wrong email or password (the same answer for both)", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many failed attempts; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
     ))]
@@ -420,9 +389,9 @@ pub async fn login(
 /// `POST /sessions/refresh`: `{"refresh_token"}` (or the refresh cookie + `X-CSRF-Token`) →
 /// a new access token and a new refresh token; the old refresh token is spent.
 #[utoipa::path(post, path = "/sessions/refresh", tag = "accounts",
-    request_body(content = crate::openapi::RefreshInput, content_type = "application/json"),
+    request_body(content = crate::schema::RefreshInput, content_type = "application/json"),
     responses(
-        (status = 200, description = "New tokens; the presented refresh token is spent", body = crate::openapi::TokenResponse),
+        (status = 200, description = "New tokens; the presented refresh token is spent", body = crate::schema::TokenResponse),
         (status = 401, description = "Not valid, or already used (the session is then revoked)", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 403, description = "Cookie mode without the CSRF token", body = crate::problem::Problem, content_type = "application/problem+json"),
     ))]
@@ -519,7 +488,7 @@ fn session_view(s: &Session, current: &str) -> Value {
 /// `GET /sessions`: the caller's active sessions.
 #[utoipa::path(get, path = "/sessions", tag = "accounts", security(("bearer" = [])),
     responses(
-        (status = 200, description = "My active sessions: {\"sessions\": [...]}", body = Vec<crate::openapi::SessionView>),
+        (status = 200, description = "My active sessions: {\"sessions\": [...]}", body = Vec<crate::schema::SessionView>),
         (status = 401, description = "Not authenticated", body = crate::problem::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list(
@@ -615,32 +584,4 @@ pub async fn jwks(State(state): State<AppState>) -> Response {
         HeaderValue::from_static("public, max-age=60"),
     );
     r
-}
-
-#[cfg(test)]
-mod tests {
-    use super::normalize_email;
-
-    #[test]
-    fn emails_are_normalized_and_checked() {
-        assert_eq!(
-            normalize_email("  Ann@Example.COM ").as_deref(),
-            Ok("ann@example.com")
-        );
-        for bad in [
-            "",
-            "ann",
-            "@example.com",
-            "ann@",
-            "ann@localhost",
-            "ann@exa mple.com",
-            "a b@example.com",
-            "ann@-example.com",
-            "ann@example..com",
-        ] {
-            assert!(normalize_email(bad).is_err(), "{bad:?} must be refused");
-        }
-        let long = format!("{}@example.com", "a".repeat(250));
-        assert!(normalize_email(&long).is_err());
-    }
 }

@@ -32,7 +32,6 @@ use strata_core::user::UserId;
 use strata_store::accounts::{ADMIN_ROLE, SessionStore, now_ms};
 use subtle::ConstantTimeEq;
 
-use crate::AppState;
 use crate::keys::KeyRing;
 use crate::problem::ApiError;
 
@@ -440,7 +439,7 @@ impl Principal {
 }
 
 /// Authenticates a request from its parts.
-pub async fn authenticate(state: &AppState, parts: &Parts) -> Result<Principal, ApiError> {
+pub async fn authenticate(auth: &AuthConfig, parts: &Parts) -> Result<Principal, ApiError> {
     let bearer = match parts.headers.get(header::AUTHORIZATION) {
         None => None,
         Some(v) => {
@@ -469,7 +468,7 @@ pub async fn authenticate(state: &AppState, parts: &Parts) -> Result<Principal, 
             }
         },
     };
-    let claims = verify_access_token(&state.auth.keys, token)?;
+    let claims = verify_access_token(&auth.keys, token)?;
     if by_cookie && is_unsafe(&parts.method) {
         let sent = parts
             .headers
@@ -486,7 +485,7 @@ pub async fn authenticate(state: &AppState, parts: &Parts) -> Result<Principal, 
         .parse::<u64>()
         .map(UserId)
         .map_err(|_| ApiError::Unauthenticated("The access token names no user.".into()))?;
-    let session = state.auth.sessions.session(&claims.sid).await?;
+    let session = auth.sessions.session(&claims.sid).await?;
     match session {
         Some(s) if s.user_id == user && s.is_active(now_ms()) => Ok(Principal {
             user,
@@ -500,11 +499,16 @@ pub async fn authenticate(state: &AppState, parts: &Parts) -> Result<Principal, 
     }
 }
 
-impl FromRequestParts<AppState> for Principal {
+/// A handler that takes a [`Principal`] gets only authenticated requests, from any state that
+/// holds the authentication settings.
+impl<S> FromRequestParts<S> for Principal
+where
+    S: AsRef<AuthConfig> + Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        authenticate(state, parts).await
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        authenticate(state.as_ref(), parts).await
     }
 }
 

@@ -12,6 +12,7 @@
 //!   starts the API servers, so that they share it from the start.
 //! - The public halves are served as a JWK Set (RFC 7517, `OKP`/`Ed25519` per RFC 8037) at
 //!   `/.well-known/jwks.json`.
+//! - Every failure is a [`KeyError`] naming the key, file or directory at fault.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,37 @@ pub const KEEP_KEYS: usize = 3;
 /// How often a signing server looks for a newer key.
 pub const RESCAN_EVERY: Duration = Duration::from_secs(10);
 const KEY_SUFFIX: &str = ".ed25519";
+
+/// Why keys could not be made, stored or read. The text names the key, file or directory and
+/// ends with the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("key {kid} is not an Ed25519 PKCS#8 key: {error}")]
+    NotEd25519 {
+        kid: String,
+        error: ring::error::KeyRejected,
+    },
+    #[error("cannot generate a key: {0}")]
+    Generate(ring::error::Unspecified),
+    /// The key directory given to [`KeyRing::open`] cannot be created.
+    #[error("cannot create the key directory {}: {error} (pass --keys DIR)", dir.display())]
+    KeyDirectory { dir: PathBuf, error: std::io::Error },
+    #[error("cannot create {}: {error}", dir.display())]
+    CreateDirectory { dir: PathBuf, error: std::io::Error },
+    #[error("cannot write {}: {error}", path.display())]
+    Write {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// The written key file cannot be renamed into place.
+    #[error("cannot install key {kid}: {error}")]
+    Install { kid: String, error: std::io::Error },
+    #[error("cannot read {}: {error}", path.display())]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+}
 
 /// One verifying (and perhaps signing) key.
 #[derive(Clone)]
@@ -64,9 +96,14 @@ fn new_kid() -> String {
     format!("{ms:013}-{:04x}", rand::random::<u16>())
 }
 
-fn load_key(kid: &str, pkcs8: &[u8]) -> Result<Key, String> {
-    let pair = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8)
-        .map_err(|e| format!("key {kid} is not an Ed25519 PKCS#8 key: {e}"))?;
+fn load_key(kid: &str, pkcs8: &[u8]) -> Result<Key, KeyError> {
+    let pair =
+        ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8).map_err(|error| {
+            KeyError::NotEd25519 {
+                kid: kid.to_owned(),
+                error,
+            }
+        })?;
     let public = pair.public_key().as_ref().to_vec();
     Ok(Key {
         kid: kid.to_owned(),
@@ -76,37 +113,47 @@ fn load_key(kid: &str, pkcs8: &[u8]) -> Result<Key, String> {
     })
 }
 
-fn generate() -> Result<(String, Vec<u8>), String> {
+fn generate() -> Result<(String, Vec<u8>), KeyError> {
     let rng = ring::rand::SystemRandom::new();
-    let doc = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
-        .map_err(|e| format!("cannot generate a key: {e}"))?;
+    let doc = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).map_err(KeyError::Generate)?;
     Ok((new_kid(), doc.as_ref().to_vec()))
 }
 
-fn write_key(dir: &Path, kid: &str, pkcs8: &[u8]) -> Result<(), String> {
+fn write_key(dir: &Path, kid: &str, pkcs8: &[u8]) -> Result<(), KeyError> {
     use std::io::Write as _;
     #[cfg(unix)]
     use std::os::unix::fs::OpenOptionsExt as _;
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(|error| KeyError::CreateDirectory {
+        dir: dir.to_owned(),
+        error,
+    })?;
     let tmp = dir.join(format!(".{kid}.tmp"));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     options.mode(0o600);
-    let mut file = options
-        .open(&tmp)
-        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    let write_error = |error| KeyError::Write {
+        path: tmp.clone(),
+        error,
+    };
+    let mut file = options.open(&tmp).map_err(write_error)?;
     file.write_all(pkcs8)
         .and_then(|_| file.sync_all())
-        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, dir.join(format!("{kid}{KEY_SUFFIX}")))
-        .map_err(|e| format!("cannot install key {kid}: {e}"))
+        .map_err(write_error)?;
+    std::fs::rename(&tmp, dir.join(format!("{kid}{KEY_SUFFIX}"))).map_err(|error| {
+        KeyError::Install {
+            kid: kid.to_owned(),
+            error,
+        }
+    })
 }
 
 /// The key ids in `dir`, oldest first.
-fn key_ids(dir: &Path) -> Result<Vec<String>, String> {
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+fn key_ids(dir: &Path) -> Result<Vec<String>, KeyError> {
+    let entries = std::fs::read_dir(dir).map_err(|error| KeyError::Read {
+        path: dir.to_owned(),
+        error,
+    })?;
     let mut kids: Vec<String> = entries
         .filter_map(Result::ok)
         .filter_map(|e| {
@@ -121,12 +168,11 @@ fn key_ids(dir: &Path) -> Result<Vec<String>, String> {
     Ok(kids)
 }
 
-fn scan(dir: &Path) -> Result<KeySet, String> {
+fn scan(dir: &Path) -> Result<KeySet, KeyError> {
     let mut set = KeySet::default();
     for kid in key_ids(dir)? {
         let path = dir.join(format!("{kid}{KEY_SUFFIX}"));
-        let bytes =
-            std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let bytes = std::fs::read(&path).map_err(|error| KeyError::Read { path, error })?;
         set.keys.insert(kid.clone(), load_key(&kid, &bytes)?);
     }
     Ok(set)
@@ -134,7 +180,7 @@ fn scan(dir: &Path) -> Result<KeySet, String> {
 
 /// Adds a new newest key to `dir` (creating it) and prunes all but the newest [`KEEP_KEYS`].
 /// Returns the new key id.
-pub fn rotate(dir: &Path) -> Result<String, String> {
+pub fn rotate(dir: &Path) -> Result<String, KeyError> {
     let (kid, pkcs8) = generate()?;
     write_key(dir, &kid, &pkcs8)?;
     let kids = key_ids(dir)?;
@@ -146,12 +192,10 @@ pub fn rotate(dir: &Path) -> Result<String, String> {
 
 impl KeyRing {
     /// The keys in `dir`; when it holds none, one is created.
-    pub fn open(dir: &Path) -> Result<Self, String> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            format!(
-                "cannot create the key directory {}: {e} (pass --keys DIR)",
-                dir.display()
-            )
+    pub fn open(dir: &Path) -> Result<Self, KeyError> {
+        std::fs::create_dir_all(dir).map_err(|error| KeyError::KeyDirectory {
+            dir: dir.to_owned(),
+            error,
         })?;
         if key_ids(dir)?.is_empty() {
             rotate(dir)?;
@@ -165,7 +209,7 @@ impl KeyRing {
 
     /// A key that lives in memory only (tests, and a single server told to keep no files):
     /// tokens it signs die with the process.
-    pub fn ephemeral() -> Result<Self, String> {
+    pub fn ephemeral() -> Result<Self, KeyError> {
         let (kid, pkcs8) = generate()?;
         let mut set = KeySet::default();
         set.keys.insert(kid.clone(), load_key(&kid, &pkcs8)?);
@@ -283,5 +327,34 @@ mod tests {
             "an unknown kid makes the ring look in the directory again"
         );
         assert!(here.verifying("no-such-key").is_none());
+    }
+
+    #[test]
+    fn errors_name_what_is_at_fault() {
+        let text = |r: Result<(), KeyError>| r.map_err(|e| e.to_string());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("plain-file");
+        std::fs::write(&file, b"x").expect("write");
+        let under_a_file = file.join("keys");
+        let opened = text(KeyRing::open(&under_a_file).map(|_| ()));
+        let prefix = format!(
+            "cannot create the key directory {}: ",
+            under_a_file.display()
+        );
+        assert!(
+            matches!(&opened, Err(m) if m.starts_with(&prefix) && m.ends_with(" (pass --keys DIR)")),
+            "{opened:?}"
+        );
+        let loaded = text(load_key("k1", b"not a key").map(|_| ()));
+        assert!(
+            matches!(&loaded, Err(m) if m.starts_with("key k1 is not an Ed25519 PKCS#8 key: ")),
+            "{loaded:?}"
+        );
+        std::fs::write(dir.path().join(format!("k2{KEY_SUFFIX}")), b"junk").expect("write");
+        let scanned = text(scan(dir.path()).map(|_| ()));
+        assert!(
+            matches!(&scanned, Err(m) if m.starts_with("key k2 is not an Ed25519 PKCS#8 key: ")),
+            "{scanned:?}"
+        );
     }
 }

@@ -1,8 +1,9 @@
 //! # strata-api — the web tier
 //!
-//! Tier: web. Depends on `strata-core` (domain types), and on the `Store` trait of
-//! `strata-store` and the two-level `Tiered` cache of `strata-cache` — the engines behind them
-//! are chosen by the binary, never here.
+//! Tier: web. Depends on `strata-core` (domain types), and on `strata-store` and
+//! `strata-cache`: the handlers see only the `Store` trait and the two-level `Tiered` cache;
+//! [`role`] opens them from the options each of those tiers defines
+//! (`strata_store::open::DataOptions`, `strata_cache::options::CacheOptions`).
 //!
 //! A stateless axum server for user profiles under `/users`, accounts and sessions under
 //! `/accounts` and `/sessions` (see [`auth`]), plus `/healthz`, `/readyz`, `/metrics`,
@@ -16,22 +17,18 @@
 //! - [`Application::run_until_stopped`] drains in-flight requests before returning.
 //!
 //! Build, then run: [`Application::build`] binds (port 0 allowed) and reports the real address.
-
-use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
-
-use axum::Router;
-use axum::routing::get;
-use metrics_exporter_prometheus::PrometheusHandle;
-use strata_cache::tiered::Tiered;
-use strata_core::id::SnowflakeGenerator;
-use strata_store::Store;
-use strata_store::accounts::AccountStore;
-use tokio::net::TcpListener;
+//!
+//! Modules, each depending only on those listed before it: [`problem`] (errors), [`request`]
+//! (parsing requests), [`keys`] and [`auth`] (tokens and principals), [`observe`]
+//! (the middleware), [`state`] (what handlers share), [`commit`] (what writes share),
+//! [`schema`] (the documented wire forms), the handlers [`users`], [`accounts`] and [`ops`],
+//! [`openapi`] (the document of them all), [`server`] (the router and the bound server) and
+//! [`role`] (the server as a process, composed from each tier's options). This root only
+//! declares and re-exports them.
 
 pub mod accounts;
 pub mod auth;
+pub mod commit;
 pub mod keys;
 pub mod observe;
 pub mod openapi;
@@ -39,130 +36,10 @@ pub mod ops;
 pub mod problem;
 pub mod request;
 pub mod role;
+pub mod schema;
+pub mod server;
+pub mod state;
 pub mod users;
 
-/// What the handlers share.
-#[derive(Clone)]
-pub struct AppState {
-    pub store: Arc<dyn Store>,
-    /// Accounts (email, password hash, roles): on the primary data store.
-    pub accounts: Arc<dyn AccountStore>,
-    /// Keys, the shared session store and password policy.
-    pub auth: auth::AuthConfig,
-    pub cache: Tiered<strata_store::StoreError>,
-    pub ids: Arc<SnowflakeGenerator>,
-    pub metrics: PrometheusHandle,
-    /// Striped locks that make PATCHes of one user on this server take turns.
-    pub patch_locks: Arc<[tokio::sync::Mutex<()>]>,
-}
-
-impl std::fmt::Debug for AppState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState")
-            .field("engine", &self.store.engine())
-            .field("ids", &self.ids)
-            .finish()
-    }
-}
-
-impl AppState {
-    pub fn new(
-        store: Arc<dyn Store>,
-        accounts: Arc<dyn AccountStore>,
-        auth: auth::AuthConfig,
-        ids: SnowflakeGenerator,
-        cache: Tiered<strata_store::StoreError>,
-    ) -> Self {
-        Self {
-            store,
-            accounts,
-            auth,
-            cache,
-            ids: Arc::new(ids),
-            metrics: observe::metrics_handle(),
-            patch_locks: (0..users::PATCH_LOCK_STRIPES)
-                .map(|_| tokio::sync::Mutex::new(()))
-                .collect(),
-        }
-    }
-}
-
-/// The router: every route, the problem+json fallbacks, and the observing middleware.
-pub fn app(state: AppState) -> Router {
-    use axum::routing::{get as g, post};
-    Router::new()
-        .route("/users", post(users::create).get(users::list))
-        .route(
-            "/users/{id}",
-            g(users::get_one)
-                .put(users::replace)
-                .patch(users::patch)
-                .delete(users::delete),
-        )
-        .route("/accounts", post(accounts::create))
-        .route("/accounts/{id}", g(accounts::get_one))
-        .route("/sessions", post(accounts::login).get(accounts::list))
-        .route("/sessions/refresh", post(accounts::refresh))
-        .route("/sessions/current", axum::routing::delete(accounts::logout))
-        .route("/sessions/{id}", axum::routing::delete(accounts::revoke))
-        .route("/.well-known/jwks.json", g(accounts::jwks))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(ops::openapi))
-        .fallback(|| async { problem::ApiError::NoRoute })
-        .method_not_allowed_fallback(|| async { problem::ApiError::MethodNotAllowed })
-        .layer(axum::middleware::map_response(no_store_unless_said))
-        .layer(axum::middleware::from_fn(observe::observe))
-        .with_state(state)
-}
-
-/// Caching is opt-in per route: a response that does not say how it may be cached (errors,
-/// metrics, health) says `no-store`.
-async fn no_store_unless_said(mut r: axum::response::Response) -> axum::response::Response {
-    use axum::http::{HeaderValue, header};
-    r.headers_mut()
-        .entry(header::CACHE_CONTROL)
-        .or_insert(HeaderValue::from_static("no-store"));
-    r
-}
-
-/// A bound, not yet serving, API server.
-#[derive(Debug)]
-pub struct Application {
-    listener: TcpListener,
-    addr: SocketAddr,
-    state: AppState,
-}
-
-impl Application {
-    /// Binds `addr` (port 0 picks a free port).
-    pub async fn build(addr: SocketAddr, state: AppState) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
-        Ok(Self {
-            listener,
-            addr,
-            state,
-        })
-    }
-
-    /// The address actually bound.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Serves until `shutdown` resolves, then stops accepting and waits for in-flight
-    /// requests to finish.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        axum::serve(
-            self.listener,
-            app(self.state).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
-    }
-}
+pub use server::{Application, app};
+pub use state::AppState;

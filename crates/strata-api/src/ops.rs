@@ -1,4 +1,5 @@
-//! Operational endpoints: liveness, readiness, metrics, the OpenAPI document.
+//! Operational endpoints: liveness, readiness and metrics. (`/openapi.json` is served by the
+//! module that assembles the document, which describes these endpoints too.)
 
 use std::time::Duration;
 
@@ -7,8 +8,8 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::AppState;
 use crate::problem::ApiError;
+use crate::state::AppState;
 
 /// How long `/readyz` waits for the data tier.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -43,16 +44,6 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
-    r
-}
-
-/// `GET /openapi.json`.
-pub async fn openapi() -> Response {
-    let mut r = (StatusCode::OK, crate::openapi::document()).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
     );
     r
 }

@@ -24,7 +24,8 @@ use strata_store::redis_sessions::RedisSessions;
 
 use crate::auth::AuthConfig;
 use crate::keys::KeyRing;
-use crate::{AppState, Application};
+use crate::server::Application;
+use crate::state::AppState;
 
 /// Everything an API server is told on its command line.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args, serde::Serialize)]

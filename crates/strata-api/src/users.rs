@@ -14,7 +14,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -26,15 +26,11 @@ use strata_store::{
     CommitToken, Precondition, ReadRequirement, StoreError, StoredUser, WriteReceipt,
 };
 
-use crate::AppState;
 use crate::auth::Principal;
+use crate::commit::{READ_AFTER_COOKIE, READ_AFTER_HEADER, cache_key, with_commit};
 use crate::problem::ApiError;
 use crate::request::{EntityTags, JsonKind, entity_tags, etag, json_body, user_id};
-
-/// Response header carrying the commit token of a write.
-pub const COMMIT_HEADER: HeaderName = HeaderName::from_static("strata-commit");
-/// Request header asking a read to reflect at least this commit.
-pub const READ_AFTER_HEADER: HeaderName = HeaderName::from_static("strata-read-after");
+use crate::state::{AppState, PATCH_LOCK_STRIPES};
 
 /// Page size limits for `GET /users`.
 pub const LIST_DEFAULT_LIMIT: u32 = 20;
@@ -42,13 +38,6 @@ pub const LIST_MAX_LIMIT: u32 = 100;
 
 /// How many times a PATCH is re-applied after losing a race with another writer.
 pub const PATCH_ATTEMPTS: u32 = 16;
-/// Number of per-server PATCH locks (users are spread over them by id).
-pub const PATCH_LOCK_STRIPES: usize = 64;
-
-/// The cache key of a user.
-pub fn cache_key(id: UserId) -> String {
-    format!("user:{id}")
-}
 
 /// The cached form of a stored user: its JSON representation at its version.
 fn cache_entry(stored: &StoredUser) -> Entry {
@@ -57,13 +46,6 @@ fn cache_entry(stored: &StoredUser) -> Entry {
         .unwrap_or_default();
     Entry::present(stored.version, body)
 }
-
-/// The cookie that carries the last commit token for browsers, which cannot be asked to echo
-/// a header.
-pub const READ_AFTER_COOKIE: &str = "strata-read-after";
-/// How long the cookie lives: long enough to cover replica lag, short enough to stop forcing
-/// fresh reads soon after the last write.
-const READ_AFTER_COOKIE_SECS: u32 = 60;
 
 /// The token of the `strata-read-after` cookie, if the request has a well-formed one.
 fn cookie_token(headers: &HeaderMap) -> Option<u64> {
@@ -184,28 +166,11 @@ fn json_response(status: StatusCode, body: Bytes, version: u64) -> Response {
     r
 }
 
-pub(crate) fn with_commit(mut r: Response, receipt: WriteReceipt) -> Response {
-    // A write's answer carries this client's commit cookie: never stored by any cache.
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    let token = receipt.commit.0;
-    if let Ok(v) = HeaderValue::from_str(&token.to_string()) {
-        r.headers_mut().insert(COMMIT_HEADER, v);
-    }
-    let cookie = format!(
-        "{READ_AFTER_COOKIE}={token}; Path=/; Max-Age={READ_AFTER_COOKIE_SECS}; HttpOnly; SameSite=Lax"
-    );
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
-        r.headers_mut().append(header::SET_COOKIE, v);
-    }
-    r
-}
-
 /// Creates a user; the server assigns the id.
 #[utoipa::path(post, path = "/users", tag = "users", security(("bearer" = [])),
-    request_body(content = crate::openapi::UserInput, content_type = "application/json"),
+    request_body(content = crate::schema::UserInput, content_type = "application/json"),
     responses(
-        (status = 201, description = "Created; `Location` names the new user", body = crate::openapi::UserDoc),
+        (status = 201, description = "Created; `Location` names the new user", body = crate::schema::UserDoc),
         (status = 400, description = "Malformed JSON", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over the limit", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -255,7 +220,7 @@ pub async fn create(
            ("If-None-Match" = Option<String>, Header, description = "ETag(s) the client holds: 304 if current"),
            ("Strata-Read-After" = Option<u64>, Header, description = "Serve state at least this new (a Strata-Commit value)")),
     responses(
-        (status = 200, description = "The user", body = crate::openapi::UserDoc),
+        (status = 200, description = "The user", body = crate::schema::UserDoc),
         (status = 304, description = "Not modified"),
         (status = 400, description = "Not a valid id", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such user", body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -352,9 +317,9 @@ async fn write_precondition(
 #[utoipa::path(put, path = "/users/{id}", tag = "users", security(("bearer" = [])),
     params(("id" = u64, Path, description = "User id"),
            ("If-Match" = Option<String>, Header, description = "Replace only if the user is still at this ETag")),
-    request_body(content = crate::openapi::UserInput, content_type = "application/json"),
+    request_body(content = crate::schema::UserInput, content_type = "application/json"),
     responses(
-        (status = 200, description = "Replaced", body = crate::openapi::UserDoc),
+        (status = 200, description = "Replaced", body = crate::schema::UserDoc),
         (status = 404, description = "No such user", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 412, description = "If-Match is stale", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -400,7 +365,7 @@ async fn commit_and_render(state: &AppState, user: User, receipt: WriteReceipt) 
            ("If-Match" = Option<String>, Header, description = "Patch only if the user is still at this ETag")),
     request_body(content = Object, content_type = "application/merge-patch+json", description = "A JSON Merge Patch of the user"),
     responses(
-        (status = 200, description = "Patched", body = crate::openapi::UserDoc),
+        (status = 200, description = "Patched", body = crate::schema::UserDoc),
         (status = 404, description = "No such user", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 412, description = "If-Match is stale", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/merge-patch+json", body = crate::problem::Problem, content_type = "application/problem+json"),
@@ -532,10 +497,10 @@ fn decode_cursor(raw: &str) -> Result<UserId, ApiError> {
 /// Lists users in ascending id order, a page at a time. The cursor names the last id of the
 /// previous page, so pages stay stable while users are added or removed.
 #[utoipa::path(get, path = "/users", tag = "users",
-    params(("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 20)"),
+    params(("limit" = Option<u32>, Query, description = format!("Page size, 1 to {LIST_MAX_LIMIT} (default {LIST_DEFAULT_LIMIT})")),
            ("cursor" = Option<String>, Query, description = "The nextCursor of the previous page")),
     responses(
-        (status = 200, description = "A page of users", body = crate::openapi::UserPage),
+        (status = 200, description = "A page of users", body = crate::schema::UserPage),
         (status = 400, description = "Bad limit or cursor", body = crate::problem::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list(

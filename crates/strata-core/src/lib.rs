@@ -5,6 +5,7 @@
 //! Holds what more than one tier must agree on and nothing else:
 //! - [`user`]: the user domain types, parsed once at the edge ("parse, don't validate"),
 //!   with every field limit in one place;
+//! - [`email`]: email addresses, checked and normalized once at the edge (trimmed, lower case);
 //! - [`id`]: the Snowflake id generator (41-bit milliseconds, 10-bit node, 12-bit sequence);
 //! - [`ready`]: the one-line JSON readiness protocol every role process prints;
 //! - [`request_id`]: the `X-Request-Id` rules shared by the balancer and the API servers;
@@ -13,6 +14,7 @@
 //! - [`args`]: helpers for role arguments that are parsed and rendered as command lines.
 
 pub mod args;
+pub mod email;
 pub mod id;
 pub mod ready;
 pub mod request_id;

@@ -16,6 +16,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use strata_core::email::Email;
 use strata_core::user::{User, UserId};
 
 use crate::{StoreError, WriteReceipt};
@@ -31,8 +32,7 @@ pub const REMEMBERED_HASHES: usize = 32;
 #[derive(Clone, PartialEq, Eq)]
 pub struct Account {
     pub user_id: UserId,
-    /// Normalized (trimmed, lower case).
-    pub email: String,
+    pub email: Email,
     /// PHC string (`$argon2id$v=19$m=…`).
     pub password_hash: String,
     /// Sorted, without duplicates.
@@ -77,20 +77,24 @@ pub trait AccountStore: Send + Sync + 'static {
     async fn create_account(
         &self,
         user: &User,
-        email: &str,
+        email: &Email,
         password_hash: &str,
     ) -> Result<WriteReceipt, StoreError>;
 
-    /// The account registered with this (normalized) email.
-    async fn account_by_email(&self, email: &str) -> Result<Option<Account>, StoreError>;
+    /// The account registered with this email.
+    async fn account_by_email(&self, email: &Email) -> Result<Option<Account>, StoreError>;
 
     /// The account of this user, if the user has one.
     async fn account(&self, user: UserId) -> Result<Option<Account>, StoreError>;
 
     /// Grants (`granted`) or withdraws a role; the account after the change.
     /// `NoAccount` when no account has this email.
-    async fn set_role(&self, email: &str, role: &str, granted: bool)
-    -> Result<Account, StoreError>;
+    async fn set_role(
+        &self,
+        email: &Email,
+        role: &str,
+        granted: bool,
+    ) -> Result<Account, StoreError>;
 }
 
 /// One login: the family of its refresh tokens.
@@ -211,12 +215,18 @@ pub mod contract {
         }
     }
 
+    fn email(raw: &str) -> Email {
+        Email::parse(raw).unwrap_or_else(|e| panic!("test email {raw:?} is valid: {e}"))
+    }
+
     /// Runs every account check against a store with no accounts (users may exist, but not
     /// with ids from 7_000_000 up).
     pub async fn accounts(store: &(impl AccountStore + crate::Store)) {
         let ann = user(7_000_001);
+        let ann_email = email("ann@example.com");
+        let other_email = email("other@example.com");
         store
-            .create_account(&ann, "ann@example.com", "$argon2id$hash-a")
+            .create_account(&ann, &ann_email, "$argon2id$hash-a")
             .await
             .unwrap_or_else(|e| panic!("create_account: {e}"));
         let got = store
@@ -229,7 +239,7 @@ pub mod contract {
             "an account's user is readable as a profile"
         );
         let acc = store
-            .account_by_email("ann@example.com")
+            .account_by_email(&ann_email)
             .await
             .unwrap_or_else(|e| panic!("account_by_email: {e}"))
             .unwrap_or_else(|| panic!("the account is found by its email"));
@@ -238,13 +248,13 @@ pub mod contract {
         assert!(acc.roles.is_empty(), "a new account has no roles");
         assert_eq!(
             store.account(ann.id).await.ok().flatten().map(|a| a.email),
-            Some("ann@example.com".to_owned())
+            Some(ann_email.clone())
         );
 
         // The same email again: refused, and the second user is not created either.
         let bob = user(7_000_002);
         match store
-            .create_account(&bob, "ann@example.com", "$argon2id$hash-b")
+            .create_account(&bob, &ann_email, "$argon2id$hash-b")
             .await
         {
             Err(StoreError::EmailTaken) => {}
@@ -261,7 +271,7 @@ pub mod contract {
         );
         // A taken user id: refused, and the email stays free.
         match store
-            .create_account(&ann, "other@example.com", "$argon2id$hash-c")
+            .create_account(&ann, &other_email, "$argon2id$hash-c")
             .await
         {
             Err(StoreError::AlreadyExists(id)) => assert_eq!(id, ann.id),
@@ -269,7 +279,7 @@ pub mod contract {
         }
         assert!(
             store
-                .account_by_email("other@example.com")
+                .account_by_email(&other_email)
                 .await
                 .ok()
                 .flatten()
@@ -279,12 +289,12 @@ pub mod contract {
 
         // Roles.
         let admin = store
-            .set_role("ann@example.com", ADMIN_ROLE, true)
+            .set_role(&ann_email, ADMIN_ROLE, true)
             .await
             .unwrap_or_else(|e| panic!("set_role: {e}"));
         assert!(admin.is_admin());
         let again = store
-            .set_role("ann@example.com", ADMIN_ROLE, true)
+            .set_role(&ann_email, ADMIN_ROLE, true)
             .await
             .unwrap_or_else(|e| panic!("set_role twice: {e}"));
         assert_eq!(
@@ -293,11 +303,14 @@ pub mod contract {
             "roles do not repeat"
         );
         let plain = store
-            .set_role("ann@example.com", ADMIN_ROLE, false)
+            .set_role(&ann_email, ADMIN_ROLE, false)
             .await
             .unwrap_or_else(|e| panic!("withdraw: {e}"));
         assert!(!plain.is_admin());
-        match store.set_role("nobody@example.com", ADMIN_ROLE, true).await {
+        match store
+            .set_role(&email("nobody@example.com"), ADMIN_ROLE, true)
+            .await
+        {
             Err(StoreError::NoAccount(_)) => {}
             other => panic!("granting to an unknown email must say NoAccount, got {other:?}"),
         }
@@ -312,7 +325,7 @@ pub mod contract {
             "the account goes with its user"
         );
         store
-            .create_account(&bob, "ann@example.com", "$argon2id$hash-b")
+            .create_account(&bob, &ann_email, "$argon2id$hash-b")
             .await
             .unwrap_or_else(|e| panic!("the email of a deleted account is free again: {e}"));
     }

@@ -1,9 +1,10 @@
 //! The store test suite, written once for every engine.
 //!
 //! Each engine's integration tests call [`run_all`] with a fresh, empty store (SQLite in a
-//! temporary directory today; PostgreSQL started from the installed binaries later), so every
-//! engine is held to the same contract. Each check panics with a sentence when the contract
-//! is broken.
+//! temporary directory; PostgreSQL in a fresh database of a server that strata-testkit starts
+//! from the installed binaries), so every engine is held to the same contract. Each check
+//! panics with a sentence when the contract is broken. The account and session suites are in
+//! [`crate::accounts::contract`].
 
 use serde_json::json;
 use strata_core::user::{IdField, User, UserId, UserProfile};

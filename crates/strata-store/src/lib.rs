@@ -30,8 +30,9 @@ mod rows;
 pub mod sqlite;
 
 /// A position in the store's commit order. Tokens from one store compare: a larger token is a
-/// later commit. For SQLite it is a sequence bumped by every write; for PostgreSQL it will be
-/// the commit LSN.
+/// later commit. For SQLite it is a sequence bumped by every write; for PostgreSQL it is a WAL
+/// position (LSN), read on the write's connection right after it commits, so at or past the end
+/// of its commit record: any server of the cluster whose replay has reached it shows the write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct CommitToken(pub u64);
 

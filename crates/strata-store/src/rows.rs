@@ -1,6 +1,7 @@
 //! What the SQL engines share about users as rows: ids as signed integers, profiles as JSON
-//! text read back through the domain parser, and pages.
+//! text and account emails as text, both read back through the domain parsers, and pages.
 
+use strata_core::email::Email;
 use strata_core::user::{User, UserId, UserProfile};
 
 use crate::{Page, StoreError, StoredUser};
@@ -29,6 +30,15 @@ pub(crate) fn decode(id: i64, version: i64, profile: &str) -> Result<StoredUser,
     Ok(StoredUser {
         user: User { id: uid, profile },
         version: version as u64,
+    })
+}
+
+/// A stored account email as an [`Email`]. One that fails the parser is `Corrupt`, never
+/// served.
+pub(crate) fn decode_email(user: UserId, stored: &str) -> Result<Email, StoreError> {
+    Email::parse(stored).map_err(|why| StoreError::Corrupt {
+        id: user,
+        detail: format!("the account's email is not an email address: it {why}"),
     })
 }
 

@@ -1,7 +1,9 @@
 //! The SQLite engine against the shared store suite, plus what is particular to a file on disk:
 //! several processes on one file, migrations, and data directories that cannot be used.
 
+use strata_core::email::Email;
 use strata_core::user::{User, UserId};
+use strata_store::accounts::AccountStore;
 use strata_store::sqlite::{DB_FILE, SCHEMA_VERSION, SqliteStore};
 use strata_store::{Precondition, ReadRequirement, Store, StoreError};
 
@@ -198,6 +200,32 @@ async fn a_corrupt_profile_row_is_reported_and_never_served() {
     drop(conn);
     match store.get(UserId(12), ReadRequirement::ANY).await {
         Err(StoreError::Corrupt { id, .. }) => assert_eq!(id, UserId(12)),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_account_whose_stored_email_is_not_an_email_is_reported_and_never_served() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let user = User {
+        id: UserId(7_000_100),
+        ..User::canonical()
+    };
+    let email = Email::parse("ann@example.com").expect("email");
+    store
+        .create_account(&user, &email, "$argon2id$hash")
+        .await
+        .expect("account");
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).expect("sqlite");
+    conn.execute(
+        "UPDATE accounts SET email = 'not an email' WHERE user_id = 7000100",
+        [],
+    )
+    .expect("corrupt");
+    drop(conn);
+    match store.account(user.id).await {
+        Err(StoreError::Corrupt { id, .. }) => assert_eq!(id, user.id),
         other => panic!("expected Corrupt, got {other:?}"),
     }
 }

@@ -123,7 +123,7 @@ impl Target {
 }
 
 async fn set_admin(email: &str, target: &Target, granted: bool) -> anyhow::Result<()> {
-    let email = strata_api::accounts::normalize_email(email)
+    let email = strata_core::email::Email::parse(email)
         .map_err(|why| anyhow::anyhow!("{email:?} is not an email address: it {why}"))?;
     let accounts = target.accounts().await?;
     match accounts.set_role(&email, ADMIN_ROLE, granted).await {

@@ -12,6 +12,7 @@ use strata_api::auth::AuthConfig;
 use strata_api::keys::KeyRing;
 use strata_api::{AppState, Application};
 use strata_cache::tiered::{Tiered, TieredConfig};
+use strata_core::email::Email;
 use strata_core::id::SnowflakeGenerator;
 use strata_core::user::{IdField, User, UserId, UserProfile};
 use strata_store::accounts::{ADMIN_ROLE, AccountStore};
@@ -74,12 +75,13 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut AuthConfig)) -> TestApp {
         id: UserId(9_000_000_001),
         profile: UserProfile::parse(&jane(), IdField::Forbidden).expect("profile"),
     };
+    let admin_email = Email::parse(ADMIN_EMAIL).expect("admin email");
     store
-        .create_account(&admin, ADMIN_EMAIL, &hash)
+        .create_account(&admin, &admin_email, &hash)
         .await
         .expect("admin account");
     store
-        .set_role(ADMIN_EMAIL, ADMIN_ROLE, true)
+        .set_role(&admin_email, ADMIN_ROLE, true)
         .await
         .expect("grant admin");
     let state = AppState::new(

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use strata_core::email::Email;
 use strata_core::user::{User, UserId};
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
@@ -13,7 +14,7 @@ use crate::accounts::{
     Account, AccountStore, Rotation, Session, SessionStore, now_ms, remember, roles_of, roles_text,
     was_used,
 };
-use crate::rows::sql_id;
+use crate::rows::{decode_email, sql_id};
 use crate::{StoreError, WriteReceipt};
 
 const ACCOUNT_COLUMNS: &str = "user_id, email, password_hash, roles, created_ms";
@@ -22,9 +23,10 @@ const SESSION_COLUMNS: &str =
 
 fn account_row(r: &Row) -> Result<Account, StoreError> {
     let get = |e: tokio_postgres::Error| unavailable(&e);
+    let user_id = UserId(r.try_get::<_, i64>(0).map_err(get)? as u64);
     Ok(Account {
-        user_id: UserId(r.try_get::<_, i64>(0).map_err(get)? as u64),
-        email: r.try_get(1).map_err(get)?,
+        user_id,
+        email: decode_email(user_id, r.try_get(1).map_err(get)?)?,
         password_hash: r.try_get(2).map_err(get)?,
         roles: roles_of(&r.try_get::<_, String>(3).map_err(get)?),
         created_ms: r.try_get::<_, i64>(4).map_err(get)? as u64,
@@ -97,7 +99,7 @@ impl AccountStore for PgStore {
     async fn create_account(
         &self,
         user: &User,
-        email: &str,
+        email: &Email,
         password_hash: &str,
     ) -> Result<WriteReceipt, StoreError> {
         let id = user.id;
@@ -107,7 +109,11 @@ impl AccountStore for PgStore {
             )));
         };
         let profile = user.profile.to_value().to_string();
-        let (email, hash, created) = (email.to_owned(), password_hash.to_owned(), now_ms() as i64);
+        let (email, hash, created) = (
+            email.as_str().to_owned(),
+            password_hash.to_owned(),
+            now_ms() as i64,
+        );
         self.call(|client| async move {
             // One statement: the user and its account commit together or not at all.
             let result = write_then_position(
@@ -129,8 +135,8 @@ impl AccountStore for PgStore {
         .await
     }
 
-    async fn account_by_email(&self, email: &str) -> Result<Option<Account>, StoreError> {
-        self.account_where("email = $1", Box::new(email.to_owned()))
+    async fn account_by_email(&self, email: &Email) -> Result<Option<Account>, StoreError> {
+        self.account_where("email = $1", Box::new(email.as_str().to_owned()))
             .await
     }
 
@@ -143,11 +149,11 @@ impl AccountStore for PgStore {
 
     async fn set_role(
         &self,
-        email: &str,
+        email: &Email,
         role: &str,
         granted: bool,
     ) -> Result<Account, StoreError> {
-        let (email, role) = (email.to_owned(), role.to_owned());
+        let (email, role) = (email.as_str().to_owned(), role.to_owned());
         self.call(|mut client| async move {
             let tx = client.transaction().await.map_err(|e| engine_error(&e))?;
             let row = tx

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use strata_core::email::Email;
 use strata_core::user::{User, UserId};
 
 use super::{SqliteStore, bump_commit, engine_error, is_constraint};
@@ -12,21 +13,27 @@ use crate::accounts::{
     Account, AccountStore, Rotation, Session, SessionStore, now_ms, remember, roles_of, roles_text,
     was_used,
 };
-use crate::rows::sql_id;
+use crate::rows::{decode_email, sql_id};
 use crate::{StoreError, WriteReceipt};
 
 const ACCOUNT_COLUMNS: &str = "user_id, email, password_hash, roles, created_ms";
 const SESSION_COLUMNS: &str =
     "id, user_id, created_ms, expires_ms, last_used_ms, generation, revoked, user_agent, ip";
 
-fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
-    Ok(Account {
-        user_id: UserId(r.get::<_, i64>(0)? as u64),
-        email: r.get(1)?,
-        password_hash: r.get(2)?,
-        roles: roles_of(&r.get::<_, String>(3)?),
-        created_ms: r.get::<_, i64>(4)? as u64,
-    })
+/// An account row; its email goes through the parser (the inner `Err` is `Corrupt`).
+fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Account, StoreError>> {
+    let user_id = UserId(r.get::<_, i64>(0)? as u64);
+    let email = decode_email(user_id, &r.get::<_, String>(1)?);
+    let password_hash = r.get(2)?;
+    let roles = roles_of(&r.get::<_, String>(3)?);
+    let created_ms = r.get::<_, i64>(4)? as u64;
+    Ok(email.map(|email| Account {
+        user_id,
+        email,
+        password_hash,
+        roles,
+        created_ms,
+    }))
 }
 
 fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Session> {
@@ -54,7 +61,8 @@ fn account_where(
         account_row,
     )
     .optional()
-    .map_err(engine_error)
+    .map_err(engine_error)?
+    .transpose()
 }
 
 fn session_by_id(conn: &Connection, id: &str) -> Result<Option<Session>, StoreError> {
@@ -72,7 +80,7 @@ impl AccountStore for SqliteStore {
     async fn create_account(
         &self,
         user: &User,
-        email: &str,
+        email: &Email,
         password_hash: &str,
     ) -> Result<WriteReceipt, StoreError> {
         let id = user.id;
@@ -82,7 +90,7 @@ impl AccountStore for SqliteStore {
             )));
         };
         let profile = user.profile.to_value().to_string();
-        let email = email.to_owned();
+        let email = email.as_str().to_owned();
         let hash = password_hash.to_owned();
         self.with_writer(move |conn| {
             let tx = conn
@@ -126,8 +134,8 @@ impl AccountStore for SqliteStore {
         .await
     }
 
-    async fn account_by_email(&self, email: &str) -> Result<Option<Account>, StoreError> {
-        let email = email.to_owned();
+    async fn account_by_email(&self, email: &Email) -> Result<Option<Account>, StoreError> {
+        let email = email.as_str().to_owned();
         self.with_reader(move |conn| account_where(conn, "email = ?1", &email))
             .await
     }
@@ -142,18 +150,18 @@ impl AccountStore for SqliteStore {
 
     async fn set_role(
         &self,
-        email: &str,
+        email: &Email,
         role: &str,
         granted: bool,
     ) -> Result<Account, StoreError> {
-        let email = email.to_owned();
+        let email = email.clone();
         let role = role.to_owned();
         self.with_writer(move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(engine_error)?;
-            let mut account = account_where(&tx, "email = ?1", &email)?
-                .ok_or_else(|| StoreError::NoAccount(email.clone()))?;
+            let mut account = account_where(&tx, "email = ?1", &email.as_str())?
+                .ok_or_else(|| StoreError::NoAccount(email.to_string()))?;
             account.roles.retain(|r| *r != role);
             if granted {
                 account.roles.push(role);
@@ -162,7 +170,7 @@ impl AccountStore for SqliteStore {
             account.roles = roles_of(&text);
             tx.execute(
                 "UPDATE accounts SET roles = ?2 WHERE email = ?1",
-                params![email, text],
+                params![email.as_str(), text],
             )
             .map_err(engine_error)?;
             tx.commit().map_err(engine_error)?;

@@ -1,0 +1,92 @@
+//! The API server: the router (every route, the problem+json fallbacks, the observing
+//! middleware) and [`Application`], which binds first and serves after (port 0 allowed).
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::routing::get;
+use tokio::net::TcpListener;
+
+use crate::state::AppState;
+use crate::{accounts, observe, openapi, ops, problem, users};
+
+/// The router: every route, the problem+json fallbacks, and the observing middleware.
+pub fn app(state: AppState) -> Router {
+    use axum::routing::{get as g, post};
+    Router::new()
+        .route("/users", post(users::create).get(users::list))
+        .route(
+            "/users/{id}",
+            g(users::get_one)
+                .put(users::replace)
+                .patch(users::patch)
+                .delete(users::delete),
+        )
+        .route("/accounts", post(accounts::create))
+        .route("/accounts/{id}", g(accounts::get_one))
+        .route("/sessions", post(accounts::login).get(accounts::list))
+        .route("/sessions/refresh", post(accounts::refresh))
+        .route("/sessions/current", axum::routing::delete(accounts::logout))
+        .route("/sessions/{id}", axum::routing::delete(accounts::revoke))
+        .route("/.well-known/jwks.json", g(accounts::jwks))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(openapi::serve))
+        .fallback(|| async { problem::ApiError::NoRoute })
+        .method_not_allowed_fallback(|| async { problem::ApiError::MethodNotAllowed })
+        .layer(axum::middleware::map_response(no_store_unless_said))
+        .layer(axum::middleware::from_fn(observe::observe))
+        .with_state(state)
+}
+
+/// Caching is opt-in per route: a response that does not say how it may be cached (errors,
+/// metrics, health) says `no-store`.
+async fn no_store_unless_said(mut r: axum::response::Response) -> axum::response::Response {
+    use axum::http::{HeaderValue, header};
+    r.headers_mut()
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    r
+}
+
+/// A bound, not yet serving, API server.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    state: AppState,
+}
+
+impl Application {
+    /// Binds `addr` (port 0 picks a free port).
+    pub async fn build(addr: SocketAddr, state: AppState) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        Ok(Self {
+            listener,
+            addr,
+            state,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and waits for in-flight
+    /// requests to finish.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(
+            self.listener,
+            app(self.state).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+    }
+}
