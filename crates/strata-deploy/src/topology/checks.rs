@@ -1,9 +1,14 @@
-//! Checks across sections, once every table has been read: fixed ports that clash, and more API
-//! ports than servers that need one.
+//! Checks across sections, once every table has been read: fixed ports that clash, more API
+//! ports than servers that need one, and engines the topology needs that are not installed.
 //! Their mistakes join those of the sections, on the line of the key concerned.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use strata_engines::{Engine, NotInstalled};
+
 use super::reader::Document;
-use super::{Topology, TopologyError};
+use super::{CacheEngine, DataEngine, SessionsEngine, Topology, TopologyError};
 
 /// Every fixed port — the API servers' `ports` and the balancer's `tls_port` — must differ from
 /// the public port and from each other; `api.ports` must not list more ports than there are API
@@ -64,9 +69,48 @@ pub(super) fn ports(
     }
 }
 
+/// Every engine the topology needs `strata up` to run must be installed: PostgreSQL for
+/// `[data] engine = "postgres"` without `url`, Redis for a Redis cache or sessions, Memcached
+/// for a Memcached cache. A missing one is reported once, on the line of the first key that
+/// asked for it, with the package that installs it.
+pub(super) fn engines(
+    t: &Topology,
+    doc: &Document<'_>,
+    locate: &dyn Fn(Engine) -> Result<PathBuf, NotInstalled>,
+    errors: &mut Vec<TopologyError>,
+) {
+    let mut needed: Vec<(Engine, &str)> = Vec::new();
+    if matches!(t.data, DataEngine::Postgres { .. }) {
+        needed.push((Engine::Postgres, "data"));
+    }
+    match t.cache.shared {
+        Some((CacheEngine::Redis, _)) => needed.push((Engine::Redis, "cache")),
+        Some((CacheEngine::Memcached, _)) => needed.push((Engine::Memcached, "cache")),
+        None => {}
+    }
+    if t.sessions == SessionsEngine::Redis {
+        needed.push((Engine::Redis, "sessions"));
+    }
+    let mut first: BTreeMap<Engine, Option<usize>> = BTreeMap::new();
+    for (engine, section) in needed {
+        first
+            .entry(engine)
+            .or_insert_with(|| doc.line_of(section, "engine"));
+    }
+    for (engine, line) in first {
+        if let Err(missing) = locate(engine) {
+            errors.push(TopologyError {
+                line,
+                message: missing.to_string(),
+            });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::*;
+    use strata_engines::{Engine, NotInstalled};
 
     fn errors(text: &str) -> Vec<TopologyError> {
         Topology::parse(text, 8080).expect_err("invalid").0
@@ -129,5 +173,53 @@ mod tests {
         assert!(
             Topology::parse("[lb]\ntls_port = 0\ndev_cert = true\n[api]\ncount = 1\n", 0).is_ok()
         );
+    }
+
+    #[test]
+    fn a_missing_engine_is_reported_on_the_line_that_needs_it_with_the_other_mistakes() {
+        let text = "[api]\ncount = 0\n\n[cache]\nengine = \"redis\"\n\n[sessions]\nengine = \"redis\"\n\n[data]\nengine = \"postgres\"\n";
+        let no_redis = |engine: Engine| match engine {
+            Engine::Redis => Err(NotInstalled { engine }),
+            _ => Ok(std::path::PathBuf::from("/usr/bin/true")),
+        };
+        let e = Topology::compile(text, 8080, &no_redis)
+            .expect_err("invalid")
+            .0;
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert_eq!(e[0].line, Some(2), "{e:?}");
+        assert!(e[0].message.contains("`api.count`"), "{e:?}");
+        assert_eq!(e[1].line, Some(5), "{e:?}");
+        assert!(
+            e[1].message.contains("apt-get install redis-server"),
+            "{e:?}"
+        );
+        assert_eq!(
+            e[1].message,
+            NotInstalled {
+                engine: Engine::Redis
+            }
+            .to_string()
+        );
+
+        // Every engine missing: each reported once, on its first key; `parse` finds them all.
+        let nothing = |engine: Engine| Err(NotInstalled { engine });
+        let text = "[api]\ncount = 1\n[cache]\nengine = \"memcached\"\n[data]\nengine = \"postgres\"\n[sessions]\nengine = \"redis\"\n";
+        let e = Topology::compile(text, 8080, &nothing)
+            .expect_err("invalid")
+            .0;
+        let lines: Vec<Option<usize>> = e.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [Some(4), Some(6), Some(8)], "{e:?}");
+        assert!(Topology::parse(text, 8080).is_ok());
+        // Existing servers by URL, SQLite and the in-process cache need nothing installed.
+        let text = "[api]\ncount = 1\n[data]\nengine = \"postgres\"\nurl = \"postgresql://h/d\"\n";
+        assert!(Topology::compile(text, 8080, &nothing).is_ok());
+        assert!(Topology::compile(DEFAULT_TOPOLOGY, 8080, &nothing).is_ok());
+        // A bad URL is one mistake: it does not also ask for PostgreSQL.
+        let text = "[api]\ncount = 1\n[data]\nengine = \"postgres\"\nurl = \"db1\"\n";
+        let e = Topology::compile(text, 8080, &nothing)
+            .expect_err("invalid")
+            .0;
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].message.starts_with("`data.url` must be"), "{e:?}");
     }
 }

@@ -32,9 +32,9 @@
 //! `[data]`, Redis and Memcached servers from `[cache]` and `[sessions]`: a file naming them (or
 //! workers, edges, DNS, queues) as tables of their own is refused with a hint.
 //!
-//! [`Topology::parse`] works like a compiler: it reads the whole file — every table through
+//! [`Topology::compile`] works like a compiler: it reads the whole file — every table through
 //! the one field reader of [`reader`], each table in its own module — then checks what spans
-//! tables (ports), and returns every mistake at once, in line order, each
+//! tables (ports, engines installed), and returns every mistake at once, in line order, each
 //! with its line.
 
 mod api;
@@ -46,6 +46,9 @@ mod reader;
 mod sessions;
 
 use std::fmt;
+use std::path::PathBuf;
+
+use strata_engines::{Engine, NotInstalled};
 
 use reader::{Document, Section, suggestion};
 
@@ -239,15 +242,27 @@ impl Topology {
     }
 
     /// Parses and validates a topology file. `public_port` is the port `strata up` will give
-    /// the public entry (0 = any): a role's fixed port must not clash with it. Every mistake is
-    /// returned at once, in line order.
+    /// the public entry (0 = any): a role's fixed port must not clash with it. Whether the
+    /// engines it needs are installed is not checked: see [`Topology::compile`].
     pub fn parse(text: &str, public_port: u16) -> Result<Self, TopologyErrors> {
+        Self::compile(text, public_port, &|_| Ok(PathBuf::new()))
+    }
+
+    /// Parses and validates a topology file as [`Topology::parse`] does, and checks that every
+    /// engine it needs `strata up` to run is installed, asking `locate` (normally
+    /// [`Engine::locate`]). Every mistake is returned at once, in line order.
+    pub fn compile(
+        text: &str,
+        public_port: u16,
+        locate: &dyn Fn(Engine) -> Result<PathBuf, NotInstalled>,
+    ) -> Result<Self, TopologyErrors> {
         let doc = Document::parse(text).map_err(|e| TopologyErrors(vec![e]))?;
         let mut errors = Vec::new();
         let mut root = doc.root(&mut errors);
         let topology = read(&mut root);
         root.finish_with(unknown_table);
         checks::ports(&topology, &doc, public_port, &mut errors);
+        checks::engines(&topology, &doc, locate, &mut errors);
         // Stable: mistakes on one line keep the order they were found in.
         errors.sort_by_key(|e| e.line);
         if errors.is_empty() {
