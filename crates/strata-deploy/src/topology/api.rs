@@ -31,9 +31,14 @@ mod tests {
             let e = errors(&format!("[api]\ncount = {bad}\n"));
             assert_eq!(e.len(), 1, "{bad}: {e:?}");
             assert_eq!(e[0].line, Some(2));
+            let what = if bad.parse::<i64>().is_ok() {
+                ""
+            } else {
+                "an integer "
+            };
             assert_eq!(
                 e[0].message,
-                format!("`api.count` must be an integer from 1 to 64, not {bad}")
+                format!("`api.count` must be {what}between 1 and 64, not {bad}")
             );
         }
         assert!(Topology::parse("[api]\ncount = 64\n", 8080).is_ok());

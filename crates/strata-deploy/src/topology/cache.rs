@@ -96,7 +96,8 @@ mod tests {
         assert!(
             shown
                 .iter()
-                .any(|s| s.starts_with("line 3:") && s.contains("from 1 to 4")),
+                .any(|s| s.starts_with("line 3:")
+                    && s.contains("`cache.nodes` must be between 1 and 4")),
             "{shown:#?}"
         );
         let e = errors("[cache]\nnodes = 2\nl1_ttl_ms = 0\nsize = 1\n[api]\ncount = 3\n");

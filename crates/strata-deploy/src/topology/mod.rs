@@ -396,7 +396,8 @@ mod tests {
         assert_eq!(e.len(), 5, "{shown:#?}");
         assert!(
             shown.iter().any(|s| s.starts_with("line 3:")
-                && s.contains("`api.count` must be an integer from 1 to 64, not 0")),
+                && s.contains("between 1 and 64")
+                && s.ends_with("`api.count` must be between 1 and 64, not 0")),
             "{shown:#?}"
         );
         assert!(
@@ -428,6 +429,21 @@ mod tests {
     }
 
     #[test]
+    fn the_file_of_strata_ups_test_and_the_docs_example_reads_as_documented() {
+        let text = "name = \"bad\"\n[api]\ncount = 0\nports = [9001]\n[apis]\ncount = 2\n[worker]\ncount = 1\n";
+        let shown = Topology::parse(text, 0).expect_err("invalid").to_string();
+        assert!(
+            shown.starts_with(
+                "the topology has 3 mistakes:\n  \
+                 - line 3: `api.count` must be between 1 and 64, not 0\n  \
+                 - line 5: unknown role or section `apis` (did you mean `api`?)\n  \
+                 - line 7: role `worker` is not available in this version of strata"
+            ),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn mistakes_in_four_sections_are_all_reported_with_their_lines() {
         let text = "name = \"x\"\n\
                     [api]\ncount = 3\nportz = [1]\n\
@@ -444,8 +460,8 @@ mod tests {
                 "line 6: `lb.algorithm` must be one of \"round-robin\", \"weighted-round-robin\", \
                  \"least-connections\", \"power-of-two\", \"ip-hash\", \"consistent-hash\" or \
                  \"random\", not \"fastest\"",
-                "line 9: `data.replicas` must be an integer from 0 to 4, not 9",
-                "line 12: `cache.nodes` must be an integer from 1 to 4, not 0",
+                "line 9: `data.replicas` must be between 0 and 4, not 9",
+                "line 12: `cache.nodes` must be between 1 and 4, not 0",
                 "line 14: `sessions.engine` must be \"database\" or \"redis\", not \"files\"",
             ]
         );

@@ -166,13 +166,20 @@ impl<'d> Section<'d> {
         value
     }
 
-    /// An integer in `range`, as the integer type the caller needs.
+    /// An integer in `range`, as the integer type the caller needs. "must be between 1 and 4,
+    /// not 9"; "must be an integer between …" when it is not one.
     pub fn int<T: TryFrom<i64>>(
         &mut self,
         key: &'static str,
         range: RangeInclusive<i64>,
     ) -> Option<T> {
-        let what = format!("an integer from {} to {}", range.start(), range.end());
+        let is_integer = self.table.get(key).and_then(Item::as_integer).is_some();
+        let what = format!(
+            "{}between {} and {}",
+            if is_integer { "" } else { "an integer " },
+            range.start(),
+            range.end()
+        );
         self.typed(key, what, |item| {
             item.as_integer()
                 .filter(|n| range.contains(n))
