@@ -33,7 +33,7 @@
 //! workers, edges, DNS, queues) as tables of their own is refused with a hint.
 //!
 //! [`Topology::compile`] works like a compiler: it reads the whole file — every table through
-//! the one field reader of [`reader`], each table in its own module — then checks what spans
+//! the one field reader of `reader.rs`, each table in its own module — then checks what spans
 //! tables (ports, engines installed), and returns every mistake at once, in line order, each
 //! with its line.
 
@@ -327,7 +327,7 @@ fn read(root: &mut Section<'_>) -> Topology {
     }
 }
 
-/// Role kinds other versions of Strata may have, which this one does not.
+/// Role kinds a topology may name as tables that this version of Strata does not have.
 const UNAVAILABLE_ROLES: &[&str] = &["worker", "edge", "dns", "queue", "rabbitmq"];
 
 /// The mistake of a top-level key that is not one of `tables` (those read): a role this
