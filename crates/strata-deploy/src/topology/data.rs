@@ -1,0 +1,171 @@
+//! `[data]`: the data tier — embedded SQLite, PostgreSQL servers that `strata up` runs (a
+//! primary and streaming replicas), or existing PostgreSQL servers by URL.
+
+use super::reader::Section;
+use super::{CommitMode, DataEngine, MAX_REPLICAS, RejoinMode};
+
+/// The names `[data] engine` takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// The keys that only PostgreSQL takes.
+const POSTGRES_ONLY: [&str; 4] = ["replicas", "commit", "rejoin", "url"];
+
+/// Reads `[data]`.
+pub(super) fn read(sec: &mut Section<'_>) -> DataEngine {
+    let engine = sec.choice::<Engine>("engine");
+    let replicas = sec.int::<u8>("replicas", 0..=MAX_REPLICAS);
+    let commit = sec.choice::<CommitMode>("commit");
+    let rejoin = sec.choice::<RejoinMode>("rejoin");
+    // Never echo the value: a URL may hold a password.
+    let url = sec.secret(
+        "url",
+        "a PostgreSQL URL such as \"postgresql://USER@HOST:5432/DB\"",
+        |s| s.starts_with("postgres://") || s.starts_with("postgresql://") || s.contains("host="),
+    );
+    match engine {
+        Some(Engine::Postgres) => {}
+        // A bad engine has been reported; what goes with it is not judged.
+        None if sec.has("engine") => return DataEngine::Sqlite,
+        Some(Engine::Sqlite) | None => {
+            for key in POSTGRES_ONLY {
+                if !sec.has(key) {
+                    continue;
+                }
+                sec.error(
+                    key,
+                    format!(
+                        "`data.{key}` needs engine = \"postgres\": the embedded SQLite engine is \
+                         one file in one place, with no replicas. Use engine = \"postgres\" with \
+                         replicas = 2"
+                    ),
+                );
+            }
+            return DataEngine::Sqlite;
+        }
+    }
+    if let Some(url) = url {
+        for key in &POSTGRES_ONLY[..3] {
+            if !sec.has(key) {
+                continue;
+            }
+            sec.error(
+                key,
+                format!(
+                    "`data.{key}` cannot go with `data.url`: with a URL Strata uses existing \
+                     servers and their own replication; drop `url` to let strata up run them"
+                ),
+            );
+        }
+        return DataEngine::PostgresUrl { url };
+    }
+    if sec.has("url") {
+        // A bad URL has been reported: the servers are still existing ones, which Strata does
+        // not run (nor needs installed), and what goes with the URL is judged once it is right.
+        return DataEngine::PostgresUrl { url: String::new() };
+    }
+    DataEngine::Postgres {
+        replicas: replicas.unwrap_or(0),
+        commit: commit.unwrap_or(CommitMode::Quorum),
+        rejoin: rejoin.unwrap_or(RejoinMode::Auto),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::*;
+
+    fn errors(text: &str) -> Vec<TopologyError> {
+        Topology::parse(text, 8080).expect_err("invalid").0
+    }
+
+    #[test]
+    fn postgres_with_replicas_or_by_url_and_what_cannot_go_together() {
+        let t = Topology::parse(
+            "[api]\ncount = 2\n[data]\nengine = \"postgres\"\nreplicas = 2\ncommit = \"async\"\nrejoin = \"manual\"\n",
+            8080,
+        )
+        .expect("valid");
+        assert_eq!(
+            t.data,
+            DataEngine::Postgres {
+                replicas: 2,
+                commit: CommitMode::Async,
+                rejoin: RejoinMode::Manual,
+            }
+        );
+        assert_eq!(
+            t.instance_count(),
+            6,
+            "2 API servers, a primary, 2 replicas and the control role"
+        );
+        assert!(t.has_control());
+        let t = Topology::parse("[api]\ncount = 1\n[data]\nengine = \"postgres\"\n", 8080)
+            .expect("valid");
+        assert_eq!(
+            t.data,
+            DataEngine::Postgres {
+                replicas: 0,
+                commit: CommitMode::Quorum,
+                rejoin: RejoinMode::Auto,
+            },
+            "quorum commit and automatic rejoin are the defaults"
+        );
+        let url = "postgresql://app:secret@db1:5432,db2:5432/strata";
+        let t = Topology::parse(
+            &format!("[api]\ncount = 1\n[data]\nengine = \"postgres\"\nurl = \"{url}\"\n"),
+            8080,
+        )
+        .expect("valid");
+        assert_eq!(t.data, DataEngine::PostgresUrl { url: url.into() });
+        assert_eq!(
+            t.instance_count(),
+            1,
+            "no database role for existing servers"
+        );
+
+        // Replicas on the embedded engine: refused, saying what to use instead.
+        let e = errors("[api]\ncount = 1\n[data]\nreplicas = 2\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].line, Some(4));
+        assert!(e[0].message.contains("engine = \"postgres\""), "{e:?}");
+        // A URL with replicas, bad counts and modes; a bad URL is never echoed.
+        let e = errors(
+            "[api]\ncount = 1\n[data]\nengine = \"postgres\"\nurl = \"postgresql://x@h/d\"\nreplicas = 1\n",
+        );
+        assert!(e[0].message.contains("cannot go with `data.url`"), "{e:?}");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].line, Some(6), "{e:?}");
+        let e = errors(
+            "[api]\ncount = 1\n[data]\nengine = \"postgres\"\nreplicas = 5\ncommit = \"sync\"\nurl = \"hunter2\"\n",
+        );
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(e.iter().all(|e| !e.message.contains("hunter2")), "{e:?}");
+        assert_eq!(
+            e[2].message,
+            "`data.url` must be a PostgreSQL URL such as \"postgresql://USER@HOST:5432/DB\""
+        );
+        let e = errors("[api]\ncount = 1\n[data]\nengine = \"postgres\"\nrejoin = \"never\"\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].line, Some(5));
+        assert!(e[0].message.contains("\"auto\" or \"manual\""), "{e:?}");
+        let e = errors("[api]\ncount = 1\n[data]\nrejoin = \"manual\"\n");
+        assert!(
+            e[0].message.contains("needs engine = \"postgres\""),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_bad_engine_is_one_mistake_not_one_per_key_that_goes_with_it() {
+        let e = errors("[api]\ncount = 1\n[data]\nengine = \"postgress\"\nreplicas = 2\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(
+            e[0].message,
+            "`data.engine` must be \"sqlite\" or \"postgres\", not \"postgress\" (did you mean `postgres`?)"
+        );
+    }
+}
