@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use nix::sys::signal::Signal;
-use strata_engines::process;
+use strata_engines::{Engine, process};
 
 use crate::plan::{Plan, PlanContext};
 use crate::present;
@@ -60,7 +60,8 @@ impl Up {
                 "the default topology".to_string(),
             ),
         };
-        Topology::parse(&text, self.port).map_err(|e| anyhow::anyhow!("{source}: {e}"))
+        Topology::compile(&text, self.port, &Engine::locate)
+            .map_err(|e| anyhow::anyhow!("{source}: {e}"))
     }
 
     /// Refuses a directory where a deployment already runs.

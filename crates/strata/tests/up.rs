@@ -195,6 +195,43 @@ fn a_topology_with_mistakes_is_refused_with_every_mistake_listed() {
 }
 
 #[test]
+fn engines_that_are_not_installed_are_named_with_their_package_among_the_other_mistakes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let file = tmp.path().join("needs.toml");
+    std::fs::write(
+        &file,
+        "[api]\ncount = 2\n[cache]\nengine = \"memcached\"\nnode = 2\n[data]\nengine = \"postgres\"\n[sessions]\nengine = \"redis\"\n",
+    )
+    .expect("write");
+    let dir = tmp.path().join("deploy");
+    // No program on PATH, no PostgreSQL where STRATA_PG_BIN points: nothing is installed.
+    let out = Command::new(STRATA)
+        .args(["up", "--port", "0", "-f"])
+        .arg(&file)
+        .arg("--dir")
+        .arg(&dir)
+        .env("PATH", tmp.path().join("empty"))
+        .env("STRATA_PG_BIN", tmp.path().join("no-postgres"))
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for expected in [
+        "4 mistakes",
+        "line 4: Memcached is not installed: install it (Debian: apt-get install memcached)",
+        "line 5: unknown key `cache.node` (did you mean `nodes`?)",
+        "line 7: PostgreSQL is not installed: install it (Debian: apt-get install postgresql-15)",
+        "line 9: Redis is not installed: install it (Debian: apt-get install redis-server)",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "{expected:?} missing from:\n{stderr}"
+        );
+    }
+    assert!(!dir.join("state.json").exists(), "nothing was started");
+}
+
+#[test]
 fn killing_the_supervisor_leaves_no_orphan_role() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("deploy");

@@ -220,7 +220,7 @@ impl fmt::Display for TopologyErrors {
 
 /// The built-in default: a load balancer in front of three API servers on the embedded SQLite
 /// data tier.
-pub const DEFAULT_TOPOLOGY: &str = "name = \"default\"\n\n[lb]\ncount = 1\nalgorithm = \"round-robin\"\n\n[api]\ncount = 3\n\n[data]\nengine = \"sqlite\"\n";
+pub const DEFAULT_TOPOLOGY: &str = include_str!("../../../../deploy/03-load-balancer.toml");
 
 impl Topology {
     /// The built-in default topology.
