@@ -2,11 +2,15 @@
 //!
 //! Tier: data. Depends on `strata-core` only; no other tier crate.
 //!
+//! [`open`] opens the engines from a role's options ([`open::DataOptions`]).
+//!
 //! [`Store`] is the one interface the web tier sees. It is shaped for what comes after the
 //! embedded engine:
-//! - every call that touches a user carries its [`UserId`] — the future shard key;
+//! - every call that touches a user carries its [`UserId`] — the shard key when users are
+//!   spread over several databases;
 //! - every write returns a [`CommitToken`], and every read takes a [`ReadRequirement`] that can
-//!   say "must see at least this commit" — the future read-your-writes across replicas;
+//!   say "must see at least this commit" — read-your-writes across replicas
+//!   ([`replicated::ReplicatedStore`] routes such a read to a replica that has replayed it);
 //! - every row has a per-user `version`, bumped on each write, which the web tier turns into
 //!   `ETag`s and checks for `If-Match` (optimistic concurrency).
 //!

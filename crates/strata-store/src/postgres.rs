@@ -40,49 +40,13 @@ pub const READ_AFTER_WAIT: Duration = Duration::from_millis(200);
 /// Pause between attempts to open a connection while the server is unreachable.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
 mod accounts;
+mod node;
+mod schema;
 
-/// Advisory lock key held while migrating ("strata" in ASCII).
-const MIGRATION_LOCK: i64 = 0x7374_7261_7461;
-
-/// Schema migrations, in order. `strata_meta.schema_version` holds how many are applied.
-const MIGRATIONS: &[&str] = &[
-    // 1: users. `profile` is the canonical JSON profile (without the id).
-    "CREATE TABLE users (
-         id bigint PRIMARY KEY CHECK (id >= 0),
-         version bigint NOT NULL CHECK (version >= 1),
-         profile jsonb NOT NULL
-     );",
-    // 2: accounts (deleted with their user), sessions and login-failure counters.
-    "CREATE TABLE accounts (
-         user_id bigint PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
-         email text NOT NULL UNIQUE,
-         password_hash text NOT NULL,
-         roles text NOT NULL DEFAULT '',
-         created_ms bigint NOT NULL
-     );
-     CREATE TABLE sessions (
-         id text PRIMARY KEY,
-         user_id bigint NOT NULL,
-         created_ms bigint NOT NULL,
-         expires_ms bigint NOT NULL,
-         last_used_ms bigint NOT NULL,
-         generation bigint NOT NULL,
-         revoked boolean NOT NULL DEFAULT false,
-         refresh_hash text NOT NULL,
-         used_hashes text NOT NULL DEFAULT '',
-         user_agent text NOT NULL,
-         ip text NOT NULL
-     );
-     CREATE INDEX sessions_by_user ON sessions (user_id, created_ms);
-     CREATE TABLE auth_failures (
-         key text PRIMARY KEY,
-         window_end_ms bigint NOT NULL,
-         count bigint NOT NULL
-     );",
-];
-
-/// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+pub use node::{NodeStatus, format_lsn, parse_lsn, probe_node};
+use node::{POSITION_SQL, STATUS_SQL};
+pub use schema::SCHEMA_VERSION;
+use schema::{MIGRATION_LOCK, MIGRATIONS};
 
 /// Connection settings of the PostgreSQL engine.
 #[derive(Debug, Clone)]
@@ -188,28 +152,6 @@ fn expected_version(pre: Precondition) -> Option<i64> {
         Precondition::VersionIs(v) => Some(i64::try_from(v).unwrap_or(i64::MAX)),
     }
 }
-
-/// Parses `XXXXXXXX/YYYYYYYY` (an LSN as PostgreSQL prints it).
-pub fn parse_lsn(text: &str) -> Option<u64> {
-    let (hi, lo) = text.split_once('/')?;
-    let hi = u64::from_str_radix(hi, 16).ok()?;
-    let lo = u64::from_str_radix(lo, 16).ok()?;
-    (hi <= u64::from(u32::MAX) && lo <= u64::from(u32::MAX)).then_some((hi << 32) | lo)
-}
-
-/// Prints an LSN the way PostgreSQL does.
-pub fn format_lsn(lsn: u64) -> String {
-    format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
-}
-
-/// The WAL position this server has reached: replayed on a standby, written on a primary.
-const POSITION_SQL: &str = "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
-     ELSE pg_current_wal_lsn() END)::text";
-
-/// [`POSITION_SQL`], whether the server is in recovery, and the WAL it has received (NULL on a
-/// primary): what [`NodeStatus`] holds.
-const STATUS_SQL: &str = "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
-     ELSE pg_current_wal_lsn() END)::text, pg_is_in_recovery(), pg_last_wal_receive_lsn()::text";
 
 fn row_user(row: &Row) -> Result<StoredUser, StoreError> {
     let id: i64 = row.try_get(0).map_err(|e| unavailable(&e))?;
@@ -460,61 +402,6 @@ impl PgStore {
         })
         .await
     }
-}
-
-/// What one PostgreSQL server reports about itself (for `strata status`, metrics and routing).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NodeStatus {
-    /// A standby (replica) rather than a primary.
-    pub in_recovery: bool,
-    /// Its WAL position: replayed on a standby, written on a primary.
-    pub position: CommitToken,
-    /// The WAL it has received: on a standby at or past `position` (it replays all of it when
-    /// promoted); on a primary, `position`.
-    pub received: CommitToken,
-}
-
-impl NodeStatus {
-    /// From a row of [`STATUS_SQL`].
-    fn of(row: &Row) -> Result<Self, StoreError> {
-        let position = lsn_of(row)?;
-        let received: Option<String> = row.try_get(2).map_err(|e| unavailable(&e))?;
-        Ok(NodeStatus {
-            in_recovery: row.try_get(1).map_err(|e| unavailable(&e))?,
-            position,
-            received: received
-                .as_deref()
-                .and_then(parse_lsn)
-                .map_or(position, |r| CommitToken(r).max(position)),
-        })
-    }
-}
-
-/// Asks the server at `url` for its role and WAL positions, over a fresh connection, within
-/// `timeout`.
-pub async fn probe_node(url: &str, timeout: Duration) -> Result<NodeStatus, StoreError> {
-    let probe = async {
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| StoreError::Unusable(format!("not a PostgreSQL URL: {e}")))?;
-        config.connect_timeout(timeout);
-        let (client, connection) = config.connect(NoTls).await.map_err(|e| unavailable(&e))?;
-        let driver = tokio::spawn(connection);
-        let row = client
-            .query_one(STATUS_SQL, &[])
-            .await
-            .map_err(|e| engine_error(&e));
-        drop(client);
-        driver.abort();
-        NodeStatus::of(&row?)
-    };
-    tokio::time::timeout(timeout, probe)
-        .await
-        .unwrap_or_else(|_| {
-            Err(StoreError::Unavailable(
-                "postgres: no answer in time".into(),
-            ))
-        })
 }
 
 /// Waits (briefly) until the server has reached the commit a read asks for.
@@ -795,24 +682,5 @@ async fn why_not_written(
             },
             Err(e) => unavailable(&e),
         },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lsns_parse_and_print_the_way_postgres_writes_them() {
-        assert_eq!(parse_lsn("0/16B3748"), Some(0x16B_3748));
-        assert_eq!(parse_lsn("1/0"), Some(1 << 32));
-        assert_eq!(format_lsn(0x1_0000_00FF), "1/FF");
-        assert_eq!(
-            parse_lsn(&format_lsn(0xABCD_EF01_2345)),
-            Some(0xABCD_EF01_2345)
-        );
-        for bad in ["", "0", "/1", "x/1", "1/", "100000000/0", "0/100000000"] {
-            assert_eq!(parse_lsn(bad), None, "{bad:?} is not an LSN");
-        }
     }
 }
