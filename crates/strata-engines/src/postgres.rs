@@ -80,8 +80,9 @@ pub fn bin_dir() -> Result<PathBuf> {
     }))
 }
 
-/// Makes `dir` (created if need be) a directory the server owner can use. When the owner is
-/// another user, `dir` becomes theirs with mode 0700, and the `ours` directories just above it
+/// Makes `dir` (created if need be) a directory the server owner can use, with mode 0700 (a
+/// server refuses a data directory others can read). When the owner is another user, `dir`
+/// becomes theirs, and the `ours` directories just above it
 /// (the caller's own: a deployment's `DIR/postgres/<role>` has 2, a test's `ROOT/data` 1) are
 /// made traversable (o+x, never readable) where they are not; a directory further up that the
 /// owner cannot cross is an error that says what to do.
@@ -89,8 +90,12 @@ pub fn prepare_data_dir(dir: &Path, owner: Option<Owner>, ours: usize) -> Result
     use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
     std::fs::create_dir_all(dir)
         .doing(|| format!("cannot create the data directory {}", dir.display()))?;
+    let private = || {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .doing(|| format!("cannot set the mode of {}", dir.display()))
+    };
     let Some(Owner { uid, gid }) = owner else {
-        return Ok(());
+        return private();
     };
     let dir = dir
         .canonicalize()
@@ -118,8 +123,7 @@ pub fn prepare_data_dir(dir: &Path, owner: Option<Owner>, ours: usize) -> Result
     }
     std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
         .doing(|| format!("cannot give {} to the postgres user", dir.display()))?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-        .doing(|| format!("cannot set the mode of {}", dir.display()))
+    private()
 }
 
 /// How `initdb` creates a cluster.
@@ -585,11 +589,16 @@ mod tests {
     }
 
     #[test]
-    fn a_data_dir_for_ourselves_is_just_created() {
+    fn a_data_dir_for_ourselves_is_created_private() {
+        use std::os::unix::fs::MetadataExt as _;
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("postgres/pg-1");
         prepare_data_dir(&data, None, 2).expect("prepare");
         assert!(data.is_dir());
+        assert_eq!(
+            std::fs::metadata(&data).expect("stat").mode() & 0o7777,
+            0o700
+        );
     }
 
     #[test]
