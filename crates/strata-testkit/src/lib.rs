@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use strata_engines::postgres::{self, InitOptions, Postgres};
-use strata_engines::{Log, Server, memcached, redis};
+use strata_engines::{Log, Server, memcached, process, redis};
 
 /// The superuser every test cluster is created with (trust authentication on loopback only).
 pub const PG_USER: &str = postgres::SUPERUSER;
@@ -230,10 +230,17 @@ impl PgServer {
         self.url_for(name)
     }
 
-    /// `kill -9` of the postmaster (its backends notice and exit). The data directory stays.
+    /// `kill -9` of the postmaster. Returns once its backends, which notice and exit, are gone
+    /// too (up to 5 s): until then one could still answer a query on a pooled connection. The
+    /// data directory stays.
     pub fn kill9(&mut self) {
         if let Some(server) = self.server.take() {
+            let backends = process::children(server.pid());
             server.kill9();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            for pid in backends {
+                process::wait_gone(pid, deadline.saturating_duration_since(Instant::now()));
+            }
         }
     }
 
