@@ -162,13 +162,16 @@ impl Node {
         }
     }
 
-    /// Makes sure the primary keeps a physical replication slot for this server.
+    /// Makes sure the primary keeps a physical replication slot for this server. The slot
+    /// reserves WAL from its creation: an unreserved one that only gets its position once
+    /// pg_basebackup streams can be invalidated by a checkpoint running meanwhile (another
+    /// replica's copy), which ends the copy.
     fn ensure_slot(&self, primary: &str) -> anyhow::Result<()> {
         let slot = slot_name(&self.name);
         self.psql(
             primary,
             &format!(
-                "SELECT pg_create_physical_replication_slot('{slot}') WHERE NOT EXISTS \
+                "SELECT pg_create_physical_replication_slot('{slot}', true) WHERE NOT EXISTS \
                  (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{slot}')"
             ),
         )
