@@ -59,12 +59,21 @@ pub fn command(port: u16, dir: &Path, mode: Mode) -> Result<Command> {
 }
 
 /// Starts Memcached on loopback `port`, working in `dir` (which must exist), its output in
-/// `log`, and waits until it answers [`PROBE`]. The server is killed when dropped, and when it
-/// exits first or does not answer within `within` (the error says which).
+/// `log`, and waits until it answers [`PROBE`] ([`spawn`], then [`Server::wait_answering`]).
+/// The server is killed when dropped, and when it exits first or does not answer within
+/// `within` (the error says which).
 pub fn start(port: u16, dir: &Path, mode: Mode, log: &Log, within: Duration) -> Result<Server> {
-    Server::spawn(command(port, dir, mode)?, Engine::Memcached.program(), log)?
-        .kill_on_drop()
-        .wait_answering(SocketAddr::from(([127, 0, 0, 1], port)), PROBE, within)
+    spawn(port, dir, mode, log)?.wait_answering(addr(port), PROBE, within)
+}
+
+/// Starts Memcached without waiting for it; killed when dropped.
+pub fn spawn(port: u16, dir: &Path, mode: Mode, log: &Log) -> Result<Server> {
+    Ok(Server::spawn(command(port, dir, mode)?, Engine::Memcached.program(), log)?.kill_on_drop())
+}
+
+/// `127.0.0.1:port`, where it answers.
+pub fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 #[cfg(test)]

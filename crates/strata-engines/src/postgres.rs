@@ -268,8 +268,7 @@ impl Postgres {
     }
 
     /// Starts `postgres` on `data` and `port` with `settings`, its output in `log`, and waits
-    /// until it accepts connections. If it exits first or is not ready within `within`, it is
-    /// stopped and the error says so (with the log's last lines when the log is a file).
+    /// until it accepts connections ([`Postgres::spawn`], then [`Postgres::wait_ready`]).
     pub fn start<K: AsRef<str>, V: AsRef<str>>(
         &self,
         data: &Path,
@@ -278,22 +277,42 @@ impl Postgres {
         log: &Log,
         within: Duration,
     ) -> Result<Server> {
+        let server = self.spawn(data, port, settings, log)?;
+        self.wait_ready(server, port, within)
+    }
+
+    /// Starts `postgres` on `data` and `port` with `settings`, its output in `log`, without
+    /// waiting. (A caller that must be the server's parent thread, as a role's main thread is,
+    /// spawns there and waits elsewhere.)
+    pub fn spawn<K: AsRef<str>, V: AsRef<str>>(
+        &self,
+        data: &Path,
+        port: u16,
+        settings: &[(K, V)],
+        log: &Log,
+    ) -> Result<Server> {
         let mut cmd = self.command("postgres");
         cmd.args(server_args(data, port, settings));
-        let mut server = Server::spawn(cmd, "postgres", log)?;
-        let message =
-            match server.wait_until(within, Duration::from_millis(50), || self.is_ready(port)) {
-                Ok(()) => return Ok(server),
-                Err(NotReady::Exited(status)) => format!(
-                    "postgres exited ({status}) before accepting connections{}",
-                    log.hint("see the lines above")
-                ),
-                Err(NotReady::TimedOut) => format!(
-                    "postgres did not accept connections within {} s{}",
-                    within.as_secs(),
-                    log.hint("")
-                ),
-            };
+        Server::spawn(cmd, "postgres", log)
+    }
+
+    /// Waits until the server on `port` accepts connections (`pg_isready`). If it exits first or
+    /// is not ready within `within`, it is stopped and the error says so (with its log's last
+    /// lines when the log is a file).
+    pub fn wait_ready(&self, mut server: Server, port: u16, within: Duration) -> Result<Server> {
+        let outcome = server.wait_until(within, Duration::from_millis(50), || self.is_ready(port));
+        let message = match outcome {
+            Ok(()) => return Ok(server),
+            Err(NotReady::Exited(status)) => format!(
+                "postgres exited ({status}) before accepting connections{}",
+                server.log().hint("see the lines above")
+            ),
+            Err(NotReady::TimedOut) => format!(
+                "postgres did not accept connections within {} s{}",
+                within.as_secs(),
+                server.log().hint("")
+            ),
+        };
         server.stop(Signal::SIGQUIT, Duration::from_secs(10));
         Err(Error::failed(message))
     }
