@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use nix::sys::signal::Signal;
 use strata_core::ready::ReadyLine;
-use strata_engines::daemon::free_port;
+use strata_engines::daemon::{Probe, free_port};
 use strata_engines::{Log, Server, memcached, process, redis};
 
 /// The shared cache engines: what `strata cache --engine` runs and a topology's `[cache]
@@ -48,25 +48,23 @@ impl Engine {
             Engine::Memcached => "memcached",
         }
     }
-    /// Starts the server and waits until it answers (20 s at most); its output goes to this
-    /// role's log (stderr), whose stdout carries only the readiness line.
-    fn start(self, port: u16, dir: &Path, max_mib: u64, durable: bool) -> anyhow::Result<Server> {
-        let within = Duration::from_secs(20);
-        let started = match self {
+    /// Starts the server (without waiting for it), its output to this role's log (stderr),
+    /// whose stdout carries only the readiness line.
+    fn spawn(self, port: u16, dir: &Path, max_mib: u64, durable: bool) -> anyhow::Result<Server> {
+        let spawned = match self {
             Engine::Redis => {
                 let mode = if durable {
                     redis::Mode::Durable { max_mib }
                 } else {
                     redis::Mode::Cache { max_mib }
                 };
-                redis::start(port, dir, mode, &Log::Stderr, within)
+                redis::spawn(port, dir, mode, &Log::Stderr)
             }
             Engine::Memcached => {
-                let mode = memcached::Mode::Cache { max_mib };
-                memcached::start(port, dir, mode, &Log::Stderr, within)
+                memcached::spawn(port, dir, memcached::Mode::Cache { max_mib }, &Log::Stderr)
             }
         };
-        started.map_err(|e| match e {
+        spawned.map_err(|e| match e {
             strata_engines::Error::NotInstalled(_) => anyhow::anyhow!(
                 "{} is not installed: apt-get install {} (or use [cache] engine = \"in-process\")",
                 self.program(),
@@ -74,6 +72,13 @@ impl Engine {
             ),
             e => e.into(),
         })
+    }
+    /// A request and the start of a healthy answer.
+    fn probe(self) -> Probe {
+        match self {
+            Engine::Redis => redis::PROBE,
+            Engine::Memcached => memcached::PROBE,
+        }
     }
 }
 
@@ -136,13 +141,14 @@ pub async fn run(args: CacheArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("cannot create {}", args.dir.display()))?;
     let engine = args.engine;
-    let started = {
-        let (dir, max_mib, durable) = (args.dir.clone(), args.max_mib, args.durable);
-        tokio::task::spawn_blocking(move || engine.start(port, &dir, max_mib, durable))
-    };
-    // Killed if dropped: an error from here on takes the server down with the role.
-    let mut server = started.await.context("the start task failed")??;
+    // Spawned from this (the role's main) thread, so that the server is listed as its child;
+    // killed if dropped: an error from here on takes the server down with the role.
+    let server = engine.spawn(port, &args.dir, args.max_mib, args.durable)?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let answering = tokio::task::spawn_blocking(move || {
+        server.wait_answering(addr, engine.probe(), Duration::from_secs(20))
+    });
+    let mut server = answering.await.context("the start task failed")??;
     ReadyLine::new(&args.name)
         .with_addr(engine.name(), addr)
         .announce()

@@ -420,20 +420,12 @@ pub async fn run(args: PostgresArgs) -> anyhow::Result<()> {
         ("log_line_prefix", "%m [%p] ".into()),
     ];
     // The server's output goes to this role's log (stderr), never to stdout (the readiness
-    // pipe). A server that does not come up is stopped, and the error says why.
-    let started = {
-        let data = data.clone();
-        tokio::task::spawn_blocking(move || {
-            pg.start(
-                &data,
-                port,
-                &settings,
-                &Log::Stderr,
-                Duration::from_secs(120),
-            )
-        })
-    };
-    let mut server = started.await.context("the start task failed")??;
+    // pipe). Spawned from this (the role's main) thread, so that it is listed as its child. A
+    // server that does not come up is stopped, and the error says why.
+    let server = pg.spawn(&data, port, &settings, &Log::Stderr)?;
+    let ready =
+        tokio::task::spawn_blocking(move || pg.wait_ready(server, port, Duration::from_secs(120)));
+    let mut server = ready.await.context("the readiness task failed")??;
     let server_pid = server.pid();
     if runs_as_primary {
         // The API servers' database, created once. Locally committed: the replicas it would
