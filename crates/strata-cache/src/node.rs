@@ -2,18 +2,20 @@
 //! run as a role of a topology. Loopback only, no persistence (a cache starts empty), bounded
 //! memory with LRU eviction. Announces its address once the server answers; stops it on
 //! SIGTERM, Ctrl-C or end of stdin, and exits if it dies (the supervisor restarts the role).
+//!
+//! This file is the role: its flags, its readiness line, its shutdown. The servers' argument
+//! lists, probes and processes are `strata_engines::{redis, memcached}`, shared with the test
+//! kit.
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsFd as _;
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context as _;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use strata_core::ready::ReadyLine;
+use strata_engines::daemon::{Probe, free_port};
+use strata_engines::{Log, Server, memcached, process, redis};
 
 /// The shared cache engines: what `strata cache --engine` runs and a topology's `[cache]
 /// engine` names.
@@ -29,17 +31,15 @@ pub enum Engine {
 }
 
 impl Engine {
-    fn program(self) -> &'static str {
+    /// The installed engine that runs it.
+    fn installed(self) -> strata_engines::Engine {
         match self {
-            Engine::Redis => "redis-server",
-            Engine::Memcached => "memcached",
+            Engine::Redis => strata_engines::Engine::Redis,
+            Engine::Memcached => strata_engines::Engine::Memcached,
         }
     }
-    fn package(self) -> &'static str {
-        match self {
-            Engine::Redis => "redis-server",
-            Engine::Memcached => "memcached",
-        }
+    fn program(self) -> &'static str {
+        self.installed().program()
     }
     /// The engine's name, as a topology and the readiness line's listener write it.
     pub fn name(self) -> &'static str {
@@ -48,11 +48,36 @@ impl Engine {
             Engine::Memcached => "memcached",
         }
     }
+    /// Starts the server (without waiting for it), its output to this role's log (stderr),
+    /// whose stdout carries only the readiness line.
+    fn spawn(self, port: u16, dir: &Path, max_mib: u64, durable: bool) -> anyhow::Result<Server> {
+        let spawned = match self {
+            Engine::Redis => {
+                let mode = if durable {
+                    redis::Mode::Durable { max_mib }
+                } else {
+                    redis::Mode::Cache { max_mib }
+                };
+                redis::spawn(port, dir, mode, &Log::Stderr)
+            }
+            Engine::Memcached => {
+                memcached::spawn(port, dir, memcached::Mode::Cache { max_mib }, &Log::Stderr)
+            }
+        };
+        spawned.map_err(|e| match e {
+            strata_engines::Error::NotInstalled(_) => anyhow::anyhow!(
+                "{} is not installed: apt-get install {} (or use [cache] engine = \"in-process\")",
+                self.program(),
+                self.installed().package()
+            ),
+            e => e.into(),
+        })
+    }
     /// A request and the start of a healthy answer.
-    fn probe(self) -> (&'static [u8], &'static [u8]) {
+    fn probe(self) -> Probe {
         match self {
-            Engine::Redis => (b"PING\r\n", b"+PONG"),
-            Engine::Memcached => (b"version\r\n", b"VERSION"),
+            Engine::Redis => redis::PROBE,
+            Engine::Memcached => memcached::PROBE,
         }
     }
 }
@@ -97,16 +122,6 @@ impl CacheArgs {
     }
 }
 
-fn answers(engine: Engine, addr: SocketAddr) -> bool {
-    let (ask, expect) = engine.probe();
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    let mut buf = [0u8; 32];
-    s.write_all(ask).is_ok() && s.read(&mut buf).is_ok_and(|n| buf[..n].starts_with(expect))
-}
-
 pub async fn run(args: CacheArgs) -> anyhow::Result<()> {
     strata_core::telemetry::init();
     anyhow::ensure!(
@@ -119,109 +134,50 @@ pub async fn run(args: CacheArgs) -> anyhow::Result<()> {
         args.listen
     );
     let port = if args.listen.port() == 0 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .context("cannot find a free port")?
+        free_port().context("cannot find a free port")?
     } else {
         args.listen.port()
     };
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("cannot create {}", args.dir.display()))?;
     let engine = args.engine;
-    let mut cmd = tokio::process::Command::new(engine.program());
-    match engine {
-        Engine::Redis => {
-            cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--maxmemory", &format!("{}mb", args.max_mib)]);
-            if args.durable {
-                cmd.args([
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "yes",
-                    "--appendfsync",
-                    "always",
-                ])
-                .args(["--maxmemory-policy", "noeviction"]);
-            } else {
-                cmd.args(["--save", "", "--appendonly", "no"])
-                    .args(["--maxmemory-policy", "allkeys-lru"]);
-            }
-            cmd.arg("--dir").arg(&args.dir);
-        }
-        Engine::Memcached => {
-            cmd.args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0"])
-                .args(["-m", &args.max_mib.to_string(), "-c", "4096"]);
-            if nix::unistd::Uid::effective().is_root() {
-                // Memcached refuses to run as root without naming a user to become.
-                cmd.args(["-u", "nobody"]);
-            }
-        }
-    }
-    // The server's own output goes to this role's log (stderr); stdout carries only the
-    // readiness line.
-    let log = std::io::stderr()
-        .as_fd()
-        .try_clone_to_owned()
-        .context("cannot attach the server's output")?;
-    cmd.current_dir(&args.dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log))
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            anyhow::anyhow!(
-                "{} is not installed: apt-get install {} (or use [cache] engine = \"in-process\")",
-                engine.program(),
-                engine.package()
-            )
-        } else {
-            anyhow::anyhow!("cannot start {}: {e}", engine.program())
-        }
-    })?;
-    let pid = child.id().map(|p| Pid::from_raw(p as i32));
+    // Spawned from this (the role's main) thread, so that the server is listed as its child;
+    // killed if dropped: an error from here on takes the server down with the role.
+    let server = engine.spawn(port, &args.dir, args.max_mib, args.durable)?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            anyhow::bail!("{} exited at start ({status})", engine.program());
-        }
-        if tokio::task::spawn_blocking(move || answers(engine, addr))
-            .await
-            .unwrap_or(false)
-        {
-            break;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.start_kill();
-            anyhow::bail!("{} did not answer on {addr} within 20 s", engine.program());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let answering = tokio::task::spawn_blocking(move || {
+        server.wait_answering(addr, engine.probe(), Duration::from_secs(20))
+    });
+    let mut server = answering.await.context("the start task failed")??;
     ReadyLine::new(&args.name)
         .with_addr(engine.name(), addr)
         .announce()
         .context("cannot write the readiness line")?;
     tracing::info!(role = %args.name, %addr, engine = engine.name(), max_mib = args.max_mib, "cache server is answering");
 
+    let pid = server.pid();
+    let exited = tokio::task::spawn_blocking(move || server.wait());
+    tokio::pin!(exited);
     tokio::select! {
-        status = child.wait() => {
-            let status = status.context("cannot watch the cache server")?;
+        status = &mut exited => {
+            let status = status
+                .context("cannot watch the cache server")?
+                .context("cannot watch the cache server")?;
             anyhow::bail!("{} exited ({status})", engine.program());
         }
         _ = strata_core::shutdown::signal(args.exit_on_stdin_eof) => {}
     }
-    if let Some(pid) = pid {
-        let _ = kill(pid, Signal::SIGTERM);
-    }
-    if tokio::time::timeout(Duration::from_secs(5), child.wait())
-        .await
-        .is_err()
-    {
-        let _ = child.start_kill();
-        let _ = child.wait().await;
-    }
+    let _ = tokio::task::spawn_blocking(move || {
+        process::terminate(
+            pid,
+            Signal::SIGTERM,
+            Duration::from_secs(5),
+            Signal::SIGKILL,
+            Duration::from_secs(5),
+        )
+    })
+    .await;
+    let _ = exited.await;
     tracing::info!(role = %args.name, "cache server stopped");
     Ok(())
 }

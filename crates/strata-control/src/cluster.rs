@@ -52,18 +52,6 @@ pub fn slot_name(role: &str) -> String {
         .collect()
 }
 
-/// The postmaster's pid recorded in a data directory (`postmaster.pid`, first line), if any.
-/// The process may be gone: check before signalling.
-pub fn postmaster_pid(data: &Path) -> Option<u32> {
-    std::fs::read_to_string(data.join("postmaster.pid"))
-        .ok()?
-        .lines()
-        .next()?
-        .trim()
-        .parse()
-        .ok()
-}
-
 /// `DIR/postgres/cluster.json` given the PostgreSQL directory (`DIR/postgres`).
 pub fn path(postgres_dir: &Path) -> PathBuf {
     postgres_dir.join(CLUSTER_FILE)
@@ -108,16 +96,6 @@ pub fn write(postgres_dir: &Path, state: &ClusterState) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_postmaster_pid_is_the_first_line_of_postmaster_pid() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        assert_eq!(postmaster_pid(dir.path()), None);
-        std::fs::write(dir.path().join("postmaster.pid"), "4242\n/data\n").expect("write");
-        assert_eq!(postmaster_pid(dir.path()), Some(4242));
-        std::fs::write(dir.path().join("postmaster.pid"), "garbage\n").expect("write");
-        assert_eq!(postmaster_pid(dir.path()), None);
-    }
 
     #[test]
     fn slot_names_are_safe_identifiers() {

@@ -168,7 +168,7 @@ async fn replica_position(addr: &str, timeout: Duration) -> Option<u64> {
 /// Kills a server — its postmaster and every backend — by the pid in its `postmaster.pid`
 /// (SIGKILL works on stalled, stopped processes too).
 fn kill_server(data: &Path) {
-    if let Some(pid) = cluster::postmaster_pid(data) {
+    if let Some(pid) = strata_engines::postgres::postmaster_pid(data) {
         strata_engines::process::signal_tree(pid, nix::sys::signal::Signal::SIGKILL);
     }
 }

@@ -18,18 +18,23 @@
 //! then owns the data directory. The role prints its readiness line once the server accepts
 //! connections, stops the server (fast shutdown) on SIGTERM, Ctrl-C or end of stdin, and exits
 //! with an error when the server dies, so the supervisor restarts both.
+//!
+//! This file is the role's logic only: which server to follow, fencing, the manual rejoin, the
+//! readiness line, watching the server. How PostgreSQL is found, owned, created, started,
+//! copied, rewound and configured is `strata_engines::postgres`, shared with the test kit.
 
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use strata_core::ready::ReadyLine;
-use strata_engines::postgres::{DATABASE as POSTGRES_DATABASE, SUPERUSER as POSTGRES_USER};
+use strata_engines::daemon::free_port;
+use strata_engines::postgres::{
+    self, DATABASE as POSTGRES_DATABASE, InitOptions, Postgres, SUPERUSER as POSTGRES_USER,
+};
+use strata_engines::{Log, process};
 
 use crate::cluster::{self, slot_name};
 
@@ -106,272 +111,67 @@ impl PostgresArgs {
     }
 }
 
-/// The installed PostgreSQL server binaries: `$STRATA_PG_BIN`, else the newest
-/// `/usr/lib/postgresql/<major>/bin` (Debian's layout).
-fn bin_dir() -> anyhow::Result<PathBuf> {
-    if let Some(dir) = std::env::var_os("STRATA_PG_BIN") {
-        let dir = PathBuf::from(dir);
-        anyhow::ensure!(
-            dir.join("postgres").exists(),
-            "STRATA_PG_BIN={} has no `postgres` binary: point it at PostgreSQL's bin directory",
-            dir.display()
-        );
-        return Ok(dir);
-    }
-    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let major = e.file_name().to_str()?.parse::<u32>().ok()?;
-            let bin = e.path().join("bin");
-            bin.join("postgres").exists().then_some((major, bin))
-        })
-        .collect();
-    found.sort();
-    found.pop().map(|(_, bin)| bin).context(
-        "PostgreSQL is not installed: install it (Debian: apt-get install postgresql-15) or set \
-         STRATA_PG_BIN to its bin directory",
-    )
-}
-
-/// Who runs the server: the `postgres` user when we are root, else ourselves.
-fn server_owner() -> anyhow::Result<Option<(u32, u32)>> {
-    if !nix::unistd::Uid::effective().is_root() {
-        return Ok(None);
-    }
-    let user = nix::unistd::User::from_name("postgres")
-        .ok()
-        .flatten()
-        .context(
-            "running as root, but PostgreSQL refuses to run as root and there is no `postgres` \
-             user to run it as: install postgresql-15 (it creates one) or run strata as a normal user",
-        )?;
-    Ok(Some((user.uid.as_raw(), user.gid.as_raw())))
-}
-
-/// Makes `data` a directory the server owner can use. Directories from the deployment directory
-/// down are made traversable (o+x, never readable) when the owner is another user; a directory
-/// above it that the owner cannot cross is an error that says what to do.
-fn prepare_data_dir(data: &Path, owner: Option<(u32, u32)>) -> anyhow::Result<()> {
-    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
-    std::fs::create_dir_all(data)
-        .with_context(|| format!("cannot create the data directory {}", data.display()))?;
-    let Some((uid, gid)) = owner else {
-        return Ok(());
-    };
-    let data = data
-        .canonicalize()
-        .with_context(|| format!("cannot resolve {}", data.display()))?;
-    // DIR/postgres/<role>: the deployment directory is two levels up.
-    let deployment = data.ancestors().nth(2).map(Path::to_path_buf);
-    for dir in data.ancestors().skip(1) {
-        let meta =
-            std::fs::metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
-        if meta.uid() == uid || meta.mode() & 0o001 != 0 {
-            continue;
-        }
-        let inside = deployment.as_deref().is_some_and(|d| dir.starts_with(d));
-        if !inside {
-            anyhow::bail!(
-                "PostgreSQL runs as the `postgres` user, which cannot enter {} (mode {:o}): put the \
-                 deployment directory somewhere it can reach (strata up --dir /var/lib/strata), \
-                 or run strata as a normal user",
-                dir.display(),
-                meta.mode() & 0o7777
-            );
-        }
-        let mut perms = meta.permissions();
-        perms.set_mode((meta.mode() & 0o7777) | 0o001);
-        std::fs::set_permissions(dir, perms)
-            .with_context(|| format!("cannot make {} traversable", dir.display()))?;
-    }
-    std::os::unix::fs::chown(&data, Some(uid), Some(gid))
-        .with_context(|| format!("cannot give {} to the postgres user", data.display()))?;
-    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("cannot set the mode of {}", data.display()))?;
-    Ok(())
-}
-
-/// A command for one of PostgreSQL's binaries, run as the server owner, its output going to
-/// this role's stderr (the role's log), never to stdout (the readiness pipe).
-fn pg_command(
-    bin: &Path,
-    program: &str,
-    owner: Option<(u32, u32)>,
-) -> anyhow::Result<std::process::Command> {
-    use std::os::fd::AsFd as _;
-    let mut cmd = std::process::Command::new(bin.join(program));
-    let err = std::io::stderr()
-        .as_fd()
-        .try_clone_to_owned()
-        .context("cannot duplicate stderr")?;
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::from(err))
-        .env("LC_ALL", "C")
-        .current_dir("/");
-    if let Some((uid, gid)) = owner {
-        cmd.uid(uid).gid(gid);
-    }
-    Ok(cmd)
-}
-
-fn run_to_end(mut cmd: std::process::Command, what: &str) -> anyhow::Result<()> {
-    let status = cmd.status().with_context(|| format!("cannot run {what}"))?;
-    anyhow::ensure!(
-        status.success(),
-        "{what} failed ({status}); its messages are above in this log"
-    );
-    Ok(())
-}
-
 /// Quotes a role name for `synchronous_standby_names`.
 fn quoted(name: &str) -> String {
     format!("\"{}\"", name.replace('"', ""))
 }
 
-/// Waits until the server at `port` accepts connections (or the child dies, or time runs out).
-fn wait_ready(
-    bin: &Path,
-    port: u16,
-    child: &mut std::process::Child,
-    within: Duration,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().context("cannot watch postgres")? {
-            anyhow::bail!(
-                "postgres exited ({status}) before accepting connections; see the lines above"
-            );
-        }
-        let ready = std::process::Command::new(bin.join("pg_isready"))
-            .args([
-                "-q",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                POSTGRES_USER,
-                "-d",
-                "postgres",
-                "-t",
-                "1",
-            ])
-            .args(["-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if ready {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "postgres did not accept connections within {} s",
-            within.as_secs()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// A postmaster left running by an earlier instance of this role (one killed with SIGKILL
 /// cannot stop its server): stop it, so that this instance starts the server afresh.
 fn stop_leftover(data: &Path) {
-    let Some(pid) = cluster::postmaster_pid(data) else {
-        return;
-    };
-    let pid = Pid::from_raw(pid as i32);
-    if kill(pid, None).is_err() {
-        return;
-    }
-    tracing::warn!(
-        pid = pid.as_raw(),
-        "stopping a server left running by an earlier instance"
-    );
-    let _ = kill(pid, Signal::SIGINT);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while kill(pid, None).is_ok() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    if kill(pid, None).is_ok() {
-        let _ = kill(pid, Signal::SIGQUIT);
-        std::thread::sleep(Duration::from_millis(500));
+    if let Some(pid) = postgres::running_postmaster(data) {
+        tracing::warn!(pid, "stopping a server left running by an earlier instance");
+        postgres::stop_postmaster(pid);
     }
 }
 
-/// One server's files and binaries, for the setup steps that run before it starts.
+/// One server's files, and the installed PostgreSQL that runs it, for the setup steps that run
+/// before it starts.
 #[derive(Clone)]
 struct Node {
-    bin: PathBuf,
+    pg: Postgres,
     data: PathBuf,
     name: String,
-    owner: Option<(u32, u32)>,
 }
 
 impl Node {
     /// Runs one SQL statement at `addr` and returns what it printed (unaligned, tuples only).
     fn psql(&self, addr: &str, sql: &str) -> anyhow::Result<String> {
-        self.psql_session(addr, &[sql])
+        Ok(self.pg.psql(addr, "postgres", sql)?)
     }
 
     /// Runs statements one after another in one session (so a `SET` holds for the next ones).
     fn psql_session(&self, addr: &str, statements: &[&str]) -> anyhow::Result<String> {
-        let (host, port) = addr.rsplit_once(':').context("an address is HOST:PORT")?;
-        let mut cmd = pg_command(&self.bin, "psql", self.owner)?;
-        cmd.args([
-            "-h",
-            host,
-            "-p",
-            port,
-            "-U",
-            POSTGRES_USER,
-            "-d",
-            "postgres",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-tA",
-        ]);
-        for sql in statements {
-            cmd.arg("-c").arg(sql);
-        }
-        cmd.stdout(Stdio::piped());
-        let out = cmd.output().context("cannot run psql")?;
-        anyhow::ensure!(
-            out.status.success(),
-            "psql at {addr} failed: {}",
-            statements.join("; ")
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        Ok(self.pg.psql_session(addr, "postgres", statements)?)
     }
 
     /// Waits until the server at `addr` is up and a primary (not in recovery).
     fn wait_for_primary(&self, addr: &str) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            if self
-                .psql(addr, "SELECT pg_is_in_recovery()")
-                .ok()
-                .as_deref()
-                == Some("f")
-            {
-                return Ok(());
-            }
+            let why = match self.psql(addr, "SELECT pg_is_in_recovery()") {
+                Ok(answer) if answer == "f" => return Ok(()),
+                Ok(_) => "it is in recovery".to_string(),
+                Err(e) => e.to_string(),
+            };
             anyhow::ensure!(
                 Instant::now() < deadline,
-                "the primary at {addr} did not come up within 120 s"
+                "the primary at {addr} did not come up within 120 s ({why})"
             );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
 
-    /// Makes sure the primary keeps a physical replication slot for this server.
+    /// Makes sure the primary keeps a physical replication slot for this server. The slot
+    /// reserves WAL from its creation: an unreserved one that only gets its position once
+    /// pg_basebackup streams can be invalidated by a checkpoint running meanwhile (another
+    /// replica's copy), which ends the copy.
     fn ensure_slot(&self, primary: &str) -> anyhow::Result<()> {
         let slot = slot_name(&self.name);
         self.psql(
             primary,
             &format!(
-                "SELECT pg_create_physical_replication_slot('{slot}') WHERE NOT EXISTS \
+                "SELECT pg_create_physical_replication_slot('{slot}', true) WHERE NOT EXISTS \
                  (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{slot}')"
             ),
         )
@@ -384,7 +184,7 @@ impl Node {
         let (host, port) = primary
             .rsplit_once(':')
             .context("an address is HOST:PORT")?;
-        set_auto_conf(
+        Ok(postgres::set_auto_conf(
             &self.data,
             &[
                 (
@@ -396,25 +196,18 @@ impl Node {
                 ),
                 ("primary_slot_name", slot_name(&self.name)),
             ],
-        )
+        )?)
     }
 
     fn initdb(&self, standbys: &[String]) -> anyhow::Result<()> {
         tracing::info!(data = %self.data.display(), "creating a new cluster (initdb)");
-        let mut cmd = pg_command(&self.bin, "initdb", self.owner)?;
-        cmd.arg("-D").arg(&self.data).args([
-            "-U",
-            POSTGRES_USER,
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--locale=C",
-            "--no-instructions",
-            // Checksums catch corrupt pages, and let pg_rewind work on a server that crashed
-            // (its crash recovery runs without our command-line settings).
-            "--data-checksums",
-        ]);
-        run_to_end(cmd, "initdb")?;
+        // Checksums catch corrupt pages, and let pg_rewind work on a server that crashed (its
+        // crash recovery runs without our command-line settings).
+        let options = InitOptions {
+            checksums: true,
+            no_sync: false,
+        };
+        self.pg.initdb(&self.data, options, &Log::Stderr)?;
         // In postgresql.auto.conf, not on the command line: strata control changes it with
         // ALTER SYSTEM after a failover, which a command-line setting would override.
         let names = if standbys.is_empty() {
@@ -429,32 +222,18 @@ impl Node {
                     .join(", ")
             )
         };
-        set_auto_conf(&self.data, &[("synchronous_standby_names", names)])
+        Ok(postgres::set_auto_conf(
+            &self.data,
+            &[("synchronous_standby_names", names)],
+        )?)
     }
 
     fn basebackup(&self, primary: &str) -> anyhow::Result<()> {
         tracing::info!(%primary, data = %self.data.display(), "copying the primary (pg_basebackup)");
         self.ensure_slot(primary)?;
-        let (host, port) = primary
-            .rsplit_once(':')
-            .context("an address is HOST:PORT")?;
-        let mut cmd = pg_command(&self.bin, "pg_basebackup", self.owner)?;
-        cmd.arg("-D").arg(&self.data).args([
-            "-h",
-            host,
-            "-p",
-            port,
-            "-U",
-            POSTGRES_USER,
-            "-R",
-            "-X",
-            "stream",
-            "-c",
-            "fast",
-            "-S",
-        ]);
-        cmd.arg(slot_name(&self.name));
-        run_to_end(cmd, "pg_basebackup")?;
+        let slot = slot_name(&self.name);
+        self.pg
+            .basebackup(&self.data, primary, Some(&slot), &Log::Stderr)?;
         self.follow(primary)
     }
 
@@ -469,21 +248,11 @@ impl Node {
         // next checkpoint; until then pg_rewind sees one timeline and wrongly finds nothing to
         // undo.
         self.psql(primary, "CHECKPOINT")?;
-        let (host, port) = primary
-            .rsplit_once(':')
-            .context("an address is HOST:PORT")?;
-        let mut cmd = pg_command(&self.bin, "pg_rewind", self.owner)?;
-        cmd.arg("-D")
-            .arg(&self.data)
-            .arg(format!(
-                "--source-server=host={host} port={port} user={POSTGRES_USER} dbname=postgres"
-            ))
-            .arg("-R");
-        match run_to_end(cmd, "pg_rewind") {
+        match self.pg.rewind(&self.data, primary, &Log::Stderr) {
             Ok(()) => self.follow(primary),
             Err(e) => {
                 tracing::warn!(error = %e, "pg_rewind failed: copying the primary afresh");
-                clear_dir(&self.data)?;
+                postgres::clear_dir(&self.data)?;
                 self.basebackup(primary)
             }
         }
@@ -496,7 +265,8 @@ impl Node {
         postgres_dir: &Path,
         standbys: &[String],
     ) -> anyhow::Result<()> {
-        prepare_data_dir(&self.data, self.owner)?;
+        // DIR/postgres/<role>: the deployment's two directories above it are ours to open.
+        self.pg.prepare_data_dir(&self.data, 2)?;
         stop_leftover(&self.data);
         // Which server to follow: the published primary when there is one, else --replica-of.
         let cluster = cluster::read(postgres_dir).unwrap_or_else(|e| {
@@ -560,38 +330,6 @@ async fn watch_for_fencing(postgres_dir: &Path, name: &str, runs_as_primary: boo
     }
 }
 
-/// Sets `key = 'value'` lines in `postgresql.auto.conf` (the server must be stopped).
-fn set_auto_conf(data: &Path, settings: &[(&str, String)]) -> anyhow::Result<()> {
-    let path = data.join("postgresql.auto.conf");
-    let text = std::fs::read_to_string(&path).unwrap_or_default();
-    let mut lines: Vec<String> = text
-        .lines()
-        .filter(|line| {
-            let key = line.split('=').next().unwrap_or("").trim();
-            !settings.iter().any(|(k, _)| *k == key)
-        })
-        .map(str::to_string)
-        .collect();
-    for (key, value) in settings {
-        lines.push(format!("{key} = '{}'", value.replace('\'', "''")));
-    }
-    std::fs::write(&path, lines.join("\n") + "\n")
-        .with_context(|| format!("cannot write {}", path.display()))
-}
-
-/// Empties a directory, keeping the directory itself (and its owner and mode).
-fn clear_dir(dir: &Path) -> anyhow::Result<()> {
-    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
-        let path = entry?.path();
-        if path.is_dir() {
-            std::fs::remove_dir_all(&path)?;
-        } else {
-            std::fs::remove_file(&path)?;
-        }
-    }
-    Ok(())
-}
-
 pub async fn run(args: PostgresArgs) -> anyhow::Result<()> {
     strata_core::telemetry::init();
     anyhow::ensure!(
@@ -599,13 +337,9 @@ pub async fn run(args: PostgresArgs) -> anyhow::Result<()> {
         "--listen must be a loopback address (the servers strata runs trust local connections): got {}",
         args.listen
     );
-    let bin = bin_dir()?;
-    let owner = server_owner()?;
+    let pg = Postgres::find()?;
     let port = if args.listen.port() == 0 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .context("cannot find a free port")?
+        free_port().context("cannot find a free port")?
     } else {
         args.listen.port()
     };
@@ -613,10 +347,9 @@ pub async fn run(args: PostgresArgs) -> anyhow::Result<()> {
     // DIR/postgres: where strata control publishes which server is the primary.
     let postgres_dir = data.parent().map(Path::to_path_buf).unwrap_or_default();
     let node = Node {
-        bin: bin.clone(),
+        pg: pg.clone(),
         data: data.clone(),
         name: args.name.clone(),
-        owner,
     };
     // A fenced former primary under `rejoin = "manual"` waits, its data untouched, for
     // `strata db rejoin`. It says it is ready (on the port it keeps), so the supervisor does
@@ -668,44 +401,32 @@ pub async fn run(args: PostgresArgs) -> anyhow::Result<()> {
     setup.await.context("the setup task failed")??;
     let runs_as_primary = !data.join("standby.signal").exists();
 
-    let mut cmd = pg_command(&bin, "postgres", owner)?;
-    cmd.arg("-D").arg(&data).arg("-p").arg(port.to_string());
-    let settings: Vec<(String, String)> = vec![
-        ("listen_addresses".into(), args.listen.ip().to_string()),
+    let settings: Vec<(&str, String)> = vec![
+        ("listen_addresses", args.listen.ip().to_string()),
         // No Unix socket: every client, local ones included, comes over loopback TCP.
-        ("unix_socket_directories".into(), String::new()),
-        ("cluster_name".into(), args.name.clone()),
-        ("wal_level".into(), "replica".into()),
+        ("unix_socket_directories", String::new()),
+        ("cluster_name", args.name.clone()),
+        ("wal_level", "replica".into()),
         // Needed by pg_rewind, which brings a failed primary back as a replica.
-        ("wal_log_hints".into(), "on".into()),
-        ("hot_standby".into(), "on".into()),
-        ("hot_standby_feedback".into(), "on".into()),
-        ("max_wal_senders".into(), "10".into()),
-        ("max_replication_slots".into(), "10".into()),
-        ("wal_receiver_status_interval".into(), "1s".into()),
+        ("wal_log_hints", "on".into()),
+        ("hot_standby", "on".into()),
+        ("hot_standby_feedback", "on".into()),
+        ("max_wal_senders", "10".into()),
+        ("max_replication_slots", "10".into()),
+        ("wal_receiver_status_interval", "1s".into()),
         // A replica whose primary vanished retries (and notices a promotion request) after
         // this; PostgreSQL's 5 s default would put 5 s into every failover.
-        ("wal_retrieve_retry_interval".into(), "200ms".into()),
-        ("log_line_prefix".into(), "%m [%p] ".into()),
+        ("wal_retrieve_retry_interval", "200ms".into()),
+        ("log_line_prefix", "%m [%p] ".into()),
     ];
-    for (name, value) in &settings {
-        cmd.arg("-c").arg(format!("{name}={value}"));
-    }
-    let mut child = cmd.spawn().context("cannot start postgres")?;
-    let server_pid = Pid::from_raw(child.id() as i32);
-    let ready = {
-        let bin = bin.clone();
-        tokio::task::spawn_blocking(move || {
-            let r = wait_ready(&bin, port, &mut child, Duration::from_secs(120));
-            (r, child)
-        })
-    };
-    let (ready, mut child) = ready.await.context("the readiness task failed")?;
-    if let Err(e) = ready {
-        let _ = kill(server_pid, Signal::SIGQUIT);
-        let _ = child.wait();
-        return Err(e);
-    }
+    // The server's output goes to this role's log (stderr), never to stdout (the readiness
+    // pipe). Spawned from this (the role's main) thread, so that it is listed as its child. A
+    // server that does not come up is stopped, and the error says why.
+    let server = pg.spawn(&data, port, &settings, &Log::Stderr)?;
+    let ready =
+        tokio::task::spawn_blocking(move || pg.wait_ready(server, port, Duration::from_secs(120)));
+    let mut server = ready.await.context("the readiness task failed")??;
+    let server_pid = server.pid();
     if runs_as_primary {
         // The API servers' database, created once. Locally committed: the replicas it would
         // otherwise wait for start after this role is ready.
@@ -734,7 +455,7 @@ pub async fn run(args: PostgresArgs) -> anyhow::Result<()> {
     }
     tracing::info!(role = %args.name, %addr, replica_of = ?args.replica_of, "PostgreSQL is accepting connections");
 
-    let exited = tokio::task::spawn_blocking(move || child.wait());
+    let exited = tokio::task::spawn_blocking(move || server.wait());
     tokio::pin!(exited);
     let fenced = watch_for_fencing(&postgres_dir, &args.name, runs_as_primary);
     tokio::select! {
@@ -745,7 +466,7 @@ pub async fn run(args: PostgresArgs) -> anyhow::Result<()> {
         primary = fenced => {
             // Another server was made primary: this one must stop taking writes at once —
             // its backends too, which would otherwise finish what they are doing.
-            strata_engines::process::signal_tree(server_pid.as_raw() as u32, Signal::SIGKILL);
+            process::signal_tree(server_pid, Signal::SIGKILL);
             let _ = exited.await;
             anyhow::bail!(
                 "fenced: {primary} is the primary now; this server stopped and will come back as its replica"
@@ -753,15 +474,19 @@ pub async fn run(args: PostgresArgs) -> anyhow::Result<()> {
         }
         _ = strata_core::shutdown::signal(args.exit_on_stdin_eof) => {}
     }
-    // Fast shutdown: roll back open transactions, checkpoint, stop.
-    let _ = kill(server_pid, Signal::SIGINT);
-    match tokio::time::timeout(Duration::from_secs(30), &mut exited).await {
-        Ok(_) => {}
-        Err(_) => {
-            let _ = kill(server_pid, Signal::SIGQUIT);
-            let _ = exited.await;
-        }
-    }
+    // Fast shutdown: roll back open transactions, checkpoint, stop; after 30 s, immediate
+    // shutdown.
+    let _ = tokio::task::spawn_blocking(move || {
+        process::terminate(
+            server_pid,
+            Signal::SIGINT,
+            Duration::from_secs(30),
+            Signal::SIGQUIT,
+            Duration::from_secs(10),
+        )
+    })
+    .await;
+    let _ = exited.await;
     tracing::info!(role = %args.name, "PostgreSQL stopped");
     Ok(())
 }

@@ -1,7 +1,12 @@
-//! Processes: whether one is alive, its children, and signals to it or its whole tree.
+//! Processes by pid: whether one is alive, its children, signals to it or its whole tree,
+//! waiting until it is stopped or gone, and stopping it with grace. For processes this one
+//! may not own (a postmaster left by an earlier role, a server a supervisor watches) as much
+//! as for its own children; [`crate::daemon`] builds on it for the servers it starts.
 //!
 //! Liveness reads `/proc` too, because a zombie still answers signal 0. Signals to processes
 //! that are already gone are ignored: every caller is racing the process's own exit.
+
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -65,6 +70,59 @@ pub fn signal(pid: u32, sig: Signal) {
     }
 }
 
+/// Waits (up to `within`) until every thread of a process is stopped, as `/proc` reports it:
+/// a signal is delivered asynchronously, and a multi-threaded server stops thread by thread.
+/// Whether it is stopped (or gone).
+pub fn wait_stopped(pid: u32, within: Duration) -> bool {
+    let stopped = || {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return true; // gone
+        };
+        tasks.filter_map(Result::ok).all(|task| {
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next());
+            matches!(state, Some("T") | Some("t") | None)
+        })
+    };
+    let deadline = Instant::now() + within;
+    loop {
+        if stopped() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Waits (up to `within`) until a process is gone; whether it is.
+pub fn wait_gone(pid: u32, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while is_alive(pid) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+/// Stops a process with grace: `first` (after a SIGCONT, so that a paused process can act on
+/// it), and if it is still there after `grace`, `then`, waiting up to `after` again. Whether it
+/// is gone. The caller that owns the process still reaps it.
+pub fn terminate(pid: u32, first: Signal, grace: Duration, then: Signal, after: Duration) -> bool {
+    signal(pid, Signal::SIGCONT);
+    signal(pid, first);
+    if wait_gone(pid, grace) {
+        return true;
+    }
+    signal(pid, then);
+    wait_gone(pid, after)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,5 +134,31 @@ mod tests {
         let pid = child.id();
         child.wait().expect("wait");
         assert!(!is_alive(pid));
+    }
+
+    #[test]
+    fn a_stopped_process_is_seen_stopped_and_a_terminated_one_gone() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn");
+        let pid = child.id();
+        assert!(
+            !wait_stopped(pid, Duration::from_millis(50)),
+            "a sleeping process is not stopped"
+        );
+        signal(pid, Signal::SIGSTOP);
+        assert!(wait_stopped(pid, Duration::from_secs(5)));
+        signal(pid, Signal::SIGCONT);
+        // A paused process is woken first, so SIGTERM ends it within the grace period.
+        signal(pid, Signal::SIGSTOP);
+        assert!(terminate(
+            pid,
+            Signal::SIGTERM,
+            Duration::from_secs(5),
+            Signal::SIGKILL,
+            Duration::from_secs(5)
+        ));
+        assert!(!child.wait().expect("wait").success());
     }
 }

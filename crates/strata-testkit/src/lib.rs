@@ -1,7 +1,10 @@
 //! # strata-testkit — real engines for tests
 //!
-//! Test support only (a dev-dependency; no tier depends on it at run time). Depends on no
-//! Strata crate.
+//! Test support only (a dev-dependency; no tier depends on it at run time). Depends on
+//! strata-engines alone (never the reverse), which finds, owns and starts every engine exactly
+//! as the roles do at run time; this crate adds what tests need on top: a temporary directory
+//! per server, a free port (another is tried if it is taken before the server binds it),
+//! panics that say why, and faults.
 //!
 //! Tests that exercise PostgreSQL run the real server: [`PgServer`] finds the installed
 //! binaries (Debian's `postgresql-15`, or `$STRATA_PG_BIN`), runs `initdb` in a temporary
@@ -15,73 +18,26 @@
 //!
 //! Faults are real: `kill9` sends SIGKILL, `pause` SIGSTOP.
 
-use std::fs::File;
-use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
+use strata_engines::postgres::{self, InitOptions, Postgres};
+use strata_engines::{Log, Server, memcached, process, redis};
 
 /// The superuser every test cluster is created with (trust authentication on loopback only).
-pub const PG_USER: &str = "strata";
+pub const PG_USER: &str = postgres::SUPERUSER;
 
 /// A loopback TCP port that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
+    strata_engines::daemon::free_port()
         .unwrap_or_else(|e| panic!("cannot find a free loopback port: {e}"))
 }
 
 /// Where the PostgreSQL server binaries are: `$STRATA_PG_BIN`, else the newest
-/// `/usr/lib/postgresql/<major>/bin` that has `initdb`.
+/// `/usr/lib/postgresql/<major>/bin` that has a server.
 pub fn pg_bin_dir() -> Result<PathBuf, String> {
-    if let Some(dir) = std::env::var_os("STRATA_PG_BIN") {
-        let dir = PathBuf::from(dir);
-        return if dir.join("initdb").exists() {
-            Ok(dir)
-        } else {
-            Err(format!(
-                "STRATA_PG_BIN={} has no initdb: point it at PostgreSQL's bin directory",
-                dir.display()
-            ))
-        };
-    }
-    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .map_err(|_| no_postgres())?
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let major = e.file_name().to_str()?.parse::<u32>().ok()?;
-            let bin = e.path().join("bin");
-            bin.join("initdb").exists().then_some((major, bin))
-        })
-        .collect();
-    found.sort();
-    found.pop().map(|(_, bin)| bin).ok_or_else(no_postgres)
-}
-
-fn no_postgres() -> String {
-    "PostgreSQL server binaries not found: install Debian's postgresql-15 (./scripts/test does) \
-     or set STRATA_PG_BIN"
-        .into()
-}
-
-/// The uid/gid to run PostgreSQL as: the `postgres` user when we are root, else ourselves.
-fn run_as() -> Result<Option<(u32, u32)>, String> {
-    if !nix::unistd::Uid::effective().is_root() {
-        return Ok(None);
-    }
-    match nix::unistd::User::from_name("postgres") {
-        Ok(Some(u)) => Ok(Some((u.uid.as_raw(), u.gid.as_raw()))),
-        _ => Err(
-            "running as root, and there is no `postgres` user to run PostgreSQL as (installing \
-             postgresql-15 creates it)"
-                .into(),
-        ),
-    }
+    postgres::bin_dir().map_err(|e| e.to_string())
 }
 
 /// Settings of a test server.
@@ -97,13 +53,12 @@ pub struct PgOptions {
 /// A PostgreSQL server of its own, for one test.
 #[derive(Debug)]
 pub struct PgServer {
-    bin: PathBuf,
+    pg: Postgres,
     /// Holds the data directory, the socket directory and the log; removed on drop.
     root: tempfile::TempDir,
     port: u16,
     options: PgOptions,
-    owner: Option<(u32, u32)>,
-    child: Option<Child>,
+    server: Option<Server>,
 }
 
 impl PgServer {
@@ -119,10 +74,17 @@ impl PgServer {
 
     /// Creates and starts a cluster, or says why not.
     pub fn try_start(options: PgOptions) -> Result<Self, String> {
-        let bin = pg_bin_dir()?;
-        let owner = run_as()?;
-        let server = Self::prepare("strata-pg-", bin, owner, options)?;
-        server.initdb()?;
+        let pg = Postgres::find().map_err(|e| e.to_string())?;
+        let server = Self::prepare("strata-pg-", pg, options)?;
+        // A throwaway cluster need not wait for its files to reach the disk.
+        let init = InitOptions {
+            checksums: false,
+            no_sync: true,
+        };
+        server
+            .pg
+            .initdb(&server.data_dir(), init, &server.log())
+            .map_err(|e| e.to_string())?;
         server.launch_on_a_free_port()
     }
 
@@ -135,88 +97,38 @@ impl PgServer {
 
     /// As [`PgServer::start_replica_of`], or says why not.
     pub fn try_start_replica_of(primary: &PgServer, options: PgOptions) -> Result<Self, String> {
-        let server = Self::prepare(
-            "strata-pg-replica-",
-            primary.bin.clone(),
-            primary.owner,
-            options,
-        )?;
-        let out = server
-            .command("pg_basebackup")
-            .arg("-D")
-            .arg(server.data_dir())
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                PG_USER,
-                "-p",
-                &primary.port.to_string(),
-            ])
-            .args(["-R", "-X", "stream", "-c", "fast"])
-            .output()
-            .map_err(|e| format!("cannot run pg_basebackup: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "pg_basebackup failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
+        let server = Self::prepare("strata-pg-replica-", primary.pg.clone(), options)?;
+        server
+            .pg
+            .basebackup(&server.data_dir(), &primary.addr(), None, &server.log())
+            .map_err(|e| e.to_string())?;
         server.launch_on_a_free_port()
     }
 
     /// Runs one SQL statement with psql and returns what it printed (unaligned, tuples only).
     pub fn psql(&self, db: &str, sql: &str) -> String {
-        let out = self
-            .command("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                PG_USER,
-                "-p",
-                &self.port.to_string(),
-            ])
-            .args(["-d", db, "-v", "ON_ERROR_STOP=1", "-tAc", sql])
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run psql: {e}"));
-        assert!(
-            out.status.success(),
-            "psql {sql:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        self.pg
+            .psql(&self.addr(), db, sql)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// A temporary root with `data` and `sock` directories the server owner can use.
-    fn prepare(
-        prefix: &str,
-        bin: PathBuf,
-        owner: Option<(u32, u32)>,
-        options: PgOptions,
-    ) -> Result<Self, String> {
+    fn prepare(prefix: &str, pg: Postgres, options: PgOptions) -> Result<Self, String> {
         let root = tempfile::Builder::new()
             .prefix(prefix)
             .tempdir()
             .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-        // The postgres user must be able to reach its directories inside ours.
-        set_mode(root.path(), 0o755)?;
         for dir in ["data", "sock"] {
-            let path = root.path().join(dir);
-            std::fs::create_dir(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            set_mode(&path, 0o700)?;
-            if let Some((uid, gid)) = owner {
-                std::os::unix::fs::chown(&path, Some(uid), Some(gid))
-                    .map_err(|e| format!("cannot give {} to postgres: {e}", path.display()))?;
-            }
+            // ROOT/dir: the owner must be able to cross our temporary root to reach it.
+            pg.prepare_data_dir(&root.path().join(dir), 1)
+                .map_err(|e| e.to_string())?;
         }
         Ok(Self {
-            bin,
+            pg,
             root,
             port: 0,
             options,
-            owner,
-            child: None,
+            server: None,
         })
     }
 
@@ -234,115 +146,41 @@ impl PgServer {
         Err(last)
     }
 
-    fn command(&self, program: &str) -> Command {
-        let mut cmd = Command::new(self.bin.join(program));
-        cmd.current_dir(self.root.path())
-            .env("LC_ALL", "C")
-            .stdin(Stdio::null());
-        if let Some((uid, gid)) = self.owner {
-            cmd.uid(uid).gid(gid);
-        }
-        cmd
-    }
-
-    fn initdb(&self) -> Result<(), String> {
-        let out = self
-            .command("initdb")
-            .arg("-D")
-            .arg(self.data_dir())
-            .args(["-U", PG_USER, "--auth=trust", "-E", "UTF8", "--locale=C"])
-            .args(["--no-sync", "--no-instructions"])
-            .output()
-            .map_err(|e| format!("cannot run initdb: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "initdb failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(())
-    }
-
     fn launch(&mut self) -> Result<(), String> {
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .map_err(|e| format!("cannot open the server log: {e}"))?;
-        let log_err = log
-            .try_clone()
-            .map_err(|e| format!("cannot open the server log: {e}"))?;
-        let mut cmd = self.command("postgres");
-        cmd.arg("-D")
-            .arg(self.data_dir())
-            .arg("-p")
-            .arg(self.port.to_string())
-            .arg("-c")
-            .arg("listen_addresses=127.0.0.1")
-            .arg("-c")
-            .arg(format!(
-                "unix_socket_directories={}",
-                self.root.path().join("sock").display()
-            ))
-            .arg("-c")
-            .arg(format!(
-                "fsync={}",
-                if self.options.fsync { "on" } else { "off" }
-            ));
-        for (name, value) in &self.options.settings {
-            cmd.arg("-c").arg(format!("{name}={value}"));
-        }
-        let child = cmd
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_err))
-            .spawn()
-            .map_err(|e| format!("cannot run postgres: {e}"))?;
-        self.child = Some(child);
-        self.wait_ready(Duration::from_secs(30))
-    }
-
-    /// Waits until the server accepts connections.
-    fn wait_ready(&mut self, within: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                self.child = None;
-                return Err(format!(
-                    "postgres exited ({status}) before it was ready: {}",
-                    self.log_tail()
-                ));
-            }
-            let ready = Command::new(self.bin.join("pg_isready"))
-                .args(["-q", "-h", "127.0.0.1", "-U", PG_USER, "-d", "postgres"])
-                .args(["-p", &self.port.to_string(), "-t", "1"])
-                .stdin(Stdio::null())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            if ready {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "postgres did not accept connections within {within:?}: {}",
-                    self.log_tail()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let mut settings = vec![
+            ("listen_addresses".to_string(), "127.0.0.1".to_string()),
+            (
+                "unix_socket_directories".to_string(),
+                self.root.path().join("sock").display().to_string(),
+            ),
+            (
+                "fsync".to_string(),
+                if self.options.fsync { "on" } else { "off" }.to_string(),
+            ),
+        ];
+        settings.extend(self.options.settings.iter().cloned());
+        let server = self
+            .pg
+            .start(
+                &self.data_dir(),
+                self.port,
+                &settings,
+                &self.log(),
+                Duration::from_secs(30),
+            )
+            .map_err(|e| e.to_string())?;
+        self.server = Some(server);
+        Ok(())
     }
 
     /// The last lines of the server's log, for error messages.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(8)..].join(" | ")
+        self.log().tail(8)
     }
 
-    fn log_path(&self) -> PathBuf {
-        self.root.path().join("postgres.log")
+    /// The server's log (the output of initdb and pg_basebackup too).
+    fn log(&self) -> Log {
+        Log::File(self.root.path().join("postgres.log"))
     }
 
     /// The cluster's data directory.
@@ -355,9 +193,14 @@ impl PgServer {
         self.port
     }
 
+    /// `127.0.0.1:PORT`.
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
     /// The postmaster's process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.server.as_ref().map(Server::pid)
     }
 
     /// A connection URL for database `db`.
@@ -372,17 +215,11 @@ impl PgServer {
 
     /// Creates an empty database and returns its URL: one per test keeps tests apart.
     pub fn create_database(&self, name: &str) -> String {
-        let out = Command::new(self.bin.join("createdb"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                PG_USER,
-                "-p",
-                &self.port.to_string(),
-                name,
-            ])
-            .stdin(Stdio::null())
+        let out = self
+            .pg
+            .command("createdb")
+            .args(["-h", "127.0.0.1", "-U", PG_USER])
+            .args(["-p", &self.port.to_string(), name])
             .output()
             .unwrap_or_else(|e| panic!("cannot run createdb: {e}"));
         assert!(
@@ -393,48 +230,39 @@ impl PgServer {
         self.url_for(name)
     }
 
-    fn signal(&self, signal: Signal) {
-        if let Some(pid) = self.pid() {
-            let _ = kill(Pid::from_raw(pid as i32), signal);
-        }
-    }
-
-    /// `kill -9` of the postmaster (its backends notice and exit). The data directory stays.
+    /// `kill -9` of the postmaster. Returns once its backends, which notice and exit, are gone
+    /// too (up to 5 s): until then one could still answer a query on a pooled connection. The
+    /// data directory stays.
     pub fn kill9(&mut self) {
-        self.signal(Signal::SIGKILL);
-        if let Some(mut child) = self.child.take() {
-            let _ = child.wait();
+        if let Some(server) = self.server.take() {
+            let backends = process::children(server.pid());
+            server.kill9();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            for pid in backends {
+                process::wait_gone(pid, deadline.saturating_duration_since(Instant::now()));
+            }
         }
     }
 
     /// SIGSTOP: the server stalls, connections stay open and unanswered. Returns once the
     /// postmaster is stopped.
     pub fn pause(&self) {
-        self.signal(Signal::SIGSTOP);
-        if let Some(pid) = self.pid() {
-            wait_stopped(pid);
+        if let Some(server) = &self.server {
+            server.pause();
         }
     }
 
     /// SIGCONT after [`PgServer::pause`].
     pub fn resume(&self) {
-        self.signal(Signal::SIGCONT);
+        if let Some(server) = &self.server {
+            server.resume();
+        }
     }
 
     /// Stops the server ("immediate" shutdown) and waits for it; the data directory stays.
     pub fn stop(&mut self) {
-        self.signal(Signal::SIGCONT);
-        self.signal(Signal::SIGQUIT);
-        if let Some(mut child) = self.child.take() {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(server) = self.server.take() {
+            server.stop(Signal::SIGQUIT, Duration::from_secs(10));
         }
     }
 
@@ -447,8 +275,7 @@ impl PgServer {
         loop {
             match self.launch() {
                 Ok(()) => return,
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
+                Err(_) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(200));
                 }
                 Err(e) => panic!("cannot restart PostgreSQL: {e}"),
@@ -466,33 +293,6 @@ impl Drop for PgServer {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// Waits (up to 1 s) until every thread of a process is stopped, as `/proc` reports it (a
-/// signal is delivered asynchronously, and a multi-threaded server stops thread by thread).
-fn wait_stopped(pid: u32) {
-    let stopped = || {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-            return true; // gone
-        };
-        tasks.filter_map(Result::ok).all(|task| {
-            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next());
-            matches!(state, Some("T") | Some("t") | None)
-        })
-    };
-    let deadline = Instant::now() + Duration::from_secs(1);
-    while !stopped() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
-fn set_mode(path: &Path, mode: u32) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| format!("cannot set permissions of {}: {e}", path.display()))
 }
 
 #[cfg(test)]
@@ -513,51 +313,60 @@ mod tests {
         assert_eq!(pg.port(), port, "restarts on the same port");
         assert_ne!(pg.pid(), Some(before));
         // The database created before the kill is still there.
-        let out = Command::new(pg.bin.join("psql"))
-            .args(["-h", "127.0.0.1", "-U", PG_USER, "-p", &port.to_string()])
-            .args(["-d", "kit", "-tAc", "SELECT current_database()"])
-            .output()
-            .expect("psql");
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "kit");
+        assert_eq!(pg.psql("kit", "SELECT current_database()"), "kit");
+    }
+}
+
+/// The engines a [`Daemon`] can be.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Redis,
+    Memcached,
+}
+
+impl Kind {
+    fn program(self) -> &'static str {
+        match self {
+            Kind::Redis => strata_engines::Engine::Redis.program(),
+            Kind::Memcached => strata_engines::Engine::Memcached.program(),
+        }
+    }
+
+    #[cfg(test)]
+    fn probe(self) -> strata_engines::daemon::Probe {
+        match self {
+            Kind::Redis => redis::PROBE,
+            Kind::Memcached => memcached::PROBE,
+        }
     }
 }
 
 /// A server process of its own (Redis, Memcached) on a free loopback port, killed on drop.
 #[derive(Debug)]
 pub struct Daemon {
-    program: &'static str,
-    args: Vec<String>,
+    kind: Kind,
     /// Holds the log (and for Redis its working directory); removed on drop.
     root: tempfile::TempDir,
     port: u16,
-    child: Option<Child>,
-    /// What to send and what the answer starts with once the server is ready.
-    probe: (&'static [u8], &'static [u8]),
+    server: Option<Server>,
 }
 
 impl Daemon {
-    fn start(
-        program: &'static str,
-        args: impl Fn(u16, &Path) -> Vec<String>,
-        probe: (&'static [u8], &'static [u8]),
-    ) -> Result<Self, String> {
+    fn start(kind: Kind) -> Result<Self, String> {
         let root = tempfile::Builder::new()
-            .prefix(&format!("strata-{program}-"))
+            .prefix(&format!("strata-{}-", kind.program()))
             .tempdir()
             .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
         let mut daemon = Daemon {
-            program,
-            args: Vec::new(),
+            kind,
             root,
             port: 0,
-            child: None,
-            probe,
+            server: None,
         };
         // A free port can be taken between our check and the server's bind: try a few.
         let mut last = String::new();
         for _ in 0..3 {
             daemon.port = free_port();
-            daemon.args = args(daemon.port, daemon.root.path());
             match daemon.launch() {
                 Ok(()) => return Ok(daemon),
                 Err(e) => last = e,
@@ -567,77 +376,28 @@ impl Daemon {
     }
 
     fn launch(&mut self) -> Result<(), String> {
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(self.root.path().join("server.log"))
-            .map_err(|e| format!("cannot open the log: {e}"))?;
-        let log_err = log
-            .try_clone()
-            .map_err(|e| format!("cannot open the log: {e}"))?;
-        let child = Command::new(self.program)
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_err))
-            .spawn()
-            .map_err(|e| {
-                format!(
-                    "cannot run {} ({e}): install it (Debian: apt-get install {}; ./scripts/test does)",
-                    self.program,
-                    if self.program == "redis-server" { "redis-server" } else { "memcached" }
-                )
-            })?;
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                self.child = None;
-                let log = std::fs::read_to_string(self.root.path().join("server.log"))
-                    .unwrap_or_default();
-                return Err(format!(
-                    "{} exited ({status}): {}",
-                    self.program,
-                    log.trim()
-                ));
-            }
-            if self.answers() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(format!("{} did not answer within 15 s", self.program));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let (port, dir) = (self.port, self.root.path());
+        let log = Log::File(dir.join("server.log"));
+        let within = Duration::from_secs(15);
+        let server = match self.kind {
+            Kind::Redis => redis::start(port, dir, redis::Mode::Plain, &log, within),
+            Kind::Memcached => memcached::start(port, dir, memcached::Mode::Plain, &log, within),
+        };
+        self.server = Some(server.map_err(|e| e.to_string())?);
+        Ok(())
     }
 
     /// Sends the probe and checks the answer.
+    #[cfg(test)]
     fn answers(&self) -> bool {
-        use std::io::{Read as _, Write as _};
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-        if s.write_all(self.probe.0).is_err() {
-            return false;
-        }
-        let mut buf = [0u8; 64];
-        matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(self.probe.1))
-    }
-
-    fn signal(&self, signal: Signal) {
-        if let Some(child) = &self.child {
-            let _ = kill(Pid::from_raw(child.id() as i32), signal);
-        }
+        self.kind
+            .probe()
+            .answers(std::net::SocketAddr::from(([127, 0, 0, 1], self.port)))
     }
 
     fn stop(&mut self) {
-        self.signal(Signal::SIGCONT);
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(server) = self.server.take() {
+            server.kill9();
         }
     }
 }
@@ -661,24 +421,22 @@ impl Daemon {
 
     /// `kill -9`.
     pub fn kill9(&mut self) {
-        self.signal(Signal::SIGKILL);
-        if let Some(mut child) = self.child.take() {
-            let _ = child.wait();
-        }
+        self.stop();
     }
 
     /// SIGSTOP: connections stay open and unanswered. Returns once the process is stopped (a
     /// signal is delivered asynchronously).
     pub fn pause(&self) {
-        self.signal(Signal::SIGSTOP);
-        if let Some(child) = &self.child {
-            wait_stopped(child.id());
+        if let Some(server) = &self.server {
+            server.pause();
         }
     }
 
     /// SIGCONT after [`Daemon::pause`].
     pub fn resume(&self) {
-        self.signal(Signal::SIGCONT);
+        if let Some(server) = &self.server {
+            server.resume();
+        }
     }
 
     /// Starts it again on the same port (empty: these test servers keep no data).
@@ -691,7 +449,7 @@ impl Daemon {
                 Err(_) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(100))
                 }
-                Err(e) => panic!("cannot restart {}: {e}", self.program),
+                Err(e) => panic!("cannot restart {}: {e}", self.kind.program()),
             }
         }
     }
@@ -723,29 +481,9 @@ pub struct RedisServer(Daemon);
 impl RedisServer {
     /// Starts it, or panics with the reason (and how to install Redis).
     pub fn start() -> Self {
-        Daemon::start(
-            "redis-server",
-            |port, dir| {
-                [
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    &dir.display().to_string(),
-                ]
-                .into_iter()
-                .map(String::from)
-                .collect()
-            },
-            (b"PING\r\n", b"+PONG"),
-        )
-        .map(RedisServer)
-        .unwrap_or_else(|e| panic!("cannot start Redis: {e}"))
+        Daemon::start(Kind::Redis)
+            .map(RedisServer)
+            .unwrap_or_else(|e| panic!("cannot start Redis: {e}"))
     }
 
     /// `redis://127.0.0.1:PORT`.
@@ -764,33 +502,9 @@ pub struct MemcachedServer(Daemon);
 impl MemcachedServer {
     /// Starts it, or panics with the reason (and how to install Memcached).
     pub fn start() -> Self {
-        let as_root = nix::unistd::Uid::effective().is_root();
-        Daemon::start(
-            "memcached",
-            move |port, _| {
-                let mut args: Vec<String> = [
-                    "-l",
-                    "127.0.0.1",
-                    "-p",
-                    &port.to_string(),
-                    "-U",
-                    "0",
-                    "-m",
-                    "64",
-                ]
-                .into_iter()
-                .map(String::from)
-                .collect();
-                if as_root {
-                    // Memcached refuses to run as root without naming a user to become.
-                    args.extend(["-u".to_string(), "nobody".to_string()]);
-                }
-                args
-            },
-            (b"version\r\n", b"VERSION"),
-        )
-        .map(MemcachedServer)
-        .unwrap_or_else(|e| panic!("cannot start Memcached: {e}"))
+        Daemon::start(Kind::Memcached)
+            .map(MemcachedServer)
+            .unwrap_or_else(|e| panic!("cannot start Memcached: {e}"))
     }
 }
 
