@@ -251,7 +251,7 @@ async fn complete(
         client
             .execute(
                 &format!(
-                    "SELECT pg_create_physical_replication_slot('{slot}') WHERE NOT EXISTS \
+                    "SELECT pg_create_physical_replication_slot('{slot}', true) WHERE NOT EXISTS \
                      (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{slot}')"
                 ),
                 &[],

@@ -1,7 +1,7 @@
 //! # strata-testkit — real engines for tests
 //!
-//! Test support only (a dev-dependency; no tier depends on it at run time). Depends on
-//! strata-engines alone (never the reverse), which finds, owns and starts every engine exactly
+//! Tier: none — test support only (a dev-dependency; no tier depends on it at run time).
+//! Depends on strata-engines alone (never the reverse), which finds, owns and starts every engine exactly
 //! as the roles do at run time; this crate adds what tests need on top: a temporary directory
 //! per server, a free port (another is tried if it is taken before the server binds it),
 //! panics that say why, and faults.
