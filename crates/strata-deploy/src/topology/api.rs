@@ -19,11 +19,8 @@ pub(super) fn read(sec: &mut Section<'_>) -> ApiSpec {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::errors;
     use super::super::*;
-
-    fn errors(text: &str) -> Vec<TopologyError> {
-        Topology::parse(text, 8080).expect_err("invalid").0
-    }
 
     #[test]
     fn counts_must_be_integers_in_range() {

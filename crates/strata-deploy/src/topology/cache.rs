@@ -59,11 +59,8 @@ pub(super) fn read(sec: &mut Section<'_>) -> CacheSpec {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::errors;
     use super::super::*;
-
-    fn errors(text: &str) -> Vec<TopologyError> {
-        Topology::parse(text, 8080).expect_err("invalid").0
-    }
 
     #[test]
     fn the_cache_table_names_an_engine_and_its_nodes_and_refuses_what_does_not_fit() {

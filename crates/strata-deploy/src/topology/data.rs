@@ -76,11 +76,8 @@ pub(super) fn read(sec: &mut Section<'_>) -> DataEngine {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::errors;
     use super::super::*;
-
-    fn errors(text: &str) -> Vec<TopologyError> {
-        Topology::parse(text, 8080).expect_err("invalid").0
-    }
 
     #[test]
     fn postgres_with_replicas_or_by_url_and_what_cannot_go_together() {

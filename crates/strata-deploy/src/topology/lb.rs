@@ -103,11 +103,8 @@ fn tls(sec: &mut Section<'_>) -> Option<LbTls> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::errors;
     use super::super::*;
-
-    fn errors(text: &str) -> Vec<TopologyError> {
-        Topology::parse(text, 8080).expect_err("invalid").0
-    }
 
     #[test]
     fn the_balancer_takes_sticky_sessions_and_tls_and_refuses_what_does_not_fit() {

@@ -360,7 +360,8 @@ fn unknown_table(key: &str, tables: &[&str]) -> String {
 mod tests {
     use super::*;
 
-    fn errors(text: &str) -> Vec<TopologyError> {
+    /// The mistakes of an invalid topology (public port 8080), for every section's tests.
+    pub(super) fn errors(text: &str) -> Vec<TopologyError> {
         Topology::parse(text, 8080).expect_err("invalid").0
     }
 

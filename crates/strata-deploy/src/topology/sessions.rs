@@ -20,11 +20,8 @@ pub(super) fn read(sec: &mut Section<'_>) -> SessionsEngine {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::errors;
     use super::super::*;
-
-    fn errors(text: &str) -> Vec<TopologyError> {
-        Topology::parse(text, 8080).expect_err("invalid").0
-    }
 
     #[test]
     fn the_sessions_table_chooses_the_database_or_a_redis_of_its_own() {
