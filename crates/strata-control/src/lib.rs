@@ -18,5 +18,6 @@
 pub mod cluster;
 pub mod controller;
 pub mod pgnode;
+pub mod store;
 
 pub use pgnode::{CommitMode, RejoinMode};

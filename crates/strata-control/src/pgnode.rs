@@ -12,7 +12,16 @@
 //!   name themselves with `cluster_name`.
 //!
 //! A former primary fenced by a failover rejoins as a replica of the new primary when it starts
-//! (`pg_rewind`), or with `--rejoin manual` waits, its data untouched, for `strata db rejoin`.
+//! (`pg_rewind`), or with `--rejoin manual` waits, its data untouched, for `strata db rejoin`. A
+//! replica the controller lists as one that must rewind (it may hold WAL the new primary never
+//! had) rewinds the same way before it follows. While a failover waits for an election there is
+//! no primary to follow: a server that is not the primary waits for one to be published.
+//!
+//! **No writes before the state says so.** A server that starts as a primary starts refusing
+//! writes (`default_transaction_read_only`), and opens only once the published cluster state
+//! confirms it is the primary. While it runs, the role watches the state: fenced (another was
+//! made primary, or a failover began), or listed as one that must rewind, it kills its server
+//! at once — backends included — and exits; the supervisor restarts it as a replica.
 //!
 //! When started as root, the server runs as the `postgres` user (PostgreSQL refuses root), which
 //! then owns the data directory. The role prints its readiness line once the server accepts
@@ -36,7 +45,8 @@ use strata_engines::postgres::{
 };
 use strata_engines::{Log, process};
 
-use crate::cluster::{self, slot_name};
+use crate::cluster::{self, ClusterState, slot_name};
+use crate::store::{FileStore, StateStore};
 
 /// How a primary waits for its replicas before acknowledging a commit: `strata postgres
 /// --commit`, `strata control --commit` and a topology's `[data] commit`.
@@ -241,8 +251,8 @@ impl Node {
     /// wrote after the two diverged (never an acknowledged write under quorum commit: those
     /// reached a replica, and failover picks the most advanced one). If rewinding fails, the
     /// directory is copied afresh.
-    fn rejoin(&self, primary: &str) -> anyhow::Result<()> {
-        tracing::warn!(%primary, "this server was a primary and is fenced: rejoining as a replica (pg_rewind)");
+    fn rejoin(&self, primary: &str, why: &str) -> anyhow::Result<()> {
+        tracing::warn!(%primary, "{why}: rewinding (pg_rewind) to follow the primary");
         self.ensure_slot(primary)?;
         // A just-promoted primary records its new timeline in its control file only at its
         // next checkpoint; until then pg_rewind sees one timeline and wrongly finds nothing to
@@ -258,73 +268,135 @@ impl Node {
         }
     }
 
-    /// Everything before the server starts: create, copy, rejoin or re-point it.
+    /// Everything before the server starts: create, copy, rejoin or re-point it. `primary` is
+    /// the server to follow (`None`: run as the primary); `state` the published cluster state.
     fn prepare(
         &self,
-        replica_of: Option<SocketAddr>,
-        postgres_dir: &Path,
+        primary: Option<&str>,
+        state: Option<&ClusterState>,
         standbys: &[String],
     ) -> anyhow::Result<()> {
         // DIR/postgres/<role>: the deployment's two directories above it are ours to open.
         self.pg.prepare_data_dir(&self.data, 2)?;
         stop_leftover(&self.data);
-        // Which server to follow: the published primary when there is one, else --replica-of.
-        let cluster = cluster::read(postgres_dir).unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "ignoring the cluster state");
-            None
-        });
-        let source: Option<String> = match &cluster {
-            Some(c) if c.primary == self.name => None,
-            Some(c) => Some(
-                c.primary_addr()
-                    .context("the cluster state names a primary without an address")?
-                    .to_string(),
-            ),
-            None => replica_of.map(|a| a.to_string()),
-        };
         let exists = self.data.join("PG_VERSION").exists();
         let standby = self.data.join("standby.signal").exists();
-        match (exists, source) {
+        let must_rewind = state.is_some_and(|s| s.must_rewind(&self.name));
+        match (exists, primary) {
             (false, None) => self.initdb(standbys),
             (false, Some(primary)) => {
-                self.wait_for_primary(&primary)?;
-                self.basebackup(&primary)
+                self.wait_for_primary(primary)?;
+                self.basebackup(primary)
             }
             (true, Some(primary)) if !standby => {
-                self.wait_for_primary(&primary)?;
-                self.rejoin(&primary)
+                self.wait_for_primary(primary)?;
+                self.rejoin(primary, "this server was a primary and is fenced")
+            }
+            (true, Some(primary)) if must_rewind => {
+                self.wait_for_primary(primary)?;
+                self.rejoin(primary, "this replica may hold WAL the primary never had")
             }
             (true, Some(primary)) => {
-                self.wait_for_primary(&primary)?;
-                self.ensure_slot(&primary)?;
-                self.follow(&primary)
+                self.wait_for_primary(primary)?;
+                self.ensure_slot(primary)?;
+                self.follow(primary)
             }
             (true, None) => Ok(()),
         }
     }
 }
 
+/// Where this server stands in the published state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Standing {
+    fenced: bool,
+    must_rewind: bool,
+}
+
+impl Standing {
+    fn of(state: Option<&ClusterState>, name: &str) -> Self {
+        Self {
+            fenced: state.is_some_and(|s| s.is_fenced(name)),
+            must_rewind: state.is_some_and(|s| s.must_rewind(name)),
+        }
+    }
+}
+
+/// The server this one follows: `None` when it is the primary (the published one, or with no
+/// state yet the one started without `--replica-of`). While a failover waits for an election
+/// there is none to follow: this waits until a primary is published (or shutdown).
+async fn source(
+    store: &FileStore,
+    state: Option<ClusterState>,
+    name: &str,
+    replica_of: Option<SocketAddr>,
+) -> anyhow::Result<(Option<String>, Option<ClusterState>)> {
+    let Some(mut state) = state else {
+        return Ok((replica_of.map(|a| a.to_string()), None));
+    };
+    loop {
+        if state.primary.as_deref() == Some(name) {
+            return Ok((None, Some(state)));
+        }
+        if let Some(addr) = state.primary_addr() {
+            return Ok((Some(addr.to_string()), Some(state)));
+        }
+        tracing::warn!(
+            version = state.version,
+            "no primary is published (a failover waits for an election): waiting for one"
+        );
+        while let Ok(None) = store.newer(state.version, Duration::from_secs(5)).await {}
+        state = match store.load().await {
+            Ok(Some(s)) => s,
+            _ => state,
+        };
+    }
+}
+
 /// The primary that fenced this server, when its directory holds a primary (no
-/// `standby.signal`) and the published cluster state names another: a start now means a rejoin.
-fn fenced_by(data: &Path, postgres_dir: &Path, name: &str) -> Option<String> {
+/// `standby.signal`) and the published cluster state does not name it the primary: a start now
+/// means a rejoin. (`"none yet"` while a failover waits for an election.)
+fn fenced_by(data: &Path, state: Option<&ClusterState>, name: &str) -> Option<String> {
     if !data.join("PG_VERSION").exists() || data.join("standby.signal").exists() {
         return None;
     }
-    let cluster = cluster::read(postgres_dir).ok().flatten()?;
-    (cluster.primary != name).then_some(cluster.primary)
+    let state = state?;
+    (!state.is_primary(name)).then(|| {
+        state
+            .primary
+            .clone()
+            .unwrap_or_else(|| "none yet".to_string())
+    })
 }
 
-/// Resolves, with the new primary's name, when this server runs as a primary and the published
-/// cluster state names another. Never resolves for a replica.
-async fn watch_for_fencing(postgres_dir: &Path, name: &str, runs_as_primary: bool) -> String {
-    if !runs_as_primary {
-        return std::future::pending().await;
-    }
+/// Resolves with the reason to stop this server now: the published state fenced it, listed it
+/// among the replicas that must rewind, or — while it runs as a primary — names no primary or
+/// another. Changes are measured against `at_start`, where it stood when it was prepared: a
+/// rejoined server stays listed as fenced until the controller sees it stream.
+async fn watch_state(
+    store: &FileStore,
+    name: &str,
+    runs_as_primary: bool,
+    at_start: Standing,
+) -> String {
     loop {
-        if let Ok(Some(c)) = cluster::read(postgres_dir)
-            && c.primary != name
-        {
-            return c.primary;
+        if let Ok(Some(s)) = store.load().await {
+            let now = Standing::of(Some(&s), name);
+            if now.fenced && !at_start.fenced {
+                return format!(
+                    "fenced: {} is the primary now",
+                    s.primary.as_deref().unwrap_or("no server")
+                );
+            }
+            if now.must_rewind && !at_start.must_rewind {
+                return "the controller listed this replica as one that must rewind".into();
+            }
+            if runs_as_primary && !s.is_primary(name) {
+                return format!(
+                    "fenced: {} is the primary now",
+                    s.primary.as_deref().unwrap_or("no server")
+                );
+            }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -351,6 +423,11 @@ pub async fn run(args: PostgresArgs) -> anyhow::Result<()> {
         data: data.clone(),
         name: args.name.clone(),
     };
+    let store = FileStore::new(postgres_dir.clone());
+    let state = store.load().await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "ignoring the cluster state");
+        None
+    });
     // A fenced former primary under `rejoin = "manual"` waits, its data untouched, for
     // `strata db rejoin`. It says it is ready (on the port it keeps), so the supervisor does
     // not count it as crashed, while nothing listens there.
@@ -358,7 +435,7 @@ pub async fn run(args: PostgresArgs) -> anyhow::Result<()> {
     let request = cluster::rejoin_request_path(&postgres_dir, &args.name);
     let awaiting = cluster::awaiting_rejoin_path(&postgres_dir, &args.name);
     let _ = std::fs::remove_file(&awaiting);
-    match fenced_by(&data, &postgres_dir, &args.name) {
+    match fenced_by(&data, state.as_ref(), &args.name) {
         Some(primary) if args.rejoin == RejoinMode::Manual && !request.exists() => {
             ReadyLine::new(&args.name)
                 .with_addr("postgres", SocketAddr::new(args.listen.ip(), port))
@@ -389,17 +466,31 @@ pub async fn run(args: PostgresArgs) -> anyhow::Result<()> {
         _ => {}
     }
     let _ = std::fs::remove_file(&request);
+    // Read again: a manual rejoin may have waited through another failover.
+    let state = store.load().await.unwrap_or(state);
+    let (primary, state) = tokio::select! {
+        found = source(&store, state, &args.name, args.replica_of) => found?,
+        _ = strata_core::shutdown::signal(args.exit_on_stdin_eof) => return Ok(()),
+    };
+    let at_start = Standing::of(state.as_ref(), &args.name);
     let setup = {
         let node = node.clone();
-        let (replica_of, postgres_dir) = (args.replica_of, postgres_dir.clone());
+        let primary = primary.clone();
         let standbys = match args.commit {
             CommitMode::Quorum => args.standbys.clone(),
             CommitMode::Async => Vec::new(),
         };
-        tokio::task::spawn_blocking(move || node.prepare(replica_of, &postgres_dir, &standbys))
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || {
+            node.prepare(primary.as_deref(), state.as_ref(), &standbys)
+        })
     };
     setup.await.context("the setup task failed")??;
     let runs_as_primary = !data.join("standby.signal").exists();
+    if runs_as_primary {
+        // It opens to writes only once the published state says it is the primary.
+        postgres::set_auto_conf(&data, &[("default_transaction_read_only", "on".into())])?;
+    }
 
     let settings: Vec<(&str, String)> = vec![
         ("listen_addresses", args.listen.ip().to_string()),
@@ -428,9 +519,30 @@ pub async fn run(args: PostgresArgs) -> anyhow::Result<()> {
     let mut server = ready.await.context("the readiness task failed")??;
     let server_pid = server.pid();
     if runs_as_primary {
+        let local = format!("127.0.0.1:{port}");
+        // With no state published yet, the server started without --replica-of is the
+        // primary (the controller publishes it so); otherwise the state must name it.
+        let confirmed = match store.load().await {
+            Ok(Some(s)) => s.is_primary(&args.name),
+            Ok(None) => args.replica_of.is_none(),
+            Err(_) => false,
+        };
+        if !confirmed {
+            process::signal_tree(server_pid, Signal::SIGKILL);
+            anyhow::bail!(
+                "the published cluster state does not name {} the primary: not opening it to writes",
+                args.name
+            );
+        }
+        node.psql_session(
+            &local,
+            &[
+                "ALTER SYSTEM SET default_transaction_read_only = off",
+                "SELECT pg_reload_conf()",
+            ],
+        )?;
         // The API servers' database, created once. Locally committed: the replicas it would
         // otherwise wait for start after this role is ready.
-        let local = format!("127.0.0.1:{port}");
         let exists = node.psql(
             &local,
             &format!("SELECT 1 FROM pg_database WHERE datname = '{POSTGRES_DATABASE}'"),
@@ -457,20 +569,18 @@ pub async fn run(args: PostgresArgs) -> anyhow::Result<()> {
 
     let exited = tokio::task::spawn_blocking(move || server.wait());
     tokio::pin!(exited);
-    let fenced = watch_for_fencing(&postgres_dir, &args.name, runs_as_primary);
+    let stop = watch_state(&store, &args.name, runs_as_primary, at_start);
     tokio::select! {
         status = &mut exited => {
             let status = status.context("cannot watch postgres")?.context("cannot watch postgres")?;
             anyhow::bail!("postgres exited ({status})");
         }
-        primary = fenced => {
-            // Another server was made primary: this one must stop taking writes at once —
-            // its backends too, which would otherwise finish what they are doing.
+        why = stop => {
+            // It must not take another write, nor stream on: stop it at once — its backends
+            // too, which would otherwise finish what they are doing.
             process::signal_tree(server_pid, Signal::SIGKILL);
             let _ = exited.await;
-            anyhow::bail!(
-                "fenced: {primary} is the primary now; this server stopped and will come back as its replica"
-            );
+            anyhow::bail!("{why}; this server stopped and will come back as a replica of the primary");
         }
         _ = strata_core::shutdown::signal(args.exit_on_stdin_eof) => {}
     }

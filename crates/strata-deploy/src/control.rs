@@ -23,6 +23,29 @@ pub async fn http_healthy(addr: &str, timeout: Duration) -> bool {
     matches!(tokio::time::timeout(timeout, probe).await, Ok(Some(true)))
 }
 
+/// `GET path` over plain HTTP/1.1 and the JSON body of a 200, within `timeout`.
+pub async fn http_json(addr: &str, path: &str, timeout: Duration) -> Option<serde_json::Value> {
+    let fetch = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(req.as_bytes()).await.ok()?;
+        let mut response = Vec::new();
+        // Bounded: a control view is a few KiB.
+        stream
+            .take(1024 * 1024)
+            .read_to_end(&mut response)
+            .await
+            .ok()?;
+        let text = String::from_utf8_lossy(&response);
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        if !head.starts_with("HTTP/1.1 200") {
+            return None;
+        }
+        serde_json::from_str(body).ok()
+    };
+    tokio::time::timeout(timeout, fetch).await.ok().flatten()
+}
+
 /// Every pid of a deployment: its supervisor, then its roles.
 pub fn pids(state: &DeploymentState) -> Vec<u32> {
     std::iter::once(state.supervisor_pid)

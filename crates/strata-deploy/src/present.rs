@@ -109,6 +109,10 @@ pub fn status_table(report: &Report) -> String {
             out.push_str(&format!("{}: {e}\n", r.role.name));
         }
     }
+    for note in report.notes() {
+        out.push_str(&note);
+        out.push('\n');
+    }
     out
 }
 
@@ -119,6 +123,8 @@ pub fn status_json(report: &Report) -> Value {
         "dir": report.dir,
         "supervisor": {"pid": report.state.supervisor_pid, "alive": report.supervisor_alive},
         "running": report.running(),
+        "control": report.control,
+        "notes": report.notes(),
         "roles": report.roles.iter().map(|r| {
             let role = &r.role;
             json!({

@@ -74,12 +74,18 @@ pub async fn rejoin(dir: &Path, node: &str, timeout: Duration) -> anyhow::Result
         );
     };
     anyhow::ensure!(
-        cluster.primary != node,
+        cluster.primary.as_deref() != Some(node),
         "{node} is the primary (cluster version {}): only a former primary fenced by a failover \
          rejoins, as a replica of the primary",
         cluster.version
     );
-    let primary = cluster.primary.clone();
+    let Some(primary) = cluster.primary.clone() else {
+        anyhow::bail!(
+            "a failover is waiting for an election (cluster version {}): there is no primary to              follow yet; {node} can rejoin once one is elected (see `strata status --dir {}`)",
+            cluster.version,
+            dir.display()
+        );
+    };
     if let Some(status) = probe(&state, node).await
         && status.in_recovery
     {

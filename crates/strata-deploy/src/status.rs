@@ -15,6 +15,7 @@ use strata_engines::process;
 use strata_store::postgres::{format_lsn, probe_node};
 
 use crate::control;
+use crate::roles::RoleKind;
 use crate::state::{self, DeploymentState, RoleState};
 
 /// A database server's place in its cluster.
@@ -49,6 +50,38 @@ pub struct Report {
     pub state: DeploymentState,
     pub supervisor_alive: bool,
     pub roles: Vec<RoleReport>,
+    /// What the failover controller shows (`GET /cluster`), when the deployment runs one.
+    pub control: Option<serde_json::Value>,
+}
+
+impl Report {
+    /// Sentences about the data tier's safety right now: a failover that waits for an
+    /// election, and what asynchronous commit may lose.
+    pub fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        let Some(view) = &self.control else {
+            return notes;
+        };
+        if let Some(message) = view["waiting"]["message"].as_str() {
+            notes.push(message.to_string());
+        } else if let Some(failover) = view["cluster"]["failover"].as_object() {
+            notes.push(format!(
+                "failover in progress: {} lost, {}",
+                failover.get("from").and_then(|v| v.as_str()).unwrap_or("?"),
+                match failover.get("to").and_then(|v| v.as_str()) {
+                    Some(to) => format!("{to} elected, being promoted"),
+                    None => "electing a standby".into(),
+                }
+            ));
+        }
+        if view["lossPossible"].as_bool() == Some(true) {
+            notes.push(
+                "commit = \"async\": a failover may lose the last writes the primary acknowledged (see docs/data.md)"
+                    .into(),
+            );
+        }
+        notes
+    }
 }
 
 /// Looks at every role of the deployment in `dir`.
@@ -102,11 +135,23 @@ pub async fn collect(dir: &Path) -> anyhow::Result<Report> {
             None => None,
         };
     }
+    let mut control = None;
+    for r in &roles {
+        if r.role.kind == RoleKind::Control
+            && r.alive
+            && let Some(addr) = r.role.addrs.get("http")
+            && let Some(view) = control::http_json(addr, "/cluster", Duration::from_secs(1)).await
+        {
+            control = Some(view);
+            break;
+        }
+    }
     Ok(Report {
         dir: dir.to_path_buf(),
         state,
         supervisor_alive,
         roles,
+        control,
     })
 }
 

@@ -445,10 +445,28 @@ pub fn postmaster_pid(data: &Path) -> Option<u32> {
         .ok()
 }
 
-/// The postmaster running on `data`, if its `postmaster.pid` names a live process (one left
-/// by an earlier instance of a role killed with SIGKILL, which could not stop its server).
+/// The postmaster running on `data`, if its `postmaster.pid` names a live process that is that
+/// server (one left by an earlier instance of a role killed with SIGKILL, or the one a
+/// controller fences). A stale `postmaster.pid` may name a pid the system has since given to
+/// another process: that one is never returned, so it is never signalled.
 pub fn running_postmaster(data: &Path) -> Option<u32> {
-    postmaster_pid(data).filter(|&pid| process::is_alive(pid))
+    postmaster_pid(data).filter(|&pid| process::is_alive(pid) && is_server_of(pid, data))
+}
+
+/// Whether `pid` is a PostgreSQL server working on `data`: its program is `postgres`, and its
+/// working directory — a postmaster's is its data directory — is `data`.
+pub fn is_server_of(pid: u32, data: &Path) -> bool {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if comm.trim_end() != "postgres" {
+        return false;
+    }
+    match (
+        std::fs::read_link(format!("/proc/{pid}/cwd")),
+        data.canonicalize(),
+    ) {
+        (Ok(cwd), Ok(data)) => cwd == data,
+        _ => false,
+    }
 }
 
 /// Stops a postmaster this process did not start: fast shutdown (SIGINT: roll back, checkpoint,

@@ -34,6 +34,17 @@ fn postgres_is_created_started_queried_and_stopped() {
         .expect("postgres starts");
     assert!(pg.is_ready(port));
     assert_eq!(postgres::running_postmaster(&data), Some(server.pid()));
+    // A postmaster.pid that names another process (a pid reused after the server died) is
+    // never taken for the server.
+    let elsewhere = root.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).expect("mkdir");
+    std::fs::write(
+        elsewhere.join("postmaster.pid"),
+        format!("{}\n", std::process::id()),
+    )
+    .expect("write");
+    assert_eq!(postgres::running_postmaster(&elsewhere), None);
+    assert!(!postgres::is_server_of(server.pid(), &elsewhere));
     let addr = format!("127.0.0.1:{port}");
     assert_eq!(pg.psql(&addr, "postgres", "SELECT 1").expect("psql"), "1");
     assert_eq!(

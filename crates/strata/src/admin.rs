@@ -64,9 +64,10 @@ fn deployment_postgres(dir: &Path) -> anyhow::Result<Option<String>> {
     let Some(cluster) = strata_control::cluster::read(&pg_dir)? else {
         return Ok(None);
     };
-    let addr = cluster
-        .primary_addr()
-        .context("the deployment's cluster.json names no primary address")?;
+    let addr = cluster.primary_addr().context(
+        "the deployment has no primary right now (a failover is waiting for an election): \
+             try again once `strata status` shows one",
+    )?;
     Ok(Some(format!(
         "postgresql://{}@{addr}/{}",
         strata_engines::postgres::SUPERUSER,
