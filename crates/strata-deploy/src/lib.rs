@@ -18,12 +18,14 @@
 //!
 //! Around a running deployment: [`state`] (`DIR/state.json`, read from other terminals),
 //! [`status`] and [`present`] (`strata status`, tables), [`logs`], [`control`] (health probes
-//! and `strata down`), [`rejoin`] (`strata db rejoin`).
+//! and `strata down`), [`rejoin`] (`strata db rejoin`), [`accounts`] (its account store, for
+//! `strata admin` and drills).
 //!
 //! Guarantees: nothing starts unless the whole topology is valid; a deployment that cannot
 //! become ready is torn down and the reason shown; when the supervisor stops — by request or
 //! killed outright — no role process outlives it (roles exit when their stdin pipe closes).
 
+pub mod accounts;
 pub mod argv;
 pub mod control;
 pub mod launch;

@@ -52,6 +52,25 @@ pub fn children(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// Every descendant of a process — children, their children, … — deepest first.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for child in children(pid) {
+        out.extend(descendants(child));
+        out.push(child);
+    }
+    out
+}
+
+/// Sends `sig` to a process and to all its descendants, deepest first (a role, its server and
+/// the server's backends).
+pub fn signal_all(pid: u32, sig: Signal) {
+    for d in descendants(pid) {
+        signal(d, sig);
+    }
+    signal(pid, sig);
+}
+
 /// Sends `sig` to a process and to its direct children, children first — for a PostgreSQL
 /// postmaster, whose backends would otherwise outlive it for a while (or forever, if stopped).
 pub fn signal_tree(pid: u32, sig: Signal) {
@@ -126,6 +145,23 @@ pub fn terminate(pid: u32, first: Signal, grace: Duration, then: Signal, after: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn descendants_are_found_at_every_depth() {
+        let mut shell = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & sleep 30 & wait"])
+            .spawn()
+            .expect("spawn");
+        let pid = shell.id();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while descendants(pid).len() < 2 {
+            assert!(Instant::now() < deadline, "the shell's children did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        signal_all(pid, Signal::SIGKILL);
+        let _ = shell.wait();
+        assert!(!is_alive(pid));
+    }
 
     #[test]
     fn this_process_is_alive_and_a_reaped_child_is_not() {

@@ -5,13 +5,12 @@
 //! primary if it runs one, else its SQLite data directory), or a data directory or PostgreSQL
 //! URL given directly, as `strata serve` takes them.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use strata_store::accounts::{ADMIN_ROLE, AccountStore};
 use strata_store::postgres::{PgConfig, PgStore};
-use strata_store::sqlite::SqliteStore;
 
 #[derive(Debug, clap::Args)]
 pub struct AdminArgs {
@@ -58,23 +57,6 @@ pub enum AdminAction {
     },
 }
 
-/// Where the deployment's PostgreSQL primary is, if it runs one.
-fn deployment_postgres(dir: &Path) -> anyhow::Result<Option<String>> {
-    let pg_dir = dir.join(strata_control::cluster::POSTGRES_DIR);
-    let Some(cluster) = strata_control::cluster::read(&pg_dir)? else {
-        return Ok(None);
-    };
-    let addr = cluster.primary_addr().context(
-        "the deployment has no primary right now (a failover is waiting for an election): \
-             try again once `strata status` shows one",
-    )?;
-    Ok(Some(format!(
-        "postgresql://{}@{addr}/{}",
-        strata_engines::postgres::SUPERUSER,
-        strata_engines::postgres::DATABASE
-    )))
-}
-
 impl Target {
     fn data_dir(&self) -> PathBuf {
         match (&self.dir, &self.data) {
@@ -85,41 +67,16 @@ impl Target {
     }
 
     async fn accounts(&self) -> anyhow::Result<Arc<dyn AccountStore>> {
-        let postgres = match (&self.dir, &self.postgres) {
-            (_, Some(url)) => Some(url.clone()),
-            (Some(dir), None) => {
-                if !dir.is_dir() {
-                    anyhow::bail!(
-                        "{} is not a deployment directory: pass the --dir that `strata up` used",
-                        dir.display()
-                    );
-                }
-                deployment_postgres(dir)?
-            }
-            (None, None) => None,
-        };
-        Ok(match postgres {
-            Some(url) => Arc::new(
-                PgStore::connect(&PgConfig::new(url))
+        match (&self.dir, &self.postgres) {
+            (_, Some(url)) => Ok(Arc::new(
+                PgStore::connect(&PgConfig::new(url.clone()))
                     .await
                     .context("cannot reach the PostgreSQL database")?
                     .store,
-            ),
-            None => {
-                let data = self.data_dir();
-                if !data.join(strata_store::sqlite::DB_FILE).exists() {
-                    anyhow::bail!(
-                        "{} holds no Strata database: pass the --data directory the API servers use (or --dir of a deployment)",
-                        data.display()
-                    );
-                }
-                Arc::new(
-                    SqliteStore::open(&data)
-                        .with_context(|| format!("cannot use {}", data.display()))?
-                        .store,
-                )
-            }
-        })
+            )),
+            (Some(dir), None) => strata_deploy::accounts::open(dir).await,
+            (None, None) => strata_deploy::accounts::open_sqlite(&self.data_dir()),
+        }
     }
 }
 
