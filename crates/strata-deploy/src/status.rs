@@ -106,6 +106,7 @@ pub async fn collect(dir: &Path) -> anyhow::Result<Report> {
                     Err(_) => false,
                 }
             }
+            (true, None, None) => engine_answers(r).await,
             _ => false,
         };
         roles.push(RoleReport {
@@ -153,6 +154,23 @@ pub async fn collect(dir: &Path) -> anyhow::Result<Report> {
         roles,
         control,
     })
+}
+
+/// Whether the engine a role runs (Redis, Memcached) answers its probe.
+async fn engine_answers(role: &RoleState) -> bool {
+    let probes = [
+        ("redis", strata_engines::redis::PROBE),
+        ("memcached", strata_engines::memcached::PROBE),
+    ];
+    let Some((addr, probe)) = probes.iter().find_map(|(listener, probe)| {
+        let addr: std::net::SocketAddr = role.addrs.get(*listener)?.parse().ok()?;
+        Some((addr, *probe))
+    }) else {
+        return false;
+    };
+    tokio::task::spawn_blocking(move || probe.answers(addr))
+        .await
+        .unwrap_or(false)
 }
 
 impl Report {

@@ -155,7 +155,10 @@ mod tests {
         let pid = shell.id();
         let deadline = Instant::now() + Duration::from_secs(5);
         while descendants(pid).len() < 2 {
-            assert!(Instant::now() < deadline, "the shell's children did not start");
+            assert!(
+                Instant::now() < deadline,
+                "the shell's children did not start"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         signal_all(pid, Signal::SIGKILL);

@@ -38,6 +38,10 @@ enum Command {
     Role(strata_deploy::roles::RoleCommand),
     /// Bulk-load synthetic users into a data directory, with a progress bar.
     Seed(strata_bench::seed::SeedArgs),
+    /// Inject real faults (kill -9, stop, restart) into a running deployment under load, and
+    /// say whether it survived: acknowledged writes lost, failed reads, outages, time back to
+    /// full health.
+    Chaos(strata_bench::chaos::ChaosArgs),
     /// Start every role of a topology as local processes and supervise them.
     Up(orchestrate::UpArgs),
     /// Stop a deployment started with `strata up -d` (or from another terminal).
@@ -93,6 +97,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => strata_api::role::serve(args).await,
             Command::Role(role) => role.run().await,
             Command::Seed(args) => strata_bench::seed::run(args).await,
+            Command::Chaos(args) => strata_bench::chaos::run(args).await,
             Command::Up(args) => orchestrate::up(args).await,
             Command::Down(args) => orchestrate::down(args).await,
             Command::Status(args) => orchestrate::status(args).await,

@@ -30,7 +30,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "strata-control",
         &["strata-core", "strata-engines", "strata-store"],
     ),
-    ("strata-bench", &["strata-core", "strata-store"]),
+    (
+        "strata-bench",
+        &[
+            "strata-core",
+            "strata-store",
+            "strata-deploy",
+            "strata-engines",
+        ],
+    ),
     (
         "strata-deploy",
         &[
