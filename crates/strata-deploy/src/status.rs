@@ -156,8 +156,13 @@ pub async fn collect(dir: &Path) -> anyhow::Result<Report> {
     })
 }
 
-/// Whether the engine a role runs (Redis, Memcached) answers its probe.
+/// Whether the engine a role runs (Redis, Memcached, an etcd member) answers its probe.
 async fn engine_answers(role: &RoleState) -> bool {
+    if let Some(addr) = role.addrs.get("etcd") {
+        return control::http_json(addr, "/health", Duration::from_secs(1))
+            .await
+            .is_some_and(|h| h["health"] == "true");
+    }
     let probes = [
         ("redis", strata_engines::redis::PROBE),
         ("memcached", strata_engines::memcached::PROBE),
