@@ -58,7 +58,18 @@ def tree(pid):
 
 
 def signal_tree(pid, sig):
+    # The whole tree first (reading /proc takes a while), then the signals at once.
     for p in tree(pid):
+        try:
+            os.kill(p, sig)
+        except ProcessLookupError:
+            pass
+
+
+def signal_trees(pids, sig):
+    """Signals several process trees as nearly at once as possible."""
+    every = [p for pid in pids for p in tree(pid)]
+    for p in every:
         try:
             os.kill(p, sig)
         except ProcessLookupError:
@@ -209,16 +220,21 @@ def drill_simple(d, lb, kind, tag):
     pid = server_pid(d, prim)
     load = Load(lb, tag)
     time.sleep(2)
-    fault_at = time.time()
     extra = {"drill": kind}
     if kind == "kill":
         os.kill(pid, signal.SIGKILL)
+    elif kind == "etcd":
+        member = next(r for r in st["roles"] if r["kind"] == "etcd" and r.get("pid"))
+        frozen, killed = tree(pid), tree(member["pid"])
+        for p in frozen:
+            os.kill(p, signal.SIGSTOP)
+        for p in killed:
+            os.kill(p, signal.SIGKILL)
+        extra["etcd_killed"] = member["name"]
     else:
         signal_tree(pid, signal.SIGSTOP)
-    if kind == "etcd":
-        member = next(r for r in st["roles"] if r["kind"] == "etcd" and r.get("pid"))
-        signal_tree(member["pid"], signal.SIGKILL)
-        extra["etcd_killed"] = member["name"]
+    # From when the fault is complete.
+    fault_at = time.time()
     # Until writes are acknowledged again (at most 60 s), then a little more load.
     deadline = fault_at + 60
     while time.time() < deadline and not any(a[0] > fault_at for a in load.acked):
@@ -249,10 +265,9 @@ def drill_double(d, lb, tag, lag_mb, hold, controller=None, store="file"):
     time.sleep(1)  # users acknowledged with the up-to-date replica alone
     lag = int(psql(addr, "SELECT pg_current_wal_lsn() - flush_lsn FROM pg_stat_replication"
                          " WHERE application_name = '%s'" % lagging) or 0)
-    fault_at = time.time()
-    signal_tree(pids[prim["name"]], signal.SIGSTOP)
-    signal_tree(pids[current], signal.SIGSTOP)
+    signal_trees([pids[prim["name"]], pids[current]], signal.SIGSTOP)
     signal_tree(pids[lagging], signal.SIGCONT)
+    fault_at = time.time()
     extra = {"drill": "double" if not controller else "control-" + controller,
              "lag_bytes": lag, "lagging": lagging, "up_to_date": current, "hold_s": hold}
     waited, promoted_early, frozen_leader = False, None, None

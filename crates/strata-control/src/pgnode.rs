@@ -508,6 +508,11 @@ pub async fn run(args: PostgresArgs) -> anyhow::Result<()> {
         // A replica whose primary vanished retries (and notices a promotion request) after
         // this; PostgreSQL's 5 s default would put 5 s into every failover.
         ("wal_retrieve_retry_interval", "200ms".into()),
+        // A server rewound after a failover replays from the last checkpoint the two servers
+        // shared, which may be up to max_wal_size back: the primary keeps more WAL than that,
+        // so the rewound server finds it (a promoted standby has recycled its older segments).
+        ("max_wal_size", "256MB".into()),
+        ("wal_keep_size", "512MB".into()),
         ("log_line_prefix", "%m [%p] ".into()),
     ];
     // The server's output goes to this role's log (stderr), never to stdout (the readiness
