@@ -1,0 +1,11 @@
+//! The control plane on etcd, as Patroni runs it: the cluster state and the controllers'
+//! leadership in an etcd cluster of its own, so that losing any one machine — a controller's or
+//! an etcd member's — loses neither the state nor the ability to fail over.
+//!
+//! - [`client`]: a small etcd v3 client over etcd's JSON gateway (HTTP/1.1 + JSON): keys,
+//!   transactions, leases, a watch, membership. No gRPC crate: `etcd-client` needs `protoc` to
+//!   build, and a machine with only Rust must build Strata.
+
+pub mod client;
+
+pub use client::{EtcdClient, EtcdError};
