@@ -11,7 +11,9 @@ use strata_testkit::PgServer;
 fn node(name: &str, server: &PgServer) -> NodeAddr {
     NodeAddr {
         name: name.into(),
-        addr: format!("127.0.0.1:{}", server.port()).parse().expect("addr"),
+        addr: format!("127.0.0.1:{}", server.port())
+            .parse()
+            .expect("addr"),
     }
 }
 
@@ -24,17 +26,23 @@ async fn a_published_election_is_completed_as_published_never_decided_again() {
     // Both replicas have everything: were the controller to elect again, the tie would go to
     // the first by name, pg-2. The published decision is pg-3.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while [&pg2, &pg3]
-        .iter()
-        .any(|r| r.psql("postgres", "SELECT count(*) FROM pg_class WHERE relname = 't'") != "1")
-    {
+    while [&pg2, &pg3].iter().any(|r| {
+        r.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_class WHERE relname = 't'",
+        ) != "1"
+    }) {
         assert!(Instant::now() < deadline, "the replicas did not catch up");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     primary.kill9();
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let nodes = vec![node("pg-1", &primary), node("pg-2", &pg2), node("pg-3", &pg3)];
+    let nodes = vec![
+        node("pg-1", &primary),
+        node("pg-2", &pg2),
+        node("pg-3", &pg3),
+    ];
     let first = ClusterState::first(
         "pg-1",
         nodes
