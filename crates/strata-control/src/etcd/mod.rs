@@ -4,8 +4,12 @@
 //!
 //! - [`client`]: a small etcd v3 client over etcd's JSON gateway (HTTP/1.1 + JSON): keys,
 //!   transactions, leases, a watch, membership. No gRPC crate: `etcd-client` needs `protoc` to
-//!   build, and a machine with only Rust must build Strata.
+//!   build, and a machine with only Rust must build Strata;
+//! - [`store`]: [`store::EtcdStore`], the [`crate::store::StateStore`] on etcd — a publish is one
+//!   transaction that checks the version read and that the writer still leads under its lease.
 
 pub mod client;
+pub mod store;
 
 pub use client::{EtcdClient, EtcdError};
+pub use store::EtcdStore;
