@@ -12,6 +12,7 @@
 //!   most advanced replica, fences the old primary, promotes and re-points;
 //! - [`store`]: where the cluster state lives, behind one interface (`StateStore`): a
 //!   compare-and-set publish by the controller that leads; the file store;
+//! - [`store_options`]: which store a process uses (`--state-store file|etcd`, `--etcd`);
 //! - [`etcd`]: the control plane on etcd — a client of etcd's JSON gateway, the state and the
 //!   controllers' leadership in etcd (`EtcdStore`), and one etcd member as a role
 //!   (`strata etcd`).
@@ -26,5 +27,6 @@ pub mod controller;
 pub mod etcd;
 pub mod pgnode;
 pub mod store;
+pub mod store_options;
 
 pub use pgnode::{CommitMode, RejoinMode};
