@@ -6,9 +6,15 @@
 //!   transactions, leases, a watch, membership. No gRPC crate: `etcd-client` needs `protoc` to
 //!   build, and a machine with only Rust must build Strata;
 //! - [`store`]: [`store::EtcdStore`], the [`crate::store::StateStore`] on etcd — a publish is one
-//!   transaction that checks the version read and that the writer still leads under its lease.
+//!   transaction that checks the version read and that the writer still leads under its lease;
+//! - [`node`]: one etcd member as a role (`strata etcd`): the first member starts a new
+//!   cluster, the others join it through a member they are told (`member add`), each keeps its
+//!   ports for its restarts.
+//!
+//! Which store a process uses is chosen by [`crate::store_options::StoreOptions`].
 
 pub mod client;
+pub mod node;
 pub mod store;
 
 pub use client::{EtcdClient, EtcdError};
