@@ -325,6 +325,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_constructor_has_clap_s_defaults_and_joins_are_endpoints() {
+        use clap::Parser as _;
+        #[derive(Debug, clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            etcd: EtcdArgs,
+        }
+        let parsed = Cli::try_parse_from(["etcd", "--data", "/d"]).expect("parses");
+        assert_eq!(parsed.etcd, EtcdArgs::new("/d".into()));
+        let joining = Cli::try_parse_from(["etcd", "--data", "/d", "--join", "127.0.0.1:2401"])
+            .expect("parses");
+        assert_eq!(joining.etcd.join, ["http://127.0.0.1:2401"]);
+        assert!(Cli::try_parse_from(["etcd", "--data", "/d", "--join", "https://a:1"]).is_err());
+    }
+
+    #[test]
     fn ports_are_picked_once_and_kept() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut args = EtcdArgs::new(dir.path().to_path_buf());
