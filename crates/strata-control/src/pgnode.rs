@@ -46,7 +46,8 @@ use strata_engines::postgres::{
 use strata_engines::{Log, process};
 
 use crate::cluster::{self, ClusterState, slot_name};
-use crate::store::{FileStore, StateStore};
+use crate::store::StateStore;
+use crate::store_options::StoreOptions;
 
 /// How a primary waits for its replicas before acknowledging a commit: `strata postgres
 /// --commit`, `strata control --commit` and a topology's `[data] commit`.
@@ -83,6 +84,10 @@ pub struct PostgresArgs {
     /// The server's data directory (created on first start).
     #[arg(long)]
     pub data: PathBuf,
+    /// Where the cluster state lives (the file store: beside the data directory).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub store: StoreOptions,
     /// Run as a streaming replica of the primary at this address.
     #[arg(long)]
     pub replica_of: Option<SocketAddr>,
@@ -111,6 +116,7 @@ impl PostgresArgs {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data,
+            store: StoreOptions::file(),
             replica_of: None,
             standbys: Vec::new(),
             commit: CommitMode::Quorum,
@@ -326,7 +332,7 @@ impl Standing {
 /// state yet the one started without `--replica-of`). While a failover waits for an election
 /// there is none to follow: this waits until a primary is published (or shutdown).
 async fn source(
-    store: &FileStore,
+    store: &dyn StateStore,
     state: Option<ClusterState>,
     name: &str,
     replica_of: Option<SocketAddr>,
@@ -374,7 +380,7 @@ fn fenced_by(data: &Path, state: Option<&ClusterState>, name: &str) -> Option<St
 /// another. Changes are measured against `at_start`, where it stood when it was prepared: a
 /// rejoined server stays listed as fenced until the controller sees it stream.
 async fn watch_state(
-    store: &FileStore,
+    store: &dyn StateStore,
     name: &str,
     runs_as_primary: bool,
     at_start: Standing,
@@ -423,7 +429,8 @@ pub async fn run(args: PostgresArgs) -> anyhow::Result<()> {
         data: data.clone(),
         name: args.name.clone(),
     };
-    let store = FileStore::new(postgres_dir.clone());
+    // A reader: it never leads, it obeys what the controller publishes.
+    let store = args.store.open(&postgres_dir)?;
     let state = store.load().await.unwrap_or_else(|e| {
         tracing::warn!(error = %e, "ignoring the cluster state");
         None
@@ -469,7 +476,7 @@ pub async fn run(args: PostgresArgs) -> anyhow::Result<()> {
     // Read again: a manual rejoin may have waited through another failover.
     let state = store.load().await.unwrap_or(state);
     let (primary, state) = tokio::select! {
-        found = source(&store, state, &args.name, args.replica_of) => found?,
+        found = source(store.as_ref(), state, &args.name, args.replica_of) => found?,
         _ = strata_core::shutdown::signal(args.exit_on_stdin_eof) => return Ok(()),
     };
     let at_start = Standing::of(state.as_ref(), &args.name);
@@ -574,7 +581,7 @@ pub async fn run(args: PostgresArgs) -> anyhow::Result<()> {
 
     let exited = tokio::task::spawn_blocking(move || server.wait());
     tokio::pin!(exited);
-    let stop = watch_state(&store, &args.name, runs_as_primary, at_start);
+    let stop = watch_state(store.as_ref(), &args.name, runs_as_primary, at_start);
     tokio::select! {
         status = &mut exited => {
             let status = status.context("cannot watch postgres")?.context("cannot watch postgres")?;

@@ -1,6 +1,9 @@
 //! Where the cluster state lives, behind one interface: a file on one machine ([`FileStore`],
 //! the embedded default), or etcd for a control plane that survives its own failures.
 //!
+//! Which store a process uses is its [`crate::store_options::StoreOptions`]; the etcd one is
+//! [`crate::etcd::store::EtcdStore`].
+//!
 //! The controller that publishes must lead: a store with several controllers elects one (etcd:
 //! a lease), and [`StateStore::publish`] refuses a writer that no longer leads, so a deposed or
 //! frozen controller that wakes up cannot act on what it decided before. Every publish is a
@@ -53,6 +56,10 @@ pub trait StateStore: Send + Sync {
 
     /// Whether this controller still leads (it loses the lead when it cannot renew it in time).
     async fn leads(&self) -> bool;
+
+    /// Gives up the lead (a controller that stops), so that another controller leads at once
+    /// rather than when this one's lead would have expired.
+    async fn resign(&self) {}
 }
 
 /// The cluster state in `DIR/postgres/cluster.json`: one machine, one controller.
@@ -156,10 +163,10 @@ impl FileLock {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn state() -> ClusterState {
+    pub(crate) fn state() -> ClusterState {
         ClusterState::first(
             "pg-1",
             [("pg-1".to_string(), "127.0.0.1:1".to_string())].into(),
@@ -167,10 +174,8 @@ mod tests {
         )
     }
 
-    #[tokio::test]
-    async fn a_publish_is_a_compare_and_set_on_the_version_and_newer_waits_for_one() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = FileStore::new(dir.path());
+    /// What every store guarantees, checked on one that leads and holds no state yet.
+    pub(crate) async fn check_compare_and_set_and_newer(store: &dyn StateStore) {
         assert_eq!(store.load().await, Ok(None));
         let first = state();
         store.publish(None, &first).await.expect("first publish");
@@ -189,8 +194,23 @@ mod tests {
         assert_eq!(store.load().await, Ok(Some(second.clone())));
         assert_eq!(
             store.newer(1, Duration::from_millis(10)).await,
-            Ok(Some(second))
+            Ok(Some(second.clone()))
         );
         assert_eq!(store.newer(2, Duration::from_millis(150)).await, Ok(None));
+        // A wait ends as soon as a newer state is published.
+        let third = second.next(|s| s.primary = Some("pg-1".into()));
+        let (waited, published) = tokio::join!(store.newer(2, Duration::from_secs(10)), async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            store.publish(Some(2), &third).await
+        });
+        assert_eq!(published, Ok(()));
+        assert_eq!(waited, Ok(Some(third)));
+    }
+
+    #[tokio::test]
+    async fn a_publish_is_a_compare_and_set_on_the_version_and_newer_waits_for_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FileStore::new(dir.path());
+        check_compare_and_set_and_newer(&store).await;
     }
 }

@@ -24,6 +24,9 @@ pub enum RoleCommand {
     Cache(strata_cache::node::CacheArgs),
     /// Run one PostgreSQL server (primary or streaming replica) as a role, as `strata up` does.
     Postgres(strata_control::pgnode::PostgresArgs),
+    /// Run one member of the control plane's etcd cluster: the first starts a new cluster, the
+    /// others join it (`--join`).
+    Etcd(strata_control::etcd::node::EtcdArgs),
 }
 
 impl RoleCommand {
@@ -35,6 +38,7 @@ impl RoleCommand {
             RoleCommand::Control(_) => RoleKind::Control,
             RoleCommand::Cache(_) => RoleKind::Cache,
             RoleCommand::Postgres(_) => RoleKind::Postgres,
+            RoleCommand::Etcd(_) => RoleKind::Etcd,
         }
     }
 
@@ -46,6 +50,7 @@ impl RoleCommand {
             RoleCommand::Control(args) => strata_control::controller::run(args).await,
             RoleCommand::Cache(args) => strata_cache::node::run(args).await,
             RoleCommand::Postgres(args) => strata_control::pgnode::run(args).await,
+            RoleCommand::Etcd(args) => strata_control::etcd::node::run(args).await,
         }
     }
 }
@@ -65,6 +70,8 @@ pub enum RoleKind {
     /// `strata cache`: one Redis or Memcached server run by Strata (the shared cache, L2, or the
     /// session store).
     Cache,
+    /// `strata etcd`: one member of the control plane's etcd cluster.
+    Etcd,
 }
 
 impl RoleKind {
@@ -75,6 +82,7 @@ impl RoleKind {
             RoleKind::Postgres => "postgres",
             RoleKind::Control => "control",
             RoleKind::Cache => "cache",
+            RoleKind::Etcd => "etcd",
         }
     }
 }

@@ -219,13 +219,19 @@ impl Server {
 
     /// Waits until the server at `addr` answers `probe`; if it exits first or does not answer
     /// within `within`, kills it and says so.
-    pub fn wait_answering(
+    pub fn wait_answering(self, addr: SocketAddr, probe: Probe, within: Duration) -> Result<Self> {
+        self.wait_ready(addr, within, || probe.answers(addr))
+    }
+
+    /// Waits until `ready` passes (checked every 20 ms) for the server at `addr`; if it exits
+    /// first or is not ready within `within`, kills it and says so.
+    pub fn wait_ready(
         mut self,
         addr: SocketAddr,
-        probe: Probe,
         within: Duration,
+        ready: impl FnMut() -> bool,
     ) -> Result<Self> {
-        let outcome = self.wait_until(within, Duration::from_millis(20), || probe.answers(addr));
+        let outcome = self.wait_until(within, Duration::from_millis(20), ready);
         let message = match outcome {
             Ok(()) => return Ok(self),
             Err(NotReady::Exited(status)) => {

@@ -13,6 +13,8 @@ pub enum Engine {
     Redis,
     /// `memcached`.
     Memcached,
+    /// `etcd`: the control plane's replicated store.
+    Etcd,
 }
 
 impl Engine {
@@ -22,6 +24,7 @@ impl Engine {
             Engine::Postgres => "PostgreSQL",
             Engine::Redis => "Redis",
             Engine::Memcached => "Memcached",
+            Engine::Etcd => "etcd",
         }
     }
 
@@ -31,6 +34,7 @@ impl Engine {
             Engine::Postgres => "postgres",
             Engine::Redis => "redis-server",
             Engine::Memcached => "memcached",
+            Engine::Etcd => "etcd",
         }
     }
 
@@ -40,6 +44,7 @@ impl Engine {
             Engine::Postgres => "postgresql-15",
             Engine::Redis => "redis-server",
             Engine::Memcached => "memcached",
+            Engine::Etcd => "etcd-server",
         }
     }
 
@@ -47,7 +52,7 @@ impl Engine {
     pub fn locate(self) -> Result<PathBuf, NotInstalled> {
         let found = match self {
             Engine::Postgres => postgres_bin_dir().map(|dir| dir.join("postgres")),
-            Engine::Redis | Engine::Memcached => on_path(self.program()),
+            Engine::Redis | Engine::Memcached | Engine::Etcd => on_path(self.program()),
         };
         found.ok_or(NotInstalled { engine: self })
     }

@@ -1,8 +1,8 @@
 //! # strata-engines — the external engines Strata runs
 //!
-//! Tier: none. Depends on no Strata crate. Used by the engine roles (`strata postgres` in
-//! strata-control, `strata cache` in strata-cache) at run time and by strata-testkit in tests,
-//! so that a server is found, owned and started the same way in both.
+//! Tier: none. Depends on no Strata crate. Used by the engine roles (`strata postgres` and
+//! `strata etcd` in strata-control, `strata cache` in strata-cache) at run time and by
+//! strata-testkit in tests, so that a server is found, owned and started the same way in both.
 //!
 //! Strata never writes its own database, cache server or broker: it runs the real ones from
 //! the installed packages. This crate is the one place that finds them, starts them and
@@ -17,19 +17,21 @@
 //!   directories it can use, `initdb`, starting `postgres` and waiting for `pg_isready`,
 //!   `psql`, `pg_basebackup`, `pg_rewind`, `postgresql.auto.conf`, leftover postmasters;
 //! - [`redis`] and [`memcached`]: their argument lists for each way Strata runs them, their
-//!   readiness probes, starting them.
+//!   readiness probes, starting them;
+//! - [`etcd`]: one member of an etcd cluster (the control plane's store) — its argument list
+//!   (a new cluster, or joining one), its readiness probe (`/health`), starting it.
 //!
 //! The roles keep what is theirs (which server to follow, fencing, readiness lines, their
 //! flags); the test kit keeps temporary directories and free-port retries.
 //!
 //! Next engines go here the same way, one file each with the same shape (arguments per mode,
 //! a readiness probe, `start` returning a [`daemon::Server`]): RabbitMQ (`rabbitmq.rs`: a
-//! node's config and `rabbitmq-diagnostics ping`), etcd (`etcd.rs`: `--listen-client-urls`
-//! and `/health`), object storage (`minio.rs`: a data directory and `/minio/health/live`) and
-//! Prometheus (`prometheus.rs`: a generated config and `/-/ready`), each also an [`Engine`]
-//! with its package in [`install`].
+//! node's config and `rabbitmq-diagnostics ping`), object storage (`minio.rs`: a data
+//! directory and `/minio/health/live`) and Prometheus (`prometheus.rs`: a generated config and
+//! `/-/ready`), each also an [`Engine`] with its package in [`install`].
 
 pub mod daemon;
+pub mod etcd;
 pub mod install;
 pub mod memcached;
 pub mod postgres;

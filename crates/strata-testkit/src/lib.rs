@@ -14,7 +14,8 @@
 //! PostgreSQL on 5432 is left alone. The server is stopped and its directory removed on drop.
 //!
 //! [`RedisServer`] and [`MemcachedServer`] do the same for `redis-server` and `memcached`
-//! (no persistence; Memcached as `nobody` when root, as it requires).
+//! (no persistence; Memcached as `nobody` when root, as it requires), and [`EtcdServer`] for
+//! `etcd` (a one-member cluster on two free ports; never 2379/2380).
 //!
 //! Faults are real: `kill9` sends SIGKILL, `pause` SIGSTOP.
 
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use strata_engines::postgres::{self, InitOptions, Postgres};
-use strata_engines::{Log, Server, memcached, process, redis};
+use strata_engines::{Log, Server, etcd, memcached, process, redis};
 
 /// The superuser every test cluster is created with (trust authentication on loopback only).
 pub const PG_USER: &str = postgres::SUPERUSER;
@@ -509,6 +510,116 @@ impl MemcachedServer {
 }
 
 derefs_to_daemon!(MemcachedServer);
+
+/// An etcd member of its own (`etcd` from the installed `etcd-server`): a one-member cluster,
+/// client and peer ports free loopback ports, its data in a temporary directory. Killed on drop.
+#[derive(Debug)]
+pub struct EtcdServer {
+    root: tempfile::TempDir,
+    member: etcd::Member,
+    server: Option<Server>,
+}
+
+impl EtcdServer {
+    /// Starts it, or panics with the reason (and how to install etcd).
+    pub fn start() -> Self {
+        Self::try_start().unwrap_or_else(|e| panic!("cannot start etcd: {e}"))
+    }
+
+    fn try_start() -> Result<Self, String> {
+        let root = tempfile::Builder::new()
+            .prefix("strata-etcd-")
+            .tempdir()
+            .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+        let data = root.path().join("data");
+        let log = Log::File(root.path().join("etcd.log"));
+        let mut last = String::new();
+        // A free port can be taken between our check and etcd's bind: try a few.
+        for _ in 0..3 {
+            let member = etcd::Member::first("etcd-1", data.clone(), free_port(), free_port());
+            match etcd::start(&member, &log, Duration::from_secs(30)) {
+                Ok(server) => {
+                    return Ok(EtcdServer {
+                        root,
+                        member,
+                        server: Some(server),
+                    });
+                }
+                Err(e) => last = e.to_string(),
+            }
+            let _ = std::fs::remove_dir_all(&data);
+        }
+        Err(last)
+    }
+
+    fn launch(&mut self) -> Result<(), String> {
+        let log = Log::File(self.root.path().join("etcd.log"));
+        let server = etcd::start(&self.member, &log, Duration::from_secs(30));
+        self.server = Some(server.map_err(|e| e.to_string())?);
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.kill9();
+        }
+    }
+
+    /// Its client endpoint, `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        self.member.client_url()
+    }
+
+    /// Its client port.
+    pub fn port(&self) -> u16 {
+        self.member.client_port
+    }
+
+    /// Whether it answers `/health` with `{"health":"true"}`.
+    pub fn healthy(&self) -> bool {
+        etcd::healthy(self.member.client_addr())
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        self.stop();
+    }
+
+    /// SIGSTOP: connections stay open and unanswered.
+    pub fn pause(&self) {
+        if let Some(server) = &self.server {
+            server.pause();
+        }
+    }
+
+    /// SIGCONT after [`EtcdServer::pause`].
+    pub fn resume(&self) {
+        if let Some(server) = &self.server {
+            server.resume();
+        }
+    }
+
+    /// Starts it again on the same ports with the same data.
+    pub fn restart(&mut self) {
+        self.stop();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.launch() {
+                Ok(()) => return,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                Err(e) => panic!("cannot restart etcd: {e}"),
+            }
+        }
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
 
 #[cfg(test)]
 mod daemon_tests {

@@ -45,7 +45,8 @@ use strata_store::postgres::format_lsn;
 
 use crate::cluster::{ClusterState, Failover};
 use crate::pgnode::CommitMode;
-use crate::store::{FileStore, StateError, StateStore};
+use crate::store::{StateError, StateStore};
+use crate::store_options::StoreOptions;
 use election::{Answer, Decision};
 
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args, serde::Serialize)]
@@ -53,9 +54,14 @@ pub struct ControlArgs {
     /// Address of the control API (`/cluster`, `/healthz`, `/metrics`).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
-    /// The deployment's PostgreSQL directory (`DIR/postgres`), where `cluster.json` lives.
+    /// The deployment's PostgreSQL directory (`DIR/postgres`), where `cluster.json` lives
+    /// with the file store.
     #[arg(long)]
     pub postgres_dir: PathBuf,
+    /// Where the cluster state lives.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub store: StoreOptions,
     /// A database server, `NAME=127.0.0.1:PORT` (repeat for each).
     #[arg(long = "node", required = true)]
     #[serde(serialize_with = "strata_core::args::display_all")]
@@ -122,6 +128,7 @@ impl ControlArgs {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             postgres_dir,
+            store: StoreOptions::file(),
             nodes,
             primary: "pg-1".into(),
             check_interval_ms: 500,
@@ -433,7 +440,7 @@ async fn initial_state(args: &ControlArgs, store: &dyn StateStore) -> anyhow::Re
 pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
     strata_core::telemetry::init();
     let metrics = strata_core::telemetry::prometheus();
-    let store: Arc<dyn StateStore> = Arc::new(FileStore::new(args.postgres_dir.clone()));
+    let store: Arc<dyn StateStore> = args.store.open(&args.postgres_dir)?;
     let shared: Shared = Arc::new(Mutex::new(View {
         cluster: None,
         commit: args.commit,
@@ -484,6 +491,8 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
         () = watch => {}
         () = strata_core::shutdown::signal(controller.args.exit_on_stdin_eof) => {}
     }
+    // Another controller leads at once, not when this one's lead would have expired.
+    controller.store.resign().await;
     server.abort();
     Ok(())
 }
@@ -498,6 +507,21 @@ async fn watch(c: &Controller, interval: Duration) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
+        if !c.store.leads().await {
+            // Deposed, or cut off from the store past its lead: whatever it decided before may
+            // be stale. It acts again only once it leads again, from the published state.
+            c.view(|v| v.leading = false);
+            tracing::error!(
+                "this controller no longer leads: it stops acting until it leads again"
+            );
+            if let Err(e) = c.store.lead(&c.args.name).await {
+                tracing::warn!(error = %e, "cannot campaign for the lead");
+                continue;
+            }
+            c.view(|v| v.leading = true);
+            tracing::warn!(store = %c.store.describe(), "this controller leads again");
+            failures = 0;
+        }
         let mut state = match c.store.load().await {
             Ok(Some(s)) => s,
             Ok(None) => continue,

@@ -102,6 +102,51 @@ fn every_role_of_every_topology_renders_a_command_line_that_parses_back_to_itsel
 }
 
 #[test]
+fn the_etcd_role_and_the_etcd_state_store_render_command_lines_that_parse_back() {
+    use strata_control::controller::ControlArgs;
+    use strata_control::etcd::node::EtcdArgs;
+    use strata_control::pgnode::PostgresArgs;
+    use strata_control::store_options::StoreOptions;
+
+    let endpoints = vec![
+        "http://127.0.0.1:2401".to_string(),
+        "http://127.0.0.1:2402".into(),
+    ];
+    let mut etcd = EtcdArgs::new("/d/etcd/etcd-2".into());
+    etcd.name = "etcd-2".into();
+    etcd.join = endpoints.clone();
+    etcd.exit_on_stdin_eof = true;
+    let mut store = StoreOptions::etcd(endpoints);
+    store.etcd_prefix = "/strata/blue".into();
+    let mut control = ControlArgs::new(
+        "/d/postgres".into(),
+        vec!["pg-1=127.0.0.1:5432".parse().expect("node")],
+    );
+    control.store = store.clone();
+    let mut postgres = PostgresArgs::new("/d/postgres/pg-1".into());
+    postgres.store = store;
+    for original in [
+        RoleCommand::Etcd(etcd),
+        RoleCommand::Control(control),
+        RoleCommand::Postgres(postgres),
+    ] {
+        let rendered = argv::render(&original).expect("renders");
+        let back = argv::parse_back(&rendered)
+            .unwrap_or_else(|e| panic!("{rendered:?} does not parse: {e}"));
+        assert_eq!(back, original, "{rendered:?}");
+    }
+    let default_store =
+        argv::render(&RoleCommand::Postgres(PostgresArgs::new("/d".into()))).expect("renders");
+    assert!(
+        !default_store
+            .args
+            .iter()
+            .any(|a| a.contains("etcd") || a.contains("store")),
+        "the file store, the default, is written as before: {default_store:?}"
+    );
+}
+
+#[test]
 fn a_database_url_travels_in_the_environment_never_on_the_command_line() {
     let plan = compile(EVERY_SETTING[1]);
     let api = invocation(&plan, "api-1");
