@@ -609,9 +609,12 @@ mod tests {
         assert_eq!(postmaster_pid(dir.path()), Some(4242));
         std::fs::write(dir.path().join("postmaster.pid"), "garbage\n").expect("write");
         assert_eq!(postmaster_pid(dir.path()), None);
+        // A live pid that is not a PostgreSQL server working there (this test) is never taken
+        // for the server: a real one is in tests/servers.rs.
         let me = std::process::id();
         std::fs::write(dir.path().join("postmaster.pid"), format!("{me}\n")).expect("write");
-        assert_eq!(running_postmaster(dir.path()), Some(me));
+        assert_eq!(running_postmaster(dir.path()), None);
+        assert!(!is_server_of(me, dir.path()));
     }
 
     #[test]
