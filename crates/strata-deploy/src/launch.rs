@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use nix::sys::signal::Signal;
-use strata_engines::{Engine, process};
+use strata_engines::process;
 
 use crate::plan::{Plan, PlanContext};
 use crate::present;
 use crate::state;
 use crate::supervisor::{self, RestartPolicy, SuperviseError, SupervisorConfig};
-use crate::topology::{DEFAULT_TOPOLOGY, Topology};
+use crate::topology::{DEFAULT_TOPOLOGY, Environment, Topology};
 
 /// How long `up -d` waits for the whole deployment to become ready.
 const DETACH_READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -60,7 +60,7 @@ impl Up {
                 "the default topology".to_string(),
             ),
         };
-        Topology::compile(&text, self.port, &Engine::locate)
+        Topology::compile(&text, self.port, &Environment::this_machine())
             .map_err(|e| anyhow::anyhow!("{source}: {e}"))
     }
 

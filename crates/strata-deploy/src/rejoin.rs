@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
-use strata_control::cluster::{self, POSTGRES_DIR};
+use strata_control::cluster::{self, ClusterState, POSTGRES_DIR};
 use strata_engines::postgres::SUPERUSER as POSTGRES_USER;
 use strata_store::postgres::{NodeStatus, format_lsn, probe_node};
 
@@ -66,12 +66,18 @@ pub async fn rejoin(dir: &Path, node: &str, timeout: Duration) -> anyhow::Result
         dir.display()
     );
     let postgres_dir = dir.join(POSTGRES_DIR);
-    let Some(cluster) = cluster::read(&postgres_dir)? else {
-        anyhow::bail!(
-            "no failover has happened in {}: every server is where strata up put it, and {node} \
-             has nothing to rejoin",
-            dir.display()
-        );
+    // The published state, as the controllers show it (whatever store holds it).
+    let cluster: ClusterState = match crate::status::control_view(&state).await {
+        Some(view) if !view["cluster"].is_null() => serde_json::from_value(view["cluster"].clone())
+            .context("the controller's view of the cluster is not a cluster state")?,
+        _ => match cluster::read(&postgres_dir)? {
+            Some(c) => c,
+            None => anyhow::bail!(
+                "no failover has happened in {}: every server is where strata up put it, and \
+                 {node} has nothing to rejoin",
+                dir.display()
+            ),
+        },
     };
     anyhow::ensure!(
         cluster.primary.as_deref() != Some(node),

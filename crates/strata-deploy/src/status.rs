@@ -136,17 +136,7 @@ pub async fn collect(dir: &Path) -> anyhow::Result<Report> {
             None => None,
         };
     }
-    let mut control = None;
-    for r in &roles {
-        if r.role.kind == RoleKind::Control
-            && r.alive
-            && let Some(addr) = r.role.addrs.get("http")
-            && let Some(view) = control::http_json(addr, "/cluster", Duration::from_secs(1)).await
-        {
-            control = Some(view);
-            break;
-        }
-    }
+    let control = control_view(&state).await;
     Ok(Report {
         dir: dir.to_path_buf(),
         state,
@@ -154,6 +144,27 @@ pub async fn collect(dir: &Path) -> anyhow::Result<Report> {
         roles,
         control,
     })
+}
+
+/// What the controllers show (`GET /cluster`): the leading one's view, else any (with several
+/// controllers the others are standbys, whose view is the published state).
+pub async fn control_view(state: &DeploymentState) -> Option<serde_json::Value> {
+    let mut any = None;
+    for r in &state.roles {
+        if r.kind != RoleKind::Control || !r.pid.is_some_and(process::is_alive) {
+            continue;
+        }
+        let Some(addr) = r.addrs.get("http") else {
+            continue;
+        };
+        if let Some(view) = control::http_json(addr, "/cluster", Duration::from_secs(1)).await {
+            if view["leading"] == true {
+                return Some(view);
+            }
+            any.get_or_insert(view);
+        }
+    }
+    any
 }
 
 /// Whether the engine a role runs (Redis, Memcached, an etcd member) answers its probe.

@@ -469,15 +469,13 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
         let _ = axum::serve(listener, app).await;
     });
 
-    store.lead(&args.name).await?;
-    let state = initial_state(&args, store.as_ref()).await?;
-    shared.lock().unwrap_or_else(|p| p.into_inner()).cluster = Some(state);
-    shared.lock().unwrap_or_else(|p| p.into_inner()).leading = true;
+    // Ready once it answers: a controller that does not lead (another one does) is a standby,
+    // ready to take over, not a role that failed to start.
     ReadyLine::new(&args.name)
         .with_addr("http", addr)
         .announce()
         .context("cannot write the readiness line")?;
-    tracing::info!(%addr, store = %store.describe(), "watching the primary");
+    tracing::info!(%addr, store = %store.describe(), "campaigning to lead");
 
     let interval = Duration::from_millis(args.check_interval_ms);
     let controller = Controller {
@@ -497,30 +495,64 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The refresh loop never ends; this keeps `select!`'s types honest.
+fn unreachable_refresh() -> Result<(), StateError> {
+    Err(StateError::Unavailable("the view refresh ended".into()))
+}
+
 /// The loop: check, fence, elect, complete, heal — whichever the published state calls for.
 async fn watch(c: &Controller, interval: Duration) {
     let mut failures = 0u32;
     let mut last_heal = Instant::now();
+    let mut leading = false;
     // Checks start every interval, however long the last one took (a check of a stalled
     // primary takes the whole interval).
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        if !c.store.leads().await {
+        if leading && !c.store.leads().await {
             // Deposed, or cut off from the store past its lead: whatever it decided before may
             // be stale. It acts again only once it leads again, from the published state.
+            leading = false;
             c.view(|v| v.leading = false);
             tracing::error!(
                 "this controller no longer leads: it stops acting until it leads again"
             );
-            if let Err(e) = c.store.lead(&c.args.name).await {
+        }
+        if !leading {
+            if let Ok(Some(s)) = c.store.load().await {
+                c.view(|v| v.cluster = Some(s));
+            }
+            // Waits while another controller leads (a standby keeps its view fresh meanwhile).
+            let campaign = c.store.lead(&c.args.name);
+            let refresh = async {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    if let Ok(Some(s)) = c.store.load().await {
+                        c.view(|v| v.cluster = Some(s));
+                    }
+                }
+            };
+            let led = tokio::select! {
+                led = campaign => led,
+                () = refresh => unreachable_refresh(),
+            };
+            if let Err(e) = led {
                 tracing::warn!(error = %e, "cannot campaign for the lead");
                 continue;
             }
-            c.view(|v| v.leading = true);
-            tracing::warn!(store = %c.store.describe(), "this controller leads again");
+            match initial_state(&c.args, c.store.as_ref()).await {
+                Ok(state) => c.view(|v| v.cluster = Some(state)),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot read or publish the state");
+                    continue;
+                }
+            }
+            leading = true;
             failures = 0;
+            c.view(|v| v.leading = true);
+            tracing::warn!(store = %c.store.describe(), "this controller leads: watching the primary");
         }
         let mut state = match c.store.load().await {
             Ok(Some(s)) => s,

@@ -1,9 +1,9 @@
 //! The data tier's roles: the PostgreSQL servers `strata up` runs (`pg-1`, the primary at
-//! first, and `pg-2` … its streaming replicas) and, with replicas, the controller that fails
-//! over between them (`control-1`). SQLite and existing servers (`url`) need no role.
+//! first, and `pg-2` … its streaming replicas). Each reads the cluster state from the control
+//! plane's store (see [`super::control`]), so with an etcd store they start after its members.
+//! SQLite and existing servers (`url`) need no role.
 
 use strata_control::cluster::POSTGRES_DIR;
-use strata_control::controller::{ControlArgs, NodeAddr};
 use strata_control::pgnode::PostgresArgs;
 
 use super::{Plan, PlanContext, RoleSpec, Wiring};
@@ -26,6 +26,7 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
     let names: Vec<String> = (1..=u16::from(replicas) + 1)
         .map(|i| format!("pg-{i}"))
         .collect();
+    let (store_roles, store) = super::control::store(topology, plan);
     let roles = &mut plan.roles;
     for (i, name) in names.iter().enumerate() {
         let data = ctx.path(&[POSTGRES_DIR, name]);
@@ -37,53 +38,33 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
             name.clone(),
             LISTENER,
             if primary {
-                Vec::new()
+                store_roles.clone()
             } else {
-                vec![names[0].clone()]
-            },
-            move |w: &Wiring| {
-                let mut args = PostgresArgs::new(data.clone());
-                args.listen = w.listen();
-                args.name = role_name.clone();
-                args.exit_on_stdin_eof = true;
-                // Every server may be a fenced primary one day: each is told how to rejoin.
-                args.rejoin = rejoin;
-                if primary {
-                    // The primary waits for its replicas by name (the synchronous quorum).
-                    args.commit = commit;
-                    args.standbys = standbys.clone();
-                } else {
-                    args.replica_of = Some(w.addr("pg-1", LISTENER)?);
-                }
-                Ok(RoleCommand::Postgres(args))
-            },
-        ));
-    }
-    if replicas > 0 {
-        let postgres_dir = ctx.path(&[POSTGRES_DIR]);
-        let nodes = names.clone();
-        roles.push(RoleSpec::new(
-            RoleKind::Control,
-            "control-1",
-            "http",
-            names.clone(),
-            move |w: &Wiring| {
-                let addrs = nodes
+                store_roles
                     .iter()
-                    .map(|n| {
-                        Ok(NodeAddr {
-                            name: n.clone(),
-                            addr: w.addr(n, LISTENER)?,
-                        })
-                    })
-                    .collect::<Result<Vec<_>, super::PlanError>>()?;
-                let mut args = ControlArgs::new(postgres_dir.clone(), addrs);
-                args.listen = w.listen();
-                args.primary = nodes[0].clone();
-                args.commit = commit;
-                args.name = "control-1".into();
-                args.exit_on_stdin_eof = true;
-                Ok(RoleCommand::Control(args))
+                    .cloned()
+                    .chain([names[0].clone()])
+                    .collect()
+            },
+            {
+                let store = store.clone();
+                move |w: &Wiring| {
+                    let mut args = PostgresArgs::new(data.clone());
+                    args.store = store(w)?;
+                    args.listen = w.listen();
+                    args.name = role_name.clone();
+                    args.exit_on_stdin_eof = true;
+                    // Every server may be a fenced primary one day: each is told how to rejoin.
+                    args.rejoin = rejoin;
+                    if primary {
+                        // The primary waits for its replicas by name (the synchronous quorum).
+                        args.commit = commit;
+                        args.standbys = standbys.clone();
+                    } else {
+                        args.replica_of = Some(w.addr("pg-1", LISTENER)?);
+                    }
+                    Ok(RoleCommand::Postgres(args))
+                }
             },
         ));
     }

@@ -8,9 +8,9 @@
 //! depends on is ready, restarts it with the same wiring on the port it got, and stops roles in
 //! the reverse order.
 //!
-//! One file per tier builds its roles from its topology section: [`data`] (PostgreSQL servers
-//! and the controller), [`cache`] (shared cache servers), [`sessions`] (the session store),
-//! [`api`] and [`lb`].
+//! One file per tier builds its roles from its topology section: [`control`] (etcd members
+//! and the controllers), [`data`] (PostgreSQL servers), [`cache`] (shared cache servers),
+//! [`sessions`] (the session store), [`api`] and [`lb`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -23,6 +23,7 @@ use crate::topology::Topology;
 
 pub mod api;
 pub mod cache;
+pub mod control;
 pub mod data;
 pub mod lb;
 pub mod sessions;
@@ -199,7 +200,9 @@ impl Plan {
     /// shared caches, the session store, API servers, the balancer.
     pub fn compile(topology: &Topology, ctx: &PlanContext) -> Plan {
         let mut plan = Plan::default();
+        control::plan_members(topology, ctx, &mut plan);
         data::plan(topology, ctx, &mut plan);
+        control::plan(topology, ctx, &mut plan);
         cache::plan(topology, ctx, &mut plan);
         sessions::plan(topology, ctx, &mut plan);
         api::plan(topology, ctx, &mut plan);

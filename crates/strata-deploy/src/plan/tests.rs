@@ -1,7 +1,7 @@
 use std::path::Path;
 
 use super::*;
-use crate::topology::{CacheEngine, CommitMode, DataEngine, LbSpec, RejoinMode};
+use crate::topology::{CacheEngine, CommitMode, DataEngine, LbSpec, RejoinMode, StoreKind};
 
 fn ctx() -> PlanContext {
     PlanContext {
@@ -54,6 +54,8 @@ const EVERY_SETTING: &[&str] = &[
     "[lb]\nalgorithm = \"consistent-hash\"\nsticky_cookie = \"pin\"\ntls_port = 8443\ntls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\nhttps_redirect = true\nconnect_timeout_ms = 250\nheader_timeout_ms = 900\ntotal_timeout_ms = 3000\nidle_timeout_ms = 5000\nclient_header_timeout_ms = 700\n[api]\ncount = 2\nports = [9001, 9002]\n[data]\nengine = \"postgres\"\nreplicas = 2\ncommit = \"async\"\nrejoin = \"manual\"\n[cache]\nengine = \"memcached\"\nnodes = 2\nmax_mib = 32\nl1_mib = 8\nl1_ttl_ms = 250\n[sessions]\nengine = \"redis\"\n",
     "[lb]\ntls_port = 0\ndev_cert = true\n[api]\ncount = 3\n[data]\nengine = \"postgres\"\nurl = \"postgresql://app:secret@db1:5432,db2:5432/strata\"\n[cache]\nengine = \"off\"\n",
     "[api]\ncount = 2\n[cache]\nengine = \"redis\"\nnodes = 3\n",
+    "name = \"ha\"\n[lb]\n[api]\ncount = 2\n[data]\nengine = \"postgres\"\nreplicas = 2\n[control]\ncount = 3\nstore = \"etcd\"\n",
+    "[api]\ncount = 1\n[data]\nengine = \"postgres\"\nreplicas = 1\n[control]\nstore = \"etcd\"\netcd = [\"http://10.0.0.5:2379\", \"http://10.0.0.6:2379\"]\n",
 ];
 
 fn presets() -> Vec<(String, String)> {
@@ -400,6 +402,54 @@ fn a_postgres_topology_plans_a_primary_its_replicas_a_controller_and_apis_on_the
             .map(|t| t.data)
             .ok(),
         Some(DataEngine::Sqlite)
+    );
+}
+
+#[test]
+fn an_etcd_control_plane_plans_members_that_join_one_by_one_and_everyone_reads_the_state_there() {
+    let plan = compile(EVERY_SETTING[3]);
+    let names: Vec<&str> = plan.roles.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "etcd-1", "etcd-2", "etcd-3", "pg-1", "pg-2", "pg-3", "control-1", "control-2",
+            "control-3", "api-1", "api-2", "lb-1"
+        ]
+    );
+    let deps = |name: &str| plan.role(name).map(|r| r.depends_on.clone()).unwrap_or_default();
+    assert_eq!(deps("etcd-3"), ["etcd-1", "etcd-2"]);
+    assert_eq!(deps("pg-1"), ["etcd-1", "etcd-2", "etcd-3"]);
+    assert!(deps("control-2").contains(&"pg-3".to_string()));
+    let RoleCommand::Etcd(member) = command(&plan, "etcd-3") else {
+        panic!("an etcd member")
+    };
+    assert_eq!(member.join, ["http://127.0.0.1:10001", "http://127.0.0.1:10002"]);
+    assert_eq!(member.data, Path::new("/d/etcd/etcd-3"));
+    let endpoints = [
+        "http://127.0.0.1:10001",
+        "http://127.0.0.1:10002",
+        "http://127.0.0.1:10003",
+    ];
+    for name in ["pg-2", "control-3"] {
+        let store = match command(&plan, name) {
+            RoleCommand::Postgres(a) => a.store,
+            RoleCommand::Control(a) => a.store,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(store.state_store, StoreKind::Etcd, "{name}");
+        assert_eq!(store.etcd, endpoints, "{name}");
+        assert_eq!(store.etcd_prefix, "/strata/ha", "{name}: one prefix per deployment");
+    }
+
+    // An etcd of one's own: no member to run, its endpoints given to everyone.
+    let own = compile(EVERY_SETTING[4]);
+    assert!(own.roles.iter().all(|r| r.kind != RoleKind::Etcd));
+    let RoleCommand::Control(control) = command(&own, "control-1") else {
+        panic!("a controller")
+    };
+    assert_eq!(
+        control.store.etcd,
+        ["http://10.0.0.5:2379", "http://10.0.0.6:2379"]
     );
 }
 

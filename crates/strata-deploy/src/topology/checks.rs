@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use strata_engines::{Engine, NotInstalled};
 
 use super::reader::Document;
-use super::{CacheEngine, DataEngine, SessionsEngine, Topology, TopologyError};
+use super::{CacheEngine, DataEngine, SessionsEngine, StoreKind, Topology, TopologyError};
 
 /// Every fixed port — the API servers' `ports` and the balancer's `tls_port` — must differ from
 /// the public port and from each other; `api.ports` must not list more ports than there are API
@@ -91,11 +91,19 @@ pub(super) fn engines(
     if t.sessions == SessionsEngine::Redis {
         needed.push((Engine::Redis, "sessions"));
     }
+    if t.etcd_members() > 0 {
+        needed.push((Engine::Etcd, "control"));
+    }
     let mut first: BTreeMap<Engine, Option<usize>> = BTreeMap::new();
     for (engine, section) in needed {
+        let key = if section == "control" {
+            "store"
+        } else {
+            "engine"
+        };
         first
             .entry(engine)
-            .or_insert_with(|| doc.line_of(section, "engine"));
+            .or_insert_with(|| doc.line_of(section, key));
     }
     for (engine, line) in first {
         if let Err(missing) = locate(engine) {
@@ -104,6 +112,41 @@ pub(super) fn engines(
                 message: missing.to_string(),
             });
         }
+    }
+}
+
+/// `[control]` fails over between PostgreSQL servers that `strata up` runs: it needs
+/// `[data] engine = "postgres"` with replicas. An etcd of one's own must answer.
+pub(super) fn control(
+    t: &Topology,
+    doc: &Document<'_>,
+    answers: &dyn Fn(&str) -> bool,
+    errors: &mut Vec<TopologyError>,
+) {
+    let Some(line) = doc.line_of_table("control") else {
+        return;
+    };
+    if !t.has_control() {
+        errors.push(TopologyError {
+            line: Some(line),
+            message: "`[control]` runs the controllers that fail over between PostgreSQL servers: \
+                      it needs `[data] engine = \"postgres\"` with `replicas` (1 to 4)"
+                .into(),
+        });
+        return;
+    }
+    if t.control.store == StoreKind::Etcd
+        && !t.control.etcd.is_empty()
+        && !t.control.etcd.iter().any(|e| answers(e))
+    {
+        errors.push(TopologyError {
+            line: doc.line_of("control", "etcd").or(Some(line)),
+            message: format!(
+                "no etcd endpoint of `control.etcd` answers ({}): start that etcd cluster, or \
+                 leave out `etcd` to let strata up run one",
+                t.control.etcd.join(", ")
+            ),
+        });
     }
 }
 
@@ -182,9 +225,16 @@ mod tests {
             Engine::Redis => Err(NotInstalled { engine }),
             _ => Ok(std::path::PathBuf::from("/usr/bin/true")),
         };
-        let e = Topology::compile(text, 8080, &no_redis)
-            .expect_err("invalid")
-            .0;
+        let e = Topology::compile(
+            text,
+            8080,
+            &super::super::Environment {
+                locate: &no_redis,
+                answers: &|_| true,
+            },
+        )
+        .expect_err("invalid")
+        .0;
         assert_eq!(e.len(), 2, "{e:?}");
         assert_eq!(e[0].line, Some(2), "{e:?}");
         assert!(e[0].message.contains("`api.count`"), "{e:?}");
@@ -204,21 +254,55 @@ mod tests {
         // Every engine missing: each reported once, on its first key; `parse` finds them all.
         let nothing = |engine: Engine| Err(NotInstalled { engine });
         let text = "[api]\ncount = 1\n[cache]\nengine = \"memcached\"\n[data]\nengine = \"postgres\"\n[sessions]\nengine = \"redis\"\n";
-        let e = Topology::compile(text, 8080, &nothing)
-            .expect_err("invalid")
-            .0;
+        let e = Topology::compile(
+            text,
+            8080,
+            &super::super::Environment {
+                locate: &nothing,
+                answers: &|_| true,
+            },
+        )
+        .expect_err("invalid")
+        .0;
         let lines: Vec<Option<usize>> = e.iter().map(|e| e.line).collect();
         assert_eq!(lines, [Some(4), Some(6), Some(8)], "{e:?}");
         assert!(Topology::parse(text, 8080).is_ok());
         // Existing servers by URL, SQLite and the in-process cache need nothing installed.
         let text = "[api]\ncount = 1\n[data]\nengine = \"postgres\"\nurl = \"postgresql://h/d\"\n";
-        assert!(Topology::compile(text, 8080, &nothing).is_ok());
-        assert!(Topology::compile(DEFAULT_TOPOLOGY, 8080, &nothing).is_ok());
+        assert!(
+            Topology::compile(
+                text,
+                8080,
+                &super::super::Environment {
+                    locate: &nothing,
+                    answers: &|_| true
+                }
+            )
+            .is_ok()
+        );
+        assert!(
+            Topology::compile(
+                DEFAULT_TOPOLOGY,
+                8080,
+                &super::super::Environment {
+                    locate: &nothing,
+                    answers: &|_| true
+                }
+            )
+            .is_ok()
+        );
         // A bad URL is one mistake: it does not also ask for PostgreSQL.
         let text = "[api]\ncount = 1\n[data]\nengine = \"postgres\"\nurl = \"db1\"\n";
-        let e = Topology::compile(text, 8080, &nothing)
-            .expect_err("invalid")
-            .0;
+        let e = Topology::compile(
+            text,
+            8080,
+            &super::super::Environment {
+                locate: &nothing,
+                answers: &|_| true,
+            },
+        )
+        .expect_err("invalid")
+        .0;
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(e[0].message.starts_with("`data.url` must be"), "{e:?}");
     }

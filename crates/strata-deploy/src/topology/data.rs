@@ -67,6 +67,19 @@ pub(super) fn read(sec: &mut Section<'_>) -> DataEngine {
         // not run (nor needs installed), and what goes with the URL is judged once it is right.
         return DataEngine::PostgresUrl { url: String::new() };
     }
+    if commit == Some(CommitMode::Quorum) && replicas.unwrap_or(0) == 0 && !sec.has("replicas") {
+        sec.error(
+            "commit",
+            "`data.commit = \"quorum\"` needs replicas: a commit waits until a replica has \
+             flushed it, and there is none (set `replicas = 1` or more, or `commit = \"async\"`)",
+        );
+    } else if commit == Some(CommitMode::Quorum) && replicas == Some(0) {
+        sec.error(
+            "replicas",
+            "`data.replicas = 0` cannot give `commit = \"quorum\"`: a commit waits until a \
+             replica has flushed it (set `replicas = 1` or more, or `commit = \"async\"`)",
+        );
+    }
     DataEngine::Postgres {
         replicas: replicas.unwrap_or(0),
         commit: commit.unwrap_or(CommitMode::Quorum),
@@ -78,6 +91,20 @@ pub(super) fn read(sec: &mut Section<'_>) -> DataEngine {
 mod tests {
     use super::super::tests::errors;
     use super::super::*;
+
+    #[test]
+    fn quorum_commit_without_a_replica_is_a_commit_mode_the_engine_cannot_provide() {
+        let e = errors("[api]\ncount = 1\n[data]\nengine = \"postgres\"\ncommit = \"quorum\"\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].line, Some(5));
+        assert!(e[0].message.contains("needs replicas"), "{e:?}");
+        let e = errors(
+            "[api]\ncount = 1\n[data]\nengine = \"postgres\"\nreplicas = 0\ncommit = \"quorum\"\n",
+        );
+        assert_eq!(e[0].line, Some(5), "{e:?}");
+        // The default (no commit key) with no replicas stays valid: nothing to wait for.
+        assert!(Topology::parse("[api]\ncount = 1\n[data]\nengine = \"postgres\"\n", 8080).is_ok());
+    }
 
     #[test]
     fn postgres_with_replicas_or_by_url_and_what_cannot_go_together() {

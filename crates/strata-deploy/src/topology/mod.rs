@@ -25,11 +25,15 @@
 //!
 //! [sessions]
 //! # engine = "redis"  # a durable Redis of their own; default "database"
+//!
+//! [control]           # with PostgreSQL replicas: the controllers that fail over
+//! # count = 3         # an odd number; more than 1 needs store = "etcd"
+//! # store = "etcd"    # default "file"; etcd = ["http://HOST:PORT"] for one's own cluster
 //! ```
 //!
-//! The tables are `name`, `api`, `lb`, `data`, `cache` and `sessions`; nothing else is part of
-//! this version. PostgreSQL servers and the controller that fails over between them come from
-//! `[data]`, Redis and Memcached servers from `[cache]` and `[sessions]`: a file naming them (or
+//! The tables are `name`, `api`, `lb`, `data`, `cache`, `sessions` and `control`; nothing else
+//! is part of this version. PostgreSQL servers come from `[data]`, Redis and Memcached servers
+//! from `[cache]` and `[sessions]`, etcd members from `[control]`: a file naming them (or
 //! workers, edges, DNS, queues) as tables of their own is refused with a hint.
 //!
 //! [`Topology::compile`] works like a compiler: it reads the whole file — every table through
@@ -40,6 +44,7 @@
 mod api;
 mod cache;
 mod checks;
+mod control;
 mod data;
 mod lb;
 mod reader;
@@ -61,8 +66,74 @@ pub use crate::roles::RoleKind;
 pub const MAX_CACHE_NODES: i64 = 4;
 
 pub use strata_cache::CacheEngine;
+pub use strata_control::store_options::StoreKind;
 pub use strata_control::{CommitMode, RejoinMode};
 pub use strata_lb::AlgorithmName;
+
+/// The most controllers (and etcd members) `strata up` runs.
+pub const MAX_CONTROLLERS: u8 = 7;
+
+/// `[control]`: the controllers that fail over between PostgreSQL servers, and where the
+/// cluster state lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlSpec {
+    /// Controllers — and, with `store = "etcd"` and no `etcd` endpoints, etcd members — that
+    /// `strata up` runs: an odd number.
+    pub count: u8,
+    pub store: StoreKind,
+    /// An etcd cluster of one's own (`http://HOST:PORT` endpoints) instead of members that
+    /// `strata up` runs.
+    pub etcd: Vec<String>,
+}
+
+impl Default for ControlSpec {
+    fn default() -> Self {
+        Self {
+            count: 1,
+            store: StoreKind::File,
+            etcd: Vec::new(),
+        }
+    }
+}
+
+/// What a topology is checked against besides its text: the engines installed on this
+/// machine, and whether a service of one's own (an etcd endpoint) answers.
+pub struct Environment<'a> {
+    pub locate: &'a dyn Fn(Engine) -> Result<PathBuf, NotInstalled>,
+    /// Whether the etcd endpoint (`http://HOST:PORT`) answers.
+    pub answers: &'a dyn Fn(&str) -> bool,
+}
+
+impl Environment<'static> {
+    /// This machine: the installed engines, and endpoints asked for their health.
+    pub fn this_machine() -> Self {
+        Self {
+            locate: &Engine::locate,
+            answers: &etcd_answers,
+        }
+    }
+
+    /// Everything installed and answering: the file alone is judged.
+    pub fn assumed() -> Self {
+        Self {
+            locate: &|_| Ok(PathBuf::new()),
+            answers: &|_| true,
+        }
+    }
+}
+
+/// Whether the etcd member at `endpoint` answers its health check.
+fn etcd_answers(endpoint: &str) -> bool {
+    use std::net::ToSocketAddrs as _;
+    let Ok(url) = strata_control::etcd::client::parse_endpoint(endpoint) else {
+        return false;
+    };
+    let host_port = url.trim_start_matches("http://");
+    host_port
+        .to_socket_addrs()
+        .map(|mut addrs| addrs.any(strata_engines::etcd::healthy))
+        .unwrap_or(false)
+}
 
 /// `[cache]`: the in-process cache of every API server (L1), and optionally shared cache nodes
 /// (L2) that `strata up` runs.
@@ -180,6 +251,7 @@ pub struct Topology {
     pub data: DataEngine,
     pub cache: CacheSpec,
     pub sessions: SessionsEngine,
+    pub control: ControlSpec,
 }
 
 /// One mistake in a topology file.
@@ -238,6 +310,7 @@ impl Topology {
             data: DataEngine::Sqlite,
             cache: CacheSpec::default(),
             sessions: SessionsEngine::Database,
+            control: ControlSpec::default(),
         }
     }
 
@@ -245,16 +318,17 @@ impl Topology {
     /// the public entry (0 = any): a role's fixed port must not clash with it. Whether the
     /// engines it needs are installed is not checked: see [`Topology::compile`].
     pub fn parse(text: &str, public_port: u16) -> Result<Self, TopologyErrors> {
-        Self::compile(text, public_port, &|_| Ok(PathBuf::new()))
+        Self::compile(text, public_port, &Environment::assumed())
     }
 
-    /// Parses and validates a topology file as [`Topology::parse`] does, and checks that every
-    /// engine it needs `strata up` to run is installed, asking `locate` (normally
-    /// [`Engine::locate`]). Every mistake is returned at once, in line order.
+    /// Parses and validates a topology file as [`Topology::parse`] does, and checks it against
+    /// `env` (normally [`Environment::this_machine`]): every engine it needs `strata up` to run
+    /// is installed, every etcd endpoint of one's own answers. Every mistake is returned at
+    /// once, in line order.
     pub fn compile(
         text: &str,
         public_port: u16,
-        locate: &dyn Fn(Engine) -> Result<PathBuf, NotInstalled>,
+        env: &Environment<'_>,
     ) -> Result<Self, TopologyErrors> {
         let doc = Document::parse(text).map_err(|e| TopologyErrors(vec![e]))?;
         let mut errors = Vec::new();
@@ -262,7 +336,8 @@ impl Topology {
         let topology = read(&mut root);
         root.finish_with(unknown_table);
         checks::ports(&topology, &doc, public_port, &mut errors);
-        checks::engines(&topology, &doc, locate, &mut errors);
+        checks::engines(&topology, &doc, env.locate, &mut errors);
+        checks::control(&topology, &doc, env.answers, &mut errors);
         // Stable: mistakes on one line keep the order they were found in.
         errors.sort_by_key(|e| e.line);
         if errors.is_empty() {
@@ -277,7 +352,8 @@ impl Topology {
         usize::from(self.api.count)
             + usize::from(self.lb.is_some())
             + self.database_nodes()
-            + usize::from(self.has_control())
+            + self.controllers()
+            + self.etcd_members()
             + self.cache_nodes()
             + usize::from(self.sessions == SessionsEngine::Redis)
     }
@@ -291,6 +367,25 @@ impl Topology {
     /// replicas it runs.
     pub fn has_control(&self) -> bool {
         matches!(self.data, DataEngine::Postgres { replicas, .. } if replicas > 0)
+    }
+
+    /// Controllers `strata up` runs (with PostgreSQL replicas).
+    pub fn controllers(&self) -> usize {
+        if self.has_control() {
+            usize::from(self.control.count)
+        } else {
+            0
+        }
+    }
+
+    /// etcd members `strata up` runs: one per controller, with `store = "etcd"` and no etcd of
+    /// one's own.
+    pub fn etcd_members(&self) -> usize {
+        if self.control.store == StoreKind::Etcd && self.control.etcd.is_empty() {
+            self.controllers()
+        } else {
+            0
+        }
     }
 
     /// PostgreSQL servers `strata up` runs: the primary and its replicas (0 for SQLite or a URL).
@@ -324,6 +419,7 @@ fn read(root: &mut Section<'_>) -> Topology {
         data: root.table("data", data::read).unwrap_or(DataEngine::Sqlite),
         cache: root.table("cache", cache::read).unwrap_or_default(),
         sessions: root.table("sessions", sessions::read).unwrap_or_default(),
+        control: root.table("control", control::read).unwrap_or_default(),
     }
 }
 
@@ -334,10 +430,14 @@ const UNAVAILABLE_ROLES: &[&str] = &["worker", "edge", "dns", "queue", "rabbitmq
 /// version does not have, an engine that comes from another table, or a typo.
 fn unknown_table(key: &str, tables: &[&str]) -> String {
     match key {
-        "postgres" | "control" => format!(
-            "there is no `[{key}]` table: PostgreSQL servers (and the controller that fails over \
-             between them) come from `[data] engine = \"postgres\"` with `replicas`"
-        ),
+        "postgres" => "there is no `[postgres]` table: PostgreSQL servers come from `[data] \
+                       engine = \"postgres\"` with `replicas` (the controllers that fail over \
+                       between them from `[control]`)"
+            .to_string(),
+        "etcd" => "there is no `[etcd]` table: the control plane's etcd members come from \
+                   `[control] store = \"etcd\"` (with `count`), or `etcd = [endpoints]` for \
+                   one's own"
+            .to_string(),
         "redis" => "there is no `[redis]` table: shared Redis cache servers come from `[cache] \
                     engine = \"redis\"` (a Redis for sessions from `[sessions] engine = \"redis\"`)"
             .to_string(),
@@ -503,19 +603,22 @@ mod tests {
                 .unwrap_or_default()
         };
         assert_eq!(e.len(), 7, "{e:#?}");
-        for line in [1, 3] {
-            assert!(
-                at(line).contains("come from `[data] engine = \"postgres\"` with `replicas`"),
-                "{e:#?}"
-            );
-        }
+        assert!(
+            at(1).contains("come from `[data] engine = \"postgres\"` with `replicas`"),
+            "{e:#?}"
+        );
+        // [control] is a table of its own, which needs PostgreSQL replicas to fail over.
+        assert!(
+            at(3).contains("needs `[data] engine = \"postgres\"` with `replicas`"),
+            "{e:#?}"
+        );
         assert!(at(4).contains("`[cache] engine = \"redis\"`"), "{e:#?}");
         assert!(at(4).contains("`[sessions] engine = \"redis\"`"), "{e:#?}");
         assert!(at(5).contains("`[cache] engine = \"memcached\"`"), "{e:#?}");
         assert_eq!(
             at(6),
             "role `worker` is not available in this version of strata (a topology's tables are: \
-             name, api, lb, data, cache, sessions)"
+             name, api, lb, data, cache, sessions, control)"
         );
         // `queue.count` under [api] is a key of `api`; [rabbitmq] is a role.
         assert!(at(10).contains("unknown key `api.queue`"), "{e:#?}");

@@ -77,6 +77,13 @@ impl<'t> Document<'t> {
         key_line(table, key, &self.lines).or_else(|| key_line(root, section, &self.lines))
     }
 
+    /// The line of the table `section`, if the file has it.
+    pub fn line_of_table(&self, section: &str) -> Option<usize> {
+        let root: &dyn TableLike = self.doc.as_table();
+        root.get(section)?;
+        key_line(root, section, &self.lines)
+    }
+
     /// The line of entry `index` of the array `section.key`, else of the key.
     pub fn line_of_entry(&self, section: &str, key: &str, index: usize) -> Option<usize> {
         self.doc
@@ -253,6 +260,36 @@ impl<'d> Section<'d> {
         self.typed(key, what, |item| {
             item.as_str().filter(|s| valid(s)).map(str::to_string)
         })
+    }
+
+    /// A list of strings, each of which `valid` accepts (`what` says which are). A bad entry is
+    /// reported on its own line.
+    pub fn strings(
+        &mut self,
+        key: &'static str,
+        what: &str,
+        valid: impl Fn(&str) -> bool,
+    ) -> Option<Vec<String>> {
+        let array = self.typed(key, format!("an array of {what}"), Item::as_array)?;
+        let mut out = Vec::new();
+        for entry in array {
+            match entry.as_str() {
+                Some(s) if valid(s) => out.push(s.to_string()),
+                _ => {
+                    let line = entry
+                        .span()
+                        .map(|span| self.lines.at(span.start))
+                        .or_else(|| self.line_of(key));
+                    let message = format!(
+                        "`{}` entries must be {what}, not {}",
+                        self.name(key),
+                        found_value(entry)
+                    );
+                    self.push(line, message);
+                }
+            }
+        }
+        Some(out)
     }
 
     /// The path of a file (any non-blank string).
