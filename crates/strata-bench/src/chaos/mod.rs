@@ -202,12 +202,11 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     let (applied, faults_ended) = injector.await.context("the fault task failed")?;
 
     // Back to full health, then every acknowledged write read back.
-    let health_from = Instant::now();
     let healthy =
         verdict::wait_for_health(&args.dir, Duration::from_secs(args.health_timeout_secs)).await;
-    let health_after = healthy.then(|| {
-        (health_from.elapsed() + started.elapsed().saturating_sub(faults_ended)).as_secs_f64()
-    });
+    // From the end of the last fault (the load may have gone on after it) to now.
+    let health_after =
+        healthy.then(|| started.elapsed().saturating_sub(faults_ended).as_secs_f64());
     let lost = verdict::read_back(&session, &outcome.acked).await;
     let verdict = Verdict::new(seed, &args, applied, &outcome, lost, health_after, healthy);
     let json = serde_json::to_string_pretty(&verdict)?;
