@@ -71,6 +71,29 @@ async fn wait_for<T>(
     }
 }
 
+/// Commits `rows` × 2 KiB of WAL on the primary at `addr` (a JSON string): more than the
+/// sockets between the servers buffer, so a stopped replica truly falls behind.
+async fn commit_wal(addr: &Value, rows: u32) {
+    let addr = addr.as_str().expect("an address");
+    let (db, connection) = tokio_postgres::connect(
+        &format!("postgresql://strata@{addr}/strata"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("connect to the primary");
+    let driver = tokio::spawn(connection);
+    db.batch_execute(&format!(
+        "CREATE TABLE IF NOT EXISTS wal_filler (id int, pad text);
+         ALTER TABLE wal_filler ALTER COLUMN pad SET STORAGE EXTERNAL;
+         INSERT INTO wal_filler SELECT g, (SELECT string_agg(md5(g::text || i::text), '')
+             FROM generate_series(1, 64) i) FROM generate_series(1, {rows}) g;"
+    ))
+    .await
+    .expect("WAL acknowledged by the replica that runs");
+    drop(db);
+    driver.abort();
+}
+
 async fn create(http: &reqwest::Client, lb: &str, n: usize) -> Result<String, u16> {
     let body = json!({"firstName": format!("D{n}"), "lastName": "DoubleFault",
         "address": {"streetAddress": "1 Main St", "city": "Boston", "state": "MA", "postalCode": "02134"}});
@@ -121,27 +144,7 @@ async fn a_lagging_replica_is_never_promoted_when_the_primary_and_the_up_to_date
         server_pid(&dir, "pg-3"),
     );
     signal_tree(pg2, Signal::SIGSTOP);
-    let primary = role(&status, "pg-1")["addrs"]["postgres"]
-        .as_str()
-        .expect("pg-1 address")
-        .to_string();
-    let (db, connection) = tokio_postgres::connect(
-        &format!("postgresql://strata@{primary}/strata"),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .expect("connect to the primary");
-    let driver = tokio::spawn(connection);
-    db.batch_execute(
-        "CREATE TABLE wal_filler (id int, pad text);
-         ALTER TABLE wal_filler ALTER COLUMN pad SET STORAGE EXTERNAL;
-         INSERT INTO wal_filler SELECT g, (SELECT string_agg(md5(g::text || i::text), '')
-             FROM generate_series(1, 64) i) FROM generate_series(1, 20000) g;",
-    )
-    .await
-    .expect("40 MB of WAL, acknowledged with pg-3 alone");
-    drop(db);
-    driver.abort();
+    commit_wal(&role(&status, "pg-1")["addrs"]["postgres"], 20_000).await;
     for n in 20..120 {
         acked.push(
             create(&http, &lb, n)
@@ -270,4 +273,199 @@ async fn a_lagging_replica_is_never_promoted_when_the_primary_and_the_up_to_date
         .then_some(())
     })
     .await;
+}
+
+/// A client for controllers' views: one that is frozen must not hold a poll up.
+fn prober() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_millis(800))
+        .build()
+        .expect("client")
+}
+
+/// The role name and pid of the controller that leads now, once one does.
+async fn leader(_: &reqwest::Client, dir: &std::path::Path) -> Option<(String, i32)> {
+    let http = prober();
+    let status = status_json(dir);
+    for r in status["roles"].as_array()? {
+        if r["kind"] != "control" || !r["alive"].as_bool().unwrap_or(false) {
+            continue;
+        }
+        let Some(addr) = r["addrs"]["http"].as_str() else {
+            continue;
+        };
+        // A frozen controller does not answer: ask the next one.
+        let Ok(response) = http.get(format!("http://{addr}/cluster")).send().await else {
+            continue;
+        };
+        let Ok(view) = response.json::<Value>().await else {
+            continue;
+        };
+        if view["leading"] == true {
+            return Some((r["name"].as_str()?.to_string(), r["pid"].as_i64()? as i32));
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_etcd_the_leading_controller_killed_or_frozen_mid_failover_changes_nothing_decided() {
+    let (_tmp, dir) = tokio::task::spawn_blocking(|| {
+        up_topology(
+            "name = \"ha\"\n[lb]\n[api]\ncount = 1\n[data]\nengine = \"postgres\"\nreplicas = 2\n\
+             [control]\ncount = 3\nstore = \"etcd\"\n",
+        )
+    })
+    .await
+    .expect("join");
+    let _cleanup = Cleanup(&dir);
+    let status = status_json(&dir);
+    let lb = role(&status, "lb-1")["addrs"]["http"]
+        .as_str()
+        .expect("lb address")
+        .to_string();
+    let http = admin_client(&dir, &lb).await;
+    let (pg1, pg2, pg3) = (
+        server_pid(&dir, "pg-1"),
+        server_pid(&dir, "pg-2"),
+        server_pid(&dir, "pg-3"),
+    );
+
+    // The double fault: pg-2 misses acknowledged writes, then comes back as pg-1 and pg-3
+    // freeze. The failover waits.
+    signal_tree(pg2, Signal::SIGSTOP);
+    commit_wal(&role(&status, "pg-1")["addrs"]["postgres"], 20_000).await;
+    let mut acked = Vec::new();
+    for n in 0..60 {
+        acked.push(
+            create(&http, &lb, n)
+                .await
+                .expect("a write with pg-3 alone"),
+        );
+    }
+    signal_tree(pg1, Signal::SIGSTOP);
+    signal_tree(pg3, Signal::SIGSTOP);
+    signal_tree(pg2, Signal::SIGCONT);
+    let waiting = async || {
+        let view = control_view_of_leader(&http, &dir).await?;
+        (view["waiting"]["reachable"] == 1 && view["cluster"]["primary"].is_null()).then_some(())
+    };
+    wait_for(&dir, Duration::from_secs(15), "the failover waits", waiting).await;
+
+    // The leader dies in the middle of the failover: another one leads and keeps waiting.
+    let (first, first_pid) = leader(&http, &dir).await.expect("a leader");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(first_pid), Signal::SIGKILL)
+        .expect("kill the leader");
+    let (second, second_pid) =
+        wait_for(&dir, Duration::from_secs(15), "a new leader", async || {
+            leader(&http, &dir)
+                .await
+                .filter(|(name, pid)| *name != first || *pid != first_pid)
+        })
+        .await;
+    wait_for(
+        &dir,
+        Duration::from_secs(10),
+        "the new leader waits",
+        waiting,
+    )
+    .await;
+
+    // That one freezes: a third leads, still waiting, and nothing was promoted.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(second_pid), Signal::SIGSTOP)
+        .expect("freeze the leader");
+    let (third, _) = wait_for(
+        &dir,
+        Duration::from_secs(15),
+        "a third leader",
+        async || {
+            leader(&http, &dir)
+                .await
+                .filter(|(name, _)| *name != second)
+        },
+    )
+    .await;
+    wait_for(
+        &dir,
+        Duration::from_secs(10),
+        "the third leader waits",
+        waiting,
+    )
+    .await;
+
+    // pg-3 answers: the leader promotes it. Then the frozen controller wakes up: it no longer
+    // leads and cannot publish what it decided before.
+    signal_tree(pg3, Signal::SIGCONT);
+    let done = wait_for(
+        &dir,
+        Duration::from_secs(20),
+        "pg-3 is promoted",
+        async || {
+            let view = control_view_of_leader(&http, &dir).await?;
+            (view["cluster"]["primary"] == "pg-3" && view["cluster"]["failover"].is_null())
+                .then_some(view)
+        },
+    )
+    .await;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(second_pid), Signal::SIGCONT).expect("thaw");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = control_view_of_leader(&http, &dir).await.expect("a view");
+    assert_eq!(after["cluster"]["primary"], "pg-3", "{after:#}");
+    assert!(
+        after["cluster"]["version"].as_u64() >= done["cluster"]["version"].as_u64(),
+        "{after:#}"
+    );
+    assert_ne!(third, second);
+
+    // Every acknowledged write is on the new primary, and writes work again.
+    let status = status_json(&dir);
+    let pg3_addr = role(&status, "pg-3")["addrs"]["postgres"]
+        .as_str()
+        .expect("pg-3 address")
+        .to_string();
+    let (db, connection) = tokio_postgres::connect(
+        &format!("postgresql://strata@{pg3_addr}/strata"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("connect to the new primary");
+    let driver = tokio::spawn(connection);
+    let rows = db
+        .query(
+            "SELECT id::text FROM users WHERE profile->>'lastName' = 'DoubleFault'",
+            &[],
+        )
+        .await
+        .expect("query");
+    let stored: std::collections::HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
+    let lost: Vec<&String> = acked
+        .iter()
+        .filter(|l| !stored.contains(l.rsplit('/').next().unwrap_or_default()))
+        .collect();
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    drop(db);
+    driver.abort();
+    assert!(create(&http, &lb, 5000).await.is_ok(), "writes work again");
+}
+
+/// The leading controller's view (`GET /cluster`).
+async fn control_view_of_leader(_: &reqwest::Client, dir: &std::path::Path) -> Option<Value> {
+    let http = prober();
+    let status = status_json(dir);
+    for r in status["roles"].as_array()? {
+        if r["kind"] != "control" || !r["alive"].as_bool().unwrap_or(false) {
+            continue;
+        }
+        let addr = r["addrs"]["http"].as_str()?;
+        let Ok(response) = http.get(format!("http://{addr}/cluster")).send().await else {
+            continue;
+        };
+        let Ok(view) = response.json::<Value>().await else {
+            continue;
+        };
+        if view["leading"] == true {
+            return Some(view);
+        }
+    }
+    None
 }

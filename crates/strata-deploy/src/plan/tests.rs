@@ -412,18 +412,35 @@ fn an_etcd_control_plane_plans_members_that_join_one_by_one_and_everyone_reads_t
     assert_eq!(
         names,
         [
-            "etcd-1", "etcd-2", "etcd-3", "pg-1", "pg-2", "pg-3", "control-1", "control-2",
-            "control-3", "api-1", "api-2", "lb-1"
+            "etcd-1",
+            "etcd-2",
+            "etcd-3",
+            "pg-1",
+            "pg-2",
+            "pg-3",
+            "control-1",
+            "control-2",
+            "control-3",
+            "api-1",
+            "api-2",
+            "lb-1"
         ]
     );
-    let deps = |name: &str| plan.role(name).map(|r| r.depends_on.clone()).unwrap_or_default();
+    let deps = |name: &str| {
+        plan.role(name)
+            .map(|r| r.depends_on.clone())
+            .unwrap_or_default()
+    };
     assert_eq!(deps("etcd-3"), ["etcd-1", "etcd-2"]);
     assert_eq!(deps("pg-1"), ["etcd-1", "etcd-2", "etcd-3"]);
     assert!(deps("control-2").contains(&"pg-3".to_string()));
     let RoleCommand::Etcd(member) = command(&plan, "etcd-3") else {
         panic!("an etcd member")
     };
-    assert_eq!(member.join, ["http://127.0.0.1:10001", "http://127.0.0.1:10002"]);
+    assert_eq!(
+        member.join,
+        ["http://127.0.0.1:10001", "http://127.0.0.1:10002"]
+    );
     assert_eq!(member.data, Path::new("/d/etcd/etcd-3"));
     let endpoints = [
         "http://127.0.0.1:10001",
@@ -438,7 +455,10 @@ fn an_etcd_control_plane_plans_members_that_join_one_by_one_and_everyone_reads_t
         };
         assert_eq!(store.state_store, StoreKind::Etcd, "{name}");
         assert_eq!(store.etcd, endpoints, "{name}");
-        assert_eq!(store.etcd_prefix, "/strata/ha", "{name}: one prefix per deployment");
+        assert_eq!(
+            store.etcd_prefix, "/strata/ha",
+            "{name}: one prefix per deployment"
+        );
     }
 
     // An etcd of one's own: no member to run, its endpoints given to everyone.
