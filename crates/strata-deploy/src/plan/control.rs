@@ -112,7 +112,7 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
                     .map(|n| {
                         Ok(NodeAddr {
                             name: n.clone(),
-                            addr: w.addr(n, super::data::LISTENER)?,
+                            addr: w.addr(n, super::POSTGRES_LISTENER)?,
                         })
                     })
                     .collect::<Result<Vec<_>, PlanError>>()?;

@@ -11,7 +11,7 @@ use crate::roles::{RoleCommand, RoleKind};
 use crate::topology::{DataEngine, Topology};
 
 /// The listener every PostgreSQL role announces.
-pub const LISTENER: &str = "postgres";
+pub const LISTENER: &str = super::POSTGRES_LISTENER;
 
 /// The database servers and their controller.
 pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {

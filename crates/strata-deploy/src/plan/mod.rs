@@ -28,6 +28,9 @@ pub mod data;
 pub mod lb;
 pub mod sessions;
 
+/// The listener every PostgreSQL role announces (and its dependents look up).
+pub const POSTGRES_LISTENER: &str = "postgres";
+
 /// Addresses the ready roles announced: role name → listener name → `ip:port`.
 pub type Announced = BTreeMap<String, BTreeMap<String, String>>;
 
