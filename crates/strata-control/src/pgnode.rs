@@ -385,26 +385,39 @@ async fn watch_state(
     runs_as_primary: bool,
     at_start: Standing,
 ) -> String {
-    loop {
-        if let Ok(Some(s)) = store.load().await {
-            let now = Standing::of(Some(&s), name);
-            if now.fenced && !at_start.fenced {
-                return format!(
-                    "fenced: {} is the primary now",
-                    s.primary.as_deref().unwrap_or("no server")
-                );
-            }
-            if now.must_rewind && !at_start.must_rewind {
-                return "the controller listed this replica as one that must rewind".into();
-            }
-            if runs_as_primary && !s.is_primary(name) {
-                return format!(
-                    "fenced: {} is the primary now",
-                    s.primary.as_deref().unwrap_or("no server")
-                );
-            }
+    let why = |s: &ClusterState| -> Option<String> {
+        let now = Standing::of(Some(s), name);
+        let primary = s.primary.as_deref().unwrap_or("no server");
+        if now.fenced && !at_start.fenced {
+            return Some(format!("fenced: {primary} is the primary now"));
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        if now.must_rewind && !at_start.must_rewind {
+            return Some("the controller listed this replica as one that must rewind".into());
+        }
+        (runs_as_primary && !s.is_primary(name))
+            .then(|| format!("fenced: {primary} is the primary now"))
+    };
+    // The state as it is now, then each newer version as soon as it is published: a watch on
+    // etcd, a read every 100 ms of the file.
+    let mut seen = 0;
+    loop {
+        let next = if seen == 0 {
+            store.load().await
+        } else {
+            store.newer(seen, Duration::from_secs(5)).await
+        };
+        match next {
+            Ok(Some(s)) => {
+                seen = s.version;
+                if let Some(why) = why(&s) {
+                    return why;
+                }
+            }
+            Ok(None) => {}
+            // The store is out of reach: the server keeps running as it is (the data path does
+            // not depend on the control plane), and the watch tries again.
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
     }
 }
 

@@ -47,6 +47,8 @@ pub struct EtcdStore {
     seen: Mutex<Option<(u64, i64)>>,
     /// This controller's leadership, once it has led.
     leadership: Mutex<Option<Leadership>>,
+    /// The other controller last seen leading (so that the wait is logged once per leader).
+    last_leader_seen: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -108,6 +110,7 @@ impl EtcdStore {
             ttl: DEFAULT_TTL_SECS,
             seen: Mutex::new(None),
             leadership: Mutex::new(None),
+            last_leader_seen: Mutex::new(None),
         }
     }
 
@@ -244,7 +247,19 @@ impl EtcdStore {
         let holder = answer
             .read(0)
             .map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
-        tracing::info!(leader = ?holder, "another controller leads: waiting for its lease to end");
+        // Said once per leader, not on every wait.
+        let new_leader = {
+            let mut last = self
+                .last_leader_seen
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let changed = *last != holder;
+            last.clone_from(&holder);
+            changed
+        };
+        if new_leader {
+            tracing::info!(leader = ?holder, "another controller leads: waiting for its lease to end");
+        }
         let within = Duration::from_secs(lease.ttl.unsigned_abs()) + Duration::from_secs(1);
         self.wait_for_change(&key, answer.revision + 1, within)
             .await;

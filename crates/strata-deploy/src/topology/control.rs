@@ -128,6 +128,57 @@ mod tests {
     }
 
     #[test]
+    fn etcd_not_installed_and_an_etcd_of_ones_own_that_does_not_answer_are_refused() {
+        let no_etcd = |engine: strata_engines::Engine| match engine {
+            strata_engines::Engine::Etcd => Err(strata_engines::NotInstalled { engine }),
+            _ => Ok(std::path::PathBuf::new()),
+        };
+        let env = Environment {
+            locate: &no_etcd,
+            answers: &|_| false,
+        };
+        let text = format!("{PG}[control]\ncount = 3\nstore = \"etcd\"\n");
+        let e = Topology::compile(&text, 8080, &env)
+            .expect_err("etcd missing")
+            .0;
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].line, Some(8), "on the store line: {e:?}");
+        assert!(
+            e[0].message.contains("apt-get install etcd-server"),
+            "says what to install: {e:?}"
+        );
+        let text = format!(
+            "{PG}[control]\nstore = \"etcd\"\netcd = [\"http://127.0.0.1:1\"]\ncount = 2\n"
+        );
+        let e = Topology::compile(&text, 8080, &env)
+            .expect_err("unreachable")
+            .0;
+        assert!(
+            e.iter()
+                .any(|e| e.line == Some(8) && e.message.contains("answers")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|e| e.line == Some(9) && e.message.contains("odd")),
+            "every mistake at once: {e:?}"
+        );
+        let answering = Environment {
+            locate: &no_etcd,
+            answers: &|_| true,
+        };
+        assert!(
+            Topology::compile(
+                &format!("{PG}[control]\nstore = \"etcd\"\netcd = [\"http://127.0.0.1:1\"]\n"),
+                8080,
+                &answering
+            )
+            .is_ok(),
+            "an etcd of one's own needs nothing installed"
+        );
+    }
+
+    #[test]
     fn a_control_plane_needs_postgresql_replicas_to_fail_over_between() {
         let e = errors("[api]\ncount = 1\n[control]\ncount = 1\n");
         assert_eq!(e.len(), 1, "{e:?}");
