@@ -81,16 +81,22 @@ def server_pid(d, node):
         return int(f.readline())
 
 
-def control_view(d):
-    """GET /cluster of the leading controller (any controller answers with what it sees)."""
+def controllers(d):
+    """(name, pid, http address) of every controller role."""
+    return [(r["name"], r.get("pid"), r["addrs"]["http"]) for r in status(d)["roles"]
+            if r["kind"] == "control" and "http" in r["addrs"]]
+
+
+def control_view(d, known=None, timeout=0.3):
+    """GET /cluster of the leading controller (any controller answers with what it sees). With
+    `known` (from controllers()) no `strata status` is run: the drill's own timing matters."""
     views = []
-    for r in status(d)["roles"]:
-        if r["kind"] == "control" and r.get("alive") and "http" in r["addrs"]:
-            try:
-                with urllib.request.urlopen("http://%s/cluster" % r["addrs"]["http"], timeout=2) as f:
-                    views.append((r["name"], json.loads(f.read())))
-            except OSError:
-                pass
+    for name, _, addr in (known if known is not None else controllers(d)):
+        try:
+            with urllib.request.urlopen("http://%s/cluster" % addr, timeout=timeout) as f:
+                views.append((name, json.loads(f.read())))
+        except OSError:
+            pass
     for name, v in views:
         if v.get("leading"):
             return name, v
@@ -276,22 +282,26 @@ def drill_double(d, lb, tag, lag_mb, hold, controller=None, store="file"):
     waited, promoted_early, frozen_leader = False, None, None
     hold_until = time.time() + hold
     acted = False
-    while time.time() < hold_until:
-        leader, v = control_view(d)
+    known = controllers(d)
+    while time.time() < hold_until - 0.1:
+        leader, v = control_view(d, known)
         w = v.get("waiting") or {}
         if w.get("reachable") == 1 and w.get("needed") == 2:
             waited = True
             if controller and not acted and leader:
-                pid = role(status(d), leader)["pid"]
+                pid = next(p for n, p, _ in known if n == leader)
                 signal_tree(pid, signal.SIGKILL if controller == "kill" else signal.SIGSTOP)
                 frozen_leader = pid if controller == "stop" else None
                 extra["controller_fault_at_s"] = round(time.time() - fault_at, 2)
                 extra["controller"] = leader
                 acted = True
+                # Its address answers no more (killed: the restarted one comes back on it).
+                known = [k for k in known if k[0] != leader] if controller == "stop" else known
         c = (v.get("cluster") or {})
         if c.get("primary") and c.get("primary") != prim["name"]:
             promoted_early = c["primary"]
-        time.sleep(0.2)
+        time.sleep(0.1)
+    time.sleep(max(0.0, hold_until - time.time()))
     extra["waited"] = waited
     extra["promoted_during_hold"] = promoted_early
     if frozen_leader and store == "file":
