@@ -101,6 +101,10 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
         let name = format!("control-{i}");
         let role_name = name.clone();
         let (nodes, postgres_dir, store) = (databases.clone(), postgres_dir.clone(), store.clone());
+        let (check_interval_ms, failures) = (
+            topology.control.check_interval_ms,
+            topology.control.failures,
+        );
         plan.roles.push(RoleSpec::new(
             RoleKind::Control,
             name,
@@ -120,6 +124,12 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
                 args.listen = w.listen();
                 args.primary = nodes[0].clone();
                 args.commit = commit;
+                if let Some(ms) = check_interval_ms {
+                    args.check_interval_ms = ms;
+                }
+                if let Some(n) = failures {
+                    args.failures = n;
+                }
                 args.store = store(w)?;
                 args.name = role_name.clone();
                 args.exit_on_stdin_eof = true;

@@ -54,7 +54,7 @@ const EVERY_SETTING: &[&str] = &[
     "[lb]\nalgorithm = \"consistent-hash\"\nsticky_cookie = \"pin\"\ntls_port = 8443\ntls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\nhttps_redirect = true\nconnect_timeout_ms = 250\nheader_timeout_ms = 900\ntotal_timeout_ms = 3000\nidle_timeout_ms = 5000\nclient_header_timeout_ms = 700\n[api]\ncount = 2\nports = [9001, 9002]\n[data]\nengine = \"postgres\"\nreplicas = 2\ncommit = \"async\"\nrejoin = \"manual\"\n[cache]\nengine = \"memcached\"\nnodes = 2\nmax_mib = 32\nl1_mib = 8\nl1_ttl_ms = 250\n[sessions]\nengine = \"redis\"\n",
     "[lb]\ntls_port = 0\ndev_cert = true\n[api]\ncount = 3\n[data]\nengine = \"postgres\"\nurl = \"postgresql://app:secret@db1:5432,db2:5432/strata\"\n[cache]\nengine = \"off\"\n",
     "[api]\ncount = 2\n[cache]\nengine = \"redis\"\nnodes = 3\n",
-    "name = \"ha\"\n[lb]\n[api]\ncount = 2\n[data]\nengine = \"postgres\"\nreplicas = 2\n[control]\ncount = 3\nstore = \"etcd\"\n",
+    "name = \"ha\"\n[lb]\n[api]\ncount = 2\n[data]\nengine = \"postgres\"\nreplicas = 2\n[control]\ncount = 3\nstore = \"etcd\"\ncheck_interval_ms = 250\nfailures = 4\n",
     "[api]\ncount = 1\n[data]\nengine = \"postgres\"\nreplicas = 1\n[control]\nstore = \"etcd\"\netcd = [\"http://10.0.0.5:2379\", \"http://10.0.0.6:2379\"]\n",
 ];
 

@@ -8,6 +8,8 @@
 //! count = 3            # controllers (and etcd members): an odd number, 1 to 7
 //! store = "etcd"       # "file" (the default: one controller)
 //! # etcd = ["http://10.0.0.5:2379", "http://10.0.0.6:2379"]   # an etcd of one's own
+//! # check_interval_ms = 500   # how often the leader checks the primary
+//! # failures = 3              # failed checks in a row before it fails over
 //! ```
 
 use super::reader::Section;
@@ -17,6 +19,8 @@ use super::{ControlSpec, MAX_CONTROLLERS, StoreKind};
 pub(super) fn read(sec: &mut Section<'_>) -> ControlSpec {
     let store = sec.choice::<StoreKind>("store").unwrap_or_default();
     let count = sec.int::<u8>("count", 1..=i64::from(MAX_CONTROLLERS));
+    let check_interval_ms = sec.millis("check_interval_ms", 50..=60_000);
+    let failures = sec.int::<u32>("failures", 1..=100);
     let etcd = sec
         .strings("etcd", "etcd endpoints (\"http://HOST:PORT\")", |e| {
             strata_control::etcd::client::parse_endpoint(e).is_ok()
@@ -54,6 +58,8 @@ pub(super) fn read(sec: &mut Section<'_>) -> ControlSpec {
         count: count.unwrap_or(1),
         store,
         etcd,
+        check_interval_ms,
+        failures,
     }
 }
 
@@ -80,7 +86,7 @@ mod tests {
             ControlSpec {
                 count: 3,
                 store: StoreKind::Etcd,
-                etcd: Vec::new()
+                ..ControlSpec::default()
             }
         );
         assert_eq!(t.etcd_members(), 3, "strata up runs the etcd cluster");
@@ -91,6 +97,23 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(t.etcd_members(), 0, "an etcd of one's own: none to run");
+    }
+
+    #[test]
+    fn how_often_the_primary_is_checked_and_how_many_failures_fail_over_are_settings() {
+        let t = Topology::parse(
+            &format!("{PG}[control]\ncheck_interval_ms = 200\nfailures = 2\n"),
+            8080,
+        )
+        .expect("valid");
+        assert_eq!(
+            (t.control.check_interval_ms, t.control.failures),
+            (Some(200), Some(2))
+        );
+        let e = errors(&format!(
+            "{PG}[control]\ncheck_interval_ms = 10\nfailures = 0\n"
+        ));
+        assert_eq!(e.len(), 2, "{e:?}");
     }
 
     #[test]

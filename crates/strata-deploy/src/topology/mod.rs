@@ -84,6 +84,10 @@ pub struct ControlSpec {
     /// An etcd cluster of one's own (`http://HOST:PORT` endpoints) instead of members that
     /// `strata up` runs.
     pub etcd: Vec<String>,
+    /// How often the leading controller checks the primary (`check_interval_ms`; default 500).
+    pub check_interval_ms: Option<u64>,
+    /// Failed checks in a row before it fails over (`failures`; default 3).
+    pub failures: Option<u32>,
 }
 
 impl Default for ControlSpec {
@@ -92,6 +96,8 @@ impl Default for ControlSpec {
             count: 1,
             store: StoreKind::File,
             etcd: Vec::new(),
+            check_interval_ms: None,
+            failures: None,
         }
     }
 }
