@@ -1,21 +1,27 @@
 //! A request-smuggling guard under the HTTP/1.1 parser: it follows the framing of every request
-//! on a client connection and withholds each request head until it is complete, so that a head
-//! carrying both `Content-Length` and `Transfer-Encoding` can be refused before the parser sees
-//! it.
+//! on a client connection, withholds each request head until it is complete, and checks it
+//! strictly ([`crate::strict`], RFC 9112) before the parser sees it.
 //!
-//! hyper, like RFC 9112 §6.1 allows, frames such a request by `Transfer-Encoding`, drops the
-//! `Content-Length` and closes the connection after answering; the balancer's own code never
-//! sees that both were there. RFC 9112's other choice — refusing the request — is the one this
-//! guard takes: it hands the parser a malformed head instead, which hyper answers `400 Bad
-//! Request` before closing the connection. Earlier requests on the connection are answered
-//! first, in order.
+//! hyper's parser is lenient where leniency lets the balancer and a backend read one byte
+//! stream as different requests (a bare LF for a line end, no `Host` or two, both
+//! `Content-Length` and `Transfer-Encoding` — which hyper, as RFC 9112 §6.1 allows, frames by
+//! the latter, dropping the length). The guard refuses such a head: it hands the parser
+//! [`REFUSED_HEAD`] in its place, which hyper answers `400 Bad Request` before closing the
+//! connection, and reads nothing more. Earlier requests on the connection are answered first,
+//! in order.
 //!
 //! The guard reads requests the way the parser will: a head (ended by an empty line), then a
-//! body of `Content-Length` bytes or chunked (sizes, data, trailers), then the next head.
-//! Whatever it cannot follow — a head that does not parse, HTTP/2's preface, an upgrade or
-//! CONNECT (the bytes after them may be a tunnel), a bad chunk size — makes it step aside for
-//! the rest of the connection, leaving the parser to refuse what is malformed (it does: 400 and
-//! close). A head that grows past the parser's own limit is passed on for the parser to refuse.
+//! body of `Content-Length` bytes or chunked (sizes, data, trailers — each line checked
+//! against RFC 9112 §7.1), then the next head. A chunked body that breaks the grammar is cut
+//! where it breaks and ended by [`REFUSED_BODY`], bytes the parser's chunked decoder refuses in
+//! whatever state it is outside chunk data (the balancer then answers 400 and closes). Only two
+//! things make it step aside and pass bytes as they come: HTTP/2's preface at the start of a
+//! connection (HTTP/2 has its own strict framing), and a valid HTTP/1.1 `Upgrade` request
+//! (what follows may be another protocol; if the backend declines the upgrade the balancer
+//! closes the connection after its answer, so those bytes are never parsed as requests).
+//!
+//! Its cost is one copy of each request through its own small buffers and a second parse of
+//! each head, with the strict checks a pass over the head it already holds.
 
 use std::io;
 use std::pin::Pin;
@@ -23,11 +29,19 @@ use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// A head the parser refuses (an invalid method token), given in place of an ambiguous one.
-const REFUSED_HEAD: &[u8] = b"SMUGGLED\x01 / HTTP/1.1\r\n\r\n";
-/// The most header bytes the guard holds back; the parser's own limit is the same, so a longer
-/// head is refused by it.
-const MAX_HEAD: usize = 64 * 1024;
+use crate::strict::{self, Framing, Refusal};
+
+/// A head the parser refuses (an invalid method token), given in place of a refused one.
+pub const REFUSED_HEAD: &[u8] = b"SMUGGLED\x01 / HTTP/1.1\r\n\r\n";
+/// Ends a chunked body cut where it broke the grammar: the parser's chunked decoder refuses a
+/// CR followed by NUL in every state but chunk data (a CR may end a size line, an extension,
+/// chunk data or a trailer; NUL may follow none of them, nor start a size or a line).
+pub const REFUSED_BODY: &[u8] = b"\r\0";
+/// HTTP/2's connection preface (RFC 9113 §3.4).
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// The most header bytes the guard holds back (the parser's own limit is the same); a longer
+/// head is refused. A chunked body's trailer section has the same limit.
+pub const MAX_HEAD: usize = 64 * 1024;
 /// The most buffer capacity a connection keeps between requests.
 const KEPT_CAPACITY: usize = 1024;
 /// Vectored writes up to this many bytes in all are joined into one write.
@@ -41,17 +55,40 @@ enum State {
     Head,
     /// Inside a body of known length: this many bytes remain.
     Fixed(u64),
-    /// Reading a chunk-size line: the size so far, and whether the extensions have started.
-    ChunkSize { size: u64, digits: u8, ext: bool },
-    /// Inside chunk data: this many bytes remain, then the line end.
+    /// In a chunk size: its value so far and how many hex digits it has.
+    ChunkSize {
+        size: u64,
+        digits: u8,
+    },
+    /// Whitespace after a chunk size: an extension must follow.
+    ChunkSpace {
+        size: u64,
+    },
+    /// In a chunk's extensions (ignored, as RFC 9112 §7.1.1 allows).
+    ChunkExt {
+        size: u64,
+    },
+    /// The LF that ends a chunk-size line.
+    ChunkSizeLf {
+        size: u64,
+    },
+    /// Inside chunk data: this many bytes remain.
     ChunkData(u64),
-    /// After chunk data, before its line end.
-    ChunkEnd,
-    /// In the trailer section: the length of the current line so far.
-    Trailers(usize),
+    /// The CR, then the LF, after chunk data.
+    ChunkDataCr,
+    ChunkDataLf,
+    /// At the start of a trailer line (or of the empty line that ends the message), in a
+    /// trailer field's name, in its value, at the LF ending it; each with the trailer
+    /// section's length so far.
+    TrailerStart(usize),
+    TrailerName(usize),
+    TrailerValue(usize),
+    TrailerLf(usize),
+    /// The LF of the empty line that ends a chunked message.
+    EndLf,
     /// Not following any more: everything passes as it is.
     Aside,
-    /// An ambiguous head was refused: nothing more is read.
+    /// A request was refused: nothing more is read.
     Refused,
 }
 
@@ -59,6 +96,8 @@ enum State {
 pub struct FramingGuard<S> {
     inner: S,
     state: State,
+    /// Nothing has been passed on yet: HTTP/2's preface may come.
+    fresh: bool,
     /// Head bytes held back until the head is complete.
     head: Vec<u8>,
     /// Bytes ready for the parser.
@@ -72,6 +111,7 @@ impl<S> FramingGuard<S> {
         FramingGuard {
             inner,
             state: State::Head,
+            fresh: true,
             head: Vec::new(),
             out: Vec::new(),
             out_pos: 0,
@@ -110,17 +150,25 @@ impl<S> FramingGuard<S> {
                     self.out.extend_from_slice(&bytes[..n]);
                     bytes = &bytes[n..];
                     self.state = if remaining == n as u64 {
-                        State::ChunkEnd
+                        State::ChunkDataCr
                     } else {
                         State::ChunkData(remaining - n as u64)
                     };
                 }
                 _ => {
-                    // Byte by byte through the chunk lines (short).
+                    // Byte by byte through the chunk lines and trailers (short).
                     let b = bytes[0];
-                    self.out.push(b);
-                    bytes = &bytes[1..];
-                    self.state = chunk_step(self.state, b);
+                    match chunk_step(self.state, b) {
+                        Some(next) => {
+                            self.out.push(b);
+                            bytes = &bytes[1..];
+                            self.state = next;
+                        }
+                        None => {
+                            self.refuse(Refusal::ChunkedBody, REFUSED_BODY);
+                            return;
+                        }
+                    }
                 }
             }
         }
@@ -130,45 +178,46 @@ impl<S> FramingGuard<S> {
     /// bytes after the head, to be followed in the state its framing set.
     fn examine_head(&mut self) -> Vec<u8> {
         loop {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut request = httparse::Request::new(&mut headers);
-            let parsed = request.parse(&self.head);
-            let len = match parsed {
-                Ok(httparse::Status::Complete(len)) => len,
-                Ok(httparse::Status::Partial) if self.head.len() < MAX_HEAD => return Vec::new(),
-                // Too long, HTTP/2's preface, or not HTTP/1.x at all: the parser decides.
-                _ => {
-                    self.step_aside();
+            if self.fresh {
+                let n = self.head.len().min(PREFACE.len());
+                if self.head[..n] == PREFACE[..n] {
+                    if n == PREFACE.len() {
+                        self.step_aside();
+                    }
+                    return Vec::new();
+                }
+            }
+            let verdict = {
+                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let mut request = httparse::Request::new(&mut headers);
+                match request.parse(&self.head) {
+                    Ok(httparse::Status::Complete(len)) => {
+                        strict::check(&self.head[..len], &request).map(|f| Some((len, f)))
+                    }
+                    Ok(httparse::Status::Partial) => {
+                        strict::check_partial(&self.head).map(|()| None)
+                    }
+                    Err(_) => Err(Refusal::Syntax),
+                }
+            };
+            let (len, framing) = match verdict {
+                Ok(Some(head)) => head,
+                Ok(None) => return Vec::new(),
+                Err(refusal) => {
+                    self.refuse(refusal, REFUSED_HEAD);
                     return Vec::new();
                 }
             };
-            let framing = framing_of(&request);
-            match framing {
-                Framing::Ambiguous => {
-                    tracing::debug!(
-                        "a request with both Content-Length and Transfer-Encoding: refused"
-                    );
-                    metrics::counter!("strata_lb_smuggling_refused_total").increment(1);
-                    self.head.clear();
-                    self.out.extend_from_slice(REFUSED_HEAD);
-                    self.state = State::Refused;
-                    return Vec::new();
-                }
-                Framing::Unfollowable => {
+            self.fresh = false;
+            self.state = match framing {
+                Framing::Upgrade => {
                     self.step_aside();
                     return Vec::new();
                 }
-                Framing::Length(n) => {
-                    self.state = if n == 0 { State::Head } else { State::Fixed(n) }
-                }
-                Framing::Chunked => {
-                    self.state = State::ChunkSize {
-                        size: 0,
-                        digits: 0,
-                        ext: false,
-                    }
-                }
-            }
+                Framing::Length(0) => State::Head,
+                Framing::Length(n) => State::Fixed(n),
+                Framing::Chunked => State::ChunkSize { size: 0, digits: 0 },
+            };
             let rest = self.head.split_off(len);
             let head = std::mem::take(&mut self.head);
             self.out.extend_from_slice(&head);
@@ -185,97 +234,90 @@ impl<S> FramingGuard<S> {
         let held = std::mem::take(&mut self.head);
         self.out.extend_from_slice(&held);
         self.state = State::Aside;
+        self.fresh = false;
+    }
+
+    /// Ends the stream for the parser with `last` (a refused head, or the end of a broken
+    /// body); nothing more is read.
+    fn refuse(&mut self, refusal: Refusal, last: &[u8]) {
+        tracing::debug!(
+            reason = refusal.reason(),
+            "a malformed or ambiguous request: refused"
+        );
+        metrics::counter!("strata_lb_refused_requests_total", "reason" => refusal.reason())
+            .increment(1);
+        self.head = Vec::new();
+        self.out.extend_from_slice(last);
+        self.state = State::Refused;
+        self.fresh = false;
     }
 }
 
-/// One byte through the chunk-size line, the line end after chunk data, or the trailers.
-fn chunk_step(state: State, b: u8) -> State {
-    match state {
-        State::ChunkSize { size, digits, ext } => match b {
-            b'\n' if digits == 0 => State::Aside,
-            b'\n' if size == 0 => State::Trailers(0),
-            b'\n' => State::ChunkData(size),
-            b'\r' => State::ChunkSize { size, digits, ext },
-            _ if ext => State::ChunkSize { size, digits, ext },
-            b';' | b' ' | b'\t' if digits > 0 => State::ChunkSize {
-                size,
-                digits,
-                ext: true,
-            },
-            _ => match (b as char).to_digit(16) {
-                Some(d) if digits < 16 => State::ChunkSize {
-                    size: size * 16 + u64::from(d),
+/// One byte through a chunk line, the line end after chunk data, or the trailers (RFC 9112
+/// §7.1): the next state, or `None` where the grammar breaks. Never laxer than hyper's chunked
+/// decoder, so that the parser has accepted everything before the break.
+fn chunk_step(state: State, b: u8) -> Option<State> {
+    let next = match state {
+        State::ChunkSize { size, digits } => match b {
+            b'\r' if digits > 0 => State::ChunkSizeLf { size },
+            b';' if digits > 0 => State::ChunkExt { size },
+            b' ' | b'\t' if digits > 0 => State::ChunkSpace { size },
+            _ => {
+                let d = (b as char).to_digit(16)?;
+                if digits >= 16 {
+                    return None;
+                }
+                State::ChunkSize {
+                    size: size << 4 | u64::from(d),
                     digits: digits + 1,
-                    ext: false,
-                },
-                // A bad chunk size: the parser refuses it.
-                _ => State::Aside,
-            },
+                }
+            }
         },
-        State::ChunkEnd => match b {
-            b'\n' => State::ChunkSize {
-                size: 0,
-                digits: 0,
-                ext: false,
-            },
-            b'\r' => State::ChunkEnd,
-            _ => State::Aside,
+        State::ChunkSpace { size } => match b {
+            b' ' | b'\t' => State::ChunkSpace { size },
+            b';' => State::ChunkExt { size },
+            _ => return None,
         },
-        State::Trailers(line) => match b {
-            b'\n' if line == 0 => State::Head,
-            b'\n' => State::Trailers(0),
-            b'\r' => State::Trailers(line),
-            _ if line >= MAX_HEAD => State::Aside,
-            _ => State::Trailers(line + 1),
+        State::ChunkExt { size } => match b {
+            b'\r' => State::ChunkSizeLf { size },
+            b'\t' | b' '..=b'~' | 0x80..=0xff => State::ChunkExt { size },
+            _ => return None,
         },
-        other => other,
+        State::ChunkSizeLf { size } => match b {
+            b'\n' if size == 0 => State::TrailerStart(0),
+            b'\n' => State::ChunkData(size),
+            _ => return None,
+        },
+        State::ChunkDataCr if b == b'\r' => State::ChunkDataLf,
+        State::ChunkDataLf if b == b'\n' => State::ChunkSize { size: 0, digits: 0 },
+        State::TrailerStart(n) => match b {
+            b'\r' => State::EndLf,
+            _ if is_tchar(b) => State::TrailerName(n + 1),
+            _ => return None,
+        },
+        State::TrailerName(n) => match b {
+            b':' => State::TrailerValue(n + 1),
+            _ if is_tchar(b) => State::TrailerName(n + 1),
+            _ => return None,
+        },
+        State::TrailerValue(n) => match b {
+            b'\r' => State::TrailerLf(n + 1),
+            b'\t' | b' '..=b'~' | 0x80..=0xff => State::TrailerValue(n + 1),
+            _ => return None,
+        },
+        State::TrailerLf(n) if b == b'\n' => State::TrailerStart(n + 1),
+        State::EndLf if b == b'\n' => State::Head,
+        _ => return None,
+    };
+    match next {
+        State::TrailerName(n) | State::TrailerValue(n) if n >= MAX_HEAD => None,
+        next => Some(next),
     }
 }
 
-enum Framing {
-    Length(u64),
-    Chunked,
-    /// Both `Content-Length` and `Transfer-Encoding`.
-    Ambiguous,
-    /// An upgrade, CONNECT, or framing the parser will refuse anyway.
-    Unfollowable,
-}
-
-fn framing_of(request: &httparse::Request<'_, '_>) -> Framing {
-    if request.method == Some("CONNECT") {
-        return Framing::Unfollowable;
-    }
-    let mut length: Option<&[u8]> = None;
-    let mut transfer_encoding: Option<&[u8]> = None;
-    for h in request.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            if length.is_some_and(|l| l != h.value) {
-                return Framing::Unfollowable;
-            }
-            length = Some(h.value);
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            transfer_encoding = Some(h.value);
-        } else if h.name.eq_ignore_ascii_case("upgrade") {
-            return Framing::Unfollowable;
-        }
-    }
-    match (length, transfer_encoding) {
-        (Some(_), Some(_)) => Framing::Ambiguous,
-        (None, Some(te)) => {
-            let last = te.rsplit(|&c| c == b',').next().unwrap_or_default();
-            if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-                Framing::Chunked
-            } else {
-                Framing::Unfollowable
-            }
-        }
-        (Some(len), None) => std::str::from_utf8(len)
-            .ok()
-            .filter(|s| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
-            .and_then(|s| s.parse().ok())
-            .map_or(Framing::Unfollowable, Framing::Length),
-        (None, None) => Framing::Length(0),
-    }
+/// A `tchar` (RFC 9110 §5.6.2).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for FramingGuard<S> {
@@ -313,11 +355,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for FramingGuard<S> {
             ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
             let filled = read.filled();
             if filled.is_empty() {
-                // The client is done: whatever part of a head it sent goes to the parser, which
-                // reports it incomplete.
+                // The client is done: a head it left incomplete is dropped; the parser sees the
+                // connection end between requests.
                 this.eof = true;
-                let held = std::mem::take(&mut this.head);
-                this.out.extend_from_slice(&held);
+                this.head = Vec::new();
                 continue;
             }
             this.follow(filled);
@@ -384,7 +425,7 @@ mod tests {
 
     #[test]
     fn plain_requests_pass_unchanged_however_they_are_cut() {
-        let stream: &[u8] = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloPOST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\nX-Trailer: t\r\n\r\nGET /d HTTP/1.1\r\n\r\n";
+        let stream: &[u8] = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\r\nPOST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\nA ; a=\"b c\"\r\n0123456789\r\n0\r\nX-Trailer: t\r\n\r\nGET /d HTTP/1.0\r\n\r\n";
         for cut in 1..stream.len() {
             let (out, state) = through(&[&stream[..cut], &stream[cut..]]);
             assert_eq!(out, stream, "cut at {cut}");
@@ -402,14 +443,20 @@ mod tests {
     }
 
     #[test]
-    fn content_length_with_transfer_encoding_is_refused_in_either_order() {
+    fn a_refused_head_is_replaced_after_the_requests_before_it() {
         for head in [
-            &b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
-            b"POST / HTTP/1.1\r\ntransfer-encoding: gzip, chunked\r\ncontent-length: 0\r\n\r\n",
+            &b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+            b"GET / HTTP/1.1\nHost: x\n\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n",
+            b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n",
         ] {
-            let (out, state) = through(&[b"GET /first HTTP/1.1\r\n\r\n", head, b"0\r\n\r\n"]);
-            let mut expected = b"GET /first HTTP/1.1\r\n\r\n".to_vec();
+            let first = b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n";
+            let (out, state) = through(&[first, head, b"0\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n"]);
+            let mut expected = first.to_vec();
             expected.extend_from_slice(REFUSED_HEAD);
             assert_eq!(out, expected, "{}", String::from_utf8_lossy(head));
             assert_eq!(state, State::Refused);
@@ -420,8 +467,11 @@ mod tests {
     fn a_smuggled_head_inside_a_body_is_not_taken_for_a_head() {
         // A body that looks like an ambiguous head is data, not a request.
         let body = b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
-        let mut stream =
-            format!("POST /u HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+        let mut stream = format!(
+            "POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
         stream.extend_from_slice(body);
         let (out, state) = through(&[&stream]);
         assert_eq!(out, stream);
@@ -429,17 +479,49 @@ mod tests {
     }
 
     #[test]
-    fn what_cannot_be_followed_is_left_to_the_parser() {
-        for stream in [
-            &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..],
-            b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n\x81\x05hello",
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-            b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+    fn a_broken_chunked_body_is_cut_where_it_breaks() {
+        let head = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for (body, good) in [
+            (&b"zz\r\nabc\r\n0\r\n\r\n"[..], 0),
+            (b"3\nabc\r\n0\r\n\r\n", 1),
+            (b"3 \r\nabc\r\n0\r\n\r\n", 2),
+            (b"3\r\nabcX\r\n0\r\n\r\n", 6),
+            (b"3\r\nabc\r\n0\r\nX : y\r\n\r\n", 12),
+            (b"3\r\nabc\r\n0\r\n y\r\n\r\n", 11),
+            (b"3;a\x00\r\nabc\r\n0\r\n\r\n", 3),
+            (b"00000000000000003\r\nabc\r\n0\r\n\r\n", 16),
         ] {
-            let (out, state) = through(&[stream]);
-            assert_eq!(out, stream, "{}", String::from_utf8_lossy(stream));
-            assert_eq!(state, State::Aside, "{}", String::from_utf8_lossy(stream));
+            let mut stream = head.to_vec();
+            stream.extend_from_slice(body);
+            stream.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+            let (out, state) = through(&[&stream]);
+            let mut expected = head.to_vec();
+            expected.extend_from_slice(&body[..good]);
+            expected.extend_from_slice(REFUSED_BODY);
+            assert_eq!(out, expected, "{}", String::from_utf8_lossy(body));
+            assert_eq!(state, State::Refused);
         }
+    }
+
+    #[test]
+    fn http2_and_upgrades_pass_as_they_come() {
+        for stream in [
+            &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04"[..],
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n\x81\x05hello",
+        ] {
+            for cut in 1..stream.len() {
+                let (out, state) = through(&[&stream[..cut], &stream[cut..]]);
+                assert_eq!(out, stream, "{}", String::from_utf8_lossy(stream));
+                assert_eq!(state, State::Aside, "{}", String::from_utf8_lossy(stream));
+            }
+        }
+        // The preface only opens a connection.
+        let (out, state) = through(&[
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        ]);
+        assert_eq!(state, State::Refused);
+        assert!(out.ends_with(REFUSED_HEAD));
     }
 
     /// Records how it was written to.

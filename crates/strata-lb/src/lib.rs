@@ -13,7 +13,8 @@
 //!   backends;
 //! - [`proxy`]: the request path — header hygiene, forwarding, retries within a budget;
 //! - [`upstream`]: each worker's keep-alive connections to the backends;
-//! - [`framing`]: the request-smuggling guard under the HTTP/1.1 parser;
+//! - [`framing`]: the request-smuggling guard under the HTTP/1.1 parser, and [`strict`], the
+//!   RFC 9112 checks it makes of every request head;
 //! - [`admin`]: the runtime API on its own port;
 //! - [`role`]: `strata lb`, the balancer as a role process: its command line and startup.
 //!
@@ -43,6 +44,7 @@ pub mod ratelimit;
 pub mod role;
 pub mod selection;
 pub mod sticky;
+pub mod strict;
 pub mod tls;
 pub mod upstream;
 

@@ -31,7 +31,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Frame, Incoming, SizeHint};
 
@@ -377,11 +377,26 @@ impl Proxy {
         req: Request<Incoming>,
         client: Arc<ClientConn>,
     ) -> Result<Response<ProxyBody>, Infallible> {
+        // A HTTP/1.1 upgrade that does not happen ends the connection after its answer: the
+        // guard under the parser passed the bytes after the request on as they came (they may
+        // have been another protocol), so no request may be read from them.
+        let upgrade =
+            req.version() == Version::HTTP_11 && req.headers().contains_key(header::UPGRADE);
+        let mut response = self.serve(req, &client).await;
+        if upgrade && response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        Ok(response)
+    }
+
+    async fn serve(&self, req: Request<Incoming>, client: &ClientConn) -> Response<ProxyBody> {
         let started = Instant::now();
         if !client.secure
             && let Some(port) = self.redirect_to_https
         {
-            return Ok(https_redirect(&req, port));
+            return https_redirect(&req, port);
         }
         let request_id = match req.headers().get(&REQUEST_ID) {
             Some(v) if strata_core::request_id::is_valid(v.as_bytes()) => v.clone(),
@@ -403,11 +418,11 @@ impl Proxy {
             r.headers_mut().insert(REQUEST_ID, request_id);
             metrics::counter!("strata_lb_rate_limited_total", "pool" => self.pool.name.clone())
                 .increment(1);
-            return Ok(r);
+            return r;
         }
         let method = req.method().clone();
         let (mut response, backend_used, attempts) =
-            self.forward(req, &client, &request_id, started).await;
+            self.forward(req, client, &request_id, started).await;
         response
             .headers_mut()
             .insert(REQUEST_ID, request_id.clone());
@@ -444,7 +459,7 @@ impl Proxy {
             request_id = %String::from_utf8_lossy(request_id.as_bytes()),
             "proxied"
         );
-        Ok(response)
+        response
     }
 
     async fn forward(
@@ -496,7 +511,12 @@ impl Proxy {
         let (mut parts, incoming) = req.into_parts();
         // An HTTP/1.1 Upgrade (WebSocket): the client side of the tunnel, taken now, joined to
         // the backend's once the backend answers 101.
-        let upgrade = parts.headers.get(header::UPGRADE).cloned();
+        // (RFC 9110 §7.8: `Upgrade` in a HTTP/1.0 request is ignored.)
+        let upgrade = if parts.version == Version::HTTP_11 {
+            parts.headers.get(header::UPGRADE).cloned()
+        } else {
+            None
+        };
         let mut client_upgrade = upgrade
             .as_ref()
             .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
@@ -573,9 +593,10 @@ impl Proxy {
         );
         headers.append(header::FORWARDED, client.forwarded.clone());
         headers.insert(REQUEST_ID, request_id.clone());
-        // An HTTP/2 client names the host in the request target, not in a Host header.
-        if !headers.contains_key(header::HOST)
-            && let Some(authority) = parts.uri.authority()
+        // The target's authority, when it has one, names the host: a HTTP/2 client names it
+        // there, and a HTTP/1.1 request in absolute-form is to be read by it, not by its `Host`
+        // (RFC 9112 §3.2.2).
+        if let Some(authority) = parts.uri.authority()
             && let Ok(v) = HeaderValue::from_str(authority.as_str())
         {
             headers.insert(header::HOST, v);
