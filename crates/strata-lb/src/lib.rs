@@ -15,6 +15,7 @@
 //! - [`upstream`]: each worker's keep-alive connections to the backends;
 //! - [`framing`]: the request-smuggling guard under the HTTP/1.1 parser, and [`strict`], the
 //!   RFC 9112 checks it makes of every request head;
+//! - [`answers`]: the response body type and the answers the balancer writes itself;
 //! - [`admin`]: the runtime API on its own port;
 //! - [`role`]: `strata lb`, the balancer as a role process: its command line and startup.
 //!
@@ -35,6 +36,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
 pub mod admin;
+pub mod answers;
 pub mod backend;
 pub mod framing;
 pub mod health;

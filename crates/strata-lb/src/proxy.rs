@@ -19,73 +19,28 @@
 //! attempt with its deadline, the retry decision and the response body that returns its
 //! connection — is one concept whose steps share the same state; split apart, each piece
 //! would need the others' internals. The connections themselves live in [`crate::upstream`],
-//! the smuggling guard in [`crate::framing`].
+//! the answers the balancer writes itself in [`crate::answers`], the smuggling guard and the
+//! strict checks of request heads in [`crate::framing`] and [`crate::strict`].
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::{Frame, Incoming, SizeHint};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
 
+use crate::answers::{bad_body, https_redirect, problem};
 use crate::selection::{HashOn, RequestKey};
-use crate::upstream::{OutBody, PooledBody, SendError, Upstream};
+use crate::upstream::{OutBody, SendError, Upstream};
 use crate::{Algorithm, Pool, Timeouts};
 
+pub use crate::answers::ProxyBody;
 pub use crate::upstream::BoxError;
-
-/// A response body to a client: a backend's, streamed, or one the balancer wrote itself.
-#[derive(Debug)]
-pub enum ProxyBody {
-    Upstream(PooledBody),
-    Full(Full<Bytes>),
-}
-
-impl ProxyBody {
-    pub fn full(bytes: impl Into<Bytes>) -> Self {
-        Self::Full(Full::new(bytes.into()))
-    }
-
-    pub fn empty() -> Self {
-        Self::full(Bytes::new())
-    }
-}
-
-impl hyper::body::Body for ProxyBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            ProxyBody::Upstream(body) => Pin::new(body).poll_frame(cx).map_err(BoxError::from),
-            ProxyBody::Full(full) => Pin::new(full).poll_frame(cx).map_err(|e| match e {}),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ProxyBody::Upstream(body) => body.is_end_stream(),
-            ProxyBody::Full(full) => full.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ProxyBody::Upstream(body) => body.size_hint(),
-            ProxyBody::Full(full) => full.size_hint(),
-        }
-    }
-}
 
 /// What the balancer knows of a client connection, computed once per connection rather than
 /// once per request.
@@ -225,26 +180,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn problem(status: StatusCode, slug: &str, detail: &str) -> Response<ProxyBody> {
-    let body = serde_json::json!({
-        "type": format!("urn:strata:problem:{slug}"),
-        "title": status.canonical_reason().unwrap_or("Error"),
-        "status": status.as_u16(),
-        "detail": detail,
-    });
-    let mut r = Response::new(ProxyBody::full(body.to_string()));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    r
-}
-
 /// Whether an answer counts against the backend for passive outlier detection: a 5xx, except
 /// a 503 with `Retry-After`. That one is a live server saying a dependency of its (a database
 /// failing over) is briefly unavailable — every other server would say the same, and ejecting
@@ -324,50 +259,6 @@ fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade
             }
         }
     });
-}
-
-/// `308 Permanent Redirect` to the same path over HTTPS.
-fn https_redirect(req: &Request<Incoming>, port: u16) -> Response<ProxyBody> {
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(|h| {
-            h.rsplit_once(':')
-                .map_or(h, |(name, _)| name)
-                .trim_matches(|c| c == '[' || c == ']')
-                .to_string()
-        })
-        .filter(|h| {
-            !h.is_empty()
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b".-:".contains(&b))
-        })
-        .unwrap_or_else(|| "localhost".into());
-    let host = if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host
-    };
-    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let mut r = Response::new(ProxyBody::empty());
-    *r.status_mut() = StatusCode::PERMANENT_REDIRECT;
-    if let Ok(v) = HeaderValue::from_str(&format!("https://{host}:{port}{path}")) {
-        r.headers_mut().insert(header::LOCATION, v);
-    }
-    r
-}
-
-/// 400 for a malformed request body; the connection is closed after it.
-fn bad_body() -> Response<ProxyBody> {
-    let mut r = problem(
-        StatusCode::BAD_REQUEST,
-        "malformed-body",
-        "The request body is malformed (for example an invalid chunk size).",
-    );
-    r.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    r
 }
 
 impl Proxy {
