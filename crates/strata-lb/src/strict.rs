@@ -92,6 +92,11 @@ pub enum Framing {
 /// Checks a complete head: `head` is exactly the bytes httparse reported as the head, and
 /// `request` its parse.
 pub fn check(head: &[u8], request: &httparse::Request<'_, '_>) -> Result<Framing, Refusal> {
+    // As [`check_partial`] refuses it when it arrives in pieces: the verdict may not depend on
+    // how the head was cut.
+    if head.len() > MAX_HEAD {
+        return Err(Refusal::HeadTooLong);
+    }
     if has_bare_lf(head) {
         return Err(Refusal::BareLf);
     }
@@ -450,6 +455,17 @@ mod tests {
                 String::from_utf8_lossy(head)
             );
         }
+    }
+
+    #[test]
+    fn a_complete_head_over_the_limit_is_refused_as_one_in_pieces_would_be() {
+        let mut head = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
+        while head.len() <= MAX_HEAD {
+            head.extend_from_slice(format!("X-Filler: {}\r\n", "f".repeat(1000)).as_bytes());
+        }
+        head.extend_from_slice(b"\r\n");
+        assert_eq!(verdict(&head), Err(Refusal::HeadTooLong));
+        assert_eq!(check_partial(&head[..MAX_HEAD]), Err(Refusal::HeadTooLong));
     }
 
     #[test]
