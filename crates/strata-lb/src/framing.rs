@@ -411,6 +411,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FramingGuard<S> {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
