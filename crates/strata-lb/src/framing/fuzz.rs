@@ -32,6 +32,8 @@ struct Framed {
     body: Option<Vec<u8>>,
     /// HTTP/1.1 without `Connection`, `Expect` or `Upgrade`: hyper serves it and reads on.
     plain: bool,
+    /// An upgrade: the guard stepped aside after its head, so its body is not its to frame.
+    upgrade: bool,
 }
 
 #[derive(Debug, Default)]
@@ -191,6 +193,7 @@ fn reference(s: &[u8]) -> Reference {
             target: request.path.unwrap_or_default().to_string(),
             body: None,
             plain,
+            upgrade: framing == Framing::Upgrade,
         };
         r.out.extend_from_slice(&rest[..len]);
         let body = &rest[len..];
@@ -267,6 +270,7 @@ fn served_by_hyper(runtime: &tokio::runtime::Runtime, input: Vec<u8>) -> Vec<Fra
                             target: parts.uri.to_string(),
                             body: None,
                             plain: true,
+                            upgrade: false,
                         });
                         log.len() - 1
                     });
@@ -347,7 +351,7 @@ fn check_stream(runtime: &tokio::runtime::Runtime, s: &[u8], cuts: &[usize]) {
         );
         // A body hyper read whole is the one framed; one it did not is one that did not
         // complete.
-        if got.body.is_some() {
+        if got.body.is_some() && !framed.upgrade {
             assert_eq!(got.body, framed.body, "{:?}", String::from_utf8_lossy(s));
         }
     }
