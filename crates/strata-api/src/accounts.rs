@@ -216,23 +216,31 @@ fn limit_keys(email: &Email, parts: &Parts) -> (String, Option<String>) {
     )
 }
 
-async fn check_limits(
+/// Counts this attempt against the account's and the address's limits *before* any password
+/// is checked — an increment that returns the new count, atomic in the shared session store —
+/// so that of any number of attempts at once no more than the limit are ever checked. An
+/// attempt that turns out to succeed is taken back (see [`login`]).
+async fn count_attempt(
     state: &AppState,
     account_key: &str,
     ip_key: Option<&str>,
 ) -> Result<(), ApiError> {
-    let now = now_ms();
-    let (n, left) = state.auth.sessions.failures(account_key, now).await?;
-    if n >= state.auth.max_failures_per_account {
+    let sessions = &state.auth.sessions;
+    let (now, window) = (now_ms(), state.auth.failure_window);
+    if sessions.count_failure(account_key, window, now).await? > state.auth.max_failures_per_account
+    {
         metrics::counter!("strata_auth_login_limited_total", "by" => "account").increment(1);
+        let (_, left) = sessions.failures(account_key, now).await?;
         return Err(ApiError::TooManyAttempts { retry_after: left });
     }
-    if let Some(k) = ip_key {
-        let (n, left) = state.auth.sessions.failures(k, now).await?;
-        if n >= state.auth.max_failures_per_ip {
-            metrics::counter!("strata_auth_login_limited_total", "by" => "ip").increment(1);
-            return Err(ApiError::TooManyAttempts { retry_after: left });
-        }
+    if let Some(k) = ip_key
+        && sessions.count_failure(k, window, now).await? > state.auth.max_failures_per_ip
+    {
+        // Refused for the address: this attempt is not the account's.
+        sessions.discount_failure(account_key).await?;
+        metrics::counter!("strata_auth_login_limited_total", "by" => "ip").increment(1);
+        let (_, left) = sessions.failures(k, now).await?;
+        return Err(ApiError::TooManyAttempts { retry_after: left });
     }
     Ok(())
 }
@@ -325,7 +333,7 @@ pub async fn login(
         return Err(ApiError::InvalidFields(violations));
     };
     let (account_key, ip_key) = limit_keys(&email, &parts);
-    check_limits(&state, &account_key, ip_key.as_deref()).await?;
+    count_attempt(&state, &account_key, ip_key.as_deref()).await?;
     let account = state.accounts.account_by_email(&email).await?;
     let ok = state
         .auth
@@ -335,20 +343,15 @@ pub async fn login(
         )
         .await?;
     let Some(account) = account.filter(|_| ok) else {
-        let window = state.auth.failure_window;
-        let now = now_ms();
-        state
-            .auth
-            .sessions
-            .count_failure(&account_key, window, now)
-            .await?;
-        if let Some(k) = &ip_key {
-            state.auth.sessions.count_failure(k, window, now).await?;
-        }
+        // Counted already, before the check.
         metrics::counter!("strata_auth_logins_total", "outcome" => "failed").increment(1);
         return Err(ApiError::LoginFailed);
     };
+    // Not a failure after all: the account starts afresh, the address gets its count back.
     state.auth.sessions.clear_failures(&account_key).await?;
+    if let Some(k) = &ip_key {
+        state.auth.sessions.discount_failure(k).await?;
+    }
     let now = now_ms();
     let session = Session {
         id: auth::new_session_id(),

@@ -716,6 +716,55 @@ async fn failed_logins_are_limited_and_never_tell_whether_an_email_exists() {
     problem(r, StatusCode::TOO_MANY_REQUESTS).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_guesses_at_once_get_no_more_passwords_checked_than_the_limit() {
+    let app = spawn_app_with(|auth| {
+        auth.max_failures_per_account = 5;
+        auth.max_failures_per_ip = 10_000;
+    })
+    .await;
+    sign_up(&app, "ann@example.com").await;
+    let guesses = (0..200).map(|n| {
+        app.anon
+            .post(app.url("/sessions"))
+            .json(&json!({"email": "ann@example.com", "password": format!("guess number {n}")}))
+            .send()
+    });
+    let statuses: Vec<u16> = futures_util::future::join_all(guesses)
+        .await
+        .into_iter()
+        .map(|r| r.expect("login").status().as_u16())
+        .collect();
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(
+        (checked, refused),
+        (5, 195),
+        "each attempt is counted before its password is checked: {statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_successful_login_gives_the_address_its_count_back() {
+    let app = spawn_app_with(|auth| {
+        auth.max_failures_per_account = 100;
+        auth.max_failures_per_ip = 3;
+    })
+    .await;
+    sign_up(&app, "ann@example.com").await;
+    // Many good logins from one address: none is a failure, none is limited.
+    for _ in 0..6 {
+        let r = app
+            .anon
+            .post(app.url("/sessions"))
+            .json(&json!({"email": "ann@example.com", "password": PASSWORD}))
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+}
+
 #[tokio::test]
 async fn bad_account_and_session_input_gets_precise_problems() {
     let app = spawn_app().await;

@@ -175,6 +175,10 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Forgets the failures under `key` (after a successful login).
     async fn clear_failures(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Takes back one count under `key` (never below zero): an attempt counted before it was
+    /// checked turned out not to be a failure.
+    async fn discount_failure(&self, key: &str) -> Result<(), StoreError>;
 }
 
 /// Milliseconds since the Unix epoch.
@@ -527,6 +531,19 @@ pub mod contract {
             "a new window starts after the old one ended"
         );
         store
+            .count_failure(key, Duration::from_millis(300), now + 400)
+            .await
+            .unwrap_or_else(|e| panic!("count_failure: {e}"));
+        store
+            .discount_failure(key)
+            .await
+            .unwrap_or_else(|e| panic!("discount_failure: {e}"));
+        assert_eq!(
+            store.failures(key, now + 401).await.ok().map(|x| x.0),
+            Some(1),
+            "one count taken back"
+        );
+        store
             .clear_failures(key)
             .await
             .unwrap_or_else(|e| panic!("clear_failures: {e}"));
@@ -534,5 +551,24 @@ pub mod contract {
             store.failures(key, now + 401).await.ok().map(|x| x.0),
             Some(0)
         );
+        store
+            .discount_failure(key)
+            .await
+            .unwrap_or_else(|e| panic!("discount_failure: {e}"));
+        assert_eq!(
+            store.failures(key, now + 401).await.ok().map(|x| x.0),
+            Some(0),
+            "never below zero"
+        );
+
+        // Counting is atomic: many attempts at once each get their own count.
+        let key = "login:account:concurrent";
+        let counts = futures_util::future::join_all(
+            (0..50).map(|_| store.count_failure(key, Duration::from_secs(60), now)),
+        )
+        .await;
+        let mut counts: Vec<u64> = counts.into_iter().filter_map(Result::ok).collect();
+        counts.sort_unstable();
+        assert_eq!(counts, (1..=50).collect::<Vec<u64>>(), "each count once");
     }
 }

@@ -384,4 +384,13 @@ impl SessionStore for PgStore {
         .await
         .map(|_| ())
     }
+
+    async fn discount_failure(&self, key: &str) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE auth_failures SET count = count - 1 WHERE key = $1 AND count > 0",
+            vec![Box::new(key.to_owned())],
+        )
+        .await
+        .map(|_| ())
+    }
 }

@@ -372,4 +372,17 @@ impl SessionStore for SqliteStore {
         })
         .await
     }
+
+    async fn discount_failure(&self, key: &str) -> Result<(), StoreError> {
+        let key = key.to_owned();
+        self.with_writer(move |conn| {
+            conn.execute(
+                "UPDATE auth_failures SET count = count - 1 WHERE key = ?1 AND count > 0",
+                [&key],
+            )
+            .map(|_| ())
+            .map_err(engine_error)
+        })
+        .await
+    }
 }
