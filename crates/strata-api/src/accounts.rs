@@ -377,6 +377,15 @@ pub async fn login(
         .sessions
         .create_session(&session, &auth::refresh_hash(&refresh.secret))
         .await?;
+    // A password change between the check above and the session's creation must not leave
+    // this session alive: the change stores the new hash, then ends every session. Reading the
+    // hash again after creating the session closes the gap from this side.
+    let still = state.accounts.account(account.user_id).await?;
+    if still.as_ref().map(|a| a.password_hash.as_str()) != Some(account.password_hash.as_str()) {
+        state.auth.sessions.revoke(&session.id).await?;
+        metrics::counter!("strata_auth_logins_total", "outcome" => "failed").increment(1);
+        return Err(ApiError::LoginFailed);
+    }
     metrics::counter!("strata_auth_logins_total", "outcome" => "ok").increment(1);
     token_response(
         &state,
@@ -587,4 +596,97 @@ pub async fn jwks(State(state): State<AppState>) -> Response {
         HeaderValue::from_static("public, max-age=60"),
     );
     r
+}
+
+/// `PUT /accounts/{id}/password`: `{"current_password", "new_password"}` → 204. The owner must
+/// give the current password (checked, and counted against the login limits like a login); an
+/// admin may set anyone else's without it. Every session of the account ends at once, on every
+/// server — including the caller's: whoever knew the old password is signed out with it.
+#[utoipa::path(put, path = "/accounts/{id}/password", tag = "accounts", security(("bearer" = [])),
+    params(("id" = u64, Path, description = "User id")),
+    request_body(content = crate::schema::PasswordChange, content_type = "application/json"),
+    responses(
+        (status = 204, description = "Changed; every session of the account has ended"),
+        (status = 401, description = "Not authenticated, or the current password is wrong", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not yours, and you are not an admin", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such account", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many wrong current passwords; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn change_password(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(raw): Path<String>,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    let id = user_id(&raw)?;
+    let own = principal.user == id;
+    if !own && !principal.is_admin() {
+        return Err(ApiError::Forbidden(
+            "You may change only your own password; an admin may change anyone's.".into(),
+        ));
+    }
+    let (parts, body) = request.into_parts();
+    let doc = json_body(&parts.headers, body, JsonKind::Json).await?;
+    let mut violations = Vec::new();
+    if let Some(obj) = doc.as_object() {
+        for key in obj.keys() {
+            if !matches!(key.as_str(), "current_password" | "new_password") {
+                violations.push(FieldViolation::new(
+                    format!("/{key}"),
+                    "is not a field of a password change (current_password, new_password)",
+                ));
+            }
+        }
+    } else {
+        violations.push(FieldViolation::new(
+            "",
+            "must be an object with current_password and new_password",
+        ));
+    }
+    let new = check_password(doc.get("new_password"), "/new_password", true)
+        .map_err(|v| violations.push(v))
+        .ok();
+    // The owner proves they still hold the account; an admin acting on another account does not
+    // need (and cannot know) its password.
+    let current = if own {
+        check_password(doc.get("current_password"), "/current_password", false)
+            .map_err(|v| violations.push(v))
+            .ok()
+    } else {
+        None
+    };
+    let (Some(new), true) = (new, violations.is_empty()) else {
+        return Err(ApiError::InvalidFields(violations));
+    };
+    let account = state
+        .accounts
+        .account(id)
+        .await?
+        .ok_or(ApiError::UserNotFound(id))?;
+    if let Some(current) = current {
+        let (account_key, ip_key) = limit_keys(&account.email, &parts);
+        count_attempt(&state, &account_key, ip_key.as_deref()).await?;
+        if !state
+            .auth
+            .verify_password(&current, Some(&account.password_hash))
+            .await?
+        {
+            return Err(ApiError::Unauthenticated(
+                "The current password is wrong.".into(),
+            ));
+        }
+        state.auth.sessions.clear_failures(&account_key).await?;
+        if let Some(k) = &ip_key {
+            state.auth.sessions.discount_failure(k).await?;
+        }
+    }
+    let hash = state.auth.hash_password(&new).await?;
+    state.accounts.set_password(id, &hash).await?;
+    // After the new hash is stored: a login that checked the old one and creates its session
+    // from now on sees the hash change and ends that session itself (see `login`).
+    let ended = state.auth.sessions.revoke_all(id, now_ms()).await?;
+    metrics::counter!("strata_auth_password_changes_total").increment(1);
+    tracing::info!(user = %id, sessions_ended = ended, by_admin = !own, "password changed");
+    Ok(cleared_cookies(StatusCode::NO_CONTENT.into_response()))
 }

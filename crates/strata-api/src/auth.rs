@@ -8,8 +8,10 @@
 //! - **Access tokens** are JWTs signed with Ed25519 (`alg` pinned to `EdDSA`; `kid` names the
 //!   key, see [`crate::keys`]), with `iss`, `aud`, `sub` (the user id), `sid` (the session),
 //!   `roles`, `iat`, `exp`. A request's token is checked for signature, algorithm, issuer,
-//!   audience and expiry, and its session is looked up in the shared session store: a logged
-//!   out or revoked session stops working at once, on every server.
+//!   audience and expiry; its session is looked up in the shared session store and its account
+//!   in the account store, both at once: a logged out or revoked session, a deleted account or a
+//!   withdrawn role stops counting at once, on every server. The token's `roles` claim tells
+//!   clients what they held when it was issued; rights come from the account as it is now.
 //! - **Refresh tokens** are opaque: `rt1.<session id>.<32 random bytes>`; only the SHA-256 of the
 //!   random part is stored. Each use rotates it; replaying an old one revokes the session.
 //! - **Browser mode**: tokens travel in `HttpOnly; Secure; SameSite=Strict` cookies, and every
@@ -29,7 +31,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use strata_core::user::UserId;
-use strata_store::accounts::{ADMIN_ROLE, SessionStore, now_ms};
+use strata_store::accounts::{ADMIN_ROLE, AccountStore, SessionStore, now_ms};
 use subtle::ConstantTimeEq;
 
 use crate::keys::KeyRing;
@@ -73,6 +75,8 @@ impl Default for PasswordPolicy {
 pub struct AuthConfig {
     pub keys: KeyRing,
     pub sessions: Arc<dyn SessionStore>,
+    /// Accounts (roles, password hashes): read on every authenticated request.
+    pub accounts: Arc<dyn AccountStore>,
     pub password: PasswordPolicy,
     pub access_ttl: Duration,
     pub session_ttl: Duration,
@@ -96,11 +100,16 @@ impl std::fmt::Debug for AuthConfig {
 }
 
 impl AuthConfig {
-    pub fn new(keys: KeyRing, sessions: Arc<dyn SessionStore>) -> Self {
+    pub fn new(
+        keys: KeyRing,
+        sessions: Arc<dyn SessionStore>,
+        accounts: Arc<dyn AccountStore>,
+    ) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
             keys,
             sessions,
+            accounts,
             password: PasswordPolicy::default(),
             access_ttl: Duration::from_secs(10 * 60),
             session_ttl: Duration::from_secs(30 * 24 * 3600),
@@ -485,18 +494,30 @@ pub async fn authenticate(auth: &AuthConfig, parts: &Parts) -> Result<Principal,
         .parse::<u64>()
         .map(UserId)
         .map_err(|_| ApiError::Unauthenticated("The access token names no user.".into()))?;
-    let session = auth.sessions.session(&claims.sid).await?;
-    match session {
-        Some(s) if s.user_id == user && s.is_active(now_ms()) => Ok(Principal {
-            user,
-            session_id: claims.sid,
-            roles: claims.roles,
-            by_cookie,
-        }),
-        _ => Err(ApiError::Unauthenticated(
-            "The session of this access token has ended (logged out, revoked or expired).".into(),
-        )),
+    // Both point reads at once: the session (logged out, revoked, expired?) and the account
+    // (deleted? which roles now?). A token proves who signed in, not what they may still do.
+    let (session, account) = tokio::join!(
+        auth.sessions.session(&claims.sid),
+        auth.accounts.account(user)
+    );
+    match session? {
+        Some(s) if s.user_id == user && s.is_active(now_ms()) => {}
+        _ => {
+            return Err(ApiError::Unauthenticated(
+                "The session of this access token has ended (logged out, revoked or expired)."
+                    .into(),
+            ));
+        }
     }
+    let account = account?.ok_or_else(|| {
+        ApiError::Unauthenticated("The account of this access token no longer exists.".into())
+    })?;
+    Ok(Principal {
+        user,
+        session_id: claims.sid,
+        roles: account.roles,
+        by_cookie,
+    })
 }
 
 /// A handler that takes a [`Principal`] gets only authenticated requests, from any state that

@@ -18,7 +18,7 @@ use anyhow::Context as _;
 use strata_cache::options::CacheOptions;
 use strata_core::id::SnowflakeGenerator;
 use strata_core::ready::ReadyLine;
-use strata_store::accounts::SessionStore;
+use strata_store::accounts::{AccountStore, SessionStore};
 use strata_store::open::DataOptions;
 use strata_store::redis_sessions::RedisSessions;
 
@@ -147,8 +147,8 @@ async fn run_server(
     let engines = opts.data.open().await?;
     let ids = SnowflakeGenerator::new(opts.node_id).context("invalid --node-id")?;
     let (cache, cache_where) = opts.cache.build().await?;
-    let auth = build_auth(&opts, engines.sessions).await?;
-    let state = AppState::new(engines.store, engines.accounts, auth, ids, cache);
+    let auth = build_auth(&opts, engines.sessions, engines.accounts).await?;
+    let state = AppState::new(engines.store, auth, ids, cache);
     let app = Application::build(opts.addr, state).await.with_context(|| {
         format!("cannot listen on {}: is another process using that port? Pass another --addr (port 0 picks a free one)", opts.addr)
     })?;
@@ -165,10 +165,12 @@ async fn run_server(
     Ok(())
 }
 
-/// The session store (Redis when given, else the database's) and the signing keys.
+/// The session store (Redis when given, else the database's), the account store and the
+/// signing keys.
 async fn build_auth(
     opts: &ServerOptions,
     database_sessions: Arc<dyn SessionStore>,
+    accounts: Arc<dyn AccountStore>,
 ) -> anyhow::Result<AuthConfig> {
     let sessions: Arc<dyn SessionStore> = match &opts.auth.sessions_redis {
         Some(url) => Arc::new(
@@ -184,7 +186,7 @@ async fn build_auth(
         .clone()
         .unwrap_or_else(|| opts.data.data.join("keys"));
     let keys = KeyRing::open(&keys_dir).map_err(anyhow::Error::msg)?;
-    let mut auth = AuthConfig::new(keys, sessions);
+    let mut auth = AuthConfig::new(keys, sessions, accounts);
     auth.access_ttl = Duration::from_secs(opts.auth.access_ttl_secs);
     auth.password.memory_kib = opts.auth.argon2_memory_kib;
     auth.password.iterations = opts.auth.argon2_iterations;

@@ -25,6 +25,10 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/accounts", post(accounts::create))
         .route("/accounts/{id}", g(accounts::get_one))
+        .route(
+            "/accounts/{id}/password",
+            axum::routing::put(accounts::change_password),
+        )
         .route("/sessions", post(accounts::login).get(accounts::list))
         .route("/sessions/refresh", post(accounts::refresh))
         .route("/sessions/current", axum::routing::delete(accounts::logout))

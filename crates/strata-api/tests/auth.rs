@@ -852,3 +852,235 @@ async fn bad_account_and_session_input_gets_precise_problems() {
     .expect("json");
     assert_eq!(claims["roles"], json!([]));
 }
+
+/// Sends `method path` with `auth` and an optional JSON body to the server at `base`.
+async fn send_to(
+    app: &TestApp,
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    auth: &str,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let mut request = app
+        .anon
+        .request(method, format!("{base}{path}"))
+        .header(AUTHORIZATION, auth);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.expect("request")
+}
+
+async fn patch_at(app: &TestApp, base: &str, id: u64, auth: &str) -> StatusCode {
+    app.anon
+        .patch(format!("{base}/users/{id}"))
+        .header(AUTHORIZATION, auth)
+        .header("content-type", "application/merge-patch+json")
+        .body(r#"{"lastName":"Edited"}"#)
+        .send()
+        .await
+        .expect("PATCH")
+        .status()
+}
+
+async fn log_in_with(app: &TestApp, base: &str, email: &str, password: &str) -> reqwest::Response {
+    app.anon
+        .post(format!("{base}/sessions"))
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .expect("POST /sessions")
+}
+
+#[tokio::test]
+async fn a_withdrawn_role_a_deleted_account_and_a_changed_password_end_rights_at_once_on_every_server()
+ {
+    use strata_core::email::Email;
+    use strata_core::user::UserId;
+    use strata_store::Store as _;
+    use strata_store::accounts::{ADMIN_ROLE, AccountStore as _};
+
+    let app = spawn_app().await;
+    let (a, b) = (app.base.clone(), spawn_peer(&app).await);
+    // The operator's view of the same database (what `strata admin` opens).
+    let operator = strata_store::sqlite::SqliteStore::open(app.dir.path())
+        .expect("open")
+        .store;
+    let ann = sign_up(&app, "ann@example.com").await;
+    let bob = sign_up(&app, "bob@example.com").await;
+    let admin: Value = log_in_with(&app, &a, ADMIN_EMAIL, ADMIN_PASSWORD)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let admin = bearer(&admin);
+
+    // Withdrawing the admin role: the admin's token, issued with `roles: ["admin"]`, stops
+    // carrying admin rights on both servers with the very next request; granting it back
+    // restores them just as fast.
+    assert_eq!(patch_at(&app, &b, bob, &admin).await, StatusCode::OK);
+    let admin_email = Email::parse(ADMIN_EMAIL).expect("email");
+    operator
+        .set_role(&admin_email, ADMIN_ROLE, false)
+        .await
+        .expect("withdraw");
+    for base in [&a, &b] {
+        assert_eq!(
+            patch_at(&app, base, bob, &admin).await,
+            StatusCode::FORBIDDEN,
+            "{base}: a withdrawn role is gone at once"
+        );
+    }
+    operator
+        .set_role(&admin_email, ADMIN_ROLE, true)
+        .await
+        .expect("grant");
+    assert_eq!(patch_at(&app, &b, bob, &admin).await, StatusCode::OK);
+
+    // Changing a password: two sessions on two servers; the owner changes it on one.
+    let on_a: Value = log_in_with(&app, &a, "ann@example.com", PASSWORD)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let on_b: Value = log_in_with(&app, &b, "ann@example.com", PASSWORD)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let (ann_a, ann_b) = (bearer(&on_a), bearer(&on_b));
+    let path = format!("/accounts/{ann}/password");
+    let change =
+        |current: &str, new: &str| json!({"current_password": current, "new_password": new});
+    let put = reqwest::Method::PUT;
+    let r = send_to(
+        &app,
+        &a,
+        put.clone(),
+        &path,
+        &ann_a,
+        Some(change("wrong password", "a new password 2")),
+    )
+    .await;
+    problem(r, StatusCode::UNAUTHORIZED).await;
+    let r = send_to(
+        &app,
+        &a,
+        put.clone(),
+        &path,
+        &ann_a,
+        Some(json!({"new_password": "short"})),
+    )
+    .await;
+    let p = problem(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(
+        pointers(&p),
+        vec!["/new_password", "/current_password"],
+        "{p}"
+    );
+    let r = send_to(
+        &app,
+        &a,
+        put.clone(),
+        &format!("/accounts/{bob}/password"),
+        &ann_a,
+        Some(change(PASSWORD, "a new password 2")),
+    )
+    .await;
+    problem(r, StatusCode::FORBIDDEN).await;
+    assert_eq!(
+        patch_at(&app, &b, ann, &ann_b).await,
+        StatusCode::OK,
+        "refusals changed nothing"
+    );
+    let r = send_to(
+        &app,
+        &a,
+        put.clone(),
+        &path,
+        &ann_a,
+        Some(change(PASSWORD, "a new password 2")),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    for (base, token) in [(&a, &ann_a), (&b, &ann_b), (&b, &ann_a), (&a, &ann_b)] {
+        problem(
+            send_to(&app, base, reqwest::Method::GET, "/sessions", token, None).await,
+            StatusCode::UNAUTHORIZED,
+        )
+        .await;
+        assert_eq!(
+            patch_at(&app, base, ann, token).await,
+            StatusCode::UNAUTHORIZED,
+            "{base}"
+        );
+    }
+    let spent = on_b["refresh_token"].as_str().expect("refresh token");
+    problem(refresh(&app, spent).await, StatusCode::UNAUTHORIZED).await;
+    problem(
+        log_in_with(&app, &b, "ann@example.com", PASSWORD).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    let fresh = log_in_with(&app, &b, "ann@example.com", "a new password 2").await;
+    assert_eq!(
+        fresh.status(),
+        StatusCode::CREATED,
+        "the new password works"
+    );
+
+    // An admin sets another account's password without knowing it; its sessions end too.
+    let bob_login: Value = log_in_with(&app, &b, "bob@example.com", PASSWORD)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let bob_token = bearer(&bob_login);
+    let r = send_to(
+        &app,
+        &b,
+        put.clone(),
+        &format!("/accounts/{bob}/password"),
+        &admin,
+        Some(json!({"new_password": "set by the admin"})),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        patch_at(&app, &a, bob, &bob_token).await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Deleting an account: its tokens stop at once even where the sessions could not be ended
+    // (the account itself is checked on every request). Deleted here behind the servers' back.
+    let bob_login: Value = log_in_with(&app, &a, "bob@example.com", "set by the admin")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let bob_token = bearer(&bob_login);
+    assert_eq!(patch_at(&app, &b, bob, &bob_token).await, StatusCode::OK);
+    operator
+        .delete(UserId(bob), strata_store::Precondition::None)
+        .await
+        .expect("delete");
+    for base in [&a, &b] {
+        let r = send_to(
+            &app,
+            base,
+            reqwest::Method::GET,
+            "/sessions",
+            &bob_token,
+            None,
+        )
+        .await;
+        let p = problem(r, StatusCode::UNAUTHORIZED).await;
+        assert!(
+            p["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("no longer exists")),
+            "{p}"
+        );
+    }
+}

@@ -95,6 +95,9 @@ pub trait AccountStore: Send + Sync + 'static {
         role: &str,
         granted: bool,
     ) -> Result<Account, StoreError>;
+
+    /// Replaces the account's password hash. `NoAccount` when this user has no account.
+    async fn set_password(&self, user: UserId, password_hash: &str) -> Result<(), StoreError>;
 }
 
 /// One login: the family of its refresh tokens.
@@ -317,6 +320,26 @@ pub mod contract {
         {
             Err(StoreError::NoAccount(_)) => {}
             other => panic!("granting to an unknown email must say NoAccount, got {other:?}"),
+        }
+
+        // A new password replaces the old one; an unknown user is NoAccount.
+        store
+            .set_password(ann.id, "$argon2id$hash-new")
+            .await
+            .unwrap_or_else(|e| panic!("set_password: {e}"));
+        assert_eq!(
+            store
+                .account(ann.id)
+                .await
+                .ok()
+                .flatten()
+                .map(|a| a.password_hash),
+            Some("$argon2id$hash-new".to_owned()),
+            "the new hash is the one stored"
+        );
+        match store.set_password(UserId(7_999_999), "$argon2id$x").await {
+            Err(StoreError::NoAccount(_)) => {}
+            other => panic!("a password for no account must say NoAccount, got {other:?}"),
         }
 
         // Deleting the user deletes the account and frees the email.
