@@ -163,12 +163,21 @@ pub async fn create(
         )
         .await;
     metrics::counter!("strata_auth_accounts_created_total").increment(1);
-    let body = json!({
-        "id": id,
-        "email": email,
-        "roles": [],
-        "user": user,
-    });
+    // Serialized straight from the types, never through a `serde_json::Value` (whose maps sort
+    // their keys): the embedded user is byte for byte what `GET /users/{id}` answers.
+    #[derive(serde::Serialize)]
+    struct Created<'a> {
+        id: u64,
+        email: &'a Email,
+        roles: [&'a str; 0],
+        user: &'a User,
+    }
+    let body = Created {
+        id,
+        email: &email,
+        roles: [],
+        user: &user,
+    };
     let mut r = (StatusCode::CREATED, Json(body)).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("/users/{id}")) {
         r.headers_mut().insert(header::LOCATION, v);

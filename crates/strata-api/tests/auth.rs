@@ -1084,3 +1084,38 @@ async fn a_withdrawn_role_a_deleted_account_and_a_changed_password_end_rights_at
         );
     }
 }
+
+#[tokio::test]
+async fn a_new_account_embeds_its_user_exactly_as_get_users_answers_it() {
+    let app = spawn_app().await;
+    let r = app
+        .anon
+        .post(app.url("/accounts"))
+        .json(&json!({"email": "cat@example.com", "password": PASSWORD, "profile": jane()}))
+        .send()
+        .await
+        .expect("POST /accounts");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let created = r.text().await.expect("body");
+    let id = serde_json::from_str::<Value>(&created).expect("json")["id"]
+        .as_u64()
+        .expect("id");
+    let fetched = app
+        .anon
+        .get(app.url(&format!("/users/{id}")))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        fetched.starts_with(&format!("{{\"id\":{id},\"firstName\":")),
+        "canonical order: {fetched}"
+    );
+    assert_eq!(
+        created,
+        format!("{{\"id\":{id},\"email\":\"cat@example.com\",\"roles\":[],\"user\":{fetched}}}"),
+        "one serializer: the same bytes, in the canonical field order"
+    );
+}
