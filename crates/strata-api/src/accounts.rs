@@ -236,7 +236,7 @@ pub async fn change_password(
         .await?
         .ok_or(ApiError::UserNotFound(id))?;
     if let Some(current) = current {
-        let (account_key, ip_key) = limit_keys(&account.email, &parts);
+        let (account_key, ip_key) = limit_keys(&state, &account.email, &parts);
         count_attempt(&state, &account_key, ip_key.as_deref()).await?;
         if !state
             .auth

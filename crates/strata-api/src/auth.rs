@@ -19,11 +19,10 @@
 //!   `X-CSRF-Token` (the token is derived from the refresh secret; its hash rides in the access
 //!   token, so checking it needs no lookup).
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use base64::Engine as _;
@@ -34,6 +33,7 @@ use strata_core::user::UserId;
 use strata_store::accounts::{ADMIN_ROLE, AccountStore, SessionStore, now_ms};
 use subtle::ConstantTimeEq;
 
+use crate::client::TrustedProxies;
 use crate::keys::KeyRing;
 use crate::problem::ApiError;
 
@@ -85,6 +85,8 @@ pub struct AuthConfig {
     /// Failed logins per client address within `failure_window`.
     pub max_failures_per_ip: u64,
     pub failure_window: Duration,
+    /// The proxies whose `X-Forwarded-For`/`Forwarded` name the client (see [`crate::client`]).
+    pub trusted_proxies: TrustedProxies,
     /// Concurrent argon2 computations.
     hashing: Arc<tokio::sync::Semaphore>,
     dummy_hash: Arc<tokio::sync::OnceCell<String>>,
@@ -116,6 +118,7 @@ impl AuthConfig {
             max_failures_per_account: 5,
             max_failures_per_ip: 50,
             failure_window: Duration::from_secs(15 * 60),
+            trusted_proxies: TrustedProxies::NONE,
             hashing: Arc::new(tokio::sync::Semaphore::new(cores)),
             dummy_hash: Arc::new(tokio::sync::OnceCell::new()),
         }
@@ -385,30 +388,6 @@ pub fn is_unsafe(method: &Method) -> bool {
 /// Compares two strings in time independent of where they differ.
 pub fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
-}
-
-/// The client address: the peer, or — when the peer is a proxy on loopback (the balancer) —
-/// the last address it appended to `X-Forwarded-For`.
-pub fn client_ip(parts: &Parts) -> Option<IpAddr> {
-    let peer = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    let forwarded = || {
-        parts
-            .headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .last()
-            .and_then(|v| v.trim().parse::<IpAddr>().ok())
-    };
-    match peer {
-        Some(ip) if ip.is_loopback() => forwarded().or(Some(ip)),
-        Some(ip) => Some(ip),
-        None => forwarded(),
-    }
 }
 
 /// An authenticated caller.

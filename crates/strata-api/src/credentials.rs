@@ -59,10 +59,15 @@ pub(crate) fn email_field(doc: &Value) -> Result<Email, FieldViolation> {
 }
 
 /// The limits' keys: per email (registered or not — so a 429 reveals nothing) and per address.
-pub(crate) fn limit_keys(email: &Email, parts: &Parts) -> (String, Option<String>) {
+pub(crate) fn limit_keys(
+    state: &AppState,
+    email: &Email,
+    parts: &Parts,
+) -> (String, Option<String>) {
     (
         format!("login:account:{}", auth::refresh_hash(email.as_str())),
-        auth::client_ip(parts).map(|ip| format!("login:ip:{ip}")),
+        crate::client::client_ip(parts, &state.auth.trusted_proxies)
+            .map(|ip| format!("login:ip:{ip}")),
     )
 }
 

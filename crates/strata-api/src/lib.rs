@@ -19,8 +19,8 @@
 //! Build, then run: [`Application::build`] binds (port 0 allowed) and reports the real address.
 //!
 //! Modules, each depending only on those listed before it: [`problem`] (errors), [`request`]
-//! (parsing requests), [`keys`] and [`auth`] (tokens and principals), [`observe`]
-//! (the middleware), [`state`] (what handlers share), [`commit`] (what writes share),
+//! (parsing requests), [`client`] (the client's address), [`keys`] and [`auth`] (tokens and
+//! principals), [`observe`] (the middleware), [`state`] (what handlers share), [`commit`] (what writes share),
 //! [`credentials`] (what logging in and changing a password share), [`schema`] (the documented
 //! wire forms), the handlers [`users`], [`accounts`], [`sessions`] and [`ops`],
 //! [`openapi`] (the document of them all), [`server`] (the router and the bound server) and
@@ -29,6 +29,7 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod client;
 pub mod commit;
 pub mod credentials;
 pub mod keys;

@@ -23,6 +23,7 @@ use strata_store::open::DataOptions;
 use strata_store::redis_sessions::RedisSessions;
 
 use crate::auth::AuthConfig;
+use crate::client::TrustedProxies;
 use crate::keys::KeyRing;
 use crate::server::Application;
 use crate::state::AppState;
@@ -74,6 +75,12 @@ pub struct AuthOptions {
     /// Failed logins per client address within 15 minutes before 429.
     #[arg(long, env = "STRATA_LOGIN_MAX_FAILURES_PER_IP", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub login_max_failures_per_ip: u64,
+    /// A proxy whose `X-Forwarded-For`/`Forwarded` names the client (for the per-address login
+    /// limits and the sessions list): an address or a CIDR block; repeat for several. Requests
+    /// from any other peer are counted against the peer's own address. `strata up` names its
+    /// balancer.
+    #[arg(long = "trusted-proxy", env = "STRATA_TRUSTED_PROXIES", value_delimiter = ',', value_parser = crate::client::parse_proxy)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for AuthOptions {
@@ -86,6 +93,7 @@ impl Default for AuthOptions {
             argon2_iterations: 2,
             login_max_failures: 5,
             login_max_failures_per_ip: 50,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -192,6 +200,7 @@ async fn build_auth(
     auth.password.iterations = opts.auth.argon2_iterations;
     auth.max_failures_per_account = opts.auth.login_max_failures;
     auth.max_failures_per_ip = opts.auth.login_max_failures_per_ip;
+    auth.trusted_proxies = TrustedProxies::new(opts.auth.trusted_proxies.clone());
     Ok(auth)
 }
 

@@ -110,7 +110,7 @@ pub async fn login(
     let (Some(email), Some(password), true) = (email, password, violations.is_empty()) else {
         return Err(ApiError::InvalidFields(violations));
     };
-    let (account_key, ip_key) = limit_keys(&email, &parts);
+    let (account_key, ip_key) = limit_keys(&state, &email, &parts);
     count_attempt(&state, &account_key, ip_key.as_deref()).await?;
     let account = state.accounts.account_by_email(&email).await?;
     let ok = state
@@ -145,7 +145,7 @@ pub async fn login(
             .and_then(|v| v.to_str().ok())
             .map(|v| v.chars().take(USER_AGENT_MAX_CHARS).collect())
             .unwrap_or_default(),
-        ip: auth::client_ip(&parts)
+        ip: crate::client::client_ip(&parts, &state.auth.trusted_proxies)
             .map(|ip| ip.to_string())
             .unwrap_or_default(),
     };

@@ -745,6 +745,93 @@ async fn two_hundred_guesses_at_once_get_no_more_passwords_checked_than_the_limi
 }
 
 #[tokio::test]
+async fn only_a_trusted_proxy_names_the_client_address() {
+    let app = spawn_app_with(|auth| {
+        auth.max_failures_per_account = 1_000;
+        auth.max_failures_per_ip = 2;
+        auth.trusted_proxies = strata_api::client::TrustedProxies::new(vec![
+            strata_api::client::parse_proxy("127.0.0.2").expect("proxy"),
+        ]);
+    })
+    .await;
+    sign_up(&app, "ann@example.com").await;
+    // The balancer: connections from 127.0.0.2 (all of 127/8 is loopback).
+    let proxy = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().ok())
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let attempt = |client: &reqwest::Client, n: usize, forwarded_for: &str, password: &str| {
+        client
+            .post(app.url("/sessions"))
+            .header("x-forwarded-for", forwarded_for)
+            .json(&json!({"email": format!("guess{n}@example.com"), "password": password}))
+            .send()
+    };
+    let status = |r: reqwest::Result<reqwest::Response>| r.expect("login").status();
+
+    // The sessions list shows the address the limits count.
+    let mut seen = Vec::new();
+    for (client, forwarded_for) in [(&proxy, "203.0.113.50"), (&app.anon, "203.0.113.51")] {
+        let login: Value = client
+            .post(app.url("/sessions"))
+            .header("x-forwarded-for", forwarded_for)
+            .json(&json!({"email": "ann@example.com", "password": PASSWORD}))
+            .send()
+            .await
+            .expect("login")
+            .json()
+            .await
+            .expect("json");
+        let list: Value = get_as(&app, "/sessions", &bearer(&login))
+            .await
+            .json()
+            .await
+            .expect("json");
+        let current = list["sessions"]
+            .as_array()
+            .and_then(|all| all.iter().find(|s| s["current"] == true))
+            .map(|s| s["ip"].clone());
+        seen.push(current);
+    }
+    assert_eq!(
+        seen,
+        [Some(json!("203.0.113.50")), Some(json!("127.0.0.1"))],
+        "through the proxy: the client; directly: the peer"
+    );
+
+    // A local process talking to the API port directly names a new address each time: it is
+    // counted against its own, and stopped after 2.
+    for n in 0..2 {
+        let r = attempt(&app.anon, n, &format!("198.51.100.{n}"), "x").await;
+        assert_eq!(status(r), StatusCode::UNAUTHORIZED);
+    }
+    let r = attempt(&app.anon, 2, "198.51.100.77", "x").await;
+    assert_eq!(
+        status(r),
+        StatusCode::TOO_MANY_REQUESTS,
+        "spoofed X-Forwarded-For is not believed"
+    );
+
+    // Through the trusted proxy each client address has its own count …
+    for n in 10..12 {
+        let r = attempt(&proxy, n, "203.0.113.1", "x").await;
+        assert_eq!(status(r), StatusCode::UNAUTHORIZED);
+    }
+    let r = attempt(&proxy, 12, "203.0.113.1", "x").await;
+    assert_eq!(status(r), StatusCode::TOO_MANY_REQUESTS);
+    let r = attempt(&proxy, 13, "203.0.113.2", "x").await;
+    assert_eq!(
+        status(r),
+        StatusCode::UNAUTHORIZED,
+        "another client, another count"
+    );
+    // … and what the client itself wrote, left of what the proxy appended, is not believed.
+    let r = attempt(&proxy, 14, "203.0.113.9, 203.0.113.1", "x").await;
+    assert_eq!(status(r), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
 async fn a_successful_login_gives_the_address_its_count_back() {
     let app = spawn_app_with(|auth| {
         auth.max_failures_per_account = 100;

@@ -8,6 +8,7 @@ use std::path::Path;
 const LAYERS: &[&str] = &[
     "problem",
     "request",
+    "client",
     "keys",
     "auth",
     "observe",

@@ -102,6 +102,8 @@ pub struct LbConfig {
     pub sticky: Option<sticky::Sticky>,
     /// TLS termination on a second listener. `None`: plain HTTP only.
     pub tls: Option<TlsListen>,
+    /// The local address connections to backends are made from. `None`: the system's choice.
+    pub source: Option<std::net::IpAddr>,
 }
 
 /// The TLS listener's settings.
@@ -139,6 +141,7 @@ impl LbConfig {
             rate_limit: None,
             sticky: None,
             tls: None,
+            source: None,
         }
     }
 }
@@ -252,6 +255,7 @@ impl LoadBalancer {
                     upstream: upstream::Upstream::new(
                         config.timeouts.connect,
                         config.timeouts.idle,
+                        config.source,
                     ),
                     timeouts: config.timeouts,
                     budget: budget.clone(),
