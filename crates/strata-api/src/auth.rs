@@ -8,8 +8,10 @@
 //! - **Access tokens** are JWTs signed with Ed25519 (`alg` pinned to `EdDSA`; `kid` names the
 //!   key, see [`crate::keys`]), with `iss`, `aud`, `sub` (the user id), `sid` (the session),
 //!   `roles`, `iat`, `exp`. A request's token is checked for signature, algorithm, issuer,
-//!   audience and expiry, and its session is looked up in the shared session store: a logged
-//!   out or revoked session stops working at once, on every server.
+//!   audience and expiry; its session is looked up in the shared session store and its account
+//!   in the account store, both at once: a logged out or revoked session, a deleted account or a
+//!   withdrawn role stops counting at once, on every server. The token's `roles` claim tells
+//!   clients what they held when it was issued; rights come from the account as it is now.
 //! - **Refresh tokens** are opaque: `rt1.<session id>.<32 random bytes>`; only the SHA-256 of the
 //!   random part is stored. Each use rotates it; replaying an old one revokes the session.
 //! - **Browser mode**: tokens travel in `HttpOnly; Secure; SameSite=Strict` cookies, and every
@@ -17,11 +19,10 @@
 //!   `X-CSRF-Token` (the token is derived from the refresh secret; its hash rides in the access
 //!   token, so checking it needs no lookup).
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use base64::Engine as _;
@@ -29,9 +30,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use strata_core::user::UserId;
-use strata_store::accounts::{ADMIN_ROLE, SessionStore, now_ms};
+use strata_store::accounts::{ADMIN_ROLE, AccountStore, SessionStore, now_ms};
 use subtle::ConstantTimeEq;
 
+use crate::client::TrustedProxies;
 use crate::keys::KeyRing;
 use crate::problem::ApiError;
 
@@ -73,6 +75,8 @@ impl Default for PasswordPolicy {
 pub struct AuthConfig {
     pub keys: KeyRing,
     pub sessions: Arc<dyn SessionStore>,
+    /// Accounts (roles, password hashes): read on every authenticated request.
+    pub accounts: Arc<dyn AccountStore>,
     pub password: PasswordPolicy,
     pub access_ttl: Duration,
     pub session_ttl: Duration,
@@ -81,6 +85,8 @@ pub struct AuthConfig {
     /// Failed logins per client address within `failure_window`.
     pub max_failures_per_ip: u64,
     pub failure_window: Duration,
+    /// The proxies whose `X-Forwarded-For`/`Forwarded` name the client (see [`crate::client`]).
+    pub trusted_proxies: TrustedProxies,
     /// Concurrent argon2 computations.
     hashing: Arc<tokio::sync::Semaphore>,
     dummy_hash: Arc<tokio::sync::OnceCell<String>>,
@@ -96,17 +102,23 @@ impl std::fmt::Debug for AuthConfig {
 }
 
 impl AuthConfig {
-    pub fn new(keys: KeyRing, sessions: Arc<dyn SessionStore>) -> Self {
+    pub fn new(
+        keys: KeyRing,
+        sessions: Arc<dyn SessionStore>,
+        accounts: Arc<dyn AccountStore>,
+    ) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
             keys,
             sessions,
+            accounts,
             password: PasswordPolicy::default(),
             access_ttl: Duration::from_secs(10 * 60),
             session_ttl: Duration::from_secs(30 * 24 * 3600),
             max_failures_per_account: 5,
             max_failures_per_ip: 50,
             failure_window: Duration::from_secs(15 * 60),
+            trusted_proxies: TrustedProxies::NONE,
             hashing: Arc::new(tokio::sync::Semaphore::new(cores)),
             dummy_hash: Arc::new(tokio::sync::OnceCell::new()),
         }
@@ -378,30 +390,6 @@ pub fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
-/// The client address: the peer, or — when the peer is a proxy on loopback (the balancer) —
-/// the last address it appended to `X-Forwarded-For`.
-pub fn client_ip(parts: &Parts) -> Option<IpAddr> {
-    let peer = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    let forwarded = || {
-        parts
-            .headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .last()
-            .and_then(|v| v.trim().parse::<IpAddr>().ok())
-    };
-    match peer {
-        Some(ip) if ip.is_loopback() => forwarded().or(Some(ip)),
-        Some(ip) => Some(ip),
-        None => forwarded(),
-    }
-}
-
 /// An authenticated caller.
 #[derive(Debug, Clone)]
 pub struct Principal {
@@ -485,18 +473,30 @@ pub async fn authenticate(auth: &AuthConfig, parts: &Parts) -> Result<Principal,
         .parse::<u64>()
         .map(UserId)
         .map_err(|_| ApiError::Unauthenticated("The access token names no user.".into()))?;
-    let session = auth.sessions.session(&claims.sid).await?;
-    match session {
-        Some(s) if s.user_id == user && s.is_active(now_ms()) => Ok(Principal {
-            user,
-            session_id: claims.sid,
-            roles: claims.roles,
-            by_cookie,
-        }),
-        _ => Err(ApiError::Unauthenticated(
-            "The session of this access token has ended (logged out, revoked or expired).".into(),
-        )),
+    // Both point reads at once: the session (logged out, revoked, expired?) and the account
+    // (deleted? which roles now?). A token proves who signed in, not what they may still do.
+    let (session, account) = tokio::join!(
+        auth.sessions.session(&claims.sid),
+        auth.accounts.account(user)
+    );
+    match session? {
+        Some(s) if s.user_id == user && s.is_active(now_ms()) => {}
+        _ => {
+            return Err(ApiError::Unauthenticated(
+                "The session of this access token has ended (logged out, revoked or expired)."
+                    .into(),
+            ));
+        }
     }
+    let account = account?.ok_or_else(|| {
+        ApiError::Unauthenticated("The account of this access token no longer exists.".into())
+    })?;
+    Ok(Principal {
+        user,
+        session_id: claims.sid,
+        roles: account.roles,
+        by_cookie,
+    })
 }
 
 /// A handler that takes a [`Principal`] gets only authenticated requests, from any state that

@@ -19,16 +19,19 @@
 //! Build, then run: [`Application::build`] binds (port 0 allowed) and reports the real address.
 //!
 //! Modules, each depending only on those listed before it: [`problem`] (errors), [`request`]
-//! (parsing requests), [`keys`] and [`auth`] (tokens and principals), [`observe`]
-//! (the middleware), [`state`] (what handlers share), [`commit`] (what writes share),
-//! [`schema`] (the documented wire forms), the handlers [`users`], [`accounts`] and [`ops`],
+//! (parsing requests), [`client`] (the client's address), [`keys`] and [`auth`] (tokens and
+//! principals), [`observe`] (the middleware), [`state`] (what handlers share), [`commit`] (what writes share),
+//! [`credentials`] (what logging in and changing a password share), [`schema`] (the documented
+//! wire forms), the handlers [`users`], [`accounts`], [`sessions`] and [`ops`],
 //! [`openapi`] (the document of them all), [`server`] (the router and the bound server) and
 //! [`role`] (the server as a process, composed from each tier's options). This root only
 //! declares and re-exports them.
 
 pub mod accounts;
 pub mod auth;
+pub mod client;
 pub mod commit;
+pub mod credentials;
 pub mod keys;
 pub mod observe;
 pub mod openapi;
@@ -38,6 +41,7 @@ pub mod request;
 pub mod role;
 pub mod schema;
 pub mod server;
+pub mod sessions;
 pub mod state;
 pub mod users;
 

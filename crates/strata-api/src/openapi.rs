@@ -39,12 +39,12 @@ impl utoipa::Modify for BearerAuth {
     paths(
         crate::users::create, crate::users::get_one, crate::users::replace, crate::users::patch,
         crate::users::delete, crate::users::list,
-        crate::accounts::create, crate::accounts::get_one, crate::accounts::login,
-        crate::accounts::refresh, crate::accounts::list, crate::accounts::logout,
-        crate::accounts::revoke, crate::accounts::jwks,
+        crate::accounts::create, crate::accounts::get_one, crate::accounts::change_password,
+        crate::sessions::login, crate::sessions::refresh, crate::sessions::list,
+        crate::sessions::logout, crate::sessions::revoke, crate::sessions::jwks,
         crate::ops::healthz, crate::ops::readyz, crate::ops::metrics,
     ),
-    components(schemas(UserDoc, UserInput, UserPage, AddressDoc, PostalCodeDoc, AccountInput, AccountView, LoginInput, RefreshInput, TokenResponse, SessionView, crate::problem::Problem, crate::problem::ProblemItem)),
+    components(schemas(UserDoc, UserInput, UserPage, AddressDoc, PostalCodeDoc, AccountInput, AccountView, LoginInput, RefreshInput, TokenResponse, SessionView, crate::schema::PasswordChange, crate::problem::Problem, crate::problem::ProblemItem)),
     tags((name = "users", description = "User profiles"), (name = "accounts", description = "Accounts, sessions and tokens"), (name = "operations", description = "Health, readiness, metrics"))
 )]
 pub struct ApiDoc;

@@ -18,11 +18,12 @@ use anyhow::Context as _;
 use strata_cache::options::CacheOptions;
 use strata_core::id::SnowflakeGenerator;
 use strata_core::ready::ReadyLine;
-use strata_store::accounts::SessionStore;
+use strata_store::accounts::{AccountStore, SessionStore};
 use strata_store::open::DataOptions;
 use strata_store::redis_sessions::RedisSessions;
 
 use crate::auth::AuthConfig;
+use crate::client::TrustedProxies;
 use crate::keys::KeyRing;
 use crate::server::Application;
 use crate::state::AppState;
@@ -74,6 +75,12 @@ pub struct AuthOptions {
     /// Failed logins per client address within 15 minutes before 429.
     #[arg(long, env = "STRATA_LOGIN_MAX_FAILURES_PER_IP", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub login_max_failures_per_ip: u64,
+    /// A proxy whose `X-Forwarded-For`/`Forwarded` names the client (for the per-address login
+    /// limits and the sessions list): an address or a CIDR block; repeat for several. Requests
+    /// from any other peer are counted against the peer's own address. `strata up` names its
+    /// balancer.
+    #[arg(long = "trusted-proxy", env = "STRATA_TRUSTED_PROXIES", value_delimiter = ',', value_parser = crate::client::parse_proxy)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for AuthOptions {
@@ -86,6 +93,7 @@ impl Default for AuthOptions {
             argon2_iterations: 2,
             login_max_failures: 5,
             login_max_failures_per_ip: 50,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -147,8 +155,8 @@ async fn run_server(
     let engines = opts.data.open().await?;
     let ids = SnowflakeGenerator::new(opts.node_id).context("invalid --node-id")?;
     let (cache, cache_where) = opts.cache.build().await?;
-    let auth = build_auth(&opts, engines.sessions).await?;
-    let state = AppState::new(engines.store, engines.accounts, auth, ids, cache);
+    let auth = build_auth(&opts, engines.sessions, engines.accounts).await?;
+    let state = AppState::new(engines.store, auth, ids, cache);
     let app = Application::build(opts.addr, state).await.with_context(|| {
         format!("cannot listen on {}: is another process using that port? Pass another --addr (port 0 picks a free one)", opts.addr)
     })?;
@@ -165,10 +173,12 @@ async fn run_server(
     Ok(())
 }
 
-/// The session store (Redis when given, else the database's) and the signing keys.
+/// The session store (Redis when given, else the database's), the account store and the
+/// signing keys.
 async fn build_auth(
     opts: &ServerOptions,
     database_sessions: Arc<dyn SessionStore>,
+    accounts: Arc<dyn AccountStore>,
 ) -> anyhow::Result<AuthConfig> {
     let sessions: Arc<dyn SessionStore> = match &opts.auth.sessions_redis {
         Some(url) => Arc::new(
@@ -184,12 +194,13 @@ async fn build_auth(
         .clone()
         .unwrap_or_else(|| opts.data.data.join("keys"));
     let keys = KeyRing::open(&keys_dir).map_err(anyhow::Error::msg)?;
-    let mut auth = AuthConfig::new(keys, sessions);
+    let mut auth = AuthConfig::new(keys, sessions, accounts);
     auth.access_ttl = Duration::from_secs(opts.auth.access_ttl_secs);
     auth.password.memory_kib = opts.auth.argon2_memory_kib;
     auth.password.iterations = opts.auth.argon2_iterations;
     auth.max_failures_per_account = opts.auth.login_max_failures;
     auth.max_failures_per_ip = opts.auth.login_max_failures_per_ip;
+    auth.trusted_proxies = TrustedProxies::new(opts.auth.trusted_proxies.clone());
     Ok(auth)
 }
 

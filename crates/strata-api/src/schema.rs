@@ -237,3 +237,15 @@ pub struct SessionView {
     /// The session of this request's token.
     current: bool,
 }
+
+/// `PUT /accounts/{id}/password`. The owner must give `current_password`; an admin changing
+/// another account's password leaves it out. Unknown fields are refused.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"current_password":"correct horse battery","new_password":"staple battery horse"}))]
+#[allow(dead_code)]
+pub struct PasswordChange {
+    #[schema(schema_with = password)]
+    current_password: Option<String>,
+    #[schema(schema_with = new_password)]
+    new_password: String,
+}

@@ -9,7 +9,7 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 
 use crate::state::AppState;
-use crate::{accounts, observe, openapi, ops, problem, users};
+use crate::{accounts, observe, openapi, ops, problem, sessions, users};
 
 /// The router: every route, the problem+json fallbacks, and the observing middleware.
 pub fn app(state: AppState) -> Router {
@@ -25,11 +25,15 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/accounts", post(accounts::create))
         .route("/accounts/{id}", g(accounts::get_one))
-        .route("/sessions", post(accounts::login).get(accounts::list))
-        .route("/sessions/refresh", post(accounts::refresh))
-        .route("/sessions/current", axum::routing::delete(accounts::logout))
-        .route("/sessions/{id}", axum::routing::delete(accounts::revoke))
-        .route("/.well-known/jwks.json", g(accounts::jwks))
+        .route(
+            "/accounts/{id}/password",
+            axum::routing::put(accounts::change_password),
+        )
+        .route("/sessions", post(sessions::login).get(sessions::list))
+        .route("/sessions/refresh", post(sessions::refresh))
+        .route("/sessions/current", axum::routing::delete(sessions::logout))
+        .route("/sessions/{id}", axum::routing::delete(sessions::revoke))
+        .route("/.well-known/jwks.json", g(sessions::jwks))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -21,7 +21,8 @@ pub const PATCH_LOCK_STRIPES: usize = 64;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
-    /// Accounts (email, password hash, roles): on the primary data store.
+    /// Accounts (email, password hash, roles): on the primary data store (the same store as
+    /// `auth.accounts`).
     pub accounts: Arc<dyn AccountStore>,
     /// Keys, the shared session store and password policy.
     pub auth: AuthConfig,
@@ -44,14 +45,13 @@ impl std::fmt::Debug for AppState {
 impl AppState {
     pub fn new(
         store: Arc<dyn Store>,
-        accounts: Arc<dyn AccountStore>,
         auth: AuthConfig,
         ids: SnowflakeGenerator,
         cache: Tiered<strata_store::StoreError>,
     ) -> Self {
         Self {
             store,
-            accounts,
+            accounts: auth.accounts.clone(),
             auth,
             cache,
             ids: Arc::new(ids),

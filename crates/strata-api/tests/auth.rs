@@ -716,6 +716,142 @@ async fn failed_logins_are_limited_and_never_tell_whether_an_email_exists() {
     problem(r, StatusCode::TOO_MANY_REQUESTS).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_guesses_at_once_get_no_more_passwords_checked_than_the_limit() {
+    let app = spawn_app_with(|auth| {
+        auth.max_failures_per_account = 5;
+        auth.max_failures_per_ip = 10_000;
+    })
+    .await;
+    sign_up(&app, "ann@example.com").await;
+    let guesses = (0..200).map(|n| {
+        app.anon
+            .post(app.url("/sessions"))
+            .json(&json!({"email": "ann@example.com", "password": format!("guess number {n}")}))
+            .send()
+    });
+    let statuses: Vec<u16> = futures_util::future::join_all(guesses)
+        .await
+        .into_iter()
+        .map(|r| r.expect("login").status().as_u16())
+        .collect();
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(
+        (checked, refused),
+        (5, 195),
+        "each attempt is counted before its password is checked: {statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn only_a_trusted_proxy_names_the_client_address() {
+    let app = spawn_app_with(|auth| {
+        auth.max_failures_per_account = 1_000;
+        auth.max_failures_per_ip = 2;
+        auth.trusted_proxies = strata_api::client::TrustedProxies::new(vec![
+            strata_api::client::parse_proxy("127.0.0.2").expect("proxy"),
+        ]);
+    })
+    .await;
+    sign_up(&app, "ann@example.com").await;
+    // The balancer: connections from 127.0.0.2 (all of 127/8 is loopback).
+    let proxy = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().ok())
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let attempt = |client: &reqwest::Client, n: usize, forwarded_for: &str, password: &str| {
+        client
+            .post(app.url("/sessions"))
+            .header("x-forwarded-for", forwarded_for)
+            .json(&json!({"email": format!("guess{n}@example.com"), "password": password}))
+            .send()
+    };
+    let status = |r: reqwest::Result<reqwest::Response>| r.expect("login").status();
+
+    // The sessions list shows the address the limits count.
+    let mut seen = Vec::new();
+    for (client, forwarded_for) in [(&proxy, "203.0.113.50"), (&app.anon, "203.0.113.51")] {
+        let login: Value = client
+            .post(app.url("/sessions"))
+            .header("x-forwarded-for", forwarded_for)
+            .json(&json!({"email": "ann@example.com", "password": PASSWORD}))
+            .send()
+            .await
+            .expect("login")
+            .json()
+            .await
+            .expect("json");
+        let list: Value = get_as(&app, "/sessions", &bearer(&login))
+            .await
+            .json()
+            .await
+            .expect("json");
+        let current = list["sessions"]
+            .as_array()
+            .and_then(|all| all.iter().find(|s| s["current"] == true))
+            .map(|s| s["ip"].clone());
+        seen.push(current);
+    }
+    assert_eq!(
+        seen,
+        [Some(json!("203.0.113.50")), Some(json!("127.0.0.1"))],
+        "through the proxy: the client; directly: the peer"
+    );
+
+    // A local process talking to the API port directly names a new address each time: it is
+    // counted against its own, and stopped after 2.
+    for n in 0..2 {
+        let r = attempt(&app.anon, n, &format!("198.51.100.{n}"), "x").await;
+        assert_eq!(status(r), StatusCode::UNAUTHORIZED);
+    }
+    let r = attempt(&app.anon, 2, "198.51.100.77", "x").await;
+    assert_eq!(
+        status(r),
+        StatusCode::TOO_MANY_REQUESTS,
+        "spoofed X-Forwarded-For is not believed"
+    );
+
+    // Through the trusted proxy each client address has its own count …
+    for n in 10..12 {
+        let r = attempt(&proxy, n, "203.0.113.1", "x").await;
+        assert_eq!(status(r), StatusCode::UNAUTHORIZED);
+    }
+    let r = attempt(&proxy, 12, "203.0.113.1", "x").await;
+    assert_eq!(status(r), StatusCode::TOO_MANY_REQUESTS);
+    let r = attempt(&proxy, 13, "203.0.113.2", "x").await;
+    assert_eq!(
+        status(r),
+        StatusCode::UNAUTHORIZED,
+        "another client, another count"
+    );
+    // … and what the client itself wrote, left of what the proxy appended, is not believed.
+    let r = attempt(&proxy, 14, "203.0.113.9, 203.0.113.1", "x").await;
+    assert_eq!(status(r), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn a_successful_login_gives_the_address_its_count_back() {
+    let app = spawn_app_with(|auth| {
+        auth.max_failures_per_account = 100;
+        auth.max_failures_per_ip = 3;
+    })
+    .await;
+    sign_up(&app, "ann@example.com").await;
+    // Many good logins from one address: none is a failure, none is limited.
+    for _ in 0..6 {
+        let r = app
+            .anon
+            .post(app.url("/sessions"))
+            .json(&json!({"email": "ann@example.com", "password": PASSWORD}))
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+}
+
 #[tokio::test]
 async fn bad_account_and_session_input_gets_precise_problems() {
     let app = spawn_app().await;
@@ -802,4 +938,271 @@ async fn bad_account_and_session_input_gets_precise_problems() {
     )
     .expect("json");
     assert_eq!(claims["roles"], json!([]));
+}
+
+/// Sends `method path` with `auth` and an optional JSON body to the server at `base`.
+async fn send_to(
+    app: &TestApp,
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    auth: &str,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let mut request = app
+        .anon
+        .request(method, format!("{base}{path}"))
+        .header(AUTHORIZATION, auth);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.expect("request")
+}
+
+async fn patch_at(app: &TestApp, base: &str, id: u64, auth: &str) -> StatusCode {
+    app.anon
+        .patch(format!("{base}/users/{id}"))
+        .header(AUTHORIZATION, auth)
+        .header("content-type", "application/merge-patch+json")
+        .body(r#"{"lastName":"Edited"}"#)
+        .send()
+        .await
+        .expect("PATCH")
+        .status()
+}
+
+async fn log_in_with(app: &TestApp, base: &str, email: &str, password: &str) -> reqwest::Response {
+    app.anon
+        .post(format!("{base}/sessions"))
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .expect("POST /sessions")
+}
+
+#[tokio::test]
+async fn a_withdrawn_role_a_deleted_account_and_a_changed_password_end_rights_at_once_on_every_server()
+ {
+    use strata_core::email::Email;
+    use strata_core::user::UserId;
+    use strata_store::Store as _;
+    use strata_store::accounts::{ADMIN_ROLE, AccountStore as _};
+
+    let app = spawn_app().await;
+    let (a, b) = (app.base.clone(), spawn_peer(&app).await);
+    // The operator's view of the same database (what `strata admin` opens).
+    let operator = strata_store::sqlite::SqliteStore::open(app.dir.path())
+        .expect("open")
+        .store;
+    let ann = sign_up(&app, "ann@example.com").await;
+    let bob = sign_up(&app, "bob@example.com").await;
+    let admin: Value = log_in_with(&app, &a, ADMIN_EMAIL, ADMIN_PASSWORD)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let admin = bearer(&admin);
+
+    // Withdrawing the admin role: the admin's token, issued with `roles: ["admin"]`, stops
+    // carrying admin rights on both servers with the very next request; granting it back
+    // restores them just as fast.
+    assert_eq!(patch_at(&app, &b, bob, &admin).await, StatusCode::OK);
+    let admin_email = Email::parse(ADMIN_EMAIL).expect("email");
+    operator
+        .set_role(&admin_email, ADMIN_ROLE, false)
+        .await
+        .expect("withdraw");
+    for base in [&a, &b] {
+        assert_eq!(
+            patch_at(&app, base, bob, &admin).await,
+            StatusCode::FORBIDDEN,
+            "{base}: a withdrawn role is gone at once"
+        );
+    }
+    operator
+        .set_role(&admin_email, ADMIN_ROLE, true)
+        .await
+        .expect("grant");
+    assert_eq!(patch_at(&app, &b, bob, &admin).await, StatusCode::OK);
+
+    // Changing a password: two sessions on two servers; the owner changes it on one.
+    let on_a: Value = log_in_with(&app, &a, "ann@example.com", PASSWORD)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let on_b: Value = log_in_with(&app, &b, "ann@example.com", PASSWORD)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let (ann_a, ann_b) = (bearer(&on_a), bearer(&on_b));
+    let path = format!("/accounts/{ann}/password");
+    let change =
+        |current: &str, new: &str| json!({"current_password": current, "new_password": new});
+    let put = reqwest::Method::PUT;
+    let r = send_to(
+        &app,
+        &a,
+        put.clone(),
+        &path,
+        &ann_a,
+        Some(change("wrong password", "a new password 2")),
+    )
+    .await;
+    problem(r, StatusCode::UNAUTHORIZED).await;
+    let r = send_to(
+        &app,
+        &a,
+        put.clone(),
+        &path,
+        &ann_a,
+        Some(json!({"new_password": "short"})),
+    )
+    .await;
+    let p = problem(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(
+        pointers(&p),
+        vec!["/new_password", "/current_password"],
+        "{p}"
+    );
+    let r = send_to(
+        &app,
+        &a,
+        put.clone(),
+        &format!("/accounts/{bob}/password"),
+        &ann_a,
+        Some(change(PASSWORD, "a new password 2")),
+    )
+    .await;
+    problem(r, StatusCode::FORBIDDEN).await;
+    assert_eq!(
+        patch_at(&app, &b, ann, &ann_b).await,
+        StatusCode::OK,
+        "refusals changed nothing"
+    );
+    let r = send_to(
+        &app,
+        &a,
+        put.clone(),
+        &path,
+        &ann_a,
+        Some(change(PASSWORD, "a new password 2")),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    for (base, token) in [(&a, &ann_a), (&b, &ann_b), (&b, &ann_a), (&a, &ann_b)] {
+        problem(
+            send_to(&app, base, reqwest::Method::GET, "/sessions", token, None).await,
+            StatusCode::UNAUTHORIZED,
+        )
+        .await;
+        assert_eq!(
+            patch_at(&app, base, ann, token).await,
+            StatusCode::UNAUTHORIZED,
+            "{base}"
+        );
+    }
+    let spent = on_b["refresh_token"].as_str().expect("refresh token");
+    problem(refresh(&app, spent).await, StatusCode::UNAUTHORIZED).await;
+    problem(
+        log_in_with(&app, &b, "ann@example.com", PASSWORD).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    let fresh = log_in_with(&app, &b, "ann@example.com", "a new password 2").await;
+    assert_eq!(
+        fresh.status(),
+        StatusCode::CREATED,
+        "the new password works"
+    );
+
+    // An admin sets another account's password without knowing it; its sessions end too.
+    let bob_login: Value = log_in_with(&app, &b, "bob@example.com", PASSWORD)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let bob_token = bearer(&bob_login);
+    let r = send_to(
+        &app,
+        &b,
+        put.clone(),
+        &format!("/accounts/{bob}/password"),
+        &admin,
+        Some(json!({"new_password": "set by the admin"})),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        patch_at(&app, &a, bob, &bob_token).await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Deleting an account: its tokens stop at once even where the sessions could not be ended
+    // (the account itself is checked on every request). Deleted here behind the servers' back.
+    let bob_login: Value = log_in_with(&app, &a, "bob@example.com", "set by the admin")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let bob_token = bearer(&bob_login);
+    assert_eq!(patch_at(&app, &b, bob, &bob_token).await, StatusCode::OK);
+    operator
+        .delete(UserId(bob), strata_store::Precondition::None)
+        .await
+        .expect("delete");
+    for base in [&a, &b] {
+        let r = send_to(
+            &app,
+            base,
+            reqwest::Method::GET,
+            "/sessions",
+            &bob_token,
+            None,
+        )
+        .await;
+        let p = problem(r, StatusCode::UNAUTHORIZED).await;
+        assert!(
+            p["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("no longer exists")),
+            "{p}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_new_account_embeds_its_user_exactly_as_get_users_answers_it() {
+    let app = spawn_app().await;
+    let r = app
+        .anon
+        .post(app.url("/accounts"))
+        .json(&json!({"email": "cat@example.com", "password": PASSWORD, "profile": jane()}))
+        .send()
+        .await
+        .expect("POST /accounts");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let created = r.text().await.expect("body");
+    let id = serde_json::from_str::<Value>(&created).expect("json")["id"]
+        .as_u64()
+        .expect("id");
+    let fetched = app
+        .anon
+        .get(app.url(&format!("/users/{id}")))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        fetched.starts_with(&format!("{{\"id\":{id},\"firstName\":")),
+        "canonical order: {fetched}"
+    );
+    assert_eq!(
+        created,
+        format!("{{\"id\":{id},\"email\":\"cat@example.com\",\"roles\":[],\"user\":{fetched}}}"),
+        "one serializer: the same bytes, in the canonical field order"
+    );
 }

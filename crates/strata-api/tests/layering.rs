@@ -6,8 +6,23 @@ use std::path::Path;
 
 /// Every module, each after all those it uses.
 const LAYERS: &[&str] = &[
-    "problem", "request", "keys", "auth", "observe", "state", "commit", "schema", "users",
-    "accounts", "ops", "openapi", "server", "role",
+    "problem",
+    "request",
+    "client",
+    "keys",
+    "auth",
+    "observe",
+    "state",
+    "commit",
+    "credentials",
+    "schema",
+    "users",
+    "accounts",
+    "sessions",
+    "ops",
+    "openapi",
+    "server",
+    "role",
 ];
 
 /// The names right after each `crate::` in `text` (`crate::{a, b::c}` gives `a` and `b`).

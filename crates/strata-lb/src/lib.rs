@@ -106,6 +106,8 @@ pub struct LbConfig {
     pub sticky: Option<sticky::Sticky>,
     /// TLS termination on a second listener. `None`: plain HTTP only.
     pub tls: Option<TlsListen>,
+    /// The local address connections to backends are made from. `None`: the system's choice.
+    pub source: Option<std::net::IpAddr>,
 }
 
 /// The TLS listener's settings.
@@ -143,6 +145,7 @@ impl LbConfig {
             rate_limit: None,
             sticky: None,
             tls: None,
+            source: None,
         }
     }
 }
@@ -256,6 +259,7 @@ impl LoadBalancer {
                     upstream: upstream::Upstream::new(
                         config.timeouts.connect,
                         config.timeouts.idle,
+                        config.source,
                     ),
                     timeouts: config.timeouts,
                     budget: budget.clone(),

@@ -111,6 +111,11 @@ pub struct LbArgs {
     #[arg(long)]
     pub https_redirect: bool,
     /// This role's name in its topology.
+    /// The local address of connections to backends (default: the system picks). Backends that
+    /// trust only their balancer's address for `X-Forwarded-For` need it fixed; `strata up`
+    /// uses 127.0.0.2.
+    #[arg(long)]
+    pub source_addr: Option<std::net::IpAddr>,
     #[arg(long, default_value = "lb")]
     pub name: String,
     /// Exit when standard input reaches end-of-file (set by `strata up`).
@@ -149,6 +154,7 @@ impl LbArgs {
             tls_certs: Vec::new(),
             dev_cert: None,
             https_redirect: false,
+            source_addr: None,
             name: "lb".into(),
             exit_on_stdin_eof: false,
         }
@@ -201,6 +207,7 @@ pub async fn run(args: LbArgs) -> anyhow::Result<()> {
     config.timeouts.client_header = Duration::from_millis(args.client_header_timeout_ms);
     config.max_connections = args.max_connections as usize;
     config.workers = args.workers as usize;
+    config.source = args.source_addr;
     if !args.rate_limit.is_finite() || args.rate_limit < 0.0 {
         anyhow::bail!(
             "--rate-limit must be a number of requests per second, 0 or more (got {})",

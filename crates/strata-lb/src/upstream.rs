@@ -118,6 +118,22 @@ fn lock(idle: &IdleMap) -> IdleGuard<'_> {
     idle.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Connects to `addr`, from `source` when one is set.
+async fn connect_from(
+    source: Option<std::net::IpAddr>,
+    addr: SocketAddr,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let Some(ip) = source else {
+        return tokio::net::TcpStream::connect(addr).await;
+    };
+    let socket = match ip {
+        std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.bind(SocketAddr::new(ip, 0))?;
+    socket.connect(addr).await
+}
+
 /// A worker's connections to every backend.
 #[derive(Clone)]
 pub struct Upstream {
@@ -125,6 +141,8 @@ pub struct Upstream {
     builder: Arc<Builder>,
     connect_timeout: Duration,
     idle_timeout: Duration,
+    /// The local address to connect from (`None`: the system's choice).
+    source: Option<std::net::IpAddr>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -136,7 +154,11 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Self {
+    pub fn new(
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+        source: Option<std::net::IpAddr>,
+    ) -> Self {
         let mut builder = Builder::new();
         // A request is written with one send, not a vectored write: requests are mostly a head
         // alone, and body chunks are copied in behind it.
@@ -146,6 +168,7 @@ impl Upstream {
             builder: Arc::new(builder),
             connect_timeout,
             idle_timeout,
+            source,
         }
     }
 
@@ -206,8 +229,7 @@ impl Upstream {
 
     async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<OutBody>, SendError> {
         let stream =
-            match tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(addr))
-                .await
+            match tokio::time::timeout(self.connect_timeout, connect_from(self.source, addr)).await
             {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => return Err(SendError::Connect(e)),

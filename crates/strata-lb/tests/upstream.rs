@@ -85,7 +85,7 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 #[tokio::test]
 async fn sequential_requests_reuse_one_connection() {
     let (addr, counts) = counting_backend(None).await;
-    let upstream = Upstream::new(Duration::from_secs(1), Duration::from_secs(60));
+    let upstream = Upstream::new(Duration::from_secs(1), Duration::from_secs(60), None);
     for _ in 0..50 {
         let resp = upstream.send(addr, get(addr, "/")).await.expect("send");
         let body = resp.into_body().collect().await.expect("body").to_bytes();
@@ -105,7 +105,7 @@ async fn sequential_requests_reuse_one_connection() {
 #[tokio::test]
 async fn a_response_abandoned_mid_body_closes_its_connection_and_is_never_reused() {
     let (addr, counts) = counting_backend(None).await;
-    let upstream = Upstream::new(Duration::from_secs(1), Duration::from_secs(60));
+    let upstream = Upstream::new(Duration::from_secs(1), Duration::from_secs(60), None);
     let resp = upstream.send(addr, get(addr, "/big")).await.expect("send");
     let mut body = resp.into_body();
     let first = body.frame().await.expect("a frame").expect("data");
@@ -125,7 +125,7 @@ async fn a_response_abandoned_mid_body_closes_its_connection_and_is_never_reused
 #[tokio::test]
 async fn a_connection_the_backend_closed_while_idle_is_skipped() {
     let (addr, counts) = counting_backend(Some(Duration::from_millis(50))).await;
-    let upstream = Upstream::new(Duration::from_secs(1), Duration::from_secs(60));
+    let upstream = Upstream::new(Duration::from_secs(1), Duration::from_secs(60), None);
     for round in 1..=3 {
         let resp = upstream.send(addr, get(addr, "/")).await.expect("send");
         resp.into_body().collect().await.expect("body");
@@ -140,7 +140,7 @@ async fn a_connection_the_backend_closed_while_idle_is_skipped() {
 #[tokio::test]
 async fn idle_connections_are_closed_after_the_idle_timeout() {
     let (addr, counts) = counting_backend(None).await;
-    let upstream = Upstream::new(Duration::from_secs(1), Duration::from_millis(100));
+    let upstream = Upstream::new(Duration::from_secs(1), Duration::from_millis(100), None);
     let resp = upstream.send(addr, get(addr, "/")).await.expect("send");
     resp.into_body().collect().await.expect("body");
     assert_eq!(upstream.idle_count(), 1);
@@ -161,11 +161,47 @@ async fn a_backend_that_cannot_be_reached_is_a_request_never_sent() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr")
     };
-    let upstream = Upstream::new(Duration::from_millis(500), Duration::from_secs(60));
+    let upstream = Upstream::new(Duration::from_millis(500), Duration::from_secs(60), None);
     let err = upstream
         .send(dead, get(dead, "/"))
         .await
         .expect_err("nothing listens there");
     assert!(matches!(err, SendError::Connect(_)), "{err:?}");
     assert!(err.never_sent());
+}
+
+#[tokio::test]
+async fn connections_come_from_the_configured_source_address() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let peers = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = peers.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, peer)) = listener.accept().await {
+            seen.lock().expect("peers").push(peer.ip());
+            tokio::spawn(async move {
+                let service = service_fn(|_req: Request<hyper::body::Incoming>| async {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    for source in [None, Some("127.0.0.2".parse().expect("ip"))] {
+        let upstream = Upstream::new(Duration::from_secs(1), Duration::from_secs(60), source);
+        let resp = upstream.send(addr, get(addr, "/")).await.expect("send");
+        resp.into_body().collect().await.expect("body");
+    }
+    let peers = peers.lock().expect("peers").clone();
+    assert_eq!(
+        peers,
+        [
+            "127.0.0.1".parse::<std::net::IpAddr>().expect("ip"),
+            "127.0.0.2".parse().expect("ip")
+        ]
+    );
 }

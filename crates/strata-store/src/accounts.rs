@@ -95,6 +95,9 @@ pub trait AccountStore: Send + Sync + 'static {
         role: &str,
         granted: bool,
     ) -> Result<Account, StoreError>;
+
+    /// Replaces the account's password hash. `NoAccount` when this user has no account.
+    async fn set_password(&self, user: UserId, password_hash: &str) -> Result<(), StoreError>;
 }
 
 /// One login: the family of its refresh tokens.
@@ -175,6 +178,10 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Forgets the failures under `key` (after a successful login).
     async fn clear_failures(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Takes back one count under `key` (never below zero): an attempt counted before it was
+    /// checked turned out not to be a failure.
+    async fn discount_failure(&self, key: &str) -> Result<(), StoreError>;
 }
 
 /// Milliseconds since the Unix epoch.
@@ -313,6 +320,26 @@ pub mod contract {
         {
             Err(StoreError::NoAccount(_)) => {}
             other => panic!("granting to an unknown email must say NoAccount, got {other:?}"),
+        }
+
+        // A new password replaces the old one; an unknown user is NoAccount.
+        store
+            .set_password(ann.id, "$argon2id$hash-new")
+            .await
+            .unwrap_or_else(|e| panic!("set_password: {e}"));
+        assert_eq!(
+            store
+                .account(ann.id)
+                .await
+                .ok()
+                .flatten()
+                .map(|a| a.password_hash),
+            Some("$argon2id$hash-new".to_owned()),
+            "the new hash is the one stored"
+        );
+        match store.set_password(UserId(7_999_999), "$argon2id$x").await {
+            Err(StoreError::NoAccount(_)) => {}
+            other => panic!("a password for no account must say NoAccount, got {other:?}"),
         }
 
         // Deleting the user deletes the account and frees the email.
@@ -527,6 +554,19 @@ pub mod contract {
             "a new window starts after the old one ended"
         );
         store
+            .count_failure(key, Duration::from_millis(300), now + 400)
+            .await
+            .unwrap_or_else(|e| panic!("count_failure: {e}"));
+        store
+            .discount_failure(key)
+            .await
+            .unwrap_or_else(|e| panic!("discount_failure: {e}"));
+        assert_eq!(
+            store.failures(key, now + 401).await.ok().map(|x| x.0),
+            Some(1),
+            "one count taken back"
+        );
+        store
             .clear_failures(key)
             .await
             .unwrap_or_else(|e| panic!("clear_failures: {e}"));
@@ -534,5 +574,24 @@ pub mod contract {
             store.failures(key, now + 401).await.ok().map(|x| x.0),
             Some(0)
         );
+        store
+            .discount_failure(key)
+            .await
+            .unwrap_or_else(|e| panic!("discount_failure: {e}"));
+        assert_eq!(
+            store.failures(key, now + 401).await.ok().map(|x| x.0),
+            Some(0),
+            "never below zero"
+        );
+
+        // Counting is atomic: many attempts at once each get their own count.
+        let key = "login:account:concurrent";
+        let counts = futures_util::future::join_all(
+            (0..50).map(|_| store.count_failure(key, Duration::from_secs(60), now)),
+        )
+        .await;
+        let mut counts: Vec<u64> = counts.into_iter().filter_map(Result::ok).collect();
+        counts.sort_unstable();
+        assert_eq!(counts, (1..=50).collect::<Vec<u64>>(), "each count once");
     }
 }

@@ -119,8 +119,8 @@ pub enum StoreError {
     /// An account with this email already exists.
     #[error("an account with this email already exists")]
     EmailTaken,
-    /// No account has this email.
-    #[error("no account has the email {0}")]
+    /// No such account; the text says which ("the email ann@example.com", "user 12").
+    #[error("no account for {0}")]
     NoAccount(String),
     /// The data directory cannot be used (unreadable, not a Strata database, newer schema).
     #[error("{0}")]

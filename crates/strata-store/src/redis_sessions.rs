@@ -96,6 +96,15 @@ end
 return redis.call('HINCRBY', k, 'count', 1)
 "#;
 
+/// Takes back one count, never below zero.
+const DISCOUNT_FAILURE: &str = r#"
+local n = tonumber(redis.call('HGET', KEYS[1], 'count'))
+if n and n > 0 then
+  redis.call('HINCRBY', KEYS[1], 'count', -1)
+end
+return 0
+"#;
+
 impl RedisSessions {
     /// Connects to `url` (`redis://HOST:PORT`); the first connection must succeed.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
@@ -308,5 +317,18 @@ impl SessionStore for RedisSessions {
     async fn clear_failures(&self, key: &str) -> Result<(), StoreError> {
         let mut c = self.connection.clone();
         Self::run(c.del::<_, ()>(failures_key(key))).await
+    }
+
+    async fn discount_failure(&self, key: &str) -> Result<(), StoreError> {
+        let mut c = self.connection.clone();
+        Self::run(
+            redis::cmd("EVAL")
+                .arg(DISCOUNT_FAILURE)
+                .arg(1)
+                .arg(failures_key(key))
+                .query_async::<i64>(&mut c),
+        )
+        .await
+        .map(|_| ())
     }
 }

@@ -1,5 +1,6 @@
 //! `strata admin`: operator actions that the API never offers itself — granting and withdrawing
-//! the admin role, and rotating the keys that sign access tokens.
+//! the admin role, and rotating and revoking the keys that sign access tokens. Each takes effect
+//! on every API server of the deployment within a second, without a restart.
 //!
 //! The target is a deployment directory (`--dir`, as `strata up` made it: its PostgreSQL
 //! primary if it runs one, else its SQLite data directory), or a data directory or PostgreSQL
@@ -33,22 +34,41 @@ pub struct Target {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum AdminAction {
-    /// Grant the admin role to the account with this email (it takes effect at the account's
-    /// next login or token refresh).
+    /// Grant the admin role to the account with this email (at once: every server reads an
+    /// account's roles on every authenticated request).
     Grant {
         email: String,
         #[command(flatten)]
         target: Target,
     },
-    /// Withdraw the admin role from the account with this email.
+    /// Withdraw the admin role from the account with this email (at once, on every server:
+    /// tokens issued while it held the role no longer carry it).
     Withdraw {
         email: String,
         #[command(flatten)]
         target: Target,
     },
     /// Add a new key that signs access tokens from now on (older keys keep verifying; the
-    /// newest three are kept). Servers pick it up within 10 s.
+    /// newest three are kept). Servers pick it up within a second. Refused when it would retire
+    /// a key whose tokens may still be live — at most two rotations per access-token lifetime.
     RotateKeys {
+        /// The key directory (default: `keys` in the data directory).
+        #[arg(long, env = "STRATA_KEYS")]
+        keys: Option<PathBuf>,
+        /// The API servers' access-token lifetime (`--access-ttl-secs` of `strata serve`).
+        #[arg(long, env = "STRATA_ACCESS_TTL_SECS", default_value_t = 600)]
+        access_ttl_secs: u64,
+        /// Rotate even if live tokens' key is retired (their holders must refresh).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Stop every API server verifying tokens signed by key KID, within a second (tokens it
+    /// signed fail; their holders refresh or log in again). A new key is made first when KID is
+    /// the one signing. Key ids are the `kid` in a token's header and in /.well-known/jwks.json.
+    RevokeKey {
+        kid: String,
         /// The key directory (default: `keys` in the data directory).
         #[arg(long, env = "STRATA_KEYS")]
         keys: Option<PathBuf>,
@@ -106,13 +126,36 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     match args.action {
         AdminAction::Grant { email, target } => set_admin(&email, &target, true).await,
         AdminAction::Withdraw { email, target } => set_admin(&email, &target, false).await,
-        AdminAction::RotateKeys { keys, target } => {
+        AdminAction::RotateKeys {
+            keys,
+            access_ttl_secs,
+            force,
+            target,
+        } => {
             let dir = keys.unwrap_or_else(|| target.data_dir().join("keys"));
-            let kid = strata_api::keys::rotate(&dir).map_err(anyhow::Error::msg)?;
+            let guard = (!force).then(|| std::time::Duration::from_secs(access_ttl_secs));
+            let kid = strata_api::keys::rotate(&dir, guard).map_err(anyhow::Error::msg)?;
             println!(
-                "new signing key {kid} in {}; API servers sign with it within {} s",
+                "new signing key {kid} in {}; API servers sign with it within {} ms",
                 dir.display(),
-                strata_api::keys::RESCAN_EVERY.as_secs()
+                strata_api::keys::CHECK_EVERY.as_millis()
+            );
+            Ok(())
+        }
+        AdminAction::RevokeKey { kid, keys, target } => {
+            let dir = keys.unwrap_or_else(|| target.data_dir().join("keys"));
+            let revoked = strata_api::keys::revoke(&dir, &kid).map_err(anyhow::Error::msg)?;
+            println!(
+                "key {kid} revoked in {}: API servers stop accepting tokens it signed within {} ms; \
+                 {} signs{}",
+                dir.display(),
+                strata_api::keys::CHECK_EVERY.as_millis(),
+                revoked.signing,
+                if revoked.made_new {
+                    " (made now, as the revoked key was the one signing)"
+                } else {
+                    ""
+                }
             );
             Ok(())
         }

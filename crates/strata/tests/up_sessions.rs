@@ -279,3 +279,82 @@ async fn sessions_in_a_durable_redis_survive_its_kill() {
         .expect("refresh");
     assert_eq!(refreshed.status(), 200, "{}", common::logs(&dir, 20));
 }
+
+/// The address of my current session, as `GET /sessions` at `base` lists it.
+async fn session_ip(http: &reqwest::Client, base: &str, login: &Value) -> Value {
+    let list: Value = http
+        .get(format!("http://{base}/sessions"))
+        .header(
+            "authorization",
+            format!("Bearer {}", login["access_token"].as_str().expect("token")),
+        )
+        .send()
+        .await
+        .expect("GET /sessions")
+        .json()
+        .await
+        .expect("json");
+    list["sessions"]
+        .as_array()
+        .and_then(|all| all.iter().find(|s| s["current"] == true))
+        .map(|s| s["ip"].clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_balancer_names_the_client_to_the_api_servers() {
+    let (_tmp, dir) = up_topology("[lb]\n[api]\ncount = 1\n");
+    let _cleanup = Cleanup(&dir);
+    let status = status_json(&dir);
+    let addr = |name: &str| {
+        role(&status, name)["addrs"]["http"]
+            .as_str()
+            .expect("address")
+            .to_string()
+    };
+    let (lb, api) = (addr("lb-1"), addr("api-1"));
+    let from = |ip: &str| {
+        reqwest::Client::builder()
+            .local_address(ip.parse::<std::net::IpAddr>().ok())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client")
+    };
+    let profile = json!({"firstName": "Cy", "lastName": "Client",
+        "address": {"streetAddress": "1 Main St", "city": "Boston", "state": "MA", "postalCode": "02134"},
+        "phoneNumbers": []});
+    let account =
+        json!({"email": "cy@example.com", "password": "from where I am", "profile": profile});
+    let created = from("127.0.0.1")
+        .post(format!("http://{lb}/accounts"))
+        .json(&account)
+        .send()
+        .await
+        .expect("POST /accounts");
+    assert_eq!(created.status(), 201);
+    let login = |http: reqwest::Client, base: String| async move {
+        let r = http
+            .post(format!("http://{base}/sessions"))
+            .header("x-forwarded-for", "203.0.113.7")
+            .json(&json!({"email": "cy@example.com", "password": "from where I am"}))
+            .send()
+            .await
+            .expect("POST /sessions");
+        assert_eq!(r.status(), 201);
+        let login: Value = r.json().await.expect("json");
+        session_ip(&http, &base, &login).await
+    };
+    // Through the balancer, from 127.0.0.3: the API server (whose peer is the balancer) is told
+    // the real client; what the client wrote in X-Forwarded-For itself is not believed.
+    assert_eq!(
+        login(from("127.0.0.3"), lb.clone()).await,
+        json!("127.0.0.3"),
+        "{}",
+        common::logs(&dir, 20)
+    );
+    // Straight to the API port: a local process names no address but its own.
+    assert_eq!(
+        login(from("127.0.0.1"), api.clone()).await,
+        json!("127.0.0.1")
+    );
+}

@@ -67,7 +67,7 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut AuthConfig)) -> TestApp {
     let store = Arc::new(opened.store);
     store.ensure_canonical_user().await.expect("canonical user");
     let keys = KeyRing::open(&dir.path().join("keys")).expect("keys");
-    let mut auth = AuthConfig::new(keys, store.clone());
+    let mut auth = AuthConfig::new(keys, store.clone(), store.clone());
     tune(&mut auth);
     // The admin: an account made through the store, then granted the role (as the CLI does).
     let hash = auth.hash_password(ADMIN_PASSWORD).await.expect("hash");
@@ -85,7 +85,6 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut AuthConfig)) -> TestApp {
         .await
         .expect("grant admin");
     let state = AppState::new(
-        store.clone(),
         store,
         auth,
         SnowflakeGenerator::new(1).expect("node"),
@@ -126,6 +125,27 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut AuthConfig)) -> TestApp {
         anon,
         dir,
     }
+}
+
+/// Another API server over the same database and key directory as `app` (as `strata up` runs
+/// several): its base URL. It shares nothing with `app` in memory.
+pub async fn spawn_peer(app: &TestApp) -> String {
+    let opened = SqliteStore::open(app.dir.path()).expect("open the same store");
+    let store = Arc::new(opened.store);
+    let keys = KeyRing::open(&app.dir.path().join("keys")).expect("keys");
+    let auth = AuthConfig::new(keys, store.clone(), store.clone());
+    let state = AppState::new(
+        store,
+        auth,
+        SnowflakeGenerator::new(2).expect("node"),
+        Tiered::new(TieredConfig::default(), None),
+    );
+    let peer = Application::build("127.0.0.1:0".parse().expect("addr"), state)
+        .await
+        .expect("bind");
+    let base = format!("http://{}", peer.addr());
+    tokio::spawn(peer.run_until_stopped(std::future::pending()));
+    base
 }
 
 pub fn jane() -> Value {

@@ -79,6 +79,9 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
                     }
                 }
                 set_cache(&mut server, &cache, &caches, w)?;
+                if has_lb {
+                    server.auth.trusted_proxies = vec![super::BALANCER_SOURCE.into()];
+                }
                 if let Some(store) = sessions {
                     let addr = w.addr(store, CacheEngine::Redis.name())?;
                     server.auth.sessions_redis = Some(format!("redis://{addr}"));

@@ -60,6 +60,7 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
                 }
                 args.https_redirect = tls.redirect;
             }
+            args.source_addr = Some(super::BALANCER_SOURCE);
             args.name = NAME.into();
             args.exit_on_stdin_eof = true;
             Ok(RoleCommand::Lb(Box::new(args)))

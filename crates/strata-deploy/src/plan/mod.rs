@@ -31,6 +31,16 @@ pub mod sessions;
 /// The listener every PostgreSQL role announces (and its dependents look up).
 pub const POSTGRES_LISTENER: &str = "postgres";
 
+/// The address the balancer connects to the API servers from; they trust it, and only it, to
+/// name the client in `X-Forwarded-For`. On Linux all of 127.0.0.0/8 is loopback, so the
+/// balancer has an address of its own and a local process talking to an API port from
+/// 127.0.0.1 cannot pose as it. Elsewhere (macOS configures 127.0.0.1 alone) it is 127.0.0.1.
+pub const BALANCER_SOURCE: std::net::IpAddr = if cfg!(target_os = "linux") {
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2))
+} else {
+    std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+};
+
 /// Addresses the ready roles announced: role name → listener name → `ip:port`.
 pub type Announced = BTreeMap<String, BTreeMap<String, String>>;
 

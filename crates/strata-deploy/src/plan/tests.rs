@@ -198,11 +198,35 @@ fn defaults_stay_off_the_command_line() {
             "lb",
             "--backend",
             "api-1=127.0.0.1:10001",
+            "--source-addr",
+            &super::BALANCER_SOURCE.to_string(),
             "--name",
             "lb-1",
             "--exit-on-stdin-eof"
         ]
     );
+}
+
+#[test]
+fn the_api_servers_trust_only_their_balancers_address_to_name_clients() {
+    let trusted = |plan: &Plan| {
+        let RoleCommand::Api(api) = command(plan, "api-1") else {
+            panic!("an api role")
+        };
+        api.server.auth.trusted_proxies.clone()
+    };
+    let balanced = compile("[lb]\n[api]\ncount = 2\n");
+    assert_eq!(
+        trusted(&balanced),
+        [super::BALANCER_SOURCE.into()],
+        "the balancer connects from its own address, and only that address is trusted"
+    );
+    let RoleCommand::Lb(lb) = command(&balanced, "lb-1") else {
+        panic!("a balancer role")
+    };
+    assert_eq!(lb.source_addr, Some(super::BALANCER_SOURCE));
+    // Without a balancer nobody may name the client.
+    assert_eq!(trusted(&compile("[api]\ncount = 1\n")), []);
 }
 
 #[test]

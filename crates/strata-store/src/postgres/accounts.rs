@@ -167,7 +167,7 @@ impl AccountStore for PgStore {
                 .as_ref()
                 .map(account_row)
                 .transpose()?
-                .ok_or_else(|| StoreError::NoAccount(email.clone()))?;
+                .ok_or_else(|| StoreError::NoAccount(format!("the email {email}")))?;
             account.roles.retain(|r| *r != role);
             if granted {
                 account.roles.push(role);
@@ -184,6 +184,28 @@ impl AccountStore for PgStore {
             Ok(account)
         })
         .await
+    }
+
+    async fn set_password(&self, user: UserId, password_hash: &str) -> Result<(), StoreError> {
+        let Some(key) = sql_id(user) else {
+            return Err(StoreError::NoAccount(format!("user {user}")));
+        };
+        let hash = password_hash.to_owned();
+        let changed = self
+            .call(|client| async move {
+                client
+                    .execute(
+                        "UPDATE accounts SET password_hash = $2 WHERE user_id = $1",
+                        &[&key, &hash],
+                    )
+                    .await
+                    .map_err(|e| engine_error(&e))
+            })
+            .await?;
+        if changed == 0 {
+            return Err(StoreError::NoAccount(format!("user {user}")));
+        }
+        Ok(())
     }
 }
 
@@ -379,6 +401,15 @@ impl SessionStore for PgStore {
     async fn clear_failures(&self, key: &str) -> Result<(), StoreError> {
         self.execute(
             "DELETE FROM auth_failures WHERE key = $1",
+            vec![Box::new(key.to_owned())],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn discount_failure(&self, key: &str) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE auth_failures SET count = count - 1 WHERE key = $1 AND count > 0",
             vec![Box::new(key.to_owned())],
         )
         .await

@@ -161,7 +161,7 @@ impl AccountStore for SqliteStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(engine_error)?;
             let mut account = account_where(&tx, "email = ?1", &email.as_str())?
-                .ok_or_else(|| StoreError::NoAccount(email.to_string()))?;
+                .ok_or_else(|| StoreError::NoAccount(format!("the email {email}")))?;
             account.roles.retain(|r| *r != role);
             if granted {
                 account.roles.push(role);
@@ -177,6 +177,26 @@ impl AccountStore for SqliteStore {
             Ok(account)
         })
         .await
+    }
+
+    async fn set_password(&self, user: UserId, password_hash: &str) -> Result<(), StoreError> {
+        let Some(key) = sql_id(user) else {
+            return Err(StoreError::NoAccount(format!("user {user}")));
+        };
+        let hash = password_hash.to_owned();
+        let changed = self
+            .with_writer(move |conn| {
+                conn.execute(
+                    "UPDATE accounts SET password_hash = ?2 WHERE user_id = ?1",
+                    params![key, hash],
+                )
+                .map_err(engine_error)
+            })
+            .await?;
+        if changed == 0 {
+            return Err(StoreError::NoAccount(format!("user {user}")));
+        }
+        Ok(())
     }
 }
 
@@ -369,6 +389,19 @@ impl SessionStore for SqliteStore {
             conn.execute("DELETE FROM auth_failures WHERE key = ?1", [&key])
                 .map(|_| ())
                 .map_err(engine_error)
+        })
+        .await
+    }
+
+    async fn discount_failure(&self, key: &str) -> Result<(), StoreError> {
+        let key = key.to_owned();
+        self.with_writer(move |conn| {
+            conn.execute(
+                "UPDATE auth_failures SET count = count - 1 WHERE key = ?1 AND count > 0",
+                [&key],
+            )
+            .map(|_| ())
+            .map_err(engine_error)
         })
         .await
     }
