@@ -29,7 +29,7 @@ use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::strict::{self, Framing, Refusal};
+use crate::strict::{self, Framing, MAX_HEAD, Refusal};
 
 /// A head the parser refuses (an invalid method token), given in place of a refused one.
 pub const REFUSED_HEAD: &[u8] = b"SMUGGLED\x01 / HTTP/1.1\r\n\r\n";
@@ -39,9 +39,6 @@ pub const REFUSED_HEAD: &[u8] = b"SMUGGLED\x01 / HTTP/1.1\r\n\r\n";
 pub const REFUSED_BODY: &[u8] = b"\r\0";
 /// HTTP/2's connection preface (RFC 9113 §3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-/// The most header bytes the guard holds back (the parser's own limit is the same); a longer
-/// head is refused. A chunked body's trailer section has the same limit.
-pub const MAX_HEAD: usize = 64 * 1024;
 /// The most buffer capacity a connection keeps between requests.
 const KEPT_CAPACITY: usize = 1024;
 /// Vectored writes up to this many bytes in all are joined into one write.

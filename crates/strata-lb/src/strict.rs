@@ -16,7 +16,9 @@
 //! Every check is a pass over the head the guard already holds, complete, and over httparse's
 //! slices into it: nothing is allocated or copied.
 
-use crate::framing::MAX_HEAD;
+/// The most header bytes the framing guard holds back (the parser's own limit is the same); a
+/// longer head is refused. A chunked body's trailer section has the same limit.
+pub const MAX_HEAD: usize = 64 * 1024;
 
 /// The longest request line accepted (method, target and version, without the CRLF), RFC
 /// 9112 §2.3 ("at least 8000 octets" is the recommended minimum to support).
