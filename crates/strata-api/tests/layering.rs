@@ -15,6 +15,8 @@ const LAYERS: &[&str] = &[
     "commit",
     "credentials",
     "schema",
+    "params",
+    "responses",
     "users",
     "accounts",
     "sessions",
