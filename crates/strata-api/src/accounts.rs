@@ -34,12 +34,17 @@ fn account_view(account: &Account) -> Value {
 }
 
 /// `POST /accounts`: `{"email", "password", "profile": {…}}` → 201 with the account.
-#[utoipa::path(post, path = "/accounts", tag = "accounts",
+#[utoipa::path(post, path = "/accounts", tag = "accounts", security(()),
     request_body(content = crate::schema::AccountInput, content_type = "application/json"),
     responses(
-        (status = 201, description = "The account and its public profile"),
-        (status = 409, description = "The email is registered", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 201, description = "The account and its public profile", body = crate::schema::AccountCreated,
+            headers(("Location" = String, description = "`/users/{id}`: the public profile"),
+                    ("Strata-Commit" = u64, description = "The write's commit token, for `Strata-Read-After`"))),
+        (status = 400, description = "`malformed-json`: the body is not JSON; `unreadable-body`", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`email-taken`: the email is registered (pointer `/email`)", body = crate::problem::Problem, content_type = "application/problem+json"),
+        crate::responses::BodyErrors,
+        (status = 422, description = "`invalid-fields`: a bad email (`/email`), a password too short or long (`/password`), a bad profile (`/profile/…`), an unknown field", body = crate::problem::Problem, content_type = "application/problem+json"),
+        crate::responses::ServerErrors,
     ))]
 pub async fn create(
     State(state): State<AppState>,
@@ -138,12 +143,15 @@ pub async fn create(
 }
 
 /// `GET /accounts/{id}`: the account (email, roles) — its owner and admins only.
-#[utoipa::path(get, path = "/accounts/{id}", tag = "accounts", security(("bearer" = [])),
-    params(("id" = u64, Path, description = "User id")),
+#[utoipa::path(get, path = "/accounts/{id}", tag = "accounts", security(("bearer" = []), ("cookie" = [])),
+    params(crate::params::UserIdPath),
     responses(
         (status = 200, description = "The account", body = crate::schema::AccountView),
-        (status = 401, description = "Not authenticated", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not yours, and you are not an admin", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid-user-id`: the id is not an unsigned 64-bit decimal", body = crate::problem::Problem, content_type = "application/problem+json"),
+        crate::responses::Unauthenticated,
+        (status = 403, description = "`forbidden`: not yours, and you are not an admin", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`user-not-found`: no account has this id (admins only: others get 403)", body = crate::problem::Problem, content_type = "application/problem+json"),
+        crate::responses::ServerErrors,
     ))]
 pub async fn get_one(
     State(state): State<AppState>,
@@ -173,16 +181,21 @@ pub async fn get_one(
 /// give the current password (checked, and counted against the login limits like a login); an
 /// admin may set anyone else's without it. Every session of the account ends at once, on every
 /// server — including the caller's: whoever knew the old password is signed out with it.
-#[utoipa::path(put, path = "/accounts/{id}/password", tag = "accounts", security(("bearer" = [])),
-    params(("id" = u64, Path, description = "User id")),
+#[utoipa::path(put, path = "/accounts/{id}/password", tag = "accounts", security(("bearer" = []), ("cookie" = [], "csrf" = [])),
+    params(crate::params::UserIdPath),
     request_body(content = crate::schema::PasswordChange, content_type = "application/json"),
     responses(
-        (status = 204, description = "Changed; every session of the account has ended"),
-        (status = 401, description = "Not authenticated, or the current password is wrong", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not yours, and you are not an admin", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such account", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many wrong current passwords; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 204, description = "Changed; every session of the account has ended and the caller's cookies are cleared"),
+        (status = 400, description = "`invalid-user-id`: the id is not an unsigned 64-bit decimal; `malformed-json`: the body is not JSON; `unreadable-body`", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthenticated`: no valid access token, or the current password is wrong", body = crate::problem::Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"strata\", error=\"invalid_token\"`"))),
+        (status = 403, description = "`forbidden`: not yours, and you are not an admin; `csrf`: a cookie-authenticated request without `X-CSRF-Token`", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`user-not-found`: no account has this id (admins only: others get 403)", body = crate::problem::Problem, content_type = "application/problem+json"),
+        crate::responses::BodyErrors,
+        (status = 422, description = "`invalid-fields`: `new_password` too short or long, `current_password` missing (owners), an unknown field", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`too-many-attempts`: too many wrong current passwords or failed logins for this account or address", body = crate::problem::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds until the window of failed attempts ends"))),
+        crate::responses::ServerErrors,
     ))]
 pub async fn change_password(
     State(state): State<AppState>,

@@ -22,7 +22,8 @@
 //! (parsing requests), [`client`] (the client's address), [`keys`] and [`auth`] (tokens and
 //! principals), [`observe`] (the middleware), [`state`] (what handlers share), [`commit`] (what writes share),
 //! [`credentials`] (what logging in and changing a password share), [`schema`] (the documented
-//! wire forms), the handlers [`users`], [`accounts`], [`sessions`] and [`ops`],
+//! wire forms), [`params`] and [`responses`] (the documented parameters and error responses
+//! several operations share), the handlers [`users`], [`accounts`], [`sessions`] and [`ops`],
 //! [`openapi`] (the document of them all), [`server`] (the router and the bound server) and
 //! [`role`] (the server as a process, composed from each tier's options). This root only
 //! declares and re-exports them.
@@ -36,8 +37,10 @@ pub mod keys;
 pub mod observe;
 pub mod openapi;
 pub mod ops;
+pub mod params;
 pub mod problem;
 pub mod request;
+pub mod responses;
 pub mod role;
 pub mod schema;
 pub mod server;

@@ -15,15 +15,18 @@ use crate::state::AppState;
 pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Alive: the process serves HTTP. Says nothing about its dependencies.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive")))]
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()), responses(
+    (status = 200, description = "Alive", body = crate::schema::Alive),
+    crate::responses::TimedOut))]
 pub async fn healthz() -> Response {
     Json(serde_json::json!({"status": "alive"})).into_response()
 }
 
 /// Ready: the data tier answers.
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
-    (status = 200, description = "Ready"),
-    (status = 503, description = "The data tier does not answer", body = crate::problem::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()), responses(
+    (status = 200, description = "Ready", body = crate::schema::Ready),
+    (status = 503, description = "`unavailable`: the data tier does not answer; `timeout`", body = crate::problem::Problem, content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "Seconds to wait before retrying.")))))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
     match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
         Ok(Ok(())) => Ok(Json(
@@ -38,7 +41,9 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError>
 }
 
 /// Prometheus text exposition.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()), responses(
+    (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
+    crate::responses::TimedOut))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let mut r = (StatusCode::OK, state.metrics.render()).into_response();
     r.headers_mut().insert(

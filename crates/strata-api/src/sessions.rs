@@ -88,12 +88,17 @@ fn wants_cookies(doc: &Value) -> Result<bool, ApiError> {
 }
 
 /// `POST /sessions`: `{"email", "password", "cookies"?}` → 201 with tokens.
-#[utoipa::path(post, path = "/sessions", tag = "accounts",
+#[utoipa::path(post, path = "/sessions", tag = "accounts", security(()),
     request_body(content = crate::schema::LoginInput, content_type = "application/json"),
     responses(
-        (status = 201, description = "Logged in", body = crate::schema::TokenResponse),
-        (status = 401, description = "Wrong email or password (the same answer for both)", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed attempts; see Retry-After", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 201, description = "Logged in. In browser mode (`cookies: true`) the tokens are in `Set-Cookie` and only `csrf_token` is in the body", body = crate::schema::TokenResponse),
+        (status = 400, description = "`malformed-json`: the body is not JSON; `unreadable-body`", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`login-failed`: wrong email or password (the same answer for both)", body = crate::problem::Problem, content_type = "application/problem+json"),
+        crate::responses::BodyErrors,
+        (status = 422, description = "`invalid-fields`: a missing or malformed email or password, or `cookies` not a boolean", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`too-many-attempts`: too many failed logins for this email or from this address", body = crate::problem::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds until the window of failed attempts ends"))),
+        crate::responses::ServerErrors,
     ))]
 pub async fn login(
     State(state): State<AppState>,
@@ -178,12 +183,17 @@ pub async fn login(
 
 /// `POST /sessions/refresh`: `{"refresh_token"}` (or the refresh cookie + `X-CSRF-Token`) →
 /// a new access token and a new refresh token; the old refresh token is spent.
-#[utoipa::path(post, path = "/sessions/refresh", tag = "accounts",
+#[utoipa::path(post, path = "/sessions/refresh", tag = "accounts", security((), ("refresh_cookie" = [], "csrf" = [])),
     request_body(content = crate::schema::RefreshInput, content_type = "application/json"),
     responses(
         (status = 200, description = "New tokens; the presented refresh token is spent", body = crate::schema::TokenResponse),
-        (status = 401, description = "Not valid, or already used (the session is then revoked)", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Cookie mode without the CSRF token", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`malformed-json`: the body is not JSON; `unreadable-body`", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthenticated`: not a valid refresh token, or one already used (the session is then revoked)", body = crate::problem::Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"strata\", error=\"invalid_token\"`"))),
+        (status = 403, description = "`csrf`: the refresh cookie without the session's `X-CSRF-Token`", body = crate::problem::Problem, content_type = "application/problem+json"),
+        crate::responses::BodyErrors,
+        (status = 422, description = "`invalid-fields`: no `refresh_token` string", body = crate::problem::Problem, content_type = "application/problem+json"),
+        crate::responses::ServerErrors,
     ))]
 pub async fn refresh(
     State(state): State<AppState>,
@@ -276,10 +286,11 @@ fn session_view(s: &Session, current: &str) -> Value {
 }
 
 /// `GET /sessions`: the caller's active sessions.
-#[utoipa::path(get, path = "/sessions", tag = "accounts", security(("bearer" = [])),
+#[utoipa::path(get, path = "/sessions", tag = "accounts", security(("bearer" = []), ("cookie" = [])),
     responses(
-        (status = 200, description = "My active sessions: {\"sessions\": [...]}", body = Vec<crate::schema::SessionView>),
-        (status = 401, description = "Not authenticated", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "My active sessions", body = crate::schema::SessionList),
+        crate::responses::Unauthenticated,
+        crate::responses::ServerErrors,
     ))]
 pub async fn list(
     State(state): State<AppState>,
@@ -303,10 +314,12 @@ pub async fn list(
 }
 
 /// `DELETE /sessions/current`: log out.
-#[utoipa::path(delete, path = "/sessions/current", tag = "accounts", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/sessions/current", tag = "accounts", security(("bearer" = []), ("cookie" = [], "csrf" = [])),
     responses(
-        (status = 204, description = "Logged out"),
-        (status = 401, description = "Not authenticated", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 204, description = "Logged out; the session's cookies are cleared"),
+        crate::responses::Unauthenticated,
+        (status = 403, description = "`csrf`: a cookie-authenticated request without `X-CSRF-Token`", body = crate::problem::Problem, content_type = "application/problem+json"),
+        crate::responses::ServerErrors,
     ))]
 pub async fn logout(
     State(state): State<AppState>,
@@ -318,11 +331,15 @@ pub async fn logout(
 }
 
 /// `DELETE /sessions/{id}`: revoke one of the caller's sessions (admins: anyone's).
-#[utoipa::path(delete, path = "/sessions/{id}", tag = "accounts", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Session id: 32 hexadecimal digits")),
+#[utoipa::path(delete, path = "/sessions/{id}", tag = "accounts", security(("bearer" = []), ("cookie" = [], "csrf" = [])),
+    params(crate::params::SessionIdPath),
     responses(
         (status = 204, description = "Revoked"),
-        (status = 404, description = "You have no such session", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid-parameter`: the id is not a session id (`errors[].parameter` is `id`)", body = crate::problem::Problem, content_type = "application/problem+json"),
+        crate::responses::Unauthenticated,
+        (status = 403, description = "`csrf`: a cookie-authenticated request without `X-CSRF-Token`", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`session-not-found`: you have no session with this id (another user's looks the same)", body = crate::problem::Problem, content_type = "application/problem+json"),
+        crate::responses::ServerErrors,
     ))]
 pub async fn revoke(
     State(state): State<AppState>,
@@ -355,8 +372,11 @@ pub async fn revoke(
 }
 
 /// `GET /.well-known/jwks.json`: the public keys that verify access tokens.
-#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "accounts",
-    responses((status = 200, description = "The JWK Set that verifies access tokens")))]
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "accounts", security(()),
+    responses(
+        (status = 200, description = "The JWK Set that verifies access tokens", body = crate::schema::JwkSet),
+        crate::responses::TimedOut,
+    ))]
 pub async fn jwks(State(state): State<AppState>) -> Response {
     let mut r = Json(state.auth.keys.jwks()).into_response();
     r.headers_mut().insert(

@@ -22,18 +22,18 @@ use serde::Deserialize;
 use serde_json::Value;
 use strata_cache::tiered::{Entry, TieredError};
 use strata_core::user::{IdField, User, UserId, UserProfile};
-use strata_store::{
-    CommitToken, Precondition, ReadRequirement, StoreError, StoredUser, WriteReceipt,
-};
+use strata_store::{Precondition, ReadRequirement, StoreError, StoredUser, WriteReceipt};
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 
 use crate::auth::Principal;
-use crate::commit::{READ_AFTER_COOKIE, READ_AFTER_HEADER, cache_key, with_commit};
+use crate::commit::{cache_key, read_requirement, with_commit};
 use crate::problem::ApiError;
 use crate::request::{EntityTags, JsonKind, entity_tags, etag, json_body, user_id};
 use crate::state::{AppState, PATCH_LOCK_STRIPES};
 
 /// Page size limits for `GET /users`.
 pub const LIST_DEFAULT_LIMIT: u32 = 20;
+pub const LIST_MIN_LIMIT: u32 = 1;
 pub const LIST_MAX_LIMIT: u32 = 100;
 
 /// How many times a PATCH is re-applied after losing a race with another writer.
@@ -45,39 +45,6 @@ fn cache_entry(stored: &StoredUser) -> Entry {
         .map(Bytes::from)
         .unwrap_or_default();
     Entry::present(stored.version, body)
-}
-
-/// The token of the `strata-read-after` cookie, if the request has a well-formed one.
-fn cookie_token(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .filter(|(name, _)| *name == READ_AFTER_COOKIE)
-        .filter_map(|(_, value)| value.trim().parse::<u64>().ok())
-        .max()
-}
-
-/// What a read must see: the `Strata-Read-After` header, else the cookie (a malformed cookie is
-/// ignored — a browser cannot fix it — while a malformed header is the caller's error).
-fn read_requirement(headers: &HeaderMap) -> Result<ReadRequirement, ApiError> {
-    match headers.get(&READ_AFTER_HEADER) {
-        None => Ok(cookie_token(headers)
-            .map(|t| ReadRequirement::at_least(CommitToken(t)))
-            .unwrap_or(ReadRequirement::ANY)),
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .map(|t| ReadRequirement::at_least(CommitToken(t)))
-            .ok_or(ApiError::InvalidParameter {
-                parameter: "Strata-Read-After",
-                detail: "must be a commit token as returned in Strata-Commit (a decimal number)"
-                    .into(),
-            }),
-    }
 }
 
 /// Loads a user through the cache. `None` when absent or deleted.
@@ -167,14 +134,18 @@ fn json_response(status: StatusCode, body: Bytes, version: u64) -> Response {
 }
 
 /// Creates a user; the server assigns the id.
-#[utoipa::path(post, path = "/users", tag = "users", security(("bearer" = [])),
+#[utoipa::path(post, path = "/users", tag = "users", security(("bearer" = []), ("cookie" = [], "csrf" = [])),
     request_body(content = crate::schema::UserInput, content_type = "application/json"),
     responses(
-        (status = 201, description = "Created; `Location` names the new user", body = crate::schema::UserDoc),
-        (status = 400, description = "Malformed JSON", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over the limit", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not application/json", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, each named by a JSON pointer", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 201, description = "Created; `Location` names the new user", body = crate::schema::UserDoc,
+            headers(("Location" = String, description = "`/users/{id}`"), ("ETag" = String, description = "`\"v1\"`"),
+                    ("Strata-Commit" = u64, description = "The write's commit token, for `Strata-Read-After`"))),
+        (status = 400, description = "`malformed-json`: the body is not JSON; `unreadable-body`", body = crate::problem::Problem, content_type = "application/problem+json"),
+        crate::responses::Unauthenticated,
+        (status = 403, description = "`forbidden`: only an admin may create a profile without an account; `csrf`: a cookie-authenticated request without `X-CSRF-Token`", body = crate::problem::Problem, content_type = "application/problem+json"),
+        crate::responses::BodyErrors,
+        (status = 422, description = "`invalid-fields`: each field at fault, named by a JSON pointer", body = crate::problem::Problem, content_type = "application/problem+json"),
+        crate::responses::ServerErrors,
     ))]
 pub async fn create(
     State(state): State<AppState>,
@@ -215,15 +186,16 @@ pub async fn create(
 }
 
 /// Reads one user.
-#[utoipa::path(get, path = "/users/{id}", tag = "users",
-    params(("id" = u64, Path, description = "User id (unsigned 64-bit, decimal)"),
-           ("If-None-Match" = Option<String>, Header, description = "ETag(s) the client holds: 304 if current"),
-           ("Strata-Read-After" = Option<u64>, Header, description = "Serve state at least this new (a Strata-Commit value)")),
+#[utoipa::path(get, path = "/users/{id}", tag = "users", security(()),
+    params(crate::params::UserIdPath, crate::params::IfNoneMatch, crate::params::ReadAfter),
     responses(
-        (status = 200, description = "The user", body = crate::schema::UserDoc),
-        (status = 304, description = "Not modified"),
-        (status = 400, description = "Not a valid id", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such user", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The user", body = crate::schema::UserDoc,
+            headers(("ETag" = String, description = "`\"v<version>\"`"))),
+        (status = 304, description = "Not modified: `If-None-Match` names the current version",
+            headers(("ETag" = String, description = "`\"v<version>\"`"))),
+        (status = 400, description = "`invalid-user-id`: the id is not an unsigned 64-bit decimal; `invalid-parameter`: a malformed `If-None-Match` or `Strata-Read-After` (named in `errors[].parameter`)", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`user-not-found`", body = crate::problem::Problem, content_type = "application/problem+json"),
+        crate::responses::ServerErrors,
     ))]
 pub async fn get_one(
     State(state): State<AppState>,
@@ -314,15 +286,21 @@ async fn write_precondition(
 }
 
 /// Replaces a user's whole profile.
-#[utoipa::path(put, path = "/users/{id}", tag = "users", security(("bearer" = [])),
-    params(("id" = u64, Path, description = "User id"),
-           ("If-Match" = Option<String>, Header, description = "Replace only if the user is still at this ETag")),
+#[utoipa::path(put, path = "/users/{id}", tag = "users", security(("bearer" = []), ("cookie" = [], "csrf" = [])),
+    params(crate::params::UserIdPath, crate::params::IfMatch),
     request_body(content = crate::schema::UserInput, content_type = "application/json"),
     responses(
-        (status = 200, description = "Replaced", body = crate::schema::UserDoc),
-        (status = 404, description = "No such user", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match is stale", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Replaced", body = crate::schema::UserDoc,
+            headers(("ETag" = String, description = "`\"v<version>\"`"),
+                    ("Strata-Commit" = u64, description = "The write's commit token, for `Strata-Read-After`"))),
+        (status = 400, description = "`invalid-user-id`; `invalid-parameter`: a malformed `If-Match`; `malformed-json`; `unreadable-body`", body = crate::problem::Problem, content_type = "application/problem+json"),
+        crate::responses::Unauthenticated,
+        (status = 403, description = "`forbidden`: not your profile, and you are not an admin; `csrf`: a cookie-authenticated request without `X-CSRF-Token`", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`user-not-found`: ids are never chosen by clients, so a user must exist to be replaced", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 412, description = "`precondition-failed`: the user is not at the version `If-Match` names", body = crate::problem::Problem, content_type = "application/problem+json"),
+        crate::responses::BodyErrors,
+        (status = 422, description = "`invalid-fields`: each field at fault, named by a JSON pointer (an `id` in the body must be the path's)", body = crate::problem::Problem, content_type = "application/problem+json"),
+        crate::responses::ServerErrors,
     ))]
 pub async fn replace(
     State(state): State<AppState>,
@@ -360,16 +338,23 @@ async fn commit_and_render(state: &AppState, user: User, receipt: WriteReceipt) 
 }
 
 /// Applies a JSON Merge Patch (RFC 7396).
-#[utoipa::path(patch, path = "/users/{id}", tag = "users", security(("bearer" = [])),
-    params(("id" = u64, Path, description = "User id"),
-           ("If-Match" = Option<String>, Header, description = "Patch only if the user is still at this ETag")),
-    request_body(content = Object, content_type = "application/merge-patch+json", description = "A JSON Merge Patch of the user"),
+#[utoipa::path(patch, path = "/users/{id}", tag = "users", security(("bearer" = []), ("cookie" = [], "csrf" = [])),
+    params(crate::params::UserIdPath, crate::params::IfMatch),
+    request_body(description = "A JSON Merge Patch (RFC 7396) of the user", content(
+        (crate::schema::UserPatch = "application/merge-patch+json"),
+        (crate::schema::UserPatch = "application/json"))),
     responses(
-        (status = 200, description = "Patched", body = crate::schema::UserDoc),
-        (status = 404, description = "No such user", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match is stale", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not application/merge-patch+json", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The patched user would be invalid", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Patched", body = crate::schema::UserDoc,
+            headers(("ETag" = String, description = "`\"v<version>\"`"),
+                    ("Strata-Commit" = u64, description = "The write's commit token, for `Strata-Read-After`"))),
+        (status = 400, description = "`invalid-user-id`; `invalid-parameter`: a malformed `If-Match`; `malformed-json`; `unreadable-body`", body = crate::problem::Problem, content_type = "application/problem+json"),
+        crate::responses::Unauthenticated,
+        (status = 403, description = "`forbidden`: not your profile, and you are not an admin; `csrf`: a cookie-authenticated request without `X-CSRF-Token`", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`user-not-found`", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 412, description = "`precondition-failed`: the user is not at the version `If-Match` names", body = crate::problem::Problem, content_type = "application/problem+json"),
+        crate::responses::BodyErrors,
+        (status = 422, description = "`invalid-fields`: the patched user would be invalid; each field at fault, named by a JSON pointer", body = crate::problem::Problem, content_type = "application/problem+json"),
+        crate::responses::ServerErrors,
     ))]
 pub async fn patch(
     State(state): State<AppState>,
@@ -426,13 +411,17 @@ pub async fn patch(
 }
 
 /// Deletes a user.
-#[utoipa::path(delete, path = "/users/{id}", tag = "users", security(("bearer" = [])),
-    params(("id" = u64, Path, description = "User id"),
-           ("If-Match" = Option<String>, Header, description = "Delete only if the user is still at this ETag")),
+#[utoipa::path(delete, path = "/users/{id}", tag = "users", security(("bearer" = []), ("cookie" = [], "csrf" = [])),
+    params(crate::params::UserIdPath, crate::params::IfMatch),
     responses(
-        (status = 204, description = "Deleted"),
-        (status = 404, description = "No such user", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match is stale", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 204, description = "Deleted, with its account and sessions",
+            headers(("Strata-Commit" = u64, description = "The write's commit token, for `Strata-Read-After`"))),
+        (status = 400, description = "`invalid-user-id`; `invalid-parameter`: a malformed `If-Match`", body = crate::problem::Problem, content_type = "application/problem+json"),
+        crate::responses::Unauthenticated,
+        (status = 403, description = "`forbidden`: not your profile, and you are not an admin; `csrf`: a cookie-authenticated request without `X-CSRF-Token`", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`user-not-found`", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 412, description = "`precondition-failed`: the user is not at the version `If-Match` names", body = crate::problem::Problem, content_type = "application/problem+json"),
+        crate::responses::ServerErrors,
     ))]
 pub async fn delete(
     State(state): State<AppState>,
@@ -461,9 +450,14 @@ pub async fn delete(
     Ok(with_commit(StatusCode::NO_CONTENT.into_response(), receipt))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Page size.
+    #[param(schema_with = limit_schema)]
     limit: Option<String>,
+    /// The `nextCursor` of the previous page; leave it out for the first page.
+    #[param(schema_with = cursor_schema)]
     cursor: Option<String>,
 }
 
@@ -494,14 +488,64 @@ fn decode_cursor(raw: &str) -> Result<UserId, ApiError> {
         .ok_or_else(bad)
 }
 
+/// `limit` in the document: the page sizes the handler takes.
+fn limit_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(LIST_MIN_LIMIT))
+        .maximum(Some(LIST_MAX_LIMIT))
+        .default(Some(LIST_DEFAULT_LIMIT.into()))
+        .build()
+}
+
+/// `cursor` in the document: exactly the cursors [`encode_cursor`] makes for ids of up to 19
+/// digits (every id a server issues: Snowflakes are below 2^63), each of which
+/// [`decode_cursor`] takes back. Base64 turns 3 bytes into 4 characters, and the prefix is whole
+/// groups, so each group of 3 digits after it encodes alone; and since every ASCII digit is
+/// `0x3_`, each character of a group depends on one digit only: the first two on the first
+/// digit, the third on the second, the last on the third.
+fn cursor_pattern() -> String {
+    let encode = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
+    let digits = || b'0'..=b'9';
+    let alternatives = |f: &dyn Fn(u8) -> String| {
+        let all: Vec<String> = digits().map(f).collect();
+        format!("(?:{})", all.join("|"))
+    };
+    let class = |f: &dyn Fn(u8) -> char| format!("[{}]", digits().map(f).collect::<String>());
+    let nth = |s: String, n: usize| s.chars().nth(n).unwrap_or('=');
+    let first = alternatives(&|x| encode(&[x, b'0', b'0'])[..2].to_owned());
+    let second = class(&|y| nth(encode(&[b'0', y, b'0']), 2));
+    let third = class(&|z| nth(encode(&[b'0', b'0', z]), 3));
+    let group = format!("(?:{first}{second}{third})");
+    let one = alternatives(&|x| encode(&[x]));
+    let two = format!("{first}{}", class(&|y| nth(encode(&[b'0', y]), 2)));
+    // The most digits that always fit a u64.
+    let most = u64::MAX.to_string().len() - 1;
+    format!(
+        "^{}(?:{group}{{1,{}}}|{group}{{0,{}}}{one}|{group}{{0,{}}}{two})$",
+        encode(CURSOR_PREFIX.as_bytes()),
+        most / 3,
+        (most - 1) / 3,
+        (most - 2) / 3
+    )
+}
+
+fn cursor_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(cursor_pattern()))
+        .build()
+}
+
 /// Lists users in ascending id order, a page at a time. The cursor names the last id of the
 /// previous page, so pages stay stable while users are added or removed.
-#[utoipa::path(get, path = "/users", tag = "users",
-    params(("limit" = Option<u32>, Query, description = format!("Page size, 1 to {LIST_MAX_LIMIT} (default {LIST_DEFAULT_LIMIT})")),
-           ("cursor" = Option<String>, Query, description = "The nextCursor of the previous page")),
+#[utoipa::path(get, path = "/users", tag = "users", security(()),
+    params(ListQuery, crate::params::ReadAfter),
     responses(
-        (status = 200, description = "A page of users", body = crate::schema::UserPage),
-        (status = 400, description = "Bad limit or cursor", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "A page of users", body = crate::schema::UserPage,
+            headers(("Link" = String, description = "`</users?limit=…&cursor=…>; rel=\"next\"` unless this is the last page"))),
+        (status = 400, description = "`invalid-parameter`: a bad `limit`, `cursor` or `Strata-Read-After` (named in `errors[].parameter`)", body = crate::problem::Problem, content_type = "application/problem+json"),
+        crate::responses::ServerErrors,
     ))]
 pub async fn list(
     State(state): State<AppState>,
@@ -515,12 +559,12 @@ pub async fn list(
     let limit = match q.limit.as_deref() {
         None => LIST_DEFAULT_LIMIT,
         Some(raw) => match raw.parse::<u32>() {
-            Ok(n) if (1..=LIST_MAX_LIMIT).contains(&n) => n,
+            Ok(n) if (LIST_MIN_LIMIT..=LIST_MAX_LIMIT).contains(&n) => n,
             _ => {
                 return Err(ApiError::InvalidParameter {
                     parameter: "limit",
                     detail: format!(
-                        "must be a whole number from 1 to {LIST_MAX_LIMIT} (got {raw:?})"
+                        "must be a whole number from {LIST_MIN_LIMIT} to {LIST_MAX_LIMIT} (got {raw:?})"
                     ),
                 });
             }

@@ -16,6 +16,8 @@ const LAYERS: &[&str] = &[
     "commit",
     "credentials",
     "schema",
+    "params",
+    "responses",
     "users",
     "accounts",
     "sessions",

@@ -363,7 +363,15 @@ fn parse_postal_code(v: Option<&Value>, errors: &mut Vec<FieldViolation>) -> Opt
             errors.push(FieldViolation::new(P, "is required"));
             None
         }
-        Some(Value::Number(n)) => match n.as_u64() {
+        // JSON does not tell 876 from 876.0 (JSON Schema calls both integers): a whole number
+        // written with a fraction is that whole number.
+        Some(Value::Number(n)) => match n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| {
+                    f.fract() == 0.0 && (0.0..=limits::POSTAL_CODE_MAX_NUMBER as f64).contains(f)
+                })
+                .map(|f| f as u64)
+        }) {
             Some(n) if n <= limits::POSTAL_CODE_MAX_NUMBER => Some(PostalCode::Number(n)),
             _ => {
                 errors.push(FieldViolation::new(
@@ -556,6 +564,7 @@ mod tests {
             (json!("02134"), "\"02134\""),
             (json!(10021), "10021"),
             (json!("SW1A 1AA"), "\"SW1A 1AA\""),
+            (json!(876.0), "876"),
         ] {
             let mut doc: Value = serde_json::from_str(CANONICAL).expect("json");
             doc.as_object_mut().expect("object").remove("id");

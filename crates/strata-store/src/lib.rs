@@ -40,6 +40,13 @@ pub mod sqlite;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct CommitToken(pub u64);
 
+impl CommitToken {
+    /// The last position any store can reach: SQLite keeps its sequence in a signed 64-bit
+    /// INTEGER, and a PostgreSQL WAL position past 2^63 - 1 would follow 8 EiB of WAL. A token
+    /// beyond it was never issued by any store.
+    pub const MAX: CommitToken = CommitToken(i64::MAX as u64);
+}
+
 /// What a read must see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ReadRequirement {
