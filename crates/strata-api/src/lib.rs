@@ -20,8 +20,8 @@
 //!
 //! Modules, each depending only on those listed before it: [`problem`] (errors), [`request`]
 //! (parsing requests), [`client`] (the client's address), [`keys`] and [`auth`] (tokens and
-//! principals), [`observe`] (the middleware), [`state`] (what handlers share), [`commit`] (what writes share),
-//! [`credentials`] (what logging in and changing a password share), [`schema`] (the documented
+//! principals), [`observe`] (the middleware), [`state`] (what handlers share), [`commit`]
+//! (what writes share), [`credentials`] (what logging in and changing a password share), [`schema`] (the documented
 //! wire forms), [`params`] and [`responses`] (the documented parameters and error responses
 //! several operations share), the handlers [`users`], [`accounts`], [`sessions`] and [`ops`],
 //! [`openapi`] (the document of them all), [`server`] (the router and the bound server) and
