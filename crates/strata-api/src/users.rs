@@ -28,6 +28,7 @@ use strata_store::{
 
 use crate::auth::Principal;
 use crate::commit::{READ_AFTER_COOKIE, READ_AFTER_HEADER, cache_key, with_commit};
+use crate::idempotency::ReservedId;
 use crate::problem::ApiError;
 use crate::request::{EntityTags, JsonKind, entity_tags, etag, json_body, user_id};
 use crate::state::{AppState, PATCH_LOCK_STRIPES};
@@ -179,21 +180,32 @@ fn json_response(status: StatusCode, body: Bytes, version: u64) -> Response {
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
+    reserved: Option<axum::Extension<ReservedId>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     principal.require_admin("create a profile without an account (sign up with POST /accounts)")?;
     let doc = json_body(&headers, body, JsonKind::Json).await?;
     let profile = UserProfile::parse(&doc, IdField::Forbidden).map_err(ApiError::InvalidFields)?;
-    let id = state
-        .ids
-        .next_id()
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    // Under an Idempotency-Key every attempt creates the user with the id the key reserved.
+    let reserved = reserved.map(|axum::Extension(ReservedId(id))| id);
+    let id = match reserved {
+        Some(id) => id,
+        None => state
+            .ids
+            .next_id()
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?,
+    };
     let user = User {
         id: UserId(id),
         profile,
     };
-    let receipt = state.store.create(&user).await?;
+    let receipt = match state.store.create(&user).await {
+        Err(StoreError::AlreadyExists(_)) if reserved.is_some() => {
+            return created_before(&state, user.id).await;
+        }
+        other => other?,
+    };
     let stored = StoredUser {
         user,
         version: receipt.version,
@@ -212,6 +224,28 @@ pub async fn create(
         r.headers_mut().insert(header::LOCATION, v);
     }
     Ok(with_commit(r, receipt))
+}
+
+/// The answer to an attempt whose key's earlier attempt created the user and died before
+/// answering: the user as stored now, as created.
+async fn created_before(state: &AppState, id: UserId) -> Result<Response, ApiError> {
+    let stored = state
+        .store
+        .get(id, ReadRequirement::ANY)
+        .await?
+        .ok_or_else(|| ApiError::Unavailable(format!("user {id} exists but cannot be read yet")))?;
+    let entry = cache_entry(&stored);
+    let mut r = json_response(
+        StatusCode::CREATED,
+        entry.body.unwrap_or_default(),
+        stored.version,
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("/users/{id}")) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(r)
 }
 
 /// Reads one user.
