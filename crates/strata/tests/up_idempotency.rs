@@ -118,6 +118,15 @@ async fn keyed_posts_through_the_balancer_create_each_user_once_when_a_server_di
         }
     }
     let first_created = first.values().filter(|o| matches!(o, Ok((201, _)))).count();
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for o in first.values() {
+        let what = match o {
+            Ok((status, _)) => status.to_string(),
+            Err(_) => "no answer".to_owned(),
+        };
+        *seen.entry(what).or_default() += 1;
+    }
+    eprintln!("first pass, answers by status: {seen:?}");
 
     // Second pass: every key again, as a client that did not see (or trust) its answer would,
     // until each is answered 201 (409 while a claim lives, 5xx or no answer while a server is
@@ -126,7 +135,8 @@ async fn keyed_posts_through_the_balancer_create_each_user_once_when_a_server_di
     let mut answers: BTreeMap<usize, u64> = BTreeMap::new();
     let mut last: BTreeMap<usize, String> = BTreeMap::new();
     for _round in 0..400 {
-        for i in (0..KEYS).filter(|i| !answers.contains_key(i)) {
+        let pending: Vec<usize> = (0..KEYS).filter(|i| !answers.contains_key(i)).collect();
+        for i in pending {
             match send(&http, &lb, i).await {
                 Ok((201, Some(id))) => {
                     answers.insert(i, id);
