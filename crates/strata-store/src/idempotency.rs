@@ -105,7 +105,13 @@ pub trait IdempotencyStore: Send + Sync + 'static {
 /// The idempotency suite, written once for every engine.
 pub mod contract {
     use super::*;
-    use crate::accounts::now_ms;
+
+    fn now_ms() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
 
     fn claim(fingerprint: &str, owner: &str, id: u64, now: u64) -> Claim {
         Claim {
