@@ -35,15 +35,17 @@ fn account_view(account: &Account) -> Value {
 
 /// `POST /accounts`: `{"email", "password", "profile": {…}}` → 201 with the account.
 #[utoipa::path(post, path = "/accounts", tag = "accounts", security(()),
+    params(crate::params::IdempotencyKey),
     request_body(content = crate::schema::AccountInput, content_type = "application/json"),
     responses(
         (status = 201, description = "The account and its public profile", body = crate::schema::AccountCreated,
             headers(("Location" = String, description = "`/users/{id}`: the public profile"),
-                    ("Strata-Commit" = u64, description = "The write's commit token, for `Strata-Read-After`"))),
-        (status = 400, description = "`malformed-json`: the body is not JSON; `unreadable-body`", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`email-taken`: the email is registered (pointer `/email`)", body = crate::problem::Problem, content_type = "application/problem+json"),
+                    ("Strata-Commit" = u64, description = "The write's commit token, for `Strata-Read-After`"),
+                    ("Idempotent-Replayed" = bool, description = "`true` on the stored answer to a repeated `Idempotency-Key`"))),
+        (status = 400, description = "`malformed-json`: the body is not JSON; `unreadable-body`; `invalid-parameter`: a malformed `Idempotency-Key`", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`email-taken`: the email is registered (pointer `/email`); `idempotency-conflict`: a request with this `Idempotency-Key` is still running (with `Retry-After`)", body = crate::problem::Problem, content_type = "application/problem+json"),
         crate::responses::BodyErrors,
-        (status = 422, description = "`invalid-fields`: a bad email (`/email`), a password too short or long (`/password`), a bad profile (`/profile/…`), an unknown field", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid-fields`: a bad email (`/email`), a password too short or long (`/password`), a bad profile (`/profile/…`), an unknown field; `idempotency-mismatch`: this `Idempotency-Key` was used for another request", body = crate::problem::Problem, content_type = "application/problem+json"),
         crate::responses::ServerErrors,
     ))]
 pub async fn create(

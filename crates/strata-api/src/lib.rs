@@ -20,10 +20,11 @@
 //!
 //! Modules, each depending only on those listed before it: [`problem`] (errors), [`request`]
 //! (parsing requests), [`client`] (the client's address), [`keys`] and [`auth`] (tokens and
-//! principals), [`observe`] (the middleware), [`state`] (what handlers share), [`commit`]
-//! (what writes share), [`credentials`] (what logging in and changing a password share), [`schema`] (the documented
-//! wire forms), [`params`] and [`responses`] (the documented parameters and error responses
-//! several operations share), the handlers [`users`], [`accounts`], [`sessions`] and [`ops`],
+//! principals), [`observe`] (the middleware), [`state`] (what handlers share), [`idempotency`]
+//! (`Idempotency-Key`: executing a write once), [`commit`] (what writes share), [`credentials`]
+//! (what logging in and changing a password share), [`schema`] (the documented wire forms),
+//! [`params`] and [`responses`] (the documented parameters and error responses several
+//! operations share), the handlers [`users`], [`accounts`], [`sessions`] and [`ops`],
 //! [`openapi`] (the document of them all), [`server`] (the router and the bound server) and
 //! [`role`] (the server as a process, composed from each tier's options). This root only
 //! declares and re-exports them.
@@ -33,6 +34,7 @@ pub mod auth;
 pub mod client;
 pub mod commit;
 pub mod credentials;
+pub mod idempotency;
 pub mod keys;
 pub mod observe;
 pub mod openapi;

@@ -6,7 +6,8 @@
 //! - `strata_http_errors_total{method,route,status}` — responses with status ≥ 500 or 4xx;
 //! - `strata_http_request_duration_seconds{method,route,status}` — latency histogram with
 //!   explicit buckets from 0.5 ms to 10 s;
-//! - `strata_http_requests_in_flight` — gauge.
+//! - `strata_http_requests_in_flight` — gauge;
+//! - `strata_idempotency_total{outcome}` — keyed requests (see `idempotency`).
 //!
 //! `route` is the matched route template (`/users/{id}`), never the raw path, so label
 //! cardinality stays bounded; unmatched paths are counted as `unmatched`.
@@ -46,6 +47,10 @@ pub fn metrics_handle() -> PrometheusHandle {
         metrics::describe_gauge!(
             "strata_http_requests_in_flight",
             "Requests being served now."
+        );
+        metrics::describe_counter!(
+            "strata_idempotency_total",
+            "Requests with an Idempotency-Key, by outcome: executed, replayed, conflict, mismatch."
         );
     });
     handle

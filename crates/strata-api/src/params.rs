@@ -119,3 +119,65 @@ pub struct IfMatch {
     #[param(rename = "If-Match", schema_with = if_match)]
     if_match: Option<String>,
 }
+
+/// `Idempotency-Key` in its unquoted form: printable ASCII, not starting with a quote (that is
+/// the quoted form, which `idempotency::parse_key` also takes), at most the longest key kept.
+pub fn idempotency_key_pattern() -> String {
+    let rest = crate::idempotency::KEY_MAX_CHARS - 2;
+    format!("^[!#-~](?:[ -~]{{0,{rest}}}[!-~])?$")
+}
+
+fn idempotency_key() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(format!(
+            "Execute this write once: a repeat with the same key and request gets the first answer again (with `Idempotent-Replayed: true`) for 24 h, on any server; the same key with another request is a 422, while the first is still running a 409. 1 to {} printable ASCII characters, bare or as a quoted string.",
+            crate::idempotency::KEY_MAX_CHARS
+        )))
+        .pattern(Some(idempotency_key_pattern()))
+        .build()
+}
+
+/// A write executed once per key (docs/api.md, "Idempotency-Key").
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct IdempotencyKey {
+    #[param(rename = "Idempotency-Key", schema_with = idempotency_key)]
+    idempotency_key: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue, header};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A pattern without its anchors, for proptest to generate from.
+    fn body(pattern: &str) -> String {
+        pattern
+            .trim_start_matches('^')
+            .trim_end_matches('$')
+            .to_owned()
+    }
+
+    proptest! {
+        #[test]
+        fn every_entity_tag_list_the_document_allows_is_parsed(
+            value in proptest::string::string_regex(&body(&entity_tags_pattern())).expect("regex")
+        ) {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::IF_MATCH, HeaderValue::from_str(&value).expect("ascii"));
+            prop_assert!(crate::request::entity_tags(&headers, header::IF_MATCH).is_ok(), "{value:?}");
+        }
+
+        #[test]
+        fn every_idempotency_key_the_document_allows_is_taken(
+            value in proptest::string::string_regex(&body(&idempotency_key_pattern())).expect("regex")
+        ) {
+            let header = HeaderValue::from_str(&value).expect("ascii");
+            prop_assert!(crate::idempotency::parse_key(&header).is_ok(), "{value:?}");
+        }
+    }
+}

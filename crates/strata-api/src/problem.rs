@@ -105,6 +105,12 @@ pub enum ApiError {
     EmailTaken,
     #[error("no such session")]
     SessionNotFound,
+    /// Another request with this `Idempotency-Key` is being executed (409 + `Retry-After`).
+    #[error("a request with this idempotency key is in progress")]
+    IdempotencyConflict,
+    /// The `Idempotency-Key` was used for a different request (422).
+    #[error("the idempotency key was used for another request")]
+    IdempotencyMismatch,
 }
 
 impl From<StoreError> for ApiError {
@@ -136,14 +142,16 @@ impl ApiError {
             | ApiError::BodyRead(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::InvalidFields(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::InvalidFields(_) | ApiError::IdempotencyMismatch => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::UserNotFound(_) | ApiError::NoRoute | ApiError::SessionNotFound => {
                 StatusCode::NOT_FOUND
             }
             ApiError::Unauthenticated(_) | ApiError::LoginFailed => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) | ApiError::CsrfRejected => StatusCode::FORBIDDEN,
             ApiError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::EmailTaken => StatusCode::CONFLICT,
+            ApiError::EmailTaken | ApiError::IdempotencyConflict => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::Unavailable(_) | ApiError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -176,6 +184,8 @@ impl ApiError {
             ApiError::TooManyAttempts { .. } => ("too-many-attempts", "Too many attempts"),
             ApiError::EmailTaken => ("email-taken", "Email already registered"),
             ApiError::SessionNotFound => ("session-not-found", "Session not found"),
+            ApiError::IdempotencyConflict => ("idempotency-conflict", "Request in progress"),
+            ApiError::IdempotencyMismatch => ("idempotency-mismatch", "Idempotency key reused"),
         }
     }
 
@@ -232,6 +242,14 @@ impl ApiError {
                 "An account with this email already exists; log in instead.".into()
             }
             ApiError::SessionNotFound => "You have no session with this id.".into(),
+            ApiError::IdempotencyConflict => {
+                errors.push(ProblemItem { pointer: None, parameter: Some("Idempotency-Key".into()), detail: "is in use by a request still in progress".into() });
+                "A request with this Idempotency-Key is still being executed; retry after the time in Retry-After to get its response.".into()
+            }
+            ApiError::IdempotencyMismatch => {
+                errors.push(ProblemItem { pointer: None, parameter: Some("Idempotency-Key".into()), detail: "was used for a different request".into() });
+                "This Idempotency-Key was used for a different request (another method, path or body); send a new key for a new request.".into()
+            }
         };
         Problem {
             kind: format!("urn:strata:problem:{slug}"),
@@ -253,7 +271,9 @@ impl IntoResponse for ApiError {
         }
         let problem = self.problem();
         let mut response = problem_response(status, &problem);
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if status == StatusCode::SERVICE_UNAVAILABLE
+            || matches!(self, ApiError::IdempotencyConflict)
+        {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

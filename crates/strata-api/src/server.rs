@@ -9,21 +9,34 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 
 use crate::state::AppState;
-use crate::{accounts, observe, openapi, ops, problem, sessions, users};
+use crate::{accounts, idempotency, observe, openapi, ops, problem, sessions, users};
 
 /// The router: every route, the problem+json fallbacks, and the observing middleware.
+///
+/// `Idempotency-Key` is honoured on `POST /users`, `PATCH /users/{id}` (per user) and
+/// `POST /accounts` (sign-up); the session routes ignore it — a login or refresh answered from
+/// a store would hand out tokens again (see [`idempotency`]).
 pub fn app(state: AppState) -> Router {
+    use axum::middleware::from_fn_with_state;
     use axum::routing::{get as g, post};
+    let per_user = from_fn_with_state(state.clone(), idempotency::per_user);
+    let anonymous = from_fn_with_state(state.clone(), idempotency::anonymous);
     Router::new()
-        .route("/users", post(users::create).get(users::list))
+        .route(
+            "/users",
+            post(users::create)
+                .route_layer(per_user.clone())
+                .get(users::list),
+        )
         .route(
             "/users/{id}",
-            g(users::get_one)
+            axum::routing::patch(users::patch)
+                .route_layer(per_user)
+                .get(users::get_one)
                 .put(users::replace)
-                .patch(users::patch)
                 .delete(users::delete),
         )
-        .route("/accounts", post(accounts::create))
+        .route("/accounts", post(accounts::create).route_layer(anonymous))
         .route("/accounts/{id}", g(accounts::get_one))
         .route(
             "/accounts/{id}/password",

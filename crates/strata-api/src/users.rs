@@ -27,6 +27,7 @@ use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 
 use crate::auth::Principal;
 use crate::commit::{cache_key, read_requirement, with_commit};
+use crate::idempotency::ReservedId;
 use crate::problem::ApiError;
 use crate::request::{EntityTags, JsonKind, entity_tags, etag, json_body, user_id};
 use crate::state::{AppState, PATCH_LOCK_STRIPES};
@@ -135,36 +136,51 @@ fn json_response(status: StatusCode, body: Bytes, version: u64) -> Response {
 
 /// Creates a user; the server assigns the id.
 #[utoipa::path(post, path = "/users", tag = "users", security(("bearer" = []), ("cookie" = [], "csrf" = [])),
+    params(crate::params::IdempotencyKey),
     request_body(content = crate::schema::UserInput, content_type = "application/json"),
     responses(
         (status = 201, description = "Created; `Location` names the new user", body = crate::schema::UserDoc,
             headers(("Location" = String, description = "`/users/{id}`"), ("ETag" = String, description = "`\"v1\"`"),
-                    ("Strata-Commit" = u64, description = "The write's commit token, for `Strata-Read-After`"))),
-        (status = 400, description = "`malformed-json`: the body is not JSON; `unreadable-body`", body = crate::problem::Problem, content_type = "application/problem+json"),
+                    ("Strata-Commit" = u64, description = "The write's commit token, for `Strata-Read-After`"),
+                    ("Idempotent-Replayed" = bool, description = "`true` on the stored answer to a repeated `Idempotency-Key`"))),
+        (status = 400, description = "`malformed-json`: the body is not JSON; `unreadable-body`; `invalid-parameter`: a malformed `Idempotency-Key`", body = crate::problem::Problem, content_type = "application/problem+json"),
         crate::responses::Unauthenticated,
         (status = 403, description = "`forbidden`: only an admin may create a profile without an account; `csrf`: a cookie-authenticated request without `X-CSRF-Token`", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`idempotency-conflict`: a request with this `Idempotency-Key` is still running; see `Retry-After`", body = crate::problem::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before sending it again"))),
         crate::responses::BodyErrors,
-        (status = 422, description = "`invalid-fields`: each field at fault, named by a JSON pointer", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid-fields`: each field at fault, named by a JSON pointer; `idempotency-mismatch`: this `Idempotency-Key` was used for another request", body = crate::problem::Problem, content_type = "application/problem+json"),
         crate::responses::ServerErrors,
     ))]
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
+    reserved: Option<axum::Extension<ReservedId>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     principal.require_admin("create a profile without an account (sign up with POST /accounts)")?;
     let doc = json_body(&headers, body, JsonKind::Json).await?;
     let profile = UserProfile::parse(&doc, IdField::Forbidden).map_err(ApiError::InvalidFields)?;
-    let id = state
-        .ids
-        .next_id()
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    // Under an Idempotency-Key every attempt creates the user with the id the key reserved.
+    let reserved = reserved.map(|axum::Extension(ReservedId(id))| id);
+    let id = match reserved {
+        Some(id) => id,
+        None => state
+            .ids
+            .next_id()
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?,
+    };
     let user = User {
         id: UserId(id),
         profile,
     };
-    let receipt = state.store.create(&user).await?;
+    let receipt = match state.store.create(&user).await {
+        Err(StoreError::AlreadyExists(_)) if reserved.is_some() => {
+            return created_before(&state, user.id).await;
+        }
+        other => other?,
+    };
     let stored = StoredUser {
         user,
         version: receipt.version,
@@ -183,6 +199,28 @@ pub async fn create(
         r.headers_mut().insert(header::LOCATION, v);
     }
     Ok(with_commit(r, receipt))
+}
+
+/// The answer to an attempt whose key's earlier attempt created the user and died before
+/// answering: the user as stored now, as created.
+async fn created_before(state: &AppState, id: UserId) -> Result<Response, ApiError> {
+    let stored = state
+        .store
+        .get(id, ReadRequirement::ANY)
+        .await?
+        .ok_or_else(|| ApiError::Unavailable(format!("user {id} exists but cannot be read yet")))?;
+    let entry = cache_entry(&stored);
+    let mut r = json_response(
+        StatusCode::CREATED,
+        entry.body.unwrap_or_default(),
+        stored.version,
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("/users/{id}")) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(r)
 }
 
 /// Reads one user.
@@ -339,21 +377,24 @@ async fn commit_and_render(state: &AppState, user: User, receipt: WriteReceipt) 
 
 /// Applies a JSON Merge Patch (RFC 7396).
 #[utoipa::path(patch, path = "/users/{id}", tag = "users", security(("bearer" = []), ("cookie" = [], "csrf" = [])),
-    params(crate::params::UserIdPath, crate::params::IfMatch),
+    params(crate::params::UserIdPath, crate::params::IfMatch, crate::params::IdempotencyKey),
     request_body(description = "A JSON Merge Patch (RFC 7396) of the user", content(
         (crate::schema::UserPatch = "application/merge-patch+json"),
         (crate::schema::UserPatch = "application/json"))),
     responses(
         (status = 200, description = "Patched", body = crate::schema::UserDoc,
             headers(("ETag" = String, description = "`\"v<version>\"`"),
-                    ("Strata-Commit" = u64, description = "The write's commit token, for `Strata-Read-After`"))),
-        (status = 400, description = "`invalid-user-id`; `invalid-parameter`: a malformed `If-Match`; `malformed-json`; `unreadable-body`", body = crate::problem::Problem, content_type = "application/problem+json"),
+                    ("Strata-Commit" = u64, description = "The write's commit token, for `Strata-Read-After`"),
+                    ("Idempotent-Replayed" = bool, description = "`true` on the stored answer to a repeated `Idempotency-Key`"))),
+        (status = 400, description = "`invalid-user-id`; `invalid-parameter`: a malformed `If-Match` or `Idempotency-Key`; `malformed-json`; `unreadable-body`", body = crate::problem::Problem, content_type = "application/problem+json"),
         crate::responses::Unauthenticated,
         (status = 403, description = "`forbidden`: not your profile, and you are not an admin; `csrf`: a cookie-authenticated request without `X-CSRF-Token`", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 404, description = "`user-not-found`", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`idempotency-conflict`: a request with this `Idempotency-Key` is still running; see `Retry-After`", body = crate::problem::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before sending it again"))),
         (status = 412, description = "`precondition-failed`: the user is not at the version `If-Match` names", body = crate::problem::Problem, content_type = "application/problem+json"),
         crate::responses::BodyErrors,
-        (status = 422, description = "`invalid-fields`: the patched user would be invalid; each field at fault, named by a JSON pointer", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid-fields`: the patched user would be invalid; each field at fault, named by a JSON pointer; `idempotency-mismatch`: this `Idempotency-Key` was used for another request", body = crate::problem::Problem, content_type = "application/problem+json"),
         crate::responses::ServerErrors,
     ))]
 pub async fn patch(

@@ -13,6 +13,7 @@ const LAYERS: &[&str] = &[
     "auth",
     "observe",
     "state",
+    "idempotency",
     "commit",
     "credentials",
     "schema",

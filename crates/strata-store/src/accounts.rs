@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use strata_core::email::Email;
 use strata_core::user::{User, UserId};
 
+use crate::idempotency::IdempotencyStore;
 use crate::{StoreError, WriteReceipt};
 
 /// The role that may change any profile and create profiles without accounts.
@@ -136,9 +137,11 @@ pub enum Rotation {
     Refused,
 }
 
-/// Data tier for sessions and login-failure counters.
+/// Data tier for sessions and login-failure counters. Every session store also keeps
+/// idempotency records ([`IdempotencyStore`]): both are what every API server of a deployment
+/// shares.
 #[async_trait]
-pub trait SessionStore: Send + Sync + 'static {
+pub trait SessionStore: IdempotencyStore + Send + Sync + 'static {
     /// Stores a new session whose current refresh token has this hash.
     async fn create_session(&self, session: &Session, refresh_hash: &str)
     -> Result<(), StoreError>;

@@ -26,6 +26,7 @@ use strata_core::user::{User, UserId, UserProfile};
 
 pub mod accounts;
 pub mod conformance;
+pub mod idempotency;
 pub mod open;
 pub mod postgres;
 pub mod redis_sessions;

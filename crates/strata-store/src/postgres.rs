@@ -40,6 +40,7 @@ pub const READ_AFTER_WAIT: Duration = Duration::from_millis(200);
 /// Pause between attempts to open a connection while the server is unreachable.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
 mod accounts;
+mod idempotency;
 mod node;
 mod schema;
 

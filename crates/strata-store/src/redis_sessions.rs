@@ -11,6 +11,9 @@
 //!   updated by a script with the caller's clock (every server uses the same rule) and expiring
 //!   with their window.
 //!
+//! - Idempotency records ([`crate::idempotency`]) are hashes `strata:idem:<scoped key>` that
+//!   expire with the record (`PEXPIRE`); claiming, finishing and abandoning are each one script.
+//!
 //! Every call has a deadline; a Redis that is down or stalled gives `Unavailable`.
 
 use std::future::Future;
@@ -23,6 +26,7 @@ use strata_core::user::UserId;
 
 use crate::StoreError;
 use crate::accounts::{REMEMBERED_HASHES, Rotation, Session, SessionStore};
+use crate::idempotency::{Begin, Claim, IdempotencyStore, StoredResponse};
 
 /// Deadline of every call.
 pub const CALL_TIMEOUT: Duration = Duration::from_millis(500);
@@ -54,6 +58,45 @@ fn user_key(user: UserId) -> String {
 fn failures_key(key: &str) -> String {
     format!("strata:failures:{key}")
 }
+
+fn idempotency_key(key: &str) -> String {
+    format!("strata:idem:{key}")
+}
+
+/// ARGV: fingerprint, proposed resource id, owner, now (ms), claim ttl (ms), record ttl (ms).
+/// Returns {'started', id} | {'busy'} | {'mismatch'} | {'done', status, headers, body}.
+const BEGIN_IDEMPOTENT: &str = r#"
+local k = KEYS[1]
+local now = tonumber(ARGV[4])
+local f = redis.call('HMGET', k, 'fp', 'rid', 'status', 'claim_until', 'headers', 'body')
+if f[1] == false then
+  redis.call('HSET', k, 'fp', ARGV[1], 'rid', ARGV[2], 'owner', ARGV[3], 'status', '0',
+    'claim_until', now + tonumber(ARGV[5]), 'headers', '', 'body', '')
+  redis.call('PEXPIRE', k, ARGV[6])
+  return {'started', ARGV[2]}
+end
+if f[1] ~= ARGV[1] then return {'mismatch'} end
+if f[3] ~= '0' then return {'done', f[3], f[5], f[6]} end
+if tonumber(f[4]) > now then return {'busy'} end
+redis.call('HSET', k, 'owner', ARGV[3], 'claim_until', now + tonumber(ARGV[5]))
+return {'started', f[2]}
+"#;
+
+/// ARGV: owner, status, headers, body. Returns 1 if stored.
+const FINISH_IDEMPOTENT: &str = r#"
+local f = redis.call('HMGET', KEYS[1], 'owner', 'status')
+if f[1] ~= ARGV[1] or f[2] ~= '0' then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'headers', ARGV[3], 'body', ARGV[4],
+  'claim_until', 0)
+return 1
+"#;
+
+/// ARGV: owner.
+const ABANDON_IDEMPOTENT: &str = r#"
+local f = redis.call('HMGET', KEYS[1], 'owner', 'status')
+if f[1] == ARGV[1] and f[2] == '0' then redis.call('HSET', KEYS[1], 'claim_until', 0) end
+return 0
+"#;
 
 /// ARGV: presented hash, new hash, now (ms), how many old hashes to remember.
 /// Returns "rotated", "reused" or "refused".
@@ -326,6 +369,87 @@ impl SessionStore for RedisSessions {
                 .arg(DISCOUNT_FAILURE)
                 .arg(1)
                 .arg(failures_key(key))
+                .query_async::<i64>(&mut c),
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for RedisSessions {
+    async fn begin_idempotent(&self, key: &str, claim: &Claim) -> Result<Begin, StoreError> {
+        let mut c = self.connection.clone();
+        let reply: Vec<Vec<u8>> = Self::run(
+            redis::cmd("EVAL")
+                .arg(BEGIN_IDEMPOTENT)
+                .arg(1)
+                .arg(idempotency_key(key))
+                .arg(&claim.fingerprint)
+                .arg(claim.resource_id)
+                .arg(&claim.owner)
+                .arg(claim.now_ms)
+                .arg(claim.claim_ttl.as_millis().max(1) as u64)
+                .arg(claim.record_ttl.as_millis().max(1) as u64)
+                .query_async(&mut c),
+        )
+        .await?;
+        let text = |i: usize| {
+            reply
+                .get(i)
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default()
+        };
+        match text(0).as_str() {
+            "started" => text(1)
+                .parse()
+                .map(|resource_id| Begin::Started { resource_id })
+                .map_err(|_| unavailable(format!("idempotency record {key} has no valid id"))),
+            "busy" => Ok(Begin::InProgress),
+            "mismatch" => Ok(Begin::Mismatch),
+            "done" => Ok(Begin::Done(StoredResponse {
+                status: text(1).parse().map_err(|_| {
+                    unavailable(format!("idempotency record {key} has no valid status"))
+                })?,
+                headers: StoredResponse::headers_from_text(&text(2)),
+                body: reply.get(3).cloned().unwrap_or_default(),
+            })),
+            other => Err(unavailable(format!(
+                "unexpected answer {other:?} to an idempotency claim"
+            ))),
+        }
+    }
+
+    async fn finish_idempotent(
+        &self,
+        key: &str,
+        owner: &str,
+        response: &StoredResponse,
+    ) -> Result<bool, StoreError> {
+        let mut c = self.connection.clone();
+        let stored: i64 = Self::run(
+            redis::cmd("EVAL")
+                .arg(FINISH_IDEMPOTENT)
+                .arg(1)
+                .arg(idempotency_key(key))
+                .arg(owner)
+                .arg(response.status)
+                .arg(response.headers_text())
+                .arg(&response.body[..])
+                .query_async(&mut c),
+        )
+        .await?;
+        Ok(stored == 1)
+    }
+
+    async fn abandon_idempotent(&self, key: &str, owner: &str) -> Result<(), StoreError> {
+        let mut c = self.connection.clone();
+        Self::run(
+            redis::cmd("EVAL")
+                .arg(ABANDON_IDEMPOTENT)
+                .arg(1)
+                .arg(idempotency_key(key))
+                .arg(owner)
                 .query_async::<i64>(&mut c),
         )
         .await

@@ -38,6 +38,7 @@ pub const READ_AFTER_WAIT: Duration = Duration::from_millis(200);
 const MAX_IDLE_READERS: usize = 8;
 
 mod accounts;
+mod idempotency;
 
 /// Schema migrations, in order. `PRAGMA user_version` holds how many have been applied.
 const MIGRATIONS: &[&str] = &[
@@ -79,6 +80,19 @@ const MIGRATIONS: &[&str] = &[
          window_end_ms INTEGER NOT NULL,
          count INTEGER NOT NULL
      ) WITHOUT ROWID;",
+    // 3: idempotency records (see `crate::idempotency`); status 0 while claimed.
+    "CREATE TABLE idempotency (
+         key TEXT PRIMARY KEY,
+         fingerprint TEXT NOT NULL,
+         resource_id INTEGER NOT NULL,
+         owner TEXT NOT NULL,
+         claim_until_ms INTEGER NOT NULL,
+         expires_ms INTEGER NOT NULL,
+         status INTEGER NOT NULL DEFAULT 0,
+         headers TEXT NOT NULL DEFAULT '',
+         body BLOB NOT NULL DEFAULT x''
+     ) WITHOUT ROWID;
+     CREATE INDEX idempotency_by_expiry ON idempotency (expires_ms);",
 ];
 
 /// The newest schema version this build knows.

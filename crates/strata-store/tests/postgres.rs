@@ -36,6 +36,7 @@ async fn the_postgres_engine_passes_the_store_suite_and_keeps_its_promises() {
     assert_eq!(store.engine(), "postgres");
     strata_store::accounts::contract::accounts(&store).await;
     strata_store::accounts::contract::sessions(&store).await;
+    strata_store::idempotency::contract::idempotency(&store).await;
 
     // Several servers starting at once migrate exactly once, and later opens migrate nothing.
     let fresh = pg.create_database("fresh");

@@ -15,6 +15,7 @@ async fn the_redis_session_store_passes_the_session_suite_and_survives_a_restart
         .await
         .unwrap_or_else(|e| panic!("connect: {e}"));
     strata_store::accounts::contract::sessions(&store).await;
+    strata_store::idempotency::contract::idempotency(&store).await;
 
     // Down: a call answers Unavailable within its deadline instead of hanging.
     redis.kill9();

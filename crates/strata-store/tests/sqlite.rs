@@ -26,6 +26,7 @@ async fn the_sqlite_engine_passes_the_account_and_session_suites() {
     let store = open(dir.path());
     strata_store::accounts::contract::accounts(&store).await;
     strata_store::accounts::contract::sessions(&store).await;
+    strata_store::idempotency::contract::idempotency(&store).await;
 }
 
 #[tokio::test]

@@ -39,6 +39,19 @@ pub(super) const MIGRATIONS: &[&str] = &[
          window_end_ms bigint NOT NULL,
          count bigint NOT NULL
      );",
+    // 3: idempotency records (see `crate::idempotency`); status 0 while claimed.
+    "CREATE TABLE idempotency (
+         key text PRIMARY KEY,
+         fingerprint text NOT NULL,
+         resource_id bigint NOT NULL,
+         owner text NOT NULL,
+         claim_until_ms bigint NOT NULL,
+         expires_ms bigint NOT NULL,
+         status integer NOT NULL DEFAULT 0,
+         headers text NOT NULL DEFAULT '',
+         body bytea NOT NULL DEFAULT '\\x'
+     );
+     CREATE INDEX idempotency_by_expiry ON idempotency (expires_ms);",
 ];
 
 /// The newest schema version this build knows.
