@@ -18,7 +18,8 @@ without credentials, and with the admin's `Authorization: Bearer` — with the c
 plus one of its own (bench/api_fuzz_checks.py: the only 5xx a read may answer is the documented
 503 for a `Strata-Read-After` the data tier has not reached), and stops the server. `DELETE /sessions/current` (log out) runs last, on its own, so that it
 does not end the session the authenticated pass uses. Every pass is bounded by --max-time;
-nothing leaves the loopback interface. Installs schemathesis from PyPI when it is missing.
+nothing leaves the loopback interface. Uses $STRATA_SCHEMATHESIS or the schemathesis on PATH, else
+installs it from PyPI into target/schemathesis-venv. `--bin` tests a given strata binary.
 Exits 0 only when no pass found anything.
 
 A 412 counts as acceptance: `If-Match` names a version of the user, and a well-formed tag for a
@@ -67,15 +68,24 @@ checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "503"]
 
 
 def ensure_schemathesis():
-    if shutil.which("schemathesis") is None:
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", SCHEMATHESIS],
-                       check=True)
-    out = subprocess.run(["schemathesis", "--version"], capture_output=True, text=True,
-                         check=True)
-    return out.stdout.strip().split()[-1]
+    """The schemathesis executable: $STRATA_SCHEMATHESIS, the one on PATH, or one installed
+    from PyPI into target/schemathesis-venv (needs python3-venv). Returns (path, version)."""
+    exe = os.environ.get("STRATA_SCHEMATHESIS") or shutil.which("schemathesis")
+    if not exe:
+        venv = os.path.join(ROOT, "target", "schemathesis-venv")
+        exe = os.path.join(venv, "bin", "schemathesis")
+        if not os.path.exists(exe):
+            print(f"==> installing {SCHEMATHESIS} into {venv}", flush=True)
+            subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+            subprocess.run([os.path.join(venv, "bin", "pip"), "install", "--quiet", SCHEMATHESIS],
+                           check=True)
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True)
+    return exe, out.stdout.strip().split()[-1]
 
 
-def build():
+def build(given):
+    if given:
+        return given
     subprocess.run(["cargo", "build", "--quiet", "-p", "strata"], cwd=ROOT, check=True)
     target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
     return os.path.join(target, "debug", "strata")
@@ -127,7 +137,7 @@ def admin_token(strata, base, data):
 
 def run_pass(name, base, args, config, extra):
     """One schemathesis run; returns its counts as parsed from its summary."""
-    cmd = ["schemathesis", "--config-file", config, "run", base + "/openapi.json",
+    cmd = [args.schemathesis, "--config-file", config, "run", base + "/openapi.json",
            "--checks", CHECKS, "--seed", str(args.seed), "--max-examples", str(args.max_examples),
            "--max-time", str(args.max_time), "--workers", "1", "--request-timeout", "15",
            "--generation-database", "none", "--no-color", "--warnings", "off", *extra]
@@ -169,9 +179,10 @@ def main():
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--max-examples", type=int, default=100)
     p.add_argument("--max-time", type=int, default=600, help="seconds per pass at most")
+    p.add_argument("--bin", help="the strata binary to test (default: build it with cargo)")
     args = p.parse_args()
-    version = ensure_schemathesis()
-    strata = build()
+    args.schemathesis, version = ensure_schemathesis()
+    strata = build(args.bin)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                             capture_output=True, text=True).stdout.strip()
     tmp = tempfile.mkdtemp(prefix="strata-api-fuzz-")

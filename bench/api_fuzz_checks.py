@@ -1,4 +1,13 @@
-"""The schemathesis check that bench/api_fuzz.py adds to the built-in ones (loaded through
+"""The schemathesis hooks of bench/api_fuzz.py: a check it adds, and fresh idempotency keys.
+
+Fresh keys: an `Idempotency-Key` names one request, and the same key with another request is
+refused 422 `idempotency-mismatch` by design (docs/api.md). No schema can say "unique", so the
+fuzzer, drawing keys from the header's pattern, would reuse them across different requests and
+report those 422s as valid data refused. Each request it sends gets a key of its own instead (a
+UUID, which the pattern allows), as a client does; replays are tested in
+crates/strata-api/tests/idempotency.rs.
+
+The check that bench/api_fuzz.py adds to the built-in ones (loaded through
 SCHEMATHESIS_HOOKS).
 
 A read that sends `Strata-Read-After` with a commit the data tier has not reached is answered
@@ -10,6 +19,7 @@ holds every such 503 to exactly that case: the request carried the header, and t
 """
 
 import json
+import uuid
 
 import schemathesis
 
@@ -39,3 +49,10 @@ def read_after_503_is_lag_only(ctx, response, case):
     raise AssertionError(
         f"{response.status_code} ({kind}) is not the answer to a Strata-Read-After the data tier "
         f"has not reached (Strata-Read-After: {token!r}, Retry-After: {retry_after!r})")
+
+
+@schemathesis.hook
+def before_call(ctx, case, kwargs):
+    for name in list((case.headers or {}).keys()):
+        if name.lower() == "idempotency-key":
+            case.headers[name] = str(uuid.uuid4())
