@@ -447,3 +447,25 @@ fn the_range_strategy_puts_all_new_users_on_the_latest_group() {
         assert_eq!(map.group_of(UserId(id)), &first);
     }
 }
+
+#[test]
+fn going_from_four_to_five_moves_four_rows_in_five_by_modulo_and_one_slot_in_five_by_slots() {
+    // By modulo: a row stays only when id % 4 == id % 5.
+    let moved = (0..100_000u64).filter(|id| id % 4 != id % 5).count();
+    assert_eq!(moved, 80_000);
+    // By slots: a fifth group takes the last fifth of each group's slots, and nothing else moves.
+    let mut map = four().add_group(g("s5")).expect("add");
+    let mut slots_moved = 0;
+    for from in groups(4) {
+        let mine = map.slots_of(&from);
+        let give = &mine[mine.len() - mine.len() / 5..];
+        let range = range(give[0].get(), give[give.len() - 1].get());
+        let reshard = map.move_slots(range, &g("s5")).expect("move");
+        slots_moved += reshard.slots_moved();
+        map = reshard.map;
+    }
+    assert_eq!(slots_moved, 4 * 204);
+    assert!((0.19..0.21).contains(&(slots_moved as f64 / f64::from(SLOTS))));
+    let sizes: Vec<usize> = map.groups().iter().map(|g| map.slots_of(g).len()).collect();
+    assert_eq!(sizes, [820, 820, 820, 820, 816]);
+}
