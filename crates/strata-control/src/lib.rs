@@ -12,6 +12,8 @@
 //!   most advanced replica, fences the old primary, promotes and re-points;
 //! - [`store`]: where the cluster state lives, behind one interface (`StateStore`): a
 //!   compare-and-set publish by the controller that leads; the file store;
+//! - [`shard_map`]: the shard map (`strata_store::shard`) published beside the cluster state,
+//!   by compare-and-set on its version (`ShardMapStore`, for the file store and etcd);
 //! - [`store_options`]: which store a process uses (`--state-store file|etcd`, `--etcd`);
 //! - [`etcd`]: the control plane on etcd — a client of etcd's JSON gateway, the state and the
 //!   controllers' leadership in etcd (`EtcdStore`), and one etcd member as a role
@@ -26,6 +28,7 @@ pub mod cluster;
 pub mod controller;
 pub mod etcd;
 pub mod pgnode;
+pub mod shard_map;
 pub mod store;
 pub mod store_options;
 

@@ -32,6 +32,11 @@ pub enum StateError {
     /// The stored state is not a cluster state.
     #[error("the stored cluster state is unreadable: {0}")]
     Corrupt(String),
+    /// What is published must be the version after the one it replaces.
+    #[error(
+        "version {version} cannot replace version {expected}: publish version {next}, made from the one read", next = expected + 1
+    )]
+    NotNextVersion { expected: u64, version: u64 },
 }
 
 /// The cluster state's home.
@@ -144,11 +149,12 @@ impl StateStore for FileStore {
     }
 }
 
-/// An exclusive `flock` on `DIR/postgres/cluster.lock`, released on drop.
-struct FileLock;
+/// An exclusive `flock` on `DIR/postgres/cluster.lock`, released on drop (also taken to
+/// publish the shard map).
+pub(crate) struct FileLock;
 
 impl FileLock {
-    fn take(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, StateError> {
+    pub(crate) fn take(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, StateError> {
         std::fs::create_dir_all(dir).map_err(|e| StateError::Unavailable(e.to_string()))?;
         let file = std::fs::OpenOptions::new()
             .create(true)

@@ -18,6 +18,9 @@
 //! [`postgres::PgStore`] (PostgreSQL through a connection pool; commit tokens are WAL positions),
 //! and [`replicated::ReplicatedStore`] (a primary and its streaming replicas: read/write split and
 //! read-your-writes by WAL position).
+//!
+//! [`shard`]: the shard map — user ids to slots, slots to shard groups, pins — which the
+//! control plane publishes and the router (not built yet) will follow.
 //! Guarantee: a write that returned `Ok` is durable in the engine (SQLite WAL with
 //! `synchronous=FULL` for API writes) and either fully applied or not at all.
 
@@ -32,6 +35,7 @@ pub mod postgres;
 pub mod redis_sessions;
 pub mod replicated;
 mod rows;
+pub mod shard;
 pub mod sqlite;
 
 /// A position in the store's commit order. Tokens from one store compare: a larger token is a

@@ -21,6 +21,10 @@
 //! is gone, or the key holds another's. The failure branch reads both keys to say which:
 //! [`StateError::NotLeader`] when (b) failed, [`StateError::Conflict`] when (a) did.
 //!
+//! **The shard map** (`<prefix>/shard-map`, [`ShardMapStore`]) is published the same way: one
+//! transaction that puts it only if the key is still at the revision holding the expected
+//! version and the leader key still holds this controller under its lease.
+//!
 //! **Readers** (the PostgreSQL roles) use the same store and never call `lead`:
 //! [`StateStore::newer`] watches the state key.
 
@@ -33,7 +37,9 @@ use tokio::time::Instant;
 
 use super::client::{CmpOp, Compare, EtcdClient, EtcdError, Lease, Op, Target, Txn};
 use crate::cluster::ClusterState;
+use crate::shard_map::{self, ShardMapStore};
 use crate::store::{StateError, StateStore};
+use strata_store::shard::ShardMap;
 
 /// The leader lease's TTL, in seconds (etcd's shortest with a 1 s election timeout).
 pub const DEFAULT_TTL_SECS: i64 = 2;
@@ -128,6 +134,11 @@ impl EtcdStore {
     /// The key naming the controller that leads.
     pub fn leader_key(&self) -> String {
         format!("{}/leader", self.prefix)
+    }
+
+    /// The key of the shard map.
+    pub fn shard_map_key(&self) -> String {
+        format!("{}/shard-map", self.prefix)
     }
 
     /// The id of the controller that leads now, if any.
@@ -447,11 +458,85 @@ impl StateStore for EtcdStore {
     }
 }
 
+#[async_trait]
+impl ShardMapStore for EtcdStore {
+    async fn shard_map(&self) -> Result<Option<ShardMap>, StateError> {
+        let key = self.shard_map_key();
+        let (kv, _) = self.client.get(key.as_bytes()).await.map_err(unavailable)?;
+        kv.map(|kv| shard_map::decode(&kv.value, &format!("etcd key {key}")))
+            .transpose()
+    }
+
+    async fn publish_shard_map(
+        &self,
+        expected: Option<u64>,
+        map: &ShardMap,
+    ) -> Result<(), StateError> {
+        shard_map::check_next(expected, map)?;
+        let Some((id, lease, renewal)) = self.held() else {
+            return Err(StateError::NotLeader);
+        };
+        if !renewal.valid() {
+            return Err(StateError::NotLeader);
+        }
+        let place = format!("etcd key {}", self.shard_map_key());
+        let key = self.shard_map_key().into_bytes();
+        let leader_key = self.leader_key().into_bytes();
+        let (kv, _) = self.client.get(&key).await.map_err(unavailable)?;
+        let found = match &kv {
+            Some(kv) => Some(shard_map::decode(&kv.value, &place)?.version()),
+            None => None,
+        };
+        if found != expected {
+            return Err(StateError::Conflict { found });
+        }
+        let unchanged = match &kv {
+            Some(kv) => Target::ModRevision(kv.mod_revision),
+            None => Target::CreateRevision(0),
+        };
+        let value = serde_json::to_vec(map).map_err(|e| StateError::Corrupt(e.to_string()))?;
+        let txn = Txn {
+            compare: vec![
+                Compare::new(key.clone(), CmpOp::Equal, unchanged),
+                Compare::new(
+                    leader_key.clone(),
+                    CmpOp::Equal,
+                    Target::Value(id.clone().into_bytes()),
+                ),
+                Compare::new(leader_key.clone(), CmpOp::Equal, Target::Lease(lease)),
+            ],
+            success: vec![Op::Put {
+                key: key.clone(),
+                value,
+                lease: None,
+            }],
+            failure: vec![Op::Get { key }, Op::Get { key: leader_key }],
+        };
+        let answer = self.client.txn(&txn).await.map_err(unavailable)?;
+        if answer.succeeded {
+            return Ok(());
+        }
+        let leads = answer
+            .read(1)
+            .is_some_and(|kv| kv.value == id.as_bytes() && kv.lease == lease);
+        if !leads {
+            renewal.lose();
+            return Err(StateError::NotLeader);
+        }
+        let found = match answer.read(0) {
+            Some(kv) => Some(shard_map::decode(&kv.value, &place)?.version()),
+            None => None,
+        };
+        Err(StateError::Conflict { found })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use strata_testkit::EtcdServer;
 
     use super::*;
+    use crate::shard_map::tests::check_shard_map_compare_and_set;
     use crate::store::tests::{check_compare_and_set_and_newer, state};
 
     fn store_of(etcd: &EtcdServer, prefix: &str) -> EtcdStore {
@@ -491,6 +576,29 @@ mod tests {
             reader.publish(Some(3), &state()).await,
             Err(StateError::NotLeader)
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_shard_map_is_published_by_compare_and_set_by_the_leader_only() {
+        let etcd = EtcdServer::start();
+        let store = store_of(&etcd, "/shards");
+        store.lead("control-1").await.expect("leads");
+        check_shard_map_compare_and_set(&store).await;
+        // A reader sees the map, and cannot publish one.
+        let reader = store_of(&etcd, "/shards");
+        let map = reader.shard_map().await.expect("read").expect("a map");
+        assert_eq!(map.version(), 3);
+        assert_eq!(
+            reader
+                .publish_shard_map(
+                    Some(3),
+                    &map.unpin(strata_core::user::UserId(7)).expect("unpin")
+                )
+                .await,
+            Err(StateError::NotLeader)
+        );
+        // Beside the cluster state, which it leaves alone.
+        assert_eq!(store.load().await, Ok(None));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
