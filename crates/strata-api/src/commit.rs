@@ -63,14 +63,8 @@ pub fn parse_token(raw: &str) -> Result<CommitToken, String> {
 
 /// The token of the `strata-read-after` cookie, if the request has a well-formed one.
 fn cookie_token(headers: &HeaderMap) -> Option<CommitToken> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .filter(|(name, _)| *name == READ_AFTER_COOKIE)
-        .filter_map(|(_, value)| parse_token(value).ok())
+    crate::auth::cookies(headers, READ_AFTER_COOKIE)
+        .filter_map(|value| parse_token(value).ok())
         .max()
 }
 

@@ -216,17 +216,7 @@ async fn guard(
     }
     let key = format!("{scope}:{}", parse_key(raw)?);
     let (mut parts, body) = req.into_parts();
-    if let Some(len) = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        && len > BODY_LIMIT_BYTES as u64
-    {
-        return Err(ApiError::PayloadTooLarge {
-            limit: BODY_LIMIT_BYTES,
-        });
-    }
+    crate::request::refuse_declared_oversize(&parts.headers)?;
     let body = read_body(body).await?;
     let content_type = parts
         .headers

@@ -62,16 +62,7 @@ pub async fn json_body(headers: &HeaderMap, body: Body, kind: JsonKind) -> Resul
             got: content_type,
         });
     }
-    if let Some(len) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        && len > BODY_LIMIT_BYTES as u64
-    {
-        return Err(ApiError::PayloadTooLarge {
-            limit: BODY_LIMIT_BYTES,
-        });
-    }
+    refuse_declared_oversize(headers)?;
     let bytes = match axum::body::to_bytes(body, BODY_LIMIT_BYTES).await {
         Ok(b) => b,
         Err(e) => {
@@ -195,6 +186,21 @@ impl EntityTags {
                 .and_then(|n| n.parse().ok()),
             _ => None,
         }
+    }
+}
+
+/// 413 at once for a body whose declared `Content-Length` is over [`BODY_LIMIT_BYTES`], before
+/// any of it is read.
+pub fn refuse_declared_oversize(headers: &HeaderMap) -> Result<(), ApiError> {
+    match headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        Some(len) if len > BODY_LIMIT_BYTES as u64 => Err(ApiError::PayloadTooLarge {
+            limit: BODY_LIMIT_BYTES,
+        }),
+        _ => Ok(()),
     }
 }
 
