@@ -19,7 +19,7 @@ commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo "-
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 tmp=$(mktemp -d /tmp/strata-chaos-XXXXXX)
 chmod 755 "$tmp" # PostgreSQL runs as the postgres user when this runs as root
-trap './target/release/strata down --dir "$tmp/d" >/dev/null 2>&1 || true' EXIT
+trap './target/release/strata down --dir "$tmp/d" >/dev/null 2>&1 || true; rm -rf "$tmp"' EXIT
 ./target/release/strata up -d --port 0 -f "$TOPOLOGY" --dir "$tmp/d"
 mkdir -p bench/results
 out="bench/results/chaos-$commit-$stamp.json"

@@ -33,6 +33,7 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -387,6 +388,8 @@ def main():
                     time.sleep(12)
     finally:
         run("down", "--dir", d, check=False)
+        # The deployment's data (gigabytes of WAL after a few drills) goes with it.
+        shutil.rmtree(tmp, ignore_errors=True)
         # Whatever ran is kept, even when a run did not come back.
         os.makedirs(args.out, exist_ok=True)
         path = os.path.join(args.out, "failover-%s-%s.json" % (args.store, started))

@@ -21,6 +21,7 @@ Loopback only; the load is bounded in time.
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -183,6 +184,7 @@ def main():
     finally:
         pg_drill.run("down", "--dir", d, check=False)
         subprocess.run(["umount", "-l", disk], check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

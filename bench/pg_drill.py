@@ -26,6 +26,7 @@ import json
 import re
 import os
 import signal
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -322,6 +323,7 @@ def main():
             results["ryw"].append(r)
     finally:
         run("down", "--dir", d, check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(results, indent=1))
 
 

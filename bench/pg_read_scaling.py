@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -120,7 +121,10 @@ def main():
         sys.exit("build first: cargo build --release -p strata")
     work = tempfile.mkdtemp(prefix="strata-reads-")
     os.chmod(work, 0o755)
-    rows = [one(n, args.users, args.duration, work) for n in (0, 1, 2)]
+    try:
+        rows = [one(n, args.users, args.duration, work) for n in (0, 1, 2)]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     base = rows[0]["rps"] or 1
     print("\n| replicas | requests/s | vs 0 replicas | p99 | non-2xx | data-tier reads on primary | on replicas | seed (users/s) |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")

@@ -25,6 +25,7 @@ import http.client
 import json
 import os
 import signal
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -229,6 +230,7 @@ def login_cost(params, rate, seconds):
     finally:
         p.terminate()
         p.wait(timeout=10)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def svg(samples, events, path):
@@ -312,6 +314,7 @@ def main():
         svg(samples, events, os.path.join(ROOT, "bench", "results", f"sessions-{stamp}.svg"))
     finally:
         run("down", "--dir", d, check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
 
     if not args.skip_login_cost:
         results["login_cost"] = []
