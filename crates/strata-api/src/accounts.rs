@@ -19,7 +19,7 @@ use strata_store::accounts::{Account, now_ms};
 
 use crate::auth::Principal;
 use crate::commit::{cache_key, with_commit};
-use crate::credentials::{check_password, cleared_cookies, count_attempt, email_field, limit_keys};
+use crate::credentials::{CountedAttempt, check_password, cleared_cookies, email_field};
 use crate::problem::ApiError;
 use crate::request::{JsonKind, json_body, user_id};
 use crate::state::AppState;
@@ -251,8 +251,7 @@ pub async fn change_password(
         .await?
         .ok_or(ApiError::UserNotFound(id))?;
     if let Some(current) = current {
-        let (account_key, ip_key) = limit_keys(&state, &account.email, &parts);
-        count_attempt(&state, &account_key, ip_key.as_deref()).await?;
+        let attempt = CountedAttempt::count(&state, &account.email, &parts).await?;
         if !state
             .auth
             .verify_password(&current, Some(&account.password_hash))
@@ -262,10 +261,7 @@ pub async fn change_password(
                 "The current password is wrong.".into(),
             ));
         }
-        state.auth.sessions.clear_failures(&account_key).await?;
-        if let Some(k) = &ip_key {
-            state.auth.sessions.discount_failure(k).await?;
-        }
+        attempt.succeeded(&state).await?;
     }
     let hash = state.auth.hash_password(&new).await?;
     state.accounts.set_password(id, &hash).await?;

@@ -58,46 +58,63 @@ pub(crate) fn email_field(doc: &Value) -> Result<Email, FieldViolation> {
     }
 }
 
-/// The limits' keys: per email (registered or not — so a 429 reveals nothing) and per address.
-pub(crate) fn limit_keys(
-    state: &AppState,
-    email: &Email,
-    parts: &Parts,
-) -> (String, Option<String>) {
-    (
-        format!("login:account:{}", auth::refresh_hash(email.as_str())),
-        crate::client::client_ip(parts, &state.auth.trusted_proxies)
-            .map(|ip| format!("login:ip:{ip}")),
-    )
+/// A login attempt (or a password change's check of the current password), counted against the
+/// account's limit — per email, registered or not, so a 429 reveals nothing — and the client
+/// address's.
+pub(crate) struct CountedAttempt {
+    account_key: String,
+    ip_key: Option<String>,
 }
 
-/// Counts this attempt against the account's and the address's limits *before* any password
-/// is checked — an increment that returns the new count, atomic in the shared session store —
-/// so that of any number of attempts at once no more than the limit are ever checked. An
-/// attempt that turns out to succeed is taken back (see [`login`]).
-pub(crate) async fn count_attempt(
-    state: &AppState,
-    account_key: &str,
-    ip_key: Option<&str>,
-) -> Result<(), ApiError> {
-    let sessions = &state.auth.sessions;
-    let (now, window) = (now_ms(), state.auth.failure_window);
-    if sessions.count_failure(account_key, window, now).await? > state.auth.max_failures_per_account
-    {
-        metrics::counter!("strata_auth_login_limited_total", "by" => "account").increment(1);
-        let (_, left) = sessions.failures(account_key, now).await?;
-        return Err(ApiError::TooManyAttempts { retry_after: left });
+impl CountedAttempt {
+    /// Counts this attempt *before* any password is checked — an increment that returns the new
+    /// count, atomic in the shared session store — so that of any number of attempts at once no
+    /// more than the limit are ever checked. 429 when a limit is reached.
+    pub(crate) async fn count(
+        state: &AppState,
+        email: &Email,
+        parts: &Parts,
+    ) -> Result<Self, ApiError> {
+        let attempt = CountedAttempt {
+            account_key: format!("login:account:{}", auth::refresh_hash(email.as_str())),
+            ip_key: crate::client::client_ip(parts, &state.auth.trusted_proxies)
+                .map(|ip| format!("login:ip:{ip}")),
+        };
+        let sessions = &state.auth.sessions;
+        let (now, window) = (now_ms(), state.auth.failure_window);
+        let account_key = attempt.account_key.as_str();
+        if sessions.count_failure(account_key, window, now).await?
+            > state.auth.max_failures_per_account
+        {
+            metrics::counter!("strata_auth_login_limited_total", "by" => "account").increment(1);
+            let (_, left) = sessions.failures(account_key, now).await?;
+            return Err(ApiError::TooManyAttempts { retry_after: left });
+        }
+        if let Some(k) = attempt.ip_key.as_deref()
+            && sessions.count_failure(k, window, now).await? > state.auth.max_failures_per_ip
+        {
+            // Refused for the address: this attempt is not the account's.
+            sessions.discount_failure(account_key).await?;
+            metrics::counter!("strata_auth_login_limited_total", "by" => "ip").increment(1);
+            let (_, left) = sessions.failures(k, now).await?;
+            return Err(ApiError::TooManyAttempts { retry_after: left });
+        }
+        Ok(attempt)
     }
-    if let Some(k) = ip_key
-        && sessions.count_failure(k, window, now).await? > state.auth.max_failures_per_ip
-    {
-        // Refused for the address: this attempt is not the account's.
-        sessions.discount_failure(account_key).await?;
-        metrics::counter!("strata_auth_login_limited_total", "by" => "ip").increment(1);
-        let (_, left) = sessions.failures(k, now).await?;
-        return Err(ApiError::TooManyAttempts { retry_after: left });
+
+    /// The password was right: not a failure after all. The account starts afresh, the address
+    /// gets its count back.
+    pub(crate) async fn succeeded(self, state: &AppState) -> Result<(), ApiError> {
+        state
+            .auth
+            .sessions
+            .clear_failures(&self.account_key)
+            .await?;
+        if let Some(k) = &self.ip_key {
+            state.auth.sessions.discount_failure(k).await?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 pub(crate) fn cleared_cookies(mut r: Response) -> Response {

@@ -16,7 +16,7 @@ use strata_store::accounts::{Rotation, Session, now_ms};
 use crate::auth::{
     self, ACCESS_COOKIE, CSRF_COOKIE, CSRF_HEADER, Principal, REFRESH_COOKIE, RefreshToken,
 };
-use crate::credentials::{check_password, cleared_cookies, count_attempt, email_field, limit_keys};
+use crate::credentials::{CountedAttempt, check_password, cleared_cookies, email_field};
 use crate::problem::ApiError;
 use crate::request::{JsonKind, json_body};
 use crate::state::AppState;
@@ -115,8 +115,7 @@ pub async fn login(
     let (Some(email), Some(password), true) = (email, password, violations.is_empty()) else {
         return Err(ApiError::InvalidFields(violations));
     };
-    let (account_key, ip_key) = limit_keys(&state, &email, &parts);
-    count_attempt(&state, &account_key, ip_key.as_deref()).await?;
+    let attempt = CountedAttempt::count(&state, &email, &parts).await?;
     let account = state.accounts.account_by_email(&email).await?;
     let ok = state
         .auth
@@ -130,11 +129,7 @@ pub async fn login(
         metrics::counter!("strata_auth_logins_total", "outcome" => "failed").increment(1);
         return Err(ApiError::LoginFailed);
     };
-    // Not a failure after all: the account starts afresh, the address gets its count back.
-    state.auth.sessions.clear_failures(&account_key).await?;
-    if let Some(k) = &ip_key {
-        state.auth.sessions.discount_failure(k).await?;
-    }
+    attempt.succeeded(&state).await?;
     let now = now_ms();
     let session = Session {
         id: auth::new_session_id(),

@@ -190,15 +190,20 @@ pub async fn create(
         .cache
         .write(&cache_key(stored.user.id), entry.clone())
         .await;
+    Ok(with_commit(created(UserId(id), entry), receipt))
+}
+
+/// `201 Created` with the user (its cache entry: the body and version), `ETag` and `Location`.
+fn created(id: UserId, entry: Entry) -> Response {
     let mut r = json_response(
         StatusCode::CREATED,
         entry.body.unwrap_or_default(),
-        receipt.version,
+        entry.version,
     );
     if let Ok(v) = HeaderValue::from_str(&format!("/users/{id}")) {
         r.headers_mut().insert(header::LOCATION, v);
     }
-    Ok(with_commit(r, receipt))
+    r
 }
 
 /// The answer to an attempt whose key's earlier attempt created the user and died before
@@ -209,15 +214,7 @@ async fn created_before(state: &AppState, id: UserId) -> Result<Response, ApiErr
         .get(id, ReadRequirement::ANY)
         .await?
         .ok_or_else(|| ApiError::Unavailable(format!("user {id} exists but cannot be read yet")))?;
-    let entry = cache_entry(&stored);
-    let mut r = json_response(
-        StatusCode::CREATED,
-        entry.body.unwrap_or_default(),
-        stored.version,
-    );
-    if let Ok(v) = HeaderValue::from_str(&format!("/users/{id}")) {
-        r.headers_mut().insert(header::LOCATION, v);
-    }
+    let mut r = created(id, cache_entry(&stored));
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(r)
