@@ -5,18 +5,11 @@
 //! everything.
 
 mod common;
-use common::{Cleanup, admin_client, explain, status_json, strata, up_topology};
+use common::{Cleanup, admin_client, explain, role, status_json, strata, up_topology};
 
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-
-fn role<'a>(status: &'a Value, name: &str) -> &'a Value {
-    status["roles"]
-        .as_array()
-        .and_then(|roles| roles.iter().find(|r| r["name"] == name))
-        .unwrap_or_else(|| panic!("no role {name} in {status:#}"))
-}
 
 fn profile(first: &str) -> Value {
     json!({"firstName": first, "lastName": "Cached",

@@ -10,20 +10,13 @@
 //! returns to full health by itself.
 
 mod common;
-use common::{Cleanup, admin_client, logs, status_json, up_topology};
+use common::{Cleanup, admin_client, logs, role, status_json, up_topology};
 
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use strata_engines::process::signal_tree;
-
-fn role<'a>(status: &'a Value, name: &str) -> &'a Value {
-    status["roles"]
-        .as_array()
-        .and_then(|roles| roles.iter().find(|r| r["name"] == name))
-        .unwrap_or_else(|| panic!("no role {name} in {status:#}"))
-}
 
 /// The postmaster of a database role (the server, not the role process).
 fn server_pid(dir: &std::path::Path, node: &str) -> u32 {

@@ -6,7 +6,7 @@
 //! none created twice.
 
 mod common;
-use common::{Cleanup, admin_client, status_json, up_topology};
+use common::{Cleanup, admin_client, role, status_json, up_topology};
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
@@ -15,13 +15,6 @@ use serde_json::{Value, json};
 
 const KEYS: usize = 60;
 const IN_FLIGHT: usize = 8;
-
-fn role<'a>(status: &'a Value, name: &str) -> &'a Value {
-    status["roles"]
-        .as_array()
-        .and_then(|roles| roles.iter().find(|r| r["name"] == name))
-        .unwrap_or_else(|| panic!("no role {name} in {status:#}"))
-}
 
 fn profile(i: usize) -> Value {
     json!({"firstName": "Idem", "lastName": format!("Key{i}"),

@@ -6,18 +6,11 @@
 //! process behind.
 
 mod common;
-use common::{Cleanup, admin_client, explain, logs, status_json, strata, up_topology};
+use common::{Cleanup, admin_client, explain, logs, role, status_json, strata, up_topology};
 
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-
-fn role<'a>(status: &'a Value, name: &str) -> &'a Value {
-    status["roles"]
-        .as_array()
-        .and_then(|roles| roles.iter().find(|r| r["name"] == name))
-        .unwrap_or_else(|| panic!("no role {name} in {status:#}"))
-}
 
 /// Processes whose command line mentions `needle`.
 fn processes_mentioning(needle: &str) -> Vec<String> {

@@ -4,18 +4,11 @@
 //! lives in the shared store, the signing keys in the deployment's key directory.
 
 mod common;
-use common::{Cleanup, status_json, up_topology};
+use common::{Cleanup, role, status_json, up_topology};
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
-
-fn role<'a>(status: &'a Value, name: &str) -> &'a Value {
-    status["roles"]
-        .as_array()
-        .and_then(|roles| roles.iter().find(|r| r["name"] == name))
-        .unwrap_or_else(|| panic!("no role {name} in {status:#}"))
-}
 
 /// Requests each API server has received through the balancer, by backend name.
 async fn per_backend(http: &reqwest::Client, admin: &str) -> Vec<(String, u64)> {

@@ -46,6 +46,14 @@ pub fn explain(what: &str, out: &Output, dir: &Path) -> String {
     )
 }
 
+/// Role `name` of a `strata status --json` document.
+pub fn role<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["roles"]
+        .as_array()
+        .and_then(|roles| roles.iter().find(|r| r["name"] == name))
+        .unwrap_or_else(|| panic!("no role {name} in {status:#}"))
+}
+
 /// `strata status --json` of a deployment.
 pub fn status_json(dir: &Path) -> Value {
     let out = strata(&["status", "--json"], dir);
