@@ -192,6 +192,8 @@ async fn a_lagging_replica_is_never_promoted_when_the_primary_and_the_up_to_date
         },
     )
     .await;
+    // An absence cannot be polled for: watch a window of four of the controller's check
+    // intervals (500 ms each) in which a wrong promotion would have happened.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let view = control_view(&http, &dir).await.expect("view");
     assert!(
@@ -401,6 +403,8 @@ async fn on_etcd_the_leading_controller_killed_or_frozen_mid_failover_changes_no
     )
     .await;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(second_pid), Signal::SIGCONT).expect("thaw");
+    // Again an absence: the woken controller gets a window of six check intervals in which
+    // publishing its stale decision would show.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = control_view_of_leader(&http, &dir).await.expect("a view");
     assert_eq!(after["cluster"]["primary"], "pg-3", "{after:#}");
