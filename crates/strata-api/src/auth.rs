@@ -513,6 +513,11 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        // Authenticated already by a middleware in front of the handler (an idempotency key's
+        // scope is its user): the same request, checked once.
+        if let Some(principal) = parts.extensions.get::<Principal>() {
+            return Ok(principal.clone());
+        }
         authenticate(state.as_ref(), parts).await
     }
 }

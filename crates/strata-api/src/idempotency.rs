@@ -127,9 +127,14 @@ pub async fn per_user(State(state): State<AppState>, req: Request, next: Next) -
     if !applies(&req) {
         return next.run(req).await;
     }
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let scope = match authenticate(&state.auth, &parts).await {
-        Ok(p) => format!("u{}", p.user),
+        Ok(p) => {
+            let scope = format!("u{}", p.user);
+            // The handler's `Principal` is this one: the request is not authenticated twice.
+            parts.extensions.insert(p);
+            scope
+        }
         Err(_) => return next.run(Request::from_parts(parts, body)).await,
     };
     guard(&state, &scope, Request::from_parts(parts, body), next)
