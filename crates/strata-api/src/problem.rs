@@ -121,9 +121,10 @@ impl From<StoreError> for ApiError {
                 id,
                 current_version: Some(actual),
             },
-            StoreError::NotYetVisible { .. } | StoreError::Unavailable(_) => {
-                ApiError::Unavailable(e.to_string())
-            }
+            // A move the router could not follow in time (a resharding cut-over): retry.
+            StoreError::NotYetVisible { .. }
+            | StoreError::Unavailable(_)
+            | StoreError::Moved { .. } => ApiError::Unavailable(e.to_string()),
             StoreError::EmailTaken => ApiError::EmailTaken,
             StoreError::AlreadyExists(_)
             | StoreError::Corrupt { .. }

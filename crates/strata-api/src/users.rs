@@ -116,6 +116,15 @@ fn clone_store_error(e: &Arc<StoreError>) -> StoreError {
             detail: detail.clone(),
         },
         StoreError::Unusable(s) => StoreError::Unusable(s.clone()),
+        StoreError::Moved {
+            what,
+            to,
+            map_version,
+        } => StoreError::Moved {
+            what: what.clone(),
+            to: to.clone(),
+            map_version: *map_version,
+        },
     }
 }
 

@@ -137,6 +137,14 @@ pub enum StoreError {
     /// The data directory cannot be used (unreadable, not a Strata database, newer schema).
     #[error("{0}")]
     Unusable(String),
+    /// This shard group no longer holds the row: its slot moved to `to` in shard map
+    /// `map_version`. Nothing was written. The router refreshes its map and retries there.
+    #[error("{what} moved to shard group {to} in shard map version {map_version}")]
+    Moved {
+        what: String,
+        to: String,
+        map_version: u64,
+    },
 }
 
 /// The data tier's interface. Implementations must be safe to share across tasks.

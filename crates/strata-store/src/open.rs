@@ -49,6 +49,11 @@ pub struct DataOptions {
     /// Most connections this server opens to PostgreSQL.
     #[arg(long, env = "STRATA_POSTGRES_POOL", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub postgres_pool: u64,
+    /// Spread users over this many shard groups (embedded: one SQLite file per group under
+    /// DATA/shards/, the shard map in DATA/shard-map.json). A data directory that is already
+    /// sharded is opened as its map says; this count must then match it.
+    #[arg(long, env = "STRATA_SHARDS", value_parser = clap::value_parser!(u16).range(1..=255), conflicts_with = "postgres")]
+    pub shards: Option<u16>,
 }
 
 impl DataOptions {
@@ -61,12 +66,18 @@ impl DataOptions {
             replica_max_lag_bytes: 16 * 1024 * 1024,
             replica_max_lag_ms: 5000,
             postgres_pool: 16,
+            shards: None,
         }
     }
 
     /// Opens the engines and, with replicas, puts them behind the primary (read/write split
     /// with read-your-writes).
     pub async fn open(&self) -> anyhow::Result<Engines> {
+        if self.postgres.is_none()
+            && let Some(engines) = open_sharded_sqlite(&self.data, self.shards).await?
+        {
+            return Ok(engines);
+        }
         let engines = open_engines(
             &self.data,
             self.postgres.as_deref(),
@@ -132,6 +143,52 @@ impl std::fmt::Debug for Engines {
             .field("describe", &self.describe)
             .finish_non_exhaustive()
     }
+}
+
+/// Opens the shard groups of a sharded embedded data directory (creating them when `shards`
+/// asks for more than one and the directory is new); `None` when it is not sharded.
+pub async fn open_sharded_sqlite(
+    data: &Path,
+    shards: Option<u16>,
+) -> anyhow::Result<Option<Engines>> {
+    let Some(ensured) = crate::shard::embedded::ensure_map(data, shards)? else {
+        return Ok(None);
+    };
+    let groups = crate::shard::embedded::SqliteGroups::new(data);
+    let first = ensured.map.groups()[0].clone();
+    // Sessions, login counters and idempotency records are not per user: the first group
+    // keeps them (deployments at scale keep sessions in Redis).
+    let sessions = Arc::new(groups.open_store(&first)?);
+    let source = Arc::new(crate::shard::source::FileMapSource::new(
+        crate::shard::embedded::map_path(data),
+    ));
+    let router = crate::shard::router::ShardedStore::open(
+        source,
+        Arc::new(groups),
+        crate::shard::router::RouterOptions::default(),
+    )
+    .await?;
+    let router = Arc::new(router);
+    let describe = format!(
+        "{} ({} shard groups, map version {})",
+        data.display(),
+        ensured.map.groups().len(),
+        ensured.map.version()
+    );
+    let engines = Engines {
+        store: router.clone(),
+        accounts: router,
+        sessions,
+        describe,
+    };
+    if ensured.created
+        && crate::ensure_canonical_user(engines.store.as_ref())
+            .await
+            .context("cannot insert the canonical user 12")?
+    {
+        tracing::info!(data = %engines.describe, "created new shard groups with the canonical user 12");
+    }
+    Ok(Some(engines))
 }
 
 /// Opens PostgreSQL at `postgres` (a URL) when given, else SQLite in `data`, inserting the

@@ -39,6 +39,7 @@ const MAX_IDLE_READERS: usize = 8;
 
 mod accounts;
 mod idempotency;
+mod shard;
 
 /// Schema migrations, in order. `PRAGMA user_version` holds how many have been applied.
 const MIGRATIONS: &[&str] = &[
@@ -93,6 +94,17 @@ const MIGRATIONS: &[&str] = &[
          body BLOB NOT NULL DEFAULT x''
      ) WITHOUT ROWID;
      CREATE INDEX idempotency_by_expiry ON idempotency (expires_ms);",
+    // 4: sharding — fences (rows that moved to another shard group, see `crate::shard::fence`)
+    // and this group's part of the global email index (`crate::shard::email_index`).
+    "CREATE TABLE shard_fence (id INTEGER PRIMARY KEY, fence TEXT NOT NULL);
+     CREATE TABLE email_index (
+         email TEXT PRIMARY KEY,
+         user_id INTEGER NOT NULL,
+         slot INTEGER NOT NULL,
+         committed INTEGER NOT NULL,
+         claimed_ms INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     CREATE INDEX email_index_by_slot ON email_index (slot);",
 ];
 
 /// The newest schema version this build knows.
@@ -416,6 +428,7 @@ impl Store for SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(engine_error)?;
+            shard::check_user(&tx, id)?;
             let commit = bump_commit(&tx)?;
             match tx.execute(
                 "INSERT INTO users (id, version, profile, commit_seq) VALUES (?1, 1, ?2, ?3)",
@@ -439,6 +452,7 @@ impl Store for SqliteStore {
         let key = sql_id(id);
         self.with_reader(move |conn| {
             await_commit(conn, need)?;
+            shard::check_user(conn, id)?;
             let Some(key) = key else { return Ok(None) };
             let row = conn
                 .query_row(
@@ -468,6 +482,7 @@ impl Store for SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(engine_error)?;
+            shard::check_user(&tx, id)?;
             let actual = current_version(&tx, key)?.ok_or(StoreError::NotFound(id))?;
             check(pre, id, actual)?;
             let commit = bump_commit(&tx)?;
@@ -491,6 +506,7 @@ impl Store for SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(engine_error)?;
+            shard::check_user(&tx, id)?;
             let actual = current_version(&tx, key)?.ok_or(StoreError::NotFound(id))?;
             check(pre, id, actual)?;
             let commit = bump_commit(&tx)?;
@@ -546,6 +562,10 @@ impl Store for SqliteStore {
             conn.pragma_update(None, "synchronous", "NORMAL").map_err(engine_error)?;
             let result = (|| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(engine_error)?;
+                let fences = shard::fences(&tx)?;
+                for user in &users {
+                    crate::shard::fence::check_user(&fences, user.id)?;
+                }
                 let commit = bump_commit(&tx)?;
                 {
                     let mut stmt = tx

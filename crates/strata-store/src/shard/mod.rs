@@ -12,16 +12,21 @@
 //! - [`error`]: why a map or a change was refused;
 //! - `wire`: the map as JSON with compact slot ranges.
 
+pub mod email_index;
+pub mod embedded;
 pub mod error;
+pub mod fence;
 pub mod group;
 pub mod map;
+pub mod router;
 pub mod slot;
+pub mod source;
 mod wire;
 
 pub use error::ShardMapError;
 pub use group::ShardGroup;
 pub use map::{Reshard, ShardMap, SlotMove};
-pub use slot::{SLOTS, SlotId, SlotRange, Strategy};
+pub use slot::{SLOTS, SlotId, SlotRange, Strategy, slot_of_key};
 
 #[cfg(test)]
 mod tests;

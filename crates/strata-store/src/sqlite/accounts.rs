@@ -96,6 +96,7 @@ impl AccountStore for SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(engine_error)?;
+            super::shard::check_user(&tx, id)?;
             let taken: Option<i64> = tx
                 .query_row(
                     "SELECT user_id FROM accounts WHERE email = ?1",
@@ -144,8 +145,11 @@ impl AccountStore for SqliteStore {
         let Some(key) = sql_id(user) else {
             return Ok(None);
         };
-        self.with_reader(move |conn| account_where(conn, "user_id = ?1", &key))
-            .await
+        self.with_reader(move |conn| {
+            super::shard::check_user(conn, user)?;
+            account_where(conn, "user_id = ?1", &key)
+        })
+        .await
     }
 
     async fn set_role(
@@ -162,6 +166,7 @@ impl AccountStore for SqliteStore {
                 .map_err(engine_error)?;
             let mut account = account_where(&tx, "email = ?1", &email.as_str())?
                 .ok_or_else(|| StoreError::NoAccount(format!("the email {email}")))?;
+            super::shard::check_user(&tx, account.user_id)?;
             account.roles.retain(|r| *r != role);
             if granted {
                 account.roles.push(role);
@@ -186,11 +191,18 @@ impl AccountStore for SqliteStore {
         let hash = password_hash.to_owned();
         let changed = self
             .with_writer(move |conn| {
-                conn.execute(
-                    "UPDATE accounts SET password_hash = ?2 WHERE user_id = ?1",
-                    params![key, hash],
-                )
-                .map_err(engine_error)
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(engine_error)?;
+                super::shard::check_user(&tx, user)?;
+                let n = tx
+                    .execute(
+                        "UPDATE accounts SET password_hash = ?2 WHERE user_id = ?1",
+                        params![key, hash],
+                    )
+                    .map_err(engine_error)?;
+                tx.commit().map_err(engine_error)?;
+                Ok(n)
             })
             .await?;
         if changed == 0 {

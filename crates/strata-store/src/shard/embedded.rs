@@ -1,0 +1,151 @@
+//! Shard groups with nothing installed: one SQLite file per group under the data directory,
+//! and the shard map as a JSON file beside them.
+//!
+//! ```text
+//! DATA/shard-map.json          the map (written once here; later versions by the resharder)
+//! DATA/shards/s1/strata.db     group s1 (also holds sessions and idempotency records)
+//! DATA/shards/s2/strata.db     group s2
+//! ```
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::group::ShardGroup;
+use super::map::ShardMap;
+use super::router::{GroupEngines, GroupOpener};
+use super::slot::Strategy;
+use super::source::read_map_file;
+use crate::StoreError;
+use crate::sqlite::SqliteStore;
+
+/// The map file of a sharded data directory.
+pub fn map_path(data: &Path) -> PathBuf {
+    data.join("shard-map.json")
+}
+
+/// The directory of one group's SQLite file.
+pub fn group_dir(data: &Path, group: &ShardGroup) -> PathBuf {
+    data.join("shards").join(group.as_str())
+}
+
+/// The names `strata` gives `n` groups: `s1` … `sN`.
+pub fn group_names(n: u16) -> Vec<ShardGroup> {
+    (1..=n)
+        .filter_map(|i| ShardGroup::parse(&format!("s{i}")).ok())
+        .collect()
+}
+
+/// Opens each group's SQLite file as the router meets it.
+pub struct SqliteGroups {
+    data: PathBuf,
+}
+
+impl SqliteGroups {
+    pub fn new(data: impl Into<PathBuf>) -> Self {
+        Self { data: data.into() }
+    }
+
+    /// Opens one group's store.
+    pub fn open_store(&self, group: &ShardGroup) -> Result<SqliteStore, StoreError> {
+        Ok(SqliteStore::open(&group_dir(&self.data, group))?.store)
+    }
+}
+
+impl GroupOpener for SqliteGroups {
+    fn open(&self, group: &ShardGroup) -> Result<GroupEngines, StoreError> {
+        let store = Arc::new(self.open_store(group)?);
+        Ok(GroupEngines {
+            store: store.clone(),
+            accounts: store.clone(),
+            emails: store,
+        })
+    }
+}
+
+/// What [`ensure_map`] found.
+#[derive(Debug)]
+pub struct EnsuredMap {
+    pub map: ShardMap,
+    /// True when this call wrote the first map (the data directory was new).
+    pub created: bool,
+}
+
+/// The data directory's shard map: the one it has, or — when it has none and `shards` asks for
+/// more than one group — a new even hash map of `shards` groups. Refuses a count that differs
+/// from the map's (that is a resharding) and an unsharded database (whose users would vanish
+/// from view). `Ok(None)`: the directory is not sharded and none was asked for.
+pub fn ensure_map(data: &Path, shards: Option<u16>) -> Result<Option<EnsuredMap>, StoreError> {
+    let path = map_path(data);
+    if path.exists() {
+        let map = read_map_file(&path)?;
+        if let Some(n) = shards
+            && usize::from(n) != map.groups().len()
+        {
+            return Err(StoreError::Unusable(format!(
+                "{} holds {} shard groups, not {n}: drop --shards (or [data] shards) to use it as it is, or change the count with `strata reshard --shards {n}`",
+                data.display(),
+                map.groups().len()
+            )));
+        }
+        return Ok(Some(EnsuredMap {
+            map,
+            created: false,
+        }));
+    }
+    let n = match shards {
+        None | Some(1) => return Ok(None),
+        Some(0) => {
+            return Err(StoreError::Unusable(
+                "--shards must be at least 1 (1 means not sharded)".into(),
+            ));
+        }
+        Some(n) => n,
+    };
+    if data.join(crate::sqlite::DB_FILE).exists() {
+        return Err(StoreError::Unusable(format!(
+            "{} holds an unsharded database: its users would not be seen by {n} shard groups. Use another --data directory for a sharded deployment (moving an unsharded database into shard groups is not supported yet)",
+            data.display()
+        )));
+    }
+    let map = ShardMap::even(Strategy::Hash, group_names(n))
+        .map_err(|e| StoreError::Unusable(format!("cannot make {n} shard groups: {e}")))?;
+    let created = write_new(&path, &map)?;
+    // Another process may have written the first map at the same moment: use whichever won.
+    let map = if created { map } else { read_map_file(&path)? };
+    Ok(Some(EnsuredMap { map, created }))
+}
+
+/// Writes `map` to `path` unless a file is there; true if this call wrote it. Atomic: the
+/// document is written and synced under a temporary name, then linked into place (a link
+/// fails when the name exists, so two writers cannot both win).
+fn write_new(path: &Path, map: &ShardMap) -> Result<bool, StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)
+        .map_err(|e| StoreError::Unusable(format!("cannot create {}: {e}", dir.display())))?;
+    let text = serde_json::to_string_pretty(map)
+        .map_err(|e| StoreError::Unusable(format!("cannot write the shard map: {e}")))?;
+    let tmp = dir.join(format!(".shard-map.{}.tmp", std::process::id()));
+    let fail = |e: std::io::Error| {
+        StoreError::Unusable(format!(
+            "cannot write the shard map {}: {e}",
+            path.display()
+        ))
+    };
+    let mut f = std::fs::File::create(&tmp).map_err(fail)?;
+    f.write_all(text.as_bytes()).map_err(fail)?;
+    f.sync_all().map_err(fail)?;
+    drop(f);
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(fail(e)),
+    }
+}

@@ -1,0 +1,117 @@
+//! Fences: how a shard group refuses rows it no longer owns, so a router with a stale map can
+//! never write (or read) in the wrong place.
+//!
+//! A resharding cut-over writes a [`Fence`] into the source group's database in the same
+//! transaction that ends its last write pause, and only then publishes the new map. Every
+//! write (and every point read) of a row checks the fences in its own transaction and fails
+//! with [`StoreError::Moved`] when one covers the row: the router refreshes its map and goes to
+//! the new group. Because the check and the write share one transaction, no write can slip in
+//! between "the rows were copied" and "the map changed" — the mistake a check in the router
+//! alone could not rule out.
+
+use serde::{Deserialize, Serialize};
+use strata_core::user::UserId;
+
+use super::group::ShardGroup;
+use super::slot::{SlotId, SlotRange, Strategy};
+use crate::StoreError;
+
+/// Rows a shard group no longer holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fence {
+    /// The slots that left (users by the map's strategy; email index rows by
+    /// [`super::slot::slot_of_key`]).
+    pub slots: SlotRange,
+    /// How user ids find their slot in the map that moved them.
+    pub strategy: Strategy,
+    /// Set for a pin: only this user moved (`slots` is then its slot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserId>,
+    /// Where the rows went.
+    pub moved_to: ShardGroup,
+    /// The first shard map version that sends them there.
+    pub map_version: u64,
+}
+
+impl Fence {
+    /// Whether this fence covers user `id`.
+    pub fn covers_user(&self, id: UserId) -> bool {
+        match self.user {
+            Some(pinned) => pinned == id,
+            None => self.covers_slot(self.strategy.slot_of(id)),
+        }
+    }
+
+    /// Whether this fence covers an email index row in `slot` (pins move no index rows).
+    pub fn covers_key_slot(&self, slot: SlotId) -> bool {
+        self.user.is_none() && self.covers_slot(slot)
+    }
+
+    fn covers_slot(&self, slot: SlotId) -> bool {
+        self.slots.first() <= slot && slot <= self.slots.last()
+    }
+
+    /// The error a covered row's call fails with.
+    pub fn moved(&self, what: impl Into<String>) -> StoreError {
+        StoreError::Moved {
+            what: what.into(),
+            to: self.moved_to.to_string(),
+            map_version: self.map_version,
+        }
+    }
+}
+
+/// The first fence in `fences` covering user `id`, as the error to fail with.
+pub fn check_user(fences: &[Fence], id: UserId) -> Result<(), StoreError> {
+    match fences.iter().find(|f| f.covers_user(id)) {
+        Some(f) => Err(f.moved(format!("user {id}"))),
+        None => Ok(()),
+    }
+}
+
+/// The first fence in `fences` covering the email index row in `slot`, as the error.
+pub fn check_key_slot(fences: &[Fence], slot: SlotId) -> Result<(), StoreError> {
+    match fences.iter().find(|f| f.covers_key_slot(slot)) {
+        Some(f) => Err(f.moved(format!("the email index slot {slot}"))),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fence(slots: &str, user: Option<u64>) -> Fence {
+        Fence {
+            slots: SlotRange::parse(slots).expect("valid"),
+            strategy: Strategy::Modulo(4),
+            user: user.map(UserId),
+            moved_to: ShardGroup::parse("s5").expect("valid"),
+            map_version: 7,
+        }
+    }
+
+    #[test]
+    fn a_fence_covers_the_users_of_its_slots_and_no_others() {
+        // modulo(4): id 1 is in slot 1024, id 2 in slot 2048.
+        let f = [fence("1024-2047", None)];
+        let err = check_user(&f, UserId(1)).expect_err("moved");
+        assert!(
+            matches!(&err, StoreError::Moved { to, map_version: 7, .. } if to == "s5"),
+            "{err}"
+        );
+        assert!(check_user(&f, UserId(2)).is_ok());
+        assert!(check_user(&f, UserId(0)).is_ok());
+        assert!(check_key_slot(&f, SlotId::new(1500).expect("valid")).is_err());
+        assert!(check_key_slot(&f, SlotId::new(2048).expect("valid")).is_ok());
+    }
+
+    #[test]
+    fn a_pin_fence_covers_only_its_user() {
+        let f = [fence("1024", Some(5))];
+        assert!(check_user(&f, UserId(5)).is_err());
+        // User 1 shares slot 1024 with user 5, but only the pinned user moved.
+        assert!(check_user(&f, UserId(1)).is_ok());
+        assert!(check_key_slot(&f, SlotId::new(1024).expect("valid")).is_ok());
+    }
+}
