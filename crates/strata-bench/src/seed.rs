@@ -553,7 +553,15 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
             args.users
         );
     }
-    let engines = strata_store::open::open_engines(&args.data, args.postgres.as_deref(), 2).await?;
+    // A sharded data directory is loaded through its router (each batch split by the map).
+    let sharded = match args.postgres {
+        None => strata_store::open::open_sharded_sqlite(&args.data, None).await?,
+        Some(_) => None,
+    };
+    let engines = match sharded {
+        Some(engines) => engines,
+        None => strata_store::open::open_engines(&args.data, args.postgres.as_deref(), 2).await?,
+    };
     let (store, target) = (engines.store, engines.describe);
     let total = args.users;
     let batch_size = args.batch_size;

@@ -61,12 +61,16 @@ pub async fn open(dir: &Path) -> anyhow::Result<Arc<dyn AccountStore>> {
                 .context("cannot reach the PostgreSQL database")?
                 .store,
         )),
-        None => open_sqlite(&dir.join(state::DATA_DIR)),
+        None => open_sqlite(&dir.join(state::DATA_DIR)).await,
     }
 }
 
-/// The SQLite account store in a data directory that already holds a Strata database.
-pub fn open_sqlite(data: &Path) -> anyhow::Result<Arc<dyn AccountStore>> {
+/// The SQLite account store in a data directory that already holds a Strata database (its
+/// router over the shard groups, when the directory is sharded).
+pub async fn open_sqlite(data: &Path) -> anyhow::Result<Arc<dyn AccountStore>> {
+    if let Some(engines) = strata_store::open::open_sharded_sqlite(data, None).await? {
+        return Ok(engines.accounts);
+    }
     if !data.join(DB_FILE).exists() {
         anyhow::bail!(
             "{} holds no Strata database: pass the --data directory the API servers use (or --dir of a deployment)",

@@ -104,6 +104,30 @@ pub fn status_table(report: &Report) -> String {
         ]);
     }
     out.push_str(&format_rows(&rows));
+    if let Some((map, groups)) = &report.shards {
+        out.push_str(&format!(
+            "\nshard map version {} ({} strategy, {} pinned users):\n",
+            map.version(),
+            serde_json::to_value(map.strategy())
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_else(|| "modulo".into()),
+            map.pins().len()
+        ));
+        let mut rows =
+            vec![["GROUP", "SLOTS", "USERS", "PINNED", "FENCES", "DATABASE"].map(String::from)];
+        for g in groups {
+            rows.push([
+                g.group.clone(),
+                format!("{} ({})", g.slots.join(","), g.slot_count),
+                g.users.map_or_else(|| "?".into(), |n| n.to_string()),
+                g.pinned.to_string(),
+                g.fences.to_string(),
+                g.file.display().to_string(),
+            ]);
+        }
+        out.push_str(&format_rows(&rows));
+    }
     for r in &report.roles {
         if let Some(e) = &r.role.last_error {
             out.push_str(&format!("{}: {e}\n", r.role.name));
@@ -124,6 +148,7 @@ pub fn status_json(report: &Report) -> Value {
         "supervisor": {"pid": report.state.supervisor_pid, "alive": report.supervisor_alive},
         "running": report.running(),
         "control": report.control,
+        "shards": report.shards.as_ref().map(|(map, groups)| json!({"map": map, "groups": groups})),
         "notes": report.notes(),
         "roles": report.roles.iter().map(|r| {
             let role = &r.role;

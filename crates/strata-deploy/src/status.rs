@@ -13,6 +13,8 @@ use strata_control::cluster::{POSTGRES_DIR, awaiting_rejoin_path};
 use strata_engines::postgres::SUPERUSER;
 use strata_engines::process;
 use strata_store::postgres::{format_lsn, probe_node};
+use strata_store::shard::ShardMap;
+use strata_store::shard::embedded::GroupView;
 
 use crate::control;
 use crate::roles::RoleKind;
@@ -52,6 +54,8 @@ pub struct Report {
     pub roles: Vec<RoleReport>,
     /// What the failover controller shows (`GET /cluster`), when the deployment runs one.
     pub control: Option<serde_json::Value>,
+    /// The shard map and each shard group, when the data tier is sharded.
+    pub shards: Option<(ShardMap, Vec<GroupView>)>,
 }
 
 impl Report {
@@ -137,12 +141,16 @@ pub async fn collect(dir: &Path) -> anyhow::Result<Report> {
         };
     }
     let control = control_view(&state).await;
+    let shards = strata_store::shard::embedded::describe(&dir.join(state::DATA_DIR))
+        .await
+        .unwrap_or(None);
     Ok(Report {
         dir: dir.to_path_buf(),
         state,
         supervisor_alive,
         roles,
         control,
+        shards,
     })
 }
 

@@ -127,8 +127,7 @@ impl DataOptions {
 }
 
 /// The engines one store connection serves: users, accounts and (unless Redis holds them)
-/// sessions. One SQLite store per process: opening the file twice in one process would let
-/// the second open's file checks drop the first one's locks.
+/// sessions. (Opening one SQLite directory twice in a process gives the same store.)
 pub struct Engines {
     pub store: Arc<dyn Store>,
     pub accounts: Arc<dyn AccountStore>,

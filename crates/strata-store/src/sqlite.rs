@@ -119,6 +119,11 @@ pub struct Opened {
     pub created: bool,
 }
 
+/// The stores open in this process, by canonical data directory.
+static OPEN_STORES: std::sync::OnceLock<
+    Mutex<std::collections::HashMap<PathBuf, std::sync::Weak<Inner>>>,
+> = std::sync::OnceLock::new();
+
 /// The SQLite engine. Cheap to clone.
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -273,6 +278,10 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<bool, StoreError> {
 
 impl SqliteStore {
     /// Opens (creating if needed) the database in `dir` and applies pending migrations.
+    ///
+    /// Within one process, opening a database that is already open returns the same store
+    /// (`created: false`): a second set of file handles would be a hazard, since closing any
+    /// handle of a file drops every POSIX lock the process holds on it — SQLite's included.
     pub fn open(dir: &Path) -> Result<Opened, StoreError> {
         if dir.exists() && !dir.is_dir() {
             return Err(unusable(
@@ -282,6 +291,26 @@ impl SqliteStore {
         }
         std::fs::create_dir_all(dir)
             .map_err(|e| unusable(dir, format!("cannot create the data directory: {e}")))?;
+        let canonical = dir
+            .canonicalize()
+            .map_err(|e| unusable(dir, format!("cannot resolve the data directory: {e}")))?;
+        let mut registry = OPEN_STORES
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        registry.retain(|_, weak| weak.strong_count() > 0);
+        if let Some(inner) = registry.get(&canonical).and_then(std::sync::Weak::upgrade) {
+            return Ok(Opened {
+                store: SqliteStore { inner },
+                created: false,
+            });
+        }
+        let opened = Self::open_new(dir)?;
+        registry.insert(canonical, Arc::downgrade(&opened.store.inner));
+        Ok(opened)
+    }
+
+    fn open_new(dir: &Path) -> Result<Opened, StoreError> {
         let path = dir.join(DB_FILE);
         if path.exists() {
             std::fs::OpenOptions::new()

@@ -95,7 +95,7 @@ impl Target {
                     .store,
             )),
             (Some(dir), None) => strata_deploy::accounts::open(dir).await,
-            (None, None) => strata_deploy::accounts::open_sqlite(&self.data_dir()),
+            (None, None) => strata_deploy::accounts::open_sqlite(&self.data_dir()).await,
         }
     }
 }

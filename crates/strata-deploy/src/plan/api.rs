@@ -53,6 +53,7 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
         let role_name = name.clone();
         let data_dir = ctx.path(&[DATA_DIR]);
         let data = topology.data.clone();
+        let shards = topology.shards;
         let cache = topology.cache.clone();
         let (databases, caches) = (databases.clone(), caches.clone());
         RoleSpec::new(
@@ -64,6 +65,7 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
                 let mut server = ServerOptions::new(w.listen(), data_dir.clone());
                 server.node_id = u64::from(i);
                 match &data {
+                    DataEngine::Sqlite if shards > 1 => server.data.shards = Some(shards),
                     DataEngine::Sqlite => {}
                     DataEngine::PostgresUrl { url } => server.data.postgres = Some(url.clone()),
                     DataEngine::Postgres { .. } => {

@@ -2,7 +2,7 @@
 //! primary and streaming replicas), or existing PostgreSQL servers by URL.
 
 use super::reader::Section;
-use super::{CommitMode, DataEngine, MAX_REPLICAS, RejoinMode};
+use super::{CommitMode, DataEngine, MAX_REPLICAS, MAX_SHARDS, RejoinMode};
 
 /// The names `[data] engine` takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -14,8 +14,32 @@ enum Engine {
 /// The keys that only PostgreSQL takes.
 const POSTGRES_ONLY: [&str; 4] = ["replicas", "commit", "rejoin", "url"];
 
-/// Reads `[data]`.
-pub(super) fn read(sec: &mut Section<'_>) -> DataEngine {
+/// `[data]` as read.
+pub(super) struct DataSection {
+    pub engine: DataEngine,
+    pub shards: u16,
+}
+
+/// Reads `[data]`: the engine and how many shard groups.
+pub(super) fn read(sec: &mut Section<'_>) -> DataSection {
+    let shards = sec.int::<u16>("shards", 1..=MAX_SHARDS);
+    let engine = read_engine(sec);
+    if shards.unwrap_or(1) > 1 && engine != DataEngine::Sqlite {
+        sec.error(
+            "shards",
+            "`data.shards` above 1 runs on the embedded engine for now: shard groups of \
+             PostgreSQL servers are not built yet. Drop `shards`, or use engine = \"sqlite\" \
+             (one SQLite file per shard group)",
+        );
+    }
+    DataSection {
+        engine,
+        shards: shards.unwrap_or(1),
+    }
+}
+
+/// Reads `[data]`'s engine.
+fn read_engine(sec: &mut Section<'_>) -> DataEngine {
     let engine = sec.choice::<Engine>("engine");
     let replicas = sec.int::<u8>("replicas", 0..=MAX_REPLICAS);
     let commit = sec.choice::<CommitMode>("commit");
@@ -91,6 +115,28 @@ pub(super) fn read(sec: &mut Section<'_>) -> DataEngine {
 mod tests {
     use super::super::tests::errors;
     use super::super::*;
+
+    #[test]
+    fn shard_groups_are_read_and_an_impossible_layout_is_refused_with_the_reason() {
+        let t = Topology::parse("[api]\ncount = 1\n[data]\nshards = 4\n", 8080).expect("valid");
+        assert_eq!(t.shards, 4);
+        let t = Topology::parse("[api]\ncount = 1\n", 8080).expect("valid");
+        assert_eq!(t.shards, 1, "not sharded by default");
+        let e = errors("[api]\ncount = 1\n[data]\nshards = 0\n");
+        assert_eq!(e[0].line, Some(4), "{e:?}");
+        assert!(e[0].message.contains("between 1 and 255"), "{e:?}");
+        let e = errors("[api]\ncount = 1\n[data]\nshards = 4096\n");
+        assert!(e[0].message.contains("between 1 and 255"), "{e:?}");
+        let e = errors("[api]\ncount = 1\n[data]\nshards = \"four\"\n");
+        assert!(
+            e[0].message.contains("an integer between 1 and 255"),
+            "{e:?}"
+        );
+        let e = errors("[api]\ncount = 1\n[data]\nengine = \"postgres\"\nshards = 2\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].line, Some(5), "{e:?}");
+        assert!(e[0].message.contains("not built yet"), "{e:?}");
+    }
 
     #[test]
     fn quorum_commit_without_a_replica_is_a_commit_mode_the_engine_cannot_provide() {

@@ -219,6 +219,9 @@ pub struct LbTls {
 /// The most streaming replicas `strata up` runs.
 pub const MAX_REPLICAS: i64 = 4;
 
+/// The most shard groups a topology may have (a commit token names its group in 8 bits).
+pub const MAX_SHARDS: i64 = 255;
+
 /// The data tier's engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DataEngine {
@@ -255,6 +258,8 @@ pub struct Topology {
     /// The load balancer in front of the API servers, when the topology has one.
     pub lb: Option<LbSpec>,
     pub data: DataEngine,
+    /// `[data] shards`: shard groups users are spread over (1: not sharded).
+    pub shards: u16,
     pub cache: CacheSpec,
     pub sessions: SessionsEngine,
     pub control: ControlSpec,
@@ -314,6 +319,7 @@ impl Topology {
                 ..LbSpec::default()
             }),
             data: DataEngine::Sqlite,
+            shards: 1,
             cache: CacheSpec::default(),
             sessions: SessionsEngine::Database,
             control: ControlSpec::default(),
@@ -412,6 +418,8 @@ fn read(root: &mut Section<'_>) -> Topology {
         })
         .unwrap_or_else(|| "unnamed".to_string());
     let api = root.table("api", api::read);
+    let lb = root.table("lb", lb::read);
+    let data = root.table("data", data::read);
     if !root.has("api") {
         root.error("api", "a topology needs an `[api]` table with `count = N`");
     }
@@ -421,8 +429,11 @@ fn read(root: &mut Section<'_>) -> Topology {
             count: 0,
             ports: Vec::new(),
         }),
-        lb: root.table("lb", lb::read),
-        data: root.table("data", data::read).unwrap_or(DataEngine::Sqlite),
+        lb,
+        data: data
+            .as_ref()
+            .map_or(DataEngine::Sqlite, |d| d.engine.clone()),
+        shards: data.map_or(1, |d| d.shards),
         cache: root.table("cache", cache::read).unwrap_or_default(),
         sessions: root.table("sessions", sessions::read).unwrap_or_default(),
         control: root.table("control", control::read).unwrap_or_default(),

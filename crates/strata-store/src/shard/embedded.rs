@@ -149,3 +149,58 @@ fn write_new(path: &Path, map: &ShardMap) -> Result<bool, StoreError> {
         Err(e) => Err(fail(e)),
     }
 }
+
+/// One shard group as `strata status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GroupView {
+    pub group: String,
+    /// Its slots as compact ranges (`0-1023`).
+    pub slots: Vec<String>,
+    pub slot_count: usize,
+    /// Users pinned to it.
+    pub pinned: usize,
+    /// Users in its file (leftover copies of moved slots included), when it could be read.
+    pub users: Option<u64>,
+    /// Slot ranges it has handed to other groups and still refuses (its fences).
+    pub fences: usize,
+    pub file: PathBuf,
+}
+
+/// The map of a sharded data directory and each group's view; `None` when it is not sharded.
+pub async fn describe(data: &Path) -> Result<Option<(ShardMap, Vec<GroupView>)>, StoreError> {
+    let path = map_path(data);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let map = read_map_file(&path)?;
+    let groups = SqliteGroups::new(data);
+    let mut views = Vec::new();
+    for g in map.groups() {
+        let slots = map.slots_of(g);
+        let file = group_dir(data, g).join(crate::sqlite::DB_FILE);
+        let (users, fences) = if file.exists() {
+            match groups.open_store(g) {
+                Ok(store) => (
+                    store.count_users().await.ok(),
+                    store.fences().await.map_or(0, |f| f.len()),
+                ),
+                Err(_) => (None, 0),
+            }
+        } else {
+            (None, 0)
+        };
+        views.push(GroupView {
+            group: g.to_string(),
+            slot_count: slots.len(),
+            slots: super::slot::SlotRange::runs(slots)
+                .iter()
+                .map(|r| r.to_string())
+                .collect(),
+            pinned: map.pins().values().filter(|p| *p == g).count(),
+            users,
+            fences,
+            file,
+        });
+    }
+    Ok(Some((map, views)))
+}

@@ -64,6 +64,16 @@ impl SqliteStore {
         self.with_reader(fences).await
     }
 
+    /// How many user rows this file holds.
+    pub async fn count_users(&self) -> Result<u64, StoreError> {
+        self.with_reader(|conn| {
+            conn.query_row("SELECT count(*) FROM users", [], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+                .map_err(engine_error)
+        })
+        .await
+    }
+
     /// Removes every fence (a resharding rolled back before its map was published).
     pub async fn clear_fences(&self) -> Result<(), StoreError> {
         self.with_writer(|conn| {
