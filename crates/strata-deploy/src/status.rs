@@ -12,9 +12,9 @@ use std::time::Duration;
 use strata_control::cluster::{POSTGRES_DIR, awaiting_rejoin_path};
 use strata_engines::postgres::SUPERUSER;
 use strata_engines::process;
+use strata_store::embedded_shards::GroupView;
 use strata_store::postgres::{format_lsn, probe_node};
 use strata_store::shard::ShardMap;
-use strata_store::shard::embedded::GroupView;
 
 use crate::control;
 use crate::roles::RoleKind;
@@ -141,7 +141,7 @@ pub async fn collect(dir: &Path) -> anyhow::Result<Report> {
         };
     }
     let control = control_view(&state).await;
-    let shards = strata_store::shard::embedded::describe(&dir.join(state::DATA_DIR))
+    let shards = strata_store::embedded_shards::describe(&dir.join(state::DATA_DIR))
         .await
         .unwrap_or(None);
     Ok(Report {

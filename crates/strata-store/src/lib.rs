@@ -29,6 +29,7 @@ use strata_core::user::{User, UserId, UserProfile};
 
 pub mod accounts;
 pub mod conformance;
+pub mod embedded_shards;
 pub mod idempotency;
 pub mod open;
 pub mod postgres;

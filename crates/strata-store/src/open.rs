@@ -150,16 +150,16 @@ pub async fn open_sharded_sqlite(
     data: &Path,
     shards: Option<u16>,
 ) -> anyhow::Result<Option<Engines>> {
-    let Some(ensured) = crate::shard::embedded::ensure_map(data, shards)? else {
+    let Some(ensured) = crate::embedded_shards::ensure_map(data, shards)? else {
         return Ok(None);
     };
-    let groups = crate::shard::embedded::SqliteGroups::new(data);
+    let groups = crate::embedded_shards::SqliteGroups::new(data);
     let first = ensured.map.groups()[0].clone();
     // Sessions, login counters and idempotency records are not per user: the first group
     // keeps them (deployments at scale keep sessions in Redis).
     let sessions = Arc::new(groups.open_store(&first)?);
     let source = Arc::new(crate::shard::source::FileMapSource::new(
-        crate::shard::embedded::map_path(data),
+        crate::embedded_shards::map_path(data),
     ));
     let router = crate::shard::router::ShardedStore::open(
         source,

@@ -13,7 +13,6 @@
 //! - `wire`: the map as JSON with compact slot ranges.
 
 pub mod email_index;
-pub mod embedded;
 pub mod error;
 pub mod fence;
 pub mod group;

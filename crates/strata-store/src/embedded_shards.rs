@@ -1,5 +1,6 @@
 //! Shard groups with nothing installed: one SQLite file per group under the data directory,
-//! and the shard map as a JSON file beside them.
+//! and the shard map as a JSON file beside them. (Beside `shard` and `sqlite`, not in either:
+//! it joins the two.)
 //!
 //! ```text
 //! DATA/shard-map.json          the map (written once here; later versions by the resharder)
@@ -11,12 +12,12 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::group::ShardGroup;
-use super::map::ShardMap;
-use super::router::{GroupEngines, GroupOpener};
-use super::slot::Strategy;
-use super::source::read_map_file;
 use crate::StoreError;
+use crate::shard::group::ShardGroup;
+use crate::shard::map::ShardMap;
+use crate::shard::router::{GroupEngines, GroupOpener};
+use crate::shard::slot::Strategy;
+use crate::shard::source::read_map_file;
 use crate::sqlite::SqliteStore;
 
 /// The map file of a sharded data directory.
@@ -192,7 +193,7 @@ pub async fn describe(data: &Path) -> Result<Option<(ShardMap, Vec<GroupView>)>,
         views.push(GroupView {
             group: g.to_string(),
             slot_count: slots.len(),
-            slots: super::slot::SlotRange::runs(slots)
+            slots: crate::shard::slot::SlotRange::runs(slots)
                 .iter()
                 .map(|r| r.to_string())
                 .collect(),
