@@ -64,6 +64,79 @@ impl GroupOpener for SqliteGroups {
     }
 }
 
+impl crate::reshard::run::RowsOpener for SqliteGroups {
+    fn rows(
+        &self,
+        group: &ShardGroup,
+    ) -> Result<Arc<dyn crate::reshard::rows::GroupRows>, StoreError> {
+        Ok(Arc::new(self.open_store(group)?))
+    }
+}
+
+/// Publishes maps into a data directory's map file: compare-and-set on the version under a
+/// lock file, written atomically (the routers read it with [`crate::shard::source::FileMapSource`]).
+pub struct FileMapPublisher {
+    data: PathBuf,
+}
+
+impl FileMapPublisher {
+    pub fn new(data: impl Into<PathBuf>) -> Self {
+        Self { data: data.into() }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::reshard::run::MapPublisher for FileMapPublisher {
+    async fn current(&self) -> Result<ShardMap, StoreError> {
+        read_map_file(&map_path(&self.data))
+    }
+
+    async fn publish(&self, expected: u64, map: &ShardMap) -> Result<(), StoreError> {
+        let data = self.data.clone();
+        let map = map.clone();
+        tokio::task::spawn_blocking(move || publish_map(&data, expected, &map))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("the publish task failed: {e}")))?
+    }
+}
+
+/// Replaces the map file with `map` if it holds version `expected` and `map` is the next one.
+pub fn publish_map(data: &Path, expected: u64, map: &ShardMap) -> Result<(), StoreError> {
+    let fail = |e: std::io::Error| {
+        StoreError::Unavailable(format!(
+            "cannot publish the shard map in {}: {e}",
+            data.display()
+        ))
+    };
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(data.join("shard-map.lock"))
+        .map_err(fail)?;
+    lock.lock().map_err(fail)?;
+    let path = map_path(data);
+    let current = read_map_file(&path)?;
+    if current.version() != expected || map.version() != expected + 1 {
+        return Err(StoreError::Unavailable(format!(
+            "the shard map changed under this resharding (now version {}, expected {expected}): run the command again to resume",
+            current.version()
+        )));
+    }
+    let text = serde_json::to_string_pretty(map)
+        .map_err(|e| StoreError::Unusable(format!("cannot write the shard map: {e}")))?;
+    let tmp = data.join(".shard-map.publish.tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(fail)?;
+    f.write_all(text.as_bytes()).map_err(fail)?;
+    f.sync_all().map_err(fail)?;
+    drop(f);
+    std::fs::rename(&tmp, &path).map_err(fail)?;
+    if let Ok(d) = std::fs::File::open(data) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
 /// What [`ensure_map`] found.
 #[derive(Debug)]
 pub struct EnsuredMap {

@@ -35,6 +35,7 @@ pub mod open;
 pub mod postgres;
 pub mod redis_sessions;
 pub mod replicated;
+pub mod reshard;
 mod rows;
 pub mod shard;
 pub mod sqlite;

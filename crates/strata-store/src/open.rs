@@ -168,6 +168,7 @@ pub async fn open_sharded_sqlite(
     )
     .await?;
     let router = Arc::new(router);
+    router.watch(std::time::Duration::from_millis(500));
     let describe = format!(
         "{} ({} shard groups, map version {})",
         data.display(),

@@ -39,6 +39,7 @@ const MAX_IDLE_READERS: usize = 8;
 
 mod accounts;
 mod idempotency;
+mod reshard;
 mod shard;
 
 /// Schema migrations, in order. `PRAGMA user_version` holds how many have been applied.
@@ -105,6 +106,43 @@ const MIGRATIONS: &[&str] = &[
          claimed_ms INTEGER NOT NULL
      ) WITHOUT ROWID;
      CREATE INDEX email_index_by_slot ON email_index (slot);",
+    // 5: resharding — the hash slot of each user indexed (so a slot range is read without a
+    // scan), and a change log that triggers fill while a resharding captures this group's
+    // changes (`shard_capture` not empty); see `crate::reshard`.
+    "CREATE INDEX users_by_hash_slot ON users (strata_hash_slot(id), id);
+     CREATE TABLE shard_capture (tag TEXT PRIMARY KEY) WITHOUT ROWID;
+     CREATE TABLE shard_changes (
+         seq INTEGER PRIMARY KEY AUTOINCREMENT,
+         kind INTEGER NOT NULL,
+         key TEXT NOT NULL
+     );
+     CREATE TRIGGER users_captured_insert AFTER INSERT ON users
+         WHEN EXISTS (SELECT 1 FROM shard_capture)
+         BEGIN INSERT INTO shard_changes (kind, key) VALUES (0, NEW.id); END;
+     CREATE TRIGGER users_captured_update AFTER UPDATE ON users
+         WHEN EXISTS (SELECT 1 FROM shard_capture)
+         BEGIN INSERT INTO shard_changes (kind, key) VALUES (0, NEW.id); END;
+     CREATE TRIGGER users_captured_delete AFTER DELETE ON users
+         WHEN EXISTS (SELECT 1 FROM shard_capture)
+         BEGIN INSERT INTO shard_changes (kind, key) VALUES (0, OLD.id); END;
+     CREATE TRIGGER accounts_captured_insert AFTER INSERT ON accounts
+         WHEN EXISTS (SELECT 1 FROM shard_capture)
+         BEGIN INSERT INTO shard_changes (kind, key) VALUES (0, NEW.user_id); END;
+     CREATE TRIGGER accounts_captured_update AFTER UPDATE ON accounts
+         WHEN EXISTS (SELECT 1 FROM shard_capture)
+         BEGIN INSERT INTO shard_changes (kind, key) VALUES (0, NEW.user_id); END;
+     CREATE TRIGGER accounts_captured_delete AFTER DELETE ON accounts
+         WHEN EXISTS (SELECT 1 FROM shard_capture)
+         BEGIN INSERT INTO shard_changes (kind, key) VALUES (0, OLD.user_id); END;
+     CREATE TRIGGER emails_captured_insert AFTER INSERT ON email_index
+         WHEN EXISTS (SELECT 1 FROM shard_capture)
+         BEGIN INSERT INTO shard_changes (kind, key) VALUES (1, NEW.email); END;
+     CREATE TRIGGER emails_captured_update AFTER UPDATE ON email_index
+         WHEN EXISTS (SELECT 1 FROM shard_capture)
+         BEGIN INSERT INTO shard_changes (kind, key) VALUES (1, NEW.email); END;
+     CREATE TRIGGER emails_captured_delete AFTER DELETE ON email_index
+         WHEN EXISTS (SELECT 1 FROM shard_capture)
+         BEGIN INSERT INTO shard_changes (kind, key) VALUES (1, OLD.email); END;",
 ];
 
 /// The newest schema version this build knows.
@@ -177,6 +215,7 @@ fn is_constraint(e: &rusqlite::Error) -> bool {
 fn configure(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(|e| unusable(path, e))?;
+    shard::register_functions(conn).map_err(|e| unusable(path, e))?;
     // Several processes opening a new file at once race to switch it to WAL, and SQLite answers
     // that race with SQLITE_BUSY without consulting the busy handler: retry it ourselves.
     let deadline = Instant::now() + BUSY_TIMEOUT;

@@ -329,6 +329,7 @@ async fn a_router_with_a_stale_map_is_told_moved_and_writes_in_the_new_group_nev
             slots,
             strategy: v1.strategy(),
             user: None,
+            except: Vec::new(),
             moved_to: group("s2"),
             map_version: v2.version(),
         })
@@ -383,6 +384,7 @@ async fn a_router_with_a_stale_map_is_told_moved_and_writes_in_the_new_group_nev
             slots: SlotRange::all(),
             strategy: v2.strategy(),
             user: None,
+            except: Vec::new(),
             moved_to: group("s3"),
             map_version: v2.version() + 1,
         })

@@ -50,6 +50,8 @@ pub enum ShardMapError {
     MergeDropsPin { user: UserId, group: ShardGroup },
     #[error("user {0} is not pinned")]
     NotPinned(UserId),
+    #[error("shard group {group} still holds slots: move them to another group before dropping it")]
+    MergeDropsSlots { group: ShardGroup },
 }
 
 fn list(ranges: &[SlotRange]) -> String {

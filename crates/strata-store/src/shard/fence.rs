@@ -27,6 +27,9 @@ pub struct Fence {
     /// Set for a pin: only this user moved (`slots` is then its slot).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<UserId>,
+    /// Users of these slots that did not move: pinned to this group.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub except: Vec<UserId>,
     /// Where the rows went.
     pub moved_to: ShardGroup,
     /// The first shard map version that sends them there.
@@ -38,7 +41,7 @@ impl Fence {
     pub fn covers_user(&self, id: UserId) -> bool {
         match self.user {
             Some(pinned) => pinned == id,
-            None => self.covers_slot(self.strategy.slot_of(id)),
+            None => self.covers_slot(self.strategy.slot_of(id)) && !self.except.contains(&id),
         }
     }
 
@@ -86,6 +89,7 @@ mod tests {
             slots: SlotRange::parse(slots).expect("valid"),
             strategy: Strategy::Modulo(4),
             user: user.map(UserId),
+            except: Vec::new(),
             moved_to: ShardGroup::parse("s5").expect("valid"),
             map_version: 7,
         }

@@ -321,6 +321,17 @@ impl ShardMap {
         self.next(groups, &self.slots)
     }
 
+    /// Drops the groups past the first `keep` — the last step of a merge, once they hold no
+    /// slot. Refused while one of them holds a slot or a pinned user.
+    pub fn drop_groups_from(&self, keep: usize) -> Result<ShardMap, ShardMapError> {
+        let keep = keep.min(self.groups.len());
+        if let Some(&g) = self.slots.iter().find(|&&g| usize::from(g) >= keep) {
+            let group = self.groups[usize::from(g)].clone();
+            return Err(ShardMapError::MergeDropsSlots { group });
+        }
+        self.next(self.groups[..keep].to_vec(), &self.slots)
+    }
+
     /// Pins `user` to `group`, whatever its slot. Its row moves from the group that held it
     /// (`self.group_of(user)`) to `group`.
     pub fn pin(&self, user: UserId, group: ShardGroup) -> Result<ShardMap, ShardMapError> {

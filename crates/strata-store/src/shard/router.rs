@@ -128,6 +128,27 @@ impl ShardedStore {
         Ok(self.map().version())
     }
 
+    /// Keeps the map fresh in the background (every `every`) for as long as the router lives,
+    /// so that rows moved away are found without first meeting a fence.
+    pub fn watch(self: &Arc<Self>, every: Duration) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut warned = false;
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(router) = weak.upgrade() else { return };
+                match router.refresh().await {
+                    Ok(_) => warned = false,
+                    Err(e) if !warned => {
+                        warned = true;
+                        tracing::warn!(error = %e, "cannot read the shard map; routing by the last one read");
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+    }
+
     /// Waits (up to [`MOVE_WAIT`]) until a map of at least `version` is installed.
     async fn follow_move(&self, version: u64) -> Result<(), StoreError> {
         let deadline = Instant::now() + MOVE_WAIT;
@@ -343,6 +364,9 @@ impl Store for ShardedStore {
         limit: u32,
         need: ReadRequirement,
     ) -> Result<Page, StoreError> {
+        // A listing filters each group's rows by the map: it must be the newest one, or rows
+        // that moved would be dropped as leftovers.
+        self.refresh().await?;
         let map = self.map();
         let groups: Vec<(ShardGroup, GroupEngines)> = map
             .groups()

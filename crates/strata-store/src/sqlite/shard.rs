@@ -13,6 +13,27 @@ use crate::shard::email_index::{Claim, EmailClaim, EmailIndex};
 use crate::shard::fence::{self, Fence};
 use crate::shard::slot::slot_of_key;
 
+/// SQL functions every connection has: `strata_hash_slot(id)`, the slot of a user id under
+/// the hash strategy (indexed, so a resharding reads a slot range without a scan).
+pub(super) fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    conn.create_scalar_function(
+        "strata_hash_slot",
+        1,
+        FunctionFlags::SQLITE_UTF8
+            | FunctionFlags::SQLITE_DETERMINISTIC
+            | FunctionFlags::SQLITE_INNOCUOUS,
+        |ctx| {
+            let id: i64 = ctx.get(0)?;
+            Ok(i64::from(
+                crate::shard::Strategy::Hash
+                    .slot_of(UserId(id as u64))
+                    .get(),
+            ))
+        },
+    )
+}
+
 /// The fences of this database. Few rows (one per slot range moved away), usually none.
 pub(super) fn fences(conn: &Connection) -> Result<Vec<Fence>, StoreError> {
     let mut stmt = conn

@@ -1,0 +1,391 @@
+//! Online resharding of embedded shard groups while writers keep writing: split 4 → 8 and
+//! merge back, stopped in the middle and resumed, aborted before cut-over, a pin; every
+//! acknowledged write is found afterwards, each row in exactly the group the map names, and
+//! impossible requests are refused with nothing moved.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use strata_core::email::Email;
+use strata_core::user::{IdField, User, UserId, UserProfile};
+use strata_store::accounts::AccountStore;
+use strata_store::embedded_shards::{FileMapPublisher, SqliteGroups, map_path};
+use strata_store::open::{DataOptions, Engines};
+use strata_store::reshard::journal::journal_path;
+use strata_store::reshard::run::{Options, Quiet, Request, Resharder};
+use strata_store::shard::source::read_map_file;
+use strata_store::shard::{ShardGroup, SlotRange};
+use strata_store::{Precondition, ReadRequirement, Store, StoreError};
+
+async fn open(dir: &Path, shards: Option<u16>) -> Engines {
+    let mut o = DataOptions::sqlite(dir);
+    o.shards = shards;
+    o.open().await.expect("open the shard groups")
+}
+
+fn resharder(dir: &Path, options: Options) -> Resharder {
+    Resharder {
+        publisher: Arc::new(FileMapPublisher::new(dir)),
+        opener: Arc::new(SqliteGroups::new(dir)),
+        journal_path: journal_path(dir),
+        options,
+        progress: Arc::new(Quiet),
+    }
+}
+
+fn fast() -> Options {
+    Options {
+        chunk_slots: 64,
+        batch: 200,
+        cleanup_grace: Duration::from_millis(100),
+        stop_after_cuts: None,
+    }
+}
+
+fn profile(first: &str) -> UserProfile {
+    let mut body = User::canonical().profile.to_value();
+    body["firstName"] = first.into();
+    UserProfile::parse(&body, IdField::Forbidden).expect("valid profile")
+}
+
+/// What the writers were told succeeded: per user, its version and first name, or deleted.
+type Acked = BTreeMap<u64, Option<(u64, String)>>;
+
+/// Writers that create, replace and delete users (and sign up accounts) until told to stop,
+/// recording every acknowledged write.
+async fn write_until(
+    store: Arc<dyn Store>,
+    accounts: Arc<dyn AccountStore>,
+    stop: Arc<AtomicBool>,
+    next_id: Arc<AtomicU64>,
+    writer: u64,
+) -> (Acked, u64) {
+    let mut acked = Acked::new();
+    let mut failures = 0;
+    let mut round = 0u64;
+    while !stop.load(Ordering::SeqCst) && round < 200_000 {
+        round += 1;
+        let id = next_id.fetch_add(1, Ordering::SeqCst);
+        let u = User {
+            id: UserId(id),
+            profile: profile("Fresh"),
+        };
+        let created = if round.is_multiple_of(5) {
+            let email = Email::parse(&format!("w{writer}-{round}@example.com")).expect("email");
+            accounts.create_account(&u, &email, "$argon2id$test").await
+        } else {
+            store.create(&u).await
+        };
+        match created {
+            Ok(r) => {
+                acked.insert(id, Some((r.version, "Fresh".into())));
+            }
+            Err(_) => failures += 1,
+        }
+        // Rewrite an earlier user of this writer, and now and then delete one.
+        let earlier: Vec<u64> = acked
+            .iter()
+            .filter(|(_, v)| v.is_some())
+            .map(|(k, _)| *k)
+            .collect();
+        if let Some(&target) = earlier.get((round as usize * 7919) % earlier.len().max(1)) {
+            let name = format!("Edit{round}");
+            if round.is_multiple_of(11) {
+                match store.delete(UserId(target), Precondition::None).await {
+                    Ok(_) => {
+                        acked.insert(target, None);
+                    }
+                    Err(_) => failures += 1,
+                }
+            } else {
+                match store
+                    .replace(UserId(target), &profile(&name), Precondition::None)
+                    .await
+                {
+                    Ok(r) => {
+                        acked.insert(target, Some((r.version, name)));
+                    }
+                    Err(_) => failures += 1,
+                }
+            }
+        }
+    }
+    (acked, failures)
+}
+
+/// Every acknowledged write is what the router reads back, and (once no resharding is in
+/// progress, `settled`) every group holds only the rows the map gives it.
+async fn check_everything(dir: &Path, store: &dyn Store, acked: &Acked, settled: bool) {
+    for (id, want) in acked {
+        let got = store
+            .get(UserId(*id), ReadRequirement::ANY)
+            .await
+            .unwrap_or_else(|e| panic!("read user {id}: {e}"));
+        match (want, got) {
+            (None, None) => {}
+            (Some((version, name)), Some(row)) => {
+                assert_eq!(row.version, *version, "user {id}");
+                assert_eq!(row.user.profile.first_name.as_str(), name, "user {id}");
+            }
+            (want, got) => panic!("user {id}: acknowledged {want:?}, found {got:?}"),
+        }
+    }
+    let listed = store
+        .list(None, 1_000_000, ReadRequirement::ANY)
+        .await
+        .expect("list");
+    let live = acked.values().filter(|v| v.is_some()).count() + 1; // + John Smith
+    assert_eq!(
+        listed.users.len(),
+        live,
+        "the listing shows every live user once"
+    );
+    if !settled {
+        return;
+    }
+    let map = read_map_file(&map_path(dir)).expect("map");
+    let groups = SqliteGroups::new(dir);
+    let mut total = 0;
+    for g in map.groups() {
+        let s = groups.open_store(g).expect("group");
+        let page = s
+            .list(None, 1_000_000, ReadRequirement::ANY)
+            .await
+            .expect("list");
+        for u in &page.users {
+            assert_eq!(map.group_of(u.user.id), g, "user {} left behind", u.user.id);
+        }
+        total += page.users.len();
+    }
+    assert_eq!(total, live, "every live user once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn splitting_four_groups_into_eight_and_back_under_writes_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engines = open(dir.path(), Some(4)).await;
+    let (store, accounts) = (engines.store.clone(), engines.accounts.clone());
+    // Some users before the resharding starts.
+    let mut seed = Vec::new();
+    for i in 0..3000u64 {
+        seed.push(User {
+            id: UserId(1_000_000 + i),
+            profile: profile("Seed"),
+        });
+    }
+    store.insert_batch(seed).await.expect("seed");
+    let mut acked_seed = Acked::new();
+    for i in 0..3000u64 {
+        acked_seed.insert(1_000_000 + i, Some((1, "Seed".into())));
+    }
+
+    for (request, groups) in [(Request::Shards(8), 8), (Request::Shards(4), 4)] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let next_id = Arc::new(AtomicU64::new(if groups == 8 {
+            2_000_000
+        } else {
+            3_000_000
+        }));
+        let writers: Vec<_> = (0..3)
+            .map(|w| {
+                tokio::spawn(write_until(
+                    store.clone(),
+                    accounts.clone(),
+                    stop.clone(),
+                    next_id.clone(),
+                    w + groups as u64 * 10,
+                ))
+            })
+            .collect();
+        let report = resharder(dir.path(), fast())
+            .run(&request)
+            .await
+            .unwrap_or_else(|e| panic!("{request:?}: {e}"));
+        stop.store(true, Ordering::SeqCst);
+        assert!(report.finished);
+        assert_eq!(report.groups, groups);
+        assert!(report.cut_overs >= 16, "{report:?}");
+        assert!(report.verified_users > 0, "{report:?}");
+        assert!(report.pauses_ms.iter().all(|&p| p < 5000.0), "{report:?}");
+        let mut failures = 0;
+        for w in writers {
+            let (acked, failed) = w.await.expect("writer");
+            failures += failed;
+            acked_seed.extend(acked);
+        }
+        // A write that waited out a cut-over is delayed, never refused.
+        assert_eq!(failures, 0, "writes failed during {request:?}");
+        check_everything(dir.path(), store.as_ref(), &acked_seed, true).await;
+        assert!(
+            !journal_path(dir.path()).exists(),
+            "the journal is removed when done"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resharding_stopped_in_the_middle_resumes_and_one_not_cut_over_aborts_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engines = open(dir.path(), Some(2)).await;
+    let store = engines.store.clone();
+    let users: Vec<User> = (0..2000u64)
+        .map(|i| User {
+            id: UserId(5_000 + i),
+            profile: profile("Seed"),
+        })
+        .collect();
+    store.insert_batch(users).await.expect("seed");
+    let acked: Acked = (0..2000u64)
+        .map(|i| (5_000 + i, Some((1, "Seed".to_string()))))
+        .collect();
+
+    // Stopped after 3 cut-overs (as if killed): the journal says where it was.
+    let stopped = resharder(
+        dir.path(),
+        Options {
+            stop_after_cuts: Some(3),
+            ..fast()
+        },
+    )
+    .run(&Request::Shards(4))
+    .await
+    .expect("partial run");
+    assert!(!stopped.finished);
+    assert!(journal_path(dir.path()).exists());
+    // Reads and writes go on meanwhile, in whichever group owns each slot now.
+    check_everything(dir.path(), store.as_ref(), &acked, false).await;
+    // Too late to abort: slots were cut over.
+    let err = resharder(dir.path(), fast())
+        .abort()
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("cannot be rolled back"), "{err}");
+    // Another resharding is refused while this one is unfinished.
+    let err = resharder(dir.path(), fast())
+        .run(&Request::Shards(8))
+        .await
+        .expect_err("refused");
+    assert!(
+        err.to_string().contains("a resharding is in progress"),
+        "{err}"
+    );
+    let done = resharder(dir.path(), fast())
+        .resume()
+        .await
+        .expect("resume");
+    assert!(done.finished);
+    assert_eq!(done.groups, 4);
+    check_everything(dir.path(), store.as_ref(), &acked, true).await;
+
+    // Copied but not cut over: an abort removes the copies and the added groups.
+    let before = read_map_file(&map_path(dir.path())).expect("map");
+    let partial = resharder(
+        dir.path(),
+        Options {
+            stop_after_cuts: Some(0),
+            ..fast()
+        },
+    )
+    .run(&Request::Shards(8))
+    .await
+    .expect("copy only");
+    assert!(!partial.finished && partial.rows_copied > 0, "{partial:?}");
+    let message = resharder(dir.path(), fast()).abort().await.expect("abort");
+    assert!(message.contains("nothing moved"), "{message}");
+    let after = read_map_file(&map_path(dir.path())).expect("map");
+    assert_eq!(after.groups(), before.groups());
+    assert_eq!(after.assignments(), before.assignments());
+    check_everything(dir.path(), store.as_ref(), &acked, true).await;
+    let s5 = SqliteGroups::new(dir.path())
+        .open_store(&ShardGroup::parse("s5").expect("name"))
+        .expect("s5");
+    assert_eq!(s5.count_users().await.expect("count"), 0, "copies removed");
+}
+
+#[tokio::test]
+async fn impossible_requests_are_refused_with_the_reason_and_nothing_moves() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(open(dir.path(), Some(4)).await);
+    let before = read_map_file(&map_path(dir.path())).expect("map");
+    let cases = [
+        (Request::Shards(6), "multiple of the old one"),
+        (Request::Shards(3), "must divide the old one"),
+        (Request::Shards(4), "already has 4 shard groups"),
+        (
+            Request::Move {
+                slots: SlotRange::new(0, 99).expect("range"),
+                to: ShardGroup::parse("nowhere").expect("name"),
+            },
+            "nowhere",
+        ),
+        (
+            Request::Pin {
+                user: UserId(12),
+                to: ShardGroup::parse("celebrity-1").expect("name"),
+            },
+            "there is no shard group celebrity-1",
+        ),
+    ];
+    for (request, reason) in cases {
+        let err = resharder(dir.path(), fast())
+            .run(&request)
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(&err, StoreError::Unusable(m) if m.contains(reason)),
+            "{request:?}: {err}"
+        );
+        assert!(
+            !journal_path(dir.path()).exists(),
+            "{request:?} left a journal"
+        );
+        assert_eq!(read_map_file(&map_path(dir.path())).expect("map"), before);
+    }
+}
+
+#[tokio::test]
+async fn a_pinned_user_moves_alone_to_its_group_and_stays_there_when_slots_move() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engines = open(dir.path(), Some(2)).await;
+    let store = engines.store.clone();
+    // A group of its own for the celebrity.
+    let map = read_map_file(&map_path(dir.path())).expect("map");
+    let celebrity = ShardGroup::parse("celebrity-1").expect("name");
+    let with_group = map.add_group(celebrity.clone()).expect("add");
+    strata_store::embedded_shards::publish_map(dir.path(), map.version(), &with_group)
+        .expect("publish");
+    let report = resharder(dir.path(), fast())
+        .run(&Request::Pin {
+            user: UserId(12),
+            to: celebrity.clone(),
+        })
+        .await
+        .expect("pin");
+    assert_eq!(report.cut_overs, 1);
+    let map = read_map_file(&map_path(dir.path())).expect("map");
+    assert_eq!(map.group_of(UserId(12)), &celebrity);
+    let john = store
+        .get(UserId(12), ReadRequirement::ANY)
+        .await
+        .expect("read")
+        .expect("John is still there");
+    assert_eq!(john.user.profile.first_name.as_str(), "John");
+    let in_celebrity = SqliteGroups::new(dir.path())
+        .open_store(&celebrity)
+        .expect("group");
+    assert_eq!(in_celebrity.count_users().await.expect("count"), 1);
+    // Writes to the pinned user land in its group.
+    store
+        .replace(UserId(12), &profile("Johnny"), Precondition::None)
+        .await
+        .expect("write");
+    let row = in_celebrity
+        .get(UserId(12), ReadRequirement::ANY)
+        .await
+        .expect("read")
+        .expect("present");
+    assert_eq!(row.user.profile.first_name.as_str(), "Johnny");
+}
