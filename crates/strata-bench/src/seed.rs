@@ -40,6 +40,10 @@ pub struct SeedArgs {
     /// Seed of the random generator: the same seed gives the same users.
     #[arg(long, default_value_t = 12)]
     pub rng_seed: u64,
+    /// Spread the users over this many embedded shard groups (a new data directory), or check
+    /// the count of an already sharded one.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=255), conflicts_with = "postgres")]
+    pub shards: Option<u16>,
 }
 
 const FIRST_NAMES: &[&str] = &[
@@ -555,7 +559,7 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
     }
     // A sharded data directory is loaded through its router (each batch split by the map).
     let sharded = match args.postgres {
-        None => strata_store::open::open_sharded_sqlite(&args.data, None).await?,
+        None => strata_store::open::open_sharded_sqlite(&args.data, args.shards).await?,
         Some(_) => None,
     };
     let engines = match sharded {

@@ -2,7 +2,8 @@
 //!
 //! Tier: deployment (it runs the others). Depends on `strata-core`, `strata-engines`, and on
 //! each role's crate — `strata-api`, `strata-lb`, `strata-cache`, `strata-control` — for the
-//! role's typed arguments (and `strata-store` for `strata status`'s database probe). No tier
+//! role's typed arguments (and `strata-store` for `strata status`'s database probe and the
+//! resharding commands). No tier
 //! depends on it.
 //!
 //! A topology file goes through, in order:
@@ -19,7 +20,8 @@
 //! Around a running deployment: [`state`] (`DIR/state.json`, read from other terminals),
 //! [`status`] and [`present`] (`strata status`, tables), [`logs`], [`control`] (health probes
 //! and `strata down`), [`rejoin`] (`strata db rejoin`), [`accounts`] (its account store, for
-//! `strata admin` and drills).
+//! `strata admin` and drills), [`shards`] (`strata reshard`, `strata shard`: the shard groups
+//! of a data directory).
 //!
 //! Guarantees: nothing starts unless the whole topology is valid; a deployment that cannot
 //! become ready is torn down and the reason shown; when the supervisor stops — by request or
@@ -34,6 +36,7 @@ pub mod plan;
 pub mod present;
 pub mod rejoin;
 pub mod roles;
+pub mod shards;
 pub mod state;
 pub mod status;
 pub mod supervisor;

@@ -3,6 +3,8 @@
 
 use serde_json::{Value, json};
 use strata_engines::postgres::{DATABASE, SUPERUSER};
+use strata_store::embedded_shards::GroupView;
+use strata_store::shard::{ShardMap, Strategy};
 
 use crate::roles::RoleKind;
 use crate::state::DeploymentState;
@@ -105,28 +107,8 @@ pub fn status_table(report: &Report) -> String {
     }
     out.push_str(&format_rows(&rows));
     if let Some((map, groups)) = &report.shards {
-        out.push_str(&format!(
-            "\nshard map version {} ({} strategy, {} pinned users):\n",
-            map.version(),
-            serde_json::to_value(map.strategy())
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_else(|| "modulo".into()),
-            map.pins().len()
-        ));
-        let mut rows =
-            vec![["GROUP", "SLOTS", "USERS", "PINNED", "FENCES", "DATABASE"].map(String::from)];
-        for g in groups {
-            rows.push([
-                g.group.clone(),
-                format!("{} ({})", g.slots.join(","), g.slot_count),
-                g.users.map_or_else(|| "?".into(), |n| n.to_string()),
-                g.pinned.to_string(),
-                g.fences.to_string(),
-                g.file.display().to_string(),
-            ]);
-        }
-        out.push_str(&format_rows(&rows));
+        out.push('\n');
+        out.push_str(&shards_table(map, groups));
     }
     for r in &report.roles {
         if let Some(e) = &r.role.last_error {
@@ -137,6 +119,44 @@ pub fn status_table(report: &Report) -> String {
         out.push_str(&note);
         out.push('\n');
     }
+    out
+}
+
+/// The shard map and its groups, as `strata status` and `strata shard show` print them.
+pub fn shards_table(map: &ShardMap, groups: &[GroupView]) -> String {
+    let strategy = match map.strategy() {
+        Strategy::Hash => "hash".to_string(),
+        Strategy::Range => "range".to_string(),
+        Strategy::Modulo(n) => format!("modulo({n})"),
+    };
+    let mut out = format!(
+        "shard map version {} ({strategy} strategy, {} pinned users):\n",
+        map.version(),
+        map.pins().len()
+    );
+    let mut rows =
+        vec![["GROUP", "SLOTS", "USERS", "PINNED", "FENCES", "DATABASE"].map(String::from)];
+    for g in groups {
+        let mut slots = g
+            .slots
+            .iter()
+            .take(4)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(",");
+        if g.slots.len() > 4 {
+            slots.push_str(",…");
+        }
+        rows.push([
+            g.group.clone(),
+            format!("{slots} ({})", g.slot_count),
+            g.users.map_or_else(|| "?".into(), |n| n.to_string()),
+            g.pinned.to_string(),
+            g.fences.to_string(),
+            g.file.display().to_string(),
+        ]);
+    }
+    out.push_str(&format_rows(&rows));
     out
 }
 

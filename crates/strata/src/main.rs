@@ -56,6 +56,11 @@ enum Command {
     /// Operator actions on the deployment's PostgreSQL servers: bring a fenced former primary
     /// back as a replica.
     Db(DbArgs),
+    /// Change the number of shard groups (split or merge) or move slots between them while
+    /// the service runs: copy, catch up, verify, cut over with a short write pause per chunk.
+    Reshard(strata_deploy::shards::ReshardArgs),
+    /// The shard map: show it, add a group, pin a user to a group of its own.
+    Shard(strata_deploy::shards::ShardArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -103,6 +108,8 @@ fn main() -> ExitCode {
             Command::Status(args) => orchestrate::status(args).await,
             Command::Logs(args) => orchestrate::logs(args).await,
             Command::Admin(args) => admin::run(args).await,
+            Command::Reshard(args) => strata_deploy::shards::reshard(args).await,
+            Command::Shard(args) => strata_deploy::shards::shard(args).await,
             Command::Db(DbArgs {
                 action:
                     DbAction::Rejoin {

@@ -139,6 +139,9 @@ pub trait GroupRows: Send + Sync + 'static {
     async fn unfence(&self, to: &str, map_version: u64) -> Result<(), StoreError>;
     /// Removes what fences say about `slots` (rows of them are moving here).
     async fn unfence_slots(&self, slots: SlotRange) -> Result<(), StoreError>;
+    /// Joins fences that send adjacent slot ranges to the same group (after cut-overs, whose
+    /// maps are all published), so writes check few of them.
+    async fn compact_fences(&self) -> Result<(), StoreError>;
     /// The fences.
     async fn list_fences(&self) -> Result<Vec<Fence>, StoreError>;
 }

@@ -265,7 +265,9 @@ impl Resharder {
             self.progress.advance(1);
         }
         for g in &sources {
-            self.opener.rows(g)?.stop_capture(&j.id).await?;
+            let rows = self.opener.rows(g)?;
+            rows.stop_capture(&j.id).await?;
+            rows.compact_fences().await?;
         }
         Ok(())
     }

@@ -122,6 +122,30 @@ fn subtract(fence: &Fence, slots: SlotRange) -> Vec<Fence> {
     out
 }
 
+/// Fences joined where one range ends right before the next and everything else but the map
+/// version matches (the joined fence takes the later version).
+fn compact(mut fences: Vec<Fence>) -> Vec<Fence> {
+    fences.sort_by_key(|f| (f.user, f.slots.first()));
+    let mut out: Vec<Fence> = Vec::new();
+    for f in fences {
+        if let Some(last) = out.last_mut()
+            && last.user.is_none()
+            && f.user.is_none()
+            && last.moved_to == f.moved_to
+            && last.strategy == f.strategy
+            && last.except == f.except
+            && u32::from(last.slots.last().get()) + 1 == u32::from(f.slots.first().get())
+            && let Some(joined) = SlotRange::new(last.slots.first().get(), f.slots.last().get())
+        {
+            last.slots = joined;
+            last.map_version = last.map_version.max(f.map_version);
+            continue;
+        }
+        out.push(f);
+    }
+    out
+}
+
 #[async_trait]
 impl GroupRows for SqliteStore {
     async fn start_capture(&self, tag: &str) -> Result<u64, StoreError> {
@@ -373,6 +397,18 @@ impl GroupRows for SqliteStore {
         .await
     }
 
+    async fn compact_fences(&self) -> Result<(), StoreError> {
+        self.with_writer(|conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(engine_error)?;
+            let fences = compact(shard::fences(&tx)?);
+            write_fences(&tx, &fences)?;
+            tx.commit().map_err(engine_error)
+        })
+        .await
+    }
+
     async fn list_fences(&self) -> Result<Vec<Fence>, StoreError> {
         self.fences().await
     }
@@ -382,6 +418,32 @@ impl GroupRows for SqliteStore {
 mod tests {
     use super::*;
     use crate::shard::ShardGroup;
+
+    fn fence(first: u16, last: u16, to: &str, version: u64) -> Fence {
+        Fence {
+            slots: SlotRange::new(first, last).expect("valid"),
+            strategy: Strategy::Hash,
+            user: None,
+            except: Vec::new(),
+            moved_to: ShardGroup::parse(to).expect("valid"),
+            map_version: version,
+        }
+    }
+
+    #[test]
+    fn adjacent_fences_to_one_group_are_joined_and_others_kept() {
+        let joined = compact(vec![
+            fence(16, 31, "s5", 3),
+            fence(0, 15, "s5", 2),
+            fence(32, 47, "s6", 4),
+            fence(64, 79, "s5", 5),
+        ]);
+        let shown: Vec<String> = joined
+            .iter()
+            .map(|f| format!("{}>{}@{}", f.slots, f.moved_to, f.map_version))
+            .collect();
+        assert_eq!(shown, ["0-31>s5@3", "32-47>s6@4", "64-79>s5@5"]);
+    }
 
     #[test]
     fn subtracting_slots_from_a_fence_keeps_what_lies_outside() {
