@@ -157,7 +157,7 @@ async fn write_until(
             "address": {"streetAddress": "1 Slot Street", "city": "Testville", "state": "TS", "postalCode": "00501"},
             "phoneNumbers": []});
         let existing: Vec<u64> = acked.keys().copied().collect();
-        let request = if round % 3 == 0 && !existing.is_empty() {
+        let request = if round.is_multiple_of(3) && !existing.is_empty() {
             let id = existing[round % existing.len()];
             http.put(format!("http://{lb}/users/{id}")).json(&body)
         } else {
