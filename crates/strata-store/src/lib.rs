@@ -19,8 +19,9 @@
 //! and [`replicated::ReplicatedStore`] (a primary and its streaming replicas: read/write split and
 //! read-your-writes by WAL position).
 //!
-//! [`shard`]: the shard map — user ids to slots, slots to shard groups, pins — which the
-//! control plane publishes and the router (not built yet) will follow.
+//! [`shard`]: the shard map — user ids to slots, slots to shard groups, pins — and the router
+//! ([`shard::router::ShardedStore`]) that sends each call to its group; [`embedded_shards`]:
+//! one SQLite file per group; [`reshard`]: moving slots between groups under load.
 //! Guarantee: a write that returned `Ok` is durable in the engine (SQLite WAL with
 //! `synchronous=FULL` for API writes) and either fully applied or not at all.
 

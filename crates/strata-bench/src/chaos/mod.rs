@@ -63,6 +63,10 @@ pub struct ChaosArgs {
     /// How long to wait, after the last fault, for the deployment to return to full health.
     #[arg(long, default_value_t = 180, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub health_timeout_secs: u64,
+    /// Load only, no faults: the same open-loop load and verdict while something else happens
+    /// to the deployment (a resharding, an upgrade).
+    #[arg(long)]
+    pub no_faults: bool,
     /// Print the verdict as JSON.
     #[arg(long)]
     pub json: bool,
@@ -129,7 +133,11 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     let duration = Duration::from_secs(args.duration_secs);
     let schedule = Schedule {
         seed,
-        kinds: args.faults.clone(),
+        kinds: if args.no_faults {
+            Vec::new()
+        } else {
+            args.faults.clone()
+        },
         targets,
         min_gap: Duration::from_secs(args.min_gap_secs),
         max_gap: Duration::from_secs(args.max_gap_secs),

@@ -191,6 +191,45 @@ pub struct Verdict {
     pub lost_examples: Vec<String>,
     /// Seconds from the end of the last fault to full health, if it came back.
     pub back_to_full_health_s: Option<f64>,
+    /// Second by second, writes and reads together: for plots of latency over the run.
+    pub timeline: Vec<Second>,
+}
+
+/// One second of the load (requests that left in it).
+#[derive(Debug, Clone, Serialize)]
+pub struct Second {
+    pub t: u64,
+    pub ok: usize,
+    pub failed: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// Per-second counts and latency of `records`.
+pub fn timeline(records: &[&Record]) -> Vec<Second> {
+    let mut by_second: std::collections::BTreeMap<u64, Vec<&Record>> = Default::default();
+    for r in records {
+        by_second.entry(r.at.as_secs()).or_default().push(r);
+    }
+    by_second
+        .into_iter()
+        .map(|(t, rs)| {
+            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+            for r in rs.iter().filter(|r| r.ok()) {
+                let _ = h.record((r.latency.as_micros() as u64).max(1));
+            }
+            let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+            Second {
+                t,
+                ok: rs.iter().filter(|r| r.ok()).count(),
+                failed: rs.iter().filter(|r| !r.ok()).count(),
+                p50_ms: ms(0.5),
+                p99_ms: ms(0.99),
+                max_ms: h.max() as f64 / 1000.0,
+            }
+        })
+        .collect()
 }
 
 impl Verdict {
@@ -220,6 +259,7 @@ impl Verdict {
             lost: lost.len(),
             lost_examples: lost.into_iter().take(10).collect(),
             back_to_full_health_s: health_after,
+            timeline: timeline(&outcome.writes.iter().chain(&outcome.reads).collect::<Vec<_>>()),
         }
     }
 
