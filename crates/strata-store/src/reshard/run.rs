@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use strata_core::user::UserId;
@@ -296,6 +296,7 @@ impl Resharder {
                 .into_iter()
                 .collect(),
         };
+        let mut last_saved = Instant::now();
         for step in steps {
             let mut after = i64::MIN;
             loop {
@@ -341,9 +342,14 @@ impl Resharder {
             }
             j.moves[i].copied_to = Some(step.last().get());
             self.progress.advance(step.len() as u64);
-            self.save(j)?;
+            // The journal is synced to disk a few times a second, not per slot: a resumed copy
+            // redoes at most that much (copies are upserts).
+            if last_saved.elapsed() >= Duration::from_millis(500) {
+                self.save(j)?;
+                last_saved = Instant::now();
+            }
         }
-        Ok(())
+        self.save(j)
     }
 
     /// Applies the source's logged changes to the destinations of its uncut slots; how many
