@@ -1,0 +1,246 @@
+//! The store: a bounded memory cache over an optional bounded disk store.
+//!
+//! **Memory** is a moka cache of URLs, each holding its variants (at most
+//! [`MAX_VARIANTS`]), weighed in bytes (body, headers, keys). Moka admits and evicts by
+//! W-TinyLFU: a new object displaces an old one only when it is likely to be requested more
+//! often (a frequency sketch decides), so a scan of once-seen URLs cannot flush the objects
+//! that earn the hits — the policy with the best hit ratio on the skewed (Zipf-like) request
+//! mixes a CDN sees, and one that is already in the workspace.
+//!
+//! **Disk** ([`disk`]) keeps every object that fits, least recently used evicted first; a
+//! request the memory misses looks there and brings the URL's variants back into memory. It
+//! survives a restart. Disk errors never fail a request.
+//!
+//! Both are bounded in bytes; an object larger than [`StoreConfig::max_object`] is stored in
+//! neither.
+
+pub mod disk;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use http::HeaderMap;
+use moka::ops::compute::Op;
+
+use crate::object::Object;
+use crate::purge::{Mode, Selector};
+use crate::stats::{Stats, Usage};
+
+/// The most variants kept per URL; a new one displaces the oldest.
+pub const MAX_VARIANTS: usize = 16;
+
+/// The sizes of the store.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Bytes of memory for objects.
+    pub memory_bytes: u64,
+    /// The disk store's directory and its size in bytes; `None`: memory only.
+    pub disk: Option<(PathBuf, u64)>,
+    /// The largest object stored, in bytes.
+    pub max_object: u64,
+}
+
+/// A URL's variants in memory.
+#[derive(Debug, Default)]
+pub struct Variants(Vec<Arc<Object>>);
+
+impl Variants {
+    fn weight(&self) -> u32 {
+        let sum: u64 = self.0.iter().map(|o| o.weight()).sum();
+        u32::try_from(sum).unwrap_or(u32::MAX)
+    }
+}
+
+/// Memory and disk.
+pub struct Store {
+    memory: moka::future::Cache<String, Arc<Variants>>,
+    disk: Option<Arc<disk::Disk>>,
+    stats: Arc<Stats>,
+    pub max_object: u64,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("disk", &self.disk)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The variant of `variants` that `request` selects.
+fn select(variants: &Variants, url: &str, request: &HeaderMap) -> Option<Arc<Object>> {
+    variants
+        .0
+        .iter()
+        .find(|o| crate::key::variant(url, &o.meta.vary, request) == o.meta.key)
+        .cloned()
+}
+
+impl Store {
+    /// Opens the store; with a disk, rebuilds its index from the files there.
+    pub async fn open(config: &StoreConfig, stats: Arc<Stats>) -> std::io::Result<Self> {
+        let memory = moka::future::Cache::builder()
+            .max_capacity(config.memory_bytes)
+            .weigher(|_url: &String, v: &Arc<Variants>| v.weight())
+            .build();
+        let disk = match &config.disk {
+            Some((dir, bytes)) => {
+                let (dir, bytes) = (dir.clone(), *bytes);
+                let disk = tokio::task::spawn_blocking(move || disk::Disk::open(&dir, bytes))
+                    .await
+                    .map_err(std::io::Error::other)??;
+                Some(Arc::new(disk))
+            }
+            None => None,
+        };
+        Ok(Self {
+            memory,
+            disk,
+            stats,
+            max_object: config.max_object,
+        })
+    }
+
+    /// Runs blocking disk work off the async threads; `None` without a disk or when it
+    /// panicked.
+    async fn on_disk<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&disk::Disk) -> T + Send + 'static,
+    ) -> Option<T> {
+        let disk = self.disk.clone()?;
+        tokio::task::spawn_blocking(move || work(&disk)).await.ok()
+    }
+
+    /// The stored variant of `url` that `request` selects, from memory or else from disk.
+    pub async fn lookup(&self, url: &str, request: &HeaderMap) -> Option<Arc<Object>> {
+        // Other variants of the URL may be in memory and this one still on disk.
+        if let Some(variants) = self.memory.get(url).await
+            && let Some(o) = select(&variants, url, request)
+        {
+            return Some(o);
+        }
+        let owned = url.to_string();
+        let from_disk = self.on_disk(move |d| d.load_url(&owned)).await?;
+        let mut found = None;
+        for object in from_disk {
+            let object = self.remember(object).await;
+            if found.is_none()
+                && crate::key::variant(url, &object.meta.vary, request) == object.meta.key
+            {
+                found = Some(object);
+            }
+        }
+        found
+    }
+
+    /// Puts an object into memory only (replacing the variant with its key).
+    async fn remember(&self, object: Object) -> Arc<Object> {
+        let object = Arc::new(object);
+        let url = object.meta.url.clone();
+        let incoming = object.clone();
+        self.memory
+            .entry(url)
+            .and_compute_with(move |entry| {
+                let mut list: Vec<Arc<Object>> =
+                    entry.map(|e| e.into_value().0.clone()).unwrap_or_default();
+                list.retain(|o| o.meta.key != incoming.meta.key);
+                list.push(incoming);
+                if list.len() > MAX_VARIANTS {
+                    list.remove(0);
+                }
+                std::future::ready(Op::Put(Arc::new(Variants(list))))
+            })
+            .await;
+        object
+    }
+
+    /// Stores an object in memory and on disk.
+    pub async fn insert(&self, object: Object) -> Arc<Object> {
+        let object = self.remember(object).await;
+        let copy = object.clone();
+        if let Some(Err(e)) = self.on_disk(move |d| d.write(&copy)).await {
+            Stats::add(&self.stats.disk_errors, 1);
+            tracing::warn!(error = %e, "cannot write an object to the disk store; keeping it in memory only");
+        }
+        object
+    }
+
+    /// Removes every variant of a URL (an unsafe request changed it).
+    pub async fn remove_url(&self, url: &str) {
+        self.memory.invalidate(url).await;
+        let owned = url.to_string();
+        self.on_disk(move |d| {
+            for key in d.keys_of_url(&owned) {
+                d.remove(&key);
+            }
+        })
+        .await;
+    }
+
+    /// Purges what `selector` names; the number of objects (variants) purged.
+    pub async fn purge(&self, selector: &Selector, mode: Mode) -> u64 {
+        let mut purged = std::collections::HashSet::new();
+        let urls: Vec<(Arc<String>, Arc<Variants>)> = self
+            .memory
+            .iter()
+            .filter(|(_, v)| v.0.iter().any(|o| selector.matches_meta(&o.meta)))
+            .collect();
+        for (url, variants) in urls {
+            let mut kept = Vec::new();
+            for o in &variants.0 {
+                if selector.matches_meta(&o.meta) {
+                    purged.insert(o.meta.key.clone());
+                    if mode == Mode::Soft {
+                        kept.push(Arc::new(o.invalidated()));
+                    }
+                } else {
+                    kept.push(o.clone());
+                }
+            }
+            if kept.is_empty() {
+                self.memory.invalidate(url.as_str()).await;
+            } else {
+                self.memory
+                    .insert(url.as_ref().clone(), Arc::new(Variants(kept)))
+                    .await;
+            }
+        }
+        let selector = selector.clone();
+        let on_disk = self
+            .on_disk(move |d| {
+                let mut keys = Vec::new();
+                for key in d.select(&selector) {
+                    match mode {
+                        Mode::Hard => {
+                            d.remove(&key);
+                        }
+                        Mode::Soft => {
+                            if let Some(o) = d.load(&key)
+                                && d.write(&o.invalidated()).is_err()
+                            {
+                                d.remove(&key);
+                            }
+                        }
+                    }
+                    keys.push(key);
+                }
+                keys
+            })
+            .await
+            .unwrap_or_default();
+        purged.extend(on_disk);
+        purged.len() as u64
+    }
+
+    /// What is held now.
+    pub async fn usage(&self) -> Usage {
+        self.memory.run_pending_tasks().await;
+        let (disk_objects, disk_bytes) = self.disk.as_ref().map_or((0, 0), |d| d.usage());
+        Usage {
+            memory_objects: self.memory.entry_count(),
+            memory_bytes: self.memory.weighted_size(),
+            disk_objects,
+            disk_bytes,
+        }
+    }
+}
