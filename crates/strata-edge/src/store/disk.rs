@@ -15,6 +15,7 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
 use crate::object::{MAGIC, MAX_META, Meta, Object};
@@ -22,6 +23,8 @@ use crate::purge::Selector;
 
 struct Entry {
     url: String,
+    /// The request headers that select this variant.
+    vary: Vec<String>,
     host: String,
     path: String,
     keys: Vec<String>,
@@ -63,6 +66,7 @@ impl Index {
             key,
             Entry {
                 url: meta.url.clone(),
+                vary: meta.vary.clone(),
                 host: meta.host.clone(),
                 path: meta.path.clone(),
                 keys: meta.surrogate_keys.clone(),
@@ -224,19 +228,21 @@ impl Disk {
         }
     }
 
-    /// Every stored variant of a URL, each marked as just used.
-    pub fn load_url(&self, url: &str) -> Vec<Object> {
-        let keys = self.index().by_url.get(url).cloned().unwrap_or_default();
-        let mut out = Vec::new();
-        for key in keys {
-            match self.load(&key) {
-                Some(o) => out.push(o),
-                None => {
-                    self.remove(&key);
-                }
-            }
+    /// The stored variant of a URL that a request with `headers` selects, marked as just
+    /// used. Only that variant's file is read, however many the URL has.
+    pub fn load_variant(&self, url: &str, headers: &HeaderMap) -> Option<Object> {
+        let key = {
+            let index = self.index();
+            index.by_url.get(url)?.iter().find_map(|key| {
+                let entry = index.entries.get(key)?;
+                (crate::key::variant(url, &entry.vary, headers) == *key).then(|| key.clone())
+            })?
+        };
+        let object = self.load(&key);
+        if object.is_none() {
+            self.remove(&key);
         }
-        out
+        object
     }
 
     /// One object, marked as just used.

@@ -8,8 +8,9 @@
 //! mixes a CDN sees, and one that is already in the workspace.
 //!
 //! **Disk** ([`disk`]) keeps every object that fits, least recently used evicted first; a
-//! request the memory misses looks there and brings the URL's variants back into memory. It
-//! survives a restart. Disk errors never fail a request.
+//! request the memory misses looks there and brings its variant back into memory. It
+//! survives a restart. Objects are written to disk as they are stored (on a blocking
+//! thread; the request that stored one waits for the write). Disk errors never fail a request.
 //!
 //! Both are bounded in bytes; an object larger than [`StoreConfig::max_object`] is stored in
 //! neither.
@@ -119,18 +120,11 @@ impl Store {
         {
             return Some(o);
         }
-        let owned = url.to_string();
-        let from_disk = self.on_disk(move |d| d.load_url(&owned)).await?;
-        let mut found = None;
-        for object in from_disk {
-            let object = self.remember(object).await;
-            if found.is_none()
-                && crate::key::variant(url, &object.meta.vary, request) == object.meta.key
-            {
-                found = Some(object);
-            }
-        }
-        found
+        let (owned, headers) = (url.to_string(), request.clone());
+        let object = self
+            .on_disk(move |d| d.load_variant(&owned, &headers))
+            .await??;
+        Some(self.remember(object).await)
     }
 
     /// Puts an object into memory only (replacing the variant with its key).
