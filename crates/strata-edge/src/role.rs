@@ -115,8 +115,8 @@ pub struct EdgeArgs {
     /// Milliseconds for a whole response body to arrive from the origin.
     #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub body_timeout_ms: u64,
-    /// Milliseconds a request waits for another's fetch of the same URL, and the longest a
-    /// request may spend before its answer starts.
+    /// Milliseconds a request waits for another request's fetch of the same URL before it
+    /// fetches for itself.
     #[arg(long, default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(strata_lb::role::TOTAL_TIMEOUT_MS))]
     pub total_timeout_ms: u64,
     /// Milliseconds an unused origin connection is kept open.

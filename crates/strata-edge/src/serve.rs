@@ -214,6 +214,9 @@ impl Shared {
 
     async fn cached(self: &Arc<Self>, asked: Asked) -> (Response<EdgeBody>, Outcome) {
         let key = asked.url.key();
+        let only_if_cached = rules::directives(&asked.parts.headers)
+            .iter()
+            .any(|(n, _)| n == "only-if-cached");
         let mut collapsed = false;
         for _ in 0..COLLAPSE_ROUNDS {
             let now = SystemTime::now();
@@ -247,6 +250,17 @@ impl Shared {
                         }
                     }
                 }
+            }
+            // RFC 9111 §5.2.1.7: a stored response or nothing.
+            if only_if_cached {
+                return (
+                    problem(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "not-cached",
+                        "The request asked for a stored response only (only-if-cached), and none may be used.",
+                    ),
+                    Outcome::Error,
+                );
             }
             if found.is_none() && self.flights.pass(&key).await {
                 break;

@@ -454,6 +454,21 @@ async fn stale_if_error_covers_an_origin_that_cannot_be_reached() {
 }
 
 #[tokio::test]
+async fn only_if_cached_is_answered_from_the_store_or_with_504() {
+    let origin = Origin::start().await;
+    origin.set("/o", Reply::ok("o", CACHEABLE));
+    let edge = TestEdge::start(origin.addr, None).await;
+    let only = [("cache-control", "only-if-cached")];
+    let (status, _, _) = get(&edge.url("/o"), &only).await;
+    assert_eq!(status, 504);
+    assert_eq!(origin.hits("/o"), 0, "nothing goes to the origin");
+    get(&edge.url("/o"), &[]).await;
+    let (status, _, body) = get(&edge.url("/o"), &only).await;
+    assert_eq!((status, body.as_str()), (200, "o"));
+    assert_eq!(origin.hits("/o"), 1);
+}
+
+#[tokio::test]
 async fn concurrent_requests_for_one_url_make_one_origin_fetch() {
     let origin = Origin::start().await;
     origin.set(
