@@ -10,7 +10,7 @@
 //!   other methods through and invalidating what they change;
 //! - [`rules`]: the HTTP caching rules (RFC 9111, RFC 5861) over `http-cache-semantics`;
 //! - [`key`]: cache keys, `Vary`, `Accept-Encoding` normalization;
-//! - [`store`]: memory (moka, W-TinyLFU, bounded in bytes) over disk (bounded, LRU,
+//! - [`store`]: memory (moka: TinyLFU admission, LRU eviction, bounded in bytes) over disk (bounded, LRU,
 //!   survives restarts); [`object`]: a stored response and its file format;
 //! - [`collapse`]: one origin fetch per URL however many clients wait;
 //! - [`origin`]: the way to the origin, with deadlines and bounded reads;

@@ -65,7 +65,8 @@ pub enum Freshness {
 }
 
 impl Object {
-    /// The bytes this object costs in memory, roughly: body, headers and keys.
+    /// The bytes this object costs in memory, roughly: body, headers (twice: the policy
+    /// keeps its own copy) and keys.
     pub fn weight(&self) -> u64 {
         let headers: usize = self
             .meta
@@ -73,7 +74,7 @@ impl Object {
             .iter()
             .map(|(n, v)| n.as_str().len() + v.len() + 32)
             .sum();
-        (self.body.len() + headers + self.meta.key.len() * 2 + 512) as u64
+        (self.body.len() + 2 * headers + self.meta.key.len() * 3 + 1024) as u64
     }
 
     pub fn lifetime(&self) -> Duration {
