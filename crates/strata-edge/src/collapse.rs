@@ -1,8 +1,9 @@
 //! Request collapsing: one origin fetch per URL however many clients wait for it.
 //!
-//! The first request that must go to the origin for a URL becomes its *leader*; requests for
-//! the same URL that arrive meanwhile become *followers*: they wait (bounded by a deadline)
-//! for the leader to finish, then look in the store again. What the leader stored answers
+//! The first request that must go to the origin for an object becomes its *leader*; requests
+//! for the same object that arrive meanwhile become *followers*: they wait (bounded by a
+//! deadline) for the leader to finish, then look in the store again. An object is a variant
+//! when the URL's `Vary` is known, else the URL. What the leader stored answers
 //! them; when it stored nothing (the answer was private, or for another variant), each goes
 //! on its own — and the URL is remembered as uncacheable for a while ([`Flights::pass`]), so
 //! later requests for it do not queue behind each other (Varnish's "hit-for-miss").

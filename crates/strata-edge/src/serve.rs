@@ -265,7 +265,8 @@ impl Shared {
             if found.is_none() && self.flights.pass(&key).await {
                 break;
             }
-            match self.flights.join(&key) {
+            let flight = self.store.flight_key(&key, &asked.parts.headers).await;
+            match self.flights.join(&flight) {
                 Role::Leader(leader) => {
                     return match found {
                         Some(stale) => self.revalidate(&asked, stale, leader, false).await,
@@ -306,7 +307,7 @@ impl Shared {
     }
 
     fn refresh_in_background(self: &Arc<Self>, asked: &Asked, stale: Arc<Object>) {
-        let Some(leader) = self.flights.try_lead(&asked.url.key()) else {
+        let Some(leader) = self.flights.try_lead(&stale.meta.key) else {
             return;
         };
         let this = self.clone();

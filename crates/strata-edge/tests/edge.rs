@@ -493,6 +493,40 @@ async fn concurrent_requests_for_one_url_make_one_origin_fetch() {
 }
 
 #[tokio::test]
+async fn requests_for_different_variants_do_not_wait_for_each_other() {
+    let origin = Origin::start().await;
+    let delay = Duration::from_millis(400);
+    origin.set(
+        "/lang",
+        Reply::ok(
+            "hi",
+            &[("cache-control", "max-age=60"), ("vary", "Accept-Language")],
+        )
+        .delay(delay),
+    );
+    let edge = TestEdge::start(origin.addr, None).await;
+    get(&edge.url("/lang"), &[("accept-language", "fr")]).await;
+    let started = std::time::Instant::now();
+    let requests: Vec<_> = ["de", "en"]
+        .iter()
+        .flat_map(|lang| std::iter::repeat_n(*lang, 8))
+        .map(|lang| {
+            let url = edge.url("/lang");
+            tokio::spawn(async move { get(&url, &[("accept-language", lang)]).await })
+        })
+        .collect();
+    for r in requests {
+        assert_eq!(r.await.expect("join").2, "hi");
+    }
+    assert_eq!(origin.hits("/lang"), 3, "one fetch per variant");
+    assert!(
+        started.elapsed() < delay * 2 - Duration::from_millis(100),
+        "the two variants were fetched together: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn uncacheable_urls_do_not_queue_behind_each_other() {
     let origin = Origin::start().await;
     origin.set(

@@ -137,6 +137,21 @@ impl Store {
         Some(self.remember(object).await)
     }
 
+    /// What requests for the same object share when they go to the origin together: the
+    /// variant's key when the URL's `Vary` is known (a variant of it is in memory), else the
+    /// URL's — so requests for two variants do not wait for each other's fetch.
+    pub async fn flight_key(&self, url: &str, request: &HeaderMap) -> String {
+        match self
+            .memory
+            .get(url)
+            .await
+            .and_then(|v| v.0.first().cloned())
+        {
+            Some(known) => crate::key::variant(url, &known.meta.vary, request),
+            None => url.to_string(),
+        }
+    }
+
     /// Puts an object into memory only (replacing the variant with its key).
     async fn remember(&self, object: Object) -> Arc<Object> {
         let object = Arc::new(object);
