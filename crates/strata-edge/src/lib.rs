@@ -62,6 +62,9 @@ pub struct EdgeConfig {
     pub body_timeout: Duration,
     /// Client connections accepted at once; more are closed on accept.
     pub max_connections: usize,
+    /// TLS termination on a second listener (the balancer's: rustls, TLS 1.2 and 1.3, ALPN h2
+    /// and http/1.1, SNI). `None`: plain HTTP only. `redirect_http` is not honoured yet.
+    pub tls: Option<strata_lb::TlsListen>,
 }
 
 impl EdgeConfig {
@@ -79,6 +82,7 @@ impl EdgeConfig {
             timeouts: Timeouts::default(),
             body_timeout: Duration::from_secs(30),
             max_connections: 10_000,
+            tls: None,
         }
     }
 }
@@ -88,6 +92,7 @@ impl EdgeConfig {
 pub struct Edge {
     listener: TcpListener,
     admin_listener: TcpListener,
+    tls_listener: Option<TcpListener>,
     shared: Arc<serve::Shared>,
     config: EdgeConfig,
 }
@@ -102,6 +107,10 @@ impl Edge {
             .context("cannot open the disk store")?;
         let listener = TcpListener::bind(config.listen).await?;
         let admin_listener = TcpListener::bind(config.admin).await?;
+        let tls_listener = match &config.tls {
+            Some(t) => Some(TcpListener::bind(t.listen).await?),
+            None => None,
+        };
         let shared = Arc::new(serve::Shared {
             store,
             flights: Arc::new(collapse::Flights::default()),
@@ -112,6 +121,7 @@ impl Edge {
         Ok(Self {
             listener,
             admin_listener,
+            tls_listener,
             shared,
             config,
         })
@@ -123,6 +133,11 @@ impl Edge {
 
     pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
         self.admin_listener.local_addr()
+    }
+
+    /// The TLS listener's address, when TLS is on.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The edge's counters (tests read them).
@@ -139,9 +154,14 @@ impl Edge {
         let Self {
             listener,
             admin_listener,
+            tls_listener,
             shared,
             config,
         } = self;
+        let acceptor = config
+            .tls
+            .as_ref()
+            .map(|t| tokio_rustls::TlsAcceptor::from(t.config.clone()));
         let admin_app = admin::router(shared.clone());
         let admin = tokio::spawn(async move {
             let _ = axum::serve(admin_listener, admin_app).await;
@@ -158,18 +178,27 @@ impl Edge {
         let builder = Arc::new(strata_lb::server_builder(config.timeouts.client_header));
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
+        let handshake_timeout = config.timeouts.client_header;
         tokio::pin!(shutdown);
         loop {
-            let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
-                },
+            let accept_tls = async {
+                match &tls_listener {
+                    Some(l) => l.accept().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let (accepted, secure) = tokio::select! {
+                a = listener.accept() => (a, false),
+                a = accept_tls => (a, true),
                 _ = &mut shutdown => break,
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
             };
             let Ok(permit) = connections.clone().try_acquire_owned() else {
                 tracing::warn!(%peer, "connection limit reached: closing the new connection");
@@ -177,20 +206,53 @@ impl Edge {
             };
             let _ = stream.set_nodelay(true);
             let shared = shared.clone();
-            let client = Arc::new(ClientConn::new(peer, false));
+            let client = Arc::new(ClientConn::new(peer, secure));
             let service = service_fn(move |req| shared.clone().handle(req, client.clone()));
-            let connection = builder
-                .serve_connection_with_upgrades(TokioIo::new(FramingGuard::new(stream)), service)
-                .into_owned();
-            let watched = graceful.watch(connection);
+            let builder = builder.clone();
+            let watcher = graceful.watcher();
+            let acceptor = acceptor.clone().filter(|_| secure);
             tokio::spawn(async move {
-                if let Err(e) = watched.await {
+                let result = match acceptor {
+                    None => {
+                        let connection = builder
+                            .serve_connection_with_upgrades(
+                                TokioIo::new(FramingGuard::new(stream)),
+                                service,
+                            )
+                            .into_owned();
+                        watcher.watch(connection).await
+                    }
+                    Some(acceptor) => {
+                        match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
+                        {
+                            Ok(Ok(tls)) => {
+                                let connection = builder
+                                    .serve_connection_with_upgrades(
+                                        TokioIo::new(FramingGuard::new(tls)),
+                                        service,
+                                    )
+                                    .into_owned();
+                                watcher.watch(connection).await
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                Ok(())
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                Ok(())
+                            }
+                        }
+                    }
+                };
+                if let Err(e) = result {
                     tracing::debug!(%peer, error = %e, "client connection ended with an error");
                 }
                 drop(permit);
             });
         }
         drop(listener);
+        drop(tls_listener);
         let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
         reaper.abort();
         admin.abort();

@@ -128,6 +128,17 @@ pub struct EdgeArgs {
     /// Client connections accepted at once; more are closed on accept.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
+    /// Terminate TLS on this address too (needs --tls-cert or --dev-cert).
+    #[arg(long)]
+    pub tls_listen: Option<SocketAddr>,
+    /// A certificate, as CERT.pem,KEY.pem or, for SNI, HOST=CERT.pem,KEY.pem (repeat for several).
+    #[arg(long = "tls-cert")]
+    #[serde(serialize_with = "strata_core::args::display_all")]
+    pub tls_certs: Vec<strata_lb::tls::CertFiles>,
+    /// Generate a self-signed certificate for localhost and write it (PEM) to this path, so
+    /// clients can trust it. For local use only.
+    #[arg(long)]
+    pub dev_cert: Option<PathBuf>,
     /// This role's name in its topology.
     #[arg(long, default_value = "edge")]
     pub name: String,
@@ -155,6 +166,9 @@ impl EdgeArgs {
             idle_timeout_ms: 60_000,
             client_header_timeout_ms: 10_000,
             max_connections: 10_000,
+            tls_listen: None,
+            tls_certs: Vec::new(),
+            dev_cert: None,
             name: "edge".into(),
             exit_on_stdin_eof: false,
         }
@@ -188,6 +202,27 @@ impl EdgeArgs {
         config.timeouts.client_header = Duration::from_millis(self.client_header_timeout_ms);
         config.body_timeout = Duration::from_millis(self.body_timeout_ms);
         config.max_connections = self.max_connections as usize;
+        if let Some(listen) = self.tls_listen {
+            let mut certs = Vec::new();
+            for files in &self.tls_certs {
+                certs.push(strata_lb::tls::load(files)?);
+            }
+            if let Some(out) = &self.dev_cert {
+                certs.push(strata_lb::tls::dev_cert(out)?);
+            }
+            if certs.is_empty() {
+                anyhow::bail!(
+                    "--tls-listen needs a certificate: pass --tls-cert CERT.pem,KEY.pem or --dev-cert PATH"
+                );
+            }
+            config.tls = Some(strata_lb::TlsListen {
+                listen,
+                config: strata_lb::tls::server_config(certs)?,
+                redirect_http: false,
+            });
+        } else if !self.tls_certs.is_empty() || self.dev_cert.is_some() {
+            anyhow::bail!("--tls-cert and --dev-cert need --tls-listen ADDR");
+        }
         Ok(config)
     }
 }
@@ -288,9 +323,13 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
     })?;
     let addr = edge.addr()?;
     let admin = edge.admin_addr()?;
-    ReadyLine::new(&args.name)
+    let mut ready = ReadyLine::new(&args.name)
         .with_addr("http", addr)
-        .with_addr("admin", admin)
+        .with_addr("admin", admin);
+    if let Some(tls) = edge.tls_addr() {
+        ready = ready.with_addr("https", tls);
+    }
+    ready
         .announce()
         .context("cannot write the readiness line")?;
     tracing::info!(role = %args.name, %addr, %admin, "caching http://{addr}/");
@@ -398,5 +437,20 @@ mod tests {
                 .to_string()
                 .contains("--memory")
         );
+    }
+
+    #[test]
+    fn tls_needs_both_a_listener_and_a_certificate() {
+        let mut args = EdgeArgs::new(
+            "127.0.0.1:0".parse().expect("addr"),
+            "127.0.0.1:1".parse().expect("addr"),
+        );
+        args.tls_listen = Some("127.0.0.1:0".parse().expect("addr"));
+        let e = args.config().expect_err("no certificate");
+        assert!(e.to_string().contains("certificate"), "{e}");
+        args.tls_listen = None;
+        args.dev_cert = Some("dev.pem".into());
+        let e = args.config().expect_err("no listener");
+        assert!(e.to_string().contains("--tls-listen"), "{e}");
     }
 }

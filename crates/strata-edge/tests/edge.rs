@@ -1030,3 +1030,56 @@ async fn metrics_count_hits_misses_and_bytes() {
     assert!(metric(&m, "strata_edge_stored_bytes") > 5.0);
     assert_eq!(edge.stats.requests(strata_edge::stats::Outcome::Hit), 2);
 }
+
+#[tokio::test]
+async fn https_is_terminated_with_the_balancers_tls_and_shares_the_cache() {
+    use rustls_pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let origin = Origin::start().await;
+    origin.set("/t", Reply::ok("over tls", CACHEABLE));
+    let dir = tempfile::tempdir().expect("dir");
+    let pem = dir.path().join("dev.pem");
+    let cert = strata_lb::tls::dev_cert(&pem).expect("dev cert");
+    let server = strata_lb::tls::server_config(vec![cert]).expect("tls config");
+    let edge = TestEdge::start_with(origin.addr, |c| {
+        c.tls = Some(strata_lb::TlsListen {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            config: server,
+            redirect_http: false,
+        })
+    })
+    .await;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(&pem).expect("pem") {
+        roots.add(cert.expect("cert")).expect("root");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(edge.tls.expect("a TLS listener"))
+        .await
+        .expect("connect");
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+    let mut tls = connector.connect(name, tcp).await.expect("handshake");
+    tls.write_all(b"GET /t HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
+    let answer = String::from_utf8_lossy(&out);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("over tls"), "{answer}");
+    let seen = origin.last("/t").expect("seen");
+    assert_eq!(seen.headers["x-forwarded-proto"], "https");
+    // The same object over plain HTTP: one cache for both schemes.
+    let (_, h, body) = get(&edge.url("/t"), &[("host", "localhost")]).await;
+    assert_eq!(body, "over tls");
+    assert!(cache_status(&h).contains("hit"), "{h:?}");
+    assert_eq!(origin.hits("/t"), 1);
+}

@@ -179,6 +179,8 @@ async fn answer(
 pub struct TestEdge {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    /// The TLS listener, when the configuration has one.
+    pub tls: Option<SocketAddr>,
     pub stats: Arc<strata_edge::stats::Stats>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -205,6 +207,7 @@ impl TestEdge {
         let edge = Edge::build(config).await.expect("edge");
         let addr = edge.addr().expect("addr");
         let admin = edge.admin_addr().expect("admin");
+        let tls = edge.tls_addr();
         let stats = edge.stats();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
@@ -217,6 +220,7 @@ impl TestEdge {
         Self {
             addr,
             admin,
+            tls,
             stats,
             stop: Some(tx),
             task: Some(task),
