@@ -292,6 +292,33 @@ mod tests {
         assert_eq!(range("bytes=a-b", 10), Range::Whole);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_range_header_gives_a_slice_inside_the_object(value in ".{0,40}", len in 0u64..64) {
+            match range(&value, len) {
+                Range::Part(start, end) => proptest::prop_assert!(start < end && end <= len),
+                Range::Whole | Range::Unsatisfiable => {}
+            }
+        }
+
+        #[test]
+        fn any_byte_range_spec_gives_a_slice_inside_the_object(
+            first in proptest::option::of(0u64..100),
+            last in proptest::option::of(0u64..100),
+            len in 0u64..64,
+        ) {
+            let spec = format!(
+                "bytes={}-{}",
+                first.map(|f| f.to_string()).unwrap_or_default(),
+                last.map(|l| l.to_string()).unwrap_or_default()
+            );
+            match range(&spec, len) {
+                Range::Part(start, end) => proptest::prop_assert!(start < end && end <= len),
+                Range::Whole | Range::Unsatisfiable => {}
+            }
+        }
+    }
+
     #[test]
     fn entity_tags_compare_weakly_for_if_none_match() {
         assert!(etag_listed("\"a\", W/\"b\"", "\"b\""));

@@ -132,18 +132,20 @@ impl Shared {
             req.version() == Version::HTTP_11 && req.headers().contains_key(header::UPGRADE);
         let started = std::time::Instant::now();
         let method = req.method().clone();
+        let via = via(req.version());
         let request_id = strata_lb::proxy::request_id(req.headers());
         let (mut response, outcome) = self.serve(req, client, request_id.clone()).await;
         self.stats.request(outcome);
         response
             .headers_mut()
             .insert(REQUEST_ID, request_id.clone());
+        response.headers_mut().append(header::VIA, via);
         if upgrade {
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        tracing::debug!(
+        tracing::info!(
             %method,
             status = response.status().as_u16(),
             outcome = outcome.as_str(),
@@ -160,8 +162,10 @@ impl Shared {
         client: Arc<ClientConn>,
         request_id: HeaderValue,
     ) -> (Response<EdgeBody>, Outcome) {
+        let via = via(req.version());
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        parts.headers.append(header::VIA, via);
         key::normalize_accept_encoding(&mut parts.headers);
         if let Some(authority) = parts.uri.authority()
             && let Ok(v) = HeaderValue::from_str(authority.as_str())
@@ -615,6 +619,16 @@ impl Shared {
             }
         }
     }
+}
+
+/// `Via` for a message received in `version` (RFC 9110 §7.6.3: a proxy adds itself both
+/// ways).
+fn via(version: Version) -> HeaderValue {
+    HeaderValue::from_static(match version {
+        Version::HTTP_10 => "1.0 strata-edge",
+        Version::HTTP_2 => "2 strata-edge",
+        _ => "1.1 strata-edge",
+    })
 }
 
 fn origin_problem(e: &OriginError) -> Response<EdgeBody> {

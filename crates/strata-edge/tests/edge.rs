@@ -23,6 +23,11 @@ async fn a_fresh_response_is_served_from_the_cache_with_its_age() {
     let (s1, h1, b1) = get(&edge.url("/a"), &[]).await;
     assert_eq!((s1, b1.as_str()), (200, "hello"));
     assert!(cache_status(&h1).contains("fwd=miss; stored"), "{h1:?}");
+    assert_eq!(h1["via"], "1.1 strata-edge");
+    assert_eq!(
+        origin.last("/a").expect("seen").headers["via"],
+        "1.1 strata-edge"
+    );
     let (s2, h2, b2) = get(&edge.url("/a"), &[]).await;
     assert_eq!((s2, b2.as_str()), (200, "hello"));
     assert!(cache_status(&h2).starts_with("strata-edge; hit"), "{h2:?}");
