@@ -76,6 +76,9 @@ struct Asked {
     url: Url,
     client: Arc<ClientConn>,
     request_id: HeaderValue,
+    /// The request came through another edge (its `Via` names one): answers keep their
+    /// surrogate keys, so that edge can purge by them too.
+    from_edge: bool,
 }
 
 /// The request a cache policy is made from and checked against: a GET of the same target,
@@ -107,9 +110,12 @@ fn relay(
     body: EdgeBody,
     method: &Method,
     cache_status: &str,
+    keep_keys: bool,
 ) -> Response<EdgeBody> {
     strip_hop_by_hop(&mut parts.headers);
-    parts.headers.remove(object::SURROGATE_KEY);
+    if !keep_keys {
+        parts.headers.remove(object::SURROGATE_KEY);
+    }
     set_cache_status(&mut parts.headers, cache_status);
     let body = if method == Method::HEAD {
         EdgeBody::empty()
@@ -165,6 +171,7 @@ impl Shared {
         let via = via(req.version());
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        let from_edge = through_edge(&parts.headers);
         parts.headers.append(header::VIA, via);
         key::normalize_accept_encoding(&mut parts.headers);
         if let Some(authority) = parts.uri.authority()
@@ -181,10 +188,14 @@ impl Shared {
                     url,
                     client,
                     request_id,
+                    from_edge,
                 };
                 self.cached(asked).await
             }
-            (_, url) => self.pass(parts, body, url, &client, &request_id).await,
+            (_, url) => {
+                self.pass(parts, body, url, &client, &request_id, from_edge)
+                    .await
+            }
         }
     }
 
@@ -297,12 +308,16 @@ impl Shared {
         now: SystemTime,
         detail: &str,
     ) -> Response<EdgeBody> {
-        let response = from_object(
+        let response = with_keys(
+            from_object(
+                object,
+                &asked.parts.method,
+                &asked.parts.headers,
+                now,
+                detail,
+            ),
             object,
-            &asked.parts.method,
-            &asked.parts.headers,
-            now,
-            detail,
+            asked.from_edge,
         );
         if let Some(n) = hyper::body::Body::size_hint(response.body()).exact() {
             Stats::add(&self.stats.bytes_from_cache, n);
@@ -320,6 +335,7 @@ impl Shared {
             url: asked.url.clone(),
             client: asked.client.clone(),
             request_id: asked.request_id.clone(),
+            from_edge: asked.from_edge,
         };
         tokio::spawn(async move {
             let _ = this.revalidate(&asked, stale, leader, true).await;
@@ -469,12 +485,16 @@ impl Shared {
                         let object = self.store.insert(object).await;
                         self.flights.unmark_pass(&key).await;
                         drop(leader);
-                        let response = from_object(
+                        let response = with_keys(
+                            from_object(
+                                &object,
+                                method,
+                                &asked.parts.headers,
+                                now,
+                                "fwd=miss; stored",
+                            ),
                             &object,
-                            method,
-                            &asked.parts.headers,
-                            now,
-                            "fwd=miss; stored",
+                            asked.from_edge,
                         );
                         (response, Outcome::Miss)
                     }
@@ -487,7 +507,13 @@ impl Shared {
                             parts.headers.insert(header::CONTENT_LENGTH, v);
                         }
                         (
-                            relay(parts, EdgeBody::full(body), method, "fwd=miss"),
+                            relay(
+                                parts,
+                                EdgeBody::full(body),
+                                method,
+                                "fwd=miss",
+                                asked.from_edge,
+                            ),
                             Outcome::Miss,
                         )
                     }
@@ -502,7 +528,10 @@ impl Shared {
                     prefix: Some(prefix),
                     rest,
                 };
-                (relay(rparts, body, method, "fwd=miss"), Outcome::Miss)
+                (
+                    relay(rparts, body, method, "fwd=miss", asked.from_edge),
+                    Outcome::Miss,
+                )
             }
         }
     }
@@ -554,6 +583,7 @@ impl Shared {
         url: Option<Url>,
         client: &ClientConn,
         request_id: &HeaderValue,
+        from_edge: bool,
     ) -> (Response<EdgeBody>, Outcome) {
         let method = parts.method.clone();
         let unsafe_method = !matches!(
@@ -586,7 +616,10 @@ impl Shared {
                     prefix: None,
                     rest: rbody,
                 };
-                (relay(rparts, body, &method, "fwd=method"), Outcome::Pass)
+                (
+                    relay(rparts, body, &method, "fwd=method", from_edge),
+                    Outcome::Pass,
+                )
             }
             Err(e) => {
                 tracing::warn!(error = %e, %method, "origin request failed");
@@ -619,6 +652,30 @@ impl Shared {
             }
         }
     }
+}
+
+/// An answer from a stored object, with the object's surrogate keys when it goes to another
+/// edge.
+fn with_keys(
+    mut response: Response<EdgeBody>,
+    object: &Object,
+    from_edge: bool,
+) -> Response<EdgeBody> {
+    if from_edge
+        && !object.meta.surrogate_keys.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&object.meta.surrogate_keys.join(" "))
+    {
+        response.headers_mut().insert(object::SURROGATE_KEY, v);
+    }
+    response
+}
+
+/// Whether a request came through a Strata edge.
+fn through_edge(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::VIA)
+        .iter()
+        .any(|v| String::from_utf8_lossy(v.as_bytes()).contains("strata-edge"))
 }
 
 /// `Via` for a message received in `version` (RFC 9110 §7.6.3: a proxy adds itself both

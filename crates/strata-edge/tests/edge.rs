@@ -1088,3 +1088,49 @@ async fn https_is_terminated_with_the_balancers_tls_and_shares_the_cache() {
     assert!(cache_status(&h).contains("hit"), "{h:?}");
     assert_eq!(origin.hits("/t"), 1);
 }
+
+#[tokio::test]
+async fn edges_in_front_of_a_shield_edge_send_one_miss_to_the_origin() {
+    let origin = Origin::start().await;
+    origin.set(
+        "/s",
+        Reply::ok(
+            "shielded",
+            &[("cache-control", "max-age=60"), ("surrogate-key", "s")],
+        ),
+    );
+    let shield = TestEdge::start(origin.addr, None).await;
+    let edges = [
+        TestEdge::start(shield.addr, None).await,
+        TestEdge::start(shield.addr, None).await,
+    ];
+    for edge in &edges {
+        let (status, h, body) = get(&edge.url("/s"), HOST).await;
+        assert_eq!((status, body.as_str()), (200, "shielded"));
+        assert!(cache_status(&h).contains("fwd=miss; stored"), "{h:?}");
+        assert_eq!(
+            h.get_all("via").iter().count(),
+            2,
+            "both hops say so: {h:?}"
+        );
+        assert!(
+            !h.contains_key("surrogate-key"),
+            "clients never see surrogate keys"
+        );
+    }
+    assert_eq!(
+        origin.hits("/s"),
+        1,
+        "the second edge's miss is the shield's hit"
+    );
+    let m = shield.metrics().await;
+    assert_eq!(
+        metric(&m, "strata_edge_requests_total{outcome=\"hit\"}"),
+        1.0
+    );
+    // The shield passed the surrogate keys on to the edges, so they purge by them too.
+    for edge in &edges {
+        let (_, answer) = edge.purge(json!({"key": "s"})).await;
+        assert_eq!(answer["purged"], 1);
+    }
+}
