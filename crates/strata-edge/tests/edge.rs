@@ -1134,3 +1134,90 @@ async fn edges_in_front_of_a_shield_edge_send_one_miss_to_the_origin() {
         assert_eq!(answer["purged"], 1);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_concurrent_requests_and_purges_every_answer_is_the_right_variant() {
+    let origin = Origin::start().await;
+    let paths: Vec<String> = (0..20).map(|i| format!("/c/{i}")).collect();
+    for (i, p) in paths.iter().enumerate() {
+        let cc = if i % 3 == 0 {
+            "max-age=60, stale-while-revalidate=60"
+        } else {
+            "max-age=60"
+        };
+        let mut reply = Reply::ok(
+            "ECHO accept-language",
+            &[("vary", "Accept-Language"), ("etag", "\"e\"")],
+        );
+        reply.headers.push(("cache-control".into(), cc.into()));
+        reply
+            .headers
+            .push(("surrogate-key".into(), format!("k{}", i % 4)));
+        origin.set(p, reply);
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let edge = TestEdge::start_with(origin.addr, |c| {
+        c.store.disk = Some((dir.path().into(), 256 * 1024));
+        c.store.memory_bytes = 2 * 1024 * 1024;
+    })
+    .await;
+    let langs = ["fr", "de", "en"];
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
+    let mut clients = Vec::new();
+    for worker in 0..6usize {
+        let (paths, url) = (paths.clone(), edge.url(""));
+        clients.push(tokio::spawn(async move {
+            let mut n = 0usize;
+            while tokio::time::Instant::now() < deadline {
+                let path = &paths[(worker * 7 + n * 13) % paths.len()];
+                let lang = langs[(worker + n) % langs.len()];
+                let (status, _, body) =
+                    get(&format!("{url}{path}"), &[("accept-language", lang)]).await;
+                assert_eq!(status, 200, "{path} {lang}: {body}");
+                assert_eq!(
+                    body,
+                    format!("{path} accept-language={lang}"),
+                    "the variant asked for"
+                );
+                n += 1;
+            }
+            n
+        }));
+    }
+    let purger = {
+        let admin = edge.admin;
+        tokio::spawn(async move {
+            let mut purges = 0;
+            while tokio::time::Instant::now() < deadline {
+                let body = match purges % 4 {
+                    0 => json!({"prefix": "/c/1"}),
+                    1 => json!({"key": "k2", "soft": true}),
+                    2 => json!({"url": "/c/3"}),
+                    _ => json!({"key": "k0"}),
+                };
+                let r = client()
+                    .post(format!("http://{admin}/purge"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("purge");
+                assert_eq!(r.status().as_u16(), 200);
+                purges += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            purges
+        })
+    };
+    let mut answered = 0;
+    for c in clients {
+        answered += c.await.expect("a client panicked");
+    }
+    assert!(purger.await.expect("the purger panicked") > 10);
+    assert!(answered > 100, "only {answered} answers");
+    let m = edge.metrics().await;
+    assert_eq!(
+        metric(&m, "strata_edge_requests_total{outcome=\"error\"}"),
+        0.0
+    );
+    assert!(metric(&m, "strata_edge_disk_bytes") <= (256 * 1024) as f64);
+}

@@ -161,10 +161,21 @@ async fn answer(
     } else {
         StatusCode::from_u16(reply.status).expect("status")
     };
+    // A body of `ECHO accept-language` answers with that request header's value.
+    let body = match reply.body.strip_prefix(b"ECHO ") {
+        Some(name) => {
+            let name = String::from_utf8_lossy(name).into_owned();
+            let value = headers.get(name.as_str()).map_or("-".to_string(), |v| {
+                String::from_utf8_lossy(v.as_bytes()).into_owned()
+            });
+            format!("{path} {name}={value}").into_bytes()
+        }
+        None => reply.body.clone(),
+    };
     let mut response = if not_modified {
         status.into_response()
     } else {
-        (status, reply.body.clone()).into_response()
+        (status, body).into_response()
     };
     for (n, v) in &reply.headers {
         response.headers_mut().append(
