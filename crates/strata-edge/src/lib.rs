@@ -15,6 +15,7 @@
 //! - [`collapse`]: one origin fetch per URL however many clients wait;
 //! - [`origin`]: the way to the origin, with deadlines and bounded reads;
 //! - [`respond`]: answers from stored objects (Age, Cache-Status, 304, ranges);
+//! - [`files`]: static files from a directory, served by the edge itself;
 //! - [`purge`], [`admin`]: purge by URL, prefix or surrogate key, hard or soft; `/metrics`;
 //! - [`stats`]: the counters; [`role`]: `strata edge` and `strata edge purge`.
 //!
@@ -37,6 +38,7 @@ use tokio::net::TcpListener;
 
 pub mod admin;
 pub mod collapse;
+pub mod files;
 pub mod key;
 pub mod object;
 pub mod origin;
@@ -65,6 +67,9 @@ pub struct EdgeConfig {
     /// TLS termination on a second listener (the balancer's: rustls, TLS 1.2 and 1.3, ALPN h2
     /// and http/1.1, SNI). `None`: plain HTTP only. `redirect_http` is not honoured yet.
     pub tls: Option<strata_lb::TlsListen>,
+    /// Static files served by the edge itself under a path prefix. `None`: every path goes
+    /// to the origin.
+    pub files: Option<files::StaticFiles>,
 }
 
 impl EdgeConfig {
@@ -83,6 +88,7 @@ impl EdgeConfig {
             body_timeout: Duration::from_secs(30),
             max_connections: 10_000,
             tls: None,
+            files: None,
         }
     }
 }
@@ -113,6 +119,7 @@ impl Edge {
         };
         let shared = Arc::new(serve::Shared {
             store,
+            files: config.files.clone(),
             flights: Arc::new(collapse::Flights::default()),
             origin: origin::Origin::new(config.origin, config.timeouts, config.body_timeout),
             stats,

@@ -139,6 +139,15 @@ pub struct EdgeArgs {
     /// clients can trust it. For local use only.
     #[arg(long)]
     pub dev_cert: Option<PathBuf>,
+    /// Serve the files of this directory under --static-prefix, without asking the origin.
+    #[arg(long)]
+    pub static_dir: Option<PathBuf>,
+    /// The URL path prefix of --static-dir's files (starts and ends with /).
+    #[arg(long, default_value = "/static/")]
+    pub static_prefix: String,
+    /// `max-age` of static files' Cache-Control, in seconds.
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
+    pub static_max_age: u64,
     /// This role's name in its topology.
     #[arg(long, default_value = "edge")]
     pub name: String,
@@ -169,6 +178,9 @@ impl EdgeArgs {
             tls_listen: None,
             tls_certs: Vec::new(),
             dev_cert: None,
+            static_dir: None,
+            static_prefix: "/static/".into(),
+            static_max_age: 3600,
             name: "edge".into(),
             exit_on_stdin_eof: false,
         }
@@ -222,6 +234,22 @@ impl EdgeArgs {
             });
         } else if !self.tls_certs.is_empty() || self.dev_cert.is_some() {
             anyhow::bail!("--tls-cert and --dev-cert need --tls-listen ADDR");
+        }
+        if let Some(dir) = &self.static_dir {
+            let prefix = &self.static_prefix;
+            if !prefix.starts_with('/') || !prefix.ends_with('/') || prefix.len() > 256 {
+                anyhow::bail!(
+                    "--static-prefix must start and end with / (e.g. /static/), got {prefix:?}"
+                );
+            }
+            if !dir.is_dir() {
+                anyhow::bail!("--static-dir {} is not a directory", dir.display());
+            }
+            config.files = Some(crate::files::StaticFiles {
+                dir: dir.clone(),
+                prefix: prefix.clone(),
+                max_age: self.static_max_age,
+            });
         }
         Ok(config)
     }

@@ -56,6 +56,8 @@ const CONDITIONAL: [HeaderName; 6] = [
 /// Everything the request path shares.
 pub struct Shared {
     pub store: Store,
+    /// Static files the edge serves itself, if any.
+    pub files: Option<crate::files::StaticFiles>,
     pub flights: Arc<Flights>,
     pub origin: Origin,
     pub stats: Arc<Stats>,
@@ -178,6 +180,20 @@ impl Shared {
             && let Ok(v) = HeaderValue::from_str(authority.as_str())
         {
             parts.headers.insert(header::HOST, v);
+        }
+        if let Some(files) = &self.files
+            && files.owns(parts.uri.path())
+        {
+            drop(body);
+            let response = files
+                .serve(
+                    &parts.method,
+                    parts.uri.path(),
+                    &parts.headers,
+                    self.store.max_object,
+                )
+                .await;
+            return (response, Outcome::Static);
         }
         let url = Url::of(&parts.uri, &parts.headers);
         match (&parts.method, url) {

@@ -23,15 +23,18 @@ pub enum Outcome {
     Pass,
     /// Answered by the edge itself with an error.
     Error,
+    /// A static file the edge serves itself.
+    Static,
 }
 
-const OUTCOMES: [Outcome; 6] = [
+const OUTCOMES: [Outcome; 7] = [
     Outcome::Hit,
     Outcome::Miss,
     Outcome::Stale,
     Outcome::Revalidated,
     Outcome::Pass,
     Outcome::Error,
+    Outcome::Static,
 ];
 
 impl Outcome {
@@ -43,6 +46,7 @@ impl Outcome {
             Outcome::Revalidated => "revalidated",
             Outcome::Pass => "pass",
             Outcome::Error => "error",
+            Outcome::Static => "static",
         }
     }
 }
@@ -127,7 +131,7 @@ impl Stats {
         let mut out = String::with_capacity(4096);
         let _ = writeln!(
             out,
-            "# HELP strata_edge_requests_total Requests answered, by how: hit, miss, stale, revalidated, pass, error.\n# TYPE strata_edge_requests_total counter"
+            "# HELP strata_edge_requests_total Requests answered, by how: hit, miss, stale, revalidated, pass, error, static.\n# TYPE strata_edge_requests_total counter"
         );
         for (i, o) in OUTCOMES.iter().enumerate() {
             let _ = writeln!(

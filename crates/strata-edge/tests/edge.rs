@@ -1221,3 +1221,82 @@ async fn under_concurrent_requests_and_purges_every_answer_is_the_right_variant(
     );
     assert!(metric(&m, "strata_edge_disk_bytes") <= (256 * 1024) as f64);
 }
+
+#[tokio::test]
+async fn static_files_are_served_by_the_edge_and_nothing_outside_their_directory() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = Origin::start().await;
+    origin.set("/api", Reply::ok("from the origin", CACHEABLE));
+    let dir = tempfile::tempdir().expect("dir");
+    let root = dir.path().join("site");
+    std::fs::create_dir_all(root.join("css")).expect("mkdir");
+    std::fs::write(root.join("css/app.css"), "body{color:red}").expect("write");
+    std::fs::write(root.join(".env"), "SECRET=1").expect("write");
+    std::fs::write(dir.path().join("outside.txt"), "outside").expect("write");
+    std::os::unix::fs::symlink(dir.path().join("outside.txt"), root.join("escape.txt"))
+        .expect("symlink");
+    let files = strata_edge::files::StaticFiles {
+        dir: root.clone(),
+        prefix: "/static/".into(),
+        max_age: 600,
+    };
+    let edge = TestEdge::start_with(origin.addr, |c| c.files = Some(files)).await;
+    let (status, h, body) = get(&edge.url("/static/css/app.css"), &[]).await;
+    assert_eq!((status, body.as_str()), (200, "body{color:red}"));
+    assert_eq!(h["content-type"], "text/css; charset=utf-8");
+    assert_eq!(h["cache-control"], "public, max-age=600");
+    assert_eq!(cache_status(&h), "strata-edge; hit; detail=static");
+    let etag = h["etag"].to_str().expect("etag").to_string();
+    let (status, _, _) = get(
+        &edge.url("/static/css/app.css"),
+        &[("if-none-match", &etag)],
+    )
+    .await;
+    assert_eq!(status, 304);
+    let (status, _, body) = get(&edge.url("/static/css/app.css"), &[("range", "bytes=0-3")]).await;
+    assert_eq!((status, body.as_str()), (206, "body"));
+    for bad in [
+        "/static/../outside.txt",
+        "/static/css/../../outside.txt",
+        "/static/%2e%2e/outside.txt",
+        "/static/.env",
+        "/static/escape.txt",
+        "/static/css",
+        "/static/missing.css",
+    ] {
+        // Raw bytes: an HTTP client library would normalize the dot segments away.
+        let mut s = tokio::net::TcpStream::connect(edge.addr)
+            .await
+            .expect("connect");
+        let request = format!("GET {bad} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        s.write_all(request.as_bytes()).await.expect("write");
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        let answer = String::from_utf8_lossy(&out);
+        assert!(answer.starts_with("HTTP/1.1 404"), "{bad}: {answer}");
+        assert!(
+            !answer.contains("outside") && !answer.contains("SECRET"),
+            "{bad}: {answer}"
+        );
+    }
+    let r = client()
+        .post(edge.url("/static/css/app.css"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 405);
+    assert_eq!(r.headers()["allow"], "GET, HEAD");
+    let (_, _, body) = get(&edge.url("/api"), &[]).await;
+    assert_eq!(
+        body, "from the origin",
+        "other paths still go to the origin"
+    );
+    assert_eq!(origin.hits("/static/css/app.css"), 0);
+    assert_eq!(
+        origin.hits("/outside.txt"),
+        0,
+        "nothing under the prefix reaches the origin"
+    );
+    let m = edge.metrics().await;
+    assert!(metric(&m, "strata_edge_requests_total{outcome=\"static\"}") >= 10.0);
+}
