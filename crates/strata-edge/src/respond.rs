@@ -2,7 +2,8 @@
 //! stored object — with its current `Age`, a `Cache-Status` (RFC 9211) saying how it was
 //! served, `304 Not Modified` to a client whose validator matches (RFC 9110 §13.1), and byte
 //! ranges of the object (RFC 9110 §14): one range gives `206 Partial Content`, an
-//! unsatisfiable one `416`, several (or a stale `If-Range`) the whole object.
+//! unsatisfiable one `416`, several (or a stale `If-Range`) the whole object; and the
+//! answers relayed from the origin, the problems the edge writes itself, and `Via`.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -10,13 +11,14 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Response, StatusCode};
+use http::{Method, Response, StatusCode, Version};
 use http_body_util::Full;
 use hyper::body::{Frame, SizeHint};
-use strata_lb::proxy::{BoxError, ProxyBody};
+use strata_lb::proxy::{BoxError, ProxyBody, strip_hop_by_hop};
 use strata_lb::upstream::PooledBody;
 
-use crate::object::Object;
+use crate::object::{self, Object};
+use crate::origin::OriginError;
 
 /// RFC 9211's header.
 pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
@@ -271,6 +273,59 @@ pub fn from_object(
         *response.body_mut() = EdgeBody::full(body);
     }
     response
+}
+
+/// An origin's failure, as the client's problem answer.
+pub fn origin_problem(e: &OriginError) -> Response<EdgeBody> {
+    let (status, slug, detail) = e.answer();
+    problem(status, slug, detail)
+}
+
+/// A response head and body as the origin sent them, hop-by-hop headers removed.
+pub fn relay(
+    mut parts: http::response::Parts,
+    body: EdgeBody,
+    method: &Method,
+    cache_status: &str,
+    keep_keys: bool,
+) -> Response<EdgeBody> {
+    strip_hop_by_hop(&mut parts.headers);
+    if !keep_keys {
+        parts.headers.remove(object::SURROGATE_KEY);
+    }
+    set_cache_status(&mut parts.headers, cache_status);
+    let body = if method == Method::HEAD {
+        EdgeBody::empty()
+    } else {
+        body
+    };
+    Response::from_parts(parts, body)
+}
+
+/// An answer from a stored object, with the object's surrogate keys when it goes to another
+/// edge.
+pub fn with_keys(
+    mut response: Response<EdgeBody>,
+    object: &Object,
+    from_edge: bool,
+) -> Response<EdgeBody> {
+    if from_edge
+        && !object.meta.surrogate_keys.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&object.meta.surrogate_keys.join(" "))
+    {
+        response.headers_mut().insert(object::SURROGATE_KEY, v);
+    }
+    response
+}
+
+/// `Via` for a message received in `version` (RFC 9110 §7.6.3: a proxy adds itself both
+/// ways).
+pub fn via(version: Version) -> HeaderValue {
+    HeaderValue::from_static(match version {
+        Version::HTTP_10 => "1.0 strata-edge",
+        Version::HTTP_2 => "2 strata-edge",
+        _ => "1.1 strata-edge",
+    })
 }
 
 #[cfg(test)]

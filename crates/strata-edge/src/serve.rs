@@ -33,8 +33,8 @@ use strata_lb::upstream::OutBody;
 use crate::collapse::{Flights, Leader, Role};
 use crate::key::{self, Url};
 use crate::object::{self, Freshness, Meta, Object};
-use crate::origin::{Fetched, Origin, OriginError};
-use crate::respond::{EdgeBody, from_object, problem, set_cache_status};
+use crate::origin::{Fetched, Origin};
+use crate::respond::{EdgeBody, from_object, origin_problem, problem, relay, via, with_keys};
 use crate::rules::{self, NotStored, Staleness};
 use crate::stats::{Outcome, Stats};
 use crate::store::Store;
@@ -104,27 +104,6 @@ fn freshness(object: &Object, parts: &http::request::Parts, now: SystemTime) -> 
         BeforeRequest::Fresh(_) => Freshness::Fresh,
         BeforeRequest::Stale { .. } => Freshness::Stale(object.staleness(now)),
     }
-}
-
-/// A response head and body as the origin sent them, hop-by-hop headers removed.
-fn relay(
-    mut parts: http::response::Parts,
-    body: EdgeBody,
-    method: &Method,
-    cache_status: &str,
-    keep_keys: bool,
-) -> Response<EdgeBody> {
-    strip_hop_by_hop(&mut parts.headers);
-    if !keep_keys {
-        parts.headers.remove(object::SURROGATE_KEY);
-    }
-    set_cache_status(&mut parts.headers, cache_status);
-    let body = if method == Method::HEAD {
-        EdgeBody::empty()
-    } else {
-        body
-    };
-    Response::from_parts(parts, body)
 }
 
 impl Shared {
@@ -670,41 +649,10 @@ impl Shared {
     }
 }
 
-/// An answer from a stored object, with the object's surrogate keys when it goes to another
-/// edge.
-fn with_keys(
-    mut response: Response<EdgeBody>,
-    object: &Object,
-    from_edge: bool,
-) -> Response<EdgeBody> {
-    if from_edge
-        && !object.meta.surrogate_keys.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&object.meta.surrogate_keys.join(" "))
-    {
-        response.headers_mut().insert(object::SURROGATE_KEY, v);
-    }
-    response
-}
-
 /// Whether a request came through a Strata edge.
 fn through_edge(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::VIA)
         .iter()
         .any(|v| String::from_utf8_lossy(v.as_bytes()).contains("strata-edge"))
-}
-
-/// `Via` for a message received in `version` (RFC 9110 §7.6.3: a proxy adds itself both
-/// ways).
-fn via(version: Version) -> HeaderValue {
-    HeaderValue::from_static(match version {
-        Version::HTTP_10 => "1.0 strata-edge",
-        Version::HTTP_2 => "2 strata-edge",
-        _ => "1.1 strata-edge",
-    })
-}
-
-fn origin_problem(e: &OriginError) -> Response<EdgeBody> {
-    let (status, slug, detail) = e.answer();
-    problem(status, slug, detail)
 }
