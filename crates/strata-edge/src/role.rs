@@ -259,9 +259,16 @@ impl EdgeArgs {
 #[derive(Debug, Clone, PartialEq, clap::Args)]
 #[command(group(clap::ArgGroup::new("what").required(true).multiple(false)))]
 pub struct PurgeArgs {
-    /// The edge's admin address (`admin` in its readiness line).
-    #[arg(long, env = "STRATA_EDGE_ADMIN")]
-    pub admin: SocketAddr,
+    /// An edge's admin address (`admin` in its readiness line). Repeat (or separate with
+    /// commas) to purge several edges, in the order given: a shield before the edges in front
+    /// of it, so they cannot refill from it.
+    #[arg(
+        long = "admin",
+        env = "STRATA_EDGE_ADMIN",
+        required = true,
+        value_delimiter = ','
+    )]
+    pub admins: Vec<SocketAddr>,
     /// Purge one URL: http://host/path?query (that host) or /path?query (every host).
     #[arg(long, group = "what")]
     pub url: Option<String>,
@@ -283,16 +290,33 @@ pub struct PurgeArgs {
 pub async fn main(command: EdgeCommand) -> anyhow::Result<()> {
     match command.action {
         Some(EdgeAction::Purge(args)) => {
-            let answer = purge(&args).await?;
-            println!("{answer}");
+            let mut failed = Vec::new();
+            for (admin, answer) in purge(&args).await? {
+                match answer {
+                    Ok(json) => println!("{json}"),
+                    Err(e) => {
+                        eprintln!("error: {admin}: {e:#}");
+                        failed.push(admin.to_string());
+                    }
+                }
+            }
+            if !failed.is_empty() {
+                anyhow::bail!(
+                    "the purge did not reach {} of {} edges ({}): run it again for them",
+                    failed.len(),
+                    args.admins.len(),
+                    failed.join(", ")
+                );
+            }
             Ok(())
         }
         None => run(command.args).await,
     }
 }
 
-/// Asks the edge at `args.admin` to purge; its JSON answer.
-pub async fn purge(args: &PurgeArgs) -> anyhow::Result<String> {
+/// Asks each edge of `args.admins`, in order, to purge; each one's JSON answer or why it has
+/// none. A purge that names nothing valid is refused before any edge is asked.
+pub async fn purge(args: &PurgeArgs) -> anyhow::Result<Vec<(SocketAddr, anyhow::Result<String>)>> {
     let request = PurgeRequest {
         url: args.url.clone(),
         prefix: args.prefix.clone(),
@@ -301,8 +325,17 @@ pub async fn purge(args: &PurgeArgs) -> anyhow::Result<String> {
     };
     // Refused here, with the reason, rather than by the edge.
     request.parse().map_err(anyhow::Error::msg)?;
-    let body = serde_json::to_vec(&request)?;
-    let admin = args.admin;
+    let body = Bytes::from(serde_json::to_vec(&request)?);
+    let mut answers = Vec::with_capacity(args.admins.len());
+    for admin in &args.admins {
+        let answer = purge_one(*admin, body.clone(), args.timeout_secs).await;
+        answers.push((*admin, answer));
+    }
+    Ok(answers)
+}
+
+/// One edge's purge: its JSON answer.
+async fn purge_one(admin: SocketAddr, body: Bytes, timeout_secs: u64) -> anyhow::Result<String> {
     let exchange = async move {
         let stream = tokio::net::TcpStream::connect(admin)
             .await
@@ -313,7 +346,7 @@ pub async fn purge(args: &PurgeArgs) -> anyhow::Result<String> {
         let req = http::Request::post("/purge")
             .header(http::header::HOST, admin.to_string())
             .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body)))?;
+            .body(Full::new(body))?;
         let resp = sender.send_request(req).await?;
         let status = resp.status();
         let bytes = Limited::new(resp.into_body(), 64 * 1024)
@@ -331,14 +364,9 @@ pub async fn purge(args: &PurgeArgs) -> anyhow::Result<String> {
         }
         Ok::<_, anyhow::Error>(text)
     };
-    tokio::time::timeout(Duration::from_secs(args.timeout_secs), exchange)
+    tokio::time::timeout(Duration::from_secs(timeout_secs), exchange)
         .await
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "the edge at {admin} did not answer within {}s",
-                args.timeout_secs
-            )
-        })?
+        .map_err(|_| anyhow::anyhow!("the edge at {admin} did not answer within {timeout_secs}s"))?
 }
 
 /// Runs the edge until SIGTERM, Ctrl-C or (with `--exit-on-stdin-eof`) its supervisor's exit.
@@ -414,6 +442,7 @@ mod tests {
         let Some(EdgeAction::Purge(p)) = parsed.edge.action else {
             panic!("a purge");
         };
+        assert_eq!(p.admins.len(), 1);
         assert_eq!((p.key.as_deref(), p.soft), (Some("k"), true));
         assert!(Cli::try_parse_from(["edge", "purge", "--admin", "127.0.0.1:9"]).is_err());
         assert!(

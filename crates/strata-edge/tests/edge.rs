@@ -763,34 +763,46 @@ async fn purges_by_url_prefix_and_surrogate_key_hard_and_soft() {
 }
 
 #[tokio::test]
-async fn the_purge_command_talks_to_the_admin_api() {
+async fn the_purge_command_talks_to_the_admin_api_of_every_edge_given() {
     let origin = Origin::start().await;
     origin.set("/p", Reply::ok("p", CACHEABLE));
-    let edge = TestEdge::start(origin.addr, None).await;
-    get(&edge.url("/p"), &[]).await;
+    let edges = [
+        TestEdge::start(origin.addr, None).await,
+        TestEdge::start(origin.addr, None).await,
+    ];
+    for edge in &edges {
+        get(&edge.url("/p"), &[]).await;
+    }
     let args = strata_edge::role::PurgeArgs {
-        admin: edge.admin,
+        admins: edges.iter().map(|e| e.admin).collect(),
         url: Some("/p".into()),
         prefix: None,
         key: None,
         soft: false,
         timeout_secs: 5,
     };
-    let answer = strata_edge::role::purge(&args).await.expect("purged");
-    assert!(answer.contains("\"purged\":1"), "{answer}");
+    let answers = strata_edge::role::purge(&args).await.expect("purged");
+    assert_eq!(answers.len(), 2);
+    for (admin, answer) in &answers {
+        let answer = answer.as_ref().expect("an answer");
+        assert!(answer.contains("\"purged\":1"), "{admin}: {answer}");
+    }
     let bad = strata_edge::role::PurgeArgs {
         url: Some("ftp://x/".into()),
         ..args.clone()
     };
-    assert!(strata_edge::role::purge(&bad).await.is_err());
-    let closed = strata_edge::role::PurgeArgs {
-        admin: "127.0.0.1:1".parse().expect("addr"),
+    assert!(
+        strata_edge::role::purge(&bad).await.is_err(),
+        "refused before any edge is asked"
+    );
+    let one_down = strata_edge::role::PurgeArgs {
+        admins: vec!["127.0.0.1:1".parse().expect("addr"), edges[0].admin],
         ..args
     };
-    let e = strata_edge::role::purge(&closed)
-        .await
-        .expect_err("nothing listens");
+    let answers = strata_edge::role::purge(&one_down).await.expect("tried");
+    let e = answers[0].1.as_ref().expect_err("nothing listens");
     assert!(e.to_string().contains("cannot connect"), "{e:#}");
+    assert!(answers[1].1.is_ok(), "the other edges are still purged");
 }
 
 #[tokio::test]
