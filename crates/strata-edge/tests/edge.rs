@@ -1312,3 +1312,40 @@ async fn static_files_are_served_by_the_edge_and_nothing_outside_their_directory
     let m = edge.metrics().await;
     assert!(metric(&m, "strata_edge_requests_total{outcome=\"static\"}") >= 10.0);
 }
+
+#[tokio::test]
+async fn h2c_clients_are_served_from_the_same_cache() {
+    use http_body_util::BodyExt;
+
+    let origin = Origin::start().await;
+    origin.set("/h2", Reply::ok("over h2", CACHEABLE));
+    let edge = TestEdge::start(origin.addr, None).await;
+    get(&edge.url("/h2"), &[("host", "cdn.test")]).await;
+    let tcp = tokio::net::TcpStream::connect(edge.addr)
+        .await
+        .expect("connect");
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(connection);
+    let req = http::Request::get("http://cdn.test/h2")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let resp = tokio::time::timeout(Duration::from_secs(5), sender.send_request(req))
+        .await
+        .expect("in time")
+        .expect("response");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(
+        cache_status(resp.headers()).contains("hit"),
+        "{:?}",
+        resp.headers()
+    );
+    assert_eq!(resp.headers()["via"], "2 strata-edge");
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(&body[..], b"over h2");
+    assert_eq!(origin.hits("/h2"), 1);
+}
