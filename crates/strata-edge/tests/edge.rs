@@ -324,12 +324,12 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_in_the_background(
     // The refresh is slow; the stale answer must not wait for it.
     origin.set(
         "/swr",
-        Reply::ok("new", &[("cache-control", "max-age=60")]).delay(Duration::from_millis(500)),
+        Reply::ok("new", &[("cache-control", "max-age=60")]).delay(Duration::from_millis(1500)),
     );
     let started = std::time::Instant::now();
     let (_, h, body) = get(&edge.url("/swr"), &[]).await;
     assert!(
-        started.elapsed() < Duration::from_millis(400),
+        started.elapsed() < Duration::from_millis(1000),
         "answered without waiting"
     );
     assert_eq!(body, "old");
@@ -500,7 +500,7 @@ async fn concurrent_requests_for_one_url_make_one_origin_fetch() {
 #[tokio::test]
 async fn requests_for_different_variants_do_not_wait_for_each_other() {
     let origin = Origin::start().await;
-    let delay = Duration::from_millis(400);
+    let delay = Duration::from_millis(800);
     origin.set(
         "/lang",
         Reply::ok(
@@ -525,7 +525,7 @@ async fn requests_for_different_variants_do_not_wait_for_each_other() {
     }
     assert_eq!(origin.hits("/lang"), 3, "one fetch per variant");
     assert!(
-        started.elapsed() < delay * 2 - Duration::from_millis(100),
+        started.elapsed() < delay * 2 - Duration::from_millis(200),
         "the two variants were fetched together: {:?}",
         started.elapsed()
     );
@@ -536,7 +536,7 @@ async fn uncacheable_urls_do_not_queue_behind_each_other() {
     let origin = Origin::start().await;
     origin.set(
         "/mine",
-        Reply::ok("mine", &[("cache-control", "private")]).delay(Duration::from_millis(200)),
+        Reply::ok("mine", &[("cache-control", "private")]).delay(Duration::from_millis(300)),
     );
     let edge = TestEdge::start(origin.addr, None).await;
     get(&edge.url("/mine"), &[]).await;
@@ -552,7 +552,7 @@ async fn uncacheable_urls_do_not_queue_behind_each_other() {
     }
     assert_eq!(origin.hits("/mine"), 6, "each one goes to the origin");
     assert!(
-        started.elapsed() < Duration::from_millis(900),
+        started.elapsed() < Duration::from_millis(1200),
         "in parallel, not one after another: {:?}",
         started.elapsed()
     );
@@ -1225,7 +1225,7 @@ async fn under_concurrent_requests_and_purges_every_answer_is_the_right_variant(
         answered += c.await.expect("a client panicked");
     }
     assert!(purger.await.expect("the purger panicked") > 10);
-    assert!(answered > 100, "only {answered} answers");
+    assert!(answered > 30, "only {answered} answers");
     let m = edge.metrics().await;
     assert_eq!(
         metric(&m, "strata_edge_requests_total{outcome=\"error\"}"),
