@@ -102,7 +102,8 @@ impl Origin {
     /// Sends a request and reads the answer's body whole if it is at most `max` bytes.
     pub async fn fetch(&self, req: Request<OutBody>, max: u64) -> Result<Fetched, OriginError> {
         let resp = self.send(req).await?;
-        let (parts, mut body) = resp.into_parts();
+        let (mut parts, mut body) = resp.into_parts();
+        crate::rules::sanitize_age(&mut parts.headers);
         let declared = parts
             .headers
             .get(header::CONTENT_LENGTH)

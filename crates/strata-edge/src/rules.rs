@@ -215,6 +215,34 @@ pub fn policy(
     CachePolicy::new_options(request, &parts, arrived, options())
 }
 
+/// The largest `Age` the edge keeps: 2^31 seconds (RFC 9111 §5.1 has a cache send this
+/// when an age overflows what it can represent).
+pub const MAX_AGE_HEADER: u64 = 1 << 31;
+
+/// Makes an origin's `Age` safe to compute with: one non-negative integer of at most
+/// [`MAX_AGE_HEADER`] seconds. A larger one is clamped; an invalid one (not digits, several
+/// lines) is dropped, as if absent. (Arithmetic on an `Age` near `u64::MAX` would overflow.)
+pub fn sanitize_age(response: &mut HeaderMap) {
+    let values: Vec<_> = response.get_all(header::AGE).iter().cloned().collect();
+    if values.is_empty() {
+        return;
+    }
+    response.remove(header::AGE);
+    let [value] = values.as_slice() else {
+        return;
+    };
+    let text = String::from_utf8_lossy(value.as_bytes());
+    let text = text.trim();
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return;
+    }
+    let age = text
+        .parse::<u64>()
+        .unwrap_or(MAX_AGE_HEADER)
+        .min(MAX_AGE_HEADER);
+    response.insert(header::AGE, http::HeaderValue::from(age));
+}
+
 /// Whether a request lets the edge answer it stale while refreshing: it asks for nothing
 /// fresher (`no-cache`, `max-age`, `min-fresh`, `Pragma: no-cache`).
 pub fn request_accepts_stale(request: &HeaderMap) -> bool {
@@ -298,6 +326,26 @@ mod tests {
             verdict(&[("cache-control", "max-age=10"), ("age", "100")]),
             Ok(Duration::from_secs(10))
         );
+    }
+
+    #[test]
+    fn ages_are_clamped_or_dropped_before_any_arithmetic() {
+        let sane = |v: &'static str| {
+            let mut h = headers(&[("age", v)]);
+            sanitize_age(&mut h);
+            h.get("age").map(|v| v.to_str().expect("ascii").to_string())
+        };
+        assert_eq!(sane("42").as_deref(), Some("42"));
+        assert_eq!(sane("18446744073709551615").as_deref(), Some("2147483648"));
+        assert_eq!(
+            sane("99999999999999999999999").as_deref(),
+            Some("2147483648")
+        );
+        assert_eq!(sane("-1"), None);
+        assert_eq!(sane("1.5"), None);
+        let mut two = headers(&[("age", "1"), ("age", "2")]);
+        sanitize_age(&mut two);
+        assert!(two.get("age").is_none());
     }
 
     #[test]

@@ -379,7 +379,8 @@ impl Shared {
                         let lifetime = rules::lifetime(&view, status, &headers, now);
                         let object = Object {
                             meta: Meta {
-                                lifetime_ms: lifetime.as_millis() as u64,
+                                lifetime_ms: u64::try_from(lifetime.as_millis())
+                                    .unwrap_or(u64::MAX),
                                 staleness: Staleness::of(&headers),
                                 headers,
                                 policy,
@@ -560,7 +561,7 @@ impl Shared {
                 status: rparts.status.as_u16(),
                 headers,
                 policy: storable.policy,
-                lifetime_ms: storable.lifetime.as_millis() as u64,
+                lifetime_ms: u64::try_from(storable.lifetime.as_millis()).unwrap_or(u64::MAX),
                 staleness: storable.staleness,
                 surrogate_keys,
                 invalidated: false,

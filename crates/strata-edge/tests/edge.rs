@@ -1349,3 +1349,48 @@ async fn h2c_clients_are_served_from_the_same_cache() {
     assert_eq!(&body[..], b"over h2");
     assert_eq!(origin.hits("/h2"), 1);
 }
+
+#[tokio::test]
+async fn absurd_ages_and_lifetimes_from_the_origin_are_survived() {
+    let origin = Origin::start().await;
+    origin.set(
+        "/old",
+        Reply::ok(
+            "old",
+            &[
+                ("cache-control", "max-age=60"),
+                ("age", "18446744073709551615"),
+            ],
+        ),
+    );
+    origin.set(
+        "/bad-age",
+        Reply::ok("bad", &[("cache-control", "max-age=60"), ("age", "soon")]),
+    );
+    origin.set(
+        "/forever",
+        Reply::ok(
+            "forever",
+            &[(
+                "cache-control",
+                "max-age=18446744073709551615, stale-if-error=18446744073709551615",
+            )],
+        ),
+    );
+    let edge = TestEdge::start(origin.addr, None).await;
+    for _ in 0..2 {
+        let (status, h, body) = get(&edge.url("/old"), &[]).await;
+        assert_eq!((status, body.as_str()), (200, "old"));
+        assert_eq!(h["age"], "2147483648", "clamped (RFC 9111 section 5.1)");
+        let (status, _, body) = get(&edge.url("/bad-age"), &[]).await;
+        assert_eq!((status, body.as_str()), (200, "bad"));
+        let (status, _, body) = get(&edge.url("/forever"), &[]).await;
+        assert_eq!((status, body.as_str()), (200, "forever"));
+    }
+    assert_eq!(
+        origin.hits("/bad-age"),
+        1,
+        "an invalid Age is ignored, the response stored"
+    );
+    assert_eq!(origin.hits("/forever"), 1);
+}
