@@ -60,7 +60,7 @@ impl hyper::body::Body for ProxyBody {
 }
 
 /// An RFC 9457 problem+json answer (503s with `Retry-After: 1`).
-pub(crate) fn problem(status: StatusCode, slug: &str, detail: &str) -> Response<ProxyBody> {
+pub fn problem(status: StatusCode, slug: &str, detail: &str) -> Response<ProxyBody> {
     let body = serde_json::json!({
         "type": format!("urn:strata:problem:{slug}"),
         "title": status.canonical_reason().unwrap_or("Error"),

@@ -19,6 +19,10 @@
 //! - [`admin`]: the runtime API on its own port;
 //! - [`role`]: `strata lb`, the balancer as a role process: its command line and startup.
 //!
+//! The proxy core — [`server_builder`] (the client side's limits and timeouts), the
+//! [`framing`] guard, [`upstream`] connections and the header hygiene of [`proxy`] — is shared
+//! with the CDN edge (`strata-edge`), so both proxies speak HTTP one way.
+//!
 //! Guarantees: an idempotent request never fails because backends died (it moves on to the
 //! next one until one answers); a non-idempotent request is retried only when it certainly never reached a
 //! backend; a pool with no eligible backend answers 503 at once; backend addresses never
@@ -80,6 +84,24 @@ impl Default for Timeouts {
             client_header: Duration::from_secs(10),
         }
     }
+}
+
+/// The HTTP server side of a client connection, as every proxy of Strata serves it: HTTP/1.1
+/// and h2c, a request head within `client_header` (slowloris defence; also how long an idle
+/// keep-alive connection waits for the next request), heads up to 64 KiB. Serve it over a
+/// [`FramingGuard`], which checks every HTTP/1.1 head strictly before the parser sees it.
+pub fn server_builder(client_header: Duration) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(client_header)
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(64 * 1024);
+    builder
 }
 
 /// A load balancer's whole configuration.
@@ -233,17 +255,7 @@ impl LoadBalancer {
         let limiter = config
             .rate_limit
             .map(|(rate, burst)| Arc::new(ratelimit::RateLimiter::new(rate, burst)));
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(config.timeouts.client_header)
-            .max_buf_size(64 * 1024);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(64 * 1024);
-        let builder = Arc::new(builder);
+        let builder = Arc::new(server_builder(config.timeouts.client_header));
         let worker_count = if config.workers == 0 {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         } else {

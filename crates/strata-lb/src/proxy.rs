@@ -72,6 +72,38 @@ impl ClientConn {
                 .unwrap_or(HeaderValue::from_static("for=unknown")),
         }
     }
+
+    /// Adds what a backend learns of this client: `X-Forwarded-For` (appended to any the
+    /// request carried), `X-Forwarded-Proto`, `Forwarded`, and the request's id.
+    pub fn add_forwarding_headers(&self, headers: &mut HeaderMap, request_id: &HeaderValue) {
+        let xff = match headers.get(X_FORWARDED_FOR) {
+            Some(prior) => {
+                let mut v = Vec::with_capacity(prior.len() + 2 + self.ip.len());
+                v.extend_from_slice(prior.as_bytes());
+                v.extend_from_slice(b", ");
+                v.extend_from_slice(self.ip.as_bytes());
+                HeaderValue::from_maybe_shared(Bytes::from(v)).unwrap_or(self.ip.clone())
+            }
+            None => self.ip.clone(),
+        };
+        headers.insert(X_FORWARDED_FOR, xff);
+        headers.insert(
+            X_FORWARDED_PROTO,
+            HeaderValue::from_static(if self.secure { "https" } else { "http" }),
+        );
+        headers.append(header::FORWARDED, self.forwarded.clone());
+        headers.insert(REQUEST_ID, request_id.clone());
+    }
+}
+
+/// The request's `X-Request-Id` when it is valid (printable ASCII, at most 128 bytes), a new
+/// one otherwise.
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    match headers.get(&REQUEST_ID) {
+        Some(v) if strata_core::request_id::is_valid(v.as_bytes()) => v.clone(),
+        _ => HeaderValue::from_maybe_shared(Bytes::from(strata_core::request_id::generate()))
+            .unwrap_or(HeaderValue::from_static("unknown")),
+    }
 }
 
 /// Largest request body buffered so that the request can be retried.
@@ -289,11 +321,7 @@ impl Proxy {
         {
             return https_redirect(&req, port);
         }
-        let request_id = match req.headers().get(&REQUEST_ID) {
-            Some(v) if strata_core::request_id::is_valid(v.as_bytes()) => v.clone(),
-            _ => HeaderValue::from_maybe_shared(Bytes::from(strata_core::request_id::generate()))
-                .unwrap_or(HeaderValue::from_static("unknown")),
-        };
+        let request_id = request_id(req.headers());
         if let Some(limiter) = &self.limiter
             && let Err(wait) = limiter.check(client.peer.ip(), started)
         {
@@ -467,23 +495,7 @@ impl Proxy {
             headers.insert(header::UPGRADE, protocol.clone());
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         }
-        let xff = match headers.get(X_FORWARDED_FOR) {
-            Some(prior) => {
-                let mut v = Vec::with_capacity(prior.len() + 2 + client.ip.len());
-                v.extend_from_slice(prior.as_bytes());
-                v.extend_from_slice(b", ");
-                v.extend_from_slice(client.ip.as_bytes());
-                HeaderValue::from_maybe_shared(Bytes::from(v)).unwrap_or(client.ip.clone())
-            }
-            None => client.ip.clone(),
-        };
-        headers.insert(X_FORWARDED_FOR, xff);
-        headers.insert(
-            X_FORWARDED_PROTO,
-            HeaderValue::from_static(if client.secure { "https" } else { "http" }),
-        );
-        headers.append(header::FORWARDED, client.forwarded.clone());
-        headers.insert(REQUEST_ID, request_id.clone());
+        client.add_forwarding_headers(&mut headers, request_id);
         // The target's authority, when it has one, names the host: a HTTP/2 client names it
         // there, and a HTTP/1.1 request in absolute-form is to be read by it, not by its `Host`
         // (RFC 9112 §3.2.2).

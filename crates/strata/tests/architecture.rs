@@ -22,6 +22,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("strata-store", &["strata-core"]),
     ("strata-cache", &["strata-core", "strata-engines"]),
     ("strata-lb", &["strata-core"]),
+    ("strata-edge", &["strata-core", "strata-lb"]),
     (
         "strata-api",
         &["strata-core", "strata-store", "strata-cache"],
@@ -60,6 +61,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "strata-store",
             "strata-cache",
             "strata-lb",
+            "strata-edge",
             "strata-api",
             "strata-control",
             "strata-bench",

@@ -1,0 +1,133 @@
+//! The way to the origin: the balancer's keep-alive connections ([`strata_lb::upstream`]),
+//! a deadline for the response head, another for the body, and a bound on what is read into
+//! memory.
+//!
+//! A response the edge might store is read whole, up to the largest object it stores; one
+//! that declares a larger `Content-Length`, or turns out larger as it streams, is passed on
+//! to the client as it comes (the bytes read so far, then the rest) and not stored. A
+//! response head the parser refuses (malformed, over 256 KiB), a connection that fails, a body
+//! cut short — each is an [`OriginError`], answered 502 (or a stale copy, where
+//! `stale-if-error` allows).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{Request, Response, header};
+use http_body_util::BodyExt;
+use strata_lb::Timeouts;
+use strata_lb::upstream::{OutBody, PooledBody, Upstream};
+
+/// Why the origin gave no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum OriginError {
+    #[error("the origin could not be reached or broke the exchange: {0}")]
+    Failed(String),
+    #[error("the origin did not answer in time")]
+    Timeout,
+}
+
+impl OriginError {
+    /// The problem's status and slug for the client.
+    pub fn answer(&self) -> (http::StatusCode, &'static str, &'static str) {
+        match self {
+            OriginError::Failed(_) => (
+                http::StatusCode::BAD_GATEWAY,
+                "upstream-failed",
+                "The origin could not be reached.",
+            ),
+            OriginError::Timeout => (
+                http::StatusCode::GATEWAY_TIMEOUT,
+                "upstream-timeout",
+                "The origin did not answer in time.",
+            ),
+        }
+    }
+}
+
+/// An origin response as the edge read it.
+pub enum Fetched {
+    /// The whole body, in memory.
+    Whole(http::response::Parts, Bytes),
+    /// Too large to keep: the bytes read so far, and the rest, still streaming.
+    Streaming(http::response::Parts, Bytes, PooledBody),
+}
+
+/// The origin server.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub addr: SocketAddr,
+    upstream: Upstream,
+    timeouts: Timeouts,
+    body_timeout: Duration,
+}
+
+impl Origin {
+    pub fn new(addr: SocketAddr, timeouts: Timeouts, body_timeout: Duration) -> Self {
+        Self {
+            addr,
+            upstream: Upstream::new(timeouts.connect, timeouts.idle, None),
+            timeouts,
+            body_timeout,
+        }
+    }
+
+    /// Closes idle connections past the idle timeout; run periodically.
+    pub fn reap(&self) {
+        self.upstream.reap();
+    }
+
+    /// Sends a request (origin-form target); the response head within the header timeout.
+    pub async fn send(
+        &self,
+        mut req: Request<OutBody>,
+    ) -> Result<Response<PooledBody>, OriginError> {
+        if !req.headers().contains_key(header::HOST)
+            && let Ok(v) = http::HeaderValue::from_str(&self.addr.to_string())
+        {
+            req.headers_mut().insert(header::HOST, v);
+        }
+        match tokio::time::timeout(self.timeouts.header, self.upstream.send(self.addr, req)).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => {
+                if matches!(e, strata_lb::upstream::SendError::Connect(_)) {
+                    self.upstream.forget(self.addr);
+                }
+                Err(OriginError::Failed(e.to_string()))
+            }
+            Err(_) => Err(OriginError::Timeout),
+        }
+    }
+
+    /// Sends a request and reads the answer's body whole if it is at most `max` bytes.
+    pub async fn fetch(&self, req: Request<OutBody>, max: u64) -> Result<Fetched, OriginError> {
+        let resp = self.send(req).await?;
+        let (mut parts, mut body) = resp.into_parts();
+        crate::rules::sanitize_age(&mut parts.headers);
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max) {
+            return Ok(Fetched::Streaming(parts, Bytes::new(), body));
+        }
+        let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(max) as usize);
+        let deadline = tokio::time::Instant::now() + self.body_timeout;
+        loop {
+            let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+                Err(_) => return Err(OriginError::Timeout),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => return Err(OriginError::Failed(format!("body: {e}"))),
+                Ok(Some(Ok(frame))) => frame,
+            };
+            if let Ok(data) = frame.into_data() {
+                buf.extend_from_slice(&data);
+                if buf.len() as u64 > max {
+                    return Ok(Fetched::Streaming(parts, buf.freeze(), body));
+                }
+            }
+        }
+        Ok(Fetched::Whole(parts, buf.freeze()))
+    }
+}

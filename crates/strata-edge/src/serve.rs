@@ -1,0 +1,659 @@
+//! The request path: from a client's request to an answer from the store, the origin, or
+//! both.
+//!
+//! ```text
+//! GET/HEAD ─► lookup (memory, then disk) ─┬─ fresh ─────────────────────────► hit
+//!                                         ├─ stale, stale-while-revalidate ──► stale answer + refresh in the background
+//!                                         ├─ stale ──► conditional request ──┬─ 304 ► stored headers updated, revalidated answer
+//!                                         │   (one per URL: collapsed)       ├─ 200 ► stored anew
+//!                                         │                                  └─ error ► stale-if-error? stale : 502/504
+//!                                         └─ none ──► origin (one per URL: collapsed) ─► stored if RFC 9111 allows
+//! other methods ─► origin, streamed both ways; a non-error answer to an unsafe method
+//!                  invalidates the URL (and its Location / Content-Location on the same host)
+//! ```
+//!
+//! A request's conditional and range headers never reach the origin on the way to the store:
+//! the edge fetches whole objects and answers conditions and ranges itself
+//! ([`crate::respond`]).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_cache_semantics::{AfterResponse, BeforeRequest};
+use hyper::body::Incoming;
+use strata_lb::Timeouts;
+use strata_lb::proxy::{ClientConn, strip_hop_by_hop};
+use strata_lb::upstream::OutBody;
+
+use crate::collapse::{Flights, Leader, Role};
+use crate::key::{self, Url};
+use crate::object::{self, Freshness, Meta, Object};
+use crate::origin::{Fetched, Origin};
+use crate::respond::{EdgeBody, from_object, origin_problem, problem, relay, via, with_keys};
+use crate::rules::{self, NotStored, Staleness};
+use crate::stats::{Outcome, Stats};
+use crate::store::Store;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// How many times a request waits for another's fetch before it fetches for itself.
+const COLLAPSE_ROUNDS: usize = 3;
+/// Request headers that ask the origin for less than the whole, current object: the edge
+/// answers them itself from the stored object.
+const CONDITIONAL: [HeaderName; 6] = [
+    header::RANGE,
+    header::IF_RANGE,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_MATCH,
+    header::IF_UNMODIFIED_SINCE,
+];
+
+/// Everything the request path shares.
+pub struct Shared {
+    pub store: Store,
+    /// Static files the edge serves itself, if any.
+    pub files: Option<crate::files::StaticFiles>,
+    pub flights: Arc<Flights>,
+    pub origin: Origin,
+    pub stats: Arc<Stats>,
+    pub timeouts: Timeouts,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("origin", &self.origin.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One request, as the cache sees it.
+struct Asked {
+    parts: http::request::Parts,
+    url: Url,
+    client: Arc<ClientConn>,
+    request_id: HeaderValue,
+    /// The request came through another edge (its `Via` names one): answers keep their
+    /// surrogate keys, so that edge can purge by them too.
+    from_edge: bool,
+}
+
+/// The request a cache policy is made from and checked against: a GET of the same target,
+/// with only the headers [`key::cache_view`] keeps.
+fn policy_request(parts: &http::request::Parts, vary: &[String]) -> http::request::Parts {
+    let mut req = Request::new(());
+    *req.uri_mut() = parts
+        .uri
+        .path_and_query()
+        .map_or(Uri::from_static("/"), |p| Uri::from(p.clone()));
+    *req.headers_mut() = key::cache_view(&parts.headers, vary);
+    req.into_parts().0
+}
+
+fn freshness(object: &Object, parts: &http::request::Parts, now: SystemTime) -> Freshness {
+    if object.meta.invalidated {
+        return Freshness::Stale(object.staleness(now));
+    }
+    let view = policy_request(parts, &object.meta.vary);
+    match object.meta.policy.before_request(&view, now) {
+        BeforeRequest::Fresh(_) => Freshness::Fresh,
+        BeforeRequest::Stale { .. } => Freshness::Stale(object.staleness(now)),
+    }
+}
+
+impl Shared {
+    /// Serves one client request.
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        client: Arc<ClientConn>,
+    ) -> Result<Response<EdgeBody>, Infallible> {
+        // The edge tunnels no upgrades; the framing guard passed the bytes after an Upgrade
+        // request on unparsed, so the connection must end after this answer.
+        let upgrade =
+            req.version() == Version::HTTP_11 && req.headers().contains_key(header::UPGRADE);
+        let started = std::time::Instant::now();
+        let method = req.method().clone();
+        let via = via(req.version());
+        let request_id = strata_lb::proxy::request_id(req.headers());
+        let (mut response, outcome) = self.serve(req, client, request_id.clone()).await;
+        self.stats.request(outcome);
+        response
+            .headers_mut()
+            .insert(REQUEST_ID, request_id.clone());
+        response.headers_mut().append(header::VIA, via);
+        if upgrade {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        tracing::info!(
+            %method,
+            status = response.status().as_u16(),
+            outcome = outcome.as_str(),
+            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+            request_id = %String::from_utf8_lossy(request_id.as_bytes()),
+            "served"
+        );
+        Ok(response)
+    }
+
+    async fn serve(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        client: Arc<ClientConn>,
+        request_id: HeaderValue,
+    ) -> (Response<EdgeBody>, Outcome) {
+        let via = via(req.version());
+        let (mut parts, body) = req.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let from_edge = through_edge(&parts.headers);
+        parts.headers.append(header::VIA, via);
+        key::normalize_accept_encoding(&mut parts.headers);
+        if let Some(authority) = parts.uri.authority()
+            && let Ok(v) = HeaderValue::from_str(authority.as_str())
+        {
+            parts.headers.insert(header::HOST, v);
+        }
+        if let Some(files) = &self.files
+            && files.owns(parts.uri.path())
+        {
+            drop(body);
+            let response = files
+                .serve(
+                    &parts.method,
+                    parts.uri.path(),
+                    &parts.headers,
+                    self.store.max_object,
+                )
+                .await;
+            return (response, Outcome::Static);
+        }
+        let url = Url::of(&parts.uri, &parts.headers);
+        match (&parts.method, url) {
+            (&Method::GET | &Method::HEAD, Some(url)) => {
+                drop(body);
+                let asked = Asked {
+                    parts,
+                    url,
+                    client,
+                    request_id,
+                    from_edge,
+                };
+                self.cached(asked).await
+            }
+            (_, url) => {
+                self.pass(parts, body, url, &client, &request_id, from_edge)
+                    .await
+            }
+        }
+    }
+
+    /// The origin request for a cached GET or HEAD: a GET of the whole object, conditional
+    /// on `stored`'s validators when it is given.
+    fn origin_request(&self, asked: &Asked, stored: Option<&Object>) -> Request<OutBody> {
+        let mut headers = asked.parts.headers.clone();
+        for name in CONDITIONAL {
+            headers.remove(name);
+        }
+        asked
+            .client
+            .add_forwarding_headers(&mut headers, &asked.request_id);
+        if let Some(stored) = stored {
+            if let Some(etag) = stored.meta.headers.get(header::ETAG) {
+                headers.insert(header::IF_NONE_MATCH, etag.clone());
+            }
+            if let Some(modified) = stored.meta.headers.get(header::LAST_MODIFIED) {
+                headers.insert(header::IF_MODIFIED_SINCE, modified.clone());
+            }
+        }
+        let mut req = Request::new(OutBody::full(Bytes::new()));
+        *req.uri_mut() = asked
+            .parts
+            .uri
+            .path_and_query()
+            .map_or(Uri::from_static("/"), |p| Uri::from(p.clone()));
+        *req.headers_mut() = headers;
+        req
+    }
+
+    async fn cached(self: &Arc<Self>, asked: Asked) -> (Response<EdgeBody>, Outcome) {
+        let key = asked.url.key();
+        let only_if_cached = rules::directives(&asked.parts.headers)
+            .iter()
+            .any(|(n, _)| n == "only-if-cached");
+        let mut collapsed = false;
+        for _ in 0..COLLAPSE_ROUNDS {
+            let now = SystemTime::now();
+            let found = self.store.lookup(&key, &asked.parts.headers).await;
+            if let Some(object) = &found {
+                match freshness(object, &asked.parts, now) {
+                    Freshness::Fresh => {
+                        let ttl = object.lifetime().saturating_sub(object.age(now)).as_secs();
+                        let detail = if collapsed {
+                            format!("hit; ttl={ttl}; detail=collapsed")
+                        } else {
+                            format!("hit; ttl={ttl}")
+                        };
+                        return (self.answer(object, &asked, now, &detail), Outcome::Hit);
+                    }
+                    Freshness::Stale(by) => {
+                        let swr = object.meta.staleness.while_revalidate;
+                        if swr > 0
+                            && by.as_secs() <= swr
+                            && rules::request_accepts_stale(&asked.parts.headers)
+                        {
+                            Stats::add(&self.stats.stale_while_revalidate, 1);
+                            let response = self.answer(
+                                object,
+                                &asked,
+                                now,
+                                "hit; detail=stale-while-revalidate",
+                            );
+                            self.refresh_in_background(&asked, object.clone());
+                            return (response, Outcome::Stale);
+                        }
+                    }
+                }
+            }
+            // RFC 9111 §5.2.1.7: a stored response or nothing.
+            if only_if_cached {
+                return (
+                    problem(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "not-cached",
+                        "The request asked for a stored response only (only-if-cached), and none may be used.",
+                    ),
+                    Outcome::Error,
+                );
+            }
+            if found.is_none() && self.flights.pass(&key).await {
+                break;
+            }
+            let flight = self.store.flight_key(&key, &asked.parts.headers).await;
+            match self.flights.join(&flight) {
+                Role::Leader(leader) => {
+                    return match found {
+                        Some(stale) => self.revalidate(&asked, stale, leader, false).await,
+                        None => self.fetch(&asked, Some(leader)).await,
+                    };
+                }
+                Role::Follower(rx) => {
+                    collapsed = true;
+                    Stats::add(&self.stats.collapsed, 1);
+                    if !Flights::wait(rx, self.timeouts.total).await {
+                        break;
+                    }
+                }
+            }
+        }
+        self.fetch(&asked, None).await
+    }
+
+    /// A stored object's answer to the request.
+    fn answer(
+        &self,
+        object: &Object,
+        asked: &Asked,
+        now: SystemTime,
+        detail: &str,
+    ) -> Response<EdgeBody> {
+        let response = with_keys(
+            from_object(
+                object,
+                &asked.parts.method,
+                &asked.parts.headers,
+                now,
+                detail,
+            ),
+            object,
+            asked.from_edge,
+        );
+        if let Some(n) = hyper::body::Body::size_hint(response.body()).exact() {
+            Stats::add(&self.stats.bytes_from_cache, n);
+        }
+        response
+    }
+
+    fn refresh_in_background(self: &Arc<Self>, asked: &Asked, stale: Arc<Object>) {
+        let Some(leader) = self.flights.try_lead(&stale.meta.key) else {
+            return;
+        };
+        let this = self.clone();
+        let asked = Asked {
+            parts: asked.parts.clone(),
+            url: asked.url.clone(),
+            client: asked.client.clone(),
+            request_id: asked.request_id.clone(),
+            from_edge: asked.from_edge,
+        };
+        tokio::spawn(async move {
+            let _ = this.revalidate(&asked, stale, leader, true).await;
+        });
+    }
+
+    /// Asks the origin whether a stale object is still good (`If-None-Match`,
+    /// `If-Modified-Since`), and answers with what it says.
+    async fn revalidate(
+        self: &Arc<Self>,
+        asked: &Asked,
+        stale: Arc<Object>,
+        leader: Leader,
+        background: bool,
+    ) -> (Response<EdgeBody>, Outcome) {
+        let req = self.origin_request(asked, Some(&stale));
+        Stats::add(&self.stats.origin_fetches, 1);
+        let fetched = self.origin.fetch(req, self.store.max_object).await;
+        let now = SystemTime::now();
+        let may_serve_stale_on_error = |stale: &Object| {
+            let sie = stale.meta.staleness.if_error;
+            sie > 0 && stale.staleness(now).as_secs() <= sie
+        };
+        match fetched {
+            Ok(Fetched::Whole(rparts, _)) if rparts.status == StatusCode::NOT_MODIFIED => {
+                let view = policy_request(&asked.parts, &stale.meta.vary);
+                match stale.meta.policy.after_response(&view, &rparts, now) {
+                    AfterResponse::NotModified(_, updated) => {
+                        Stats::add(&self.stats.revalidations_not_modified, 1);
+                        // The stored headers, updated by the 304's; the age is the 304's (the
+                        // origin has just vouched for the object), not the first response's.
+                        let mut headers = updated.headers;
+                        match rparts.headers.get(header::AGE) {
+                            Some(age) => headers.insert(header::AGE, age.clone()),
+                            None => headers.remove(header::AGE),
+                        };
+                        let keys = if headers.contains_key(object::SURROGATE_KEY) {
+                            object::surrogate_keys(&headers)
+                        } else {
+                            stale.meta.surrogate_keys.clone()
+                        };
+                        headers.remove(object::SURROGATE_KEY);
+                        let status =
+                            StatusCode::from_u16(stale.meta.status).unwrap_or(StatusCode::OK);
+                        let policy = rules::policy(&view, status, &headers, now);
+                        let lifetime = rules::lifetime(&view, status, &headers, now);
+                        let object = Object {
+                            meta: Meta {
+                                lifetime_ms: u64::try_from(lifetime.as_millis())
+                                    .unwrap_or(u64::MAX),
+                                staleness: Staleness::of(&headers),
+                                headers,
+                                policy,
+                                surrogate_keys: keys,
+                                invalidated: false,
+                                ..stale.meta.clone()
+                            },
+                            body: stale.body.clone(),
+                        };
+                        let object = self.store.insert(object).await;
+                        drop(leader);
+                        (
+                            self.answer(&object, asked, now, "fwd=stale; fwd-status=304"),
+                            Outcome::Revalidated,
+                        )
+                    }
+                    AfterResponse::Modified(..) => {
+                        // A 304 for validators the edge did not send: ask for the whole object.
+                        Stats::add(&self.stats.revalidations_failed, 1);
+                        drop(leader);
+                        self.fetch(asked, None).await
+                    }
+                }
+            }
+            Ok(Fetched::Whole(rparts, body))
+                if rparts.status.is_server_error() && may_serve_stale_on_error(&stale) =>
+            {
+                Stats::add(&self.stats.revalidations_failed, 1);
+                Stats::add(&self.stats.bytes_from_origin, body.len() as u64);
+                drop(leader);
+                self.stale_on_error(asked, &stale, now, Some(rparts.status), background)
+            }
+            Ok(fetched) => {
+                Stats::add(&self.stats.revalidations_modified, 1);
+                self.store_or_relay(asked, fetched, leader).await
+            }
+            Err(e) => {
+                Stats::add(&self.stats.revalidations_failed, 1);
+                drop(leader);
+                if may_serve_stale_on_error(&stale) {
+                    return self.stale_on_error(asked, &stale, now, None, background);
+                }
+                tracing::warn!(error = %e, "revalidation failed and the object may not be served stale");
+                (origin_problem(&e), Outcome::Error)
+            }
+        }
+    }
+
+    fn stale_on_error(
+        &self,
+        asked: &Asked,
+        stale: &Object,
+        now: SystemTime,
+        status: Option<StatusCode>,
+        background: bool,
+    ) -> (Response<EdgeBody>, Outcome) {
+        if !background {
+            Stats::add(&self.stats.stale_if_error, 1);
+        }
+        let detail = match status {
+            Some(s) => format!(
+                "fwd=stale; fwd-status={}; detail=stale-if-error",
+                s.as_u16()
+            ),
+            None => "fwd=stale; detail=stale-if-error".to_string(),
+        };
+        (self.answer(stale, asked, now, &detail), Outcome::Stale)
+    }
+
+    /// Fetches the whole object from the origin and stores it when it may.
+    async fn fetch(&self, asked: &Asked, leader: Option<Leader>) -> (Response<EdgeBody>, Outcome) {
+        let req = self.origin_request(asked, None);
+        Stats::add(&self.stats.origin_fetches, 1);
+        match self.origin.fetch(req, self.store.max_object).await {
+            Ok(fetched) => self.store_or_relay(asked, fetched, leader).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "origin fetch failed");
+                (origin_problem(&e), Outcome::Error)
+            }
+        }
+    }
+
+    /// Stores an origin's answer if it may be, and answers the request with it.
+    async fn store_or_relay(
+        &self,
+        asked: &Asked,
+        fetched: Fetched,
+        leader: impl Sized,
+    ) -> (Response<EdgeBody>, Outcome) {
+        let key = asked.url.key();
+        let method = &asked.parts.method;
+        match fetched {
+            Fetched::Whole(rparts, body) => {
+                Stats::add(&self.stats.bytes_from_origin, body.len() as u64);
+                let now = SystemTime::now();
+                match self.object(asked, &rparts, body.clone(), now) {
+                    Ok(object) => {
+                        let object = self.store.insert(object).await;
+                        self.flights.unmark_pass(&key).await;
+                        drop(leader);
+                        let response = with_keys(
+                            from_object(
+                                &object,
+                                method,
+                                &asked.parts.headers,
+                                now,
+                                "fwd=miss; stored",
+                            ),
+                            &object,
+                            asked.from_edge,
+                        );
+                        (response, Outcome::Miss)
+                    }
+                    Err(reason) => {
+                        self.stats.not_stored(reason.reason());
+                        self.flights.mark_pass(&key).await;
+                        drop(leader);
+                        let mut parts = rparts;
+                        if let Ok(v) = HeaderValue::from_str(&body.len().to_string()) {
+                            parts.headers.insert(header::CONTENT_LENGTH, v);
+                        }
+                        (
+                            relay(
+                                parts,
+                                EdgeBody::full(body),
+                                method,
+                                "fwd=miss",
+                                asked.from_edge,
+                            ),
+                            Outcome::Miss,
+                        )
+                    }
+                }
+            }
+            Fetched::Streaming(rparts, prefix, rest) => {
+                Stats::add(&self.stats.bytes_from_origin, prefix.len() as u64);
+                self.stats.not_stored(NotStored::TooLarge.reason());
+                self.flights.mark_pass(&key).await;
+                drop(leader);
+                let body = EdgeBody::Stream {
+                    prefix: Some(prefix),
+                    rest,
+                };
+                (
+                    relay(rparts, body, method, "fwd=miss", asked.from_edge),
+                    Outcome::Miss,
+                )
+            }
+        }
+    }
+
+    /// The object to store for an origin's answer, or why there is none.
+    fn object(
+        &self,
+        asked: &Asked,
+        rparts: &http::response::Parts,
+        body: Bytes,
+        now: SystemTime,
+    ) -> Result<Object, NotStored> {
+        if body.len() as u64 > self.store.max_object {
+            return Err(NotStored::TooLarge);
+        }
+        let vary = key::vary_names(&rparts.headers).ok_or(NotStored::VaryStar)?;
+        let view = policy_request(&asked.parts, &vary);
+        let mut headers = rparts.headers.clone();
+        strip_hop_by_hop(&mut headers);
+        let storable = rules::storable(&view, rparts.status, &headers, now)?;
+        let surrogate_keys = object::surrogate_keys(&headers);
+        headers.remove(object::SURROGATE_KEY);
+        let url = asked.url.key();
+        Ok(Object {
+            meta: Meta {
+                key: key::variant(&url, &vary, &asked.parts.headers),
+                url,
+                host: asked.url.host.clone(),
+                path: asked.url.path.clone(),
+                vary,
+                status: rparts.status.as_u16(),
+                headers,
+                policy: storable.policy,
+                lifetime_ms: u64::try_from(storable.lifetime.as_millis()).unwrap_or(u64::MAX),
+                staleness: storable.staleness,
+                surrogate_keys,
+                invalidated: false,
+            },
+            body,
+        })
+    }
+
+    /// A request the edge does not cache: to the origin and back, streamed. A non-error
+    /// answer to an unsafe method invalidates what it changed (RFC 9111 §4.4).
+    async fn pass(
+        &self,
+        parts: http::request::Parts,
+        body: Incoming,
+        url: Option<Url>,
+        client: &ClientConn,
+        request_id: &HeaderValue,
+        from_edge: bool,
+    ) -> (Response<EdgeBody>, Outcome) {
+        let method = parts.method.clone();
+        let unsafe_method = !matches!(
+            method,
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+        );
+        let mut headers = parts.headers;
+        client.add_forwarding_headers(&mut headers, request_id);
+        let mut req = Request::new(OutBody::Streaming {
+            inner: body,
+            fault: Arc::new(AtomicBool::new(false)),
+        });
+        *req.method_mut() = method.clone();
+        *req.uri_mut() = parts
+            .uri
+            .path_and_query()
+            .map_or(Uri::from_static("/"), |p| Uri::from(p.clone()));
+        *req.headers_mut() = headers;
+        Stats::add(&self.stats.origin_fetches, 1);
+        match self.origin.send(req).await {
+            Ok(resp) => {
+                let (rparts, rbody) = resp.into_parts();
+                if unsafe_method
+                    && (rparts.status.is_success() || rparts.status.is_redirection())
+                    && let Some(url) = &url
+                {
+                    self.invalidate(url, &rparts.headers).await;
+                }
+                let body = EdgeBody::Stream {
+                    prefix: None,
+                    rest: rbody,
+                };
+                (
+                    relay(rparts, body, &method, "fwd=method", from_edge),
+                    Outcome::Pass,
+                )
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, %method, "origin request failed");
+                (origin_problem(&e), Outcome::Error)
+            }
+        }
+    }
+
+    /// Removes the URL an unsafe request changed, and those its answer's `Location` and
+    /// `Content-Location` name on the same host.
+    async fn invalidate(&self, url: &Url, response: &HeaderMap) {
+        self.store.remove_url(&url.key()).await;
+        Stats::add(&self.stats.invalidations, 1);
+        for name in [header::LOCATION, header::CONTENT_LOCATION] {
+            let Some(target) = response.get(&name).and_then(|v| v.to_str().ok()) else {
+                continue;
+            };
+            let Ok(uri) = target.parse::<Uri>() else {
+                continue;
+            };
+            let same_host = uri
+                .authority()
+                .is_none_or(|a| a.as_str().eq_ignore_ascii_case(&url.host));
+            if let (true, Some(path)) = (same_host, uri.path_and_query()) {
+                let other = Url {
+                    host: url.host.clone(),
+                    path: path.as_str().to_string(),
+                };
+                self.store.remove_url(&other.key()).await;
+            }
+        }
+    }
+}
+
+/// Whether a request came through a Strata edge.
+fn through_edge(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::VIA)
+        .iter()
+        .any(|v| String::from_utf8_lossy(v.as_bytes()).contains("strata-edge"))
+}

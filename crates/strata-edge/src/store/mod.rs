@@ -1,0 +1,369 @@
+//! The store: a bounded memory cache over an optional bounded disk store.
+//!
+//! **Memory** is a moka cache of URLs, each holding its variants (at most
+//! [`MAX_VARIANTS`]), weighed in bytes (body, headers, keys). Moka admits by TinyLFU and
+//! evicts the least recently used: a new object displaces an old one only when a frequency
+//! sketch says it is requested more often, so a scan of once-seen URLs cannot flush the
+//! objects that earn the hits (tested below) — a better hit ratio than LRU alone on the skewed
+//! (Zipf-like) request mixes a CDN sees, from a cache already in the workspace.
+//!
+//! A URL's list of variants is changed by read-modify-write under a striped lock, with plain
+//! inserts: written through moka's `and_compute_with` instead, the scan test saw most hot
+//! objects flushed (those writes were not held to the admission policy).
+//!
+//! **Disk** ([`disk`]) keeps every object that fits, least recently used evicted first; a
+//! request the memory misses looks there and brings its variant back into memory. It
+//! survives a restart. Objects are written to disk as they are stored (on a blocking
+//! thread; the request that stored one waits for the write). Disk errors never fail a request.
+//!
+//! Both are bounded in bytes; an object larger than [`StoreConfig::max_object`] is stored in
+//! neither.
+
+pub mod disk;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use http::HeaderMap;
+
+use crate::object::Object;
+use crate::purge::{Mode, Selector};
+use crate::stats::{Stats, Usage};
+
+/// The most variants kept per URL; a new one displaces the oldest.
+pub const MAX_VARIANTS: usize = 16;
+/// Locks striping the URLs' writers.
+const WRITER_LOCKS: usize = 64;
+
+/// The sizes of the store.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Bytes of memory for objects.
+    pub memory_bytes: u64,
+    /// The disk store's directory and its size in bytes; `None`: memory only.
+    pub disk: Option<(PathBuf, u64)>,
+    /// The largest object stored, in bytes.
+    pub max_object: u64,
+}
+
+/// A URL's variants in memory.
+#[derive(Debug, Default)]
+pub struct Variants(Vec<Arc<Object>>);
+
+impl Variants {
+    fn weight(&self) -> u32 {
+        let sum: u64 = self.0.iter().map(|o| o.weight()).sum();
+        u32::try_from(sum).unwrap_or(u32::MAX)
+    }
+}
+
+/// Memory and disk.
+pub struct Store {
+    memory: moka::future::Cache<String, Arc<Variants>>,
+    /// Striped locks that serialize changes to a URL's variants.
+    writers: Vec<tokio::sync::Mutex<()>>,
+    disk: Option<Arc<disk::Disk>>,
+    stats: Arc<Stats>,
+    pub max_object: u64,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("disk", &self.disk)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The variant of `variants` that `request` selects.
+fn select(variants: &Variants, url: &str, request: &HeaderMap) -> Option<Arc<Object>> {
+    variants
+        .0
+        .iter()
+        .find(|o| crate::key::variant(url, &o.meta.vary, request) == o.meta.key)
+        .cloned()
+}
+
+impl Store {
+    /// Opens the store; with a disk, rebuilds its index from the files there.
+    pub async fn open(config: &StoreConfig, stats: Arc<Stats>) -> std::io::Result<Self> {
+        let memory = moka::future::Cache::builder()
+            .max_capacity(config.memory_bytes)
+            .weigher(|_url: &String, v: &Arc<Variants>| v.weight())
+            .build();
+        let disk = match &config.disk {
+            Some((dir, bytes)) => {
+                let (dir, bytes) = (dir.clone(), *bytes);
+                let disk = tokio::task::spawn_blocking(move || disk::Disk::open(&dir, bytes))
+                    .await
+                    .map_err(std::io::Error::other)??;
+                Some(Arc::new(disk))
+            }
+            None => None,
+        };
+        Ok(Self {
+            memory,
+            writers: (0..WRITER_LOCKS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            disk,
+            stats,
+            max_object: config.max_object,
+        })
+    }
+
+    /// Runs blocking disk work off the async threads; `None` without a disk or when it
+    /// panicked.
+    async fn on_disk<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&disk::Disk) -> T + Send + 'static,
+    ) -> Option<T> {
+        let disk = self.disk.clone()?;
+        tokio::task::spawn_blocking(move || work(&disk)).await.ok()
+    }
+
+    /// The stored variant of `url` that `request` selects, from memory or else from disk.
+    pub async fn lookup(&self, url: &str, request: &HeaderMap) -> Option<Arc<Object>> {
+        // Other variants of the URL may be in memory and this one still on disk.
+        if let Some(variants) = self.memory.get(url).await
+            && let Some(o) = select(&variants, url, request)
+        {
+            return Some(o);
+        }
+        let (owned, headers) = (url.to_string(), request.clone());
+        let object = self
+            .on_disk(move |d| d.load_variant(&owned, &headers))
+            .await??;
+        Some(self.remember(object).await)
+    }
+
+    /// What requests for the same object share when they go to the origin together: the
+    /// variant's key when the URL's `Vary` is known (a variant of it is in memory), else the
+    /// URL's — so requests for two variants do not wait for each other's fetch.
+    pub async fn flight_key(&self, url: &str, request: &HeaderMap) -> String {
+        match self
+            .memory
+            .get(url)
+            .await
+            .and_then(|v| v.0.first().cloned())
+        {
+            Some(known) => crate::key::variant(url, &known.meta.vary, request),
+            None => url.to_string(),
+        }
+    }
+
+    /// Puts an object into memory only (replacing the variant with its key).
+    async fn remember(&self, object: Object) -> Arc<Object> {
+        let object = Arc::new(object);
+        let url = object.meta.url.clone();
+        let _writing = self.lock(&url).await;
+        let mut list: Vec<Arc<Object>> = self
+            .memory
+            .get(&url)
+            .await
+            .map(|v| v.0.clone())
+            .unwrap_or_default();
+        list.retain(|o| o.meta.key != object.meta.key);
+        list.push(object.clone());
+        if list.len() > MAX_VARIANTS {
+            list.remove(0);
+        }
+        self.memory.insert(url, Arc::new(Variants(list))).await;
+        object
+    }
+
+    /// Serializes the changes to one URL's variants (a read-modify-write of its list).
+    async fn lock(&self, url: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        url.hash(&mut h);
+        self.writers[(h.finish() % WRITER_LOCKS as u64) as usize]
+            .lock()
+            .await
+    }
+
+    /// Stores an object in memory and on disk.
+    pub async fn insert(&self, object: Object) -> Arc<Object> {
+        let object = self.remember(object).await;
+        let copy = object.clone();
+        if let Some(Err(e)) = self.on_disk(move |d| d.write(&copy)).await {
+            Stats::add(&self.stats.disk_errors, 1);
+            tracing::warn!(error = %e, "cannot write an object to the disk store; keeping it in memory only");
+        }
+        object
+    }
+
+    /// Removes every variant of a URL (an unsafe request changed it).
+    pub async fn remove_url(&self, url: &str) {
+        {
+            let _writing = self.lock(url).await;
+            self.memory.invalidate(url).await;
+        }
+        let owned = url.to_string();
+        self.on_disk(move |d| {
+            for key in d.keys_of_url(&owned) {
+                d.remove(&key);
+            }
+        })
+        .await;
+    }
+
+    /// Purges what `selector` names; the number of objects (variants) purged.
+    pub async fn purge(&self, selector: &Selector, mode: Mode) -> u64 {
+        let mut purged = std::collections::HashSet::new();
+        let urls: Vec<Arc<String>> = self
+            .memory
+            .iter()
+            .filter(|(_, v)| v.0.iter().any(|o| selector.matches_meta(&o.meta)))
+            .map(|(url, _)| url)
+            .collect();
+        for url in urls {
+            let _writing = self.lock(&url).await;
+            let Some(variants) = self.memory.get(url.as_str()).await else {
+                continue;
+            };
+            let mut kept = Vec::new();
+            for o in &variants.0 {
+                if selector.matches_meta(&o.meta) {
+                    purged.insert(o.meta.key.clone());
+                    if mode == Mode::Soft {
+                        kept.push(Arc::new(o.invalidated()));
+                    }
+                } else {
+                    kept.push(o.clone());
+                }
+            }
+            if kept.is_empty() {
+                self.memory.invalidate(url.as_str()).await;
+            } else {
+                self.memory
+                    .insert(url.as_ref().clone(), Arc::new(Variants(kept)))
+                    .await;
+            }
+        }
+        let selector = selector.clone();
+        let on_disk = self
+            .on_disk(move |d| {
+                let mut keys = Vec::new();
+                for key in d.select(&selector) {
+                    match mode {
+                        Mode::Hard => {
+                            d.remove(&key);
+                        }
+                        Mode::Soft => {
+                            if let Some(o) = d.load(&key)
+                                && d.write(&o.invalidated()).is_err()
+                            {
+                                d.remove(&key);
+                            }
+                        }
+                    }
+                    keys.push(key);
+                }
+                keys
+            })
+            .await
+            .unwrap_or_default();
+        purged.extend(on_disk);
+        purged.len() as u64
+    }
+
+    /// What is held now.
+    pub async fn usage(&self) -> Usage {
+        self.memory.run_pending_tasks().await;
+        let (disk_objects, disk_bytes) = self.disk.as_ref().map_or((0, 0), |d| d.usage());
+        Usage {
+            memory_objects: self.memory.entry_count(),
+            memory_bytes: self.memory.weighted_size(),
+            disk_objects,
+            disk_bytes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use bytes::Bytes;
+    use http::{HeaderValue, StatusCode, header};
+
+    use super::*;
+    use crate::object::Meta;
+
+    fn object(url: &str, size: usize) -> Object {
+        let mut req = http::Request::new(());
+        *req.uri_mut() = http::Uri::from_static("/x");
+        let (parts, ()) = req.into_parts();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=60"),
+        );
+        let s = crate::rules::storable(&parts, StatusCode::OK, &headers, SystemTime::now())
+            .unwrap_or_else(|_| panic!("storable"));
+        Object {
+            meta: Meta {
+                key: url.into(),
+                url: url.into(),
+                host: "h".into(),
+                path: url.into(),
+                vary: Vec::new(),
+                status: 200,
+                headers,
+                policy: s.policy,
+                lifetime_ms: 60_000,
+                staleness: Default::default(),
+                surrogate_keys: Vec::new(),
+                invalidated: false,
+            },
+            body: Bytes::from(vec![b'x'; size]),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_scan_of_once_seen_urls_does_not_flush_the_objects_that_earn_the_hits() {
+        let config = StoreConfig {
+            memory_bytes: 1 << 20,
+            disk: None,
+            max_object: 64 << 10,
+        };
+        let store = Store::open(&config, Arc::default()).await.expect("store");
+        let none = HeaderMap::new();
+        // Hot objects filling most of the memory (moka counts frequencies once the cache is
+        // half full, as it is in steady state).
+        let hot: Vec<String> = (0..70).map(|i| format!("hot/{i}")).collect();
+        for _ in 0..12 {
+            for url in &hot {
+                if store.lookup(url, &none).await.is_none() {
+                    store.insert(object(url, 10_000)).await;
+                }
+            }
+            // Moka counts reads in batches, as a live server's traffic has it do all the time;
+            // a loop this tight must let it catch up, or reads are dropped uncounted.
+            store.memory.run_pending_tasks().await;
+        }
+        store.memory.run_pending_tasks().await;
+        // Ten times the memory in URLs seen once each (a crawler, a scan).
+        for i in 0..1000 {
+            let url = format!("scan/{i}");
+            if store.lookup(&url, &none).await.is_none() {
+                store.insert(object(&url, 10_000)).await;
+            }
+            if i % 32 == 0 {
+                store.memory.run_pending_tasks().await;
+            }
+        }
+        store.memory.run_pending_tasks().await;
+        let mut kept = 0;
+        for url in &hot {
+            kept += usize::from(store.lookup(url, &none).await.is_some());
+        }
+        // Plain LRU would keep none of them.
+        assert!(
+            kept >= 56,
+            "only {kept} of 70 hot objects survived the scan"
+        );
+        assert!(store.usage().await.memory_bytes <= config.memory_bytes);
+    }
+}
