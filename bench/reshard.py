@@ -144,11 +144,17 @@ def main():
                                 "pending_cut": killed_journal.get("pending")}
             print("==> killed; strata reshard --resume", flush=True)
             resumed = subprocess.run([STRATA, "reshard", "--dir", d, "--resume", "--json"],
-                                     capture_output=True, text=True, check=True)
+                                     capture_output=True, text=True)
+            if resumed.returncode != 0:
+                load.kill()
+                sys.exit("strata reshard --resume failed:\n" + resumed.stderr[-3000:])
             reports.append(json.loads(resumed.stdout))
         else:
             print("==> strata reshard --shards 8", flush=True)
-            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                load.kill()
+                sys.exit("strata reshard failed:\n" + done.stderr[-3000:])
             reports.append(json.loads(done.stdout))
         reshard_ended = time.time()
         result["reshard"] = reports

@@ -13,7 +13,8 @@
 //!   fault; no input can crash the server or leave a half-written user;
 //! - a write answered 2xx has committed in the store; this server never serves a value older
 //!   than one it wrote itself;
-//! - every request is logged once and measured (see [`observe`]);
+//! - every request is logged once and measured (see [`observe`]); the hottest users read are
+//!   tracked by a bounded top-k sketch ([`hot_keys`]) and exported on `/metrics`;
 //! - [`Application::run_until_stopped`] drains in-flight requests before returning.
 //!
 //! Build, then run: [`Application::build`] binds (port 0 allowed) and reports the real address.
@@ -34,6 +35,7 @@ pub mod auth;
 pub mod client;
 pub mod commit;
 pub mod credentials;
+pub mod hot_keys;
 pub mod idempotency;
 pub mod keys;
 pub mod observe;

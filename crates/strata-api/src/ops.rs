@@ -45,7 +45,9 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError>
     (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
     crate::responses::TimedOut))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let mut r = (StatusCode::OK, state.metrics.render()).into_response();
+    let mut text = state.metrics.render();
+    text.push_str(&state.hot_keys.render());
+    let mut r = (StatusCode::OK, text).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

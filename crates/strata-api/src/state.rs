@@ -31,6 +31,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Striped locks that make PATCHes of one user on this server take turns.
     pub patch_locks: Arc<[tokio::sync::Mutex<()>]>,
+    /// The hottest users this server reads.
+    pub hot_keys: Arc<crate::hot_keys::HotKeys>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -59,6 +61,7 @@ impl AppState {
             patch_locks: (0..PATCH_LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
+            hot_keys: Arc::default(),
         }
     }
 }

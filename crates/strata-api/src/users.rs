@@ -247,6 +247,7 @@ pub async fn get_one(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = user_id(&raw)?;
+    state.hot_keys.record(id.0);
     let need = read_requirement(&headers)?;
     let inm = entity_tags(&headers, header::IF_NONE_MATCH)?;
     let cached = load(&state, id, need)

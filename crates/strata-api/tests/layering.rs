@@ -6,6 +6,7 @@ use std::path::Path;
 
 /// Every module, each after all those it uses.
 const LAYERS: &[&str] = &[
+    "hot_keys",
     "problem",
     "request",
     "client",
