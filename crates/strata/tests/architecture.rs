@@ -22,6 +22,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("strata-store", &["strata-core"]),
     ("strata-cache", &["strata-core", "strata-engines"]),
     ("strata-lb", &["strata-core"]),
+    ("strata-queue", &["strata-core"]),
     (
         "strata-api",
         &["strata-core", "strata-store", "strata-cache"],
