@@ -23,6 +23,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("strata-cache", &["strata-core", "strata-engines"]),
     ("strata-lb", &["strata-core"]),
     ("strata-queue", &["strata-core"]),
+    ("strata-blobs", &["strata-core"]),
     (
         "strata-api",
         &["strata-core", "strata-store", "strata-cache"],
