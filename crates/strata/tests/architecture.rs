@@ -25,6 +25,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("strata-queue", &["strata-core"]),
     ("strata-blobs", &["strata-core"]),
     (
+        "strata-photos",
+        &["strata-core", "strata-queue", "strata-blobs"],
+    ),
+    (
         "strata-api",
         &["strata-core", "strata-store", "strata-cache"],
     ),
