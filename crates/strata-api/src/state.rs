@@ -31,6 +31,9 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Striped locks that make PATCHes of one user on this server take turns.
     pub patch_locks: Arc<[tokio::sync::Mutex<()>]>,
+    /// The photo pipeline (catalog, blobs, queue); `None` on a server built without it, whose
+    /// photo routes answer 503.
+    pub photos: Option<strata_photos::Photos>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -59,7 +62,14 @@ impl AppState {
             patch_locks: (0..PATCH_LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
+            photos: None,
         }
+    }
+
+    /// The same state with the photo pipeline.
+    pub fn with_photos(mut self, photos: strata_photos::Photos) -> Self {
+        self.photos = Some(photos);
+        self
     }
 }
 

@@ -20,6 +20,7 @@ const LAYERS: &[&str] = &[
     "params",
     "responses",
     "users",
+    "photos",
     "accounts",
     "sessions",
     "ops",

@@ -30,7 +30,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "strata-api",
-        &["strata-core", "strata-store", "strata-cache"],
+        &[
+            "strata-core",
+            "strata-store",
+            "strata-cache",
+            "strata-photos",
+            "strata-blobs",
+            "strata-queue",
+        ],
     ),
     (
         "strata-control",
@@ -70,6 +77,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "strata-control",
             "strata-bench",
             "strata-deploy",
+            "strata-queue",
+            "strata-photos",
         ],
     ),
 ];
