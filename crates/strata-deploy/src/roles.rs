@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "kebab-case")]
 pub enum RoleCommand {
     /// Run one API server role (as `strata up` starts it); prints a readiness line when bound.
-    Api(strata_api::role::ApiArgs),
+    Api(Box<strata_api::role::ApiArgs>),
     /// Run the load balancer role: an L7 HTTP proxy in front of API servers.
     Lb(Box<strata_lb::role::LbArgs>),
     /// Run the control role: watch the PostgreSQL primary and fail over when it is gone.
@@ -45,7 +45,7 @@ impl RoleCommand {
     /// Runs the role in this process until it is told to stop.
     pub async fn run(self) -> anyhow::Result<()> {
         match self {
-            RoleCommand::Api(args) => strata_api::role::api(args).await,
+            RoleCommand::Api(args) => strata_api::role::api(*args).await,
             RoleCommand::Lb(args) => strata_lb::role::run(*args).await,
             RoleCommand::Control(args) => strata_control::controller::run(args).await,
             RoleCommand::Cache(args) => strata_cache::node::run(args).await,

@@ -20,6 +20,8 @@
 //! - **bounds**: a message larger than the policy's limit, or a publish to a queue holding its
 //!   maximum length, is refused with an error that says which bound and its value.
 //!
+//! [`admin`] is `strata queue stats` and `strata queue dlq list|replay|purge`.
+//!
 //! Engines: [`sqlite::SqliteQueue`] (embedded default: its own WAL-mode database file,
 //! `synchronous=FULL`, shared safely by several processes). RabbitMQ comes next, behind the
 //! same trait and the same suite.
@@ -29,6 +31,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub mod admin;
 pub mod conformance;
 pub mod policy;
 pub mod sqlite;

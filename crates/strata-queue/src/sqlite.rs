@@ -111,6 +111,25 @@ impl SqliteQueue {
         &self.inner.path
     }
 
+    /// The queues that hold any message (dead letters included), by name.
+    pub async fn names(&self) -> Result<Vec<QueueName>, QueueError> {
+        self.with(|conn, _| {
+            let mut stmt = conn
+                .prepare("SELECT DISTINCT queue FROM messages ORDER BY queue")
+                .map_err(engine)?;
+            let names = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(engine)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(engine)?;
+            Ok(names
+                .iter()
+                .filter_map(|n| QueueName::parse(n).ok())
+                .collect())
+        })
+        .await
+    }
+
     /// Runs `f` on the connection on a blocking thread.
     async fn with<T: Send + 'static>(
         &self,
