@@ -263,16 +263,20 @@ pub async fn job(
     responses(
         (status = 307, description = "Where the image is: `/photos/{key}`",
             headers(("Location" = String, description = "`/photos/{key}`"), ("Cache-Control" = String, description = "`no-cache`"))),
-        (status = 400, description = "`invalid-user-id`; `invalid-parameter`: `size` is not 64, 128, 512 or original", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid-user-id`; `invalid-parameter`: `size` is not 64, 128, 512 or original, or is given twice", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 404, description = "`photo-not-found`: no photo, or its first upload is still being processed", body = crate::problem::Problem, content_type = "application/problem+json"),
         crate::responses::ServerErrors,
     ))]
 pub async fn get_photo(
     State(state): State<AppState>,
     Path(raw): Path<String>,
-    Query(query): Query<SizeQuery>,
+    query: Result<Query<SizeQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let id = user_id(&raw)?;
+    let Query(query) = query.map_err(|e| ApiError::InvalidParameter {
+        parameter: "size",
+        detail: e.body_text(),
+    })?;
     let size = match query.size.as_deref() {
         None => Size::Original,
         Some(s) => Size::parse(s).ok_or_else(|| ApiError::InvalidParameter {

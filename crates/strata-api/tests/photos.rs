@@ -334,6 +334,16 @@ async fn every_bad_upload_gets_its_precise_problem_and_nothing_is_stored_or_queu
         .expect("GET");
     let p = problem(r, StatusCode::BAD_REQUEST).await;
     assert_eq!(p["errors"][0]["parameter"], "size");
+    let r = no_redirects()
+        .get(app.url(&format!("/users/{id}/photo?size=64&size=128")))
+        .send()
+        .await
+        .expect("GET");
+    let p = problem(r, StatusCode::BAD_REQUEST).await;
+    assert_eq!(
+        p["errors"][0]["parameter"], "size",
+        "a repeated size is a problem too"
+    );
 
     assert_eq!(blob_count(&app), 0, "nothing stored");
     assert!(
