@@ -132,6 +132,22 @@ async fn an_owner_uploads_a_photo_and_each_size_is_served_by_an_immutable_url() 
     assert_eq!(job["userId"], id);
     assert_eq!(location, format!("/jobs/{}", job["id"]));
 
+    relay_once(&app.photos.catalog, &*app.photos.queue)
+        .await
+        .expect("relay");
+    let metrics = app
+        .anon
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(r#"strata_queue_messages{queue="photos",state="ready"} 1"#),
+        "the queue's depth is on /metrics:\n{metrics}"
+    );
     let queued: Value = app
         .anon
         .get(app.url(&location))

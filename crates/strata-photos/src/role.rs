@@ -4,6 +4,7 @@
 //! Ctrl-C or — with `--exit-on-stdin-eof` — its supervisor's exit. Stopping drains: each job in
 //! progress finishes within `--drain-secs` or is handed back to the queue.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -39,6 +40,9 @@ impl PhotoOptions {
 /// Everything a worker is told on its command line.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args, serde::Serialize)]
 pub struct WorkerArgs {
+    /// Address of the worker's `/metrics` (port 0 picks a free port; loopback by default).
+    #[arg(long, env = "STRATA_WORKER_LISTEN", default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
     /// Data directory of the deployment (the photos and the queue live under it by default).
     #[arg(long, env = "STRATA_DATA", default_value = ".strata/data")]
     pub data: PathBuf,
@@ -70,6 +74,7 @@ impl WorkerArgs {
     /// defaults clap gives; a test keeps the two in step).
     pub fn new(data: PathBuf) -> Self {
         Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data,
             photos: PhotoOptions::default(),
             concurrency: 1,
@@ -117,7 +122,46 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         blobs: photos.blobs.clone(),
         heartbeat: policy.visibility_timeout / 3,
     };
+    let metrics = strata_core::telemetry::prometheus();
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {} for /metrics: is another process using that port? Pass another --listen (port 0 picks a free one)",
+            args.listen
+        )
+    })?;
+    let metrics_addr = listener
+        .local_addr()
+        .context("the metrics listener's address")?;
+    let metrics_server = {
+        let photos = photos.clone();
+        let router = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let (photos, metrics) = (photos.clone(), metrics.clone());
+                async move {
+                    photos.record_queue_gauges().await;
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        metrics.render(),
+                    )
+                }
+            }),
+        );
+        let stop = stopped(stop_rx.clone());
+        tokio::spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(stop)
+                .await;
+            if let Err(e) = served {
+                tracing::warn!(error = %e, "The worker's metrics listener failed.");
+            }
+        })
+    };
     ReadyLine::new(&args.name)
+        .with_addr("metrics", metrics_addr)
         .announce()
         .context("cannot write the readiness line")?;
     tracing::info!(role = %args.name, concurrency = args.concurrency, photos = %dirs.photos.display(),
@@ -135,6 +179,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         )
         .await;
     let _ = relay.await;
+    let _ = metrics_server.await;
     tracing::info!(role = %args.name, "Stopped after draining the jobs in progress.");
     Ok(())
 }

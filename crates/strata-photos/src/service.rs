@@ -14,6 +14,31 @@ use tokio::sync::Notify;
 use crate::catalog::{Catalog, Job, JobId, Photo};
 use crate::upload::{self, MAX_UPLOAD_BYTES, UploadError};
 
+/// Describes the pipeline's metrics to the recorder, once.
+pub fn describe_metrics() {
+    static DESCRIBED: std::sync::Once = std::sync::Once::new();
+    DESCRIBED.call_once(|| {
+        metrics::describe_counter!(
+            "strata_queue_jobs_total",
+            "Photo jobs handled, by outcome: done, duplicate, superseded, retried, dead_lettered, unknown."
+        );
+        metrics::describe_histogram!(
+            "strata_queue_job_duration_seconds",
+            metrics::Unit::Seconds,
+            "Time to handle one delivery of a photo job, settling it with the queue included."
+        );
+        metrics::describe_gauge!(
+            "strata_queue_messages",
+            "Messages in a queue, by state: ready, delayed, in_flight, dead."
+        );
+        metrics::describe_gauge!(
+            "strata_queue_oldest_ready_age_seconds",
+            metrics::Unit::Seconds,
+            "How long the oldest deliverable message has waited."
+        );
+    });
+}
+
 /// Where the photo pipeline keeps things.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PhotoDirs {
@@ -104,6 +129,27 @@ impl Photos {
             .map_err(|e| SubmitError::Storage(e.to_string()))?;
         self.relay_wake.notify_one();
         Ok(job)
+    }
+
+    /// Sets the photos queue's gauges from its counts now (called before rendering
+    /// `/metrics`). A queue that cannot be read leaves the last values.
+    pub async fn record_queue_gauges(&self) {
+        describe_metrics();
+        let Ok(stats) = self.queue.stats(&crate::relay::queue_name()).await else {
+            return;
+        };
+        let queue = crate::relay::PHOTOS_QUEUE;
+        for (state, n) in [
+            ("ready", stats.ready),
+            ("delayed", stats.delayed),
+            ("in_flight", stats.in_flight),
+            ("dead", stats.dead),
+        ] {
+            metrics::gauge!("strata_queue_messages", "queue" => queue, "state" => state)
+                .set(n as f64);
+        }
+        metrics::gauge!("strata_queue_oldest_ready_age_seconds", "queue" => queue)
+            .set(stats.oldest_ready_age_ms as f64 / 1000.0);
     }
 
     /// Runs the outbox relay until `stop` resolves.

@@ -18,7 +18,7 @@ use strata_queue::{Delivery, Failed, Queue, QueueError};
 
 use crate::catalog::{Begin, Catalog, Completed, JobState};
 use crate::process;
-use crate::relay::{parse_payload, queue_name};
+use crate::relay::{PHOTOS_QUEUE, parse_payload, queue_name};
 
 /// What became of one delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +90,19 @@ impl Worker {
                 }
             },
         };
+        let label = match &outcome {
+            Outcome::Done => "done",
+            Outcome::Duplicate(_) => "duplicate",
+            Outcome::Superseded => "superseded",
+            Outcome::Retrying(_) => "retried",
+            Outcome::DeadLettered => "dead_lettered",
+            Outcome::Unknown => "unknown",
+        };
+        crate::service::describe_metrics();
+        metrics::counter!("strata_queue_jobs_total", "queue" => PHOTOS_QUEUE, "outcome" => label)
+            .increment(1);
+        metrics::histogram!("strata_queue_job_duration_seconds", "queue" => PHOTOS_QUEUE)
+            .record(started.elapsed().as_secs_f64());
         tracing::info!(job = %job_id, attempt = delivery.message.attempt, ?outcome,
             elapsed_ms = started.elapsed().as_millis() as u64, "Handled a photo job.");
         Ok(outcome)

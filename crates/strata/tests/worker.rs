@@ -24,6 +24,8 @@ const DEADLINE: Duration = Duration::from_secs(60);
 struct WorkerProcess {
     child: Child,
     stderr: mpsc::Receiver<String>,
+    /// The address of its `/metrics`, from its readiness line.
+    metrics: String,
 }
 
 impl Drop for WorkerProcess {
@@ -66,12 +68,21 @@ impl WorkerProcess {
             }
             for _ in lines {}
         });
-        let worker = Self {
+        let mut worker = Self {
             child,
             stderr: err_rx,
+            metrics: String::new(),
         };
         match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) => assert!(line.contains(r#""ready":true"#), "readiness line: {line}"),
+            Ok(line) => {
+                let ready: serde_json::Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("readiness line {line:?}: {e}"));
+                assert_eq!(ready["ready"], true, "{line}");
+                worker.metrics = ready["addrs"]["metrics"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+            }
             Err(_) => panic!("no readiness line within 30 s; stderr:\n{}", worker.logs()),
         }
         worker
@@ -122,6 +133,19 @@ async fn a_worker_processes_uploads_from_another_process_and_drains_on_sigterm()
     relay_once(&p.catalog, &*p.queue).await.expect("relay");
     wait_for_state(&p, JobId(1), JobState::Done, &worker).await;
     assert!(p.photo(12).await.expect("photo").is_some());
+    let metrics = reqwest::get(format!("http://{}/metrics", worker.metrics))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("text");
+    for line in [
+        r#"strata_queue_jobs_total{queue="photos",outcome="done"} 1"#,
+        r#"strata_queue_messages{queue="photos",state="ready"} 0"#,
+        r#"strata_queue_job_duration_seconds_count{queue="photos"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "/metrics has {line}:\n{metrics}");
+    }
 
     kill(worker.pid(), Signal::SIGTERM).expect("SIGTERM");
     let deadline = Instant::now() + DEADLINE;
