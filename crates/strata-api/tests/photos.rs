@@ -434,3 +434,43 @@ async fn an_admin_may_upload_for_anyone_and_a_job_is_its_owners_to_read() {
         .expect("PUT");
     problem(r, StatusCode::NOT_FOUND).await;
 }
+
+#[tokio::test]
+async fn deleting_a_user_deletes_their_photo() {
+    let app = spawn_app().await;
+    let (id, auth) = member(&app, "leaving@example.com").await;
+    let r = put_photo(&app, id, &auth, testdata::image(Format::Png, 80, 80), None).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(process_all(&app).await, [Outcome::Done]);
+    let client = no_redirects();
+    let r = client
+        .get(app.url(&format!("/users/{id}/photo?size=64")))
+        .send()
+        .await
+        .expect("GET");
+    let url = r.headers()[LOCATION]
+        .to_str()
+        .expect("location")
+        .to_string();
+    let r = app
+        .anon
+        .delete(app.url(&format!("/users/{id}")))
+        .header(AUTHORIZATION, &auth)
+        .send()
+        .await
+        .expect("DELETE user");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = client
+        .get(app.url(&format!("/users/{id}/photo")))
+        .send()
+        .await
+        .expect("GET");
+    problem(r, StatusCode::NOT_FOUND).await;
+    let r = client.get(app.url(&url)).send().await.expect("GET image");
+    assert_eq!(
+        r.status(),
+        StatusCode::NOT_FOUND,
+        "the image is no longer served"
+    );
+    assert_eq!(blob_count(&app), 0, "nor kept");
+}
