@@ -1,7 +1,7 @@
 //! # strata-deploy — topologies and the local orchestrator
 //!
 //! Tier: deployment (it runs the others). Depends on `strata-core`, `strata-engines`, and on
-//! each role's crate — `strata-api`, `strata-lb`, `strata-cache`, `strata-control` — for the
+//! each role's crate — `strata-api`, `strata-lb`, `strata-cache`, `strata-control`, `strata-photos` — for the
 //! role's typed arguments (and `strata-store` for `strata status`'s database probe). No tier
 //! depends on it.
 //!

@@ -27,6 +27,8 @@ pub enum RoleCommand {
     /// Run one member of the control plane's etcd cluster: the first starts a new cluster, the
     /// others join it (`--join`).
     Etcd(strata_control::etcd::node::EtcdArgs),
+    /// Run a photo worker: resize uploaded photos from the queue, drain on SIGTERM.
+    Worker(strata_photos::role::WorkerArgs),
 }
 
 impl RoleCommand {
@@ -39,6 +41,7 @@ impl RoleCommand {
             RoleCommand::Cache(_) => RoleKind::Cache,
             RoleCommand::Postgres(_) => RoleKind::Postgres,
             RoleCommand::Etcd(_) => RoleKind::Etcd,
+            RoleCommand::Worker(_) => RoleKind::Worker,
         }
     }
 
@@ -51,6 +54,7 @@ impl RoleCommand {
             RoleCommand::Cache(args) => strata_cache::node::run(args).await,
             RoleCommand::Postgres(args) => strata_control::pgnode::run(args).await,
             RoleCommand::Etcd(args) => strata_control::etcd::node::run(args).await,
+            RoleCommand::Worker(args) => strata_photos::role::run(args).await,
         }
     }
 }
@@ -72,6 +76,8 @@ pub enum RoleKind {
     Cache,
     /// `strata etcd`: one member of the control plane's etcd cluster.
     Etcd,
+    /// `strata worker`: a photo worker on the embedded queue.
+    Worker,
 }
 
 impl RoleKind {
@@ -83,6 +89,7 @@ impl RoleKind {
             RoleKind::Control => "control",
             RoleKind::Cache => "cache",
             RoleKind::Etcd => "etcd",
+            RoleKind::Worker => "worker",
         }
     }
 }

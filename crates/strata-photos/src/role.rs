@@ -1,5 +1,5 @@
 //! `strata worker`: a photo worker as a process. It opens the catalog, the blob store and the
-//! embedded queue, prints its readiness line, then runs `--concurrency` consumers and an outbox
+//! embedded queue, serves `/metrics` and `/healthz` on `--listen`, prints its readiness line, then runs `--concurrency` consumers and an outbox
 //! relay (a backstop for uploads whose API server died before publishing) until SIGTERM,
 //! Ctrl-C or — with `--exit-on-stdin-eof` — its supervisor's exit. Stopping drains: each job in
 //! progress finishes within `--drain-secs` or is handed back to the queue.
@@ -134,22 +134,27 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .context("the metrics listener's address")?;
     let metrics_server = {
         let photos = photos.clone();
-        let router = axum::Router::new().route(
-            "/metrics",
-            axum::routing::get(move || {
-                let (photos, metrics) = (photos.clone(), metrics.clone());
-                async move {
-                    photos.record_queue_gauges().await;
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4; charset=utf-8",
-                        )],
-                        metrics.render(),
-                    )
-                }
-            }),
-        );
+        let router = axum::Router::new()
+            .route(
+                "/healthz",
+                axum::routing::get(|| async { r#"{"status":"alive"}"# }),
+            )
+            .route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let (photos, metrics) = (photos.clone(), metrics.clone());
+                    async move {
+                        photos.record_queue_gauges().await;
+                        (
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                "text/plain; version=0.0.4; charset=utf-8",
+                            )],
+                            metrics.render(),
+                        )
+                    }
+                }),
+            );
         let stop = stopped(stop_rx.clone());
         tokio::spawn(async move {
             let served = axum::serve(listener, router)

@@ -36,8 +36,6 @@ enum Command {
     Serve(strata_api::role::ServeArgs),
     #[command(flatten)]
     Role(strata_deploy::roles::RoleCommand),
-    /// Run a photo worker: resize uploaded photos from the queue (the `worker` role).
-    Worker(strata_photos::role::WorkerArgs),
     /// The embedded queue: counts, and its dead letters listed, replayed or purged.
     Queue(strata_queue::admin::QueueArgs),
     /// Bulk-load synthetic users into a data directory, with a progress bar.
@@ -100,7 +98,6 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => strata_api::role::serve(args).await,
             Command::Role(role) => role.run().await,
-            Command::Worker(args) => strata_photos::role::run(args).await,
             Command::Queue(args) => strata_queue::admin::run(args).await,
             Command::Seed(args) => strata_bench::seed::run(args).await,
             Command::Chaos(args) => strata_bench::chaos::run(args).await,

@@ -62,6 +62,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "strata-lb",
             "strata-api",
             "strata-control",
+            "strata-photos",
         ],
     ),
     ("strata-testkit", &["strata-engines"]),
