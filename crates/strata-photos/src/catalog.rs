@@ -402,6 +402,31 @@ impl Catalog {
         .await
     }
 
+    /// Deletes outbox rows published more than `age` ago (they only ever grow otherwise).
+    /// Returns how many.
+    pub async fn prune_sent(&self, age: Duration) -> Result<usize, CatalogError> {
+        self.with(move |conn| {
+            let before =
+                now_ms().saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
+            conn.execute(
+                "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at <= ?1",
+                [before],
+            )
+            .map_err(db)
+        })
+        .await
+    }
+
+    /// How many outbox rows there are, published or not.
+    pub async fn outbox_len(&self) -> Result<u64, CatalogError> {
+        self.with(|conn| {
+            conn.query_row("SELECT count(*) FROM outbox", [], |r| r.get::<_, i64>(0))
+                .map(|n| n.max(0) as u64)
+                .map_err(db)
+        })
+        .await
+    }
+
     /// A worker begins a job: refused when it is settled (a duplicate delivery).
     pub async fn begin(&self, id: JobId) -> Result<Begin, CatalogError> {
         self.with(move |conn| {

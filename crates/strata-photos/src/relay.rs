@@ -50,6 +50,10 @@ pub enum RelayError {
     Queue(#[from] strata_queue::QueueError),
 }
 
+/// How long a published outbox row is kept (for a look after an incident) before a relay
+/// deletes it.
+pub const KEEP_SENT: Duration = Duration::from_secs(3600);
+
 /// Publishes up to [`BATCH`] unsent rows; returns how many.
 pub async fn relay_once(catalog: &Catalog, queue: &dyn Queue) -> Result<usize, RelayError> {
     let name = queue_name();
@@ -73,7 +77,14 @@ pub async fn run(
     stop: impl Future<Output = ()>,
 ) {
     tokio::pin!(stop);
+    let mut last_prune = std::time::Instant::now();
     loop {
+        if last_prune.elapsed() >= KEEP_SENT / 60 {
+            last_prune = std::time::Instant::now();
+            if let Err(e) = catalog.prune_sent(KEEP_SENT).await {
+                tracing::warn!(error = %e, "The outbox relay could not prune published rows.");
+            }
+        }
         let woken = wake.notified();
         match relay_once(&catalog, &*queue).await {
             Ok(n) if n == BATCH => continue,

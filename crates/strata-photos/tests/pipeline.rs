@@ -142,6 +142,28 @@ async fn a_crash_between_commit_and_publish_still_delivers_the_job() {
         0,
         "once"
     );
+    assert_eq!(
+        after.catalog.outbox_len().await.expect("outbox"),
+        1,
+        "kept a while once sent"
+    );
+    assert_eq!(
+        after
+            .catalog
+            .prune_sent(Duration::from_secs(3600))
+            .await
+            .expect("prune"),
+        0
+    );
+    assert_eq!(
+        after
+            .catalog
+            .prune_sent(Duration::ZERO)
+            .await
+            .expect("prune"),
+        1
+    );
+    assert_eq!(after.catalog.outbox_len().await.expect("outbox"), 0);
     assert_eq!(work_one(&after).await, Outcome::Done);
     assert!(after.photo(3).await.expect("photo").is_some());
 }
