@@ -1,7 +1,9 @@
 //! # strata-api — the web tier
 //!
-//! Tier: web. Depends on `strata-core` (domain types), and on `strata-store` and
-//! `strata-cache`: the handlers see only the `Store` trait and the two-level `Tiered` cache;
+//! Tier: web. Depends on `strata-core` (domain types), on `strata-store` and
+//! `strata-cache` — the handlers see only the `Store` trait and the two-level `Tiered` cache —
+//! and on `strata-photos`, `strata-blobs` and `strata-queue` for profile photos (the
+//! pipeline, its keys, the queue's policy);
 //! [`role`] opens them from the options each of those tiers defines
 //! (`strata_store::open::DataOptions`, `strata_cache::options::CacheOptions`).
 //!
@@ -25,7 +27,7 @@
 //! (`Idempotency-Key`: executing a write once), [`commit`] (what writes share), [`credentials`]
 //! (what logging in and changing a password share), [`schema`] (the documented wire forms),
 //! [`params`] and [`responses`] (the documented parameters and error responses several
-//! operations share), the handlers [`users`], [`accounts`], [`sessions`] and [`ops`],
+//! operations share), the handlers [`users`], [`photos`], [`accounts`], [`sessions`] and [`ops`],
 //! [`openapi`] (the document of them all), [`server`] (the router and the bound server) and
 //! [`role`] (the server as a process, composed from each tier's options). This root only
 //! declares and re-exports them.
@@ -42,6 +44,7 @@ pub mod observe;
 pub mod openapi;
 pub mod ops;
 pub mod params;
+pub mod photos;
 pub mod problem;
 pub mod request;
 pub mod responses;

@@ -69,13 +69,15 @@ impl utoipa::Modify for SecuritySchemes {
     paths(
         crate::users::create, crate::users::get_one, crate::users::replace, crate::users::patch,
         crate::users::delete, crate::users::list,
+        crate::photos::upload, crate::photos::job, crate::photos::get_photo, crate::photos::image,
+        crate::photos::delete,
         crate::accounts::create, crate::accounts::get_one, crate::accounts::change_password,
         crate::sessions::login, crate::sessions::refresh, crate::sessions::list,
         crate::sessions::logout, crate::sessions::revoke, crate::sessions::jwks,
         crate::ops::healthz, crate::ops::readyz, crate::ops::metrics, serve,
     ),
-    components(schemas(UserDoc, UserInput, UserPatch, UserPage, AddressDoc, AddressPatch, AccountInput, AccountCreated, AccountView, PasswordChange, LoginInput, RefreshInput, TokenResponse, SessionView, SessionList, Jwk, JwkSet, Alive, Ready, crate::problem::Problem, crate::problem::ProblemItem)),
-    tags((name = "users", description = "User profiles"), (name = "accounts", description = "Accounts, sessions and tokens"), (name = "operations", description = "Health, readiness, metrics, this document"))
+    components(schemas(UserDoc, UserInput, UserPatch, UserPage, AddressDoc, AddressPatch, AccountInput, AccountCreated, AccountView, PasswordChange, LoginInput, RefreshInput, TokenResponse, SessionView, SessionList, Jwk, JwkSet, Alive, Ready, crate::problem::Problem, crate::problem::ProblemItem, crate::photos::JobView, crate::photos::PhotoBytes)),
+    tags((name = "users", description = "User profiles"), (name = "photos", description = "Profile photos, processed asynchronously"), (name = "accounts", description = "Accounts, sessions and tokens"), (name = "operations", description = "Health, readiness, metrics, this document"))
 )]
 pub struct ApiDoc;
 

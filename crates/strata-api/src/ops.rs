@@ -45,6 +45,9 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError>
     (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
     crate::responses::TimedOut))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    if let Some(photos) = &state.photos {
+        photos.record_queue_gauges().await;
+    }
     let mut text = state.metrics.render();
     text.push_str(&state.hot_keys.render());
     let mut r = (StatusCode::OK, text).into_response();

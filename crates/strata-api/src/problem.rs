@@ -10,6 +10,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use strata_core::user::{FieldViolation, UserId};
+use strata_photos::upload::UploadError;
 use strata_store::StoreError;
 
 /// The media type of every error body.
@@ -111,6 +112,16 @@ pub enum ApiError {
     /// The `Idempotency-Key` was used for a different request (422).
     #[error("the idempotency key was used for another request")]
     IdempotencyMismatch,
+    /// A photo upload refused by its checks (413, 415 or 422).
+    #[error("the photo was refused: {0}")]
+    Photo(UploadError),
+    /// A photo body over the limit, found while reading it (413).
+    #[error("the photo is larger than {limit} bytes")]
+    PhotoTooLarge { limit: usize },
+    #[error("user {0} has no photo")]
+    PhotoNotFound(UserId),
+    #[error("no job {0}")]
+    JobNotFound(u64),
 }
 
 impl From<StoreError> for ApiError {
@@ -146,6 +157,17 @@ impl ApiError {
             ApiError::InvalidFields(_) | ApiError::IdempotencyMismatch => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
+            ApiError::PhotoTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Photo(e) => match e {
+                UploadError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                UploadError::UnsupportedContentType { .. }
+                | UploadError::NotAnImage
+                | UploadError::ContentTypeMismatch { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                UploadError::Truncated { .. }
+                | UploadError::UnreadableHeader { .. }
+                | UploadError::TooManyPixels { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            },
+            ApiError::PhotoNotFound(_) | ApiError::JobNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::UserNotFound(_) | ApiError::NoRoute | ApiError::SessionNotFound => {
                 StatusCode::NOT_FOUND
             }
@@ -187,6 +209,21 @@ impl ApiError {
             ApiError::SessionNotFound => ("session-not-found", "Session not found"),
             ApiError::IdempotencyConflict => ("idempotency-conflict", "Request in progress"),
             ApiError::IdempotencyMismatch => ("idempotency-mismatch", "Idempotency key reused"),
+            ApiError::PhotoTooLarge { .. } => ("photo-too-large", "Photo too large"),
+            ApiError::Photo(e) => match e {
+                UploadError::TooLarge { .. } => ("photo-too-large", "Photo too large"),
+                UploadError::UnsupportedContentType { .. }
+                | UploadError::NotAnImage
+                | UploadError::ContentTypeMismatch { .. } => {
+                    ("unsupported-image", "Not a JPEG, PNG or WebP image")
+                }
+                UploadError::Truncated { .. } | UploadError::UnreadableHeader { .. } => {
+                    ("invalid-image", "Invalid image")
+                }
+                UploadError::TooManyPixels { .. } => ("image-too-large", "Too many pixels"),
+            },
+            ApiError::PhotoNotFound(_) => ("photo-not-found", "Photo not found"),
+            ApiError::JobNotFound(_) => ("job-not-found", "Job not found"),
         }
     }
 
@@ -251,6 +288,27 @@ impl ApiError {
                 errors.push(ProblemItem { pointer: None, parameter: Some("Idempotency-Key".into()), detail: "was used for a different request".into() });
                 "This Idempotency-Key was used for a different request (another method, path or body); send a new key for a new request.".into()
             }
+            ApiError::PhotoTooLarge { limit } => {
+                errors.push(ProblemItem { pointer: Some(String::new()), parameter: None, detail: format!("is over {limit} bytes") });
+                format!("The photo is larger than the limit of {limit} bytes.")
+            }
+            ApiError::Photo(e) => {
+                // The header when it is the claim at fault, else the body (the JSON pointer
+                // "" names the whole of it).
+                let at_header = matches!(e, UploadError::UnsupportedContentType { .. } | UploadError::ContentTypeMismatch { .. });
+                errors.push(ProblemItem {
+                    pointer: (!at_header).then(String::new),
+                    parameter: at_header.then(|| "Content-Type".to_string()),
+                    detail: e.to_string(),
+                });
+                let mut detail = e.to_string();
+                if let Some(first) = detail.get_mut(0..1) {
+                    first.make_ascii_uppercase();
+                }
+                format!("{detail}. Nothing was stored.")
+            }
+            ApiError::PhotoNotFound(id) => format!("User {id} has no processed photo (an upload still being processed has its job at /jobs/{{id}})."),
+            ApiError::JobNotFound(id) => format!("There is no photo job {id}."),
         };
         Problem {
             kind: format!("urn:strata:problem:{slug}"),

@@ -18,6 +18,9 @@ use anyhow::Context as _;
 use strata_cache::options::CacheOptions;
 use strata_core::id::SnowflakeGenerator;
 use strata_core::ready::ReadyLine;
+use strata_photos::Photos;
+use strata_photos::role::PhotoOptions;
+use strata_queue::QueuePolicy;
 use strata_store::accounts::{AccountStore, SessionStore};
 use strata_store::open::DataOptions;
 use strata_store::redis_sessions::RedisSessions;
@@ -47,6 +50,9 @@ pub struct ServerOptions {
     #[command(flatten)]
     #[serde(flatten)]
     pub auth: AuthOptions,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub photos: PhotoOptions,
 }
 
 /// Sessions, signing keys, password hashing and login limits.
@@ -108,6 +114,7 @@ impl ServerOptions {
             node_id: 0,
             cache: CacheOptions::default(),
             auth: AuthOptions::default(),
+            photos: PhotoOptions::default(),
         }
     }
 }
@@ -135,7 +142,8 @@ pub struct ApiArgs {
     pub exit_on_stdin_eof: bool,
 }
 
-/// Runs `strata serve` until SIGTERM or Ctrl-C.
+/// Runs `strata serve` until SIGTERM or Ctrl-C. Stage 1 is one process: it also runs a photo
+/// worker.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     run_server(args.server, "serve", false).await
 }
@@ -156,7 +164,39 @@ async fn run_server(
     let ids = SnowflakeGenerator::new(opts.node_id).context("invalid --node-id")?;
     let (cache, cache_where) = opts.cache.build().await?;
     let auth = build_auth(&opts, engines.sessions, engines.accounts).await?;
-    let state = AppState::new(engines.store, auth, ids, cache);
+    let dirs = opts.photos.dirs(&opts.data.data);
+    let photos = Photos::open(&dirs, QueuePolicy::default()).with_context(|| {
+        format!(
+            "cannot open the photo pipeline (catalog and blobs in {}, queue in {})",
+            dirs.photos.display(),
+            dirs.queue.display()
+        )
+    })?;
+    let (relay_stop, relay_stopped) = tokio::sync::oneshot::channel::<()>();
+    let relay = {
+        let photos = photos.clone();
+        tokio::spawn(async move {
+            photos
+                .relay(async move {
+                    let _ = relay_stopped.await;
+                })
+                .await
+        })
+    };
+    // Stage 1 (`strata serve`) processes its own photos; in a topology, `strata worker`s do.
+    let (worker_stop, worker_stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = (role == "serve").then(|| {
+        let worker = strata_photos::worker::Worker {
+            catalog: photos.catalog.clone(),
+            queue: photos.queue.clone(),
+            blobs: photos.blobs.clone(),
+            heartbeat: QueuePolicy::default().visibility_timeout / 3,
+        };
+        tokio::spawn(worker.run(1, Duration::from_secs(30), async move {
+            let _ = worker_stopped.await;
+        }))
+    });
+    let state = AppState::new(engines.store, auth, ids, cache).with_photos(photos);
     let app = Application::build(opts.addr, state).await.with_context(|| {
         format!("cannot listen on {}: is another process using that port? Pass another --addr (port 0 picks a free one)", opts.addr)
     })?;
@@ -169,6 +209,12 @@ async fn run_server(
     app.run_until_stopped(strata_core::shutdown::signal(exit_on_stdin_eof))
         .await
         .context("the server failed")?;
+    let _ = relay_stop.send(());
+    let _ = relay.await;
+    let _ = worker_stop.send(());
+    if let Some(worker) = worker {
+        let _ = worker.await;
+    }
     tracing::info!(role, "stopped after finishing in-flight requests");
     Ok(())
 }

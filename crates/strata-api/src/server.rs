@@ -9,7 +9,7 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 
 use crate::state::AppState;
-use crate::{accounts, idempotency, observe, openapi, ops, problem, sessions, users};
+use crate::{accounts, idempotency, observe, openapi, ops, photos, problem, sessions, users};
 
 /// The router: every route, the problem+json fallbacks, and the observing middleware.
 ///
@@ -36,6 +36,14 @@ pub fn app(state: AppState) -> Router {
                 .put(users::replace)
                 .delete(users::delete),
         )
+        .route(
+            "/users/{id}/photo",
+            axum::routing::put(photos::upload)
+                .get(photos::get_photo)
+                .delete(photos::delete),
+        )
+        .route("/jobs/{id}", g(photos::job))
+        .route("/photos/{key}", g(photos::image))
         .route("/accounts", post(accounts::create).route_layer(anonymous))
         .route("/accounts/{id}", g(accounts::get_one))
         .route(

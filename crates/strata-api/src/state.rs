@@ -33,6 +33,9 @@ pub struct AppState {
     pub patch_locks: Arc<[tokio::sync::Mutex<()>]>,
     /// The hottest users this server reads.
     pub hot_keys: Arc<crate::hot_keys::HotKeys>,
+    /// The photo pipeline (catalog, blobs, queue); `None` on a server built without it, whose
+    /// photo routes answer 503.
+    pub photos: Option<strata_photos::Photos>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -62,7 +65,14 @@ impl AppState {
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
             hot_keys: Arc::default(),
+            photos: None,
         }
+    }
+
+    /// The same state with the photo pipeline.
+    pub fn with_photos(mut self, photos: strata_photos::Photos) -> Self {
+        self.photos = Some(photos);
+        self
     }
 }
 

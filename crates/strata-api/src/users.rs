@@ -462,7 +462,7 @@ pub async fn patch(
 #[utoipa::path(delete, path = "/users/{id}", tag = "users", security(("bearer" = []), ("cookie" = [], "csrf" = [])),
     params(crate::params::UserIdPath, crate::params::IfMatch),
     responses(
-        (status = 204, description = "Deleted, with its account and sessions",
+        (status = 204, description = "Deleted, with its account, sessions and photo",
             headers(("Strata-Commit" = u64, description = "The write's commit token, for `Strata-Read-After`"))),
         (status = 400, description = "`invalid-user-id`; `invalid-parameter`: a malformed `If-Match`", body = crate::problem::Problem, content_type = "application/problem+json"),
         crate::responses::Unauthenticated,
@@ -486,6 +486,12 @@ pub async fn delete(
         .cache
         .write(&cache_key(id), Entry::absent(receipt.version))
         .await;
+    // The user's photo goes with them (and an upload still being processed is dropped).
+    if let Some(photos) = &state.photos
+        && let Err(e) = photos.delete(id.0).await
+    {
+        tracing::warn!(error = %e, user = %id, "the user is deleted but their photo could not be; DELETE /users/{{id}}/photo removes it");
+    }
     // The account went with the user; its sessions end too.
     if let Err(e) = state
         .auth

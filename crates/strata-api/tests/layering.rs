@@ -21,6 +21,7 @@ const LAYERS: &[&str] = &[
     "params",
     "responses",
     "users",
+    "photos",
     "accounts",
     "sessions",
     "ops",

@@ -1,9 +1,9 @@
 //! # strata-deploy — topologies and the local orchestrator
 //!
 //! Tier: deployment (it runs the others). Depends on `strata-core`, `strata-engines`, and on
-//! each role's crate — `strata-api`, `strata-lb`, `strata-cache`, `strata-control` — for the
-//! role's typed arguments (and `strata-store` for `strata status`'s database probe and the
-//! resharding commands). No tier
+//! each role's crate — `strata-api`, `strata-lb`, `strata-cache`, `strata-control`,
+//! `strata-photos` — for the role's typed arguments (and `strata-store` for `strata status`'s
+//! database probe and the resharding commands). No tier
 //! depends on it.
 //!
 //! A topology file goes through, in order:

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "kebab-case")]
 pub enum RoleCommand {
     /// Run one API server role (as `strata up` starts it); prints a readiness line when bound.
-    Api(strata_api::role::ApiArgs),
+    Api(Box<strata_api::role::ApiArgs>),
     /// Run the load balancer role: an L7 HTTP proxy in front of API servers.
     Lb(Box<strata_lb::role::LbArgs>),
     /// Run the control role: watch the PostgreSQL primary and fail over when it is gone.
@@ -27,6 +27,8 @@ pub enum RoleCommand {
     /// Run one member of the control plane's etcd cluster: the first starts a new cluster, the
     /// others join it (`--join`).
     Etcd(strata_control::etcd::node::EtcdArgs),
+    /// Run a photo worker: resize uploaded photos from the queue, drain on SIGTERM.
+    Worker(strata_photos::role::WorkerArgs),
 }
 
 impl RoleCommand {
@@ -39,18 +41,20 @@ impl RoleCommand {
             RoleCommand::Cache(_) => RoleKind::Cache,
             RoleCommand::Postgres(_) => RoleKind::Postgres,
             RoleCommand::Etcd(_) => RoleKind::Etcd,
+            RoleCommand::Worker(_) => RoleKind::Worker,
         }
     }
 
     /// Runs the role in this process until it is told to stop.
     pub async fn run(self) -> anyhow::Result<()> {
         match self {
-            RoleCommand::Api(args) => strata_api::role::api(args).await,
+            RoleCommand::Api(args) => strata_api::role::api(*args).await,
             RoleCommand::Lb(args) => strata_lb::role::run(*args).await,
             RoleCommand::Control(args) => strata_control::controller::run(args).await,
             RoleCommand::Cache(args) => strata_cache::node::run(args).await,
             RoleCommand::Postgres(args) => strata_control::pgnode::run(args).await,
             RoleCommand::Etcd(args) => strata_control::etcd::node::run(args).await,
+            RoleCommand::Worker(args) => strata_photos::role::run(args).await,
         }
     }
 }
@@ -72,6 +76,8 @@ pub enum RoleKind {
     Cache,
     /// `strata etcd`: one member of the control plane's etcd cluster.
     Etcd,
+    /// `strata worker`: a photo worker on the embedded queue.
+    Worker,
 }
 
 impl RoleKind {
@@ -83,6 +89,7 @@ impl RoleKind {
             RoleKind::Control => "control",
             RoleKind::Cache => "cache",
             RoleKind::Etcd => "etcd",
+            RoleKind::Worker => "worker",
         }
     }
 }

@@ -177,6 +177,10 @@ pub async fn control_view(state: &DeploymentState) -> Option<serde_json::Value> 
 
 /// Whether the engine a role runs (Redis, Memcached, an etcd member) answers its probe.
 async fn engine_answers(role: &RoleState) -> bool {
+    // A worker answers `/healthz` beside its `/metrics`.
+    if let Some(addr) = role.addrs.get("metrics") {
+        return control::http_healthy(addr, Duration::from_secs(1)).await;
+    }
     if let Some(addr) = role.addrs.get("etcd") {
         return control::http_json(addr, "/health", Duration::from_secs(1))
             .await

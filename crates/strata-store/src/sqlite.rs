@@ -208,12 +208,25 @@ fn engine_error(e: rusqlite::Error) -> StoreError {
     }
 }
 
+/// The busy handler: retry every millisecond until [`BUSY_TIMEOUT`] has passed.
+fn busy_poll(attempts: i32) -> bool {
+    if u128::from(attempts.unsigned_abs()) >= BUSY_TIMEOUT.as_millis() {
+        return false;
+    }
+    std::thread::sleep(Duration::from_millis(1));
+    true
+}
+
 fn is_constraint(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation)
 }
 
 fn configure(conn: &Connection, path: &Path) -> Result<(), StoreError> {
-    conn.busy_timeout(BUSY_TIMEOUT)
+    // SQLite's own busy handler backs off to 100 ms sleeps, so a writer waiting behind a run of
+    // short transactions (a resharding's copy batches) can miss every gap between them and
+    // wait a second. Polling every millisecond keeps the wait close to the lock's real holding
+    // time, up to the same timeout.
+    conn.busy_handler(Some(busy_poll))
         .map_err(|e| unusable(path, e))?;
     shard::register_functions(conn).map_err(|e| unusable(path, e))?;
     // Several processes opening a new file at once race to switch it to WAL, and SQLite answers

@@ -39,6 +39,8 @@ enum Command {
     /// Run the CDN edge role: a caching reverse proxy (RFC 9111) in front of an origin, with a
     /// memory and disk store; or `strata edge purge` to purge a running edge's cache.
     Edge(strata_edge::role::EdgeCommand),
+    /// The embedded queue: counts, and its dead letters listed, replayed or purged.
+    Queue(strata_queue::admin::QueueArgs),
     /// Bulk-load synthetic users into a data directory, with a progress bar.
     Seed(strata_bench::seed::SeedArgs),
     /// Inject real faults (kill -9, stop, restart) into a running deployment under load, and
@@ -105,6 +107,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => strata_api::role::serve(args).await,
             Command::Role(role) => role.run().await,
             Command::Edge(command) => strata_edge::role::main(command).await,
+            Command::Queue(args) => strata_queue::admin::run(args).await,
             Command::Seed(args) => strata_bench::seed::run(args).await,
             Command::Chaos(args) => strata_bench::chaos::run(args).await,
             Command::Up(args) => orchestrate::up(args).await,

@@ -23,9 +23,22 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("strata-cache", &["strata-core", "strata-engines"]),
     ("strata-lb", &["strata-core"]),
     ("strata-edge", &["strata-core", "strata-lb"]),
+    ("strata-queue", &["strata-core"]),
+    ("strata-blobs", &["strata-core"]),
+    (
+        "strata-photos",
+        &["strata-core", "strata-queue", "strata-blobs"],
+    ),
     (
         "strata-api",
-        &["strata-core", "strata-store", "strata-cache"],
+        &[
+            "strata-core",
+            "strata-store",
+            "strata-cache",
+            "strata-photos",
+            "strata-blobs",
+            "strata-queue",
+        ],
     ),
     (
         "strata-control",
@@ -50,6 +63,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "strata-lb",
             "strata-api",
             "strata-control",
+            "strata-photos",
         ],
     ),
     ("strata-testkit", &["strata-engines"]),
@@ -66,6 +80,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "strata-control",
             "strata-bench",
             "strata-deploy",
+            "strata-queue",
+            "strata-photos",
         ],
     ),
 ];

@@ -4,7 +4,7 @@
 //! when the supervisor itself is killed.
 
 mod common;
-use common::{Cleanup, STRATA, explain, status_json, strata, up_topology};
+use common::{Cleanup, STRATA, explain, role, status_json, strata, up_topology};
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -85,9 +85,12 @@ fn up_serves_user_12_on_every_api_restarts_a_killed_one_and_down_leaves_no_proce
     let all_roles = status["roles"].as_array().expect("roles").clone();
     assert_eq!(
         all_roles.len(),
-        4,
-        "the default topology runs a balancer and 3 API servers: {status:#}"
+        5,
+        "the default topology runs a balancer, 3 API servers and a photo worker: {status:#}"
     );
+    let worker = role(&status, "worker-1");
+    assert_eq!(worker["kind"], "worker", "{status:#}");
+    assert_eq!(worker["healthy"], true, "{status:#}");
     let roles: Vec<Value> = all_roles
         .iter()
         .filter(|r| r["kind"] == "api")
@@ -166,7 +169,11 @@ fn up_serves_user_12_on_every_api_restarts_a_killed_one_and_down_leaves_no_proce
 fn a_topology_with_mistakes_is_refused_with_every_mistake_listed() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let file = tmp.path().join("bad.toml");
-    std::fs::write(&file, "name = \"bad\"\n[api]\ncount = 0\nports = [9001]\n[apis]\ncount = 2\n[worker]\ncount = 1\n").expect("write");
+    std::fs::write(
+        &file,
+        "name = \"bad\"\n[api]\ncount = 0\nports = [9001]\n[apis]\ncount = 2\n[edge]\ncount = 1\n",
+    )
+    .expect("write");
     let dir = tmp.path().join("deploy");
     let out = Command::new(STRATA)
         .args(["up", "--port", "0", "-f"])

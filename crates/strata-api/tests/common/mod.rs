@@ -27,6 +27,8 @@ pub struct TestApp {
     /// Sends no credentials.
     pub anon: reqwest::Client,
     pub dir: tempfile::TempDir,
+    /// The server's photo pipeline (no relay or worker runs: tests drive them).
+    pub photos: strata_photos::Photos,
 }
 
 /// The administrator every test app starts with.
@@ -84,12 +86,18 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut AuthConfig)) -> TestApp {
         .set_role(&admin_email, ADMIN_ROLE, true)
         .await
         .expect("grant admin");
+    let photos = strata_photos::Photos::open(
+        &strata_photos::PhotoDirs::in_data_dir(dir.path()),
+        strata_queue::conformance::quick_policy(),
+    )
+    .expect("photo pipeline");
     let state = AppState::new(
         store,
         auth,
         SnowflakeGenerator::new(1).expect("node"),
         Tiered::new(TieredConfig::default(), None),
-    );
+    )
+    .with_photos(photos.clone());
     let app = Application::build("127.0.0.1:0".parse().expect("addr"), state)
         .await
         .expect("bind");
@@ -124,6 +132,7 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut AuthConfig)) -> TestApp {
         client,
         anon,
         dir,
+        photos,
     }
 }
 

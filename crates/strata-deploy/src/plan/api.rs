@@ -88,11 +88,11 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
                     let addr = w.addr(store, CacheEngine::Redis.name())?;
                     server.auth.sessions_redis = Some(format!("redis://{addr}"));
                 }
-                Ok(RoleCommand::Api(ApiArgs {
+                Ok(RoleCommand::Api(Box::new(ApiArgs {
                     server,
                     name: role_name.clone(),
                     exit_on_stdin_eof: true,
-                }))
+                })))
             },
         )
         .on_port(port)

@@ -27,6 +27,7 @@ pub mod control;
 pub mod data;
 pub mod lb;
 pub mod sessions;
+pub mod workers;
 
 /// The listener every PostgreSQL role announces (and its dependents look up).
 pub const POSTGRES_LISTENER: &str = "postgres";
@@ -220,6 +221,7 @@ impl Plan {
         sessions::plan(topology, ctx, &mut plan);
         api::plan(topology, ctx, &mut plan);
         lb::plan(topology, ctx, &mut plan);
+        workers::plan(topology, ctx, &mut plan);
         debug_assert!(plan.check().is_ok(), "{:?}", plan.check());
         plan
     }

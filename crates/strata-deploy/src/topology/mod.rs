@@ -26,13 +26,17 @@
 //! [sessions]
 //! # engine = "redis"  # a durable Redis of their own; default "database"
 //!
+//! [workers]           # photo workers on the embedded queue (none without the table)
+//! # count = 2         # 0 to 64
+//! # concurrency = 1   # jobs each processes at once
+//!
 //! [control]           # with PostgreSQL replicas: the controllers that fail over
 //! # count = 3         # an odd number; more than 1 needs store = "etcd"
 //! # store = "etcd"    # default "file"; etcd = ["http://HOST:PORT"] for one's own cluster
 //! ```
 //!
-//! The tables are `name`, `api`, `lb`, `data`, `cache`, `sessions` and `control`; nothing else
-//! is part of this version. PostgreSQL servers come from `[data]`, Redis and Memcached servers
+//! The tables are `name`, `api`, `lb`, `data`, `cache`, `sessions`, `control` and `workers`;
+//! nothing else is part of this version. PostgreSQL servers come from `[data]`, Redis and Memcached servers
 //! from `[cache]` and `[sessions]`, etcd members from `[control]`: a file naming them (or
 //! workers, edges, DNS, queues) as tables of their own is refused with a hint.
 //!
@@ -49,6 +53,7 @@ mod data;
 mod lb;
 mod reader;
 mod sessions;
+mod workers;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -263,6 +268,16 @@ pub struct Topology {
     pub cache: CacheSpec,
     pub sessions: SessionsEngine,
     pub control: ControlSpec,
+    pub workers: WorkersSpec,
+}
+
+/// `[workers]`: photo workers on the embedded queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WorkersSpec {
+    /// Workers `strata up` runs (0 without the table).
+    pub count: u16,
+    /// Jobs each processes at once.
+    pub concurrency: u16,
 }
 
 /// One mistake in a topology file.
@@ -302,7 +317,7 @@ impl fmt::Display for TopologyErrors {
 }
 
 /// The built-in default: a load balancer in front of three API servers on the embedded SQLite
-/// data tier.
+/// data tier, and a photo worker.
 pub const DEFAULT_TOPOLOGY: &str = include_str!("../../../../deploy/03-load-balancer.toml");
 
 impl Topology {
@@ -323,6 +338,10 @@ impl Topology {
             cache: CacheSpec::default(),
             sessions: SessionsEngine::Database,
             control: ControlSpec::default(),
+            workers: WorkersSpec {
+                count: 1,
+                concurrency: 1,
+            },
         }
     }
 
@@ -368,6 +387,7 @@ impl Topology {
             + self.etcd_members()
             + self.cache_nodes()
             + usize::from(self.sessions == SessionsEngine::Redis)
+            + usize::from(self.workers.count)
     }
 
     /// Shared cache servers `strata up` runs.
@@ -437,11 +457,12 @@ fn read(root: &mut Section<'_>) -> Topology {
         cache: root.table("cache", cache::read).unwrap_or_default(),
         sessions: root.table("sessions", sessions::read).unwrap_or_default(),
         control: root.table("control", control::read).unwrap_or_default(),
+        workers: root.table("workers", workers::read).unwrap_or_default(),
     }
 }
 
 /// Role kinds a topology may name as tables that this version of Strata does not have.
-const UNAVAILABLE_ROLES: &[&str] = &["worker", "edge", "dns", "queue", "rabbitmq"];
+const UNAVAILABLE_ROLES: &[&str] = &["edge", "dns", "queue", "rabbitmq"];
 
 /// The mistake of a top-level key that is not one of `tables` (those read): a role this
 /// version does not have, an engine that comes from another table, or a typo.
@@ -457,6 +478,9 @@ fn unknown_table(key: &str, tables: &[&str]) -> String {
             .to_string(),
         "redis" => "there is no `[redis]` table: shared Redis cache servers come from `[cache] \
                     engine = \"redis\"` (a Redis for sessions from `[sessions] engine = \"redis\"`)"
+            .to_string(),
+        "worker" => "there is no `[worker]` table: photo workers come from `[workers]` with \
+                     `count` (and `concurrency`)"
             .to_string(),
         "memcached" => "there is no `[memcached]` table: shared Memcached servers come from \
                         `[cache] engine = \"memcached\"`"
@@ -508,7 +532,7 @@ mod tests {
 
     #[test]
     fn every_mistake_is_reported_at_once_with_its_line() {
-        let text = "name = \"x\"\n[api]\ncount = 0\nportz = 1\n[apii]\ncount = 1\n[worker]\ncount = 1\n[data]\nengine = \"mysql\"\n";
+        let text = "name = \"x\"\n[api]\ncount = 0\nportz = 1\n[apii]\ncount = 1\n[edge]\ncount = 1\n[data]\nengine = \"mysql\"\n";
         let e = errors(text);
         let shown: Vec<String> = e.iter().map(ToString::to_string).collect();
         assert_eq!(e.len(), 5, "{shown:#?}");
@@ -548,14 +572,14 @@ mod tests {
 
     #[test]
     fn the_file_of_strata_ups_test_and_the_docs_example_reads_as_documented() {
-        let text = "name = \"bad\"\n[api]\ncount = 0\nports = [9001]\n[apis]\ncount = 2\n[worker]\ncount = 1\n";
+        let text = "name = \"bad\"\n[api]\ncount = 0\nports = [9001]\n[apis]\ncount = 2\n[edge]\ncount = 1\n";
         let shown = Topology::parse(text, 0).expect_err("invalid").to_string();
         assert!(
             shown.starts_with(
                 "the topology has 3 mistakes:\n  \
                  - line 3: `api.count` must be between 1 and 64, not 0\n  \
                  - line 5: unknown role or section `apis` (did you mean `api`?)\n  \
-                 - line 7: role `worker` is not available in this version of strata"
+                 - line 7: role `edge` is not available in this version of strata"
             ),
             "{shown}"
         );
@@ -632,10 +656,9 @@ mod tests {
         assert!(at(4).contains("`[cache] engine = \"redis\"`"), "{e:#?}");
         assert!(at(4).contains("`[sessions] engine = \"redis\"`"), "{e:#?}");
         assert!(at(5).contains("`[cache] engine = \"memcached\"`"), "{e:#?}");
-        assert_eq!(
-            at(6),
-            "role `worker` is not available in this version of strata (a topology's tables are: \
-             name, api, lb, data, cache, sessions, control)"
+        assert!(
+            at(6).contains("photo workers come from `[workers]`"),
+            "{e:#?}"
         );
         // `queue.count` under [api] is a key of `api`; [rabbitmq] is a role.
         assert!(at(10).contains("unknown key `api.queue`"), "{e:#?}");

@@ -1,0 +1,115 @@
+//! The outbox relay: publishes the catalog's unsent outbox rows to the photos queue and marks
+//! them sent. Any process holding the catalog and the queue may run one (API servers and
+//! workers both do): after a crash between an upload's commit and its publish, whichever relay
+//! runs next publishes the job. Two relays may publish one row twice; the worker absorbs the
+//! duplicate (see [`crate::catalog`]).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata_queue::{Outgoing, Queue, QueueName};
+use tokio::sync::Notify;
+
+use crate::catalog::{Catalog, JobId};
+
+/// The queue photo jobs travel on.
+pub const PHOTOS_QUEUE: &str = "photos";
+/// Rows published per round.
+pub const BATCH: usize = 100;
+/// How often a relay looks for rows written by other processes.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The photos queue's name.
+pub fn queue_name() -> QueueName {
+    // A constant that follows the naming rules.
+    QueueName::parse(PHOTOS_QUEUE).unwrap_or_else(|e| unreachable!("{e}"))
+}
+
+/// A job's message: its id, as text. Everything else is in the catalog.
+pub fn payload(job: JobId) -> Vec<u8> {
+    format!("photo-job {job}").into_bytes()
+}
+
+/// The job a message names, if it is one of ours.
+pub fn parse_payload(bytes: &[u8]) -> Option<JobId> {
+    std::str::from_utf8(bytes)
+        .ok()?
+        .strip_prefix("photo-job ")?
+        .parse()
+        .ok()
+        .map(JobId)
+}
+
+/// Why a relay round stopped short.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::CatalogError),
+    #[error("publishing a photo job: {0}")]
+    Queue(#[from] strata_queue::QueueError),
+}
+
+/// How long a published outbox row is kept (for a look after an incident) before a relay
+/// deletes it.
+pub const KEEP_SENT: Duration = Duration::from_secs(3600);
+
+/// Publishes up to [`BATCH`] unsent rows; returns how many.
+pub async fn relay_once(catalog: &Catalog, queue: &dyn Queue) -> Result<usize, RelayError> {
+    let name = queue_name();
+    let rows = catalog.unsent(BATCH).await?;
+    for row in &rows {
+        queue
+            .publish(&name, Outgoing::new(payload(row.job)))
+            .await?;
+        catalog.mark_sent(row.row).await?;
+        tracing::debug!(job = %row.job, "Published a photo job from the outbox.");
+    }
+    Ok(rows.len())
+}
+
+/// Relays until `stop` resolves: at once when `wake` is notified (an upload in this process),
+/// else every [`POLL_INTERVAL`]. Failures are logged and retried on the next round.
+pub async fn run(
+    catalog: Catalog,
+    queue: Arc<dyn Queue>,
+    wake: Arc<Notify>,
+    stop: impl Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    let mut last_prune = std::time::Instant::now();
+    loop {
+        if last_prune.elapsed() >= KEEP_SENT / 60 {
+            last_prune = std::time::Instant::now();
+            if let Err(e) = catalog.prune_sent(KEEP_SENT).await {
+                tracing::warn!(error = %e, "The outbox relay could not prune published rows.");
+            }
+        }
+        let woken = wake.notified();
+        match relay_once(&catalog, &*queue).await {
+            Ok(n) if n == BATCH => continue,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "The outbox relay could not publish; it retries shortly.")
+            }
+        }
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = woken => {}
+            _ = tokio::time::sleep(POLL_INTERVAL) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_round_trip_and_foreign_ones_are_not_jobs() {
+        assert_eq!(parse_payload(&payload(JobId(42))), Some(JobId(42)));
+        for bad in [&b"42"[..], b"photo-job x", b"photo-job ", b"\xff"] {
+            assert_eq!(parse_payload(bad), None);
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! `strata worker`: a photo worker as a process. It opens the catalog, the blob store and the
+//! embedded queue, serves `/metrics` and `/healthz` on `--listen`, prints its readiness line, then runs `--concurrency` consumers and an outbox
+//! relay (a backstop for uploads whose API server died before publishing) until SIGTERM,
+//! Ctrl-C or — with `--exit-on-stdin-eof` — its supervisor's exit. Stopping drains: each job in
+//! progress finishes within `--drain-secs` or is handed back to the queue.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use strata_core::ready::ReadyLine;
+use strata_queue::QueuePolicy;
+
+use crate::service::{PhotoDirs, Photos};
+use crate::worker::Worker;
+
+/// Where the photo pipeline lives, for every role that opens it (API servers and workers).
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args, serde::Serialize)]
+pub struct PhotoOptions {
+    /// Directory of the photo catalog and its blobs (default: `photos` in the data directory).
+    #[arg(long, env = "STRATA_PHOTOS_DIR")]
+    pub photos_dir: Option<PathBuf>,
+    /// Directory of the embedded queue (default: `queue` in the data directory).
+    #[arg(long, env = "STRATA_QUEUE_DIR")]
+    pub queue_dir: Option<PathBuf>,
+}
+
+impl PhotoOptions {
+    /// The directories, with the defaults under `data`.
+    pub fn dirs(&self, data: &std::path::Path) -> PhotoDirs {
+        let defaults = PhotoDirs::in_data_dir(data);
+        PhotoDirs {
+            photos: self.photos_dir.clone().unwrap_or(defaults.photos),
+            queue: self.queue_dir.clone().unwrap_or(defaults.queue),
+        }
+    }
+}
+
+/// Everything a worker is told on its command line.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args, serde::Serialize)]
+pub struct WorkerArgs {
+    /// Address of the worker's `/metrics` (port 0 picks a free port; loopback by default).
+    #[arg(long, env = "STRATA_WORKER_LISTEN", default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Data directory of the deployment (the photos and the queue live under it by default).
+    #[arg(long, env = "STRATA_DATA", default_value = ".strata/data")]
+    pub data: PathBuf,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub photos: PhotoOptions,
+    /// Jobs processed at once (each on a core of its own while it resizes).
+    #[arg(long, env = "STRATA_WORKER_CONCURRENCY", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub concurrency: u64,
+    /// Deliveries a job gets before it becomes a dead letter.
+    #[arg(long, env = "STRATA_WORKER_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: u32,
+    /// Seconds a job may run without a heartbeat before another worker may take it.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub visibility_timeout_secs: u64,
+    /// Seconds a stopping worker gives its jobs in progress before handing them back.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub drain_secs: u64,
+    /// This role's name in its topology (shown in the readiness line and logs).
+    #[arg(long, default_value = "worker")]
+    pub name: String,
+    /// Exit when standard input reaches end-of-file (set by `strata up`).
+    #[arg(long)]
+    pub exit_on_stdin_eof: bool,
+}
+
+impl WorkerArgs {
+    /// A worker over the data directory `data`, every other setting at its default (the same
+    /// defaults clap gives; a test keeps the two in step).
+    pub fn new(data: PathBuf) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data,
+            photos: PhotoOptions::default(),
+            concurrency: 1,
+            max_attempts: 5,
+            visibility_timeout_secs: 30,
+            drain_secs: 30,
+            name: "worker".into(),
+            exit_on_stdin_eof: false,
+        }
+    }
+
+    /// The queue policy these arguments ask for.
+    pub fn policy(&self) -> QueuePolicy {
+        QueuePolicy {
+            max_attempts: self.max_attempts,
+            visibility_timeout: Duration::from_secs(self.visibility_timeout_secs),
+            ..QueuePolicy::default()
+        }
+    }
+}
+
+/// Runs `strata worker` until it is told to stop, then drains.
+pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
+    strata_core::telemetry::init();
+    let dirs = args.photos.dirs(&args.data);
+    let policy = args.policy();
+    let photos = Photos::open(&dirs, policy).with_context(|| {
+        format!(
+            "cannot open the photo pipeline (catalog and blobs in {}, queue in {})",
+            dirs.photos.display(),
+            dirs.queue.display()
+        )
+    })?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let relay = {
+        let (photos, stop) = (photos.clone(), stopped(stop_rx.clone()));
+        tokio::spawn(async move { photos.relay(stop).await })
+    };
+    let worker = Worker {
+        catalog: photos.catalog.clone(),
+        queue: photos.queue.clone(),
+        blobs: photos.blobs.clone(),
+        heartbeat: policy.visibility_timeout / 3,
+    };
+    let metrics = strata_core::telemetry::prometheus();
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {} for /metrics: is another process using that port? Pass another --listen (port 0 picks a free one)",
+            args.listen
+        )
+    })?;
+    let metrics_addr = listener
+        .local_addr()
+        .context("the metrics listener's address")?;
+    let metrics_server = {
+        let photos = photos.clone();
+        let router = axum::Router::new()
+            .route(
+                "/healthz",
+                axum::routing::get(|| async { r#"{"status":"alive"}"# }),
+            )
+            .route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let (photos, metrics) = (photos.clone(), metrics.clone());
+                    async move {
+                        photos.record_queue_gauges().await;
+                        (
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                "text/plain; version=0.0.4; charset=utf-8",
+                            )],
+                            metrics.render(),
+                        )
+                    }
+                }),
+            );
+        let stop = stopped(stop_rx.clone());
+        tokio::spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(stop)
+                .await;
+            if let Err(e) = served {
+                tracing::warn!(error = %e, "The worker's metrics listener failed.");
+            }
+        })
+    };
+    ReadyLine::new(&args.name)
+        .with_addr("metrics", metrics_addr)
+        .announce()
+        .context("cannot write the readiness line")?;
+    tracing::info!(role = %args.name, concurrency = args.concurrency, photos = %dirs.photos.display(),
+        queue = %dirs.queue.display(), "Processing photo jobs.");
+    let exit_on_stdin_eof = args.exit_on_stdin_eof;
+    tokio::spawn(async move {
+        strata_core::shutdown::signal(exit_on_stdin_eof).await;
+        let _ = stop_tx.send(true);
+    });
+    worker
+        .run(
+            usize::try_from(args.concurrency).unwrap_or(1),
+            Duration::from_secs(args.drain_secs),
+            stopped(stop_rx),
+        )
+        .await;
+    let _ = relay.await;
+    let _ = metrics_server.await;
+    tracing::info!(role = %args.name, "Stopped after draining the jobs in progress.");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        worker: WorkerArgs,
+    }
+
+    #[test]
+    fn the_constructor_has_the_defaults_of_the_command_line() {
+        use clap::Parser as _;
+        let parsed = Cli::try_parse_from(["worker", "--data", "/d"]).expect("parses");
+        assert_eq!(parsed.worker, WorkerArgs::new("/d".into()));
+    }
+}
