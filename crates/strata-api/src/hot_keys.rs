@@ -120,7 +120,10 @@ impl HotKeys {
                 rank + 1
             );
         }
-        let _ = writeln!(out, "# HELP strata_hot_key_error Possible overcount of each hot user's reads.");
+        let _ = writeln!(
+            out,
+            "# HELP strata_hot_key_error Possible overcount of each hot user's reads."
+        );
         let _ = writeln!(out, "# TYPE strata_hot_key_error gauge");
         for (rank, (user, _, error)) in top.iter().enumerate() {
             let _ = writeln!(
@@ -129,7 +132,10 @@ impl HotKeys {
                 rank + 1
             );
         }
-        let _ = writeln!(out, "# HELP strata_hot_key_window_reads Reads counted in that window.");
+        let _ = writeln!(
+            out,
+            "# HELP strata_hot_key_window_reads Reads counted in that window."
+        );
         let _ = writeln!(out, "# TYPE strata_hot_key_window_reads gauge");
         let _ = writeln!(out, "strata_hot_key_window_reads {total}");
         out
@@ -200,6 +206,9 @@ mod tests {
         assert_eq!(total, 31);
         assert_eq!(top[0], (12, 30, 0));
         let text = hot.render();
-        assert!(text.contains("strata_hot_key_reads{rank=\"1\",user=\"12\"} 30"), "{text}");
+        assert!(
+            text.contains("strata_hot_key_reads{rank=\"1\",user=\"12\"} 30"),
+            "{text}"
+        );
     }
 }

@@ -259,7 +259,13 @@ impl Verdict {
             lost: lost.len(),
             lost_examples: lost.into_iter().take(10).collect(),
             back_to_full_health_s: health_after,
-            timeline: timeline(&outcome.writes.iter().chain(&outcome.reads).collect::<Vec<_>>()),
+            timeline: timeline(
+                &outcome
+                    .writes
+                    .iter()
+                    .chain(&outcome.reads)
+                    .collect::<Vec<_>>(),
+            ),
         }
     }
 
