@@ -389,3 +389,103 @@ async fn a_pinned_user_moves_alone_to_its_group_and_stays_there_when_slots_move(
         .expect("present");
     assert_eq!(row.user.profile.first_name.as_str(), "Johnny");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resharder_killed_inside_a_write_pause_leaves_the_chunk_paused_until_resumed() {
+    use strata_store::reshard::journal::{self, PendingCut};
+    use strata_store::shard::fence::Fence;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engines = open(dir.path(), Some(2)).await;
+    let store = engines.store.clone();
+    let users: Vec<User> = (0..2000u64)
+        .map(|i| User {
+            id: UserId(9_000 + i),
+            profile: profile("Seed"),
+        })
+        .collect();
+    store.insert_batch(users).await.expect("seed");
+    let mut acked: Acked = (0..2000u64)
+        .map(|i| (9_000 + i, Some((1, "Seed".to_string()))))
+        .collect();
+    let stopped = resharder(
+        dir.path(),
+        Options {
+            stop_after_cuts: Some(2),
+            ..fast()
+        },
+    )
+    .run(&Request::Shards(4))
+    .await
+    .expect("partial run");
+    assert!(!stopped.finished);
+
+    // What a kill right after the next cut-over's fence committed leaves behind: the fence in
+    // the source group, the journal's pending cut, the map not yet published.
+    let path = journal_path(dir.path());
+    let mut j = journal::read(&path).expect("read").expect("a journal");
+    let (i, m) = j
+        .moves
+        .iter()
+        .enumerate()
+        .find(|(_, m)| m.uncut().is_some())
+        .map(|(i, m)| (i, m.clone()))
+        .expect("a move with slots left");
+    let uncut = m.uncut().expect("uncut");
+    let chunk = SlotRange::new(uncut.first().get(), uncut.first().get() + 63).expect("chunk");
+    let map = read_map_file(&map_path(dir.path())).expect("map");
+    let groups = SqliteGroups::new(dir.path());
+    groups
+        .open_store(&m.from)
+        .expect("source")
+        .add_fence(Fence {
+            slots: chunk,
+            strategy: map.strategy(),
+            user: None,
+            except: Vec::new(),
+            moved_to: m.to.clone(),
+            map_version: map.version() + 1,
+        })
+        .await
+        .expect("fence");
+    j.pending = Some(PendingCut {
+        move_index: i,
+        slots: chunk,
+        map_version: map.version() + 1,
+    });
+    journal::write(&path, &j).expect("journal");
+
+    // A write to the paused chunk waits, then is refused — not acknowledged, not applied.
+    let paused = acked
+        .keys()
+        .map(|&id| UserId(id))
+        .find(|&id| {
+            let s = map.slot_of(id);
+            chunk.first() <= s && s <= chunk.last()
+        })
+        .expect("a user in the chunk");
+    let err = store
+        .replace(paused, &profile("Paused"), Precondition::None)
+        .await
+        .expect_err("paused");
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+
+    // Resumed with another chunk size: the pending cut-over is redone all the same.
+    let done = resharder(
+        dir.path(),
+        Options {
+            chunk_slots: 16,
+            ..fast()
+        },
+    )
+    .resume()
+    .await
+    .expect("resume");
+    assert!(done.finished);
+    check_everything(dir.path(), store.as_ref(), &acked, true).await;
+    let r = store
+        .replace(paused, &profile("Resumed"), Precondition::None)
+        .await
+        .expect("the chunk takes writes again");
+    acked.insert(paused.0, Some((r.version, "Resumed".into())));
+    check_everything(dir.path(), store.as_ref(), &acked, true).await;
+}

@@ -217,7 +217,24 @@ impl Resharder {
                 }
             }
         }
-        // 4. Cut over, chunk by chunk.
+        // 4. Cut over, chunk by chunk. A cut-over a stopped resharder began: if its map was
+        // published it is done; if not, its fence is lifted and it is redone (whatever the
+        // chunk size now).
+        if let Some(p) = j.pending.clone() {
+            let m = j.moves.get(p.move_index).cloned().ok_or_else(|| {
+                StoreError::Unusable("the journal's pending cut-over names no move".into())
+            })?;
+            if map.version() >= p.map_version {
+                self.finish_cut(j, p.move_index, p.slots, None)?;
+            } else {
+                self.opener
+                    .rows(&m.from)?
+                    .unfence(m.to.as_str(), p.map_version)
+                    .await?;
+                j.pending = None;
+                self.save(j)?;
+            }
+        }
         if j.phase == Phase::CuttingOver {
             let total: u64 = j
                 .moves
@@ -442,16 +459,6 @@ impl Resharder {
             .move_slots(chunk, &m.to)
             .map_err(|e| StoreError::Unusable(e.to_string()))?
             .map;
-        // A cut-over this resharder began before it was stopped: published or not?
-        if let Some(p) = j.pending.clone()
-            && p.move_index == i
-            && p.slots == chunk
-        {
-            if map.version() >= p.map_version {
-                return self.finish_cut(j, i, chunk, None);
-            }
-            src.unfence(m.to.as_str(), p.map_version).await?;
-        }
         j.pending = Some(PendingCut {
             move_index: i,
             slots: chunk,
