@@ -70,7 +70,7 @@ def admin_token(d, lb):
     status, body = post("http://%s/sessions" % lb, {"email": email, "password": password})
     if status != 201 and status != 200:
         sys.exit("cannot log the bench admin in: %s" % status)
-    return body["accessToken"]
+    return body["access_token"]
 
 
 def oha(args):
@@ -83,7 +83,8 @@ def oha(args):
     return {"rps": round(r["summary"]["requestsPerSec"]), "ok": ok,
             "errors": sum(r.get("errorDistribution", {}).values()) + sum(v for k, v in codes.items() if not k.startswith("2")),
             "p50_ms": round(pct.get("p50", 0) * 1000, 2), "p99_ms": round(pct.get("p99", 0) * 1000, 2),
-            "p999_ms": round(pct.get("p99.9", 0) * 1000, 2)}
+            "p999_ms": round(pct.get("p99.9", 0) * 1000, 2),
+            "status_codes": codes, "error_kinds": r.get("errorDistribution", {})}
 
 
 def one(groups, args, work):
