@@ -277,6 +277,31 @@ async fn a_resharder_killed_mid_cut_over_resumes_and_no_acknowledged_write_is_lo
     let status = status_json(&dir);
     let groups = status["shards"]["groups"].as_array().expect("groups");
     assert_eq!(groups.len(), 4);
+
+    // Impossible requests: refused with the reason, a non-zero exit, nothing moved.
+    let map_before = std::fs::read_to_string(data.join("shard-map.json")).expect("map");
+    for (args, reason) in [
+        (
+            &["reshard", "--shards", "3"][..],
+            "cannot merge 4 shard groups into 3",
+        ),
+        (
+            &["reshard", "move", "--slots", "4000-5000", "--to", "s1"][..],
+            "slot 5000 is past the last slot",
+        ),
+        (
+            &["shard", "pin", "12", "--group", "nowhere"][..],
+            "there is no shard group nowhere",
+        ),
+        (&["reshard", "--abort"][..], "no resharding is in progress"),
+    ] {
+        let out = common::strata(args, &dir);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(reason), "{args:?}: {stderr}");
+    }
+    let map_after = std::fs::read_to_string(data.join("shard-map.json")).expect("map");
+    assert_eq!(map_before, map_after, "a refused request changed the map");
     let total: u64 = groups
         .iter()
         .map(|g| g["users"].as_u64().expect("count"))
