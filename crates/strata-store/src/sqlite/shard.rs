@@ -179,40 +179,22 @@ impl EmailIndex for SqliteStore {
 
     async fn confirm_email(&self, email: &Email, user: UserId) -> Result<bool, StoreError> {
         let key = key_of(user)?;
-        let email = email.clone();
-        self.with_writer(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(engine_error)?;
-            check_email(&tx, &email)?;
-            let n = tx
-                .execute(
-                    "UPDATE email_index SET committed = 1 WHERE email = ?1 AND user_id = ?2",
-                    params![email.as_str(), key],
-                )
-                .map_err(engine_error)?;
-            tx.commit().map_err(engine_error)?;
-            Ok(n == 1)
+        self.change_email_row(email, move |tx, email| {
+            tx.execute(
+                "UPDATE email_index SET committed = 1 WHERE email = ?1 AND user_id = ?2",
+                params![email, key],
+            )
         })
         .await
     }
 
     async fn release_email(&self, email: &Email, user: UserId) -> Result<bool, StoreError> {
         let key = key_of(user)?;
-        let email = email.clone();
-        self.with_writer(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(engine_error)?;
-            check_email(&tx, &email)?;
-            let n = tx
-                .execute(
-                    "DELETE FROM email_index WHERE email = ?1 AND user_id = ?2",
-                    params![email.as_str(), key],
-                )
-                .map_err(engine_error)?;
-            tx.commit().map_err(engine_error)?;
-            Ok(n == 1)
+        self.change_email_row(email, move |tx, email| {
+            tx.execute(
+                "DELETE FROM email_index WHERE email = ?1 AND user_id = ?2",
+                params![email, key],
+            )
         })
         .await
     }
@@ -225,19 +207,31 @@ impl EmailIndex for SqliteStore {
         now_ms: u64,
     ) -> Result<bool, StoreError> {
         let (from, to) = (key_of(from)?, key_of(to)?);
+        self.change_email_row(email, move |tx, email| {
+            tx.execute(
+                "UPDATE email_index SET user_id = ?3, committed = 0, claimed_ms = ?4 \
+                 WHERE email = ?1 AND user_id = ?2",
+                params![email, from, to, now_ms as i64],
+            )
+        })
+        .await
+    }
+}
+
+impl SqliteStore {
+    /// Runs one conditional change of an email index row in a write transaction that first
+    /// checks the row has not moved away; true if it changed exactly one row.
+    async fn change_email_row<F>(&self, email: &Email, change: F) -> Result<bool, StoreError>
+    where
+        F: FnOnce(&rusqlite::Transaction<'_>, &str) -> rusqlite::Result<usize> + Send + 'static,
+    {
         let email = email.clone();
         self.with_writer(move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(engine_error)?;
             check_email(&tx, &email)?;
-            let n = tx
-                .execute(
-                    "UPDATE email_index SET user_id = ?3, committed = 0, claimed_ms = ?4 \
-                     WHERE email = ?1 AND user_id = ?2",
-                    params![email.as_str(), from, to, now_ms as i64],
-                )
-                .map_err(engine_error)?;
+            let n = change(&tx, email.as_str()).map_err(engine_error)?;
             tx.commit().map_err(engine_error)?;
             Ok(n == 1)
         })
