@@ -26,7 +26,7 @@ use strata_core::user::UserId;
 use super::journal::{self, Journal, PendingCut, Phase, PinState};
 pub use super::plan::{Options, Report, Request, plan};
 use super::rows::{Changed, GroupRows, RowBatch, UserRow};
-use super::scan::{checksum, delete_slot_rows};
+use super::scan::{checksum, delete_slot_rows, steps};
 use crate::StoreError;
 use crate::shard::fence::Fence;
 use crate::shard::{ShardGroup, ShardMap, SlotRange, Strategy, slot_of_key};
@@ -303,18 +303,10 @@ impl Resharder {
             Some(last) => last + 1,
             None => m.slots.first().get(),
         };
-        // Hash slots are read one at a time (the index gives each in id order); the other
-        // strategies' ranges are id ranges or scans, read whole.
-        let steps: Vec<SlotRange> = match strategy {
-            Strategy::Hash => (first..=m.slots.last().get())
-                .filter_map(|s| SlotRange::new(s, s))
-                .collect(),
-            _ => SlotRange::new(first, m.slots.last().get())
-                .into_iter()
-                .collect(),
-        };
+        let remaining = SlotRange::new(first, m.slots.last().get())
+            .ok_or_else(|| StoreError::Unavailable("an empty copy range (a bug)".into()))?;
         let mut last_saved = Instant::now();
-        for step in steps {
+        for step in steps(strategy, remaining) {
             let mut after = i64::MIN;
             loop {
                 let rows = src

@@ -7,6 +7,19 @@ use super::rows::{Checksum, GroupRows, RowBatch};
 use crate::StoreError;
 use crate::shard::{SlotRange, Strategy};
 
+/// How to read the users of `slots`: hash slots one at a time (the index on the hash slot gives
+/// each in id order, no sort); the other strategies' ranges whole (id ranges, or scans in id
+/// order).
+pub fn steps(strategy: Strategy, slots: SlotRange) -> Vec<SlotRange> {
+    match strategy {
+        Strategy::Hash => slots
+            .slots()
+            .filter_map(|s| SlotRange::new(s.get(), s.get()))
+            .collect(),
+        _ => vec![slots],
+    }
+}
+
 /// Count and checksum of a group's rows in `slots` (pinned users left out).
 pub async fn checksum(
     rows: &dyn GroupRows,
@@ -15,14 +28,7 @@ pub async fn checksum(
     pinned: &BTreeSet<i64>,
 ) -> Result<Checksum, StoreError> {
     let mut sum = Checksum::default();
-    let steps: Vec<SlotRange> = match strategy {
-        Strategy::Hash => slots
-            .slots()
-            .filter_map(|s| SlotRange::new(s.get(), s.get()))
-            .collect(),
-        _ => vec![slots],
-    };
-    for step in steps {
+    for step in steps(strategy, slots) {
         let mut after = i64::MIN;
         loop {
             let batch = rows.user_rows(strategy, step, after, 2000).await?;
@@ -63,14 +69,7 @@ pub async fn delete_slot_rows(
     pinned: &BTreeSet<i64>,
     batch: u32,
 ) -> Result<(), StoreError> {
-    let steps: Vec<SlotRange> = match strategy {
-        Strategy::Hash => slots
-            .slots()
-            .filter_map(|s| SlotRange::new(s.get(), s.get()))
-            .collect(),
-        _ => vec![slots],
-    };
-    for step in steps {
+    for step in steps(strategy, slots) {
         let mut after = i64::MIN;
         loop {
             let found = rows.user_rows(strategy, step, after, batch).await?;
