@@ -211,8 +211,7 @@ impl Catalog {
         let conn = Connection::open(&path)
             .map_err(|e| CatalogError(format!("cannot open {}: {e}", path.display())))?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(db)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(db)?;
+        strata_queue::sqlite::enable_wal(&conn, Duration::from_secs(10)).map_err(db)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(db)?;
         conn.execute_batch(

@@ -86,8 +86,7 @@ impl SqliteQueue {
         let conn = Connection::open(&path)
             .map_err(|e| QueueError::Engine(format!("cannot open {}: {e}", path.display())))?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(engine)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(engine)?;
+        enable_wal(&conn, Duration::from_secs(10)).map_err(engine)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(engine)?;
         migrate(&conn)?;
@@ -142,6 +141,26 @@ impl SqliteQueue {
         })
         .await
         .map_err(|e| QueueError::Engine(format!("queue task failed: {e}")))?
+    }
+}
+
+/// Switches a database to WAL mode. Several processes opening a new file at once race to
+/// switch it, and SQLite answers that race with SQLITE_BUSY without consulting the busy
+/// handler: retried here until `patience` has passed.
+pub fn enable_wal(conn: &Connection, patience: Duration) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(f, _))
+                if matches!(
+                    f.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
     }
 }
 

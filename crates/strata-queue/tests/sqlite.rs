@@ -157,3 +157,25 @@ async fn two_engines_on_one_file_never_lease_one_message_twice() {
     assert_eq!(all.len(), 60, "each message consumed once");
     assert_eq!(distinct.len(), 60);
 }
+
+#[test]
+fn many_openers_of_a_new_queue_file_at_once_all_succeed() {
+    // API servers and workers start together and open the same new file: the switch to WAL
+    // races, and SQLite answers the race with "database is locked" unless retried.
+    for _ in 0..10 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let barrier = Arc::new(std::sync::Barrier::new(8));
+        let openers: Vec<_> = (0..8)
+            .map(|_| {
+                let (dir, barrier) = (dir.path().to_path_buf(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    SqliteQueue::open(&dir, quick_policy()).map(|_| ())
+                })
+            })
+            .collect();
+        for o in openers {
+            o.join().expect("thread").expect("every opener succeeds");
+        }
+    }
+}
