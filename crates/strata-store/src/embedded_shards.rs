@@ -193,7 +193,7 @@ pub fn ensure_map(data: &Path, shards: Option<u16>) -> Result<Option<EnsuredMap>
 /// Writes `map` to `path` unless a file is there; true if this call wrote it. Atomic: the
 /// document is written and synced under a temporary name, then linked into place (a link
 /// fails when the name exists, so two writers cannot both win).
-fn write_new(path: &Path, map: &ShardMap) -> Result<bool, StoreError> {
+pub(crate) fn write_new(path: &Path, map: &ShardMap) -> Result<bool, StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)
         .map_err(|e| StoreError::Unusable(format!("cannot create {}: {e}", dir.display())))?;
@@ -237,6 +237,8 @@ pub struct GroupView {
     pub users: Option<u64>,
     /// Slot ranges it has handed to other groups and still refuses (its fences).
     pub fences: usize,
+    /// Where its data is: its SQLite file, or its PostgreSQL server and database (never a
+    /// password).
     pub file: PathBuf,
 }
 

@@ -33,6 +33,7 @@ pub mod conformance;
 pub mod embedded_shards;
 pub mod idempotency;
 pub mod open;
+pub mod pg_shards;
 pub mod postgres;
 pub mod redis_sessions;
 pub mod replicated;

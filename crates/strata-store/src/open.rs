@@ -54,6 +54,18 @@ pub struct DataOptions {
     /// sharded is opened as its map says; this count must then match it.
     #[arg(long, env = "STRATA_SHARDS", value_parser = clap::value_parser!(u16).range(1..=255), conflicts_with = "postgres")]
     pub shards: Option<u16>,
+    /// A shard group on PostgreSQL: NAME=URL (repeat, or comma-separate in the environment),
+    /// e.g. s1=postgresql://strata@127.0.0.1:5432/strata. The shard map lives in DATA; with
+    /// --shards N only the first N groups get slots at first (the rest are spares for
+    /// `strata reshard`). Never logged.
+    #[arg(
+        long = "postgres-shard",
+        env = "STRATA_POSTGRES_SHARDS",
+        value_delimiter = ',',
+        hide_env_values = true,
+        conflicts_with = "postgres"
+    )]
+    pub postgres_shards: Vec<String>,
 }
 
 impl DataOptions {
@@ -67,12 +79,16 @@ impl DataOptions {
             replica_max_lag_ms: 5000,
             postgres_pool: 16,
             shards: None,
+            postgres_shards: Vec::new(),
         }
     }
 
     /// Opens the engines and, with replicas, puts them behind the primary (read/write split
     /// with read-your-writes).
     pub async fn open(&self) -> anyhow::Result<Engines> {
+        if !self.postgres_shards.is_empty() {
+            return self.open_postgres_shards().await;
+        }
         if self.postgres.is_none()
             && let Some(engines) = open_sharded_sqlite(&self.data, self.shards).await?
         {
@@ -85,6 +101,51 @@ impl DataOptions {
         )
         .await?;
         self.with_replicas(engines)
+    }
+
+    /// The PostgreSQL shard groups of `--postgres-shard`, behind a router following the map
+    /// in the data directory.
+    async fn open_postgres_shards(&self) -> anyhow::Result<Engines> {
+        let groups = crate::pg_shards::connect_groups(
+            &self.postgres_shards,
+            self.postgres_pool as usize,
+        )
+        .await?;
+        let names = groups.groups().to_vec();
+        std::fs::create_dir_all(&self.data)
+            .with_context(|| format!("cannot create data directory {}", self.data.display()))?;
+        let (map, created) = crate::pg_shards::ensure_map(&self.data, &names, self.shards)?;
+        let sessions = Arc::new(groups.open_store(&map.groups()[0])?);
+        let source = Arc::new(crate::shard::source::FileMapSource::new(
+            crate::embedded_shards::map_path(&self.data),
+        ));
+        let router = crate::shard::router::ShardedStore::open(
+            source,
+            Arc::new(groups),
+            crate::shard::router::RouterOptions::default(),
+        )
+        .await?;
+        let router = Arc::new(router);
+        router.watch(Duration::from_millis(500));
+        let engines = Engines {
+            store: router.clone(),
+            accounts: router,
+            sessions,
+            describe: format!(
+                "postgres ({} shard groups, map version {} in {})",
+                map.groups().len(),
+                map.version(),
+                self.data.display()
+            ),
+        };
+        if created
+            && crate::ensure_canonical_user(engines.store.as_ref())
+                .await
+                .context("cannot insert the canonical user 12")?
+        {
+            tracing::info!(data = %engines.describe, "created new shard groups with the canonical user 12");
+        }
+        Ok(engines)
     }
 
     fn with_replicas(&self, engines: Engines) -> anyhow::Result<Engines> {

@@ -42,7 +42,9 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
 mod accounts;
 mod idempotency;
 mod node;
+mod reshard;
 mod schema;
+mod shard;
 
 pub use node::{NodeStatus, format_lsn, parse_lsn, probe_node};
 use node::{POSITION_SQL, STATUS_SQL};
@@ -97,6 +99,8 @@ pub struct PgStore {
     reconnect_for: Duration,
     /// The URL without its password, for messages.
     display: String,
+    /// A shard group's database: writes check its fences (see `shard`).
+    fenced: bool,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -223,7 +227,15 @@ impl PgStore {
             call_timeout: config.call_timeout,
             reconnect_for: config.reconnect_for.min(config.call_timeout),
             display,
+            fenced: false,
         })
+    }
+
+    /// This store as one shard group: every write of a user or email index row checks the
+    /// group's fences in its own transaction, and point reads check them too.
+    pub fn into_shard_group(mut self) -> Self {
+        self.fenced = true;
+        self
     }
 
     /// The server(s) and database, without credentials.
@@ -469,15 +481,18 @@ impl Store for PgStore {
             )));
         };
         let profile = user.profile.to_value().to_string();
-        self.call(|client| async move {
-            let (rows, commit) = write_then_position(
-                &client,
-                "INSERT INTO users (id, version, profile) VALUES ($1, 1, $2::text::jsonb) \
-                 ON CONFLICT (id) DO NOTHING RETURNING version",
-                &[&key, &profile],
-            )
-            .await
-            .map_err(|e| engine_error(&e))?;
+        let slot = shard::hash_slot(id);
+        self.call(|mut client| async move {
+            let (rows, commit) = self
+                .write_guarded(
+                    &mut client,
+                    shard::Guard::User(id),
+                    "INSERT INTO users (id, version, profile, hash_slot) \
+                     VALUES ($1, 1, $2::text::jsonb, $3) ON CONFLICT (id) DO NOTHING RETURNING version",
+                    &[&key, &profile, &slot],
+                )
+                .await
+                .map_err(shard::Failed::into_store)?;
             if rows.is_empty() {
                 return Err(StoreError::AlreadyExists(id));
             }
@@ -499,10 +514,13 @@ impl Store for PgStore {
                 .prepare_cached("SELECT id, version, profile::text FROM users WHERE id = $1")
                 .await
                 .map_err(|e| engine_error(&e))?;
-            let row = client
-                .query_opt(&statement, &[&key])
-                .await
-                .map_err(|e| engine_error(&e))?;
+            let (row, fences) = futures_util::future::join(
+                client.query_opt(&statement, &[&key]),
+                self.fences_for_read(&client),
+            )
+            .await;
+            shard::Guard::User(id).check(&fences?)?;
+            let row = row.map_err(|e| engine_error(&e))?;
             row.as_ref().map(row_user).transpose()
         })
         .await
@@ -519,15 +537,17 @@ impl Store for PgStore {
         };
         let expected = expected_version(pre);
         let profile = profile.to_value().to_string();
-        self.call(|client| async move {
-            let (rows, commit) = write_then_position(
-                &client,
-                "UPDATE users SET version = version + 1, profile = $2::text::jsonb \
-                 WHERE id = $1 AND ($3::bigint IS NULL OR version = $3) RETURNING version",
-                &[&key, &profile, &expected],
-            )
-            .await
-            .map_err(|e| engine_error(&e))?;
+        self.call(|mut client| async move {
+            let (rows, commit) = self
+                .write_guarded(
+                    &mut client,
+                    shard::Guard::User(id),
+                    "UPDATE users SET version = version + 1, profile = $2::text::jsonb \
+                     WHERE id = $1 AND ($3::bigint IS NULL OR version = $3) RETURNING version",
+                    &[&key, &profile, &expected],
+                )
+                .await
+                .map_err(shard::Failed::into_store)?;
             match rows.first() {
                 Some(row) => {
                     let version: i64 = row.try_get(0).map_err(|e| unavailable(&e))?;
@@ -547,15 +567,17 @@ impl Store for PgStore {
             return Err(StoreError::NotFound(id));
         };
         let expected = expected_version(pre);
-        self.call(|client| async move {
-            let (rows, commit) = write_then_position(
-                &client,
-                "DELETE FROM users WHERE id = $1 AND ($2::bigint IS NULL OR version = $2) \
-                 RETURNING version",
-                &[&key, &expected],
-            )
-            .await
-            .map_err(|e| engine_error(&e))?;
+        self.call(|mut client| async move {
+            let (rows, commit) = self
+                .write_guarded(
+                    &mut client,
+                    shard::Guard::User(id),
+                    "DELETE FROM users WHERE id = $1 AND ($2::bigint IS NULL OR version = $2) \
+                     RETURNING version",
+                    &[&key, &expected],
+                )
+                .await
+                .map_err(shard::Failed::into_store)?;
             match rows.first() {
                 Some(row) => {
                     let version: i64 = row.try_get(0).map_err(|e| unavailable(&e))?;
@@ -614,19 +636,29 @@ impl Store for PgStore {
             data.put_slice(b"\t1\t");
             let json = user.profile.to_value().to_string();
             data.put_slice(json.replace('\\', "\\\\").as_bytes());
+            data.put_u8(b'\t');
+            data.put_slice(shard::hash_slot(user.id).to_string().as_bytes());
             data.put_u8(b'\n');
         }
-        let first = users.first().map(|u| u.id);
+        let ids: Vec<UserId> = users.iter().map(|u| u.id).collect();
+        let first = ids.first().copied();
         let data = data.freeze();
-        self.call(|client| async move {
-            let sink = client
-                .copy_in("COPY users (id, version, profile) FROM STDIN")
+        self.call(|mut client| async move {
+            let tx = client.transaction().await.map_err(|e| engine_error(&e))?;
+            let fences = self
+                .fences_for_write(&tx)
+                .await
+                .map_err(shard::Failed::into_store)?;
+            shard::Guard::Users(&ids).check(&fences)?;
+            let sink = tx
+                .copy_in("COPY users (id, version, profile, hash_slot) FROM STDIN")
                 .await
                 .map_err(|e| engine_error(&e))?;
             futures_util::pin_mut!(sink);
             let sent = async {
                 sink.send(data).await?;
-                sink.as_mut().finish().await
+                sink.as_mut().finish().await?;
+                tx.commit().await
             }
             .await;
             if let Err(e) = sent {

@@ -3,15 +3,15 @@
 //! acknowledged write is found afterwards, each row in exactly the group the map names, and
 //! impossible requests are refused with nothing moved.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use strata_core::email::Email;
-use strata_core::user::{IdField, User, UserId, UserProfile};
-use strata_store::accounts::AccountStore;
+mod common;
+use common::{Acked, check_everything, profile, write_until};
+
+use strata_core::user::{User, UserId};
 use strata_store::embedded_shards::{FileMapPublisher, SqliteGroups, map_path};
 use strata_store::open::{DataOptions, Engines};
 use strata_store::reshard::journal::journal_path;
@@ -36,6 +36,12 @@ fn resharder(dir: &Path, options: Options) -> Resharder {
     }
 }
 
+/// Opens a group's SQLite file directly (not through the router).
+fn sqlite_group(dir: &Path) -> impl Fn(&ShardGroup) -> Arc<dyn Store> {
+    let groups = SqliteGroups::new(dir);
+    move |g| Arc::new(groups.open_store(g).expect("group"))
+}
+
 fn fast() -> Options {
     Options {
         chunk_slots: 64,
@@ -43,124 +49,6 @@ fn fast() -> Options {
         cleanup_grace: Duration::from_millis(100),
         stop_after_cuts: None,
     }
-}
-
-fn profile(first: &str) -> UserProfile {
-    let mut body = User::canonical().profile.to_value();
-    body["firstName"] = first.into();
-    UserProfile::parse(&body, IdField::Forbidden).expect("valid profile")
-}
-
-/// What the writers were told succeeded: per user, its version and first name, or deleted.
-type Acked = BTreeMap<u64, Option<(u64, String)>>;
-
-/// Writers that create, replace and delete users (and sign up accounts) until told to stop,
-/// recording every acknowledged write.
-async fn write_until(
-    store: Arc<dyn Store>,
-    accounts: Arc<dyn AccountStore>,
-    stop: Arc<AtomicBool>,
-    next_id: Arc<AtomicU64>,
-    writer: u64,
-) -> (Acked, u64) {
-    let mut acked = Acked::new();
-    let mut failures = 0;
-    let mut round = 0u64;
-    while !stop.load(Ordering::SeqCst) && round < 200_000 {
-        round += 1;
-        let id = next_id.fetch_add(1, Ordering::SeqCst);
-        let u = User {
-            id: UserId(id),
-            profile: profile("Fresh"),
-        };
-        let created = if round.is_multiple_of(5) {
-            let email = Email::parse(&format!("w{writer}-{round}@example.com")).expect("email");
-            accounts.create_account(&u, &email, "$argon2id$test").await
-        } else {
-            store.create(&u).await
-        };
-        match created {
-            Ok(r) => {
-                acked.insert(id, Some((r.version, "Fresh".into())));
-            }
-            Err(_) => failures += 1,
-        }
-        // Rewrite an earlier user of this writer, and now and then delete one.
-        let earlier: Vec<u64> = acked
-            .iter()
-            .filter(|(_, v)| v.is_some())
-            .map(|(k, _)| *k)
-            .collect();
-        if let Some(&target) = earlier.get((round as usize * 7919) % earlier.len().max(1)) {
-            let name = format!("Edit{round}");
-            if round.is_multiple_of(11) {
-                match store.delete(UserId(target), Precondition::None).await {
-                    Ok(_) => {
-                        acked.insert(target, None);
-                    }
-                    Err(_) => failures += 1,
-                }
-            } else {
-                match store
-                    .replace(UserId(target), &profile(&name), Precondition::None)
-                    .await
-                {
-                    Ok(r) => {
-                        acked.insert(target, Some((r.version, name)));
-                    }
-                    Err(_) => failures += 1,
-                }
-            }
-        }
-    }
-    (acked, failures)
-}
-
-/// Every acknowledged write is what the router reads back, and (once no resharding is in
-/// progress, `settled`) every group holds only the rows the map gives it.
-async fn check_everything(dir: &Path, store: &dyn Store, acked: &Acked, settled: bool) {
-    for (id, want) in acked {
-        let got = store
-            .get(UserId(*id), ReadRequirement::ANY)
-            .await
-            .unwrap_or_else(|e| panic!("read user {id}: {e}"));
-        match (want, got) {
-            (None, None) => {}
-            (Some((version, name)), Some(row)) => {
-                assert_eq!(row.version, *version, "user {id}");
-                assert_eq!(row.user.profile.first_name.as_str(), name, "user {id}");
-            }
-            (want, got) => panic!("user {id}: acknowledged {want:?}, found {got:?}"),
-        }
-    }
-    let listed = store
-        .list(None, 1_000_000, ReadRequirement::ANY)
-        .await
-        .expect("list");
-    let live = acked.values().filter(|v| v.is_some()).count() + 1; // + John Smith
-    assert_eq!(
-        listed.users.len(),
-        live,
-        "the listing shows every live user once"
-    );
-    if !settled {
-        return;
-    }
-    let map = read_map_file(&map_path(dir)).expect("map");
-    let groups = SqliteGroups::new(dir);
-    let mut total = 0;
-    for g in map.groups() {
-        let s = groups.open_store(g).expect("group");
-        let page = s
-            .list(None, 1_000_000, ReadRequirement::ANY)
-            .await
-            .expect("list");
-        for u in &page.users {
-            assert_eq!(map.group_of(u.user.id), g, "user {} left behind", u.user.id);
-        }
-        total += page.users.len();
-    }
-    assert_eq!(total, live, "every live user once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -197,6 +85,7 @@ async fn splitting_four_groups_into_eight_and_back_under_writes_loses_no_acknowl
                     stop.clone(),
                     next_id.clone(),
                     w + groups as u64 * 10,
+                    Duration::ZERO,
                 ))
             })
             .collect();
@@ -218,7 +107,14 @@ async fn splitting_four_groups_into_eight_and_back_under_writes_loses_no_acknowl
         }
         // A write that waited out a cut-over is delayed, never refused.
         assert_eq!(failures, 0, "writes failed during {request:?}");
-        check_everything(dir.path(), store.as_ref(), &acked_seed, true).await;
+        check_everything(
+            dir.path(),
+            store.as_ref(),
+            &acked_seed,
+            true,
+            &sqlite_group(dir.path()),
+        )
+        .await;
         assert!(
             !journal_path(dir.path()).exists(),
             "the journal is removed when done"
@@ -256,7 +152,14 @@ async fn a_resharding_stopped_in_the_middle_resumes_and_one_not_cut_over_aborts_
     assert!(!stopped.finished);
     assert!(journal_path(dir.path()).exists());
     // Reads and writes go on meanwhile, in whichever group owns each slot now.
-    check_everything(dir.path(), store.as_ref(), &acked, false).await;
+    check_everything(
+        dir.path(),
+        store.as_ref(),
+        &acked,
+        false,
+        &sqlite_group(dir.path()),
+    )
+    .await;
     // Too late to abort: slots were cut over.
     let err = resharder(dir.path(), fast())
         .abort()
@@ -278,7 +181,14 @@ async fn a_resharding_stopped_in_the_middle_resumes_and_one_not_cut_over_aborts_
         .expect("resume");
     assert!(done.finished);
     assert_eq!(done.groups, 4);
-    check_everything(dir.path(), store.as_ref(), &acked, true).await;
+    check_everything(
+        dir.path(),
+        store.as_ref(),
+        &acked,
+        true,
+        &sqlite_group(dir.path()),
+    )
+    .await;
 
     // Copied but not cut over: an abort removes the copies and the added groups.
     let before = read_map_file(&map_path(dir.path())).expect("map");
@@ -298,7 +208,14 @@ async fn a_resharding_stopped_in_the_middle_resumes_and_one_not_cut_over_aborts_
     let after = read_map_file(&map_path(dir.path())).expect("map");
     assert_eq!(after.groups(), before.groups());
     assert_eq!(after.assignments(), before.assignments());
-    check_everything(dir.path(), store.as_ref(), &acked, true).await;
+    check_everything(
+        dir.path(),
+        store.as_ref(),
+        &acked,
+        true,
+        &sqlite_group(dir.path()),
+    )
+    .await;
     let s5 = SqliteGroups::new(dir.path())
         .open_store(&ShardGroup::parse("s5").expect("name"))
         .expect("s5");
@@ -481,11 +398,25 @@ async fn a_resharder_killed_inside_a_write_pause_leaves_the_chunk_paused_until_r
     .await
     .expect("resume");
     assert!(done.finished);
-    check_everything(dir.path(), store.as_ref(), &acked, true).await;
+    check_everything(
+        dir.path(),
+        store.as_ref(),
+        &acked,
+        true,
+        &sqlite_group(dir.path()),
+    )
+    .await;
     let r = store
         .replace(paused, &profile("Resumed"), Precondition::None)
         .await
         .expect("the chunk takes writes again");
     acked.insert(paused.0, Some((r.version, "Resumed".into())));
-    check_everything(dir.path(), store.as_ref(), &acked, true).await;
+    check_everything(
+        dir.path(),
+        store.as_ref(),
+        &acked,
+        true,
+        &sqlite_group(dir.path()),
+    )
+    .await;
 }

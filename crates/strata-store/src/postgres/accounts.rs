@@ -9,7 +9,8 @@ use strata_core::user::{User, UserId};
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 
-use super::{PgStore, engine_error, unavailable, write_then_position};
+use super::shard::{self, Failed, Guard};
+use super::{PgStore, engine_error, unavailable};
 use crate::accounts::{
     Account, AccountStore, Rotation, Session, SessionStore, now_ms, remember, roles_of, roles_text,
     was_used,
@@ -53,10 +54,13 @@ fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
 }
 
 impl PgStore {
+    /// The account `clause` finds; in a shard group, `Moved` when its user (or `user`, the
+    /// one asked for) has left this group.
     async fn account_where(
         &self,
         clause: &'static str,
         arg: Box<dyn tokio_postgres::types::ToSql + Sync + Send>,
+        user: Option<UserId>,
     ) -> Result<Option<Account>, StoreError> {
         self.call(|client| async move {
             let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE {clause}");
@@ -64,11 +68,21 @@ impl PgStore {
                 .prepare_cached(&sql)
                 .await
                 .map_err(|e| engine_error(&e))?;
-            let row = client
-                .query_opt(&statement, &[&*arg])
-                .await
-                .map_err(|e| engine_error(&e))?;
-            row.as_ref().map(account_row).transpose()
+            let (row, fences) = futures_util::future::join(
+                client.query_opt(&statement, &[&*arg]),
+                self.fences_for_read(&client),
+            )
+            .await;
+            let fences = fences?;
+            let account = row
+                .map_err(|e| engine_error(&e))?
+                .as_ref()
+                .map(account_row)
+                .transpose()?;
+            if let Some(user) = user.or(account.as_ref().map(|a| a.user_id)) {
+                Guard::User(user).check(&fences)?;
+            }
+            Ok(account)
         })
         .await
     }
@@ -114,29 +128,33 @@ impl AccountStore for PgStore {
             password_hash.to_owned(),
             now_ms() as i64,
         );
-        self.call(|client| async move {
+        let slot = shard::hash_slot(id);
+        self.call(|mut client| async move {
             // One statement: the user and its account commit together or not at all.
-            let result = write_then_position(
-                &client,
-                "WITH u AS (INSERT INTO users (id, version, profile) \
-                   VALUES ($1, 1, $2::text::jsonb) ON CONFLICT (id) DO NOTHING RETURNING id) \
-                 INSERT INTO accounts (user_id, email, password_hash, roles, created_ms) \
-                 SELECT id, $3, $4, '', $5 FROM u RETURNING user_id",
-                &[&key, &profile, &email, &hash, &created],
-            )
-            .await;
+            let result = self
+                .write_guarded(
+                    &mut client,
+                    Guard::User(id),
+                    "WITH u AS (INSERT INTO users (id, version, profile, hash_slot) \
+                       VALUES ($1, 1, $2::text::jsonb, $6) ON CONFLICT (id) DO NOTHING \
+                       RETURNING id) \
+                     INSERT INTO accounts (user_id, email, password_hash, roles, created_ms) \
+                     SELECT id, $3, $4, '', $5 FROM u RETURNING user_id",
+                    &[&key, &profile, &email, &hash, &created, &slot],
+                )
+                .await;
             match result {
                 Ok((rows, _)) if rows.is_empty() => Err(StoreError::AlreadyExists(id)),
                 Ok((_, commit)) => Ok(WriteReceipt { version: 1, commit }),
-                Err(e) if is_unique_violation(&e) => Err(StoreError::EmailTaken),
-                Err(e) => Err(engine_error(&e)),
+                Err(Failed::Db(e)) if is_unique_violation(&e) => Err(StoreError::EmailTaken),
+                Err(e) => Err(e.into_store()),
             }
         })
         .await
     }
 
     async fn account_by_email(&self, email: &Email) -> Result<Option<Account>, StoreError> {
-        self.account_where("email = $1", Box::new(email.as_str().to_owned()))
+        self.account_where("email = $1", Box::new(email.as_str().to_owned()), None)
             .await
     }
 
@@ -144,7 +162,8 @@ impl AccountStore for PgStore {
         let Some(key) = sql_id(user) else {
             return Ok(None);
         };
-        self.account_where("user_id = $1", Box::new(key)).await
+        self.account_where("user_id = $1", Box::new(key), Some(user))
+            .await
     }
 
     async fn set_role(
@@ -156,6 +175,10 @@ impl AccountStore for PgStore {
         let (email, role) = (email.as_str().to_owned(), role.to_owned());
         self.call(|mut client| async move {
             let tx = client.transaction().await.map_err(|e| engine_error(&e))?;
+            let fences = self
+                .fences_for_write(&tx)
+                .await
+                .map_err(Failed::into_store)?;
             let row = tx
                 .query_opt(
                     &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE email = $1 FOR UPDATE"),
@@ -168,6 +191,7 @@ impl AccountStore for PgStore {
                 .map(account_row)
                 .transpose()?
                 .ok_or_else(|| StoreError::NoAccount(format!("the email {email}")))?;
+            Guard::User(account.user_id).check(&fences)?;
             account.roles.retain(|r| *r != role);
             if granted {
                 account.roles.push(role);
@@ -191,18 +215,19 @@ impl AccountStore for PgStore {
             return Err(StoreError::NoAccount(format!("user {user}")));
         };
         let hash = password_hash.to_owned();
-        let changed = self
-            .call(|client| async move {
-                client
-                    .execute(
-                        "UPDATE accounts SET password_hash = $2 WHERE user_id = $1",
-                        &[&key, &hash],
-                    )
-                    .await
-                    .map_err(|e| engine_error(&e))
+        let (changed, _) = self
+            .call(|mut client| async move {
+                self.write_guarded(
+                    &mut client,
+                    Guard::User(user),
+                    "UPDATE accounts SET password_hash = $2 WHERE user_id = $1 RETURNING 1",
+                    &[&key, &hash],
+                )
+                .await
+                .map_err(Failed::into_store)
             })
             .await?;
-        if changed == 0 {
+        if changed.is_empty() {
             return Err(StoreError::NoAccount(format!("user {user}")));
         }
         Ok(())

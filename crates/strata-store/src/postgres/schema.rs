@@ -3,6 +3,14 @@
 
 /// Advisory lock key held while migrating ("strata" in ASCII).
 pub(super) const MIGRATION_LOCK: i64 = 0x7374_7261_7461;
+/// Advisory lock of a shard group's fences: every write of a fenced store holds it shared for
+/// its transaction; adding or removing a fence, and starting a change capture, hold it
+/// exclusively — so no write straddles a fence ("strafe").
+pub(super) const FENCE_LOCK: i64 = 0x7374_7261_6665;
+/// Advisory lock the change-capture trigger holds until its transaction ends, so changes are
+/// numbered in commit order ("stracap"); taken only while a resharding captures.
+#[allow(dead_code)] // The trigger's SQL spells it out; a test checks that they agree.
+pub(super) const CAPTURE_LOCK: i64 = 0x73_7472_6163_6170;
 
 /// Schema migrations, in order. `strata_meta.schema_version` holds how many are applied.
 pub(super) const MIGRATIONS: &[&str] = &[
@@ -52,7 +60,71 @@ pub(super) const MIGRATIONS: &[&str] = &[
          body bytea NOT NULL DEFAULT '\\x'
      );
      CREATE INDEX idempotency_by_expiry ON idempotency (expires_ms);",
+    // 4: sharding (see `crate::shard` and `crate::reshard`). `hash_slot` is the user's slot
+    // under the hash strategy, written by Strata with every row (the hash is computed in Rust),
+    // so a resharding reads a slot range through an index. Fences, this group's part of the
+    // global email index, and a change log written by triggers only while a resharding
+    // captures (`shard_capture` not empty); the capture lock numbers changes in commit order.
+    "ALTER TABLE users ADD COLUMN hash_slot smallint;
+     CREATE INDEX users_by_hash_slot ON users (hash_slot, id);
+     CREATE TABLE shard_fence (id bigserial PRIMARY KEY, fence text NOT NULL);
+     CREATE TABLE email_index (
+         email text PRIMARY KEY,
+         user_id bigint NOT NULL,
+         slot integer NOT NULL,
+         committed boolean NOT NULL,
+         claimed_ms bigint NOT NULL
+     );
+     CREATE INDEX email_index_by_slot ON email_index (slot, email);
+     CREATE TABLE shard_capture (tag text PRIMARY KEY);
+     CREATE TABLE shard_changes (
+         seq bigserial PRIMARY KEY,
+         kind smallint NOT NULL,
+         key text NOT NULL
+     );
+     CREATE FUNCTION strata_capture() RETURNS trigger LANGUAGE plpgsql AS $$
+     BEGIN
+         IF NOT EXISTS (SELECT 1 FROM shard_capture) THEN
+             RETURN NULL;
+         END IF;
+         PERFORM pg_advisory_xact_lock(32497656930722160);
+         IF TG_TABLE_NAME = 'email_index' THEN
+             IF TG_OP = 'DELETE' THEN
+                 INSERT INTO shard_changes (kind, key) VALUES (1, OLD.email);
+             ELSE
+                 INSERT INTO shard_changes (kind, key) VALUES (1, NEW.email);
+             END IF;
+         ELSIF TG_TABLE_NAME = 'users' THEN
+             IF TG_OP = 'DELETE' THEN
+                 INSERT INTO shard_changes (kind, key) VALUES (0, OLD.id::text);
+             ELSE
+                 INSERT INTO shard_changes (kind, key) VALUES (0, NEW.id::text);
+             END IF;
+         ELSE
+             IF TG_OP = 'DELETE' THEN
+                 INSERT INTO shard_changes (kind, key) VALUES (0, OLD.user_id::text);
+             ELSE
+                 INSERT INTO shard_changes (kind, key) VALUES (0, NEW.user_id::text);
+             END IF;
+         END IF;
+         RETURN NULL;
+     END $$;
+     CREATE TRIGGER users_captured AFTER INSERT OR UPDATE OR DELETE ON users
+         FOR EACH ROW EXECUTE FUNCTION strata_capture();
+     CREATE TRIGGER accounts_captured AFTER INSERT OR UPDATE OR DELETE ON accounts
+         FOR EACH ROW EXECUTE FUNCTION strata_capture();
+     CREATE TRIGGER emails_captured AFTER INSERT OR UPDATE OR DELETE ON email_index
+         FOR EACH ROW EXECUTE FUNCTION strata_capture();",
 ];
 
 /// The newest schema version this build knows.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_capture_trigger_takes_the_capture_lock() {
+        let trigger = super::MIGRATIONS[3];
+        assert!(trigger.contains(&format!("pg_advisory_xact_lock({})", super::CAPTURE_LOCK)));
+    }
+}

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use crate::StoreError;
 use crate::shard::fence::Fence;
-use crate::shard::{SlotRange, Strategy};
+use crate::shard::{SLOTS, SlotRange, Strategy};
 
 /// A user row with its account, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +95,42 @@ impl Checksum {
         h.write_i64(row.claimed_ms);
         self.emails += 1;
         self.sum = self.sum.wrapping_add(h.finish());
+    }
+}
+
+/// The SQL condition selecting the users of `slots` under `strategy`, and its two bounds:
+/// `hash_slot` is the expression of a row's slot under the hash strategy, `id` its id column,
+/// `params` the placeholders the bounds are bound to.
+pub fn slot_condition(
+    strategy: Strategy,
+    slots: SlotRange,
+    hash_slot: &str,
+    id: &str,
+    params: (&str, &str),
+) -> (String, i64, i64) {
+    let (lo, hi) = (
+        i64::from(slots.first().get()),
+        i64::from(slots.last().get()),
+    );
+    let (p1, p2) = params;
+    match strategy {
+        Strategy::Hash => (format!("{hash_slot} BETWEEN {p1} AND {p2}"), lo, hi),
+        Strategy::Range => {
+            let last = if hi == i64::from(SLOTS) - 1 {
+                i64::MAX
+            } else {
+                ((hi + 1) << 51) - 1
+            };
+            (format!("{id} BETWEEN {p1} AND {p2}"), lo << 51, last)
+        }
+        Strategy::Modulo(n) => {
+            let n = i64::from(n.max(1));
+            (
+                format!("(({id} % {n}) * {SLOTS} / {n}) BETWEEN {p1} AND {p2}"),
+                lo,
+                hi,
+            )
+        }
     }
 }
 

@@ -80,6 +80,57 @@ pub fn check_key_slot(fences: &[Fence], slot: SlotId) -> Result<(), StoreError> 
     }
 }
 
+/// `fence` without the slots of `slots` (zero, one or two fences).
+pub fn subtract(fence: &Fence, slots: SlotRange) -> Vec<Fence> {
+    let (a, b) = (fence.slots.first().get(), fence.slots.last().get());
+    let (x, y) = (slots.first().get(), slots.last().get());
+    if y < a || b < x {
+        return vec![fence.clone()];
+    }
+    let mut out = Vec::new();
+    if a < x
+        && let Some(r) = SlotRange::new(a, x - 1)
+    {
+        out.push(Fence {
+            slots: r,
+            ..fence.clone()
+        });
+    }
+    if y < b
+        && let Some(r) = SlotRange::new(y + 1, b)
+    {
+        out.push(Fence {
+            slots: r,
+            ..fence.clone()
+        });
+    }
+    out
+}
+
+/// Fences joined where one range ends right before the next and everything else but the map
+/// version matches (the joined fence takes the later version).
+pub fn compact(mut fences: Vec<Fence>) -> Vec<Fence> {
+    fences.sort_by_key(|f| (f.user, f.slots.first()));
+    let mut out: Vec<Fence> = Vec::new();
+    for f in fences {
+        if let Some(last) = out.last_mut()
+            && last.user.is_none()
+            && f.user.is_none()
+            && last.moved_to == f.moved_to
+            && last.strategy == f.strategy
+            && last.except == f.except
+            && u32::from(last.slots.last().get()) + 1 == u32::from(f.slots.first().get())
+            && let Some(joined) = SlotRange::new(last.slots.first().get(), f.slots.last().get())
+        {
+            last.slots = joined;
+            last.map_version = last.map_version.max(f.map_version);
+            continue;
+        }
+        out.push(f);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,5 +168,54 @@ mod tests {
         // User 1 shares slot 1024 with user 5, but only the pinned user moved.
         assert!(check_user(&f, UserId(1)).is_ok());
         assert!(check_key_slot(&f, SlotId::new(1024).expect("valid")).is_ok());
+    }
+
+    fn fence_to(first: u16, last: u16, to: &str, version: u64) -> Fence {
+        Fence {
+            slots: SlotRange::new(first, last).expect("valid"),
+            strategy: Strategy::Hash,
+            user: None,
+            except: Vec::new(),
+            moved_to: ShardGroup::parse(to).expect("valid"),
+            map_version: version,
+        }
+    }
+
+    #[test]
+    fn adjacent_fences_to_one_group_are_joined_and_others_kept() {
+        let joined = compact(vec![
+            fence_to(16, 31, "s5", 3),
+            fence_to(0, 15, "s5", 2),
+            fence_to(32, 47, "s6", 4),
+            fence_to(64, 79, "s5", 5),
+        ]);
+        let shown: Vec<String> = joined
+            .iter()
+            .map(|f| format!("{}>{}@{}", f.slots, f.moved_to, f.map_version))
+            .collect();
+        assert_eq!(shown, ["0-31>s5@3", "32-47>s6@4", "64-79>s5@5"]);
+    }
+
+    #[test]
+    fn subtracting_slots_from_a_fence_keeps_what_lies_outside() {
+        let f = Fence {
+            slots: SlotRange::new(100, 199).expect("valid"),
+            strategy: Strategy::Hash,
+            user: None,
+            except: Vec::new(),
+            moved_to: ShardGroup::parse("s2").expect("valid"),
+            map_version: 3,
+        };
+        let parts = |x, y| {
+            subtract(&f, SlotRange::new(x, y).expect("valid"))
+                .iter()
+                .map(|f| f.slots.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(parts(0, 50), ["100-199"]);
+        assert_eq!(parts(0, 4095), Vec::<String>::new());
+        assert_eq!(parts(120, 130), ["100-119", "131-199"]);
+        assert_eq!(parts(100, 150), ["151-199"]);
+        assert_eq!(parts(150, 300), ["100-149"]);
     }
 }

@@ -5,9 +5,12 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{SqliteStore, bump_commit, engine_error, shard};
 use crate::StoreError;
-use crate::reshard::rows::{AccountRow, Changed, EmailRow, GroupRows, RowBatch, UserRow};
+use crate::reshard::rows::{
+    AccountRow, Changed, EmailRow, GroupRows, RowBatch, UserRow, slot_condition,
+};
 use crate::shard::fence::Fence;
-use crate::shard::{SLOTS, SlotRange, Strategy};
+use crate::shard::fence::{compact, subtract};
+use crate::shard::{SlotRange, Strategy};
 
 const USER_COLUMNS: &str =
     "u.id, u.version, u.profile, a.email, a.password_hash, a.roles, a.created_ms";
@@ -42,29 +45,13 @@ fn email_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EmailRow> {
 
 /// The `WHERE` clause (over `u.id`, parameters ?1 and ?2) selecting the users of `slots`.
 fn slot_clause(strategy: Strategy, slots: SlotRange) -> (String, i64, i64) {
-    let (lo, hi) = (
-        i64::from(slots.first().get()),
-        i64::from(slots.last().get()),
-    );
-    match strategy {
-        Strategy::Hash => ("strata_hash_slot(u.id) BETWEEN ?1 AND ?2".into(), lo, hi),
-        Strategy::Range => {
-            let last = if hi == i64::from(SLOTS) - 1 {
-                i64::MAX
-            } else {
-                ((hi + 1) << 51) - 1
-            };
-            ("u.id BETWEEN ?1 AND ?2".into(), lo << 51, last)
-        }
-        Strategy::Modulo(n) => {
-            let n = i64::from(n.max(1));
-            (
-                format!("((u.id % {n}) * {SLOTS} / {n}) BETWEEN ?1 AND ?2"),
-                lo,
-                hi,
-            )
-        }
-    }
+    slot_condition(
+        strategy,
+        slots,
+        "strata_hash_slot(u.id)",
+        "u.id",
+        ("?1", "?2"),
+    )
 }
 
 fn stop_capture(conn: &mut Connection, tag: &str) -> Result<(), StoreError> {
@@ -93,57 +80,6 @@ fn write_fences(tx: &rusqlite::Transaction<'_>, fences: &[Fence]) -> Result<(), 
             .map_err(engine_error)?;
     }
     Ok(())
-}
-
-/// `fence` without the slots of `slots` (zero, one or two fences).
-fn subtract(fence: &Fence, slots: SlotRange) -> Vec<Fence> {
-    let (a, b) = (fence.slots.first().get(), fence.slots.last().get());
-    let (x, y) = (slots.first().get(), slots.last().get());
-    if y < a || b < x {
-        return vec![fence.clone()];
-    }
-    let mut out = Vec::new();
-    if a < x
-        && let Some(r) = SlotRange::new(a, x - 1)
-    {
-        out.push(Fence {
-            slots: r,
-            ..fence.clone()
-        });
-    }
-    if y < b
-        && let Some(r) = SlotRange::new(y + 1, b)
-    {
-        out.push(Fence {
-            slots: r,
-            ..fence.clone()
-        });
-    }
-    out
-}
-
-/// Fences joined where one range ends right before the next and everything else but the map
-/// version matches (the joined fence takes the later version).
-fn compact(mut fences: Vec<Fence>) -> Vec<Fence> {
-    fences.sort_by_key(|f| (f.user, f.slots.first()));
-    let mut out: Vec<Fence> = Vec::new();
-    for f in fences {
-        if let Some(last) = out.last_mut()
-            && last.user.is_none()
-            && f.user.is_none()
-            && last.moved_to == f.moved_to
-            && last.strategy == f.strategy
-            && last.except == f.except
-            && u32::from(last.slots.last().get()) + 1 == u32::from(f.slots.first().get())
-            && let Some(joined) = SlotRange::new(last.slots.first().get(), f.slots.last().get())
-        {
-            last.slots = joined;
-            last.map_version = last.map_version.max(f.map_version);
-            continue;
-        }
-        out.push(f);
-    }
-    out
 }
 
 #[async_trait]
@@ -411,60 +347,5 @@ impl GroupRows for SqliteStore {
 
     async fn list_fences(&self) -> Result<Vec<Fence>, StoreError> {
         self.fences().await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::shard::ShardGroup;
-
-    fn fence(first: u16, last: u16, to: &str, version: u64) -> Fence {
-        Fence {
-            slots: SlotRange::new(first, last).expect("valid"),
-            strategy: Strategy::Hash,
-            user: None,
-            except: Vec::new(),
-            moved_to: ShardGroup::parse(to).expect("valid"),
-            map_version: version,
-        }
-    }
-
-    #[test]
-    fn adjacent_fences_to_one_group_are_joined_and_others_kept() {
-        let joined = compact(vec![
-            fence(16, 31, "s5", 3),
-            fence(0, 15, "s5", 2),
-            fence(32, 47, "s6", 4),
-            fence(64, 79, "s5", 5),
-        ]);
-        let shown: Vec<String> = joined
-            .iter()
-            .map(|f| format!("{}>{}@{}", f.slots, f.moved_to, f.map_version))
-            .collect();
-        assert_eq!(shown, ["0-31>s5@3", "32-47>s6@4", "64-79>s5@5"]);
-    }
-
-    #[test]
-    fn subtracting_slots_from_a_fence_keeps_what_lies_outside() {
-        let f = Fence {
-            slots: SlotRange::new(100, 199).expect("valid"),
-            strategy: Strategy::Hash,
-            user: None,
-            except: Vec::new(),
-            moved_to: ShardGroup::parse("s2").expect("valid"),
-            map_version: 3,
-        };
-        let parts = |x, y| {
-            subtract(&f, SlotRange::new(x, y).expect("valid"))
-                .iter()
-                .map(|f| f.slots.to_string())
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(parts(0, 50), ["100-199"]);
-        assert_eq!(parts(0, 4095), Vec::<String>::new());
-        assert_eq!(parts(120, 130), ["100-119", "131-199"]);
-        assert_eq!(parts(100, 150), ["151-199"]);
-        assert_eq!(parts(150, 300), ["100-149"]);
     }
 }
