@@ -44,6 +44,16 @@ pub struct SeedArgs {
     /// the count of an already sharded one.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=255), conflicts_with = "postgres")]
     pub shards: Option<u16>,
+    /// Load into shard groups on PostgreSQL instead: NAME=URL per group (repeat, or
+    /// comma-separate in the environment); the shard map lives in --data. Never logged.
+    #[arg(
+        long = "postgres-shard",
+        env = "STRATA_POSTGRES_SHARDS",
+        value_delimiter = ',',
+        hide_env_values = true,
+        conflicts_with = "postgres"
+    )]
+    pub postgres_shards: Vec<String>,
 }
 
 const FIRST_NAMES: &[&str] = &[
@@ -558,9 +568,16 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
         );
     }
     // A sharded data directory is loaded through its router (each batch split by the map).
-    let sharded = match args.postgres {
-        None => strata_store::open::open_sharded_sqlite(&args.data, args.shards).await?,
-        Some(_) => None,
+    let sharded = if !args.postgres_shards.is_empty() {
+        let mut options = strata_store::open::DataOptions::sqlite(&args.data);
+        options.postgres_shards = args.postgres_shards.clone();
+        options.shards = args.shards;
+        options.postgres_pool = 2;
+        Some(options.open().await?)
+    } else if args.postgres.is_none() {
+        strata_store::open::open_sharded_sqlite(&args.data, args.shards).await?
+    } else {
+        None
     };
     let engines = match sharded {
         Some(engines) => engines,

@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use strata_core::user::UserId;
 use strata_store::embedded_shards::{FileMapPublisher, SqliteGroups, map_path, publish_map};
 use strata_store::reshard::journal::journal_path;
-use strata_store::reshard::run::{Options, Progress, Report, Request, Resharder};
+use strata_store::reshard::run::{Options, Progress, Report, Request, Resharder, RowsOpener};
 use strata_store::shard::source::read_map_file;
 use strata_store::shard::{ShardGroup, SlotRange};
 
@@ -28,6 +28,16 @@ pub struct Target {
     /// Data directory of `strata serve` / `strata api --data`.
     #[arg(long, global = true)]
     pub data: Option<PathBuf>,
+    /// Shard groups on PostgreSQL: NAME=URL, as the API servers were given them (repeat, or
+    /// comma-separate in the environment). Without it, the groups are the embedded files.
+    #[arg(
+        long = "postgres-shard",
+        env = "STRATA_POSTGRES_SHARDS",
+        value_delimiter = ',',
+        hide_env_values = true,
+        global = true
+    )]
+    pub postgres_shards: Vec<String>,
 }
 
 impl Target {
@@ -122,14 +132,24 @@ fn group(name: &str) -> anyhow::Result<ShardGroup> {
     ShardGroup::parse(name).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-fn resharder(data: &Path, options: Options) -> Resharder {
-    Resharder {
+/// The groups' databases: PostgreSQL ones when given, else the embedded files.
+async fn opener(target: &Target, data: &Path) -> anyhow::Result<Arc<dyn RowsOpener>> {
+    if target.postgres_shards.is_empty() {
+        return Ok(Arc::new(SqliteGroups::new(data)));
+    }
+    Ok(Arc::new(
+        strata_store::pg_shards::connect_groups(&target.postgres_shards, 4).await?,
+    ))
+}
+
+async fn resharder(target: &Target, data: &Path, options: Options) -> anyhow::Result<Resharder> {
+    Ok(Resharder {
         publisher: Arc::new(FileMapPublisher::new(data)),
-        opener: Arc::new(SqliteGroups::new(data)),
+        opener: opener(target, data).await?,
         journal_path: journal_path(data),
         options,
         progress: Arc::new(Bar::new()),
-    }
+    })
 }
 
 pub async fn reshard(args: ReshardArgs) -> anyhow::Result<()> {
@@ -139,7 +159,7 @@ pub async fn reshard(args: ReshardArgs) -> anyhow::Result<()> {
         stop_after_cuts: args.stop_after_cuts,
         ..Options::default()
     };
-    let r = resharder(&data, options);
+    let r = resharder(&args.target, &data, options).await?;
     if args.abort {
         println!("{}", r.abort().await?);
         return Ok(());
@@ -167,8 +187,16 @@ pub async fn shard(args: ShardArgs) -> anyhow::Result<()> {
     let data = args.target.data()?;
     match args.action {
         ShardAction::Show { json } => {
-            let Some((map, groups)) = strata_store::embedded_shards::describe(&data).await? else {
-                anyhow::bail!("{} is not sharded", data.display());
+            let (map, groups) = if args.target.postgres_shards.is_empty() {
+                let Some(found) = strata_store::embedded_shards::describe(&data).await? else {
+                    anyhow::bail!("{} is not sharded", data.display());
+                };
+                found
+            } else {
+                let groups =
+                    strata_store::pg_shards::connect_groups(&args.target.postgres_shards, 2)
+                        .await?;
+                strata_store::pg_shards::describe(&data, &groups).await?
             };
             if json {
                 println!(
@@ -193,7 +221,8 @@ pub async fn shard(args: ShardArgs) -> anyhow::Result<()> {
             );
         }
         ShardAction::Pin { user, group: name } => {
-            let report = resharder(&data, Options::default())
+            let report = resharder(&args.target, &data, Options::default())
+                .await?
                 .run(&Request::Pin {
                     user: UserId(user),
                     to: group(&name)?,

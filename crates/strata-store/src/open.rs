@@ -106,11 +106,9 @@ impl DataOptions {
     /// The PostgreSQL shard groups of `--postgres-shard`, behind a router following the map
     /// in the data directory.
     async fn open_postgres_shards(&self) -> anyhow::Result<Engines> {
-        let groups = crate::pg_shards::connect_groups(
-            &self.postgres_shards,
-            self.postgres_pool as usize,
-        )
-        .await?;
+        let groups =
+            crate::pg_shards::connect_groups(&self.postgres_shards, self.postgres_pool as usize)
+                .await?;
         let names = groups.groups().to_vec();
         std::fs::create_dir_all(&self.data)
             .with_context(|| format!("cannot create data directory {}", self.data.display()))?;

@@ -5,7 +5,9 @@
 //!   as Strata's; a database with a `users` table that is not Strata's is refused.
 //! - **Writes** are one autocommit statement each (`INSERT … ON CONFLICT DO NOTHING`,
 //!   `UPDATE … WHERE version = $n`, `DELETE …`), so a write holds its row lock for a single round
-//!   trip; preconditions are checked by the statement itself, atomically.
+//!   trip; preconditions are checked by the statement itself, atomically. In a shard group
+//!   (`into_shard_group`) each write is a short transaction that first checks the group's
+//!   fences under the fence lock (`shard`).
 //! - **Commit tokens** are WAL positions (LSNs): after a write commits, the server's current
 //!   WAL write position is at or past the end of its commit record, so any server — the primary
 //!   or a streaming replica — whose replay position has reached the token shows the write. The
@@ -40,12 +42,14 @@ pub const READ_AFTER_WAIT: Duration = Duration::from_millis(200);
 /// Pause between attempts to open a connection while the server is unreachable.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
 mod accounts;
+mod calls;
 mod idempotency;
 mod node;
 mod reshard;
 mod schema;
 mod shard;
 
+use calls::{await_commit, why_not_written, write_then_position};
 pub use node::{NodeStatus, format_lsn, parse_lsn, probe_node};
 use node::{POSITION_SQL, STATUS_SQL};
 pub use schema::SCHEMA_VERSION;
@@ -417,60 +421,6 @@ impl PgStore {
     }
 }
 
-/// Waits (briefly) until the server has reached the commit a read asks for.
-async fn await_commit(
-    client: &deadpool_postgres::ClientWrapper,
-    need: ReadRequirement,
-) -> Result<(), StoreError> {
-    let Some(wanted) = need.at_least else {
-        return Ok(());
-    };
-    let deadline = Instant::now() + READ_AFTER_WAIT;
-    let statement = client
-        .prepare_cached(POSITION_SQL)
-        .await
-        .map_err(|e| engine_error(&e))?;
-    loop {
-        let row = client
-            .query_one(&statement, &[])
-            .await
-            .map_err(|e| engine_error(&e))?;
-        let current = lsn_of(&row)?;
-        if current >= wanted {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(StoreError::NotYetVisible { wanted, current });
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// Runs one write statement and, pipelined behind it on the same connection, reads the WAL
-/// position its commit reached.
-async fn write_then_position(
-    client: &deadpool_postgres::ClientWrapper,
-    sql: &str,
-    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-) -> Result<(Vec<Row>, CommitToken), tokio_postgres::Error> {
-    let statement = client.prepare_cached(sql).await?;
-    let position_statement = client
-        .prepare_cached("SELECT pg_current_wal_lsn()::text")
-        .await?;
-    let (rows, position) = futures_util::future::join(
-        client.query(&statement, params),
-        client.query_one(&position_statement, &[]),
-    )
-    .await;
-    let rows = rows?;
-    let position = position?;
-    let text: Option<String> = position.try_get(0)?;
-    Ok((
-        rows,
-        CommitToken(text.as_deref().and_then(parse_lsn).unwrap_or(0)),
-    ))
-}
-
 #[async_trait]
 impl Store for PgStore {
     async fn create(&self, user: &User) -> Result<WriteReceipt, StoreError> {
@@ -691,29 +641,5 @@ impl Store for PgStore {
 
     fn engine(&self) -> &'static str {
         "postgres"
-    }
-}
-
-/// After a conditional write touched no row: the user is missing, or at another version.
-async fn why_not_written(
-    client: &deadpool_postgres::ClientWrapper,
-    id: UserId,
-    key: i64,
-    pre: Precondition,
-) -> StoreError {
-    let current = client
-        .query_opt("SELECT version FROM users WHERE id = $1", &[&key])
-        .await;
-    match (current, pre) {
-        (Err(e), _) => engine_error(&e),
-        (Ok(None), _) | (Ok(Some(_)), Precondition::None) => StoreError::NotFound(id),
-        (Ok(Some(row)), Precondition::VersionIs(expected)) => match row.try_get::<_, i64>(0) {
-            Ok(actual) => StoreError::VersionMismatch {
-                id,
-                expected,
-                actual: actual as u64,
-            },
-            Err(e) => unavailable(&e),
-        },
     }
 }

@@ -89,6 +89,13 @@ impl Resharder {
                 let map = self.publisher.current().await?;
                 let id = format!("r{}", crate::accounts::now_ms());
                 let j = plan(&map, request, id)?;
+                // Every group it touches must have a database before anything is written.
+                let mut touched: Vec<&ShardGroup> = j.new_groups.iter().collect();
+                touched.extend(j.moves.iter().flat_map(|m| [&m.from, &m.to]));
+                touched.extend(j.pin.iter().flat_map(|p| [&p.from, &p.to]));
+                for g in touched {
+                    self.opener.rows(g)?;
+                }
                 journal::write(&self.journal_path, &j)?;
                 j
             }
