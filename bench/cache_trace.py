@@ -119,6 +119,7 @@ def main():
     ap.add_argument("--concurrency", type=int, default=48, help="closed-loop warm-up workers")
     ap.add_argument("--l1-share", type=float, default=0.10, help="share of users one L1 holds")
     ap.add_argument("--l2-mib", type=int, default=2048)
+    ap.add_argument("--l1-ttl-ms", type=int, help="[cache] l1_ttl_ms (default: the topology's)")
     ap.add_argument("--env", action="append", default=[], help="KEY=VALUE for the API servers")
     ap.add_argument("--label", default="")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
@@ -146,10 +147,11 @@ def main():
     l1_entries = int(a.l1_share * len(ids))
     l1_mib = max(1, math.ceil(l1_entries * weight / 2**20))
     print(f"==> L1 bound {l1_mib} MiB per API server (~{l1_entries:,} users of ~{weight:.0f} bytes)")
+    ttl = f"l1_ttl_ms = {a.l1_ttl_ms}\n" if a.l1_ttl_ms else ""
     tables = {"off": '[cache]\nengine = "off"\n',
-              "in-process": f"[cache]\nl1_mib = {l1_mib}\n",
-              "redis": f'[cache]\nengine = "redis"\nnodes = 1\nmax_mib = {a.l2_mib}\nl1_mib = {l1_mib}\n',
-              "memcached": f'[cache]\nengine = "memcached"\nnodes = 1\nmax_mib = {a.l2_mib}\nl1_mib = {l1_mib}\n'}
+              "in-process": f"[cache]\nl1_mib = {l1_mib}\n{ttl}",
+              "redis": f'[cache]\nengine = "redis"\nnodes = 1\nmax_mib = {a.l2_mib}\nl1_mib = {l1_mib}\n{ttl}',
+              "memcached": f'[cache]\nengine = "memcached"\nnodes = 1\nmax_mib = {a.l2_mib}\nl1_mib = {l1_mib}\n{ttl}'}
     res = {"commit": commit, "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "users": len(ids), "l1_mib": l1_mib, "l1_entries": l1_entries, "l2_mib": a.l2_mib,
            "label": a.label, "env": a.env, "args": vars(a), "modes": {}}
