@@ -106,7 +106,7 @@ impl Default for TieredConfig {
             enabled: true,
             l1_max_bytes: 64 * 1024 * 1024,
             l1_ttl: Duration::from_secs(1),
-            l2_ttl: Duration::from_secs(300),
+            l2_ttl: Duration::from_secs(3_600),
             negative_ttl: Duration::from_secs(2),
             ttl_jitter: 0.1,
             xfetch_beta: 1.0,
