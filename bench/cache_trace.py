@@ -93,8 +93,8 @@ def load(a, ids, apis, start, count, rate=None):
     cmd = [STRATA, "cache-load", "run", *trace_args(a), "--ids", ids, "--targets", ",".join(apis),
            "--from", str(start), "--count", str(count)]
     cmd += ["--rate", str(rate)] if rate else ["--concurrency", str(a.concurrency)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    sys.stderr.write(out.stderr)
+    # Progress lines (stderr) pass straight through.
+    out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
     return json.loads(out.stdout)
 
 
