@@ -6,9 +6,12 @@
 //!
 //! - [`seed`]: reproducible synthetic users (`strata seed`), generated on a thread ahead of
 //!   bulk inserts, with a progress bar;
-//! - [`chaos`]: `strata chaos`, real faults under open-loop load, and a verdict.
+//! - [`chaos`]: `strata chaos`, real faults under open-loop load, and a verdict;
+//! - [`cache_load`]: `strata cache-load`, fresh seeded request traces sent to the API servers,
+//!   their offline replay through ideal caches, and stampede trials.
 //!
 //! The benchmark scripts in `bench/` build on these workloads.
 
+pub mod cache_load;
 pub mod chaos;
 pub mod seed;

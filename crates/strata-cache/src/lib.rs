@@ -19,6 +19,7 @@
 pub mod bus;
 pub mod guard;
 pub mod kv;
+mod lease;
 pub mod memcached_kv;
 pub mod moka_kv;
 pub mod node;

@@ -41,8 +41,11 @@ pub struct CacheOptions {
     /// hashing). Memcached has no pub/sub: L1s then stay coherent only within --cache-ttl-ms.
     #[arg(long, env = "STRATA_CACHE_MEMCACHED", value_delimiter = ',')]
     pub cache_memcached: Vec<String>,
-    /// How long a user stays in the shared cache (L2), in milliseconds.
-    #[arg(long, env = "STRATA_CACHE_L2_TTL_MS", default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+    /// How long a user stays in the shared cache (L2), in milliseconds. Writes replace L2
+    /// entries by version, so this is not a staleness bound in normal operation: it bounds the
+    /// memory held by cold users, and how long a value survives a write whose L2 store and
+    /// repairs all failed.
+    #[arg(long, env = "STRATA_CACHE_L2_TTL_MS", default_value_t = 3_600_000, value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     pub cache_l2_ttl_ms: u64,
     /// How long a 404 is remembered, in milliseconds.
     #[arg(long, env = "STRATA_CACHE_NEGATIVE_TTL_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
@@ -63,7 +66,7 @@ impl Default for CacheOptions {
             cache_ttl_ms: 1000,
             cache_redis: Vec::new(),
             cache_memcached: Vec::new(),
-            cache_l2_ttl_ms: 300_000,
+            cache_l2_ttl_ms: 3_600_000,
             cache_negative_ttl_ms: 2000,
             cache_max_loads: 64,
             no_cache: false,

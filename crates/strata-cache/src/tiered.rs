@@ -11,8 +11,9 @@
 //!   use its L1 at all. Without a bus (embedded mode, or a Memcached L2), another server's L1
 //!   may serve a value up to [`TieredConfig::l1_ttl`] old.
 //! - **Stampede control.** One load per key at a time on a server (single flight); across
-//!   servers, the first to miss L2 takes a short lease in L2 and the others wait for its value
-//!   ([`TieredConfig::lease_wait`]) instead of all loading. Hot keys are refreshed before they
+//!   servers, the first to miss L2 takes a short lease in L2, reads L2 once more, and loads;
+//!   the others wait for its value while the lease stands ([`crate::lease`]) instead of all
+//!   loading. Hot keys are refreshed before they
 //!   expire, in the background, with probability rising towards expiry (XFetch: Vattani et al.,
 //!   "Optimal probabilistic cache stampede prevention", VLDB 2015); every TTL is jittered so
 //!   keys written together do not expire together.
@@ -42,6 +43,7 @@ use tokio::sync::{OnceCell, Semaphore};
 
 use crate::bus::{Bus, Delivery, InvalidationTarget};
 use crate::kv::{Cache, CacheError};
+use crate::lease::{self, Turn};
 
 /// A cached value: present (`body`) or absent (`None`: a tombstone or a 404), at `version`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,8 +90,9 @@ pub struct TieredConfig {
     pub xfetch_beta: f64,
     /// Life of the L2 lease a filler takes (it is deleted when the fill is done).
     pub lease_ttl: Duration,
-    /// How long a server that found someone else's lease waits for its value before loading
-    /// itself.
+    /// Longest a server that found someone else's lease waits for its value (while the lease
+    /// stands) before loading itself. Longer than `lease_ttl`, so that a slow load is waited
+    /// for rather than repeated.
     pub lease_wait: Duration,
     /// Loads from the data tier in flight at once on this server.
     pub max_concurrent_loads: usize,
@@ -103,12 +106,12 @@ impl Default for TieredConfig {
             enabled: true,
             l1_max_bytes: 64 * 1024 * 1024,
             l1_ttl: Duration::from_secs(1),
-            l2_ttl: Duration::from_secs(300),
+            l2_ttl: Duration::from_secs(3_600),
             negative_ttl: Duration::from_secs(2),
             ttl_jitter: 0.1,
             xfetch_beta: 1.0,
             lease_ttl: Duration::from_secs(2),
-            lease_wait: Duration::from_millis(200),
+            lease_wait: Duration::from_millis(2_500),
             max_concurrent_loads: 64,
             load_queue_timeout: Duration::from_secs(2),
         }
@@ -387,26 +390,31 @@ impl<E: Send + Sync + 'static> Tiered<E> {
                 }
             }
         }
-        // Across servers: one filler per key; the others wait briefly for its value.
-        let lease_key = format!("lease:{key}");
+        // Across servers: one filler per key; the others wait for its value (crate::lease).
         let mut holds_lease = false;
         if let Some(cache) = &l2 {
-            match cache
-                .add(
-                    &lease_key,
-                    Bytes::from(self.inner.node.clone()),
-                    self.inner.config.lease_ttl,
-                )
-                .await
+            let c = &self.inner.config;
+            let read = || async {
+                Ok(self
+                    .l2_get(cache.as_ref(), key)
+                    .await?
+                    .map(|(entry, expires_ms, delta_ms)| self.held(entry, expires_ms, delta_ms)))
+            };
+            match lease::claim(
+                cache.as_ref(),
+                key,
+                &self.inner.node,
+                c.lease_ttl,
+                c.lease_wait,
+                read,
+            )
+            .await
             {
-                Ok(true) => holds_lease = true,
-                Ok(false) => {
-                    if let Some(found) = self.wait_for_filler(cache.as_ref(), key).await {
-                        self.keep_in_l1(key, found.clone()).await;
-                        return Ok(found.entry);
-                    }
+                Turn::Found(found) => {
+                    self.keep_in_l1(key, found.clone()).await;
+                    return Ok(found.entry);
                 }
-                Err(_) => l2 = None,
+                Turn::Load { leased } => holds_lease = leased,
             }
         }
         let loaded = self.load_from_source(load.as_ref()).await;
@@ -414,29 +422,11 @@ impl<E: Send + Sync + 'static> Tiered<E> {
             self.l2_store(cache.as_ref(), key, held).await;
         }
         if holds_lease && let Some(cache) = &l2 {
-            let _ = cache.delete(&lease_key).await;
+            lease::release(cache.as_ref(), key).await;
         }
         let held = loaded?;
         self.keep_in_l1(key, held.clone()).await;
         Ok(held.entry)
-    }
-
-    async fn wait_for_filler(&self, cache: &dyn Cache, key: &str) -> Option<Held> {
-        let deadline = Instant::now() + self.inner.config.lease_wait;
-        while Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            match self.l2_get(cache, key).await {
-                Ok(Some((entry, expires_ms, delta_ms))) => {
-                    metrics::counter!("strata_cache_lease_waits_total", "outcome" => "filled")
-                        .increment(1);
-                    return Some(self.held(entry, expires_ms, delta_ms));
-                }
-                Ok(None) => {}
-                Err(_) => break,
-            }
-        }
-        metrics::counter!("strata_cache_lease_waits_total", "outcome" => "gave_up").increment(1);
-        None
     }
 
     /// A versioned L2 read; a corrupt payload is a miss and is removed.

@@ -47,6 +47,9 @@ enum Command {
     /// say whether it survived: acknowledged writes lost, failed reads, outages, time back to
     /// full health.
     Chaos(strata_bench::chaos::ChaosArgs),
+    /// The cache benchmark's tools: send a fresh seeded request trace to the API servers,
+    /// replay it offline through ideal caches, or run stampede trials.
+    CacheLoad(strata_bench::cache_load::CacheLoadArgs),
     /// Start every role of a topology as local processes and supervise them.
     Up(orchestrate::UpArgs),
     /// Stop a deployment started with `strata up -d` (or from another terminal).
@@ -110,6 +113,7 @@ fn main() -> ExitCode {
             Command::Queue(args) => strata_queue::admin::run(args).await,
             Command::Seed(args) => strata_bench::seed::run(args).await,
             Command::Chaos(args) => strata_bench::chaos::run(args).await,
+            Command::CacheLoad(args) => strata_bench::cache_load::run(args).await,
             Command::Up(args) => orchestrate::up(args).await,
             Command::Down(args) => orchestrate::down(args).await,
             Command::Status(args) => orchestrate::status(args).await,

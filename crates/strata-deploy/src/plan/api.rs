@@ -16,7 +16,7 @@ use crate::topology::{CacheSpec, DataEngine, SessionsEngine, Topology};
 
 /// L1 entry life when the topology sets none and Redis's invalidation bus keeps the L1s
 /// coherent (they may then keep entries long), milliseconds.
-pub const COHERENT_L1_TTL_MS: u64 = 60_000;
+pub const COHERENT_L1_TTL_MS: u64 = 600_000;
 
 /// The API servers. Without a balancer `api-1` takes the public port; the others (all of them,
 /// with a balancer) their fixed port or any free one. Node ids 1, 2, 3 … keep Snowflake ids
