@@ -145,3 +145,41 @@ async fn the_log_stays_bounded_and_a_reader_behind_its_trimmed_end_is_told_every
         "and it follows the log again from where it now is"
     );
 }
+
+/// Not a check but a measurement (BENCHMARKS.md quotes it): what one poll costs when nothing
+/// changed, and when one user changed since the last poll. Run with
+/// `cargo test --release -p strata-store --test changes -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement, run by hand"]
+async fn measure_what_a_poll_costs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    store.create(&user(7, "a")).await.expect("create");
+    let feed = store.change_feed().expect("feed");
+    let polls = 200_000u32;
+    let started = std::time::Instant::now();
+    for _ in 0..polls {
+        assert_eq!(poll(&feed), UserChanges::Nothing);
+    }
+    let unchanged = started.elapsed() / polls;
+    let writes = 500u32;
+    let mut changed = std::time::Duration::ZERO;
+    for i in 0..writes {
+        store
+            .replace(
+                UserId(7),
+                &user(7, &format!("n{i}")).profile,
+                Precondition::None,
+            )
+            .await
+            .expect("replace");
+        let started = std::time::Instant::now();
+        assert!(matches!(poll(&feed), UserChanges::Users(_)));
+        changed += started.elapsed();
+    }
+    println!(
+        "poll, nothing changed: {:.2} µs; poll after one write: {:.2} µs",
+        unchanged.as_secs_f64() * 1e6,
+        (changed / writes).as_secs_f64() * 1e6
+    );
+}
