@@ -66,7 +66,6 @@ impl std::fmt::Debug for Watch {
 
 impl Watch {
     pub fn new(source: Arc<dyn ChangeSource>, target: Arc<dyn InvalidationTarget>) -> Self {
-        metrics::gauge!("strata_cache_l1_coherent").set(1.0);
         Self {
             source,
             target,
@@ -108,8 +107,7 @@ impl Watch {
                 false
             }
         };
-        let was_ok = finished & 1 == 1 || finished == 0;
-        if ok != was_ok {
+        if finished == 0 || ok != (finished & 1 == 1) {
             metrics::gauge!("strata_cache_l1_coherent").set(if ok { 1.0 } else { 0.0 });
         }
         self.finished
