@@ -24,7 +24,8 @@
 //! Modules, each depending only on those listed before it: [`problem`] (errors), [`request`]
 //! (parsing requests), [`client`] (the client's address), [`keys`] and [`auth`] (tokens and
 //! principals), [`observe`] (the middleware), [`state`] (what handlers share), [`idempotency`]
-//! (`Idempotency-Key`: executing a write once), [`commit`] (what writes share), [`credentials`]
+//! (`Idempotency-Key`: executing a write once), [`commit`] (what writes share), [`coherence`]
+//! (the database's change log keeping every server's cache coherent), [`credentials`]
 //! (what logging in and changing a password share), [`schema`] (the documented wire forms),
 //! [`params`] and [`responses`] (the documented parameters and error responses several
 //! operations share), the handlers [`users`], [`photos`], [`accounts`], [`sessions`] and [`ops`],
@@ -35,6 +36,7 @@
 pub mod accounts;
 pub mod auth;
 pub mod client;
+pub mod coherence;
 pub mod commit;
 pub mod credentials;
 pub mod hot_keys;

@@ -162,7 +162,13 @@ async fn run_server(
     strata_core::telemetry::init();
     let engines = opts.data.open().await?;
     let ids = SnowflakeGenerator::new(opts.node_id).context("invalid --node-id")?;
-    let (cache, cache_where) = opts.cache.build().await?;
+    let (cache, mut cache_where) = opts.cache.build().await?;
+    if opts.cache.watches_database()
+        && let Some(changes) = engines.changes.clone()
+    {
+        cache.attach_watch(Arc::new(crate::coherence::UserChangeSource(changes)));
+        cache_where.push_str(", kept coherent by the database's change log");
+    }
     let auth = build_auth(&opts, engines.sessions, engines.accounts).await?;
     let dirs = opts.photos.dirs(&opts.data.data);
     let photos = Photos::open(&dirs, QueuePolicy::default()).with_context(|| {

@@ -10,6 +10,8 @@
 //! - [`tiered`]: the two-level read-through cache the API uses — L1 in process over an optional
 //!   L2 — with no stale put-back, stampede control, negative caching and a load limit.
 //! - [`bus`]: the Redis invalidation bus that keeps every server's L1 coherent.
+//! - [`watch`]: the same without Redis, for servers sharing one database: L1 applies the data
+//!   tier's change log (a [`watch::ChangeSource`]) before it serves.
 //! - [`options`]: an API server's cache settings, and the cache built from them.
 //! - [`node`]: one shared cache server (Redis or Memcached) run as a role (`strata cache`).
 //!
@@ -27,6 +29,7 @@ pub mod options;
 pub mod redis_kv;
 pub mod sharded;
 pub mod tiered;
+pub mod watch;
 
 pub use kv::CacheError;
 pub use node::Engine as CacheEngine;

@@ -57,6 +57,44 @@ pub struct CacheOptions {
     /// Turn the read cache off entirely (every read goes to the database) — for comparisons.
     #[arg(long, env = "STRATA_CACHE_OFF")]
     pub no_cache: bool,
+    /// How API servers without the Redis bus keep their in-process caches (L1) coherent:
+    /// `watch` — before serving from L1, apply the changes the embedded database logged (a
+    /// write acknowledged by any server is seen at once; a few microseconds per read); `ttl` —
+    /// only --cache-ttl-ms bounds how stale another server's L1 may be. `watch` needs the
+    /// embedded SQLite engine; with PostgreSQL the TTL applies.
+    #[arg(long, env = "STRATA_CACHE_COHERENCE", value_enum, default_value_t = L1Coherence::Watch)]
+    pub cache_coherence: L1Coherence,
+}
+
+/// How L1s stay coherent when there is no Redis bus (`--cache-coherence`, topology
+/// `[cache] coherence`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum L1Coherence {
+    /// Apply the database's change log before every L1 read.
+    #[default]
+    Watch,
+    /// The L1 TTL alone bounds staleness across servers.
+    Ttl,
+}
+
+impl std::fmt::Display for L1Coherence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Watch => "watch",
+            Self::Ttl => "ttl",
+        })
+    }
 }
 
 impl Default for CacheOptions {
@@ -70,11 +108,18 @@ impl Default for CacheOptions {
             cache_negative_ttl_ms: 2000,
             cache_max_loads: 64,
             no_cache: false,
+            cache_coherence: L1Coherence::Watch,
         }
     }
 }
 
 impl CacheOptions {
+    /// Whether this server's L1 should follow the database's change log (when the data tier
+    /// offers one): caching on, `watch`, and no Redis bus (which keeps L1s coherent itself).
+    pub fn watches_database(&self) -> bool {
+        !self.no_cache && self.cache_coherence == L1Coherence::Watch && self.cache_redis.is_empty()
+    }
+
     /// The cache, and a phrase saying what it is (for the log).
     pub async fn build<E: Send + Sync + 'static>(&self) -> anyhow::Result<(Tiered<E>, String)> {
         let config = TieredConfig {

@@ -8,8 +8,10 @@
 //!   reader that loaded the old row before the write cannot put it back afterwards.
 //! - **Coherent L1s.** With a [`Bus`], a write is acknowledged only after every server has
 //!   marked the key stale in its L1 (see [`crate::bus`]); a server without a lease does not
-//!   use its L1 at all. Without a bus (embedded mode, or a Memcached L2), another server's L1
-//!   may serve a value up to [`TieredConfig::l1_ttl`] old.
+//!   use its L1 at all. With a [`Watch`] instead (servers sharing one SQLite database), L1
+//!   serves a read only after applying every change the database logged before it (see
+//!   [`crate::watch`]). With neither (PostgreSQL without Redis, or the watch turned off),
+//!   another server's L1 may serve a value up to [`TieredConfig::l1_ttl`] old.
 //! - **Stampede control.** One load per key at a time on a server (single flight); across
 //!   servers, the first to miss L2 takes a short lease in L2, reads L2 once more, and loads;
 //!   the others wait for its value while the lease stands ([`crate::lease`]) instead of all
@@ -31,19 +33,24 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use async_trait::async_trait;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use moka::Expiry;
 use moka::notification::RemovalCause;
-use moka::ops::compute::Op;
 use tokio::sync::{OnceCell, Semaphore};
 
 use crate::bus::{Bus, Delivery, InvalidationTarget};
 use crate::kv::{Cache, CacheError};
 use crate::lease::{self, Turn};
+use crate::watch::{ChangeSource, Watch};
+
+mod l1;
+mod payload;
+use l1::{L1Target, offer};
+use payload::{decode_l2, encode_l2};
 
 /// A cached value: present (`body`) or absent (`None`: a tombstone or a 404), at `version`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,6 +155,9 @@ struct Held {
     delta_ms: u32,
     /// This L1 entry's own life.
     ttl: Duration,
+    /// L1's generation when this value's load began: one from before the last clear is
+    /// never served, and never displaces what a newer generation put there.
+    generation: u64,
 }
 
 impl Held {
@@ -179,31 +189,6 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The L2 payload inside a versioned record: `P`resent or `A`bsent, expiry (ms since the
-/// epoch), load time (ms), body.
-fn encode_l2(entry: &Entry, expires_ms: u64, delta_ms: u32) -> Bytes {
-    let body = entry.body.as_deref().unwrap_or_default();
-    let mut out = BytesMut::with_capacity(13 + body.len());
-    out.put_u8(if entry.body.is_some() { b'P' } else { b'A' });
-    out.put_u64(expires_ms);
-    out.put_u32(delta_ms);
-    out.put_slice(body);
-    out.freeze()
-}
-
-fn decode_l2(version: u64, payload: &Bytes) -> Option<(Entry, u64, u32)> {
-    let kind = *payload.first()?;
-    let expires_ms = u64::from_be_bytes(payload.get(1..9)?.try_into().ok()?);
-    let delta_ms = u32::from_be_bytes(payload.get(9..13)?.try_into().ok()?);
-    let body = payload.slice(13..);
-    let entry = match kind {
-        b'P' => Entry::present(version, body),
-        b'A' if body.is_empty() => Entry::absent(version),
-        _ => return None,
-    };
-    Some((entry, expires_ms, delta_ms))
-}
-
 type Flight<E> = Arc<OnceCell<Result<Entry, TieredError<E>>>>;
 
 struct Inner<E> {
@@ -211,6 +196,9 @@ struct Inner<E> {
     l1: moka::future::Cache<String, Held>,
     l2: Option<Arc<dyn Cache>>,
     bus: Mutex<Option<Bus>>,
+    watch: Mutex<Option<Arc<Watch>>>,
+    /// Bumped by every clear of L1 (see [`Held::generation`]).
+    generation: AtomicU64,
     flights: Mutex<HashMap<String, Flight<E>>>,
     refreshing: Mutex<HashSet<String>>,
     loads: Semaphore,
@@ -266,6 +254,8 @@ impl<E: Send + Sync + 'static> Tiered<E> {
                 l1,
                 l2,
                 bus: Mutex::new(None),
+                watch: Mutex::new(None),
+                generation: AtomicU64::new(0),
                 flights: Mutex::new(HashMap::new()),
                 refreshing: Mutex::new(HashSet::new()),
                 loads: Semaphore::new(config.max_concurrent_loads.max(1)),
@@ -284,8 +274,19 @@ impl<E: Send + Sync + 'static> Tiered<E> {
         *lock(&self.inner.bus) = Some(bus);
     }
 
+    /// From now on, L1 serves a read only after applying every change `source` logged before
+    /// it (see [`crate::watch`]): coherent L1s on one database without a bus.
+    pub fn attach_watch(&self, source: Arc<dyn ChangeSource>) {
+        let watch = Watch::new(source, self.invalidation_target());
+        *lock(&self.inner.watch) = Some(Arc::new(watch));
+    }
+
     fn bus(&self) -> Option<Bus> {
         lock(&self.inner.bus).clone()
+    }
+
+    fn generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::Acquire)
     }
 
     /// May L1 serve and be filled now?
@@ -304,9 +305,16 @@ impl<E: Send + Sync + 'static> Tiered<E> {
             return self.load_from_source(&load).await.map(|h| h.entry);
         }
         let load = Arc::new(load);
+        let watch = lock(&self.inner.watch).clone();
+        if let Some(watch) = watch
+            && !watch.catch_up().await
+        {
+            // Changes may be unapplied: neither L1 nor a fill begun before them may answer.
+            return self.load_from_source(load.as_ref()).await.map(|h| h.entry);
+        }
         if self.l1_usable() {
             match self.inner.l1.get(key).await {
-                Some(held) if !held.marker => {
+                Some(held) if !held.marker && held.generation >= self.generation() => {
                     metrics::counter!("strata_cache_requests_total", "level" => "l1", "result" => "hit").increment(1);
                     self.maybe_refresh_early(key, &held, &load);
                     return Ok(held.entry);
@@ -340,7 +348,7 @@ impl<E: Send + Sync + 'static> Tiered<E> {
             .l1
             .get(key)
             .await
-            .filter(|h| h.marker)
+            .filter(|h| h.marker && h.generation >= self.generation())
             .map(|h| h.entry.version)
     }
 
@@ -371,12 +379,13 @@ impl<E: Send + Sync + 'static> Tiered<E> {
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Loaded, E>> + Send + 'static,
     {
+        let generation = self.generation();
         let mut l2 = self.inner.l2.clone();
         if let Some(cache) = &l2 {
             match self.l2_get(cache.as_ref(), key).await {
                 Ok(Some((entry, expires_ms, delta_ms))) => {
                     metrics::counter!("strata_cache_requests_total", "level" => "l2", "result" => "hit").increment(1);
-                    let held = self.held(entry, expires_ms, delta_ms);
+                    let held = self.held(entry, expires_ms, delta_ms, generation);
                     self.maybe_refresh_early(key, &held, &load);
                     self.keep_in_l1(key, held.clone()).await;
                     return Ok(held.entry);
@@ -398,7 +407,9 @@ impl<E: Send + Sync + 'static> Tiered<E> {
                 Ok(self
                     .l2_get(cache.as_ref(), key)
                     .await?
-                    .map(|(entry, expires_ms, delta_ms)| self.held(entry, expires_ms, delta_ms)))
+                    .map(|(entry, expires_ms, delta_ms)| {
+                        self.held(entry, expires_ms, delta_ms, generation)
+                    }))
             };
             match lease::claim(
                 cache.as_ref(),
@@ -471,6 +482,7 @@ impl<E: Send + Sync + 'static> Tiered<E> {
         .await
         .map_err(|_| TieredError::Overloaded)?
         .map_err(|_| TieredError::Overloaded)?;
+        let generation = self.generation();
         let started = Instant::now();
         let loaded = load().await;
         let took = started.elapsed();
@@ -482,7 +494,12 @@ impl<E: Send + Sync + 'static> Tiered<E> {
         };
         let delta_ms = u32::try_from(took.as_millis()).unwrap_or(u32::MAX).max(1);
         let ttl = self.source_ttl(&entry);
-        Ok(self.held(entry, now_ms() + ttl.as_millis() as u64, delta_ms))
+        Ok(self.held(
+            entry,
+            now_ms() + ttl.as_millis() as u64,
+            delta_ms,
+            generation,
+        ))
     }
 
     fn jittered(&self, ttl: Duration) -> Duration {
@@ -505,7 +522,7 @@ impl<E: Send + Sync + 'static> Tiered<E> {
     }
 
     /// An L1 entry for a value expiring at its source at `expires_ms`.
-    fn held(&self, entry: Entry, expires_ms: u64, delta_ms: u32) -> Held {
+    fn held(&self, entry: Entry, expires_ms: u64, delta_ms: u32, generation: u64) -> Held {
         let remaining = Duration::from_millis(expires_ms.saturating_sub(now_ms()).max(1));
         let ttl = self.jittered(self.inner.config.l1_ttl).min(remaining);
         Held {
@@ -514,13 +531,14 @@ impl<E: Send + Sync + 'static> Tiered<E> {
             expires_ms,
             delta_ms,
             ttl,
+            generation,
         }
     }
 
     /// Puts `held` in L1 unless L1 is off or holds something newer.
     async fn keep_in_l1(&self, key: &str, held: Held) {
         if self.l1_usable() {
-            offer(&self.inner.l1, key, held).await;
+            offer(&self.inner.l1, key, held, self.generation()).await;
         }
     }
 
@@ -568,9 +586,10 @@ impl<E: Send + Sync + 'static> Tiered<E> {
         if !self.inner.config.enabled {
             return None;
         }
+        let generation = self.generation();
         let ttl = self.source_ttl(&entry);
-        let held = self.held(entry, now_ms() + ttl.as_millis() as u64, 1);
-        offer(&self.inner.l1, key, held.clone()).await;
+        let held = self.held(entry, now_ms() + ttl.as_millis() as u64, 1, generation);
+        offer(&self.inner.l1, key, held.clone(), self.generation()).await;
         if let Some(cache) = &self.inner.l2 {
             let payload = encode_l2(&held.entry, held.expires_ms, held.delta_ms);
             let stored = cache
@@ -611,8 +630,9 @@ impl<E: Send + Sync + 'static> Tiered<E> {
         if !self.inner.config.enabled {
             return;
         }
+        let generation = self.generation();
         let ttl = self.source_ttl(&entry);
-        let held = self.held(entry, now_ms() + ttl.as_millis() as u64, 1);
+        let held = self.held(entry, now_ms() + ttl.as_millis() as u64, 1, generation);
         if let Some(cache) = &self.inner.l2 {
             self.l2_store(cache.as_ref(), key, &held).await;
         }
@@ -625,7 +645,7 @@ impl<E: Send + Sync + 'static> Tiered<E> {
             .l1
             .get(key)
             .await
-            .filter(|h| !h.marker)
+            .filter(|h| !h.marker && h.generation >= self.generation())
             .map(|h| h.entry)
     }
 
@@ -633,50 +653,6 @@ impl<E: Send + Sync + 'static> Tiered<E> {
     pub async fn l1_entries(&self) -> u64 {
         self.inner.l1.run_pending_tasks().await;
         self.inner.l1.entry_count()
-    }
-}
-
-/// L1's version rule: keep what is there if it is newer, or if it is the same version and
-/// what arrives is only a marker.
-async fn offer(l1: &moka::future::Cache<String, Held>, key: &str, held: Held) {
-    l1.entry(key.to_string())
-        .and_compute_with(|current| {
-            // A marker never displaces the same version; a value displaces a marker of its
-            // own version (it is what the marker announced) and refreshes an equal value.
-            let keep = current.as_ref().is_some_and(|c| {
-                let there = c.value().entry.version;
-                there > held.entry.version || (there == held.entry.version && held.marker)
-            });
-            async move { if keep { Op::Nop } else { Op::Put(held) } }
-        })
-        .await;
-}
-
-struct L1Target<E>(std::sync::Weak<Inner<E>>);
-
-#[async_trait]
-impl<E: Send + Sync + 'static> InvalidationTarget for L1Target<E> {
-    async fn invalidated(&self, key: &str, version: u64) {
-        let Some(inner) = self.0.upgrade() else {
-            return;
-        };
-        // New requests must not join a fill that started before this write.
-        lock(&inner.flights).remove(key);
-        let marker = Held {
-            entry: Entry::absent(version),
-            marker: true,
-            expires_ms: 0,
-            delta_ms: 0,
-            ttl: inner.config.l1_ttl.max(Duration::from_secs(1)),
-        };
-        offer(&inner.l1, key, marker).await;
-    }
-
-    async fn clear(&self) {
-        if let Some(inner) = self.0.upgrade() {
-            inner.l1.invalidate_all();
-            lock(&inner.flights).clear();
-        }
     }
 }
 

@@ -13,12 +13,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::StoreError;
+use crate::changes::{ChangeFeed, UserChanges};
 use crate::shard::group::ShardGroup;
 use crate::shard::map::ShardMap;
 use crate::shard::router::{GroupEngines, GroupOpener};
 use crate::shard::slot::Strategy;
 use crate::shard::source::read_map_file;
-use crate::sqlite::SqliteStore;
+use crate::sqlite::{SqliteChangeFeed, SqliteStore};
 
 /// The map file of a sharded data directory.
 pub fn map_path(data: &Path) -> PathBuf {
@@ -40,11 +41,24 @@ pub fn group_names(n: u16) -> Vec<ShardGroup> {
 /// Opens each group's SQLite file as the router meets it.
 pub struct SqliteGroups {
     data: PathBuf,
+    feeds: Option<Arc<GroupFeeds>>,
 }
 
 impl SqliteGroups {
     pub fn new(data: impl Into<PathBuf>) -> Self {
-        Self { data: data.into() }
+        Self {
+            data: data.into(),
+            feeds: None,
+        }
+    }
+
+    /// The same, also following the change log of every group it opens into `feeds` — before
+    /// the router can send a call to the group.
+    pub fn followed(data: impl Into<PathBuf>, feeds: Arc<GroupFeeds>) -> Self {
+        Self {
+            data: data.into(),
+            feeds: Some(feeds),
+        }
     }
 
     /// Opens one group's store.
@@ -56,6 +70,9 @@ impl SqliteGroups {
 impl GroupOpener for SqliteGroups {
     fn open(&self, group: &ShardGroup) -> Result<GroupEngines, StoreError> {
         let store = Arc::new(self.open_store(group)?);
+        if let Some(feeds) = &self.feeds {
+            feeds.follow(store.change_feed()?);
+        }
         Ok(GroupEngines {
             store: store.clone(),
             accounts: store.clone(),
@@ -70,6 +87,48 @@ impl crate::reshard::run::RowsOpener for SqliteGroups {
         group: &ShardGroup,
     ) -> Result<Arc<dyn crate::reshard::rows::GroupRows>, StoreError> {
         Ok(Arc::new(self.open_store(group)?))
+    }
+}
+
+/// The change logs of every shard group a router has opened, polled as one.
+///
+/// A group a resharding adds is followed from the moment this process opens it, which is
+/// before any call is routed to it; rows moving into it were moved by a cut-over that fenced
+/// them in their old group, and a fence logs "anything may have changed" there, so no cache
+/// keeps a value read before the move.
+#[derive(Default)]
+pub struct GroupFeeds {
+    feeds: std::sync::Mutex<Vec<Arc<SqliteChangeFeed>>>,
+}
+
+impl GroupFeeds {
+    fn follow(&self, feed: SqliteChangeFeed) {
+        self.feeds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::new(feed));
+    }
+}
+
+impl ChangeFeed for GroupFeeds {
+    fn poll(&self) -> Result<UserChanges, StoreError> {
+        let feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut users = Vec::new();
+        let mut everything = false;
+        for feed in &feeds {
+            match feed.poll()? {
+                UserChanges::Nothing => {}
+                UserChanges::Users(u) => users.extend(u),
+                UserChanges::Everything => everything = true,
+            }
+        }
+        Ok(if everything {
+            UserChanges::Everything
+        } else if users.is_empty() {
+            UserChanges::Nothing
+        } else {
+            UserChanges::Users(users)
+        })
     }
 }
 

@@ -22,6 +22,8 @@
 //! [`shard`]: the shard map — user ids to slots, slots to shard groups, pins — and the router
 //! ([`shard::router::ShardedStore`]) that sends each call to its group; [`embedded_shards`]:
 //! one SQLite file per group; [`reshard`]: moving slots between groups under load.
+//! [`changes`]: the log of committed user changes an embedded deployment's API servers follow
+//! to keep their in-process caches coherent.
 //! Guarantee: a write that returned `Ok` is durable in the engine (SQLite WAL with
 //! `synchronous=FULL` for API writes) and either fully applied or not at all.
 
@@ -29,6 +31,7 @@ use async_trait::async_trait;
 use strata_core::user::{User, UserId, UserProfile};
 
 pub mod accounts;
+pub mod changes;
 pub mod conformance;
 pub mod embedded_shards;
 pub mod idempotency;

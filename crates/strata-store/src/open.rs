@@ -14,6 +14,7 @@ use anyhow::Context as _;
 
 use crate::Store;
 use crate::accounts::{AccountStore, SessionStore};
+use crate::changes::ChangeFeed;
 use crate::postgres::{PgConfig, PgStore};
 use crate::replicated::{ReplicaPolicy, ReplicatedStore};
 use crate::sqlite::SqliteStore;
@@ -193,6 +194,10 @@ pub struct Engines {
     pub sessions: Arc<dyn SessionStore>,
     /// Where the data is, for logs (never a password).
     pub describe: String,
+    /// The log of committed user changes, on a connection of its own, for keeping API
+    /// servers' in-process caches coherent: the embedded engine (every group's, when sharded);
+    /// `None` for PostgreSQL.
+    pub changes: Option<Arc<dyn ChangeFeed>>,
 }
 
 impl std::fmt::Debug for Engines {
@@ -212,7 +217,8 @@ pub async fn open_sharded_sqlite(
     let Some(ensured) = crate::embedded_shards::ensure_map(data, shards)? else {
         return Ok(None);
     };
-    let groups = crate::embedded_shards::SqliteGroups::new(data);
+    let feeds = Arc::new(crate::embedded_shards::GroupFeeds::default());
+    let groups = crate::embedded_shards::SqliteGroups::followed(data, feeds.clone());
     let first = ensured.map.groups()[0].clone();
     // Sessions, login counters and idempotency records are not per user: the first group
     // keeps them (deployments at scale keep sessions in Redis).
@@ -239,6 +245,7 @@ pub async fn open_sharded_sqlite(
         accounts: router,
         sessions,
         describe,
+        changes: Some(feeds),
     };
     if ensured.created
         && crate::ensure_canonical_user(engines.store.as_ref())
@@ -272,6 +279,7 @@ pub async fn open_engines(
                     accounts: pg.clone(),
                     sessions: pg,
                     describe,
+                    changes: None,
                 },
                 opened.created,
             )
@@ -279,6 +287,10 @@ pub async fn open_engines(
         None => {
             let opened = SqliteStore::open(data)
                 .with_context(|| format!("cannot use data directory {}", data.display()))?;
+            let changes: Arc<dyn ChangeFeed> =
+                Arc::new(opened.store.change_feed().with_context(|| {
+                    format!("cannot follow the change log in {}", data.display())
+                })?);
             let sqlite = Arc::new(opened.store);
             (
                 Engines {
@@ -286,6 +298,7 @@ pub async fn open_engines(
                     accounts: sqlite.clone(),
                     sessions: sqlite,
                     describe: data.display().to_string(),
+                    changes: Some(changes),
                 },
                 opened.created,
             )

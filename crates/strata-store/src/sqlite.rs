@@ -11,6 +11,9 @@
 //! - Profiles are stored as JSON text and parsed back through the domain parser: a corrupt row
 //!   is reported as `Corrupt`, never served.
 //!
+//! - Every change to a user is logged in its own transaction (`cache_changes`, see
+//!   [`SqliteChangeFeed`]), so the API servers sharing the file keep their caches coherent.
+//!
 //! SQLite calls block, so each runs on tokio's blocking pool: one writer connection behind a
 //! mutex, and a small pool of reader connections. No lock is held across an `.await`.
 
@@ -38,112 +41,14 @@ pub const READ_AFTER_WAIT: Duration = Duration::from_millis(200);
 const MAX_IDLE_READERS: usize = 8;
 
 mod accounts;
+mod changes;
 mod idempotency;
 mod reshard;
+mod schema;
 mod shard;
 
-/// Schema migrations, in order. `PRAGMA user_version` holds how many have been applied.
-const MIGRATIONS: &[&str] = &[
-    // 1: users, the commit counter, and the format marker.
-    "CREATE TABLE strata_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-     INSERT INTO strata_meta (key, value) VALUES ('format', 'strata-users');
-     CREATE TABLE strata_commit (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL);
-     INSERT INTO strata_commit (id, seq) VALUES (1, 0);
-     CREATE TABLE users (
-         id INTEGER PRIMARY KEY,
-         version INTEGER NOT NULL CHECK (version >= 1),
-         profile TEXT NOT NULL,
-         commit_seq INTEGER NOT NULL
-     );",
-    // 2: accounts (deleted with their user), sessions and login-failure counters.
-    "CREATE TABLE accounts (
-         user_id INTEGER PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
-         email TEXT NOT NULL UNIQUE,
-         password_hash TEXT NOT NULL,
-         roles TEXT NOT NULL DEFAULT '',
-         created_ms INTEGER NOT NULL
-     );
-     CREATE TABLE sessions (
-         id TEXT PRIMARY KEY,
-         user_id INTEGER NOT NULL,
-         created_ms INTEGER NOT NULL,
-         expires_ms INTEGER NOT NULL,
-         last_used_ms INTEGER NOT NULL,
-         generation INTEGER NOT NULL,
-         revoked INTEGER NOT NULL DEFAULT 0,
-         refresh_hash TEXT NOT NULL,
-         used_hashes TEXT NOT NULL DEFAULT '',
-         user_agent TEXT NOT NULL,
-         ip TEXT NOT NULL
-     ) WITHOUT ROWID;
-     CREATE INDEX sessions_by_user ON sessions (user_id, created_ms);
-     CREATE TABLE auth_failures (
-         key TEXT PRIMARY KEY,
-         window_end_ms INTEGER NOT NULL,
-         count INTEGER NOT NULL
-     ) WITHOUT ROWID;",
-    // 3: idempotency records (see `crate::idempotency`); status 0 while claimed.
-    "CREATE TABLE idempotency (
-         key TEXT PRIMARY KEY,
-         fingerprint TEXT NOT NULL,
-         resource_id INTEGER NOT NULL,
-         owner TEXT NOT NULL,
-         claim_until_ms INTEGER NOT NULL,
-         expires_ms INTEGER NOT NULL,
-         status INTEGER NOT NULL DEFAULT 0,
-         headers TEXT NOT NULL DEFAULT '',
-         body BLOB NOT NULL DEFAULT x''
-     ) WITHOUT ROWID;
-     CREATE INDEX idempotency_by_expiry ON idempotency (expires_ms);",
-    // 4: sharding — fences (rows that moved to another shard group, see `crate::shard::fence`)
-    // and this group's part of the global email index (`crate::shard::email_index`).
-    "CREATE TABLE shard_fence (id INTEGER PRIMARY KEY, fence TEXT NOT NULL);
-     CREATE TABLE email_index (
-         email TEXT PRIMARY KEY,
-         user_id INTEGER NOT NULL,
-         slot INTEGER NOT NULL,
-         committed INTEGER NOT NULL,
-         claimed_ms INTEGER NOT NULL
-     ) WITHOUT ROWID;
-     CREATE INDEX email_index_by_slot ON email_index (slot);",
-    // 5: resharding — the hash slot of each user indexed (so a slot range is read without a
-    // scan), and a change log that triggers fill while a resharding captures this group's
-    // changes (`shard_capture` not empty); see `crate::reshard`.
-    "CREATE INDEX users_by_hash_slot ON users (strata_hash_slot(id), id);
-     CREATE TABLE shard_capture (tag TEXT PRIMARY KEY) WITHOUT ROWID;
-     CREATE TABLE shard_changes (
-         seq INTEGER PRIMARY KEY AUTOINCREMENT,
-         kind INTEGER NOT NULL,
-         key TEXT NOT NULL
-     );
-     CREATE TRIGGER users_captured_insert AFTER INSERT ON users
-         WHEN EXISTS (SELECT 1 FROM shard_capture)
-         BEGIN INSERT INTO shard_changes (kind, key) VALUES (0, NEW.id); END;
-     CREATE TRIGGER users_captured_update AFTER UPDATE ON users
-         WHEN EXISTS (SELECT 1 FROM shard_capture)
-         BEGIN INSERT INTO shard_changes (kind, key) VALUES (0, NEW.id); END;
-     CREATE TRIGGER users_captured_delete AFTER DELETE ON users
-         WHEN EXISTS (SELECT 1 FROM shard_capture)
-         BEGIN INSERT INTO shard_changes (kind, key) VALUES (0, OLD.id); END;
-     CREATE TRIGGER accounts_captured_insert AFTER INSERT ON accounts
-         WHEN EXISTS (SELECT 1 FROM shard_capture)
-         BEGIN INSERT INTO shard_changes (kind, key) VALUES (0, NEW.user_id); END;
-     CREATE TRIGGER accounts_captured_update AFTER UPDATE ON accounts
-         WHEN EXISTS (SELECT 1 FROM shard_capture)
-         BEGIN INSERT INTO shard_changes (kind, key) VALUES (0, NEW.user_id); END;
-     CREATE TRIGGER accounts_captured_delete AFTER DELETE ON accounts
-         WHEN EXISTS (SELECT 1 FROM shard_capture)
-         BEGIN INSERT INTO shard_changes (kind, key) VALUES (0, OLD.user_id); END;
-     CREATE TRIGGER emails_captured_insert AFTER INSERT ON email_index
-         WHEN EXISTS (SELECT 1 FROM shard_capture)
-         BEGIN INSERT INTO shard_changes (kind, key) VALUES (1, NEW.email); END;
-     CREATE TRIGGER emails_captured_update AFTER UPDATE ON email_index
-         WHEN EXISTS (SELECT 1 FROM shard_capture)
-         BEGIN INSERT INTO shard_changes (kind, key) VALUES (1, NEW.email); END;
-     CREATE TRIGGER emails_captured_delete AFTER DELETE ON email_index
-         WHEN EXISTS (SELECT 1 FROM shard_capture)
-         BEGIN INSERT INTO shard_changes (kind, key) VALUES (1, OLD.email); END;",
-];
+pub use changes::{CHANGES_KEPT, SqliteChangeFeed};
+use schema::MIGRATIONS;
 
 /// The newest schema version this build knows.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -648,6 +553,7 @@ impl Store for SqliteStore {
                     crate::shard::fence::check_user(&fences, user.id)?;
                 }
                 let commit = bump_commit(&tx)?;
+                changes::quiet(&tx)?;
                 {
                     let mut stmt = tx
                         .prepare_cached("INSERT INTO users (id, version, profile, commit_seq) VALUES (?1, 1, ?2, ?3)")
@@ -664,6 +570,7 @@ impl Store for SqliteStore {
                         }
                     }
                 }
+                changes::log_everything(&tx)?;
                 tx.commit().map_err(engine_error)?;
                 Ok(commit)
             })();

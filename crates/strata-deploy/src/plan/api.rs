@@ -108,6 +108,9 @@ fn set_cache(
 ) -> Result<(), PlanError> {
     let options = &mut server.cache;
     options.no_cache = spec.off;
+    if let Some(coherence) = spec.coherence {
+        options.cache_coherence = coherence;
+    }
     if let Some(mib) = spec.l1_mib {
         options.cache_mib = mib;
     }

@@ -268,6 +268,19 @@ fn cache_nodes_are_planned_and_the_api_servers_are_told_where_they_are() {
         a.server.cache.cache_ttl_ms, 1000,
         "without a bus L1 keeps its short default TTL"
     );
+    assert_eq!(
+        a.server.cache.cache_coherence,
+        strata_cache::options::L1Coherence::Watch,
+        "without a bus L1s follow the database's change log by default"
+    );
+    let plan = compile("[cache]\ncoherence = \"ttl\"\n[api]\ncount = 3\n");
+    let RoleCommand::Api(a) = command(&plan, "api-3") else {
+        panic!("an API role")
+    };
+    assert_eq!(
+        a.server.cache.cache_coherence,
+        strata_cache::options::L1Coherence::Ttl
+    );
     assert!(
         compile("[api]\ncount = 1\n")
             .roles

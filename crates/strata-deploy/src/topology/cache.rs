@@ -2,7 +2,7 @@
 //! that `strata up` runs — or no caching at all.
 
 use super::reader::{Section, variants};
-use super::{CacheEngine, CacheSpec, MAX_CACHE_NODES};
+use super::{CacheEngine, CacheSpec, L1Coherence, MAX_CACHE_NODES};
 
 /// What `[cache] engine` names: an engine of `strata cache` (its `clap::ValueEnum` names), the
 /// in-process cache alone, or none.
@@ -27,6 +27,7 @@ pub(super) fn read(sec: &mut Section<'_>) -> CacheSpec {
     let max_mib = sec.int("max_mib", 1..=65_536);
     let l1_mib = sec.int("l1_mib", 1..=65_536);
     let l1_ttl_ms = sec.millis("l1_ttl_ms", 1..=86_400_000);
+    let coherence = sec.choice::<L1Coherence>("coherence");
 
     let shared = match engine {
         Some(Engine::Shared(engine)) => Some((engine, nodes.unwrap_or(1))),
@@ -54,6 +55,7 @@ pub(super) fn read(sec: &mut Section<'_>) -> CacheSpec {
         l1_mib,
         l1_ttl_ms,
         off: engine == Some(Engine::Off),
+        coherence,
     }
 }
 
@@ -81,6 +83,14 @@ mod tests {
             Topology::parse("[cache]\nengine = \"off\"\n[api]\ncount = 3\n", 8080).expect("valid");
         assert!(t.cache.off && t.cache.shared.is_none());
         assert_eq!(t.cache_nodes(), 0);
+        let t = Topology::parse("[cache]\ncoherence = \"ttl\"\n[api]\ncount = 3\n", 8080)
+            .expect("valid");
+        assert_eq!(t.cache.coherence, Some(L1Coherence::Ttl));
+        let e = errors("[cache]\ncoherence = \"bus\"\n[api]\ncount = 3\n");
+        assert!(
+            e[0].to_string().contains("\"watch\""),
+            "the choices are named: {e:?}"
+        );
 
         let e = errors("[cache]\nengine = \"varnish\"\nnodes = 9\n[api]\ncount = 3\n");
         let shown: Vec<String> = e.iter().map(ToString::to_string).collect();

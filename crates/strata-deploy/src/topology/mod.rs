@@ -71,6 +71,7 @@ pub use crate::roles::RoleKind;
 pub const MAX_CACHE_NODES: i64 = 4;
 
 pub use strata_cache::CacheEngine;
+pub use strata_cache::options::L1Coherence;
 pub use strata_control::store_options::StoreKind;
 pub use strata_control::{CommitMode, RejoinMode};
 pub use strata_lb::AlgorithmName;
@@ -160,6 +161,9 @@ pub struct CacheSpec {
     pub l1_ttl_ms: Option<u64>,
     /// `engine = "off"`: no caching at all (every read goes to the database) — for comparisons.
     pub off: bool,
+    /// `coherence = "watch" | "ttl"`: how L1s stay coherent without the Redis bus (default
+    /// `watch`: the embedded database's change log).
+    pub coherence: Option<L1Coherence>,
 }
 
 /// `[api]`.
