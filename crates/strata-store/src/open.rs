@@ -130,6 +130,8 @@ impl DataOptions {
             store: router.clone(),
             accounts: router,
             sessions,
+            // PostgreSQL has no change feed yet: L1s keep the TTL bound there.
+            changes: None,
             describe: format!(
                 "postgres ({} shard groups, map version {} in {})",
                 map.groups().len(),
