@@ -16,6 +16,7 @@ const LAYERS: &[&str] = &[
     "state",
     "idempotency",
     "commit",
+    "coherence",
     "credentials",
     "schema",
     "params",

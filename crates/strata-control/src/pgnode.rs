@@ -429,7 +429,7 @@ pub async fn run(args: PostgresArgs) -> anyhow::Result<()> {
         args.listen
     );
     let pg = Postgres::find()?;
-    let port = if args.listen.port() == 0 {
+    let mut port = if args.listen.port() == 0 {
         free_port().context("cannot find a free port")?
     } else {
         args.listen.port()
@@ -538,10 +538,27 @@ pub async fn run(args: PostgresArgs) -> anyhow::Result<()> {
     // The server's output goes to this role's log (stderr), never to stdout (the readiness
     // pipe). Spawned from this (the role's main) thread, so that it is listed as its child. A
     // server that does not come up is stopped, and the error says why.
-    let server = pg.spawn(&data, port, &settings, &Log::Stderr)?;
-    let ready =
-        tokio::task::spawn_blocking(move || pg.wait_ready(server, port, Duration::from_secs(120)));
-    let mut server = ready.await.context("the readiness task failed")??;
+    //
+    // A port chosen free at start may have been taken meanwhile (a base backup takes seconds,
+    // and other programs pick free ports too): with no port asked for, a server that does not
+    // come up is tried again on a new free port, a few times.
+    let mut attempt = 0;
+    let mut server = loop {
+        attempt += 1;
+        let server = pg.spawn(&data, port, &settings, &Log::Stderr)?;
+        let waiter = pg.clone();
+        let ready = tokio::task::spawn_blocking(move || {
+            waiter.wait_ready(server, port, Duration::from_secs(120))
+        });
+        match ready.await.context("the readiness task failed")? {
+            Ok(server) => break server,
+            Err(e) if args.listen.port() == 0 && attempt < 3 => {
+                tracing::warn!(error = %e, port, "PostgreSQL did not come up; trying another free port");
+                port = free_port().context("cannot find a free port")?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     let server_pid = server.pid();
     if runs_as_primary {
         let local = format!("127.0.0.1:{port}");
