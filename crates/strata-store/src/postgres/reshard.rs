@@ -15,7 +15,7 @@ use crate::StoreError;
 use crate::reshard::rows::{
     AccountRow, Changed, EmailRow, GroupRows, RowBatch, UserRow, slot_condition,
 };
-use crate::shard::fence::{Fence, compact, subtract};
+use crate::shard::fence::{Fence, compact, without_move, without_slots};
 use crate::shard::{SlotRange, Strategy};
 
 const USER_COLUMNS: &str =
@@ -338,31 +338,15 @@ impl GroupRows for PgStore {
 
     async fn unfence(&self, to: &str, map_version: u64) -> Result<(), StoreError> {
         let to = to.to_owned();
-        self.rewrite_fences(move |fences| {
-            fences
-                .into_iter()
-                .filter(|f| !(f.moved_to.as_str() == to && f.map_version == map_version))
-                .collect()
-        })
-        .await
-        .map(|_| ())
+        self.rewrite_fences(move |fences| without_move(fences, &to, map_version))
+            .await
+            .map(|_| ())
     }
 
     async fn unfence_slots(&self, slots: SlotRange) -> Result<(), StoreError> {
-        self.rewrite_fences(move |fences| {
-            fences
-                .iter()
-                .flat_map(|f| {
-                    if f.user.is_some() {
-                        vec![f.clone()]
-                    } else {
-                        subtract(f, slots)
-                    }
-                })
-                .collect()
-        })
-        .await
-        .map(|_| ())
+        self.rewrite_fences(move |fences| without_slots(&fences, slots))
+            .await
+            .map(|_| ())
     }
 
     async fn compact_fences(&self) -> Result<(), StoreError> {

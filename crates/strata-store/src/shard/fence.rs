@@ -131,6 +131,28 @@ pub fn compact(mut fences: Vec<Fence>) -> Vec<Fence> {
     out
 }
 
+/// `fences` without those that send rows to `to` in map `map_version` (an aborted move).
+pub fn without_move(fences: Vec<Fence>, to: &str, map_version: u64) -> Vec<Fence> {
+    fences
+        .into_iter()
+        .filter(|f| !(f.moved_to.as_str() == to && f.map_version == map_version))
+        .collect()
+}
+
+/// `fences` without what they say about `slots` (rows of them are moving back); pins kept.
+pub fn without_slots(fences: &[Fence], slots: SlotRange) -> Vec<Fence> {
+    fences
+        .iter()
+        .flat_map(|f| {
+            if f.user.is_some() {
+                vec![f.clone()]
+            } else {
+                subtract(f, slots)
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ use crate::reshard::rows::{
     AccountRow, Changed, EmailRow, GroupRows, RowBatch, UserRow, slot_condition,
 };
 use crate::shard::fence::Fence;
-use crate::shard::fence::{compact, subtract};
+use crate::shard::fence::{compact, without_move, without_slots};
 use crate::shard::{SlotRange, Strategy};
 
 const USER_COLUMNS: &str =
@@ -302,10 +302,7 @@ impl GroupRows for SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(engine_error)?;
-            let kept: Vec<Fence> = shard::fences(&tx)?
-                .into_iter()
-                .filter(|f| !(f.moved_to.as_str() == to && f.map_version == map_version))
-                .collect();
+            let kept = without_move(shard::fences(&tx)?, &to, map_version);
             write_fences(&tx, &kept)?;
             tx.commit().map_err(engine_error)
         })
@@ -317,16 +314,7 @@ impl GroupRows for SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(engine_error)?;
-            let kept: Vec<Fence> = shard::fences(&tx)?
-                .iter()
-                .flat_map(|f| {
-                    if f.user.is_some() {
-                        vec![f.clone()]
-                    } else {
-                        subtract(f, slots)
-                    }
-                })
-                .collect();
+            let kept = without_slots(&shard::fences(&tx)?, slots);
             write_fences(&tx, &kept)?;
             tx.commit().map_err(engine_error)
         })
