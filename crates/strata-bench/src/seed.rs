@@ -45,11 +45,11 @@ pub struct SeedArgs {
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=255), conflicts_with = "postgres")]
     pub shards: Option<u16>,
     /// Load into shard groups on PostgreSQL instead: NAME=URL per group (repeat, or
-    /// comma-separate in the environment); the shard map lives in --data. Never logged.
+    /// `;`-separate in the environment: one URL may list several hosts with commas); the shard map lives in --data. Never logged.
     #[arg(
         long = "postgres-shard",
         env = "STRATA_POSTGRES_SHARDS",
-        value_delimiter = ',',
+        value_delimiter = ';',
         hide_env_values = true,
         conflicts_with = "postgres"
     )]

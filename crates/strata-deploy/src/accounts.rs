@@ -1,6 +1,7 @@
 //! The account store of a deployment made by `strata up`: its PostgreSQL primary when it runs
 //! PostgreSQL servers (found by asking each which one takes writes, whatever store holds the
-//! cluster state), else its embedded SQLite database. For operator actions (`strata admin
+//! cluster state), a router over its shard groups when it runs several, else its embedded
+//! SQLite database. For operator actions (`strata admin
 //! --dir`) and drills (`strata chaos`).
 
 use std::path::Path;
@@ -53,6 +54,16 @@ pub async fn open(dir: &Path) -> anyhow::Result<Arc<dyn AccountStore>> {
             "{} is not a deployment directory: pass the --dir that `strata up` used",
             dir.display()
         );
+    }
+    // Shard groups on PostgreSQL: through a router over every group, as the API servers.
+    let groups = state::read(dir)?
+        .map(|s| crate::groups::group_urls(&s))
+        .unwrap_or_default();
+    if !groups.is_empty() {
+        let mut options = strata_store::open::DataOptions::sqlite(dir.join(state::DATA_DIR));
+        options.postgres_shards = groups;
+        options.postgres_pool = 2;
+        return Ok(options.open().await?.accounts);
     }
     match primary_url(dir).await? {
         Some(url) => Ok(Arc::new(

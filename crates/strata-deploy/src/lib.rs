@@ -21,7 +21,7 @@
 //! [`status`] and [`present`] (`strata status`, tables), [`logs`], [`control`] (health probes
 //! and `strata down`), [`rejoin`] (`strata db rejoin`), [`accounts`] (its account store, for
 //! `strata admin` and drills), [`shards`] (`strata reshard`, `strata shard`: the shard groups
-//! of a data directory).
+//! of a data directory), [`groups`] (the names and places of PostgreSQL shard groups).
 //!
 //! Guarantees: nothing starts unless the whole topology is valid; a deployment that cannot
 //! become ready is torn down and the reason shown; when the supervisor stops — by request or
@@ -30,6 +30,7 @@
 pub mod accounts;
 pub mod argv;
 pub mod control;
+pub mod groups;
 pub mod launch;
 pub mod logs;
 pub mod plan;

@@ -107,8 +107,16 @@ pub fn status_table(report: &Report) -> String {
     }
     out.push_str(&format_rows(&rows));
     if let Some((map, groups)) = &report.shards {
+        // PostgreSQL groups run by `strata up`: each group's servers where it is.
+        let servers = database_groups(report);
+        let mut groups = groups.clone();
+        for g in &mut groups {
+            if let Some(s) = servers.iter().find(|s| s.group == g.group) {
+                g.file = s.describe().into();
+            }
+        }
         out.push('\n');
-        out.push_str(&shards_table(map, groups));
+        out.push_str(&shards_table(map, &groups));
     }
     for r in &report.roles {
         if let Some(e) = &r.role.last_error {
@@ -160,6 +168,66 @@ pub fn shards_table(map: &ShardMap, groups: &[GroupView]) -> String {
     out
 }
 
+/// One PostgreSQL shard group's servers as `strata status` shows them.
+pub struct GroupServers {
+    pub group: String,
+    /// The server that answers as primary, if any does now.
+    pub primary: Option<String>,
+    /// Each replica and its lag in bytes of WAL.
+    pub replicas: Vec<(String, u64)>,
+    /// Servers that do not answer (down, restarting, fenced).
+    pub other: Vec<String>,
+}
+
+impl GroupServers {
+    fn describe(&self) -> String {
+        let mut parts = vec![match &self.primary {
+            Some(p) => format!("primary {p}"),
+            None => "no primary".to_string(),
+        }];
+        parts.extend(
+            self.replicas
+                .iter()
+                .map(|(r, lag)| format!("replica {r} ({lag} B behind)")),
+        );
+        parts.extend(self.other.iter().map(|o| format!("{o} down")));
+        parts.join(", ")
+    }
+}
+
+/// The servers of each PostgreSQL shard group of the report, in planned order.
+pub fn database_groups(report: &Report) -> Vec<GroupServers> {
+    let mut groups: Vec<GroupServers> = Vec::new();
+    for r in &report.roles {
+        let Some(group) = crate::groups::group_of(&r.role.name) else {
+            continue;
+        };
+        if r.role.kind != RoleKind::Postgres {
+            continue;
+        }
+        let at = match groups.iter().position(|g| g.group == group) {
+            Some(at) => at,
+            None => {
+                groups.push(GroupServers {
+                    group: group.to_string(),
+                    primary: None,
+                    replicas: Vec::new(),
+                    other: Vec::new(),
+                });
+                groups.len() - 1
+            }
+        };
+        let g = &mut groups[at];
+        let name = r.role.name.clone();
+        match &r.database {
+            Some(DatabaseView::Primary { .. }) => g.primary = Some(name),
+            Some(DatabaseView::Replica { lag_bytes, .. }) => g.replicas.push((name, *lag_bytes)),
+            _ => g.other.push(name),
+        }
+    }
+    groups
+}
+
 /// `strata status --json`.
 pub fn status_json(report: &Report) -> Value {
     json!({
@@ -169,6 +237,11 @@ pub fn status_json(report: &Report) -> Value {
         "running": report.running(),
         "control": report.control,
         "shards": report.shards.as_ref().map(|(map, groups)| json!({"map": map, "groups": groups})),
+        "databaseGroups": database_groups(report).iter().map(|g| json!({
+            "group": g.group, "primary": g.primary,
+            "replicas": g.replicas.iter().map(|(name, lag)| json!({"name": name, "lagBytes": lag})).collect::<Vec<_>>(),
+            "down": g.other,
+        })).collect::<Vec<_>>(),
         "notes": report.notes(),
         "roles": report.roles.iter().map(|r| {
             let role = &r.role;

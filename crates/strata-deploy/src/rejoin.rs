@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
-use strata_control::cluster::{self, ClusterState, POSTGRES_DIR};
+use strata_control::cluster::{self, ClusterState};
 use strata_engines::postgres::SUPERUSER as POSTGRES_USER;
 use strata_store::postgres::{NodeStatus, format_lsn, probe_node};
 
@@ -65,9 +65,10 @@ pub async fn rejoin(dir: &Path, node: &str, timeout: Duration) -> anyhow::Result
         dir.display(),
         dir.display()
     );
-    let postgres_dir = dir.join(POSTGRES_DIR);
-    // The published state, as the controllers show it (whatever store holds it).
-    let cluster: ClusterState = match crate::status::control_view(&state).await {
+    let postgres_dir = crate::groups::postgres_dir(dir, node);
+    // The published state of its cluster, as the controllers show it (whatever store holds it).
+    let group = crate::groups::group_of(node);
+    let cluster: ClusterState = match crate::status::control_view(&state, group).await {
         Some(view) if !view["cluster"].is_null() => serde_json::from_value(view["cluster"].clone())
             .context("the controller's view of the cluster is not a cluster state")?,
         _ => match cluster::read(&postgres_dir)? {

@@ -1,6 +1,6 @@
 //! `strata reshard` and `strata shard`: operator commands on the shard groups of a data
-//! directory (embedded: `DATA/shard-map.json` and one SQLite file per group) while the API
-//! servers keep serving. The mechanics are the data tier's (`strata_store::reshard`); this
+//! directory (`DATA/shard-map.json`; one SQLite file per group, or PostgreSQL databases given
+//! by URL or found in a running deployment of `strata up`) while the API servers keep serving. The mechanics are the data tier's (`strata_store::reshard`); this
 //! module parses the command, shows progress with an ETA, and prints the report.
 
 use std::io::IsTerminal as _;
@@ -29,11 +29,12 @@ pub struct Target {
     #[arg(long, global = true)]
     pub data: Option<PathBuf>,
     /// Shard groups on PostgreSQL: NAME=URL, as the API servers were given them (repeat, or
-    /// comma-separate in the environment). Without it, the groups are the embedded files.
+    /// `;`-separate in the environment: one URL may list several hosts with commas). Without
+    /// it, those of the deployment in --dir when it runs them, else the embedded files.
     #[arg(
         long = "postgres-shard",
         env = "STRATA_POSTGRES_SHARDS",
-        value_delimiter = ',',
+        value_delimiter = ';',
         hide_env_values = true,
         global = true
     )]
@@ -41,6 +42,18 @@ pub struct Target {
 }
 
 impl Target {
+    /// The PostgreSQL shard groups as `NAME=URL`: those given, else those of the deployment in
+    /// `--dir` when `strata up` runs them; empty for embedded groups.
+    pub fn group_urls(&self) -> anyhow::Result<Vec<String>> {
+        if !self.postgres_shards.is_empty() || self.data.is_some() {
+            return Ok(self.postgres_shards.clone());
+        }
+        let dir = self.dir.clone().unwrap_or_else(|| PathBuf::from(".strata"));
+        Ok(crate::state::read(&dir)?
+            .map(|state| crate::groups::group_urls(&state))
+            .unwrap_or_default())
+    }
+
     fn data(&self) -> anyhow::Result<PathBuf> {
         let data = match (&self.dir, &self.data) {
             (_, Some(d)) => d.clone(),
@@ -134,11 +147,12 @@ fn group(name: &str) -> anyhow::Result<ShardGroup> {
 
 /// The groups' databases: PostgreSQL ones when given, else the embedded files.
 async fn opener(target: &Target, data: &Path) -> anyhow::Result<Arc<dyn RowsOpener>> {
-    if target.postgres_shards.is_empty() {
+    let urls = target.group_urls()?;
+    if urls.is_empty() {
         return Ok(Arc::new(SqliteGroups::new(data)));
     }
     Ok(Arc::new(
-        strata_store::pg_shards::connect_groups(&target.postgres_shards, 4).await?,
+        strata_store::pg_shards::connect_groups(&urls, 4).await?,
     ))
 }
 
@@ -187,15 +201,14 @@ pub async fn shard(args: ShardArgs) -> anyhow::Result<()> {
     let data = args.target.data()?;
     match args.action {
         ShardAction::Show { json } => {
-            let (map, groups) = if args.target.postgres_shards.is_empty() {
+            let urls = args.target.group_urls()?;
+            let (map, groups) = if urls.is_empty() {
                 let Some(found) = strata_store::embedded_shards::describe(&data).await? else {
                     anyhow::bail!("{} is not sharded", data.display());
                 };
                 found
             } else {
-                let groups =
-                    strata_store::pg_shards::connect_groups(&args.target.postgres_shards, 2)
-                        .await?;
+                let groups = strata_store::pg_shards::connect_groups(&urls, 2).await?;
                 strata_store::pg_shards::describe(&data, &groups).await?
             };
             if json {

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use strata_control::cluster::{POSTGRES_DIR, awaiting_rejoin_path};
+use strata_control::cluster::awaiting_rejoin_path;
 use strata_engines::postgres::SUPERUSER;
 use strata_engines::process;
 use strata_store::embedded_shards::GroupView;
@@ -17,6 +17,7 @@ use strata_store::postgres::{format_lsn, probe_node};
 use strata_store::shard::ShardMap;
 
 use crate::control;
+use crate::groups;
 use crate::roles::RoleKind;
 use crate::state::{self, DeploymentState, RoleState};
 
@@ -54,6 +55,9 @@ pub struct Report {
     pub roles: Vec<RoleReport>,
     /// What the failover controller shows (`GET /cluster`), when the deployment runs one.
     pub control: Option<serde_json::Value>,
+    /// What each PostgreSQL shard group's controller shows, by group (empty unless the
+    /// deployment runs shard groups with replicas).
+    pub group_controls: Vec<(String, serde_json::Value)>,
     /// The shard map and each shard group, when the data tier is sharded.
     pub shards: Option<(ShardMap, Vec<GroupView>)>,
 }
@@ -63,28 +67,36 @@ impl Report {
     /// election, and what asynchronous commit may lose.
     pub fn notes(&self) -> Vec<String> {
         let mut notes = Vec::new();
-        let Some(view) = &self.control else {
-            return notes;
-        };
-        if let Some(message) = view["waiting"]["message"].as_str() {
-            notes.push(message.to_string());
-        } else if let Some(failover) = view["cluster"]["failover"].as_object() {
-            notes.push(format!(
-                "failover in progress: {} lost, {}",
-                failover.get("from").and_then(|v| v.as_str()).unwrap_or("?"),
-                match failover.get("to").and_then(|v| v.as_str()) {
-                    Some(to) => format!("{to} elected, being promoted"),
-                    None => "electing a standby".into(),
-                }
-            ));
+        if let Some(view) = &self.control {
+            cluster_notes(view, "", &mut notes);
         }
-        if view["lossPossible"].as_bool() == Some(true) {
-            notes.push(
-                "commit = \"async\": a failover may lose the last writes the primary acknowledged (see docs/data.md)"
-                    .into(),
-            );
+        for (group, view) in &self.group_controls {
+            cluster_notes(view, &format!("shard group {group}: "), &mut notes);
         }
+        notes.dedup();
         notes
+    }
+}
+
+/// Sentences about one cluster's safety, each starting with `prefix`.
+fn cluster_notes(view: &serde_json::Value, prefix: &str, notes: &mut Vec<String>) {
+    if let Some(message) = view["waiting"]["message"].as_str() {
+        notes.push(format!("{prefix}{message}"));
+    } else if let Some(failover) = view["cluster"]["failover"].as_object() {
+        notes.push(format!(
+            "{prefix}failover in progress: {} lost, {}",
+            failover.get("from").and_then(|v| v.as_str()).unwrap_or("?"),
+            match failover.get("to").and_then(|v| v.as_str()) {
+                Some(to) => format!("{to} elected, being promoted"),
+                None => "electing a standby".into(),
+            }
+        ));
+    }
+    if view["lossPossible"].as_bool() == Some(true) {
+        notes.push(
+            "commit = \"async\": a failover may lose the last writes the primary acknowledged (see docs/data.md)"
+                .into(),
+        );
     }
 }
 
@@ -92,7 +104,6 @@ impl Report {
 pub async fn collect(dir: &Path) -> anyhow::Result<Report> {
     let state = state::read(dir)?.ok_or_else(|| state::no_deployment(dir))?;
     let supervisor_alive = process::is_alive(state.supervisor_pid);
-    let postgres_dir = dir.join(POSTGRES_DIR);
     let mut roles = Vec::new();
     // (in recovery, position) of each database server that answered.
     let mut positions: HashMap<String, (bool, u64)> = HashMap::new();
@@ -120,12 +131,16 @@ pub async fn collect(dir: &Path) -> anyhow::Result<Report> {
             database: None,
         });
     }
-    // Replica lag in bytes of WAL, against the primary's position.
-    let primary = positions
-        .values()
-        .find(|(in_recovery, _)| !in_recovery)
-        .map(|(_, position)| *position);
+    // Replica lag in bytes of WAL, against the position of its own cluster's primary.
+    let primary_of = |group: Option<&str>| {
+        positions
+            .iter()
+            .find(|(name, (in_recovery, _))| !in_recovery && groups::group_of(name) == group)
+            .map(|(_, (_, position))| *position)
+    };
     for report in &mut roles {
+        let primary = primary_of(groups::group_of(&report.role.name));
+        let postgres_dir = groups::postgres_dir(dir, &report.role.name);
         report.database = match positions.get(&report.role.name) {
             Some((false, position)) => Some(DatabaseView::Primary {
                 lsn: format_lsn(*position),
@@ -140,26 +155,65 @@ pub async fn collect(dir: &Path) -> anyhow::Result<Report> {
             None => None,
         };
     }
-    let control = control_view(&state).await;
-    let shards = strata_store::embedded_shards::describe(&dir.join(state::DATA_DIR))
-        .await
-        .unwrap_or(None);
+    let control = control_view(&state, None).await;
+    let mut group_controls = Vec::new();
+    let mut seen = Vec::new();
+    for r in &state.roles {
+        if let Some(g) = groups::group_of(&r.name).filter(|g| !seen.contains(g)) {
+            seen.push(g);
+            if let Some(view) = control_view(&state, Some(g)).await {
+                group_controls.push((g.to_string(), view));
+            }
+        }
+    }
+    let data = dir.join(state::DATA_DIR);
+    let urls = groups::group_urls(&state);
+    let shards = if urls.is_empty() {
+        strata_store::embedded_shards::describe(&data)
+            .await
+            .unwrap_or(None)
+    } else {
+        postgres_shards(&data, &urls).await
+    };
     Ok(Report {
         dir: dir.to_path_buf(),
         state,
         supervisor_alive,
         roles,
         control,
+        group_controls,
         shards,
     })
 }
 
-/// What the controllers show (`GET /cluster`): the leading one's view, else any (with several
-/// controllers the others are standbys, whose view is the published state).
-pub async fn control_view(state: &DeploymentState) -> Option<serde_json::Value> {
+/// The map and each PostgreSQL shard group (its users and fences read from its primary);
+/// `None` when the groups cannot be reached within a few seconds.
+async fn postgres_shards(data: &Path, urls: &[String]) -> Option<(ShardMap, Vec<GroupView>)> {
+    let describe = async {
+        let groups = strata_store::pg_shards::connect_groups(urls, 1)
+            .await
+            .ok()?;
+        strata_store::pg_shards::describe(data, &groups).await.ok()
+    };
+    tokio::time::timeout(Duration::from_secs(5), describe)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// What the controllers of one cluster (a shard group's, or with `None` the one cluster's)
+/// show (`GET /cluster`): the leading one's view, else any (with several controllers the
+/// others are standbys, whose view is the published state).
+pub async fn control_view(
+    state: &DeploymentState,
+    group: Option<&str>,
+) -> Option<serde_json::Value> {
     let mut any = None;
     for r in &state.roles {
-        if r.kind != RoleKind::Control || !r.pid.is_some_and(process::is_alive) {
+        if r.kind != RoleKind::Control
+            || groups::group_of(&r.name) != group
+            || !r.pid.is_some_and(process::is_alive)
+        {
             continue;
         }
         let Some(addr) = r.addrs.get("http") else {

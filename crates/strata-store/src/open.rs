@@ -55,14 +55,15 @@ pub struct DataOptions {
     /// sharded is opened as its map says; this count must then match it.
     #[arg(long, env = "STRATA_SHARDS", value_parser = clap::value_parser!(u16).range(1..=255), conflicts_with = "postgres")]
     pub shards: Option<u16>,
-    /// A shard group on PostgreSQL: NAME=URL (repeat, or comma-separate in the environment),
+    /// A shard group on PostgreSQL: NAME=URL (repeat, or `;`-separate in the environment:
+    /// one URL may list several hosts with commas),
     /// e.g. s1=postgresql://strata@127.0.0.1:5432/strata. The shard map lives in DATA; with
     /// --shards N only the first N groups get slots at first (the rest are spares for
     /// `strata reshard`). Never logged.
     #[arg(
         long = "postgres-shard",
         env = "STRATA_POSTGRES_SHARDS",
-        value_delimiter = ',',
+        value_delimiter = ';',
         hide_env_values = true,
         conflicts_with = "postgres"
     )]

@@ -173,8 +173,7 @@ fn roles_of(dir: &Path, target: Target) -> Vec<RoleState> {
 fn victim(dir: &Path, role: &RoleState) -> Option<u32> {
     match role.kind {
         RoleKind::Postgres => strata_engines::postgres::running_postmaster(
-            &dir.join(strata_deploy::supervisor::POSTGRES_DIR)
-                .join(&role.name),
+            &strata_deploy::groups::postgres_dir(dir, &role.name).join(&role.name),
         ),
         _ => role.pid.filter(|p| process::is_alive(*p)),
     }

@@ -3,13 +3,11 @@
 //! environment, since a URL may hold a password), its node id for Snowflake ids, its cache
 //! settings and shared cache servers, and the session store.
 
-use std::net::SocketAddr;
-
 use strata_api::role::{ApiArgs, ServerOptions};
 use strata_cache::CacheEngine;
-use strata_engines::postgres::{DATABASE, SUPERUSER};
 
 use super::{Plan, PlanContext, PlanError, RoleSpec, Setup, Wiring, names_of};
+use crate::groups::postgres_urls;
 use crate::roles::{RoleCommand, RoleKind};
 use crate::state::DATA_DIR;
 use crate::topology::{CacheSpec, DataEngine, SessionsEngine, Topology};
@@ -54,6 +52,7 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
         let data_dir = ctx.path(&[DATA_DIR]);
         let data = topology.data.clone();
         let shards = topology.shards;
+        let groups = topology.postgres_groups();
         let cache = topology.cache.clone();
         let (databases, caches) = (databases.clone(), caches.clone());
         RoleSpec::new(
@@ -68,6 +67,22 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
                     DataEngine::Sqlite if shards > 1 => server.data.shards = Some(shards),
                     DataEngine::Sqlite => {}
                     DataEngine::PostgresUrl { url } => server.data.postgres = Some(url.clone()),
+                    DataEngine::Postgres { .. } if !groups.is_empty() => {
+                        // One URL per group, through all its servers (the primary found by
+                        // `target_session_attrs`): the group's replicas are for its failover.
+                        server.data.shards = Some(shards);
+                        server.data.postgres_shards = groups
+                            .iter()
+                            .map(|g| {
+                                let nodes = databases
+                                    .iter()
+                                    .filter(|n| crate::groups::group_of(n) == Some(g.as_str()))
+                                    .map(|n| w.addr(n, super::data::LISTENER))
+                                    .collect::<Result<Vec<_>, PlanError>>()?;
+                                Ok(format!("{g}={}", postgres_urls(&nodes).0))
+                            })
+                            .collect::<Result<Vec<_>, PlanError>>()?;
+                    }
                     DataEngine::Postgres { .. } => {
                         let nodes = databases
                             .iter()
@@ -134,21 +149,4 @@ fn set_cache(
         }
     }
     Ok(())
-}
-
-/// The URLs API servers use for a deployment's own PostgreSQL servers: the primary through every
-/// server with `target_session_attrs=read-write` (so after a failover a new connection finds
-/// the new primary by itself), and each server as a possible replica (only those in recovery
-/// serve reads).
-pub fn postgres_urls(nodes: &[SocketAddr]) -> (String, Vec<String>) {
-    let hosts: Vec<String> = nodes.iter().map(ToString::to_string).collect();
-    let primary = format!(
-        "postgresql://{SUPERUSER}@{}/{DATABASE}?target_session_attrs=read-write",
-        hosts.join(",")
-    );
-    let replicas = hosts
-        .iter()
-        .map(|a| format!("postgresql://{SUPERUSER}@{a}/{DATABASE}"))
-        .collect();
-    (primary, replicas)
 }

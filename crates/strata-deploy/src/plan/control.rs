@@ -1,5 +1,5 @@
 //! The control plane's roles: with PostgreSQL replicas, the controllers that fail over between
-//! them (`control-1` …) and, with `store = "etcd"` and no etcd of one's own, the etcd members
+//! them (`control-1` …; with shard groups `control-s1-1` … for each group) and, with `store = "etcd"` and no etcd of one's own, the etcd members
 //! that hold the cluster state (`etcd-1` …). Members join one by one — `etcd-2` through
 //! `etcd-1`, `etcd-3` through both — because a member is added to a cluster only once the last
 //! one added is connected.
@@ -12,6 +12,7 @@ use strata_control::etcd::node::EtcdArgs;
 use strata_control::store_options::{StoreKind, StoreOptions};
 
 use super::{Plan, PlanContext, PlanError, RoleSpec, Wiring, names_of};
+use crate::groups;
 use crate::roles::{RoleCommand, RoleKind};
 use crate::topology::{DataEngine, Topology};
 
@@ -86,7 +87,25 @@ pub fn plan_members(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
     }
 }
 
-/// The controllers, after every database server (and every etcd member).
+/// A cluster's store: the deployment's, with a shard group's clusters each under its own etcd
+/// prefix (`PREFIX/<group>`: its own state and its own leader election). The file store keeps
+/// each group's state in its own directory already.
+pub fn group_store(store: &StoreBuilder, group: Option<&str>) -> StoreBuilder {
+    let Some(group) = group.map(prefix_safe) else {
+        return store.clone();
+    };
+    let store = store.clone();
+    Arc::new(move |w: &Wiring| {
+        let mut options = store(w)?;
+        if options.state_store == StoreKind::Etcd {
+            options.etcd_prefix = format!("{}/{group}", options.etcd_prefix);
+        }
+        Ok(options)
+    })
+}
+
+/// The controllers, after every database server (and every etcd member): `[control] count`
+/// for each cluster, watching only that cluster's servers.
 pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
     let DataEngine::Postgres { commit, .. } = topology.data else {
         return;
@@ -96,46 +115,61 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
     }
     let databases = names_of(&plan.roles, RoleKind::Postgres);
     let (members, store) = store(topology, plan);
-    let postgres_dir = ctx.path(&[POSTGRES_DIR]);
-    for i in 1..=topology.controllers() {
-        let name = format!("control-{i}");
-        let role_name = name.clone();
-        let (nodes, postgres_dir, store) = (databases.clone(), postgres_dir.clone(), store.clone());
-        let (check_interval_ms, failures) = (
-            topology.control.check_interval_ms,
-            topology.control.failures,
-        );
-        plan.roles.push(RoleSpec::new(
-            RoleKind::Control,
-            name,
-            "http",
-            databases.iter().chain(&members).cloned().collect(),
-            move |w: &Wiring| {
-                let addrs = nodes
-                    .iter()
-                    .map(|n| {
-                        Ok(NodeAddr {
-                            name: n.clone(),
-                            addr: w.addr(n, super::POSTGRES_LISTENER)?,
+    let groups = topology.postgres_groups();
+    let clusters: Vec<Option<&str>> = if groups.is_empty() {
+        vec![None]
+    } else {
+        groups.iter().map(|g| Some(g.as_str())).collect()
+    };
+    for group in clusters {
+        let nodes: Vec<String> = databases
+            .iter()
+            .filter(|n| groups::group_of(n) == group)
+            .cloned()
+            .collect();
+        let postgres_dir = ctx.path(&[POSTGRES_DIR, group.unwrap_or("")]);
+        let store = group_store(&store, group);
+        for i in 1..=usize::from(topology.control.count) {
+            let name = groups::controller_name(group, i);
+            let role_name = name.clone();
+            let (nodes, postgres_dir, store) = (nodes.clone(), postgres_dir.clone(), store.clone());
+            let (check_interval_ms, failures) = (
+                topology.control.check_interval_ms,
+                topology.control.failures,
+            );
+            let depends_on = nodes.iter().chain(&members).cloned().collect();
+            plan.roles.push(RoleSpec::new(
+                RoleKind::Control,
+                name,
+                "http",
+                depends_on,
+                move |w: &Wiring| {
+                    let addrs = nodes
+                        .iter()
+                        .map(|n| {
+                            Ok(NodeAddr {
+                                name: n.clone(),
+                                addr: w.addr(n, super::POSTGRES_LISTENER)?,
+                            })
                         })
-                    })
-                    .collect::<Result<Vec<_>, PlanError>>()?;
-                let mut args = ControlArgs::new(postgres_dir.clone(), addrs);
-                args.listen = w.listen();
-                args.primary = nodes[0].clone();
-                args.commit = commit;
-                if let Some(ms) = check_interval_ms {
-                    args.check_interval_ms = ms;
-                }
-                if let Some(n) = failures {
-                    args.failures = n;
-                }
-                args.store = store(w)?;
-                args.name = role_name.clone();
-                args.exit_on_stdin_eof = true;
-                Ok(RoleCommand::Control(args))
-            },
-        ));
+                        .collect::<Result<Vec<_>, PlanError>>()?;
+                    let mut args = ControlArgs::new(postgres_dir.clone(), addrs);
+                    args.listen = w.listen();
+                    args.primary = nodes[0].clone();
+                    args.commit = commit;
+                    if let Some(ms) = check_interval_ms {
+                        args.check_interval_ms = ms;
+                    }
+                    if let Some(n) = failures {
+                        args.failures = n;
+                    }
+                    args.store = store(w)?;
+                    args.name = role_name.clone();
+                    args.exit_on_stdin_eof = true;
+                    Ok(RoleCommand::Control(args))
+                },
+            ));
+        }
     }
 }
 

@@ -1,19 +1,21 @@
 //! The data tier's roles: the PostgreSQL servers `strata up` runs (`pg-1`, the primary at
-//! first, and `pg-2` … its streaming replicas). Each reads the cluster state from the control
-//! plane's store (see [`super::control`]), so with an etcd store they start after its members.
-//! SQLite and existing servers (`url`) need no role.
+//! first, and `pg-2` … its streaming replicas; with shard groups `pg-s1-1` … per group). Each
+//! reads its cluster's state from the control plane's store (see [`super::control`]), so with
+//! an etcd store they start after its members. SQLite and existing servers (`url`) need no role.
 
 use strata_control::cluster::POSTGRES_DIR;
 use strata_control::pgnode::PostgresArgs;
 
 use super::{Plan, PlanContext, RoleSpec, Wiring};
+use crate::groups;
 use crate::roles::{RoleCommand, RoleKind};
 use crate::topology::{DataEngine, Topology};
 
 /// The listener every PostgreSQL role announces.
 pub const LISTENER: &str = super::POSTGRES_LISTENER;
 
-/// The database servers and their controller.
+/// The database servers: one replicated cluster, or one per shard group (each with its own
+/// directory, cluster state and primary; see [`crate::groups`]).
 pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
     let DataEngine::Postgres {
         replicas,
@@ -23,31 +25,37 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
     else {
         return;
     };
-    let names: Vec<String> = (1..=u16::from(replicas) + 1)
-        .map(|i| format!("pg-{i}"))
-        .collect();
+    let groups = topology.postgres_groups();
+    let clusters: Vec<Option<&str>> = if groups.is_empty() {
+        vec![None]
+    } else {
+        groups.iter().map(|g| Some(g.as_str())).collect()
+    };
     let (store_roles, store) = super::control::store(topology, plan);
-    let roles = &mut plan.roles;
-    for (i, name) in names.iter().enumerate() {
-        let data = ctx.path(&[POSTGRES_DIR, name]);
-        let standbys = names[1..].to_vec();
-        let primary = i == 0;
-        let role_name = name.clone();
-        roles.push(RoleSpec::new(
-            RoleKind::Postgres,
-            name.clone(),
-            LISTENER,
-            if primary {
-                store_roles.clone()
-            } else {
-                store_roles
-                    .iter()
-                    .cloned()
-                    .chain([names[0].clone()])
-                    .collect()
-            },
-            {
-                let store = store.clone();
+    for group in clusters {
+        let names: Vec<String> = (1..=usize::from(replicas) + 1)
+            .map(|i| groups::server_name(group, i))
+            .collect();
+        let store = super::control::group_store(&store, group);
+        for (i, name) in names.iter().enumerate() {
+            let data = ctx.path(&[POSTGRES_DIR, group.unwrap_or(""), name]);
+            let standbys = names[1..].to_vec();
+            let primary = i == 0;
+            let (role_name, first) = (name.clone(), names[0].clone());
+            let store = store.clone();
+            plan.roles.push(RoleSpec::new(
+                RoleKind::Postgres,
+                name.clone(),
+                LISTENER,
+                if primary {
+                    store_roles.clone()
+                } else {
+                    store_roles
+                        .iter()
+                        .cloned()
+                        .chain([names[0].clone()])
+                        .collect()
+                },
                 move |w: &Wiring| {
                     let mut args = PostgresArgs::new(data.clone());
                     args.store = store(w)?;
@@ -61,11 +69,11 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
                         args.commit = commit;
                         args.standbys = standbys.clone();
                     } else {
-                        args.replica_of = Some(w.addr("pg-1", LISTENER)?);
+                        args.replica_of = Some(w.addr(&first, LISTENER)?);
                     }
                     Ok(RoleCommand::Postgres(args))
-                }
-            },
-        ));
+                },
+            ));
+        }
     }
 }

@@ -56,6 +56,7 @@ const EVERY_SETTING: &[&str] = &[
     "[api]\ncount = 2\n[cache]\nengine = \"redis\"\nnodes = 3\n",
     "name = \"ha\"\n[lb]\n[api]\ncount = 2\n[data]\nengine = \"postgres\"\nreplicas = 2\n[control]\ncount = 3\nstore = \"etcd\"\ncheck_interval_ms = 250\nfailures = 4\n",
     "[api]\ncount = 1\n[data]\nengine = \"postgres\"\nreplicas = 1\n[control]\nstore = \"etcd\"\netcd = [\"http://10.0.0.5:2379\", \"http://10.0.0.6:2379\"]\n",
+    "name = \"ps\"\n[lb]\n[api]\ncount = 2\n[data]\nengine = \"postgres\"\nshards = 2\nspare_shards = 1\nreplicas = 1\n[control]\ncount = 3\nstore = \"etcd\"\n",
 ];
 
 fn presets() -> Vec<(String, String)> {
@@ -507,6 +508,104 @@ fn an_etcd_control_plane_plans_members_that_join_one_by_one_and_everyone_reads_t
     assert_eq!(
         control.store.etcd,
         ["http://10.0.0.5:2379", "http://10.0.0.6:2379"]
+    );
+}
+
+#[test]
+fn postgres_shard_groups_are_clusters_of_their_own_and_the_apis_get_one_url_per_group() {
+    let plan = compile(EVERY_SETTING[5]);
+    let names: Vec<&str> = plan.roles.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "etcd-1",
+            "etcd-2",
+            "etcd-3",
+            "pg-s1-1",
+            "pg-s1-2",
+            "pg-s2-1",
+            "pg-s2-2",
+            "pg-s3-1",
+            "pg-s3-2",
+            "control-s1-1",
+            "control-s1-2",
+            "control-s1-3",
+            "control-s2-1",
+            "control-s2-2",
+            "control-s2-3",
+            "control-s3-1",
+            "control-s3-2",
+            "control-s3-3",
+            "api-1",
+            "api-2",
+            "lb-1"
+        ],
+        "the etcd members are shared; each group has its servers and controllers"
+    );
+    let RoleCommand::Postgres(primary) = command(&plan, "pg-s2-1") else {
+        panic!("a database role")
+    };
+    assert_eq!(primary.standbys, ["pg-s2-2"]);
+    assert_eq!(primary.data, Path::new("/d/postgres/s2/pg-s2-1"));
+    assert_eq!(primary.store.etcd_prefix, "/strata/ps/s2");
+    let RoleCommand::Postgres(replica) = command(&plan, "pg-s2-2") else {
+        panic!("a database role")
+    };
+    assert_eq!(
+        replica.replica_of,
+        Some("127.0.0.1:10006".parse().expect("addr")),
+        "a replica follows its own group's primary"
+    );
+    assert_eq!(
+        plan.role("pg-s2-2").map(|r| r.depends_on.clone()),
+        Some(vec![
+            "etcd-1".into(),
+            "etcd-2".into(),
+            "etcd-3".into(),
+            "pg-s2-1".into()
+        ])
+    );
+    let RoleCommand::Control(control) = command(&plan, "control-s3-2") else {
+        panic!("a controller")
+    };
+    let nodes: Vec<String> = control.nodes.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        nodes,
+        ["pg-s3-1=127.0.0.1:10008", "pg-s3-2=127.0.0.1:10009"]
+    );
+    assert_eq!(control.primary, "pg-s3-1");
+    assert_eq!(control.postgres_dir, Path::new("/d/postgres/s3"));
+    assert_eq!(control.store.etcd_prefix, "/strata/ps/s3");
+    let RoleCommand::Api(api) = command(&plan, "api-1") else {
+        panic!("an API role")
+    };
+    assert_eq!(
+        api.server.data.shards,
+        Some(2),
+        "the spare gets no slots at first"
+    );
+    assert_eq!(api.server.data.postgres, None);
+    assert_eq!(
+        api.server.data.postgres_shards,
+        [
+            "s1=postgresql://strata@127.0.0.1:10004,127.0.0.1:10005/strata?target_session_attrs=read-write",
+            "s2=postgresql://strata@127.0.0.1:10006,127.0.0.1:10007/strata?target_session_attrs=read-write",
+            "s3=postgresql://strata@127.0.0.1:10008,127.0.0.1:10009/strata?target_session_attrs=read-write",
+        ]
+    );
+    // The URLs travel in the environment, `;`-separated (a URL lists its hosts with commas).
+    let inv = invocation(&plan, "api-1");
+    let shards = inv
+        .env
+        .iter()
+        .find(|(k, _)| k == "STRATA_POSTGRES_SHARDS")
+        .map(|(_, v)| v.clone())
+        .expect("the groups' URLs in the environment");
+    assert_eq!(shards.split(';').count(), 3, "{shards}");
+    assert!(
+        inv.args.iter().all(|a| !a.contains("postgresql://")),
+        "{:?}",
+        inv.args
     );
 }
 

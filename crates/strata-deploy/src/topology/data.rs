@@ -2,7 +2,7 @@
 //! primary and streaming replicas), or existing PostgreSQL servers by URL.
 
 use super::reader::Section;
-use super::{CommitMode, DataEngine, MAX_REPLICAS, MAX_SHARDS, RejoinMode};
+use super::{CommitMode, DataEngine, MAX_POSTGRES_GROUPS, MAX_REPLICAS, MAX_SHARDS, RejoinMode};
 
 /// The names `[data] engine` takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -18,23 +18,51 @@ const POSTGRES_ONLY: [&str; 4] = ["replicas", "commit", "rejoin", "url"];
 pub(super) struct DataSection {
     pub engine: DataEngine,
     pub shards: u16,
+    pub spare_shards: u16,
 }
 
 /// Reads `[data]`: the engine and how many shard groups.
 pub(super) fn read(sec: &mut Section<'_>) -> DataSection {
     let shards = sec.int::<u16>("shards", 1..=MAX_SHARDS);
+    let spare = sec.int::<u16>("spare_shards", 0..=MAX_POSTGRES_GROUPS - 1);
     let engine = read_engine(sec);
-    if shards.unwrap_or(1) > 1 && engine != DataEngine::Sqlite {
-        sec.error(
-            "shards",
-            "`data.shards` above 1 runs on the embedded engine for now: shard groups of \
-             PostgreSQL servers are not built yet. Drop `shards`, or use engine = \"sqlite\" \
-             (one SQLite file per shard group)",
-        );
+    let (shards, spare_shards) = (shards.unwrap_or(1), spare.unwrap_or(0));
+    match &engine {
+        DataEngine::PostgresUrl { .. } if shards > 1 || sec.has("spare_shards") => sec.error(
+            if sec.has("shards") {
+                "shards"
+            } else {
+                "spare_shards"
+            },
+            "shard groups cannot go with `data.url`: `strata up` runs each group's servers \
+             itself. Drop `url`, or run API servers on existing databases with \
+             `strata api --postgres-shard NAME=URL` (one per group)",
+        ),
+        DataEngine::Postgres { .. }
+            if i64::from(shards) + i64::from(spare_shards) > MAX_POSTGRES_GROUPS =>
+        {
+            sec.error(
+                "shards",
+                format!(
+                    "`data.shards` + `data.spare_shards` is {}: `strata up` runs at most \
+                     {MAX_POSTGRES_GROUPS} PostgreSQL shard groups on one machine (each is a \
+                     primary and its replicas)",
+                    shards + spare_shards
+                ),
+            )
+        }
+        DataEngine::Sqlite if sec.has("spare_shards") => sec.error(
+            "spare_shards",
+            "`data.spare_shards` is for engine = \"postgres\", whose groups are servers that \
+             must run before a resharding can use them; embedded groups are files that \
+             `strata reshard` creates. Drop `spare_shards`",
+        ),
+        _ => {}
     }
     DataSection {
         engine,
-        shards: shards.unwrap_or(1),
+        shards,
+        spare_shards,
     }
 }
 
@@ -132,10 +160,42 @@ mod tests {
             e[0].message.contains("an integer between 1 and 255"),
             "{e:?}"
         );
-        let e = errors("[api]\ncount = 1\n[data]\nengine = \"postgres\"\nshards = 2\n");
+        // PostgreSQL groups: each a primary and its replicas, and spares for resharding.
+        let t = Topology::parse(
+            "[api]\ncount = 1\n[data]\nengine = \"postgres\"\nshards = 2\nspare_shards = 1\nreplicas = 1\n",
+            8080,
+        )
+        .expect("valid");
+        assert_eq!((t.shards, t.spare_shards), (2, 1));
+        assert_eq!(t.postgres_groups(), ["s1", "s2", "s3"]);
+        assert_eq!(
+            t.database_nodes(),
+            6,
+            "three groups of a primary and a replica"
+        );
+        assert_eq!(t.controllers(), 3, "one controller per group");
+        assert_eq!(t.instance_count(), 1 + 6 + 3);
+        let unsharded = Topology::parse("[api]\ncount = 1\n[data]\nengine = \"postgres\"\n", 8080)
+            .expect("valid");
+        assert!(
+            unsharded.postgres_groups().is_empty(),
+            "one cluster, not a group"
+        );
+        let e = errors(
+            "[api]\ncount = 1\n[data]\nengine = \"postgres\"\nurl = \"postgresql://x@h/d\"\nshards = 2\n",
+        );
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].line, Some(6), "{e:?}");
+        assert!(e[0].message.contains("--postgres-shard"), "{e:?}");
+        let e = errors(
+            "[api]\ncount = 1\n[data]\nengine = \"postgres\"\nshards = 12\nspare_shards = 6\n",
+        );
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].message.contains("at most 16"), "{e:?}");
+        let e = errors("[api]\ncount = 1\n[data]\nshards = 2\nspare_shards = 2\n");
         assert_eq!(e.len(), 1, "{e:?}");
         assert_eq!(e[0].line, Some(5), "{e:?}");
-        assert!(e[0].message.contains("not built yet"), "{e:?}");
+        assert!(e[0].message.contains("strata reshard"), "{e:?}");
     }
 
     #[test]

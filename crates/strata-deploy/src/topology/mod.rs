@@ -231,6 +231,9 @@ pub const MAX_REPLICAS: i64 = 4;
 /// The most shard groups a topology may have (a commit token names its group in 8 bits).
 pub const MAX_SHARDS: i64 = 255;
 
+/// The most PostgreSQL shard groups (spares included) `strata up` runs on one machine.
+pub const MAX_POSTGRES_GROUPS: i64 = 16;
+
 /// The data tier's engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DataEngine {
@@ -269,6 +272,8 @@ pub struct Topology {
     pub data: DataEngine,
     /// `[data] shards`: shard groups users are spread over (1: not sharded).
     pub shards: u16,
+    /// `[data] spare_shards`: PostgreSQL shard groups run without slots, for `strata reshard`.
+    pub spare_shards: u16,
     pub cache: CacheSpec,
     pub sessions: SessionsEngine,
     pub control: ControlSpec,
@@ -339,6 +344,7 @@ impl Topology {
             }),
             data: DataEngine::Sqlite,
             shards: 1,
+            spare_shards: 0,
             cache: CacheSpec::default(),
             sessions: SessionsEngine::Database,
             control: ControlSpec::default(),
@@ -405,31 +411,55 @@ impl Topology {
         matches!(self.data, DataEngine::Postgres { replicas, .. } if replicas > 0)
     }
 
-    /// Controllers `strata up` runs (with PostgreSQL replicas).
+    /// Controllers `strata up` runs (with PostgreSQL replicas): `[control] count` for each
+    /// replicated cluster (each shard group is one).
     pub fn controllers(&self) -> usize {
         if self.has_control() {
+            usize::from(self.control.count) * self.postgres_clusters()
+        } else {
+            0
+        }
+    }
+
+    /// etcd members `strata up` runs: `[control] count`, with `store = "etcd"` and no etcd of
+    /// one's own (the clusters of all shard groups share them, each under its own prefix).
+    pub fn etcd_members(&self) -> usize {
+        if self.control.store == StoreKind::Etcd
+            && self.control.etcd.is_empty()
+            && self.has_control()
+        {
             usize::from(self.control.count)
         } else {
             0
         }
     }
 
-    /// etcd members `strata up` runs: one per controller, with `store = "etcd"` and no etcd of
-    /// one's own.
-    pub fn etcd_members(&self) -> usize {
-        if self.control.store == StoreKind::Etcd && self.control.etcd.is_empty() {
-            self.controllers()
-        } else {
-            0
+    /// PostgreSQL servers `strata up` runs: a primary and its replicas per cluster (0 for
+    /// SQLite or a URL).
+    pub fn database_nodes(&self) -> usize {
+        match self.data {
+            DataEngine::Postgres { replicas, .. } => {
+                (1 + usize::from(replicas)) * self.postgres_clusters()
+            }
+            _ => 0,
         }
     }
 
-    /// PostgreSQL servers `strata up` runs: the primary and its replicas (0 for SQLite or a URL).
-    pub fn database_nodes(&self) -> usize {
+    /// The PostgreSQL shard groups `strata up` runs, `s1` … (spares last): none when the
+    /// data tier is one cluster (or not run by `strata up`).
+    pub fn postgres_groups(&self) -> Vec<String> {
+        let sharded = self.shards > 1 || self.spare_shards > 0;
         match self.data {
-            DataEngine::Postgres { replicas, .. } => 1 + usize::from(replicas),
-            _ => 0,
+            DataEngine::Postgres { .. } if sharded => (1..=self.shards + self.spare_shards)
+                .map(|i| format!("s{i}"))
+                .collect(),
+            _ => Vec::new(),
         }
+    }
+
+    /// Replicated PostgreSQL clusters `strata up` runs: one per shard group, or the one.
+    fn postgres_clusters(&self) -> usize {
+        self.postgres_groups().len().max(1)
     }
 }
 
@@ -457,7 +487,8 @@ fn read(root: &mut Section<'_>) -> Topology {
         data: data
             .as_ref()
             .map_or(DataEngine::Sqlite, |d| d.engine.clone()),
-        shards: data.map_or(1, |d| d.shards),
+        shards: data.as_ref().map_or(1, |d| d.shards),
+        spare_shards: data.map_or(0, |d| d.spare_shards),
         cache: root.table("cache", cache::read).unwrap_or_default(),
         sessions: root.table("sessions", sessions::read).unwrap_or_default(),
         control: root.table("control", control::read).unwrap_or_default(),

@@ -1,0 +1,418 @@
+//! Shard groups on PostgreSQL, run by `strata up`: `[data] engine = "postgres"`, `shards = 2`,
+//! `spare_shards = 1`, `replicas = 1` gives three groups, each a primary and a streaming
+//! replica (synchronous quorum) with a controller of its own. `strata status` shows each
+//! group's primary and replica; `strata reshard` finds the groups' databases in the running
+//! deployment.
+//!
+//! The drill pairs two faults: a resharding that moves slots from s1 to the spare s3 stops
+//! after three cut-overs, and while it is stopped s1's primary is killed with SIGKILL under
+//! three writers. s1 fails over to its replica (s2 and s3 are untouched), the resharding
+//! resumes and finishes on the new primary, the killed server rejoins as a replica, and every
+//! acknowledged write reads back, in the group the map names.
+
+mod common;
+use common::{Cleanup, admin_client, explain, role, status_json, strata, up_topology};
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use strata_core::user::UserId;
+
+const TOPOLOGY: &str = "name = \"pg-shards\"\n[lb]\n[api]\ncount = 2\n\
+    [data]\nengine = \"postgres\"\nshards = 2\nspare_shards = 1\nreplicas = 1\n\
+    [control]\ncheck_interval_ms = 200\n";
+
+/// What one writer knows of a user: the last name a write acknowledged, and names written
+/// after it whose outcome is unknown (the request failed: it may or may not have committed).
+#[derive(Default, Debug)]
+struct Written {
+    acked: String,
+    maybe: Vec<String>,
+}
+
+/// Creates and rewrites users through `lb` until `stop`, counting acknowledgements in `acks`
+/// and failures by status (0: no answer).
+async fn write_until(
+    http: reqwest::Client,
+    lb: String,
+    stop: Arc<AtomicBool>,
+    acks: Arc<AtomicUsize>,
+    writer: usize,
+) -> (BTreeMap<u64, Written>, BTreeMap<u16, u64>) {
+    let mut users: BTreeMap<u64, Written> = BTreeMap::new();
+    let mut failed: BTreeMap<u16, u64> = BTreeMap::new();
+    let mut round = 0usize;
+    while !stop.load(Ordering::SeqCst) && round < 50_000 {
+        round += 1;
+        let name = format!("W{writer}R{round}");
+        let body = json!({"firstName": "Sharded", "lastName": name,
+            "address": {"streetAddress": "1 Slot Street", "city": "Testville", "state": "TS", "postalCode": "00501"},
+            "phoneNumbers": []});
+        let ids: Vec<u64> = users.keys().copied().collect();
+        let rewrite = (round.is_multiple_of(3) && !ids.is_empty()).then(|| ids[round % ids.len()]);
+        let request = match rewrite {
+            Some(id) => http.put(format!("http://{lb}/users/{id}")).json(&body),
+            None => http.post(format!("http://{lb}/users")).json(&body),
+        };
+        let outcome = request.send().await;
+        let status = match &outcome {
+            Ok(r) => r.status().as_u16(),
+            Err(_) => 0,
+        };
+        match outcome {
+            Ok(r) if r.status().is_success() => {
+                let v: Value = r.json().await.unwrap_or(Value::Null);
+                if let Some(id) = v["id"].as_u64() {
+                    users.insert(
+                        id,
+                        Written {
+                            acked: name,
+                            maybe: Vec::new(),
+                        },
+                    );
+                    acks.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            _ => {
+                *failed.entry(status).or_default() += 1;
+                if let Some(id) = rewrite
+                    && let Some(w) = users.get_mut(&id)
+                {
+                    w.maybe.push(name);
+                }
+            }
+        }
+    }
+    (users, failed)
+}
+
+/// `databaseGroups` entry of `group` in a status document.
+fn group<'a>(status: &'a Value, group: &str) -> &'a Value {
+    status["databaseGroups"]
+        .as_array()
+        .and_then(|gs| gs.iter().find(|g| g["group"] == group))
+        .unwrap_or_else(|| panic!("no database group {group} in {status:#}"))
+}
+
+/// Polls `strata status` until `check` holds, or fails after `seconds` with the last status.
+fn wait_for_status(dir: &Path, seconds: u64, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        let status = status_json(dir);
+        if check(&status) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {seconds} s\n{status:#}\n{}",
+            common::logs(dir, 20)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The postmaster pid of a server of a shard group.
+fn postmaster(dir: &Path, group: &str, node: &str) -> i32 {
+    let pid = dir
+        .join("postgres")
+        .join(group)
+        .join(node)
+        .join("postmaster.pid");
+    std::fs::read_to_string(&pid)
+        .unwrap_or_else(|e| panic!("{}: {e}", pid.display()))
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("a pid on the first line")
+}
+
+/// The ids among `ids` stored in the database at `addr`.
+async fn ids_in(addr: &str, ids: &[i64]) -> Vec<i64> {
+    let url = format!("postgresql://strata@{addr}/strata");
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to a primary");
+    tokio::spawn(connection);
+    client
+        .query("SELECT id FROM users WHERE id = ANY($1)", &[&ids])
+        .await
+        .expect("SELECT")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_primary_killed_mid_resharding_fails_over_alone_and_nothing_acknowledged_is_lost() {
+    let (_tmp, dir) = tokio::task::spawn_blocking(|| up_topology(TOPOLOGY))
+        .await
+        .expect("join");
+    let _cleanup = Cleanup(&dir);
+    let status = status_json(&dir);
+    assert_eq!(
+        status["roles"].as_array().map(Vec::len),
+        Some(1 + 2 + 6 + 3),
+        "a balancer, 2 API servers, 3 groups of 2 servers, a controller per group: {status:#}"
+    );
+    for g in ["s1", "s2", "s3"] {
+        let view = group(&status, g);
+        assert_eq!(view["primary"], format!("pg-{g}-1"), "{status:#}");
+        assert_eq!(
+            view["replicas"][0]["name"],
+            format!("pg-{g}-2"),
+            "{status:#}"
+        );
+    }
+    let slots: Vec<(String, u64)> = status["shards"]["groups"]
+        .as_array()
+        .expect("shard groups in status")
+        .iter()
+        .map(|g| {
+            (
+                g["group"].as_str().unwrap_or("").to_owned(),
+                g["slot_count"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        slots,
+        [("s1".to_owned(), 2048), ("s2".to_owned(), 2048)],
+        "the spare holds no slots yet"
+    );
+    let lb = role(&status, "lb-1")["addrs"]["http"]
+        .as_str()
+        .expect("lb address")
+        .to_owned();
+    let admin = admin_client(&dir, &lb).await;
+    let john: Value = admin
+        .get(format!("http://{lb}/users/12"))
+        .send()
+        .await
+        .expect("GET /users/12")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(john["firstName"], "John", "{john}");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acks = Arc::new(AtomicUsize::new(0));
+    let writers: Vec<_> = (0..3)
+        .map(|w| {
+            tokio::spawn(write_until(
+                admin.clone(),
+                lb.clone(),
+                stop.clone(),
+                acks.clone(),
+                w,
+            ))
+        })
+        .collect();
+    let wait_acks = |n: usize| {
+        let acks = acks.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while acks.load(Ordering::SeqCst) < n {
+                assert!(
+                    Instant::now() < deadline,
+                    "fewer than {n} writes acknowledged"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    wait_acks(60).await;
+
+    // The spare joins the map (no slots yet), then fault 1: a resharding s1 → s3 stopped
+    // after three cut-overs.
+    let added = strata(&["shard", "add-group", "s3"], &dir);
+    assert!(
+        added.status.success(),
+        "{}",
+        explain("strata shard add-group", &added, &dir)
+    );
+    let d = dir.clone();
+    let stopped = tokio::task::spawn_blocking(move || {
+        strata(
+            &[
+                "reshard",
+                "--chunk-slots",
+                "16",
+                "--stop-after-cuts",
+                "3",
+                "--json",
+                "move",
+                "--slots",
+                "0-1023",
+                "--to",
+                "s3",
+            ],
+            &d,
+        )
+    })
+    .await
+    .expect("join");
+    assert!(
+        stopped.status.success(),
+        "{}",
+        explain("strata reshard move (stopped)", &stopped, &dir)
+    );
+    let report: Value = serde_json::from_slice(&stopped.stdout).expect("report");
+    assert_eq!(report["finished"], false, "{report}");
+    assert_eq!(report["cut_overs"], 3, "{report}");
+
+    // Fault 2, during the first: s1's primary killed outright.
+    let s2_primary_pid = postmaster(&dir, "s2", "pg-s2-1");
+    let at = acks.load(Ordering::SeqCst);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(postmaster(&dir, "s1", "pg-s1-1")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9 s1's primary");
+    let d = dir.clone();
+    tokio::task::spawn_blocking(move || {
+        wait_for_status(&d, 60, "s1 fails over to pg-s1-2", |s| {
+            group(s, "s1")["primary"] == "pg-s1-2"
+        })
+    })
+    .await
+    .expect("join");
+    wait_acks(at + 60).await;
+
+    // The resharding resumes on s1's new primary (retried while the group settles).
+    let d = dir.clone();
+    let resumed = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let out = strata(&["reshard", "--resume", "--json"], &d);
+            if out.status.success() || Instant::now() > deadline {
+                return out;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    })
+    .await
+    .expect("join");
+    assert!(
+        resumed.status.success(),
+        "{}",
+        explain("strata reshard --resume", &resumed, &dir)
+    );
+    let report: Value = serde_json::from_slice(&resumed.stdout).expect("report");
+    assert_eq!(report["finished"], true, "{report}");
+    wait_acks(acks.load(Ordering::SeqCst) + 30).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut users: BTreeMap<u64, Written> = BTreeMap::new();
+    let mut failed: BTreeMap<u16, u64> = BTreeMap::new();
+    for w in writers {
+        let (u, f) = w.await.expect("writer");
+        users.extend(u);
+        for (status, n) in f {
+            *failed.entry(status).or_default() += n;
+        }
+    }
+    eprintln!(
+        "{} users written, failed requests by status {failed:?}",
+        users.len()
+    );
+    // Writes that met the failover or a cut-over's fence are refused with 503, never
+    // acknowledged; nothing else fails.
+    assert!(failed.keys().all(|&s| s == 503), "{failed:?}");
+
+    // The killed server rejoins as a replica; the other groups never moved.
+    let d = dir.clone();
+    let status = tokio::task::spawn_blocking(move || {
+        wait_for_status(&d, 120, "pg-s1-1 rejoins s1 as a replica", |s| {
+            group(s, "s1")["replicas"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| r["name"] == "pg-s1-1"))
+        })
+    })
+    .await
+    .expect("join");
+    for g in ["s2", "s3"] {
+        assert_eq!(
+            group(&status, g)["primary"],
+            format!("pg-{g}-1"),
+            "{status:#}"
+        );
+    }
+    assert_eq!(
+        postmaster(&dir, "s2", "pg-s2-1"),
+        s2_primary_pid,
+        "s2's primary was never restarted"
+    );
+    let slots: BTreeMap<String, u64> = status["shards"]["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|g| {
+            (
+                g["group"].as_str().unwrap_or("").to_owned(),
+                g["slot_count"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        slots,
+        BTreeMap::from([
+            ("s1".into(), 1024),
+            ("s2".into(), 2048),
+            ("s3".into(), 1024)
+        ]),
+        "{status:#}"
+    );
+
+    // Every acknowledged write reads back (a later write of unknown outcome may have won).
+    assert!(
+        users.len() > 100,
+        "the writers wrote ({} users)",
+        users.len()
+    );
+    for (id, w) in &users {
+        let v: Value = admin
+            .get(format!("http://{lb}/users/{id}"))
+            .send()
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("json");
+        let name = v["lastName"].as_str().unwrap_or("");
+        assert!(
+            name == w.acked || w.maybe.iter().any(|m| m == name),
+            "user {id}: read {name:?}, acknowledged {:?} (then unknown {:?})",
+            w.acked,
+            w.maybe
+        );
+    }
+    // … and each is in the group the map names, on that group's primary.
+    let map = strata_store::shard::source::read_map_file(&dir.join("data").join("shard-map.json"))
+        .expect("the shard map");
+    for g in ["s1", "s2", "s3"] {
+        let primary = group(&status, g)["primary"]
+            .as_str()
+            .expect("a primary")
+            .to_owned();
+        let addr = role(&status, &primary)["addrs"]["postgres"]
+            .as_str()
+            .expect("postgres address")
+            .to_owned();
+        let expected: Vec<i64> = users
+            .keys()
+            .filter(|id| map.group_of(UserId(**id)).to_string() == g)
+            .map(|id| *id as i64)
+            .collect();
+        let found = ids_in(&addr, &expected).await;
+        assert_eq!(
+            found.len(),
+            expected.len(),
+            "group {g} holds {} of its {} acknowledged users",
+            found.len(),
+            expected.len()
+        );
+    }
+}
