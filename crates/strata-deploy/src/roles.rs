@@ -29,6 +29,9 @@ pub enum RoleCommand {
     Etcd(strata_control::etcd::node::EtcdArgs),
     /// Run a photo worker: resize uploaded photos from the queue, drain on SIGTERM.
     Worker(strata_photos::role::WorkerArgs),
+    /// Run the CDN edge role: a caching reverse proxy (RFC 9111) in front of an origin, with a
+    /// memory and disk store; or `strata edge purge` to purge a running edge's cache.
+    Edge(Box<strata_edge::role::EdgeCommand>),
 }
 
 impl RoleCommand {
@@ -42,6 +45,7 @@ impl RoleCommand {
             RoleCommand::Postgres(_) => RoleKind::Postgres,
             RoleCommand::Etcd(_) => RoleKind::Etcd,
             RoleCommand::Worker(_) => RoleKind::Worker,
+            RoleCommand::Edge(_) => RoleKind::Edge,
         }
     }
 
@@ -55,6 +59,7 @@ impl RoleCommand {
             RoleCommand::Postgres(args) => strata_control::pgnode::run(args).await,
             RoleCommand::Etcd(args) => strata_control::etcd::node::run(args).await,
             RoleCommand::Worker(args) => strata_photos::role::run(args).await,
+            RoleCommand::Edge(command) => strata_edge::role::main(*command).await,
         }
     }
 }
@@ -78,6 +83,8 @@ pub enum RoleKind {
     Etcd,
     /// `strata worker`: a photo worker on the embedded queue.
     Worker,
+    /// `strata edge`: a CDN edge (or the shield in front of the origin).
+    Edge,
 }
 
 impl RoleKind {
@@ -90,6 +97,7 @@ impl RoleKind {
             RoleKind::Cache => "cache",
             RoleKind::Etcd => "etcd",
             RoleKind::Worker => "worker",
+            RoleKind::Edge => "edge",
         }
     }
 }

@@ -110,6 +110,11 @@ pub async fn collect(dir: &Path) -> anyhow::Result<Report> {
     for r in &state.roles {
         let alive = r.pid.is_some_and(process::is_alive);
         let healthy = match (alive, r.addrs.get("http"), r.addrs.get("postgres")) {
+            // An edge answers for itself on its admin port (its public one asks the origin).
+            (true, Some(_), _) if r.kind == RoleKind::Edge => match r.addrs.get("admin") {
+                Some(admin) => control::http_healthy(admin, Duration::from_secs(1)).await,
+                None => false,
+            },
             (true, Some(addr), _) => control::http_healthy(addr, Duration::from_secs(1)).await,
             (true, None, Some(addr)) => {
                 let url = format!("postgresql://{SUPERUSER}@{addr}/postgres");

@@ -61,14 +61,24 @@ impl std::fmt::Display for ByteSize {
     }
 }
 
-/// `strata edge`: run the edge, or (`strata edge purge`) purge a running one.
-#[derive(Debug, Clone, PartialEq, clap::Args)]
+/// `strata edge`: run the edge, or (`strata edge purge`) purge a running one. As a role of
+/// `strata up` it is the edge alone: only its arguments are rendered.
+#[derive(Debug, Clone, PartialEq, clap::Args, serde::Serialize)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct EdgeCommand {
     #[command(subcommand)]
+    #[serde(skip)]
     pub action: Option<EdgeAction>,
     #[command(flatten)]
+    #[serde(flatten)]
     pub args: EdgeArgs,
+}
+
+impl EdgeCommand {
+    /// Run the edge with `args`.
+    pub fn serve(args: EdgeArgs) -> Self {
+        Self { action: None, args }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, clap::Subcommand)]

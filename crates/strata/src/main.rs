@@ -33,12 +33,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run stage 1 of the journey: the users API, SQLite and the read cache in one process.
-    Serve(strata_api::role::ServeArgs),
+    Serve(Box<strata_api::role::ServeArgs>),
     #[command(flatten)]
     Role(strata_deploy::roles::RoleCommand),
-    /// Run the CDN edge role: a caching reverse proxy (RFC 9111) in front of an origin, with a
-    /// memory and disk store; or `strata edge purge` to purge a running edge's cache.
-    Edge(strata_edge::role::EdgeCommand),
     /// The embedded queue: counts, and its dead letters listed, replayed or purged.
     Queue(strata_queue::admin::QueueArgs),
     /// Bulk-load synthetic users into a data directory, with a progress bar.
@@ -107,9 +104,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => strata_api::role::serve(args).await,
+            Command::Serve(args) => strata_api::role::serve(*args).await,
             Command::Role(role) => role.run().await,
-            Command::Edge(command) => strata_edge::role::main(command).await,
             Command::Queue(args) => strata_queue::admin::run(args).await,
             Command::Seed(args) => strata_bench::seed::run(args).await,
             Command::Chaos(args) => strata_bench::chaos::run(args).await,

@@ -64,6 +64,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "strata-api",
             "strata-control",
             "strata-photos",
+            "strata-edge",
         ],
     ),
     ("strata-testkit", &["strata-engines"]),

@@ -16,7 +16,7 @@ use crate::topology::{CacheSpec, DataEngine, SessionsEngine, Topology};
 /// coherent (they may then keep entries long), milliseconds.
 pub const COHERENT_L1_TTL_MS: u64 = 600_000;
 
-/// The API servers. Without a balancer `api-1` takes the public port; the others (all of them,
+/// The API servers. Without a balancer or edges `api-1` takes the public port; the others (all of them,
 /// with a balancer) their fixed port or any free one. Node ids 1, 2, 3 … keep Snowflake ids
 /// unique across servers.
 pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
@@ -40,9 +40,10 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
     depends_on.extend(sessions.map(String::from));
 
     let has_lb = topology.lb.is_some();
+    let public = !has_lb && topology.edge.is_none();
     let mut fixed = topology.api.ports.iter().copied();
     plan.roles.extend((1..=topology.api.count).map(|i| {
-        let port = if i == 1 && !has_lb {
+        let port = if i == 1 && public {
             ctx.public_port
         } else {
             fixed.next().unwrap_or(0)

@@ -65,6 +65,11 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
             args.exit_on_stdin_eof = true;
             Ok(RoleCommand::Lb(Box::new(args)))
         })
-        .on_port(ctx.public_port),
+        // The edges take the public entry when the topology has them.
+        .on_port(if topology.edge.is_some() {
+            0
+        } else {
+            ctx.public_port
+        }),
     );
 }

@@ -25,6 +25,7 @@ pub mod api;
 pub mod cache;
 pub mod control;
 pub mod data;
+pub mod edge;
 pub mod lb;
 pub mod sessions;
 pub mod workers;
@@ -222,6 +223,7 @@ impl Plan {
         api::plan(topology, ctx, &mut plan);
         lb::plan(topology, ctx, &mut plan);
         workers::plan(topology, ctx, &mut plan);
+        edge::plan(topology, ctx, &mut plan);
         debug_assert!(plan.check().is_ok(), "{:?}", plan.check());
         plan
     }

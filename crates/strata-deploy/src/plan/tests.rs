@@ -1,6 +1,7 @@
 use std::path::Path;
 
 use super::*;
+use crate::plan::edge::SHIELD as SHIELD_NAME;
 use crate::topology::{CacheEngine, CommitMode, DataEngine, LbSpec, RejoinMode, StoreKind};
 
 fn ctx() -> PlanContext {
@@ -322,6 +323,68 @@ fn the_first_api_takes_the_public_port_unless_a_balancer_does() {
         plan.role("lb-1").map(|r| r.depends_on.clone()),
         Some(vec!["api-1".into(), "api-2".into(), "api-3".into()])
     );
+}
+
+#[test]
+fn edges_take_the_public_port_and_fetch_through_the_shield_from_the_balancer() {
+    let plan = compile(
+        "[lb]\n[api]\ncount = 2\n[edge]\ncount = 2\nshield = true\nmemory_mib = 4\ndisk_mib = 64\n",
+    );
+    let ports: Vec<(&str, u16)> = plan
+        .roles
+        .iter()
+        .map(|r| (r.name.as_str(), r.port))
+        .collect();
+    assert_eq!(
+        ports,
+        [
+            ("api-1", 0),
+            ("api-2", 0),
+            ("lb-1", 0),
+            ("edge-shield", 0),
+            ("edge-1", 8080),
+            ("edge-2", 0)
+        ],
+        "the first edge is the public entry"
+    );
+    let edge = |name: &str| match command(&plan, name) {
+        RoleCommand::Edge(e) => e.args,
+        other => panic!("{other:?}"),
+    };
+    let (shield, one) = (edge("edge-shield"), edge("edge-1"));
+    assert_eq!(
+        shield.origin,
+        Some("127.0.0.1:10003".parse().expect("addr")),
+        "lb-1"
+    );
+    assert_eq!(
+        one.origin,
+        Some("127.0.0.1:10004".parse().expect("addr")),
+        "the shield"
+    );
+    assert_eq!(edge("edge-2").origin, one.origin);
+    assert_eq!(one.cache_dir.as_deref(), Some(Path::new("/d/edge/edge-1")));
+    assert_eq!(
+        (one.memory.0, one.max_object.0, one.disk.0),
+        (4 << 20, 2 << 20, 64 << 20)
+    );
+    assert_eq!(
+        plan.role("edge-1").map(|r| r.depends_on.clone()),
+        Some(vec![SHIELD_NAME.into()])
+    );
+
+    // No shield and no balancer: the edges fetch from the first API server; memory only.
+    let plan = compile("[api]\ncount = 2\n[edge]\ndisk_mib = 0\n");
+    let RoleCommand::Edge(e) = command(&plan, "edge-1") else {
+        panic!("an edge")
+    };
+    assert_eq!(
+        e.args.origin,
+        Some("127.0.0.1:10001".parse().expect("addr"))
+    );
+    assert_eq!(e.args.cache_dir, None);
+    assert_eq!(plan.role("api-1").map(|r| r.port), Some(0));
+    assert_eq!(plan.role("edge-1").map(|r| r.port), Some(8080));
 }
 
 #[test]

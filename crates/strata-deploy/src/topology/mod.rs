@@ -50,6 +50,7 @@ mod cache;
 mod checks;
 mod control;
 mod data;
+mod edge;
 mod lb;
 mod reader;
 mod sessions;
@@ -70,6 +71,7 @@ pub use crate::roles::RoleKind;
 /// The most shared cache nodes `strata up` runs.
 pub const MAX_CACHE_NODES: i64 = 4;
 
+pub use edge::{EdgeSpec, MAX_EDGES};
 pub use strata_cache::CacheEngine;
 pub use strata_cache::options::L1Coherence;
 pub use strata_control::store_options::StoreKind;
@@ -278,6 +280,8 @@ pub struct Topology {
     pub sessions: SessionsEngine,
     pub control: ControlSpec,
     pub workers: WorkersSpec,
+    /// CDN edges on the public entry, when the topology has them.
+    pub edge: Option<EdgeSpec>,
 }
 
 /// `[workers]`: photo workers on the embedded queue.
@@ -352,6 +356,7 @@ impl Topology {
                 count: 1,
                 concurrency: 1,
             },
+            edge: None,
         }
     }
 
@@ -398,6 +403,13 @@ impl Topology {
             + self.cache_nodes()
             + usize::from(self.sessions == SessionsEngine::Redis)
             + usize::from(self.workers.count)
+            + self.edges()
+    }
+
+    /// Edges `strata up` runs, the shield included.
+    pub fn edges(&self) -> usize {
+        self.edge
+            .map_or(0, |e| usize::from(e.count) + usize::from(e.shield))
     }
 
     /// Shared cache servers `strata up` runs.
@@ -493,11 +505,12 @@ fn read(root: &mut Section<'_>) -> Topology {
         sessions: root.table("sessions", sessions::read).unwrap_or_default(),
         control: root.table("control", control::read).unwrap_or_default(),
         workers: root.table("workers", workers::read).unwrap_or_default(),
+        edge: root.table("edge", edge::read),
     }
 }
 
 /// Role kinds a topology may name as tables that this version of Strata does not have.
-const UNAVAILABLE_ROLES: &[&str] = &["edge", "dns", "queue", "rabbitmq"];
+const UNAVAILABLE_ROLES: &[&str] = &["dns", "queue", "rabbitmq"];
 
 /// The mistake of a top-level key that is not one of `tables` (those read): a role this
 /// version does not have, an engine that comes from another table, or a typo.
@@ -567,7 +580,7 @@ mod tests {
 
     #[test]
     fn every_mistake_is_reported_at_once_with_its_line() {
-        let text = "name = \"x\"\n[api]\ncount = 0\nportz = 1\n[apii]\ncount = 1\n[edge]\ncount = 1\n[data]\nengine = \"mysql\"\n";
+        let text = "name = \"x\"\n[api]\ncount = 0\nportz = 1\n[apii]\ncount = 1\n[dns]\ncount = 1\n[data]\nengine = \"mysql\"\n";
         let e = errors(text);
         let shown: Vec<String> = e.iter().map(ToString::to_string).collect();
         assert_eq!(e.len(), 5, "{shown:#?}");
@@ -607,14 +620,14 @@ mod tests {
 
     #[test]
     fn the_file_of_strata_ups_test_and_the_docs_example_reads_as_documented() {
-        let text = "name = \"bad\"\n[api]\ncount = 0\nports = [9001]\n[apis]\ncount = 2\n[edge]\ncount = 1\n";
+        let text = "name = \"bad\"\n[api]\ncount = 0\nports = [9001]\n[apis]\ncount = 2\n[dns]\ncount = 1\n";
         let shown = Topology::parse(text, 0).expect_err("invalid").to_string();
         assert!(
             shown.starts_with(
                 "the topology has 3 mistakes:\n  \
                  - line 3: `api.count` must be between 1 and 64, not 0\n  \
                  - line 5: unknown role or section `apis` (did you mean `api`?)\n  \
-                 - line 7: role `edge` is not available in this version of strata"
+                 - line 7: role `dns` is not available in this version of strata"
             ),
             "{shown}"
         );

@@ -1,0 +1,67 @@
+//! The edge tier's roles: `edge-1` … `edge-N` (the first on the public port) in front of the
+//! origin — the balancer, else the first API server — or, with `shield = true`, in front of
+//! `edge-shield`, the one edge that talks to the origin (a miss on many edges costs one origin
+//! fetch). Each edge keeps its disk store in `DIR/edge/<role>`, which survives its restarts.
+
+use strata_edge::role::{ByteSize, EdgeArgs, EdgeCommand};
+
+use super::{Plan, PlanContext, RoleSpec, Wiring};
+use crate::roles::{RoleCommand, RoleKind};
+use crate::topology::{EdgeSpec, Topology};
+
+/// Where the edges keep their disk stores: `DIR/edge/<role>`.
+pub const EDGE_DIR: &str = "edge";
+
+/// The shield's role name.
+pub const SHIELD: &str = "edge-shield";
+
+/// The edges, after the balancer or the API servers they front.
+pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
+    let Some(spec) = topology.edge else {
+        return;
+    };
+    let origin = if topology.lb.is_some() {
+        super::lb::NAME.to_string()
+    } else {
+        "api-1".to_string()
+    };
+    let front = if spec.shield {
+        plan.roles
+            .push(edge_role(ctx, &spec, SHIELD, &origin).on_port(0));
+        SHIELD.to_string()
+    } else {
+        origin
+    };
+    for i in 1..=spec.count {
+        let name = format!("edge-{i}");
+        let port = if i == 1 { ctx.public_port } else { 0 };
+        plan.roles
+            .push(edge_role(ctx, &spec, &name, &front).on_port(port));
+    }
+}
+
+/// One edge named `name` in front of role `origin`'s HTTP listener.
+fn edge_role(ctx: &PlanContext, spec: &EdgeSpec, name: &str, origin: &str) -> RoleSpec {
+    let cache_dir = (spec.disk_mib > 0).then(|| ctx.path(&[EDGE_DIR, name]));
+    let (role_name, origin_role, spec) = (name.to_string(), origin.to_string(), *spec);
+    RoleSpec::new(
+        RoleKind::Edge,
+        name,
+        "http",
+        vec![origin.to_string()],
+        move |w: &Wiring| {
+            let mut args = EdgeArgs::new(w.listen(), w.addr(&origin_role, "http")?);
+            let memory = u64::from(spec.memory_mib) << 20;
+            args.memory = ByteSize(memory);
+            // Objects of up to 8 MiB, and at most half the memory store.
+            args.max_object = ByteSize((memory / 2).min(8 << 20));
+            if let Some(dir) = &cache_dir {
+                args.cache_dir = Some(dir.clone());
+                args.disk = ByteSize(u64::from(spec.disk_mib) << 20);
+            }
+            args.name = role_name.clone();
+            args.exit_on_stdin_eof = true;
+            Ok(RoleCommand::Edge(Box::new(EdgeCommand::serve(args))))
+        },
+    )
+}

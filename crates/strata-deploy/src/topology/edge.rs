@@ -1,0 +1,106 @@
+//! `[edge]`: CDN edges (`strata edge`) on the public entry, optionally behind one shield edge in
+//! front of the origin.
+//!
+//! ```toml
+//! [edge]
+//! count = 2          # edges (1 to 16); edge-1 takes the public port
+//! shield = true      # one more edge, edge-shield, between the edges and the origin
+//! memory_mib = 256   # each edge's memory store
+//! disk_mib = 1024    # each edge's disk store in DIR/edge/<role> (0: memory only)
+//! ```
+
+use super::reader::Section;
+
+/// `[edge]` as read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EdgeSpec {
+    /// Edges clients reach (`edge-1` … `edge-N`).
+    pub count: u16,
+    /// One edge between them and the origin, so a miss on many edges costs one origin fetch.
+    pub shield: bool,
+    /// Each edge's memory store, MiB.
+    pub memory_mib: u32,
+    /// Each edge's disk store, MiB (0: memory only).
+    pub disk_mib: u32,
+}
+
+/// The most edges a topology runs on one machine.
+pub const MAX_EDGES: i64 = 16;
+
+/// Reads `[edge]`.
+pub(super) fn read(sec: &mut Section<'_>) -> EdgeSpec {
+    let count = sec.int("count", 1..=MAX_EDGES).unwrap_or(1);
+    let shield = sec.bool("shield").unwrap_or(false);
+    let memory_mib = sec.int("memory_mib", 1..=65_536).unwrap_or(256);
+    let disk_mib = sec.int("disk_mib", 0..=1_048_576).unwrap_or(1024);
+    if memory_mib < 2 {
+        sec.error(
+            "memory_mib",
+            "`edge.memory_mib` must be at least 2: an edge stores objects of up to half its \
+             memory",
+        );
+    }
+    EdgeSpec {
+        count,
+        shield,
+        memory_mib,
+        disk_mib,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::errors;
+    use super::super::*;
+
+    #[test]
+    fn edges_are_counted_bounded_and_sized() {
+        let t = Topology::parse(
+            "[api]\ncount = 1\n[edge]\ncount = 3\nshield = true\nmemory_mib = 64\ndisk_mib = 0\n",
+            8080,
+        )
+        .expect("valid");
+        assert_eq!(
+            t.edge,
+            Some(EdgeSpec {
+                count: 3,
+                shield: true,
+                memory_mib: 64,
+                disk_mib: 0
+            })
+        );
+        assert_eq!(
+            t.instance_count(),
+            1 + 3 + 1,
+            "an API server, 3 edges and the shield"
+        );
+        let t = Topology::parse("[api]\ncount = 1\n[edge]\n", 8080).expect("valid");
+        assert_eq!(
+            t.edge,
+            Some(EdgeSpec {
+                count: 1,
+                shield: false,
+                memory_mib: 256,
+                disk_mib: 1024
+            })
+        );
+        assert_eq!(
+            Topology::parse("[api]\ncount = 1\n", 8080)
+                .expect("valid")
+                .edge,
+            None
+        );
+        let e = errors(
+            "[api]\ncount = 1\n[edge]\ncount = 17\nshield = \"yes\"\nmemory_mib = 1\ncache = 2\n",
+        );
+        assert_eq!(e.len(), 4, "{e:#?}");
+        assert_eq!(
+            e[0].message,
+            "`edge.count` must be between 1 and 16, not 17"
+        );
+        assert_eq!(e[0].line, Some(4));
+        assert!(e[1].message.contains("edge.shield"), "{e:#?}");
+        assert!(e[2].message.contains("at least 2"), "{e:#?}");
+        assert!(e[3].message.contains("unknown key `edge.cache`"), "{e:#?}");
+    }
+}

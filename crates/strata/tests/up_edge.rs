@@ -1,0 +1,193 @@
+//! CDN edges in a topology: `strata up` with `[edge] count = 2, shield = true` puts `edge-1` on
+//! the public port and both edges in front of `edge-shield`, which alone fetches from the
+//! balancer. A photo uploaded through the public entry is resized by the worker; its
+//! content-addressed image, asked of both edges, costs the origin one fetch; `edge-1`, killed
+//! with SIGKILL and restarted by the supervisor, answers it from its disk store without asking
+//! anyone.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Cleanup, admin_client, role, status_json, up_topology};
+use serde_json::Value;
+use strata_photos::testdata;
+use strata_photos::upload::Format;
+
+const TOPOLOGY: &str = "name = \"edges\"\n[edge]\ncount = 2\nshield = true\nmemory_mib = 64\n\
+    disk_mib = 64\n[lb]\n[api]\ncount = 2\n[workers]\ncount = 1\n";
+
+/// The name clients give the service (the `Host` of their requests), whichever edge they reach.
+const SERVICE: &str = "strata.test";
+
+/// The value of an edge's counter (summed over its labels) from its admin `/metrics`.
+async fn counter(http: &reqwest::Client, admin: &str, name: &str, label: Option<&str>) -> u64 {
+    let text = http
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .filter(|l| l.starts_with(name) && label.is_none_or(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+        .sum()
+}
+
+fn addr(status: &Value, name: &str, listener: &str) -> String {
+    role(status, name)["addrs"][listener]
+        .as_str()
+        .unwrap_or_else(|| panic!("{name} has no {listener} address: {status:#}"))
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edges_behind_a_shield_cost_the_origin_one_fetch_and_keep_their_disk_store_across_a_kill() {
+    let (_tmp, dir) = tokio::task::spawn_blocking(|| up_topology(TOPOLOGY))
+        .await
+        .expect("join");
+    let _cleanup = Cleanup(&dir);
+    let status = status_json(&dir);
+    for name in ["edge-shield", "edge-1", "edge-2"] {
+        assert_eq!(role(&status, name)["kind"], "edge", "{status:#}");
+        assert_eq!(role(&status, name)["healthy"], true, "{status:#}");
+    }
+    let public = addr(&status, "edge-1", "http");
+    let edge2 = addr(&status, "edge-2", "http");
+    let admins = ["edge-shield", "edge-1", "edge-2"].map(|n| addr(&status, n, "admin"));
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client");
+
+    // The whole path through the public entry: accounts, the upload, the worker.
+    let admin = admin_client(&dir, &public).await;
+    let r = admin
+        .put(format!("http://{public}/users/12/photo"))
+        .header("content-type", "image/png")
+        .body(testdata::image(Format::Png, 640, 480))
+        .send()
+        .await
+        .expect("PUT photo");
+    assert_eq!(
+        r.status().as_u16(),
+        202,
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let image = loop {
+        let r = plain
+            .get(format!("http://{public}/users/12/photo?size=128"))
+            .send()
+            .await
+            .expect("GET photo");
+        if r.status().as_u16() == 307 {
+            break r.headers()["location"]
+                .to_str()
+                .expect("location")
+                .to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the photo was not processed within 60 s (last answer {}){}",
+            r.status(),
+            common::logs(&dir, 20)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(image.starts_with("/photos/"), "{image}");
+
+    // Asked of edge-1 twice and of edge-2 once, by the one name clients use for the service
+    // (as DNS would send them to either edge): one fetch from the origin, by the shield.
+    let origin_before = counter(&plain, &admins[0], "strata_edge_origin_fetches_total", None).await;
+    let mut bodies = Vec::new();
+    for edge in [&public, &public, &edge2] {
+        let r = plain
+            .get(format!("http://{edge}{image}"))
+            .header("host", SERVICE)
+            .send()
+            .await
+            .expect("GET image");
+        assert_eq!(r.status().as_u16(), 200);
+        assert_eq!(
+            r.headers()["cache-control"],
+            "public, max-age=31536000, immutable"
+        );
+        bodies.push(r.bytes().await.expect("bytes"));
+    }
+    assert!(
+        bodies.windows(2).all(|w| w[0] == w[1]),
+        "one image everywhere"
+    );
+    let decoded = testdata::decode(&bodies[0]);
+    assert_eq!((decoded.width(), decoded.height()), (128, 96));
+    let origin_after = counter(&plain, &admins[0], "strata_edge_origin_fetches_total", None).await;
+    assert_eq!(
+        origin_after - origin_before,
+        1,
+        "a miss on both edges costs the origin one fetch"
+    );
+    assert_eq!(
+        counter(
+            &plain,
+            &admins[1],
+            "strata_edge_requests_total",
+            Some("\"hit\"")
+        )
+        .await,
+        1,
+        "edge-1's second request was a hit"
+    );
+
+    // edge-1 killed outright: the supervisor restarts it on the public port, and it answers
+    // from its disk store without a fetch.
+    let pid = role(&status, "edge-1")["pid"].as_u64().expect("pid") as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9 edge-1");
+    let d = dir.clone();
+    let status = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = status_json(&d);
+            let r = role(&s, "edge-1");
+            if r["pid"].as_u64().is_some_and(|p| p as i32 != pid) && r["healthy"] == true {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "edge-1 is not back: {s:#}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+    .await
+    .expect("join");
+    assert_eq!(
+        addr(&status, "edge-1", "http"),
+        public,
+        "the same public entry"
+    );
+    let admin1 = addr(&status, "edge-1", "admin");
+    let shield_before = counter(&plain, &admins[0], "strata_edge_origin_fetches_total", None).await;
+    let r = plain
+        .get(format!("http://{public}{image}"))
+        .header("host", SERVICE)
+        .send()
+        .await
+        .expect("GET image after the restart");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.bytes().await.expect("bytes"), bodies[0]);
+    assert_eq!(
+        counter(&plain, &admin1, "strata_edge_origin_fetches_total", None).await,
+        0,
+        "answered from the disk store"
+    );
+    assert_eq!(
+        counter(&plain, &admins[0], "strata_edge_origin_fetches_total", None).await,
+        shield_before
+    );
+}
