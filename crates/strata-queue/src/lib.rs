@@ -34,6 +34,7 @@ use async_trait::async_trait;
 pub mod admin;
 pub mod conformance;
 pub mod policy;
+pub mod rabbitmq;
 pub mod sqlite;
 
 pub use policy::{Backoff, QueuePolicy};
