@@ -231,8 +231,9 @@ impl Queue for RabbitQueue {
         wait: Duration,
     ) -> Result<Option<Delivery>, QueueError> {
         let deadline = Instant::now() + wait;
-        // How long a less urgent delivery waits for a more urgent one the broker is sending.
-        let patience = Instant::now() + Duration::from_millis(200);
+        // How long a less urgent delivery waits for a more urgent one the broker is sending
+        // (not past the caller's wait: a receive that cannot wait takes what is here).
+        let patience = deadline.min(Instant::now() + Duration::from_millis(200));
         loop {
             let intake = match self.intake(queue).await {
                 Ok(i) => i,
