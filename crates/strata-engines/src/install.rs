@@ -154,6 +154,13 @@ mod tests {
             .to_string()
             .contains("STRATA_PG_BIN")
         );
+        assert_eq!(
+            NotInstalled {
+                engine: Engine::RabbitMq
+            }
+            .to_string(),
+            "RabbitMQ is not installed: install it (Debian: apt-get install rabbitmq-server)"
+        );
     }
 
     #[test]
