@@ -24,8 +24,9 @@
 //!   channel); purging all is `queue.purge`;
 //! - **priorities**: quorum queues of 3.10 have no `x-max-priority`, so each priority has its
 //!   own quorum queue and a receive takes the most urgent delivery it holds. When consumers
-//!   start, the receive waits until what each work queue held has arrived; after that a
-//!   message published to a higher level goes first once it has reached this client;
+//!   start, the receive waits until what each work queue held has arrived, and before it hands
+//!   out a less urgent delivery it checks (for 200 ms at most) that no more urgent one is ready
+//!   on the broker or on its way to this client;
 //! - **reconnection**: every operation checks its connection; a lost one is opened again and
 //!   every queue this engine has used is declared again before anything else.
 //!
@@ -38,6 +39,10 @@
 //!   checked before publishing; the broker itself bounds each work and wait queue to the same
 //!   length (`x-max-length`, publish refused). Messages in wait queues and other consumers'
 //!   deliveries are not in the count, and two publishers may both pass the check;
+//! - attempts count every return of a copy to its quorum queue, so a delivery prefetched by an
+//!   engine whose channel closes counts as an attempt even if no receive had taken it;
+//! - a released delivery is published again and acknowledged: it goes to the back of its
+//!   queue, not the front;
 //! - listing or replaying dead letters holds every dead letter briefly, so the dead count
 //!   drops meanwhile, and two operators listing at once each see a part;
 //! - an extended lease cannot outlive the broker's `consumer_timeout` (30 minutes by default):
