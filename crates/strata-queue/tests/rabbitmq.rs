@@ -259,8 +259,8 @@ async fn a_broker_that_lost_its_definitions_gets_them_declared_again() {
 async fn a_consumer_whose_connection_dies_mid_message_has_it_delivered_again() {
     let rabbit = Rabbit::start();
     let queue = name("jobs");
-    let a = rabbit.engine("dies", quick_policy());
-    let b = rabbit.engine("dies", quick_policy());
+    let a = rabbit.engine("dies", minute_leases());
+    let b = rabbit.engine("dies", minute_leases());
     let id = a
         .publish(&queue, Outgoing::new(b"resize 7".to_vec()))
         .await
@@ -288,6 +288,15 @@ async fn a_consumer_whose_connection_dies_mid_message_has_it_delivered_again() {
     b.ack(&again).await.expect("ack");
 }
 
+/// Leases of a minute: a message held by the consumer process comes back because the broker
+/// saw its connection close, not because a lease ran out.
+fn minute_leases() -> QueuePolicy {
+    QueuePolicy {
+        visibility_timeout: Duration::from_secs(60),
+        ..quick_policy()
+    }
+}
+
 /// Set in the environment of the child process that plays a consumer: the broker's URL.
 const CHILD_URL: &str = "STRATA_RABBITMQ_TEST_CONSUMER_URL";
 
@@ -299,7 +308,7 @@ async fn consumer_process_that_will_be_killed() {
     let Ok(url) = std::env::var(CHILD_URL) else {
         return;
     };
-    let mut config = RabbitConfig::new(url, quick_policy());
+    let mut config = RabbitConfig::new(url, minute_leases());
     config.namespace = name("killed");
     let q = RabbitQueue::new(config);
     let d = q
@@ -315,11 +324,7 @@ async fn consumer_process_that_will_be_killed() {
 async fn a_consumer_process_killed_mid_message_has_it_delivered_again() {
     let rabbit = Rabbit::start();
     let queue = name("jobs");
-    let policy = QueuePolicy {
-        visibility_timeout: Duration::from_secs(60),
-        ..quick_policy()
-    };
-    let q = rabbit.engine("killed", policy);
+    let q = rabbit.engine("killed", minute_leases());
     let id = q
         .publish(&queue, Outgoing::new(b"resize 42".to_vec()))
         .await
@@ -353,8 +358,6 @@ async fn a_consumer_process_killed_mid_message_has_it_delivered_again() {
     child.kill().expect("SIGKILL the consumer");
     child.wait().expect("reap the consumer");
 
-    // The lease is a minute long: the message comes back because the broker saw the
-    // connection close, not because a lease ran out.
     let started = Instant::now();
     let d = q
         .receive(&queue, Duration::from_secs(20))
