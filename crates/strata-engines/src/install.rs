@@ -15,6 +15,8 @@ pub enum Engine {
     Memcached,
     /// `etcd`: the control plane's replicated store.
     Etcd,
+    /// RabbitMQ's `rabbitmq-server` (with Erlang's `epmd`): the queue tier's broker at scale.
+    RabbitMq,
 }
 
 impl Engine {
@@ -25,6 +27,7 @@ impl Engine {
             Engine::Redis => "Redis",
             Engine::Memcached => "Memcached",
             Engine::Etcd => "etcd",
+            Engine::RabbitMq => "RabbitMQ",
         }
     }
 
@@ -35,6 +38,7 @@ impl Engine {
             Engine::Redis => "redis-server",
             Engine::Memcached => "memcached",
             Engine::Etcd => "etcd",
+            Engine::RabbitMq => "rabbitmq-server",
         }
     }
 
@@ -45,6 +49,7 @@ impl Engine {
             Engine::Redis => "redis-server",
             Engine::Memcached => "memcached",
             Engine::Etcd => "etcd-server",
+            Engine::RabbitMq => "rabbitmq-server",
         }
     }
 
@@ -53,6 +58,7 @@ impl Engine {
         let found = match self {
             Engine::Postgres => postgres_bin_dir().map(|dir| dir.join("postgres")),
             Engine::Redis | Engine::Memcached | Engine::Etcd => on_path(self.program()),
+            Engine::RabbitMq => rabbitmq_server(),
         };
         found.ok_or(NotInstalled { engine: self })
     }
@@ -104,6 +110,18 @@ pub fn postgres_bin_dir() -> Option<PathBuf> {
     found.pop().map(|(_, bin)| bin)
 }
 
+/// RabbitMQ's own start script. Debian's `/usr/sbin/rabbitmq-server` is a wrapper that
+/// switches to the `rabbitmq` user and the system node's directories; the script it wraps is in
+/// `/usr/lib/rabbitmq/bin`, which takes precedence. Elsewhere (a generic Unix install), the one on
+/// the `PATH`.
+fn rabbitmq_server() -> Option<PathBuf> {
+    let debian = PathBuf::from("/usr/lib/rabbitmq/bin/rabbitmq-server");
+    if debian.exists() {
+        return Some(debian);
+    }
+    on_path("rabbitmq-server")
+}
+
 /// The first executable file named `program` in `$PATH`.
 pub fn on_path(program: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt as _;
@@ -135,6 +153,13 @@ mod tests {
             }
             .to_string()
             .contains("STRATA_PG_BIN")
+        );
+        assert_eq!(
+            NotInstalled {
+                engine: Engine::RabbitMq
+            }
+            .to_string(),
+            "RabbitMQ is not installed: install it (Debian: apt-get install rabbitmq-server)"
         );
     }
 

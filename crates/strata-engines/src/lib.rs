@@ -19,14 +19,16 @@
 //! - [`redis`] and [`memcached`]: their argument lists for each way Strata runs them, their
 //!   readiness probes, starting them;
 //! - [`etcd`]: one member of an etcd cluster (the control plane's store) — its argument list
-//!   (a new cluster, or joining one), its readiness probe (`/health`), starting it.
+//!   (a new cluster, or joining one), its readiness probe (`/health`), starting it;
+//! - [`rabbitmq`]: one RabbitMQ node (the queue tier's broker) — its private directories,
+//!   configuration, Erlang cookie and port mapper, its readiness probe (the AMQP greeting),
+//!   starting it, killing it with SIGKILL and starting it again on the same data.
 //!
 //! The roles keep what is theirs (which server to follow, fencing, readiness lines, their
 //! flags); the test kit keeps temporary directories and free-port retries.
 //!
 //! Next engines go here the same way, one file each with the same shape (arguments per mode,
-//! a readiness probe, `start` returning a [`daemon::Server`]): RabbitMQ (`rabbitmq.rs`: a
-//! node's config and `rabbitmq-diagnostics ping`), object storage (`minio.rs`: a data
+//! a readiness probe, `start` returning a [`daemon::Server`]): object storage (`minio.rs`: a data
 //! directory and `/minio/health/live`) and Prometheus (`prometheus.rs`: a generated config and
 //! `/-/ready`), each also an [`Engine`] with its package in [`install`].
 
@@ -36,6 +38,7 @@ pub mod install;
 pub mod memcached;
 pub mod postgres;
 pub mod process;
+pub mod rabbitmq;
 pub mod redis;
 
 pub use daemon::{Log, Server};

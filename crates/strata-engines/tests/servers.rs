@@ -1,5 +1,5 @@
 //! The engines really start through this crate's API: PostgreSQL (initdb, postgres, pg_isready,
-//! psql), Redis and Memcached, each in a temporary directory on a free loopback port.
+//! psql), Redis, Memcached and RabbitMQ, each in a temporary directory on a free loopback port.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -131,4 +131,49 @@ fn memcached_answers_and_stops() {
     assert!(memcached::PROBE.answers(addr));
     server.stop(Signal::SIGTERM, Duration::from_secs(5));
     assert!(!memcached::PROBE.answers(addr));
+}
+
+#[test]
+fn a_rabbitmq_node_starts_on_its_own_ports_survives_kill_9_and_stops() {
+    use strata_engines::rabbitmq::{self, Node, PROBE, Ports};
+    let root = tempfile::tempdir().expect("tempdir");
+    let log = Log::File(root.path().join("rabbitmq.log"));
+    let ports = Ports::free().expect("free ports");
+    let node = Node::new(root.path().join("node"), ports);
+    let mut broker = rabbitmq::start(node, &log, Duration::from_secs(90))
+        .unwrap_or_else(|e| panic!("RabbitMQ starts: {e}"));
+    let addr = broker.node().addr();
+    assert!(PROBE.answers(addr), "it answers AMQP on {addr}");
+    let pid = broker.pid().expect("running");
+    let tree = strata_engines::process::descendants(pid);
+    assert!(!tree.is_empty(), "the VM runs under the start script");
+
+    broker.kill9();
+    assert!(
+        !strata_engines::process::is_alive(pid),
+        "the script is gone"
+    );
+    for p in &tree {
+        assert!(
+            strata_engines::process::wait_gone(*p, Duration::from_secs(5)),
+            "the VM and its helpers are gone"
+        );
+    }
+    assert!(!PROBE.answers(addr), "nothing answers once killed");
+
+    broker
+        .restart(Duration::from_secs(90))
+        .unwrap_or_else(|e| panic!("RabbitMQ starts again on its data: {e}"));
+    assert!(PROBE.answers(addr), "it answers again on the same port");
+    let pid = broker.pid().expect("running");
+    let tree = strata_engines::process::descendants(pid);
+    broker.stop(Duration::from_secs(30));
+    for p in tree.iter().chain([&pid]) {
+        assert!(!strata_engines::process::is_alive(*p), "stopped");
+    }
+    let text = std::fs::read_to_string(root.path().join("rabbitmq.log")).unwrap_or_default();
+    assert!(
+        !text.contains("4369"),
+        "the machine's port mapper is never used"
+    );
 }

@@ -1,7 +1,8 @@
 //! # strata-queue — the queue tier
 //!
-//! Tier: queue. Depends on `strata-core` at most (today on no Strata crate at all); no other
-//! tier crate depends on it sideways except the photo pipeline that publishes and consumes jobs.
+//! Tier: queue. Depends on `strata-core` at most (today on no Strata crate at all; its tests
+//! start RabbitMQ brokers through `strata-engines`); no other tier crate depends on it sideways
+//! except the photo pipeline that publishes and consumes jobs.
 //!
 //! [`Queue`] is the one interface producers and workers see. Its contract, which every engine
 //! passes through the shared suite in [`conformance`]:
@@ -22,9 +23,13 @@
 //!
 //! [`admin`] is `strata queue stats` and `strata queue dlq list|replay|purge`.
 //!
-//! Engines: [`sqlite::SqliteQueue`] (embedded default: its own WAL-mode database file,
-//! `synchronous=FULL`, shared safely by several processes). RabbitMQ comes next, behind the
-//! same trait and the same suite.
+//! Engines, each passing the same suite:
+//! - [`sqlite::SqliteQueue`] (embedded default): its own WAL-mode database file,
+//!   `synchronous=FULL`, shared safely by several processes;
+//! - [`rabbitmq::RabbitQueue`] (at scale): a RabbitMQ broker through `lapin` — quorum queues
+//!   per priority, publisher confirms, consumers with a prefetch, back-off through TTL wait
+//!   queues, a dead queue, reconnection with re-declaration. Its module says where AMQP cannot
+//!   match the contract exactly (counts of other consumers' deliveries, the length bound).
 
 use std::fmt;
 use std::time::Duration;
@@ -34,6 +39,7 @@ use async_trait::async_trait;
 pub mod admin;
 pub mod conformance;
 pub mod policy;
+pub mod rabbitmq;
 pub mod sqlite;
 
 pub use policy::{Backoff, QueuePolicy};
@@ -94,9 +100,9 @@ impl fmt::Display for MessageId {
     }
 }
 
-/// How urgent a message is. Three levels, because RabbitMQ's quorum queues (the engine at
-/// scale) distinguish only "high" from "normal" and a third level is what a classic priority
-/// queue adds cheaply; more would promise an order no engine keeps under load.
+/// How urgent a message is. Three levels: the RabbitMQ engine keeps one quorum queue per level
+/// (quorum queues of RabbitMQ 3.10 have no priorities of their own), and more levels would
+/// promise an order no engine keeps under load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub enum Priority {
     Low,
