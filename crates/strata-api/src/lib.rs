@@ -21,7 +21,8 @@
 //!
 //! Build, then run: [`Application::build`] binds (port 0 allowed) and reports the real address.
 //!
-//! Modules, each depending only on those listed before it: [`problem`] (errors), [`request`]
+//! Modules, each depending only on those listed before it: [`edge_purge`] (purging the CDN
+//! edges when a profile changes), [`problem`] (errors), [`request`]
 //! (parsing requests), [`client`] (the client's address), [`keys`] and [`auth`] (tokens and
 //! principals), [`observe`] (the middleware), [`state`] (what handlers share), [`idempotency`]
 //! (`Idempotency-Key`: executing a write once), [`commit`] (what writes share), [`coherence`]
@@ -39,6 +40,7 @@ pub mod client;
 pub mod coherence;
 pub mod commit;
 pub mod credentials;
+pub mod edge_purge;
 pub mod hot_keys;
 pub mod idempotency;
 pub mod keys;

@@ -53,6 +53,9 @@ pub struct ServerOptions {
     #[command(flatten)]
     #[serde(flatten)]
     pub photos: PhotoOptions,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub edges: crate::edge_purge::EdgeOptions,
 }
 
 /// Sessions, signing keys, password hashing and login limits.
@@ -115,6 +118,7 @@ impl ServerOptions {
             cache: CacheOptions::default(),
             auth: AuthOptions::default(),
             photos: PhotoOptions::default(),
+            edges: crate::edge_purge::EdgeOptions::default(),
         }
     }
 }
@@ -202,7 +206,8 @@ async fn run_server(
             let _ = worker_stopped.await;
         }))
     });
-    let state = AppState::new(engines.store, auth, ids, cache).with_photos(photos);
+    let mut state = AppState::new(engines.store, auth, ids, cache).with_photos(photos);
+    state.edges = crate::edge_purge::EdgePurger::start(&opts.edges);
     let app = Application::build(opts.addr, state).await.with_context(|| {
         format!("cannot listen on {}: is another process using that port? Pass another --addr (port 0 picks a free one)", opts.addr)
     })?;

@@ -36,6 +36,8 @@ pub struct AppState {
     /// The photo pipeline (catalog, blobs, queue); `None` on a server built without it, whose
     /// photo routes answer 503.
     pub photos: Option<strata_photos::Photos>,
+    /// The CDN edges to purge when a profile changes (inactive without edges).
+    pub edges: crate::edge_purge::EdgePurger,
 }
 
 impl std::fmt::Debug for AppState {
@@ -66,6 +68,7 @@ impl AppState {
                 .collect(),
             hot_keys: Arc::default(),
             photos: None,
+            edges: crate::edge_purge::EdgePurger::default(),
         }
     }
 

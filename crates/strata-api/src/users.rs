@@ -27,6 +27,7 @@ use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 
 use crate::auth::Principal;
 use crate::commit::{cache_key, read_requirement, with_commit};
+use crate::edge_purge::user_key;
 use crate::idempotency::ReservedId;
 use crate::problem::ApiError;
 use crate::request::{EntityTags, JsonKind, entity_tags, etag, json_body, user_id};
@@ -260,9 +261,8 @@ pub async fn get_one(
             r.headers_mut().insert(header::ETAG, v);
         }
         r.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        r.headers_mut()
             .insert(header::VARY, HeaderValue::from_static(READ_VARY));
+        edge_headers(&state, id, &mut r);
         return Ok(r);
     }
     let mut r = json_response(
@@ -272,7 +272,20 @@ pub async fn get_one(
     );
     r.headers_mut()
         .insert(header::VARY, HeaderValue::from_static(READ_VARY));
+    edge_headers(&state, id, &mut r);
     Ok(r)
+}
+
+/// What a profile's answer tells the edges: its surrogate key, and how long they may keep it
+/// (`no-cache` unless the server is told the edges purge it; see [`crate::edge_purge`]).
+fn edge_headers(state: &AppState, id: UserId, r: &mut Response) {
+    let h = r.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&user_key(id.0)) {
+        h.insert("surrogate-key", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&state.edges.profile_cache_control()) {
+        h.insert(header::CACHE_CONTROL, v);
+    }
 }
 
 /// A read's answer depends on the read-your-writes token it was sent.
@@ -375,6 +388,7 @@ async fn commit_and_render(state: &AppState, user: User, receipt: WriteReceipt) 
         version: receipt.version,
     });
     state.cache.write(&cache_key(id), entry.clone()).await;
+    state.edges.purge(user_key(id.0));
     json_response(
         StatusCode::OK,
         entry.body.unwrap_or_default(),
@@ -486,6 +500,7 @@ pub async fn delete(
         .cache
         .write(&cache_key(id), Entry::absent(receipt.version))
         .await;
+    state.edges.purge(user_key(id.0));
     // The user's photo goes with them (and an upload still being processed is dropped).
     if let Some(photos) = &state.photos
         && let Err(e) = photos.delete(id.0).await

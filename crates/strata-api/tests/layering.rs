@@ -7,6 +7,7 @@ use std::path::Path;
 /// Every module, each after all those it uses.
 const LAYERS: &[&str] = &[
     "hot_keys",
+    "edge_purge",
     "problem",
     "request",
     "client",

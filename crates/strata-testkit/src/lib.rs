@@ -18,6 +18,12 @@
 //! `etcd` (a one-member cluster on two free ports; never 2379/2380).
 //!
 //! Faults are real: `kill9` sends SIGKILL, `pause` SIGSTOP.
+//!
+//! [`engines`] re-exports `strata-engines` for tests that drive an engine's own mechanics (a
+//! RabbitMQ node killed and restarted on its data, say), so a tier's tests depend on the test
+//! kit alone.
+
+pub use strata_engines as engines;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -3,7 +3,9 @@
 //! balancer. A photo uploaded through the public entry is resized by the worker; its
 //! content-addressed image, asked of both edges, costs the origin one fetch; `edge-1`, killed
 //! with SIGKILL and restarted by the supervisor, answers it from its disk store without asking
-//! anyone.
+//! anyone. Profiles are kept by the edges (`s-maxage`), and a write through the API purges them
+//! from every edge — here while `edge-2`, which holds a copy on disk, is down: the purge is
+//! retried until it is back on its new admin port.
 
 mod common;
 
@@ -44,7 +46,7 @@ fn addr(status: &Value, name: &str, listener: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn edges_behind_a_shield_cost_the_origin_one_fetch_and_keep_their_disk_store_across_a_kill() {
+async fn edges_behind_a_shield_cost_one_origin_fetch_survive_a_kill_and_are_purged_by_writes() {
     let (_tmp, dir) = tokio::task::spawn_blocking(|| up_topology(TOPOLOGY))
         .await
         .expect("join");
@@ -189,5 +191,92 @@ async fn edges_behind_a_shield_cost_the_origin_one_fetch_and_keep_their_disk_sto
     assert_eq!(
         counter(&plain, &admins[0], "strata_edge_origin_fetches_total", None).await,
         shield_before
+    );
+
+    // Profiles: the edges keep them (s-maxage), and a write purges them from every edge —
+    // here while edge-2, which holds a copy, is down: the purge is retried until it is back.
+    let get_profile = |edge: String| {
+        let plain = plain.clone();
+        async move {
+            let r = plain
+                .get(format!("http://{edge}/users/12"))
+                .header("host", SERVICE)
+                .send()
+                .await
+                .expect("GET /users/12");
+            assert_eq!(r.status().as_u16(), 200);
+            let cache = r.headers()["cache-status"]
+                .to_str()
+                .unwrap_or("")
+                .to_owned();
+            let v: Value = r.json().await.expect("json");
+            (v["lastName"].as_str().unwrap_or("").to_owned(), cache)
+        }
+    };
+    for edge in [&public, &edge2] {
+        get_profile(edge.clone()).await;
+        let (name, cache) = get_profile(edge.clone()).await;
+        assert_eq!(name, "Smith");
+        assert!(cache.contains("hit"), "kept by the edge: {cache}");
+    }
+    let pid2 = role(&status, "edge-2")["pid"].as_u64().expect("pid") as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid2),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9 edge-2");
+    let r = admin
+        .patch(format!("http://{public}/users/12"))
+        .header("content-type", "application/merge-patch+json")
+        .body(r#"{"lastName": "Purged"}"#)
+        .send()
+        .await
+        .expect("PATCH");
+    assert_eq!(
+        r.status().as_u16(),
+        200,
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    let written = Instant::now();
+    let d = dir.clone();
+    let status = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = status_json(&d);
+            let r = role(&s, "edge-2");
+            if r["pid"].as_u64().is_some_and(|p| p as i32 != pid2) && r["healthy"] == true {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "edge-2 is not back: {s:#}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+    .await
+    .expect("join");
+    let edge2 = addr(&status, "edge-2", "http");
+    let admin2 = addr(&status, "edge-2", "admin");
+    for edge in [public.clone(), edge2.clone()] {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (name, _) = get_profile(edge.clone()).await;
+            if name == "Purged" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{edge} still answers {name:?} {:?} after the write (the copy would keep 60 s)",
+                written.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert!(
+        written.elapsed() < Duration::from_secs(40),
+        "purged, not expired"
+    );
+    assert!(
+        counter(&plain, &admin2, "strata_edge_purges_total", None).await >= 1,
+        "the restarted edge-2 was purged"
     );
 }

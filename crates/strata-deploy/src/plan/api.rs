@@ -55,6 +55,8 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
         let shards = topology.shards;
         let groups = topology.postgres_groups();
         let cache = topology.cache.clone();
+        let edge = topology.edge;
+        let state_file = ctx.path(&[crate::state::STATE_FILE]);
         let (databases, caches) = (databases.clone(), caches.clone());
         RoleSpec::new(
             RoleKind::Api,
@@ -97,6 +99,12 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
                     }
                 }
                 set_cache(&mut server, &cache, &caches, w)?;
+                if let Some(edge) = &edge {
+                    // The edges start after the API servers (they front them): each server
+                    // follows their admin addresses in the deployment's state file.
+                    server.edges.purge_edges_state = Some(state_file.clone());
+                    server.edges.shared_max_age_secs = edge.profile_ttl_secs;
+                }
                 if has_lb {
                     server.auth.trusted_proxies = vec![super::BALANCER_SOURCE.into()];
                 }

@@ -7,6 +7,8 @@
 //! shield = true      # one more edge, edge-shield, between the edges and the origin
 //! memory_mib = 256   # each edge's memory store
 //! disk_mib = 1024    # each edge's disk store in DIR/edge/<role> (0: memory only)
+//! profile_ttl_secs = 60  # how long edges keep a profile without asking (writes purge it at
+//!                        # once); 0: they revalidate every profile with its ETag
 //! ```
 
 use super::reader::Section;
@@ -22,6 +24,8 @@ pub struct EdgeSpec {
     pub memory_mib: u32,
     /// Each edge's disk store, MiB (0: memory only).
     pub disk_mib: u32,
+    /// Seconds edges keep a profile without asking the origin (writes purge it at once).
+    pub profile_ttl_secs: u64,
 }
 
 /// The most edges a topology runs on one machine.
@@ -33,6 +37,7 @@ pub(super) fn read(sec: &mut Section<'_>) -> EdgeSpec {
     let shield = sec.bool("shield").unwrap_or(false);
     let memory_mib = sec.int("memory_mib", 1..=65_536).unwrap_or(256);
     let disk_mib = sec.int("disk_mib", 0..=1_048_576).unwrap_or(1024);
+    let profile_ttl_secs = sec.int("profile_ttl_secs", 0..=86_400).unwrap_or(60);
     if memory_mib < 2 {
         sec.error(
             "memory_mib",
@@ -45,6 +50,7 @@ pub(super) fn read(sec: &mut Section<'_>) -> EdgeSpec {
         shield,
         memory_mib,
         disk_mib,
+        profile_ttl_secs,
     }
 }
 
@@ -56,7 +62,7 @@ mod tests {
     #[test]
     fn edges_are_counted_bounded_and_sized() {
         let t = Topology::parse(
-            "[api]\ncount = 1\n[edge]\ncount = 3\nshield = true\nmemory_mib = 64\ndisk_mib = 0\n",
+            "[api]\ncount = 1\n[edge]\ncount = 3\nshield = true\nmemory_mib = 64\ndisk_mib = 0\nprofile_ttl_secs = 0\n",
             8080,
         )
         .expect("valid");
@@ -66,7 +72,8 @@ mod tests {
                 count: 3,
                 shield: true,
                 memory_mib: 64,
-                disk_mib: 0
+                disk_mib: 0,
+                profile_ttl_secs: 0
             })
         );
         assert_eq!(
@@ -81,7 +88,8 @@ mod tests {
                 count: 1,
                 shield: false,
                 memory_mib: 256,
-                disk_mib: 1024
+                disk_mib: 1024,
+                profile_ttl_secs: 60
             })
         );
         assert_eq!(
