@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 
 pub mod conformance;
 pub mod fs;
+pub mod s3;
 
 /// A blob's name: the lower-case hex SHA-256 of its bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
