@@ -470,7 +470,14 @@ impl BlobStore for S3BlobStore {
             .await?;
         match answer.status() {
             StatusCode::OK => {}
-            StatusCode::NOT_FOUND => return Ok(None),
+            StatusCode::NOT_FOUND => {
+                // A missing bucket is an error, not an absent blob.
+                let error = self.refused(&what, answer).await;
+                if error.to_string().contains("NoSuchBucket") {
+                    return Err(error);
+                }
+                return Ok(None);
+            }
             _ => return Err(self.refused(&what, answer).await),
         }
         let bytes = self.read_body(key, answer, deadline).await?;

@@ -234,3 +234,47 @@ async fn puts_that_returned_survive_a_kill_9_and_a_put_in_flight_is_whole_or_abs
         outcomes.len()
     );
 }
+
+/// One call of the store, to run later.
+type Call<'a> = std::pin::Pin<Box<dyn Future<Output = Result<(), BlobError>> + Send + 'a>>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_service_makes_every_call_fail_at_its_deadline_not_hang() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let weed = start_weed(dir.path());
+    let mut o = options(&weed, "strata-stall", MAX_BYTES);
+    o.timeout = Duration::from_secs(1);
+    let store = S3BlobStore::open(o).await.expect("open");
+    let key = store.put(b"before the stall".to_vec()).await.expect("put");
+    weed.pause();
+    let calls: [(&str, Call<'_>); 4] = [
+        (
+            "put",
+            Box::pin(async { store.put(b"during".to_vec()).await.map(drop) }),
+        ),
+        ("get", Box::pin(async { store.get(&key).await.map(drop) })),
+        (
+            "exists",
+            Box::pin(async { store.exists(&key).await.map(drop) }),
+        ),
+        (
+            "delete",
+            Box::pin(async { store.delete(&key).await.map(drop) }),
+        ),
+    ];
+    for (name, call) in calls {
+        let started = Instant::now();
+        let e = call.await.expect_err("a stalled service fails the call");
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+            "{name} took {took:?}"
+        );
+        assert!(e.to_string().contains("within 1000 ms"), "{name}: {e}");
+    }
+    weed.resume();
+    assert_eq!(
+        store.get(&key).await.expect("get after the stall"),
+        Some(b"before the stall".to_vec())
+    );
+}

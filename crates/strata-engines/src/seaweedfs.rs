@@ -335,6 +335,20 @@ impl Weed {
         }
     }
 
+    /// SIGSTOP: the node stalls, its connections stay open and unanswered.
+    pub fn pause(&self) {
+        if let Some(server) = &self.server {
+            server.pause();
+        }
+    }
+
+    /// SIGCONT after [`Weed::pause`].
+    pub fn resume(&self) {
+        if let Some(server) = &self.server {
+            server.resume();
+        }
+    }
+
     /// Starts the node again on the same directory and ports (killing it first if it runs),
     /// and waits until it is [`ready`] within `within`.
     pub fn restart(&mut self, within: Duration) -> Result<()> {
