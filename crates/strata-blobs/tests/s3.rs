@@ -278,3 +278,36 @@ async fn a_stalled_service_makes_every_call_fail_at_its_deadline_not_hang() {
         Some(b"before the stall".to_vec())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seaweedfs_refuses_a_body_that_does_not_match_its_content_md5_and_stores_nothing() {
+    // What the store's Content-MD5 relies on: bytes damaged on the way are refused, not stored.
+    use rusty_s3::{Bucket, Credentials, S3Action as _, UrlStyle};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let weed = start_weed(dir.path());
+    let store = S3BlobStore::open(options(&weed, "strata-md5", MAX_BYTES))
+        .await
+        .expect("open");
+    let endpoint = weed.endpoint().parse().expect("endpoint");
+    let bucket = Bucket::new(endpoint, UrlStyle::Path, "strata-md5", "us-east-1").expect("bucket");
+    let c = credentials(&weed);
+    let creds = Credentials::new(c.access_key, c.secret_key);
+    let sent = b"the bytes that arrived".to_vec();
+    let key = BlobKey::of(&sent);
+    let object = store.object_of(&key);
+    let mut put = bucket.put_object(Some(&creds), &object);
+    // The MD5 of no bytes: what a sender of an empty body would have declared.
+    let md5 = "1B2M2Y8AsgTpgAmY7PhCfg==";
+    put.headers_mut().insert("content-md5", md5);
+    let answer = reqwest::Client::new()
+        .put(put.sign(Duration::from_secs(60)))
+        .header("content-md5", md5)
+        .body(sent)
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(answer.status(), reqwest::StatusCode::BAD_REQUEST);
+    let body = answer.text().await.expect("body");
+    assert!(body.contains("BadDigest"), "{body}");
+    assert_eq!(store.get(&key).await.expect("get"), None, "nothing stored");
+}
