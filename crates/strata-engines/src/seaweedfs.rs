@@ -26,15 +26,14 @@
 use std::ffi::OsString;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use crate::daemon::{Log, NotReady, Server};
 use crate::{Context as _, Engine, Error, Result};
 
-/// The variable naming the `weed` binary (`scripts/test` sets it to the one it installs).
-pub const WEED_VAR: &str = "STRATA_WEED";
+pub use crate::install::{WEED_VAR, locate_weed as locate};
 
 /// The loopback ports of one node: HTTP and gRPC for each of its four servers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -391,21 +390,6 @@ impl Drop for Weed {
     fn drop(&mut self) {
         self.kill9();
     }
-}
-
-/// The `weed` binary: `$STRATA_WEED` when set (even if wrong: a wrong setting is an error to
-/// report, not to paper over), else `weed` on the `PATH`.
-pub fn locate() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os(WEED_VAR) {
-        let path = PathBuf::from(path);
-        return is_program(&path).then_some(path);
-    }
-    crate::install::on_path("weed")
-}
-
-fn is_program(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 #[cfg(test)]
