@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Turns a bench/lb.sh CSV into a Markdown table with ratios and an SVG bar chart.
+"""Turns a bench/lb.sh or bench/edge.sh CSV into a Markdown table with ratios and an SVG bar
+chart. The first proxy of the file is Strata's; the others are the anchors it is compared with.
 
 Usage: report.py RESULTS.csv CHART.svg   (standard library only)
 """
@@ -10,31 +11,32 @@ import sys
 def main() -> None:
     src, svg_path = sys.argv[1], sys.argv[2]
     rows = list(csv.DictReader(open(src)))
-    order = {"user-json": 0, "100KB": 1, "user-json-tls": 2}
+    order = {"user-json": 0, "2KB": 0, "100KB": 1, "user-json-tls": 2, "2KB-tls": 2}
     payloads = sorted({r["payload"] for r in rows}, key=lambda p: (order.get(p, 9), p))
-    proxies = ["strata-lb", "nginx", "haproxy"]
+    proxies = list(dict.fromkeys(r["proxy"] for r in rows))
+    anchors = proxies[1:]
     by = {(r["proxy"], r["payload"]): r for r in rows}
     cpu = "proxy_user_us" in rows[0] if rows else False
     extra = " proxy CPU µs/request (user + system) | backends + wrk µs/request |" if cpu else ""
-    print("| payload | proxy | requests/s | vs nginx | vs HAProxy | p50 ms | p99 ms | p99.9 ms | errors |" + extra)
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if cpu else ""))
+    print("| payload | proxy | requests/s | " + " | ".join(f"vs {a}" for a in anchors)
+          + " | p50 ms | p99 ms | p99.9 ms | errors |" + extra)
+    print("|---|---|---:|" + "---:|" * len(anchors) + "---:|---:|---:|---:|" + ("---:|---:|" if cpu else ""))
     for pay in payloads:
-        base_n = float(by.get(("nginx", pay), {}).get("rps") or 0)
-        base_h = float(by.get(("haproxy", pay), {}).get("rps") or 0)
+        bases = [float(by.get((a, pay), {}).get("rps") or 0) for a in anchors]
         for px in proxies:
             r = by.get((px, pay))
             if not r:
                 continue
             rps = float(r["rps"] or 0)
-            vn = f"{rps / base_n:.2f}×" if base_n else "-"
-            vh = f"{rps / base_h:.2f}×" if base_h else "-"
-            line = f"| {pay} | {px} | {rps:,.0f} | {vn} | {vh} | {r['p50_ms']} | {r['p99_ms']} | {r['p999_ms']} | {r['errors']} |"
+            vs = " | ".join(f"{rps / b:.2f}×" if b else "-" for b in bases)
+            line = f"| {pay} | {px} | {rps:,.0f} | {vs} | {r['p50_ms']} | {r['p99_ms']} | {r['p999_ms']} | {r['errors']} |"
             if cpu:
                 u, s = float(r["proxy_user_us"] or 0), float(r["proxy_sys_us"] or 0)
                 rest = float(r["backend_us"] or 0) + float(r["wrk_us"] or 0)
                 line += f" {u + s:.1f} ({u:.1f} + {s:.1f}) | {rest:.1f} |"
             print(line)
-    colors = {"strata-lb": "#2b7bb9", "nginx": "#3a9d23", "haproxy": "#d9822b"}
+    palette = ["#2b7bb9", "#3a9d23", "#d9822b", "#8e44ad"]
+    colors = {px: palette[i % len(palette)] for i, px in enumerate(proxies)}
     open(svg_path, "w").write(bar_chart(
         "Requests/s through each proxy (higher is better)", payloads, proxies, by,
         stack=lambda px, r: [(float(r["rps"] or 0), colors[px])],
