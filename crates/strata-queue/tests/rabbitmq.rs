@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use strata_testkit::engines::Log;
-use strata_testkit::engines::rabbitmq::{self, Broker, Node, Ports};
 use strata_queue::conformance::{quick_policy, run_all};
 use strata_queue::rabbitmq::{RabbitConfig, RabbitQueue};
 use strata_queue::{Outgoing, Queue, QueueError, QueueName, QueuePolicy};
+use strata_testkit::engines::Log;
+use strata_testkit::engines::rabbitmq::{self, Broker, Node, Ports};
 
 /// How long a broker may take to start (it recovers its quorum queues first when restarted).
 const BROKER_START: Duration = Duration::from_secs(120);

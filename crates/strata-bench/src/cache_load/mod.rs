@@ -94,6 +94,10 @@ struct RunArgs {
     /// Open loop at this many requests/s instead (at most 10,000 in flight).
     #[arg(long)]
     rate: Option<u64>,
+    /// The `Host` of every request: the one name clients give the service, whichever target
+    /// (edge) they reach (default: the target's address).
+    #[arg(long)]
+    host: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -168,8 +172,12 @@ impl Tally {
     }
 }
 
-async fn get(client: &reqwest::Client, url: String) -> bool {
-    match client.get(url).send().await {
+async fn get(client: &reqwest::Client, url: String, host: Option<&str>) -> bool {
+    let mut request = client.get(url);
+    if let Some(host) = host {
+        request = request.header(reqwest::header::HOST, host);
+    }
+    match request.send().await {
         Ok(r) => {
             let code = r.status().as_u16();
             r.bytes().await.is_ok() && (code == 200 || code == 404)
@@ -187,6 +195,7 @@ async fn send(a: RunArgs) -> anyhow::Result<()> {
     let requests: Vec<u32> = (0..count).map(|_| trace.next_index()).collect();
     let requests = Arc::new(requests);
     let targets = Arc::new(a.targets.clone());
+    let host: Option<Arc<str>> = a.host.as_deref().map(Arc::from);
     let url = move |i: u64, index: u32| {
         let target = &targets[(i % targets.len() as u64) as usize];
         format!("http://{target}/users/{}", ids[index as usize])
@@ -219,13 +228,20 @@ async fn send(a: RunArgs) -> anyhow::Result<()> {
             let workers = a.concurrency.max(1) as u64;
             let mut tasks = Vec::new();
             for w in 0..workers {
-                let (client, requests, tally, url) =
-                    (client.clone(), requests.clone(), tally.clone(), url.clone());
+                let (client, requests, tally, url, host) = (
+                    client.clone(),
+                    requests.clone(),
+                    tally.clone(),
+                    url.clone(),
+                    host.clone(),
+                );
                 tasks.push(tokio::spawn(async move {
                     let mut j = w;
                     while j < count {
                         let t = Instant::now();
-                        let ok = get(&client, url(from + j, requests[j as usize])).await;
+                        let ok =
+                            get(&client, url(from + j, requests[j as usize]), host.as_deref())
+                                .await;
                         tally.record(ok, t);
                         j += workers;
                     }
@@ -247,10 +263,10 @@ async fn send(a: RunArgs) -> anyhow::Result<()> {
                     tally.record(false, at);
                     continue;
                 };
-                let (client, tally) = (client.clone(), tally.clone());
+                let (client, tally, host) = (client.clone(), tally.clone(), host.clone());
                 let u = url(from + j, requests[j as usize]);
                 tasks.push(tokio::spawn(async move {
-                    let ok = get(&client, u).await;
+                    let ok = get(&client, u, host.as_deref()).await;
                     tally.record(ok, at);
                     drop(permit);
                 }));
