@@ -239,9 +239,12 @@ async fn send(a: RunArgs) -> anyhow::Result<()> {
                     let mut j = w;
                     while j < count {
                         let t = Instant::now();
-                        let ok =
-                            get(&client, url(from + j, requests[j as usize]), host.as_deref())
-                                .await;
+                        let ok = get(
+                            &client,
+                            url(from + j, requests[j as usize]),
+                            host.as_deref(),
+                        )
+                        .await;
                         tally.record(ok, t);
                         j += workers;
                     }
