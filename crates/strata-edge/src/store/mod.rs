@@ -486,8 +486,15 @@ mod tests {
         store.memory.run_pending_tasks().await;
         // Memory may still evict while the purge runs, so `purged` can fall short of `held`;
         // what matters is that nothing carrying the key is left.
-        assert!(purged > 0 && purged as usize <= held, "{purged} purged of {held}");
-        assert_eq!(store.memory.entry_count(), 0, "every object memory held was found");
+        assert!(
+            purged > 0 && purged as usize <= held,
+            "{purged} purged of {held}"
+        );
+        assert_eq!(
+            store.memory.entry_count(),
+            0,
+            "every object memory held was found"
+        );
     }
 
     #[tokio::test]
