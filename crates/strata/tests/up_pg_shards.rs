@@ -5,9 +5,11 @@
 //! deployment.
 //!
 //! The drill pairs two faults: a resharding that moves slots from s1 to the spare s3 stops
-//! after three cut-overs, and while it is stopped s1's primary is killed with SIGKILL under
-//! three writers. s1 fails over to its replica (s2 and s3 are untouched), the resharding
-//! resumes and finishes on the new primary, the killed server rejoins as a replica, and every
+//! after three cut-overs, and while it is stopped s1's primary is stalled under three writers
+//! (SIGSTOP of its whole server: it neither answers nor dies, so the group must fail over — a
+//! server killed outright may instead be restarted by its role before the controller decides).
+//! s1 fails over to its replica (s2 and s3 are untouched), the resharding resumes and finishes
+//! on the new primary, the stalled server is fenced and rejoins as a replica, and every
 //! acknowledged write reads back, in the group the map names.
 
 mod common;
@@ -264,14 +266,11 @@ async fn a_group_primary_killed_mid_resharding_fails_over_alone_and_nothing_ackn
     assert_eq!(report["finished"], false, "{report}");
     assert_eq!(report["cut_overs"], 3, "{report}");
 
-    // Fault 2, during the first: s1's primary killed outright.
+    // Fault 2, during the first: s1's primary stalled, the postmaster and every backend.
     let s2_primary_pid = postmaster(&dir, "s2", "pg-s2-1");
     let at = acks.load(Ordering::SeqCst);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(postmaster(&dir, "s1", "pg-s1-1")),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill -9 s1's primary");
+    let stalled = postmaster(&dir, "s1", "pg-s1-1") as u32;
+    strata_engines::process::signal_tree(stalled, nix::sys::signal::Signal::SIGSTOP);
     let d = dir.clone();
     tokio::task::spawn_blocking(move || {
         wait_for_status(&d, 60, "s1 fails over to pg-s1-2", |s| {
@@ -280,6 +279,8 @@ async fn a_group_primary_killed_mid_resharding_fails_over_alone_and_nothing_ackn
     })
     .await
     .expect("join");
+    // Fenced, its role kills it; let whatever is left of it run again.
+    strata_engines::process::signal_tree(stalled, nix::sys::signal::Signal::SIGCONT);
     wait_acks(at + 60).await;
 
     // The resharding resumes on s1's new primary (retried while the group settles).
