@@ -68,11 +68,34 @@ pub fn user_key(id: u64) -> String {
 }
 
 /// The edges' purger, shared by every handler (cheap to clone).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct EdgePurger {
     inner: Option<Arc<Inner>>,
     /// `--shared-max-age-secs`.
-    pub shared_max_age_secs: u64,
+    shared_max_age_secs: u64,
+    /// A profile's `Cache-Control`, made once (every `GET /users/{id}` sends it).
+    cache_control: http::HeaderValue,
+}
+
+impl Default for EdgePurger {
+    fn default() -> Self {
+        Self {
+            inner: None,
+            shared_max_age_secs: 0,
+            cache_control: http::HeaderValue::from_static("no-cache"),
+        }
+    }
+}
+
+/// The `Cache-Control` of a profile's answer when shared caches may keep it `secs` seconds.
+fn cache_control(secs: u64) -> http::HeaderValue {
+    match secs {
+        0 => http::HeaderValue::from_static("no-cache"),
+        n => http::HeaderValue::from_str(&format!(
+            "public, max-age=0, must-revalidate, s-maxage={n}"
+        ))
+        .unwrap_or_else(|_| http::HeaderValue::from_static("no-cache")),
+    }
 }
 
 struct Inner {
@@ -95,6 +118,7 @@ impl EdgePurger {
         let mut purger = Self {
             inner: None,
             shared_max_age_secs: options.shared_max_age_secs,
+            cache_control: cache_control(options.shared_max_age_secs),
         };
         if options.purge_edges.is_empty() && options.purge_edges_state.is_none() {
             return purger;
@@ -125,11 +149,8 @@ impl EdgePurger {
     }
 
     /// The `Cache-Control` of a profile's answer.
-    pub fn profile_cache_control(&self) -> String {
-        match self.shared_max_age_secs {
-            0 => "no-cache".to_string(),
-            n => format!("public, max-age=0, must-revalidate, s-maxage={n}"),
-        }
+    pub fn profile_cache_control(&self) -> http::HeaderValue {
+        self.cache_control.clone()
     }
 }
 
@@ -290,9 +311,12 @@ mod tests {
 
     #[test]
     fn profiles_are_revalidated_every_time_unless_shared_caches_may_keep_them() {
-        let mut p = EdgePurger::default();
+        let p = EdgePurger::default();
         assert_eq!(p.profile_cache_control(), "no-cache");
-        p.shared_max_age_secs = 60;
+        let p = EdgePurger::start(&EdgeOptions {
+            shared_max_age_secs: 60,
+            ..EdgeOptions::default()
+        });
         assert_eq!(
             p.profile_cache_control(),
             "public, max-age=0, must-revalidate, s-maxage=60"

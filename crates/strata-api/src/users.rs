@@ -283,9 +283,7 @@ fn edge_headers(state: &AppState, id: UserId, r: &mut Response) {
     if let Ok(v) = HeaderValue::from_str(&user_key(id.0)) {
         h.insert("surrogate-key", v);
     }
-    if let Ok(v) = HeaderValue::from_str(&state.edges.profile_cache_control()) {
-        h.insert(header::CACHE_CONTROL, v);
-    }
+    h.insert(header::CACHE_CONTROL, state.edges.profile_cache_control());
 }
 
 /// A read's answer depends on the read-your-writes token it was sent.
