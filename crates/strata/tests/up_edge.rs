@@ -38,6 +38,25 @@ async fn counter(http: &reqwest::Client, admin: &str, name: &str, label: Option<
         .sum()
 }
 
+/// The deployment's status once `name`, whose process was `old_pid`, runs again and is healthy.
+async fn restarted(dir: &std::path::Path, name: &'static str, old_pid: i32) -> Value {
+    let d = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = status_json(&d);
+            let r = role(&s, name);
+            if r["pid"].as_u64().is_some_and(|p| p as i32 != old_pid) && r["healthy"] == true {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "{name} is not back: {s:#}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+    .await
+    .expect("join")
+}
+
 fn addr(status: &Value, name: &str, listener: &str) -> String {
     role(status, name)["addrs"][listener]
         .as_str()
@@ -153,21 +172,7 @@ async fn edges_behind_a_shield_cost_one_origin_fetch_survive_a_kill_and_are_purg
         nix::sys::signal::Signal::SIGKILL,
     )
     .expect("kill -9 edge-1");
-    let d = dir.clone();
-    let status = tokio::task::spawn_blocking(move || {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let s = status_json(&d);
-            let r = role(&s, "edge-1");
-            if r["pid"].as_u64().is_some_and(|p| p as i32 != pid) && r["healthy"] == true {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "edge-1 is not back: {s:#}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    })
-    .await
-    .expect("join");
+    let status = restarted(&dir, "edge-1", pid).await;
     assert_eq!(
         addr(&status, "edge-1", "http"),
         public,
@@ -239,21 +244,7 @@ async fn edges_behind_a_shield_cost_one_origin_fetch_survive_a_kill_and_are_purg
         r.text().await.unwrap_or_default()
     );
     let written = Instant::now();
-    let d = dir.clone();
-    let status = tokio::task::spawn_blocking(move || {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let s = status_json(&d);
-            let r = role(&s, "edge-2");
-            if r["pid"].as_u64().is_some_and(|p| p as i32 != pid2) && r["healthy"] == true {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "edge-2 is not back: {s:#}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    })
-    .await
-    .expect("join");
+    let status = restarted(&dir, "edge-2", pid2).await;
     let edge2 = addr(&status, "edge-2", "http");
     let admin2 = addr(&status, "edge-2", "admin");
     for edge in [public.clone(), edge2.clone()] {
