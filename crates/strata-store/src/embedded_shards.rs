@@ -301,6 +301,31 @@ pub struct GroupView {
     pub file: PathBuf,
 }
 
+impl GroupView {
+    /// The view of group `g` of `map`, with what was read from its database.
+    pub fn of(
+        map: &ShardMap,
+        g: &ShardGroup,
+        users: Option<u64>,
+        fences: usize,
+        file: PathBuf,
+    ) -> Self {
+        let slots = map.slots_of(g);
+        Self {
+            group: g.to_string(),
+            slot_count: slots.len(),
+            slots: crate::shard::slot::SlotRange::runs(slots)
+                .iter()
+                .map(|r| r.to_string())
+                .collect(),
+            pinned: map.pins().values().filter(|p| *p == g).count(),
+            users,
+            fences,
+            file,
+        }
+    }
+}
+
 /// The map of a sharded data directory and each group's view; `None` when it is not sharded.
 pub async fn describe(data: &Path) -> Result<Option<(ShardMap, Vec<GroupView>)>, StoreError> {
     let path = map_path(data);
@@ -311,7 +336,6 @@ pub async fn describe(data: &Path) -> Result<Option<(ShardMap, Vec<GroupView>)>,
     let groups = SqliteGroups::new(data);
     let mut views = Vec::new();
     for g in map.groups() {
-        let slots = map.slots_of(g);
         let file = group_dir(data, g).join(crate::sqlite::DB_FILE);
         let (users, fences) = if file.exists() {
             match groups.open_store(g) {
@@ -324,18 +348,7 @@ pub async fn describe(data: &Path) -> Result<Option<(ShardMap, Vec<GroupView>)>,
         } else {
             (None, 0)
         };
-        views.push(GroupView {
-            group: g.to_string(),
-            slot_count: slots.len(),
-            slots: crate::shard::slot::SlotRange::runs(slots)
-                .iter()
-                .map(|r| r.to_string())
-                .collect(),
-            pinned: map.pins().values().filter(|p| *p == g).count(),
-            users,
-            fences,
-            file,
-        });
+        views.push(GroupView::of(&map, g, users, fences, file));
     }
     Ok(Some((map, views)))
 }

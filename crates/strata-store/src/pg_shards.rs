@@ -200,7 +200,6 @@ pub async fn describe(
     let map = read_map_file(&map_path(data))?;
     let mut views = Vec::new();
     for g in map.groups() {
-        let slots = map.slots_of(g);
         let (users, fences, place) = match groups.open_store(g) {
             Ok(store) => (
                 store.count_users().await.ok(),
@@ -209,18 +208,13 @@ pub async fn describe(
             ),
             Err(_) => (None, 0, "(no database given)".to_string()),
         };
-        views.push(crate::embedded_shards::GroupView {
-            group: g.to_string(),
-            slot_count: slots.len(),
-            slots: crate::shard::slot::SlotRange::runs(slots)
-                .iter()
-                .map(|r| r.to_string())
-                .collect(),
-            pinned: map.pins().values().filter(|p| *p == g).count(),
+        views.push(crate::embedded_shards::GroupView::of(
+            &map,
+            g,
             users,
             fences,
-            file: place.into(),
-        });
+            place.into(),
+        ));
     }
     Ok((map, views))
 }
