@@ -18,7 +18,6 @@ use anyhow::Context as _;
 use strata_cache::options::CacheOptions;
 use strata_core::id::SnowflakeGenerator;
 use strata_core::ready::ReadyLine;
-use strata_photos::Photos;
 use strata_photos::role::PhotoOptions;
 use strata_queue::QueuePolicy;
 use strata_store::accounts::{AccountStore, SessionStore};
@@ -174,14 +173,16 @@ async fn run_server(
         cache_where.push_str(", kept coherent by the database's change log");
     }
     let auth = build_auth(&opts, engines.sessions, engines.accounts).await?;
-    let dirs = opts.photos.dirs(&opts.data.data);
-    let photos = Photos::open(&dirs, QueuePolicy::default()).with_context(|| {
-        format!(
-            "cannot open the photo pipeline (catalog and blobs in {}, queue in {})",
-            dirs.photos.display(),
-            dirs.queue.display()
-        )
-    })?;
+    let photos = opts
+        .photos
+        .open(&opts.data.data, QueuePolicy::default(), 1)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the photo pipeline ({})",
+                opts.photos.describe(&opts.data.data)
+            )
+        })?;
     let (relay_stop, relay_stopped) = tokio::sync::oneshot::channel::<()>();
     let relay = {
         let photos = photos.clone();

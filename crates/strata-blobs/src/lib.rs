@@ -1,7 +1,7 @@
 //! # strata-blobs — blob storage
 //!
-//! Tier: blobs (the photos' bytes). Depends on no Strata crate; the web tier and the workers
-//! depend on it. It is a crate of its own, not a module of the queue or of the photo
+//! Tier: blobs (the photos' bytes). Depends on `strata-core` and `strata-engines` only (for
+//! [`node`], the SeaweedFS role); the web tier and the workers depend on it. It is a crate of its own, not a module of the queue or of the photo
 //! pipeline, because it is a storage tier with engines of its own (the filesystem, and an
 //! S3-compatible service) that the web tier, the workers and later the CDN edge all read,
 //! and none of them should pull in the others to get at it.
@@ -32,6 +32,7 @@ use sha2::{Digest, Sha256};
 
 pub mod conformance;
 pub mod fs;
+pub mod node;
 pub mod s3;
 
 /// A blob's name: the lower-case hex SHA-256 of its bytes.

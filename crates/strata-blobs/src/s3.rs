@@ -86,6 +86,76 @@ impl S3Credentials {
     }
 }
 
+impl S3Credentials {
+    /// Reads a credentials file: `access_key=…` and `secret_key=…` lines (written by
+    /// [`S3Credentials::write_new`], or by hand; `#` starts a comment).
+    pub fn from_file(path: &std::path::Path) -> Result<Self, BlobError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            BlobError::Engine(format!(
+                "cannot read the S3 credentials file {}: {e}",
+                path.display()
+            ))
+        })?;
+        let (mut access_key, mut secret_key) = (None, None);
+        for line in text.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            match line.split_once('=').map(|(k, v)| (k.trim(), v.trim())) {
+                Some(("access_key", v)) if !v.is_empty() => access_key = Some(v.to_string()),
+                Some(("secret_key", v)) if !v.is_empty() => secret_key = Some(v.to_string()),
+                _ => {
+                    return Err(BlobError::Engine(format!(
+                        "the S3 credentials file {} has a line that is neither `access_key=…` nor `secret_key=…`",
+                        path.display()
+                    )));
+                }
+            }
+        }
+        match (access_key, secret_key) {
+            (Some(access_key), Some(secret_key)) => Ok(Self {
+                access_key,
+                secret_key,
+            }),
+            _ => Err(BlobError::Engine(format!(
+                "the S3 credentials file {} needs both `access_key=…` and `secret_key=…`",
+                path.display()
+            ))),
+        }
+    }
+
+    /// Writes these credentials to a new file readable by its owner only; an existing file is
+    /// left alone and read instead (so a service's identity survives restarts).
+    pub fn write_new(&self, path: &std::path::Path) -> Result<Self, BlobError> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let created = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+        match created {
+            Ok(mut file) => {
+                let text = format!(
+                    "# S3 credentials of a Strata object store; keep private.\naccess_key={}\nsecret_key={}\n",
+                    self.access_key, self.secret_key
+                );
+                file.write_all(text.as_bytes())
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| {
+                        BlobError::Engine(format!("cannot write {}: {e}", path.display()))
+                    })?;
+                Ok(self.clone())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::from_file(path),
+            Err(e) => Err(BlobError::Engine(format!(
+                "cannot create {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+}
+
 /// Where and how the store keeps its blobs.
 #[derive(Debug, Clone)]
 pub struct S3Options {

@@ -39,6 +39,20 @@ pub fn endpoints_table(state: &DeploymentState) -> String {
             (Some(a), _) if r.kind == RoleKind::Control => format!("http://{a}/cluster"),
             (Some(a), _) => format!("http://{a}/users/12"),
             (None, Some(a)) => format!("postgresql://{SUPERUSER}@{a}/{DATABASE}"),
+            // The broker admits `guest` from loopback only: the URL `strata queue --url` takes.
+            (None, None) if r.kind == RoleKind::Broker => r
+                .addrs
+                .get(strata_queue::broker::LISTENER)
+                .map(|a| {
+                    a.parse()
+                        .map_or_else(|_| a.clone(), strata_queue::broker::url_of)
+                })
+                .unwrap_or_default(),
+            (None, None) if r.kind == RoleKind::ObjectStore => r
+                .addrs
+                .get(strata_blobs::node::LISTENER)
+                .map(|a| format!("http://{a}"))
+                .unwrap_or_default(),
             (None, None) => r.addrs.values().cloned().collect::<Vec<_>>().join(" "),
         };
         let endpoint = if endpoint.is_empty() {

@@ -32,6 +32,8 @@ pub enum RoleCommand {
     /// Run the CDN edge role: a caching reverse proxy (RFC 9111) in front of an origin, with a
     /// memory and disk store; or `strata edge purge` to purge a running edge's cache.
     Edge(Box<strata_edge::role::EdgeCommand>),
+    Rabbitmq(strata_queue::broker::BrokerArgs),
+    S3(strata_blobs::node::S3NodeArgs),
 }
 
 impl RoleCommand {
@@ -46,6 +48,8 @@ impl RoleCommand {
             RoleCommand::Etcd(_) => RoleKind::Etcd,
             RoleCommand::Worker(_) => RoleKind::Worker,
             RoleCommand::Edge(_) => RoleKind::Edge,
+            RoleCommand::Rabbitmq(_) => RoleKind::Broker,
+            RoleCommand::S3(_) => RoleKind::ObjectStore,
         }
     }
 
@@ -60,6 +64,8 @@ impl RoleCommand {
             RoleCommand::Etcd(args) => strata_control::etcd::node::run(args).await,
             RoleCommand::Worker(args) => strata_photos::role::run(args).await,
             RoleCommand::Edge(command) => strata_edge::role::main(*command).await,
+            RoleCommand::Rabbitmq(args) => strata_queue::broker::run(args).await,
+            RoleCommand::S3(args) => strata_blobs::node::run(args).await,
         }
     }
 }
@@ -85,6 +91,11 @@ pub enum RoleKind {
     Worker,
     /// `strata edge`: a CDN edge (or the shield in front of the origin).
     Edge,
+    /// `strata rabbitmq`: the RabbitMQ node the photo jobs travel through.
+    Broker,
+    /// `strata s3`: the SeaweedFS node that holds the photos' blobs.
+    #[serde(rename = "object-store")]
+    ObjectStore,
 }
 
 impl RoleKind {
@@ -98,6 +109,8 @@ impl RoleKind {
             RoleKind::Etcd => "etcd",
             RoleKind::Worker => "worker",
             RoleKind::Edge => "edge",
+            RoleKind::Broker => "broker",
+            RoleKind::ObjectStore => "object-store",
         }
     }
 }

@@ -236,8 +236,8 @@ pub async fn control_view(
 
 /// Whether the engine a role runs (Redis, Memcached, an etcd member) answers its probe.
 async fn engine_answers(role: &RoleState) -> bool {
-    // A worker answers `/healthz` beside its `/metrics`.
-    if let Some(addr) = role.addrs.get("metrics") {
+    // A worker answers `/healthz` beside its `/metrics`; SeaweedFS's S3 gateway has one too.
+    if let Some(addr) = role.addrs.get("metrics").or_else(|| role.addrs.get("s3")) {
         return control::http_healthy(addr, Duration::from_secs(1)).await;
     }
     if let Some(addr) = role.addrs.get("etcd") {
@@ -248,6 +248,7 @@ async fn engine_answers(role: &RoleState) -> bool {
     let probes = [
         ("redis", strata_engines::redis::PROBE),
         ("memcached", strata_engines::memcached::PROBE),
+        ("amqp", strata_engines::rabbitmq::PROBE),
     ];
     let Some((addr, probe)) = probes.iter().find_map(|(listener, probe)| {
         let addr: std::net::SocketAddr = role.addrs.get(*listener)?.parse().ok()?;

@@ -77,6 +77,9 @@ impl Ports {
 pub struct Node {
     pub dir: PathBuf,
     pub ports: Ports,
+    /// The Erlang node name's first part when it must not change with the ports (a role's
+    /// node, whose data is kept under its name); `strata-<amqp port>` when `None`.
+    pub stable_name: Option<String>,
 }
 
 impl Node {
@@ -84,12 +87,24 @@ impl Node {
         Self {
             dir: dir.into(),
             ports,
+            stable_name: None,
         }
     }
 
-    /// Its Erlang node name, unique per AMQP port on the machine.
+    /// The same node under a name that does not depend on its ports, so that it finds its data
+    /// (kept per node name) when it comes back on other ports. Each node has its own port
+    /// mapper, so the name need not be unique on the machine.
+    pub fn with_stable_name(mut self, name: &str) -> Self {
+        self.stable_name = Some(name.to_string());
+        self
+    }
+
+    /// Its Erlang node name: unique per AMQP port on the machine unless a stable name is set.
     pub fn name(&self) -> String {
-        format!("strata-{}@localhost", self.ports.amqp)
+        match &self.stable_name {
+            Some(name) => format!("{name}@localhost"),
+            None => format!("strata-{}@localhost", self.ports.amqp),
+        }
     }
 
     /// Where clients connect: the default virtual host as `guest` (allowed from loopback only).

@@ -325,6 +325,13 @@ impl Weed {
         self.server.as_ref().map(Server::pid)
     }
 
+    /// Whether the node's process is running (it may not be ready).
+    pub fn is_running(&mut self) -> bool {
+        self.server
+            .as_mut()
+            .is_some_and(|s| matches!(s.try_wait(), Ok(None)))
+    }
+
     /// `kill -9` (one process: every server of the node dies at once). The data stays, for
     /// [`Weed::restart`].
     pub fn kill9(&mut self) {

@@ -13,10 +13,20 @@ use strata_core::ready::ReadyLine;
 use strata_queue::QueuePolicy;
 
 use crate::service::{PhotoDirs, Photos};
+
+/// A URL with its `user:password@` left out.
+fn without_userinfo(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, _)), Some(at)) => format!("{scheme}://{}", &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
 use crate::worker::Worker;
 
-/// Where the photo pipeline lives, for every role that opens it (API servers and workers).
-#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args, serde::Serialize)]
+/// Where the photo pipeline lives, for every role that opens it (API servers and workers):
+/// the catalog's directory, and which queue and blob store — embedded (a SQLite queue and the
+/// filesystem, under the data directory) unless a RabbitMQ URL or an S3 endpoint is given.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args, serde::Serialize)]
 pub struct PhotoOptions {
     /// Directory of the photo catalog and its blobs (default: `photos` in the data directory).
     #[arg(long, env = "STRATA_PHOTOS_DIR")]
@@ -24,9 +34,121 @@ pub struct PhotoOptions {
     /// Directory of the embedded queue (default: `queue` in the data directory).
     #[arg(long, env = "STRATA_QUEUE_DIR")]
     pub queue_dir: Option<PathBuf>,
+    /// RabbitMQ broker for the photo jobs, `amqp://USER:PASSWORD@HOST:PORT/VHOST` (the embedded
+    /// queue when unset). Read from the environment by `strata up`, never from a command line.
+    #[arg(long, env = "STRATA_QUEUE_URL", hide_env_values = true)]
+    pub queue_url: Option<String>,
+    /// Prefix of every RabbitMQ queue and exchange, so that deployments can share a broker.
+    #[arg(long, env = "STRATA_QUEUE_NAMESPACE", default_value = DEFAULT_NAMESPACE)]
+    pub queue_namespace: String,
+    /// S3-compatible service for the photos' blobs, `http://HOST:PORT` (the filesystem when
+    /// unset). Credentials: `--s3-credentials-file`, else `STRATA_S3_ACCESS_KEY` and
+    /// `STRATA_S3_SECRET_KEY`.
+    #[arg(long, env = "STRATA_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// The bucket (created when missing).
+    #[arg(long, env = "STRATA_S3_BUCKET", default_value = DEFAULT_BUCKET)]
+    pub s3_bucket: String,
+    /// File with the S3 credentials: `access_key=…` and `secret_key=…` lines.
+    #[arg(long, env = "STRATA_S3_CREDENTIALS_FILE")]
+    pub s3_credentials_file: Option<PathBuf>,
+}
+
+/// The RabbitMQ namespace when none is given.
+pub const DEFAULT_NAMESPACE: &str = "strata";
+/// The S3 bucket when none is given.
+pub const DEFAULT_BUCKET: &str = "strata-photos";
+
+impl Default for PhotoOptions {
+    fn default() -> Self {
+        Self {
+            photos_dir: None,
+            queue_dir: None,
+            queue_url: None,
+            queue_namespace: DEFAULT_NAMESPACE.into(),
+            s3_endpoint: None,
+            s3_bucket: DEFAULT_BUCKET.into(),
+            s3_credentials_file: None,
+        }
+    }
 }
 
 impl PhotoOptions {
+    /// Opens the pipeline these options name: the catalog under `data`, and the queue and
+    /// blob store engines (each consumer taking `prefetch` deliveries ahead on RabbitMQ).
+    pub async fn open(
+        &self,
+        data: &std::path::Path,
+        policy: QueuePolicy,
+        prefetch: u16,
+    ) -> anyhow::Result<Photos> {
+        let dirs = self.dirs(data);
+        let catalog = crate::catalog::Catalog::open(&dirs.photos).with_context(|| {
+            format!("cannot open the photo catalog in {}", dirs.photos.display())
+        })?;
+        let blobs: std::sync::Arc<dyn strata_blobs::BlobStore> = match &self.s3_endpoint {
+            None => std::sync::Arc::new(
+                strata_blobs::fs::FsBlobStore::open(
+                    &dirs.photos.join("blobs"),
+                    crate::service::MAX_BLOB_BYTES,
+                )
+                .with_context(|| {
+                    format!(
+                        "cannot open the blobs in {}",
+                        dirs.photos.join("blobs").display()
+                    )
+                })?,
+            ),
+            Some(endpoint) => {
+                let credentials = match &self.s3_credentials_file {
+                    Some(file) => strata_blobs::s3::S3Credentials::from_file(file)?,
+                    None => strata_blobs::s3::S3Credentials::from_env()?,
+                };
+                let mut options = strata_blobs::s3::S3Options::new(
+                    endpoint.clone(),
+                    self.s3_bucket.clone(),
+                    credentials,
+                    crate::service::MAX_BLOB_BYTES,
+                );
+                options.prefix = "photos/".into();
+                std::sync::Arc::new(
+                    strata_blobs::s3::S3BlobStore::open(options)
+                        .await
+                        .with_context(|| format!("cannot open the S3 store at {endpoint}"))?,
+                )
+            }
+        };
+        let queue: std::sync::Arc<dyn strata_queue::Queue> = match &self.queue_url {
+            None => std::sync::Arc::new(
+                strata_queue::sqlite::SqliteQueue::open(&dirs.queue, policy).with_context(
+                    || format!("cannot open the embedded queue in {}", dirs.queue.display()),
+                )?,
+            ),
+            Some(url) => {
+                let mut config = strata_queue::rabbitmq::RabbitConfig::new(url.clone(), policy);
+                config.namespace = strata_queue::QueueName::parse(&self.queue_namespace)
+                    .context("--queue-namespace")?;
+                config.prefetch = prefetch.max(1);
+                std::sync::Arc::new(strata_queue::rabbitmq::RabbitQueue::new(config))
+            }
+        };
+        Ok(Photos::new(catalog, blobs, queue))
+    }
+
+    /// Where the jobs and blobs go, for logs: no password, no key.
+    pub fn describe(&self, data: &std::path::Path) -> String {
+        let dirs = self.dirs(data);
+        let queue = match &self.queue_url {
+            None => format!("embedded queue in {}", dirs.queue.display()),
+            Some(url) => format!("RabbitMQ at {}", without_userinfo(url)),
+        };
+        let blobs = match &self.s3_endpoint {
+            None => format!("blobs in {}", dirs.photos.join("blobs").display()),
+            Some(endpoint) => format!("blobs in S3 {endpoint}/{}", self.s3_bucket),
+        };
+        format!("catalog in {}, {queue}, {blobs}", dirs.photos.display())
+    }
+
     /// The directories, with the defaults under `data`.
     pub fn dirs(&self, data: &std::path::Path) -> PhotoDirs {
         let defaults = PhotoDirs::in_data_dir(data);
@@ -99,15 +221,18 @@ impl WorkerArgs {
 /// Runs `strata worker` until it is told to stop, then drains.
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     strata_core::telemetry::init();
-    let dirs = args.photos.dirs(&args.data);
     let policy = args.policy();
-    let photos = Photos::open(&dirs, policy).with_context(|| {
-        format!(
-            "cannot open the photo pipeline (catalog and blobs in {}, queue in {})",
-            dirs.photos.display(),
-            dirs.queue.display()
-        )
-    })?;
+    let prefetch = u16::try_from(args.concurrency).unwrap_or(u16::MAX);
+    let photos = args
+        .photos
+        .open(&args.data, policy, prefetch)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the photo pipeline ({})",
+                args.photos.describe(&args.data)
+            )
+        })?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -169,8 +294,8 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .with_addr("metrics", metrics_addr)
         .announce()
         .context("cannot write the readiness line")?;
-    tracing::info!(role = %args.name, concurrency = args.concurrency, photos = %dirs.photos.display(),
-        queue = %dirs.queue.display(), "Processing photo jobs.");
+    tracing::info!(role = %args.name, concurrency = args.concurrency,
+        pipeline = %args.photos.describe(&args.data), "Processing photo jobs.");
     let exit_on_stdin_eof = args.exit_on_stdin_eof;
     tokio::spawn(async move {
         strata_core::shutdown::signal(exit_on_stdin_eof).await;

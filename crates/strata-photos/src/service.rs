@@ -39,6 +39,10 @@ pub fn describe_metrics() {
     });
 }
 
+/// The largest blob the pipeline stores: an upload (up to the upload limit) or what is
+/// rendered from it.
+pub const MAX_BLOB_BYTES: usize = MAX_UPLOAD_BYTES * 4;
+
 /// Where the photo pipeline keeps things.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PhotoDirs {
@@ -87,11 +91,12 @@ impl std::fmt::Debug for Photos {
 }
 
 impl Photos {
-    /// Opens the catalog, the filesystem blob store and the embedded queue.
+    /// Opens the catalog, the filesystem blob store and the embedded queue (the engines a
+    /// deployment chooses: [`crate::role::PhotoOptions::open`]).
     pub fn open(dirs: &PhotoDirs, policy: QueuePolicy) -> anyhow::Result<Self> {
         let catalog = Catalog::open(&dirs.photos)?;
         // Blobs: the uploads (up to the upload limit) and what is rendered from them.
-        let blobs = FsBlobStore::open(&dirs.photos.join("blobs"), MAX_UPLOAD_BYTES * 4)?;
+        let blobs = FsBlobStore::open(&dirs.photos.join("blobs"), MAX_BLOB_BYTES)?;
         let queue = SqliteQueue::open(&dirs.queue, policy)?;
         Ok(Self::new(catalog, Arc::new(blobs), Arc::new(queue)))
     }

@@ -1,11 +1,13 @@
-//! `strata queue`: what an operator asks of the embedded queue — its counts, and its dead
-//! letters listed, replayed (back in the queue with fresh attempts) or purged. It opens the
-//! queue's database directly, so it works whether or not any role is running.
+//! `strata queue`: what an operator asks of a deployment's queue — its counts, and its dead
+//! letters listed, replayed (back in the queue with fresh attempts) or purged. The embedded
+//! queue is opened directly (its database file), so this works whether or not any role is
+//! running; with `--url` the same commands go to a RabbitMQ broker.
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 
+use crate::rabbitmq::{RabbitConfig, RabbitQueue};
 use crate::sqlite::SqliteQueue;
 use crate::{MessageId, Queue, QueueName, QueuePolicy};
 
@@ -23,6 +25,18 @@ pub struct QueueArgs {
     /// Directory of the embedded queue, when not under the data directory.
     #[arg(long, env = "STRATA_QUEUE_DIR", global = true)]
     pub queue_dir: Option<PathBuf>,
+    /// A RabbitMQ broker instead of the embedded queue (`amqp://USER:PASSWORD@HOST:PORT/VHOST`;
+    /// `strata up` prints its broker's).
+    #[arg(long, env = "STRATA_QUEUE_URL", hide_env_values = true, global = true)]
+    pub url: Option<String>,
+    /// The deployment's RabbitMQ namespace.
+    #[arg(
+        long,
+        env = "STRATA_QUEUE_NAMESPACE",
+        default_value = "strata",
+        global = true
+    )]
+    pub namespace: String,
     #[command(subcommand)]
     pub action: QueueAction,
 }
@@ -77,22 +91,39 @@ pub enum DlqAction {
 
 /// Runs a `strata queue` command.
 pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
-    let dir = args
-        .queue_dir
-        .clone()
-        .unwrap_or_else(|| args.data.join("queue"));
-    if !dir.join(crate::sqlite::DB_FILE).exists() {
-        anyhow::bail!(
-            "there is no queue in {}: pass the deployment's --data directory (or --queue-dir)",
-            dir.display()
-        );
-    }
-    let queue = SqliteQueue::open(&dir, QueuePolicy::default())
-        .with_context(|| format!("cannot open the queue in {}", dir.display()))?;
-    match args.action {
+    let (queue, names): (Box<dyn Queue>, Vec<QueueName>) = match &args.url {
+        None => {
+            let dir = args
+                .queue_dir
+                .clone()
+                .unwrap_or_else(|| args.data.join("queue"));
+            if !dir.join(crate::sqlite::DB_FILE).exists() {
+                anyhow::bail!(
+                    "there is no queue in {}: pass the deployment's --data directory (or --queue-dir), or --url for a RabbitMQ broker",
+                    dir.display()
+                );
+            }
+            let queue = SqliteQueue::open(&dir, QueuePolicy::default())
+                .with_context(|| format!("cannot open the queue in {}", dir.display()))?;
+            let names = queue.names().await?;
+            (Box::new(queue), names)
+        }
+        Some(url) => {
+            let mut config = RabbitConfig::new(url.clone(), QueuePolicy::default());
+            config.namespace = QueueName::parse(&args.namespace).context("--namespace")?;
+            // The broker's queues are declared per name: the photo jobs' is the one there is.
+            let photos = QueueName::parse("photos").context("the photos queue's name")?;
+            (Box::new(RabbitQueue::new(config)), vec![photos])
+        }
+    };
+    act(queue.as_ref(), names, args.action).await
+}
+
+async fn act(queue: &dyn Queue, names: Vec<QueueName>, action: QueueAction) -> anyhow::Result<()> {
+    match action {
         QueueAction::Stats { json } => {
             let mut rows = Vec::new();
-            for name in queue.names().await? {
+            for name in names {
                 rows.push((name.clone(), queue.stats(&name).await?));
             }
             if json {

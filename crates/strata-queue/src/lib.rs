@@ -1,8 +1,8 @@
 //! # strata-queue — the queue tier
 //!
-//! Tier: queue. Depends on `strata-core` at most (today on no Strata crate at all; its tests
-//! start RabbitMQ brokers through `strata-engines`); no other tier crate depends on it sideways
-//! except the photo pipeline that publishes and consumes jobs.
+//! Tier: queue. Depends on `strata-core` and `strata-engines` (for [`broker`], the RabbitMQ
+//! role `strata up` runs); no other tier crate depends on it sideways except the photo
+//! pipeline that publishes and consumes jobs.
 //!
 //! [`Queue`] is the one interface producers and workers see. Its contract, which every engine
 //! passes through the shared suite in [`conformance`]:
@@ -37,6 +37,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub mod admin;
+pub mod broker;
 pub mod conformance;
 pub mod policy;
 pub mod rabbitmq;

@@ -38,6 +38,8 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
     let sessions = (topology.sessions == SessionsEngine::Redis).then_some(super::sessions::NAME);
     let mut depends_on: Vec<String> = databases.iter().chain(&caches).cloned().collect();
     depends_on.extend(sessions.map(String::from));
+    let photos = super::queue::PhotoWiring::of(topology, ctx);
+    depends_on.extend(photos.depends_on());
 
     let has_lb = topology.lb.is_some();
     let public = !has_lb && topology.edge.is_none();
@@ -58,6 +60,7 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
         let edge = topology.edge;
         let state_file = ctx.path(&[crate::state::STATE_FILE]);
         let (databases, caches) = (databases.clone(), caches.clone());
+        let photos = photos.clone();
         RoleSpec::new(
             RoleKind::Api,
             name,
@@ -99,6 +102,7 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
                     }
                 }
                 set_cache(&mut server, &cache, &caches, w)?;
+                photos.apply(w, &mut server.photos)?;
                 if let Some(edge) = &edge {
                     // The edges start after the API servers (they front them): each server
                     // follows their admin addresses in the deployment's state file.

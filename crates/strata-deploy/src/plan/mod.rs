@@ -27,6 +27,7 @@ pub mod control;
 pub mod data;
 pub mod edge;
 pub mod lb;
+pub mod queue;
 pub mod sessions;
 pub mod workers;
 
@@ -220,6 +221,7 @@ impl Plan {
         control::plan(topology, ctx, &mut plan);
         cache::plan(topology, ctx, &mut plan);
         sessions::plan(topology, ctx, &mut plan);
+        queue::plan(topology, ctx, &mut plan);
         api::plan(topology, ctx, &mut plan);
         lb::plan(topology, ctx, &mut plan);
         workers::plan(topology, ctx, &mut plan);

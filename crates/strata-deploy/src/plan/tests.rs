@@ -58,6 +58,7 @@ const EVERY_SETTING: &[&str] = &[
     "name = \"ha\"\n[lb]\n[api]\ncount = 2\n[data]\nengine = \"postgres\"\nreplicas = 2\n[control]\ncount = 3\nstore = \"etcd\"\ncheck_interval_ms = 250\nfailures = 4\n",
     "[api]\ncount = 1\n[data]\nengine = \"postgres\"\nreplicas = 1\n[control]\nstore = \"etcd\"\netcd = [\"http://10.0.0.5:2379\", \"http://10.0.0.6:2379\"]\n",
     "name = \"ps\"\n[lb]\n[api]\ncount = 2\n[data]\nengine = \"postgres\"\nshards = 2\nspare_shards = 1\nreplicas = 1\n[control]\ncount = 3\nstore = \"etcd\"\n",
+    "[api]\ncount = 1\n[workers]\ncount = 2\nconcurrency = 3\n[queue]\nengine = \"rabbitmq\"\nurl = \"amqp://app:secret@mq:5672/%2f\"\n[blobs]\nengine = \"s3\"\nendpoint = \"http://s3.internal:8333\"\nbucket = \"team-photos\"\n",
 ];
 
 fn presets() -> Vec<(String, String)> {
@@ -690,4 +691,68 @@ fn a_command_needs_the_addresses_of_what_it_depends_on() {
             .collect::<Vec<_>>(),
         ["lb-1"]
     );
+}
+
+#[test]
+fn a_broker_and_an_object_store_start_first_and_the_pipeline_is_pointed_at_them() {
+    let plan = compile(
+        "[lb]\n[api]\ncount = 2\n[workers]\ncount = 2\nconcurrency = 3\n[queue]\nengine = \"rabbitmq\"\n[blobs]\nengine = \"seaweedfs\"\n",
+    );
+    plan.check().expect("valid plan");
+    let announced = announce_all(&plan);
+    let amqp = &announced["rabbitmq-1"]["amqp"];
+    let s3 = &announced["s3-1"]["s3"];
+    assert!(
+        matches!(command(&plan, "rabbitmq-1"), RoleCommand::Rabbitmq(a) if a.dir == Path::new("/d/rabbitmq/rabbitmq-1"))
+    );
+    assert!(
+        matches!(command(&plan, "s3-1"), RoleCommand::S3(a) if a.dir == Path::new("/d/s3/s3-1"))
+    );
+    for name in ["api-1", "api-2", "worker-1", "worker-2"] {
+        let role = plan.role(name).expect("role");
+        assert!(
+            role.depends_on.contains(&"rabbitmq-1".to_string())
+                && role.depends_on.contains(&"s3-1".to_string()),
+            "{name} starts after the broker and the object store: {:?}",
+            role.depends_on
+        );
+        let photos = match command(&plan, name) {
+            RoleCommand::Api(a) => a.server.photos.clone(),
+            RoleCommand::Worker(w) => {
+                assert_eq!(w.concurrency, 3);
+                w.photos.clone()
+            }
+            other => panic!("{name}: {other:?}"),
+        };
+        assert_eq!(
+            photos.queue_url.as_deref(),
+            Some(format!("amqp://guest:guest@{amqp}/%2f").as_str())
+        );
+        assert_eq!(photos.s3_endpoint, Some(format!("http://{s3}")));
+        assert_eq!(
+            photos.s3_credentials_file.as_deref(),
+            Some(Path::new("/d/s3/s3-1/credentials"))
+        );
+        // The broker's URL holds a password: it travels in the environment.
+        let rendered = invocation(&plan, name);
+        assert!(
+            !rendered.args.iter().any(|a| a.contains("amqp://")),
+            "{rendered:?}"
+        );
+        assert!(
+            rendered
+                .env
+                .iter()
+                .any(|(k, v)| k == "STRATA_QUEUE_URL" && v.starts_with("amqp://"))
+        );
+    }
+    // The embedded defaults run neither, and point nothing anywhere.
+    let plain = compile("[api]\ncount = 1\n[workers]\ncount = 1\n");
+    assert!(plain.role("rabbitmq-1").is_none() && plain.role("s3-1").is_none());
+    match command(&plain, "worker-1") {
+        RoleCommand::Worker(w) => {
+            assert_eq!(w.photos, strata_photos::role::PhotoOptions::default());
+        }
+        other => panic!("{other:?}"),
+    }
 }

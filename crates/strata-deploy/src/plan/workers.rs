@@ -15,19 +15,23 @@ pub const LISTENER: &str = "metrics";
 
 /// The workers of `[workers]`.
 pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
-    let apis = names_of(&plan.roles, RoleKind::Api);
+    let photos = super::queue::PhotoWiring::of(topology, ctx);
+    let mut depends_on = names_of(&plan.roles, RoleKind::Api);
+    depends_on.extend(photos.depends_on());
     let concurrency = u64::from(topology.workers.concurrency);
     plan.roles.extend((1..=topology.workers.count).map(|i| {
         let name = format!("worker-{i}");
         let role_name = name.clone();
         let data_dir = ctx.path(&[DATA_DIR]);
+        let photos = photos.clone();
         RoleSpec::new(
             RoleKind::Worker,
             name,
             LISTENER,
-            apis.clone(),
+            depends_on.clone(),
             move |w: &Wiring| {
                 let mut args = WorkerArgs::new(data_dir.clone());
+                photos.apply(w, &mut args.photos)?;
                 args.listen = w.listen();
                 args.concurrency = concurrency;
                 args.name = role_name.clone();

@@ -8,7 +8,10 @@ use std::path::PathBuf;
 use strata_engines::{Engine, NotInstalled};
 
 use super::reader::Document;
-use super::{CacheEngine, DataEngine, SessionsEngine, StoreKind, Topology, TopologyError};
+use super::{
+    BlobsSpec, CacheEngine, DataEngine, QueueSpec, SessionsEngine, StoreKind, Topology,
+    TopologyError,
+};
 
 /// Every fixed port — the API servers' `ports` and the balancer's `tls_port` — must differ from
 /// the public port and from each other; `api.ports` must not list more ports than there are API
@@ -93,6 +96,12 @@ pub(super) fn engines(
     }
     if t.etcd_members() > 0 {
         needed.push((Engine::Etcd, "control"));
+    }
+    if t.queue == QueueSpec::RabbitMq {
+        needed.push((Engine::RabbitMq, "queue"));
+    }
+    if t.blobs == BlobsSpec::SeaweedFs {
+        needed.push((Engine::SeaweedFs, "blobs"));
     }
     let mut first: BTreeMap<Engine, Option<usize>> = BTreeMap::new();
     for (engine, section) in needed {

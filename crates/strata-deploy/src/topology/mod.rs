@@ -52,6 +52,7 @@ mod control;
 mod data;
 mod edge;
 mod lb;
+mod queue;
 mod reader;
 mod sessions;
 mod workers;
@@ -72,6 +73,7 @@ pub use crate::roles::RoleKind;
 pub const MAX_CACHE_NODES: i64 = 4;
 
 pub use edge::{EdgeSpec, MAX_EDGES};
+pub use queue::{BlobsSpec, QueueSpec};
 pub use strata_cache::CacheEngine;
 pub use strata_cache::options::L1Coherence;
 pub use strata_control::store_options::StoreKind;
@@ -280,6 +282,10 @@ pub struct Topology {
     pub sessions: SessionsEngine,
     pub control: ControlSpec,
     pub workers: WorkersSpec,
+    /// `[queue]`: the photo jobs' queue.
+    pub queue: QueueSpec,
+    /// `[blobs]`: the photos' blob store.
+    pub blobs: BlobsSpec,
     /// CDN edges on the public entry, when the topology has them.
     pub edge: Option<EdgeSpec>,
 }
@@ -356,6 +362,8 @@ impl Topology {
                 count: 1,
                 concurrency: 1,
             },
+            queue: QueueSpec::Embedded,
+            blobs: BlobsSpec::Fs,
             edge: None,
         }
     }
@@ -403,6 +411,8 @@ impl Topology {
             + self.cache_nodes()
             + usize::from(self.sessions == SessionsEngine::Redis)
             + usize::from(self.workers.count)
+            + usize::from(self.queue == QueueSpec::RabbitMq)
+            + usize::from(self.blobs == BlobsSpec::SeaweedFs)
             + self.edges()
     }
 
@@ -505,12 +515,14 @@ fn read(root: &mut Section<'_>) -> Topology {
         sessions: root.table("sessions", sessions::read).unwrap_or_default(),
         control: root.table("control", control::read).unwrap_or_default(),
         workers: root.table("workers", workers::read).unwrap_or_default(),
+        queue: root.table("queue", queue::read_queue).unwrap_or_default(),
+        blobs: root.table("blobs", queue::read_blobs).unwrap_or_default(),
         edge: root.table("edge", edge::read),
     }
 }
 
 /// Role kinds a topology may name as tables that this version of Strata does not have.
-const UNAVAILABLE_ROLES: &[&str] = &["dns", "queue", "rabbitmq"];
+const UNAVAILABLE_ROLES: &[&str] = &["dns"];
 
 /// The mistake of a top-level key that is not one of `tables` (those read): a role this
 /// version does not have, an engine that comes from another table, or a typo.
@@ -529,6 +541,12 @@ fn unknown_table(key: &str, tables: &[&str]) -> String {
             .to_string(),
         "worker" => "there is no `[worker]` table: photo workers come from `[workers]` with \
                      `count` (and `concurrency`)"
+            .to_string(),
+        "rabbitmq" => "there is no `[rabbitmq]` table: a RabbitMQ broker comes from `[queue] \
+                       engine = \"rabbitmq\"`"
+            .to_string(),
+        "seaweedfs" | "s3" => "there is no such table: an S3-compatible object store comes from \
+                               `[blobs] engine = \"seaweedfs\"` (or \"s3\" with `endpoint`)"
             .to_string(),
         "memcached" => "there is no `[memcached]` table: shared Memcached servers come from \
                         `[cache] engine = \"memcached\"`"
@@ -708,10 +726,10 @@ mod tests {
             at(6).contains("photo workers come from `[workers]`"),
             "{e:#?}"
         );
-        // `queue.count` under [api] is a key of `api`; [rabbitmq] is a role.
+        // `queue.count` under [api] is a key of `api`; [rabbitmq] is an engine of `[queue]`.
         assert!(at(10).contains("unknown key `api.queue`"), "{e:#?}");
         assert!(
-            at(11).contains("role `rabbitmq` is not available"),
+            at(11).contains("comes from `[queue] engine = \"rabbitmq\"`"),
             "{e:#?}"
         );
         let e = errors("[api]\ncount = 1\n[sesions]\nengine = \"redis\"\n");

@@ -1,0 +1,202 @@
+//! `[queue]` and `[blobs]`: where the photo pipeline's jobs and bytes go.
+//!
+//! ```toml
+//! [queue]
+//! engine = "rabbitmq"     # "embedded" (default): the SQLite queue in DIR/data/queue
+//! # url = "amqp://USER:PASSWORD@HOST:5672/%2f"   # a broker of one's own instead of rabbitmq-1
+//!
+//! [blobs]
+//! engine = "seaweedfs"    # "fs" (default): files in DIR/data/photos/blobs
+//! # endpoint = "http://HOST:8333"   # an S3-compatible service of one's own instead of s3-1,
+//! # bucket = "strata-photos"        # credentials from STRATA_S3_ACCESS_KEY / STRATA_S3_SECRET_KEY
+//! ```
+
+use super::reader::Section;
+
+/// `[queue]` as read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum QueueSpec {
+    /// The SQLite queue in the data directory.
+    #[default]
+    Embedded,
+    /// RabbitMQ: `rabbitmq-1`, run by `strata up`.
+    RabbitMq,
+    /// RabbitMQ of one's own, at this URL (it may hold a password).
+    RabbitMqUrl { url: String },
+}
+
+/// `[blobs]` as read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum BlobsSpec {
+    /// Files in the data directory.
+    #[default]
+    Fs,
+    /// SeaweedFS: `s3-1`, run by `strata up`.
+    SeaweedFs,
+    /// An S3-compatible service of one's own.
+    S3 { endpoint: String, bucket: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QueueEngine {
+    Embedded,
+    RabbitMq,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BlobsEngine {
+    Fs,
+    SeaweedFs,
+    S3,
+}
+
+/// Reads `[queue]`.
+pub(super) fn read_queue(sec: &mut Section<'_>) -> QueueSpec {
+    let engine = sec.one_of(
+        "engine",
+        vec![
+            ("embedded".into(), QueueEngine::Embedded),
+            ("rabbitmq".into(), QueueEngine::RabbitMq),
+        ],
+    );
+    let url = sec.secret(
+        "url",
+        "an amqp:// URL (amqp://USER:PASSWORD@HOST:PORT/VHOST)",
+        |s| s.starts_with("amqp://") && s.len() > "amqp://".len() && s.len() <= 2048,
+    );
+    match (engine, url) {
+        (Some(QueueEngine::RabbitMq), Some(url)) => QueueSpec::RabbitMqUrl { url },
+        (Some(QueueEngine::RabbitMq), None) => QueueSpec::RabbitMq,
+        (_, Some(_)) => {
+            sec.error(
+                "url",
+                "`queue.url` names a RabbitMQ broker: add engine = \"rabbitmq\"",
+            );
+            QueueSpec::Embedded
+        }
+        _ => QueueSpec::Embedded,
+    }
+}
+
+/// Reads `[blobs]`.
+pub(super) fn read_blobs(sec: &mut Section<'_>) -> BlobsSpec {
+    let engine = sec.one_of(
+        "engine",
+        vec![
+            ("fs".into(), BlobsEngine::Fs),
+            ("seaweedfs".into(), BlobsEngine::SeaweedFs),
+            ("s3".into(), BlobsEngine::S3),
+        ],
+    );
+    let endpoint = sec.string(
+        "endpoint",
+        "an http:// URL of an S3-compatible service (http://HOST:PORT)",
+        |s| s.starts_with("http://") && s.len() > "http://".len() && s.len() <= 2048,
+    );
+    let bucket = sec.string(
+        "bucket",
+        "a bucket name: 3 to 63 characters of a-z, 0-9, '-' and '.'",
+        |s| {
+            (3..=63).contains(&s.len())
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        },
+    );
+    match engine {
+        Some(BlobsEngine::S3) => match endpoint {
+            Some(endpoint) => BlobsSpec::S3 {
+                endpoint,
+                bucket: bucket.unwrap_or_else(|| strata_photos::role::DEFAULT_BUCKET.into()),
+            },
+            None => {
+                if !sec.has("endpoint") {
+                    sec.error(
+                        "engine",
+                        "`blobs.engine = \"s3\"` needs `endpoint = \"http://HOST:PORT\"` (or \
+                         engine = \"seaweedfs\" to let strata up run one)",
+                    );
+                }
+                BlobsSpec::Fs
+            }
+        },
+        other => {
+            for key in ["endpoint", "bucket"] {
+                if sec.has(key) {
+                    sec.error(
+                        key,
+                        format!(
+                            "`blobs.{key}` names an S3 service of one's own: use engine = \"s3\""
+                        ),
+                    );
+                }
+            }
+            if other == Some(BlobsEngine::SeaweedFs) {
+                BlobsSpec::SeaweedFs
+            } else {
+                BlobsSpec::Fs
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::errors;
+    use super::super::*;
+
+    #[test]
+    fn queue_and_blobs_engines_are_read_and_checked() {
+        let t = Topology::parse(
+            "[api]\ncount = 1\n[queue]\nengine = \"rabbitmq\"\n[blobs]\nengine = \"seaweedfs\"\n",
+            8080,
+        )
+        .expect("valid");
+        assert_eq!(t.queue, QueueSpec::RabbitMq);
+        assert_eq!(t.blobs, BlobsSpec::SeaweedFs);
+        assert_eq!(t.instance_count(), 3, "the API server, rabbitmq-1 and s3-1");
+        let own = Topology::parse(
+            "[api]\ncount = 1\n[queue]\nengine = \"rabbitmq\"\nurl = \"amqp://u:p@mq:5672/%2f\"\n[blobs]\nengine = \"s3\"\nendpoint = \"http://s3:8333\"\n",
+            8080,
+        )
+        .expect("valid");
+        assert_eq!(
+            own.queue,
+            QueueSpec::RabbitMqUrl {
+                url: "amqp://u:p@mq:5672/%2f".into()
+            }
+        );
+        assert_eq!(
+            own.blobs,
+            BlobsSpec::S3 {
+                endpoint: "http://s3:8333".into(),
+                bucket: "strata-photos".into()
+            }
+        );
+        assert_eq!(own.instance_count(), 1, "nothing more to run");
+        let none = Topology::parse("[api]\ncount = 1\n", 8080).expect("valid");
+        assert_eq!(
+            (none.queue, none.blobs),
+            (QueueSpec::Embedded, BlobsSpec::Fs)
+        );
+
+        let e = errors(
+            "[api]\ncount = 1\n[queue]\nengine = \"kafka\"\nurl = \"amqp://u:secret@h/\"\n[blobs]\nengine = \"s3\"\nbucket = \"B\"\n",
+        );
+        let shown: Vec<String> = e.iter().map(ToString::to_string).collect();
+        assert_eq!(e.len(), 4, "{shown:#?}");
+        assert!(shown[0].contains("queue.engine"), "{shown:#?}");
+        assert!(shown[1].contains("add engine = \"rabbitmq\""), "{shown:#?}");
+        assert!(
+            shown.iter().all(|s| !s.contains("secret")),
+            "a URL's password is never shown: {shown:#?}"
+        );
+        assert!(
+            shown.iter().any(|s| s.contains("bucket name")),
+            "{shown:#?}"
+        );
+        assert!(
+            shown.iter().any(|s| s.contains("needs `endpoint")),
+            "{shown:#?}"
+        );
+    }
+}
