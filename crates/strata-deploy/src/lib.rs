@@ -37,6 +37,7 @@ pub mod plan;
 pub mod present;
 pub mod rejoin;
 pub mod roles;
+pub mod scale;
 pub mod shards;
 pub mod state;
 pub mod status;

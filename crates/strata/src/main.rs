@@ -66,6 +66,9 @@ enum Command {
     Reshard(strata_deploy::shards::ReshardArgs),
     /// The shard map: show it, add a group, pin a user to a group of its own.
     Shard(strata_deploy::shards::ShardArgs),
+    /// Change how many photo workers a running deployment has (more start; the
+    /// highest-numbered stop after draining their jobs).
+    Scale(strata_deploy::scale::ScaleArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -117,6 +120,7 @@ fn main() -> ExitCode {
             Command::Admin(args) => admin::run(args).await,
             Command::Reshard(args) => strata_deploy::shards::reshard(args).await,
             Command::Shard(args) => strata_deploy::shards::shard(args).await,
+            Command::Scale(args) => strata_deploy::scale::run(args).await,
             Command::Db(DbArgs {
                 action:
                     DbAction::Rejoin {

@@ -209,6 +209,9 @@ impl std::fmt::Debug for Setup {
 pub struct Plan {
     pub roles: Vec<RoleSpec>,
     pub setup: Vec<Setup>,
+    /// How to make more photo workers (`strata scale workers`), when the deployment has a web
+    /// tier for them to work for.
+    pub workers: Option<workers::WorkerTemplate>,
 }
 
 impl Plan {

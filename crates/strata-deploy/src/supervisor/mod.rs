@@ -28,6 +28,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::watch;
 
+mod scaling;
+
 use crate::plan::{Announced, Plan, RoleSpec, Wiring};
 use crate::state::{self, DeploymentState, RolePhase, RoleState};
 
@@ -564,21 +566,14 @@ pub async fn run(
     }
     on_ready(&shared.update(|_| {}));
 
-    let mut watchers = BTreeMap::new();
+    let mut watchers = scaling::Watchers::new();
     for spec in &config.plan.roles {
         if let Some(r) = running.remove(&spec.name) {
-            let (stop, rx) = watch::channel(false);
-            let task = tokio::spawn(watch_role(
-                config.clone(),
-                shared.clone(),
-                spec.clone(),
-                r,
-                rx,
-            ));
-            watchers.insert(spec.name.clone(), (stop, task));
+            let watcher = scaling::watch(&config, &shared, spec.clone(), r);
+            watchers.insert(spec.name.clone(), watcher);
         }
     }
-    shutdown.await;
+    scaling::serve(&config, &shared, &mut watchers, shutdown).await;
     // Dependents first: the balancer before the API servers (which finish their requests),
     // the API servers before the databases and caches they use.
     for wave in stop_waves(&config.plan) {
