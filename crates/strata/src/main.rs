@@ -47,6 +47,9 @@ enum Command {
     /// The cache benchmark's tools: send a fresh seeded request trace to the API servers,
     /// replay it offline through ideal caches, or run stampede trials.
     CacheLoad(strata_bench::cache_load::CacheLoadArgs),
+    /// Photo uploads at a fixed rate into a running deployment, then an account of every job:
+    /// done, failed (poison), lost; the queue's depth over time.
+    UploadLoad(strata_bench::upload_load::UploadLoadArgs),
     /// Start every role of a topology as local processes and supervise them.
     Up(orchestrate::UpArgs),
     /// Stop a deployment started with `strata up -d` (or from another terminal).
@@ -113,6 +116,7 @@ fn main() -> ExitCode {
             Command::Seed(args) => strata_bench::seed::run(args).await,
             Command::Chaos(args) => strata_bench::chaos::run(args).await,
             Command::CacheLoad(args) => strata_bench::cache_load::run(args).await,
+            Command::UploadLoad(args) => strata_bench::upload_load::run(args).await,
             Command::Up(args) => orchestrate::up(args).await,
             Command::Down(args) => orchestrate::down(args).await,
             Command::Status(args) => orchestrate::status(args).await,

@@ -51,6 +51,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "strata-store",
             "strata-deploy",
             "strata-engines",
+            "strata-photos",
         ],
     ),
     (

@@ -71,6 +71,11 @@ impl Session {
         Ok(session)
     }
 
+    /// The entry point it sends to, `HOST:PORT`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     async fn login(&self) -> anyhow::Result<()> {
         let r = self
             .http
@@ -90,7 +95,7 @@ impl Session {
 
     /// Sends a request built by `build`; on a 401 (an expired token) logs in once and sends it
     /// again. The status, or 0 when no answer came.
-    async fn send(
+    pub(crate) async fn send(
         &self,
         build: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
     ) -> (u16, Option<reqwest::Response>) {
