@@ -116,7 +116,7 @@ pub async fn run(args: S3NodeArgs) -> anyhow::Result<()> {
             }
         }
     }
-    tokio::task::spawn_blocking(move || weed.stop(Duration::from_secs(10)))
+    tokio::task::spawn_blocking(move || weed.stop(Duration::from_secs(3)))
         .await
         .context("the stop task failed")?;
     tracing::info!(role = %args.name, "SeaweedFS stopped");

@@ -103,7 +103,7 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
             }
         }
     }
-    tokio::task::spawn_blocking(move || broker.stop(Duration::from_secs(20)))
+    tokio::task::spawn_blocking(move || broker.stop(Duration::from_secs(6)))
         .await
         .context("the stop task failed")?;
     tracing::info!(role = %args.name, "RabbitMQ stopped");
