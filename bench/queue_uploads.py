@@ -99,11 +99,13 @@ def beam_of(role_pid):
     raise SystemExit("no RabbitMQ VM under rabbitmq-1")
 
 
-def load(d, out, rate, count, poison_every, photos, drain):
+def load(d, out, rate, count, poison_every, photos, drain, sizes=None):
     args = ["upload-load", "--dir", d, "--rate", str(rate), "--count", str(count),
             "--poison-every", str(poison_every), "--drain-secs", str(drain), "--out", out]
     if photos:
         args += ["--photos", photos]
+    if sizes:
+        args += ["--sizes", sizes]
     p = subprocess.Popen([STRATA, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     p.uploading = threading.Event()
 
@@ -166,6 +168,7 @@ def main():
     ap.add_argument("mode", choices=["burst", "faults"])
     ap.add_argument("--preset", default=os.path.join(ROOT, "deploy", "11-queue-at-scale.toml"))
     ap.add_argument("--photos", help="directory of photos to upload (default: made on the spot)")
+    ap.add_argument("--sizes", help="sizes of the photos made on the spot (default: burst 320x240 to 1600x1200, faults 320x240,480x360)")
     ap.add_argument("--measure", type=int, default=300, help="burst: uploads to measure the workers' throughput")
     ap.add_argument("--factor", type=float, default=5.0, help="burst: the burst's rate over the throughput")
     ap.add_argument("--seconds", type=int, default=60, help="burst: its length")
@@ -189,18 +192,19 @@ def main():
         strata("up", "-d", "--dir", d, "--port", "0", "-f", args.preset)
         if args.mode == "burst":
             print(f"==> the workers' throughput: {args.measure} uploads at 200/s", file=sys.stderr)
-            m = finish(load(d, out, 200, args.measure, 0, args.photos, 600), out)
+            m = finish(load(d, out, 200, args.measure, 0, args.photos, 600, args.sizes), out)
             throughput = m["done"] / (m["load_secs"] + m["drain_secs"])
             rate = round(throughput * args.factor, 1)
             count = int(rate * args.seconds)
             print(f"==> throughput {throughput:.1f} photos/s: burst of {count} at {rate}/s", file=sys.stderr)
-            b = finish(load(d, out, rate, count, 0, args.photos, 1800), out)
+            b = finish(load(d, out, rate, count, 0, args.photos, 1800, args.sizes), out)
             result.update(measure=m, throughput=throughput, burst=b)
             marks = [("burst ends", b["load_secs"])]
             depth = b["queue_depth"]
             title = f"{count} uploads at {rate}/s ({args.factor:g}x the workers' {throughput:.1f}/s)"
         else:
-            p = load(d, out, args.rate, args.count, args.poison_every, args.photos, 1800)
+            p = load(d, out, args.rate, args.count, args.poison_every, args.photos, 1800,
+                     args.sizes or "320x240,480x360")
             if not p.uploading.wait(timeout=1200):
                 raise SystemExit("the load never started uploading")
             marks, t0 = [], p.uploading.t0

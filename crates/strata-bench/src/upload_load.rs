@@ -54,9 +54,12 @@ pub struct UploadLoadArgs {
     #[arg(long, default_value_t = 0)]
     pub poison_every: u64,
     /// Photos to upload (`*.jpg`, `*.png`, `*.webp`), each drawn at random per upload; without
-    /// it, photos of 0.1 to 2 MP are made on the spot.
+    /// it, JPEGs of `--sizes` are made on the spot.
     #[arg(long)]
     pub photos: Option<PathBuf>,
+    /// The sizes of the photos made on the spot, `WxH,WxH,…` (each at most 4096 a side).
+    #[arg(long, default_value = "320x240,800x600,1280x960,1600x1200")]
+    pub sizes: String,
     /// How long to wait, after the last upload, for every job to settle.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=7200))]
     pub drain_secs: u64,
@@ -104,7 +107,7 @@ pub async fn run(args: UploadLoadArgs) -> anyhow::Result<()> {
         .filter(|r| r.kind == strata_deploy::roles::RoleKind::Api)
         .filter_map(|r| r.addrs.get("http").cloned())
         .collect();
-    let photos = Arc::new(load_photos(args.photos.as_ref())?);
+    let photos = Arc::new(load_photos(args.photos.as_ref(), &args.sizes)?);
     let session = Arc::new(
         Session::admin(
             &args.dir,
@@ -164,12 +167,22 @@ pub async fn run(args: UploadLoadArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load_photos(dir: Option<&PathBuf>) -> anyhow::Result<Vec<(Vec<u8>, &'static str)>> {
+fn load_photos(dir: Option<&PathBuf>, sizes: &str) -> anyhow::Result<Vec<(Vec<u8>, &'static str)>> {
     let Some(dir) = dir else {
-        return Ok([(320, 240), (800, 600), (1280, 960), (1600, 1200)]
-            .iter()
-            .map(|&(w, h)| (testdata::image(Format::Jpeg, w, h), "image/jpeg"))
-            .collect());
+        return sizes
+            .split(',')
+            .map(|s| {
+                let (w, h) = s
+                    .trim()
+                    .split_once('x')
+                    .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
+                    .filter(|&(w, h)| (1..=4096).contains(&w) && (1..=4096).contains(&h))
+                    .with_context(|| {
+                        format!("--sizes: {s:?} is not WxH with sides of 1 to 4096 pixels")
+                    })?;
+                Ok((testdata::image(Format::Jpeg, w, h), "image/jpeg"))
+            })
+            .collect();
     };
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {

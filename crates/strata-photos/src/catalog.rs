@@ -243,10 +243,31 @@ impl Catalog {
                 created_at INTEGER NOT NULL,
                 sent_at INTEGER
             );
-            CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox(id) WHERE sent_at IS NULL;
-            PRAGMA user_version = 1;",
+            CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox(id) WHERE sent_at IS NULL;",
         )
         .map_err(db)?;
+        // Version 2: a relay claims the rows it publishes (`claimed_until`), so that relays
+        // in several processes do not all publish the same rows. One process migrates; the
+        // others find the column there.
+        let mut conn = conn;
+        {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db)?;
+            let has_claims: i64 = tx
+                .query_row(
+                    "SELECT count(*) FROM pragma_table_info('outbox') WHERE name = 'claimed_until'",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(db)?;
+            if has_claims == 0 {
+                tx.execute_batch("ALTER TABLE outbox ADD COLUMN claimed_until INTEGER;")
+                    .map_err(db)?;
+            }
+            tx.execute_batch("PRAGMA user_version = 2;").map_err(db)?;
+            tx.commit().map_err(db)?;
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
@@ -384,6 +405,67 @@ impl Catalog {
                 })
                 .map_err(db)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db)
+        })
+        .await
+    }
+
+    /// Claims up to `limit` unsent outbox rows, oldest first, for `lease`: no other relay
+    /// takes them until the lease runs out (the claiming relay died), so each row is published
+    /// once in the usual case. One immediate transaction, so two processes never claim a row
+    /// at once.
+    pub async fn claim_unsent(
+        &self,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Unsent>, CatalogError> {
+        self.with(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db)?;
+            let now = now_ms();
+            let rows = {
+                let mut stmt = tx
+                    .prepare(
+                        "SELECT id, job_id FROM outbox WHERE sent_at IS NULL \
+                         AND (claimed_until IS NULL OR claimed_until <= ?2) ORDER BY id LIMIT ?1",
+                    )
+                    .map_err(db)?;
+                let rows = stmt
+                    .query_map(params![sql(limit as u64), now], |r| {
+                        Ok(Unsent {
+                            row: r.get(0)?,
+                            job: JobId(r.get::<_, i64>(1)?.max(0) as u64),
+                        })
+                    })
+                    .map_err(db)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(db)?
+            };
+            let until = now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
+            for row in &rows {
+                tx.execute(
+                    "UPDATE outbox SET claimed_until = ?2 WHERE id = ?1",
+                    params![row.row, until],
+                )
+                .map_err(db)?;
+            }
+            tx.commit().map_err(db)?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Gives back claims on rows a relay could not publish.
+    pub async fn release_claims(&self, rows: Vec<i64>) -> Result<(), CatalogError> {
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(db)?;
+            for row in rows {
+                tx.execute(
+                    "UPDATE outbox SET claimed_until = NULL WHERE id = ?1 AND sent_at IS NULL",
+                    params![row],
+                )
+                .map_err(db)?;
+            }
+            tx.commit().map_err(db)
         })
         .await
     }

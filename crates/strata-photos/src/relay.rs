@@ -1,8 +1,11 @@
 //! The outbox relay: publishes the catalog's unsent outbox rows to the photos queue and marks
 //! them sent. Any process holding the catalog and the queue may run one (API servers and
 //! workers both do): after a crash between an upload's commit and its publish, whichever relay
-//! runs next publishes the job. Two relays may publish one row twice; the worker absorbs the
-//! duplicate (see [`crate::catalog`]).
+//! runs next publishes the job. A relay claims the rows it publishes for [`CLAIM`], so relays
+//! in several processes do not publish the same rows; a relay that dies holding a claim leaves
+//! its rows to the others once the claim runs out. A row can still be published twice (a relay
+//! dies between publishing and marking the row sent, or a claim runs out while the broker is
+//! slow); the worker absorbs the duplicate (see [`crate::catalog`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -54,14 +57,24 @@ pub enum RelayError {
 /// deletes it.
 pub const KEEP_SENT: Duration = Duration::from_secs(3600);
 
-/// Publishes up to [`BATCH`] unsent rows; returns how many.
+/// How long a relay holds the rows it claimed: long enough to publish a batch to a slow broker.
+pub const CLAIM: Duration = Duration::from_secs(30);
+
+/// Claims and publishes up to [`BATCH`] unsent rows; returns how many.
 pub async fn relay_once(catalog: &Catalog, queue: &dyn Queue) -> Result<usize, RelayError> {
     let name = queue_name();
-    let rows = catalog.unsent(BATCH).await?;
-    for row in &rows {
-        queue
-            .publish(&name, Outgoing::new(payload(row.job)))
-            .await?;
+    let rows = catalog.claim_unsent(BATCH, CLAIM).await?;
+    for (i, row) in rows.iter().enumerate() {
+        let published = queue.publish(&name, Outgoing::new(payload(row.job))).await;
+        if let Err(e) = published {
+            // Not published: the claims go back, so the next round (this relay's or another's)
+            // takes these rows at once rather than after the claim runs out.
+            let left: Vec<i64> = rows[i..].iter().map(|r| r.row).collect();
+            if let Err(release) = catalog.release_claims(left).await {
+                tracing::warn!(error = %release, "The outbox relay could not release its claims.");
+            }
+            return Err(e.into());
+        }
         catalog.mark_sent(row.row).await?;
         tracing::debug!(job = %row.job, "Published a photo job from the outbox.");
     }

@@ -424,3 +424,39 @@ async fn a_running_worker_processes_uploads_and_stops_when_told() {
     let _ = relay.1.send(());
     relay.0.await.expect("relay stops");
 }
+
+#[tokio::test]
+async fn relays_in_two_processes_publish_each_outbox_row_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Two openings of one pipeline: what two API servers hold.
+    let (a, b) = (
+        open(dir.path(), quick_policy()),
+        open(dir.path(), quick_policy()),
+    );
+    let bytes = testdata::image(Format::Png, 16, 16);
+    for i in 0..250u64 {
+        let p = if i % 2 == 0 { &a } else { &b };
+        p.submit(JobId(1000 + i), 1000 + i, bytes.clone(), None)
+            .await
+            .expect("submit");
+    }
+    // Both relays run rounds at the same time until the outbox is empty.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (x, y) = tokio::join!(
+            relay_once(&a.catalog, &*a.queue),
+            relay_once(&b.catalog, &*b.queue)
+        );
+        x.expect("relay a");
+        y.expect("relay b");
+        if a.catalog.unsent(1).await.expect("outbox").is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the outbox did not empty");
+    }
+    let stats = a.queue.stats(&queue_name()).await.expect("stats");
+    assert_eq!(
+        stats.ready, 250,
+        "each job published exactly once: {stats:?}"
+    );
+}
