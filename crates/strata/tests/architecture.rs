@@ -51,6 +51,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "strata-store",
             "strata-deploy",
             "strata-engines",
+            "strata-photos",
+            "strata-queue",
         ],
     ),
     (
