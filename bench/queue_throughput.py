@@ -9,7 +9,9 @@ directory and stopped after it), each with every shape PUBLISHERSxCONSUMERS: --m
 messages of --payload-bytes (a photo job's JSON), every publish confirmed (SQLite commit with
 synchronous=FULL; RabbitMQ publisher confirm on quorum queues), every consumer receive → ack.
 Reported per engine and shape: publish rate, end-to-end rate (first publish to last ack), and
-publish→receive latency p50/p99 (HDR). Every run is bounded by --max-secs. Installs
+publish→receive latency p50/p99 (HDR). As fast as confirms return, consumers fall behind and
+the latency is mostly the backlog's; --rate R paces the publishers at R messages/s in all, below
+capacity, for the engines' own latency. Every run is bounded by --max-secs. Installs
 rabbitmq-server with apt-get when missing. Writes
 bench/results/queue-throughput-<commit>-<UTC>.json. Refuses a tree with uncommitted changes
 unless --allow-dirty.
@@ -46,6 +48,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--max-secs", type=int, default=180)
     ap.add_argument("--prefetch", type=int, default=1)
+    ap.add_argument("--rate", type=float, help="paced: messages/s in all, for the latency below capacity")
     ap.add_argument("--allow-dirty", action="store_true")
     a = ap.parse_args()
 
@@ -72,6 +75,8 @@ def main():
             cmd = [STRATA, "queue-load", "--engine", engine, "--shapes", a.shapes,
                    "--messages", str(a.messages), "--payload-bytes", str(a.payload_bytes),
                    "--max-secs", str(a.max_secs), "--prefetch", str(a.prefetch)]
+            if a.rate:
+                cmd += ["--rate", str(a.rate)]
             # Progress lines (stderr) pass straight through.
             out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
             rounds[engine].append(json.loads(out.stdout))
@@ -98,7 +103,7 @@ def main():
     out = os.path.join(ROOT, "bench", "results", f"queue-throughput-{commit}-{stamp}.json")
     doc = {"commit": commit, "dirty": dirty, "utc": stamp, "nproc": os.cpu_count(),
            "rabbitmq_server": rabbit_version, "messages": a.messages,
-           "payload_bytes": a.payload_bytes, "prefetch": a.prefetch, "shapes": a.shapes,
+           "payload_bytes": a.payload_bytes, "prefetch": a.prefetch, "rate": a.rate, "shapes": a.shapes,
            "summary": summary, "rounds": rounds}
     with open(out, "w") as f:
         json.dump(doc, f, indent=1)

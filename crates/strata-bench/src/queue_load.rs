@@ -11,7 +11,8 @@
 //! the last confirmed publish), the end-to-end rate (messages / time from the first publish to
 //! the last acknowledgement), and each message's latency from the start of its publish to its
 //! receipt by a consumer (HDR histogram, microseconds) — which, when consumers fall behind
-//! publishers, is mostly the time it waited in the queue. Every shape is bounded by
+//! publishers, is mostly the time it waited in the queue; `--rate` paces the publishers below
+//! capacity to measure the engine's own latency instead. Every shape is bounded by
 //! `--max-secs`: what did not finish by then is reported as missing.
 //!
 //! With `--engine rabbitmq` and no `--amqp-url`, a private broker is started for the run from
@@ -97,6 +98,11 @@ pub struct QueueLoadArgs {
     /// A running broker to use instead of starting one.
     #[arg(long)]
     amqp_url: Option<String>,
+    /// Publish at this many messages per second in all (shared by the publishers, each
+    /// message at its scheduled time) instead of as fast as confirms return: below the
+    /// engine's capacity the latency is the engine's, not the time spent waiting in a backlog.
+    #[arg(long)]
+    rate: Option<f64>,
 }
 
 pub async fn run(args: QueueLoadArgs) -> anyhow::Result<()> {
@@ -147,6 +153,7 @@ pub async fn run(args: QueueLoadArgs) -> anyhow::Result<()> {
         "messages": args.messages,
         "payload_bytes": args.payload_bytes,
         "prefetch": args.prefetch,
+        "rate": args.rate,
         "runs": runs,
     });
     println!("{report}");
