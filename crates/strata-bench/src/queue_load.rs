@@ -248,9 +248,15 @@ async fn one_run(
         let mine: Vec<u64> = (p as u64..total)
             .step_by(shape.publishers as usize)
             .collect();
+        let rate = args.rate.filter(|r| *r > 0.0);
         publishing.push(tokio::spawn(async move {
             let (mut published, mut errors) = (0u64, 0u64);
             for seq in mine {
+                if let Some(rate) = rate {
+                    // Message `seq` of the whole run is due at seq / rate.
+                    let due = Duration::from_secs_f64(seq as f64 / rate);
+                    tokio::time::sleep_until((started + due).into()).await;
+                }
                 if stop.load(Ordering::Relaxed) || started.elapsed() > deadline {
                     break;
                 }
