@@ -50,6 +50,12 @@ enum Command {
     /// Photo uploads at a fixed rate into a running deployment, then an account of every job:
     /// done, failed (poison), lost; the queue's depth over time.
     UploadLoad(strata_bench::upload_load::UploadLoadArgs),
+    /// The thumbnail benchmark's tools: make a seeded set of synthetic photos, render them
+    /// with the photo worker's pipeline on one thread, timed phase by phase.
+    PhotoLoad(strata_bench::photo_load::PhotoLoadArgs),
+    /// Messages per second and latency through the embedded queue or RabbitMQ, with
+    /// publishers and consumers at once.
+    QueueLoad(strata_bench::queue_load::QueueLoadArgs),
     /// Start every role of a topology as local processes and supervise them.
     Up(orchestrate::UpArgs),
     /// Stop a deployment started with `strata up -d` (or from another terminal).
@@ -117,6 +123,8 @@ fn main() -> ExitCode {
             Command::Chaos(args) => strata_bench::chaos::run(args).await,
             Command::CacheLoad(args) => strata_bench::cache_load::run(args).await,
             Command::UploadLoad(args) => strata_bench::upload_load::run(args).await,
+            Command::PhotoLoad(args) => strata_bench::photo_load::run(args).await,
+            Command::QueueLoad(args) => strata_bench::queue_load::run(args).await,
             Command::Up(args) => orchestrate::up(args).await,
             Command::Down(args) => orchestrate::down(args).await,
             Command::Status(args) => orchestrate::status(args).await,

@@ -52,6 +52,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "strata-deploy",
             "strata-engines",
             "strata-photos",
+            "strata-queue",
         ],
     ),
     (
