@@ -355,7 +355,14 @@ async fn job_state(session: &Session, job: &str) -> Option<String> {
     doc["state"].as_str().map(str::to_string)
 }
 
+/// Jobs polled per round while draining.
+const POLL_WINDOW: usize = 64;
+
 /// Polls the accepted jobs until each is settled (`done` or `failed`) or `within` has passed.
+/// Jobs settle roughly in the order they were accepted, so each round polls the oldest
+/// [`POLL_WINDOW`] still pending, and waits a second when some of them are not settled: the
+/// polling costs the API servers (and the workers beside them) a few requests a second, not a
+/// round of every pending job.
 async fn drain(
     session: &Arc<Session>,
     sent: &[Sent],
@@ -363,9 +370,11 @@ async fn drain(
 ) -> BTreeMap<String, String> {
     let deadline = Instant::now() + within;
     let mut states: BTreeMap<String, String> = BTreeMap::new();
-    let mut pending: Vec<String> = sent.iter().filter_map(|s| s.job.clone()).collect();
+    let mut pending: std::collections::VecDeque<String> =
+        sent.iter().filter_map(|s| s.job.clone()).collect();
     while !pending.is_empty() {
-        let polled: Vec<(String, Option<String>)> = futures_util::stream::iter(pending.clone())
+        let window: Vec<String> = pending.iter().take(POLL_WINDOW).cloned().collect();
+        let polled: Vec<(String, Option<String>)> = futures_util::stream::iter(window)
             .map(|job| {
                 let session = session.clone();
                 async move {
@@ -376,20 +385,24 @@ async fn drain(
             .buffer_unordered(FAN_OUT)
             .collect()
             .await;
-        pending.clear();
+        let mut unsettled = false;
         for (job, state) in polled {
             match state.as_deref() {
-                Some("done" | "failed" | "superseded") => {}
-                _ => pending.push(job.clone()),
+                Some("done" | "failed" | "superseded") => pending.retain(|j| j != &job),
+                _ => unsettled = true,
             }
             states.insert(job, state.unwrap_or_else(|| "unknown".into()));
         }
         if Instant::now() >= deadline {
             break;
         }
-        if !pending.is_empty() {
-            tokio::time::sleep(Duration::from_millis(500)).await;
+        if unsettled {
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    }
+    // What was never polled before the deadline is recorded as such.
+    for job in pending {
+        states.entry(job).or_insert_with(|| "unknown".into());
     }
     states
 }
