@@ -164,6 +164,8 @@ def plot(path, depth, marks, title):
 
 
 def main():
+    # A SIGTERM (e.g. from `timeout`) still stops the deployment: the `finally` below runs.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM"))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("mode", choices=["burst", "faults"])
     ap.add_argument("--preset", default=os.path.join(ROOT, "deploy", "11-queue-at-scale.toml"))
