@@ -103,18 +103,8 @@ pub async fn run(args: S3NodeArgs) -> anyhow::Result<()> {
         .announce()
         .context("cannot write the readiness line")?;
     tracing::info!(role = %args.name, %addr, "SeaweedFS is taking writes");
-    let stop = strata_core::shutdown::signal(args.exit_on_stdin_eof);
-    tokio::pin!(stop);
-    let mut watch = tokio::time::interval(Duration::from_millis(500));
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            _ = watch.tick() => {
-                if !weed.is_running() {
-                    anyhow::bail!("SeaweedFS exited");
-                }
-            }
-        }
+    if !strata_core::shutdown::signal_or_exit(args.exit_on_stdin_eof, || weed.is_running()).await {
+        anyhow::bail!("SeaweedFS exited");
     }
     tokio::task::spawn_blocking(move || weed.stop(Duration::from_secs(3)))
         .await

@@ -48,3 +48,22 @@ pub async fn signal(exit_on_stdin_eof: bool) {
 pub async fn requested() {
     signal(false).await
 }
+
+/// Waits until the role is told to stop ([`signal`]) or the engine it runs is no longer
+/// running (`running` is asked every half second). `true`: told to stop; `false`: the engine
+/// died, and the role should exit with an error so that its supervisor restarts it.
+pub async fn signal_or_exit(exit_on_stdin_eof: bool, mut running: impl FnMut() -> bool) -> bool {
+    let stop = signal(exit_on_stdin_eof);
+    tokio::pin!(stop);
+    let mut watch = tokio::time::interval(std::time::Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = &mut stop => return true,
+            _ = watch.tick() => {
+                if !running() {
+                    return false;
+                }
+            }
+        }
+    }
+}

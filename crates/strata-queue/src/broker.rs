@@ -90,18 +90,9 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
         .announce()
         .context("cannot write the readiness line")?;
     tracing::info!(role = %args.name, %addr, node = %broker.node().name(), "RabbitMQ is answering");
-    let stop = strata_core::shutdown::signal(args.exit_on_stdin_eof);
-    tokio::pin!(stop);
-    let mut watch = tokio::time::interval(Duration::from_millis(500));
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            _ = watch.tick() => {
-                if !broker.is_running() {
-                    anyhow::bail!("the RabbitMQ node {} exited", broker.node().name());
-                }
-            }
-        }
+    if !strata_core::shutdown::signal_or_exit(args.exit_on_stdin_eof, || broker.is_running()).await
+    {
+        anyhow::bail!("the RabbitMQ node {} exited", broker.node().name());
     }
     tokio::task::spawn_blocking(move || broker.stop(Duration::from_secs(6)))
         .await
