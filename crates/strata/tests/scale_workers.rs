@@ -38,15 +38,10 @@ fn scale(dir: &std::path::Path, count: &str) {
 }
 
 async fn job_state(admin: &reqwest::Client, lb: &str, job: &str) -> String {
-    let doc: Value = admin
-        .get(format!("http://{lb}{job}"))
-        .send()
-        .await
-        .expect("GET job")
-        .json()
-        .await
-        .expect("job json");
-    doc["state"].as_str().unwrap_or_default().to_string()
+    common::job_doc(admin, lb, job).await["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 async fn upload(admin: &reqwest::Client, lb: &str) -> String {

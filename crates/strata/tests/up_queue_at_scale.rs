@@ -213,14 +213,7 @@ async fn uploads_survive_a_broker_a_worker_and_an_api_server_killed_and_poison_e
     while !pending.is_empty() {
         let mut still = BTreeMap::new();
         for (user, job) in pending {
-            let state: Value = admin
-                .get(format!("http://{lb}{job}"))
-                .send()
-                .await
-                .expect("GET job")
-                .json()
-                .await
-                .expect("job json");
+            let state = common::job_doc(&admin, &lb, &job).await;
             match state["state"].as_str() {
                 Some("done") => {}
                 Some("queued" | "processing") => {
@@ -262,14 +255,7 @@ async fn uploads_survive_a_broker_a_worker_and_an_api_server_killed_and_poison_e
     // The poison: failed after its attempts, and the only dead letter.
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let state: Value = admin
-            .get(format!("http://{lb}{poison_job}"))
-            .send()
-            .await
-            .expect("GET job")
-            .json()
-            .await
-            .expect("job json");
+        let state = common::job_doc(&admin, &lb, &poison_job).await;
         if state["state"] == "failed" {
             break;
         }

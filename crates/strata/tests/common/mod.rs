@@ -148,3 +148,15 @@ pub async fn admin_client(dir: &Path, base: &str) -> reqwest::Client {
         .build()
         .expect("client")
 }
+
+/// A photo job's document (`GET /jobs/{id}`, `job` being its `Location`) through `base`.
+pub async fn job_doc(client: &reqwest::Client, base: &str, job: &str) -> Value {
+    client
+        .get(format!("http://{base}{job}"))
+        .send()
+        .await
+        .expect("GET job")
+        .json()
+        .await
+        .expect("job json")
+}
