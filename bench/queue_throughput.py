@@ -20,24 +20,12 @@ unless --allow-dirty.
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
-import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGET = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
-STRATA = os.environ.get("STRATA_BIN") or os.path.join(TARGET, "release", "strata")
+from benchlib import ROOT, STRATA, apt_install_unless, build_release, require_clean_tree, say
 ENGINES = ("embedded", "rabbitmq")
-
-
-def say(msg):
-    print(f"==> {msg}", file=sys.stderr, flush=True)
-
-
-def git(*args):
-    return subprocess.run(["git", "-C", ROOT, *args], capture_output=True, text=True).stdout.strip()
 
 
 def main():
@@ -52,19 +40,9 @@ def main():
     ap.add_argument("--allow-dirty", action="store_true")
     a = ap.parse_args()
 
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    if dirty and not a.allow_dirty:
-        sys.exit("the tree has uncommitted changes: commit first (or --allow-dirty), so the "
-                 "result names the code it measured")
-    if not (shutil.which("rabbitmq-server") or os.path.exists("/usr/sbin/rabbitmq-server")):
-        say("installing rabbitmq-server")
-        sudo = [] if os.geteuid() == 0 else ["sudo"]
-        subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True)
-        subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", "--no-install-recommends",
-                        "rabbitmq-server"], check=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-    say("building strata (release)")
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "strata"], cwd=ROOT, check=True)
-    commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    require_clean_tree(a.allow_dirty)
+    apt_install_unless("/usr/sbin/rabbitmq-server", "rabbitmq-server")
+    commit = build_release()
     rabbit_version = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "rabbitmq-server"],
                                     capture_output=True, text=True).stdout.strip()
 

@@ -39,9 +39,7 @@ import tempfile
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STRATA = os.path.join(ROOT, "target", "release", "strata")
-RESULTS = os.path.join(ROOT, "bench", "results")
+from benchlib import RESULTS, ROOT, STRATA, git
 
 
 def strata(*args, check=True):
@@ -49,11 +47,8 @@ def strata(*args, check=True):
 
 
 def commit():
-    sha = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short=12", "HEAD"],
-                         capture_output=True, text=True).stdout.strip() or "unknown"
-    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
-    return sha + ("-dirty" if dirty else "")
+    sha = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    return sha + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def status(d):

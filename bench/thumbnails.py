@@ -38,20 +38,10 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGET = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
-STRATA = os.environ.get("STRATA_BIN") or os.path.join(TARGET, "release", "strata")
+from benchlib import ROOT, STRATA, TARGET, apt_install_unless, build_release, require_clean_tree, say
 VIPS_OPTIONS = {"jpg": "[Q=85,strip,subsample-mode=off]", "png": "[strip]", "webp": "[lossless,strip]"}
 THUMBS = (512, 128, 64)
 SIDES = ("strata", "vips", "vips-cascade")
-
-
-def say(msg):
-    print(f"==> {msg}", file=sys.stderr, flush=True)
-
-
-def git(*args):
-    return subprocess.run(["git", "-C", ROOT, *args], capture_output=True, text=True).stdout.strip()
 
 
 def cpu_children():
@@ -105,19 +95,9 @@ def main():
     ap.add_argument("--allow-dirty", action="store_true")
     a = ap.parse_args()
 
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    if dirty and not a.allow_dirty:
-        sys.exit("the tree has uncommitted changes: commit first (or --allow-dirty), so the "
-                 "result names the code it measured")
-    if not shutil.which("vipsthumbnail"):
-        say("installing libvips-tools")
-        sudo = [] if os.geteuid() == 0 else ["sudo"]
-        subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True)
-        subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", "--no-install-recommends",
-                        "libvips-tools"], check=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-    say("building strata (release)")
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "strata"], cwd=ROOT, check=True)
-    commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    require_clean_tree(a.allow_dirty)
+    apt_install_unless("vipsthumbnail", "libvips-tools")
+    commit = build_release()
     vips_version = subprocess.run(["vips", "--version"], capture_output=True, text=True).stdout.strip()
 
     photos = a.photos or os.path.join(TARGET, "bench-photos", f"seed-{a.seed}-count-{a.count}")

@@ -1,0 +1,47 @@
+"""What the Python benchmark drivers of the queue tier share: where things are, progress lines,
+the clean-tree rule (a result names the commit it measured), installing a Debian anchor when it
+is missing, and the release build. Standard library only."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
+STRATA = os.environ.get("STRATA_BIN") or os.path.join(TARGET, "release", "strata")
+RESULTS = os.path.join(ROOT, "bench", "results")
+
+
+def say(msg):
+    print(f"==> {msg}", file=sys.stderr, flush=True)
+
+
+def git(*args):
+    return subprocess.run(["git", "-C", ROOT, *args], capture_output=True, text=True).stdout.strip()
+
+
+def require_clean_tree(allow_dirty):
+    """Exits when tracked files have uncommitted changes, unless allowed."""
+    if git("status", "--porcelain", "--untracked-files=no") and not allow_dirty:
+        sys.exit("the tree has uncommitted changes: commit first (or --allow-dirty), so the "
+                 "result names the code it measured")
+
+
+def apt_install_unless(found, package):
+    """Installs a Debian package when `found` (a program on PATH, or a path) is missing."""
+    if shutil.which(found) or os.path.exists(found):
+        return
+    say(f"installing {package}")
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", "--no-install-recommends", package],
+                   check=True, env=env)
+
+
+def build_release():
+    """Builds `strata` (release) and returns the commit it was built from."""
+    say("building strata (release)")
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "strata"], cwd=ROOT, check=True)
+    return git("rev-parse", "--short=12", "HEAD") or "unknown"
