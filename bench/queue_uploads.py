@@ -210,13 +210,17 @@ def main():
             def at(frac):
                 time.sleep(max(0.0, t0 + frac * expected - time.time()))
 
+            def kill_and_wait(name):
+                pid = role(status(d), name)["pid"]
+                os.kill(pid, signal.SIGKILL)
+                marks.append((f"{name} -9", time.time()))
+                wait_back(d, name, pid)
+
             def faults():
                 at(0.2)
-                w1 = role(status(d), "worker-1")["pid"]
-                os.kill(w1, signal.SIGKILL)
-                marks.append(("worker-1 -9", time.time()))
-                wait_back(d, "worker-1", w1)
+                kill_and_wait("worker-1")
                 at(0.35)
+                # The second fault during the first: worker-2 dies while RabbitMQ is down.
                 st = status(d)
                 broker, w2 = role(st, "rabbitmq-1")["pid"], role(st, "worker-2")["pid"]
                 os.kill(beam_of(broker), signal.SIGKILL)
@@ -227,15 +231,9 @@ def main():
                 marks.append(("RabbitMQ back", time.time()))
                 wait_back(d, "worker-2", w2)
                 at(0.6)
-                api = role(status(d), "api-2")["pid"]
-                os.kill(api, signal.SIGKILL)
-                marks.append(("api-2 -9", time.time()))
-                wait_back(d, "api-2", api)
+                kill_and_wait("api-2")
                 at(0.8)
-                w1 = role(status(d), "worker-1")["pid"]
-                os.kill(w1, signal.SIGKILL)
-                marks.append(("worker-1 -9", time.time()))
-                wait_back(d, "worker-1", w1)
+                kill_and_wait("worker-1")
 
             th = threading.Thread(target=faults)
             th.start()
