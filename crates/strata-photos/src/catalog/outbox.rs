@@ -36,6 +36,19 @@ impl Catalog {
         lease: Duration,
     ) -> Result<Vec<Unsent>, CatalogError> {
         self.with(move |conn| {
+            // Every relay polls every 200 ms: a read first, so that an empty outbox costs no
+            // write lock (which uploads and other relays wait on).
+            let claimable: bool = conn
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM outbox WHERE sent_at IS NULL \
+                     AND (claimed_until IS NULL OR claimed_until <= ?1))",
+                    params![now_ms()],
+                    |r| r.get(0),
+                )
+                .map_err(db)?;
+            if !claimable {
+                return Ok(Vec::new());
+            }
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db)?;
