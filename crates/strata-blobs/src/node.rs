@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use strata_core::ready::ReadyLine;
-use strata_engines::seaweedfs::{self, Identity, Node, Ports};
+use strata_engines::seaweedfs::{self, Identity, Node, Ports, Volumes};
 use strata_engines::{Engine, Log};
 
 use crate::s3::S3Credentials;
@@ -27,6 +27,10 @@ pub const LISTENER: &str = "s3";
 
 /// The credentials file in a node's directory.
 pub const CREDENTIALS_FILE: &str = "credentials";
+
+/// The default size of a volume: SeaweedFS grows a collection 7 volumes at a time, so 256 MiB
+/// volumes are 1.75 GiB per growth, small enough for a laptop's disk.
+pub const DEFAULT_VOLUME_MIB: u32 = 256;
 
 /// How long a node may take to be ready (a fresh one grows its first volume).
 const START_WITHIN: Duration = Duration::from_secs(90);
@@ -43,6 +47,11 @@ pub struct S3NodeArgs {
     /// This role's name in its topology.
     #[arg(long, default_value = "s3")]
     pub name: String,
+    /// The size of each of SeaweedFS's volumes, in MiB. The node makes as many as its disk
+    /// holds (SeaweedFS counts them from the free space, leaving 1% free), so this is the
+    /// unit it grows by, not a limit on what it stores.
+    #[arg(long, default_value_t = DEFAULT_VOLUME_MIB, value_parser = clap::value_parser!(u32).range(16..=30_000))]
+    pub volume_size_mib: u32,
     /// Exit when standard input reaches end-of-file (set by `strata up`).
     #[arg(long)]
     pub exit_on_stdin_eof: bool,
@@ -55,6 +64,7 @@ impl S3NodeArgs {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             dir,
             name: "s3".into(),
+            volume_size_mib: DEFAULT_VOLUME_MIB,
             exit_on_stdin_eof: false,
         }
     }
@@ -91,7 +101,8 @@ pub async fn run(args: S3NodeArgs) -> anyhow::Result<()> {
         access_key: credentials.access_key,
         secret_key: credentials.secret_key,
     };
-    let node = Node::new(args.dir.join("node"), ports, identity);
+    let node = Node::new(args.dir.join("node"), ports, identity)
+        .with_volumes(Volumes::as_many_as_fit(args.volume_size_mib));
     let addr = SocketAddr::from(([127, 0, 0, 1], ports.s3));
     // Started from a blocking thread: `weed` is a child of this process, killed with the role.
     let mut weed =

@@ -120,12 +120,37 @@ fn json_escape(s: &str) -> String {
         .collect()
 }
 
-/// One node: its directory, its ports and its identity. Everything it writes is under `dir`.
+/// How a node's data is cut into volumes: SeaweedFS appends blobs to volumes of at most
+/// `size_mib` each and refuses writes ("no writable volumes") once `max` volumes are full, so
+/// a node holds at most `size_mib × max`. `max = 0` lets the volume server count them from
+/// its disk's free space (it recounts as the disk fills).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Volumes {
+    pub size_mib: u32,
+    pub max: u32,
+}
+
+impl Volumes {
+    /// A test node: 16 volumes of 64 MiB (1 GiB in all), so a test never fills the disk.
+    pub const TEST: Volumes = Volumes {
+        size_mib: 64,
+        max: 16,
+    };
+
+    /// A deployment's node: volumes of `size_mib`, as many as the disk holds.
+    pub fn as_many_as_fit(size_mib: u32) -> Self {
+        Self { size_mib, max: 0 }
+    }
+}
+
+/// One node: its directory, its ports, its identity and its volumes. Everything it writes is
+/// under `dir`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
     pub dir: PathBuf,
     pub ports: Ports,
     pub identity: Identity,
+    pub volumes: Volumes,
 }
 
 impl Node {
@@ -134,7 +159,14 @@ impl Node {
             dir: dir.into(),
             ports,
             identity,
+            volumes: Volumes::TEST,
         }
+    }
+
+    /// The same node with its volumes cut as `volumes` says.
+    pub fn with_volumes(mut self, volumes: Volumes) -> Self {
+        self.volumes = volumes;
+        self
     }
 
     /// The S3 endpoint: `http://127.0.0.1:<s3 port>` (buckets addressed by path).
@@ -216,11 +248,13 @@ pub fn args(node: &Node) -> Vec<OsString> {
         ("-master.telemetry", "false".into()),
         // A lone master restarted on its state elects itself after this (10 s by default).
         ("-master.electionTimeout", "1s".into()),
-        // Small volumes: a test node grows a few at a time, each bounded.
-        ("-master.volumeSizeLimitMB", "64".into()),
+        (
+            "-master.volumeSizeLimitMB",
+            node.volumes.size_mib.to_string().into(),
+        ),
         ("-volume.port", p.volume.to_string().into()),
         ("-volume.port.grpc", p.volume_grpc.to_string().into()),
-        ("-volume.max", "16".into()),
+        ("-volume.max", node.volumes.max.to_string().into()),
         ("-volume.preStopSeconds", "0".into()),
         ("-filer", "true".into()),
         ("-filer.port", p.filer.to_string().into()),
@@ -453,6 +487,28 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_test_node_is_bounded_and_a_deployed_one_grows_with_its_disk() {
+        let flags = |node: &Node| -> Vec<String> {
+            args(node)
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .filter(|a| {
+                    a.starts_with("-master.volumeSizeLimitMB=") || a.starts_with("-volume.max=")
+                })
+                .collect()
+        };
+        assert_eq!(
+            flags(&node()),
+            ["-master.volumeSizeLimitMB=64", "-volume.max=16"],
+            "1 GiB at most"
+        );
+        assert_eq!(
+            flags(&node().with_volumes(Volumes::as_many_as_fit(256))),
+            ["-master.volumeSizeLimitMB=256", "-volume.max=0"]
+        );
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
             },
         ));
     }
-    if topology.blobs == BlobsSpec::SeaweedFs {
+    if let BlobsSpec::SeaweedFs { volume_size_mib } = topology.blobs {
         let dir = ctx.path(&[OBJECT_STORE_DIR, OBJECT_STORE]);
         plan.roles.push(RoleSpec::new(
             RoleKind::ObjectStore,
@@ -52,6 +52,7 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
                 let mut args = S3NodeArgs::new(dir.clone());
                 args.listen = w.listen();
                 args.name = OBJECT_STORE.into();
+                args.volume_size_mib = volume_size_mib;
                 args.exit_on_stdin_eof = true;
                 Ok(RoleCommand::S3(args))
             },
@@ -84,7 +85,7 @@ impl PhotoWiring {
         if self.queue == QueueSpec::RabbitMq {
             roles.push(BROKER.to_string());
         }
-        if self.blobs == BlobsSpec::SeaweedFs {
+        if matches!(self.blobs, BlobsSpec::SeaweedFs { .. }) {
             roles.push(OBJECT_STORE.to_string());
         }
         roles
@@ -102,7 +103,7 @@ impl PhotoWiring {
         }
         match &self.blobs {
             BlobsSpec::Fs => {}
-            BlobsSpec::SeaweedFs => {
+            BlobsSpec::SeaweedFs { .. } => {
                 let addr = w.addr(OBJECT_STORE, strata_blobs::node::LISTENER)?;
                 options.s3_endpoint = Some(format!("http://{addr}"));
                 options.s3_credentials_file = Some(self.credentials.clone());

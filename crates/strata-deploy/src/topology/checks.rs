@@ -100,7 +100,7 @@ pub(super) fn engines(
     if t.queue == QueueSpec::RabbitMq {
         needed.push((Engine::RabbitMq, "queue"));
     }
-    if t.blobs == BlobsSpec::SeaweedFs {
+    if matches!(t.blobs, BlobsSpec::SeaweedFs { .. }) {
         needed.push((Engine::SeaweedFs, "blobs"));
     }
     let mut first: BTreeMap<Engine, Option<usize>> = BTreeMap::new();

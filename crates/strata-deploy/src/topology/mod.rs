@@ -412,7 +412,7 @@ impl Topology {
             + usize::from(self.sessions == SessionsEngine::Redis)
             + usize::from(self.workers.count)
             + usize::from(self.queue == QueueSpec::RabbitMq)
-            + usize::from(self.blobs == BlobsSpec::SeaweedFs)
+            + usize::from(matches!(self.blobs, BlobsSpec::SeaweedFs { .. }))
             + self.edges()
     }
 

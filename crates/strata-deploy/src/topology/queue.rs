@@ -7,6 +7,7 @@
 //!
 //! [blobs]
 //! engine = "seaweedfs"    # "fs" (default): files in DIR/data/photos/blobs
+//! # volume_size_mib = 256         # s3-1's volumes: it makes as many as its disk holds
 //! # endpoint = "http://HOST:8333"   # an S3-compatible service of one's own instead of s3-1,
 //! # bucket = "strata-photos"        # credentials from STRATA_S3_ACCESS_KEY / STRATA_S3_SECRET_KEY
 //! ```
@@ -31,8 +32,8 @@ pub enum BlobsSpec {
     /// Files in the data directory.
     #[default]
     Fs,
-    /// SeaweedFS: `s3-1`, run by `strata up`.
-    SeaweedFs,
+    /// SeaweedFS: `s3-1`, run by `strata up`, with volumes of `volume_size_mib`.
+    SeaweedFs { volume_size_mib: u32 },
     /// An S3-compatible service of one's own.
     S3 { endpoint: String, bucket: String },
 }
@@ -102,6 +103,13 @@ pub(super) fn read_blobs(sec: &mut Section<'_>) -> BlobsSpec {
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
         },
     );
+    let volume_size_mib = sec.int("volume_size_mib", 16..=30_000);
+    if volume_size_mib.is_some() && engine != Some(BlobsEngine::SeaweedFs) {
+        sec.error(
+            "volume_size_mib",
+            "`blobs.volume_size_mib` sizes the volumes of s3-1: add engine = \"seaweedfs\"",
+        );
+    }
     match engine {
         Some(BlobsEngine::S3) => match endpoint {
             Some(endpoint) => BlobsSpec::S3 {
@@ -131,7 +139,10 @@ pub(super) fn read_blobs(sec: &mut Section<'_>) -> BlobsSpec {
                 }
             }
             if other == Some(BlobsEngine::SeaweedFs) {
-                BlobsSpec::SeaweedFs
+                BlobsSpec::SeaweedFs {
+                    volume_size_mib: volume_size_mib
+                        .unwrap_or(strata_blobs::node::DEFAULT_VOLUME_MIB),
+                }
             } else {
                 BlobsSpec::Fs
             }
@@ -152,7 +163,12 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(t.queue, QueueSpec::RabbitMq);
-        assert_eq!(t.blobs, BlobsSpec::SeaweedFs);
+        assert_eq!(
+            t.blobs,
+            BlobsSpec::SeaweedFs {
+                volume_size_mib: strata_blobs::node::DEFAULT_VOLUME_MIB
+            }
+        );
         assert_eq!(t.instance_count(), 3, "the API server, rabbitmq-1 and s3-1");
         let own = Topology::parse(
             "[api]\ncount = 1\n[queue]\nengine = \"rabbitmq\"\nurl = \"amqp://u:p@mq:5672/%2f\"\n[blobs]\nengine = \"s3\"\nendpoint = \"http://s3:8333\"\n",
@@ -198,5 +214,29 @@ mod tests {
             shown.iter().any(|s| s.contains("needs `endpoint")),
             "{shown:#?}"
         );
+    }
+
+    #[test]
+    fn the_object_stores_volumes_are_sized_only_where_strata_runs_it() {
+        let t = Topology::parse(
+            "[api]\ncount = 1\n[blobs]\nengine = \"seaweedfs\"\nvolume_size_mib = 1024\n",
+            8080,
+        )
+        .expect("valid");
+        assert_eq!(
+            t.blobs,
+            BlobsSpec::SeaweedFs {
+                volume_size_mib: 1024
+            }
+        );
+        let e = errors("[api]\ncount = 1\n[blobs]\nvolume_size_mib = 1024\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].to_string().contains("add engine = \"seaweedfs\""),
+            "{e:?}"
+        );
+        let e = errors("[api]\ncount = 1\n[blobs]\nengine = \"seaweedfs\"\nvolume_size_mib = 8\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].to_string().contains("volume_size_mib"), "{e:?}");
     }
 }
