@@ -20,7 +20,8 @@ faults: --count uploads at --rate with one poison file in every --poison-every; 
         worker-1 is killed -9, then the RabbitMQ VM is killed -9 and, while it is down, worker-2
         too; then api-2; then worker-1 again. The supervisor restarts each. Nothing accepted may
         be lost, every photo is processed once visibly (duplicates absorbed by the workers),
-        every poison ends in the dead-letter queue and nothing else does.
+        every poison ends in the dead-letter queue and nothing else does. Every upload not
+        answered 202 is put under the fault that began within 30 s before it was due.
 
 The raw result goes to bench/results/queue-<mode>-COMMIT-TIME.json with an SVG of the queue's
 depth beside it. Loopback only; the load is bounded in count and time; the deployment is
@@ -124,6 +125,22 @@ def finish(p, out):
     if p.returncode != 0:
         raise SystemExit(f"strata upload-load failed ({p.returncode})")
     return json.load(open(out))
+
+
+def failures_by_fault(timeline, marks, window=30):
+    """Every upload not answered 202, under the last fault that began at most `window` seconds
+    before it was due ("before any fault" otherwise): which fault each failure met."""
+    out = {}
+    for row in timeline:
+        bad = {k: v for k, v in row["answers"].items() if k != "202"}
+        if not bad:
+            continue
+        under = [name for name, t in marks if t <= row["second"] + 1 and row["second"] - t <= window]
+        key = under[-1] if under else "no fault within %d s" % window
+        acc = out.setdefault(key, {})
+        for k, v in bad.items():
+            acc[k] = acc.get(k, 0) + v
+    return out
 
 
 def plot(path, depth, marks, title):
@@ -242,6 +259,8 @@ def main():
             result.update(faults=f)
             marks = [(n, round(t - t0, 2)) for n, t in marks]
             result["fault_marks_secs"] = marks
+            result["failures_by_fault"] = failures_by_fault(f.get("timeline", []), marks)
+            print(f"failures by the fault they met: {result['failures_by_fault']}", file=sys.stderr)
             depth = f["queue_depth"]
             title = f"{args.count} uploads at {args.rate}/s through kill -9 of workers, RabbitMQ and an API server"
         result["finished"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")

@@ -76,9 +76,14 @@ pub struct UploadLoadArgs {
 struct Sent {
     user: u64,
     poison: bool,
+    /// When it was due, in seconds from the first upload.
+    due_secs: f64,
     /// From when it was due.
     latency: Duration,
+    /// The answer's status; 0 when none came (a transport error or the deadline).
     status: u16,
+    /// Not sent: the in-flight bound was reached (counted as `shed`).
+    shed: bool,
     job: Option<String>,
 }
 
@@ -249,12 +254,15 @@ async fn send_uploads(
             (b.clone(), *k)
         };
         let Ok(permit) = gauge.clone().try_acquire_owned() else {
+            let due_secs = (due - start).as_secs_f64();
             tasks.push(tokio::spawn(async move {
                 Sent {
                     user,
                     poison: is_poison,
+                    due_secs,
                     latency: Duration::ZERO,
                     status: 0,
+                    shed: true,
                     job: None,
                 }
             }));
@@ -281,8 +289,10 @@ async fn send_uploads(
             Sent {
                 user,
                 poison: is_poison,
+                due_secs: (due - start).as_secs_f64(),
                 latency,
                 status,
+                shed: false,
                 job,
             }
         }));
@@ -460,8 +470,21 @@ fn account(
     let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
     let (mut done, mut poison_failed, mut lost, mut unexpected) =
         (0u64, 0u64, Vec::new(), Vec::new());
+    // Per second of the load (by when each upload was due): its answers and slowest 202, so a
+    // failure can be put beside the fault that was going on at that moment.
+    let mut timeline: BTreeMap<u64, (BTreeMap<String, u64>, f64)> = BTreeMap::new();
     for s in sent {
-        *statuses.entry(s.status.to_string()).or_default() += 1;
+        let answer = if s.shed {
+            "shed".to_string()
+        } else {
+            s.status.to_string()
+        };
+        let second = timeline.entry(s.due_secs as u64).or_default();
+        *second.0.entry(answer.clone()).or_default() += 1;
+        if s.status == 202 {
+            second.1 = second.1.max(s.latency.as_secs_f64() * 1000.0);
+        }
+        *statuses.entry(answer).or_default() += 1;
         if s.status == 202 {
             let _ = latency.record(
                 u64::try_from(s.latency.as_micros())
@@ -489,6 +512,10 @@ fn account(
         "lost": lost, "unexpected": unexpected,
         "accept_latency_ms": {"p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p999": q(0.999), "max": latency.max() as f64 / 1000.0},
         "queue_depth": depth,
+        "timeline": timeline
+            .into_iter()
+            .map(|(second, (answers, slowest))| json!({"second": second, "answers": answers, "slowest_202_ms": slowest}))
+            .collect::<Vec<_>>(),
     })
 }
 
@@ -515,4 +542,59 @@ fn summary(doc: &Value) -> String {
         doc["unexpected"].as_array().map_or(0, Vec::len),
         doc["drain_secs"].as_f64().unwrap_or(0.0)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: UploadLoadArgs,
+    }
+
+    fn sent(due_secs: f64, status: u16, shed: bool, job: Option<&str>, ms: u64) -> Sent {
+        Sent {
+            user: 1,
+            poison: false,
+            due_secs,
+            latency: Duration::from_millis(ms),
+            status,
+            shed,
+            job: job.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn the_account_puts_every_answer_in_the_second_it_was_due_and_tells_shed_from_unanswered() {
+        let args = Cli::parse_from(["upload-load"]).args;
+        let uploads = [
+            sent(0.1, 202, false, Some("/jobs/a"), 12),
+            sent(0.9, 202, false, Some("/jobs/b"), 30),
+            sent(1.5, 0, false, None, 5_000),
+            sent(1.6, 0, true, None, 0),
+            sent(2.0, 503, false, None, 3),
+        ];
+        let states = BTreeMap::from([
+            ("/jobs/a".to_string(), "done".to_string()),
+            ("/jobs/b".to_string(), "queued".to_string()),
+        ]);
+        let doc = account(&args, &uploads, &states, 1, 3.0, 1.0, Vec::new());
+        assert_eq!(
+            doc["statuses"],
+            json!({"0": 1, "202": 2, "503": 1, "shed": 1})
+        );
+        assert_eq!(doc["done"], 1);
+        assert_eq!(doc["lost"], json!(["/jobs/b"]));
+        assert_eq!(
+            doc["timeline"],
+            json!([
+                {"second": 0, "answers": {"202": 2}, "slowest_202_ms": 30.0},
+                {"second": 1, "answers": {"0": 1, "shed": 1}, "slowest_202_ms": 0.0},
+                {"second": 2, "answers": {"503": 1}, "slowest_202_ms": 0.0},
+            ])
+        );
+    }
 }
