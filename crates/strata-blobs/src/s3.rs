@@ -6,9 +6,13 @@
 //! XML stack of its own, only `hmac`, `sha2`, `url` and `jiff`) and sent by the workspace's
 //! `reqwest` (hyper underneath), which the web tier already builds. `object_store` (its `aws`
 //! feature) or `aws-sdk-s3` would bring their own HTTP stacks, credential chains, XML and TLS
-//! crates — hundreds of crates to compile for four kinds of request. The cost of this choice:
-//! the workspace's `reqwest` has no TLS, so the endpoint must be `http://` (a service on
-//! loopback or a private network); an `https://` endpoint is refused with that explanation.
+//! crates — hundreds of crates to compile for four kinds of request.
+//!
+//! **TLS.** An `https://` endpoint is spoken to over rustls (the `ring` provider the balancer
+//! already builds), trusting the system's roots (`/etc/ssl/certs`) plus those of
+//! [`S3Options::ca_file`] (a PEM bundle: a private CA, or a test's self-signed certificate).
+//! A store opened on `https://` never follows a redirect to plain HTTP. `http://` stays for a
+//! service on loopback or a private network.
 //!
 //! **Guarantees** (the trait's, and how S3 keeps them):
 //! - *a blob is entirely visible or not at all*: a blob is sent in one `PUT` of its whole
@@ -172,6 +176,8 @@ pub struct S3Options {
     pub max_bytes: usize,
     /// The deadline of each call, retries included.
     pub timeout: Duration,
+    /// More roots to trust for an `https://` endpoint (PEM, one or several certificates).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl S3Options {
@@ -190,6 +196,7 @@ impl S3Options {
             credentials,
             max_bytes,
             timeout: Duration::from_secs(30),
+            ca_file: None,
         }
     }
 }
@@ -223,10 +230,19 @@ impl S3BlobStore {
                 options.endpoint
             ))
         })?;
-        if endpoint.scheme() != "http" {
+        let https = match endpoint.scheme() {
+            "https" => true,
+            "http" => false,
+            other => {
+                return Err(BlobError::Engine(format!(
+                    "S3 endpoint {endpoint} is {other}://: use http:// or https://"
+                )));
+            }
+        };
+        if options.ca_file.is_some() && !https {
             return Err(BlobError::Engine(format!(
-                "S3 endpoint {endpoint} is not http://: this build sends S3 requests without TLS \
-                 (a service on loopback or a private network)"
+                "a CA file was given for {endpoint}, which is not https://: use an https:// \
+                 endpoint, or drop the CA file"
             )));
         }
         if options.max_bytes > MAX_PUT_BYTES {
@@ -252,11 +268,18 @@ impl S3BlobStore {
             options.region.clone(),
         )
         .map_err(|e| BlobError::Engine(format!("S3 bucket {name}: {e}")))?;
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(options.timeout.min(Duration::from_secs(5)))
             // Below the idle timeouts of S3 services, so a pooled connection is not one the
             // service is closing.
             .pool_idle_timeout(Duration::from_secs(20))
+            .https_only(https);
+        if let Some(file) = &options.ca_file {
+            for root in roots_in(file)? {
+                builder = builder.add_root_certificate(root);
+            }
+        }
+        let http = builder
             .build()
             .map_err(|e| BlobError::Engine(format!("cannot build the S3 client: {e}")))?;
         let store = Self {
@@ -467,6 +490,26 @@ impl S3BlobStore {
     }
 }
 
+/// The certificates of a PEM bundle; an error says which file and why.
+fn roots_in(file: &std::path::Path) -> Result<Vec<reqwest::Certificate>, BlobError> {
+    let pem = std::fs::read(file).map_err(|e| {
+        BlobError::Engine(format!("cannot read the CA file {}: {e}", file.display()))
+    })?;
+    let roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+        BlobError::Engine(format!(
+            "the CA file {} is not PEM certificates: {e}",
+            file.display()
+        ))
+    })?;
+    if roots.is_empty() {
+        return Err(BlobError::Engine(format!(
+            "the CA file {} holds no certificate (expected -----BEGIN CERTIFICATE-----)",
+            file.display()
+        )));
+    }
+    Ok(roots)
+}
+
 /// A transport error without its URL (a presigned URL carries the access key and a signature).
 fn describe(e: &reqwest::Error) -> String {
     use std::error::Error as _;
@@ -634,12 +677,29 @@ mod tests {
         };
         for (endpoint, max, expect) in [
             ("not a url", 10, "is not a URL"),
-            ("https://s3.example.com", 10, "is not http://"),
+            ("ftp://s3.example.com", 10, "use http:// or https://"),
             ("http://127.0.0.1:1", MAX_PUT_BYTES + 1, "single-PUT limit"),
         ] {
             let e = S3BlobStore::open(S3Options::new(endpoint, "b", c(), max))
                 .await
                 .expect_err(endpoint);
+            assert!(e.to_string().contains(expect), "{endpoint}: {e}");
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let not_pem = dir.path().join("ca.pem");
+        std::fs::write(&not_pem, "hello").expect("write");
+        for (endpoint, ca_file, expect) in [
+            ("http://127.0.0.1:1", not_pem.clone(), "not https://"),
+            ("https://127.0.0.1:1", not_pem, "holds no certificate"),
+            (
+                "https://127.0.0.1:1",
+                dir.path().join("missing.pem"),
+                "cannot read the CA file",
+            ),
+        ] {
+            let mut options = S3Options::new(endpoint, "b", c(), 10);
+            options.ca_file = Some(ca_file);
+            let e = S3BlobStore::open(options).await.expect_err(endpoint);
             assert!(e.to_string().contains(expect), "{endpoint}: {e}");
         }
     }

@@ -10,13 +10,18 @@ use rand::{Rng as _, RngCore as _, SeedableRng as _};
 use strata_blobs::conformance::{MAX_BYTES, run_all};
 use strata_blobs::s3::{S3BlobStore, S3Credentials, S3Options};
 use strata_blobs::{BlobError, BlobKey, BlobStore};
-use strata_testkit::engines::seaweedfs::{self, Identity, Node, Ports, Weed};
+use strata_testkit::engines::seaweedfs::{self, Identity, Node, Ports, S3Tls, Weed};
 use strata_testkit::engines::{Engine, Log};
 
 const START: Duration = Duration::from_secs(90);
 
 /// A SeaweedFS of the test's own, in `dir`; fails with how to install `weed` when it is missing.
 fn start_weed(dir: &std::path::Path) -> Weed {
+    start_weed_with(dir, |node| node)
+}
+
+/// [`start_weed`], with the node changed by `configure` before it starts.
+fn start_weed_with(dir: &std::path::Path, configure: impl Fn(Node) -> Node) -> Weed {
     if let Err(missing) = Engine::SeaweedFs.locate() {
         panic!("{missing}");
     }
@@ -26,7 +31,11 @@ fn start_weed(dir: &std::path::Path) -> Weed {
     for attempt in 0..3 {
         let ports = Ports::free().expect("free ports");
         let identity = Identity::random().expect("identity");
-        let node = Node::new(dir.join(format!("node-{attempt}")), ports, identity);
+        let node = configure(Node::new(
+            dir.join(format!("node-{attempt}")),
+            ports,
+            identity,
+        ));
         match seaweedfs::start(node, &log, START) {
             Ok(weed) => return weed,
             Err(e) => last = Some(e),
@@ -310,4 +319,63 @@ async fn seaweedfs_refuses_a_body_that_does_not_match_its_content_md5_and_stores
     let body = answer.text().await.expect("body");
     assert!(body.contains("BadDigest"), "{body}");
     assert_eq!(store.get(&key).await.expect("get"), None, "nothing stored");
+}
+
+/// S3 over TLS: a SeaweedFS with a self-signed certificate for 127.0.0.1 on an https port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_s3_store_speaks_https_and_trusts_a_certificate_only_through_its_ca_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let generated =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("a certificate");
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_file, generated.cert.pem()).expect("write");
+    std::fs::write(&key_file, generated.signing_key.serialize_pem()).expect("write");
+    let weed = start_weed_with(dir.path(), |node| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        node.with_tls(S3Tls {
+            cert_file: cert_file.clone(),
+            key_file: key_file.clone(),
+            port,
+        })
+    });
+    let https = weed.node().https_endpoint().expect("an https endpoint");
+    let tls_options = |ca_file: Option<std::path::PathBuf>| {
+        let mut o = S3Options::new(https.clone(), "strata-tls", credentials(&weed), 1 << 20);
+        o.ca_file = ca_file;
+        o.timeout = Duration::from_secs(5);
+        o
+    };
+    // The https listener may come up a moment after the plain one that readiness checks.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let store = loop {
+        match S3BlobStore::open(tls_options(Some(cert_file.clone()))).await {
+            Ok(store) => break store,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("not yet: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("the https endpoint never answered: {e}"),
+        }
+    };
+    let bytes = b"over TLS".to_vec();
+    let key = store.put(bytes.clone()).await.expect("put over https");
+    assert_eq!(key, BlobKey::of(&bytes));
+    assert_eq!(store.get(&key).await.expect("get"), Some(bytes));
+
+    // Without the CA file the self-signed certificate is refused, and the error says so.
+    let e = S3BlobStore::open(tls_options(None))
+        .await
+        .expect_err("an unknown issuer is refused");
+    assert!(e.to_string().contains("certificate"), "{e}");
+    // Plain HTTP to the TLS port gets no S3 answer either.
+    let plain = https.replace("https://", "http://");
+    let mut o = S3Options::new(plain, "strata-tls", credentials(&weed), 1 << 20);
+    o.timeout = Duration::from_secs(5);
+    assert!(
+        S3BlobStore::open(o).await.is_err(),
+        "plain HTTP on the TLS port"
+    );
 }

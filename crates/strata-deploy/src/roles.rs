@@ -63,11 +63,44 @@ impl RoleCommand {
             RoleCommand::Postgres(args) => strata_control::pgnode::run(args).await,
             RoleCommand::Etcd(args) => strata_control::etcd::node::run(args).await,
             RoleCommand::Worker(args) => strata_photos::role::run(args).await,
-            RoleCommand::Edge(command) => strata_edge::role::main(*command).await,
+            RoleCommand::Edge(mut command) => {
+                if let Some(strata_edge::role::EdgeAction::Purge(purge)) = &mut command.action
+                    && let Some(dir) = &purge.dir
+                {
+                    purge.admins = edge_admins(dir)?;
+                }
+                strata_edge::role::main(*command).await
+            }
             RoleCommand::Rabbitmq(args) => strata_queue::broker::run(args).await,
             RoleCommand::S3(args) => strata_blobs::node::run(args).await,
         }
     }
+}
+
+/// The admin addresses of the edges of the deployment in `dir`, in the order `strata up`
+/// started them (the shield first, so the edges in front of it cannot refill from it).
+pub fn edge_admins(dir: &std::path::Path) -> anyhow::Result<Vec<std::net::SocketAddr>> {
+    let state = crate::state::read(dir)?.ok_or_else(|| crate::state::no_deployment(dir))?;
+    let mut admins = Vec::new();
+    for role in state.roles.iter().filter(|r| r.kind == RoleKind::Edge) {
+        let addr = role.addrs.get("admin").ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} has no admin address yet (it is {}): see `strata status --dir {}`",
+                role.name,
+                role.state.as_str(),
+                dir.display()
+            )
+        })?;
+        admins.push(addr.parse().map_err(|e| {
+            anyhow::anyhow!("{}'s admin address {addr:?} is not ip:port: {e}", role.name)
+        })?);
+    }
+    anyhow::ensure!(
+        !admins.is_empty(),
+        "the deployment in {} runs no edge: add an [edge] table to its topology",
+        dir.display()
+    );
+    Ok(admins)
 }
 
 /// The kinds of role, as the state file and `strata status` name them.

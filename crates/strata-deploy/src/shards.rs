@@ -139,6 +139,8 @@ pub enum ShardAction {
         #[arg(long)]
         group: String,
     },
+    /// Move a pinned user back to its slot's group (copy, verify, switch) and drop the pin.
+    Unpin { user: u64 },
 }
 
 fn group(name: &str) -> anyhow::Result<ShardGroup> {
@@ -243,6 +245,19 @@ pub async fn shard(args: ShardArgs) -> anyhow::Result<()> {
                 .await?;
             println!(
                 "user {user} is now in shard group {name} (write pause {:.1} ms); shard map version {}",
+                report.pauses_ms.first().copied().unwrap_or(0.0),
+                report.map_version
+            );
+        }
+        ShardAction::Unpin { user } => {
+            let report = resharder(&args.target, &data, Options::default())
+                .await?
+                .run(&Request::Unpin { user: UserId(user) })
+                .await?;
+            let map = read_map_file(&map_path(&data))?;
+            println!(
+                "user {user} is unpinned, back in shard group {} (write pause {:.1} ms); shard map version {}",
+                map.group_of(UserId(user)),
                 report.pauses_ms.first().copied().unwrap_or(0.0),
                 report.map_version
             );

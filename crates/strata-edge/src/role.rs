@@ -268,6 +268,7 @@ impl EdgeArgs {
 /// `strata edge purge`'s command line.
 #[derive(Debug, Clone, PartialEq, clap::Args)]
 #[command(group(clap::ArgGroup::new("what").required(true).multiple(false)))]
+#[command(group(clap::ArgGroup::new("where").required(true).multiple(false)))]
 pub struct PurgeArgs {
     /// An edge's admin address (`admin` in its readiness line). Repeat (or separate with
     /// commas) to purge several edges, in the order given: a shield before the edges in front
@@ -275,10 +276,14 @@ pub struct PurgeArgs {
     #[arg(
         long = "admin",
         env = "STRATA_EDGE_ADMIN",
-        required = true,
+        group = "where",
         value_delimiter = ','
     )]
     pub admins: Vec<SocketAddr>,
+    /// Every edge of the deployment `strata up` runs in this directory, the shield first
+    /// (resolved to their admin addresses by `strata`, which reads the deployment's state).
+    #[arg(long, group = "where")]
+    pub dir: Option<std::path::PathBuf>,
     /// Purge one URL: http://host/path?query (that host) or /path?query (every host).
     #[arg(long, group = "what")]
     pub url: Option<String>,
@@ -335,6 +340,11 @@ pub async fn purge(args: &PurgeArgs) -> anyhow::Result<Vec<(SocketAddr, anyhow::
     };
     // Refused here, with the reason, rather than by the edge.
     request.parse().map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(
+        !args.admins.is_empty(),
+        "no edge to purge: give --admin ADDR (an edge's admin address) or --dir DIR (a \
+         deployment with edges)"
+    );
     let body = Bytes::from(serde_json::to_vec(&request)?);
     let mut answers = Vec::with_capacity(args.admins.len());
     for admin in &args.admins {
@@ -455,6 +465,30 @@ mod tests {
         assert_eq!(p.admins.len(), 1);
         assert_eq!((p.key.as_deref(), p.soft), (Some("k"), true));
         assert!(Cli::try_parse_from(["edge", "purge", "--admin", "127.0.0.1:9"]).is_err());
+        let by_dir = Cli::try_parse_from(["edge", "purge", "--dir", "/d", "--url", "/a"])
+            .expect("a deployment instead of addresses");
+        let Some(EdgeAction::Purge(p)) = by_dir.edge.action else {
+            panic!("a purge");
+        };
+        assert_eq!(p.dir.as_deref(), Some(std::path::Path::new("/d")));
+        assert!(
+            Cli::try_parse_from([
+                "edge",
+                "purge",
+                "--dir",
+                "/d",
+                "--admin",
+                "127.0.0.1:9",
+                "--url",
+                "/a"
+            ])
+            .is_err(),
+            "one or the other"
+        );
+        assert!(
+            Cli::try_parse_from(["edge", "purge", "--url", "/a"]).is_err(),
+            "somewhere to purge"
+        );
         assert!(
             Cli::try_parse_from([
                 "edge",

@@ -775,6 +775,7 @@ async fn the_purge_command_talks_to_the_admin_api_of_every_edge_given() {
     }
     let args = strata_edge::role::PurgeArgs {
         admins: edges.iter().map(|e| e.admin).collect(),
+        dir: None,
         url: Some("/p".into()),
         prefix: None,
         key: None,

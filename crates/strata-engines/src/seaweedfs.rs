@@ -143,14 +143,24 @@ impl Volumes {
     }
 }
 
-/// One node: its directory, its ports, its identity and its volumes. Everything it writes is
-/// under `dir`.
+/// S3 over TLS as well: the gateway also listens on `port` with this certificate and key (PEM
+/// files). Plain HTTP stays on [`Ports::s3`], where readiness is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Tls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub port: u16,
+}
+
+/// One node: its directory, its ports, its identity, its volumes and, optionally, TLS.
+/// Everything it writes is under `dir`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
     pub dir: PathBuf,
     pub ports: Ports,
     pub identity: Identity,
     pub volumes: Volumes,
+    pub tls: Option<S3Tls>,
 }
 
 impl Node {
@@ -160,7 +170,21 @@ impl Node {
             ports,
             identity,
             volumes: Volumes::TEST,
+            tls: None,
         }
+    }
+
+    /// The same node, also speaking S3 over TLS as `tls` says.
+    pub fn with_tls(mut self, tls: S3Tls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The S3 endpoint over TLS, `https://127.0.0.1:<port>`, when the node has one.
+    pub fn https_endpoint(&self) -> Option<String> {
+        self.tls
+            .as_ref()
+            .map(|tls| format!("https://127.0.0.1:{}", tls.port))
     }
 
     /// The same node with its volumes cut as `volumes` says.
@@ -239,7 +263,7 @@ impl Node {
 pub fn args(node: &Node) -> Vec<OsString> {
     let p = node.ports;
     let d = |name: &str| node.dir.join(name).into_os_string();
-    let pairs: Vec<(&str, OsString)> = vec![
+    let mut pairs: Vec<(&str, OsString)> = vec![
         ("-dir", node.data_dir().into_os_string()),
         ("-ip", "127.0.0.1".into()),
         ("-ip.bind", "127.0.0.1".into()),
@@ -268,6 +292,13 @@ pub fn args(node: &Node) -> Vec<OsString> {
         ("-s3.localSocket", d("s3.sock")),
         ("-s3.config", node.config_path().into_os_string()),
     ];
+    if let Some(tls) = &node.tls {
+        pairs.extend([
+            ("-s3.cert.file", tls.cert_file.clone().into_os_string()),
+            ("-s3.key.file", tls.key_file.clone().into_os_string()),
+            ("-s3.port.https", tls.port.to_string().into()),
+        ]);
+    }
     pairs
         .into_iter()
         .map(|(flag, value)| {

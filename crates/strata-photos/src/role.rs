@@ -41,8 +41,8 @@ pub struct PhotoOptions {
     /// Prefix of every RabbitMQ queue and exchange, so that deployments can share a broker.
     #[arg(long, env = "STRATA_QUEUE_NAMESPACE", default_value = DEFAULT_NAMESPACE)]
     pub queue_namespace: String,
-    /// S3-compatible service for the photos' blobs, `http://HOST:PORT` (the filesystem when
-    /// unset). Credentials: `--s3-credentials-file`, else `STRATA_S3_ACCESS_KEY` and
+    /// S3-compatible service for the photos' blobs, `http://HOST:PORT` or `https://…` (the
+    /// filesystem when unset). Credentials: `--s3-credentials-file`, else `STRATA_S3_ACCESS_KEY` and
     /// `STRATA_S3_SECRET_KEY`.
     #[arg(long, env = "STRATA_S3_ENDPOINT")]
     pub s3_endpoint: Option<String>,
@@ -52,6 +52,10 @@ pub struct PhotoOptions {
     /// File with the S3 credentials: `access_key=…` and `secret_key=…` lines.
     #[arg(long, env = "STRATA_S3_CREDENTIALS_FILE")]
     pub s3_credentials_file: Option<PathBuf>,
+    /// More roots to trust for an `https://` S3 service, as PEM (a private CA); the system's
+    /// roots are always trusted.
+    #[arg(long, env = "STRATA_S3_CA_FILE")]
+    pub s3_ca_file: Option<PathBuf>,
 }
 
 /// The RabbitMQ namespace when none is given.
@@ -69,6 +73,7 @@ impl Default for PhotoOptions {
             s3_endpoint: None,
             s3_bucket: DEFAULT_BUCKET.into(),
             s3_credentials_file: None,
+            s3_ca_file: None,
         }
     }
 }
@@ -111,6 +116,7 @@ impl PhotoOptions {
                     crate::service::MAX_BLOB_BYTES,
                 );
                 options.prefix = "photos/".into();
+                options.ca_file = self.s3_ca_file.clone();
                 std::sync::Arc::new(
                     strata_blobs::s3::S3BlobStore::open(options)
                         .await

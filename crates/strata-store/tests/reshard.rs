@@ -264,7 +264,7 @@ async fn impossible_requests_are_refused_with_the_reason_and_nothing_moves() {
 }
 
 #[tokio::test]
-async fn a_pinned_user_moves_alone_to_its_group_and_stays_there_when_slots_move() {
+async fn a_pinned_user_moves_alone_to_its_group_and_back_when_unpinned() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engines = open(dir.path(), Some(2)).await;
     let store = engines.store.clone();
@@ -305,6 +305,36 @@ async fn a_pinned_user_moves_alone_to_its_group_and_stays_there_when_slots_move(
         .expect("read")
         .expect("present");
     assert_eq!(row.user.profile.first_name.as_str(), "Johnny");
+
+    // Unpinned: back to its slot's group with its latest write, and writes land there again.
+    let report = resharder(dir.path(), fast())
+        .run(&Request::Unpin { user: UserId(12) })
+        .await
+        .expect("unpin");
+    assert_eq!(report.cut_overs, 1);
+    let map = read_map_file(&map_path(dir.path())).expect("map");
+    assert!(map.pins().is_empty());
+    let home = map.group_of_slot(map.slot_of(UserId(12))).clone();
+    assert_eq!(map.group_of(UserId(12)), &home);
+    assert_eq!(in_celebrity.count_users().await.expect("count"), 0);
+    store
+        .replace(UserId(12), &profile("Jon"), Precondition::None)
+        .await
+        .expect("write after the unpin");
+    let in_home = SqliteGroups::new(dir.path())
+        .open_store(&home)
+        .expect("group");
+    let row = in_home
+        .get(UserId(12), ReadRequirement::ANY)
+        .await
+        .expect("read")
+        .expect("present");
+    assert_eq!(row.user.profile.first_name.as_str(), "Jon");
+    let err = resharder(dir.path(), fast())
+        .run(&Request::Unpin { user: UserId(12) })
+        .await
+        .expect_err("not pinned any more");
+    assert!(err.to_string().contains("is not pinned"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,9 @@
 //! with SIGKILL and restarted by the supervisor, answers it from its disk store without asking
 //! anyone. Profiles are kept by the edges (`s-maxage`), and a write through the API purges them
 //! from every edge — here while `edge-2`, which holds a copy on disk, is down: the purge is
-//! retried until it is back on its new admin port.
+//! retried until it is back on its new admin port. The edges also speak HTTPS (`tls_port`,
+//! `dev_cert`): edge-2 serves the image it holds over TLS. Last, `strata edge purge --dir`
+//! purges the photos from the shield and both edges.
 
 mod common;
 
@@ -17,7 +19,7 @@ use strata_photos::testdata;
 use strata_photos::upload::Format;
 
 const TOPOLOGY: &str = "name = \"edges\"\n[edge]\ncount = 2\nshield = true\nmemory_mib = 64\n\
-    disk_mib = 64\n[lb]\n[api]\ncount = 2\n[workers]\ncount = 1\n";
+    disk_mib = 64\ntls_port = 0\ndev_cert = true\n[lb]\n[api]\ncount = 2\n[workers]\ncount = 1\n";
 
 /// The name clients give the service (the `Host` of their requests), whichever edge they reach.
 const SERVICE: &str = "strata.test";
@@ -164,6 +166,29 @@ async fn edges_behind_a_shield_cost_one_origin_fetch_survive_a_kill_and_are_purg
         "edge-1's second request was a hit"
     );
 
+    // The same image over HTTPS from edge-2, trusting the certificate it wrote for clients: a
+    // hit on the copy it holds, with no fetch.
+    let pem = std::fs::read(dir.join("edge-2-dev-cert.pem")).expect("edge-2's certificate");
+    let tls = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("PEM"))
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("TLS client");
+    let https = addr(&status, "edge-2", "https");
+    let r = tls
+        .get(format!("https://{https}{image}"))
+        .header("host", SERVICE)
+        .send()
+        .await
+        .expect("GET image over HTTPS");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.bytes().await.expect("bytes"), bodies[0]);
+    assert_eq!(
+        counter(&plain, &admins[0], "strata_edge_origin_fetches_total", None).await,
+        origin_after,
+        "served from edge-2's copy"
+    );
+
     // edge-1 killed outright: the supervisor restarts it on the public port, and it answers
     // from its disk store without a fetch.
     let pid = role(&status, "edge-1")["pid"].as_u64().expect("pid") as i32;
@@ -269,5 +294,38 @@ async fn edges_behind_a_shield_cost_one_origin_fetch_survive_a_kill_and_are_purg
     assert!(
         counter(&plain, &admin2, "strata_edge_purges_total", None).await >= 1,
         "the restarted edge-2 was purged"
+    );
+
+    // An operator's purge of the whole deployment, by its directory: the photo leaves the
+    // shield and both edges (each answers with what it purged), so edge-1 fetches it again.
+    let d = dir.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        common::strata(&["edge", "purge", "--prefix", "/photos/"], &d)
+    })
+    .await
+    .expect("join");
+    assert!(
+        out.status.success(),
+        "{}",
+        common::explain("purge --dir", &out, &dir)
+    );
+    let answers = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        answers.lines().count(),
+        3,
+        "the shield and two edges: {answers}"
+    );
+    let fetches = counter(&plain, &admin1, "strata_edge_origin_fetches_total", None).await;
+    let r = plain
+        .get(format!("http://{public}{image}"))
+        .header("host", SERVICE)
+        .send()
+        .await
+        .expect("GET image after the purge");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        counter(&plain, &admin1, "strata_edge_origin_fetches_total", None).await,
+        fetches + 1,
+        "purged from edge-1: fetched again"
     );
 }

@@ -57,7 +57,7 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
         let shards = topology.shards;
         let groups = topology.postgres_groups();
         let cache = topology.cache.clone();
-        let edge = topology.edge;
+        let edge = topology.edge.clone();
         let state_file = ctx.path(&[crate::state::STATE_FILE]);
         let (databases, caches) = (databases.clone(), caches.clone());
         let photos = photos.clone();

@@ -4,6 +4,7 @@
 //! fetch). Each edge keeps its disk store in `DIR/edge/<role>`, which survives its restarts.
 
 use strata_edge::role::{ByteSize, EdgeArgs, EdgeCommand};
+use strata_lb::tls::CertFiles;
 
 use super::{Plan, PlanContext, RoleSpec, Wiring};
 use crate::roles::{RoleCommand, RoleKind};
@@ -17,7 +18,7 @@ pub const SHIELD: &str = "edge-shield";
 
 /// The edges, after the balancer or the API servers they front.
 pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
-    let Some(spec) = topology.edge else {
+    let Some(spec) = topology.edge.clone() else {
         return;
     };
     let origin = if topology.lb.is_some() {
@@ -27,7 +28,7 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
     };
     let front = if spec.shield {
         plan.roles
-            .push(edge_role(ctx, &spec, SHIELD, &origin).on_port(0));
+            .push(edge_role(ctx, &spec, SHIELD, &origin, None).on_port(0));
         SHIELD.to_string()
     } else {
         origin
@@ -35,15 +36,29 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
     for i in 1..=spec.count {
         let name = format!("edge-{i}");
         let port = if i == 1 { ctx.public_port } else { 0 };
+        // HTTPS: edge-1 on the topology's port, the others on free ones.
+        let tls = spec
+            .tls
+            .as_ref()
+            .map(|tls| (if i == 1 { tls.port } else { 0 }, tls.cert_and_key.clone()));
         plan.roles
-            .push(edge_role(ctx, &spec, &name, &front).on_port(port));
+            .push(edge_role(ctx, &spec, &name, &front, tls).on_port(port));
     }
 }
 
-/// One edge named `name` in front of role `origin`'s HTTP listener.
-fn edge_role(ctx: &PlanContext, spec: &EdgeSpec, name: &str, origin: &str) -> RoleSpec {
+/// One edge named `name` in front of role `origin`'s HTTP listener; with `tls`, also HTTPS on
+/// that port (0: a free one) with that certificate and key, or a self-signed certificate
+/// written to `DIR/<name>-dev-cert.pem`.
+fn edge_role(
+    ctx: &PlanContext,
+    spec: &EdgeSpec,
+    name: &str,
+    origin: &str,
+    tls: Option<(u16, Option<(String, String)>)>,
+) -> RoleSpec {
     let cache_dir = (spec.disk_mib > 0).then(|| ctx.path(&[EDGE_DIR, name]));
-    let (role_name, origin_role, spec) = (name.to_string(), origin.to_string(), *spec);
+    let dev_cert = ctx.path(&[&format!("{name}-dev-cert.pem")]);
+    let (role_name, origin_role, spec) = (name.to_string(), origin.to_string(), spec.clone());
     RoleSpec::new(
         RoleKind::Edge,
         name,
@@ -58,6 +73,17 @@ fn edge_role(ctx: &PlanContext, spec: &EdgeSpec, name: &str, origin: &str) -> Ro
             if let Some(dir) = &cache_dir {
                 args.cache_dir = Some(dir.clone());
                 args.disk = ByteSize(u64::from(spec.disk_mib) << 20);
+            }
+            if let Some((port, cert_and_key)) = &tls {
+                args.tls_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], *port)));
+                match cert_and_key {
+                    Some((cert, key)) => args.tls_certs.push(CertFiles {
+                        name: None,
+                        cert: cert.into(),
+                        key: key.into(),
+                    }),
+                    None => args.dev_cert = Some(dev_cert.clone()),
+                }
             }
             args.name = role_name.clone();
             args.exit_on_stdin_eof = true;

@@ -108,9 +108,14 @@ impl PhotoWiring {
                 options.s3_endpoint = Some(format!("http://{addr}"));
                 options.s3_credentials_file = Some(self.credentials.clone());
             }
-            BlobsSpec::S3 { endpoint, bucket } => {
+            BlobsSpec::S3 {
+                endpoint,
+                bucket,
+                ca_file,
+            } => {
                 options.s3_endpoint = Some(endpoint.clone());
                 options.s3_bucket = bucket.clone();
+                options.s3_ca_file = ca_file.as_ref().map(PathBuf::from);
             }
         }
         Ok(())

@@ -389,6 +389,46 @@ fn edges_take_the_public_port_and_fetch_through_the_shield_from_the_balancer() {
 }
 
 #[test]
+fn the_edges_clients_reach_speak_https_and_the_shield_does_not() {
+    let plan = compile(
+        "[lb]\n[api]\ncount = 1\n[edge]\ncount = 2\nshield = true\ntls_port = 8443\ndev_cert = true\n",
+    );
+    let edge = |name: &str| match command(&plan, name) {
+        RoleCommand::Edge(e) => e.args,
+        other => panic!("{other:?}"),
+    };
+    let (shield, one, two) = (edge("edge-shield"), edge("edge-1"), edge("edge-2"));
+    assert_eq!((shield.tls_listen, shield.dev_cert), (None, None));
+    assert_eq!(
+        one.tls_listen,
+        Some("127.0.0.1:8443".parse().expect("addr")),
+        "edge-1 on the topology's port"
+    );
+    assert_eq!(
+        two.tls_listen,
+        Some("127.0.0.1:0".parse().expect("addr")),
+        "the others on free ports"
+    );
+    assert_eq!(
+        (one.dev_cert.as_deref(), two.dev_cert.as_deref()),
+        (
+            Some(Path::new("/d/edge-1-dev-cert.pem")),
+            Some(Path::new("/d/edge-2-dev-cert.pem"))
+        ),
+        "a certificate of its own each, where clients find it"
+    );
+    let plan = compile(
+        "[api]\ncount = 1\n[edge]\ntls_port = 8443\ntls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\n",
+    );
+    let RoleCommand::Edge(e) = command(&plan, "edge-1") else {
+        panic!("an edge")
+    };
+    assert_eq!(e.args.tls_certs.len(), 1);
+    assert_eq!(e.args.tls_certs[0].cert, Path::new("/c.pem"));
+    assert_eq!(e.args.dev_cert, None);
+}
+
+#[test]
 fn the_balancer_gets_its_backends_algorithm_tls_and_timeouts() {
     let plan = compile(EVERY_SETTING[0]);
     let RoleCommand::Lb(lb) = command(&plan, "lb-1") else {

@@ -13,9 +13,9 @@ use super::{
     TopologyError,
 };
 
-/// Every fixed port — the API servers' `ports` and the balancer's `tls_port` — must differ from
-/// the public port and from each other; `api.ports` must not list more ports than there are API
-/// servers off the public port.
+/// Every fixed port — the API servers' `ports` and the `tls_port` of the balancer and of the
+/// edges — must differ from the public port and from each other; `api.ports` must not list more
+/// ports than there are API servers off the public port.
 pub(super) fn ports(
     t: &Topology,
     doc: &Document<'_>,
@@ -52,6 +52,15 @@ pub(super) fn ports(
             "the balancer's TLS listener (`lb.tls_port`)".to_string(),
             tls.port,
             doc.line_of("lb", "tls_port"),
+        ));
+    }
+    if let Some(tls) = t.edge.as_ref().and_then(|edge| edge.tls.as_ref())
+        && tls.port != 0
+    {
+        fixed.push((
+            "edge-1's TLS listener (`edge.tls_port`)".to_string(),
+            tls.port,
+            doc.line_of("edge", "tls_port"),
         ));
     }
     for (i, (owner, port, line)) in fixed.iter().enumerate() {

@@ -9,12 +9,16 @@
 //! disk_mib = 1024    # each edge's disk store in DIR/edge/<role> (0: memory only)
 //! profile_ttl_secs = 60  # how long edges keep a profile without asking (writes purge it at
 //!                        # once); 0: they revalidate every profile with its ETag
+//! tls_port = 8443    # HTTPS on edge-1 (the other edges on free ports), with
+//! tls_cert = "cert.pem"  # tls_cert + tls_key, or dev_cert = true (a self-signed certificate
+//! tls_key = "key.pem"    # per edge, written to DIR/edge-N-dev-cert.pem for clients to trust)
 //! ```
 
+use super::LbTls;
 use super::reader::Section;
 
 /// `[edge]` as read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EdgeSpec {
     /// Edges clients reach (`edge-1` … `edge-N`).
     pub count: u16,
@@ -26,6 +30,9 @@ pub struct EdgeSpec {
     pub disk_mib: u32,
     /// Seconds edges keep a profile without asking the origin (writes purge it at once).
     pub profile_ttl_secs: u64,
+    /// HTTPS on the edges clients reach: edge-1 on `port`, the others on free ports; the
+    /// shield speaks plain HTTP to them on loopback.
+    pub tls: Option<LbTls>,
 }
 
 /// The most edges a topology runs on one machine.
@@ -38,6 +45,13 @@ pub(super) fn read(sec: &mut Section<'_>) -> EdgeSpec {
     let memory_mib = sec.int("memory_mib", 1..=65_536).unwrap_or(256);
     let disk_mib = sec.int("disk_mib", 0..=1_048_576).unwrap_or(1024);
     let profile_ttl_secs = sec.int("profile_ttl_secs", 0..=86_400).unwrap_or(60);
+    let tls = super::lb::tls(sec, "edge");
+    if tls.as_ref().is_some_and(|t| t.redirect) {
+        sec.error(
+            "https_redirect",
+            "`edge.https_redirect` is not supported: edges serve both HTTP and HTTPS",
+        );
+    }
     if memory_mib < 2 {
         sec.error(
             "memory_mib",
@@ -51,6 +65,7 @@ pub(super) fn read(sec: &mut Section<'_>) -> EdgeSpec {
         memory_mib,
         disk_mib,
         profile_ttl_secs,
+        tls,
     }
 }
 
@@ -73,7 +88,8 @@ mod tests {
                 shield: true,
                 memory_mib: 64,
                 disk_mib: 0,
-                profile_ttl_secs: 0
+                profile_ttl_secs: 0,
+                tls: None,
             })
         );
         assert_eq!(
@@ -89,7 +105,8 @@ mod tests {
                 shield: false,
                 memory_mib: 256,
                 disk_mib: 1024,
-                profile_ttl_secs: 60
+                profile_ttl_secs: 60,
+                tls: None,
             })
         );
         assert_eq!(
@@ -110,5 +127,44 @@ mod tests {
         assert!(e[1].message.contains("edge.shield"), "{e:#?}");
         assert!(e[2].message.contains("at least 2"), "{e:#?}");
         assert!(e[3].message.contains("unknown key `edge.cache`"), "{e:#?}");
+    }
+
+    #[test]
+    fn edges_take_tls_as_the_balancer_does_and_refuse_what_does_not_fit() {
+        let t = Topology::parse(
+            "[api]\ncount = 1\n[edge]\ncount = 2\ntls_port = 8443\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n",
+            8080,
+        )
+        .expect("valid");
+        assert_eq!(
+            t.edge.expect("edge").tls,
+            Some(LbTls {
+                port: 8443,
+                cert_and_key: Some(("c.pem".into(), "k.pem".into())),
+                redirect: false
+            })
+        );
+        for (text, expect) in [
+            (
+                "[edge]\ntls_port = 8443\n",
+                "`edge.tls_port` needs `tls_cert` and `tls_key`",
+            ),
+            (
+                "[edge]\ntls_port = 8443\ndev_cert = true\nhttps_redirect = true\n",
+                "`edge.https_redirect` is not supported",
+            ),
+            (
+                "[edge]\ntls_port = 8080\ndev_cert = true\n",
+                "edge-1's TLS listener (`edge.tls_port`) clashes with the public port 8080",
+            ),
+            (
+                "[lb]\ntls_port = 8443\ndev_cert = true\n[edge]\ntls_port = 8443\ndev_cert = true\n",
+                "clashes with port 8443 of the balancer's TLS listener",
+            ),
+        ] {
+            let e = errors(&format!("[api]\ncount = 1\n{text}"));
+            assert_eq!(e.len(), 1, "{text}: {e:#?}");
+            assert!(e[0].message.contains(expect), "{text}: {e:#?}");
+        }
     }
 }

@@ -29,7 +29,7 @@ pub(super) fn read(sec: &mut Section<'_>) -> LbSpec {
                     .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
         },
     );
-    let tls = tls(sec);
+    let tls = tls(sec, "lb");
     let timeouts = LbTimeouts {
         connect_ms: sec.millis("connect_timeout_ms", CONNECT_TIMEOUT_MS),
         header_ms: sec.millis("header_timeout_ms", HEADER_TIMEOUT_MS),
@@ -45,8 +45,9 @@ pub(super) fn read(sec: &mut Section<'_>) -> LbSpec {
     }
 }
 
-/// The TLS listener: `tls_port` with `tls_cert` + `tls_key`, or with `dev_cert = true`.
-fn tls(sec: &mut Section<'_>) -> Option<LbTls> {
+/// A TLS listener (of `[lb]` or `[edge]`, named by `table` in errors): `tls_port` with
+/// `tls_cert` + `tls_key`, or with `dev_cert = true`.
+pub(super) fn tls(sec: &mut Section<'_>, table: &str) -> Option<LbTls> {
     let port = sec.port("tls_port");
     let cert = sec.path("tls_cert");
     let key = sec.path("tls_key");
@@ -58,7 +59,7 @@ fn tls(sec: &mut Section<'_>) -> Option<LbTls> {
             if redirect && !sec.has("tls_port") {
                 sec.error(
                     "https_redirect",
-                    "`lb.https_redirect` needs TLS: set `tls_port`",
+                    format!("`{table}.https_redirect` needs TLS: set `tls_port`"),
                 );
             }
             None
@@ -78,7 +79,7 @@ fn tls(sec: &mut Section<'_>) -> Option<LbTls> {
             if !sec.has("tls_port") {
                 sec.error(
                     "tls_port",
-                    "TLS settings need `lb.tls_port` (0 picks a free port)",
+                    format!("TLS settings need `{table}.tls_port` (0 picks a free port)"),
                 );
             }
             None
@@ -86,15 +87,19 @@ fn tls(sec: &mut Section<'_>) -> Option<LbTls> {
         (Some(_), _, _, true) => {
             sec.error(
                 "dev_cert",
-                "`lb.dev_cert = true` cannot go with `tls_cert`/`tls_key`: choose one",
+                format!(
+                    "`{table}.dev_cert = true` cannot go with `tls_cert`/`tls_key`: choose one"
+                ),
             );
             None
         }
         (Some(_), ..) => {
             sec.error(
                 "tls_port",
-                "`lb.tls_port` needs `tls_cert` and `tls_key` (PEM files), or `dev_cert = true` \
-                 for a self-signed certificate",
+                format!(
+                    "`{table}.tls_port` needs `tls_cert` and `tls_key` (PEM files), or \
+                     `dev_cert = true` for a self-signed certificate"
+                ),
             );
             None
         }

@@ -419,6 +419,7 @@ impl Topology {
     /// Edges `strata up` runs, the shield included.
     pub fn edges(&self) -> usize {
         self.edge
+            .as_ref()
             .map_or(0, |e| usize::from(e.count) + usize::from(e.shield))
     }
 

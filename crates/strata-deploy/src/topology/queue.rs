@@ -10,6 +10,7 @@
 //! # volume_size_mib = 256         # s3-1's volumes: it makes as many as its disk holds
 //! # endpoint = "http://HOST:8333"   # an S3-compatible service of one's own instead of s3-1,
 //! # bucket = "strata-photos"        # credentials from STRATA_S3_ACCESS_KEY / STRATA_S3_SECRET_KEY
+//! # ca_file = "/etc/strata/s3-ca.pem" # https:// only: more roots than the system's
 //! ```
 
 use super::reader::Section;
@@ -35,7 +36,12 @@ pub enum BlobsSpec {
     /// SeaweedFS: `s3-1`, run by `strata up`, with volumes of `volume_size_mib`.
     SeaweedFs { volume_size_mib: u32 },
     /// An S3-compatible service of one's own.
-    S3 { endpoint: String, bucket: String },
+    S3 {
+        endpoint: String,
+        bucket: String,
+        /// More roots to trust for an `https://` endpoint.
+        ca_file: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,9 +97,25 @@ pub(super) fn read_blobs(sec: &mut Section<'_>) -> BlobsSpec {
     );
     let endpoint = sec.string(
         "endpoint",
-        "an http:// URL of an S3-compatible service (http://HOST:PORT)",
-        |s| s.starts_with("http://") && s.len() > "http://".len() && s.len() <= 2048,
+        "an http:// or https:// URL of an S3-compatible service (https://HOST[:PORT])",
+        |s| {
+            ["http://", "https://"]
+                .iter()
+                .any(|scheme| s.starts_with(scheme) && s.len() > scheme.len())
+                && s.len() <= 2048
+        },
     );
+    let ca_file = sec.path("ca_file");
+    if ca_file.is_some()
+        && endpoint
+            .as_ref()
+            .is_some_and(|e| !e.starts_with("https://"))
+    {
+        sec.error(
+            "ca_file",
+            "`blobs.ca_file` is for an https:// endpoint: use https://, or drop ca_file",
+        );
+    }
     let bucket = sec.string(
         "bucket",
         "a bucket name: 3 to 63 characters of a-z, 0-9, '-' and '.'",
@@ -115,6 +137,7 @@ pub(super) fn read_blobs(sec: &mut Section<'_>) -> BlobsSpec {
             Some(endpoint) => BlobsSpec::S3 {
                 endpoint,
                 bucket: bucket.unwrap_or_else(|| strata_photos::role::DEFAULT_BUCKET.into()),
+                ca_file,
             },
             None => {
                 if !sec.has("endpoint") {
@@ -128,7 +151,7 @@ pub(super) fn read_blobs(sec: &mut Section<'_>) -> BlobsSpec {
             }
         },
         other => {
-            for key in ["endpoint", "bucket"] {
+            for key in ["endpoint", "bucket", "ca_file"] {
                 if sec.has(key) {
                     sec.error(
                         key,
@@ -185,7 +208,8 @@ mod tests {
             own.blobs,
             BlobsSpec::S3 {
                 endpoint: "http://s3:8333".into(),
-                bucket: "strata-photos".into()
+                bucket: "strata-photos".into(),
+                ca_file: None,
             }
         );
         assert_eq!(own.instance_count(), 1, "nothing more to run");

@@ -198,6 +198,12 @@ impl Store {
         if list.len() > MAX_VARIANTS {
             list.remove(0);
         }
+        // Memory first, then the index: a rebuild reads memory, so it must already hold this
+        // object (and every other one whose keys were added before it), or the rebuilt index
+        // would lose their keys and a purge by key would miss them.
+        self.memory
+            .insert(url.clone(), Arc::new(Variants(list)))
+            .await;
         if !object.meta.surrogate_keys.is_empty() {
             let mut index = self.keys.lock().unwrap_or_else(|p| p.into_inner());
             for key in &object.meta.surrogate_keys {
@@ -208,7 +214,6 @@ impl Store {
                 *index = self.rebuilt_index();
             }
         }
-        self.memory.insert(url, Arc::new(Variants(list))).await;
         object
     }
 

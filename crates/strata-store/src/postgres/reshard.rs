@@ -343,6 +343,15 @@ impl GroupRows for PgStore {
             .map(|_| ())
     }
 
+    async fn unfence_user(&self, user: UserId) -> Result<(), StoreError> {
+        self.rewrite_fences(move |mut fences| {
+            fences.retain(|f| f.user != Some(user));
+            fences
+        })
+        .await
+        .map(|_| ())
+    }
+
     async fn unfence_slots(&self, slots: SlotRange) -> Result<(), StoreError> {
         self.rewrite_fences(move |fences| without_slots(&fences, slots))
             .await

@@ -44,6 +44,9 @@ pub struct PinState {
     pub user: UserId,
     pub from: ShardGroup,
     pub to: ShardGroup,
+    /// An unpin: the user goes back to its slot's group (`to`) and its pin is dropped.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unpin: bool,
 }
 
 /// A cut-over that fenced its slots and has not yet seen its map published.

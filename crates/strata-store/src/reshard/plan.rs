@@ -19,6 +19,8 @@ pub enum Request {
     Move { slots: SlotRange, to: ShardGroup },
     /// Move a user to a group of its own (which must be in the map).
     Pin { user: UserId, to: ShardGroup },
+    /// Move a pinned user back to its slot's group, and drop the pin.
+    Unpin { user: UserId },
 }
 
 impl Request {
@@ -27,6 +29,7 @@ impl Request {
             Request::Shards(n) => format!("--shards {n}"),
             Request::Move { slots, to } => format!("move {slots} to {to}"),
             Request::Pin { user, to } => format!("pin {user} to {to}"),
+            Request::Unpin { user } => format!("unpin {user}"),
         }
     }
 }
@@ -125,6 +128,23 @@ pub fn plan(map: &ShardMap, request: &Request, id: String) -> Result<Journal, St
                 user: *user,
                 from,
                 to: to.clone(),
+                unpin: false,
+            });
+            Vec::new()
+        }
+        Request::Unpin { user } => {
+            let Some(from) = map.pins().get(user).cloned() else {
+                return Err(StoreError::Unusable(format!(
+                    "user {user} is not pinned: it is in its slot's group {}",
+                    map.group_of(*user)
+                )));
+            };
+            let to = map.group_of_slot(map.slot_of(*user)).clone();
+            journal.pin = Some(PinState {
+                user: *user,
+                from,
+                to,
+                unpin: true,
             });
             Vec::new()
         }

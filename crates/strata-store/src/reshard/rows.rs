@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use crate::StoreError;
 use crate::shard::fence::Fence;
 use crate::shard::{SLOTS, SlotRange, Strategy};
+use strata_core::user::UserId;
 
 /// A user row with its account, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,6 +176,8 @@ pub trait GroupRows: Send + Sync + 'static {
     async fn unfence(&self, to: &str, map_version: u64) -> Result<(), StoreError>;
     /// Removes what fences say about `slots` (rows of them are moving here).
     async fn unfence_slots(&self, slots: SlotRange) -> Result<(), StoreError>;
+    /// Removes the fence that sent `user` away from here (a pinned user coming back).
+    async fn unfence_user(&self, user: UserId) -> Result<(), StoreError>;
     /// Joins fences that send adjacent slot ranges to the same group (after cut-overs, whose
     /// maps are all published), so writes check few of them.
     async fn compact_fences(&self) -> Result<(), StoreError>;

@@ -536,12 +536,20 @@ impl Resharder {
         map: &mut ShardMap,
     ) -> Result<(), StoreError> {
         let (src, dst) = (self.opener.rows(&pin.from)?, self.opener.rows(&pin.to)?);
-        let next = map
-            .pin(pin.user, pin.to.clone())
-            .map_err(|e| StoreError::Unusable(e.to_string()))?;
-        if map.pins().get(&pin.user) == Some(&pin.to) {
+        let published = if pin.unpin {
+            !map.pins().contains_key(&pin.user)
+        } else {
+            map.pins().get(&pin.user) == Some(&pin.to)
+        };
+        if published {
             return Ok(()); // published before a stop
         }
+        let next = if pin.unpin {
+            map.unpin(pin.user)
+        } else {
+            map.pin(pin.user, pin.to.clone())
+        }
+        .map_err(|e| StoreError::Unusable(e.to_string()))?;
         let slot = map.slot_of(pin.user);
         let range = SlotRange::new(slot.get(), slot.get())
             .ok_or_else(|| StoreError::Unavailable("no slot (a bug)".into()))?;
@@ -559,6 +567,9 @@ impl Resharder {
         let result = async {
             let rows = src.user_rows_by_id(vec![id]).await?;
             dst.unfence_slots(range).await?;
+            if pin.unpin {
+                dst.unfence_user(pin.user).await?;
+            }
             dst.apply(RowBatch {
                 deleted_users: if rows.is_empty() {
                     vec![id]

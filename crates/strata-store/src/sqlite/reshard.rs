@@ -11,6 +11,7 @@ use crate::reshard::rows::{
 use crate::shard::fence::Fence;
 use crate::shard::fence::{compact, without_move, without_slots};
 use crate::shard::{SlotRange, Strategy};
+use strata_core::user::UserId;
 
 const USER_COLUMNS: &str =
     "u.id, u.version, u.profile, a.email, a.password_hash, a.roles, a.created_ms";
@@ -304,6 +305,19 @@ impl GroupRows for SqliteStore {
                 .map_err(engine_error)?;
             let kept = without_move(shard::fences(&tx)?, &to, map_version);
             write_fences(&tx, &kept)?;
+            tx.commit().map_err(engine_error)
+        })
+        .await
+    }
+
+    async fn unfence_user(&self, user: UserId) -> Result<(), StoreError> {
+        self.with_writer(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(engine_error)?;
+            let mut fences = shard::fences(&tx)?;
+            fences.retain(|f| f.user != Some(user));
+            write_fences(&tx, &fences)?;
             tx.commit().map_err(engine_error)
         })
         .await
