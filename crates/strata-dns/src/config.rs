@@ -154,7 +154,7 @@ impl DnsConfig {
     pub fn from_file(path: &std::path::Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-        Ok(Self::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?)
+        Self::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 
     /// Parses and validates a configuration's text.

@@ -1,0 +1,247 @@
+//! The protocol: SOA/NS, NXDOMAIN and NODATA with the SOA, REFUSED outside the zone,
+//! FORMERR/NOTIMP/BADVERS for what it cannot answer, and truncation over UDP with the full
+//! answer over TCP.
+
+use std::time::Duration;
+
+use hickory_proto::op::{Message, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
+
+use crate::support::*;
+
+async fn one_dc() -> (TestDns, HealthEndpoint) {
+    let b = HealthEndpoint::start("127.0.60.1").await;
+    let config = format!(
+        r#"
+zone = "strata.test."
+services = ["www", "www.eu"]
+nameservers = ["ns1.strata.test.", "ns2.elsewhere.example."]
+policy = "failover"
+ttl_secs = 5
+[[datacenter]]
+name = "a"
+balancers = ["{}"]
+"#,
+        b.addr
+    );
+    (start_dns(&config, false).await, b)
+}
+
+fn soa_in_authority(m: &Message) -> bool {
+    m.authorities.len() == 1 && matches!(m.authorities[0].data, RData::SOA(_))
+}
+
+#[tokio::test]
+async fn the_apex_has_soa_and_ns_and_the_service_short_lived_addresses() {
+    let (dns, _b) = one_dc().await;
+    let r = udp(dns.addr, &query("strata.test.", RecordType::SOA)).await;
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    assert!(r.metadata.authoritative);
+    assert!(matches!(r.answers[..], [ref soa] if matches!(soa.data, RData::SOA(_))));
+
+    let r = udp(dns.addr, &query("strata.test.", RecordType::NS)).await;
+    let mut names: Vec<String> = r
+        .answers
+        .iter()
+        .filter_map(|rec| match &rec.data {
+            RData::NS(ns) => Some(ns.0.to_ascii()),
+            _ => None,
+        })
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["ns1.strata.test.", "ns2.elsewhere.example."]);
+
+    // Case does not matter, and the question is echoed as asked.
+    let r = udp(dns.addr, &query("WWW.Strata.TEST.", RecordType::A)).await;
+    assert_eq!(ips(&r), vec![ip("127.0.60.1")]);
+    assert_eq!(r.answers[0].ttl, 5);
+    assert_eq!(r.queries[0].name().to_ascii(), "WWW.Strata.TEST.");
+    assert!(r.metadata.authoritative);
+    assert!(!r.metadata.truncation);
+}
+
+#[tokio::test]
+async fn existing_names_without_the_type_are_nodata_and_others_nxdomain() {
+    let (dns, _b) = one_dc().await;
+    for (name, qtype) in [
+        ("www.strata.test.", RecordType::AAAA), // no IPv6 balancer
+        ("www.strata.test.", RecordType::TXT),
+        ("eu.strata.test.", RecordType::A), // an empty non-terminal
+        ("ns1.strata.test.", RecordType::MX), // an in-zone nameserver's name
+        ("strata.test.", RecordType::A),
+    ] {
+        let r = udp(dns.addr, &query(name, qtype)).await;
+        assert_eq!(
+            r.metadata.response_code,
+            ResponseCode::NoError,
+            "{name} {qtype}"
+        );
+        assert!(r.answers.is_empty(), "{name} {qtype}");
+        assert!(soa_in_authority(&r), "{name} {qtype}: SOA in authority");
+        assert!(r.metadata.authoritative);
+    }
+    for name in [
+        "nope.strata.test.",
+        "x.www.strata.test.",
+        "a.b.eu.strata.test.",
+    ] {
+        let r = udp(dns.addr, &query(name, RecordType::A)).await;
+        assert_eq!(r.metadata.response_code, ResponseCode::NXDomain, "{name}");
+        assert!(soa_in_authority(&r), "{name}: SOA in authority");
+        assert!(r.metadata.authoritative);
+        assert!(r.answers[..].is_empty());
+    }
+}
+
+#[tokio::test]
+async fn outside_the_zone_and_other_classes_are_refused() {
+    let (dns, _b) = one_dc().await;
+    for name in ["example.com.", "test.", "strata.test.example."] {
+        let r = udp(dns.addr, &query(name, RecordType::A)).await;
+        assert_eq!(r.metadata.response_code, ResponseCode::Refused, "{name}");
+        assert!(!r.metadata.authoritative);
+    }
+    let mut q = Message::query();
+    let mut question = Query::query(
+        Name::from_ascii("www.strata.test.").expect("name"),
+        RecordType::TXT,
+    );
+    question.set_query_class(DNSClass::CH);
+    q.add_query(question);
+    assert_eq!(
+        udp(dns.addr, &q).await.metadata.response_code,
+        ResponseCode::Refused
+    );
+    let r = tcp(dns.addr, &query("strata.test.", RecordType::AXFR))
+        .await
+        .0;
+    assert_eq!(
+        r.metadata.response_code,
+        ResponseCode::Refused,
+        "no zone transfers"
+    );
+}
+
+#[tokio::test]
+async fn malformed_and_unsupported_queries_get_formerr_notimp_or_badvers() {
+    let (dns, _b) = one_dc().await;
+    // Two questions.
+    let mut q = query("www.strata.test.", RecordType::A);
+    q.add_query(Query::query(
+        Name::from_ascii("strata.test.").expect("name"),
+        RecordType::SOA,
+    ));
+    assert_eq!(
+        udp(dns.addr, &q).await.metadata.response_code,
+        ResponseCode::FormErr
+    );
+    // No question.
+    let q = Message::query();
+    assert_eq!(
+        udp(dns.addr, &q).await.metadata.response_code,
+        ResponseCode::FormErr
+    );
+    // A question cut short: the header parses, the rest does not.
+    let mut bytes = query("www.strata.test.", RecordType::A)
+        .to_vec()
+        .expect("encode");
+    let id = u16::from_be_bytes([bytes[0], bytes[1]]);
+    bytes.truncate(20);
+    let answer = udp_raw(dns.addr, "127.0.0.1", &bytes, ANSWER_WITHIN)
+        .await
+        .expect("FORMERR");
+    let r = Message::from_vec(&answer).expect("parse");
+    assert_eq!(
+        (r.metadata.id, r.metadata.response_code),
+        (id, ResponseCode::FormErr)
+    );
+    // ECS with address bits past its source prefix (10.1.2.0 is not a /20 network: RFC 7871 §6).
+    let q = with_edns(
+        query("www.strata.test.", RecordType::A),
+        1232,
+        Some("10.1.2.0/20"),
+    );
+    assert_eq!(
+        udp(dns.addr, &q).await.metadata.response_code,
+        ResponseCode::FormErr
+    );
+    // Another opcode.
+    let mut q = query("www.strata.test.", RecordType::A);
+    q.metadata.op_code = OpCode::Status;
+    assert_eq!(
+        udp(dns.addr, &q).await.metadata.response_code,
+        ResponseCode::NotImp
+    );
+    // EDNS version 1.
+    let mut q = with_edns(query("www.strata.test.", RecordType::A), 1232, None);
+    if let Some(edns) = q.edns.as_mut() {
+        edns.set_version(1);
+    }
+    let code = udp(dns.addr, &q).await.metadata.response_code;
+    // 16 is both BADVERS (in a response's OPT) and BADSIG (TSIG); the decoder names it BADSIG.
+    assert_eq!(u16::from(code), u16::from(ResponseCode::BADVERS), "{code}");
+    // A response is never answered.
+    let mut q = query("www.strata.test.", RecordType::A);
+    q.metadata.message_type = hickory_proto::op::MessageType::Response;
+    let bytes = q.to_vec().expect("encode");
+    assert!(
+        udp_raw(dns.addr, "127.0.0.1", &bytes, Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+    // Still answering.
+    assert_eq!(
+        ips(&udp(dns.addr, &query("www.strata.test.", RecordType::A)).await),
+        vec![ip("127.0.60.1")]
+    );
+}
+
+#[tokio::test]
+async fn a_big_answer_is_truncated_over_udp_and_whole_over_tcp() {
+    const BALANCERS: u8 = 40;
+    let mut endpoints = Vec::new();
+    for i in 1..=BALANCERS {
+        endpoints.push(HealthEndpoint::start(&format!("127.0.70.{i}")).await);
+    }
+    let list: Vec<String> = endpoints
+        .iter()
+        .map(|e| format!("\"{}\"", e.addr))
+        .collect();
+    let config = format!(
+        r#"
+zone = "strata.test."
+services = ["www"]
+policy = "failover"
+[[datacenter]]
+name = "big"
+balancers = [{}]
+"#,
+        list.join(", ")
+    );
+    let dns = start_dns(&config, false).await;
+    let q = query("www.strata.test.", RecordType::A);
+    let (r, size) = udp_from(dns.addr, "127.0.0.1", &q).await;
+    assert!(r.metadata.truncation, "TC set");
+    assert!(r.answers.is_empty());
+    assert!(size <= 512, "{size} bytes");
+    // A small EDNS buffer is honoured too.
+    let (r, size) = udp_from(dns.addr, "127.0.0.1", &with_edns(q.clone(), 512, None)).await;
+    assert!(r.metadata.truncation && size <= 512, "{size} bytes");
+    // A large enough one takes the whole answer over UDP.
+    let (r, size) = udp_from(dns.addr, "127.0.0.1", &with_edns(q.clone(), 4096, None)).await;
+    assert!(!r.metadata.truncation);
+    assert_eq!(r.answers.len(), usize::from(BALANCERS));
+    assert!(size <= 1232, "{size} bytes");
+    // TCP: everything, with no EDNS.
+    let (r, size) = tcp(dns.addr, &q).await;
+    assert!(!r.metadata.truncation);
+    assert_eq!(r.answers.len(), usize::from(BALANCERS));
+    assert!(size > 512);
+    // Shuffled: over a few answers, the order changes.
+    let first = tcp(dns.addr, &q).await.0.answers;
+    let mut differs = false;
+    for _ in 0..10 {
+        differs |= tcp(dns.addr, &q).await.0.answers != first;
+    }
+    assert!(differs, "the order of the answers is shuffled");
+}
