@@ -111,6 +111,20 @@ pub async fn run(args: DnsArgs) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        dns: DnsArgs,
+    }
+
+    #[test]
+    fn the_constructor_has_the_defaults_of_the_command_line() {
+        use clap::Parser as _;
+        // The environment could override the listen address; these tests never set it.
+        let parsed = Cli::try_parse_from(["dns", "--config", "dns.toml"]).expect("parses");
+        assert_eq!(parsed.dns, DnsArgs::new(PathBuf::from("dns.toml")));
+    }
+
     #[test]
     fn every_startup_mistake_is_reported_together() {
         let dir = tempfile::tempdir().expect("tempdir");

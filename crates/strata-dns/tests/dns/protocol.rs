@@ -165,6 +165,23 @@ async fn malformed_and_unsupported_queries_get_formerr_notimp_or_badvers() {
         udp(dns.addr, &q).await.metadata.response_code,
         ResponseCode::FormErr
     );
+    // An ECS option of an unknown address family (3): the option does not parse.
+    let q = with_edns(
+        query("www.strata.test.", RecordType::A),
+        1232,
+        Some("10.1.0.0/16"),
+    );
+    let mut bytes = q.to_vec().expect("encode");
+    let at = bytes
+        .windows(4)
+        .position(|w| w == [0x00, 0x08, 0x00, 0x06])
+        .expect("the ECS option: code 8, length 6");
+    bytes[at + 5] = 3;
+    let answer = udp_raw(dns.addr, "127.0.0.1", &bytes, ANSWER_WITHIN)
+        .await
+        .expect("FORMERR");
+    let r = Message::from_vec(&answer).expect("parse");
+    assert_eq!(r.metadata.response_code, ResponseCode::FormErr);
     // Another opcode.
     let mut q = query("www.strata.test.", RecordType::A);
     q.metadata.op_code = OpCode::Status;
