@@ -24,6 +24,7 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use hickory_proto::op::{Edns, Header, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
@@ -60,6 +61,8 @@ pub struct Responder {
     /// Every name that exists in the zone: the apex, the services, in-zone nameservers, and
     /// the empty non-terminals between them and the apex.
     names: HashSet<Name>,
+    /// Whether the last policy answer found no data centre healthy (logged on changes).
+    all_down: AtomicBool,
 }
 
 /// What a query resolved to, before encoding.
@@ -68,6 +71,7 @@ struct Outcome {
     authoritative: bool,
     answers: Vec<Record>,
     authorities: Vec<Record>,
+    additionals: Vec<Record>,
     /// The ECS scope prefix, when the query carried ECS.
     scope: u8,
 }
@@ -79,6 +83,7 @@ impl Outcome {
             authoritative: false,
             answers: Vec::new(),
             authorities: Vec::new(),
+            additionals: Vec::new(),
             scope: 0,
         }
     }
@@ -136,6 +141,7 @@ impl Responder {
             soa,
             ns,
             names,
+            all_down: AtomicBool::new(false),
         }
     }
 
@@ -206,6 +212,7 @@ impl Responder {
         response.metadata.authoritative = outcome.authoritative;
         response.answers = outcome.answers;
         response.authorities = outcome.authorities;
+        response.additionals = outcome.additionals;
         if let (Some(mut ecs), Some(edns)) = (ecs, response.edns.as_mut()) {
             ecs.set_scope_prefix(outcome.scope);
             edns.options_mut().insert(EdnsOption::Subnet(ecs));
@@ -227,6 +234,7 @@ impl Responder {
             authoritative: true,
             answers: Vec::new(),
             authorities: Vec::new(),
+            additionals: Vec::new(),
             scope: 0,
         };
         let apex = *name == self.config.zone;
@@ -235,17 +243,28 @@ impl Responder {
         }
         if apex && matches!(qtype, RecordType::NS | RecordType::ANY) {
             outcome.answers.extend(self.ns.iter().cloned());
+            outcome.additionals.extend(self.glue(None, true, true));
         }
         let wants = |t| qtype == t || qtype == RecordType::ANY;
+        outcome.answers.extend(self.glue(
+            Some(name),
+            wants(RecordType::A),
+            wants(RecordType::AAAA),
+        ));
         if self.config.services.contains(name) && (wants(RecordType::A) || wants(RecordType::AAAA))
         {
             let (client, scope) = self.locate(source, ecs);
             outcome.scope = scope;
             let mut rng = rand::rng();
             let selection = policy::select(&self.config, &self.health, client.as_ref(), &mut rng);
-            if selection.all_down {
-                tracing::warn!(dc = %self.config.datacentres.get(selection.dc).map_or("", |d| d.name.as_str()),
-                    "no data centre is healthy: answering every balancer of the preferred one");
+            if self.all_down.swap(selection.all_down, Ordering::Relaxed) != selection.all_down {
+                let dc = self.config.datacentres.get(selection.dc);
+                let dc = dc.map_or("", |d| d.name.as_str());
+                if selection.all_down {
+                    tracing::warn!(%dc, "no data centre is healthy: answering every balancer of the preferred one");
+                } else {
+                    tracing::info!(%dc, "a data centre is healthy again");
+                }
             }
             for v6 in [false, true] {
                 if !wants(if v6 { RecordType::AAAA } else { RecordType::A }) {
@@ -269,6 +288,29 @@ impl Responder {
             outcome.authorities.push(self.soa.clone());
         }
         outcome
+    }
+
+    /// The glue records of `owner` (of every in-zone nameserver when `None`), by family.
+    fn glue(&self, owner: Option<&Name>, v4: bool, v6: bool) -> Vec<Record> {
+        let mut out = Vec::new();
+        for (name, ips) in &self.config.glue {
+            if owner.is_some_and(|o| o != name) {
+                continue;
+            }
+            for ip in ips {
+                let rdata = match *ip {
+                    IpAddr::V4(a) if v4 => RData::A(A(a)),
+                    IpAddr::V6(a) if v6 => RData::AAAA(AAAA(a)),
+                    _ => continue,
+                };
+                out.push(Record::from_rdata(
+                    name.clone(),
+                    self.config.zone_ttl,
+                    rdata,
+                ));
+            }
+        }
+        out
     }
 
     fn soa_answer(&self) -> Record {

@@ -11,6 +11,9 @@
 //! policy = "geo"                 # geo | weighted | failover
 //! nameservers = ["ns1.strata.test."]   # NS names (default ns1.<zone>)
 //!
+//! [glue]                         # addresses of in-zone nameservers (A/AAAA, and NS additionals)
+//! "ns1.strata.test." = ["127.0.0.1"]
+//!
 //! [health]                       # active checks of every balancer (all optional)
 //! path = "/healthz"
 //! interval_ms = 1000
@@ -93,6 +96,8 @@ pub struct DnsConfig {
     /// The names answered by policy, lower case, fully qualified, each in the zone.
     pub services: Vec<Name>,
     pub nameservers: Vec<Name>,
+    /// Addresses of in-zone nameservers, answered for their names and added to NS answers.
+    pub glue: Vec<(Name, Vec<IpAddr>)>,
     pub ttl: u32,
     pub negative_ttl: u32,
     pub zone_ttl: u32,
@@ -111,6 +116,8 @@ struct RawConfig {
     zone_ttl_secs: Option<u32>,
     policy: Policy,
     nameservers: Option<Vec<String>>,
+    #[serde(default)]
+    glue: std::collections::BTreeMap<String, Vec<String>>,
     #[serde(default)]
     health: RawHealth,
     #[serde(default)]
@@ -217,6 +224,30 @@ impl RawConfig {
                 })
                 .collect(),
         };
+        let mut glue = Vec::new();
+        for (name, addrs) in &self.glue {
+            let Ok(owner) = under(&zone, name) else {
+                errors.push(format!("glue {name:?} is not a name in the zone {zone}"));
+                continue;
+            };
+            if services.contains(&owner) {
+                errors.push(format!("glue {name:?} is also a service"));
+            }
+            if !nameservers.contains(&owner) {
+                errors.push(format!("glue {name:?} is not one of the nameservers"));
+            }
+            if addrs.is_empty() {
+                errors.push(format!("glue {name:?} has no addresses"));
+            }
+            let mut ips = Vec::new();
+            for a in addrs {
+                match a.parse::<IpAddr>() {
+                    Ok(ip) => ips.push(ip),
+                    Err(_) => errors.push(format!("glue {name:?}: {a:?} is not an IP address")),
+                }
+            }
+            glue.push((owner, ips));
+        }
         let ttl = self.ttl_secs.unwrap_or(5);
         let negative_ttl = self.negative_ttl_secs.unwrap_or(ttl);
         let zone_ttl = self.zone_ttl_secs.unwrap_or(3600);
@@ -236,6 +267,7 @@ impl RawConfig {
                 zone,
                 services,
                 nameservers,
+                glue,
                 ttl,
                 negative_ttl,
                 zone_ttl,
@@ -533,6 +565,29 @@ latitude = 1.0
             "policy \"geo\" needs",
         ] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn glue_must_belong_to_an_in_zone_nameserver() {
+        let ok = DnsConfig::parse(&GOOD.replace(
+            "policy = \"geo\"",
+            "policy = \"geo\"\n[glue]\n\"ns1\" = [\"127.0.0.53\"]",
+        ))
+        .expect("valid glue");
+        assert_eq!(ok.glue[0].0.to_ascii(), "ns1.strata.test.");
+        let e = DnsConfig::parse(&GOOD.replace(
+            "policy = \"geo\"",
+            "policy = \"geo\"\n[glue]\n\"ns9\" = [\"nope\"]\n\"x.example.\" = []",
+        ))
+        .expect_err("bad glue")
+        .to_string();
+        for needle in [
+            "not one of the nameservers",
+            "not an IP address",
+            "not a name in the zone",
+        ] {
+            assert!(e.contains(needle), "missing {needle:?} in {e}");
         }
     }
 

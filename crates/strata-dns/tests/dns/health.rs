@@ -104,3 +104,35 @@ balancers = ["{}"]
     let r = udp(dns.addr, &query("www.strata.test.", RecordType::A)).await;
     assert_eq!(ips(&r), vec![ip("127.0.42.1")]);
 }
+
+#[tokio::test]
+async fn with_fall_1_a_dead_balancer_leaves_within_one_interval() {
+    let a1 = HealthEndpoint::start("127.0.44.1").await;
+    let a2 = HealthEndpoint::start("127.0.44.2").await;
+    let config = format!(
+        r#"
+zone = "strata.test."
+services = ["www"]
+policy = "failover"
+[health]
+interval_ms = {INTERVAL_MS}
+timeout_ms = {TIMEOUT_MS}
+rise = 1
+fall = 1
+[[datacenter]]
+name = "a"
+balancers = ["{}", "{}"]
+"#,
+        a1.addr, a2.addr
+    );
+    let dns = start_dns(&config, false).await;
+    let addr = dns.addr;
+    let v4 =
+        move || async move { ips(&udp(addr, &query("www.strata.test.", RecordType::A)).await) };
+    assert_eq!(v4().await, vec![ip("127.0.44.1"), ip("127.0.44.2")]);
+    a2.set_healthy(false);
+    eventually(within(1), "the dead balancer leaves", async || {
+        v4().await == vec![ip("127.0.44.1")]
+    })
+    .await;
+}

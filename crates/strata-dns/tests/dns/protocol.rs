@@ -18,6 +18,8 @@ services = ["www", "www.eu"]
 nameservers = ["ns1.strata.test.", "ns2.elsewhere.example."]
 policy = "failover"
 ttl_secs = 5
+[glue]
+"ns1" = ["127.0.0.53", "::53"]
 [[datacenter]]
 name = "a"
 balancers = ["{}"]
@@ -50,6 +52,11 @@ async fn the_apex_has_soa_and_ns_and_the_service_short_lived_addresses() {
         .collect();
     names.sort();
     assert_eq!(names, vec!["ns1.strata.test.", "ns2.elsewhere.example."]);
+    assert_eq!(r.additionals.len(), 2, "the in-zone nameserver's glue");
+    let r = udp(dns.addr, &query("ns1.strata.test.", RecordType::A)).await;
+    assert_eq!(ips(&r), vec![ip("127.0.0.53")]);
+    let r = udp(dns.addr, &query("ns1.strata.test.", RecordType::AAAA)).await;
+    assert_eq!(ips(&r), vec![ip("::53")]);
 
     // Case does not matter, and the question is echoed as asked.
     let r = udp(dns.addr, &query("WWW.Strata.TEST.", RecordType::A)).await;
