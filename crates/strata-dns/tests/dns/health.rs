@@ -16,7 +16,7 @@ const FALL: u64 = 2;
 /// How long a verdict may take: the checks it needs, one interval of phase, one timeout, and
 /// slack for a shared machine.
 fn within(checks: u64) -> Duration {
-    Duration::from_millis((checks + 1) * INTERVAL_MS + TIMEOUT_MS + 400)
+    Duration::from_millis((checks + 1) * INTERVAL_MS + TIMEOUT_MS + 800)
 }
 
 #[tokio::test]

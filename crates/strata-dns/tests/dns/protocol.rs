@@ -269,3 +269,87 @@ balancers = [{}]
     }
     assert!(differs, "the order of the answers is shuffled");
 }
+
+#[tokio::test]
+async fn one_tcp_connection_carries_several_queries() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (dns, _b) = one_dc().await;
+    let mut stream = tokio::net::TcpStream::connect(dns.addr)
+        .await
+        .expect("connect");
+    let queries = [
+        query("www.strata.test.", RecordType::A),
+        query("nope.strata.test.", RecordType::A),
+        query("strata.test.", RecordType::SOA),
+    ];
+    // Sent back to back before reading (RFC 7766 §6.2.1.1 pipelining).
+    let mut framed = Vec::new();
+    for q in &queries {
+        let bytes = q.to_vec().expect("encode");
+        framed.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+        framed.extend_from_slice(&bytes);
+    }
+    stream.write_all(&framed).await.expect("write");
+    let mut codes = Vec::new();
+    for q in &queries {
+        let mut len = [0u8; 2];
+        tokio::time::timeout(ANSWER_WITHIN, stream.read_exact(&mut len))
+            .await
+            .expect("in time")
+            .expect("length");
+        let mut body = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        stream.read_exact(&mut body).await.expect("body");
+        let r = Message::from_vec(&body).expect("parse");
+        assert_eq!(r.metadata.id, q.metadata.id);
+        codes.push(r.metadata.response_code);
+    }
+    assert_eq!(
+        codes,
+        vec![
+            ResponseCode::NoError,
+            ResponseCode::NXDomain,
+            ResponseCode::NoError
+        ]
+    );
+}
+
+#[tokio::test]
+async fn tcp_connections_past_the_limit_are_closed_and_a_freed_slot_is_reused() {
+    use strata_dns::server::MAX_TCP_CONNECTIONS;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (dns, _b) = one_dc().await;
+    let q = query("www.strata.test.", RecordType::A);
+    let bytes = q.to_vec().expect("encode");
+    let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&bytes);
+    // Asks on a new connection: whether it was answered (or closed instead).
+    async fn ask(addr: std::net::SocketAddr, framed: &[u8]) -> (tokio::net::TcpStream, bool) {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let _ = s.write_all(framed).await;
+        let mut len = [0u8; 2];
+        let served = matches!(
+            tokio::time::timeout(ANSWER_WITHIN, s.read_exact(&mut len)).await,
+            Ok(Ok(_))
+        );
+        if served {
+            let mut body = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            s.read_exact(&mut body).await.expect("body");
+        }
+        (s, served)
+    }
+    let mut open = Vec::new();
+    for _ in 0..MAX_TCP_CONNECTIONS {
+        let (s, served) = ask(dns.addr, &framed).await;
+        assert!(served, "a connection within the limit is served");
+        open.push(s);
+    }
+    let (_, served) = ask(dns.addr, &framed).await;
+    assert!(!served, "the connection past the limit is closed");
+    drop(open.pop());
+    eventually(
+        ANSWER_WITHIN,
+        "a freed slot serves a new connection",
+        async || ask(dns.addr, &framed).await.1,
+    )
+    .await;
+}
