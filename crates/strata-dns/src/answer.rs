@@ -4,10 +4,12 @@
 //!   answering responses would let two servers loop).
 //! - A packet whose header parses but whose rest does not (a truncated question, a compression
 //!   pointer loop, a broken OPT or ECS option) gets FORMERR, with its question when that much
-//!   parses. A query with other than one question, or with an invalid ECS option (address
-//!   bits set past its source prefix, a prefix too long for its family), gets FORMERR too.
-//! - Other opcodes: NOTIMP. EDNS versions above 0: BADVERS. Classes other than IN, names
-//!   outside the zone and zone transfers: REFUSED (without AA).
+//!   parses. A query with an invalid ECS option (address bits set past its source prefix, a
+//!   prefix too long for its family) gets FORMERR too.
+//! - From the header alone, before the rest is decoded: other opcodes get NOTIMP, and a
+//!   question count other than one FORMERR.
+//! - EDNS versions above 0: BADVERS. Classes other than IN, names outside the zone and zone
+//!   transfers: REFUSED (without AA).
 //! - In the zone: SOA and NS at the apex; A/AAAA (and ANY: both) for each service name, chosen
 //!   per query by [`crate::policy`]; NODATA (NOERROR, no answer, the SOA in the authority
 //!   section) for names that exist with other types, empty non-terminals included; NXDOMAIN
@@ -152,6 +154,14 @@ impl Responder {
         if header.metadata.message_type != MessageType::Query {
             return None;
         }
+        // Decided from the header alone, before decoding the rest: a query's question count
+        // also sizes the decoder's allocation, so a count of 65535 is never decoded.
+        if header.metadata.op_code != OpCode::Query {
+            return header_only(&header, ResponseCode::NotImp);
+        }
+        if header.counts.queries != 1 {
+            return header_only(&header, ResponseCode::FormErr);
+        }
         let request = match Message::from_vec(packet) {
             Ok(m) => m,
             Err(e) => {
@@ -162,9 +172,7 @@ impl Responder {
                     ResponseCode::FormErr,
                 );
                 response.metadata.recursion_desired = header.metadata.recursion_desired;
-                if header.counts.queries == 1
-                    && let Ok(q) = Query::read(&mut decoder)
-                {
+                if let Ok(q) = Query::read(&mut decoder) {
                     response.add_query(q);
                 }
                 return response.to_vec().ok();
@@ -199,10 +207,6 @@ impl Responder {
             }
             None => None,
         };
-        if request.metadata.op_code != OpCode::Query {
-            response.metadata.response_code = ResponseCode::NotImp;
-            return response;
-        }
         let [query] = request.queries.as_slice() else {
             response.metadata.response_code = ResponseCode::FormErr;
             return response;
@@ -377,6 +381,13 @@ impl Responder {
         response.metadata.truncation = true;
         response.to_vec().ok().filter(|b| b.len() <= limit)
     }
+}
+
+/// A response of just a header: the query's id, opcode and RD, and `rcode`.
+fn header_only(header: &Header, rcode: ResponseCode) -> Option<Vec<u8>> {
+    let mut response = Message::error_msg(header.metadata.id, header.metadata.op_code, rcode);
+    response.metadata.recursion_desired = header.metadata.recursion_desired;
+    response.to_vec().ok()
 }
 
 /// The query's ECS option: none, one valid one, or `Err` (FORMERR) for several or an invalid

@@ -172,6 +172,19 @@ async fn malformed_and_unsupported_queries_get_formerr_notimp_or_badvers() {
         udp(dns.addr, &q).await.metadata.response_code,
         ResponseCode::FormErr
     );
+    // A header promising 65535 questions: FORMERR from the header, nothing decoded.
+    let bytes = [
+        0xab, 0xcd, 0x01, 0x00, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0x03, b'w', b'w', b'w',
+    ];
+    let answer = udp_raw(dns.addr, "127.0.0.1", &bytes, ANSWER_WITHIN)
+        .await
+        .expect("FORMERR");
+    let r = Message::from_vec(&answer).expect("parse");
+    assert_eq!(
+        (r.metadata.id, r.metadata.response_code),
+        (0xabcd, ResponseCode::FormErr)
+    );
+    assert!(r.metadata.recursion_desired, "RD is copied");
     // An ECS option of an unknown address family (3): the option does not parse.
     let q = with_edns(
         query("www.strata.test.", RecordType::A),
