@@ -100,7 +100,7 @@ pub async fn run(args: DnsArgs) -> anyhow::Result<()> {
         .context("cannot write the readiness line")?;
     tracing::info!(role = %args.name, %addr, %zone, ?policy, "answering DNS over UDP and TCP");
     tokio::select! {
-        () = server.run() => {}
+        () = server.run() => anyhow::bail!("the DNS server stopped serving"),
         _ = strata_core::shutdown::signal_or_exit(args.exit_on_stdin_eof, || true) => {}
     }
     tracing::info!(role = %args.name, "DNS server stopped");

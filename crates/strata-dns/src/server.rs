@@ -82,7 +82,9 @@ impl DnsServer {
         self.addr
     }
 
-    /// Serves (and checks health) until the returned future is dropped.
+    /// Serves (and checks health) until the returned future is dropped. It returns only if a
+    /// loop ended, which none does on its own: the role then exits with an error, to be
+    /// restarted.
     pub async fn run(self) {
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(self.checker.run());
@@ -91,7 +93,9 @@ impl DnsServer {
         }
         tasks.spawn(serve_tcp(self.tcp, self.responder));
         // The tasks run forever; the set aborts them all when this future is dropped.
-        while tasks.join_next().await.is_some() {}
+        if let Some(ended) = tasks.join_next().await {
+            tracing::error!(?ended, "a DNS server loop ended");
+        }
     }
 }
 
@@ -112,6 +116,23 @@ async fn bind(listen: SocketAddr) -> anyhow::Result<(UdpSocket, TcpListener)> {
     Err(anyhow::Error::new(e).context(format!("cannot bind TCP on the UDP port of {listen}")))
 }
 
+/// Answers one packet; a panic while answering (a bug, perhaps in a decoder fed hostile
+/// bytes) costs that packet only, not the loop that serves every other client.
+fn respond(
+    responder: &Responder,
+    packet: &[u8],
+    peer: SocketAddr,
+    transport: Transport,
+) -> Option<Vec<u8>> {
+    let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        responder.respond(packet, peer.ip(), transport)
+    }));
+    answer.unwrap_or_else(|_| {
+        tracing::error!(%peer, len = packet.len(), "answering a packet panicked: dropped");
+        None
+    })
+}
+
 async fn serve_udp(socket: Arc<UdpSocket>, responder: Arc<Responder>) {
     let mut buf = vec![0u8; 65_536];
     loop {
@@ -126,7 +147,7 @@ async fn serve_udp(socket: Arc<UdpSocket>, responder: Arc<Responder>) {
         let Some(packet) = buf.get(..len) else {
             continue;
         };
-        if let Some(answer) = responder.respond(packet, peer.ip(), Transport::Udp)
+        if let Some(answer) = respond(&responder, packet, peer, Transport::Udp)
             && let Err(e) = socket.send_to(&answer, peer).await
         {
             tracing::debug!(%peer, error = %e, "UDP send failed");
@@ -184,7 +205,7 @@ async fn serve_connection(
         tokio::time::timeout(TCP_READ, stream.read_exact(packet))
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "slow query"))??;
-        let Some(answer) = responder.respond(packet, peer.ip(), Transport::Tcp) else {
+        let Some(answer) = respond(responder, packet, peer, Transport::Tcp) else {
             // Nothing to say to a packet we drop: the connection is not a DNS client's.
             return Ok(());
         };
