@@ -366,3 +366,33 @@ async fn tcp_connections_past_the_limit_are_closed_and_a_freed_slot_is_reused() 
     )
     .await;
 }
+
+#[tokio::test]
+async fn ipv6_listens_and_answers_aaaa_with_the_ipv6_balancers() {
+    let v4 = HealthEndpoint::start("127.0.90.1").await;
+    let v6 = HealthEndpoint::start("::1").await;
+    let config = format!(
+        r#"
+zone = "strata.test."
+services = ["www"]
+policy = "failover"
+[[datacenter]]
+name = "a"
+balancers = ["{}", "{}"]
+"#,
+        v4.addr, v6.addr
+    );
+    let dns = start_dns_on(&config, false, "[::1]:0".parse().expect("addr")).await;
+    assert!(dns.addr.is_ipv6());
+    let (r, _) = udp_from(
+        dns.addr,
+        "::1",
+        &query("www.strata.test.", RecordType::AAAA),
+    )
+    .await;
+    assert_eq!(ips(&r), vec![ip("::1")]);
+    let (r, _) = udp_from(dns.addr, "::1", &query("www.strata.test.", RecordType::A)).await;
+    assert_eq!(ips(&r), vec![ip("127.0.90.1")]);
+    let (r, _) = tcp(dns.addr, &query("www.strata.test.", RecordType::ANY)).await;
+    assert_eq!(ips(&r), vec![ip("127.0.90.1"), ip("::1")]);
+}

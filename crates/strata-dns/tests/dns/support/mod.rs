@@ -51,12 +51,16 @@ pub fn test_geoip(dir: &std::path::Path) -> PathBuf {
     path
 }
 
-/// Starts a server of `config` (TOML), with the test GeoIP database when `geo`.
+/// Starts a server of `config` (TOML) on 127.0.0.1, with the test GeoIP database when `geo`.
 pub async fn start_dns(config: &str, geo: bool) -> TestDns {
+    start_dns_on(config, geo, SocketAddr::from(([127, 0, 0, 1], 0))).await
+}
+
+/// Starts a server of `config` (TOML) on `listen`.
+pub async fn start_dns_on(config: &str, geo: bool, listen: SocketAddr) -> TestDns {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = DnsConfig::parse(config).unwrap_or_else(|e| panic!("test config: {e}"));
     let geo = geo.then(|| GeoDb::open(&test_geoip(dir.path())).expect("open the test database"));
-    let listen = SocketAddr::from(([127, 0, 0, 1], 0));
     let server = DnsServer::build(config, geo, listen)
         .await
         .expect("the server starts");
