@@ -108,7 +108,7 @@ async fn ecs_decides_over_the_source_address_and_sets_the_scope() {
 }
 
 #[tokio::test]
-async fn a_down_nearest_data_centre_sends_its_clients_to_the_next_nearest() {
+async fn a_down_data_centre_sends_its_clients_to_its_fallback_before_the_nearest() {
     let east = HealthEndpoint::start("127.0.11.1").await;
     let west = HealthEndpoint::start("127.0.21.1").await;
     let eu = HealthEndpoint::start("127.0.31.1").await;
