@@ -22,6 +22,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("strata-store", &["strata-core"]),
     ("strata-cache", &["strata-core", "strata-engines"]),
     ("strata-lb", &["strata-core"]),
+    ("strata-dns", &["strata-core"]),
     ("strata-edge", &["strata-core", "strata-lb"]),
     ("strata-queue", &["strata-core", "strata-engines"]),
     ("strata-blobs", &["strata-core", "strata-engines"]),
