@@ -34,6 +34,9 @@ pub enum RoleCommand {
     Edge(Box<strata_edge::role::EdgeCommand>),
     Rabbitmq(strata_queue::broker::BrokerArgs),
     S3(strata_blobs::node::S3NodeArgs),
+    /// Run the geo-DNS server: an authoritative server for the deployment's zone that answers
+    /// with the healthy balancers of the data centre its policy picks (docs/dns.md).
+    Dns(strata_dns::DnsArgs),
 }
 
 impl RoleCommand {
@@ -50,6 +53,7 @@ impl RoleCommand {
             RoleCommand::Edge(_) => RoleKind::Edge,
             RoleCommand::Rabbitmq(_) => RoleKind::Broker,
             RoleCommand::S3(_) => RoleKind::ObjectStore,
+            RoleCommand::Dns(_) => RoleKind::Dns,
         }
     }
 
@@ -63,44 +67,12 @@ impl RoleCommand {
             RoleCommand::Postgres(args) => strata_control::pgnode::run(args).await,
             RoleCommand::Etcd(args) => strata_control::etcd::node::run(args).await,
             RoleCommand::Worker(args) => strata_photos::role::run(args).await,
-            RoleCommand::Edge(mut command) => {
-                if let Some(strata_edge::role::EdgeAction::Purge(purge)) = &mut command.action
-                    && let Some(dir) = &purge.dir
-                {
-                    purge.admins = edge_admins(dir)?;
-                }
-                strata_edge::role::main(*command).await
-            }
+            RoleCommand::Edge(command) => strata_edge::role::main(*command).await,
             RoleCommand::Rabbitmq(args) => strata_queue::broker::run(args).await,
             RoleCommand::S3(args) => strata_blobs::node::run(args).await,
+            RoleCommand::Dns(args) => strata_dns::run(args).await,
         }
     }
-}
-
-/// The admin addresses of the edges of the deployment in `dir`, in the order `strata up`
-/// started them (the shield first, so the edges in front of it cannot refill from it).
-pub fn edge_admins(dir: &std::path::Path) -> anyhow::Result<Vec<std::net::SocketAddr>> {
-    let state = crate::state::read(dir)?.ok_or_else(|| crate::state::no_deployment(dir))?;
-    let mut admins = Vec::new();
-    for role in state.roles.iter().filter(|r| r.kind == RoleKind::Edge) {
-        let addr = role.addrs.get("admin").ok_or_else(|| {
-            anyhow::anyhow!(
-                "{} has no admin address yet (it is {}): see `strata status --dir {}`",
-                role.name,
-                role.state.as_str(),
-                dir.display()
-            )
-        })?;
-        admins.push(addr.parse().map_err(|e| {
-            anyhow::anyhow!("{}'s admin address {addr:?} is not ip:port: {e}", role.name)
-        })?);
-    }
-    anyhow::ensure!(
-        !admins.is_empty(),
-        "the deployment in {} runs no edge: add an [edge] table to its topology",
-        dir.display()
-    );
-    Ok(admins)
 }
 
 /// The kinds of role, as the state file and `strata status` name them.
@@ -129,6 +101,8 @@ pub enum RoleKind {
     /// `strata s3`: the SeaweedFS node that holds the photos' blobs.
     #[serde(rename = "object-store")]
     ObjectStore,
+    /// `strata dns`: the geo-DNS server in front of the data centres' balancers.
+    Dns,
 }
 
 impl RoleKind {
@@ -144,6 +118,7 @@ impl RoleKind {
             RoleKind::Edge => "edge",
             RoleKind::Broker => "broker",
             RoleKind::ObjectStore => "object-store",
+            RoleKind::Dns => "dns",
         }
     }
 }

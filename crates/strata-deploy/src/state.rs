@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::roles::RoleKind;
+use crate::roles::{RoleCommand, RoleKind};
 
 pub const STATE_FILE: &str = "state.json";
 pub const LOG_DIR: &str = "logs";
@@ -95,6 +95,45 @@ pub fn read(dir: &Path) -> anyhow::Result<Option<DeploymentState>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
     }
+}
+
+/// The admin addresses of the edges of the deployment in `dir`, in the order `strata up`
+/// started them (the shield first, so the edges in front of it cannot refill from it).
+pub fn edge_admins(dir: &std::path::Path) -> anyhow::Result<Vec<std::net::SocketAddr>> {
+    let state = read(dir)?.ok_or_else(|| no_deployment(dir))?;
+    let mut admins = Vec::new();
+    for role in state.roles.iter().filter(|r| r.kind == RoleKind::Edge) {
+        let addr = role.addrs.get("admin").ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} has no admin address yet (it is {}): see `strata status --dir {}`",
+                role.name,
+                role.state.as_str(),
+                dir.display()
+            )
+        })?;
+        admins.push(addr.parse().map_err(|e| {
+            anyhow::anyhow!("{}'s admin address {addr:?} is not ip:port: {e}", role.name)
+        })?);
+    }
+    anyhow::ensure!(
+        !admins.is_empty(),
+        "the deployment in {} runs no edge: add an [edge] table to its topology",
+        dir.display()
+    );
+    Ok(admins)
+}
+
+/// A role command as the deployment in a directory completes it: `strata edge purge --dir DIR`
+/// gets the admin addresses of that deployment's edges ([`edge_admins`]); any other command is
+/// returned as it is.
+pub fn completed(mut command: RoleCommand) -> anyhow::Result<RoleCommand> {
+    if let RoleCommand::Edge(edge) = &mut command
+        && let Some(strata_edge::role::EdgeAction::Purge(purge)) = &mut edge.action
+        && let Some(dir) = &purge.dir
+    {
+        purge.admins = edge_admins(dir)?;
+    }
+    Ok(command)
 }
 
 /// Writes the state file atomically.

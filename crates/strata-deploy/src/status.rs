@@ -240,6 +240,16 @@ async fn engine_answers(role: &RoleState) -> bool {
     if let Some(addr) = role.addrs.get("metrics").or_else(|| role.addrs.get("s3")) {
         return control::http_healthy(addr, Duration::from_secs(1)).await;
     }
+    if let Some(addr) = role.addrs.get(strata_dns::LISTENER) {
+        let Ok(addr) = addr.parse::<std::net::SocketAddr>() else {
+            return false;
+        };
+        return tokio::task::spawn_blocking(move || {
+            strata_dns::probe::answers(addr, Duration::from_secs(1))
+        })
+        .await
+        .unwrap_or(false);
+    }
     if let Some(addr) = role.addrs.get("etcd") {
         return control::http_json(addr, "/health", Duration::from_secs(1))
             .await

@@ -18,7 +18,8 @@
 //! - [`policy`]: which data centre answers, and with which of its balancers;
 //! - [`answer`]: one query's bytes to one response's bytes — RCODEs, ECS, truncation;
 //! - [`server`]: the UDP and TCP loops, with their limits and timeouts;
-//! - [`role`]: `strata dns` as a role process: [`DnsArgs`] and [`run`].
+//! - [`role`]: `strata dns` as a role process: [`DnsArgs`] and [`run`];
+//! - [`probe`]: whether a DNS server answers (`strata status`).
 //!
 //! Guarantees: a balancer whose health checks fail `fall` times in a row leaves the answers
 //! within `fall` check intervals (and comes back after `rise` good ones); UDP responses never
@@ -31,6 +32,7 @@ pub mod config;
 pub mod geoip;
 pub mod health;
 pub mod policy;
+pub mod probe;
 pub mod role;
 pub mod server;
 

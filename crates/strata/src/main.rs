@@ -117,7 +117,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => strata_api::role::serve(*args).await,
-            Command::Role(role) => role.run().await,
+            Command::Role(role) => match strata_deploy::state::completed(role) {
+                Ok(role) => role.run().await,
+                Err(e) => Err(e),
+            },
             Command::Queue(args) => strata_queue::admin::run(args).await,
             Command::Seed(args) => strata_bench::seed::run(args).await,
             Command::Chaos(args) => strata_bench::chaos::run(args).await,

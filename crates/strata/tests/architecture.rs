@@ -70,6 +70,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "strata-queue",
             "strata-blobs",
             "strata-edge",
+            "strata-dns",
         ],
     ),
     ("strata-testkit", &["strata-engines"]),
@@ -88,6 +89,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "strata-deploy",
             "strata-queue",
             "strata-photos",
+            "strata-dns",
         ],
     ),
 ];
