@@ -96,6 +96,10 @@ pub struct LbArgs {
     /// Balancers that share a key honour each other's cookies. Never logged.
     #[arg(long, env = "STRATA_LB_STICKY_KEY", hide_env_values = true)]
     pub sticky_key: Option<String>,
+    /// Read the sticky cookie's key from this file instead (64 hex digits), so that the
+    /// balancers of one deployment, and a restarted one, honour each other's cookies.
+    #[arg(long, conflicts_with = "sticky_key")]
+    pub sticky_key_file: Option<std::path::PathBuf>,
     /// Terminate TLS on this address too (needs --tls-cert or --dev-cert).
     #[arg(long)]
     pub tls_listen: Option<SocketAddr>,
@@ -150,6 +154,7 @@ impl LbArgs {
             workers: 0,
             sticky_cookie: None,
             sticky_key: None,
+            sticky_key_file: None,
             tls_listen: None,
             tls_certs: Vec::new(),
             dev_cert: None,
@@ -178,6 +183,43 @@ fn parse_key(hex: &str) -> anyhow::Result<[u8; 32]> {
     Ok(key)
 }
 
+/// The sticky-cookie signer `args` ask for: its key from `--sticky-key-file`, `--sticky-key`,
+/// or a random one per process.
+fn sticky_of(args: &LbArgs) -> anyhow::Result<Option<crate::sticky::Sticky>> {
+    let sticky_key = match &args.sticky_key_file {
+        Some(file) => Some(
+            std::fs::read_to_string(file)
+                .map(|text| text.trim().to_string())
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot read --sticky-key-file {}: {e}", file.display())
+                })?,
+        ),
+        None => args.sticky_key.clone(),
+    };
+    Ok(match (&args.sticky_cookie, &sticky_key) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            anyhow::bail!("--sticky-key and --sticky-key-file need --sticky-cookie NAME")
+        }
+        (Some(name), key) => {
+            let valid_name = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !valid_name {
+                anyhow::bail!(
+                    "--sticky-cookie must be 1 to 64 letters, digits, '-' or '_' (got {name:?})"
+                );
+            }
+            Some(match key {
+                None => crate::sticky::Sticky::random(name.clone()),
+                Some(hex) => crate::sticky::Sticky::with_key(name.clone(), parse_key(hex)?),
+            })
+        }
+    })
+}
+
 /// Runs the balancer until SIGTERM, Ctrl-C or (with `--exit-on-stdin-eof`) its supervisor's
 /// exit.
 pub async fn run(args: LbArgs) -> anyhow::Result<()> {
@@ -192,7 +234,9 @@ pub async fn run(args: LbArgs) -> anyhow::Result<()> {
             );
         }
     }
+    let sticky = sticky_of(&args)?;
     let mut config = LbConfig::new(args.listen, args.admin, args.backends);
+    config.sticky = sticky;
     config.algorithm = algorithm;
     config.health.path = args.health_path;
     config.health.interval = Duration::from_millis(args.health_interval_ms);
@@ -215,26 +259,6 @@ pub async fn run(args: LbArgs) -> anyhow::Result<()> {
         );
     }
     config.rate_limit = (args.rate_limit > 0.0).then_some((args.rate_limit, args.rate_burst));
-    config.sticky = match (&args.sticky_cookie, &args.sticky_key) {
-        (None, None) => None,
-        (None, Some(_)) => anyhow::bail!("--sticky-key needs --sticky-cookie NAME"),
-        (Some(name), key) => {
-            let valid_name = !name.is_empty()
-                && name.len() <= 64
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-            if !valid_name {
-                anyhow::bail!(
-                    "--sticky-cookie must be 1 to 64 letters, digits, '-' or '_' (got {name:?})"
-                );
-            }
-            Some(match key {
-                None => crate::sticky::Sticky::random(name.clone()),
-                Some(hex) => crate::sticky::Sticky::with_key(name.clone(), parse_key(hex)?),
-            })
-        }
-    };
     if let Some(tls_listen) = args.tls_listen {
         let mut certs = Vec::new();
         for files in &args.tls_certs {
@@ -287,6 +311,41 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         lb: LbArgs,
+    }
+
+    #[test]
+    fn balancers_that_read_one_key_file_honour_each_others_cookies() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("sticky.key");
+        std::fs::write(&file, format!("{}\n", "ab".repeat(32))).expect("write");
+        let mut args = LbArgs::new("127.0.0.1:0".parse().expect("addr"), Vec::new());
+        args.sticky_cookie = Some("pin".into());
+        args.sticky_key_file = Some(file.clone());
+        let (one, two) = (
+            sticky_of(&args).expect("ok").expect("sticky"),
+            sticky_of(&args).expect("ok").expect("sticky"),
+        );
+        assert_eq!(
+            two.backend_in(&one.value_for("api-2")).as_deref(),
+            Some("api-2")
+        );
+        args.sticky_key_file = None;
+        let random = sticky_of(&args).expect("ok").expect("sticky");
+        assert_eq!(
+            random.backend_in(&one.value_for("api-2")),
+            None,
+            "another key"
+        );
+        args.sticky_key_file = Some(dir.path().join("missing"));
+        let e = sticky_of(&args).expect_err("no file");
+        assert!(
+            e.to_string().contains("cannot read --sticky-key-file"),
+            "{e}"
+        );
+        args.sticky_key_file = Some(file);
+        args.sticky_cookie = None;
+        let e = sticky_of(&args).expect_err("a key without a cookie");
+        assert!(e.to_string().contains("need --sticky-cookie"), "{e}");
     }
 
     #[test]

@@ -1,28 +1,73 @@
-//! The balancer's role: `lb-1` on the public port, in front of every API server, with the
-//! topology's algorithm, sticky cookie, timeouts and TLS listener.
+//! The balancers' roles: `lb-1` on the public port and `lb-2` … `lb-N` on ports of their own
+//! (for DNS, or clients, to spread over), each in front of every API server, with the
+//! topology's algorithm, sticky cookie, timeouts and TLS listener. With a sticky cookie they
+//! share one key, made once into `DIR/lb/sticky.key` (mode 0600), so a client pinned by one
+//! balancer keeps its backend through another, and through a restarted one.
 
 use strata_lb::BackendSpec;
 use strata_lb::role::LbArgs;
 use strata_lb::tls::CertFiles;
 
-use super::{Plan, PlanContext, PlanError, RoleSpec, Wiring, names_of};
+use super::{Plan, PlanContext, PlanError, RoleSpec, Setup, Wiring, names_of};
 use crate::roles::{RoleCommand, RoleKind};
-use crate::topology::Topology;
+use crate::topology::{LbSpec, Topology};
 
-/// The role's name.
+/// The first balancer's name: the one on the public port.
 pub const NAME: &str = "lb-1";
 
-/// The balancer, in front of the API servers planned before it.
+/// Where the balancers' shared files are: `DIR/lb/`.
+pub const LB_DIR: &str = "lb";
+
+/// The sticky cookie's key file in [`LB_DIR`].
+pub const STICKY_KEY_FILE: &str = "sticky.key";
+
+/// The balancers, in front of the API servers planned before them.
 pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
     let Some(spec) = topology.lb.clone() else {
         return;
     };
+    let sticky_key = spec.sticky_cookie.as_ref().map(|_| {
+        let file = ctx.path(&[LB_DIR, STICKY_KEY_FILE]);
+        let made = file.clone();
+        plan.setup.push(Setup::new(
+            "make the balancers' sticky-cookie key",
+            move || make_key_file(&made),
+        ));
+        file
+    });
     let apis = names_of(&plan.roles, RoleKind::Api);
+    // The edges take the public entry when the topology has them.
+    let public = if topology.edge.is_some() {
+        0
+    } else {
+        ctx.public_port
+    };
+    for i in 1..=spec.count {
+        let name = format!("lb-{i}");
+        let role = balancer(ctx, &spec, &name, i == 1, &apis, sticky_key.clone());
+        plan.roles
+            .push(role.on_port(if i == 1 { public } else { 0 }));
+    }
+}
+
+/// One balancer, `name`; the first takes the topology's TLS port, the others free ones.
+fn balancer(
+    ctx: &PlanContext,
+    spec: &LbSpec,
+    name: &str,
+    first: bool,
+    apis: &[String],
+    sticky_key: Option<std::path::PathBuf>,
+) -> RoleSpec {
     // Written where clients of this deployment find it to trust.
-    let dev_cert = ctx.path(&["lb-1-dev-cert.pem"]);
-    let backends = apis.clone();
-    plan.roles.push(
-        RoleSpec::new(RoleKind::Lb, NAME, "http", apis, move |w: &Wiring| {
+    let dev_cert = ctx.path(&[&format!("{name}-dev-cert.pem")]);
+    let (backends, spec, role_name) = (apis.to_vec(), spec.clone(), name.to_string());
+    RoleSpec::new(
+        RoleKind::Lb,
+        name,
+        "http",
+        apis.to_vec(),
+        move |w: &Wiring| {
             let backends = backends
                 .iter()
                 .map(|name| {
@@ -36,6 +81,7 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
             let mut args = LbArgs::new(w.listen(), backends);
             args.algorithm = spec.algorithm;
             args.sticky_cookie = spec.sticky_cookie.clone();
+            args.sticky_key_file = sticky_key.clone();
             let t = &spec.timeouts;
             for (value, slot) in [
                 (t.connect_ms, &mut args.connect_timeout_ms),
@@ -49,7 +95,8 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
                 }
             }
             if let Some(tls) = &spec.tls {
-                args.tls_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], tls.port)));
+                let port = if first { tls.port } else { 0 };
+                args.tls_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
                 match &tls.cert_and_key {
                     Some((cert, key)) => args.tls_certs.push(CertFiles {
                         name: None,
@@ -61,15 +108,35 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
                 args.https_redirect = tls.redirect;
             }
             args.source_addr = Some(super::BALANCER_SOURCE);
-            args.name = NAME.into();
+            args.name = role_name.clone();
             args.exit_on_stdin_eof = true;
             Ok(RoleCommand::Lb(Box::new(args)))
-        })
-        // The edges take the public entry when the topology has them.
-        .on_port(if topology.edge.is_some() {
-            0
-        } else {
-            ctx.public_port
-        }),
-    );
+        },
+    )
+}
+
+/// Makes the sticky cookie's key (32 random bytes, as 64 hex digits, mode 0600) unless the
+/// file is there already: a key kept across restarts keeps clients on their backends.
+pub(super) fn make_key_file(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::{Read as _, Write as _};
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if path.exists() {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    }
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| anyhow::anyhow!("cannot read /dev/urandom for the sticky key: {e}"))?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(hex.as_bytes()))
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
 }

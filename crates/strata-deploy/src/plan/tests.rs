@@ -429,6 +429,80 @@ fn the_edges_clients_reach_speak_https_and_the_shield_does_not() {
 }
 
 #[test]
+fn several_balancers_front_every_api_server_and_share_one_sticky_key() {
+    let plan = compile(
+        "[lb]\ncount = 3\nsticky_cookie = \"pin\"\ntls_port = 8443\ndev_cert = true\n[api]\ncount = 2\n",
+    );
+    let lb = |name: &str| match command(&plan, name) {
+        RoleCommand::Lb(lb) => *lb,
+        other => panic!("{other:?}"),
+    };
+    let ports: Vec<(String, u16)> = plan
+        .roles
+        .iter()
+        .filter(|r| r.kind == RoleKind::Lb)
+        .map(|r| (r.name.clone(), r.port))
+        .collect();
+    assert_eq!(
+        ports,
+        [
+            ("lb-1".into(), 8080),
+            ("lb-2".into(), 0),
+            ("lb-3".into(), 0)
+        ],
+        "lb-1 on the public port, the others on free ones"
+    );
+    for name in ["lb-1", "lb-2", "lb-3"] {
+        let args = lb(name);
+        assert_eq!(args.backends.len(), 2, "{name} fronts every API server");
+        assert_eq!(
+            args.sticky_key_file.as_deref(),
+            Some(Path::new("/d/lb/sticky.key")),
+            "{name} shares the key"
+        );
+        assert_eq!(
+            args.dev_cert,
+            Some(std::path::PathBuf::from(format!("/d/{name}-dev-cert.pem")))
+        );
+    }
+    assert_eq!(
+        lb("lb-1").tls_listen,
+        Some("127.0.0.1:8443".parse().expect("addr"))
+    );
+    assert_eq!(
+        lb("lb-2").tls_listen,
+        Some("127.0.0.1:0".parse().expect("addr"))
+    );
+    assert!(
+        plan.setup
+            .iter()
+            .any(|s| s.what.contains("sticky-cookie key")),
+        "the key is made once, before any balancer starts"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("lb/sticky.key");
+    super::lb::make_key_file(&key).expect("made");
+    let first = std::fs::read_to_string(&key).expect("read");
+    assert_eq!(first.len(), 64);
+    super::lb::make_key_file(&key).expect("kept");
+    assert_eq!(
+        std::fs::read_to_string(&key).expect("read"),
+        first,
+        "kept across restarts"
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&key).expect("meta").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(
+        compile("[lb]\ncount = 2\n[api]\ncount = 1\n")
+            .setup
+            .iter()
+            .all(|s| !s.what.contains("sticky")),
+        "no key without a sticky cookie"
+    );
+}
+
+#[test]
 fn the_balancer_gets_its_backends_algorithm_tls_and_timeouts() {
     let plan = compile(EVERY_SETTING[0]);
     let RoleCommand::Lb(lb) = command(&plan, "lb-1") else {

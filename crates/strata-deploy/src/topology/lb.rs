@@ -1,4 +1,5 @@
-//! `[lb]`: the load balancer on the public port — its algorithm, sticky sessions, TLS
+//! `[lb]`: the load balancers — how many (`lb-1` on the public port, the others on ports of
+//! their own, for DNS or clients to spread over), their algorithm, sticky sessions, TLS
 //! termination and timeouts (in the ranges `strata lb` takes, from `strata_lb::role`).
 
 use strata_lb::role::{
@@ -9,13 +10,12 @@ use strata_lb::role::{
 use super::reader::Section;
 use super::{AlgorithmName, LbSpec, LbTimeouts, LbTls};
 
+/// The most balancers a topology runs.
+pub const MAX_BALANCERS: i64 = 8;
+
 /// Reads `[lb]`.
 pub(super) fn read(sec: &mut Section<'_>) -> LbSpec {
-    sec.typed(
-        "count",
-        "1 in this version (one load balancer takes the public port)",
-        |item| (item.as_integer() == Some(1)).then_some(()),
-    );
+    let count = sec.int("count", 1..=MAX_BALANCERS).unwrap_or(1);
     let algorithm = sec
         .choice::<AlgorithmName>("algorithm")
         .unwrap_or(AlgorithmName::RoundRobin);
@@ -38,6 +38,7 @@ pub(super) fn read(sec: &mut Section<'_>) -> LbSpec {
         client_header_ms: sec.millis("client_header_timeout_ms", CLIENT_HEADER_TIMEOUT_MS),
     };
     LbSpec {
+        count,
         algorithm,
         sticky_cookie,
         tls,
@@ -220,9 +221,12 @@ mod tests {
             })
         );
         assert_eq!(t.instance_count(), 3);
-        let e = errors("[lb]\ncount = 2\nalgorithm = \"round-robbin\"\n[api]\ncount = 1\n");
+        let t = Topology::parse("[lb]\ncount = 3\n[api]\ncount = 2\n", 8080).expect("valid");
+        assert_eq!(t.lb.as_ref().map(|lb| lb.count), Some(3));
+        assert_eq!(t.instance_count(), 5, "3 balancers and 2 API servers");
+        let e = errors("[lb]\ncount = 9\nalgorithm = \"round-robbin\"\n[api]\ncount = 1\n");
         assert_eq!(e.len(), 2, "{e:?}");
-        assert!(e[0].message.contains("must be 1"), "{e:?}");
+        assert!(e[0].message.contains("between 1 and 8"), "{e:?}");
         assert!(e[1].message.contains("did you mean `round-robin`"), "{e:?}");
     }
 }

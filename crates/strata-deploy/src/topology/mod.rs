@@ -3,7 +3,8 @@
 //! ```toml
 //! name = "default"
 //!
-//! [lb]            # one load balancer on the public port (--port)
+//! [lb]            # load balancers: lb-1 on the public port (--port), the others on free ones
+//! count = 1       # 1 to 8
 //! algorithm = "round-robin"
 //! # sticky_cookie = "pin"; tls_port = 8443 with tls_cert + tls_key, or dev_cert = true
 //!
@@ -179,9 +180,11 @@ pub struct ApiSpec {
     pub ports: Vec<u16>,
 }
 
-/// `[lb]`: one load balancer on the public port, in front of every API server.
+/// `[lb]`: load balancers (`lb-1` on the public port), each in front of every API server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LbSpec {
+    /// Balancers (`lb-1` … `lb-N`), each in front of every API server.
+    pub count: u16,
     pub algorithm: AlgorithmName,
     /// Sticky sessions: the name of the signed cookie (`sticky_cookie`).
     pub sticky_cookie: Option<String>,
@@ -195,6 +198,7 @@ pub struct LbSpec {
 impl Default for LbSpec {
     fn default() -> Self {
         Self {
+            count: 1,
             algorithm: AlgorithmName::RoundRobin,
             sticky_cookie: None,
             tls: None,
@@ -404,7 +408,7 @@ impl Topology {
     /// Total role instances.
     pub fn instance_count(&self) -> usize {
         usize::from(self.api.count)
-            + usize::from(self.lb.is_some())
+            + self.lb.as_ref().map_or(0, |lb| usize::from(lb.count))
             + self.database_nodes()
             + self.controllers()
             + self.etcd_members()
