@@ -221,12 +221,18 @@ fn group(o: &Objective) -> Value {
     }
     for sli in &slis {
         for a in &BURN_ALERTS {
-            let labels = alert_labels(a).map(|(k, v)| (k, Value::Str(v)));
+            // `slo` and `sli` are on the series already; repeated here so that the group's
+            // alerts differ by their labels too (promtool's lint asks for it).
+            let mut labels = vec![
+                ("slo".to_string(), Value::str(&o.name)),
+                ("sli".to_string(), Value::str(sli.kind)),
+            ];
+            labels.extend(alert_labels(a).map(|(k, v)| (k.to_string(), Value::Str(v))));
             let annotations = annotations(o, sli, a).map(|(k, v)| (k, Value::Str(v)));
             rules.push(Value::map([
                 ("alert", Value::str(a.name)),
                 ("expr", Value::str(alert_expr(o, sli, a))),
-                ("labels", Value::map(labels)),
+                ("labels", Value::Map(labels)),
                 ("annotations", Value::map(annotations)),
             ]));
         }
