@@ -78,16 +78,32 @@ pub struct Sli {
     pub kind: &'static str,
     /// The target, in percent.
     pub target: f64,
-    /// What a bad event is, for people ("errors", "requests slower than 0.25 s").
+    /// What a bad event is, for people ("errors", "events slower than 0.25 s").
     pub bad: String,
-    /// The error ratio over a window, as PromQL (`{window}` is replaced).
-    expr: String,
+    ratio: Ratio,
+}
+
+/// The series an error ratio is computed from (selectors, matchers included).
+#[derive(Debug, Clone, PartialEq)]
+enum Ratio {
+    /// Failed events over all events, on one counter.
+    Failed { bad: String, all: String },
+    /// Events above the threshold over all events, on a histogram: `(count - fast) / count`.
+    Slow { count: String, fast: String },
 }
 
 impl Sli {
     /// The error ratio over `window`, as PromQL.
     pub fn expr(&self, window: &str) -> String {
-        self.expr.replace("{window}", window)
+        let sum_rate = |selector: &str| format!("sum(rate({selector}[{window}]))");
+        match &self.ratio {
+            Ratio::Failed { bad, all } => format!("{}\n/\n{}", sum_rate(bad), sum_rate(all)),
+            Ratio::Slow { count, fast } => format!(
+                "(\n{count}\n-\n{fast}\n)\n/\n{count}",
+                count = sum_rate(count),
+                fast = sum_rate(fast)
+            ),
+        }
     }
 }
 
@@ -116,17 +132,14 @@ pub fn slis(o: &Objective) -> Vec<Sli> {
     let base: Vec<String> = o.selector.iter().map(ToString::to_string).collect();
     let mut bad = base.clone();
     bad.push(o.errors.to_string());
-    let sum_rate =
-        |metric: &str, m: &[String]| format!("sum(rate({}[{{window}}]))", selector(metric, m));
     let mut out = vec![Sli {
         kind: "availability",
         target: o.availability,
         bad: "errors".into(),
-        expr: format!(
-            "{}\n/\n{}",
-            sum_rate(&o.requests, &bad),
-            sum_rate(&o.requests, &base)
-        ),
+        ratio: Ratio::Failed {
+            bad: selector(&o.requests, &bad),
+            all: selector(&o.requests, &base),
+        },
     }];
     if let Some(l) = &o.latency {
         let threshold = num(l.threshold_seconds);
@@ -139,15 +152,14 @@ pub fn slis(o: &Objective) -> Vec<Sli> {
         };
         let mut fast = base.clone();
         fast.push(le);
-        let count = sum_rate(&format!("{}_count", l.histogram), &base);
         out.push(Sli {
             kind: "latency",
             target: l.target,
             bad: format!("events slower than {threshold} s"),
-            expr: format!(
-                "(\n{count}\n-\n{}\n)\n/\n{count}",
-                sum_rate(&format!("{}_bucket", l.histogram), &fast)
-            ),
+            ratio: Ratio::Slow {
+                count: selector(&format!("{}_count", l.histogram), &base),
+                fast: selector(&format!("{}_bucket", l.histogram), &fast),
+            },
         });
     }
     out
@@ -292,6 +304,19 @@ mod tests {
         assert!(
             !text.contains(r#"slo=\"edge\",sli=\"latency\""#),
             "the edge has no histogram"
+        );
+    }
+
+    #[test]
+    fn matcher_values_are_escaped_and_taken_literally() {
+        let mut o = Objectives::defaults().get("edge").expect("edge").clone();
+        o.errors = crate::slo::Matcher::eq("outcome", r#"a"{window}\"#);
+        let expr = slis(&o)[0].expr("5m");
+        assert_eq!(
+            expr,
+            r#"sum(rate(strata_edge_requests_total{kind="edge",outcome="a\"{window}\\"}[5m]))"#
+                .to_string()
+                + "\n/\nsum(rate(strata_edge_requests_total{kind=\"edge\"}[5m]))"
         );
     }
 
