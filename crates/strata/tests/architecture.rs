@@ -74,6 +74,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("strata-testkit", &["strata-engines"]),
+    ("strata-observe", &["strata-core", "strata-engines"]),
     (
         "strata",
         &[
