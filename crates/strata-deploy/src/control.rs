@@ -12,9 +12,14 @@ use crate::state::{self, DeploymentState};
 
 /// `GET /healthz` over plain HTTP/1.1; true on a 200 within `timeout`.
 pub async fn http_healthy(addr: &str, timeout: Duration) -> bool {
+    http_ok(addr, "/healthz", timeout).await
+}
+
+/// Whether `GET path` on `addr` answers 200 within `timeout`.
+pub async fn http_ok(addr: &str, path: &str, timeout: Duration) -> bool {
     let probe = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let req = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
         stream.write_all(req.as_bytes()).await.ok()?;
         let mut head = [0u8; 12];
         stream.read_exact(&mut head).await.ok()?;

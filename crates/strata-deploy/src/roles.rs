@@ -37,6 +37,9 @@ pub enum RoleCommand {
     /// Run the geo-DNS server: an authoritative server for the deployment's zone that answers
     /// with the healthy balancers of the data centre its policy picks (docs/dns.md).
     Dns(strata_dns::DnsArgs),
+    /// Run Prometheus as a role: it scrapes every role found in its targets file and evaluates
+    /// the SLO alerting rules (docs/observability.md).
+    Prometheus(strata_observe::PrometheusArgs),
 }
 
 impl RoleCommand {
@@ -54,6 +57,7 @@ impl RoleCommand {
             RoleCommand::Rabbitmq(_) => RoleKind::Broker,
             RoleCommand::S3(_) => RoleKind::ObjectStore,
             RoleCommand::Dns(_) => RoleKind::Dns,
+            RoleCommand::Prometheus(_) => RoleKind::Prometheus,
         }
     }
 
@@ -71,6 +75,7 @@ impl RoleCommand {
             RoleCommand::Rabbitmq(args) => strata_queue::broker::run(args).await,
             RoleCommand::S3(args) => strata_blobs::node::run(args).await,
             RoleCommand::Dns(args) => strata_dns::run(args).await,
+            RoleCommand::Prometheus(args) => strata_observe::run(args).await,
         }
     }
 }
@@ -103,6 +108,8 @@ pub enum RoleKind {
     ObjectStore,
     /// `strata dns`: the geo-DNS server in front of the data centres' balancers.
     Dns,
+    /// `strata prometheus`: Prometheus, scraping every role.
+    Prometheus,
 }
 
 impl RoleKind {
@@ -119,6 +126,7 @@ impl RoleKind {
             RoleKind::Broker => "broker",
             RoleKind::ObjectStore => "object-store",
             RoleKind::Dns => "dns",
+            RoleKind::Prometheus => "prometheus",
         }
     }
 }

@@ -137,12 +137,48 @@ pub fn completed(mut command: RoleCommand) -> anyhow::Result<RoleCommand> {
 }
 
 /// Writes the state file atomically.
+/// Prometheus's directory under a deployment's (`[observe] prometheus = true`): its
+/// configuration, rules, targets file and TSDB.
+pub const PROMETHEUS_DIR: &str = "prometheus";
+
+/// Writes the state file atomically; with Prometheus in the deployment, its targets file too,
+/// so it scrapes every role where the role is now.
 pub fn write(dir: &Path, state: &DeploymentState) -> std::io::Result<()> {
     let path = state_path(dir);
     let tmp = dir.join(format!(".{STATE_FILE}.{}.tmp", std::process::id()));
     let bytes = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
     std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, &path)
+    std::fs::rename(&tmp, &path)?;
+    let prometheus = dir.join(PROMETHEUS_DIR);
+    if prometheus.is_dir() {
+        let targets = strata_observe::PrometheusArgs::new(prometheus).targets_path();
+        strata_observe::scrape::write_targets(&targets, &metrics_targets(state))
+            .map_err(std::io::Error::other)?;
+    }
+    Ok(())
+}
+
+/// Where each role serves `/metrics`, for Prometheus (`strata status --prometheus-targets`
+/// prints the same for a Prometheus of one's own): API servers on their HTTP port, balancers
+/// and edges on their admin port, workers on their metrics port, Prometheus on its own.
+pub fn metrics_targets(state: &DeploymentState) -> Vec<strata_observe::scrape::Target> {
+    state
+        .roles
+        .iter()
+        .filter_map(|r| {
+            let listener = match r.kind {
+                RoleKind::Api | RoleKind::Prometheus => "http",
+                RoleKind::Lb | RoleKind::Edge => "admin",
+                RoleKind::Worker => "metrics",
+                _ => return None,
+            };
+            Some(strata_observe::scrape::Target {
+                role: r.name.clone(),
+                kind: r.kind.as_str().to_string(),
+                addr: r.addrs.get(listener)?.parse().ok()?,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

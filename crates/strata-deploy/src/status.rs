@@ -115,6 +115,9 @@ pub async fn collect(dir: &Path) -> anyhow::Result<Report> {
                 Some(admin) => control::http_healthy(admin, Duration::from_secs(1)).await,
                 None => false,
             },
+            (true, Some(addr), _) if r.kind == RoleKind::Prometheus => {
+                control::http_ok(addr, "/-/ready", Duration::from_secs(1)).await
+            }
             (true, Some(addr), _) => control::http_healthy(addr, Duration::from_secs(1)).await,
             (true, None, Some(addr)) => {
                 let url = format!("postgresql://{SUPERUSER}@{addr}/postgres");

@@ -112,7 +112,7 @@ impl PrometheusArgs {
 }
 
 /// A Prometheus duration: one or more `<number><unit>` with units ms, s, m, h, d, w, y.
-fn parse_retention(s: &str) -> Result<String, String> {
+pub fn parse_retention(s: &str) -> Result<String, String> {
     let units = ["ms", "s", "m", "h", "d", "w", "y"];
     let mut rest = s;
     let mut parts = 0;
@@ -135,7 +135,7 @@ fn parse_retention(s: &str) -> Result<String, String> {
 }
 
 /// A Prometheus size: `<number><unit>` with units B, KB, MB, GB, TB, PB, EB.
-fn parse_size(s: &str) -> Result<String, String> {
+pub fn parse_size(s: &str) -> Result<String, String> {
     let digits = s.chars().take_while(char::is_ascii_digit).count();
     let unit = &s[digits..];
     if digits > 0 && ["B", "KB", "MB", "GB", "TB", "PB", "EB"].contains(&unit) {

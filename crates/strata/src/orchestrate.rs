@@ -41,6 +41,10 @@ pub struct StatusArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Print the deployment's metrics endpoints as a Prometheus file-based discovery targets
+    /// file (for `file_sd_configs` of a Prometheus of one's own).
+    #[arg(long, conflicts_with = "json")]
+    pub prometheus_targets: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -117,6 +121,13 @@ pub async fn down(args: DownArgs) -> anyhow::Result<()> {
 }
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
+    if args.prometheus_targets {
+        let state = strata_deploy::state::read(&args.dir)?
+            .ok_or_else(|| strata_deploy::state::no_deployment(&args.dir))?;
+        let targets = strata_deploy::state::metrics_targets(&state);
+        print!("{}", strata_observe::scrape::targets_file(&targets));
+        return Ok(());
+    }
     let report = status::collect(&args.dir).await?;
     if args.json {
         println!(

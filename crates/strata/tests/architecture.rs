@@ -71,6 +71,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "strata-blobs",
             "strata-edge",
             "strata-dns",
+            "strata-observe",
         ],
     ),
     ("strata-testkit", &["strata-engines"]),
@@ -91,6 +92,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "strata-queue",
             "strata-photos",
             "strata-dns",
+            "strata-observe",
         ],
     ),
 ];

@@ -27,6 +27,7 @@ pub mod control;
 pub mod data;
 pub mod edge;
 pub mod lb;
+pub mod observe;
 pub mod queue;
 pub mod sessions;
 pub mod workers;
@@ -228,6 +229,7 @@ impl Plan {
         api::plan(topology, ctx, &mut plan);
         lb::plan(topology, ctx, &mut plan);
         workers::plan(topology, ctx, &mut plan);
+        observe::plan(topology, ctx, &mut plan);
         edge::plan(topology, ctx, &mut plan);
         debug_assert!(plan.check().is_ok(), "{:?}", plan.check());
         plan

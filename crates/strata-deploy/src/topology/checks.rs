@@ -112,12 +112,15 @@ pub(super) fn engines(
     if matches!(t.blobs, BlobsSpec::SeaweedFs { .. }) {
         needed.push((Engine::SeaweedFs, "blobs"));
     }
+    if t.observe.prometheus {
+        needed.push((Engine::Prometheus, "observe"));
+    }
     let mut first: BTreeMap<Engine, Option<usize>> = BTreeMap::new();
     for (engine, section) in needed {
-        let key = if section == "control" {
-            "store"
-        } else {
-            "engine"
+        let key = match section {
+            "control" => "store",
+            "observe" => "prometheus",
+            _ => "engine",
         };
         first
             .entry(engine)

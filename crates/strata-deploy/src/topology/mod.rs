@@ -53,6 +53,7 @@ mod control;
 mod data;
 mod edge;
 mod lb;
+mod observe;
 mod queue;
 mod reader;
 mod sessions;
@@ -74,6 +75,7 @@ pub use crate::roles::RoleKind;
 pub const MAX_CACHE_NODES: i64 = 4;
 
 pub use edge::{EdgeSpec, MAX_EDGES};
+pub use observe::ObserveSpec;
 pub use queue::{BlobsSpec, QueueSpec};
 pub use strata_cache::CacheEngine;
 pub use strata_cache::options::L1Coherence;
@@ -292,6 +294,8 @@ pub struct Topology {
     pub blobs: BlobsSpec,
     /// CDN edges on the public entry, when the topology has them.
     pub edge: Option<EdgeSpec>,
+    /// `[observe]`: Prometheus.
+    pub observe: ObserveSpec,
 }
 
 /// `[workers]`: photo workers on the embedded queue.
@@ -369,6 +373,7 @@ impl Topology {
             queue: QueueSpec::Embedded,
             blobs: BlobsSpec::Fs,
             edge: None,
+            observe: ObserveSpec::default(),
         }
     }
 
@@ -418,6 +423,7 @@ impl Topology {
             + usize::from(self.queue == QueueSpec::RabbitMq)
             + usize::from(matches!(self.blobs, BlobsSpec::SeaweedFs { .. }))
             + self.edges()
+            + usize::from(self.observe.prometheus)
     }
 
     /// Edges `strata up` runs, the shield included.
@@ -523,6 +529,7 @@ fn read(root: &mut Section<'_>) -> Topology {
         queue: root.table("queue", queue::read_queue).unwrap_or_default(),
         blobs: root.table("blobs", queue::read_blobs).unwrap_or_default(),
         edge: root.table("edge", edge::read),
+        observe: root.table("observe", observe::read).unwrap_or_default(),
     }
 }
 
