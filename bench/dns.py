@@ -662,6 +662,26 @@ def dnsperf(port, qfile, seconds, clients, outstanding):
     return cmd, stats, r.stdout
 
 
+def profile(pid, port, qfile, seconds, args, d):
+    """Where the server's core goes under load: `perf record` of the server during one extra,
+    unrecorded dnsperf run; the top symbols of `perf report`."""
+    data = os.path.join(d, "perf.data")
+    rec = subprocess.Popen(["perf", "record", "-q", "-F", "499", "-p", str(pid), "-o", data],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        dnsperf(port, qfile, seconds, args.clients, args.outstanding)
+    finally:
+        rec.send_signal(signal.SIGINT)
+        rec.wait(timeout=60)
+    top = {}
+    for sort, n in (("dso", 8), ("dso,symbol", 20)):
+        r = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children", "--sort", sort,
+                            "--percent-limit", "1"], capture_output=True, text=True, timeout=120)
+        top[sort] = [" ".join(l.replace(" - ", " ").split()) for l in r.stdout.splitlines()
+                     if l.strip() and not l.startswith("#")][:n]
+    return top
+
+
 def wait_quiet(limit, within):
     t0 = time.time()
     load = os.getloadavg()
@@ -718,6 +738,8 @@ def main():
     ap.add_argument("--quiet-load", type=float, default=1.5,
                     help="wait (at most --quiet-wait s) for the 1-min load average to drop below this")
     ap.add_argument("--quiet-wait", type=int, default=600)
+    ap.add_argument("--perf", type=int, default=0, metavar="SECONDS",
+                    help="after the rounds, profile each server with `perf record` for this long")
     ap.add_argument("--no-save", action="store_true", help="print, but write nothing to bench/results")
     args = ap.parse_args()
     contenders = [c for c in args.contenders.split(",") if c]
@@ -806,21 +828,32 @@ def main():
                 cpu0, t0 = cpu_seconds(p.pid), time.time()
                 cmd, stats, raw = dnsperf(port, qfile, args.seconds, args.clients, args.outstanding)
                 cpu1, t1 = cpu_seconds(p.pid), time.time()
+                # Busy shares are over dnsperf's sending time: after it, dnsperf only waits out
+                # the timeout of lost queries, and the server is idle.
+                run = stats.get("run_time_s") or (t1 - t0)
                 stats.update(round=rnd + 1, load_before=load, server_cpu_s=round(cpu1 - cpu0, 3),
                              wall_s=round(t1 - t0, 3),
-                             server_core_busy=round((cpu1 - cpu0) / (t1 - t0), 3),
-                             dnsperf_core_busy=round(stats["dnsperf_cpu_s"] / (t1 - t0), 3),
+                             server_core_busy=round((cpu1 - cpu0) / run, 3),
+                             dnsperf_core_busy=round(stats["dnsperf_cpu_s"] / run, 3),
                              cpu_us_per_query=round((cpu1 - cpu0) * 1e6 / max(stats.get("completed", 0), 1), 3))
                 result["contenders"][c]["rounds"].append(stats)
                 say(f"round {rnd + 1} {c}: {stats.get('qps', 0):,.0f} q/s, "
                     f"{stats['cpu_us_per_query']:.2f} µs CPU/query, server core {stats['server_core_busy']:.0%} busy, "
                     f"dnsperf {stats['dnsperf_core_busy']:.0%}, "
                     f"lost {stats.get('lost')}, load {load[0]}")
+        if args.perf:
+            for c, (p, port) in servers.items():
+                if shutil.which("perf"):
+                    say(f"profiling {c} for {args.perf} s (not recorded in the figures)")
+                    result["contenders"][c]["perf_top"] = profile(p.pid, port, qfile, args.perf, args,
+                                                                   os.path.join(work, c))
         med = {}
         for c in servers:
             rs = result["contenders"][c]["rounds"]
             med[c] = {"qps": statistics.median(r.get("qps", 0) for r in rs),
                       "cpu_us_per_query": statistics.median(r["cpu_us_per_query"] for r in rs),
+                      # What one fully busy core would answer at that cost (derived, not measured).
+                      "qps_per_busy_core": round(1e6 / max(statistics.median(r["cpu_us_per_query"] for r in rs), 1e-9)),
                       "server_core_busy": statistics.median(r["server_core_busy"] for r in rs),
                       "dnsperf_core_busy": statistics.median(r["dnsperf_core_busy"] for r in rs),
                       "lost": sum(r.get("lost", 0) for r in rs),
@@ -831,17 +864,20 @@ def main():
             for other, target in (("gdnsd", 0.8), ("pdns-lua", 20.0), ("pdns-geoip", None)):
                 if other in med and med[other]["qps"]:
                     r = med["strata"]["qps"] / med[other]["qps"]
-                    ratios[f"strata/{other}"] = {"qps_ratio": round(r, 3), "target": target,
-                                                 "met": None if target is None else r >= target}
+                    ratios[f"strata/{other}"] = {
+                        "qps_ratio": round(r, 3), "target": target,
+                        "met": None if target is None else r >= target,
+                        "cpu_per_query_ratio": round(med[other]["cpu_us_per_query"] / med["strata"]["cpu_us_per_query"], 3)}
             if "strata/gdnsd" in ratios:
                 ratios["strata/gdnsd"]["moonshot_1.0_met"] = ratios["strata/gdnsd"]["qps_ratio"] >= 1.0
         result["ratios"] = ratios
         result["finished"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        print("| contender | queries/s (median) | CPU µs/query (median) | server core busy | lost / sent |")
-        print("|---|---:|---:|---:|---:|")
+        print("| contender | queries/s (median) | CPU µs/query (median) | queries/s per busy core | server core busy | dnsperf core busy | lost / sent |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
         for c in servers:
             m = med[c]
-            print(f"| {c} | {m['qps']:,.0f} | {m['cpu_us_per_query']:.2f} | {m['server_core_busy']:.0%} | {m['lost']:,} / {m['sent']:,} |")
+            print(f"| {c} | {m['qps']:,.0f} | {m['cpu_us_per_query']:.2f} | {m['qps_per_busy_core']:,} | "
+                  f"{m['server_core_busy']:.0%} | {m['dnsperf_core_busy']:.0%} | {m['lost']:,} / {m['sent']:,} |")
         for k, v in ratios.items():
             print(f"{k}: {v}")
         if not args.no_save:
