@@ -340,6 +340,28 @@ def stop(p):
             p.wait(timeout=10)
 
 
+def stop_all():
+    """Every process started here: SIGTERM to all at once, SIGKILL to any left after 10 s."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut this short
+    for p in STARTED:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.time() + 10
+    for p in STARTED:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            say(f"pid {p.pid} ignored SIGTERM for 10 s: SIGKILL")
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait(timeout=10)
+
+
 def tail(path, n=30):
     try:
         with open(path, errors="replace") as f:
@@ -576,6 +598,23 @@ def install_anchors():
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
+    time.sleep(0.5)
+    left = exe_pids(daemons)
+    if left:
+        say(f"warning: gdnsd or PowerDNS already runs here (pids {sorted(left)}), not started by this run")
+    return {"daemons_running_after_install": sorted(left), "port_53_bound": port_53_bound()}
+
+
+def port_53_bound():
+    """Whether anything listens on UDP port 53 (0035) of any address."""
+    bound = []
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table) as f:
+                bound += [l.split()[1] for l in list(f)[1:] if l.split()[1].endswith(":0035")]
+        except OSError:
+            pass
+    return bound
 
 
 def versions(binary):
@@ -754,13 +793,13 @@ def main():
         if r.returncode != 0:
             sys.exit(f"{binary} has no `dns` subcommand (or is missing): build it first, "
                      f"or leave strata out with --contenders")
-    install_anchors()
+    anchors = install_anchors()
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     built = binary_commit(binary) if "strata" in contenders else {"commit": "none", "dirty": None}
     work = tempfile.mkdtemp(prefix="strata-dns-bench-")
     result = {"started": stamp, "strata_binary": binary, "strata_commit": built,
               "machine": {"cores": os.cpu_count(), "load_at_start": [round(x, 2) for x in os.getloadavg()]},
-              "versions": versions(binary),
+              "versions": versions(binary), "anchors": anchors,
               "settings": {"seconds": args.seconds, "rounds": args.rounds, "lines": args.lines,
                            "clients": args.clients, "outstanding": args.outstanding,
                            "seed": args.seed, "ecs_source_prefix": 24, "ttl": TTL,
@@ -892,8 +931,7 @@ def main():
         else:
             print(json.dumps(result, indent=1))
     finally:
-        for p in reversed(STARTED):
-            stop(p)
+        stop_all()
         for s in health:
             s.shutdown()
         shutil.rmtree(work, ignore_errors=True)
