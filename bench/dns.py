@@ -735,8 +735,9 @@ def wait_quiet(limit, within):
 
 def plot(path, contenders, med, title):
     """Two bar panels: queries/s, and CPU µs per query, per contender."""
-    w, h, pad, gap = 860, 340, 50, 40
-    panel = (w - gap) / 2
+    h, pad, gap = 340, 50, 40
+    panel = 2 * pad + 105 * len(contenders)  # room for the longest name under each bar
+    w = 2 * panel + gap
     colours = {"strata": "#2b7bb9", "gdnsd": "#27ae60", "pdns-geoip": "#e67e22", "pdns-lua": "#c0392b",
                "pdns-geoip+cache": "#f0b27a", "pdns-lua+cache": "#e6b0aa"}
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
@@ -755,7 +756,7 @@ def plot(path, contenders, med, title):
             x = x0 + pad + i * bw + bw * 0.15
             parts.append(f'<rect x="{x:.0f}" y="{h - pad - bh:.0f}" width="{bw * 0.7:.0f}" height="{bh:.0f}" fill="{colours.get(c, "#777")}"/>')
             parts.append(f'<text x="{x + bw * 0.35:.0f}" y="{h - pad - bh - 5:.0f}" text-anchor="middle">{fmt.format(v)}</text>')
-            parts.append(f'<text x="{x + bw * 0.35:.0f}" y="{h - pad + 16:.0f}" text-anchor="middle">{c}</text>')
+            parts.append(f'<text x="{x + bw * 0.35:.0f}" y="{h - pad + 16:.0f}" text-anchor="middle" font-size="11">{c}</text>')
     parts.append("</svg>")
     with open(path, "w") as f:
         f.write("\n".join(parts))
