@@ -639,15 +639,28 @@ def versions(binary):
 
 
 def binary_commit(binary):
-    """The commit of the tree the binary was built in (its target/ directory's repository)."""
+    """The commit of the tree the binary was built in (its target/ directory's repository):
+    HEAD, and whether tracked files differ from it. When HEAD is newer than the binary, the
+    binary was built from an earlier commit: the last one made before the binary was written
+    is named instead, and its dirtiness is unknown."""
     top = subprocess.run(["git", "-C", os.path.dirname(os.path.realpath(binary)), "rev-parse",
                           "--show-toplevel"], capture_output=True, text=True).stdout.strip()
     if not top:
         return {"commit": "unknown", "dirty": None, "tree": None}
     g = lambda *a: subprocess.run(["git", "-C", top, *a], capture_output=True, text=True).stdout.strip()
+    built = int(os.stat(os.path.realpath(binary)).st_mtime)
+    head_time = int(g("log", "-1", "--format=%ct") or 0)
     dirty = g("status", "--porcelain", "--untracked-files=no")
-    return {"commit": g("rev-parse", "--short=12", "HEAD") or "unknown", "dirty": bool(dirty),
-            "dirty_files": dirty.splitlines(), "tree": top}
+    out = {"commit": g("rev-parse", "--short=12", "HEAD") or "unknown", "dirty": bool(dirty),
+           "dirty_files": dirty.splitlines(), "tree": top,
+           "binary_written": datetime.datetime.fromtimestamp(built, datetime.timezone.utc).isoformat()}
+    if head_time > built:
+        before = g("log", "-1", "--first-parent", f"--before={built}", "--format=%H")
+        out.update(head=out["commit"], commit=g("rev-parse", "--short=12", before) or "unknown",
+                   dirty=None, dirty_files=None,
+                   note="HEAD is newer than the binary: named the last commit before it was written")
+        say(f"warning: {out['note']} ({out['commit']})")
+    return out
 
 
 def verify(name, port):
