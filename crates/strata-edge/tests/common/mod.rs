@@ -65,6 +65,8 @@ pub struct Seen {
 struct Script {
     replies: HashMap<String, Reply>,
     seen: Vec<Seen>,
+    /// Per path: requests being answered now, and the most there ever were at once.
+    in_flight: HashMap<String, (usize, usize)>,
 }
 
 /// An origin whose answers the test sets per path (path and query). It answers `304` when
@@ -102,6 +104,11 @@ impl Origin {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Script> {
         self.script.lock().expect("script")
+    }
+
+    /// The most requests for `path` the origin was answering at one moment.
+    pub fn most_at_once(&self, path: &str) -> usize {
+        self.lock().in_flight.get(path).map_or(0, |(_, most)| *most)
     }
 
     /// Requests received for `path`.
@@ -142,7 +149,16 @@ async fn answer(
         return (StatusCode::NOT_FOUND, "no such thing").into_response();
     };
     if !reply.delay.is_zero() {
+        {
+            let mut s = state.lock().expect("script");
+            let (now, most) = s.in_flight.entry(path.clone()).or_default();
+            *now += 1;
+            *most = (*most).max(*now);
+        }
         tokio::time::sleep(reply.delay).await;
+        if let Some((now, _)) = state.lock().expect("script").in_flight.get_mut(&path) {
+            *now -= 1;
+        }
     }
     let etag_matches = match (headers.get("if-none-match"), reply.header("etag")) {
         (Some(inm), Some(etag)) => inm.to_str().unwrap_or("").contains(etag),
