@@ -3,7 +3,7 @@
 killed -9 in the middle of its cut-overs and resumed.
 
     cargo build --release -p strata && python3 bench/reshard.py [--users 1000000] [--rate 100]
-                                                               [--chunk-slots 16] [--kill]
+                                                               [--chunk-slots 8] [--kill]
 
 1. `strata up -d`: a balancer, 3 API servers, `[data] shards = 4` (embedded: one SQLite file
    per group);
@@ -85,7 +85,7 @@ def main():
     ap.add_argument("--rate", type=int, default=100, help="writes/s and reads/s (open loop)")
     ap.add_argument("--duration", type=int, default=120, help="seconds of load (bounded)")
     ap.add_argument("--lead", type=int, default=10, help="seconds of load before the resharding")
-    ap.add_argument("--chunk-slots", type=int, default=16)
+    ap.add_argument("--chunk-slots", type=int, default=8)
     ap.add_argument("--kill", action="store_true", help="kill -9 the resharder mid cut-over, then resume")
     ap.add_argument("--kill-after", type=int, default=20, help="cut-overs before the kill")
     args = ap.parse_args()

@@ -85,8 +85,9 @@ pub struct ReshardArgs {
     /// Roll back the resharding in progress; only before its first cut-over.
     #[arg(long)]
     pub abort: bool,
-    /// Slots cut over together: each chunk is one short write pause.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    /// Slots cut over together: each chunk is one short write pause (8: about 2,000 rows
+    /// checksummed per pause, which keeps it under 100 ms on 1,000,000 users; BENCHMARKS.md).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=4096))]
     pub chunk_slots: u16,
     /// Print the report as JSON.
     #[arg(long)]

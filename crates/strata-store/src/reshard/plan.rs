@@ -49,7 +49,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
-            chunk_slots: 16,
+            chunk_slots: 8,
             batch: 500,
             cleanup_grace: Duration::from_secs(2),
             stop_after_cuts: None,
