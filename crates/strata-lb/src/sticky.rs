@@ -14,6 +14,32 @@ use sha2::Sha256;
 
 const TAG_BYTES: usize = 16;
 
+/// Makes a key file for `--sticky-key-file` (32 random bytes as 64 hex digits, mode 0600)
+/// unless `path` is there already: balancers that read one file honour each other's cookies,
+/// and a key kept across restarts keeps clients on their backends.
+pub fn make_key_file(path: &std::path::Path) -> anyhow::Result<()> {
+    use rand::Rng as _;
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if path.exists() {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    }
+    let mut key = [0u8; 32];
+    rand::rng().fill(&mut key);
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(hex.as_bytes()))
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+}
+
 /// Sticky-session settings of a pool.
 #[derive(Clone)]
 pub struct Sticky {

@@ -70,9 +70,10 @@ async fn two_balancers_share_pins_and_a_client_that_tries_both_loses_nothing_whe
 
     // lb-1 killed under clients that fall back to lb-2 when lb-1 does not answer.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut clients = Vec::new();
     for k in 0..4 {
-        let (client, stop) = (client.clone(), stop.clone());
+        let (client, stop, answered) = (client.clone(), stop.clone(), answered.clone());
         let order = if k % 2 == 0 {
             [lb1.clone(), lb2.clone()]
         } else {
@@ -90,7 +91,10 @@ async fn two_balancers_share_pins_and_a_client_that_tries_both_loses_nothing_whe
                     }
                 }
                 match answer {
-                    Some(200) => ok += 1,
+                    Some(200) => {
+                        ok += 1;
+                        answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     other => failed.push(other),
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -98,7 +102,12 @@ async fn two_balancers_share_pins_and_a_client_that_tries_both_loses_nothing_whe
             (ok, failed)
         }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The kill lands while the clients are running: once they have been answered a few times.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while answered.load(std::sync::atomic::Ordering::Relaxed) < 20 {
+        assert!(Instant::now() < deadline, "the clients were not answered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let pid = role(&status, "lb-1")["pid"].as_u64().expect("pid") as i32;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),

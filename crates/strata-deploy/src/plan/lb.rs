@@ -31,7 +31,7 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
         let made = file.clone();
         plan.setup.push(Setup::new(
             "make the balancers' sticky-cookie key",
-            move || make_key_file(&made),
+            move || strata_lb::sticky::make_key_file(&made),
         ));
         file
     });
@@ -113,30 +113,4 @@ fn balancer(
             Ok(RoleCommand::Lb(Box::new(args)))
         },
     )
-}
-
-/// Makes the sticky cookie's key (32 random bytes, as 64 hex digits, mode 0600) unless the
-/// file is there already: a key kept across restarts keeps clients on their backends.
-pub(super) fn make_key_file(path: &std::path::Path) -> anyhow::Result<()> {
-    use std::io::{Read as _, Write as _};
-    use std::os::unix::fs::OpenOptionsExt as _;
-    if path.exists() {
-        return Ok(());
-    }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
-    }
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|e| anyhow::anyhow!("cannot read /dev/urandom for the sticky key: {e}"))?;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut f| f.write_all(hex.as_bytes()))
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
 }

@@ -482,10 +482,10 @@ fn several_balancers_front_every_api_server_and_share_one_sticky_key() {
     );
     let dir = tempfile::tempdir().expect("tempdir");
     let key = dir.path().join("lb/sticky.key");
-    super::lb::make_key_file(&key).expect("made");
+    strata_lb::sticky::make_key_file(&key).expect("made");
     let first = std::fs::read_to_string(&key).expect("read");
     assert_eq!(first.len(), 64);
-    super::lb::make_key_file(&key).expect("kept");
+    strata_lb::sticky::make_key_file(&key).expect("kept");
     assert_eq!(
         std::fs::read_to_string(&key).expect("read"),
         first,
