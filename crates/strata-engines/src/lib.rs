@@ -31,8 +31,9 @@
 //! flags); the test kit keeps temporary directories and free-port retries.
 //!
 //! Next engines go here the same way, one file each with the same shape (arguments per mode,
-//! a readiness probe, `start` returning a [`daemon::Server`]): Prometheus (`prometheus.rs`: a
-//! generated config and `/-/ready`), also an [`Engine`] with its package in [`install`].
+//! a readiness probe, `start` returning a [`daemon::Server`]). Prometheus is an [`Engine`]
+//! (located here, with `promtool`); how it is configured and run is `strata-observe`'s, its
+//! only user.
 
 pub mod daemon;
 pub mod etcd;

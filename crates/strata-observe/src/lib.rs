@@ -2,7 +2,8 @@
 //!
 //! Tier: observability. Depends on strata-core (telemetry, the readiness line, shutdown) and
 //! strata-engines (finding and owning the installed `prometheus` and `promtool`). No tier
-//! depends on it; `strata` and `strata-deploy` will compose it.
+//! depends on it; `strata-deploy` (the `prometheus-1` role, the targets file) and `strata`
+//! (`strata status --prometheus-targets`) compose it.
 //!
 //! Every role already serves `/metrics`. This crate turns those series into answers:
 //! - [`slo`]: service level objectives per tier (availability and latency over 30 days), with
