@@ -80,18 +80,7 @@ fn packets(rng: &mut StdRng) -> Vec<Vec<u8>> {
 #[tokio::test]
 async fn garbage_never_stops_the_server_nor_gets_an_oversized_answer() {
     let b = HealthEndpoint::start("127.0.80.1").await;
-    let config = format!(
-        r#"
-zone = "strata.test."
-services = ["www"]
-policy = "failover"
-[[datacenter]]
-name = "a"
-balancers = ["{}"]
-"#,
-        b.addr
-    );
-    let dns = start_dns(&config, false).await;
+    let dns = start_dns(&one_data_centre(&[b.addr]), false).await;
     let mut rng = StdRng::seed_from_u64(7871);
     let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
     let mut limit_by_id: HashMap<u16, usize> = HashMap::new();

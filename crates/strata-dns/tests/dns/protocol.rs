@@ -371,17 +371,7 @@ async fn tcp_connections_past_the_limit_are_closed_and_a_freed_slot_is_reused() 
 async fn ipv6_listens_and_answers_aaaa_with_the_ipv6_balancers() {
     let v4 = HealthEndpoint::start("127.0.90.1").await;
     let v6 = HealthEndpoint::start("::1").await;
-    let config = format!(
-        r#"
-zone = "strata.test."
-services = ["www"]
-policy = "failover"
-[[datacenter]]
-name = "a"
-balancers = ["{}", "{}"]
-"#,
-        v4.addr, v6.addr
-    );
+    let config = one_data_centre(&[v4.addr, v6.addr]);
     let dns = start_dns_on(&config, false, "[::1]:0".parse().expect("addr")).await;
     assert!(dns.addr.is_ipv6());
     let (r, _) = udp_from(

@@ -138,6 +138,17 @@ impl HealthEndpoint {
     }
 }
 
+/// The smallest configuration: `www.strata.test.` answered by failover from one data centre,
+/// `a`, with these balancers.
+pub fn one_data_centre(balancers: &[SocketAddr]) -> String {
+    let listed: Vec<String> = balancers.iter().map(|b| format!("\"{b}\"")).collect();
+    format!(
+        "zone = \"strata.test.\"\nservices = [\"www\"]\npolicy = \"failover\"\n\
+         [[datacenter]]\nname = \"a\"\nbalancers = [{}]\n",
+        listed.join(", ")
+    )
+}
+
 /// A query for `name` and `qtype`, without EDNS.
 pub fn query(name: &str, qtype: RecordType) -> Message {
     let mut m = Message::query();
