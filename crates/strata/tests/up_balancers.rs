@@ -2,7 +2,8 @@
 //! its own, both in front of every API server and sharing the sticky cookie's key. A client
 //! pinned by `lb-1` keeps its backend through `lb-2`; `lb-1` is killed with SIGKILL under
 //! clients that try the other balancer when one does not answer (as clients given both
-//! addresses by DNS do), and not one of their requests fails; the restarted `lb-1` still
+//! addresses by DNS do), and, while it is down, an API server too; not one of their requests
+//! fails; the restarted `lb-1` still
 //! honours the cookie, because the key outlives the process.
 
 mod common;
@@ -114,16 +115,36 @@ async fn two_balancers_share_pins_and_a_client_that_tries_both_loses_nothing_whe
         nix::sys::signal::Signal::SIGKILL,
     )
     .expect("kill -9 lb-1");
+    // The second fault during the first: while lb-1 is down, the API server the cookie does
+    // not name dies too (the cookie's value begins with the base64 of its backend's name:
+    // "YXBpLTE" is api-1), so lb-2 alone must route around it.
+    let unpinned = if cookie.contains("=YXBpLTE.") {
+        "api-2"
+    } else {
+        "api-1"
+    };
+    let api_pid = role(&status, unpinned)["pid"].as_u64().expect("pid") as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(api_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9 the unpinned API server");
     let d = dir.clone();
     let status = tokio::task::spawn_blocking(move || {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let s = status_json(&d);
-            let r = role(&s, "lb-1");
-            if r["pid"].as_u64().is_some_and(|p| p as i32 != pid) && r["healthy"] == true {
+            let back = |name: &str, old: i32| {
+                let r = role(&s, name);
+                r["pid"].as_u64().is_some_and(|p| p as i32 != old) && r["healthy"] == true
+            };
+            if back("lb-1", pid) && back(unpinned, api_pid) {
                 return s;
             }
-            assert!(Instant::now() < deadline, "lb-1 is not back: {s:#}");
+            assert!(
+                Instant::now() < deadline,
+                "lb-1 or {unpinned} is not back: {s:#}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     })
