@@ -1,6 +1,7 @@
 //! Prometheus in a topology: `[observe] prometheus = true` runs `prometheus-1`, which scrapes
 //! every role through the targets file the supervisor keeps, and loads the SLO alerting rules.
-//! An API server killed with SIGKILL comes back on a new port, and Prometheus follows it there.
+//! An API server killed with SIGKILL comes back on a new port, and Prometheus, killed too
+//! while the API server is down, comes back and finds it there.
 //! `strata status --prometheus-targets` prints the same targets for a Prometheus of one's own.
 
 mod common;
@@ -23,9 +24,17 @@ async fn prometheus_json(http: &reqwest::Client, addr: &str, path: &str) -> Valu
         .expect("JSON")
 }
 
-/// The scrape pools' active targets: (role label, scrape URL, health).
+/// The scrape pools' active targets: (role label, scrape URL, health); none while Prometheus
+/// does not answer (it is restarting).
 async fn targets(http: &reqwest::Client, addr: &str) -> Vec<(String, String, String)> {
-    let doc = prometheus_json(http, addr, "/api/v1/targets").await;
+    let Ok(answer) = http
+        .get(format!("http://{addr}/api/v1/targets"))
+        .send()
+        .await
+    else {
+        return Vec::new();
+    };
+    let doc: Value = answer.json().await.unwrap_or_default();
     doc["data"]["activeTargets"]
         .as_array()
         .map(|ts| {
@@ -116,15 +125,46 @@ async fn prometheus_scrapes_every_role_loads_the_slo_rules_and_follows_a_restart
         nix::sys::signal::Signal::SIGKILL,
     )
     .expect("kill -9 api-2");
+    // The second fault during the first: Prometheus itself (the process under its role) dies
+    // while api-2 is down. Restarted by its role's supervisor, it must still find api-2 where
+    // it comes back, from the targets file.
+    let role_pid = role(&status, "prometheus-1")["pid"].as_u64().expect("pid");
+    let engine = std::fs::read_dir(format!("/proc/{role_pid}/task"))
+        .expect("the role's threads")
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .is_ok_and(|comm| comm.trim() == "prometheus")
+        })
+        .expect("the prometheus process under prometheus-1");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(engine),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9 prometheus");
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let d = dir.clone();
         let now = tokio::task::spawn_blocking(move || status_json(&d))
             .await
             .expect("join");
+        let prom = role(&now, "prometheus-1")["addrs"]["http"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
         let r = role(&now, "api-2");
         let addr = r["addrs"]["http"].as_str().unwrap_or("").to_owned();
-        let back = r["pid"].as_u64().is_some_and(|p| p as i32 != pid) && r["healthy"] == true;
+        let back = r["pid"].as_u64().is_some_and(|p| p as i32 != pid)
+            && r["healthy"] == true
+            && role(&now, "prometheus-1")["pid"]
+                .as_u64()
+                .is_some_and(|p| p != role_pid);
         if back {
             let ts = targets(&http, &prom).await;
             let scraped_at_new = ts
