@@ -175,6 +175,7 @@ async fn edges_behind_a_shield_cost_one_origin_fetch_survive_a_kill_and_are_purg
         .build()
         .expect("TLS client");
     let https = addr(&status, "edge-2", "https");
+    let edge2_fetches = counter(&plain, &admins[2], "strata_edge_origin_fetches_total", None).await;
     let r = tls
         .get(format!("https://{https}{image}"))
         .header("host", SERVICE)
@@ -184,9 +185,14 @@ async fn edges_behind_a_shield_cost_one_origin_fetch_survive_a_kill_and_are_purg
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(r.bytes().await.expect("bytes"), bodies[0]);
     assert_eq!(
+        counter(&plain, &admins[2], "strata_edge_origin_fetches_total", None).await,
+        edge2_fetches,
+        "served from edge-2's copy, not fetched from the shield"
+    );
+    assert_eq!(
         counter(&plain, &admins[0], "strata_edge_origin_fetches_total", None).await,
         origin_after,
-        "served from edge-2's copy"
+        "and nothing from the origin"
     );
 
     // edge-1 killed outright: the supervisor restarts it on the public port, and it answers
