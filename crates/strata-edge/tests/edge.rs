@@ -1178,13 +1178,16 @@ async fn under_concurrent_requests_and_purges_every_answer_is_the_right_variant(
     })
     .await;
     let langs = ["fr", "de", "en"];
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
+    // Counted, not timed: the clients read until the purger has made its purges (and each at
+    // least 10 times), however slow the machine.
+    const PURGES: usize = 30;
+    let purging = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let mut clients = Vec::new();
     for worker in 0..6usize {
-        let (paths, url) = (paths.clone(), edge.url(""));
+        let (paths, url, purging) = (paths.clone(), edge.url(""), purging.clone());
         clients.push(tokio::spawn(async move {
             let mut n = 0usize;
-            while tokio::time::Instant::now() < deadline {
+            while (purging.load(std::sync::atomic::Ordering::SeqCst) || n < 10) && n < 100_000 {
                 let path = &paths[(worker * 7 + n * 13) % paths.len()];
                 let lang = langs[(worker + n) % langs.len()];
                 let (status, _, body) =
@@ -1201,10 +1204,10 @@ async fn under_concurrent_requests_and_purges_every_answer_is_the_right_variant(
         }));
     }
     let purger = {
-        let admin = edge.admin;
+        let (admin, purging) = (edge.admin, purging.clone());
         tokio::spawn(async move {
             let mut purges = 0;
-            while tokio::time::Instant::now() < deadline {
+            while purges < PURGES {
                 let body = match purges % 4 {
                     0 => json!({"prefix": "/c/1"}),
                     1 => json!({"key": "k2", "soft": true}),
@@ -1221,6 +1224,7 @@ async fn under_concurrent_requests_and_purges_every_answer_is_the_right_variant(
                 purges += 1;
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
+            purging.store(false, std::sync::atomic::Ordering::SeqCst);
             purges
         })
     };
@@ -1228,8 +1232,8 @@ async fn under_concurrent_requests_and_purges_every_answer_is_the_right_variant(
     for c in clients {
         answered += c.await.expect("a client panicked");
     }
-    assert!(purger.await.expect("the purger panicked") > 10);
-    assert!(answered > 30, "only {answered} answers");
+    assert_eq!(purger.await.expect("the purger panicked"), PURGES);
+    assert!(answered >= 60, "only {answered} answers");
     let m = edge.metrics().await;
     assert_eq!(
         metric(&m, "strata_edge_requests_total{outcome=\"error\"}"),
