@@ -11,6 +11,11 @@
 //!
 //! `route` is the matched route template (`/users/{id}`), never the raw path, so label
 //! cardinality stays bounded; unmatched paths are counted as `unmatched`.
+//!
+//! Traces: the request continues the trace of its `traceparent` (the balancer's span as the
+//! parent) or starts one (sampled at `--trace-sample`); its span `api` has the data and cache
+//! calls made while serving it as children, and [`strata_core::trace::current`] hands the
+//! context to work that leaves the process (a photo job).
 
 use std::time::{Duration, Instant};
 
@@ -20,9 +25,13 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use strata_core::trace::Sampler;
+use tracing::Instrument as _;
+
 use crate::problem::ApiError;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const TRACEPARENT: HeaderName = HeaderName::from_static(strata_core::trace::TRACEPARENT);
 /// Total time a request may take before it is answered 503.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -56,6 +65,13 @@ pub fn metrics_handle() -> PrometheusHandle {
     handle
 }
 
+static TRACE_SAMPLER: std::sync::OnceLock<Sampler> = std::sync::OnceLock::new();
+
+/// The sampling of traces this server starts (the first call wins; default 1%).
+pub fn set_trace_sampler(sampler: Sampler) {
+    let _ = TRACE_SAMPLER.set(sampler);
+}
+
 /// The middleware: wraps every request.
 pub async fn observe(mut req: Request, next: Next) -> Response {
     let start = Instant::now();
@@ -74,9 +90,28 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
             v
         }
     };
+    let sampler = TRACE_SAMPLER.get_or_init(Sampler::default);
+    let (trace, parent) = strata_core::trace::continue_or_start(
+        req.headers().get(TRACEPARENT).map(HeaderValue::as_bytes),
+        sampler,
+    );
+    let span = tracing::info_span!(
+        "api",
+        trace_id = %trace.trace_id,
+        span_id = %trace.span_id,
+        parent_id = tracing::field::Empty,
+        sampled = trace.sampled,
+        method = %method,
+        route = %route,
+        status = tracing::field::Empty,
+    );
+    if let Some(p) = parent {
+        span.record("parent_id", tracing::field::display(p));
+    }
     let in_flight = metrics::gauge!("strata_http_requests_in_flight");
     in_flight.increment(1.0);
-    let mut response = match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+    let run = strata_core::trace::scope(trace, next.run(req)).instrument(span.clone());
+    let mut response = match tokio::time::timeout(REQUEST_TIMEOUT, run).await {
         Ok(r) => r,
         Err(_) => ApiError::Timeout(REQUEST_TIMEOUT).into_response(),
     };
@@ -97,12 +132,15 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
     }
     metrics::histogram!("strata_http_request_duration_seconds", &labels)
         .record(elapsed.as_secs_f64());
+    span.record("status", status.as_u16());
+    let _in_span = span.enter();
     tracing::info!(
         method = %method,
         route = %route,
         status = status.as_u16(),
         latency_ms = elapsed.as_secs_f64() * 1000.0,
         request_id = %String::from_utf8_lossy(request_id.as_bytes()),
+        trace_id = %trace.trace_id,
         "request"
     );
     response

@@ -57,3 +57,31 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     );
     r
 }
+
+/// `GET /traces?limit=N`: this server's recent and slowest recorded traces (see
+/// `strata_core::trace`).
+pub async fn traces(axum::extract::RawQuery(query): axum::extract::RawQuery) -> Response {
+    let limit = strata_core::trace::store::limit_from_query(query.as_deref());
+    json_text(strata_core::trace::store::index_json(limit))
+}
+
+/// `GET /traces/{trace_id}`: the spans of one trace this server keeps (none: an empty list).
+pub async fn trace(
+    axum::extract::Path(trace_id): axum::extract::Path<String>,
+) -> Result<Response, crate::problem::ApiError> {
+    strata_core::trace::store::trace_json(&trace_id)
+        .map(json_text)
+        .ok_or_else(|| crate::problem::ApiError::InvalidParameter {
+            parameter: "trace_id",
+            detail: "a trace id is 32 lower-case hexadecimal digits, not all zeros".into(),
+        })
+}
+
+fn json_text(body: String) -> Response {
+    let mut r = (StatusCode::OK, body).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}

@@ -55,6 +55,11 @@ pub struct ServerOptions {
     #[command(flatten)]
     #[serde(flatten)]
     pub edges: crate::edge_purge::EdgeOptions,
+    /// The share of new traces recorded (0 to 1) for requests that arrive without a valid
+    /// `traceparent` (behind a balancer, its decision travels in the header).
+    #[arg(long, default_value_t = strata_core::trace::SampleRate::default())]
+    #[serde(serialize_with = "strata_core::args::display")]
+    pub trace_sample: strata_core::trace::SampleRate,
 }
 
 /// Sessions, signing keys, password hashing and login limits.
@@ -118,6 +123,7 @@ impl ServerOptions {
             auth: AuthOptions::default(),
             photos: PhotoOptions::default(),
             edges: crate::edge_purge::EdgeOptions::default(),
+            trace_sample: strata_core::trace::SampleRate::default(),
         }
     }
 }
@@ -163,6 +169,8 @@ async fn run_server(
     exit_on_stdin_eof: bool,
 ) -> anyhow::Result<()> {
     strata_core::telemetry::init();
+    strata_core::trace::layer::set_service(if role == "serve" { "serve" } else { "api" });
+    crate::observe::set_trace_sampler(opts.trace_sample.sampler());
     let engines = opts.data.open().await?;
     let ids = SnowflakeGenerator::new(opts.node_id).context("invalid --node-id")?;
     let (cache, mut cache_where) = opts.cache.build().await?;

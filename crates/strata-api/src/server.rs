@@ -58,6 +58,8 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .route("/traces", get(ops::traces))
+        .route("/traces/{trace_id}", get(ops::trace))
         .route("/openapi.json", get(openapi::serve))
         .fallback(|| async { problem::ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { problem::ApiError::MethodNotAllowed })

@@ -57,7 +57,8 @@ impl AppState {
         cache: Tiered<strata_store::StoreError>,
     ) -> Self {
         Self {
-            store,
+            // Every data call a span of the request's trace.
+            store: Arc::new(strata_store::traced::Traced::new(store)),
             accounts: auth.accounts.clone(),
             auth,
             cache,

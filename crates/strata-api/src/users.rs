@@ -10,6 +10,7 @@
 //! read-your-writes across API servers and replicas.
 
 use std::sync::Arc;
+use tracing::Instrument as _;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -82,6 +83,7 @@ async fn load(
     let entry = state
         .cache
         .get_or_load(&key, loader)
+        .instrument(tracing::info_span!("cache.get"))
         .await
         .map_err(|e| match e {
             TieredError::Load(e) => ApiError::from(clone_store_error(&e)),

@@ -41,6 +41,7 @@ use bytes::Bytes;
 use moka::Expiry;
 use moka::notification::RemovalCause;
 use tokio::sync::{OnceCell, Semaphore};
+use tracing::Instrument as _;
 
 use crate::bus::{Bus, Delivery, InvalidationTarget};
 use crate::kv::{Cache, CacheError};
@@ -446,7 +447,11 @@ impl<E: Send + Sync + 'static> Tiered<E> {
         cache: &dyn Cache,
         key: &str,
     ) -> Result<Option<(Entry, u64, u32)>, CacheError> {
-        let Some((version, payload)) = cache.get_versioned(key).await? else {
+        let Some((version, payload)) = cache
+            .get_versioned(key)
+            .instrument(tracing::info_span!("cache.l2.get", engine = cache.name()))
+            .await?
+        else {
             return Ok(None);
         };
         match decode_l2(version, &payload) {

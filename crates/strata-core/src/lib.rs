@@ -10,6 +10,7 @@
 //! - [`ready`]: the one-line JSON readiness protocol every role process prints;
 //! - [`request_id`]: the `X-Request-Id` rules shared by the balancer and the API servers;
 //! - [`telemetry`]: logging setup shared by every role;
+//! - [`trace`]: W3C trace context, sampling, and the spans each role keeps and exports;
 //! - [`shutdown`]: when a role process stops (SIGTERM, Ctrl-C, its supervisor gone);
 //! - [`args`]: helpers for role arguments that are parsed and rendered as command lines.
 
@@ -20,4 +21,5 @@ pub mod ready;
 pub mod request_id;
 pub mod shutdown;
 pub mod telemetry;
+pub mod trace;
 pub mod user;

@@ -12,23 +12,48 @@ use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use tracing_subscriber::EnvFilter;
+use tracing::Level;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _, filter};
 
-/// Installs the global subscriber. Calling it twice is harmless (the second call does nothing).
+/// Installs the global subscriber: the log lines (filtered by `STRATA_LOG`) and the trace
+/// recorder ([`crate::trace::layer`], which sees spans at `info` and above whatever the log
+/// level), and, inside a Tokio runtime, starts the OTLP exporter when the environment names a
+/// collector ([`crate::trace::otlp`]). Calling it twice is harmless (the second call does
+/// nothing).
+///
+/// A JSON log line lists the spans it was written in (`spans`), so a line written while a
+/// request is served carries the request's `trace_id`.
 pub fn init() {
     let filter = EnvFilter::try_from_env("STRATA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if std::io::stderr().is_terminal() {
-        builder.compact().with_target(false).try_init()
+    let traces = crate::trace::layer::TraceLayer.with_filter(filter::filter_fn(|m| {
+        m.is_span() && *m.level() <= Level::INFO
+    }));
+    let logs = if std::io::stderr().is_terminal() {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .compact()
+            .with_target(false)
+            .with_filter(filter)
+            .boxed()
     } else {
-        builder
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
             .json()
             .flatten_event(true)
             .with_current_span(false)
-            .try_init()
+            .with_filter(filter)
+            .boxed()
     };
+    let installed = tracing_subscriber::registry()
+        .with(logs)
+        .with(traces)
+        .try_init()
+        .is_ok();
+    if installed && tokio::runtime::Handle::try_current().is_ok() {
+        crate::trace::otlp::start_from_env();
+    }
 }
 
 /// Latency histogram buckets (seconds) for every `*_seconds` metric: 0.5 ms to 10 s.

@@ -63,7 +63,10 @@ async fn purge(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Re
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     let usage = shared.store.usage().await;
-    let mut r = shared.stats.render(usage).into_response();
+    let mut text = shared.stats.render(usage);
+    // What the process records through the `metrics` facade: trace export counters.
+    text.push_str(&strata_core::telemetry::prometheus().render());
+    let mut r = text.into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -75,6 +78,7 @@ pub fn router(shared: Arc<Shared>) -> axum::Router {
     axum::Router::new()
         .route("/purge", post(purge))
         .route("/metrics", get(metrics))
+        .merge(strata_lb::admin::trace_routes())
         .route(
             "/healthz",
             get(|| async { Json(serde_json::json!({"status": "alive"})) }),

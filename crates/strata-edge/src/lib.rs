@@ -70,6 +70,8 @@ pub struct EdgeConfig {
     /// Static files served by the edge itself under a path prefix. `None`: every path goes
     /// to the origin.
     pub files: Option<files::StaticFiles>,
+    /// Which new traces are recorded (a request's `traceparent` decides for its own trace).
+    pub trace_sampler: strata_core::trace::Sampler,
 }
 
 impl EdgeConfig {
@@ -89,6 +91,7 @@ impl EdgeConfig {
             max_connections: 10_000,
             tls: None,
             files: None,
+            trace_sampler: strata_core::trace::Sampler::default(),
         }
     }
 }
@@ -124,6 +127,7 @@ impl Edge {
             origin: origin::Origin::new(config.origin, config.timeouts, config.body_timeout),
             stats,
             timeouts: config.timeouts,
+            sampler: config.trace_sampler,
         });
         Ok(Self {
             listener,

@@ -158,6 +158,11 @@ pub struct EdgeArgs {
     /// `max-age` of static files' Cache-Control, in seconds.
     #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
     pub static_max_age: u64,
+    /// The share of new traces recorded (0 to 1); a request's own `traceparent` decides for
+    /// its trace.
+    #[arg(long, default_value_t = strata_core::trace::SampleRate::default())]
+    #[serde(serialize_with = "strata_core::args::display")]
+    pub trace_sample: strata_core::trace::SampleRate,
     /// This role's name in its topology.
     #[arg(long, default_value = "edge")]
     pub name: String,
@@ -191,6 +196,7 @@ impl EdgeArgs {
             static_dir: None,
             static_prefix: "/static/".into(),
             static_max_age: 3600,
+            trace_sample: strata_core::trace::SampleRate::default(),
             name: "edge".into(),
             exit_on_stdin_eof: false,
         }
@@ -212,6 +218,7 @@ impl EdgeArgs {
             );
         }
         let mut config = EdgeConfig::new(self.listen, self.admin, origin);
+        config.trace_sampler = self.trace_sample.sampler();
         config.store = StoreConfig {
             memory_bytes: self.memory.0,
             disk: self.cache_dir.clone().map(|dir| (dir, self.disk.0)),
@@ -392,6 +399,7 @@ async fn purge_one(admin: SocketAddr, body: Bytes, timeout_secs: u64) -> anyhow:
 /// Runs the edge until SIGTERM, Ctrl-C or (with `--exit-on-stdin-eof`) its supervisor's exit.
 pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
     strata_core::telemetry::init();
+    strata_core::trace::layer::set_service("edge");
     let config = args.config()?;
     let listen = config.listen;
     let edge = Edge::build(config).await.with_context(|| {

@@ -27,8 +27,9 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_cache_semantics::{AfterResponse, BeforeRequest};
 use hyper::body::Incoming;
 use strata_lb::Timeouts;
-use strata_lb::proxy::{ClientConn, strip_hop_by_hop};
+use strata_lb::proxy::{ClientConn, Trace, strip_hop_by_hop};
 use strata_lb::upstream::OutBody;
+use tracing::Instrument as _;
 
 use crate::collapse::{Flights, Leader, Role};
 use crate::key::{self, Url};
@@ -62,6 +63,8 @@ pub struct Shared {
     pub origin: Origin,
     pub stats: Arc<Stats>,
     pub timeouts: Timeouts,
+    /// Which new traces are recorded.
+    pub sampler: strata_core::trace::Sampler,
 }
 
 impl std::fmt::Debug for Shared {
@@ -72,12 +75,22 @@ impl std::fmt::Debug for Shared {
     }
 }
 
+/// Who asked for a request the edge passes on, and under which ids.
+struct Hop<'a> {
+    client: &'a ClientConn,
+    request_id: &'a HeaderValue,
+    trace: &'a Trace,
+    /// The request came through another edge.
+    from_edge: bool,
+}
+
 /// One request, as the cache sees it.
 struct Asked {
     parts: http::request::Parts,
     url: Url,
     client: Arc<ClientConn>,
     request_id: HeaderValue,
+    trace: Trace,
     /// The request came through another edge (its `Via` names one): answers keep their
     /// surrogate keys, so that edge can purge by them too.
     from_edge: bool,
@@ -121,8 +134,15 @@ impl Shared {
         let method = req.method().clone();
         let via = via(req.version());
         let request_id = strata_lb::proxy::request_id(req.headers());
-        let (mut response, outcome) = self.serve(req, client, request_id.clone()).await;
+        let trace = Trace::from_headers(req.headers(), &self.sampler);
+        let span = trace.span("edge", &method);
+        let trace_id = trace.ctx.trace_id;
+        let (mut response, outcome) = self
+            .serve(req, client, request_id.clone(), trace)
+            .instrument(span.clone())
+            .await;
         self.stats.request(outcome);
+        self.stats.latency(started.elapsed());
         response
             .headers_mut()
             .insert(REQUEST_ID, request_id.clone());
@@ -132,12 +152,16 @@ impl Shared {
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
+        span.record("status", response.status().as_u16());
+        span.record("cache", outcome.as_str());
+        let _in_span = span.enter();
         tracing::info!(
             %method,
             status = response.status().as_u16(),
             outcome = outcome.as_str(),
             latency_ms = started.elapsed().as_secs_f64() * 1000.0,
             request_id = %String::from_utf8_lossy(request_id.as_bytes()),
+            trace_id = %trace_id,
             "served"
         );
         Ok(response)
@@ -148,6 +172,7 @@ impl Shared {
         req: Request<Incoming>,
         client: Arc<ClientConn>,
         request_id: HeaderValue,
+        trace: Trace,
     ) -> (Response<EdgeBody>, Outcome) {
         let via = via(req.version());
         let (mut parts, body) = req.into_parts();
@@ -183,13 +208,19 @@ impl Shared {
                     url,
                     client,
                     request_id,
+                    trace,
                     from_edge,
                 };
                 self.cached(asked).await
             }
             (_, url) => {
-                self.pass(parts, body, url, &client, &request_id, from_edge)
-                    .await
+                let hop = Hop {
+                    client: &client,
+                    request_id: &request_id,
+                    trace: &trace,
+                    from_edge,
+                };
+                self.pass(parts, body, url, hop).await
             }
         }
     }
@@ -203,7 +234,7 @@ impl Shared {
         }
         asked
             .client
-            .add_forwarding_headers(&mut headers, &asked.request_id);
+            .add_forwarding_headers(&mut headers, &asked.request_id, &asked.trace);
         if let Some(stored) = stored {
             if let Some(etag) = stored.meta.headers.get(header::ETAG) {
                 headers.insert(header::IF_NONE_MATCH, etag.clone());
@@ -330,6 +361,7 @@ impl Shared {
             url: asked.url.clone(),
             client: asked.client.clone(),
             request_id: asked.request_id.clone(),
+            trace: asked.trace.clone(),
             from_edge: asked.from_edge,
         };
         tokio::spawn(async move {
@@ -577,17 +609,21 @@ impl Shared {
         parts: http::request::Parts,
         body: Incoming,
         url: Option<Url>,
-        client: &ClientConn,
-        request_id: &HeaderValue,
-        from_edge: bool,
+        hop: Hop<'_>,
     ) -> (Response<EdgeBody>, Outcome) {
+        let Hop {
+            client,
+            request_id,
+            trace,
+            from_edge,
+        } = hop;
         let method = parts.method.clone();
         let unsafe_method = !matches!(
             method,
             Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
         );
         let mut headers = parts.headers;
-        client.add_forwarding_headers(&mut headers, request_id);
+        client.add_forwarding_headers(&mut headers, request_id, trace);
         let mut req = Request::new(OutBody::Streaming {
             inner: body,
             fault: Arc::new(AtomicBool::new(false)),

@@ -82,7 +82,14 @@ pub struct Stats {
     purges: Mutex<Vec<PurgeCount>>,
     /// Reason → responses not stored.
     not_stored: Mutex<Vec<(&'static str, u64)>>,
+    /// Requests by time to answer: per bucket of `LATENCY_BUCKETS` (not cumulative), then
+    /// all of them and their sum in nanoseconds.
+    latency: [AtomicU64; LATENCY_BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_nanos: AtomicU64,
 }
+
+use strata_core::telemetry::LATENCY_BUCKETS;
 
 fn bump(counter: &AtomicU64, by: u64) {
     counter.fetch_add(by, Ordering::Relaxed);
@@ -92,6 +99,20 @@ impl Stats {
     pub fn request(&self, outcome: Outcome) {
         let i = OUTCOMES.iter().position(|o| *o == outcome).unwrap_or(0);
         bump(&self.requests[i], 1);
+    }
+
+    /// One request answered after `took` (from its head to its answer's head).
+    pub fn latency(&self, took: std::time::Duration) {
+        let seconds = took.as_secs_f64();
+        let i = LATENCY_BUCKETS.partition_point(|bound| *bound < seconds);
+        if let Some(bucket) = self.latency.get(i) {
+            bump(bucket, 1);
+        }
+        bump(&self.latency_count, 1);
+        bump(
+            &self.latency_sum_nanos,
+            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+        );
     }
 
     pub fn requests(&self, outcome: Outcome) -> u64 {
@@ -267,6 +288,22 @@ impl Stats {
                 "strata_edge_not_stored_total{{reason=\"{reason}\"}} {n}"
             );
         }
+        let name = "strata_edge_request_duration_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time from a request's head to its answer's head.\n# TYPE {name} histogram"
+        );
+        let mut cumulative = 0;
+        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.latency) {
+            cumulative += Self::get(bucket);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = Self::get(&self.latency_count);
+        let sum = Self::get(&self.latency_sum_nanos) as f64 / 1e9;
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}"
+        );
         out
     }
 }
@@ -289,8 +326,37 @@ mod tests {
         assert!(text.contains("strata_edge_purged_objects_total{kind=\"url\",mode=\"soft\"} 2"));
         assert!(text.contains("strata_edge_not_stored_total{reason=\"set-cookie\"} 1"));
         assert!(text.contains("strata_edge_stored_objects 3"));
+        s.latency(std::time::Duration::from_millis(3));
+        s.latency(std::time::Duration::from_secs(60));
+        let text = s.render(Usage::default());
+        let d = "strata_edge_request_duration_seconds";
+        assert!(
+            text.contains(&format!("{d}_bucket{{le=\"0.0025\"}} 0\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{d}_bucket{{le=\"0.005\"}} 1\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{d}_bucket{{le=\"10\"}} 1\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{d}_bucket{{le=\"+Inf\"}} 2\n")),
+            "{text}"
+        );
+        assert!(text.contains(&format!("{d}_count 2\n")), "{text}");
+        assert!(text.contains(&format!("{d}_sum 60.003\n")), "{text}");
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split(['{', ' ']).next().unwrap_or("");
+            let name = [d, name]
+                .into_iter()
+                .find(|family| {
+                    name.strip_prefix(family)
+                        .is_some_and(|rest| ["", "_bucket", "_sum", "_count"].contains(&rest))
+                })
+                .unwrap_or(name);
             assert!(
                 text.contains(&format!("# TYPE {name} ")),
                 "{name} has no TYPE"

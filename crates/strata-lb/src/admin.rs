@@ -6,6 +6,7 @@
 //!   replaces the set; an invalid body is refused (400, problem+json) and the old set keeps
 //!   serving; requests in flight to removed backends finish;
 //! - `POST /admin/backends/{name}/drain` and `/undrain` — stop or resume new requests;
+//! - `GET /traces` and `GET /traces/{trace_id}` — recorded traces (`strata_core::trace`);
 //! - `GET /metrics` (Prometheus), `GET /healthz`.
 
 use std::sync::Arc;
@@ -120,9 +121,38 @@ pub fn router(pool: Arc<Pool>) -> axum::Router {
         .route("/admin/backends/{name}/drain", post(drain))
         .route("/admin/backends/{name}/undrain", post(undrain))
         .route("/metrics", get(metrics))
+        .merge(trace_routes())
         .route(
             "/healthz",
             get(|| async { Json(serde_json::json!({"status": "alive"})) }),
         )
         .with_state(state)
+}
+
+/// `GET /traces` and `GET /traces/{trace_id}`, for any role's admin router (the edge's too).
+pub fn trace_routes<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
+    axum::Router::new()
+        .route("/traces", get(traces))
+        .route("/traces/{trace_id}", get(trace))
+}
+
+/// `GET /traces?limit=N`: this process's recent and slowest recorded traces.
+async fn traces(axum::extract::RawQuery(query): axum::extract::RawQuery) -> Response {
+    let limit = strata_core::trace::store::limit_from_query(query.as_deref());
+    json_text(StatusCode::OK, strata_core::trace::store::index_json(limit))
+}
+
+/// `GET /traces/{trace_id}`: the spans of one trace this process keeps.
+async fn trace(Path(trace_id): Path<String>) -> Response {
+    let (status, content_type, body) = strata_core::trace::store::trace_response(&trace_id);
+    (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+        [(header::CONTENT_TYPE, content_type)],
+        body,
+    )
+        .into_response()
+}
+
+fn json_text(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }

@@ -130,6 +130,8 @@ pub struct LbConfig {
     pub tls: Option<TlsListen>,
     /// The local address connections to backends are made from. `None`: the system's choice.
     pub source: Option<std::net::IpAddr>,
+    /// Which new traces are recorded (a request's `traceparent` decides for its own trace).
+    pub trace_sampler: strata_core::trace::Sampler,
 }
 
 /// The TLS listener's settings.
@@ -168,6 +170,7 @@ impl LbConfig {
             sticky: None,
             tls: None,
             source: None,
+            trace_sampler: strata_core::trace::Sampler::default(),
         }
     }
 }
@@ -278,6 +281,7 @@ impl LoadBalancer {
                     sticky: config.sticky.clone(),
                     redirect_to_https: redirect_to,
                     limiter: limiter.clone(),
+                    sampler: config.trace_sampler,
                 }),
                 builder: builder.clone(),
                 acceptor: acceptor.clone(),

@@ -33,6 +33,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use strata_core::trace::{Sampler, SpanId, TraceContext};
+use tracing::Instrument as _;
 
 use crate::answers::{bad_body, https_redirect, problem};
 use crate::selection::{HashOn, RequestKey};
@@ -74,8 +76,19 @@ impl ClientConn {
     }
 
     /// Adds what a backend learns of this client: `X-Forwarded-For` (appended to any the
-    /// request carried), `X-Forwarded-Proto`, `Forwarded`, and the request's id.
-    pub fn add_forwarding_headers(&self, headers: &mut HeaderMap, request_id: &HeaderValue) {
+    /// request carried), `X-Forwarded-Proto`, `Forwarded`, the request's id and its trace
+    /// (`traceparent` naming this hop's span; a `tracestate` goes on only with the trace it
+    /// belongs to, so it is dropped when this hop started a new trace).
+    pub fn add_forwarding_headers(
+        &self,
+        headers: &mut HeaderMap,
+        request_id: &HeaderValue,
+        trace: &Trace,
+    ) {
+        headers.insert(TRACEPARENT, trace.header.clone());
+        if trace.parent.is_none() {
+            headers.remove(TRACESTATE);
+        }
         let xff = match headers.get(X_FORWARDED_FOR) {
             Some(prior) => {
                 let mut v = Vec::with_capacity(prior.len() + 2 + self.ip.len());
@@ -96,6 +109,70 @@ impl ClientConn {
     }
 }
 
+/// Where a request is in its trace at this hop (W3C Trace Context).
+#[derive(Clone, Debug)]
+pub struct Trace {
+    /// The trace, with this hop's span id.
+    pub ctx: TraceContext,
+    /// The caller's span, when the request came with a valid `traceparent`.
+    pub parent: Option<SpanId>,
+    /// `traceparent` for the next hop (this hop's span as the parent).
+    pub header: HeaderValue,
+}
+
+impl Trace {
+    /// Continues the request's trace when its `traceparent` is valid; otherwise (none, or
+    /// malformed, which is never passed on) starts one, recorded as `sampler` decides.
+    pub fn from_headers(headers: &HeaderMap, sampler: &Sampler) -> Self {
+        let (ctx, parent) = strata_core::trace::continue_or_start(
+            headers.get(TRACEPARENT).map(HeaderValue::as_bytes),
+            sampler,
+        );
+        let header = HeaderValue::from_maybe_shared(Bytes::from(ctx.header()))
+            .unwrap_or(HeaderValue::from_static(""));
+        Self {
+            ctx,
+            parent,
+            header,
+        }
+    }
+
+    /// The span of this hop, named `name`, when the trace is recorded; a disabled span (which
+    /// costs nothing) otherwise. Its `status`, `backend` and `attempts` are recorded later.
+    pub fn span(&self, name: &'static str, method: &Method) -> tracing::Span {
+        if !self.ctx.sampled {
+            return tracing::Span::none();
+        }
+        let span = match name {
+            "edge" => tracing::info_span!(
+                "edge",
+                trace_id = %self.ctx.trace_id,
+                span_id = %self.ctx.span_id,
+                parent_id = tracing::field::Empty,
+                sampled = true,
+                method = %method,
+                status = tracing::field::Empty,
+                cache = tracing::field::Empty,
+            ),
+            _ => tracing::info_span!(
+                "lb",
+                trace_id = %self.ctx.trace_id,
+                span_id = %self.ctx.span_id,
+                parent_id = tracing::field::Empty,
+                sampled = true,
+                method = %method,
+                status = tracing::field::Empty,
+                backend = tracing::field::Empty,
+                attempts = tracing::field::Empty,
+            ),
+        };
+        if let Some(p) = self.parent {
+            span.record("parent_id", tracing::field::display(p));
+        }
+        span
+    }
+}
+
 /// The request's `X-Request-Id` when it is valid (printable ASCII, at most 128 bytes), a new
 /// one otherwise.
 pub fn request_id(headers: &HeaderMap) -> HeaderValue {
@@ -109,6 +186,8 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
 /// Largest request body buffered so that the request can be retried.
 pub const REPLAY_LIMIT: u64 = 64 * 1024;
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const TRACEPARENT: HeaderName = HeaderName::from_static(strata_core::trace::TRACEPARENT);
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -166,6 +245,8 @@ pub struct Proxy {
     pub sticky: Option<crate::sticky::Sticky>,
     /// Plain-HTTP requests are redirected to HTTPS on this port.
     pub redirect_to_https: Option<u16>,
+    /// Which new traces are recorded.
+    pub sampler: Sampler,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -340,8 +421,12 @@ impl Proxy {
             return r;
         }
         let method = req.method().clone();
-        let (mut response, backend_used, attempts) =
-            self.forward(req, client, &request_id, started).await;
+        let trace = Trace::from_headers(req.headers(), &self.sampler);
+        let span = trace.span("lb", &method);
+        let (mut response, backend_used, attempts) = self
+            .forward(req, client, &request_id, &trace, started)
+            .instrument(span.clone())
+            .await;
         response
             .headers_mut()
             .insert(REQUEST_ID, request_id.clone());
@@ -369,13 +454,19 @@ impl Proxy {
                 metrics::histogram!("strata_lb_request_duration_seconds", &labels).record(elapsed);
             }
         }
+        let backend = backend_used.as_ref().map_or("none", |b| b.name.as_str());
+        span.record("status", status);
+        span.record("backend", backend);
+        span.record("attempts", attempts);
+        let _in_span = span.enter();
         tracing::info!(
             method = %method,
             status,
-            backend = backend_used.as_ref().map_or("none", |b| b.name.as_str()),
+            backend,
             attempts,
             latency_ms = elapsed * 1000.0,
             request_id = %String::from_utf8_lossy(request_id.as_bytes()),
+            trace_id = %trace.ctx.trace_id,
             "proxied"
         );
         response
@@ -386,6 +477,7 @@ impl Proxy {
         req: Request<Incoming>,
         client: &ClientConn,
         request_id: &HeaderValue,
+        trace: &Trace,
         started: Instant,
     ) -> (
         Response<ProxyBody>,
@@ -495,7 +587,7 @@ impl Proxy {
             headers.insert(header::UPGRADE, protocol.clone());
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         }
-        client.add_forwarding_headers(&mut headers, request_id);
+        client.add_forwarding_headers(&mut headers, request_id, trace);
         // The target's authority, when it has one, names the host: a HTTP/2 client names it
         // there, and a HTTP/1.1 request in absolute-form is to be read by it, not by its `Host`
         // (RFC 9112 §3.2.2).

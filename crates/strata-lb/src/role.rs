@@ -120,6 +120,12 @@ pub struct LbArgs {
     /// uses 127.0.0.2.
     #[arg(long)]
     pub source_addr: Option<std::net::IpAddr>,
+    /// The share of new traces recorded (0 to 1): requests that arrive without a valid
+    /// `traceparent` start a trace, and this many of them are kept and exported. A request's
+    /// own `traceparent` decides for its trace.
+    #[arg(long, default_value_t = strata_core::trace::SampleRate::default())]
+    #[serde(serialize_with = "strata_core::args::display")]
+    pub trace_sample: strata_core::trace::SampleRate,
     #[arg(long, default_value = "lb")]
     pub name: String,
     /// Exit when standard input reaches end-of-file (set by `strata up`).
@@ -160,6 +166,7 @@ impl LbArgs {
             dev_cert: None,
             https_redirect: false,
             source_addr: None,
+            trace_sample: strata_core::trace::SampleRate::default(),
             name: "lb".into(),
             exit_on_stdin_eof: false,
         }
@@ -224,6 +231,7 @@ fn sticky_of(args: &LbArgs) -> anyhow::Result<Option<crate::sticky::Sticky>> {
 /// exit.
 pub async fn run(args: LbArgs) -> anyhow::Result<()> {
     strata_core::telemetry::init();
+    strata_core::trace::layer::set_service("lb");
     let algorithm = args.algorithm.with(args.hash_on.clone());
     let mut names = std::collections::HashSet::new();
     for b in &args.backends {
@@ -252,6 +260,7 @@ pub async fn run(args: LbArgs) -> anyhow::Result<()> {
     config.max_connections = args.max_connections as usize;
     config.workers = args.workers as usize;
     config.source = args.source_addr;
+    config.trace_sampler = args.trace_sample.sampler();
     if !args.rate_limit.is_finite() || args.rate_limit < 0.0 {
         anyhow::bail!(
             "--rate-limit must be a number of requests per second, 0 or more (got {})",

@@ -55,8 +55,8 @@ fn the_generated_rules_pass_promtool_check() {
     .expect("write");
     let (ok, out) = run_promtool(dir.path(), &["check", "rules", "slo.yml"]);
     assert!(ok, "{out}");
-    // 7 indicators × (5 recording rules + 3 alerts).
-    assert!(out.contains("56 rules found"), "{out}");
+    // 8 indicators (availability and latency of 4 tiers) × (5 recording rules + 3 alerts).
+    assert!(out.contains("64 rules found"), "{out}");
 }
 
 #[test]

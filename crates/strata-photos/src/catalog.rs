@@ -148,10 +148,13 @@ pub enum Completed {
 }
 
 /// An outbox row not yet published.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unsent {
     pub row: i64,
     pub job: JobId,
+    /// The trace of the upload (`traceparent`), when it had one: the job's message carries it
+    /// to the worker.
+    pub traceparent: Option<String>,
 }
 
 /// A catalog failure: the database (disk, corruption, a lock held too long).
@@ -267,7 +270,19 @@ impl Catalog {
                 tx.execute_batch("ALTER TABLE outbox ADD COLUMN claimed_until INTEGER;")
                     .map_err(db)?;
             }
-            tx.execute_batch("PRAGMA user_version = 2;").map_err(db)?;
+            // Version 3: the upload's trace context travels with its job.
+            let has_trace: i64 = tx
+                .query_row(
+                    "SELECT count(*) FROM pragma_table_info('outbox') WHERE name = 'traceparent'",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(db)?;
+            if has_trace == 0 {
+                tx.execute_batch("ALTER TABLE outbox ADD COLUMN traceparent TEXT;")
+                    .map_err(db)?;
+            }
+            tx.execute_batch("PRAGMA user_version = 3;").map_err(db)?;
             tx.commit().map_err(db)?;
         }
         Ok(Self {
@@ -288,14 +303,15 @@ impl Catalog {
             .map_err(|e| CatalogError(format!("catalog task failed: {e}")))?
     }
 
-    /// Records an accepted upload: the job, the user's pending photo and the outbox row, in
-    /// one transaction.
+    /// Records an accepted upload: the job, the user's pending photo and the outbox row (with
+    /// the upload's `traceparent`, if any), in one transaction.
     pub async fn submit(
         &self,
         id: JobId,
         user: u64,
         upload: BlobKey,
         format: Format,
+        traceparent: Option<String>,
     ) -> Result<Job, CatalogError> {
         self.with(move |conn| {
             let tx = immediate(conn)?;
@@ -320,8 +336,8 @@ impl Catalog {
             )
             .map_err(db)?;
             tx.execute(
-                "INSERT INTO outbox (job_id, created_at) VALUES (?1, ?2)",
-                params![sql(id.0), now],
+                "INSERT INTO outbox (job_id, created_at, traceparent) VALUES (?1, ?2, ?3)",
+                params![sql(id.0), now, traceparent],
             )
             .map_err(db)?;
             let job = job_in(&tx, id)?

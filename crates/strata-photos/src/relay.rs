@@ -11,8 +11,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use strata_core::trace::TraceContext;
 use strata_queue::{Outgoing, Queue, QueueName};
 use tokio::sync::Notify;
+use tracing::Instrument as _;
 
 use crate::catalog::{Catalog, JobId};
 
@@ -34,14 +36,29 @@ pub fn payload(job: JobId) -> Vec<u8> {
     format!("photo-job {job}").into_bytes()
 }
 
+/// A job's message carrying the trace it belongs to: `photo-job ID TRACEPARENT` (the queue's
+/// messages have no headers on every engine, so the context travels in the text).
+pub fn traced_payload(job: JobId, trace: &TraceContext) -> Vec<u8> {
+    format!("photo-job {job} {}", trace.header()).into_bytes()
+}
+
 /// The job a message names, if it is one of ours.
 pub fn parse_payload(bytes: &[u8]) -> Option<JobId> {
-    std::str::from_utf8(bytes)
+    let text = std::str::from_utf8(bytes)
         .ok()?
-        .strip_prefix("photo-job ")?
-        .parse()
-        .ok()
-        .map(JobId)
+        .strip_prefix("photo-job ")?;
+    let id = text.split(' ').next()?;
+    id.parse().ok().map(JobId)
+}
+
+/// The trace a job's message carries; `None` without one or with a malformed one (the worker
+/// then starts its own).
+pub fn parse_trace(bytes: &[u8]) -> Option<TraceContext> {
+    let text = std::str::from_utf8(bytes)
+        .ok()?
+        .strip_prefix("photo-job ")?;
+    let (_, traceparent) = text.split_once(' ')?;
+    TraceContext::parse(traceparent.as_bytes())
 }
 
 /// Why a relay round stopped short.
@@ -65,7 +82,35 @@ pub async fn relay_once(catalog: &Catalog, queue: &dyn Queue) -> Result<usize, R
     let name = queue_name();
     let rows = catalog.claim_unsent(BATCH, CLAIM).await?;
     for (i, row) in rows.iter().enumerate() {
-        let published = queue.publish(&name, Outgoing::new(payload(row.job))).await;
+        // The publish is a span of the upload's trace, and the worker's span its child.
+        let upload = row
+            .traceparent
+            .as_deref()
+            .and_then(|t| TraceContext::parse(t.as_bytes()));
+        let (message, span) = match upload {
+            Some(upload) => {
+                let here = upload.child();
+                let span = if here.sampled {
+                    tracing::info_span!(
+                        "queue.publish",
+                        trace_id = %here.trace_id,
+                        span_id = %here.span_id,
+                        parent_id = %upload.span_id,
+                        sampled = true,
+                        job = %row.job,
+                        queue = PHOTOS_QUEUE,
+                    )
+                } else {
+                    tracing::Span::none()
+                };
+                (traced_payload(row.job, &here), span)
+            }
+            None => (payload(row.job), tracing::Span::none()),
+        };
+        let published = queue
+            .publish(&name, Outgoing::new(message))
+            .instrument(span)
+            .await;
         if let Err(e) = published {
             // Not published: the claims go back, so the next round (this relay's or another's)
             // takes these rows at once rather than after the claim runs out.
@@ -121,8 +166,17 @@ mod tests {
     #[test]
     fn payloads_round_trip_and_foreign_ones_are_not_jobs() {
         assert_eq!(parse_payload(&payload(JobId(42))), Some(JobId(42)));
+        assert_eq!(parse_trace(&payload(JobId(42))), None);
         for bad in [&b"42"[..], b"photo-job x", b"photo-job ", b"\xff"] {
             assert_eq!(parse_payload(bad), None);
         }
+        let trace = TraceContext::start(true);
+        let traced = traced_payload(JobId(43), &trace);
+        assert_eq!(parse_payload(&traced), Some(JobId(43)));
+        assert_eq!(parse_trace(&traced), Some(trace));
+        // A malformed trace is ignored, the job is still the job.
+        let bad_trace = b"photo-job 44 00-zz-11-01";
+        assert_eq!(parse_payload(bad_trace), Some(JobId(44)));
+        assert_eq!(parse_trace(bad_trace), None);
     }
 }

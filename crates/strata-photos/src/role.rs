@@ -227,6 +227,7 @@ impl WorkerArgs {
 /// Runs `strata worker` until it is told to stop, then drains.
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     strata_core::telemetry::init();
+    strata_core::trace::layer::set_service("worker");
     let policy = args.policy();
     let prefetch = u16::try_from(args.concurrency).unwrap_or(u16::MAX);
     let photos = args
@@ -270,6 +271,8 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
                 "/healthz",
                 axum::routing::get(|| async { r#"{"status":"alive"}"# }),
             )
+            .route("/traces", axum::routing::get(traces))
+            .route("/traces/{trace_id}", axum::routing::get(trace))
             .route(
                 "/metrics",
                 axum::routing::get(move || {
@@ -318,6 +321,33 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let _ = metrics_server.await;
     tracing::info!(role = %args.name, "Stopped after draining the jobs in progress.");
     Ok(())
+}
+
+/// `GET /traces?limit=N`: this worker's recent and slowest recorded traces.
+async fn traces(
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    let limit = strata_core::trace::store::limit_from_query(query.as_deref());
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        strata_core::trace::store::index_json(limit),
+    )
+}
+
+/// `GET /traces/{trace_id}`: the spans of one trace this worker keeps.
+async fn trace(
+    axum::extract::Path(trace_id): axum::extract::Path<String>,
+) -> (
+    axum::http::StatusCode,
+    [(axum::http::HeaderName, &'static str); 1],
+    String,
+) {
+    let (status, content_type, body) = strata_core::trace::store::trace_response(&trace_id);
+    (
+        axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::BAD_REQUEST),
+        [(axum::http::header::CONTENT_TYPE, content_type)],
+        body,
+    )
 }
 
 #[cfg(test)]

@@ -129,7 +129,13 @@ impl Photos {
             .map_err(|e| SubmitError::Storage(e.to_string()))?;
         let job = self
             .catalog
-            .submit(job, user, key, inspected.format)
+            .submit(
+                job,
+                user,
+                key,
+                inspected.format,
+                strata_core::trace::current().map(|t| t.header()),
+            )
             .await
             .map_err(|e| SubmitError::Storage(e.to_string()))?;
         self.relay_wake.notify_one();

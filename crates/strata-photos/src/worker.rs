@@ -18,7 +18,9 @@ use strata_queue::{Delivery, Failed, Queue, QueueError};
 
 use crate::catalog::{Begin, Catalog, Completed, JobState};
 use crate::process;
-use crate::relay::{PHOTOS_QUEUE, parse_payload, queue_name};
+use crate::relay::{PHOTOS_QUEUE, parse_payload, parse_trace, queue_name};
+use strata_core::trace::{Sampler, TraceContext};
+use tracing::Instrument as _;
 
 /// What became of one delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +69,36 @@ impl Worker {
             self.queue.ack(delivery).await?;
             return Ok(Outcome::Unknown);
         };
+        // The job continues the upload's trace (its message names the publish as parent).
+        let sent = parse_trace(&delivery.message.payload);
+        let here = sent.map_or_else(
+            || TraceContext::start(Sampler::default().sample()),
+            |t| t.child(),
+        );
+        let span = tracing::info_span!(
+            "worker.job",
+            trace_id = %here.trace_id,
+            span_id = %here.span_id,
+            parent_id = tracing::field::Empty,
+            sampled = here.sampled,
+            job = %job_id,
+            attempt = delivery.message.attempt,
+            outcome = tracing::field::Empty,
+        );
+        if let Some(sent) = sent {
+            span.record("parent_id", tracing::field::display(sent.span_id));
+        }
+        self.handle_job(delivery, job_id, started)
+            .instrument(span)
+            .await
+    }
+
+    async fn handle_job(
+        &self,
+        delivery: &Delivery,
+        job_id: crate::catalog::JobId,
+        started: Instant,
+    ) -> Result<Outcome, QueueError> {
         let result = {
             // Keep the lease while the job runs.
             let beat = self.heartbeat_task(delivery.clone());
@@ -103,6 +135,7 @@ impl Worker {
             .increment(1);
         metrics::histogram!("strata_queue_job_duration_seconds", "queue" => PHOTOS_QUEUE)
             .record(started.elapsed().as_secs_f64());
+        tracing::Span::current().record("outcome", label);
         tracing::info!(job = %job_id, attempt = delivery.message.attempt, ?outcome,
             elapsed_ms = started.elapsed().as_millis() as u64, "Handled a photo job.");
         Ok(outcome)

@@ -44,6 +44,7 @@ pub mod reshard;
 mod rows;
 pub mod shard;
 pub mod sqlite;
+pub mod traced;
 
 /// A position in the store's commit order. Tokens from one store compare: a larger token is a
 /// later commit. For SQLite it is a sequence bumped by every write; for PostgreSQL it is a WAL

@@ -141,6 +141,16 @@ impl RoleSpec {
         self
     }
 
+    /// Changes the command the role is started with (applied after it is built).
+    pub fn map_command(&mut self, change: impl Fn(&mut RoleCommand) + Send + Sync + 'static) {
+        let build = self.build.clone();
+        self.build = Arc::new(move |w: &Wiring| {
+            let mut command = build(w)?;
+            change(&mut command);
+            Ok(command)
+        });
+    }
+
     /// The role's typed command, given where its dependencies are and its own port.
     pub fn command(&self, wiring: &Wiring) -> Result<RoleCommand, PlanError> {
         (self.build)(wiring)
@@ -231,6 +241,7 @@ impl Plan {
         workers::plan(topology, ctx, &mut plan);
         observe::plan(topology, ctx, &mut plan);
         edge::plan(topology, ctx, &mut plan);
+        observe::plan_tracing(topology, &mut plan);
         debug_assert!(plan.check().is_ok(), "{:?}", plan.check());
         plan
     }

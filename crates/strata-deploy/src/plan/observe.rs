@@ -15,6 +15,22 @@ pub const NAME: &str = "prometheus-1";
 
 pub use crate::state::PROMETHEUS_DIR;
 
+/// The topology's trace sampling on every role where a trace may start: the balancers, the
+/// edges and the API servers (behind a balancer, its decision travels in `traceparent`).
+pub fn plan_tracing(topology: &Topology, plan: &mut Plan) {
+    let sample = topology.observe.trace_sample;
+    for role in &mut plan.roles {
+        if matches!(role.kind, RoleKind::Lb | RoleKind::Edge | RoleKind::Api) {
+            role.map_command(move |command| match command {
+                RoleCommand::Lb(args) => args.trace_sample = sample,
+                RoleCommand::Edge(edge) => edge.args.trace_sample = sample,
+                RoleCommand::Api(args) => args.server.trace_sample = sample,
+                _ => {}
+            });
+        }
+    }
+}
+
 /// Prometheus, when the topology asks for it.
 pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
     let spec = topology.observe.clone();

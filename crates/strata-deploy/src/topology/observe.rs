@@ -7,7 +7,13 @@
 //! retention = "15d"          # how long samples are kept
 //! retention_size = "1GB"     # the most its TSDB keeps on disk; the oldest blocks go first
 //! scrape_interval_secs = 15  # how often every role is scraped and every rule evaluated
+//! trace_sample = 0.01        # the share of requests traced where a trace starts (0 to 1)
 //! ```
+//!
+//! `trace_sample` needs no Prometheus: the balancers, edges and API servers take it as their
+//! `--trace-sample`, and every role keeps its recorded traces at `/traces`. Traces are exported
+//! by OTLP when `strata up` runs with `OTEL_EXPORTER_OTLP_ENDPOINT` set (every role inherits
+//! it).
 
 use super::reader::Section;
 
@@ -19,6 +25,7 @@ pub struct ObserveSpec {
     pub retention: String,
     pub retention_size: String,
     pub scrape_interval_secs: u64,
+    pub trace_sample: strata_core::trace::SampleRate,
 }
 
 impl Default for ObserveSpec {
@@ -28,6 +35,7 @@ impl Default for ObserveSpec {
             retention: "15d".into(),
             retention_size: "1GB".into(),
             scrape_interval_secs: 15,
+            trace_sample: strata_core::trace::SampleRate::default(),
         }
     }
 }
@@ -45,6 +53,15 @@ pub(super) fn read(sec: &mut Section<'_>) -> ObserveSpec {
         strata_observe::node::parse_size(s).is_ok()
     });
     let scrape_interval_secs = sec.int("scrape_interval_secs", 1..=3600);
+    let trace_sample = sec.typed(
+        "trace_sample",
+        "a number from 0 to 1 (the share of requests traced, e.g. 0.01)",
+        |item| {
+            item.as_float()
+                .or_else(|| item.as_integer().map(|i| i as f64))
+                .and_then(|f| strata_core::trace::SampleRate::new(f).ok())
+        },
+    );
     if !prometheus {
         for key in ["retention", "retention_size", "scrape_interval_secs"] {
             if sec.has(key) {
@@ -60,6 +77,7 @@ pub(super) fn read(sec: &mut Section<'_>) -> ObserveSpec {
         retention: retention.unwrap_or(defaults.retention),
         retention_size: retention_size.unwrap_or(defaults.retention_size),
         scrape_interval_secs: scrape_interval_secs.unwrap_or(defaults.scrape_interval_secs),
+        trace_sample: trace_sample.unwrap_or(defaults.trace_sample),
     }
 }
 
@@ -81,9 +99,17 @@ mod tests {
                 prometheus: true,
                 retention: "2d".into(),
                 retention_size: "512MB".into(),
-                scrape_interval_secs: 5
+                scrape_interval_secs: 5,
+                trace_sample: strata_core::trace::SampleRate::default(),
             }
         );
+        let traced = Topology::parse("[api]\ncount = 1\n[observe]\ntrace_sample = 1\n", 8080)
+            .expect("valid");
+        assert_eq!(traced.observe.trace_sample.get(), 1.0);
+        assert!(!traced.observe.prometheus, "tracing needs no Prometheus");
+        let e = errors("[api]\ncount = 1\n[observe]\ntrace_sample = 1.5\n");
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert!(e[0].message.contains("from 0 to 1"), "{e:#?}");
         assert_eq!(t.instance_count(), 2, "the API server and prometheus-1");
         assert_eq!(
             Topology::parse("[api]\ncount = 1\n", 8080)

@@ -167,7 +167,7 @@ impl Objectives {
     /// |---|---|---|---|---|
     /// | `lb` | `strata_lb_requests_total` | `status=~"5.."` | 99.9% | 99% under 0.5 s (`strata_lb_request_duration_seconds`) |
     /// | `api` | `strata_http_requests_total` | `status=~"5.."` | 99.9% | 99% under 0.25 s (`strata_http_request_duration_seconds`) |
-    /// | `edge` | `strata_edge_requests_total` | `outcome="error"` | 99.9% | none: the edge exports no latency histogram |
+    /// | `edge` | `strata_edge_requests_total` | `outcome="error"` | 99.9% | 99% under 0.5 s (`strata_edge_request_duration_seconds`) |
     /// | `worker` | `strata_queue_jobs_total` | `outcome="dead_lettered"` | 99.9% | 99% under 10 s (`strata_queue_job_duration_seconds`) |
     ///
     /// Each selects its targets by `kind`, the label the scrape configuration gives them.
@@ -206,7 +206,7 @@ impl Objectives {
                 "edge",
                 "strata_edge_requests_total",
                 Matcher::eq("outcome", "error"),
-                None,
+                latency("strata_edge_request_duration_seconds", 0.5),
             ),
             tier(
                 "worker",

@@ -283,9 +283,9 @@ mod tests {
     fn the_rules_record_every_window_and_alert_on_both_windows_of_each_pair() {
         let objectives = Objectives::defaults();
         let text = rule_file(&objectives);
-        // 4 tiers, 3 with latency: 7 indicators × 5 windows, and 7 × 3 alerts.
-        assert_eq!(text.matches("- record: ").count(), 35);
-        assert_eq!(text.matches("- alert: ").count(), 21);
+        // 4 tiers, each with latency: 8 indicators × 5 windows, and 8 × 3 alerts.
+        assert_eq!(text.matches("- record: ").count(), 40);
+        assert_eq!(text.matches("- alert: ").count(), 24);
         assert!(text.contains(
             r#"expr: "sum(rate(strata_http_requests_total{kind=\"api\",status=~\"5..\"}[5m]))\n/\nsum(rate(strata_http_requests_total{kind=\"api\"}[5m]))""#
         ), "{text}");
@@ -301,10 +301,9 @@ mod tests {
         assert!(
             text.contains(r#"slo:error_ratio:rate3d{slo=\"lb\",sli=\"latency\"} > (1 * 0.01)"#)
         );
-        assert!(
-            !text.contains(r#"slo=\"edge\",sli=\"latency\""#),
-            "the edge has no histogram"
-        );
+        assert!(text.contains(
+            r#"strata_edge_request_duration_seconds_bucket{kind=\"edge\",le=\"0.5\"}[6h]"#
+        ));
     }
 
     #[test]

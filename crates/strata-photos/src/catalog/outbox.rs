@@ -11,13 +11,14 @@ impl Catalog {
     pub async fn unsent(&self, limit: usize) -> Result<Vec<Unsent>, CatalogError> {
         self.with(move |conn| {
             let mut stmt = conn
-                .prepare("SELECT id, job_id FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT ?1")
+                .prepare("SELECT id, job_id, traceparent FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT ?1")
                 .map_err(db)?;
             let rows = stmt
                 .query_map([sql(limit as u64)], |r| {
                     Ok(Unsent {
                         row: r.get(0)?,
                         job: JobId(r.get::<_, i64>(1)?.max(0) as u64),
+                        traceparent: r.get(2)?,
                     })
                 })
                 .map_err(db)?;
@@ -56,7 +57,7 @@ impl Catalog {
             let rows = {
                 let mut stmt = tx
                     .prepare(
-                        "SELECT id, job_id FROM outbox WHERE sent_at IS NULL \
+                        "SELECT id, job_id, traceparent FROM outbox WHERE sent_at IS NULL \
                          AND (claimed_until IS NULL OR claimed_until <= ?2) ORDER BY id LIMIT ?1",
                     )
                     .map_err(db)?;
@@ -65,6 +66,7 @@ impl Catalog {
                         Ok(Unsent {
                             row: r.get(0)?,
                             job: JobId(r.get::<_, i64>(1)?.max(0) as u64),
+                            traceparent: r.get(2)?,
                         })
                     })
                     .map_err(db)?;
