@@ -207,8 +207,9 @@ fn text_level(head: &str) -> Option<Level> {
 /// Whether a JSON line carries `field` equal to `want`: at the top level, under `fields` (a
 /// subscriber that does not flatten events), or in any entry of `spans`.
 pub fn has_field(line: &str, field: &str, want: &str) -> bool {
-    // Cheap test first: the value must occur in the line at all.
-    if !line.contains(want) {
+    // Cheap test first: the value must occur in the line at all (as written, unless JSON
+    // escapes it).
+    if !want.contains(['"', '\\']) && !line.contains(want) {
         return false;
     }
     let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(line) else {
@@ -299,6 +300,7 @@ mod tests {
         assert!(!has_field(&elsewhere, "trace_id", id));
         assert!(has_field(&elsewhere, "request_id", id));
         assert!(!has_field(&format!("text {id}"), "trace_id", id));
+        assert!(has_field(r#"{"request_id":"a\"b"}"#, "request_id", "a\"b"));
     }
 
     /// A writer into a shared buffer, for a subscriber under test.
