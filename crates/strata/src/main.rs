@@ -62,7 +62,8 @@ enum Command {
     Down(orchestrate::DownArgs),
     /// Show each role of a running deployment: kind, pid, addresses, health.
     Status(orchestrate::StatusArgs),
-    /// Print the deployment's logs, merged and prefixed by role.
+    /// Print the deployment's logs: every role's lines merged in time order, prefixed by role,
+    /// filtered by time, level, pattern, trace or request id.
     Logs(orchestrate::LogsArgs),
     /// Operator actions the API never offers: grant or withdraw the admin role, rotate the
     /// token-signing keys.

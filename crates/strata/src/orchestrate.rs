@@ -57,6 +57,25 @@ pub struct LogsArgs {
     /// Keep printing new lines as they are written (Ctrl-C to stop).
     #[arg(short = 'f', long)]
     pub follow: bool,
+    /// Only lines at or after a time: a duration back from now (`30s`, `10m`, `2h`, `1d`) or an
+    /// RFC 3339 time (`2026-11-30T03:50:00Z`).
+    #[arg(long, value_name = "DURATION|TIME")]
+    pub since: Option<strata_deploy::logs::Since>,
+    /// Only lines at this level or above: trace, debug, info, warn or error.
+    #[arg(long, value_name = "LEVEL")]
+    pub level: Option<strata_deploy::logs::Level>,
+    /// Only lines matching this regular expression (anywhere in the line).
+    #[arg(long, value_name = "REGEX")]
+    pub grep: Option<strata_deploy::logs::Grep>,
+    /// Only lines whose `trace_id` field (or a span's) is this W3C trace id (32 hex digits).
+    #[arg(long, value_name = "TRACE_ID")]
+    pub trace: Option<strata_deploy::logs::TraceId>,
+    /// Only lines whose `request_id` field (or a span's) is this id (`X-Request-Id`).
+    #[arg(long, value_name = "REQUEST_ID")]
+    pub request: Option<strata_deploy::logs::RequestId>,
+    /// Print one JSON object per line, with a `role` field, instead of `role | line`.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
@@ -141,5 +160,18 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
 }
 
 pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {
-    strata_deploy::logs::print(&args.dir, args.role.as_deref(), args.follow).await
+    use strata_deploy::logs::{Filter, Options, Timestamp};
+    let options = Options {
+        role: args.role,
+        follow: args.follow,
+        json: args.json,
+        filter: Filter {
+            since: args.since.map(|s| s.resolve(Timestamp::now())),
+            level: args.level,
+            grep: args.grep,
+            trace: args.trace,
+            request: args.request,
+        },
+    };
+    strata_deploy::logs::print(&args.dir, &options).await
 }

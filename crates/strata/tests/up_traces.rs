@@ -146,6 +146,25 @@ async fn one_upload_is_one_trace_from_the_edge_to_the_worker_and_a_malformed_hea
         !data_calls.is_empty(),
         "the API server's data calls are children of its span: {found:#?}"
     );
+    // The logs join the trace: `strata logs --trace` finds its lines in every role it crossed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = common::strata(&["logs", "--trace", &trace], &dir);
+        assert!(out.status.success(), "{}", common::explain("strata logs --trace", &out, &dir));
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let roles: Vec<&str> = ["edge-1", "lb-1", "api-", "worker-1"]
+            .into_iter()
+            .filter(|r| !text.lines().any(|l| l.starts_with(r)))
+            .collect();
+        if roles.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "strata logs --trace {trace} has no line of {roles:?}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let index: Value = http
         .get(format!("http://{}/traces?limit=5", traces["lb-1"]))
         .send()
