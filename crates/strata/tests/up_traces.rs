@@ -150,7 +150,11 @@ async fn one_upload_is_one_trace_from_the_edge_to_the_worker_and_a_malformed_hea
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let out = common::strata(&["logs", "--trace", &trace], &dir);
-        assert!(out.status.success(), "{}", common::explain("strata logs --trace", &out, &dir));
+        assert!(
+            out.status.success(),
+            "{}",
+            common::explain("strata logs --trace", &out, &dir)
+        );
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         let roles: Vec<&str> = ["edge-1", "lb-1", "api-", "worker-1"]
             .into_iter()
