@@ -4,10 +4,10 @@
 
     python3 bench/tracing.py [--seconds 10] [--rounds 3] [--connections 32]
 
-For each sampling rate a fresh `strata serve` (the API server with its SQLite database and
-read cache, stage 1) and a `strata lb` in front of it are started with `--trace-sample RATE`,
-both under `taskset -c 0`; the load generator, oha, runs under `taskset -c 1` and asks for the
-canonical user (`GET /users/ID`, ids drawn per request from 1,000 seeded users — oha's
+One SQLite database is seeded with 1,000 users by `strata seed`. For each sampling rate a fresh
+`strata serve` on it (the API server with its SQLite database and read cache, stage 1) and a
+`strata lb` in front of it are started with `--trace-sample RATE`, both under `taskset -c 0`; the load generator, oha, runs under `taskset -c 1` and asks for the
+users (`GET /users/ID`, the id drawn per request from the 1,000 — oha's
 `--rand-regex-url`), closed loop with --connections connections for --seconds:
 
   api   oha → API server (the API's own span and its cache and data spans)
@@ -78,27 +78,22 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def seed(api):
-    """Creates USERS users through the API (ids are Snowflakes: kept for the URL pattern)."""
-    import urllib.request
-    ids = []
-    for i in range(USERS):
-        body = json.dumps({"firstName": f"User{i}", "lastName": "Bench", "address": {
-            "streetAddress": f"{i} Main St", "city": "Springfield", "state": "IL",
-            "postalCode": "62701"}, "phoneNumbers": []}).encode()
-        req = urllib.request.Request(f"http://{api}/users", data=body, method="POST",
-                                     headers={"content-type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as r:
-            ids.append(json.loads(r.read())["id"])
-        if (i + 1) % 250 == 0:
-            say(f"seeded {i + 1}/{USERS} users")
+def seed(data):
+    """Loads USERS users into `data` with `strata seed` and returns their ids."""
+    import sqlite3
+    say(f"seeding {USERS} users")
+    subprocess.run([STRATA, "seed", "--users", str(USERS), "--data", data], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = sqlite3.connect(os.path.join(data, "strata.db"))
+    ids = [row[0] for row in db.execute("SELECT id FROM users ORDER BY id")]
+    db.close()
     return ids
 
 
 def oha(url_regex, seconds, connections):
     out = subprocess.run(
-        ["taskset", "-c", "1", OHA, "--no-tui", "-j", "-z", f"{seconds}s", "-c", str(connections),
-         "--rand-regex-url", url_regex],
+        ["taskset", "-c", "1", OHA, "--no-tui", "--output-format", "json", "-z", f"{seconds}s",
+         "-c", str(connections), "--rand-regex-url", url_regex],
         capture_output=True, text=True, timeout=seconds + 60)
     doc = json.loads(out.stdout)
     codes = doc.get("statusCodeDistribution", {})
@@ -115,14 +110,14 @@ def oha(url_regex, seconds, connections):
 def measure(work, rate, seconds, connections, ids):
     data = os.path.join(work, "data")  # one database, seeded once, read by every rate
     log = os.path.join(work, "roles.log")
+    if ids is None:
+        ids = seed(data)
     api_p, api_addrs = spawn([STRATA, "serve", "--addr", "127.0.0.1:0", "--data", data,
                               "--trace-sample", rate], log)
     api = api_addrs["http"]
     lb_p, lb_addrs = spawn([STRATA, "lb", "--listen", "127.0.0.1:0", "--backend",
                             f"api-1={api}", "--trace-sample", rate, "--workers", "1"], log)
     lb = lb_addrs["http"]
-    if ids is None:
-        ids = seed(api)
     pattern = "(" + "|".join(str(i) for i in ids) + ")"
     result = {}
     for path, target in (("api", api), ("lb", lb)):
