@@ -22,6 +22,15 @@
 //!   that carried ECS echoes the family, address and source prefix; its scope prefix is the
 //!   prefix length of the GeoIP network that decided the answer, or 0 when the answer did not
 //!   depend on the address (other policies, SOA/NS, NXDOMAIN, NODATA).
+//!
+//! Two paths make the response. The reference path decodes the query into a hickory-proto
+//! `Message`, decides, and encodes the response: it handles every packet. The fast path
+//! ([`fast`]) handles the common one — one A/AAAA question for a service name, with at most an
+//! ECS option — from and into bytes, and hands anything else to the reference path.
+
+mod fast;
+
+pub use fast::Scratch;
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -63,6 +72,8 @@ pub struct Responder {
     /// Every name that exists in the zone: the apex, the services, in-zone nameservers, and
     /// the empty non-terminals between them and the apex.
     names: HashSet<Name>,
+    /// Each service name in wire form, lower case (the fast path's match).
+    service_wire: Vec<Vec<u8>>,
     /// Whether the last policy answer found no data centre healthy (logged on changes).
     all_down: AtomicBool,
 }
@@ -136,6 +147,7 @@ impl Responder {
             }
         }
         names.insert(zone);
+        let service_wire = config.services.iter().map(wire_lowercase).collect();
         Self {
             config,
             health,
@@ -143,12 +155,48 @@ impl Responder {
             soa,
             ns,
             names,
+            service_wire,
             all_down: AtomicBool::new(false),
         }
     }
 
     /// The response to one packet from `source`, or `None` to drop it.
     pub fn respond(&self, packet: &[u8], source: IpAddr, transport: Transport) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        self.respond_into(packet, source, transport, &mut Scratch::new(), &mut out)
+            .then_some(out)
+    }
+
+    /// The response to one packet from `source` into `out`, or `false` to drop it: the fast
+    /// path when it takes the packet, else the reference path. An answering task keeps its
+    /// `scratch` and `out` from packet to packet.
+    pub fn respond_into(
+        &self,
+        packet: &[u8],
+        source: IpAddr,
+        transport: Transport,
+        scratch: &mut Scratch,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        if self.respond_fast(packet, source, transport, scratch, out) {
+            return true;
+        }
+        match self.respond_reference(packet, source, transport) {
+            Some(bytes) => {
+                *out = bytes;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The reference path: the response to any packet, through hickory-proto's `Message`.
+    pub fn respond_reference(
+        &self,
+        packet: &[u8],
+        source: IpAddr,
+        transport: Transport,
+    ) -> Option<Vec<u8>> {
         let mut decoder = BinDecoder::new(packet);
         let header = Header::read(&mut decoder).ok()?;
         if header.metadata.message_type != MessageType::Query {
@@ -261,15 +309,7 @@ impl Responder {
             outcome.scope = scope;
             let mut rng = rand::rng();
             let selection = policy::select(&self.config, &self.health, client.as_ref(), &mut rng);
-            if self.all_down.swap(selection.all_down, Ordering::Relaxed) != selection.all_down {
-                let dc = self.config.datacentres.get(selection.dc);
-                let dc = dc.map_or("", |d| d.name.as_str());
-                if selection.all_down {
-                    tracing::warn!(%dc, "no data centre is healthy: answering every balancer of the preferred one");
-                } else {
-                    tracing::info!(%dc, "a data centre is healthy again");
-                }
-            }
+            self.note_all_down(selection);
             for v6 in [false, true] {
                 if !wants(if v6 { RecordType::AAAA } else { RecordType::A }) {
                     continue;
@@ -292,6 +332,24 @@ impl Responder {
             outcome.authorities.push(self.soa.clone());
         }
         outcome
+    }
+
+    /// Logs when answers start or stop finding no data centre healthy.
+    fn note_all_down(&self, selection: policy::Selection) {
+        // Read first: the common case (no change) then leaves the shared flag's cache line
+        // alone.
+        if self.all_down.load(Ordering::Relaxed) == selection.all_down
+            || self.all_down.swap(selection.all_down, Ordering::Relaxed) == selection.all_down
+        {
+            return;
+        }
+        let dc = self.config.datacentres.get(selection.dc);
+        let dc = dc.map_or("", |d| d.name.as_str());
+        if selection.all_down {
+            tracing::warn!(%dc, "no data centre is healthy: answering every balancer of the preferred one");
+        } else {
+            tracing::info!(%dc, "a data centre is healthy again");
+        }
     }
 
     /// The glue records of `owner` (of every in-zone nameserver when `None`), by family.
@@ -381,6 +439,17 @@ impl Responder {
         response.metadata.truncation = true;
         response.to_vec().ok().filter(|b| b.len() <= limit)
     }
+}
+
+/// `name` in wire form (length-prefixed labels, then the root), lower case.
+fn wire_lowercase(name: &Name) -> Vec<u8> {
+    let mut out = Vec::new();
+    for label in name.iter() {
+        out.push(u8::try_from(label.len()).unwrap_or(u8::MAX));
+        out.extend(label.iter().map(u8::to_ascii_lowercase));
+    }
+    out.push(0);
+    out
 }
 
 /// A response of just a header: the query's id, opcode and RD, and `rcode`.

@@ -29,6 +29,17 @@ pub struct Lookup {
     pub prefix_len: u8,
 }
 
+/// Where an address falls in the database, without decoding its record: what the fast path
+/// needs per query (see [`crate::policy::OrderCache`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    /// The offset of the address's data record, `None` when the database has none for it.
+    /// Every address with one offset has one record, so one location: a cache key.
+    pub record: Option<usize>,
+    /// As [`Lookup::prefix_len`].
+    pub prefix_len: u8,
+}
+
 /// An open database.
 pub struct GeoDb {
     reader: maxminddb::Reader<Vec<u8>>,
@@ -69,13 +80,21 @@ impl GeoDb {
         Ok(Self { reader })
     }
 
+    /// Places `ip` (the tree walk alone, no record decoded). `None` exactly when
+    /// [`GeoDb::lookup`] is `None`; the prefix length is the same as its.
+    pub fn place(&self, ip: IpAddr) -> Option<Placement> {
+        let ip = unmapped(ip);
+        let result = self.reader.lookup(ip).ok()?;
+        Some(Placement {
+            record: result.offset(),
+            prefix_len: prefix_len(&result, ip),
+        })
+    }
+
     /// Looks `ip` up. `None` when the database cannot answer for that family (an IPv6 address
     /// in an IPv4-only database) or is damaged there.
     pub fn lookup(&self, ip: IpAddr) -> Option<Lookup> {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-            v4 => v4,
-        };
+        let ip = unmapped(ip);
         let result = match self.reader.lookup(ip) {
             Ok(r) => r,
             Err(e) => {
@@ -83,12 +102,7 @@ impl GeoDb {
                 return None;
             }
         };
-        // A match above the IPv4 subtree is reported as an IPv6 network: for an IPv4 client
-        // it covers every IPv4 address, so the scope is 0.
-        let prefix_len = match result.network() {
-            Ok(net) if net.is_ipv4() == ip.is_ipv4() => net.prefix(),
-            _ => 0,
-        };
+        let prefix_len = prefix_len(&result, ip);
         let location = match result.decode::<Record>() {
             Ok(found) => found.map(|r| Location {
                 coordinates: r.location.and_then(|l| match (l.latitude, l.longitude) {
@@ -120,6 +134,24 @@ impl GeoDb {
             location,
             prefix_len,
         })
+    }
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it maps.
+fn unmapped(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The prefix length of the network that matched `ip`.
+fn prefix_len(result: &maxminddb::LookupResult<'_, Vec<u8>>, ip: IpAddr) -> u8 {
+    // A match above the IPv4 subtree is reported as an IPv6 network: for an IPv4 client it
+    // covers every IPv4 address, so the scope is 0.
+    match result.network() {
+        Ok(net) if net.is_ipv4() == ip.is_ipv4() => net.prefix(),
+        _ => 0,
     }
 }
 

@@ -15,8 +15,10 @@
 //!   at once);
 //! - [`geoip`]: the MaxMind database lookups and great-circle distance;
 //! - [`health`]: active checks of every balancer with rise/fall, and the verdict table;
-//! - [`policy`]: which data centre answers, and with which of its balancers;
-//! - [`answer`]: one query's bytes to one response's bytes — RCODEs, ECS, truncation;
+//! - [`policy`]: which data centre answers, and with which of its balancers (geo orders cached
+//!   per GeoIP record);
+//! - [`answer`]: one query's bytes to one response's bytes — RCODEs, ECS, truncation — with a
+//!   fast path for the common query and hickory-proto's `Message` for the rest;
 //! - [`server`]: the UDP and TCP loops, with their limits and timeouts;
 //! - [`role`]: `strata dns` as a role process: [`DnsArgs`] and [`run`];
 //! - [`probe`]: whether a DNS server answers (`strata status`).

@@ -11,7 +11,14 @@
 //! balancers, shuffled. When no data centre is healthy, the answer carries every balancer of
 //! the one the policy prefers (as gdnsd does): the checker's view may be what is broken, and
 //! an empty answer is a certain outage where a stale one is only a likely one.
+//!
+//! The geo order of a client depends on its location only, and every address with one GeoIP
+//! data record has one location: [`OrderCache`] keeps the order per record, so the fast path
+//! neither decodes the record nor computes a distance for a client seen before. Health is not
+//! in the cache: which data centre of the order is up is read per query.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 
 use rand::Rng;
@@ -64,6 +71,65 @@ pub fn geo_order(dcs: &[DataCentre], client: Option<&Location>) -> Vec<usize> {
     order
 }
 
+/// The most records [`OrderCache`] holds; past that it starts again empty (a client mix that
+/// wide costs a record decode and the distances per new record, as without a cache).
+pub const MAX_CACHED_ORDERS: usize = 16_384;
+
+/// The geo order ([`geo_order`]) by GeoIP data record offset, for one answering task.
+#[derive(Debug, Default)]
+pub struct OrderCache {
+    orders: HashMap<usize, Box<[usize]>, BuildHasherDefault<OffsetHasher>>,
+}
+
+impl OrderCache {
+    /// The order of the clients whose record is at `record`, computed by `compute` the first
+    /// time.
+    pub fn order(&mut self, record: usize, compute: impl FnOnce() -> Vec<usize>) -> &[usize] {
+        if self.orders.len() >= MAX_CACHED_ORDERS && !self.orders.contains_key(&record) {
+            self.orders.clear();
+        }
+        self.orders
+            .entry(record)
+            .or_insert_with(|| compute().into_boxed_slice())
+    }
+
+    /// How many records it holds.
+    pub fn len(&self) -> usize {
+        self.orders.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.orders.is_empty()
+    }
+}
+
+/// A hasher for record offsets: they come from the database, not from clients, and the map
+/// is bounded, so a multiplicative hash (no flooding resistance) is enough.
+#[derive(Debug, Default)]
+struct OffsetHasher(u64);
+
+impl Hasher for OffsetHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        let h = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = h ^ (h >> 29);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
 /// Chooses the data centre for one query.
 pub fn select(
     config: &DnsConfig,
@@ -73,56 +139,74 @@ pub fn select(
 ) -> Selection {
     let dcs = &config.datacentres;
     match config.policy {
-        Policy::Geo => first_up(&geo_order(dcs, client), health),
-        Policy::Failover => first_up(&(0..dcs.len()).collect::<Vec<_>>(), health),
-        Policy::Weighted => {
-            let up: Vec<usize> = (0..dcs.len()).filter(|&i| health.dc_up(i)).collect();
-            if let Some(dc) = by_weight(dcs, &up, rng) {
-                return Selection {
-                    dc,
-                    all_down: false,
-                };
-            }
-            if let Some(&dc) = up.first() {
-                return Selection {
-                    dc,
-                    all_down: false,
-                };
-            }
-            let all: Vec<usize> = (0..dcs.len()).collect();
-            Selection {
-                dc: by_weight(dcs, &all, rng).unwrap_or(0),
-                all_down: true,
-            }
-        }
+        Policy::Geo => first_up(geo_order(dcs, client), health),
+        Policy::Failover => first_up(0..dcs.len(), health),
+        Policy::Weighted => weighted(dcs, health, rng),
     }
 }
 
-fn first_up(order: &[usize], health: &HealthTable) -> Selection {
-    match order.iter().find(|&&i| health.dc_up(i)) {
-        Some(&dc) => Selection {
+/// The first data centre of `order` that is up; when none is, the first one, marked
+/// `all_down`.
+pub fn first_up(order: impl IntoIterator<Item = usize>, health: &HealthTable) -> Selection {
+    let mut order = order.into_iter();
+    let Some(first) = order.next() else {
+        return Selection {
+            dc: 0,
+            all_down: true,
+        };
+    };
+    std::iter::once(first)
+        .chain(order)
+        .find(|&i| health.dc_up(i))
+        .map_or(
+            Selection {
+                dc: first,
+                all_down: true,
+            },
+            |dc| Selection {
+                dc,
+                all_down: false,
+            },
+        )
+}
+
+/// The weighted policy: at random among the healthy data centres by weight; the first
+/// healthy one when they all weigh 0; by weight among all of them when none is healthy.
+fn weighted(dcs: &[DataCentre], health: &HealthTable, rng: &mut impl Rng) -> Selection {
+    let up = || (0..dcs.len()).filter(|&i| health.dc_up(i));
+    if let Some(dc) = by_weight(dcs, up, rng) {
+        return Selection {
             dc,
             all_down: false,
-        },
-        None => Selection {
-            dc: order.first().copied().unwrap_or(0),
-            all_down: true,
-        },
+        };
+    }
+    if let Some(dc) = up().next() {
+        return Selection {
+            dc,
+            all_down: false,
+        };
+    }
+    Selection {
+        dc: by_weight(dcs, || 0..dcs.len(), rng).unwrap_or(0),
+        all_down: true,
     }
 }
 
 /// One of `among` at random in proportion to weight; `None` when their weights are all 0.
-fn by_weight(dcs: &[DataCentre], among: &[usize], rng: &mut impl Rng) -> Option<usize> {
-    let total: u64 = among
-        .iter()
-        .map(|&i| dcs.get(i).map_or(0, |d| u64::from(d.weight)))
-        .sum();
+/// `among` is walked twice (the total, then the pick), so it is a function making the walk.
+fn by_weight<I: Iterator<Item = usize>>(
+    dcs: &[DataCentre],
+    among: impl Fn() -> I,
+    rng: &mut impl Rng,
+) -> Option<usize> {
+    let weight = |i: usize| dcs.get(i).map_or(0, |d| u64::from(d.weight));
+    let total: u64 = among().map(weight).sum();
     if total == 0 {
         return None;
     }
     let mut pick = rng.random_range(0..total);
-    for &i in among {
-        let w = dcs.get(i).map_or(0, |d| u64::from(d.weight));
+    for i in among() {
+        let w = weight(i);
         if pick < w {
             return Some(i);
         }
@@ -140,20 +224,34 @@ pub fn addresses(
     v6: bool,
     rng: &mut impl Rng,
 ) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    addresses_into(config, health, selection, v6, rng, &mut out);
+    out
+}
+
+/// [`addresses`] into `out` (cleared first), so a caller can reuse one buffer.
+pub fn addresses_into(
+    config: &DnsConfig,
+    health: &HealthTable,
+    selection: Selection,
+    v6: bool,
+    rng: &mut impl Rng,
+    out: &mut Vec<IpAddr>,
+) {
+    out.clear();
     let Some(dc) = config.datacentres.get(selection.dc) else {
-        return Vec::new();
+        return;
     };
-    let mut out: Vec<IpAddr> = dc
-        .ips()
-        .enumerate()
-        .filter(|&(b, ip)| {
-            ip.is_ipv6() == v6 && (selection.all_down || health.is_up(selection.dc, b))
-        })
-        .map(|(_, ip)| ip)
-        .collect();
+    out.extend(
+        dc.ips()
+            .enumerate()
+            .filter(|&(b, ip)| {
+                ip.is_ipv6() == v6 && (selection.all_down || health.is_up(selection.dc, b))
+            })
+            .map(|(_, ip)| ip),
+    );
     out.dedup();
     out.shuffle(rng);
-    out
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //!
 //! UDP: [`UDP_WORKERS`] tasks share the socket and answer each datagram before reading the
 //! next, so the work in flight is bounded by design (a query is answered from memory in
-//! microseconds; nothing in it waits). TCP (RFC 7766): at most [`MAX_TCP_CONNECTIONS`]
+//! microseconds; nothing in it waits). Each task keeps its receive and send buffers and its
+//! [`Scratch`] from datagram to datagram, so the fast path allocates nothing per query. TCP (RFC 7766): at most [`MAX_TCP_CONNECTIONS`]
 //! connections (more are closed at once), each answering length-prefixed queries in turn
 //! until the client closes it or stays idle for [`TCP_IDLE`]; a query must arrive whole
 //! within [`TCP_READ`] once started, and each answer be taken within [`TCP_WRITE`].
@@ -17,7 +18,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 
-use crate::answer::{Responder, Transport};
+use crate::answer::{Responder, Scratch, Transport};
 use crate::config::DnsConfig;
 use crate::geoip::GeoDb;
 use crate::health::{Checker, HealthTable};
@@ -116,25 +117,30 @@ async fn bind(listen: SocketAddr) -> anyhow::Result<(UdpSocket, TcpListener)> {
     Err(anyhow::Error::new(e).context(format!("cannot bind TCP on the UDP port of {listen}")))
 }
 
-/// Answers one packet; a panic while answering (a bug, perhaps in a decoder fed hostile
-/// bytes) costs that packet only, not the loop that serves every other client.
+/// Answers one packet into `out`, or `false` to send nothing; a panic while answering (a bug,
+/// perhaps in a decoder fed hostile bytes) costs that packet only, not the loop that serves
+/// every other client.
 fn respond(
     responder: &Responder,
     packet: &[u8],
     peer: SocketAddr,
     transport: Transport,
-) -> Option<Vec<u8>> {
+    scratch: &mut Scratch,
+    out: &mut Vec<u8>,
+) -> bool {
     let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        responder.respond(packet, peer.ip(), transport)
+        responder.respond_into(packet, peer.ip(), transport, scratch, out)
     }));
     answer.unwrap_or_else(|_| {
         tracing::error!(%peer, len = packet.len(), "answering a packet panicked: dropped");
-        None
+        false
     })
 }
 
 async fn serve_udp(socket: Arc<UdpSocket>, responder: Arc<Responder>) {
     let mut buf = vec![0u8; 65_536];
+    let mut scratch = Scratch::new();
+    let mut answer = Vec::with_capacity(usize::from(crate::answer::MAX_UDP_PAYLOAD));
     loop {
         let (len, peer) = match socket.recv_from(&mut buf).await {
             Ok(got) => got,
@@ -147,8 +153,14 @@ async fn serve_udp(socket: Arc<UdpSocket>, responder: Arc<Responder>) {
         let Some(packet) = buf.get(..len) else {
             continue;
         };
-        if let Some(answer) = respond(&responder, packet, peer, Transport::Udp)
-            && let Err(e) = socket.send_to(&answer, peer).await
+        if respond(
+            &responder,
+            packet,
+            peer,
+            Transport::Udp,
+            &mut scratch,
+            &mut answer,
+        ) && let Err(e) = socket.send_to(&answer, peer).await
         {
             tracing::debug!(%peer, error = %e, "UDP send failed");
         }
@@ -188,6 +200,8 @@ async fn serve_connection(
 ) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
     let mut buf = vec![0u8; 65_535];
+    let mut scratch = Scratch::new();
+    let mut answer = Vec::new();
     loop {
         let mut len = [0u8; 2];
         match tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut len)).await {
@@ -205,7 +219,14 @@ async fn serve_connection(
         tokio::time::timeout(TCP_READ, stream.read_exact(packet))
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "slow query"))??;
-        let Some(answer) = respond(responder, packet, peer, Transport::Tcp) else {
+        if !respond(
+            responder,
+            packet,
+            peer,
+            Transport::Tcp,
+            &mut scratch,
+            &mut answer,
+        ) {
             // Nothing to say to a packet we drop: the connection is not a DNS client's.
             return Ok(());
         };
