@@ -40,6 +40,9 @@ pub enum RoleCommand {
     /// Run Prometheus as a role: it scrapes every role found in its targets file and evaluates
     /// the SLO alerting rules (docs/observability.md).
     Prometheus(strata_observe::PrometheusArgs),
+    /// Run the live dashboard: a web page of the deployment's roles, tiers and traces, with
+    /// kill and restart buttons for admins (docs/observability.md).
+    Dashboard(crate::dashboard::DashboardArgs),
 }
 
 impl RoleCommand {
@@ -58,6 +61,7 @@ impl RoleCommand {
             RoleCommand::S3(_) => RoleKind::ObjectStore,
             RoleCommand::Dns(_) => RoleKind::Dns,
             RoleCommand::Prometheus(_) => RoleKind::Prometheus,
+            RoleCommand::Dashboard(_) => RoleKind::Dashboard,
         }
     }
 
@@ -76,6 +80,7 @@ impl RoleCommand {
             RoleCommand::S3(args) => strata_blobs::node::run(args).await,
             RoleCommand::Dns(args) => strata_dns::run(args).await,
             RoleCommand::Prometheus(args) => strata_observe::run(args).await,
+            RoleCommand::Dashboard(args) => crate::dashboard::run(args).await,
         }
     }
 }
@@ -110,6 +115,8 @@ pub enum RoleKind {
     Dns,
     /// `strata prometheus`: Prometheus, scraping every role.
     Prometheus,
+    /// `strata dashboard`: the live dashboard of the deployment.
+    Dashboard,
 }
 
 impl RoleKind {
@@ -127,6 +134,7 @@ impl RoleKind {
             RoleKind::ObjectStore => "object-store",
             RoleKind::Dns => "dns",
             RoleKind::Prometheus => "prometheus",
+            RoleKind::Dashboard => "dashboard",
         }
     }
 }
