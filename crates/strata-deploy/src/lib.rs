@@ -39,6 +39,7 @@ pub mod plan;
 pub mod present;
 pub mod rejoin;
 pub mod roles;
+pub mod runner;
 pub mod scale;
 pub mod shards;
 pub mod state;

@@ -22,7 +22,19 @@ pub struct TierSeries {
     /// The label that marks a failed event, and what marks it.
     pub error_label: &'static str,
     pub failed: Failed,
+    /// Routes (the `route` label) left out: the deployment's own probes and scrapes, which
+    /// would otherwise show as a steady few requests a second on an idle tier.
+    pub ignored_routes: &'static [&'static str],
 }
+
+/// What the supervisor, the balancer, `strata status` and this dashboard ask of an API server.
+const OPS_ROUTES: &[&str] = &[
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/traces",
+    "/traces/{trace_id}",
+];
 
 /// What a failed event's label value looks like.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,24 +62,28 @@ pub fn series_of(kind: RoleKind) -> Option<TierSeries> {
             duration: "strata_http_request_duration_seconds",
             error_label: "status",
             failed: Failed::ServerError,
+            ignored_routes: OPS_ROUTES,
         },
         RoleKind::Lb => TierSeries {
             requests: "strata_lb_requests_total",
             duration: "strata_lb_request_duration_seconds",
             error_label: "status",
             failed: Failed::ServerError,
+            ignored_routes: &[],
         },
         RoleKind::Edge => TierSeries {
             requests: "strata_edge_requests_total",
             duration: "strata_edge_request_duration_seconds",
             error_label: "outcome",
             failed: Failed::Is("error"),
+            ignored_routes: &[],
         },
         RoleKind::Worker => TierSeries {
             requests: "strata_queue_jobs_total",
             duration: "strata_queue_job_duration_seconds",
             error_label: "outcome",
             failed: Failed::Is("dead_lettered"),
+            ignored_routes: &[],
         },
         _ => return None,
     })
@@ -165,10 +181,22 @@ pub struct TierMetrics {
 }
 
 /// A bucket's upper bound, ordered (`+Inf` last).
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+#[derive(Debug, Clone, Copy)]
 pub struct Bound(pub f64);
 
+impl PartialEq for Bound {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
 impl Eq for Bound {}
+
+impl PartialOrd for Bound {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 impl Ord for Bound {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
@@ -182,7 +210,12 @@ impl TierMetrics {
         let mut m = TierMetrics::default();
         let bucket = format!("{}_bucket", series.duration);
         for sample in text.lines().filter_map(parse_line) {
-            if !sample.value.is_finite() || sample.value < 0.0 {
+            if !sample.value.is_finite()
+                || sample.value < 0.0
+                || sample
+                    .label("route")
+                    .is_some_and(|r| series.ignored_routes.contains(&r))
+            {
                 continue;
             }
             if sample.name == series.requests {
@@ -365,6 +398,8 @@ strata_http_request_duration_seconds_bucket{route=\"/x\",le=\"0.005\"} 5
 strata_http_request_duration_seconds_bucket{route=\"/x\",le=\"0.01\"} 5
 strata_http_request_duration_seconds_bucket{route=\"/x\",le=\"0.1\"} 5
 strata_http_request_duration_seconds_bucket{route=\"/x\",le=\"+Inf\"} 5
+strata_http_requests_total{method=\"GET\",route=\"/metrics\",status=\"200\"} 1000
+strata_http_request_duration_seconds_bucket{route=\"/healthz\",le=\"+Inf\"} 400
 garbage line {
 strata_http_requests_total{status=\"500\"} NaN
 ";
@@ -389,7 +424,7 @@ strata_http_requests_total{status=\"500\"} NaN
     #[test]
     fn the_tier_counters_and_buckets_are_summed_over_label_sets() {
         let m = TierMetrics::read(API, &api());
-        assert_eq!(m.requests, 105.0);
+        assert_eq!(m.requests, 105.0, "scrapes and probes left out");
         assert_eq!(m.errors, 10.0, "5xx only: a 404 is the client's");
         assert_eq!(m.buckets.get(&Bound(0.005)), Some(&55.0));
         assert_eq!(m.buckets.get(&Bound(f64::INFINITY)), Some(&105.0));

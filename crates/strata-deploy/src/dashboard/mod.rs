@@ -18,7 +18,6 @@ pub mod collect;
 pub mod metrics;
 pub mod problem;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +34,7 @@ use tokio::sync::{Semaphore, watch};
 
 use self::admin::Action;
 use self::problem::Problem;
+pub use crate::roles::DashboardArgs;
 
 /// The listener the role announces.
 pub const LISTENER: &str = "http";
@@ -44,35 +44,6 @@ pub const MAX_CLIENTS: usize = 16;
 const MAX_BODY: usize = 8 * 1024;
 /// The page.
 const PAGE: &str = include_str!("page.html");
-
-/// `strata dashboard …`.
-#[derive(Debug, Clone, PartialEq, Eq, clap::Args, serde::Serialize)]
-pub struct DashboardArgs {
-    /// The deployment's directory (its `state.json` says where every role is).
-    #[arg(long)]
-    pub dir: PathBuf,
-    /// Loopback address to serve the page on (port 0 picks a free one).
-    #[arg(long, default_value = "127.0.0.1:0")]
-    pub listen: SocketAddr,
-    /// This role's name in its topology (it will not kill itself).
-    #[arg(long, default_value = "dashboard")]
-    pub name: String,
-    /// Exit when standard input reaches end-of-file (set by `strata up`).
-    #[arg(long)]
-    pub exit_on_stdin_eof: bool,
-}
-
-impl DashboardArgs {
-    /// The dashboard of the deployment in `dir`, every other setting at its default.
-    pub fn new(dir: PathBuf) -> Self {
-        Self {
-            dir,
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            name: "dashboard".into(),
-            exit_on_stdin_eof: false,
-        }
-    }
-}
 
 /// What every handler shares.
 #[derive(Clone)]
