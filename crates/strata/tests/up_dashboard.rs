@@ -1,8 +1,9 @@
 //! The live dashboard in a topology: `[observe] dashboard = true` runs `dashboard-1`, which
 //! serves its page, a snapshot of every role and tier, and server-sent events; the api tier's
 //! requests per second follow real traffic through the balancer; an admin's token (checked by
-//! an API server) kills api-2, which the supervisor brings back on a new pid, while a request
-//! without a token, an unknown role and the dashboard itself are refused.
+//! an API server) kills api-2, which the supervisor brings back on a new pid, and restarts
+//! worker-1, while a request without a token (401), a non-admin's (403), an unknown role (404)
+//! and the dashboard itself (409) are refused.
 
 mod common;
 
@@ -38,6 +39,23 @@ fn tier_rps(snap: &Value, tier: &str) -> f64 {
         .and_then(|t| t["series"].as_array())
         .and_then(|s| s.iter().rev().find_map(|p| p["rps"].as_f64()))
         .unwrap_or(0.0)
+}
+
+/// An access token from the dashboard's `POST /api/login`.
+async fn login(http: &reqwest::Client, dash: &str, email: &str, password: &str) -> String {
+    let r = http
+        .post(format!("http://{dash}/api/login"))
+        .json(&serde_json::json!({"email": email, "password": password}))
+        .send()
+        .await
+        .expect("POST /api/login");
+    let status = r.status();
+    let doc: Value = r.json().await.expect("login JSON");
+    assert!(status.is_success(), "{status}: {doc:#}");
+    doc["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("an access token: {doc:#}"))
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,23 +213,29 @@ async fn the_dashboard_shows_every_role_and_tier_and_lets_only_an_admin_kill_a_r
     );
     assert_eq!(role(&now, "api-2")["healthy"], true);
 
-    // An admin, logged in through the dashboard's own login route.
-    let _ = admin_client(&dir, &lb).await;
-    let login: Value = http
-        .post(format!("http://{dash}/api/login"))
-        .json(
-            &serde_json::json!({"email": common::ADMIN_EMAIL, "password": common::ADMIN_PASSWORD}),
-        )
+    // Someone who is not an admin, logged in through the dashboard's own login route: 403.
+    let profile = serde_json::json!({"firstName": "Una", "lastName": "User",
+        "address": {"streetAddress": "2 Main St", "city": "Testville", "state": "TS", "postalCode": "00501"},
+        "phoneNumbers": []});
+    let r = http
+        .post(format!("http://{lb}/accounts"))
+        .json(&serde_json::json!({"email": "user@strata.test", "password": "user password 1", "profile": profile}))
         .send()
         .await
-        .expect("POST /api/login")
-        .json()
+        .expect("POST /accounts");
+    assert_eq!(r.status(), 201);
+    let user = login(&http, &dash, "user@strata.test", "user password 1").await;
+    let r = http
+        .post(format!("http://{dash}/api/roles/api-2/kill"))
+        .bearer_auth(&user)
+        .send()
         .await
-        .expect("login JSON");
-    let token = login["access_token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("an access token: {login:#}"))
-        .to_owned();
+        .expect("POST kill");
+    assert_eq!(r.status(), 403, "not an admin");
+
+    // An admin.
+    let _ = admin_client(&dir, &lb).await;
+    let token = login(&http, &dash, common::ADMIN_EMAIL, common::ADMIN_PASSWORD).await;
 
     let r = http
         .post(format!("http://{dash}/api/roles/nope-9/kill"))
@@ -264,6 +288,34 @@ async fn the_dashboard_shows_every_role_and_tier_and_lets_only_an_admin_kill_a_r
         assert!(
             Instant::now() < deadline,
             "api-2 did not come back: {snap:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Restart: SIGTERM to worker-1, which the supervisor starts again.
+    let before = snapshot(&http, &dash).await;
+    let worker = snap_role(&before, "worker-1")["pid"]
+        .as_u64()
+        .expect("worker-1's pid");
+    let r = http
+        .post(format!("http://{dash}/api/roles/worker-1/restart"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("POST restart");
+    assert!(r.status().is_success(), "{}", r.status());
+    let done: Value = r.json().await.expect("json");
+    assert_eq!(done["signal"], "SIGTERM", "{done:#}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let snap = snapshot(&http, &dash).await;
+        let w = snap_role(&snap, "worker-1");
+        if w["pid"].as_u64().is_some_and(|p| p != worker) && w["health"] == "ready" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "worker-1 did not come back: {snap:#}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -23,9 +23,10 @@ use crate::state::{self, DeploymentState, RolePhase};
 const API_TIMEOUT: Duration = Duration::from_secs(3);
 /// The longest bearer token accepted (a Strata access token is a few hundred bytes).
 const MAX_TOKEN: usize = 4096;
-/// An account id no account has (ids count up from 1): an admin asking for it is told it does
-/// not exist (404 `user-not-found`), anyone else that it is not theirs to see (403).
-const NO_ACCOUNT: &str = "9223372036854775807";
+/// Two account ids asked about with the token. Only an admin may see an account that is not
+/// their own (anyone else is answered 403), and no one owns both, so an answer of "here it is"
+/// (2xx) or "there is none" (404 `user-not-found`) to both comes from an admin's token only.
+const ACCOUNTS_ASKED: [&str; 2] = ["9223372036854775807", "9223372036854775806"];
 /// The longest role name looked up.
 const MAX_ROLE_NAME: usize = 64;
 
@@ -92,12 +93,25 @@ fn read_state(dir: &Path) -> Result<DeploymentState, Problem> {
         .ok_or_else(|| Problem::Unavailable("No deployment runs in this directory.".into()))
 }
 
-/// Whether `token` is an admin's: asked of an API server, which answers an admin 404 for an
-/// account no one has, anyone else 403, and a bad token 401.
+/// Whether `token` is an admin's, asked of an API server ([`ACCOUNTS_ASKED`]); a bad token is
+/// answered 401 there.
 pub async fn require_admin(http: &reqwest::Client, dir: &Path, token: &str) -> Result<(), Problem> {
     let api = api_server(&read_state(dir)?)?;
+    for id in ACCOUNTS_ASKED {
+        admin_may_see(http, &api, token, id).await?;
+    }
+    Ok(())
+}
+
+/// Whether the token may look at account `id`.
+async fn admin_may_see(
+    http: &reqwest::Client,
+    api: &str,
+    token: &str,
+    id: &str,
+) -> Result<(), Problem> {
     let answer = http
-        .get(format!("http://{api}/accounts/{NO_ACCOUNT}"))
+        .get(format!("http://{api}/accounts/{id}"))
         .bearer_auth(token)
         .timeout(API_TIMEOUT)
         .send()
