@@ -25,6 +25,9 @@ pub struct TierSeries {
     /// Routes (the `route` label) left out: the deployment's own probes and scrapes, which
     /// would otherwise show as a steady few requests a second on an idle tier.
     pub ignored_routes: &'static [&'static str],
+    /// The gauge of messages waiting, summed (workers only: API servers export the outbox's
+    /// queue under the same name).
+    pub depth: Option<&'static str>,
 }
 
 /// What the supervisor, the balancer, `strata status` and this dashboard ask of an API server.
@@ -63,6 +66,7 @@ pub fn series_of(kind: RoleKind) -> Option<TierSeries> {
             error_label: "status",
             failed: Failed::ServerError,
             ignored_routes: OPS_ROUTES,
+            depth: None,
         },
         RoleKind::Lb => TierSeries {
             requests: "strata_lb_requests_total",
@@ -70,6 +74,7 @@ pub fn series_of(kind: RoleKind) -> Option<TierSeries> {
             error_label: "status",
             failed: Failed::ServerError,
             ignored_routes: &[],
+            depth: None,
         },
         RoleKind::Edge => TierSeries {
             requests: "strata_edge_requests_total",
@@ -77,6 +82,7 @@ pub fn series_of(kind: RoleKind) -> Option<TierSeries> {
             error_label: "outcome",
             failed: Failed::Is("error"),
             ignored_routes: &[],
+            depth: None,
         },
         RoleKind::Worker => TierSeries {
             requests: "strata_queue_jobs_total",
@@ -84,6 +90,7 @@ pub fn series_of(kind: RoleKind) -> Option<TierSeries> {
             error_label: "outcome",
             failed: Failed::Is("dead_lettered"),
             ignored_routes: &[],
+            depth: Some(QUEUE_DEPTH),
         },
         _ => return None,
     })
@@ -236,7 +243,7 @@ impl TierMetrics {
                     None => continue,
                 };
                 *m.buckets.entry(Bound(le)).or_default() += sample.value;
-            } else if sample.name == QUEUE_DEPTH {
+            } else if Some(sample.name) == series.depth {
                 *m.depth.get_or_insert(0.0) += sample.value;
             }
         }
@@ -400,6 +407,7 @@ strata_http_request_duration_seconds_bucket{route=\"/x\",le=\"0.1\"} 5
 strata_http_request_duration_seconds_bucket{route=\"/x\",le=\"+Inf\"} 5
 strata_http_requests_total{method=\"GET\",route=\"/metrics\",status=\"200\"} 1000
 strata_http_request_duration_seconds_bucket{route=\"/healthz\",le=\"+Inf\"} 400
+strata_queue_messages{queue=\"outbox\",state=\"ready\"} 7
 garbage line {
 strata_http_requests_total{status=\"500\"} NaN
 ";
