@@ -19,7 +19,8 @@
 //!
 //! Around a running deployment: [`state`] (`DIR/state.json`, read from other terminals),
 //! [`status`] and [`present`] (`strata status`, tables), [`logs`], [`control`] (health probes
-//! and `strata down`), [`rejoin`] (`strata db rejoin`), [`accounts`] (its account store, for
+//! and `strata down`), [`dashboard`] (`strata dashboard`, the live web page with kill and
+//! restart buttons), [`rejoin`] (`strata db rejoin`), [`accounts`] (its account store, for
 //! `strata admin` and drills), [`shards`] (`strata reshard`, `strata shard`: the shard groups
 //! of a data directory), [`groups`] (the names and places of PostgreSQL shard groups).
 //!
@@ -30,6 +31,7 @@
 pub mod accounts;
 pub mod argv;
 pub mod control;
+pub mod dashboard;
 pub mod groups;
 pub mod launch;
 pub mod logs;
@@ -37,6 +39,7 @@ pub mod plan;
 pub mod present;
 pub mod rejoin;
 pub mod roles;
+pub mod runner;
 pub mod scale;
 pub mod shards;
 pub mod state;

@@ -37,6 +37,7 @@ pub fn endpoints_table(state: &DeploymentState) -> String {
     for r in &state.roles {
         let endpoint = match (r.addrs.get("http"), r.addrs.get("postgres")) {
             (Some(a), _) if r.kind == RoleKind::Control => format!("http://{a}/cluster"),
+            (Some(a), _) if r.kind == RoleKind::Dashboard => format!("http://{a}/"),
             (Some(a), _) => format!("http://{a}/users/12"),
             (None, Some(a)) => format!("postgresql://{SUPERUSER}@{a}/{DATABASE}"),
             // The broker admits `guest` from loopback only: the URL `strata queue --url` takes.

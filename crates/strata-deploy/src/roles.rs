@@ -6,7 +6,12 @@
 //! clap. A flag the planner writes that the role does not take cannot compile; a value whose
 //! written and parsed forms disagree fails the plan's round-trip test.
 //!
-//! Adding a role kind: a variant here (its arguments and how it runs) and one in [`RoleKind`].
+//! Adding a role kind: a variant here (its arguments), one in [`RoleKind`], and how it runs in
+//! [`crate::runner`] (apart, so that a role run by this crate — the dashboard — may read the
+//! state and the role kinds without a module cycle).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +45,9 @@ pub enum RoleCommand {
     /// Run Prometheus as a role: it scrapes every role found in its targets file and evaluates
     /// the SLO alerting rules (docs/observability.md).
     Prometheus(strata_observe::PrometheusArgs),
+    /// Run the live dashboard: a web page of the deployment's roles, tiers and traces, with
+    /// kill and restart buttons for admins (docs/observability.md).
+    Dashboard(DashboardArgs),
 }
 
 impl RoleCommand {
@@ -58,24 +66,7 @@ impl RoleCommand {
             RoleCommand::S3(_) => RoleKind::ObjectStore,
             RoleCommand::Dns(_) => RoleKind::Dns,
             RoleCommand::Prometheus(_) => RoleKind::Prometheus,
-        }
-    }
-
-    /// Runs the role in this process until it is told to stop.
-    pub async fn run(self) -> anyhow::Result<()> {
-        match self {
-            RoleCommand::Api(args) => strata_api::role::api(*args).await,
-            RoleCommand::Lb(args) => strata_lb::role::run(*args).await,
-            RoleCommand::Control(args) => strata_control::controller::run(args).await,
-            RoleCommand::Cache(args) => strata_cache::node::run(args).await,
-            RoleCommand::Postgres(args) => strata_control::pgnode::run(args).await,
-            RoleCommand::Etcd(args) => strata_control::etcd::node::run(args).await,
-            RoleCommand::Worker(args) => strata_photos::role::run(args).await,
-            RoleCommand::Edge(command) => strata_edge::role::main(*command).await,
-            RoleCommand::Rabbitmq(args) => strata_queue::broker::run(args).await,
-            RoleCommand::S3(args) => strata_blobs::node::run(args).await,
-            RoleCommand::Dns(args) => strata_dns::run(args).await,
-            RoleCommand::Prometheus(args) => strata_observe::run(args).await,
+            RoleCommand::Dashboard(_) => RoleKind::Dashboard,
         }
     }
 }
@@ -110,6 +101,8 @@ pub enum RoleKind {
     Dns,
     /// `strata prometheus`: Prometheus, scraping every role.
     Prometheus,
+    /// `strata dashboard`: the live dashboard of the deployment.
+    Dashboard,
 }
 
 impl RoleKind {
@@ -127,6 +120,36 @@ impl RoleKind {
             RoleKind::ObjectStore => "object-store",
             RoleKind::Dns => "dns",
             RoleKind::Prometheus => "prometheus",
+            RoleKind::Dashboard => "dashboard",
+        }
+    }
+}
+
+/// `strata dashboard …`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args, serde::Serialize)]
+pub struct DashboardArgs {
+    /// The deployment's directory (its `state.json` says where every role is).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Loopback address to serve the page on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// This role's name in its topology (it will not kill itself).
+    #[arg(long, default_value = "dashboard")]
+    pub name: String,
+    /// Exit when standard input reaches end-of-file (set by `strata up`).
+    #[arg(long)]
+    pub exit_on_stdin_eof: bool,
+}
+
+impl DashboardArgs {
+    /// The dashboard of the deployment in `dir`, every other setting at its default.
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            name: "dashboard".into(),
+            exit_on_stdin_eof: false,
         }
     }
 }

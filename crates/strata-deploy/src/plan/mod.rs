@@ -241,6 +241,7 @@ impl Plan {
         workers::plan(topology, ctx, &mut plan);
         observe::plan(topology, ctx, &mut plan);
         edge::plan(topology, ctx, &mut plan);
+        observe::plan_dashboard(topology, ctx, &mut plan);
         observe::plan_tracing(topology, &mut plan);
         debug_assert!(plan.check().is_ok(), "{:?}", plan.check());
         plan

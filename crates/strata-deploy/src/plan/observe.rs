@@ -3,6 +3,9 @@
 //! starts. What it scrapes is `DIR/prometheus/targets.json`, which the supervisor rewrites with
 //! every role's metrics address each time it writes the deployment's state
 //! ([`crate::state::write`]), so Prometheus follows roles that restart on new ports or scale.
+//!
+//! The live dashboard's role, `dashboard-1` (`[observe] dashboard = true`), reads the same
+//! state file, so it depends on no role and starts last.
 
 use strata_observe::node::PrometheusArgs;
 
@@ -12,6 +15,8 @@ use crate::topology::Topology;
 
 /// The role's name.
 pub const NAME: &str = "prometheus-1";
+/// The dashboard role's name.
+pub const DASHBOARD: &str = "dashboard-1";
 
 pub use crate::state::PROMETHEUS_DIR;
 
@@ -61,6 +66,27 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
             args.name = NAME.into();
             args.exit_on_stdin_eof = true;
             Ok(RoleCommand::Prometheus(args))
+        },
+    ));
+}
+
+/// The live dashboard, when the topology asks for it.
+pub fn plan_dashboard(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
+    if !topology.observe.dashboard {
+        return;
+    }
+    let dir = ctx.dir.clone();
+    plan.roles.push(RoleSpec::new(
+        RoleKind::Dashboard,
+        DASHBOARD,
+        crate::dashboard::LISTENER,
+        Vec::new(),
+        move |w: &Wiring| {
+            let mut args = crate::dashboard::DashboardArgs::new(dir.clone());
+            args.listen = w.listen();
+            args.name = DASHBOARD.into();
+            args.exit_on_stdin_eof = true;
+            Ok(RoleCommand::Dashboard(args))
         },
     ));
 }

@@ -424,6 +424,7 @@ impl Topology {
             + usize::from(matches!(self.blobs, BlobsSpec::SeaweedFs { .. }))
             + self.edges()
             + usize::from(self.observe.prometheus)
+            + usize::from(self.observe.dashboard)
     }
 
     /// Edges `strata up` runs, the shield included.

@@ -8,6 +8,7 @@
 //! retention_size = "1GB"     # the most its TSDB keeps on disk; the oldest blocks go first
 //! scrape_interval_secs = 15  # how often every role is scraped and every rule evaluated
 //! trace_sample = 0.01        # the share of requests traced where a trace starts (0 to 1)
+//! dashboard = true           # dashboard-1: the live web page (`strata dashboard`)
 //! ```
 //!
 //! `trace_sample` needs no Prometheus: the balancers, edges and API servers take it as their
@@ -26,6 +27,8 @@ pub struct ObserveSpec {
     pub retention_size: String,
     pub scrape_interval_secs: u64,
     pub trace_sample: strata_core::trace::SampleRate,
+    /// Run `dashboard-1`, the live dashboard.
+    pub dashboard: bool,
 }
 
 impl Default for ObserveSpec {
@@ -36,6 +39,7 @@ impl Default for ObserveSpec {
             retention_size: "1GB".into(),
             scrape_interval_secs: 15,
             trace_sample: strata_core::trace::SampleRate::default(),
+            dashboard: false,
         }
     }
 }
@@ -44,6 +48,7 @@ impl Default for ObserveSpec {
 pub(super) fn read(sec: &mut Section<'_>) -> ObserveSpec {
     let defaults = ObserveSpec::default();
     let prometheus = sec.bool("prometheus").unwrap_or(false);
+    let dashboard = sec.bool("dashboard").unwrap_or(false);
     let retention = sec.string(
         "retention",
         "a Prometheus duration such as 15d, 12h or 2w",
@@ -78,6 +83,7 @@ pub(super) fn read(sec: &mut Section<'_>) -> ObserveSpec {
         retention_size: retention_size.unwrap_or(defaults.retention_size),
         scrape_interval_secs: scrape_interval_secs.unwrap_or(defaults.scrape_interval_secs),
         trace_sample: trace_sample.unwrap_or(defaults.trace_sample),
+        dashboard,
     }
 }
 
@@ -101,12 +107,23 @@ mod tests {
                 retention_size: "512MB".into(),
                 scrape_interval_secs: 5,
                 trace_sample: strata_core::trace::SampleRate::default(),
+                dashboard: false,
             }
         );
         let traced = Topology::parse("[api]\ncount = 1\n[observe]\ntrace_sample = 1\n", 8080)
             .expect("valid");
         assert_eq!(traced.observe.trace_sample.get(), 1.0);
         assert!(!traced.observe.prometheus, "tracing needs no Prometheus");
+        let watched = Topology::parse("[api]\ncount = 1\n[observe]\ndashboard = true\n", 8080)
+            .expect("valid");
+        assert!(watched.observe.dashboard && !watched.observe.prometheus);
+        assert_eq!(
+            watched.instance_count(),
+            2,
+            "the API server and dashboard-1"
+        );
+        let e = errors("[api]\ncount = 1\n[observe]\ndashboard = \"yes\"\n");
+        assert_eq!(e.len(), 1, "{e:#?}");
         let e = errors("[api]\ncount = 1\n[observe]\ntrace_sample = 1.5\n");
         assert_eq!(e.len(), 1, "{e:#?}");
         assert!(e[0].message.contains("from 0 to 1"), "{e:#?}");

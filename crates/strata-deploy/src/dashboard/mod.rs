@@ -1,0 +1,205 @@
+//! `strata dashboard`: the deployment's live dashboard, one web page served on loopback by a
+//! role of the deployment (`[observe] dashboard = true` plans `dashboard-1`).
+//!
+//! - `GET /` — the page (`page.html`, inline CSS and JS, nothing fetched from elsewhere): every
+//!   role as a box in its tier, coloured by health; each tier's requests/s, p99 and error ratio
+//!   over the last five minutes; the slowest recent traces; kill and restart buttons.
+//! - `GET /events` — server-sent events, one snapshot a second; at most [`MAX_CLIENTS`] at once.
+//! - `GET /api/snapshot` — the latest snapshot as JSON.
+//! - `POST /api/roles/{name}/kill|restart` — an admin's bearer token required ([`admin`]).
+//! - `POST /api/login` — an email and password exchanged for an access token at an API server.
+//! - `GET /healthz` — for `strata status`.
+//!
+//! One scrape loop ([`collect`]) feeds every client through a `watch` channel: a page costs
+//! the roles nothing more. The maths of rates and quantiles is in [`metrics`].
+
+pub mod admin;
+pub mod collect;
+pub mod metrics;
+pub mod problem;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use strata_core::ready::ReadyLine;
+use tokio::sync::{Semaphore, watch};
+
+use self::admin::Action;
+use self::problem::Problem;
+pub use crate::roles::DashboardArgs;
+
+/// The listener the role announces.
+pub const LISTENER: &str = "http";
+/// The most `/events` clients served at once.
+pub const MAX_CLIENTS: usize = 16;
+/// The largest request body read (a login).
+const MAX_BODY: usize = 8 * 1024;
+/// The page.
+const PAGE: &str = include_str!("page.html");
+
+/// What every handler shares.
+#[derive(Clone)]
+struct Shared {
+    dir: Arc<PathBuf>,
+    name: Arc<str>,
+    snapshots: watch::Receiver<Arc<str>>,
+    clients: Arc<Semaphore>,
+    http: reqwest::Client,
+}
+
+fn app(shared: Shared) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/events", get(events))
+        .route("/api/snapshot", get(snapshot))
+        .route("/api/login", post(login))
+        .route("/api/roles/{name}/{action}", post(act))
+        .fallback(|| async { Problem::NotFound("No such page: the dashboard is at /.".into()) })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(shared)
+}
+
+async fn page() -> Response {
+    let mut r = PAGE.into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+        ),
+    );
+    r
+}
+
+fn json(body: Arc<str>) -> Response {
+    let mut r = body.to_string().into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+async fn snapshot(State(s): State<Shared>) -> Response {
+    let latest = s.snapshots.borrow().clone();
+    json(latest)
+}
+
+/// `GET /events`: the latest snapshot at once, then each new one, as `data:` lines.
+async fn events(State(s): State<Shared>) -> Response {
+    let Ok(permit) = s.clients.clone().try_acquire_owned() else {
+        return Problem::Unavailable(format!(
+            "{MAX_CLIENTS} pages are watching already; close one or use GET /api/snapshot."
+        ))
+        .into_response();
+    };
+    let mut rx = s.snapshots.clone();
+    rx.mark_changed();
+    let stream = futures_util::stream::unfold((rx, permit), |(mut rx, permit)| async move {
+        rx.changed().await.ok()?;
+        let data = rx.borrow_and_update().clone();
+        let frame = Bytes::from(format!("data: {data}\n\n"));
+        Some((Ok::<_, std::convert::Infallible>(frame), (rx, permit)))
+    });
+    let mut r = Response::new(Body::from_stream(stream));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+async fn login(State(s): State<Shared>, body: Bytes) -> Response {
+    admin::login(&s.http, &s.dir, &body).await
+}
+
+async fn act(
+    State(s): State<Shared>,
+    Path((name, action)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let action = match action.as_str() {
+        "kill" => Action::Kill,
+        "restart" => Action::Restart,
+        _ => {
+            return Problem::BadRequest(
+                "A role's actions are POST /api/roles/{name}/kill and …/restart.".into(),
+            )
+            .into_response();
+        }
+    };
+    let token = match admin::bearer(&headers) {
+        Ok(t) => t,
+        Err(p) => return p.into_response(),
+    };
+    if let Err(p) = admin::require_admin(&s.http, &s.dir, token).await {
+        return p.into_response();
+    }
+    match admin::act(&s.dir, &s.name, &name, action) {
+        Ok(done) => (StatusCode::ACCEPTED, axum::Json(done)).into_response(),
+        Err(p) => p.into_response(),
+    }
+}
+
+/// Serves the dashboard until told to stop.
+pub async fn run(args: DashboardArgs) -> anyhow::Result<()> {
+    strata_core::telemetry::init();
+    anyhow::ensure!(
+        args.listen.ip().is_loopback(),
+        "the dashboard serves on loopback only, not {}: it can kill roles",
+        args.listen
+    );
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let collector = collect::Collector::new(args.dir.clone(), args.name.clone())?;
+    let (tx, rx) = watch::channel::<Arc<str>>(Arc::from("{}"));
+    let scraping = tokio::spawn(collect::run(collector, tx));
+    // Stopping the scrape loop drops the sender, which ends every `/events` stream, so the
+    // graceful shutdown does not wait for pages that never close.
+    let stop_scraping = scraping.abort_handle();
+    let shared = Shared {
+        dir: Arc::new(args.dir.clone()),
+        name: Arc::from(args.name.as_str()),
+        snapshots: rx,
+        clients: Arc::new(Semaphore::new(MAX_CLIENTS)),
+        http: reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(1))
+            .build()?,
+    };
+    ReadyLine::new(&args.name)
+        .with_addr(LISTENER, addr)
+        .announce()
+        .context("cannot write the readiness line")?;
+    tracing::info!(role = %args.name, %addr, "the dashboard is ready");
+    let exit_on_eof = args.exit_on_stdin_eof;
+    axum::serve(listener, app(shared))
+        .with_graceful_shutdown(async move {
+            strata_core::shutdown::signal(exit_on_eof).await;
+            stop_scraping.abort();
+        })
+        .await
+        .context("the dashboard's server failed")?;
+    scraping.abort();
+    Ok(())
+}

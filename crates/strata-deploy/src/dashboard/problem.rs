@@ -1,0 +1,134 @@
+//! The dashboard's error answers: RFC 9457 problem+json, with the same `urn:strata:problem:…`
+//! types the API servers use.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+/// Why a dashboard request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    #[error("no Authorization: Bearer token was sent")]
+    Unauthenticated(String),
+    #[error("the token is not an admin's")]
+    Forbidden(String),
+    #[error("no role is named {0}")]
+    UnknownRole(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+}
+
+impl Problem {
+    /// Its status, type slug and title.
+    pub fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            Problem::Unauthenticated(_) => (
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "Authentication required",
+            ),
+            Problem::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
+            Problem::UnknownRole(_) => (StatusCode::NOT_FOUND, "role-not-found", "Role not found"),
+            Problem::Conflict(_) => (StatusCode::CONFLICT, "role-not-running", "Not possible now"),
+            Problem::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Service unavailable",
+            ),
+            Problem::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad request"),
+            Problem::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+        }
+    }
+
+    /// What went wrong, for a person.
+    pub fn detail(&self) -> String {
+        match self {
+            Problem::UnknownRole(name) => format!(
+                "There is no role named {name:?} in this deployment (see GET /api/snapshot)."
+            ),
+            Problem::Unauthenticated(d)
+            | Problem::Forbidden(d)
+            | Problem::Conflict(d)
+            | Problem::Unavailable(d)
+            | Problem::BadRequest(d)
+            | Problem::NotFound(d) => d.clone(),
+        }
+    }
+
+    /// The problem+json document.
+    pub fn body(&self) -> serde_json::Value {
+        let (status, slug, title) = self.parts();
+        serde_json::json!({
+            "type": format!("urn:strata:problem:{slug}"),
+            "title": title,
+            "status": status.as_u16(),
+            "detail": self.detail(),
+        })
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let (status, _, _) = self.parts();
+        let mut r = (status, self.body().to_string()).into_response();
+        let headers = r.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"strata\""),
+            );
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_problem_is_problem_json_with_its_status_and_the_role_it_names() {
+        let r = Problem::UnknownRole("nope-9".into()).into_response();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            r.headers().get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
+            Some(&b"application/problem+json"[..])
+        );
+        let body = Problem::UnknownRole("nope-9".into()).body();
+        assert_eq!(body["type"], "urn:strata:problem:role-not-found");
+        assert_eq!(body["status"], 404);
+        assert!(
+            body["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("nope-9"))
+        );
+        let r = Problem::Unauthenticated("no token".into()).into_response();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert!(r.headers().contains_key(header::WWW_AUTHENTICATE));
+        assert_eq!(
+            Problem::Forbidden("x".into()).parts().0,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            Problem::Conflict("x".into()).parts().0,
+            StatusCode::CONFLICT
+        );
+        let r = Problem::Unavailable("busy".into()).into_response();
+        assert_eq!(
+            r.headers().get(header::RETRY_AFTER).map(|v| v.as_bytes()),
+            Some(&b"1"[..])
+        );
+    }
+}

@@ -1,0 +1,322 @@
+//! The live dashboard in a topology: `[observe] dashboard = true` runs `dashboard-1`, which
+//! serves its page, a snapshot of every role and tier, and server-sent events; the api tier's
+//! requests per second follow real traffic through the balancer; an admin's token (checked by
+//! an API server) kills api-2, which the supervisor brings back on a new pid, and restarts
+//! worker-1, while a request without a token (401), a non-admin's (403), an unknown role (404)
+//! and the dashboard itself (409) are refused.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Cleanup, admin_client, role, status_json, up_topology};
+use serde_json::Value;
+
+const TOPOLOGY: &str = "name = \"watched\"\n[lb]\n[api]\ncount = 2\n[workers]\ncount = 1\n[observe]\ndashboard = true\n";
+
+async fn snapshot(http: &reqwest::Client, dash: &str) -> Value {
+    let r = http
+        .get(format!("http://{dash}/api/snapshot"))
+        .send()
+        .await
+        .expect("GET /api/snapshot");
+    assert_eq!(r.status(), 200);
+    r.json().await.expect("a JSON snapshot")
+}
+
+fn snap_role<'a>(snap: &'a Value, name: &str) -> &'a Value {
+    snap["roles"]
+        .as_array()
+        .and_then(|roles| roles.iter().find(|r| r["name"] == name))
+        .unwrap_or_else(|| panic!("no {name} in {snap:#}"))
+}
+
+/// A tier's latest requests per second in a snapshot.
+fn tier_rps(snap: &Value, tier: &str) -> f64 {
+    snap["tiers"]
+        .as_array()
+        .and_then(|tiers| tiers.iter().find(|t| t["tier"] == tier))
+        .and_then(|t| t["series"].as_array())
+        .and_then(|s| s.iter().rev().find_map(|p| p["rps"].as_f64()))
+        .unwrap_or(0.0)
+}
+
+/// An access token from the dashboard's `POST /api/login`.
+async fn login(http: &reqwest::Client, dash: &str, email: &str, password: &str) -> String {
+    let r = http
+        .post(format!("http://{dash}/api/login"))
+        .json(&serde_json::json!({"email": email, "password": password}))
+        .send()
+        .await
+        .expect("POST /api/login");
+    let status = r.status();
+    let doc: Value = r.json().await.expect("login JSON");
+    assert!(status.is_success(), "{status}: {doc:#}");
+    doc["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("an access token: {doc:#}"))
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_every_role_and_tier_and_lets_only_an_admin_kill_a_role() {
+    let (_tmp, dir) = tokio::task::spawn_blocking(|| up_topology(TOPOLOGY))
+        .await
+        .expect("join");
+    let _cleanup = Cleanup(&dir);
+    let d = dir.clone();
+    let status = tokio::task::spawn_blocking(move || status_json(&d))
+        .await
+        .expect("join");
+    assert_eq!(role(&status, "dashboard-1")["healthy"], true, "{status:#}");
+    let dash = role(&status, "dashboard-1")["addrs"]["http"]
+        .as_str()
+        .expect("dashboard-1's address")
+        .to_owned();
+    let lb = role(&status, "lb-1")["addrs"]["http"]
+        .as_str()
+        .expect("lb-1's address")
+        .to_owned();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+
+    // The page: one self-contained HTML document.
+    let page = http
+        .get(format!("http://{dash}/"))
+        .send()
+        .await
+        .expect("GET /");
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .is_ok_and(|c| c.starts_with("text/html"))
+    );
+    let html = page.text().await.expect("the page");
+    assert!(
+        html.contains("<title>Strata live dashboard</title>"),
+        "{html}"
+    );
+    assert!(
+        !html.contains("<script src") && !html.contains("<link") && !html.contains("https://"),
+        "nothing fetched from elsewhere"
+    );
+
+    // Every role, with its health.
+    let names = ["lb-1", "api-1", "api-2", "worker-1", "dashboard-1"];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let snap = snapshot(&http, &dash).await;
+        let ready = names.iter().all(|n| {
+            snap["roles"].as_array().is_some_and(|roles| {
+                roles
+                    .iter()
+                    .any(|r| r["name"] == *n && r["health"] == "ready")
+            })
+        });
+        if ready {
+            assert_eq!(snap["topology"], "watched");
+            assert_eq!(snap["dashboard"], "dashboard-1");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every role is ready: {snap:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Traffic through the balancer shows as the balancer's and the api tier's requests/s.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        for _ in 0..20 {
+            let _ = http.get(format!("http://{lb}/users?limit=1")).send().await;
+        }
+        let snap = snapshot(&http, &dash).await;
+        // The balancer's own counter, and the API servers' without their probes and scrapes.
+        if tier_rps(&snap, "api") > 0.0 && tier_rps(&snap, "lb") > 0.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the api tier shows no traffic: {snap:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // Server-sent events: at least two snapshots.
+    let mut events = http
+        .get(format!("http://{dash}/events"))
+        .send()
+        .await
+        .expect("GET /events");
+    assert_eq!(events.status(), 200);
+    assert!(
+        events.headers()["content-type"]
+            .to_str()
+            .is_ok_and(|c| c.starts_with("text/event-stream"))
+    );
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while text.matches("data: ").count() < 2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(left, events.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("fewer than two events in 15 s: {text}"))
+            .expect("the event stream");
+        let Some(chunk) = chunk else {
+            panic!("the event stream ended: {text}")
+        };
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let first = text
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .expect("a data line");
+    let doc: Value = serde_json::from_str(first).expect("each event is a JSON snapshot");
+    assert!(doc["roles"].is_array(), "{doc:#}");
+    drop(events);
+
+    // Without a token: 401, and api-2 untouched.
+    let before = snapshot(&http, &dash).await;
+    let pid = snap_role(&before, "api-2")["pid"]
+        .as_u64()
+        .expect("api-2's pid");
+    let r = http
+        .post(format!("http://{dash}/api/roles/api-2/kill"))
+        .send()
+        .await
+        .expect("POST kill");
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .is_ok_and(|c| c == "application/problem+json")
+    );
+    let r = http
+        .post(format!("http://{dash}/api/roles/api-2/kill"))
+        .bearer_auth("not-a-token")
+        .send()
+        .await
+        .expect("POST kill");
+    assert_eq!(r.status(), 401, "a token the API server does not accept");
+    let d = dir.clone();
+    let now = tokio::task::spawn_blocking(move || status_json(&d))
+        .await
+        .expect("join");
+    assert_eq!(
+        role(&now, "api-2")["pid"].as_u64(),
+        Some(pid),
+        "nothing changed"
+    );
+    assert_eq!(role(&now, "api-2")["healthy"], true);
+
+    // Someone who is not an admin, logged in through the dashboard's own login route: 403.
+    let profile = serde_json::json!({"firstName": "Una", "lastName": "User",
+        "address": {"streetAddress": "2 Main St", "city": "Testville", "state": "TS", "postalCode": "00501"},
+        "phoneNumbers": []});
+    let r = http
+        .post(format!("http://{lb}/accounts"))
+        .json(&serde_json::json!({"email": "user@strata.test", "password": "user password 1", "profile": profile}))
+        .send()
+        .await
+        .expect("POST /accounts");
+    assert_eq!(r.status(), 201);
+    let user = login(&http, &dash, "user@strata.test", "user password 1").await;
+    let r = http
+        .post(format!("http://{dash}/api/roles/api-2/kill"))
+        .bearer_auth(&user)
+        .send()
+        .await
+        .expect("POST kill");
+    assert_eq!(r.status(), 403, "not an admin");
+
+    // An admin.
+    let _ = admin_client(&dir, &lb).await;
+    let token = login(&http, &dash, common::ADMIN_EMAIL, common::ADMIN_PASSWORD).await;
+
+    let r = http
+        .post(format!("http://{dash}/api/roles/nope-9/kill"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("POST kill");
+    assert_eq!(r.status(), 404);
+    let problem: Value = r.json().await.expect("problem json");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("nope-9")),
+        "{problem:#}"
+    );
+    let r = http
+        .post(format!("http://{dash}/api/roles/dashboard-1/kill"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("POST kill");
+    assert_eq!(r.status(), 409, "the dashboard does not kill itself");
+
+    let r = http
+        .post(format!("http://{dash}/api/roles/api-2/kill"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("POST kill");
+    assert!(r.status().is_success(), "{}", r.status());
+    let done: Value = r.json().await.expect("json");
+    assert_eq!(done["pid"].as_u64(), Some(pid), "{done:#}");
+    assert_eq!(done["signal"], "SIGKILL");
+
+    // The snapshot shows api-2 gone, then back on a new pid.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut saw_down = false;
+    loop {
+        let snap = snapshot(&http, &dash).await;
+        let api2 = snap_role(&snap, "api-2");
+        let new_pid = api2["pid"].as_u64().is_some_and(|p| p != pid);
+        saw_down |= api2["health"] != "ready" || new_pid;
+        if saw_down && new_pid && api2["health"] == "ready" {
+            assert!(
+                api2["restarts"].as_u64().is_some_and(|r| r >= 1),
+                "{api2:#}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "api-2 did not come back: {snap:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Restart: SIGTERM to worker-1, which the supervisor starts again.
+    let before = snapshot(&http, &dash).await;
+    let worker = snap_role(&before, "worker-1")["pid"]
+        .as_u64()
+        .expect("worker-1's pid");
+    let r = http
+        .post(format!("http://{dash}/api/roles/worker-1/restart"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("POST restart");
+    assert!(r.status().is_success(), "{}", r.status());
+    let done: Value = r.json().await.expect("json");
+    assert_eq!(done["signal"], "SIGTERM", "{done:#}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let snap = snapshot(&http, &dash).await;
+        let w = snap_role(&snap, "worker-1");
+        if w["pid"].as_u64().is_some_and(|p| p != worker) && w["health"] == "ready" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "worker-1 did not come back: {snap:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
