@@ -85,7 +85,7 @@ impl ClientConn {
         request_id: &HeaderValue,
         trace: &Trace,
     ) {
-        headers.insert(TRACEPARENT, trace.header.clone());
+        headers.insert(TRACEPARENT, trace.header());
         if trace.parent.is_none() {
             headers.remove(TRACESTATE);
         }
@@ -116,8 +116,6 @@ pub struct Trace {
     pub ctx: TraceContext,
     /// The caller's span, when the request came with a valid `traceparent`.
     pub parent: Option<SpanId>,
-    /// `traceparent` for the next hop (this hop's span as the parent).
-    pub header: HeaderValue,
 }
 
 impl Trace {
@@ -128,13 +126,14 @@ impl Trace {
             headers.get(TRACEPARENT).map(HeaderValue::as_bytes),
             sampler,
         );
-        let header = HeaderValue::from_maybe_shared(Bytes::from(ctx.header()))
-            .unwrap_or(HeaderValue::from_static(""));
-        Self {
-            ctx,
-            parent,
-            header,
-        }
+        Self { ctx, parent }
+    }
+
+    /// `traceparent` for the next hop (this hop's span as the parent). Made only when a
+    /// request goes on (an edge's cache hit never does).
+    pub fn header(&self) -> HeaderValue {
+        HeaderValue::from_maybe_shared(Bytes::from(self.ctx.header()))
+            .unwrap_or(HeaderValue::from_static(""))
     }
 
     /// The span of this hop, named `name`, when the trace is recorded; a disabled span (which
