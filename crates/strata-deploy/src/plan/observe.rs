@@ -36,6 +36,34 @@ pub fn plan_tracing(topology: &Topology, plan: &mut Plan) {
     }
 }
 
+/// The default objectives with the topology's `[observe.slo.<tier>]` changes applied,
+/// checked again as a whole.
+pub fn objectives(
+    changes: &[(&'static str, crate::topology::SloChange)],
+) -> anyhow::Result<strata_observe::slo::Objectives> {
+    let changed = strata_observe::slo::Objectives::defaults()
+        .iter()
+        .cloned()
+        .map(|mut objective| {
+            for (_, change) in changes.iter().filter(|(tier, _)| *tier == objective.name) {
+                if let Some(a) = change.availability {
+                    objective.availability = a;
+                }
+                if let Some(latency) = &mut objective.latency {
+                    if let Some(t) = change.latency_seconds {
+                        latency.threshold_seconds = t;
+                    }
+                    if let Some(t) = change.latency_target {
+                        latency.target = t;
+                    }
+                }
+            }
+            objective
+        })
+        .collect();
+    strata_observe::slo::Objectives::new(changed).map_err(anyhow::Error::new)
+}
+
 /// Prometheus, when the topology asks for it.
 pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
     let spec = topology.observe.clone();
@@ -48,8 +76,7 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
         .push(Setup::new("write the SLO alerting rules", move || {
             std::fs::create_dir_all(&rules)
                 .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", rules.display()))?;
-            let text =
-                strata_observe::slo::rules::rule_file(&strata_observe::slo::Objectives::defaults());
+            let text = strata_observe::slo::rules::rule_file(&objectives(&spec.slo)?);
             strata_observe::scrape::write_atomically(&rules.join("slo.yml"), &text)
         }));
     plan.roles.push(RoleSpec::new(
@@ -89,4 +116,34 @@ pub fn plan_dashboard(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
             Ok(RoleCommand::Dashboard(args))
         },
     ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::SloChange;
+
+    #[test]
+    fn the_topology_changes_a_tiers_objective_and_leaves_the_others() {
+        let change = SloChange {
+            availability: Some(99.95),
+            latency_seconds: Some(0.1),
+            latency_target: Some(99.5),
+        };
+        let o = objectives(&[("api", change)]).expect("valid");
+        let api = o.get("api").expect("api");
+        assert_eq!(api.availability, 99.95);
+        let latency = api.latency.as_ref().expect("latency");
+        assert_eq!((latency.threshold_seconds, latency.target), (0.1, 99.5));
+        let defaults = strata_observe::slo::Objectives::defaults();
+        assert_eq!(o.get("lb"), defaults.get("lb"));
+        let text = strata_observe::slo::rules::rule_file(&o);
+        assert!(
+            text.contains(
+                r#"strata_http_request_duration_seconds_bucket{kind=\"api\",le=\"0.1\"}"#
+            ),
+            "{text}"
+        );
+        assert_eq!(objectives(&[]).expect("valid"), defaults);
+    }
 }

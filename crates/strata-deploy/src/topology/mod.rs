@@ -75,7 +75,7 @@ pub use crate::roles::RoleKind;
 pub const MAX_CACHE_NODES: i64 = 4;
 
 pub use edge::{EdgeSpec, MAX_EDGES};
-pub use observe::ObserveSpec;
+pub use observe::{ObserveSpec, SloChange};
 pub use queue::{BlobsSpec, QueueSpec};
 pub use strata_cache::CacheEngine;
 pub use strata_cache::options::L1Coherence;

@@ -9,6 +9,11 @@
 //! scrape_interval_secs = 15  # how often every role is scraped and every rule evaluated
 //! trace_sample = 0.01        # the share of requests traced where a trace starts (0 to 1)
 //! dashboard = true           # dashboard-1: the live web page (`strata dashboard`)
+//!
+//! [observe.slo.api]          # a tier's objective (lb, api, edge, worker), each key optional
+//! availability = 99.95       # percent of events that succeed, over 30 days
+//! latency_ms = 100           # a latency histogram bucket: 0.5, 1, 2.5, 5, 10, … 10000
+//! latency_target = 99.5      # percent of events faster than latency_ms
 //! ```
 //!
 //! `trace_sample` needs no Prometheus: the balancers, edges and API servers take it as their
@@ -29,6 +34,66 @@ pub struct ObserveSpec {
     pub trace_sample: strata_core::trace::SampleRate,
     /// Run `dashboard-1`, the live dashboard.
     pub dashboard: bool,
+    /// The tiers' objectives as `[observe.slo.<tier>]` changes them (the defaults otherwise:
+    /// `strata_observe::slo::Objectives::defaults`).
+    pub slo: Vec<(&'static str, SloChange)>,
+}
+
+/// What `[observe.slo.<tier>]` changes in a tier's default objective.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct SloChange {
+    /// Percent of events that must succeed, in (0, 100).
+    pub availability: Option<f64>,
+    /// The latency threshold, one of the histograms' bucket bounds.
+    pub latency_seconds: Option<f64>,
+    /// Percent of events that must be faster than the threshold, in (0, 100).
+    pub latency_target: Option<f64>,
+}
+
+// Every value is a finite number (checked when read), so equality is an equivalence.
+impl Eq for SloChange {}
+
+/// The tiers that have objectives.
+pub const SLO_TIERS: [&str; 4] = ["lb", "api", "edge", "worker"];
+
+fn number(item: &toml_edit::Item) -> Option<f64> {
+    item.as_float()
+        .or_else(|| item.as_integer().map(|i| i as f64))
+        .filter(|v| v.is_finite())
+}
+
+fn read_slo(sec: &mut Section<'_>) -> SloChange {
+    let percent = "a percentage between 0 and 100, both excluded (e.g. 99.9)";
+    let in_range = |v: f64| v > 0.0 && v < 100.0;
+    let buckets: Vec<String> = strata_core::telemetry::LATENCY_BUCKETS
+        .iter()
+        .map(|b| format!("{}", b * 1000.0))
+        .collect();
+    let availability = sec.typed("availability", percent, |i| {
+        number(i).filter(|v| in_range(*v))
+    });
+    let latency_target = sec.typed("latency_target", percent, |i| {
+        number(i).filter(|v| in_range(*v))
+    });
+    let latency_seconds = sec.typed(
+        "latency_ms",
+        format!(
+            "a latency bucket in milliseconds, one of {}",
+            buckets.join(", ")
+        ),
+        |i| {
+            let ms = number(i)?;
+            strata_core::telemetry::LATENCY_BUCKETS
+                .iter()
+                .copied()
+                .find(|b| (b * 1000.0 - ms).abs() < 1e-9)
+        },
+    );
+    SloChange {
+        availability,
+        latency_seconds,
+        latency_target,
+    }
 }
 
 impl Default for ObserveSpec {
@@ -40,6 +105,7 @@ impl Default for ObserveSpec {
             scrape_interval_secs: 15,
             trace_sample: strata_core::trace::SampleRate::default(),
             dashboard: false,
+            slo: Vec::new(),
         }
     }
 }
@@ -58,6 +124,14 @@ pub(super) fn read(sec: &mut Section<'_>) -> ObserveSpec {
         strata_observe::node::parse_size(s).is_ok()
     });
     let scrape_interval_secs = sec.int("scrape_interval_secs", 1..=3600);
+    let mut slo = Vec::new();
+    sec.table("slo", |tiers| {
+        for tier in SLO_TIERS {
+            if let Some(change) = tiers.table(tier, read_slo) {
+                slo.push((tier, change));
+            }
+        }
+    });
     let trace_sample = sec.typed(
         "trace_sample",
         "a number from 0 to 1 (the share of requests traced, e.g. 0.01)",
@@ -84,6 +158,7 @@ pub(super) fn read(sec: &mut Section<'_>) -> ObserveSpec {
         scrape_interval_secs: scrape_interval_secs.unwrap_or(defaults.scrape_interval_secs),
         trace_sample: trace_sample.unwrap_or(defaults.trace_sample),
         dashboard,
+        slo,
     }
 }
 
@@ -91,6 +166,7 @@ pub(super) fn read(sec: &mut Section<'_>) -> ObserveSpec {
 mod tests {
     use super::super::tests::errors;
     use super::super::*;
+    use super::SloChange;
 
     #[test]
     fn prometheus_is_asked_for_and_its_settings_are_checked() {
@@ -108,6 +184,7 @@ mod tests {
                 scrape_interval_secs: 5,
                 trace_sample: strata_core::trace::SampleRate::default(),
                 dashboard: false,
+                slo: Vec::new(),
             }
         );
         let traced = Topology::parse("[api]\ncount = 1\n[observe]\ntrace_sample = 1\n", 8080)
@@ -127,6 +204,33 @@ mod tests {
         let e = errors("[api]\ncount = 1\n[observe]\ntrace_sample = 1.5\n");
         assert_eq!(e.len(), 1, "{e:#?}");
         assert!(e[0].message.contains("from 0 to 1"), "{e:#?}");
+        let t = Topology::parse(
+            "[api]\ncount = 1\n[observe]\nprometheus = true\n[observe.slo.api]\navailability = 99.95\nlatency_ms = 100\n[observe.slo.edge]\nlatency_target = 99.5\n",
+            8080,
+        )
+        .expect("valid");
+        let api = SloChange {
+            availability: Some(99.95),
+            latency_seconds: Some(0.1),
+            latency_target: None,
+        };
+        let edge = SloChange {
+            latency_target: Some(99.5),
+            ..SloChange::default()
+        };
+        assert_eq!(t.observe.slo, vec![("api", api), ("edge", edge)]);
+        let e = errors(
+            "[api]\ncount = 1\n[observe]\nprometheus = true\n[observe.slo.api]\navailability = 100\nlatency_ms = 120\n[observe.slo.cdn]\n",
+        );
+        assert_eq!(e.len(), 3, "{e:#?}");
+        assert!(
+            e.iter().any(|e| e.message.contains("one of 0.5, 1, 2.5")),
+            "{e:#?}"
+        );
+        assert!(
+            e.iter().any(|e| e.message.contains("observe.slo.cdn")),
+            "{e:#?}"
+        );
         assert_eq!(t.instance_count(), 2, "the API server and prometheus-1");
         assert_eq!(
             Topology::parse("[api]\ncount = 1\n", 8080)
