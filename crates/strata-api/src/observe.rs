@@ -99,15 +99,12 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
         "api",
         trace_id = %trace.trace_id,
         span_id = %trace.span_id,
-        parent_id = tracing::field::Empty,
+        parent_id = parent.map(tracing::field::display),
         sampled = trace.sampled,
         method = %method,
         route = %route,
         status = tracing::field::Empty,
     );
-    if let Some(p) = parent {
-        span.record("parent_id", tracing::field::display(p));
-    }
     let in_flight = metrics::gauge!("strata_http_requests_in_flight");
     in_flight.increment(1.0);
     let run = strata_core::trace::scope(trace, next.run(req)).instrument(span.clone());

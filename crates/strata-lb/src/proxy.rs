@@ -136,39 +136,24 @@ impl Trace {
             .unwrap_or(HeaderValue::from_static(""))
     }
 
-    /// The span of this hop, named `name`, when the trace is recorded; a disabled span (which
-    /// costs nothing) otherwise. Its `status`, `backend` and `attempts` are recorded later.
-    pub fn span(&self, name: &'static str, method: &Method) -> tracing::Span {
+    /// The balancer's span of this request when the trace is recorded; a disabled span
+    /// (which costs nothing) otherwise. Its `status`, `backend` and `attempts` are recorded
+    /// later.
+    pub fn span(&self, method: &Method) -> tracing::Span {
         if !self.ctx.sampled {
             return tracing::Span::none();
         }
-        let span = match name {
-            "edge" => tracing::info_span!(
-                "edge",
-                trace_id = %self.ctx.trace_id,
-                span_id = %self.ctx.span_id,
-                parent_id = tracing::field::Empty,
-                sampled = true,
-                method = %method,
-                status = tracing::field::Empty,
-                cache = tracing::field::Empty,
-            ),
-            _ => tracing::info_span!(
-                "lb",
-                trace_id = %self.ctx.trace_id,
-                span_id = %self.ctx.span_id,
-                parent_id = tracing::field::Empty,
-                sampled = true,
-                method = %method,
-                status = tracing::field::Empty,
-                backend = tracing::field::Empty,
-                attempts = tracing::field::Empty,
-            ),
-        };
-        if let Some(p) = self.parent {
-            span.record("parent_id", tracing::field::display(p));
-        }
-        span
+        tracing::info_span!(
+            "lb",
+            trace_id = %self.ctx.trace_id,
+            span_id = %self.ctx.span_id,
+            parent_id = self.parent.map(tracing::field::display),
+            sampled = true,
+            method = %method,
+            status = tracing::field::Empty,
+            backend = tracing::field::Empty,
+            attempts = tracing::field::Empty,
+        )
     }
 }
 
@@ -421,7 +406,7 @@ impl Proxy {
         }
         let method = req.method().clone();
         let trace = Trace::from_headers(req.headers(), &self.sampler);
-        let span = trace.span("lb", &method);
+        let span = trace.span(&method);
         let (mut response, backend_used, attempts) = self
             .forward(req, client, &request_id, &trace, started)
             .instrument(span.clone())

@@ -79,15 +79,12 @@ impl Worker {
             "worker.job",
             trace_id = %here.trace_id,
             span_id = %here.span_id,
-            parent_id = tracing::field::Empty,
+            parent_id = sent.map(|s| tracing::field::display(s.span_id)),
             sampled = here.sampled,
             job = %job_id,
             attempt = delivery.message.attempt,
             outcome = tracing::field::Empty,
         );
-        if let Some(sent) = sent {
-            span.record("parent_id", tracing::field::display(sent.span_id));
-        }
         self.handle_job(delivery, job_id, started)
             .instrument(span)
             .await

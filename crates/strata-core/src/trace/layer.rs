@@ -154,12 +154,13 @@ where
         // The first span of this process's part (or one that outlived its parent).
         let mut spans = data.children;
         spans.sort_by_key(|s| s.start_unix_nanos);
-        let trace = LocalTrace {
+        // One copy, shared by the store and the exporter.
+        let trace = std::sync::Arc::new(LocalTrace {
             service: service(),
             root: record,
             spans,
             spans_dropped: data.dropped,
-        };
+        });
         otlp::offer(&trace);
         store::global().insert(trace);
     }

@@ -84,11 +84,11 @@ pub fn start_from_env() {
 }
 
 /// Hands a finished trace to the exporter, if one runs; never waits.
-pub(crate) fn offer(trace: &LocalTrace) {
+pub(crate) fn offer(trace: &Arc<LocalTrace>) {
     let Some(tx) = SENDER.get() else {
         return;
     };
-    if tx.try_send(Arc::new(trace.clone())).is_err() {
+    if tx.try_send(trace.clone()).is_err() {
         metrics::counter!("strata_trace_spans_dropped_total", "reason" => "queue_full")
             .increment(trace.span_count() as u64);
     }

@@ -81,8 +81,8 @@ struct Inner {
 impl TraceStore {
     /// Keeps a finished trace (the oldest recent one and the fastest of the slowest make
     /// room).
-    pub fn insert(&self, trace: LocalTrace) {
-        let trace = Arc::new(trace);
+    pub fn insert(&self, trace: impl Into<Arc<LocalTrace>>) {
+        let trace = trace.into();
         let Ok(mut inner) = self.inner.lock() else {
             return;
         };
