@@ -328,6 +328,24 @@ pub fn via(version: Version) -> HeaderValue {
     })
 }
 
+/// The edge's span of a request when its trace is recorded; a disabled span (which costs
+/// nothing) otherwise. Its `status` and `cache` outcome are recorded when it is answered.
+pub fn span(trace: &strata_lb::proxy::Trace, method: &Method) -> tracing::Span {
+    if !trace.ctx.sampled {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        "edge",
+        trace_id = %trace.ctx.trace_id,
+        span_id = %trace.ctx.span_id,
+        parent_id = trace.parent.map(tracing::field::display),
+        sampled = true,
+        method = %method,
+        status = tracing::field::Empty,
+        cache = tracing::field::Empty,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -135,21 +135,7 @@ impl Shared {
         let via = via(req.version());
         let request_id = strata_lb::proxy::request_id(req.headers());
         let trace = Trace::from_headers(req.headers(), &self.sampler);
-        // The edge's span of this request, only when the trace is recorded.
-        let span = if trace.ctx.sampled {
-            tracing::info_span!(
-                "edge",
-                trace_id = %trace.ctx.trace_id,
-                span_id = %trace.ctx.span_id,
-                parent_id = trace.parent.map(tracing::field::display),
-                sampled = true,
-                method = %method,
-                status = tracing::field::Empty,
-                cache = tracing::field::Empty,
-            )
-        } else {
-            tracing::Span::none()
-        };
+        let span = crate::respond::span(&trace, &method);
         let trace_id = trace.ctx.trace_id;
         let (mut response, outcome) = self
             .serve(req, client, request_id.clone(), trace)
