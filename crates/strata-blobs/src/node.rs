@@ -109,12 +109,15 @@ pub async fn run(args: S3NodeArgs) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || seaweedfs::start(node, &Log::Stderr, START_WITHIN))
             .await
             .context("the start task failed")??;
+    // Listening for the stop signal before announcing (a SIGTERM right after the
+    // readiness line stops the role cleanly).
+    let stop = strata_core::shutdown::signal_or_exit(args.exit_on_stdin_eof, || weed.is_running());
     ReadyLine::new(&args.name)
         .with_addr(LISTENER, addr)
         .announce()
         .context("cannot write the readiness line")?;
     tracing::info!(role = %args.name, %addr, "SeaweedFS is taking writes");
-    if !strata_core::shutdown::signal_or_exit(args.exit_on_stdin_eof, || weed.is_running()).await {
+    if !stop.await {
         anyhow::bail!("SeaweedFS exited");
     }
     tokio::task::spawn_blocking(move || weed.stop(Duration::from_secs(3)))

@@ -7,61 +7,83 @@
 //! platform-specific "parent death" call.
 
 /// Resolves on SIGTERM, SIGINT, or (when `exit_on_stdin_eof`) end-of-file on stdin.
-pub async fn signal(exit_on_stdin_eof: bool) {
+///
+/// The signal handlers are installed when this is called, not when the future is first
+/// polled: a role calls it before it announces readiness, so a SIGTERM sent the moment the
+/// role is ready drains it instead of killing it with the signal's default action.
+pub fn signal(exit_on_stdin_eof: bool) -> impl std::future::Future<Output = ()> + Send {
     use tokio::signal::unix::{SignalKind, signal};
-    let term = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    let stdin_eof = async {
-        if !exit_on_stdin_eof {
-            return std::future::pending::<()>().await;
-        }
-        // A plain thread, not tokio's stdin: a blocking read inside the runtime would keep the
-        // runtime (and so the process) from exiting after shutdown.
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        std::thread::spawn(move || {
-            use std::io::Read as _;
-            let mut stdin = std::io::stdin();
-            let mut buf = [0u8; 256];
-            while let Ok(n) = stdin.read(&mut buf) {
-                if n == 0 {
-                    break;
+    let term = signal(SignalKind::terminate()).ok();
+    let interrupt = signal(SignalKind::interrupt()).ok();
+    async move {
+        let term = async {
+            match term {
+                Some(mut s) => {
+                    s.recv().await;
                 }
+                None => std::future::pending::<()>().await,
             }
-            let _ = tx.send(());
-        });
-        let _ = rx.await;
-    };
-    tokio::select! {
-        _ = term => tracing::info!("SIGTERM received: draining"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received: draining"),
-        _ = stdin_eof => tracing::info!("supervisor gone (stdin closed): draining"),
+        };
+        let interrupt = async {
+            match interrupt {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let stdin_eof = async {
+            if !exit_on_stdin_eof {
+                return std::future::pending::<()>().await;
+            }
+            // A plain thread, not tokio's stdin: a blocking read inside the runtime would keep
+            // the runtime (and so the process) from exiting after shutdown.
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            std::thread::spawn(move || {
+                use std::io::Read as _;
+                let mut stdin = std::io::stdin();
+                let mut buf = [0u8; 256];
+                while let Ok(n) = stdin.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                let _ = tx.send(());
+            });
+            let _ = rx.await;
+        };
+        tokio::select! {
+            _ = term => tracing::info!("SIGTERM received: draining"),
+            _ = interrupt => tracing::info!("interrupt received: draining"),
+            _ = stdin_eof => tracing::info!("supervisor gone (stdin closed): draining"),
+        }
     }
 }
 
 /// Resolves on SIGTERM or SIGINT only (for `strata up` itself, whose stdin is the user's).
-pub async fn requested() {
-    signal(false).await
+pub fn requested() -> impl std::future::Future<Output = ()> + Send {
+    signal(false)
 }
 
 /// Waits until the role is told to stop ([`signal`]) or the engine it runs is no longer
 /// running (`running` is asked every half second). `true`: told to stop; `false`: the engine
 /// died, and the role should exit with an error so that its supervisor restarts it.
-pub async fn signal_or_exit(exit_on_stdin_eof: bool, mut running: impl FnMut() -> bool) -> bool {
+/// Like [`signal`], its handlers are installed when it is called.
+pub fn signal_or_exit(
+    exit_on_stdin_eof: bool,
+    mut running: impl FnMut() -> bool + Send,
+) -> impl std::future::Future<Output = bool> + Send {
     let stop = signal(exit_on_stdin_eof);
-    tokio::pin!(stop);
-    let mut watch = tokio::time::interval(std::time::Duration::from_millis(500));
-    loop {
-        tokio::select! {
-            _ = &mut stop => return true,
-            _ = watch.tick() => {
-                if !running() {
-                    return false;
+    async move {
+        tokio::pin!(stop);
+        let mut watch = tokio::time::interval(std::time::Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = &mut stop => return true,
+                _ = watch.tick() => {
+                    if !running() {
+                        return false;
+                    }
                 }
             }
         }

@@ -94,6 +94,9 @@ pub async fn run(args: DnsArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot start the DNS server on {}", args.listen))?;
     let addr = server.addr();
+    // Listening for the stop signal before announcing: a SIGTERM right after the readiness
+    // line drains the server.
+    let stop = strata_core::shutdown::signal_or_exit(args.exit_on_stdin_eof, || true);
     ReadyLine::new(&args.name)
         .with_addr(LISTENER, addr)
         .announce()
@@ -101,7 +104,7 @@ pub async fn run(args: DnsArgs) -> anyhow::Result<()> {
     tracing::info!(role = %args.name, %addr, %zone, ?policy, "answering DNS over UDP and TCP");
     tokio::select! {
         () = server.run() => anyhow::bail!("the DNS server stopped serving"),
-        _ = strata_core::shutdown::signal_or_exit(args.exit_on_stdin_eof, || true) => {}
+        _ = stop => {}
     }
     tracing::info!(role = %args.name, "DNS server stopped");
     Ok(())

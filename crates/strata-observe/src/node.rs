@@ -272,13 +272,16 @@ pub async fn run(args: PrometheusArgs) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || start(&started, &Log::Stderr, START_WITHIN))
             .await
             .context("the start task failed")??;
+    // Listening for the stop signal before announcing (a SIGTERM right after the
+    // readiness line stops the role cleanly).
+    let running = || matches!(server.try_wait(), Ok(None));
+    let stop = strata_core::shutdown::signal_or_exit(args.exit_on_stdin_eof, running);
     ReadyLine::new(&args.name)
         .with_addr(LISTENER, addr)
         .announce()
         .context("cannot write the readiness line")?;
     tracing::info!(role = %args.name, %addr, "Prometheus is ready");
-    let running = || matches!(server.try_wait(), Ok(None));
-    if !strata_core::shutdown::signal_or_exit(args.exit_on_stdin_eof, running).await {
+    if !stop.await {
         anyhow::bail!("Prometheus exited");
     }
     tokio::task::spawn_blocking(move || server.stop(nix::sys::signal::Signal::SIGTERM, STOP_GRACE))

@@ -85,14 +85,18 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || rabbitmq::start(node, &Log::Stderr, START_WITHIN))
             .await
             .context("the start task failed")??;
+    let node_name = broker.node().name().to_string();
+    // Listening for the stop signal before announcing (a SIGTERM right after the readiness
+    // line stops the role cleanly).
+    let stop =
+        strata_core::shutdown::signal_or_exit(args.exit_on_stdin_eof, || broker.is_running());
     ReadyLine::new(&args.name)
         .with_addr(LISTENER, addr)
         .announce()
         .context("cannot write the readiness line")?;
-    tracing::info!(role = %args.name, %addr, node = %broker.node().name(), "RabbitMQ is answering");
-    if !strata_core::shutdown::signal_or_exit(args.exit_on_stdin_eof, || broker.is_running()).await
-    {
-        anyhow::bail!("the RabbitMQ node {} exited", broker.node().name());
+    tracing::info!(role = %args.name, %addr, node = %node_name, "RabbitMQ is answering");
+    if !stop.await {
+        anyhow::bail!("the RabbitMQ node {node_name} exited");
     }
     tokio::task::spawn_blocking(move || broker.stop(Duration::from_secs(6)))
         .await
