@@ -132,11 +132,16 @@ async fn three_members_bootstrap_survive_a_killed_one_and_take_it_back_with_its_
         .collect();
     members.extend(joiners.iter().map(run));
     let all = client(&endpoints);
-    // etcd adds a member only once the last one added has been up a few seconds.
+    // etcd adds a member only once the last one added has been up a few seconds. A member
+    // whose role stopped (its etcd failed to start or to join) fails the wait at once; its
+    // etcd's own log is above in the test's output.
     until(
         "three started members, all healthy",
         Duration::from_secs(90),
         || async {
+            if let Some(n) = members.iter().position(|m| m.task.is_finished()) {
+                panic!("etcd-{} stopped while the cluster was forming", n + 1);
+            }
             let started = all
                 .members()
                 .await
