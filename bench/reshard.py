@@ -4,16 +4,21 @@ killed -9 in the middle of its cut-overs and resumed.
 
     cargo build --release -p strata && python3 bench/reshard.py [--users 1000000] [--rate 100]
                                                                [--chunk-slots 8] [--kill]
+                                                               [--engine postgres [--kill-primary]]
 
 1. `strata up -d`: a balancer, 3 API servers, `[data] shards = 4` (embedded: one SQLite file
-   per group);
-2. `strata seed --users N` into the deployment's data directory;
+   per group; with --engine postgres, 4 groups plus 4 spares, each a PostgreSQL primary, a
+   streaming replica and a controller);
+2. `strata seed --users N --dir` into the deployment's groups;
 3. `strata chaos --no-faults`: open-loop authenticated writes (creates) and reads (each carrying
    its write's commit token) at --rate each per second, every acknowledged write read back at
    the end, HDR latency percentiles and a per-second timeline;
 4. after --lead seconds, `strata reshard --shards 8`: copy, catch up, cut over chunk by chunk
    (each a short write pause, verified by counts and checksums), clean up. With --kill, the
    resharder is killed -9 after --kill-after cut-overs and `strata reshard --resume` finishes.
+   With --kill-primary too (PostgreSQL), while the resharder is down — the second fault during
+   the first — the primary of the group whose slots are being moved is killed -9 as well, and
+   `strata reshard --resume` is repeated until it finishes (each failed attempt is recorded).
 
 Writes the raw result (reshard report(s), the load's verdict, commit, parameters) to
 bench/results/reshard-COMMIT-TIME.json and a plot of latency over the run (SVG) beside it.
@@ -79,6 +84,23 @@ def plot(path, timeline, marks, title):
         f.write("\n".join(parts))
 
 
+def kill_source_primary(d, journal):
+    """Kills -9 the postmaster of the current primary of the group the resharding is moving
+    slots from (the pending cut-over's move, else the first move not fully cut over)."""
+    moves = journal.get("moves", [])
+    pending = journal.get("pending")
+    index = pending["move_index"] if pending else next(
+        (i for i, m in enumerate(moves) if m.get("cut_to") is None), 0)
+    group = moves[index]["from"]
+    st = json.loads(strata("status", "--dir", d, "--json").stdout)
+    view = next(g for g in st.get("databaseGroups", []) if g.get("group") == group)
+    server = view["primary"]
+    pidfile = os.path.join(d, "postgres", group, server, "postmaster.pid")
+    pid = int(open(pidfile).readline().strip())
+    os.kill(pid, signal.SIGKILL)
+    return {"group": group, "server": server, "postmaster_pid": pid}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--users", type=int, default=1000000)
@@ -88,7 +110,12 @@ def main():
     ap.add_argument("--chunk-slots", type=int, default=8)
     ap.add_argument("--kill", action="store_true", help="kill -9 the resharder mid cut-over, then resume")
     ap.add_argument("--kill-after", type=int, default=20, help="cut-overs before the kill")
+    ap.add_argument("--engine", choices=("sqlite", "postgres"), default="sqlite")
+    ap.add_argument("--kill-primary", action="store_true",
+                    help="with --kill on PostgreSQL: also kill -9 the source group's primary while the resharder is down")
     args = ap.parse_args()
+    if args.kill_primary and not (args.kill and args.engine == "postgres"):
+        sys.exit("--kill-primary needs --kill and --engine postgres")
     if not os.path.exists(STRATA):
         sys.exit("build first: cargo build --release -p strata")
     work = tempfile.mkdtemp(prefix="strata-reshard-")
@@ -97,18 +124,24 @@ def main():
     data = os.path.join(d, "data")
     topo = os.path.join(work, "shards.toml")
     with open(topo, "w") as f:
-        f.write('name = "reshard-bench"\n[lb]\ncount = 1\n[api]\ncount = 3\n[data]\nengine = "sqlite"\nshards = 4\n')
-    result = {"commit": commit(), "users": args.users, "rate": args.rate, "duration_s": args.duration,
-              "chunk_slots": args.chunk_slots, "kill": args.kill,
+        f.write('name = "reshard-bench"\n[lb]\ncount = 1\n[api]\ncount = 3\n[data]\n')
+        if args.engine == "postgres":
+            f.write('engine = "postgres"\nshards = 4\nspare_shards = 4\nreplicas = 1\ncommit = "quorum"\n[control]\ncount = 1\n')
+        else:
+            f.write('engine = "sqlite"\nshards = 4\n')
+    result = {"commit": commit(), "engine": args.engine, "users": args.users, "rate": args.rate,
+              "duration_s": args.duration, "chunk_slots": args.chunk_slots, "kill": args.kill,
+              "kill_primary": args.kill_primary,
               "started": datetime.datetime.now(datetime.timezone.utc).isoformat()}
     try:
-        print("==> strata up (lb, 3 API servers, 4 shard groups)", flush=True)
+        print("==> strata up (lb, 3 API servers, 4 shard groups%s)" % (
+            " + 4 spares, each a PostgreSQL primary and replica" if args.engine == "postgres" else ""), flush=True)
         up = strata("up", "-d", "--port", "0", "-f", topo, "--dir", d, check=False)
         if up.returncode != 0:
             sys.exit(up.stderr)
         print("==> seeding %d users" % args.users, flush=True)
         t0 = time.time()
-        subprocess.run([STRATA, "seed", "--users", str(args.users), "--data", data], check=True)
+        subprocess.run([STRATA, "seed", "--users", str(args.users), "--dir", d], check=True)
         result["seed_s"] = round(time.time() - t0, 1)
         verdict_path = os.path.join(work, "verdict.json")
         print("==> open-loop load: %d writes/s + %d reads/s for %d s" % (args.rate, args.rate, args.duration), flush=True)
@@ -142,12 +175,26 @@ def main():
             result["killed"] = {"at_s": round(killed_at - load_started, 2),
                                 "cut_overs_before": len(killed_journal.get("pauses_ms", [])),
                                 "pending_cut": killed_journal.get("pending")}
-            print("==> killed; strata reshard --resume", flush=True)
-            resumed = subprocess.run([STRATA, "reshard", "--dir", d, "--resume", "--json"],
-                                     capture_output=True, text=True)
-            if resumed.returncode != 0:
-                load.kill()
-                sys.exit("strata reshard --resume failed:\n" + resumed.stderr[-3000:])
+            if args.kill_primary:
+                result["killed"]["primary"] = kill_source_primary(d, killed_journal)
+                print("==> killed the primary %s of group %s too" % (
+                    result["killed"]["primary"]["server"], result["killed"]["primary"]["group"]), flush=True)
+            print("==> strata reshard --resume", flush=True)
+            attempts = []
+            deadline = time.time() + 600
+            while True:
+                resumed = subprocess.run([STRATA, "reshard", "--dir", d, "--resume", "--json"],
+                                         capture_output=True, text=True)
+                if resumed.returncode == 0:
+                    break
+                reason = (resumed.stderr.strip().splitlines() or ["(no message)"])[-1]
+                attempts.append({"at_s": round(time.time() - load_started, 2), "error": reason[-500:]})
+                print("    resume failed (%s); again in 2 s" % reason[-200:], flush=True)
+                if not args.kill_primary or time.time() > deadline:
+                    load.kill()
+                    sys.exit("strata reshard --resume failed:\n" + resumed.stderr[-3000:])
+                time.sleep(2)
+            result["killed"]["failed_resumes"] = attempts
             reports.append(json.loads(resumed.stdout))
         else:
             print("==> strata reshard --shards 8", flush=True)
@@ -165,20 +212,27 @@ def main():
         result["load"] = verdict
         st = json.loads(strata("status", "--dir", d, "--json").stdout)
         result["groups_after"] = st.get("shards", {}).get("groups")
+        result["database_groups_after"] = st.get("databaseGroups")
     finally:
         strata("down", "--dir", d, check=False)
         shutil.rmtree(work, ignore_errors=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    base = os.path.join(ROOT, "bench", "results", "reshard%s-%s-%s" % ("-kill" if args.kill else "", result["commit"], stamp))
+    base = os.path.join(ROOT, "bench", "results", "reshard%s%s-%s-%s" % (
+        "-pg" if args.engine == "postgres" else "", "-kill" if args.kill else "", result["commit"], stamp))
     with open(base + ".json", "w") as f:
         json.dump(result, f, indent=1)
     r = result["reshard"][-1]
     pauses = sorted(p for rep in result["reshard"] for p in rep["pauses_ms"])
     pct = lambda q: pauses[min(len(pauses) - 1, int(round(q * (len(pauses) - 1))))] if pauses else 0
     lo, hi = result["reshard_window_s"]
-    plot(base + ".svg", verdict["timeline"], {"resharding 4 -> 8": (lo, hi)},
-         "Latency per second, %d writes/s + %d reads/s open loop, %s users, resharding 4 -> 8%s" % (
-             args.rate, args.rate, format(args.users, ","), " (resharder killed -9 and resumed)" if args.kill else ""))
+    marks = {"resharding 4 -> 8": (lo, hi)}
+    if args.kill:
+        at = result["killed"]["at_s"]
+        marks["killed" + (" (+ primary)" if args.kill_primary else "")] = (at, at + 0.5)
+    plot(base + ".svg", verdict["timeline"], marks,
+         "Latency per second, %d writes/s + %d reads/s open loop, %s users on %s, resharding 4 -> 8%s" % (
+             args.rate, args.rate, format(args.users, ","), "PostgreSQL" if args.engine == "postgres" else "SQLite",
+             " (resharder%s killed -9, resumed)" % (" and a primary" if args.kill_primary else "") if args.kill else ""))
     w, rd = verdict["writes"], verdict["reads"]
     total_s = hi - lo
     print("\nresult: %s.json (+ .svg)" % base)

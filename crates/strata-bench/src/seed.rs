@@ -28,6 +28,11 @@ pub struct SeedArgs {
     /// How many users to create (1 to 100,000,000).
     #[arg(long)]
     pub users: u64,
+    /// A deployment directory made by `strata up`: load into its database — its shard groups
+    /// (SQLite files or PostgreSQL clusters), its PostgreSQL primary, or its SQLite data
+    /// directory — as its API servers use it.
+    #[arg(long, env = "STRATA_DIR", conflicts_with_all = ["data", "postgres", "postgres_shards", "shards"])]
+    pub dir: Option<PathBuf>,
     /// Data directory to load into (created if missing).
     #[arg(long, env = "STRATA_DATA", default_value = ".strata/data")]
     pub data: PathBuf,
@@ -560,6 +565,27 @@ fn synthetic_profile(rng: &mut StdRng) -> anyhow::Result<UserProfile> {
 }
 
 /// Loads `args.users` synthetic users, showing progress, and says how fast it went.
+/// Resolves `--dir` into the data directory, the shard groups or the primary the deployment's
+/// API servers use.
+async fn with_deployment(mut args: SeedArgs) -> anyhow::Result<SeedArgs> {
+    let Some(dir) = args.dir.clone() else {
+        return Ok(args);
+    };
+    let Some(state) = strata_deploy::state::read(&dir)? else {
+        anyhow::bail!(
+            "{} is not a running deployment (no state file): start one with `strata up --dir {}`, or pass --data / --postgres",
+            dir.display(),
+            dir.display()
+        );
+    };
+    args.data = dir.join(strata_deploy::state::DATA_DIR);
+    args.postgres_shards = strata_deploy::groups::group_urls(&state);
+    if args.postgres_shards.is_empty() {
+        args.postgres = strata_deploy::accounts::primary_url(&dir).await?;
+    }
+    Ok(args)
+}
+
 pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
     if args.users == 0 || args.users > MAX_USERS {
         anyhow::bail!(
@@ -567,6 +593,7 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
             args.users
         );
     }
+    let args = with_deployment(args).await?;
     // A sharded data directory is loaded through its router (each batch split by the map).
     let sharded = if !args.postgres_shards.is_empty() {
         let mut options = strata_store::open::DataOptions::sqlite(&args.data);

@@ -48,3 +48,23 @@ fn seeding_zero_users_is_refused_with_a_hint() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("--users must be between 1 and"), "{stderr}");
 }
+
+#[test]
+fn seeding_a_directory_that_holds_no_deployment_is_refused_with_a_hint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(STRATA)
+        .args(["seed", "--users", "10", "--dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is not a running deployment") && stderr.contains("strata up --dir"),
+        "{stderr}"
+    );
+    assert!(
+        std::fs::read_dir(dir.path()).expect("dir").next().is_none(),
+        "nothing was written"
+    );
+}

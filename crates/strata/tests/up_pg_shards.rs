@@ -204,6 +204,29 @@ async fn a_group_primary_killed_mid_resharding_fails_over_alone_and_nothing_ackn
         .expect("json");
     assert_eq!(john["firstName"], "John", "{john}");
 
+    // `strata seed --dir` loads into the deployment's groups, each user in its mapped group.
+    let users_in = |status: &Value| -> u64 {
+        status["shards"]["groups"]
+            .as_array()
+            .map(|gs| gs.iter().filter_map(|g| g["users"].as_u64()).sum())
+            .unwrap_or(0)
+    };
+    let before = users_in(&status);
+    let seeded = strata(&["seed", "--users", "300", "--batch-size", "100"], &dir);
+    assert!(
+        seeded.status.success(),
+        "{}",
+        explain("strata seed --dir", &seeded, &dir)
+    );
+    let status = status_json(&dir);
+    assert_eq!(users_in(&status), before + 300, "{status:#}");
+    for (g, _) in slots_of(&status) {
+        assert!(
+            group(&status, &g)["users"].as_u64() > Some(100),
+            "300 users hashed over 2 groups: {status:#}"
+        );
+    }
+
     let stop = Arc::new(AtomicBool::new(false));
     let acks = Arc::new(AtomicUsize::new(0));
     let writers: Vec<_> = (0..3)
