@@ -14,7 +14,8 @@ use super::faults::Applied;
 use super::load::{self, Acked, Outcome, Record, Session};
 
 /// Full health: every role ready, alive and healthy; every PostgreSQL server answering, one of
-/// them the primary; no failover in progress and nothing fenced or left to rewind.
+/// them the primary — one per shard group when the deployment has groups; no failover in
+/// progress and nothing fenced or left to rewind, in the one cluster and in every group.
 pub async fn healthy(dir: &Path) -> bool {
     let Ok(report) = strata_deploy::status::collect(dir).await else {
         return false;
@@ -23,28 +24,37 @@ pub async fn healthy(dir: &Path) -> bool {
         && report.roles.iter().all(|r| {
             r.alive && r.healthy && r.role.state == strata_deploy::state::RolePhase::Ready
         });
-    let databases: Vec<_> = report
+    let servers = report
         .roles
         .iter()
         .filter(|r| r.role.kind == strata_deploy::roles::RoleKind::Postgres)
-        .collect();
-    let primaries = databases
-        .iter()
-        .filter(|r| {
-            matches!(
+        .map(|r| {
+            let primary = matches!(
                 r.database,
                 Some(strata_deploy::status::DatabaseView::Primary { .. })
-            )
-        })
-        .count();
-    let databases_ok = databases.is_empty() || primaries == 1;
-    let cluster_ok = report.control.as_ref().is_none_or(|view| {
+            );
+            (strata_deploy::groups::group_of(&r.role.name), primary)
+        });
+    let databases_ok = one_primary_per_cluster(servers);
+    let settled = |view: &serde_json::Value| {
         let c = &view["cluster"];
         c["failover"].is_null()
             && c["fenced"].as_array().is_none_or(Vec::is_empty)
             && c["rewind"].as_array().is_none_or(Vec::is_empty)
-    });
+    };
+    let cluster_ok = report.control.as_ref().is_none_or(settled)
+        && report.group_controls.iter().all(|(_, view)| settled(view));
     roles_ok && databases_ok && cluster_ok
+}
+
+/// Whether each database cluster — the one cluster (`None`) or each shard group — has exactly
+/// one primary among its servers (`(cluster, is_primary)`); true when there are none.
+fn one_primary_per_cluster<'a>(servers: impl Iterator<Item = (Option<&'a str>, bool)>) -> bool {
+    let mut primaries: std::collections::BTreeMap<Option<&str>, usize> = Default::default();
+    for (cluster, primary) in servers {
+        *primaries.entry(cluster).or_default() += usize::from(primary);
+    }
+    primaries.values().all(|&n| n == 1)
 }
 
 /// Waits until the deployment is fully healthy (true), or `limit` passes (false).
@@ -314,6 +324,30 @@ impl Verdict {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn each_cluster_and_each_shard_group_needs_exactly_one_primary() {
+        use super::one_primary_per_cluster as ok;
+        assert!(ok([].into_iter()), "no PostgreSQL at all");
+        assert!(ok([(None, true), (None, false)].into_iter()));
+        assert!(
+            !ok([(None, false), (None, false)].into_iter()),
+            "no primary"
+        );
+        assert!(
+            !ok([(None, true), (None, true)].into_iter()),
+            "two primaries"
+        );
+        let groups = [
+            (Some("s1"), true),
+            (Some("s1"), false),
+            (Some("s2"), false),
+            (Some("s2"), true),
+        ];
+        assert!(ok(groups.into_iter()), "one primary in each group");
+        let headless = [(Some("s1"), true), (Some("s2"), false), (Some("s2"), false)];
+        assert!(!ok(headless.into_iter()), "s2 has no primary");
+    }
+
     use super::*;
 
     fn record(at_ms: u64, status: u16) -> Record {
