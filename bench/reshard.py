@@ -244,6 +244,12 @@ def main():
         total_s, format(int(sum(x["rows_copied"] for x in result["reshard"]) / max(total_s, 1e-9)), ","),
         verdict["lost"], w["failed"] + rd["failed"], w["sent"] + rd["sent"],
         w["p99_ms"], w["max_ms"], rd["p99_ms"], rd["max_ms"]))
+    parts = [p for rep in result["reshard"] for p in rep.get("pause_parts_ms", [])]
+    if parts:
+        med = lambda i: sorted(p[i] for p in parts)[len(parts) // 2]
+        top = lambda i: max(p[i] for p in parts)
+        print("pause parts, p50 / max (ms): final catch-up %.1f / %.1f, verification %.1f / %.1f, publication %.1f / %.1f" % (
+            med(0), top(0), med(1), top(1), med(2), top(2)))
     if verdict["lost"] or r["groups"] != 8:
         sys.exit("FAILED: lost %d acknowledged writes, %d groups" % (verdict["lost"], r["groups"]))
 

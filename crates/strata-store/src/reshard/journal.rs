@@ -90,6 +90,11 @@ pub struct Journal {
     /// The write pause of every cut-over so far, milliseconds.
     #[serde(default)]
     pub pauses_ms: Vec<f64>,
+    /// Where each of those pauses went, milliseconds: the final catch-up of the change log,
+    /// the verification (counts and checksums on both sides), and the publication (the new
+    /// group's fence lifted, the map published). A cut-over redone after a stop has none.
+    #[serde(default)]
+    pub pause_parts_ms: Vec<[f64; 3]>,
     /// Rows copied so far (bulk and catch-up).
     #[serde(default)]
     pub rows_copied: u64,

@@ -68,6 +68,8 @@ pub struct Report {
     pub rows_copied: u64,
     pub cut_overs: usize,
     pub pauses_ms: Vec<f64>,
+    /// Each pause's parts: final catch-up, verification, publication (milliseconds).
+    pub pause_parts_ms: Vec<[f64; 3]>,
     pub verified_users: u64,
     pub verified_emails: u64,
     pub seconds: f64,
@@ -89,6 +91,7 @@ pub fn plan(map: &ShardMap, request: &Request, id: String) -> Result<Journal, St
         capture: BTreeMap::new(),
         pending: None,
         pauses_ms: Vec::new(),
+        pause_parts_ms: Vec::new(),
         rows_copied: 0,
         verified: Vec::new(),
         cut_any: false,

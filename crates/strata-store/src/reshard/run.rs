@@ -184,6 +184,7 @@ impl Resharder {
             rows_copied: j.rows_copied,
             cut_overs: j.pauses_ms.len(),
             pauses_ms: j.pauses_ms.clone(),
+            pause_parts_ms: j.pause_parts_ms.clone(),
             verified_users,
             verified_emails,
             seconds: started.elapsed().as_secs_f64(),
@@ -475,8 +476,12 @@ impl Resharder {
         // The pause starts when the fence commits.
         src.fence(fence).await?;
         let paused = Instant::now();
+        let ms = |since: Instant| since.elapsed().as_secs_f64() * 1000.0;
+        let mut parts = [0.0; 3];
         let result = async {
             self.catch_up(j, &m.from, map.strategy(), pinned).await?;
+            parts[0] = ms(paused);
+            let verifying = Instant::now();
             let (a, b) = (
                 checksum(src.as_ref(), map.strategy(), chunk, pinned).await?,
                 checksum(dst.as_ref(), map.strategy(), chunk, pinned).await?,
@@ -488,13 +493,18 @@ impl Resharder {
                 )));
             }
             j.verified.push((chunk, a.users, a.emails));
+            parts[1] = ms(verifying);
+            let publishing = Instant::now();
             dst.unfence_slots(chunk).await?;
-            self.publisher.publish(map.version(), &next).await
+            self.publisher.publish(map.version(), &next).await?;
+            parts[2] = ms(publishing);
+            Ok(())
         }
         .await;
         match result {
             Ok(()) => {
-                let pause = paused.elapsed().as_secs_f64() * 1000.0;
+                let pause = ms(paused);
+                j.pause_parts_ms.push(parts);
                 *map = next;
                 self.finish_cut(j, i, chunk, Some(pause))
             }
