@@ -21,6 +21,8 @@ use crate::state::{self, DeploymentState, RolePhase};
 
 /// How long the API server has to answer a token check or a login.
 const API_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a kill waits for the process to be gone before it answers.
+const KILL_WAIT: Duration = Duration::from_secs(1);
 /// The longest bearer token accepted (a Strata access token is a few hundred bytes).
 const MAX_TOKEN: usize = 4096;
 /// Two account ids asked about with the token. Only an admin may see an account that is not
@@ -154,7 +156,8 @@ pub struct Done {
 }
 
 /// Sends the action's signal to role `name` of the deployment in `dir`, unless it is this
-/// dashboard (`own`) or not running.
+/// dashboard (`own`) or not running. Blocking: a kill waits up to [`KILL_WAIT`] for the
+/// process to be gone.
 pub fn act(dir: &Path, own: &str, name: &str, action: Action) -> Result<Done, Problem> {
     let valid = !name.is_empty()
         && name.len() <= MAX_ROLE_NAME
@@ -188,6 +191,8 @@ pub fn act(dir: &Path, own: &str, name: &str, action: Action) -> Result<Done, Pr
     let signal = match action {
         Action::Kill => {
             process::signal_all(pid, Signal::SIGKILL);
+            // So that the snapshot published next shows it gone.
+            process::wait_gone(pid, KILL_WAIT);
             "SIGKILL"
         }
         Action::Restart => {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use super::metrics::{Point, Ring, TierMetrics, series_of};
 use crate::roles::RoleKind;
@@ -39,11 +39,13 @@ pub enum Health {
     Down,
 }
 
-/// What a role's phase and process say about it.
+/// What a role's phase and process say about it: ready only with its process alive; starting
+/// while a new process gets ready; down when nothing serves — crashed or stopped and waiting
+/// for the supervisor's restart, failed, stopped, or marked ready while its process is gone.
 pub fn health_of(role: &RoleState, alive: bool) -> Health {
     match role.state {
         RolePhase::Ready if alive => Health::Ready,
-        RolePhase::Starting | RolePhase::Restarting => Health::Starting,
+        RolePhase::Starting => Health::Starting,
         _ => Health::Down,
     }
 }
@@ -121,7 +123,10 @@ pub struct Collector {
     last_tick: Option<Instant>,
     series: BTreeMap<&'static str, (RoleKind, Ring<Point>)>,
     traces: Vec<TraceView>,
+    /// Snapshots published, for their `seq`.
     seq: u64,
+    /// Scrapes done, for the traces' cadence.
+    ticks: u64,
 }
 
 fn now_ms() -> u64 {
@@ -146,29 +151,41 @@ impl Collector {
             series: BTreeMap::new(),
             traces: Vec::new(),
             seq: 0,
+            ticks: 0,
         })
     }
 
     /// Scrapes once and returns the new snapshot.
     pub async fn tick(&mut self) -> Snapshot {
-        self.seq += 1;
-        let state = match state::read(&self.dir) {
-            Ok(state) => state,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the deployment's state");
-                None
-            }
-        };
+        self.ticks += 1;
+        let state = self.read_state();
         let started = Instant::now();
         let elapsed = self.last_tick.map(|t| started.duration_since(t));
         self.last_tick = Some(started);
         if let Some(state) = &state {
             self.scrape_metrics(state, elapsed).await;
-            if self.seq % TRACE_EVERY == 1 {
+            if self.ticks % TRACE_EVERY == 1 {
                 self.traces = self.scrape_traces(state).await;
             }
         }
         self.snapshot(state.as_ref())
+    }
+
+    /// The roles as they are now, without scraping: published at once after a button acted,
+    /// so that the page shows the effect without waiting for the next tick.
+    pub fn refresh(&mut self) -> Snapshot {
+        let state = self.read_state();
+        self.snapshot(state.as_ref())
+    }
+
+    fn read_state(&self) -> Option<DeploymentState> {
+        match state::read(&self.dir) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the deployment's state");
+                None
+            }
+        }
     }
 
     async fn scrape_metrics(&mut self, state: &DeploymentState, elapsed: Option<Duration>) {
@@ -236,7 +253,8 @@ impl Collector {
         slowest_traces(&by_role, TRACES_SHOWN)
     }
 
-    fn snapshot(&self, state: Option<&DeploymentState>) -> Snapshot {
+    fn snapshot(&mut self, state: Option<&DeploymentState>) -> Snapshot {
+        self.seq += 1;
         let roles = state
             .map(|s| {
                 s.roles
@@ -331,13 +349,16 @@ pub async fn get_text(http: &reqwest::Client, url: String) -> Option<String> {
     String::from_utf8(body).ok()
 }
 
-/// Runs the loop until the receivers are all gone, publishing each snapshot as JSON.
-pub async fn run(mut collector: Collector, publish: watch::Sender<Arc<str>>) {
+/// Runs the loop until the receivers are all gone, publishing each snapshot as JSON; a
+/// `nudge` (a button acted) publishes the roles as they are at once.
+pub async fn run(mut collector: Collector, publish: watch::Sender<Arc<str>>, nudge: Arc<Notify>) {
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticks.tick().await;
-        let snapshot = collector.tick().await;
+        let snapshot = tokio::select! {
+            _ = ticks.tick() => collector.tick().await,
+            () = nudge.notified() => collector.refresh(),
+        };
         match serde_json::to_string(&snapshot) {
             Ok(json) => {
                 if publish.send(json.into()).is_err() {
@@ -390,7 +411,9 @@ mod tests {
         assert_eq!(health_of(&role, true), Health::Ready);
         assert_eq!(health_of(&role, false), Health::Down);
         role.state = RolePhase::Restarting;
-        assert_eq!(health_of(&role, false), Health::Starting);
+        assert_eq!(health_of(&role, false), Health::Down, "nothing serves");
+        role.state = RolePhase::Starting;
+        assert_eq!(health_of(&role, true), Health::Starting);
         role.state = RolePhase::Failed;
         assert_eq!(health_of(&role, true), Health::Down);
     }

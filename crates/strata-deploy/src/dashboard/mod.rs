@@ -30,7 +30,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use strata_core::ready::ReadyLine;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 
 use self::admin::Action;
 use self::problem::Problem;
@@ -53,6 +53,8 @@ struct Shared {
     snapshots: watch::Receiver<Arc<str>>,
     clients: Arc<Semaphore>,
     http: reqwest::Client,
+    /// Wakes the scrape loop to publish the roles at once after a button acted.
+    nudge: Arc<Notify>,
 }
 
 fn app(shared: Shared) -> Router {
@@ -153,9 +155,16 @@ async fn act(
     if let Err(p) = admin::require_admin(&s.http, &s.dir, token).await {
         return p.into_response();
     }
-    match admin::act(&s.dir, &s.name, &name, action) {
-        Ok(done) => (StatusCode::ACCEPTED, axum::Json(done)).into_response(),
-        Err(p) => p.into_response(),
+    // Signalling waits (briefly) for the signal to take effect: a blocking thread's work.
+    let (dir, own) = (s.dir.clone(), s.name.clone());
+    let done = tokio::task::spawn_blocking(move || admin::act(&dir, &own, &name, action)).await;
+    match done {
+        Ok(Ok(done)) => {
+            s.nudge.notify_one();
+            (StatusCode::ACCEPTED, axum::Json(done)).into_response()
+        }
+        Ok(Err(p)) => p.into_response(),
+        Err(e) => Problem::Unavailable(format!("The action did not finish: {e}")).into_response(),
     }
 }
 
@@ -173,7 +182,8 @@ pub async fn run(args: DashboardArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let collector = collect::Collector::new(args.dir.clone(), args.name.clone())?;
     let (tx, rx) = watch::channel::<Arc<str>>(Arc::from("{}"));
-    let scraping = tokio::spawn(collect::run(collector, tx));
+    let nudge = Arc::new(Notify::new());
+    let scraping = tokio::spawn(collect::run(collector, tx, nudge.clone()));
     // Stopping the scrape loop drops the sender, which ends every `/events` stream, so the
     // graceful shutdown does not wait for pages that never close.
     let stop_scraping = scraping.abort_handle();
@@ -186,6 +196,7 @@ pub async fn run(args: DashboardArgs) -> anyhow::Result<()> {
             .no_proxy()
             .connect_timeout(Duration::from_secs(1))
             .build()?,
+        nudge,
     };
     ReadyLine::new(&args.name)
         .with_addr(LISTENER, addr)

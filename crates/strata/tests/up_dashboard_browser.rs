@@ -1,0 +1,214 @@
+//! The live dashboard in a real browser: a headless Chromium (`browser/mod.rs`) opens the page
+//! of a deployment that `strata up` started, and the page, not only what it is served, is
+//! checked. Every role is drawn; the charts draw points as the series grow under traffic;
+//! an admin logs in through the page's form and presses "kill" on api-2, whose box turns red,
+//! then green again on a new pid when the supervisor has restarted it. At a phone's width the
+//! page fits the screen, its tiers stack, and every button is large enough to tap.
+//!
+//! Chromium is needed (`./scripts/test` installs Debian's `chromium`); without it the test
+//! fails and says so. With `STRATA_SCREENSHOTS=DIR` it also writes the screenshots that
+//! docs/observability.md shows (`dashboard-desktop.png`, `dashboard-phone.png`).
+
+mod browser;
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use browser::Browser;
+use common::{Cleanup, admin_client, role, status_json, up_topology};
+
+const TOPOLOGY: &str = "name = \"watched\"\n[lb]\n[api]\ncount = 2\n[workers]\ncount = 1\n[observe]\ndashboard = true\ntrace_sample = 1.0\n";
+const ROLES: [&str; 5] = ["lb-1", "api-1", "api-2", "worker-1", "dashboard-1"];
+
+/// The box of role `name` in the page's graph, as a JavaScript expression.
+fn role_box(name: &str) -> String {
+    format!("document.querySelector('#graph .role[data-role=\"{name}\"]')")
+}
+
+/// Whether every role of [`ROLES`] is drawn green, as a JavaScript expression.
+fn all_ready() -> String {
+    let names = serde_json::to_string(&ROLES).expect("JSON");
+    format!(
+        "{names}.every((n) => document.querySelector('#graph .role[data-role=\"' + n + '\"]')?.classList.contains('ready'))"
+    )
+}
+
+#[test]
+fn in_a_browser_the_dashboard_draws_every_role_and_its_charts_and_a_killed_server_goes_red_then_green()
+ {
+    // Fail at once, before starting anything, when there is no browser.
+    let _ = browser::chromium();
+    let (_tmp, dir) = up_topology(TOPOLOGY);
+    let _cleanup = Cleanup(&dir);
+    let status = status_json(&dir);
+    let dash = role(&status, "dashboard-1")["addrs"]["http"]
+        .as_str()
+        .expect("dashboard-1's address")
+        .to_owned();
+    let lb = role(&status, "lb-1")["addrs"]["http"]
+        .as_str()
+        .expect("lb-1's address")
+        .to_owned();
+
+    let rt = tokio::runtime::Runtime::new().expect("a runtime");
+    let _ = rt.block_on(admin_client(&dir, &lb));
+    // Traffic through the balancer for the charts, until the test ends.
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = {
+        let (stop, lb) = (stop.clone(), lb.clone());
+        rt.spawn(async move {
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .expect("client");
+            while !stop.load(Ordering::Relaxed) {
+                let _ = http.get(format!("http://{lb}/users?limit=1")).send().await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+
+    let mut page = Browser::launch(1280, 900, false);
+    page.goto(&format!("http://{dash}/"));
+    assert_eq!(page.eval("document.title"), "Strata live dashboard");
+
+    // Every role of the deployment is drawn, green.
+    page.wait_for(
+        &all_ready(),
+        Duration::from_secs(30),
+        "every role drawn ready",
+    );
+    let drawn =
+        page.eval("[...document.querySelectorAll('#graph .role')].map((e) => e.dataset.role)");
+    for name in ROLES {
+        assert!(
+            drawn
+                .as_array()
+                .is_some_and(|a| a.iter().any(|n| n == name)),
+            "{name} is not drawn: {drawn}"
+        );
+    }
+    assert!(
+        page.eval("document.getElementById('conn').textContent")
+            .as_str()
+            .is_some_and(|c| c.starts_with("live")),
+        "the page says it is live"
+    );
+
+    // The charts receive data: the api tier's series grows, and its requests/s chart draws a
+    // line through several points, the latest above zero.
+    let series_len = "(latest?.tiers.find((t) => t.tier === 'api')?.series.length ?? 0)";
+    let before = page
+        .wait_for(
+            &format!("{series_len} >= 2 && {series_len}"),
+            Duration::from_secs(30),
+            "two points in the api tier's series",
+        )
+        .as_u64()
+        .expect("a length");
+    page.wait_for(
+        &format!("{series_len} > {before}"),
+        Duration::from_secs(10),
+        "the api tier's series to grow",
+    );
+    page.wait_for(
+        "(document.querySelector('.chart[data-series=\"api requests/s\"] path')?.getAttribute('d') ?? '').split('L').length >= 3",
+        Duration::from_secs(10),
+        "the api requests/s chart to draw a line through three points",
+    );
+    page.wait_for(
+        "(latest?.tiers.find((t) => t.tier === 'api')?.series.at(-1)?.rps ?? 0) > 0",
+        Duration::from_secs(30),
+        "traffic in the api tier's latest point",
+    );
+
+    // The screenshots docs/observability.md shows, when asked for.
+    let shots = std::env::var_os("STRATA_SCREENSHOTS").map(PathBuf::from);
+    if let Some(shots) = &shots {
+        page.screenshot(&shots.join("dashboard-desktop.png"), false);
+    }
+
+    // An admin logs in through the page's form.
+    page.type_into("document.getElementById('email')", common::ADMIN_EMAIL);
+    page.type_into(
+        "document.getElementById('password')",
+        common::ADMIN_PASSWORD,
+    );
+    page.click("document.querySelector('#login button')");
+    page.wait_for(
+        "document.getElementById('message').textContent.startsWith('Logged in')",
+        Duration::from_secs(10),
+        "the page to say it is logged in",
+    );
+
+    // Every rendering of api-2's box is recorded, however briefly it lasts.
+    page.eval(
+        "window.seenApi2 = []; new MutationObserver(() => { const e = document.querySelector('#graph .role[data-role=\"api-2\"]'); \
+         if (e) window.seenApi2.push(e.className + ' ' + e.dataset.pid); }).observe(document.getElementById('graph'), {childList: true, subtree: true}); true",
+    );
+    let old_pid = page.eval(&format!("{}.dataset.pid", role_box("api-2")));
+    let old_pid = old_pid.as_str().expect("api-2's pid").to_owned();
+    assert!(!old_pid.is_empty(), "api-2 has a pid");
+
+    // "kill" on api-2 (the page asks to confirm; the browser accepts).
+    page.click(&format!(
+        "{}.querySelector('button[data-action=\"kill\"]')",
+        role_box("api-2")
+    ));
+    page.wait_for(
+        "document.getElementById('message').textContent.startsWith('SIGKILL sent to api-2')",
+        Duration::from_secs(10),
+        "the page to say api-2 was killed",
+    );
+    page.wait_for(
+        "window.seenApi2.some((c) => c.split(' ').includes('down'))",
+        Duration::from_secs(10),
+        "api-2's box to turn red",
+    );
+    page.wait_for(
+        &format!(
+            "(() => {{ const e = {}; return e?.classList.contains('ready') && e.dataset.pid !== '' && e.dataset.pid !== '{old_pid}'; }})()",
+            role_box("api-2")
+        ),
+        Duration::from_secs(60),
+        "api-2's box to turn green again on a new pid",
+    );
+
+    // At a phone's width: nothing wider than the screen, the tiers one under another, and
+    // every button at least 44 px high.
+    let mut phone = Browser::launch(390, 844, true);
+    phone.goto(&format!("http://{dash}/"));
+    phone.wait_for(&all_ready(), Duration::from_secs(30), "every role drawn");
+    phone.wait_for(
+        "document.querySelectorAll('.chart path').length > 0",
+        Duration::from_secs(10),
+        "the charts drawn",
+    );
+    let width = phone.eval("[document.documentElement.scrollWidth, window.innerWidth]");
+    assert!(
+        width[0].as_u64() <= width[1].as_u64(),
+        "the page is wider than a phone's screen: {width}"
+    );
+    let stacked = phone.eval(
+        "(() => { const t = [...document.querySelectorAll('#graph .tier')].map((e) => e.getBoundingClientRect()); \
+         return t.every((r, i) => i === 0 || r.top >= t[i - 1].bottom); })()",
+    );
+    assert_eq!(stacked, true, "the tiers are stacked");
+    let small = phone.eval(
+        "[...document.querySelectorAll('button')].filter((b) => b.getBoundingClientRect().height < 44).map((b) => b.textContent)",
+    );
+    assert_eq!(
+        small,
+        serde_json::json!([]),
+        "buttons too small to tap on a phone"
+    );
+    if let Some(shots) = &shots {
+        phone.screenshot(&shots.join("dashboard-phone.png"), false);
+    }
+
+    stop.store(true, Ordering::Relaxed);
+    let _ = rt.block_on(traffic);
+}
