@@ -125,12 +125,6 @@ fn in_a_browser_the_dashboard_draws_every_role_and_its_charts_and_a_killed_serve
         "traffic in the api tier's latest point",
     );
 
-    // The screenshots docs/observability.md shows, when asked for.
-    let shots = std::env::var_os("STRATA_SCREENSHOTS").map(PathBuf::from);
-    if let Some(shots) = &shots {
-        page.screenshot(&shots.join("dashboard-desktop.png"), false);
-    }
-
     // An admin logs in through the page's form.
     page.type_into("document.getElementById('email')", common::ADMIN_EMAIL);
     page.type_into(
@@ -176,6 +170,18 @@ fn in_a_browser_the_dashboard_draws_every_role_and_its_charts_and_a_killed_serve
         Duration::from_secs(60),
         "api-2's box to turn green again on a new pid",
     );
+
+    // The screenshots docs/observability.md shows, when asked for: after a minute of traffic,
+    // with traces listed.
+    let shots = std::env::var_os("STRATA_SCREENSHOTS").map(PathBuf::from);
+    if let Some(shots) = &shots {
+        page.wait_for(
+            &format!("{series_len} >= 60 && latest.traces.length > 0"),
+            Duration::from_secs(120),
+            "a minute of points and some traces",
+        );
+        page.screenshot(&shots.join("dashboard-desktop.png"), false);
+    }
 
     // At a phone's width: nothing wider than the screen, the tiers one under another, and
     // every button at least 44 px high.
