@@ -3,7 +3,9 @@
 //! requests per second follow real traffic through the balancer; an admin's token (checked by
 //! an API server) kills api-2, which the supervisor brings back on a new pid, and restarts
 //! worker-1, while a request without a token (401), a non-admin's (403), an unknown role (404)
-//! and the dashboard itself (409) are refused.
+//! and the dashboard itself (409) are refused; a freeze of api-1 shows it frozen and unhealthy
+//! until a resume brings the same process back, and a freeze of a frozen role or a resume of a
+//! running one is a 409 naming the role parameter.
 
 mod common;
 
@@ -317,6 +319,78 @@ async fn the_dashboard_shows_every_role_and_tier_and_lets_only_an_admin_kill_a_r
             Instant::now() < deadline,
             "worker-1 did not come back: {snap:#}"
         );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Freeze: SIGSTOP to api-1, which then neither answers nor dies; the supervisor leaves it.
+    let before = snapshot(&http, &dash).await;
+    let api1 = snap_role(&before, "api-1")["pid"]
+        .as_u64()
+        .expect("api-1's pid");
+    let post = |name: &str, action: &str| {
+        http.post(format!("http://{dash}/api/roles/{name}/{action}"))
+            .bearer_auth(&token)
+            .send()
+    };
+    let r = post("api-1", "freeze").await.expect("POST freeze");
+    assert_eq!(r.status(), 202);
+    let done: Value = r.json().await.expect("json");
+    assert_eq!(done["signal"], "SIGSTOP", "{done:#}");
+    assert_eq!(done["pid"].as_u64(), Some(api1));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let snap = snapshot(&http, &dash).await;
+        if snap_role(&snap, "api-1")["health"] == "frozen" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "api-1 not shown frozen: {snap:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let d = dir.clone();
+    let now = tokio::task::spawn_blocking(move || status_json(&d))
+        .await
+        .expect("join");
+    assert_eq!(role(&now, "api-1")["healthy"], false, "{now:#}");
+
+    // Refusals name the role parameter (the token is checked by api-2 while api-1 is frozen).
+    for (name, action, status, kind) in [
+        ("api-1", "freeze", 409, "role-frozen"),
+        ("api-2", "resume", 409, "role-not-frozen"),
+        ("nope-9", "freeze", 404, "role-not-found"),
+    ] {
+        let r = post(name, action).await.expect("POST");
+        assert_eq!(r.status(), status, "{action} {name}");
+        let problem: Value = r.json().await.expect("problem json");
+        assert_eq!(
+            problem["type"],
+            format!("urn:strata:problem:{kind}"),
+            "{problem:#}"
+        );
+        assert_eq!(problem["errors"][0]["parameter"], "name", "{problem:#}");
+    }
+
+    // Resume: api-1 goes on with the same pid, healthy again, never restarted.
+    let r = post("api-1", "resume").await.expect("POST resume");
+    assert_eq!(r.status(), 202);
+    let done: Value = r.json().await.expect("json");
+    assert_eq!(done["signal"], "SIGCONT", "{done:#}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = dir.clone();
+        let now = tokio::task::spawn_blocking(move || status_json(&d))
+            .await
+            .expect("join");
+        let snap = snapshot(&http, &dash).await;
+        let a = snap_role(&snap, "api-1");
+        if a["health"] == "ready" && role(&now, "api-1")["healthy"] == true {
+            assert_eq!(a["pid"].as_u64(), Some(api1), "the same process: {a:#}");
+            assert_eq!(a["restarts"], 0, "{a:#}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "api-1 did not resume: {snap:#}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -2,7 +2,8 @@
 //! of a deployment that `strata up` started, and the page, not only what it is served, is
 //! checked. Every role is drawn; the charts draw points as the series grow under traffic;
 //! an admin logs in through the page's form and presses "kill" on api-2, whose box turns red,
-//! then green again on a new pid when the supervisor has restarted it. At a phone's width the
+//! then green again on a new pid when the supervisor has restarted it; "freeze" on api-1 shows
+//! it frozen until "resume" brings it back on the same pid. At a phone's width the
 //! page fits the screen, its tiers stack, and every button is large enough to tap.
 //!
 //! Chromium is needed (`./scripts/test` installs Debian's `chromium`); without it the test
@@ -169,6 +170,27 @@ fn in_a_browser_the_dashboard_draws_every_role_and_its_charts_and_a_killed_serve
         ),
         Duration::from_secs(60),
         "api-2's box to turn green again on a new pid",
+    );
+
+    // "freeze" on api-1: its box turns frozen, and its button becomes "resume", which brings
+    // it back on the same pid.
+    let api1 = role_box("api-1");
+    let pid = page.eval(&format!("{api1}.dataset.pid"));
+    page.click(&format!(
+        "{api1}.querySelector('button[data-action=\"freeze\"]')"
+    ));
+    page.wait_for(
+        &format!("{api1}.classList.contains('frozen')"),
+        Duration::from_secs(10),
+        "api-1's box to show it frozen",
+    );
+    page.click(&format!(
+        "{api1}.querySelector('button[data-action=\"resume\"]')"
+    ));
+    page.wait_for(
+        &format!("{api1}.classList.contains('ready') && {api1}.dataset.pid === {pid}"),
+        Duration::from_secs(10),
+        "api-1's box to turn green again on the same pid",
     );
 
     // The screenshots docs/observability.md shows, when asked for: after a minute of traffic,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
+use strata_engines::process;
 use tokio::sync::{Notify, watch};
 
 use super::metrics::{Point, Ring, TierMetrics, series_of};
@@ -37,13 +38,17 @@ pub enum Health {
     Ready,
     Starting,
     Down,
+    /// Its process is stopped (SIGSTOP): alive, but it answers nothing.
+    Frozen,
 }
 
-/// What a role's phase and process say about it: ready only with its process alive; starting
-/// while a new process gets ready; down when nothing serves — crashed or stopped and waiting
-/// for the supervisor's restart, failed, stopped, or marked ready while its process is gone.
-pub fn health_of(role: &RoleState, alive: bool) -> Health {
+/// What a role's phase and process say about it: frozen when its process is alive but
+/// stopped; ready only with its process alive; starting while a new process gets ready; down
+/// when nothing serves — crashed or stopped and waiting for the supervisor's restart, failed,
+/// stopped, or marked ready while its process is gone.
+pub fn health_of(role: &RoleState, alive: bool, stopped: bool) -> Health {
     match role.state {
+        RolePhase::Ready | RolePhase::Starting if alive && stopped => Health::Frozen,
         RolePhase::Ready if alive => Health::Ready,
         RolePhase::Starting => Health::Starting,
         _ => Health::Down,
@@ -266,7 +271,11 @@ impl Collector {
                         pid: r.pid,
                         restarts: r.restarts,
                         state: r.state,
-                        health: health_of(r, r.pid.is_some_and(strata_engines::process::is_alive)),
+                        health: health_of(
+                            r,
+                            r.pid.is_some_and(process::is_alive),
+                            r.pid.is_some_and(process::is_stopped),
+                        ),
                         addrs: r.addrs.clone(),
                         last_error: r.last_error.clone(),
                     })
@@ -408,13 +417,19 @@ mod tests {
             state: RolePhase::Ready,
             last_error: None,
         };
-        assert_eq!(health_of(&role, true), Health::Ready);
-        assert_eq!(health_of(&role, false), Health::Down);
+        assert_eq!(health_of(&role, true, false), Health::Ready);
+        assert_eq!(health_of(&role, false, false), Health::Down);
+        assert_eq!(health_of(&role, true, true), Health::Frozen);
         role.state = RolePhase::Restarting;
-        assert_eq!(health_of(&role, false), Health::Down, "nothing serves");
+        assert_eq!(
+            health_of(&role, false, false),
+            Health::Down,
+            "nothing serves"
+        );
         role.state = RolePhase::Starting;
-        assert_eq!(health_of(&role, true), Health::Starting);
+        assert_eq!(health_of(&role, true, false), Health::Starting);
+        assert_eq!(health_of(&role, true, true), Health::Frozen);
         role.state = RolePhase::Failed;
-        assert_eq!(health_of(&role, true), Health::Down);
+        assert_eq!(health_of(&role, true, false), Health::Down);
     }
 }

@@ -3,10 +3,12 @@
 //!
 //! - `GET /` — the page (`page.html`, inline CSS and JS, nothing fetched from elsewhere): every
 //!   role as a box in its tier, coloured by health; each tier's requests/s, p99 and error ratio
-//!   over the last five minutes; the slowest recent traces; kill and restart buttons.
+//!   over the last five minutes; the slowest recent traces; kill, restart, freeze and resume
+//!   buttons.
 //! - `GET /events` — server-sent events, one snapshot a second; at most [`MAX_CLIENTS`] at once.
 //! - `GET /api/snapshot` — the latest snapshot as JSON.
-//! - `POST /api/roles/{name}/kill|restart` — an admin's bearer token required ([`admin`]).
+//! - `POST /api/roles/{name}/kill|restart|freeze|resume` — an admin's bearer token required
+//!   ([`admin`]).
 //! - `POST /api/login` — an email and password exchanged for an access token at an API server.
 //! - `GET /healthz` — for `strata status`.
 //!
@@ -138,15 +140,12 @@ async fn act(
     Path((name, action)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let action = match action.as_str() {
-        "kill" => Action::Kill,
-        "restart" => Action::Restart,
-        _ => {
-            return Problem::BadRequest(
-                "A role's actions are POST /api/roles/{name}/kill and …/restart.".into(),
-            )
-            .into_response();
-        }
+    let Some(action) = Action::parse(&action) else {
+        return Problem::BadRequest(
+            "A role's actions are POST /api/roles/{name}/kill, …/restart, …/freeze and …/resume."
+                .into(),
+        )
+        .into_response();
     };
     let token = match admin::bearer(&headers) {
         Ok(t) => t,
