@@ -3,7 +3,8 @@
 //! requests per second follow real traffic through the balancer; an admin's token (checked by
 //! an API server) kills api-2, which the supervisor brings back on a new pid, and restarts
 //! worker-1, while a request without a token (401), a non-admin's (403), an unknown role (404)
-//! and the dashboard itself (409) are refused; a freeze of api-1 shows it frozen and unhealthy
+//! and the dashboard itself (409) are refused; the trace view gathers one request's spans from
+//! the balancer and the API server (400 for a malformed id, 404 for one no role keeps); a freeze of api-1 shows it frozen and unhealthy
 //! until a resume brings the same process back, and a freeze of a frozen role or a resume of a
 //! running one is a 409 naming the role parameter.
 
@@ -146,6 +147,83 @@ async fn the_dashboard_shows_every_role_and_tier_and_lets_only_an_admin_kill_a_r
             "the api tier shows no traffic: {snap:#}"
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // No Prometheus in this topology: no alerts panel.
+    let snap = snapshot(&http, &dash).await;
+    assert!(snap["alerts"].is_null(), "{:#}", snap["alerts"]);
+
+    // One request with a sampled trace of its own: the trace view gathers its spans from the
+    // balancer and the API server that served it.
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let r = http
+        .get(format!("http://{lb}/users?limit=1"))
+        .header("traceparent", format!("00-{trace_id}-b7ad6b7169203331-01"))
+        .send()
+        .await
+        .expect("a traced request");
+    assert_eq!(r.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let found: Value = loop {
+        let r = http
+            .get(format!("http://{dash}/api/traces/{trace_id}"))
+            .send()
+            .await
+            .expect("GET /api/traces/{id}");
+        let status = r.status();
+        let doc: Value = r.json().await.expect("JSON");
+        let roles: std::collections::BTreeSet<&str> = doc["spans"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["role"].as_str())
+            .collect();
+        if status == 200 && roles.contains("lb-1") && roles.iter().any(|r| r.starts_with("api-")) {
+            break doc;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the trace's spans across roles: {status} {doc:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(found["trace_id"], trace_id);
+    let spans = found["spans"].as_array().expect("spans");
+    let starts: Vec<u64> = spans
+        .iter()
+        .filter_map(|s| s["start_unix_nanos"].as_u64())
+        .collect();
+    assert!(
+        starts.windows(2).all(|w| w[0] <= w[1]),
+        "earliest first: {found:#}"
+    );
+    let lb_span = spans
+        .iter()
+        .find(|s| s["role"] == "lb-1")
+        .expect("lb-1's span");
+    assert!(
+        spans
+            .iter()
+            .any(|s| s["role"] != "lb-1" && s["parent_id"] == lb_span["span_id"]),
+        "the API server's first span is the balancer's child: {found:#}"
+    );
+    for (id, status, kind) in [
+        ("not-a-trace", 400, "invalid-parameter"),
+        ("ffffffffffffffffffffffffffffffff", 404, "trace-not-found"),
+    ] {
+        let r = http
+            .get(format!("http://{dash}/api/traces/{id}"))
+            .send()
+            .await
+            .expect("GET /api/traces/{id}");
+        assert_eq!(r.status(), status, "{id}");
+        let problem: Value = r.json().await.expect("problem json");
+        assert_eq!(
+            problem["type"],
+            format!("urn:strata:problem:{kind}"),
+            "{problem:#}"
+        );
+        assert_eq!(problem["errors"][0]["parameter"], "trace_id", "{problem:#}");
     }
 
     // Server-sent events: at least two snapshots.

@@ -2,7 +2,9 @@
 //! of a deployment that `strata up` started, and the page, not only what it is served, is
 //! checked. Every role is drawn; the charts draw points as the series grow under traffic;
 //! an admin logs in through the page's form and presses "kill" on api-2, whose box turns red,
-//! then green again on a new pid when the supervisor has restarted it; "freeze" on api-1 shows
+//! then green again on a new pid when the supervisor has restarted it; the alerts panel shows
+//! what prometheus-1 answers; a trace pressed in the slowest list is drawn span by span, and a
+//! request traced by its sender is drawn from the balancer and the API server; "freeze" on api-1 shows
 //! it frozen until "resume" brings it back on the same pid. At a phone's width the
 //! page fits the screen, its tiers stack, and every button is large enough to tap.
 //!
@@ -16,13 +18,20 @@ mod common;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use browser::Browser;
 use common::{Cleanup, admin_client, role, status_json, up_topology};
 
-const TOPOLOGY: &str = "name = \"watched\"\n[lb]\n[api]\ncount = 2\n[workers]\ncount = 1\n[observe]\ndashboard = true\ntrace_sample = 1.0\n";
-const ROLES: [&str; 5] = ["lb-1", "api-1", "api-2", "worker-1", "dashboard-1"];
+const TOPOLOGY: &str = "name = \"watched\"\n[lb]\n[api]\ncount = 2\n[workers]\ncount = 1\n[observe]\ndashboard = true\nprometheus = true\nscrape_interval_secs = 1\ntrace_sample = 1.0\n";
+const ROLES: [&str; 6] = [
+    "lb-1",
+    "api-1",
+    "api-2",
+    "worker-1",
+    "prometheus-1",
+    "dashboard-1",
+];
 
 /// The box of role `name` in the page's graph, as a JavaScript expression.
 fn role_box(name: &str) -> String {
@@ -193,6 +202,99 @@ fn in_a_browser_the_dashboard_draws_every_role_and_its_charts_and_a_killed_serve
         "api-1's box to turn green again on the same pid",
     );
 
+    // The alerts panel: what prometheus-1 says (nothing firing on a healthy deployment).
+    let alerts = page.wait_for(
+        "!document.getElementById('alerts-panel').hidden && document.getElementById('alerts').textContent",
+        Duration::from_secs(30),
+        "the alerts panel to show prometheus-1's answer",
+    );
+    assert!(
+        alerts
+            .as_str()
+            .is_some_and(|a| a.contains("prometheus-1") || a.contains("firing")),
+        "{alerts}"
+    );
+
+    // A trace of the slowest list, pressed: its spans drawn, from every role the list names.
+    // Each role keeps its most recent and slowest traces only, and the list is five seconds
+    // old at most, so a trace pressed may be gone (the view says so): then the next listed is
+    // pressed, until the deadline.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut tried = Vec::new();
+    loop {
+        let listed = page.wait_for(
+            &format!(
+                "[...document.querySelectorAll('#traces tr')].map((r) => [r.querySelector('button[data-trace]')?.dataset.trace, r.cells[4]?.textContent]).find((r) => r[0] && !{}.includes(r[0]))",
+                serde_json::to_string(&tried).expect("JSON")
+            ),
+            Duration::from_secs(30),
+            "a trace in the slowest list not pressed yet",
+        );
+        let (id, roles) = (
+            listed[0].as_str().expect("a trace id").to_owned(),
+            listed[1].as_str().unwrap_or("").to_owned(),
+        );
+        page.click(&format!(
+            "document.querySelector('#traces button[data-trace=\"{id}\"]')"
+        ));
+        let drawn = page.wait_for(
+            &format!(
+                "(() => {{ const spans = [...document.querySelectorAll('#trace-spans .span')].map((e) => e.dataset.role); \
+                 const failed = document.querySelector('#trace-spans .error')?.textContent; \
+                 return !document.getElementById('trace-panel').hidden && document.getElementById('trace-id').textContent === '{id}' \
+                 && (spans.length > 0 || failed) && {{spans, failed}}; }})()"
+            ),
+            Duration::from_secs(10),
+            "the pressed trace's spans",
+        );
+        if drawn["failed"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("Trace not found"))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "every trace pressed was gone: {tried:?}"
+            );
+            tried.push(id);
+            continue;
+        }
+        assert!(drawn["failed"].is_null(), "{drawn}");
+        for role in roles.split(", ").filter(|r| !r.is_empty()) {
+            assert!(
+                drawn["spans"]
+                    .as_array()
+                    .is_some_and(|d| d.iter().any(|r| r == role)),
+                "{role} kept a part of {id}, but none is drawn: {drawn}"
+            );
+        }
+        break;
+    }
+    // A request traced by its sender: the view draws the balancer's span and the API server's
+    // under it, each bar placed on the trace's time line.
+    let traced = "0af7651916cd43dd8448eb211c80319c";
+    let sent = rt.block_on(async {
+        reqwest::Client::new()
+            .get(format!("http://{lb}/users?limit=1"))
+            .header("traceparent", format!("00-{traced}-b7ad6b7169203331-01"))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    assert_eq!(sent.ok(), Some(200));
+    let roles = page.wait_for(
+        &format!(
+            "(async () => {{ await showTrace('{traced}'); const r = [...document.querySelectorAll('#trace-spans .span')].map((e) => e.dataset.role); \
+             return r.includes('lb-1') && r.some((x) => x.startsWith('api-')) && r; }})()"
+        ),
+        Duration::from_secs(10),
+        "the traced request's spans from lb-1 and an API server",
+    );
+    let bars = page.eval(
+        "[...document.querySelectorAll('#trace-spans .bar')].every((b) => b.getBoundingClientRect().width >= 2)",
+    );
+    assert_eq!(bars, true, "every span has a bar: {roles}");
+
     // The screenshots docs/observability.md shows, when asked for: after a minute of traffic,
     // with traces listed.
     let shots = std::env::var_os("STRATA_SCREENSHOTS").map(PathBuf::from);
@@ -206,7 +308,7 @@ fn in_a_browser_the_dashboard_draws_every_role_and_its_charts_and_a_killed_serve
     }
 
     // At a phone's width: nothing wider than the screen, the tiers one under another, and
-    // every button at least 44 px high.
+    // every button shown at least 44 px high.
     let mut phone = Browser::launch(390, 844, true);
     phone.goto(&format!("http://{dash}/"));
     phone.wait_for(&all_ready(), Duration::from_secs(30), "every role drawn");
@@ -214,6 +316,13 @@ fn in_a_browser_the_dashboard_draws_every_role_and_its_charts_and_a_killed_serve
         "document.querySelectorAll('.chart path').length > 0",
         Duration::from_secs(10),
         "the charts drawn",
+    );
+    phone.wait_for(
+        &format!(
+            "(async () => {{ await showTrace('{traced}'); return document.querySelectorAll('#trace-spans .span').length > 1; }})()"
+        ),
+        Duration::from_secs(10),
+        "the traced request's spans on the phone",
     );
     let width = phone.eval("[document.documentElement.scrollWidth, window.innerWidth]");
     assert!(
@@ -226,7 +335,7 @@ fn in_a_browser_the_dashboard_draws_every_role_and_its_charts_and_a_killed_serve
     );
     assert_eq!(stacked, true, "the tiers are stacked");
     let small = phone.eval(
-        "[...document.querySelectorAll('button')].filter((b) => b.getBoundingClientRect().height < 44).map((b) => b.textContent)",
+        "[...document.querySelectorAll('button')].filter((b) => b.offsetParent !== null && b.getBoundingClientRect().height < 44).map((b) => b.textContent)",
     );
     assert_eq!(
         small,

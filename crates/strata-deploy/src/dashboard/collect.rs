@@ -12,6 +12,7 @@ use serde::Serialize;
 use strata_engines::process;
 use tokio::sync::{Notify, watch};
 
+use super::alerts::{self, AlertsView};
 use super::metrics::{Point, Ring, TierMetrics, series_of};
 use crate::roles::RoleKind;
 use crate::state::{self, DeploymentState, RolePhase, RoleState};
@@ -22,7 +23,7 @@ pub const TICK: Duration = Duration::from_secs(1);
 pub const SCRAPE_TIMEOUT: Duration = Duration::from_millis(800);
 /// How many points each tier keeps: five minutes at one a second.
 pub const HISTORY: usize = 300;
-/// Traces are gathered every this many ticks.
+/// Traces and alerts are gathered every this many ticks.
 const TRACE_EVERY: u64 = 5;
 /// The slowest traces shown, across roles.
 pub const TRACES_SHOWN: usize = 8;
@@ -117,6 +118,8 @@ pub struct Snapshot {
     pub roles: Vec<RoleView>,
     pub tiers: Vec<TierView>,
     pub traces: Vec<TraceView>,
+    /// What the deployment's Prometheus says is firing or pending; none without one.
+    pub alerts: Option<AlertsView>,
 }
 
 /// The scrape loop's memory between ticks.
@@ -128,6 +131,7 @@ pub struct Collector {
     last_tick: Option<Instant>,
     series: BTreeMap<&'static str, (RoleKind, Ring<Point>)>,
     traces: Vec<TraceView>,
+    alerts: Option<AlertsView>,
     /// Snapshots published, for their `seq`.
     seq: u64,
     /// Scrapes done, for the traces' cadence.
@@ -155,6 +159,7 @@ impl Collector {
             last_tick: None,
             series: BTreeMap::new(),
             traces: Vec::new(),
+            alerts: None,
             seq: 0,
             ticks: 0,
         })
@@ -170,7 +175,10 @@ impl Collector {
         if let Some(state) = &state {
             self.scrape_metrics(state, elapsed).await;
             if self.ticks % TRACE_EVERY == 1 {
-                self.traces = self.scrape_traces(state).await;
+                let (traces, alerts) =
+                    tokio::join!(self.scrape_traces(state), self.scrape_alerts(state));
+                self.traces = traces;
+                self.alerts = alerts;
             }
         }
         self.snapshot(state.as_ref())
@@ -258,6 +266,19 @@ impl Collector {
         slowest_traces(&by_role, TRACES_SHOWN)
     }
 
+    /// The alerts of the deployment's first Prometheus role, when it runs one.
+    async fn scrape_alerts(&self, state: &DeploymentState) -> Option<AlertsView> {
+        let prometheus = state
+            .roles
+            .iter()
+            .find(|r| r.kind == RoleKind::Prometheus)?;
+        let body = match prometheus.addrs.get("http") {
+            Some(addr) => get_text(&self.http, format!("http://{addr}/api/v1/alerts")).await,
+            None => None,
+        };
+        Some(alerts::view_of(&prometheus.name, body.as_deref()))
+    }
+
     fn snapshot(&mut self, state: Option<&DeploymentState>) -> Snapshot {
         self.seq += 1;
         let roles = state
@@ -299,6 +320,7 @@ impl Collector {
                 })
                 .collect(),
             traces: self.traces.clone(),
+            alerts: self.alerts.clone(),
         }
     }
 }

@@ -9,6 +9,7 @@
 //! - `GET /api/snapshot` — the latest snapshot as JSON.
 //! - `POST /api/roles/{name}/kill|restart|freeze|resume` — an admin's bearer token required
 //!   ([`admin`]).
+//! - `GET /api/traces/{trace_id}` — one trace's spans from every role ([`traces`]).
 //! - `POST /api/login` — an email and password exchanged for an access token at an API server.
 //! - `GET /healthz` — for `strata status`.
 //!
@@ -16,9 +17,11 @@
 //! the roles nothing more. The maths of rates and quantiles is in [`metrics`].
 
 pub mod admin;
+pub mod alerts;
 pub mod collect;
 pub mod metrics;
 pub mod problem;
+pub mod traces;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -55,6 +58,8 @@ struct Shared {
     snapshots: watch::Receiver<Arc<str>>,
     clients: Arc<Semaphore>,
     http: reqwest::Client,
+    /// Asks the roles for a trace's spans, with the scrape's timeouts.
+    traces_http: reqwest::Client,
     /// Wakes the scrape loop to publish the roles at once after a button acted.
     nudge: Arc<Notify>,
 }
@@ -67,6 +72,7 @@ fn app(shared: Shared) -> Router {
         .route("/api/snapshot", get(snapshot))
         .route("/api/login", post(login))
         .route("/api/roles/{name}/{action}", post(act))
+        .route("/api/traces/{trace_id}", get(trace))
         .fallback(|| async { Problem::NotFound("No such page: the dashboard is at /.".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(shared)
@@ -129,6 +135,19 @@ async fn events(State(s): State<Shared>) -> Response {
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
+}
+
+/// `GET /api/traces/{trace_id}`: every role's spans of one trace.
+async fn trace(State(s): State<Shared>, Path(trace_id): Path<String>) -> Response {
+    match traces::spans(&s.traces_http, &s.dir, &trace_id).await {
+        Ok(found) => {
+            let mut r = axum::Json(found).into_response();
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
+        Err(p) => p.into_response(),
+    }
 }
 
 async fn login(State(s): State<Shared>, body: Bytes) -> Response {
@@ -195,6 +214,7 @@ pub async fn run(args: DashboardArgs) -> anyhow::Result<()> {
             .no_proxy()
             .connect_timeout(Duration::from_secs(1))
             .build()?,
+        traces_http: traces::client()?,
         nudge,
     };
     ReadyLine::new(&args.name)

@@ -30,6 +30,12 @@ pub enum Problem {
     /// The deployment is stopping.
     #[error("{0}")]
     Conflict(String),
+    /// A malformed trace id (what was sent, cut short).
+    #[error("{0:?} is not a trace id")]
+    BadTraceId(String),
+    /// No role keeps any span of the trace.
+    #[error("no role keeps trace {0}")]
+    TraceNotFound(String),
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
@@ -62,6 +68,14 @@ impl Problem {
             ),
             Problem::OwnRole(_) => (StatusCode::CONFLICT, "own-role", "The dashboard's own role"),
             Problem::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Not possible now"),
+            Problem::BadTraceId(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid-parameter",
+                "Invalid parameter",
+            ),
+            Problem::TraceNotFound(_) => {
+                (StatusCode::NOT_FOUND, "trace-not-found", "Trace not found")
+            }
             Problem::Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -78,6 +92,12 @@ impl Problem {
             Problem::UnknownRole(name) => format!(
                 "There is no role named {name:?} in this deployment (see GET /api/snapshot)."
             ),
+            Problem::BadTraceId(id) => format!(
+                "{id:?} is not a trace id: 32 lower-case hexadecimal digits, not all zeros."
+            ),
+            Problem::TraceNotFound(id) => format!(
+                "No role keeps a span of trace {id} any more (each keeps its most recent and slowest)."
+            ),
             Problem::Unauthenticated(d)
             | Problem::Forbidden(d)
             | Problem::NotRunning(d)
@@ -92,17 +112,21 @@ impl Problem {
     }
 
     /// The request parameter at fault, and what is wrong with it, when there is one: the
-    /// role's `name` in `/api/roles/{name}/…`.
+    /// role's `name` in `/api/roles/{name}/…`, the `trace_id` in `/api/traces/{trace_id}`.
     pub fn fault(&self) -> Option<(&'static str, &'static str)> {
-        let what = match self {
-            Problem::UnknownRole(_) => "no role of this deployment has this name",
-            Problem::NotRunning(_) => "this role has no running process",
-            Problem::Frozen(_) => "this role is frozen already",
-            Problem::NotFrozen(_) => "this role is not frozen",
-            Problem::OwnRole(_) => "this role is the dashboard itself",
+        Some(match self {
+            Problem::UnknownRole(_) => ("name", "no role of this deployment has this name"),
+            Problem::NotRunning(_) => ("name", "this role has no running process"),
+            Problem::Frozen(_) => ("name", "this role is frozen already"),
+            Problem::NotFrozen(_) => ("name", "this role is not frozen"),
+            Problem::OwnRole(_) => ("name", "this role is the dashboard itself"),
+            Problem::BadTraceId(_) => (
+                "trace_id",
+                "32 lower-case hexadecimal digits, not all zeros",
+            ),
+            Problem::TraceNotFound(_) => ("trace_id", "no role keeps a span of this trace"),
             _ => return None,
-        };
-        Some(("name", what))
+        })
     }
 
     /// The problem+json document.
