@@ -1,12 +1,13 @@
 //! The live dashboard in a real browser: a headless Chromium (`browser/mod.rs`) opens the page
 //! of a deployment that `strata up` started, and the page, not only what it is served, is
-//! checked. Every role is drawn; the charts draw points as the series grow under traffic;
-//! an admin logs in through the page's form and presses "kill" on api-2, whose box turns red,
-//! then green again on a new pid when the supervisor has restarted it; the alerts panel shows
-//! what prometheus-1 answers; a trace pressed in the slowest list is drawn span by span, and a
-//! request traced by its sender is drawn from the balancer and the API server; "freeze" on api-1 shows
-//! it frozen until "resume" brings it back on the same pid. At a phone's width the
-//! page fits the screen, its tiers stack, and every button is large enough to tap.
+//! checked. Every role is drawn; the charts draw points as the series grow under traffic; an
+//! admin logs in through the page's form and presses "kill" on api-2, whose box turns red,
+//! then green again on a new pid when the supervisor has restarted it; "freeze" on api-1 shows
+//! it frozen until "resume" brings it back on the same pid; the alerts panel shows the
+//! burn-rate alert prometheus-1 fires for a latency objective set out of reach; a trace pressed
+//! in the slowest list is drawn span by span, and a request traced by its sender is drawn from
+//! the balancer and the API server. At a phone's width the page fits the screen, its tiers
+//! stack, and every button is large enough to tap.
 //!
 //! Chromium is needed (`./scripts/test` installs Debian's `chromium`); without it the test
 //! fails and says so. With `STRATA_SCREENSHOTS=DIR` it also writes the screenshots that
@@ -23,7 +24,8 @@ use std::time::{Duration, Instant};
 use browser::Browser;
 use common::{Cleanup, admin_client, role, status_json, up_topology};
 
-const TOPOLOGY: &str = "name = \"watched\"\n[lb]\n[api]\ncount = 2\n[workers]\ncount = 1\n[observe]\ndashboard = true\nprometheus = true\nscrape_interval_secs = 1\ntrace_sample = 1.0\n";
+const TOPOLOGY: &str = "name = \"watched\"\n[lb]\n[api]\ncount = 2\n[workers]\ncount = 1\n[observe]\ndashboard = true\nprometheus = true\nscrape_interval_secs = 1\ntrace_sample = 1.0\n\
+    [observe.slo.lb]\nlatency_ms = 0.5\nlatency_target = 99.9\n";
 const ROLES: [&str; 6] = [
     "lb-1",
     "api-1",
@@ -202,18 +204,17 @@ fn in_a_browser_the_dashboard_draws_every_role_and_its_charts_and_a_killed_serve
         "api-1's box to turn green again on the same pid",
     );
 
-    // The alerts panel: what prometheus-1 says (nothing firing on a healthy deployment).
-    let alerts = page.wait_for(
-        "!document.getElementById('alerts-panel').hidden && document.getElementById('alerts').textContent",
-        Duration::from_secs(30),
-        "the alerts panel to show prometheus-1's answer",
+    // The alerts panel: the balancer's latency objective (99.9 % of requests under 0.5 ms)
+    // cannot be met, so its fast-burn alert fires once Prometheus has scraped some traffic,
+    // and the panel draws it.
+    let firing = page.wait_for(
+        "!document.getElementById('alerts-panel').hidden && [...document.querySelectorAll('#alerts tbody tr')]\
+         .map((r) => [...r.cells].map((c) => c.textContent)).find((c) => c[0] === 'firing' && c[1] === 'SloFastBurn')",
+        Duration::from_secs(90),
+        "the alerts panel to show lb latency's SloFastBurn firing",
     );
-    assert!(
-        alerts
-            .as_str()
-            .is_some_and(|a| a.contains("prometheus-1") || a.contains("firing")),
-        "{alerts}"
-    );
+    assert_eq!(firing[2], "lb latency", "{firing}");
+    assert_eq!(firing[3], "page", "{firing}");
 
     // A trace of the slowest list, pressed: its spans drawn, from every role the list names.
     // Each role keeps its most recent and slowest traces only, and the list is five seconds
