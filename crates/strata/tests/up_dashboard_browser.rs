@@ -11,7 +11,8 @@
 //!
 //! Chromium is needed (`./scripts/test` installs Debian's `chromium`); without it the test
 //! fails and says so. With `STRATA_SCREENSHOTS=DIR` it also writes the screenshots that
-//! docs/observability.md shows (`dashboard-desktop.png`, `dashboard-phone.png`).
+//! docs/observability.md shows (`dashboard-desktop.png`, `dashboard-phone.png`,
+//! `dashboard-phone-alerts-trace.png`).
 
 mod browser;
 mod common;
@@ -46,6 +47,20 @@ fn all_ready() -> String {
     format!(
         "{names}.every((n) => document.querySelector('#graph .role[data-role=\"' + n + '\"]')?.classList.contains('ready'))"
     )
+}
+
+/// `GET /users?limit=1` through the balancer at `lb`, in trace `trace_id`, sampled.
+fn send_traced(rt: &tokio::runtime::Runtime, lb: &str, trace_id: &str) {
+    let sent = rt.block_on(async {
+        reqwest::Client::new()
+            .get(format!("http://{lb}/users?limit=1"))
+            .header("traceparent", format!("00-{trace_id}-b7ad6b7169203331-01"))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    assert_eq!(sent.as_ref().ok(), Some(&200), "{sent:?}");
 }
 
 #[test]
@@ -273,16 +288,7 @@ fn in_a_browser_the_dashboard_draws_every_role_and_its_charts_and_a_killed_serve
     // A request traced by its sender: the view draws the balancer's span and the API server's
     // under it, each bar placed on the trace's time line.
     let traced = "0af7651916cd43dd8448eb211c80319c";
-    let sent = rt.block_on(async {
-        reqwest::Client::new()
-            .get(format!("http://{lb}/users?limit=1"))
-            .header("traceparent", format!("00-{traced}-b7ad6b7169203331-01"))
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-            .map(|r| r.status().as_u16())
-    });
-    assert_eq!(sent.ok(), Some(200));
+    send_traced(&rt, &lb, traced);
     let roles = page.wait_for(
         &format!(
             "(async () => {{ await showTrace('{traced}'); const r = [...document.querySelectorAll('#trace-spans .span')].map((e) => e.dataset.role); \
@@ -305,7 +311,7 @@ fn in_a_browser_the_dashboard_draws_every_role_and_its_charts_and_a_killed_serve
             Duration::from_secs(120),
             "a minute of points and some traces",
         );
-        page.screenshot(&shots.join("dashboard-desktop.png"), false);
+        page.screenshot(&shots.join("dashboard-desktop.png"), true);
     }
 
     // At a phone's width: nothing wider than the screen, the tiers one under another, and
@@ -318,6 +324,9 @@ fn in_a_browser_the_dashboard_draws_every_role_and_its_charts_and_a_killed_serve
         Duration::from_secs(10),
         "the charts drawn",
     );
+    // Sent again: under traffic, each role's most recent traces last seconds only.
+    let traced = "1bf7651916cd43dd8448eb211c80319c";
+    send_traced(&rt, &lb, traced);
     phone.wait_for(
         &format!(
             "(async () => {{ await showTrace('{traced}'); return document.querySelectorAll('#trace-spans .span').length > 1; }})()"
@@ -345,6 +354,8 @@ fn in_a_browser_the_dashboard_draws_every_role_and_its_charts_and_a_killed_serve
     );
     if let Some(shots) = &shots {
         phone.screenshot(&shots.join("dashboard-phone.png"), false);
+        phone.eval("document.getElementById('alerts-panel').scrollIntoView(); true");
+        phone.screenshot(&shots.join("dashboard-phone-alerts-trace.png"), false);
     }
 
     stop.store(true, Ordering::Relaxed);
