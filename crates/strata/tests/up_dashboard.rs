@@ -471,4 +471,32 @@ async fn the_dashboard_shows_every_role_and_tier_and_lets_only_an_admin_kill_a_r
         assert!(Instant::now() < deadline, "api-1 did not resume: {snap:#}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // A role left frozen does not hold `strata down` up: the supervisor continues it so that
+    // it acts on its SIGTERM (it would otherwise be killed after the 10 s grace).
+    let snap = snapshot(&http, &dash).await;
+    let worker = snap_role(&snap, "worker-1")["pid"]
+        .as_u64()
+        .expect("worker-1's pid");
+    let r = post("worker-1", "freeze").await.expect("POST freeze");
+    assert_eq!(r.status(), 202);
+    let d = dir.clone();
+    let started = Instant::now();
+    let out = tokio::task::spawn_blocking(move || common::strata(&["down"], &d))
+        .await
+        .expect("join");
+    assert!(
+        out.status.success(),
+        "{}",
+        common::explain("strata down", &out, &dir)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "strata down waited out the grace for the frozen worker: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        !strata_engines::process::is_alive(worker as u32),
+        "worker-1 is gone"
+    );
 }
