@@ -450,6 +450,11 @@ async fn the_dashboard_shows_every_role_and_tier_and_lets_only_an_admin_kill_a_r
         assert_eq!(problem["errors"][0]["parameter"], "name", "{problem:#}");
     }
 
+    let r = post("api-1", "drain").await.expect("POST drain");
+    assert_eq!(r.status(), 404, "no such action");
+    let problem: Value = r.json().await.expect("problem json");
+    assert_eq!(problem["errors"][0]["parameter"], "action", "{problem:#}");
+
     // Resume: api-1 goes on with the same pid, healthy again, never restarted.
     let r = post("api-1", "resume").await.expect("POST resume");
     assert_eq!(r.status(), 202);

@@ -160,11 +160,7 @@ async fn act(
     headers: HeaderMap,
 ) -> Response {
     let Some(action) = Action::parse(&action) else {
-        return Problem::BadRequest(
-            "A role's actions are POST /api/roles/{name}/kill, …/restart, …/freeze and …/resume."
-                .into(),
-        )
-        .into_response();
+        return Problem::UnknownAction(action.chars().take(64).collect()).into_response();
     };
     let token = match admin::bearer(&headers) {
         Ok(t) => t,

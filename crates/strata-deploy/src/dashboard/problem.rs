@@ -30,6 +30,9 @@ pub enum Problem {
     /// The deployment is stopping.
     #[error("{0}")]
     Conflict(String),
+    /// An action a role does not have (what was sent, cut short).
+    #[error("no action is named {0}")]
+    UnknownAction(String),
     /// A malformed trace id (what was sent, cut short).
     #[error("{0:?} is not a trace id")]
     BadTraceId(String),
@@ -68,6 +71,11 @@ impl Problem {
             ),
             Problem::OwnRole(_) => (StatusCode::CONFLICT, "own-role", "The dashboard's own role"),
             Problem::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Not possible now"),
+            Problem::UnknownAction(_) => (
+                StatusCode::NOT_FOUND,
+                "action-not-found",
+                "Action not found",
+            ),
             Problem::BadTraceId(_) => (
                 StatusCode::BAD_REQUEST,
                 "invalid-parameter",
@@ -91,6 +99,9 @@ impl Problem {
         match self {
             Problem::UnknownRole(name) => format!(
                 "There is no role named {name:?} in this deployment (see GET /api/snapshot)."
+            ),
+            Problem::UnknownAction(action) => format!(
+                "A role has no action {action:?}: POST /api/roles/{{name}}/kill, …/restart, …/freeze or …/resume."
             ),
             Problem::BadTraceId(id) => format!(
                 "{id:?} is not a trace id: 32 lower-case hexadecimal digits, not all zeros."
@@ -120,6 +131,7 @@ impl Problem {
             Problem::Frozen(_) => ("name", "this role is frozen already"),
             Problem::NotFrozen(_) => ("name", "this role is not frozen"),
             Problem::OwnRole(_) => ("name", "this role is the dashboard itself"),
+            Problem::UnknownAction(_) => ("action", "kill, restart, freeze or resume"),
             Problem::BadTraceId(_) => (
                 "trace_id",
                 "32 lower-case hexadecimal digits, not all zeros",
@@ -213,6 +225,15 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_action_names_the_action_parameter() {
+        let body = Problem::UnknownAction("drain".into()).body();
+        assert_eq!(body["status"], 404);
+        assert_eq!(body["type"], "urn:strata:problem:action-not-found");
+        assert_eq!(body["errors"][0]["parameter"], "action", "{body:#}");
+        assert!(body["detail"].as_str().is_some_and(|d| d.contains("drain")));
+    }
+
+    #[test]
     fn a_role_in_the_wrong_state_is_a_conflict_naming_the_role_parameter() {
         for (p, slug) in [
             (Problem::NotRunning("x".into()), "role-not-running"),
@@ -220,6 +241,7 @@ mod tests {
             (Problem::NotFrozen("x".into()), "role-not-frozen"),
             (Problem::OwnRole("x".into()), "own-role"),
         ] {
+            assert_eq!(p.fault().map(|f| f.0), Some("name"));
             let body = p.body();
             assert_eq!(body["status"], 409, "{body:#}");
             assert_eq!(body["type"], format!("urn:strata:problem:{slug}"));
