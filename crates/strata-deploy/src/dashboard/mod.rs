@@ -3,8 +3,8 @@
 //!
 //! - `GET /` — the page (`page.html`, inline CSS and JS, nothing fetched from elsewhere): every
 //!   role as a box in its tier, coloured by health; each tier's requests/s, p99 and error ratio
-//!   over the last five minutes; the slowest recent traces; kill, restart, freeze and resume
-//!   buttons.
+//!   over the last five minutes; Prometheus's alerts ([`alerts`]); the slowest recent traces,
+//!   each opening a waterfall of its spans; kill, restart, freeze and resume buttons.
 //! - `GET /events` — server-sent events, one snapshot a second; at most [`MAX_CLIENTS`] at once.
 //! - `GET /api/snapshot` — the latest snapshot as JSON.
 //! - `POST /api/roles/{name}/kill|restart|freeze|resume` — an admin's bearer token required

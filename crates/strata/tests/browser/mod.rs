@@ -58,7 +58,8 @@ pub struct Browser {
     writer: Arc<Mutex<ChildStdin>>,
     answers: Receiver<Value>,
     next_id: u64,
-    session: String,
+    /// The id the page's commands carry (the protocol's `sessionId` of the attached target).
+    page: String,
     _profile: tempfile::TempDir,
 }
 
@@ -142,7 +143,7 @@ impl Browser {
             writer,
             answers,
             next_id: 1,
-            session: String::new(),
+            page: String::new(),
             _profile: profile,
         };
         let target = browser.browser_call("Target.createTarget", json!({"url": "about:blank"}));
@@ -151,9 +152,9 @@ impl Browser {
             "Target.attachToTarget",
             json!({"targetId": target_id, "flatten": true}),
         );
-        browser.session = attached["sessionId"]
+        browser.page = attached["sessionId"]
             .as_str()
-            .expect("a session id")
+            .expect("the attached page's id")
             .to_owned();
         browser.call("Page.enable", json!({}));
         browser.call("Runtime.enable", json!({}));
@@ -170,12 +171,12 @@ impl Browser {
         browser
     }
 
-    fn send(&mut self, method: &str, params: Value, session: bool) -> Value {
+    fn send(&mut self, method: &str, params: Value, to_page: bool) -> Value {
         self.next_id += 1;
         let id = self.next_id;
         let mut message = json!({"id": id, "method": method, "params": params});
-        if session {
-            message["sessionId"] = json!(self.session);
+        if to_page {
+            message["sessionId"] = json!(self.page);
         }
         write(&self.writer, &message);
         let deadline = Instant::now() + COMMAND_TIMEOUT;
