@@ -19,8 +19,8 @@
 //!
 //! Around a running deployment: [`state`] (`DIR/state.json`, read from other terminals),
 //! [`status`] and [`present`] (`strata status`, tables), [`logs`], [`control`] (health probes
-//! and `strata down`), [`dashboard`] (`strata dashboard`, the live web page with kill and
-//! restart buttons), [`rejoin`] (`strata db rejoin`), [`accounts`] (its account store, for
+//! and `strata down`), [`dashboard`] (`strata dashboard`, the live web page with alerts,
+//! traces, and kill, restart and freeze buttons), [`rejoin`] (`strata db rejoin`), [`accounts`] (its account store, for
 //! `strata admin` and drills), [`shards`] (`strata reshard`, `strata shard`: the shard groups
 //! of a data directory), [`groups`] (the names and places of PostgreSQL shard groups).
 //!

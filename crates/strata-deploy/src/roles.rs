@@ -46,7 +46,7 @@ pub enum RoleCommand {
     /// the SLO alerting rules (docs/observability.md).
     Prometheus(strata_observe::PrometheusArgs),
     /// Run the live dashboard: a web page of the deployment's roles, tiers and traces, with
-    /// kill and restart buttons for admins (docs/observability.md).
+    /// kill, restart and freeze buttons for admins (docs/observability.md).
     Dashboard(DashboardArgs),
 }
 

@@ -31,6 +31,18 @@ pub fn is_alive(pid: u32) -> bool {
     }
 }
 
+/// Whether a process is stopped (SIGSTOP, or a tracer), as `/proc` reports its main thread;
+/// false when it is running or gone.
+pub fn is_stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat.rsplit_once(')')?.1.split_whitespace().next()?;
+            Some(matches!(state, "T" | "t"))
+        })
+        .unwrap_or(false)
+}
+
 /// The direct children of a process (from `/proc`; empty where there is none).
 pub fn children(pid: u32) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -164,6 +176,28 @@ mod tests {
         signal_all(pid, Signal::SIGKILL);
         let _ = shell.wait();
         assert!(!is_alive(pid));
+    }
+
+    #[test]
+    fn a_stopped_process_is_seen_stopped_until_it_continues() {
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn");
+        let pid = sleeper.id();
+        assert!(!is_stopped(pid));
+        signal(pid, Signal::SIGSTOP);
+        assert!(wait_stopped(pid, Duration::from_secs(5)));
+        assert!(is_stopped(pid) && is_alive(pid));
+        signal(pid, Signal::SIGCONT);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while is_stopped(pid) {
+            assert!(Instant::now() < deadline, "it did not continue");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        signal(pid, Signal::SIGKILL);
+        let _ = sleeper.wait();
+        assert!(!is_stopped(pid), "gone is not stopped");
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //! requests per second follow real traffic through the balancer; an admin's token (checked by
 //! an API server) kills api-2, which the supervisor brings back on a new pid, and restarts
 //! worker-1, while a request without a token (401), a non-admin's (403), an unknown role (404)
-//! and the dashboard itself (409) are refused.
+//! and the dashboard itself (409) are refused; the trace view gathers one request's spans from
+//! the balancer and the API server (400 for a malformed id, 404 for one no role keeps); a freeze of api-1 shows it frozen and unhealthy
+//! until a resume brings the same process back, and a freeze of a frozen role or a resume of a
+//! running one is a 409 naming the role parameter.
 
 mod common;
 
@@ -144,6 +147,83 @@ async fn the_dashboard_shows_every_role_and_tier_and_lets_only_an_admin_kill_a_r
             "the api tier shows no traffic: {snap:#}"
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // No Prometheus in this topology: no alerts panel.
+    let snap = snapshot(&http, &dash).await;
+    assert!(snap["alerts"].is_null(), "{:#}", snap["alerts"]);
+
+    // One request with a sampled trace of its own: the trace view gathers its spans from the
+    // balancer and the API server that served it.
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let r = http
+        .get(format!("http://{lb}/users?limit=1"))
+        .header("traceparent", format!("00-{trace_id}-b7ad6b7169203331-01"))
+        .send()
+        .await
+        .expect("a traced request");
+    assert_eq!(r.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let found: Value = loop {
+        let r = http
+            .get(format!("http://{dash}/api/traces/{trace_id}"))
+            .send()
+            .await
+            .expect("GET /api/traces/{id}");
+        let status = r.status();
+        let doc: Value = r.json().await.expect("JSON");
+        let roles: std::collections::BTreeSet<&str> = doc["spans"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["role"].as_str())
+            .collect();
+        if status == 200 && roles.contains("lb-1") && roles.iter().any(|r| r.starts_with("api-")) {
+            break doc;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the trace's spans across roles: {status} {doc:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(found["trace_id"], trace_id);
+    let spans = found["spans"].as_array().expect("spans");
+    let starts: Vec<u64> = spans
+        .iter()
+        .filter_map(|s| s["start_unix_nanos"].as_u64())
+        .collect();
+    assert!(
+        starts.windows(2).all(|w| w[0] <= w[1]),
+        "earliest first: {found:#}"
+    );
+    let lb_span = spans
+        .iter()
+        .find(|s| s["role"] == "lb-1")
+        .expect("lb-1's span");
+    assert!(
+        spans
+            .iter()
+            .any(|s| s["role"] != "lb-1" && s["parent_id"] == lb_span["span_id"]),
+        "the API server's first span is the balancer's child: {found:#}"
+    );
+    for (id, status, kind) in [
+        ("not-a-trace", 400, "invalid-parameter"),
+        ("ffffffffffffffffffffffffffffffff", 404, "trace-not-found"),
+    ] {
+        let r = http
+            .get(format!("http://{dash}/api/traces/{id}"))
+            .send()
+            .await
+            .expect("GET /api/traces/{id}");
+        assert_eq!(r.status(), status, "{id}");
+        let problem: Value = r.json().await.expect("problem json");
+        assert_eq!(
+            problem["type"],
+            format!("urn:strata:problem:{kind}"),
+            "{problem:#}"
+        );
+        assert_eq!(problem["errors"][0]["parameter"], "trace_id", "{problem:#}");
     }
 
     // Server-sent events: at least two snapshots.
@@ -319,4 +399,109 @@ async fn the_dashboard_shows_every_role_and_tier_and_lets_only_an_admin_kill_a_r
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // Freeze: SIGSTOP to api-1, which then neither answers nor dies; the supervisor leaves it.
+    let before = snapshot(&http, &dash).await;
+    let api1 = snap_role(&before, "api-1")["pid"]
+        .as_u64()
+        .expect("api-1's pid");
+    let post = |name: &str, action: &str| {
+        http.post(format!("http://{dash}/api/roles/{name}/{action}"))
+            .bearer_auth(&token)
+            .send()
+    };
+    let r = post("api-1", "freeze").await.expect("POST freeze");
+    assert_eq!(r.status(), 202);
+    let done: Value = r.json().await.expect("json");
+    assert_eq!(done["signal"], "SIGSTOP", "{done:#}");
+    assert_eq!(done["pid"].as_u64(), Some(api1));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let snap = snapshot(&http, &dash).await;
+        if snap_role(&snap, "api-1")["health"] == "frozen" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "api-1 not shown frozen: {snap:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let d = dir.clone();
+    let now = tokio::task::spawn_blocking(move || status_json(&d))
+        .await
+        .expect("join");
+    assert_eq!(role(&now, "api-1")["healthy"], false, "{now:#}");
+
+    // Refusals name the role parameter (the token is checked by api-2 while api-1 is frozen).
+    for (name, action, status, kind) in [
+        ("api-1", "freeze", 409, "role-frozen"),
+        ("api-2", "resume", 409, "role-not-frozen"),
+        ("nope-9", "freeze", 404, "role-not-found"),
+    ] {
+        let r = post(name, action).await.expect("POST");
+        assert_eq!(r.status(), status, "{action} {name}");
+        let problem: Value = r.json().await.expect("problem json");
+        assert_eq!(
+            problem["type"],
+            format!("urn:strata:problem:{kind}"),
+            "{problem:#}"
+        );
+        assert_eq!(problem["errors"][0]["parameter"], "name", "{problem:#}");
+    }
+
+    let r = post("api-1", "drain").await.expect("POST drain");
+    assert_eq!(r.status(), 404, "no such action");
+    let problem: Value = r.json().await.expect("problem json");
+    assert_eq!(problem["errors"][0]["parameter"], "action", "{problem:#}");
+
+    // Resume: api-1 goes on with the same pid, healthy again, never restarted.
+    let r = post("api-1", "resume").await.expect("POST resume");
+    assert_eq!(r.status(), 202);
+    let done: Value = r.json().await.expect("json");
+    assert_eq!(done["signal"], "SIGCONT", "{done:#}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = dir.clone();
+        let now = tokio::task::spawn_blocking(move || status_json(&d))
+            .await
+            .expect("join");
+        let snap = snapshot(&http, &dash).await;
+        let a = snap_role(&snap, "api-1");
+        if a["health"] == "ready" && role(&now, "api-1")["healthy"] == true {
+            assert_eq!(a["pid"].as_u64(), Some(api1), "the same process: {a:#}");
+            assert_eq!(a["restarts"], 0, "{a:#}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "api-1 did not resume: {snap:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A role left frozen does not hold `strata down` up: the supervisor continues it so that
+    // it acts on its SIGTERM (it would otherwise be killed after the 10 s grace).
+    let snap = snapshot(&http, &dash).await;
+    let worker = snap_role(&snap, "worker-1")["pid"]
+        .as_u64()
+        .expect("worker-1's pid");
+    let r = post("worker-1", "freeze").await.expect("POST freeze");
+    assert_eq!(r.status(), 202);
+    let d = dir.clone();
+    let started = Instant::now();
+    let out = tokio::task::spawn_blocking(move || common::strata(&["down"], &d))
+        .await
+        .expect("join");
+    assert!(
+        out.status.success(),
+        "{}",
+        common::explain("strata down", &out, &dir)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "strata down waited out the grace for the frozen worker: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        !strata_engines::process::is_alive(worker as u32),
+        "worker-1 is gone"
+    );
 }

@@ -1,6 +1,8 @@
 //! The dashboard's buttons that break things: kill a role (SIGKILL to its process and the
 //! engine under it — a crash) or restart it (SIGTERM — a clean stop); either way the supervisor
-//! starts it again. Only an admin may: the bearer token is checked by asking one of the
+//! starts it again. Freeze (SIGSTOP to the role's whole process tree: it neither answers nor
+//! dies, as a machine that stalls) and resume (SIGCONT) leave the supervisor out: a frozen
+//! role stays frozen until resumed, killed or restarted. Only an admin may: the bearer token is checked by asking one of the
 //! deployment's own API servers an admin-only question with it, so the dashboard holds no key
 //! and no account store of its own. The token is passed on, never logged.
 //!
@@ -21,6 +23,9 @@ use crate::state::{self, DeploymentState, RolePhase};
 
 /// How long the API server has to answer a token check or a login.
 const API_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a kill waits for the process to be gone, and a freeze or a resume for it to be
+/// stopped or running, before it answers.
+const SIGNAL_WAIT: Duration = Duration::from_secs(1);
 /// The longest bearer token accepted (a Strata access token is a few hundred bytes).
 const MAX_TOKEN: usize = 4096;
 /// Two account ids asked about with the token. Only an admin may see an account that is not
@@ -37,13 +42,30 @@ pub enum Action {
     Kill,
     /// SIGTERM to the role's process: it stops cleanly.
     Restart,
+    /// SIGSTOP to the role's process and its descendants: it stalls.
+    Freeze,
+    /// SIGCONT to the role's process and its descendants: a frozen role goes on.
+    Resume,
 }
 
 impl Action {
+    /// The action named in `POST /api/roles/{name}/{action}`.
+    pub fn parse(name: &str) -> Option<Action> {
+        Some(match name {
+            "kill" => Action::Kill,
+            "restart" => Action::Restart,
+            "freeze" => Action::Freeze,
+            "resume" => Action::Resume,
+            _ => return None,
+        })
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Kill => "kill",
             Action::Restart => "restart",
+            Action::Freeze => "freeze",
+            Action::Resume => "resume",
         }
     }
 }
@@ -73,12 +95,13 @@ pub fn bearer(headers: &HeaderMap) -> Result<&str, Problem> {
     Ok(token)
 }
 
-/// An API server of the deployment that is ready: its HTTP address.
+/// An API server of the deployment that is ready, and not frozen: its HTTP address.
 fn api_server(state: &DeploymentState) -> Result<String, Problem> {
     state
         .roles
         .iter()
         .filter(|r| r.kind == RoleKind::Api && r.state == RolePhase::Ready)
+        .filter(|r| r.pid.is_none_or(|p| !process::is_stopped(p)))
         .find_map(|r| r.addrs.get("http").cloned())
         .ok_or_else(|| {
             Problem::Unavailable(
@@ -136,7 +159,8 @@ async fn admin_may_see(
             "The access token is not valid (expired, revoked or malformed): log in again.".into(),
         )),
         StatusCode::FORBIDDEN => Err(Problem::Forbidden(
-            "Only an admin may kill or restart roles (strata admin grant EMAIL).".into(),
+            "Only an admin may kill, restart, freeze or resume roles (strata admin grant EMAIL)."
+                .into(),
         )),
         other => Err(Problem::Unavailable(format!(
             "The API server at {api} could not check the token (it answered {other})."
@@ -154,7 +178,9 @@ pub struct Done {
 }
 
 /// Sends the action's signal to role `name` of the deployment in `dir`, unless it is this
-/// dashboard (`own`) or not running.
+/// dashboard (`own`), not running, or already in the state asked for (a freeze of a frozen
+/// role, a resume of one that runs). Blocking: it waits up to [`SIGNAL_WAIT`] for the signal's
+/// effect.
 pub fn act(dir: &Path, own: &str, name: &str, action: Action) -> Result<Done, Problem> {
     let valid = !name.is_empty()
         && name.len() <= MAX_ROLE_NAME
@@ -168,7 +194,7 @@ pub fn act(dir: &Path, own: &str, name: &str, action: Action) -> Result<Done, Pr
         .find(|r| valid && r.name == name)
         .ok_or_else(|| Problem::UnknownRole(name.chars().take(MAX_ROLE_NAME).collect()))?;
     if role.name == own {
-        return Err(Problem::Conflict(format!(
+        return Err(Problem::OwnRole(format!(
             "{own} is this dashboard: it will not {} itself (use strata down, or kill its pid by hand).",
             action.as_str()
         )));
@@ -179,20 +205,50 @@ pub fn act(dir: &Path, own: &str, name: &str, action: Action) -> Result<Done, Pr
         ));
     }
     let pid = role.pid.filter(|p| process::is_alive(*p)).ok_or_else(|| {
-        Problem::Conflict(format!(
+        Problem::NotRunning(format!(
             "{name} is not running right now (it is {}): there is no process to {}.",
             role.state.as_str(),
             action.as_str()
         ))
     })?;
+    let frozen = process::is_stopped(pid);
+    // Each waits (briefly) for its effect, so that the snapshot published next shows it.
     let signal = match action {
         Action::Kill => {
             process::signal_all(pid, Signal::SIGKILL);
+            process::wait_gone(pid, SIGNAL_WAIT);
             "SIGKILL"
         }
         Action::Restart => {
             process::signal(pid, Signal::SIGTERM);
+            if frozen {
+                // A stopped process acts on SIGTERM only once it runs again.
+                process::signal_all(pid, Signal::SIGCONT);
+            }
             "SIGTERM"
+        }
+        Action::Freeze if frozen => {
+            return Err(Problem::Frozen(format!(
+                "{name} is frozen already (pid {pid}): resume it first."
+            )));
+        }
+        Action::Freeze => {
+            process::signal_all(pid, Signal::SIGSTOP);
+            process::wait_stopped(pid, SIGNAL_WAIT);
+            "SIGSTOP"
+        }
+        Action::Resume if !frozen => {
+            return Err(Problem::NotFrozen(format!(
+                "{name} is not frozen (pid {pid} runs): there is nothing to resume."
+            )));
+        }
+        Action::Resume => {
+            process::signal_all(pid, Signal::SIGCONT);
+            let deadline = std::time::Instant::now() + SIGNAL_WAIT;
+            while process::is_stopped(pid) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            "SIGCONT"
         }
     };
     tracing::warn!(role = %name, pid, signal, "a role was signalled from the dashboard");
@@ -285,6 +341,64 @@ mod tests {
     }
 
     #[test]
+    fn actions_are_named_in_the_path() {
+        for a in [
+            Action::Kill,
+            Action::Restart,
+            Action::Freeze,
+            Action::Resume,
+        ] {
+            assert_eq!(Action::parse(a.as_str()), Some(a));
+        }
+        assert_eq!(Action::parse("drain"), None);
+    }
+
+    #[test]
+    fn a_role_is_frozen_once_resumed_once_and_a_frozen_api_server_checks_no_token() {
+        use crate::state::RoleState;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn");
+        let pid = sleeper.id();
+        let mut addrs = std::collections::BTreeMap::new();
+        addrs.insert("http".to_string(), "127.0.0.1:1".to_string());
+        let state = DeploymentState {
+            topology: "t".into(),
+            supervisor_pid: std::process::id(),
+            running: true,
+            roles: vec![RoleState {
+                name: "api-1".into(),
+                kind: RoleKind::Api,
+                pid: Some(pid),
+                addrs,
+                restarts: 0,
+                state: RolePhase::Ready,
+                last_error: None,
+            }],
+        };
+        state::write(dir.path(), &state).expect("write");
+        assert!(api_server(&state).is_ok());
+        let p = act(dir.path(), "dashboard-1", "api-1", Action::Resume).expect_err("runs");
+        assert!(matches!(p, Problem::NotFrozen(_)), "{p:?}");
+        let done = act(dir.path(), "dashboard-1", "api-1", Action::Freeze).expect("freeze");
+        assert_eq!((done.signal, done.pid), ("SIGSTOP", pid));
+        assert!(process::is_stopped(pid), "stopped when answered");
+        assert!(
+            matches!(api_server(&state), Err(Problem::Unavailable(_))),
+            "a frozen API server would never answer a token check"
+        );
+        let p = act(dir.path(), "dashboard-1", "api-1", Action::Freeze).expect_err("frozen");
+        assert!(matches!(p, Problem::Frozen(_)), "{p:?}");
+        let done = act(dir.path(), "dashboard-1", "api-1", Action::Resume).expect("resume");
+        assert_eq!(done.signal, "SIGCONT");
+        assert!(!process::is_stopped(pid), "running when answered");
+        process::signal(pid, Signal::SIGKILL);
+        let _ = sleeper.wait();
+    }
+
+    #[test]
     fn an_unknown_role_a_stopped_one_and_the_dashboard_itself_are_refused() {
         use crate::state::RoleState;
         let dir = tempfile::tempdir().expect("tempdir");
@@ -312,11 +426,13 @@ mod tests {
         let p = act(dir.path(), "dashboard-1", "../../x", Action::Kill).expect_err("invalid");
         assert!(matches!(p, Problem::UnknownRole(_)));
         let p = act(dir.path(), "dashboard-1", "dashboard-1", Action::Kill).expect_err("self");
-        assert!(matches!(p, Problem::Conflict(_)), "{p:?}");
+        assert!(matches!(p, Problem::OwnRole(_)), "{p:?}");
         let p = act(dir.path(), "dashboard-1", "api-1", Action::Restart).expect_err("no pid");
         assert!(
-            matches!(&p, Problem::Conflict(d) if d.contains("not running")),
+            matches!(&p, Problem::NotRunning(d) if d.contains("not running")),
             "{p:?}"
         );
+        let p = act(dir.path(), "dashboard-1", "api-1", Action::Freeze).expect_err("no pid");
+        assert!(matches!(&p, Problem::NotRunning(_)), "{p:?}");
     }
 }

@@ -9,8 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use tokio::sync::watch;
+use strata_engines::process;
+use tokio::sync::{Notify, watch};
 
+use super::alerts::{self, AlertsView};
 use super::metrics::{Point, Ring, TierMetrics, series_of};
 use crate::roles::RoleKind;
 use crate::state::{self, DeploymentState, RolePhase, RoleState};
@@ -21,7 +23,7 @@ pub const TICK: Duration = Duration::from_secs(1);
 pub const SCRAPE_TIMEOUT: Duration = Duration::from_millis(800);
 /// How many points each tier keeps: five minutes at one a second.
 pub const HISTORY: usize = 300;
-/// Traces are gathered every this many ticks.
+/// Traces and alerts are gathered every this many ticks.
 const TRACE_EVERY: u64 = 5;
 /// The slowest traces shown, across roles.
 pub const TRACES_SHOWN: usize = 8;
@@ -37,13 +39,19 @@ pub enum Health {
     Ready,
     Starting,
     Down,
+    /// Its process is stopped (SIGSTOP): alive, but it answers nothing.
+    Frozen,
 }
 
-/// What a role's phase and process say about it.
-pub fn health_of(role: &RoleState, alive: bool) -> Health {
+/// What a role's phase and process say about it: frozen when its process is alive but
+/// stopped; ready only with its process alive; starting while a new process gets ready; down
+/// when nothing serves — crashed or stopped and waiting for the supervisor's restart, failed,
+/// stopped, or marked ready while its process is gone.
+pub fn health_of(role: &RoleState, alive: bool, stopped: bool) -> Health {
     match role.state {
+        RolePhase::Ready | RolePhase::Starting if alive && stopped => Health::Frozen,
         RolePhase::Ready if alive => Health::Ready,
-        RolePhase::Starting | RolePhase::Restarting => Health::Starting,
+        RolePhase::Starting => Health::Starting,
         _ => Health::Down,
     }
 }
@@ -110,6 +118,8 @@ pub struct Snapshot {
     pub roles: Vec<RoleView>,
     pub tiers: Vec<TierView>,
     pub traces: Vec<TraceView>,
+    /// What the deployment's Prometheus says is firing or pending; none without one.
+    pub alerts: Option<AlertsView>,
 }
 
 /// The scrape loop's memory between ticks.
@@ -121,7 +131,11 @@ pub struct Collector {
     last_tick: Option<Instant>,
     series: BTreeMap<&'static str, (RoleKind, Ring<Point>)>,
     traces: Vec<TraceView>,
+    alerts: Option<AlertsView>,
+    /// Snapshots published, for their `seq`.
     seq: u64,
+    /// Scrapes done, for the traces' cadence.
+    ticks: u64,
 }
 
 fn now_ms() -> u64 {
@@ -145,30 +159,46 @@ impl Collector {
             last_tick: None,
             series: BTreeMap::new(),
             traces: Vec::new(),
+            alerts: None,
             seq: 0,
+            ticks: 0,
         })
     }
 
     /// Scrapes once and returns the new snapshot.
     pub async fn tick(&mut self) -> Snapshot {
-        self.seq += 1;
-        let state = match state::read(&self.dir) {
-            Ok(state) => state,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the deployment's state");
-                None
-            }
-        };
+        self.ticks += 1;
+        let state = self.read_state();
         let started = Instant::now();
         let elapsed = self.last_tick.map(|t| started.duration_since(t));
         self.last_tick = Some(started);
         if let Some(state) = &state {
             self.scrape_metrics(state, elapsed).await;
-            if self.seq % TRACE_EVERY == 1 {
-                self.traces = self.scrape_traces(state).await;
+            if self.ticks % TRACE_EVERY == 1 {
+                let (traces, alerts) =
+                    tokio::join!(self.scrape_traces(state), self.scrape_alerts(state));
+                self.traces = traces;
+                self.alerts = alerts;
             }
         }
         self.snapshot(state.as_ref())
+    }
+
+    /// The roles as they are now, without scraping: published at once after a button acted,
+    /// so that the page shows the effect without waiting for the next tick.
+    pub fn refresh(&mut self) -> Snapshot {
+        let state = self.read_state();
+        self.snapshot(state.as_ref())
+    }
+
+    fn read_state(&self) -> Option<DeploymentState> {
+        match state::read(&self.dir) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the deployment's state");
+                None
+            }
+        }
     }
 
     async fn scrape_metrics(&mut self, state: &DeploymentState, elapsed: Option<Duration>) {
@@ -236,7 +266,21 @@ impl Collector {
         slowest_traces(&by_role, TRACES_SHOWN)
     }
 
-    fn snapshot(&self, state: Option<&DeploymentState>) -> Snapshot {
+    /// The alerts of the deployment's first Prometheus role, when it runs one.
+    async fn scrape_alerts(&self, state: &DeploymentState) -> Option<AlertsView> {
+        let prometheus = state
+            .roles
+            .iter()
+            .find(|r| r.kind == RoleKind::Prometheus)?;
+        let body = match prometheus.addrs.get("http") {
+            Some(addr) => get_text(&self.http, format!("http://{addr}/api/v1/alerts")).await,
+            None => None,
+        };
+        Some(alerts::view_of(&prometheus.name, body.as_deref()))
+    }
+
+    fn snapshot(&mut self, state: Option<&DeploymentState>) -> Snapshot {
+        self.seq += 1;
         let roles = state
             .map(|s| {
                 s.roles
@@ -248,7 +292,11 @@ impl Collector {
                         pid: r.pid,
                         restarts: r.restarts,
                         state: r.state,
-                        health: health_of(r, r.pid.is_some_and(strata_engines::process::is_alive)),
+                        health: health_of(
+                            r,
+                            r.pid.is_some_and(process::is_alive),
+                            r.pid.is_some_and(process::is_stopped),
+                        ),
                         addrs: r.addrs.clone(),
                         last_error: r.last_error.clone(),
                     })
@@ -272,6 +320,7 @@ impl Collector {
                 })
                 .collect(),
             traces: self.traces.clone(),
+            alerts: self.alerts.clone(),
         }
     }
 }
@@ -331,13 +380,16 @@ pub async fn get_text(http: &reqwest::Client, url: String) -> Option<String> {
     String::from_utf8(body).ok()
 }
 
-/// Runs the loop until the receivers are all gone, publishing each snapshot as JSON.
-pub async fn run(mut collector: Collector, publish: watch::Sender<Arc<str>>) {
+/// Runs the loop until the receivers are all gone, publishing each snapshot as JSON; a
+/// `nudge` (a button acted) publishes the roles as they are at once.
+pub async fn run(mut collector: Collector, publish: watch::Sender<Arc<str>>, nudge: Arc<Notify>) {
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticks.tick().await;
-        let snapshot = collector.tick().await;
+        let snapshot = tokio::select! {
+            _ = ticks.tick() => collector.tick().await,
+            () = nudge.notified() => collector.refresh(),
+        };
         match serde_json::to_string(&snapshot) {
             Ok(json) => {
                 if publish.send(json.into()).is_err() {
@@ -387,11 +439,19 @@ mod tests {
             state: RolePhase::Ready,
             last_error: None,
         };
-        assert_eq!(health_of(&role, true), Health::Ready);
-        assert_eq!(health_of(&role, false), Health::Down);
+        assert_eq!(health_of(&role, true, false), Health::Ready);
+        assert_eq!(health_of(&role, false, false), Health::Down);
+        assert_eq!(health_of(&role, true, true), Health::Frozen);
         role.state = RolePhase::Restarting;
-        assert_eq!(health_of(&role, false), Health::Starting);
+        assert_eq!(
+            health_of(&role, false, false),
+            Health::Down,
+            "nothing serves"
+        );
+        role.state = RolePhase::Starting;
+        assert_eq!(health_of(&role, true, false), Health::Starting);
+        assert_eq!(health_of(&role, true, true), Health::Frozen);
         role.state = RolePhase::Failed;
-        assert_eq!(health_of(&role, true), Health::Down);
+        assert_eq!(health_of(&role, true, false), Health::Down);
     }
 }

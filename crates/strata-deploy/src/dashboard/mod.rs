@@ -3,10 +3,13 @@
 //!
 //! - `GET /` — the page (`page.html`, inline CSS and JS, nothing fetched from elsewhere): every
 //!   role as a box in its tier, coloured by health; each tier's requests/s, p99 and error ratio
-//!   over the last five minutes; the slowest recent traces; kill and restart buttons.
+//!   over the last five minutes; Prometheus's alerts ([`alerts`]); the slowest recent traces,
+//!   each opening a waterfall of its spans; kill, restart, freeze and resume buttons.
 //! - `GET /events` — server-sent events, one snapshot a second; at most [`MAX_CLIENTS`] at once.
 //! - `GET /api/snapshot` — the latest snapshot as JSON.
-//! - `POST /api/roles/{name}/kill|restart` — an admin's bearer token required ([`admin`]).
+//! - `POST /api/roles/{name}/kill|restart|freeze|resume` — an admin's bearer token required
+//!   ([`admin`]).
+//! - `GET /api/traces/{trace_id}` — one trace's spans from every role ([`traces`]).
 //! - `POST /api/login` — an email and password exchanged for an access token at an API server.
 //! - `GET /healthz` — for `strata status`.
 //!
@@ -14,9 +17,11 @@
 //! the roles nothing more. The maths of rates and quantiles is in [`metrics`].
 
 pub mod admin;
+pub mod alerts;
 pub mod collect;
 pub mod metrics;
 pub mod problem;
+pub mod traces;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,7 +35,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use strata_core::ready::ReadyLine;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 
 use self::admin::Action;
 use self::problem::Problem;
@@ -53,6 +58,10 @@ struct Shared {
     snapshots: watch::Receiver<Arc<str>>,
     clients: Arc<Semaphore>,
     http: reqwest::Client,
+    /// Asks the roles for a trace's spans, with the scrape's timeouts.
+    traces_http: reqwest::Client,
+    /// Wakes the scrape loop to publish the roles at once after a button acted.
+    nudge: Arc<Notify>,
 }
 
 fn app(shared: Shared) -> Router {
@@ -63,6 +72,7 @@ fn app(shared: Shared) -> Router {
         .route("/api/snapshot", get(snapshot))
         .route("/api/login", post(login))
         .route("/api/roles/{name}/{action}", post(act))
+        .route("/api/traces/{trace_id}", get(trace))
         .fallback(|| async { Problem::NotFound("No such page: the dashboard is at /.".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(shared)
@@ -127,6 +137,19 @@ async fn events(State(s): State<Shared>) -> Response {
     r
 }
 
+/// `GET /api/traces/{trace_id}`: every role's spans of one trace.
+async fn trace(State(s): State<Shared>, Path(trace_id): Path<String>) -> Response {
+    match traces::spans(&s.traces_http, &s.dir, &trace_id).await {
+        Ok(found) => {
+            let mut r = axum::Json(found).into_response();
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
+        Err(p) => p.into_response(),
+    }
+}
+
 async fn login(State(s): State<Shared>, body: Bytes) -> Response {
     admin::login(&s.http, &s.dir, &body).await
 }
@@ -136,15 +159,8 @@ async fn act(
     Path((name, action)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let action = match action.as_str() {
-        "kill" => Action::Kill,
-        "restart" => Action::Restart,
-        _ => {
-            return Problem::BadRequest(
-                "A role's actions are POST /api/roles/{name}/kill and …/restart.".into(),
-            )
-            .into_response();
-        }
+    let Some(action) = Action::parse(&action) else {
+        return Problem::UnknownAction(action.chars().take(64).collect()).into_response();
     };
     let token = match admin::bearer(&headers) {
         Ok(t) => t,
@@ -153,9 +169,16 @@ async fn act(
     if let Err(p) = admin::require_admin(&s.http, &s.dir, token).await {
         return p.into_response();
     }
-    match admin::act(&s.dir, &s.name, &name, action) {
-        Ok(done) => (StatusCode::ACCEPTED, axum::Json(done)).into_response(),
-        Err(p) => p.into_response(),
+    // Signalling waits (briefly) for the signal to take effect: a blocking thread's work.
+    let (dir, own) = (s.dir.clone(), s.name.clone());
+    let done = tokio::task::spawn_blocking(move || admin::act(&dir, &own, &name, action)).await;
+    match done {
+        Ok(Ok(done)) => {
+            s.nudge.notify_one();
+            (StatusCode::ACCEPTED, axum::Json(done)).into_response()
+        }
+        Ok(Err(p)) => p.into_response(),
+        Err(e) => Problem::Unavailable(format!("The action did not finish: {e}")).into_response(),
     }
 }
 
@@ -173,7 +196,8 @@ pub async fn run(args: DashboardArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let collector = collect::Collector::new(args.dir.clone(), args.name.clone())?;
     let (tx, rx) = watch::channel::<Arc<str>>(Arc::from("{}"));
-    let scraping = tokio::spawn(collect::run(collector, tx));
+    let nudge = Arc::new(Notify::new());
+    let scraping = tokio::spawn(collect::run(collector, tx, nudge.clone()));
     // Stopping the scrape loop drops the sender, which ends every `/events` stream, so the
     // graceful shutdown does not wait for pages that never close.
     let stop_scraping = scraping.abort_handle();
@@ -186,6 +210,8 @@ pub async fn run(args: DashboardArgs) -> anyhow::Result<()> {
             .no_proxy()
             .connect_timeout(Duration::from_secs(1))
             .build()?,
+        traces_http: traces::client()?,
+        nudge,
     };
     ReadyLine::new(&args.name)
         .with_addr(LISTENER, addr)

@@ -1,5 +1,7 @@
 //! The dashboard's error answers: RFC 9457 problem+json, with the same `urn:strata:problem:…`
-//! types the API servers use.
+//! types the API servers use. A problem caused by the role named in the path (unknown, not
+//! running, frozen or not, the dashboard itself) names that parameter in `errors`, as the API
+//! servers' problems do: `[{"parameter": "name", "detail": …}]`.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -13,8 +15,30 @@ pub enum Problem {
     Forbidden(String),
     #[error("no role is named {0}")]
     UnknownRole(String),
+    /// The role has no process to signal.
+    #[error("{0}")]
+    NotRunning(String),
+    /// Freezing a role that is frozen already.
+    #[error("{0}")]
+    Frozen(String),
+    /// Resuming a role that is not frozen.
+    #[error("{0}")]
+    NotFrozen(String),
+    /// The dashboard's own role.
+    #[error("{0}")]
+    OwnRole(String),
+    /// The deployment is stopping.
     #[error("{0}")]
     Conflict(String),
+    /// An action a role does not have (what was sent, cut short).
+    #[error("no action is named {0}")]
+    UnknownAction(String),
+    /// A malformed trace id (what was sent, cut short).
+    #[error("{0:?} is not a trace id")]
+    BadTraceId(String),
+    /// No role keeps any span of the trace.
+    #[error("no role keeps trace {0}")]
+    TraceNotFound(String),
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
@@ -34,7 +58,32 @@ impl Problem {
             ),
             Problem::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             Problem::UnknownRole(_) => (StatusCode::NOT_FOUND, "role-not-found", "Role not found"),
-            Problem::Conflict(_) => (StatusCode::CONFLICT, "role-not-running", "Not possible now"),
+            Problem::NotRunning(_) => (
+                StatusCode::CONFLICT,
+                "role-not-running",
+                "The role is not running",
+            ),
+            Problem::Frozen(_) => (StatusCode::CONFLICT, "role-frozen", "The role is frozen"),
+            Problem::NotFrozen(_) => (
+                StatusCode::CONFLICT,
+                "role-not-frozen",
+                "The role is not frozen",
+            ),
+            Problem::OwnRole(_) => (StatusCode::CONFLICT, "own-role", "The dashboard's own role"),
+            Problem::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Not possible now"),
+            Problem::UnknownAction(_) => (
+                StatusCode::NOT_FOUND,
+                "action-not-found",
+                "Action not found",
+            ),
+            Problem::BadTraceId(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid-parameter",
+                "Invalid parameter",
+            ),
+            Problem::TraceNotFound(_) => {
+                (StatusCode::NOT_FOUND, "trace-not-found", "Trace not found")
+            }
             Problem::Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -51,8 +100,21 @@ impl Problem {
             Problem::UnknownRole(name) => format!(
                 "There is no role named {name:?} in this deployment (see GET /api/snapshot)."
             ),
+            Problem::UnknownAction(action) => format!(
+                "A role has no action {action:?}: POST /api/roles/{{name}}/kill, …/restart, …/freeze or …/resume."
+            ),
+            Problem::BadTraceId(id) => format!(
+                "{id:?} is not a trace id: 32 lower-case hexadecimal digits, not all zeros."
+            ),
+            Problem::TraceNotFound(id) => format!(
+                "No role keeps a span of trace {id} any more (each keeps its most recent and slowest)."
+            ),
             Problem::Unauthenticated(d)
             | Problem::Forbidden(d)
+            | Problem::NotRunning(d)
+            | Problem::Frozen(d)
+            | Problem::NotFrozen(d)
+            | Problem::OwnRole(d)
             | Problem::Conflict(d)
             | Problem::Unavailable(d)
             | Problem::BadRequest(d)
@@ -60,15 +122,38 @@ impl Problem {
         }
     }
 
+    /// The request parameter at fault, and what is wrong with it, when there is one: the
+    /// role's `name` in `/api/roles/{name}/…`, the `trace_id` in `/api/traces/{trace_id}`.
+    pub fn fault(&self) -> Option<(&'static str, &'static str)> {
+        Some(match self {
+            Problem::UnknownRole(_) => ("name", "no role of this deployment has this name"),
+            Problem::NotRunning(_) => ("name", "this role has no running process"),
+            Problem::Frozen(_) => ("name", "this role is frozen already"),
+            Problem::NotFrozen(_) => ("name", "this role is not frozen"),
+            Problem::OwnRole(_) => ("name", "this role is the dashboard itself"),
+            Problem::UnknownAction(_) => ("action", "kill, restart, freeze or resume"),
+            Problem::BadTraceId(_) => (
+                "trace_id",
+                "32 lower-case hexadecimal digits, not all zeros",
+            ),
+            Problem::TraceNotFound(_) => ("trace_id", "no role keeps a span of this trace"),
+            _ => return None,
+        })
+    }
+
     /// The problem+json document.
     pub fn body(&self) -> serde_json::Value {
         let (status, slug, title) = self.parts();
-        serde_json::json!({
+        let mut doc = serde_json::json!({
             "type": format!("urn:strata:problem:{slug}"),
             "title": title,
             "status": status.as_u16(),
             "detail": self.detail(),
-        })
+        });
+        if let Some((parameter, detail)) = self.fault() {
+            doc["errors"] = serde_json::json!([{"parameter": parameter, "detail": detail}]);
+        }
+        doc
     }
 }
 
@@ -114,6 +199,7 @@ mod tests {
                 .as_str()
                 .is_some_and(|d| d.contains("nope-9"))
         );
+        assert_eq!(body["errors"][0]["parameter"], "name", "{body:#}");
         let r = Problem::Unauthenticated("no token".into()).into_response();
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         assert!(r.headers().contains_key(header::WWW_AUTHENTICATE));
@@ -125,10 +211,42 @@ mod tests {
             Problem::Conflict("x".into()).parts().0,
             StatusCode::CONFLICT
         );
+        assert!(
+            Problem::Conflict("stopping".into())
+                .body()
+                .get("errors")
+                .is_none()
+        );
         let r = Problem::Unavailable("busy".into()).into_response();
         assert_eq!(
             r.headers().get(header::RETRY_AFTER).map(|v| v.as_bytes()),
             Some(&b"1"[..])
         );
+    }
+
+    #[test]
+    fn an_unknown_action_names_the_action_parameter() {
+        let body = Problem::UnknownAction("drain".into()).body();
+        assert_eq!(body["status"], 404);
+        assert_eq!(body["type"], "urn:strata:problem:action-not-found");
+        assert_eq!(body["errors"][0]["parameter"], "action", "{body:#}");
+        assert!(body["detail"].as_str().is_some_and(|d| d.contains("drain")));
+    }
+
+    #[test]
+    fn a_role_in_the_wrong_state_is_a_conflict_naming_the_role_parameter() {
+        for (p, slug) in [
+            (Problem::NotRunning("x".into()), "role-not-running"),
+            (Problem::Frozen("x".into()), "role-frozen"),
+            (Problem::NotFrozen("x".into()), "role-not-frozen"),
+            (Problem::OwnRole("x".into()), "own-role"),
+        ] {
+            assert_eq!(p.fault().map(|f| f.0), Some("name"));
+            let body = p.body();
+            assert_eq!(body["status"], 409, "{body:#}");
+            assert_eq!(body["type"], format!("urn:strata:problem:{slug}"));
+            assert_eq!(body["errors"][0]["parameter"], "name", "{body:#}");
+            assert!(body["errors"][0]["detail"].is_string());
+        }
     }
 }

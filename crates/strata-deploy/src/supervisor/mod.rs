@@ -323,6 +323,9 @@ async fn start_role(
 
 async fn stop_role(mut running: Running, grace: Duration) {
     process::signal(running.pid, Signal::SIGTERM);
+    // A role frozen from the dashboard (SIGSTOP to its whole tree) acts on the SIGTERM only
+    // once it runs again, and its engine's processes must run to be stopped by it.
+    process::signal_all(running.pid, Signal::SIGCONT);
     if tokio::time::timeout(grace, running.child.wait())
         .await
         .is_err()
