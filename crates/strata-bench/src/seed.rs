@@ -5,6 +5,9 @@
 //! `Store::insert_batch` — one transaction per batch (SQLite: one INSERT per row in it; PostgreSQL: one
 //! `COPY` per batch). Ids are Snowflakes from node id 1023,
 //! which is reserved for seeding so seeded ids never collide with ids an API server issues.
+//!
+//! Why this file is long: two thirds of it are the name, city and street tables the synthetic
+//! people are drawn from (data, not logic).
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -59,6 +62,9 @@ pub struct SeedArgs {
         conflicts_with = "postgres"
     )]
     pub postgres_shards: Vec<String>,
+    /// The shard map's home of the deployment in --dir (its etcd, when it keeps it there).
+    #[arg(skip)]
+    pub map_home: Option<strata_store::map_home::MapHomeHandle>,
 }
 
 const FIRST_NAMES: &[&str] = &[
@@ -571,17 +577,20 @@ async fn with_deployment(mut args: SeedArgs) -> anyhow::Result<SeedArgs> {
     let Some(dir) = args.dir.clone() else {
         return Ok(args);
     };
-    let Some(state) = strata_deploy::state::read(&dir)? else {
+    if strata_deploy::state::read(&dir)?.is_none() {
         anyhow::bail!(
             "{} is not a running deployment (no state file): start one with `strata up --dir {}`, or pass --data / --postgres",
             dir.display(),
             dir.display()
         );
-    };
+    }
     args.data = dir.join(strata_deploy::state::DATA_DIR);
-    args.postgres_shards = strata_deploy::groups::group_urls(&state);
-    if args.postgres_shards.is_empty() {
-        args.postgres = strata_deploy::accounts::primary_url(&dir).await?;
+    match strata_deploy::accounts::group_options(&dir)? {
+        Some(options) => {
+            args.postgres_shards = options.postgres_shards;
+            args.map_home = options.map_home;
+        }
+        None => args.postgres = strata_deploy::accounts::primary_url(&dir).await?,
     }
     Ok(args)
 }
@@ -598,6 +607,7 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
     let sharded = if !args.postgres_shards.is_empty() {
         let mut options = strata_store::open::DataOptions::sqlite(&args.data);
         options.postgres_shards = args.postgres_shards.clone();
+        options.map_home = args.map_home.clone();
         options.shards = args.shards;
         options.postgres_pool = 2;
         Some(options.open().await?)

@@ -27,6 +27,7 @@
 pub mod cluster;
 pub mod controller;
 pub mod etcd;
+pub mod map_home;
 pub mod pgnode;
 pub mod shard_map;
 pub mod store;

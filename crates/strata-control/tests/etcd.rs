@@ -2,7 +2,9 @@
 //! members bootstrapped without knowing each other's ports in advance (the first starts a
 //! cluster, the others join through it), the cluster state published through it, one member
 //! killed — publishing still works with two of three — and the killed member restarted with its
-//! data, rejoining and catching up.
+//! data, rejoining and catching up. The shard map's etcd home is exercised on the same
+//! cluster: created once by one of two racing publishers, published by version while a
+//! member is down, followed by a reader whose first endpoint is the dead member.
 //!
 //! The members run in this process (`node::run_until`), each on a free loopback port in a
 //! temporary directory; every wait polls with a deadline.
@@ -15,8 +17,11 @@ use nix::sys::signal::Signal;
 use strata_control::cluster::ClusterState;
 use strata_control::etcd::node::{self, EtcdArgs};
 use strata_control::etcd::{EtcdClient, EtcdStore};
+use strata_control::map_home::EtcdMapHome;
 use strata_control::store::{StateError, StateStore};
 use strata_engines::{etcd, process};
+use strata_store::map_home::MapHome as _;
+use strata_store::shard::{ShardGroup, ShardMap, Strategy};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -76,6 +81,10 @@ async fn healthy(port: u16) -> bool {
     tokio::task::spawn_blocking(move || etcd::healthy(addr))
         .await
         .unwrap_or(false)
+}
+
+fn group(name: &str) -> ShardGroup {
+    ShardGroup::parse(name).expect("a group name")
 }
 
 fn client(endpoints: &[String]) -> EtcdClient {
@@ -174,6 +183,25 @@ async fn three_members_bootstrap_survive_a_killed_one_and_take_it_back_with_its_
     );
     store.publish(None, &first_state).await.expect("publishes");
 
+    // The shard map's home: two publishers race to create the first map; one wins, and both
+    // then read the winner's.
+    let resharder = EtcdMapHome::new(endpoints.clone(), "/strata").expect("home");
+    let router =
+        EtcdMapHome::new(endpoints.iter().rev().cloned().collect(), "/strata/").expect("home");
+    let two = ShardMap::even(Strategy::Hash, vec![group("s1"), group("s2")]).expect("map");
+    let three =
+        ShardMap::even(Strategy::Hash, vec![group("s1"), group("s2"), group("s3")]).expect("map");
+    let (a, b) = tokio::join!(resharder.create(&two), router.create(&three));
+    assert!(
+        a.expect("create") ^ b.expect("create"),
+        "exactly one first map"
+    );
+    let first_map = router.load().await.expect("load").expect("a map");
+    assert_eq!(
+        resharder.load().await.expect("load"),
+        Some(first_map.clone())
+    );
+
     // Member 1 — the one the others joined through — is killed.
     let pid: u32 = std::fs::read_to_string(first.data.join("etcd.pid"))
         .expect("pid file")
@@ -188,7 +216,32 @@ async fn three_members_bootstrap_survive_a_killed_one_and_take_it_back_with_its_
     let e = died.expect_err("the role fails when etcd dies");
     assert!(e.to_string().contains("etcd exited"), "{e:#}");
 
-    // Two of three still make a quorum.
+    // Two of three still make a quorum: the map is published over its version, a router
+    // (whose first endpoint is the dead member) follows it, and a stale publisher is refused.
+    let v = first_map.version();
+    let next_map = first_map.add_group(group("s9")).expect("add");
+    let mut attempts = 0;
+    while let Err(e) = resharder.publish(v, &next_map).await {
+        attempts += 1;
+        assert!(attempts < 100, "cannot publish the shard map: {e}");
+        if router.load().await.ok().flatten().map(|m| m.version()) == Some(v + 1) {
+            break; // an attempt went through, its answer lost with the member
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        router.load().await.expect("load").map(|m| m.version()),
+        Some(v + 1)
+    );
+    let stale = resharder
+        .publish(v, &next_map)
+        .await
+        .expect_err("version v again");
+    assert!(
+        stale.to_string().contains("changed under this resharding"),
+        "{stale}"
+    );
+
     let second = first_state.next(|s| s.primary = None);
     publish(&store, 1, &second).await;
     until("the others read version 2", Duration::from_secs(10), || {

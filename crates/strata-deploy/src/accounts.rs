@@ -47,6 +47,25 @@ pub async fn primary_url(dir: &Path) -> anyhow::Result<Option<String>> {
     )
 }
 
+/// The data options of the deployment in `dir` when it runs PostgreSQL shard groups: every
+/// group's URL and the shard map's home, as its API servers have them (a small pool).
+pub fn group_options(dir: &Path) -> anyhow::Result<Option<strata_store::open::DataOptions>> {
+    let Some(deployment) = state::read(dir)? else {
+        return Ok(None);
+    };
+    let groups = crate::groups::group_urls(&deployment);
+    if groups.is_empty() {
+        return Ok(None);
+    }
+    let mut options = strata_store::open::DataOptions::sqlite(dir.join(state::DATA_DIR));
+    options.postgres_shards = groups;
+    options.postgres_pool = 2;
+    options.map_home = Some(strata_store::map_home::MapHomeHandle(
+        crate::maps::of_deployment(dir, &deployment)?,
+    ));
+    Ok(Some(options))
+}
+
 /// The account store of the deployment in `dir`.
 pub async fn open(dir: &Path) -> anyhow::Result<Arc<dyn AccountStore>> {
     if !dir.is_dir() {
@@ -56,13 +75,7 @@ pub async fn open(dir: &Path) -> anyhow::Result<Arc<dyn AccountStore>> {
         );
     }
     // Shard groups on PostgreSQL: through a router over every group, as the API servers.
-    let groups = state::read(dir)?
-        .map(|s| crate::groups::group_urls(&s))
-        .unwrap_or_default();
-    if !groups.is_empty() {
-        let mut options = strata_store::open::DataOptions::sqlite(dir.join(state::DATA_DIR));
-        options.postgres_shards = groups;
-        options.postgres_pool = 2;
+    if let Some(options) = group_options(dir)? {
         return Ok(options.open().await?.accounts);
     }
     match primary_url(dir).await? {

@@ -138,6 +138,7 @@ mod tests {
         };
         let state = DeploymentState {
             topology: "t".into(),
+            shard_map: None,
             supervisor_pid: 1,
             running: true,
             roles: vec![

@@ -35,6 +35,7 @@ pub mod dashboard;
 pub mod groups;
 pub mod launch;
 pub mod logs;
+pub mod maps;
 pub mod plan;
 pub mod present;
 pub mod rejoin;

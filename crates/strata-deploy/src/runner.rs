@@ -6,7 +6,10 @@ impl RoleCommand {
     /// Runs the role in this process until it is told to stop.
     pub async fn run(self) -> anyhow::Result<()> {
         match self {
-            RoleCommand::Api(args) => strata_api::role::api(*args).await,
+            RoleCommand::Api(mut args) => {
+                crate::maps::attach(&mut args.server.data)?;
+                strata_api::role::api(*args).await
+            }
             RoleCommand::Lb(args) => strata_lb::role::run(*args).await,
             RoleCommand::Control(args) => strata_control::controller::run(args).await,
             RoleCommand::Cache(args) => strata_cache::node::run(args).await,

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use strata_core::user::UserId;
-use strata_store::embedded_shards::{FileMapPublisher, SqliteGroups, map_path, publish_map};
+use strata_store::embedded_shards::SqliteGroups;
+use strata_store::map_home::{FileMapHome, HomePublisher, HomeSource, MapHome};
 use strata_store::reshard::journal::journal_path;
 use strata_store::reshard::run::{Options, Progress, Report, Request, Resharder, RowsOpener};
-use strata_store::shard::source::read_map_file;
 use strata_store::shard::{ShardGroup, SlotRange};
 
 use crate::state::DATA_DIR;
@@ -54,19 +54,31 @@ impl Target {
             .unwrap_or_default())
     }
 
-    fn data(&self) -> anyhow::Result<PathBuf> {
-        let data = match (&self.dir, &self.data) {
-            (_, Some(d)) => d.clone(),
-            (Some(dir), None) => dir.join(DATA_DIR),
-            (None, None) => PathBuf::from(".strata").join(DATA_DIR),
+    /// The data directory (the resharder's journal lives there) and the shard map's home:
+    /// the deployment's (its etcd, when it keeps the map there) for `--dir`, else the file in
+    /// the data directory. Refused when there is no map.
+    async fn place(&self) -> anyhow::Result<(PathBuf, Arc<dyn MapHome>)> {
+        let dir = self.dir.clone().unwrap_or_else(|| PathBuf::from(".strata"));
+        let data = match &self.data {
+            Some(d) => d.clone(),
+            None => dir.join(DATA_DIR),
         };
-        if !map_path(&data).exists() {
+        let deployment = if self.data.is_none() && self.postgres_shards.is_empty() {
+            crate::state::read(&dir)?
+        } else {
+            None
+        };
+        let home: Arc<dyn MapHome> = match deployment {
+            Some(state) => crate::maps::of_deployment(&dir, &state)?,
+            None => Arc::new(FileMapHome::new(&data)),
+        };
+        if home.load().await?.is_none() {
             anyhow::bail!(
-                "{} is not sharded (it has no shard-map.json): start it with `[data] shards = N` (strata up) or `--shards N` (strata serve / api), or pass the --dir or --data that holds shard groups",
-                data.display()
+                "{} holds no shard map: start the deployment with `[data] shards = N` (strata up) or `--shards N` (strata serve / api), or pass the --dir or --data that holds shard groups",
+                home.place()
             );
         }
-        Ok(data)
+        Ok((data, home))
     }
 }
 
@@ -159,9 +171,13 @@ async fn opener(target: &Target, data: &Path) -> anyhow::Result<Arc<dyn RowsOpen
     ))
 }
 
-async fn resharder(target: &Target, data: &Path, options: Options) -> anyhow::Result<Resharder> {
+async fn resharder(
+    target: &Target,
+    (data, home): &(PathBuf, Arc<dyn MapHome>),
+    options: Options,
+) -> anyhow::Result<Resharder> {
     Ok(Resharder {
-        publisher: Arc::new(FileMapPublisher::new(data)),
+        publisher: Arc::new(HomePublisher(home.clone())),
         opener: opener(target, data).await?,
         journal_path: journal_path(data),
         options,
@@ -170,13 +186,13 @@ async fn resharder(target: &Target, data: &Path, options: Options) -> anyhow::Re
 }
 
 pub async fn reshard(args: ReshardArgs) -> anyhow::Result<()> {
-    let data = args.target.data()?;
+    let place = args.target.place().await?;
     let options = Options {
         chunk_slots: args.chunk_slots,
         stop_after_cuts: args.stop_after_cuts,
         ..Options::default()
     };
-    let r = resharder(&args.target, &data, options).await?;
+    let r = resharder(&args.target, &place, options).await?;
     if args.abort {
         println!("{}", r.abort().await?);
         return Ok(());
@@ -201,18 +217,19 @@ pub async fn reshard(args: ReshardArgs) -> anyhow::Result<()> {
 }
 
 pub async fn shard(args: ShardArgs) -> anyhow::Result<()> {
-    let data = args.target.data()?;
+    let place = args.target.place().await?;
+    let (data, home) = (&place.0, place.1.clone());
     match args.action {
         ShardAction::Show { json } => {
             let urls = args.target.group_urls()?;
             let (map, groups) = if urls.is_empty() {
-                let Some(found) = strata_store::embedded_shards::describe(&data).await? else {
+                let Some(found) = strata_store::embedded_shards::describe(data).await? else {
                     anyhow::bail!("{} is not sharded", data.display());
                 };
                 found
             } else {
                 let groups = strata_store::pg_shards::connect_groups(&urls, 2).await?;
-                strata_store::pg_shards::describe(&data, &groups).await?
+                strata_store::pg_shards::describe(home.as_ref(), &groups).await?
             };
             if json {
                 println!(
@@ -226,18 +243,18 @@ pub async fn shard(args: ShardArgs) -> anyhow::Result<()> {
             }
         }
         ShardAction::AddGroup { name } => {
-            let map = read_map_file(&map_path(&data))?;
+            let map = HomeSource::current_of(home.as_ref()).await?;
             let next = map
                 .add_group(group(&name)?)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            publish_map(&data, map.version(), &next)?;
+            home.publish(map.version(), &next).await?;
             println!(
                 "added shard group {name} (no slots yet); shard map version {}",
                 next.version()
             );
         }
         ShardAction::Pin { user, group: name } => {
-            let report = resharder(&args.target, &data, Options::default())
+            let report = resharder(&args.target, &place, Options::default())
                 .await?
                 .run(&Request::Pin {
                     user: UserId(user),
@@ -251,11 +268,11 @@ pub async fn shard(args: ShardArgs) -> anyhow::Result<()> {
             );
         }
         ShardAction::Unpin { user } => {
-            let report = resharder(&args.target, &data, Options::default())
+            let report = resharder(&args.target, &place, Options::default())
                 .await?
                 .run(&Request::Unpin { user: UserId(user) })
                 .await?;
-            let map = read_map_file(&map_path(&data))?;
+            let map = HomeSource::current_of(home.as_ref()).await?;
             println!(
                 "user {user} is unpinned, back in shard group {} (write pause {:.1} ms); shard map version {}",
                 map.group_of(UserId(user)),

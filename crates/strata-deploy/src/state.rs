@@ -57,6 +57,20 @@ pub struct DeploymentState {
     /// True while the supervisor runs; false once it has stopped everything.
     pub running: bool,
     pub roles: Vec<RoleState>,
+    /// Where the shard map of the deployment's PostgreSQL groups is published when it is not
+    /// the file in DIR/data (`[control] store = "etcd"`: the control plane's etcd).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard_map: Option<ShardMapInEtcd>,
+}
+
+/// The shard map in the control plane's etcd: the key `PREFIX/shard-map`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardMapInEtcd {
+    /// The members' client endpoints when the etcd is one's own (`[control] etcd`); empty:
+    /// the deployment's etcd roles, at the addresses they announced.
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    pub prefix: String,
 }
 
 impl DeploymentState {
@@ -191,6 +205,7 @@ mod tests {
         assert_eq!(read(dir.path()).expect("read"), None);
         let state = DeploymentState {
             topology: "t".into(),
+            shard_map: None,
             supervisor_pid: 7,
             running: true,
             roles: vec![RoleState {

@@ -181,7 +181,10 @@ pub async fn collect(dir: &Path) -> anyhow::Result<Report> {
             .await
             .unwrap_or(None)
     } else {
-        postgres_shards(&data, &urls).await
+        match crate::maps::of_deployment(dir, &state) {
+            Ok(home) => postgres_shards(home.as_ref(), &urls).await,
+            Err(_) => None,
+        }
     };
     Ok(Report {
         dir: dir.to_path_buf(),
@@ -196,12 +199,15 @@ pub async fn collect(dir: &Path) -> anyhow::Result<Report> {
 
 /// The map and each PostgreSQL shard group (its users and fences read from its primary);
 /// `None` when the groups cannot be reached within a few seconds.
-async fn postgres_shards(data: &Path, urls: &[String]) -> Option<(ShardMap, Vec<GroupView>)> {
+async fn postgres_shards(
+    home: &dyn strata_store::map_home::MapHome,
+    urls: &[String],
+) -> Option<(ShardMap, Vec<GroupView>)> {
     let describe = async {
         let groups = strata_store::pg_shards::connect_groups(urls, 1)
             .await
             .ok()?;
-        strata_store::pg_shards::describe(data, &groups).await.ok()
+        strata_store::pg_shards::describe(home, &groups).await.ok()
     };
     tokio::time::timeout(Duration::from_secs(5), describe)
         .await

@@ -35,6 +35,7 @@ pub mod changes;
 pub mod conformance;
 pub mod embedded_shards;
 pub mod idempotency;
+pub mod map_home;
 pub mod open;
 pub mod pg_shards;
 pub mod postgres;

@@ -68,6 +68,25 @@ pub struct DataOptions {
         conflicts_with = "postgres"
     )]
     pub postgres_shards: Vec<String>,
+    /// Follow the shard map of the PostgreSQL groups in the control plane's etcd instead of
+    /// DATA/shard-map.json: an etcd member's client endpoint, http://127.0.0.1:PORT (repeat
+    /// for each member, or comma-separate in the environment). The map is the key
+    /// PREFIX/shard-map (see --shard-map-etcd-prefix).
+    #[arg(
+        long = "shard-map-etcd",
+        env = "STRATA_SHARD_MAP_ETCD",
+        value_delimiter = ',',
+        requires = "postgres_shards"
+    )]
+    pub shard_map_etcd: Vec<String>,
+    /// The prefix of the deployment's keys in etcd (`strata up` uses /strata/NAME).
+    #[arg(long = "shard-map-etcd-prefix", default_value = "/strata")]
+    pub shard_map_etcd_prefix: String,
+    /// The map's home as the process opened it from the two options above (the etcd client
+    /// is the control plane's, which this tier may not depend on: the binary sets it).
+    #[arg(skip)]
+    #[serde(skip)]
+    pub map_home: Option<crate::map_home::MapHomeHandle>,
 }
 
 impl DataOptions {
@@ -82,6 +101,9 @@ impl DataOptions {
             postgres_pool: 16,
             shards: None,
             postgres_shards: Vec::new(),
+            shard_map_etcd: Vec::new(),
+            shard_map_etcd_prefix: "/strata".into(),
+            map_home: None,
         }
     }
 
@@ -106,7 +128,7 @@ impl DataOptions {
     }
 
     /// The PostgreSQL shard groups of `--postgres-shard`, behind a router following the map
-    /// in the data directory.
+    /// in its home (the data directory, or the control plane's etcd).
     async fn open_postgres_shards(&self) -> anyhow::Result<Engines> {
         let groups =
             crate::pg_shards::connect_groups(&self.postgres_shards, self.postgres_pool as usize)
@@ -114,11 +136,11 @@ impl DataOptions {
         let names = groups.groups().to_vec();
         std::fs::create_dir_all(&self.data)
             .with_context(|| format!("cannot create data directory {}", self.data.display()))?;
-        let (map, created) = crate::pg_shards::ensure_map(&self.data, &names, self.shards)?;
+        let home = self.map_home()?;
+        let (map, created) =
+            crate::pg_shards::ensure_map(home.as_ref(), &names, self.shards).await?;
         let sessions = Arc::new(groups.open_store(&map.groups()[0])?);
-        let source = Arc::new(crate::shard::source::FileMapSource::new(
-            crate::embedded_shards::map_path(&self.data),
-        ));
+        let source = Arc::new(crate::map_home::HomeSource(home.clone()));
         let router = crate::shard::router::ShardedStore::open(
             source,
             Arc::new(groups),
@@ -137,7 +159,7 @@ impl DataOptions {
                 "postgres ({} shard groups, map version {} in {})",
                 map.groups().len(),
                 map.version(),
-                self.data.display()
+                home.place()
             ),
         };
         if created
@@ -148,6 +170,19 @@ impl DataOptions {
             tracing::info!(data = %engines.describe, "created new shard groups with the canonical user 12");
         }
         Ok(engines)
+    }
+
+    /// Where the PostgreSQL groups' shard map lives: the home the binary set, else the file in
+    /// the data directory. Asking for etcd without a home set is refused (only the binary can
+    /// reach etcd).
+    pub fn map_home(&self) -> anyhow::Result<Arc<dyn crate::map_home::MapHome>> {
+        match (&self.map_home, self.shard_map_etcd.is_empty()) {
+            (Some(home), _) => Ok(home.0.clone()),
+            (None, true) => Ok(Arc::new(crate::map_home::FileMapHome::new(&self.data))),
+            (None, false) => anyhow::bail!(
+                "--shard-map-etcd: this program cannot reach etcd by itself; run `strata api` (or `strata serve`), which can"
+            ),
+        }
     }
 
     fn with_replicas(&self, engines: Engines) -> anyhow::Result<Engines> {

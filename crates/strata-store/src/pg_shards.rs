@@ -10,17 +10,15 @@
 //! slots to.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use crate::StoreError;
-use crate::embedded_shards::{map_path, write_new};
+use crate::map_home::{HomeSource, MapHome};
 use crate::postgres::{PgConfig, PgStore};
 use crate::shard::group::ShardGroup;
 use crate::shard::map::ShardMap;
 use crate::shard::router::{GroupEngines, GroupOpener};
 use crate::shard::slot::Strategy;
-use crate::shard::source::read_map_file;
 
 /// Parses `NAME=URL` pairs, keeping their order; every mistake is listed.
 pub fn parse_group_urls(pairs: &[String]) -> Result<Vec<(ShardGroup, String)>, StoreError> {
@@ -149,17 +147,15 @@ impl crate::reshard::run::RowsOpener for PgGroups {
     }
 }
 
-/// The data directory's shard map for PostgreSQL groups: the one it has (every group of which
+/// The shard map of PostgreSQL groups in its home: the one published (every group of which
 /// must have a database), or a new even hash map over the first `shards` groups given (all of
-/// them when `shards` is not set). True when this call wrote it.
-pub fn ensure_map(
-    data: &Path,
+/// them when `shards` is not set). True when this call published it.
+pub async fn ensure_map(
+    home: &dyn MapHome,
     given: &[ShardGroup],
     shards: Option<u16>,
 ) -> Result<(ShardMap, bool), StoreError> {
-    let path = map_path(data);
-    if path.exists() {
-        let map = read_map_file(&path)?;
+    let check = |map: ShardMap| {
         let missing: Vec<String> = map
             .groups()
             .iter()
@@ -169,11 +165,14 @@ pub fn ensure_map(
         if !missing.is_empty() {
             return Err(StoreError::Unusable(format!(
                 "the shard map in {} names groups without a database: {} (give each with --postgres-shard NAME=URL)",
-                data.display(),
+                home.place(),
                 missing.join(", ")
             )));
         }
-        return Ok((map, false));
+        Ok(map)
+    };
+    if let Some(map) = home.load().await? {
+        return Ok((check(map)?, false));
     }
     let n = usize::from(shards.unwrap_or(given.len() as u16));
     if n == 0 || n > given.len() {
@@ -184,20 +183,22 @@ pub fn ensure_map(
     }
     let map = ShardMap::even(Strategy::Hash, given[..n].to_vec())
         .map_err(|e| StoreError::Unusable(format!("cannot make {n} shard groups: {e}")))?;
-    if write_new(&path, &map)? {
-        Ok((map, true))
-    } else {
-        Ok((read_map_file(&path)?, false))
+    if home.create(&map).await? {
+        return Ok((map, true));
     }
+    let first = home.load().await?.ok_or_else(|| {
+        StoreError::Unavailable(format!("the shard map in {} vanished", home.place()))
+    })?;
+    Ok((check(first)?, false))
 }
 
-/// The map of a data directory whose groups are PostgreSQL databases, and each group's view
-/// (users and fences read from its database; `None` users when it cannot be reached).
+/// The map of PostgreSQL groups, from its home, and each group's view (users and fences read
+/// from its database; `None` users when it cannot be reached).
 pub async fn describe(
-    data: &Path,
+    home: &dyn MapHome,
     groups: &PgGroups,
 ) -> Result<(ShardMap, Vec<crate::embedded_shards::GroupView>), StoreError> {
-    let map = read_map_file(&map_path(data))?;
+    let map = HomeSource::current_of(home).await?;
     let mut views = Vec::new();
     for g in map.groups() {
         let (users, fences, place) = match groups.open_store(g) {

@@ -117,7 +117,10 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => strata_api::role::serve(*args).await,
+            Command::Serve(mut args) => match strata_deploy::maps::attach(&mut args.server.data) {
+                Ok(()) => strata_api::role::serve(*args).await,
+                Err(e) => Err(e),
+            },
             Command::Role(role) => match strata_deploy::state::completed(role) {
                 Ok(role) => role.run().await,
                 Err(e) => Err(e),

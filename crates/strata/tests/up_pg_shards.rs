@@ -44,7 +44,7 @@ async fn write_until(
     stop: Arc<AtomicBool>,
     acks: Arc<AtomicUsize>,
     writer: usize,
-) -> (BTreeMap<u64, Written>, BTreeMap<u16, u64>) {
+) -> Outcome {
     let mut users: BTreeMap<u64, Written> = BTreeMap::new();
     let mut failed: BTreeMap<u16, u64> = BTreeMap::new();
     let mut round = 0usize;
@@ -90,6 +90,111 @@ async fn write_until(
         }
     }
     (users, failed)
+}
+
+/// Reads every user back through the balancer: each shows its acknowledged name, or a later
+/// name whose write's outcome was unknown.
+async fn read_back(admin: &reqwest::Client, lb: &str, users: &BTreeMap<u64, Written>) {
+    for (id, w) in users {
+        let v: Value = admin
+            .get(format!("http://{lb}/users/{id}"))
+            .send()
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("json");
+        let name = v["lastName"].as_str().unwrap_or("");
+        assert!(
+            name == w.acked || w.maybe.iter().any(|m| m == name),
+            "user {id}: read {name:?}, acknowledged {:?} (then unknown {:?})",
+            w.acked,
+            w.maybe
+        );
+    }
+}
+
+/// What the writers wrote (by user) and which of their requests failed (by status).
+type Outcome = (BTreeMap<u64, Written>, BTreeMap<u16, u64>);
+
+/// Stops the writers and gathers their outcome.
+async fn stop_writers(
+    stop: &AtomicBool,
+    writers: Vec<tokio::task::JoinHandle<Outcome>>,
+) -> Outcome {
+    stop.store(true, Ordering::SeqCst);
+    let mut users: BTreeMap<u64, Written> = BTreeMap::new();
+    let mut failed: BTreeMap<u16, u64> = BTreeMap::new();
+    for w in writers {
+        let (u, f) = w.await.expect("writer");
+        users.extend(u);
+        for (status, n) in f {
+            *failed.entry(status).or_default() += n;
+        }
+    }
+    (users, failed)
+}
+
+/// Waits until at least `n` writes were acknowledged (60 s at most).
+async fn wait_acks(acks: &AtomicUsize, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acks.load(Ordering::SeqCst) < n {
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {n} writes acknowledged"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `strata reshard --resume`, repeated while the deployment settles (90 s at most).
+async fn resume(dir: &Path) -> std::process::Output {
+    let d = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let out = strata(&["reshard", "--resume", "--json"], &d);
+            if out.status.success() || Instant::now() > deadline {
+                return out;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    })
+    .await
+    .expect("join")
+}
+
+/// `strata reshard move --slots 0-1023 --to s3`, stopped after three cut-overs of 16 slots.
+async fn move_stopped_after_three_cuts(dir: &Path) {
+    let d = dir.to_path_buf();
+    let stopped = tokio::task::spawn_blocking(move || {
+        strata(
+            &[
+                "reshard",
+                "--chunk-slots",
+                "16",
+                "--stop-after-cuts",
+                "3",
+                "--json",
+                "move",
+                "--slots",
+                "0-1023",
+                "--to",
+                "s3",
+            ],
+            &d,
+        )
+    })
+    .await
+    .expect("join");
+    assert!(
+        stopped.status.success(),
+        "{}",
+        explain("strata reshard move (stopped)", &stopped, dir)
+    );
+    let report: Value = serde_json::from_slice(&stopped.stdout).expect("report");
+    assert_eq!(report["finished"], false, "{report}");
+    assert_eq!(report["cut_overs"], 3, "{report}");
 }
 
 /// `databaseGroups` entry of `group` in a status document.
@@ -163,8 +268,12 @@ async fn ids_in(addr: &str, ids: &[i64]) -> Vec<i64> {
         .collect()
 }
 
+/// The two deployments of this file run one after the other (each is a dozen processes).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_primary_killed_mid_resharding_fails_over_alone_and_nothing_acknowledged_is_lost() {
+    let _serial = SERIAL.lock().await;
     let (_tmp, dir) = tokio::task::spawn_blocking(|| up_topology(TOPOLOGY))
         .await
         .expect("join");
@@ -211,7 +320,7 @@ async fn a_group_primary_killed_mid_resharding_fails_over_alone_and_nothing_ackn
             .map(|gs| gs.iter().filter_map(|g| g["users"].as_u64()).sum())
             .unwrap_or(0)
     };
-    let before = users_in(&status);
+    let before = users_in(&status_json(&dir)); // the admin's account is a user too
     let seeded = strata(&["seed", "--users", "300", "--batch-size", "100"], &dir);
     assert!(
         seeded.status.success(),
@@ -220,12 +329,14 @@ async fn a_group_primary_killed_mid_resharding_fails_over_alone_and_nothing_ackn
     );
     let status = status_json(&dir);
     assert_eq!(users_in(&status), before + 300, "{status:#}");
-    for (g, _) in slots_of(&status) {
-        assert!(
-            group(&status, &g)["users"].as_u64() > Some(100),
-            "300 users hashed over 2 groups: {status:#}"
-        );
-    }
+    let per_group: Vec<u64> = status["shards"]["groups"]
+        .as_array()
+        .map(|gs| gs.iter().filter_map(|g| g["users"].as_u64()).collect())
+        .unwrap_or_default();
+    assert!(
+        per_group.len() == 2 && per_group.iter().all(|&n| n > 100),
+        "300 users hashed over 2 groups: {per_group:?}"
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
     let acks = Arc::new(AtomicUsize::new(0));
@@ -240,20 +351,7 @@ async fn a_group_primary_killed_mid_resharding_fails_over_alone_and_nothing_ackn
             ))
         })
         .collect();
-    let wait_acks = |n: usize| {
-        let acks = acks.clone();
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while acks.load(Ordering::SeqCst) < n {
-                assert!(
-                    Instant::now() < deadline,
-                    "fewer than {n} writes acknowledged"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
-    wait_acks(60).await;
+    wait_acks(&acks, 60).await;
 
     // The spare joins the map (no slots yet), then fault 1: a resharding s1 → s3 stopped
     // after three cut-overs.
@@ -263,35 +361,7 @@ async fn a_group_primary_killed_mid_resharding_fails_over_alone_and_nothing_ackn
         "{}",
         explain("strata shard add-group", &added, &dir)
     );
-    let d = dir.clone();
-    let stopped = tokio::task::spawn_blocking(move || {
-        strata(
-            &[
-                "reshard",
-                "--chunk-slots",
-                "16",
-                "--stop-after-cuts",
-                "3",
-                "--json",
-                "move",
-                "--slots",
-                "0-1023",
-                "--to",
-                "s3",
-            ],
-            &d,
-        )
-    })
-    .await
-    .expect("join");
-    assert!(
-        stopped.status.success(),
-        "{}",
-        explain("strata reshard move (stopped)", &stopped, &dir)
-    );
-    let report: Value = serde_json::from_slice(&stopped.stdout).expect("report");
-    assert_eq!(report["finished"], false, "{report}");
-    assert_eq!(report["cut_overs"], 3, "{report}");
+    move_stopped_after_three_cuts(&dir).await;
 
     // Fault 2, during the first: s1's primary stalled, the postmaster and every backend.
     let s2_primary_pid = postmaster(&dir, "s2", "pg-s2-1");
@@ -308,22 +378,10 @@ async fn a_group_primary_killed_mid_resharding_fails_over_alone_and_nothing_ackn
     .expect("join");
     // Fenced, its role kills it; let whatever is left of it run again.
     strata_engines::process::signal_tree(stalled, nix::sys::signal::Signal::SIGCONT);
-    wait_acks(at + 60).await;
+    wait_acks(&acks, at + 60).await;
 
     // The resharding resumes on s1's new primary (retried while the group settles).
-    let d = dir.clone();
-    let resumed = tokio::task::spawn_blocking(move || {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            let out = strata(&["reshard", "--resume", "--json"], &d);
-            if out.status.success() || Instant::now() > deadline {
-                return out;
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    })
-    .await
-    .expect("join");
+    let resumed = resume(&dir).await;
     assert!(
         resumed.status.success(),
         "{}",
@@ -331,17 +389,8 @@ async fn a_group_primary_killed_mid_resharding_fails_over_alone_and_nothing_ackn
     );
     let report: Value = serde_json::from_slice(&resumed.stdout).expect("report");
     assert_eq!(report["finished"], true, "{report}");
-    wait_acks(acks.load(Ordering::SeqCst) + 30).await;
-    stop.store(true, Ordering::SeqCst);
-    let mut users: BTreeMap<u64, Written> = BTreeMap::new();
-    let mut failed: BTreeMap<u16, u64> = BTreeMap::new();
-    for w in writers {
-        let (u, f) = w.await.expect("writer");
-        users.extend(u);
-        for (status, n) in f {
-            *failed.entry(status).or_default() += n;
-        }
-    }
+    wait_acks(&acks, acks.load(Ordering::SeqCst) + 30).await;
+    let (users, failed) = stop_writers(&stop, writers).await;
     eprintln!(
         "{} users written, failed requests by status {failed:?}",
         users.len()
@@ -389,23 +438,7 @@ async fn a_group_primary_killed_mid_resharding_fails_over_alone_and_nothing_ackn
         "the writers wrote ({} users)",
         users.len()
     );
-    for (id, w) in &users {
-        let v: Value = admin
-            .get(format!("http://{lb}/users/{id}"))
-            .send()
-            .await
-            .expect("GET")
-            .json()
-            .await
-            .expect("json");
-        let name = v["lastName"].as_str().unwrap_or("");
-        assert!(
-            name == w.acked || w.maybe.iter().any(|m| m == name),
-            "user {id}: read {name:?}, acknowledged {:?} (then unknown {:?})",
-            w.acked,
-            w.maybe
-        );
-    }
+    read_back(&admin, &lb, &users).await;
     // … and each is in the group the map names, on that group's primary.
     let map = strata_store::shard::source::read_map_file(&dir.join("data").join("shard-map.json"))
         .expect("the shard map");
@@ -432,4 +465,120 @@ async fn a_group_primary_killed_mid_resharding_fails_over_alone_and_nothing_ackn
             expected.len()
         );
     }
+}
+
+/// The control plane on etcd (one member, so that killing it takes the map away entirely).
+const ETCD_TOPOLOGY: &str = "name = \"pg-shards-etcd\"\n[lb]\n[api]\ncount = 2\n\
+    [data]\nengine = \"postgres\"\nshards = 2\nspare_shards = 1\nreplicas = 1\n\
+    [control]\nstore = \"etcd\"\ncount = 1\ncheck_interval_ms = 200\n";
+
+/// With `[control] store = "etcd"` the shard map lives in etcd (`/strata/NAME/shard-map`), not
+/// in the data directory: `strata seed`, `status`, `shard` and `reshard` find it there, and
+/// every router follows it. The second fault during the first: while a resharding is stopped
+/// after three cut-overs, the control plane's only etcd member is killed with SIGKILL under
+/// two writers; its role restarts it with its data, the resharding resumes and finishes, and
+/// every acknowledged write reads back through the balancer — after the clean-up deleted the
+/// moved rows from s1, which a router still on an old map would have read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_control_plane_on_etcd_the_map_lives_there_and_routers_follow_it_through_a_killed_member()
+ {
+    let _serial = SERIAL.lock().await;
+    let (_tmp, dir) = tokio::task::spawn_blocking(|| up_topology(ETCD_TOPOLOGY))
+        .await
+        .expect("join");
+    let _cleanup = Cleanup(&dir);
+    let map_file = dir.join("data").join("shard-map.json");
+    assert!(!map_file.exists(), "the map is in etcd, not in DIR/data");
+    let status = status_json(&dir);
+    assert_eq!(
+        slots_of(&status),
+        [("s1".to_owned(), 2048), ("s2".to_owned(), 2048)],
+        "status reads the map from etcd: {status:#}"
+    );
+    let seeded = strata(&["seed", "--users", "200", "--batch-size", "100"], &dir);
+    assert!(
+        seeded.status.success(),
+        "{}",
+        explain("strata seed --dir", &seeded, &dir)
+    );
+
+    let lb = role(&status, "lb-1")["addrs"]["http"]
+        .as_str()
+        .expect("lb address")
+        .to_owned();
+    let admin = admin_client(&dir, &lb).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let acks = Arc::new(AtomicUsize::new(0));
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            tokio::spawn(write_until(
+                admin.clone(),
+                lb.clone(),
+                stop.clone(),
+                acks.clone(),
+                w,
+            ))
+        })
+        .collect();
+    wait_acks(&acks, 40).await;
+
+    let added = strata(&["shard", "add-group", "s3"], &dir);
+    assert!(
+        added.status.success(),
+        "{}",
+        explain("strata shard add-group", &added, &dir)
+    );
+    move_stopped_after_three_cuts(&dir).await;
+
+    // Fault 2, during the first: the etcd server killed outright; its role restarts it.
+    let pid_file = dir.join("etcd").join("etcd-1").join("etcd.pid");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()))
+        .trim()
+        .parse()
+        .expect("a pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill etcd");
+    let at = acks.load(Ordering::SeqCst);
+    wait_acks(&acks, at + 40).await;
+    let resumed = resume(&dir).await;
+    assert!(
+        resumed.status.success(),
+        "{}",
+        explain("strata reshard --resume", &resumed, &dir)
+    );
+    let report: Value = serde_json::from_slice(&resumed.stdout).expect("report");
+    assert_eq!(report["finished"], true, "{report}");
+    wait_acks(&acks, acks.load(Ordering::SeqCst) + 30).await;
+    let (users, failed) = stop_writers(&stop, writers).await;
+    eprintln!(
+        "{} users written, failed requests by status {failed:?}",
+        users.len()
+    );
+    assert!(failed.keys().all(|&s| s == 503), "{failed:?}");
+
+    let status = status_json(&dir);
+    assert_eq!(
+        slots_of(&status),
+        [
+            ("s1".to_owned(), 1024),
+            ("s2".to_owned(), 2048),
+            ("s3".to_owned(), 1024)
+        ],
+        "{status:#}"
+    );
+    assert!(
+        role(&status, "etcd-1")["restarts"].as_u64() >= Some(1),
+        "{status:#}"
+    );
+    assert!(!map_file.exists(), "still no map file");
+    assert!(
+        users.len() > 50,
+        "the writers wrote ({} users)",
+        users.len()
+    );
+    read_back(&admin, &lb, &users).await;
 }

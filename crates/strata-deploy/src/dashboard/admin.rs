@@ -366,6 +366,7 @@ mod tests {
         addrs.insert("http".to_string(), "127.0.0.1:1".to_string());
         let state = DeploymentState {
             topology: "t".into(),
+            shard_map: None,
             supervisor_pid: std::process::id(),
             running: true,
             roles: vec![RoleState {
@@ -413,6 +414,7 @@ mod tests {
         };
         let state = DeploymentState {
             topology: "t".into(),
+            shard_map: None,
             supervisor_pid: std::process::id(),
             running: true,
             roles: vec![

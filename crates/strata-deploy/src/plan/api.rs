@@ -40,6 +40,19 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
     depends_on.extend(sessions.map(String::from));
     let photos = super::queue::PhotoWiring::of(topology, ctx);
     depends_on.extend(photos.depends_on());
+    // With the control plane on etcd, PostgreSQL groups' map lives there: every router
+    // follows `PREFIX/shard-map` (and the etcd members start first).
+    let map_in_etcd = (!topology.postgres_groups().is_empty()
+        && topology.control.store == strata_control::store_options::StoreKind::Etcd)
+        .then(|| {
+            let (members, builder) = super::control::store(topology, plan);
+            depends_on.extend(members);
+            plan.shard_map = Some(crate::state::ShardMapInEtcd {
+                endpoints: topology.control.etcd.clone(),
+                prefix: super::control::deployment_prefix(topology),
+            });
+            builder
+        });
 
     let has_lb = topology.lb.is_some();
     let public = !has_lb && topology.edge.is_none();
@@ -61,6 +74,7 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
         let state_file = ctx.path(&[crate::state::STATE_FILE]);
         let (databases, caches) = (databases.clone(), caches.clone());
         let photos = photos.clone();
+        let map_in_etcd = map_in_etcd.clone();
         RoleSpec::new(
             RoleKind::Api,
             name,
@@ -88,6 +102,11 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
                                 Ok(format!("{g}={}", postgres_urls(&nodes).0))
                             })
                             .collect::<Result<Vec<_>, PlanError>>()?;
+                        if let Some(store) = &map_in_etcd {
+                            let store = store(w)?;
+                            server.data.shard_map_etcd = store.etcd;
+                            server.data.shard_map_etcd_prefix = store.etcd_prefix;
+                        }
                     }
                     DataEngine::Postgres { .. } => {
                         let nodes = databases

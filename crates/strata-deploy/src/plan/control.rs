@@ -32,7 +32,7 @@ pub fn store(topology: &Topology, plan: &mut Plan) -> (Vec<String>, StoreBuilder
     if spec.store == StoreKind::File {
         return (Vec::new(), Arc::new(|_: &Wiring| Ok(StoreOptions::file())));
     }
-    let prefix = format!("/strata/{}", prefix_safe(&topology.name));
+    let prefix = deployment_prefix(topology);
     if !spec.etcd.is_empty() {
         let endpoints = spec.etcd.clone();
         return (
@@ -174,6 +174,12 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
 }
 
 /// A topology name as a key segment: letters, digits, `-` and `_`.
+/// The prefix of a deployment's keys in etcd: `/strata/NAME` (the cluster state, each shard
+/// group's under `/strata/NAME/<group>`, and the shard map at `/strata/NAME/shard-map`).
+pub fn deployment_prefix(topology: &Topology) -> String {
+    format!("/strata/{}", prefix_safe(&topology.name))
+}
+
 fn prefix_safe(name: &str) -> String {
     let safe: String = name
         .chars()

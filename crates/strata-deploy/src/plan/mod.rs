@@ -220,6 +220,8 @@ impl std::fmt::Debug for Setup {
 pub struct Plan {
     pub roles: Vec<RoleSpec>,
     pub setup: Vec<Setup>,
+    /// Where the PostgreSQL groups' shard map is published, when not in DIR/data.
+    pub shard_map: Option<crate::state::ShardMapInEtcd>,
     /// How to make more photo workers (`strata scale workers`), when the deployment has a web
     /// tier for them to work for.
     pub workers: Option<workers::WorkerTemplate>,

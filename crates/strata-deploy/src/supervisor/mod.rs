@@ -537,6 +537,7 @@ pub async fn run(
         dir: config.dir.clone(),
         inner: Arc::new(Mutex::new(DeploymentState {
             topology: config.topology.clone(),
+            shard_map: config.plan.shard_map.clone(),
             supervisor_pid: std::process::id(),
             running: true,
             roles,
