@@ -60,11 +60,14 @@ def plot(path, timeline, marks, title):
     y = lambda v: h - bottom - (h - bottom - top) * min(v, y_max) / y_max
     parts = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">' % (w, h),
              '<rect width="100%" height="100%" fill="white"/>',
-             '<text x="%d" y="18" font-size="14">%s</text>' % (left, title)]
-    for label, (t0, t1) in marks.items():
-        parts.append('<rect x="%.1f" y="%d" width="%.1f" height="%d" fill="#f3e6c8"/>' % (
-            x(t0), top, max(x(t1) - x(t0), 1), h - bottom - top))
-        parts.append('<text x="%.1f" y="%d" fill="#8a6d1d">%s</text>' % (x(t0) + 3, top + 14, label))
+             '<text x="%d" y="18" font-size="12">%s</text>' % (left, title)]
+    for t in range(0, int(t_max) + 1, 30):
+        parts.append('<text x="%.1f" y="%d" text-anchor="middle" fill="#666">%d s</text>' % (x(t), h - bottom + 22, t))
+    for i, (label, (t0, t1)) in enumerate(marks.items()):
+        parts.append('<rect x="%.1f" y="%d" width="%.1f" height="%d" fill="%s"/>' % (
+            x(t0), top, max(x(t1) - x(t0), 1.5), h - bottom - top, "#f3e6c8" if i == 0 else "#d9534f"))
+        parts.append('<text x="%.1f" y="%d" fill="%s">%s</text>' % (
+            x(t0) + 3, top + 14 + 16 * i, "#8a6d1d" if i == 0 else "#b52b27", label))
     for frac in (0, 0.25, 0.5, 0.75, 1.0):
         v = y_max * frac
         parts.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#ddd"/>' % (left, w - 20, y(v), y(v)))
@@ -76,12 +79,18 @@ def plot(path, timeline, marks, title):
         if s["failed"]:
             parts.append('<circle cx="%.1f" cy="%d" r="3" fill="red"><title>%d failed</title></circle>' % (
                 x(s["t"] + 0.5), h - bottom + 8, s["failed"]))
-    parts.append('<text x="%d" y="%d" text-anchor="middle">seconds of load (red: failed requests)</text>' % (w / 2, h - 5))
+    parts.append('<text x="%d" y="%d" text-anchor="middle">seconds of load (red dots: failed requests)</text>' % (w / 2, h - 3))
     for i, (name, color) in enumerate((("max", "#d9822b"), ("p99", "#2b7bb9"), ("p50", "#3a9d23"))):
-        parts.append('<text x="%d" y="%d" fill="%s">%s</text>' % (w - 160 + 50 * i, 18, color, name))
+        parts.append('<text x="%d" y="%d" fill="%s">%s</text>' % (w - 160 + 50 * i, h - 5, color, name))
     parts.append("</svg>")
     with open(path, "w") as f:
         f.write("\n".join(parts))
+
+
+def title(users, rate, engine, kill, kill_primary):
+    return "%s users on %s groups, %d writes/s + %d reads/s open loop: resharding 4 -> 8%s" % (
+        format(users, ","), "PostgreSQL" if engine == "postgres" else "SQLite", rate, rate,
+        (", resharder%s killed -9" % (" and a primary" if kill_primary else "")) if kill else "")
 
 
 def kill_source_primary(d, journal):
@@ -228,11 +237,8 @@ def main():
     marks = {"resharding 4 -> 8": (lo, hi)}
     if args.kill:
         at = result["killed"]["at_s"]
-        marks["killed" + (" (+ primary)" if args.kill_primary else "")] = (at, at + 0.5)
-    plot(base + ".svg", verdict["timeline"], marks,
-         "Latency per second, %d writes/s + %d reads/s open loop, %s users on %s, resharding 4 -> 8%s" % (
-             args.rate, args.rate, format(args.users, ","), "PostgreSQL" if args.engine == "postgres" else "SQLite",
-             " (resharder%s killed -9, resumed)" % (" and a primary" if args.kill_primary else "") if args.kill else ""))
+        marks["killed: resharder" + (" + primary of " + result["killed"]["primary"]["group"] if args.kill_primary else "")] = (at, at + 0.5)
+    plot(base + ".svg", verdict["timeline"], marks, title(args.users, args.rate, args.engine, args.kill, args.kill_primary))
     w, rd = verdict["writes"], verdict["reads"]
     total_s = hi - lo
     print("\nresult: %s.json (+ .svg)" % base)
