@@ -2,15 +2,17 @@
 """The SLO alert drill: API servers killed under load, the fast-burn page in Prometheus.
 
     cargo build --release -p strata
-    python3 bench/alert_drill.py [--kill 2] [--warm 120] [--fault 240] [--rate 50]
+    python3 bench/alert_drill.py [--kill 2] [--mode kill|freeze] [--warm 120] [--fault 240] [--rate 50]
 
 1. `strata up -d`: a balancer, 3 API servers (SQLite), and Prometheus (`[observe] prometheus =
    true`: the generated SLO rules, default objectives, 15 s scrapes and evaluations);
 2. `strata chaos --no-faults`: open-loop authenticated writes and reads through the balancer at
    --rate each per second for the whole drill, every acknowledged write read back at the end;
 3. after --warm seconds, --kill of the 3 API servers (api-3, api-2, ...) are killed with SIGKILL
-   every time they come back (their supervisor restarts them), for --fault seconds: servers
-   that crash again and again, the way a bad release or a poison request kills them;
+   every time they come back (their supervisor restarts them, and gives up on a role after 5
+   crashes in 60 s), for --fault seconds: servers that crash again and again, the way a bad
+   release or a poison request kills them; or, with --mode freeze, stopped (SIGSTOP: hung,
+   neither answering nor dead) for --fault seconds and continued after;
 4. then --settle seconds of load without faults (the page should resolve in them), and the
    load's read-back of every acknowledged write.
 
@@ -121,7 +123,9 @@ def plot(path, samples, marks, threshold, title):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--kill", type=int, default=2, choices=(1, 2, 3), help="API servers to kill (of 3)")
+    ap.add_argument("--kill", type=int, default=2, choices=(1, 2, 3), help="API servers to hit (of 3)")
+    ap.add_argument("--mode", choices=("kill", "freeze"), default="kill",
+                    help="kill: SIGKILL whenever they run; freeze: SIGSTOP for the fault window, SIGCONT after")
     ap.add_argument("--warm", type=int, default=120, help="seconds of healthy load first")
     ap.add_argument("--fault", type=int, default=240, help="seconds the servers keep being killed")
     ap.add_argument("--settle", type=int, default=480, help="seconds of load after the faults (the alerts should resolve in them)")
@@ -137,7 +141,8 @@ def main():
         f.write('name = "alert-drill"\n[lb]\ncount = 1\n[api]\ncount = 3\n[observe]\nprometheus = true\n')
     victims = ["api-%d" % i for i in range(3, 3 - args.kill, -1)]
     duration = args.warm + args.fault + args.settle
-    result = {"commit": commit(), "kill": victims, "warm_s": args.warm, "fault_s": args.fault,
+    frozen = []
+    result = {"commit": commit(), "mode": args.mode, "victims": victims, "warm_s": args.warm, "fault_s": args.fault,
               "rate": args.rate, "started": datetime.datetime.now(datetime.timezone.utc).isoformat()}
     samples, kills, fired, resolved = [], [], {}, {}
     load = None
@@ -160,11 +165,23 @@ def main():
             now = time.time() - t0
             if phase == "warm" and now >= fault_start:
                 phase = "fault"
-                print("==> killing %s with SIGKILL whenever they run, for %d s" % (", ".join(victims), args.fault), flush=True)
+                if args.mode == "freeze":
+                    st = status(d)
+                    frozen = [role(st, v)["pid"] for v in victims]
+                    for pid in frozen:
+                        os.kill(pid, signal.SIGSTOP)
+                        kills.append({"t": round(now, 2), "pid": pid, "signal": "SIGSTOP"})
+                    print("==> froze %s (SIGSTOP) for %d s" % (", ".join(victims), args.fault), flush=True)
+                else:
+                    print("==> killing %s with SIGKILL whenever they run, for %d s" % (", ".join(victims), args.fault), flush=True)
             if phase == "fault" and now >= fault_end:
                 phase = "settle"
+                if args.mode == "freeze":
+                    for pid in frozen:
+                        os.kill(pid, signal.SIGCONT)
+                        kills.append({"t": round(now, 2), "pid": pid, "signal": "SIGCONT"})
                 print("==> faults over; waiting for the alerts to resolve", flush=True)
-            if phase == "fault":
+            if phase == "fault" and args.mode == "kill":
                 st = status(d)
                 for v in victims:
                     r = role(st, v)
@@ -215,12 +232,13 @@ def main():
     base = os.path.join(ROOT, "bench", "results", "alert-drill-%s-%s" % (result["commit"], stamp))
     with open(base + ".json", "w") as f:
         json.dump(result, f, indent=1)
-    marks = {"%s killed again and again" % " and ".join(victims): (fault_start, fault_end)}
+    marks = {"%s %s" % (" and ".join(victims), "killed again and again" if args.mode == "kill" else "frozen"): (fault_start, fault_end)}
     page = next((k for k in fired if k.startswith("SloFastBurn")), None)
     if page:
         marks["%s firing" % page] = (fired[page], resolved.get(page, samples[-1]["t"] if samples else fired[page]))
     plot(base + ".svg", samples, marks, 14.4 * 0.001,
-         "Balancer availability error ratio, %d of 3 API servers killed under %d+%d req/s" % (len(victims), args.rate, args.rate))
+         "Balancer availability error ratio, %d of 3 API servers %s under %d+%d req/s" % (
+             len(victims), "killed" if args.mode == "kill" else "frozen", args.rate, args.rate))
     print("\nresult: %s.json (+ .svg)" % base)
     print("kills: %d; fired: %s; resolved: %s" % (len(kills), fired, resolved))
     if "load" in result:
