@@ -4,11 +4,12 @@
 //! - `GET /` — the page (`page.html`, inline CSS and JS, nothing fetched from elsewhere): every
 //!   role as a box in its tier, coloured by health; each tier's requests/s, p99 and error ratio
 //!   over the last five minutes; Prometheus's alerts ([`alerts`]); the slowest recent traces,
-//!   each opening a waterfall of its spans; kill, restart, freeze and resume buttons.
+//!   each opening a waterfall of its spans; kill, restart, freeze and resume buttons, and drain
+//!   and undrain on API servers behind a balancer.
 //! - `GET /events` — server-sent events, one snapshot a second; at most [`MAX_CLIENTS`] at once.
 //! - `GET /api/snapshot` — the latest snapshot as JSON.
 //! - `POST /api/roles/{name}/kill|restart|freeze|resume` — an admin's bearer token required
-//!   ([`admin`]).
+//!   ([`admin`]); `…/drain|undrain` with the same check, asked of every balancer ([`drain`]).
 //! - `GET /api/traces/{trace_id}` — one trace's spans from every role ([`traces`]).
 //! - `POST /api/login` — an email and password exchanged for an access token at an API server.
 //! - `GET /healthz` — for `strata status`.
@@ -19,6 +20,7 @@
 pub mod admin;
 pub mod alerts;
 pub mod collect;
+pub mod drain;
 pub mod metrics;
 pub mod problem;
 pub mod traces;
@@ -159,9 +161,15 @@ async fn act(
     Path((name, action)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(action) = Action::parse(&action) else {
-        return Problem::UnknownAction(action.chars().take(64).collect()).into_response();
+    let draining = match action.as_str() {
+        "drain" => Some(true),
+        "undrain" => Some(false),
+        _ => None,
     };
+    let signal = Action::parse(&action);
+    if draining.is_none() && signal.is_none() {
+        return Problem::UnknownAction(action.chars().take(64).collect()).into_response();
+    }
     let token = match admin::bearer(&headers) {
         Ok(t) => t,
         Err(p) => return p.into_response(),
@@ -169,6 +177,9 @@ async fn act(
     if let Err(p) = admin::require_admin(&s.http, &s.dir, token).await {
         return p.into_response();
     }
+    let (Some(action), None) = (signal, draining) else {
+        return drain_role(&s, &name, draining == Some(true)).await;
+    };
     // Signalling waits (briefly) for the signal to take effect: a blocking thread's work.
     let (dir, own) = (s.dir.clone(), s.name.clone());
     let done = tokio::task::spawn_blocking(move || admin::act(&dir, &own, &name, action)).await;
@@ -179,6 +190,30 @@ async fn act(
         }
         Ok(Err(p)) => p.into_response(),
         Err(e) => Problem::Unavailable(format!("The action did not finish: {e}")).into_response(),
+    }
+}
+
+/// `POST /api/roles/{name}/drain|undrain`, once the token is an admin's.
+async fn drain_role(s: &Shared, name: &str, draining: bool) -> Response {
+    let found = admin::read_state(&s.dir).and_then(|state| {
+        let role = admin::role_named(&state, name)?.clone();
+        if !state.running {
+            return Err(Problem::Conflict(
+                "The deployment is stopping or stopped.".into(),
+            ));
+        }
+        Ok((state, role))
+    });
+    let (state, role) = match found {
+        Ok(found) => found,
+        Err(p) => return p.into_response(),
+    };
+    match drain::drain(&s.http, &state, &role, draining, drain::BALANCER_TIMEOUT).await {
+        Ok(done) => {
+            s.nudge.notify_one();
+            axum::Json(done).into_response()
+        }
+        Err(p) => p.into_response(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The dashboard's error answers: RFC 9457 problem+json, with the same `urn:strata:problem:…`
 //! types the API servers use. A problem caused by the role named in the path (unknown, not
-//! running, frozen or not, the dashboard itself) names that parameter in `errors`, as the API
+//! running, frozen or not, the dashboard itself, not behind a balancer or behind one that did
+//! not answer a drain) names that parameter in `errors`, as the API
 //! servers' problems do: `[{"parameter": "name", "detail": …}]`.
 
 use axum::http::{HeaderValue, StatusCode, header};
@@ -30,6 +31,12 @@ pub enum Problem {
     /// The deployment is stopping.
     #[error("{0}")]
     Conflict(String),
+    /// A drain or an undrain of a role that is not an API server behind a balancer.
+    #[error("{0}")]
+    NotBalanced(String),
+    /// A balancer did not answer a drain or an undrain in time.
+    #[error("{0}")]
+    BalancerSilent(String),
     /// An action a role does not have (what was sent, cut short).
     #[error("no action is named {0}")]
     UnknownAction(String),
@@ -71,6 +78,16 @@ impl Problem {
             ),
             Problem::OwnRole(_) => (StatusCode::CONFLICT, "own-role", "The dashboard's own role"),
             Problem::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Not possible now"),
+            Problem::NotBalanced(_) => (
+                StatusCode::CONFLICT,
+                "role-not-balanced",
+                "The role is not an API server behind a balancer",
+            ),
+            Problem::BalancerSilent(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "balancer-unavailable",
+                "A balancer did not answer",
+            ),
             Problem::UnknownAction(_) => (
                 StatusCode::NOT_FOUND,
                 "action-not-found",
@@ -101,7 +118,7 @@ impl Problem {
                 "There is no role named {name:?} in this deployment (see GET /api/snapshot)."
             ),
             Problem::UnknownAction(action) => format!(
-                "A role has no action {action:?}: POST /api/roles/{{name}}/kill, …/restart, …/freeze or …/resume."
+                "A role has no action {action:?}: POST /api/roles/{{name}}/kill, …/restart, …/freeze, …/resume, …/drain or …/undrain."
             ),
             Problem::BadTraceId(id) => format!(
                 "{id:?} is not a trace id: 32 lower-case hexadecimal digits, not all zeros."
@@ -116,6 +133,8 @@ impl Problem {
             | Problem::NotFrozen(d)
             | Problem::OwnRole(d)
             | Problem::Conflict(d)
+            | Problem::NotBalanced(d)
+            | Problem::BalancerSilent(d)
             | Problem::Unavailable(d)
             | Problem::BadRequest(d)
             | Problem::NotFound(d) => d.clone(),
@@ -131,7 +150,14 @@ impl Problem {
             Problem::Frozen(_) => ("name", "this role is frozen already"),
             Problem::NotFrozen(_) => ("name", "this role is not frozen"),
             Problem::OwnRole(_) => ("name", "this role is the dashboard itself"),
-            Problem::UnknownAction(_) => ("action", "kill, restart, freeze or resume"),
+            Problem::NotBalanced(_) => ("name", "this role is not an API server behind a balancer"),
+            Problem::BalancerSilent(_) => (
+                "name",
+                "a balancer in front of this role did not answer; the drain state is partial",
+            ),
+            Problem::UnknownAction(_) => {
+                ("action", "kill, restart, freeze, resume, drain or undrain")
+            }
             Problem::BadTraceId(_) => (
                 "trace_id",
                 "32 lower-case hexadecimal digits, not all zeros",
@@ -226,11 +252,15 @@ mod tests {
 
     #[test]
     fn an_unknown_action_names_the_action_parameter() {
-        let body = Problem::UnknownAction("drain".into()).body();
+        let body = Problem::UnknownAction("explode".into()).body();
         assert_eq!(body["status"], 404);
         assert_eq!(body["type"], "urn:strata:problem:action-not-found");
         assert_eq!(body["errors"][0]["parameter"], "action", "{body:#}");
-        assert!(body["detail"].as_str().is_some_and(|d| d.contains("drain")));
+        assert!(
+            body["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("explode"))
+        );
     }
 
     #[test]
@@ -240,6 +270,7 @@ mod tests {
             (Problem::Frozen("x".into()), "role-frozen"),
             (Problem::NotFrozen("x".into()), "role-not-frozen"),
             (Problem::OwnRole("x".into()), "own-role"),
+            (Problem::NotBalanced("x".into()), "role-not-balanced"),
         ] {
             assert_eq!(p.fault().map(|f| f.0), Some("name"));
             let body = p.body();
