@@ -9,7 +9,7 @@
 dashboard = true`); `strata chaos --no-faults` puts a steady open-loop load through the
 balancer (--rate authenticated writes/s and as many reads/s, bounded by its duration). The
 CPU seconds of every process of the deployment — each role's pid and its descendants (an
-engine under a role counts), and the supervisor — are read from /proc/PID/stat (utime +
+engine under a role counts), and the supervisor (its own, not its roles' again) — are read from /proc/PID/stat (utime +
 stime) over equal windows of --seconds:
 
   a  no page open: the dashboard's scrape loop runs (once a second, whatever the number of
@@ -87,12 +87,13 @@ def own_cpu(pid):
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def tree_cpu(pid, kids):
-    """A process's CPU seconds and its descendants'."""
+def tree_cpu(pid, kids, apart=()):
+    """A process's CPU seconds and its descendants', leaving out the trees rooted at `apart`
+    (the supervisor's children are the roles, counted on their own)."""
     total, todo, seen = 0.0, [pid], set()
     while todo:
         p = todo.pop()
-        if p in seen:
+        if p in seen or (p != pid and p in apart):
             continue
         seen.add(p)
         total += own_cpu(p)
@@ -101,9 +102,10 @@ def tree_cpu(pid, kids):
 
 
 def sample(pids):
-    """CPU seconds so far of each named process tree."""
+    """CPU seconds so far of each named process tree, each process counted once."""
     kids = children_of()
-    return {name: tree_cpu(pid, kids) for name, pid in pids.items()}
+    roots = set(pids.values())
+    return {name: tree_cpu(pid, kids, roots) for name, pid in pids.items()}
 
 
 class Page:
