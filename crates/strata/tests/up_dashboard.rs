@@ -9,7 +9,8 @@
 //! running one is a 409 naming the role parameter; a drain takes api-2 out of the balancer's
 //! rotation (its request counter there stands still while api-1 serves) and shows it drained,
 //! an undrain puts it back, and a drain of a worker, of the balancer or of an unknown role is
-//! refused naming the role parameter.
+//! refused naming the role parameter; a chaos run (without faults) started from the dashboard
+//! ends with its verdict in the snapshot, one run at a time.
 
 mod common;
 
@@ -588,6 +589,58 @@ async fn the_dashboard_shows_every_role_and_tier_and_lets_only_an_admin_kill_a_r
             "an undrained api-2 gets no requests: {two_now:#}"
         );
     }
+
+    // Chaos: one bounded `strata chaos` run at a time, an admin's only, its verdict in the
+    // snapshot.
+    let chaos = |body: Value, token: Option<&str>| {
+        let r = http.post(format!("http://{dash}/api/chaos")).json(&body);
+        match token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+        .send()
+    };
+    let quiet = serde_json::json!({"duration_secs": 5, "rate": 5, "faults": false});
+    let r = chaos(quiet.clone(), None).await.expect("POST /api/chaos");
+    assert_eq!(r.status(), 401);
+    let r = chaos(serde_json::json!({"duration_secs": 1}), Some(&token))
+        .await
+        .expect("POST /api/chaos");
+    assert_eq!(r.status(), 400);
+    let problem: Value = r.json().await.expect("problem json");
+    assert_eq!(
+        problem["errors"][0]["parameter"], "duration_secs",
+        "{problem:#}"
+    );
+    let r = chaos(quiet.clone(), Some(&token))
+        .await
+        .expect("POST /api/chaos");
+    assert_eq!(r.status(), 202);
+    let run: Value = r.json().await.expect("json");
+    assert_eq!(run["state"], "running", "{run:#}");
+    let r = chaos(quiet, Some(&token)).await.expect("POST /api/chaos");
+    assert_eq!(r.status(), 409, "one at a time");
+    let problem: Value = r.json().await.expect("problem json");
+    assert_eq!(problem["type"], "urn:strata:problem:chaos-running");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let ended = loop {
+        let snap = snapshot(&http, &dash).await;
+        if snap["chaos"]["state"] != "running" {
+            break snap["chaos"].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the chaos run never ended: {:#}",
+            snap["chaos"]
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(ended["state"], "passed", "{ended:#}");
+    assert_eq!(ended["verdict"]["lost"], 0, "{ended:#}");
+    assert!(
+        ended["verdict"]["writes"]["ok"].as_u64() > Some(0),
+        "{ended:#}"
+    );
 
     // A role left frozen does not hold `strata down` up: the supervisor continues it so that
     // it acts on its SIGTERM (it would otherwise be killed after the 10 s grace).

@@ -13,6 +13,7 @@ use strata_engines::process;
 use tokio::sync::{Notify, watch};
 
 use super::alerts::{self, AlertsView};
+use super::chaos::{Chaos, ChaosView};
 use super::drain;
 use super::metrics::{Point, Ring, TierMetrics, series_of};
 use crate::roles::RoleKind;
@@ -126,6 +127,8 @@ pub struct Snapshot {
     pub traces: Vec<TraceView>,
     /// What the deployment's Prometheus says is firing or pending; none without one.
     pub alerts: Option<AlertsView>,
+    /// The chaos run started from the page, running or last ended; none before the first.
+    pub chaos: Option<ChaosView>,
 }
 
 /// The scrape loop's memory between ticks.
@@ -142,6 +145,8 @@ pub struct Collector {
     drains_known: BTreeMap<String, Vec<String>>,
     /// Backend name → the balancers that drain it.
     drained: BTreeMap<String, Vec<String>>,
+    /// The chaos run started from the page.
+    chaos: Arc<Chaos>,
     /// Snapshots published, for their `seq`.
     seq: u64,
     /// Scrapes done, for the traces' cadence.
@@ -155,7 +160,7 @@ fn now_ms() -> u64 {
 }
 
 impl Collector {
-    pub fn new(dir: PathBuf, name: String) -> anyhow::Result<Self> {
+    pub fn new(dir: PathBuf, name: String, chaos: Arc<Chaos>) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(SCRAPE_TIMEOUT)
             .connect_timeout(SCRAPE_TIMEOUT)
@@ -172,6 +177,7 @@ impl Collector {
             alerts: None,
             drains_known: BTreeMap::new(),
             drained: BTreeMap::new(),
+            chaos,
             seq: 0,
             ticks: 0,
         })
@@ -355,6 +361,7 @@ impl Collector {
                 .collect(),
             traces: self.traces.clone(),
             alerts: self.alerts.clone(),
+            chaos: self.chaos.view(),
         }
     }
 }

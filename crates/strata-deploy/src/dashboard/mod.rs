@@ -10,6 +10,8 @@
 //! - `GET /api/snapshot` — the latest snapshot as JSON.
 //! - `POST /api/roles/{name}/kill|restart|freeze|resume` — an admin's bearer token required
 //!   ([`admin`]); `…/drain|undrain` with the same check, asked of every balancer ([`drain`]).
+//! - `POST /api/chaos` — an admin starts one bounded `strata chaos` run ([`chaos`]); its
+//!   progress and verdict are in the snapshot.
 //! - `GET /api/traces/{trace_id}` — one trace's spans from every role ([`traces`]).
 //! - `POST /api/login` — an email and password exchanged for an access token at an API server.
 //! - `GET /healthz` — for `strata status`.
@@ -19,6 +21,7 @@
 
 pub mod admin;
 pub mod alerts;
+pub mod chaos;
 pub mod collect;
 pub mod drain;
 pub mod metrics;
@@ -64,6 +67,8 @@ struct Shared {
     traces_http: reqwest::Client,
     /// Wakes the scrape loop to publish the roles at once after a button acted.
     nudge: Arc<Notify>,
+    /// The chaos run started from the page.
+    chaos: Arc<chaos::Chaos>,
 }
 
 fn app(shared: Shared) -> Router {
@@ -75,6 +80,7 @@ fn app(shared: Shared) -> Router {
         .route("/api/login", post(login))
         .route("/api/roles/{name}/{action}", post(act))
         .route("/api/traces/{trace_id}", get(trace))
+        .route("/api/chaos", post(start_chaos))
         .fallback(|| async { Problem::NotFound("No such page: the dashboard is at /.".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(shared)
@@ -193,6 +199,37 @@ async fn act(
     }
 }
 
+/// `POST /api/chaos`: `{"duration_secs", "rate", "faults"}` (each optional) → 202 with the
+/// run, 409 while one runs.
+async fn start_chaos(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let token = match admin::bearer(&headers) {
+        Ok(t) => t,
+        Err(p) => return p.into_response(),
+    };
+    if let Err(p) = admin::require_admin(&s.http, &s.dir, token).await {
+        return p.into_response();
+    }
+    let scenario = match chaos::Scenario::parse(&body) {
+        Ok(scenario) => scenario,
+        Err(p) => return p.into_response(),
+    };
+    match admin::read_state(&s.dir) {
+        Ok(state) if state.running => {}
+        Ok(_) => {
+            return Problem::Conflict("The deployment is stopping or stopped.".into())
+                .into_response();
+        }
+        Err(p) => return p.into_response(),
+    }
+    match s.chaos.start(scenario) {
+        Ok(run) => {
+            s.nudge.notify_one();
+            (StatusCode::ACCEPTED, axum::Json(run)).into_response()
+        }
+        Err(p) => p.into_response(),
+    }
+}
+
 /// `POST /api/roles/{name}/drain|undrain`, once the token is an admin's.
 async fn drain_role(s: &Shared, name: &str, draining: bool) -> Response {
     let found = admin::read_state(&s.dir).and_then(|state| {
@@ -229,7 +266,9 @@ pub async fn run(args: DashboardArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let collector = collect::Collector::new(args.dir.clone(), args.name.clone())?;
+    let exe = std::env::current_exe().context("cannot find the strata binary for chaos runs")?;
+    let chaos = chaos::Chaos::new(exe, args.dir.clone());
+    let collector = collect::Collector::new(args.dir.clone(), args.name.clone(), chaos.clone())?;
     let (tx, rx) = watch::channel::<Arc<str>>(Arc::from("{}"));
     let nudge = Arc::new(Notify::new());
     let scraping = tokio::spawn(collect::run(collector, tx, nudge.clone()));
@@ -247,6 +286,7 @@ pub async fn run(args: DashboardArgs) -> anyhow::Result<()> {
             .build()?,
         traces_http: traces::client()?,
         nudge,
+        chaos: chaos.clone(),
     };
     ReadyLine::new(&args.name)
         .with_addr(LISTENER, addr)
@@ -258,6 +298,7 @@ pub async fn run(args: DashboardArgs) -> anyhow::Result<()> {
         .with_graceful_shutdown(async move {
             strata_core::shutdown::signal(exit_on_eof).await;
             stop_scraping.abort();
+            chaos.stop();
         })
         .await
         .context("the dashboard's server failed")?;

@@ -37,6 +37,12 @@ pub enum Problem {
     /// A balancer did not answer a drain or an undrain in time.
     #[error("{0}")]
     BalancerSilent(String),
+    /// A chaos run was asked for while one runs.
+    #[error("{0}")]
+    ChaosRunning(String),
+    /// A chaos run's parameter out of bounds: the parameter, and what is wrong.
+    #[error("{1}")]
+    BadChaos(&'static str, String),
     /// An action a role does not have (what was sent, cut short).
     #[error("no action is named {0}")]
     UnknownAction(String),
@@ -88,6 +94,16 @@ impl Problem {
                 "balancer-unavailable",
                 "A balancer did not answer",
             ),
+            Problem::ChaosRunning(_) => (
+                StatusCode::CONFLICT,
+                "chaos-running",
+                "A chaos run is going on",
+            ),
+            Problem::BadChaos(..) => (
+                StatusCode::BAD_REQUEST,
+                "invalid-parameter",
+                "Invalid parameter",
+            ),
             Problem::UnknownAction(_) => (
                 StatusCode::NOT_FOUND,
                 "action-not-found",
@@ -135,6 +151,8 @@ impl Problem {
             | Problem::Conflict(d)
             | Problem::NotBalanced(d)
             | Problem::BalancerSilent(d)
+            | Problem::ChaosRunning(d)
+            | Problem::BadChaos(_, d)
             | Problem::Unavailable(d)
             | Problem::BadRequest(d)
             | Problem::NotFound(d) => d.clone(),
@@ -142,7 +160,8 @@ impl Problem {
     }
 
     /// The request parameter at fault, and what is wrong with it, when there is one: the
-    /// role's `name` in `/api/roles/{name}/…`, the `trace_id` in `/api/traces/{trace_id}`.
+    /// role's `name` in `/api/roles/{name}/…`, the `trace_id` in `/api/traces/{trace_id}`, a
+    /// chaos run's `duration_secs` or `rate`.
     pub fn fault(&self) -> Option<(&'static str, &'static str)> {
         Some(match self {
             Problem::UnknownRole(_) => ("name", "no role of this deployment has this name"),
@@ -155,6 +174,9 @@ impl Problem {
                 "name",
                 "a balancer in front of this role did not answer; the drain state is partial",
             ),
+            Problem::BadChaos("duration_secs", _) => ("duration_secs", "5 to 300 seconds"),
+            Problem::BadChaos("rate", _) => ("rate", "1 to 200 writes per second"),
+            Problem::BadChaos(parameter, _) => (*parameter, "out of bounds"),
             Problem::UnknownAction(_) => {
                 ("action", "kill, restart, freeze, resume, drain or undrain")
             }
