@@ -6,7 +6,11 @@
 //! and the dashboard itself (409) are refused; the trace view gathers one request's spans from
 //! the balancer and the API server (400 for a malformed id, 404 for one no role keeps); a freeze of api-1 shows it frozen and unhealthy
 //! until a resume brings the same process back, and a freeze of a frozen role or a resume of a
-//! running one is a 409 naming the role parameter.
+//! running one is a 409 naming the role parameter; a drain takes api-2 out of the balancer's
+//! rotation (its request counter there stands still while api-1 serves) and shows it drained,
+//! an undrain puts it back, and a drain of a worker, of the balancer or of an unknown role is
+//! refused naming the role parameter; a chaos run (without faults) started from the dashboard
+//! ends with its verdict in the snapshot, one run at a time.
 
 mod common;
 
@@ -450,7 +454,7 @@ async fn the_dashboard_shows_every_role_and_tier_and_lets_only_an_admin_kill_a_r
         assert_eq!(problem["errors"][0]["parameter"], "name", "{problem:#}");
     }
 
-    let r = post("api-1", "drain").await.expect("POST drain");
+    let r = post("api-1", "explode").await.expect("POST explode");
     assert_eq!(r.status(), 404, "no such action");
     let problem: Value = r.json().await.expect("problem json");
     assert_eq!(problem["errors"][0]["parameter"], "action", "{problem:#}");
@@ -476,6 +480,167 @@ async fn the_dashboard_shows_every_role_and_tier_and_lets_only_an_admin_kill_a_r
         assert!(Instant::now() < deadline, "api-1 did not resume: {snap:#}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // Drain: api-2 leaves lb-1's rotation (its counter there stands still while api-1 serves),
+    // the snapshot shows it drained, and an undrain brings it back.
+    let lb_admin = role(&status, "lb-1")["addrs"]["admin"]
+        .as_str()
+        .expect("lb-1's admin address")
+        .to_owned();
+    let backends = || async {
+        let doc: Value = http
+            .get(format!("http://{lb_admin}/admin/backends"))
+            .send()
+            .await
+            .expect("GET /admin/backends")
+            .json()
+            .await
+            .expect("json");
+        let find = |name: &str| {
+            doc["backends"]
+                .as_array()
+                .and_then(|b| b.iter().find(|b| b["name"] == name).cloned())
+                .unwrap_or_else(|| panic!("{name} in {doc:#}"))
+        };
+        (find("api-1"), find("api-2"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while backends().await.0["eligible"] != true {
+        assert!(Instant::now() < deadline, "lb-1 never took api-1 back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let r = post("api-2", "drain").await.expect("POST drain");
+    assert_eq!(r.status(), 200);
+    let done: Value = r.json().await.expect("json");
+    assert_eq!(done["balancers"][0]["balancer"], "lb-1", "{done:#}");
+    assert_eq!(done["balancers"][0]["draining"], true, "{done:#}");
+    let (one, two) = backends().await;
+    assert_eq!(two["draining"], true, "{two:#}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let snap = snapshot(&http, &dash).await;
+        let api2 = snap_role(&snap, "api-2");
+        if api2["health"] == "drained" {
+            assert_eq!(api2["drained_by"][0], "lb-1", "{api2:#}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "api-2 not shown drained: {api2:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut served = 0;
+    for _ in 0..30 {
+        let r = http
+            .get(format!("http://{lb}/users?limit=1"))
+            .send()
+            .await
+            .expect("GET through lb-1");
+        served += u64::from(r.status().is_success());
+    }
+    let (one_after, two_after) = backends().await;
+    assert_eq!(
+        two_after["requests"], two["requests"],
+        "a drained api-2 got new requests: {two_after:#}"
+    );
+    assert!(served > 0, "api-1 served nothing while api-2 was drained");
+    assert!(
+        one_after["requests"].as_u64() >= Some(one["requests"].as_u64().unwrap_or(0) + served),
+        "{one_after:#}"
+    );
+    // Only an API server behind a balancer drains; an unknown role is not found.
+    for (name, status, kind) in [
+        ("worker-1", 409, "role-not-balanced"),
+        ("lb-1", 409, "role-not-balanced"),
+        ("nope-9", 404, "role-not-found"),
+    ] {
+        let r = post(name, "drain").await.expect("POST drain");
+        assert_eq!(r.status(), status, "drain {name}");
+        let problem: Value = r.json().await.expect("problem json");
+        assert_eq!(problem["type"], format!("urn:strata:problem:{kind}"));
+        assert_eq!(problem["errors"][0]["parameter"], "name", "{problem:#}");
+    }
+    let r = post("api-2", "undrain").await.expect("POST undrain");
+    assert_eq!(r.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let snap = snapshot(&http, &dash).await;
+        let api2 = snap_role(&snap, "api-2");
+        if api2["health"] == "ready" {
+            assert!(api2.get("drained_by").is_none(), "{api2:#}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "api-2 still drained: {api2:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        for _ in 0..10 {
+            let _ = http.get(format!("http://{lb}/users?limit=1")).send().await;
+        }
+        let (_, two_now) = backends().await;
+        if two_now["requests"].as_u64() > two_after["requests"].as_u64() {
+            assert_eq!(two_now["draining"], false);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "an undrained api-2 gets no requests: {two_now:#}"
+        );
+    }
+
+    // Chaos: one bounded `strata chaos` run at a time, an admin's only, its verdict in the
+    // snapshot.
+    let chaos = |body: Value, token: Option<&str>| {
+        let r = http.post(format!("http://{dash}/api/chaos")).json(&body);
+        match token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+        .send()
+    };
+    let quiet = serde_json::json!({"duration_secs": 5, "rate": 5, "faults": false});
+    let r = chaos(quiet.clone(), None).await.expect("POST /api/chaos");
+    assert_eq!(r.status(), 401);
+    let r = chaos(serde_json::json!({"duration_secs": 1}), Some(&token))
+        .await
+        .expect("POST /api/chaos");
+    assert_eq!(r.status(), 400);
+    let problem: Value = r.json().await.expect("problem json");
+    assert_eq!(
+        problem["errors"][0]["parameter"], "duration_secs",
+        "{problem:#}"
+    );
+    let r = chaos(quiet.clone(), Some(&token))
+        .await
+        .expect("POST /api/chaos");
+    assert_eq!(r.status(), 202);
+    let run: Value = r.json().await.expect("json");
+    assert_eq!(run["state"], "running", "{run:#}");
+    let r = chaos(quiet, Some(&token)).await.expect("POST /api/chaos");
+    assert_eq!(r.status(), 409, "one at a time");
+    let problem: Value = r.json().await.expect("problem json");
+    assert_eq!(problem["type"], "urn:strata:problem:chaos-running");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let ended = loop {
+        let snap = snapshot(&http, &dash).await;
+        if snap["chaos"]["state"] != "running" {
+            break snap["chaos"].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the chaos run never ended: {:#}",
+            snap["chaos"]
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(ended["state"], "passed", "{ended:#}");
+    assert_eq!(ended["verdict"]["lost"], 0, "{ended:#}");
+    assert!(
+        ended["verdict"]["writes"]["ok"].as_u64() > Some(0),
+        "{ended:#}"
+    );
 
     // A role left frozen does not hold `strata down` up: the supervisor continues it so that
     // it acts on its SIGTERM (it would otherwise be killed after the 10 s grace).

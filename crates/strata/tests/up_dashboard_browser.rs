@@ -3,7 +3,9 @@
 //! checked. Every role is drawn; the charts draw points as the series grow under traffic; an
 //! admin logs in through the page's form and presses "kill" on api-2, whose box turns red,
 //! then green again on a new pid when the supervisor has restarted it; "freeze" on api-1 shows
-//! it frozen until "resume" brings it back on the same pid; the alerts panel shows the
+//! it frozen until "resume" brings it back on the same pid; "drain" on api-2 shows it drained
+//! by lb-1 until "undrain" puts it back; a chaos run started from the page's form is shown
+//! until its verdict; the alerts panel shows the
 //! burn-rate alert prometheus-1 fires for a latency objective set out of reach; a trace pressed
 //! in the slowest list is drawn span by span, and a request traced by its sender is drawn from
 //! the balancer and the API server. At a phone's width the page fits the screen, its tiers
@@ -217,6 +219,52 @@ fn in_a_browser_the_dashboard_draws_every_role_and_its_charts_and_a_killed_serve
         &format!("{api1}.classList.contains('ready') && {api1}.dataset.pid === {pid}"),
         Duration::from_secs(10),
         "api-1's box to turn green again on the same pid",
+    );
+
+    // "drain" on api-2: lb-1 stops sending it new requests and its box shows it drained, with
+    // an "undrain" button that puts it back.
+    let api2 = role_box("api-2");
+    page.click(&format!(
+        "{api2}.querySelector('button[data-action=\"drain\"]')"
+    ));
+    page.wait_for(
+        "document.getElementById('message').textContent.startsWith('api-2 drained by lb-1')",
+        Duration::from_secs(10),
+        "the page to say lb-1 drains api-2",
+    );
+    page.wait_for(
+        &format!(
+            "{api2}.classList.contains('drained') && {api2}.textContent.includes('drained by lb-1')"
+        ),
+        Duration::from_secs(10),
+        "api-2's box to show it drained",
+    );
+    page.click(&format!(
+        "{api2}.querySelector('button[data-action=\"undrain\"]')"
+    ));
+    page.wait_for(
+        &format!("{api2}.classList.contains('ready') && !!{api2}.querySelector('button[data-action=\"drain\"]')"),
+        Duration::from_secs(10),
+        "api-2's box to turn green again with its drain button",
+    );
+
+    // A chaos run from the page (5 s, no faults): the panel shows it running, then its
+    // verdict, with the start button usable again.
+    page.eval(
+        "document.getElementById('chaos-seconds').value = '5'; document.getElementById('chaos-rate').value = '5'; \
+         document.getElementById('chaos-faults').checked = false; true",
+    );
+    page.click("document.getElementById('chaos-start')");
+    page.wait_for(
+        "document.getElementById('message').textContent.startsWith('chaos run started')",
+        Duration::from_secs(10),
+        "the page to say the chaos run started",
+    );
+    page.wait_for(
+        "document.querySelector('#chaos [data-chaos-state=\"passed\"]') !== null && !document.getElementById('chaos-start').disabled \
+         && document.getElementById('chaos').textContent.includes('lost 0')",
+        Duration::from_secs(120),
+        "the chaos panel to show the run passed with nothing lost",
     );
 
     // The alerts panel: the balancer's latency objective (99.9 % of requests under 0.5 ms)

@@ -2,7 +2,8 @@
 //! engine under it — a crash) or restart it (SIGTERM — a clean stop); either way the supervisor
 //! starts it again. Freeze (SIGSTOP to the role's whole process tree: it neither answers nor
 //! dies, as a machine that stalls) and resume (SIGCONT) leave the supervisor out: a frozen
-//! role stays frozen until resumed, killed or restarted. Only an admin may: the bearer token is checked by asking one of the
+//! role stays frozen until resumed, killed or restarted (drain and undrain, in [`super::drain`],
+//! pass the same check). Only an admin may: the bearer token is checked by asking one of the
 //! deployment's own API servers an admin-only question with it, so the dashboard holds no key
 //! and no account store of its own. The token is passed on, never logged.
 //!
@@ -19,7 +20,7 @@ use strata_engines::process;
 
 use super::problem::Problem;
 use crate::roles::RoleKind;
-use crate::state::{self, DeploymentState, RolePhase};
+use crate::state::{self, DeploymentState, RolePhase, RoleState};
 
 /// How long the API server has to answer a token check or a login.
 const API_TIMEOUT: Duration = Duration::from_secs(3);
@@ -110,7 +111,7 @@ fn api_server(state: &DeploymentState) -> Result<String, Problem> {
         })
 }
 
-fn read_state(dir: &Path) -> Result<DeploymentState, Problem> {
+pub(super) fn read_state(dir: &Path) -> Result<DeploymentState, Problem> {
     state::read(dir)
         .map_err(|e| Problem::Unavailable(format!("{e}")))?
         .ok_or_else(|| Problem::Unavailable("No deployment runs in this directory.".into()))
@@ -159,13 +160,30 @@ async fn admin_may_see(
             "The access token is not valid (expired, revoked or malformed): log in again.".into(),
         )),
         StatusCode::FORBIDDEN => Err(Problem::Forbidden(
-            "Only an admin may kill, restart, freeze or resume roles (strata admin grant EMAIL)."
+            "Only an admin may kill, restart, freeze, resume, drain or undrain roles (strata admin grant EMAIL)."
                 .into(),
         )),
         other => Err(Problem::Unavailable(format!(
             "The API server at {api} could not check the token (it answered {other})."
         ))),
     }
+}
+
+/// The role of the deployment named `name` (a well-formed name only), or a problem naming it.
+pub(super) fn role_named<'a>(
+    state: &'a DeploymentState,
+    name: &str,
+) -> Result<&'a RoleState, Problem> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_ROLE_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    state
+        .roles
+        .iter()
+        .find(|r| valid && r.name == name)
+        .ok_or_else(|| Problem::UnknownRole(name.chars().take(MAX_ROLE_NAME).collect()))
 }
 
 /// What was done, for the answer.
@@ -182,17 +200,8 @@ pub struct Done {
 /// role, a resume of one that runs). Blocking: it waits up to [`SIGNAL_WAIT`] for the signal's
 /// effect.
 pub fn act(dir: &Path, own: &str, name: &str, action: Action) -> Result<Done, Problem> {
-    let valid = !name.is_empty()
-        && name.len() <= MAX_ROLE_NAME
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     let state = read_state(dir)?;
-    let role = state
-        .roles
-        .iter()
-        .find(|r| valid && r.name == name)
-        .ok_or_else(|| Problem::UnknownRole(name.chars().take(MAX_ROLE_NAME).collect()))?;
+    let role = role_named(&state, name)?;
     if role.name == own {
         return Err(Problem::OwnRole(format!(
             "{own} is this dashboard: it will not {} itself (use strata down, or kill its pid by hand).",
@@ -355,7 +364,6 @@ mod tests {
 
     #[test]
     fn a_role_is_frozen_once_resumed_once_and_a_frozen_api_server_checks_no_token() {
-        use crate::state::RoleState;
         let dir = tempfile::tempdir().expect("tempdir");
         let mut sleeper = std::process::Command::new("sleep")
             .arg("30")
@@ -401,7 +409,6 @@ mod tests {
 
     #[test]
     fn an_unknown_role_a_stopped_one_and_the_dashboard_itself_are_refused() {
-        use crate::state::RoleState;
         let dir = tempfile::tempdir().expect("tempdir");
         let role = |name: &str, kind, pid| RoleState {
             name: name.into(),

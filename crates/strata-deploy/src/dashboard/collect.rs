@@ -1,6 +1,6 @@
 //! The dashboard's one scrape loop: every second it reads the deployment's state, scrapes each
 //! role's `/metrics` (and every few seconds its `/traces`), turns the counters into per-tier
-//! points kept for five minutes, and publishes one JSON snapshot that every page and every
+//! points kept for five minutes, asks each balancer which backends it drains, and publishes one JSON snapshot that every page and every
 //! `/events` client shares. However many clients watch, the roles are scraped once a second.
 
 use std::collections::{BTreeMap, HashMap};
@@ -13,6 +13,8 @@ use strata_engines::process;
 use tokio::sync::{Notify, watch};
 
 use super::alerts::{self, AlertsView};
+use super::chaos::{Chaos, ChaosView};
+use super::drain;
 use super::metrics::{Point, Ring, TierMetrics, series_of};
 use crate::roles::RoleKind;
 use crate::state::{self, DeploymentState, RolePhase, RoleState};
@@ -41,6 +43,8 @@ pub enum Health {
     Down,
     /// Its process is stopped (SIGSTOP): alive, but it answers nothing.
     Frozen,
+    /// Ready, but a balancer drains it: it gets no new requests through that balancer.
+    Drained,
 }
 
 /// What a role's phase and process say about it: frozen when its process is alive but
@@ -86,6 +90,9 @@ pub struct RoleView {
     pub addrs: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The balancers that drain this API server (none for most roles).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drained_by: Vec<String>,
 }
 
 /// A tier's series, oldest point first.
@@ -120,6 +127,8 @@ pub struct Snapshot {
     pub traces: Vec<TraceView>,
     /// What the deployment's Prometheus says is firing or pending; none without one.
     pub alerts: Option<AlertsView>,
+    /// The chaos run started from the page, running or last ended; none before the first.
+    pub chaos: Option<ChaosView>,
 }
 
 /// The scrape loop's memory between ticks.
@@ -132,6 +141,12 @@ pub struct Collector {
     series: BTreeMap<&'static str, (RoleKind, Ring<Point>)>,
     traces: Vec<TraceView>,
     alerts: Option<AlertsView>,
+    /// Each balancer's drained backends, as it last said ([`drain::drained_now`]).
+    drains_known: BTreeMap<String, Vec<String>>,
+    /// Backend name → the balancers that drain it.
+    drained: BTreeMap<String, Vec<String>>,
+    /// The chaos run started from the page.
+    chaos: Arc<Chaos>,
     /// Snapshots published, for their `seq`.
     seq: u64,
     /// Scrapes done, for the traces' cadence.
@@ -145,7 +160,7 @@ fn now_ms() -> u64 {
 }
 
 impl Collector {
-    pub fn new(dir: PathBuf, name: String) -> anyhow::Result<Self> {
+    pub fn new(dir: PathBuf, name: String, chaos: Arc<Chaos>) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(SCRAPE_TIMEOUT)
             .connect_timeout(SCRAPE_TIMEOUT)
@@ -160,6 +175,9 @@ impl Collector {
             series: BTreeMap::new(),
             traces: Vec::new(),
             alerts: None,
+            drains_known: BTreeMap::new(),
+            drained: BTreeMap::new(),
+            chaos,
             seq: 0,
             ticks: 0,
         })
@@ -173,7 +191,14 @@ impl Collector {
         let elapsed = self.last_tick.map(|t| started.duration_since(t));
         self.last_tick = Some(started);
         if let Some(state) = &state {
-            self.scrape_metrics(state, elapsed).await;
+            let http = self.http.clone();
+            let mut known = std::mem::take(&mut self.drains_known);
+            let (_, drained) = tokio::join!(
+                self.scrape_metrics(state, elapsed),
+                drain::drained_now(&http, state, &mut known)
+            );
+            self.drains_known = known;
+            self.drained = drained;
             if self.ticks % TRACE_EVERY == 1 {
                 let (traces, alerts) =
                     tokio::join!(self.scrape_traces(state), self.scrape_alerts(state));
@@ -184,10 +209,14 @@ impl Collector {
         self.snapshot(state.as_ref())
     }
 
-    /// The roles as they are now, without scraping: published at once after a button acted,
-    /// so that the page shows the effect without waiting for the next tick.
-    pub fn refresh(&mut self) -> Snapshot {
+    /// The roles as they are now, without scraping metrics (the balancers are asked what they
+    /// drain): published at once after a button acted, so that the page shows the effect
+    /// without waiting for the next tick.
+    pub async fn refresh(&mut self) -> Snapshot {
         let state = self.read_state();
+        if let Some(state) = &state {
+            self.drained = drain::drained_now(&self.http, state, &mut self.drains_known).await;
+        }
         self.snapshot(state.as_ref())
     }
 
@@ -285,20 +314,31 @@ impl Collector {
             .map(|s| {
                 s.roles
                     .iter()
-                    .map(|r| RoleView {
-                        name: r.name.clone(),
-                        kind: r.kind,
-                        tier: tier_of(r.kind),
-                        pid: r.pid,
-                        restarts: r.restarts,
-                        state: r.state,
-                        health: health_of(
+                    .map(|r| {
+                        let drained_by = match r.kind {
+                            RoleKind::Api => self.drained.get(&r.name).cloned().unwrap_or_default(),
+                            _ => Vec::new(),
+                        };
+                        let health = health_of(
                             r,
                             r.pid.is_some_and(process::is_alive),
                             r.pid.is_some_and(process::is_stopped),
-                        ),
-                        addrs: r.addrs.clone(),
-                        last_error: r.last_error.clone(),
+                        );
+                        RoleView {
+                            name: r.name.clone(),
+                            kind: r.kind,
+                            tier: tier_of(r.kind),
+                            pid: r.pid,
+                            restarts: r.restarts,
+                            state: r.state,
+                            health: match health {
+                                Health::Ready if !drained_by.is_empty() => Health::Drained,
+                                other => other,
+                            },
+                            addrs: r.addrs.clone(),
+                            last_error: r.last_error.clone(),
+                            drained_by,
+                        }
                     })
                     .collect()
             })
@@ -321,6 +361,7 @@ impl Collector {
                 .collect(),
             traces: self.traces.clone(),
             alerts: self.alerts.clone(),
+            chaos: self.chaos.view(),
         }
     }
 }
@@ -388,7 +429,7 @@ pub async fn run(mut collector: Collector, publish: watch::Sender<Arc<str>>, nud
     loop {
         let snapshot = tokio::select! {
             _ = ticks.tick() => collector.tick().await,
-            () = nudge.notified() => collector.refresh(),
+            () = nudge.notified() => collector.refresh().await,
         };
         match serde_json::to_string(&snapshot) {
             Ok(json) => {

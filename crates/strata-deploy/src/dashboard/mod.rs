@@ -4,11 +4,14 @@
 //! - `GET /` — the page (`page.html`, inline CSS and JS, nothing fetched from elsewhere): every
 //!   role as a box in its tier, coloured by health; each tier's requests/s, p99 and error ratio
 //!   over the last five minutes; Prometheus's alerts ([`alerts`]); the slowest recent traces,
-//!   each opening a waterfall of its spans; kill, restart, freeze and resume buttons.
+//!   each opening a waterfall of its spans; kill, restart, freeze and resume buttons, and drain
+//!   and undrain on API servers behind a balancer.
 //! - `GET /events` — server-sent events, one snapshot a second; at most [`MAX_CLIENTS`] at once.
 //! - `GET /api/snapshot` — the latest snapshot as JSON.
 //! - `POST /api/roles/{name}/kill|restart|freeze|resume` — an admin's bearer token required
-//!   ([`admin`]).
+//!   ([`admin`]); `…/drain|undrain` with the same check, asked of every balancer ([`drain`]).
+//! - `POST /api/chaos` — an admin starts one bounded `strata chaos` run ([`chaos`]); its
+//!   progress and verdict are in the snapshot.
 //! - `GET /api/traces/{trace_id}` — one trace's spans from every role ([`traces`]).
 //! - `POST /api/login` — an email and password exchanged for an access token at an API server.
 //! - `GET /healthz` — for `strata status`.
@@ -18,7 +21,9 @@
 
 pub mod admin;
 pub mod alerts;
+pub mod chaos;
 pub mod collect;
+pub mod drain;
 pub mod metrics;
 pub mod problem;
 pub mod traces;
@@ -62,6 +67,8 @@ struct Shared {
     traces_http: reqwest::Client,
     /// Wakes the scrape loop to publish the roles at once after a button acted.
     nudge: Arc<Notify>,
+    /// The chaos run started from the page.
+    chaos: Arc<chaos::Chaos>,
 }
 
 fn app(shared: Shared) -> Router {
@@ -73,6 +80,7 @@ fn app(shared: Shared) -> Router {
         .route("/api/login", post(login))
         .route("/api/roles/{name}/{action}", post(act))
         .route("/api/traces/{trace_id}", get(trace))
+        .route("/api/chaos", post(start_chaos))
         .fallback(|| async { Problem::NotFound("No such page: the dashboard is at /.".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(shared)
@@ -159,9 +167,15 @@ async fn act(
     Path((name, action)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(action) = Action::parse(&action) else {
-        return Problem::UnknownAction(action.chars().take(64).collect()).into_response();
+    let draining = match action.as_str() {
+        "drain" => Some(true),
+        "undrain" => Some(false),
+        _ => None,
     };
+    let signal = Action::parse(&action);
+    if draining.is_none() && signal.is_none() {
+        return Problem::UnknownAction(action.chars().take(64).collect()).into_response();
+    }
     let token = match admin::bearer(&headers) {
         Ok(t) => t,
         Err(p) => return p.into_response(),
@@ -169,6 +183,9 @@ async fn act(
     if let Err(p) = admin::require_admin(&s.http, &s.dir, token).await {
         return p.into_response();
     }
+    let (Some(action), None) = (signal, draining) else {
+        return drain_role(&s, &name, draining == Some(true)).await;
+    };
     // Signalling waits (briefly) for the signal to take effect: a blocking thread's work.
     let (dir, own) = (s.dir.clone(), s.name.clone());
     let done = tokio::task::spawn_blocking(move || admin::act(&dir, &own, &name, action)).await;
@@ -179,6 +196,61 @@ async fn act(
         }
         Ok(Err(p)) => p.into_response(),
         Err(e) => Problem::Unavailable(format!("The action did not finish: {e}")).into_response(),
+    }
+}
+
+/// `POST /api/chaos`: `{"duration_secs", "rate", "faults"}` (each optional) → 202 with the
+/// run, 409 while one runs.
+async fn start_chaos(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let token = match admin::bearer(&headers) {
+        Ok(t) => t,
+        Err(p) => return p.into_response(),
+    };
+    if let Err(p) = admin::require_admin(&s.http, &s.dir, token).await {
+        return p.into_response();
+    }
+    let scenario = match chaos::Scenario::parse(&body) {
+        Ok(scenario) => scenario,
+        Err(p) => return p.into_response(),
+    };
+    match admin::read_state(&s.dir) {
+        Ok(state) if state.running => {}
+        Ok(_) => {
+            return Problem::Conflict("The deployment is stopping or stopped.".into())
+                .into_response();
+        }
+        Err(p) => return p.into_response(),
+    }
+    match s.chaos.start(scenario) {
+        Ok(run) => {
+            s.nudge.notify_one();
+            (StatusCode::ACCEPTED, axum::Json(run)).into_response()
+        }
+        Err(p) => p.into_response(),
+    }
+}
+
+/// `POST /api/roles/{name}/drain|undrain`, once the token is an admin's.
+async fn drain_role(s: &Shared, name: &str, draining: bool) -> Response {
+    let found = admin::read_state(&s.dir).and_then(|state| {
+        let role = admin::role_named(&state, name)?.clone();
+        if !state.running {
+            return Err(Problem::Conflict(
+                "The deployment is stopping or stopped.".into(),
+            ));
+        }
+        Ok((state, role))
+    });
+    let (state, role) = match found {
+        Ok(found) => found,
+        Err(p) => return p.into_response(),
+    };
+    match drain::drain(&s.http, &state, &role, draining, drain::BALANCER_TIMEOUT).await {
+        Ok(done) => {
+            s.nudge.notify_one();
+            axum::Json(done).into_response()
+        }
+        Err(p) => p.into_response(),
     }
 }
 
@@ -194,7 +266,9 @@ pub async fn run(args: DashboardArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let collector = collect::Collector::new(args.dir.clone(), args.name.clone())?;
+    let exe = std::env::current_exe().context("cannot find the strata binary for chaos runs")?;
+    let chaos = chaos::Chaos::new(exe, args.dir.clone());
+    let collector = collect::Collector::new(args.dir.clone(), args.name.clone(), chaos.clone())?;
     let (tx, rx) = watch::channel::<Arc<str>>(Arc::from("{}"));
     let nudge = Arc::new(Notify::new());
     let scraping = tokio::spawn(collect::run(collector, tx, nudge.clone()));
@@ -212,6 +286,7 @@ pub async fn run(args: DashboardArgs) -> anyhow::Result<()> {
             .build()?,
         traces_http: traces::client()?,
         nudge,
+        chaos: chaos.clone(),
     };
     ReadyLine::new(&args.name)
         .with_addr(LISTENER, addr)
@@ -223,6 +298,7 @@ pub async fn run(args: DashboardArgs) -> anyhow::Result<()> {
         .with_graceful_shutdown(async move {
             strata_core::shutdown::signal(exit_on_eof).await;
             stop_scraping.abort();
+            chaos.stop();
         })
         .await
         .context("the dashboard's server failed")?;

@@ -1,6 +1,7 @@
 //! The dashboard's error answers: RFC 9457 problem+json, with the same `urn:strata:problem:…`
 //! types the API servers use. A problem caused by the role named in the path (unknown, not
-//! running, frozen or not, the dashboard itself) names that parameter in `errors`, as the API
+//! running, frozen or not, the dashboard itself, not behind a balancer or behind one that did
+//! not answer a drain) names that parameter in `errors`, as the API
 //! servers' problems do: `[{"parameter": "name", "detail": …}]`.
 
 use axum::http::{HeaderValue, StatusCode, header};
@@ -30,6 +31,18 @@ pub enum Problem {
     /// The deployment is stopping.
     #[error("{0}")]
     Conflict(String),
+    /// A drain or an undrain of a role that is not an API server behind a balancer.
+    #[error("{0}")]
+    NotBalanced(String),
+    /// A balancer did not answer a drain or an undrain in time.
+    #[error("{0}")]
+    BalancerSilent(String),
+    /// A chaos run was asked for while one runs.
+    #[error("{0}")]
+    ChaosRunning(String),
+    /// A chaos run's parameter out of bounds: the parameter, and what is wrong.
+    #[error("{1}")]
+    BadChaos(&'static str, String),
     /// An action a role does not have (what was sent, cut short).
     #[error("no action is named {0}")]
     UnknownAction(String),
@@ -71,6 +84,26 @@ impl Problem {
             ),
             Problem::OwnRole(_) => (StatusCode::CONFLICT, "own-role", "The dashboard's own role"),
             Problem::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Not possible now"),
+            Problem::NotBalanced(_) => (
+                StatusCode::CONFLICT,
+                "role-not-balanced",
+                "The role is not an API server behind a balancer",
+            ),
+            Problem::BalancerSilent(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "balancer-unavailable",
+                "A balancer did not answer",
+            ),
+            Problem::ChaosRunning(_) => (
+                StatusCode::CONFLICT,
+                "chaos-running",
+                "A chaos run is going on",
+            ),
+            Problem::BadChaos(..) => (
+                StatusCode::BAD_REQUEST,
+                "invalid-parameter",
+                "Invalid parameter",
+            ),
             Problem::UnknownAction(_) => (
                 StatusCode::NOT_FOUND,
                 "action-not-found",
@@ -101,7 +134,7 @@ impl Problem {
                 "There is no role named {name:?} in this deployment (see GET /api/snapshot)."
             ),
             Problem::UnknownAction(action) => format!(
-                "A role has no action {action:?}: POST /api/roles/{{name}}/kill, …/restart, …/freeze or …/resume."
+                "A role has no action {action:?}: POST /api/roles/{{name}}/kill, …/restart, …/freeze, …/resume, …/drain or …/undrain."
             ),
             Problem::BadTraceId(id) => format!(
                 "{id:?} is not a trace id: 32 lower-case hexadecimal digits, not all zeros."
@@ -116,6 +149,10 @@ impl Problem {
             | Problem::NotFrozen(d)
             | Problem::OwnRole(d)
             | Problem::Conflict(d)
+            | Problem::NotBalanced(d)
+            | Problem::BalancerSilent(d)
+            | Problem::ChaosRunning(d)
+            | Problem::BadChaos(_, d)
             | Problem::Unavailable(d)
             | Problem::BadRequest(d)
             | Problem::NotFound(d) => d.clone(),
@@ -123,7 +160,8 @@ impl Problem {
     }
 
     /// The request parameter at fault, and what is wrong with it, when there is one: the
-    /// role's `name` in `/api/roles/{name}/…`, the `trace_id` in `/api/traces/{trace_id}`.
+    /// role's `name` in `/api/roles/{name}/…`, the `trace_id` in `/api/traces/{trace_id}`, a
+    /// chaos run's `duration_secs` or `rate`.
     pub fn fault(&self) -> Option<(&'static str, &'static str)> {
         Some(match self {
             Problem::UnknownRole(_) => ("name", "no role of this deployment has this name"),
@@ -131,7 +169,17 @@ impl Problem {
             Problem::Frozen(_) => ("name", "this role is frozen already"),
             Problem::NotFrozen(_) => ("name", "this role is not frozen"),
             Problem::OwnRole(_) => ("name", "this role is the dashboard itself"),
-            Problem::UnknownAction(_) => ("action", "kill, restart, freeze or resume"),
+            Problem::NotBalanced(_) => ("name", "this role is not an API server behind a balancer"),
+            Problem::BalancerSilent(_) => (
+                "name",
+                "a balancer in front of this role did not answer; the drain state is partial",
+            ),
+            Problem::BadChaos("duration_secs", _) => ("duration_secs", "5 to 300 seconds"),
+            Problem::BadChaos("rate", _) => ("rate", "1 to 200 writes per second"),
+            Problem::BadChaos(parameter, _) => (*parameter, "out of bounds"),
+            Problem::UnknownAction(_) => {
+                ("action", "kill, restart, freeze, resume, drain or undrain")
+            }
             Problem::BadTraceId(_) => (
                 "trace_id",
                 "32 lower-case hexadecimal digits, not all zeros",
@@ -226,11 +274,15 @@ mod tests {
 
     #[test]
     fn an_unknown_action_names_the_action_parameter() {
-        let body = Problem::UnknownAction("drain".into()).body();
+        let body = Problem::UnknownAction("explode".into()).body();
         assert_eq!(body["status"], 404);
         assert_eq!(body["type"], "urn:strata:problem:action-not-found");
         assert_eq!(body["errors"][0]["parameter"], "action", "{body:#}");
-        assert!(body["detail"].as_str().is_some_and(|d| d.contains("drain")));
+        assert!(
+            body["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("explode"))
+        );
     }
 
     #[test]
@@ -240,6 +292,7 @@ mod tests {
             (Problem::Frozen("x".into()), "role-frozen"),
             (Problem::NotFrozen("x".into()), "role-not-frozen"),
             (Problem::OwnRole("x".into()), "own-role"),
+            (Problem::NotBalanced("x".into()), "role-not-balanced"),
         ] {
             assert_eq!(p.fault().map(|f| f.0), Some("name"));
             let body = p.body();
