@@ -100,8 +100,9 @@ def plot(path, samples, marks, threshold, title):
              '<text x="%d" y="18">%s</text>' % (left, title)]
     colors = ["#f3e6c8", "#f2c4c4"]
     for i, (label, (t0, t1)) in enumerate(marks.items()):
-        parts.append('<rect x="%.1f" y="%d" width="%.1f" height="%d" fill="%s" opacity="0.8"/>' % (
+        parts.append('<rect x="%.1f" y="%d" width="%.1f" height="%d" fill="%s" opacity="0.6"/>' % (
             x(t0), top, max(x(t1) - x(t0), 1.5), h - bottom - top, colors[i % 2]))
+    for i, (label, (t0, t1)) in enumerate(marks.items()):
         parts.append('<text x="%.1f" y="%d" fill="#7a4a10">%s</text>' % (x(t0) + 3, top + 14 + 16 * i, label))
     for frac in (0, 0.25, 0.5, 0.75, 1.0):
         v = y_max * frac
@@ -119,6 +120,20 @@ def plot(path, samples, marks, threshold, title):
     parts.append("</svg>")
     with open(path, "w") as f:
         f.write("\n".join(parts))
+
+
+def replot(base, result):
+    """The plot of a drill's raw result (`base`.json's content) as `base`.svg."""
+    victims, (fault_start, fault_end) = result["victims"], result["fault_window_s"]
+    kill = result["mode"] == "kill"
+    samples, fired, resolved = result["samples"], result["fired_at_s"], result["resolved_at_s"]
+    marks = {"%s %s" % (" and ".join(victims), "killed again and again" if kill else "frozen"): (fault_start, fault_end)}
+    page = next((k for k in fired if k.startswith("SloFastBurn")), None)
+    if page:
+        marks["%s firing" % page] = (fired[page], resolved.get(page, samples[-1]["t"] if samples else fired[page]))
+    plot(base + ".svg", samples, marks, 14.4 * 0.001,
+         "Balancer availability error ratio, %d of 3 API servers %s under %d+%d req/s" % (
+             len(victims), "killed" if kill else "frozen", result["rate"], result["rate"]))
 
 
 def main():
@@ -232,13 +247,7 @@ def main():
     base = os.path.join(ROOT, "bench", "results", "alert-drill-%s-%s" % (result["commit"], stamp))
     with open(base + ".json", "w") as f:
         json.dump(result, f, indent=1)
-    marks = {"%s %s" % (" and ".join(victims), "killed again and again" if args.mode == "kill" else "frozen"): (fault_start, fault_end)}
-    page = next((k for k in fired if k.startswith("SloFastBurn")), None)
-    if page:
-        marks["%s firing" % page] = (fired[page], resolved.get(page, samples[-1]["t"] if samples else fired[page]))
-    plot(base + ".svg", samples, marks, 14.4 * 0.001,
-         "Balancer availability error ratio, %d of 3 API servers %s under %d+%d req/s" % (
-             len(victims), "killed" if args.mode == "kill" else "frozen", args.rate, args.rate))
+    replot(base, result)
     print("\nresult: %s.json (+ .svg)" % base)
     print("kills: %d; fired: %s; resolved: %s" % (len(kills), fired, resolved))
     if "load" in result:
