@@ -97,7 +97,16 @@ impl Sli {
     pub fn expr(&self, window: &str) -> String {
         let sum_rate = |selector: &str| format!("sum(rate({selector}[{window}]))");
         match &self.ratio {
-            Ratio::Failed { bad, all } => format!("{}\n/\n{}", sum_rate(bad), sum_rate(all)),
+            // A status's series exists only once it has been answered: before the first
+            // failure the failed side is 0, not absent (a tier with no traffic at all still
+            // has no ratio, 0/0 being no sample).
+            Ratio::Failed { bad, all } => {
+                format!(
+                    "(\n{}\nor vector(0)\n)\n/\n{}",
+                    sum_rate(bad),
+                    sum_rate(all)
+                )
+            }
             Ratio::Slow { count, fast } => format!(
                 "(\n{count}\n-\n{fast}\n)\n/\n{count}",
                 count = sum_rate(count),
@@ -287,7 +296,7 @@ mod tests {
         assert_eq!(text.matches("- record: ").count(), 40);
         assert_eq!(text.matches("- alert: ").count(), 24);
         assert!(text.contains(
-            r#"expr: "sum(rate(strata_http_requests_total{kind=\"api\",status=~\"5..\"}[5m]))\n/\nsum(rate(strata_http_requests_total{kind=\"api\"}[5m]))""#
+            r#"expr: "(\nsum(rate(strata_http_requests_total{kind=\"api\",status=~\"5..\"}[5m]))\nor vector(0)\n)\n/\nsum(rate(strata_http_requests_total{kind=\"api\"}[5m]))""#
         ), "{text}");
         assert!(text.contains(
             r#"strata_http_request_duration_seconds_bucket{kind=\"api\",le=\"0.25\"}[1h]"#
@@ -313,9 +322,9 @@ mod tests {
         let expr = slis(&o)[0].expr("5m");
         assert_eq!(
             expr,
-            r#"sum(rate(strata_edge_requests_total{kind="edge",outcome="a\"{window}\\"}[5m]))"#
-                .to_string()
-                + "\n/\nsum(rate(strata_edge_requests_total{kind=\"edge\"}[5m]))"
+            "(\n".to_string()
+                + r#"sum(rate(strata_edge_requests_total{kind="edge",outcome="a\"{window}\\"}[5m]))"#
+                + "\nor vector(0)\n)\n/\nsum(rate(strata_edge_requests_total{kind=\"edge\"}[5m]))"
         );
     }
 
