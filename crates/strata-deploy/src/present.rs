@@ -183,8 +183,9 @@ pub fn shards_table(map: &ShardMap, groups: &[GroupView]) -> String {
     out
 }
 
-/// One PostgreSQL shard group's servers as `strata status` shows them.
+/// One PostgreSQL cluster's servers as `strata status` shows them.
 pub struct GroupServers {
+    /// The shard group; empty for the one cluster of an unsharded data tier.
     pub group: String,
     /// The server that answers as primary, if any does now.
     pub primary: Option<String>,
@@ -212,14 +213,21 @@ impl GroupServers {
 
 /// The servers of each PostgreSQL shard group of the report, in planned order.
 pub fn database_groups(report: &Report) -> Vec<GroupServers> {
+    database_clusters(report)
+        .into_iter()
+        .filter(|g| !g.group.is_empty())
+        .collect()
+}
+
+/// The servers of each PostgreSQL cluster of the report, in planned order: the one cluster
+/// (its `group` empty) or each shard group.
+pub fn database_clusters(report: &Report) -> Vec<GroupServers> {
     let mut groups: Vec<GroupServers> = Vec::new();
     for r in &report.roles {
-        let Some(group) = crate::groups::group_of(&r.role.name) else {
-            continue;
-        };
         if r.role.kind != RoleKind::Postgres {
             continue;
         }
+        let group = crate::groups::group_of(&r.role.name).unwrap_or("");
         let at = match groups.iter().position(|g| g.group == group) {
             Some(at) => at,
             None => {

@@ -143,6 +143,10 @@ pub struct DashboardArgs {
 }
 
 impl DashboardArgs {
+    /// The listener the dashboard announces (here, beside its arguments, so that the plan
+    /// names it without depending on the dashboard).
+    pub const LISTENER: &'static str = "http";
+
     /// The dashboard of the deployment in `dir`, every other setting at its default.
     pub fn new(dir: PathBuf) -> Self {
         Self {

@@ -104,9 +104,8 @@ fn cluster_notes(view: &serde_json::Value, prefix: &str, notes: &mut Vec<String>
 pub async fn collect(dir: &Path) -> anyhow::Result<Report> {
     let state = state::read(dir)?.ok_or_else(|| state::no_deployment(dir))?;
     let supervisor_alive = process::is_alive(state.supervisor_pid);
+    let positions = probe_databases(&state).await;
     let mut roles = Vec::new();
-    // (in recovery, position) of each database server that answered.
-    let mut positions: HashMap<String, (bool, u64)> = HashMap::new();
     for r in &state.roles {
         let alive = r.pid.is_some_and(process::is_alive);
         let healthy = match (alive, r.addrs.get("http"), r.addrs.get("postgres")) {
@@ -119,16 +118,7 @@ pub async fn collect(dir: &Path) -> anyhow::Result<Report> {
                 control::http_ok(addr, "/-/ready", Duration::from_secs(1)).await
             }
             (true, Some(addr), _) => control::http_healthy(addr, Duration::from_secs(1)).await,
-            (true, None, Some(addr)) => {
-                let url = format!("postgresql://{SUPERUSER}@{addr}/postgres");
-                match probe_node(&url, Duration::from_secs(1)).await {
-                    Ok(node) => {
-                        positions.insert(r.name.clone(), (node.in_recovery, node.position.0));
-                        true
-                    }
-                    Err(_) => false,
-                }
-            }
+            (true, None, Some(_)) => positions.contains_key(&r.name),
             (true, None, None) => engine_answers(r).await,
             _ => false,
         };
@@ -136,32 +126,8 @@ pub async fn collect(dir: &Path) -> anyhow::Result<Report> {
             role: r.clone(),
             alive,
             healthy,
-            database: None,
+            database: database_view(dir, &r.name, &positions),
         });
-    }
-    // Replica lag in bytes of WAL, against the position of its own cluster's primary.
-    let primary_of = |group: Option<&str>| {
-        positions
-            .iter()
-            .find(|(name, (in_recovery, _))| !in_recovery && groups::group_of(name) == group)
-            .map(|(_, (_, position))| *position)
-    };
-    for report in &mut roles {
-        let primary = primary_of(groups::group_of(&report.role.name));
-        let postgres_dir = groups::postgres_dir(dir, &report.role.name);
-        report.database = match positions.get(&report.role.name) {
-            Some((false, position)) => Some(DatabaseView::Primary {
-                lsn: format_lsn(*position),
-            }),
-            Some((true, position)) => Some(DatabaseView::Replica {
-                lsn: format_lsn(*position),
-                lag_bytes: primary.map_or(0, |p| p.saturating_sub(*position)),
-            }),
-            None if awaiting_rejoin_path(&postgres_dir, &report.role.name).exists() => {
-                Some(DatabaseView::Fenced)
-            }
-            None => None,
-        };
     }
     let control = control_view(&state, None).await;
     let mut group_controls = Vec::new();
@@ -174,18 +140,7 @@ pub async fn collect(dir: &Path) -> anyhow::Result<Report> {
             }
         }
     }
-    let data = dir.join(state::DATA_DIR);
-    let urls = groups::group_urls(&state);
-    let shards = if urls.is_empty() {
-        strata_store::embedded_shards::describe(&data)
-            .await
-            .unwrap_or(None)
-    } else {
-        match crate::maps::of_deployment(dir, &state) {
-            Ok(home) => postgres_shards(home.as_ref(), &urls).await,
-            Err(_) => None,
-        }
-    };
+    let shards = shards_of(dir, &state).await;
     Ok(Report {
         dir: dir.to_path_buf(),
         state,
@@ -195,6 +150,101 @@ pub async fn collect(dir: &Path) -> anyhow::Result<Report> {
         group_controls,
         shards,
     })
+}
+
+/// The data tier only, for the live dashboard: the database servers (each one's place in its
+/// cluster, healthy when it answered its query) and the shard groups, without the other
+/// roles' probes or the controllers' views (`control` and `group_controls` are empty).
+pub async fn data_tier(dir: &Path) -> anyhow::Result<Report> {
+    let state = state::read(dir)?.ok_or_else(|| state::no_deployment(dir))?;
+    let supervisor_alive = process::is_alive(state.supervisor_pid);
+    let positions = probe_databases(&state).await;
+    let roles = state
+        .roles
+        .iter()
+        .filter(|r| r.kind == RoleKind::Postgres)
+        .map(|r| RoleReport {
+            role: r.clone(),
+            alive: r.pid.is_some_and(process::is_alive),
+            healthy: positions.contains_key(&r.name),
+            database: database_view(dir, &r.name, &positions),
+        })
+        .collect();
+    let shards = shards_of(dir, &state).await;
+    Ok(Report {
+        dir: dir.to_path_buf(),
+        state,
+        supervisor_alive,
+        roles,
+        control: None,
+        group_controls: Vec::new(),
+        shards,
+    })
+}
+
+/// Each running PostgreSQL server of `state` that answered its query (within a second, all
+/// asked at once): whether it is in recovery, and its WAL position.
+async fn probe_databases(state: &DeploymentState) -> HashMap<String, (bool, u64)> {
+    let probes = state.roles.iter().filter_map(|r| {
+        let addr = r.addrs.get("postgres")?;
+        if r.addrs.contains_key("http") || !r.pid.is_some_and(process::is_alive) {
+            return None;
+        }
+        let url = format!("postgresql://{SUPERUSER}@{addr}/postgres");
+        Some(async move {
+            let node = probe_node(&url, Duration::from_secs(1)).await.ok()?;
+            Some((r.name.clone(), (node.in_recovery, node.position.0)))
+        })
+    });
+    futures_util::future::join_all(probes)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// Server `name`'s place in its cluster: primary or replica as it answered (a replica's lag
+/// in bytes of WAL against the position of its own cluster's primary), fenced when a failover
+/// left it waiting for `strata db rejoin`, else unknown.
+fn database_view(
+    dir: &Path,
+    name: &str,
+    positions: &HashMap<String, (bool, u64)>,
+) -> Option<DatabaseView> {
+    let group = groups::group_of(name);
+    let primary = positions
+        .iter()
+        .find(|(other, (in_recovery, _))| !in_recovery && groups::group_of(other) == group)
+        .map(|(_, (_, position))| *position);
+    match positions.get(name) {
+        Some((false, position)) => Some(DatabaseView::Primary {
+            lsn: format_lsn(*position),
+        }),
+        Some((true, position)) => Some(DatabaseView::Replica {
+            lsn: format_lsn(*position),
+            lag_bytes: primary.map_or(0, |p| p.saturating_sub(*position)),
+        }),
+        None if awaiting_rejoin_path(&groups::postgres_dir(dir, name), name).exists() => {
+            Some(DatabaseView::Fenced)
+        }
+        None => None,
+    }
+}
+
+/// The shard map and each shard group, when the data tier is sharded (SQLite files, or
+/// PostgreSQL groups asked within a few seconds).
+async fn shards_of(dir: &Path, state: &DeploymentState) -> Option<(ShardMap, Vec<GroupView>)> {
+    let urls = groups::group_urls(state);
+    if urls.is_empty() {
+        strata_store::embedded_shards::describe(&dir.join(state::DATA_DIR))
+            .await
+            .unwrap_or(None)
+    } else {
+        match crate::maps::of_deployment(dir, state) {
+            Ok(home) => postgres_shards(home.as_ref(), &urls).await,
+            Err(_) => None,
+        }
+    }
 }
 
 /// The map and each PostgreSQL shard group (its users and fences read from its primary);

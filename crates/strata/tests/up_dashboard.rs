@@ -10,7 +10,9 @@
 //! rotation (its request counter there stands still while api-1 serves) and shows it drained,
 //! an undrain puts it back, and a drain of a worker, of the balancer or of an unknown role is
 //! refused naming the role parameter; a chaos run (without faults) started from the dashboard
-//! ends with its verdict in the snapshot, one run at a time.
+//! ends with its verdict in the snapshot, one run at a time. With a replicated PostgreSQL data
+//! tier the snapshot shows the cluster: pg-1 the primary, pg-2 its replica and how many bytes
+//! behind it is; the page draws it.
 
 mod common;
 
@@ -153,9 +155,10 @@ async fn the_dashboard_shows_every_role_and_tier_and_lets_only_an_admin_kill_a_r
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 
-    // No Prometheus in this topology: no alerts panel.
+    // No Prometheus in this topology: no alerts panel; one SQLite file: no data tier to draw.
     let snap = snapshot(&http, &dash).await;
     assert!(snap["alerts"].is_null(), "{:#}", snap["alerts"]);
+    assert!(snap["data"].is_null(), "{:#}", snap["data"]);
 
     // One request with a sampled trace of its own: the trace view gathers its spans from the
     // balancer and the API server that served it.
@@ -668,5 +671,79 @@ async fn the_dashboard_shows_every_role_and_tier_and_lets_only_an_admin_kill_a_r
     assert!(
         !strata_engines::process::is_alive(worker as u32),
         "worker-1 is gone"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_the_primary_and_its_replica_with_its_lag() {
+    let (_tmp, dir) = tokio::task::spawn_blocking(|| {
+        up_topology(
+            "name = \"replicated-watch\"\n[api]\ncount = 1\n[data]\nengine = \"postgres\"\nreplicas = 1\n[observe]\ndashboard = true\n",
+        )
+    })
+    .await
+    .expect("join");
+    let _cleanup = Cleanup(&dir);
+    let d = dir.clone();
+    let status = tokio::task::spawn_blocking(move || status_json(&d))
+        .await
+        .expect("join");
+    let dash = role(&status, "dashboard-1")["addrs"]["http"]
+        .as_str()
+        .expect("dashboard-1's address")
+        .to_owned();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+
+    // The data tier is read every few seconds: poll until the cluster shows.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let cluster = loop {
+        let snap = snapshot(&http, &dash).await;
+        let cluster = &snap["data"]["clusters"][0];
+        let replica = &cluster["replicas"][0];
+        if cluster["primary"] == "pg-1" && replica["name"] == "pg-2" {
+            break cluster.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no primary pg-1 with its replica pg-2: {:#}",
+            snap["data"]
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(cluster["group"].is_null(), "the one cluster: {cluster:#}");
+    let replica = &cluster["replicas"][0];
+    let lag = replica["lag_bytes"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("a lag in bytes: {cluster:#}"));
+    assert!(
+        replica["lag"].as_str().is_some_and(|l| l.ends_with('B')),
+        "{cluster:#}"
+    );
+    assert_eq!(
+        replica["far_behind"],
+        lag >= 16 * 1024 * 1024,
+        "{cluster:#}"
+    );
+    assert_eq!(cluster["replicas"].as_array().map(Vec::len), Some(1));
+    assert!(
+        cluster["down"].as_array().is_some_and(Vec::is_empty),
+        "{cluster:#}"
+    );
+
+    // The page draws each replica's arrow from the snapshot.
+    let html = http
+        .get(format!("http://{dash}/"))
+        .send()
+        .await
+        .expect("GET /")
+        .text()
+        .await
+        .expect("the page");
+    assert!(
+        html.contains("data-replica") && html.contains("data-lag-bytes"),
+        "the page draws the replication"
     );
 }

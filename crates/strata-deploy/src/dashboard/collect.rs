@@ -2,6 +2,8 @@
 //! role's `/metrics` (and every few seconds its `/traces`), turns the counters into per-tier
 //! points kept for five minutes, asks each balancer which backends it drains, and publishes one JSON snapshot that every page and every
 //! `/events` client shares. However many clients watch, the roles are scraped once a second.
+//! Every few seconds it also starts a reading of the data tier's shape ([`data`]), which the
+//! snapshots carry once it ends.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -14,6 +16,7 @@ use tokio::sync::{Notify, watch};
 
 use super::alerts::{self, AlertsView};
 use super::chaos::{Chaos, ChaosView};
+use super::data::{DataTier, DataView};
 use super::drain;
 use super::metrics::{Point, Ring, TierMetrics, series_of};
 use crate::roles::RoleKind;
@@ -27,6 +30,8 @@ pub const SCRAPE_TIMEOUT: Duration = Duration::from_millis(800);
 pub const HISTORY: usize = 300;
 /// Traces and alerts are gathered every this many ticks.
 const TRACE_EVERY: u64 = 5;
+/// The data tier's shape is read every this many ticks.
+const DATA_EVERY: u64 = 5;
 /// The slowest traces shown, across roles.
 pub const TRACES_SHOWN: usize = 8;
 /// Asked of each role's `/traces`.
@@ -129,6 +134,9 @@ pub struct Snapshot {
     pub alerts: Option<AlertsView>,
     /// The chaos run started from the page, running or last ended; none before the first.
     pub chaos: Option<ChaosView>,
+    /// The data tier's clusters (primary, replicas and their lag) and shard groups, as last
+    /// read; none without PostgreSQL or shards, or before the first reading ends.
+    pub data: Option<DataView>,
 }
 
 /// The scrape loop's memory between ticks.
@@ -147,6 +155,8 @@ pub struct Collector {
     drained: BTreeMap<String, Vec<String>>,
     /// The chaos run started from the page.
     chaos: Arc<Chaos>,
+    /// The data tier's shape, read in the background.
+    data: DataTier,
     /// Snapshots published, for their `seq`.
     seq: u64,
     /// Scrapes done, for the traces' cadence.
@@ -167,6 +177,7 @@ impl Collector {
             .no_proxy()
             .build()?;
         Ok(Self {
+            data: DataTier::new(dir.clone()),
             dir,
             name,
             http,
@@ -199,6 +210,9 @@ impl Collector {
             );
             self.drains_known = known;
             self.drained = drained;
+            if self.ticks % DATA_EVERY == 1 {
+                self.data.refresh();
+            }
             if self.ticks % TRACE_EVERY == 1 {
                 let (traces, alerts) =
                     tokio::join!(self.scrape_traces(state), self.scrape_alerts(state));
@@ -362,6 +376,7 @@ impl Collector {
             traces: self.traces.clone(),
             alerts: self.alerts.clone(),
             chaos: self.chaos.view(),
+            data: self.data.view(),
         }
     }
 }

@@ -2,7 +2,9 @@
 //! role of the deployment (`[observe] dashboard = true` plans `dashboard-1`).
 //!
 //! - `GET /` — the page (`page.html`, inline CSS and JS, nothing fetched from elsewhere): every
-//!   role as a box in its tier, coloured by health; each tier's requests/s, p99 and error ratio
+//!   role as a box in its tier, coloured by health; the data tier's clusters, each primary
+//!   with an arrow to each replica labelled with its lag, and the shard groups with their
+//!   slots and users ([`data`]); each tier's requests/s, p99 and error ratio
 //!   over the last five minutes; Prometheus's alerts ([`alerts`]); the slowest recent traces,
 //!   each opening a waterfall of its spans; kill, restart, freeze and resume buttons, and drain
 //!   and undrain on API servers behind a balancer.
@@ -23,6 +25,7 @@ pub mod admin;
 pub mod alerts;
 pub mod chaos;
 pub mod collect;
+pub mod data;
 pub mod drain;
 pub mod metrics;
 pub mod problem;
@@ -47,7 +50,7 @@ use self::problem::Problem;
 pub use crate::roles::DashboardArgs;
 
 /// The listener the role announces.
-pub const LISTENER: &str = "http";
+pub const LISTENER: &str = DashboardArgs::LISTENER;
 /// The most `/events` clients served at once.
 pub const MAX_CLIENTS: usize = 16;
 /// The largest request body read (a login).

@@ -106,10 +106,10 @@ pub fn plan_dashboard(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
     plan.roles.push(RoleSpec::new(
         RoleKind::Dashboard,
         DASHBOARD,
-        crate::dashboard::LISTENER,
+        crate::roles::DashboardArgs::LISTENER,
         Vec::new(),
         move |w: &Wiring| {
-            let mut args = crate::dashboard::DashboardArgs::new(dir.clone());
+            let mut args = crate::roles::DashboardArgs::new(dir.clone());
             args.listen = w.listen();
             args.name = DASHBOARD.into();
             args.exit_on_stdin_eof = true;
