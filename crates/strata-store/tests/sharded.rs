@@ -640,3 +640,52 @@ async fn an_embedded_data_directory_keeps_its_shard_count_and_refuses_another() 
         "{err:#}"
     );
 }
+
+/// A source that counts its reads and takes a while to answer (as etcd over the network).
+struct SlowCountingSource {
+    inner: FixedMapSource,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl strata_store::shard::source::ShardMapSource for SlowCountingSource {
+    async fn current(&self) -> Result<ShardMap, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.inner.current().await
+    }
+}
+
+#[tokio::test]
+async fn refreshes_asked_at_once_share_one_read_of_the_map_and_each_sees_the_newest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = Arc::new(SlowCountingSource {
+        inner: FixedMapSource::new(four_groups()),
+        reads: Default::default(),
+    });
+    let store = Arc::new(
+        ShardedStore::open(
+            source.clone(),
+            Arc::new(SqliteGroups::new(dir.path())),
+            RouterOptions::default(),
+        )
+        .await
+        .expect("router"),
+    );
+    let v = store.map().version();
+    let next = four_groups().add_group(group("s5")).expect("add");
+    source.inner.publish(next);
+    source.reads.store(0, Ordering::SeqCst);
+    // 64 writes paused by a cut-over all ask for the next map at the same moment.
+    let versions = futures_util::future::join_all((0..64).map(|_| {
+        let store = store.clone();
+        async move { store.refresh().await.expect("refresh") }
+    }))
+    .await;
+    assert!(versions.iter().all(|&got| got == v + 1), "{versions:?}");
+    let reads = source.reads.load(Ordering::SeqCst);
+    assert!(
+        reads <= 2,
+        "{reads} reads of the map for 64 refreshes at once"
+    );
+}

@@ -77,6 +77,10 @@ pub struct ShardedStore {
     map: RwLock<Arc<ShardMap>>,
     groups: RwLock<BTreeMap<ShardGroup, GroupEngines>>,
     source: Arc<dyn ShardMapSource>,
+    /// One read of the source at a time, holding when the last one began: calls that waited
+    /// for it take its result instead of reading again (the writes a cut-over pauses all
+    /// refresh at once, and the source may be etcd).
+    reading: tokio::sync::Mutex<Option<Instant>>,
     opener: Arc<dyn GroupOpener>,
     options: RouterOptions,
 }
@@ -107,6 +111,7 @@ impl ShardedStore {
             map: RwLock::new(Arc::new(map.clone())),
             groups: RwLock::new(BTreeMap::new()),
             source,
+            reading: tokio::sync::Mutex::new(None),
             opener,
             options,
         };
@@ -121,7 +126,15 @@ impl ShardedStore {
 
     /// Reads the source and installs its map if it is newer. The version now in use.
     pub async fn refresh(&self) -> Result<u64, StoreError> {
+        let asked = Instant::now();
+        let mut last_read = self.reading.lock().await;
+        if last_read.is_some_and(|began| began >= asked) {
+            // A read that began after this call did finishes what it asks for.
+            return Ok(self.map().version());
+        }
+        let began = Instant::now();
         let map = self.source.current().await?;
+        *last_read = Some(began);
         if map.version() > self.map().version() {
             self.install(map)?;
         }
