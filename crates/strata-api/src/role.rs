@@ -221,12 +221,15 @@ async fn run_server(
         format!("cannot listen on {}: is another process using that port? Pass another --addr (port 0 picks a free one)", opts.addr)
     })?;
     let addr = app.addr();
+    // Listening for the stop signal before announcing readiness: a SIGTERM sent the moment
+    // the role is ready stops it cleanly.
+    let stop = strata_core::shutdown::signal(exit_on_stdin_eof);
     ReadyLine::new(role)
         .with_addr("http", addr)
         .announce()
         .context("cannot write the readiness line")?;
     tracing::info!(role, %addr, data = %engines.describe, cache = %cache_where, node_id = opts.node_id, "serving the users API on http://{addr}/users/12");
-    app.run_until_stopped(strata_core::shutdown::signal(exit_on_stdin_eof))
+    app.run_until_stopped(stop)
         .await
         .context("the server failed")?;
     let _ = relay_stop.send(());

@@ -149,6 +149,9 @@ pub async fn run(args: CacheArgs) -> anyhow::Result<()> {
         server.wait_answering(addr, engine.probe(), Duration::from_secs(20))
     });
     let mut server = answering.await.context("the start task failed")??;
+    // Listening for the stop signal before announcing readiness: a SIGTERM sent the moment
+    // the role is ready stops it cleanly.
+    let stop = strata_core::shutdown::signal(args.exit_on_stdin_eof);
     ReadyLine::new(&args.name)
         .with_addr(engine.name(), addr)
         .announce()
@@ -165,7 +168,7 @@ pub async fn run(args: CacheArgs) -> anyhow::Result<()> {
                 .context("cannot watch the cache server")?;
             anyhow::bail!("{} exited ({status})", engine.program());
         }
-        _ = strata_core::shutdown::signal(args.exit_on_stdin_eof) => {}
+        _ = stop => {}
     }
     let _ = tokio::task::spawn_blocking(move || {
         process::terminate(

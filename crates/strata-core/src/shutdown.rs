@@ -89,3 +89,23 @@ pub fn signal_or_exit(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The handlers are installed by the call: a SIGTERM that arrives before the future is
+    /// first polled (a supervisor stopping a role the moment it announced readiness) stops
+    /// it. Were they installed on the first poll, the signal's default action would end this
+    /// test process instead.
+    #[tokio::test]
+    async fn a_sigterm_sent_before_the_first_poll_is_caught() {
+        let stop = super::signal(false);
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &std::process::id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success());
+        tokio::time::timeout(std::time::Duration::from_secs(10), stop)
+            .await
+            .expect("the SIGTERM resolves the stop future");
+    }
+}

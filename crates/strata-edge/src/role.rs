@@ -413,11 +413,12 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
     if let Some(tls) = edge.tls_addr() {
         ready = ready.with_addr("https", tls);
     }
+    let stop = strata_core::shutdown::signal(args.exit_on_stdin_eof);
     ready
         .announce()
         .context("cannot write the readiness line")?;
     tracing::info!(role = %args.name, %addr, %admin, "caching http://{addr}/");
-    edge.run_until_stopped(strata_core::shutdown::signal(args.exit_on_stdin_eof))
+    edge.run_until_stopped(stop)
         .await
         .context("the edge failed")?;
     tracing::info!(role = %args.name, "stopped after finishing in-flight requests");

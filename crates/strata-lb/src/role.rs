@@ -301,11 +301,14 @@ pub async fn run(args: LbArgs) -> anyhow::Result<()> {
     if let Some(tls) = lb.tls_addr() {
         ready = ready.with_addr("https", tls);
     }
+    // Listening for the stop signal before announcing readiness: a SIGTERM sent the moment
+    // the role is ready stops it cleanly.
+    let stop = strata_core::shutdown::signal(args.exit_on_stdin_eof);
     ready
         .announce()
         .context("cannot write the readiness line")?;
     tracing::info!(role = %args.name, %addr, %admin, "load balancing http://{addr}/");
-    lb.run_until_stopped(strata_core::shutdown::signal(args.exit_on_stdin_eof))
+    lb.run_until_stopped(stop)
         .await
         .context("the load balancer failed")?;
     tracing::info!(role = %args.name, "stopped after finishing in-flight requests");

@@ -299,15 +299,17 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
             }
         })
     };
+    // Listening for the stop signal before announcing readiness: a SIGTERM sent the moment
+    // the role is ready stops it cleanly.
+    let stop = strata_core::shutdown::signal(args.exit_on_stdin_eof);
     ReadyLine::new(&args.name)
         .with_addr("metrics", metrics_addr)
         .announce()
         .context("cannot write the readiness line")?;
     tracing::info!(role = %args.name, concurrency = args.concurrency,
         pipeline = %args.photos.describe(&args.data), "Processing photo jobs.");
-    let exit_on_stdin_eof = args.exit_on_stdin_eof;
     tokio::spawn(async move {
-        strata_core::shutdown::signal(exit_on_stdin_eof).await;
+        stop.await;
         let _ = stop_tx.send(true);
     });
     worker

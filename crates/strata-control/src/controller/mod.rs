@@ -469,6 +469,9 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
         let _ = axum::serve(listener, app).await;
     });
 
+    // Listening for the stop signal before announcing readiness: a SIGTERM sent the moment
+    // the role is ready stops it cleanly.
+    let stop = strata_core::shutdown::signal(args.exit_on_stdin_eof);
     // Ready once it answers: a controller that does not lead (another one does) is a standby,
     // ready to take over, not a role that failed to start.
     ReadyLine::new(&args.name)
@@ -487,7 +490,7 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
     let watch = watch(&controller, interval);
     tokio::select! {
         () = watch => {}
-        () = strata_core::shutdown::signal(controller.args.exit_on_stdin_eof) => {}
+        () = stop => {}
     }
     // Another controller leads at once, not when this one's lead would have expired.
     controller.store.resign().await;

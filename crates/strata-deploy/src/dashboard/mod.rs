@@ -291,15 +291,17 @@ pub async fn run(args: DashboardArgs) -> anyhow::Result<()> {
         nudge,
         chaos: chaos.clone(),
     };
+    // Listening for the stop signal before announcing readiness: a SIGTERM sent the moment
+    // the role is ready stops it cleanly.
+    let stop = strata_core::shutdown::signal(args.exit_on_stdin_eof);
     ReadyLine::new(&args.name)
         .with_addr(LISTENER, addr)
         .announce()
         .context("cannot write the readiness line")?;
     tracing::info!(role = %args.name, %addr, "the dashboard is ready");
-    let exit_on_eof = args.exit_on_stdin_eof;
     axum::serve(listener, app(shared))
         .with_graceful_shutdown(async move {
-            strata_core::shutdown::signal(exit_on_eof).await;
+            stop.await;
             stop_scraping.abort();
             chaos.stop();
         })
