@@ -164,8 +164,42 @@ async fn resume(dir: &Path) -> std::process::Output {
     .expect("join")
 }
 
-/// `strata reshard move --slots 0-1023 --to s3`, stopped after three cut-overs of 16 slots.
-async fn move_stopped_after_three_cuts(dir: &Path) {
+/// `n` writers through the balancer at `lb`: their stop flag, their acknowledgement count,
+/// and their tasks.
+fn start_writers(
+    admin: &reqwest::Client,
+    lb: &str,
+    n: usize,
+) -> (
+    Arc<AtomicBool>,
+    Arc<AtomicUsize>,
+    Vec<tokio::task::JoinHandle<Outcome>>,
+) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let acks = Arc::new(AtomicUsize::new(0));
+    let writers = (0..n)
+        .map(|w| {
+            tokio::spawn(write_until(
+                admin.clone(),
+                lb.to_owned(),
+                stop.clone(),
+                acks.clone(),
+                w,
+            ))
+        })
+        .collect();
+    (stop, acks, writers)
+}
+
+/// The spare s3 joins the map (no slots yet), and `strata reshard move --slots 0-1023 --to
+/// s3` runs, stopped after three cut-overs of 16 slots.
+async fn add_spare_and_stop_a_move_to_it(dir: &Path) {
+    let added = strata(&["shard", "add-group", "s3"], dir);
+    assert!(
+        added.status.success(),
+        "{}",
+        explain("strata shard add-group", &added, dir)
+    );
     let d = dir.to_path_buf();
     let stopped = tokio::task::spawn_blocking(move || {
         strata(
@@ -338,30 +372,12 @@ async fn a_group_primary_killed_mid_resharding_fails_over_alone_and_nothing_ackn
         "300 users hashed over 2 groups: {per_group:?}"
     );
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let acks = Arc::new(AtomicUsize::new(0));
-    let writers: Vec<_> = (0..3)
-        .map(|w| {
-            tokio::spawn(write_until(
-                admin.clone(),
-                lb.clone(),
-                stop.clone(),
-                acks.clone(),
-                w,
-            ))
-        })
-        .collect();
+    let (stop, acks, writers) = start_writers(&admin, &lb, 3);
     wait_acks(&acks, 60).await;
 
     // The spare joins the map (no slots yet), then fault 1: a resharding s1 → s3 stopped
     // after three cut-overs.
-    let added = strata(&["shard", "add-group", "s3"], &dir);
-    assert!(
-        added.status.success(),
-        "{}",
-        explain("strata shard add-group", &added, &dir)
-    );
-    move_stopped_after_three_cuts(&dir).await;
+    add_spare_and_stop_a_move_to_it(&dir).await;
 
     // Fault 2, during the first: s1's primary stalled, the postmaster and every backend.
     let s2_primary_pid = postmaster(&dir, "s2", "pg-s2-1");
@@ -507,28 +523,9 @@ async fn with_the_control_plane_on_etcd_the_map_lives_there_and_routers_follow_i
         .expect("lb address")
         .to_owned();
     let admin = admin_client(&dir, &lb).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let acks = Arc::new(AtomicUsize::new(0));
-    let writers: Vec<_> = (0..2)
-        .map(|w| {
-            tokio::spawn(write_until(
-                admin.clone(),
-                lb.clone(),
-                stop.clone(),
-                acks.clone(),
-                w,
-            ))
-        })
-        .collect();
+    let (stop, acks, writers) = start_writers(&admin, &lb, 2);
     wait_acks(&acks, 40).await;
-
-    let added = strata(&["shard", "add-group", "s3"], &dir);
-    assert!(
-        added.status.success(),
-        "{}",
-        explain("strata shard add-group", &added, &dir)
-    );
-    move_stopped_after_three_cuts(&dir).await;
+    add_spare_and_stop_a_move_to_it(&dir).await;
 
     // Fault 2, during the first: the etcd server killed outright; its role restarts it.
     let pid_file = dir.join("etcd").join("etcd-1").join("etcd.pid");
