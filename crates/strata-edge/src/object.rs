@@ -91,6 +91,19 @@ impl Object {
         self.age(now).saturating_sub(self.lifetime())
     }
 
+    /// Whether it is fresh for a request that sets no limits of its own (no `Cache-Control`,
+    /// no `Pragma`): then RFC 9111 §4.2 reduces to its age against its lifetime, which is what
+    /// the policy would say at several times the cost (it copies the stored headers to answer;
+    /// `freshness_by_age_agrees_with_the_policy` holds the two together). The request must
+    /// already match the object (URL, host and `Vary`), as the store's lookup makes sure.
+    pub fn freshness_by_age(&self, now: SystemTime) -> Freshness {
+        let age = self.age(now);
+        match age.checked_sub(self.lifetime()) {
+            None => Freshness::Fresh,
+            Some(by) => Freshness::Stale(by),
+        }
+    }
+
     /// A copy marked stale (a soft purge).
     pub fn invalidated(&self) -> Self {
         let mut copy = self.clone();
@@ -171,6 +184,87 @@ mod tests {
             http::HeaderValue::from_str(&many).expect("value"),
         );
         assert_eq!(surrogate_keys(&h).len(), MAX_SURROGATE_KEYS);
+    }
+
+    #[test]
+    fn freshness_by_age_agrees_with_the_policy() {
+        use http::header;
+        use http_cache_semantics::BeforeRequest;
+        let arrived = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let date = httpdate::fmt_http_date(arrived);
+        let modified = httpdate::fmt_http_date(arrived - Duration::from_secs(1000));
+        let expires = httpdate::fmt_http_date(arrived + Duration::from_secs(45));
+        let responses: Vec<Vec<(&str, String)>> = vec![
+            vec![("cache-control", "max-age=60".into())],
+            vec![
+                ("cache-control", "public, max-age=60".into()),
+                ("age", "30".into()),
+            ],
+            vec![("cache-control", "max-age=10, s-maxage=100".into())],
+            vec![(
+                "cache-control",
+                "public, max-age=0, must-revalidate, s-maxage=20".into(),
+            )],
+            vec![("expires", expires.clone())],
+            vec![("last-modified", modified.clone())],
+            vec![
+                ("cache-control", "no-cache".into()),
+                ("etag", "\"v1\"".into()),
+            ],
+            vec![
+                ("cache-control", "max-age=0".into()),
+                ("etag", "\"v1\"".into()),
+            ],
+            vec![(
+                "cache-control",
+                "max-age=60, stale-while-revalidate=30".into(),
+            )],
+            vec![("cache-control", "max-age=5".into()), ("age", "10".into())],
+        ];
+        let mut req = http::Request::new(());
+        *req.uri_mut() = "/a".parse().expect("uri");
+        req.headers_mut()
+            .insert(header::HOST, http::HeaderValue::from_static("example.com"));
+        let view = req.into_parts().0;
+        for pairs in responses {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::DATE, date.parse().expect("date"));
+            for (n, v) in &pairs {
+                headers.append(*n, v.parse().expect("value"));
+            }
+            let Ok(s) = crate::rules::storable(&view, http::StatusCode::OK, &headers, arrived)
+            else {
+                continue;
+            };
+            let object = Object {
+                meta: Meta {
+                    key: "k".into(),
+                    url: "u".into(),
+                    host: "example.com".into(),
+                    path: "/a".into(),
+                    vary: Vec::new(),
+                    status: 200,
+                    headers: headers.clone(),
+                    policy: s.policy,
+                    lifetime_ms: u64::try_from(s.lifetime.as_millis()).expect("ms"),
+                    staleness: s.staleness,
+                    surrogate_keys: Vec::new(),
+                    invalidated: false,
+                },
+                body: Bytes::new(),
+            };
+            for after in [
+                0, 1, 4, 5, 6, 19, 20, 21, 29, 30, 31, 44, 45, 46, 59, 60, 61, 99, 100, 101, 3600,
+            ] {
+                let now = arrived + Duration::from_secs(after);
+                let by_policy = matches!(
+                    object.meta.policy.before_request(&view, now),
+                    BeforeRequest::Fresh(_)
+                );
+                let by_age = object.freshness_by_age(now) == Freshness::Fresh;
+                assert_eq!(by_age, by_policy, "{pairs:?} after {after} s");
+            }
+        }
     }
 
     #[test]

@@ -112,6 +112,11 @@ fn freshness(object: &Object, parts: &http::request::Parts, now: SystemTime) -> 
     if object.meta.invalidated {
         return Freshness::Stale(object.staleness(now));
     }
+    if !parts.headers.contains_key(header::CACHE_CONTROL)
+        && !parts.headers.contains_key(header::PRAGMA)
+    {
+        return object.freshness_by_age(now);
+    }
     let view = policy_request(parts, &object.meta.vary);
     match object.meta.policy.before_request(&view, now) {
         BeforeRequest::Fresh(_) => Freshness::Fresh,
