@@ -152,6 +152,19 @@ pub(super) fn read(sec: &mut Section<'_>) -> DnsSpec {
         }
         None => defaults.services,
     };
+    for service in &services {
+        let name = if service == "@" {
+            zone.clone()
+        } else {
+            format!("{service}.{zone}")
+        };
+        if name.len() > 254 {
+            sec.error(
+                "services",
+                format!("`dns.services`: {service:?} under the zone is longer than 253 characters"),
+            );
+        }
+    }
     let port = sec.port("port").unwrap_or(0);
     let ttl_secs = sec.int("ttl_secs", 0..=86_400).unwrap_or(defaults.ttl_secs);
     let policy = if sec.get("policy").and_then(|p| p.as_str()) == Some("geo") {
@@ -252,6 +265,18 @@ mod tests {
                 .contains("must be \"failover\" or \"weighted\""),
             "{e:#?}"
         );
+        let long = [
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(60),
+        ]
+        .join(".");
+        let e = errors(&format!(
+            "[lb]\n[api]\ncount = 1\n[dns]\nservices = [\"{long}\"]\n"
+        ));
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert!(e[0].message.contains("longer than 253"), "{e:#?}");
         let e = errors("[lb]\n[api]\ncount = 1\n[dns]\nservices = [\"www\", \"WWW\"]\n");
         assert_eq!(e.len(), 1, "{e:#?}");
         assert!(e[0].message.contains("\"www\" twice"), "{e:#?}");
