@@ -193,6 +193,7 @@ def main():
         binary = STRATA
     commit = (git("rev-parse", "--short=12", "HEAD") or "unknown") + (
         "-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    started_utc = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     work = tempfile.mkdtemp(prefix="dns-lb-kill-")
     d = os.path.join(work, "deploy")
     topo = os.path.join(work, "topology.toml")
@@ -279,7 +280,7 @@ def main():
         res = {
             "commit": commit,
             "binary": binary,
-            "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "started_utc": started_utc,
             "settings": vars(a),
             "victim_ip": victim_ip,
             "sent": len(records),
