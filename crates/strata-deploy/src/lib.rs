@@ -18,7 +18,8 @@
 //! - [`launch`]: `strata up` in the foreground or detached.
 //!
 //! Around a running deployment: [`state`] (`DIR/state.json`, read from other terminals),
-//! [`status`] and [`present`] (`strata status`, tables), [`logs`], [`control`] (health probes
+//! [`status`] and [`present`] (`strata status`, tables; [`layers`]: DNS → balancers → API
+//! pool), [`logs`], [`control`] (health probes
 //! and `strata down`), [`dashboard`] (`strata dashboard`, the live web page with alerts,
 //! traces, and kill, restart and freeze buttons), [`rejoin`] (`strata db rejoin`), [`accounts`] (its account store, for
 //! `strata admin` and drills), [`shards`] (`strata reshard`, `strata shard`: the shard groups
@@ -34,6 +35,7 @@ pub mod control;
 pub mod dashboard;
 pub mod groups;
 pub mod launch;
+pub mod layers;
 pub mod logs;
 pub mod maps;
 pub mod plan;

@@ -121,6 +121,10 @@ pub fn status_table(report: &Report) -> String {
         ]);
     }
     out.push_str(&format_rows(&rows));
+    if let Some(path) = &report.path {
+        out.push('\n');
+        out.push_str(&path.text());
+    }
     if let Some((map, groups)) = &report.shards {
         // PostgreSQL groups run by `strata up`: each group's servers where it is.
         let servers = database_groups(report);
@@ -266,6 +270,7 @@ pub fn status_json(report: &Report) -> Value {
             "down": g.other,
         })).collect::<Vec<_>>(),
         "notes": report.notes(),
+        "path": report.path.as_ref().map(crate::layers::LayeredPath::json),
         "roles": report.roles.iter().map(|r| {
             let role = &r.role;
             json!({

@@ -1,7 +1,8 @@
 //! `strata status`: what a running deployment looks like right now — each role's process, its
 //! health (an HTTP `/healthz` for API servers, the balancer and the controller; a query for
 //! database servers), and for PostgreSQL servers their place in the cluster (primary, replica
-//! and how far behind, or fenced and waiting for `strata db rejoin`).
+//! and how far behind, or fenced and waiting for `strata db rejoin`); with a DNS server, the
+//! layered path from it to the API pool ([`crate::layers`]).
 //!
 //! Collection only; [`crate::present`] turns a [`Report`] into a table or JSON.
 
@@ -60,6 +61,8 @@ pub struct Report {
     pub group_controls: Vec<(String, serde_json::Value)>,
     /// The shard map and each shard group, when the data tier is sharded.
     pub shards: Option<(ShardMap, Vec<GroupView>)>,
+    /// DNS → balancers → API pool, when the deployment runs a DNS server.
+    pub path: Option<crate::layers::LayeredPath>,
 }
 
 impl Report {
@@ -141,6 +144,7 @@ pub async fn collect(dir: &Path) -> anyhow::Result<Report> {
         }
     }
     let shards = shards_of(dir, &state).await;
+    let path = crate::layers::collect(dir, &state).await;
     Ok(Report {
         dir: dir.to_path_buf(),
         state,
@@ -149,6 +153,7 @@ pub async fn collect(dir: &Path) -> anyhow::Result<Report> {
         control,
         group_controls,
         shards,
+        path,
     })
 }
 
@@ -179,6 +184,7 @@ pub async fn data_tier(dir: &Path) -> anyhow::Result<Report> {
         control: None,
         group_controls: Vec::new(),
         shards,
+        path: None,
     })
 }
 

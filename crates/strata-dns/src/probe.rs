@@ -1,10 +1,10 @@
-//! Whether a DNS server answers: what `strata status` asks of a `dns` role.
+//! Whether a DNS server answers, and what: what `strata status` asks of a `dns` role.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, Query};
-use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::rr::{Name, RData, RecordType};
 
 /// Sends a query for the root's SOA over UDP and waits up to `timeout` for a response with its
 /// id, whatever its code: an authoritative server refuses the root, and that refusal is an
@@ -36,6 +36,45 @@ pub fn answers(addr: SocketAddr, timeout: Duration) -> bool {
     }
 }
 
+/// Asks the server at `addr` for `name`'s A and AAAA records over UDP, waiting up to `timeout`
+/// for each answer: the addresses it answers (empty for NXDOMAIN or NODATA), or `None` when it
+/// does not answer or `name` is not a domain name. What `strata status` shows of a `dns`
+/// role's answers.
+pub fn resolve(addr: SocketAddr, name: &str, timeout: Duration) -> Option<Vec<IpAddr>> {
+    let name = Name::from_ascii(name).ok()?;
+    let local = if addr.is_ipv6() {
+        "[::1]:0"
+    } else {
+        "127.0.0.1:0"
+    };
+    let socket = UdpSocket::bind(local).ok()?;
+    socket.set_read_timeout(Some(timeout)).ok()?;
+    let mut out = Vec::new();
+    for rtype in [RecordType::A, RecordType::AAAA] {
+        let mut query = Message::query();
+        query.add_query(Query::query(name.clone(), rtype));
+        let id = query.metadata.id;
+        socket.send_to(&query.to_vec().ok()?, addr).ok()?;
+        let mut buf = [0u8; 1232];
+        let answer = loop {
+            let (n, from) = socket.recv_from(&mut buf).ok()?;
+            if from != addr {
+                continue;
+            }
+            match Message::from_vec(&buf[..n]) {
+                Ok(m) if m.metadata.id == id => break m,
+                _ => continue,
+            }
+        };
+        out.extend(answer.answers.iter().filter_map(|r| match &r.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+            _ => None,
+        }));
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,5 +103,48 @@ mod tests {
             silent.local_addr().expect("addr"),
             Duration::from_millis(200)
         ));
+    }
+
+    #[test]
+    fn resolve_returns_the_addresses_answered_for_a_and_aaaa() {
+        let server = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let addr = server.local_addr().expect("addr");
+        let responder = std::thread::spawn(move || {
+            for _ in 0..2 {
+                let mut buf = [0u8; 512];
+                let (n, from) = server.recv_from(&mut buf).expect("a query");
+                let query = Message::from_vec(&buf[..n]).expect("a query");
+                let mut answer = Message::response(query.metadata.id, query.metadata.op_code);
+                let q = query.queries[0].clone();
+                if q.query_type() == RecordType::A {
+                    for ip in [[127, 0, 0, 1], [127, 0, 10, 2]] {
+                        answer.add_answer(hickory_proto::rr::Record::from_rdata(
+                            q.name().clone(),
+                            5,
+                            RData::A(std::net::Ipv4Addr::from(ip).into()),
+                        ));
+                    }
+                }
+                answer.add_query(q);
+                server
+                    .send_to(&answer.to_vec().expect("encode"), from)
+                    .expect("answer");
+            }
+        });
+        let ips = resolve(addr, "www.strata.test.", Duration::from_secs(5)).expect("answers");
+        assert_eq!(
+            ips,
+            [
+                "127.0.0.1".parse::<IpAddr>().expect("ip"),
+                "127.0.10.2".parse().expect("ip")
+            ]
+        );
+        responder.join().expect("responder");
+        let silent = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let silent = silent.local_addr().expect("addr");
+        assert_eq!(
+            resolve(silent, "www.strata.test.", Duration::from_millis(200)),
+            None
+        );
     }
 }

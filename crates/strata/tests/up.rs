@@ -171,7 +171,7 @@ fn a_topology_with_mistakes_is_refused_with_every_mistake_listed() {
     let file = tmp.path().join("bad.toml");
     std::fs::write(
         &file,
-        "name = \"bad\"\n[api]\ncount = 0\nports = [9001]\n[apis]\ncount = 2\n[dns]\ncount = 1\n",
+        "name = \"bad\"\n[api]\ncount = 0\nports = [9001]\n[apis]\ncount = 2\n[datacenter]\nname = \"eu\"\n",
     )
     .expect("write");
     let dir = tmp.path().join("deploy");

@@ -251,6 +251,7 @@ mod tests {
             control: None,
             group_controls: Vec::new(),
             shards: None,
+            path: None,
         }
     }
 

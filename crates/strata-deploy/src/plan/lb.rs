@@ -1,5 +1,6 @@
 //! The balancers' roles: `lb-1` on the public port and `lb-2` … `lb-N` on ports of their own
-//! (for DNS, or clients, to spread over), each in front of every API server, with the
+//! (for clients to spread over) — or, with `[dns]`, on the public port at addresses of their
+//! own, which DNS hands out ([`listen_ip`]) — each in front of every API server, with the
 //! topology's algorithm, sticky cookie, timeouts and TLS listener. With a sticky cookie they
 //! share one key, made once into `DIR/lb/sticky.key` (mode 0600), so a client pinned by one
 //! balancer keeps its backend through another, and through a restarted one.
@@ -42,15 +43,33 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
     } else {
         ctx.public_port
     };
+    let own_addresses = topology.dns.is_some();
     for i in 1..=spec.count {
         let name = format!("lb-{i}");
-        let role = balancer(ctx, &spec, &name, i == 1, &apis, sticky_key.clone());
+        // With DNS in front, lb-2 … share lb-1's port, each on an address of its own.
+        let beside = (own_addresses && i > 1).then(|| listen_ip(i));
+        let role = balancer(ctx, &spec, &name, i == 1, &apis, sticky_key.clone(), beside);
         plan.roles
             .push(role.on_port(if i == 1 { public } else { 0 }));
     }
 }
 
-/// One balancer, `name`; the first takes the topology's TLS port, the others free ones.
+/// The loopback address balancer `lb-<index>` listens on when DNS hands the balancers out:
+/// `lb-1` keeps 127.0.0.1 (the public entry stays where it was), `lb-N` takes 127.0.10.N.
+/// A DNS answer carries addresses, not ports, so the balancers of one name must differ by
+/// address and share one port; on Linux every address of 127.0.0.0/8 is on the loopback
+/// interface and can be bound without setup.
+pub fn listen_ip(index: u16) -> std::net::IpAddr {
+    if index <= 1 {
+        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+    } else {
+        let n = u8::try_from(index).unwrap_or(u8::MAX);
+        std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 10, n))
+    }
+}
+
+/// One balancer, `name`; the first takes the topology's TLS port, the others free ones. With
+/// `beside`, it listens on that address at the port of [`NAME`], after it.
 fn balancer(
     ctx: &PlanContext,
     spec: &LbSpec,
@@ -58,59 +77,62 @@ fn balancer(
     first: bool,
     apis: &[String],
     sticky_key: Option<std::path::PathBuf>,
+    beside: Option<std::net::IpAddr>,
 ) -> RoleSpec {
     // Written where clients of this deployment find it to trust.
     let dev_cert = ctx.path(&[&format!("{name}-dev-cert.pem")]);
     let (backends, spec, role_name) = (apis.to_vec(), spec.clone(), name.to_string());
-    RoleSpec::new(
-        RoleKind::Lb,
-        name,
-        "http",
-        apis.to_vec(),
-        move |w: &Wiring| {
-            let backends = backends
-                .iter()
-                .map(|name| {
-                    Ok(BackendSpec {
-                        name: name.clone(),
-                        addr: w.addr(name, "http")?,
-                        weight: 1,
-                    })
+    let mut depends_on = apis.to_vec();
+    if beside.is_some() {
+        depends_on.push(NAME.to_string());
+    }
+    RoleSpec::new(RoleKind::Lb, name, "http", depends_on, move |w: &Wiring| {
+        let backends = backends
+            .iter()
+            .map(|name| {
+                Ok(BackendSpec {
+                    name: name.clone(),
+                    addr: w.addr(name, "http")?,
+                    weight: 1,
                 })
-                .collect::<Result<Vec<_>, PlanError>>()?;
-            let mut args = LbArgs::new(w.listen(), backends);
-            args.algorithm = spec.algorithm;
-            args.sticky_cookie = spec.sticky_cookie.clone();
-            args.sticky_key_file = sticky_key.clone();
-            let t = &spec.timeouts;
-            for (value, slot) in [
-                (t.connect_ms, &mut args.connect_timeout_ms),
-                (t.header_ms, &mut args.header_timeout_ms),
-                (t.total_ms, &mut args.total_timeout_ms),
-                (t.idle_ms, &mut args.idle_timeout_ms),
-                (t.client_header_ms, &mut args.client_header_timeout_ms),
-            ] {
-                if let Some(ms) = value {
-                    *slot = ms;
-                }
+            })
+            .collect::<Result<Vec<_>, PlanError>>()?;
+        let listen = match beside {
+            Some(ip) => std::net::SocketAddr::new(ip, w.addr(NAME, "http")?.port()),
+            None => w.listen(),
+        };
+        let mut args = LbArgs::new(listen, backends);
+        args.algorithm = spec.algorithm;
+        args.sticky_cookie = spec.sticky_cookie.clone();
+        args.sticky_key_file = sticky_key.clone();
+        let t = &spec.timeouts;
+        for (value, slot) in [
+            (t.connect_ms, &mut args.connect_timeout_ms),
+            (t.header_ms, &mut args.header_timeout_ms),
+            (t.total_ms, &mut args.total_timeout_ms),
+            (t.idle_ms, &mut args.idle_timeout_ms),
+            (t.client_header_ms, &mut args.client_header_timeout_ms),
+        ] {
+            if let Some(ms) = value {
+                *slot = ms;
             }
-            if let Some(tls) = &spec.tls {
-                let port = if first { tls.port } else { 0 };
-                args.tls_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
-                match &tls.cert_and_key {
-                    Some((cert, key)) => args.tls_certs.push(CertFiles {
-                        name: None,
-                        cert: cert.into(),
-                        key: key.into(),
-                    }),
-                    None => args.dev_cert = Some(dev_cert.clone()),
-                }
-                args.https_redirect = tls.redirect;
+        }
+        if let Some(tls) = &spec.tls {
+            let port = if first { tls.port } else { 0 };
+            args.tls_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+            match &tls.cert_and_key {
+                Some((cert, key)) => args.tls_certs.push(CertFiles {
+                    name: None,
+                    cert: cert.into(),
+                    key: key.into(),
+                }),
+                None => args.dev_cert = Some(dev_cert.clone()),
             }
-            args.source_addr = Some(super::BALANCER_SOURCE);
-            args.name = role_name.clone();
-            args.exit_on_stdin_eof = true;
-            Ok(RoleCommand::Lb(Box::new(args)))
-        },
-    )
+            args.https_redirect = tls.redirect;
+        }
+        args.source_addr = Some(super::BALANCER_SOURCE);
+        args.name = role_name.clone();
+        args.exit_on_stdin_eof = true;
+        Ok(RoleCommand::Lb(Box::new(args)))
+    })
 }

@@ -10,7 +10,8 @@
 //!
 //! One file per tier builds its roles from its topology section: [`control`] (etcd members
 //! and the controllers), [`data`] (PostgreSQL servers), [`cache`] (shared cache servers),
-//! [`sessions`] (the session store), [`api`] and [`lb`].
+//! [`sessions`] (the session store), [`api`], [`lb`] and [`dns`] (the DNS server in front of
+//! the balancers).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ pub mod api;
 pub mod cache;
 pub mod control;
 pub mod data;
+pub mod dns;
 pub mod edge;
 pub mod lb;
 pub mod observe;
@@ -89,6 +91,9 @@ pub enum PlanError {
 
 type Builder = dyn Fn(&Wiring) -> Result<RoleCommand, PlanError> + Send + Sync;
 
+/// Files a role reads, as (path, contents), made from the same wiring as its command.
+type Files = dyn Fn(&Wiring) -> Result<Vec<(PathBuf, String)>, PlanError> + Send + Sync;
+
 /// One role process of the plan.
 #[derive(Clone)]
 pub struct RoleSpec {
@@ -102,6 +107,9 @@ pub struct RoleSpec {
     /// roles that depend on it still find it.
     pub listener: &'static str,
     build: Arc<Builder>,
+    /// Files written before every start of the role (its configuration file, when it takes
+    /// one: the DNS server's lists the balancers' announced addresses).
+    files: Option<Arc<Files>>,
 }
 
 impl std::fmt::Debug for RoleSpec {
@@ -132,7 +140,22 @@ impl RoleSpec {
             port: 0,
             listener,
             build: Arc::new(build),
+            files: None,
         }
+    }
+
+    /// The same role, with files that the supervisor writes before each of its starts.
+    pub fn with_files(
+        mut self,
+        files: impl Fn(&Wiring) -> Result<Vec<(PathBuf, String)>, PlanError> + Send + Sync + 'static,
+    ) -> Self {
+        self.files = Some(Arc::new(files));
+        self
+    }
+
+    /// The files to write before the role starts with `wiring`: (path, contents).
+    pub fn files(&self, wiring: &Wiring) -> Result<Vec<(PathBuf, String)>, PlanError> {
+        self.files.as_ref().map_or(Ok(Vec::new()), |f| f(wiring))
     }
 
     /// The same role on a fixed port.
@@ -241,6 +264,7 @@ impl Plan {
         api::plan(topology, ctx, &mut plan);
         lb::plan(topology, ctx, &mut plan);
         workers::plan(topology, ctx, &mut plan);
+        dns::plan(topology, ctx, &mut plan);
         observe::plan(topology, ctx, &mut plan);
         edge::plan(topology, ctx, &mut plan);
         observe::plan_dashboard(topology, ctx, &mut plan);

@@ -59,6 +59,7 @@ const EVERY_SETTING: &[&str] = &[
     "[api]\ncount = 1\n[data]\nengine = \"postgres\"\nreplicas = 1\n[control]\nstore = \"etcd\"\netcd = [\"http://10.0.0.5:2379\", \"http://10.0.0.6:2379\"]\n",
     "name = \"ps\"\n[lb]\n[api]\ncount = 2\n[data]\nengine = \"postgres\"\nshards = 2\nspare_shards = 1\nreplicas = 1\n[control]\ncount = 3\nstore = \"etcd\"\n",
     "[api]\ncount = 1\n[workers]\ncount = 2\nconcurrency = 3\n[queue]\nengine = \"rabbitmq\"\nurl = \"amqp://app:secret@mq:5672/%2f\"\n[blobs]\nengine = \"s3\"\nendpoint = \"https://s3.internal:8333\"\nbucket = \"team-photos\"\nca_file = \"/ca.pem\"\n",
+    "[lb]\ncount = 3\n[api]\ncount = 2\n[dns]\nport = 5353\nttl_secs = 1\npolicy = \"weighted\"\nfall = 1\n",
     "[lb]\ncount = 2\nsticky_cookie = \"pin\"\n[api]\ncount = 1\n[edge]\ncount = 2\nshield = true\ntls_port = 0\ndev_cert = true\n[blobs]\nengine = \"seaweedfs\"\nvolume_size_mib = 512\n[observe]\nprometheus = true\nretention = \"2d\"\nretention_size = \"512MB\"\nscrape_interval_secs = 5\ndashboard = true\n",
 ];
 
@@ -427,6 +428,75 @@ fn the_edges_clients_reach_speak_https_and_the_shield_does_not() {
     assert_eq!(e.args.tls_certs.len(), 1);
     assert_eq!(e.args.tls_certs[0].cert, Path::new("/c.pem"));
     assert_eq!(e.args.dev_cert, None);
+}
+
+#[test]
+fn with_dns_the_balancers_share_the_public_port_at_addresses_of_their_own_and_dns_lists_them() {
+    let plan = compile("[lb]\ncount = 3\n[api]\ncount = 2\n[dns]\nport = 5353\n");
+    let announced = announce_all(&plan);
+    let lb1_port = announced["lb-1"]["http"]
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+        .expect("port");
+    for (name, listen) in [
+        ("lb-1", "127.0.0.1:8080".to_string()),
+        ("lb-2", format!("127.0.10.2:{lb1_port}")),
+        ("lb-3", format!("127.0.10.3:{lb1_port}")),
+    ] {
+        let RoleCommand::Lb(args) = command(&plan, name) else {
+            panic!("{name} is a balancer");
+        };
+        assert_eq!(args.listen.to_string(), listen, "{name}");
+        assert_eq!(args.backends.len(), 2, "{name} fronts every API server");
+    }
+    let lb2 = plan.role("lb-2").expect("lb-2");
+    assert!(
+        lb2.depends_on.contains(&"lb-1".to_string()),
+        "lb-2 takes lb-1's port: {:?}",
+        lb2.depends_on
+    );
+    let dns = plan.role(dns::NAME).expect("dns-1");
+    assert_eq!(dns.kind, RoleKind::Dns);
+    assert_eq!(dns.port, 5353);
+    assert_eq!(dns.depends_on, ["lb-1", "lb-2", "lb-3"]);
+    let RoleCommand::Dns(args) = command(&plan, dns::NAME) else {
+        panic!("dns-1 runs strata dns");
+    };
+    assert_eq!(args.listen.to_string(), "127.0.0.1:5353");
+    assert_eq!(args.config, Path::new("/d/dns/dns-1.toml"));
+    assert!(args.exit_on_stdin_eof);
+    let files = dns
+        .files(&Wiring {
+            port: dns.port,
+            announced: &announced,
+        })
+        .expect("files");
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].0, args.config);
+    let config = strata_dns::config::DnsConfig::parse(&files[0].1).expect("valid");
+    let balancers: Vec<String> = config.datacentres[0]
+        .balancers
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let expected: Vec<String> = ["lb-1", "lb-2", "lb-3"]
+        .iter()
+        .map(|lb| announced[*lb]["http"].clone())
+        .collect();
+    assert_eq!(balancers, expected, "every balancer, as announced");
+
+    // Without [dns], nothing changes: lb-2 on a free port of 127.0.0.1, after the API servers only.
+    let plan = compile("[lb]\ncount = 2\n[api]\ncount = 2\n");
+    let RoleCommand::Lb(args) = command(&plan, "lb-2") else {
+        panic!("lb-2 is a balancer");
+    };
+    assert_eq!(args.listen.to_string(), "127.0.0.1:0");
+    assert_eq!(
+        plan.role("lb-2").expect("lb-2").depends_on,
+        ["api-1", "api-2"]
+    );
+    assert!(plan.role(dns::NAME).is_none());
 }
 
 #[test]

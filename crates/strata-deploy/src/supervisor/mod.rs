@@ -207,6 +207,17 @@ fn log_path(dir: &Path, role: &str) -> PathBuf {
     state::log_dir(dir).join(format!("{role}.log"))
 }
 
+/// Writes a role's file whole or not at all (a temporary file renamed over it), its directory
+/// made first.
+fn write_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents)?;
+    std::fs::rename(&tmp, path)
+}
+
 /// Starts `spec` on `port` with the addresses in `announced`, and waits for its readiness line.
 async fn start_role(
     config: &SupervisorConfig,
@@ -223,6 +234,17 @@ async fn start_role(
     let invocation = spec
         .invocation(&Wiring { port, announced })
         .map_err(|e| fail(FailureReason::NotStarted(e.to_string())))?;
+    let files = spec
+        .files(&Wiring { port, announced })
+        .map_err(|e| fail(FailureReason::NotStarted(e.to_string())))?;
+    for (path, contents) in files {
+        write_file(&path, &contents).map_err(|e| {
+            fail(FailureReason::NotStarted(format!(
+                "cannot write {}: {e}",
+                path.display()
+            )))
+        })?;
+    }
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -1,5 +1,6 @@
 //! Checks across sections, once every table has been read: fixed ports that clash, more API
-//! ports than servers that need one, and engines the topology needs that are not installed.
+//! ports than servers that need one, engines the topology needs that are not installed, and
+//! `[dns]` without the balancers it answers with.
 //! Their mistakes join those of the sections, on the line of the key concerned.
 
 use std::collections::BTreeMap;
@@ -61,6 +62,15 @@ pub(super) fn ports(
             "edge-1's TLS listener (`edge.tls_port`)".to_string(),
             tls.port,
             doc.line_of("edge", "tls_port"),
+        ));
+    }
+    if let Some(dns) = &t.dns
+        && dns.port != 0
+    {
+        fixed.push((
+            "the DNS server (`dns.port`)".to_string(),
+            dns.port,
+            doc.line_of("dns", "port"),
         ));
     }
     for (i, (owner, port, line)) in fixed.iter().enumerate() {
@@ -168,6 +178,39 @@ pub(super) fn control(
                 t.control.etcd.join(", ")
             ),
         });
+    }
+}
+
+/// `[dns]` answers with the balancers' addresses: it needs `[lb]`, each balancer on a loopback
+/// address of its own (all of 127.0.0.0/8 is bindable on Linux only); the edges, which would
+/// be the entry DNS hands out, are not put behind it yet.
+pub(super) fn dns(t: &Topology, doc: &Document<'_>, errors: &mut Vec<TopologyError>) {
+    if t.dns.is_none() {
+        return;
+    }
+    let line = doc.line_of_table("dns");
+    let mut refuse = |message: String| {
+        errors.push(TopologyError { line, message });
+    };
+    match &t.lb {
+        None => refuse(
+            "`[dns]` answers with the balancers' addresses: add `[lb]` (with `count = 2` or more \
+             so that one balancer is not the only way in)"
+                .into(),
+        ),
+        Some(lb) if lb.count > 1 && !cfg!(target_os = "linux") => refuse(format!(
+            "`[dns]` with {} balancers needs Linux: each listens on a loopback address of its \
+             own (127.0.10.N), which other systems do not configure",
+            lb.count
+        )),
+        Some(_) => {}
+    }
+    if t.edge.is_some() {
+        refuse(
+            "`[dns]` cannot go with `[edge]` yet: DNS would have to hand out the edges (the \
+             public entry) rather than the balancers; remove one of them"
+                .into(),
+        );
     }
 }
 

@@ -36,10 +36,12 @@
 //! # store = "etcd"    # default "file"; etcd = ["http://HOST:PORT"] for one's own cluster
 //! ```
 //!
-//! The tables are `name`, `api`, `lb`, `data`, `cache`, `sessions`, `control` and `workers`;
-//! nothing else is part of this version. PostgreSQL servers come from `[data]`, Redis and Memcached servers
-//! from `[cache]` and `[sessions]`, etcd members from `[control]`: a file naming them (or
-//! workers, edges, DNS, queues) as tables of their own is refused with a hint.
+//! The tables are `name`, `api`, `lb`, `data`, `cache`, `sessions`, `control`, `workers`,
+//! `queue`, `blobs`, `edge`, `observe` and `dns` (`[dns]`: the authoritative DNS server in
+//! front of the balancers, each of which then listens on an address of its own; see `dns.rs`).
+//! PostgreSQL servers come from `[data]`, Redis and Memcached servers from `[cache]` and
+//! `[sessions]`, etcd members from `[control]`: a file naming them as tables of their own is
+//! refused with a hint, and so are `[[datacenter]]` tables (a topology is one data centre).
 //!
 //! [`Topology::compile`] works like a compiler: it reads the whole file — every table through
 //! the one field reader of `reader.rs`, each table in its own module — then checks what spans
@@ -51,6 +53,7 @@ mod cache;
 mod checks;
 mod control;
 mod data;
+mod dns;
 mod edge;
 mod lb;
 mod observe;
@@ -74,6 +77,7 @@ pub use crate::roles::RoleKind;
 /// The most shared cache nodes `strata up` runs.
 pub const MAX_CACHE_NODES: i64 = 4;
 
+pub use dns::{DnsPolicy, DnsSpec, LOCAL_DATACENTRE};
 pub use edge::{EdgeSpec, MAX_EDGES};
 pub use observe::{ObserveSpec, SloChange};
 pub use queue::{BlobsSpec, QueueSpec};
@@ -296,6 +300,9 @@ pub struct Topology {
     pub edge: Option<EdgeSpec>,
     /// `[observe]`: Prometheus.
     pub observe: ObserveSpec,
+    /// `[dns]`: the authoritative DNS server in front of the balancers, when the topology has
+    /// one.
+    pub dns: Option<DnsSpec>,
 }
 
 /// `[workers]`: photo workers on the embedded queue.
@@ -374,6 +381,7 @@ impl Topology {
             blobs: BlobsSpec::Fs,
             edge: None,
             observe: ObserveSpec::default(),
+            dns: None,
         }
     }
 
@@ -401,6 +409,7 @@ impl Topology {
         checks::ports(&topology, &doc, public_port, &mut errors);
         checks::engines(&topology, &doc, env.locate, &mut errors);
         checks::control(&topology, &doc, env.answers, &mut errors);
+        checks::dns(&topology, &doc, &mut errors);
         // Stable: mistakes on one line keep the order they were found in.
         errors.sort_by_key(|e| e.line);
         if errors.is_empty() {
@@ -425,6 +434,7 @@ impl Topology {
             + self.edges()
             + usize::from(self.observe.prometheus)
             + usize::from(self.observe.dashboard)
+            + usize::from(self.dns.is_some())
     }
 
     /// Edges `strata up` runs, the shield included.
@@ -531,11 +541,9 @@ fn read(root: &mut Section<'_>) -> Topology {
         blobs: root.table("blobs", queue::read_blobs).unwrap_or_default(),
         edge: root.table("edge", edge::read),
         observe: root.table("observe", observe::read).unwrap_or_default(),
+        dns: root.table("dns", dns::read),
     }
 }
-
-/// Role kinds a topology may name as tables that this version of Strata does not have.
-const UNAVAILABLE_ROLES: &[&str] = &["dns"];
 
 /// The mistake of a top-level key that is not one of `tables` (those read): a role this
 /// version does not have, an engine that comes from another table, or a typo.
@@ -564,9 +572,9 @@ fn unknown_table(key: &str, tables: &[&str]) -> String {
         "memcached" => "there is no `[memcached]` table: shared Memcached servers come from \
                         `[cache] engine = \"memcached\"`"
             .to_string(),
-        role if UNAVAILABLE_ROLES.contains(&role) => format!(
-            "role `{role}` is not available in this version of strata (a topology's tables are: \
-             {})",
+        "datacenter" | "datacentre" => format!(
+            "`{key}` tables (several data centres behind one DNS) are not available in this \
+             version of strata: a topology is one data centre (a topology's tables are: {})",
             tables.join(", ")
         ),
         other => format!(
@@ -611,7 +619,7 @@ mod tests {
 
     #[test]
     fn every_mistake_is_reported_at_once_with_its_line() {
-        let text = "name = \"x\"\n[api]\ncount = 0\nportz = 1\n[apii]\ncount = 1\n[dns]\ncount = 1\n[data]\nengine = \"mysql\"\n";
+        let text = "name = \"x\"\n[api]\ncount = 0\nportz = 1\n[apii]\ncount = 1\n[datacenter]\nname = \"eu\"\n[data]\nengine = \"mysql\"\n";
         let e = errors(text);
         let shown: Vec<String> = e.iter().map(ToString::to_string).collect();
         assert_eq!(e.len(), 5, "{shown:#?}");
@@ -651,14 +659,15 @@ mod tests {
 
     #[test]
     fn the_file_of_strata_ups_test_and_the_docs_example_reads_as_documented() {
-        let text = "name = \"bad\"\n[api]\ncount = 0\nports = [9001]\n[apis]\ncount = 2\n[dns]\ncount = 1\n";
+        let text = "name = \"bad\"\n[api]\ncount = 0\nports = [9001]\n[apis]\ncount = 2\n[datacenter]\nname = \"eu\"\n";
         let shown = Topology::parse(text, 0).expect_err("invalid").to_string();
         assert!(
             shown.starts_with(
                 "the topology has 3 mistakes:\n  \
                  - line 3: `api.count` must be between 1 and 64, not 0\n  \
                  - line 5: unknown role or section `apis` (did you mean `api`?)\n  \
-                 - line 7: role `dns` is not available in this version of strata"
+                 - line 7: `datacenter` tables (several data centres behind one DNS) are not available in \
+                 this version of strata"
             ),
             "{shown}"
         );

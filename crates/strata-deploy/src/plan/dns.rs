@@ -1,0 +1,146 @@
+//! The DNS server's role, `dns-1` (`[dns]`): `strata dns` on 127.0.0.1 (UDP and TCP), after
+//! every balancer, with a configuration file written into `DIR/dns/dns-1.toml` before each of
+//! its starts from the addresses the balancers announced. It answers the topology's service
+//! names with the healthy balancers of its one data centre ([`LOCAL_DATACENTRE`]), each
+//! checked with `GET /healthz` on its public listener — which the balancer answers by asking
+//! an API server, so a balancer that cannot reach the API pool leaves the answers too.
+//!
+//! Layered balancing: DNS spreads clients over the balancers, each balancer spreads their
+//! requests over the API servers. With `[dns]`, balancers listen on addresses of their own on
+//! the same port (see [`super::lb::listen_ip`]), since an answer carries addresses only.
+
+use std::path::PathBuf;
+
+use strata_dns::DnsArgs;
+
+use super::{Plan, PlanContext, PlanError, RoleSpec, Wiring, names_of};
+use crate::roles::{RoleCommand, RoleKind};
+use crate::topology::{DnsSpec, LOCAL_DATACENTRE, Topology};
+
+/// The role's name.
+pub const NAME: &str = "dns-1";
+
+/// Where its configuration file is written: `DIR/dns/`.
+pub const DNS_DIR: &str = "dns";
+
+/// The path the balancers answer health checks on (proxied to an API server's `/healthz`).
+pub const HEALTH_PATH: &str = "/healthz";
+
+/// The configuration file of the role `name` in the deployment directory `dir`.
+pub fn config_path(dir: &std::path::Path, name: &str) -> PathBuf {
+    dir.join(DNS_DIR).join(format!("{name}.toml"))
+}
+
+/// The DNS server, after the balancers planned before it.
+pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
+    let Some(spec) = topology.dns.clone() else {
+        return;
+    };
+    let balancers = names_of(&plan.roles, RoleKind::Lb);
+    let config = config_path(&ctx.dir, NAME);
+    let (written, file_spec, listed) = (config.clone(), spec.clone(), balancers.clone());
+    let role = RoleSpec::new(
+        RoleKind::Dns,
+        NAME,
+        strata_dns::LISTENER,
+        balancers,
+        move |w: &Wiring| {
+            let mut args = DnsArgs::new(config.clone());
+            args.listen = w.listen();
+            args.name = NAME.into();
+            args.exit_on_stdin_eof = true;
+            Ok(RoleCommand::Dns(args))
+        },
+    )
+    .with_files(move |w: &Wiring| {
+        let addrs = listed
+            .iter()
+            .map(|lb| w.addr(lb, "http").map(|a| a.to_string()))
+            .collect::<Result<Vec<_>, PlanError>>()?;
+        Ok(vec![(
+            written.clone(),
+            config_text(&file_spec, &[(LOCAL_DATACENTRE, addrs)]),
+        )])
+    });
+    plan.roles.push(role.on_port(spec.port));
+}
+
+/// `strata dns`'s configuration file (docs/dns.md) for `spec` and the data centres'
+/// balancers (`IP:port` of each one's public listener), in preference order. Zone and
+/// service names are letters, digits, dots, hyphens and `@` (checked when read), so they are
+/// quoted as they are.
+pub fn config_text(spec: &DnsSpec, datacentres: &[(&str, Vec<String>)]) -> String {
+    let quoted = |items: &[String]| {
+        items
+            .iter()
+            .map(|s| format!("\"{s}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut text = format!(
+        "# Written by `strata up` from the topology's [dns] table and the balancers' addresses.\n\
+         zone = \"{}\"\nservices = [{}]\nttl_secs = {}\npolicy = \"{}\"\n\n\
+         [health]\npath = \"{HEALTH_PATH}\"\ninterval_ms = {}\ntimeout_ms = {}\nrise = {}\nfall = {}\n",
+        spec.zone,
+        quoted(&spec.services),
+        spec.ttl_secs,
+        spec.policy.as_str(),
+        spec.interval_ms,
+        spec.timeout_ms,
+        spec.rise,
+        spec.fall,
+    );
+    for (name, balancers) in datacentres {
+        text.push_str(&format!(
+            "\n[[datacenter]]\nname = \"{name}\"\nbalancers = [{}]\n",
+            quoted(balancers)
+        ));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::DnsPolicy;
+
+    #[test]
+    fn the_configuration_file_is_one_strata_dns_accepts_as_planned() {
+        let spec = DnsSpec {
+            services: vec!["www".into(), "@".into(), "api.v1".into()],
+            ttl_secs: 0,
+            policy: DnsPolicy::Weighted,
+            interval_ms: 200,
+            fall: 1,
+            ..DnsSpec::default()
+        };
+        let text = config_text(
+            &spec,
+            &[(
+                LOCAL_DATACENTRE,
+                vec!["127.0.0.1:8080".into(), "127.0.10.2:8080".into()],
+            )],
+        );
+        let config =
+            strata_dns::config::DnsConfig::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(config.zone.to_ascii(), "strata.test.");
+        let services: Vec<String> = config.services.iter().map(|n| n.to_ascii()).collect();
+        assert_eq!(
+            services,
+            ["www.strata.test.", "strata.test.", "api.v1.strata.test."]
+        );
+        assert_eq!(config.ttl, 0);
+        assert_eq!(config.policy, strata_dns::config::Policy::Weighted);
+        assert_eq!(config.health.path, HEALTH_PATH);
+        assert_eq!(config.health.interval.as_millis(), 200);
+        assert_eq!((config.health.rise, config.health.fall), (2, 1));
+        assert_eq!(config.datacentres.len(), 1);
+        assert_eq!(config.datacentres[0].name, LOCAL_DATACENTRE);
+        let balancers: Vec<String> = config.datacentres[0]
+            .balancers
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(balancers, ["127.0.0.1:8080", "127.0.10.2:8080"]);
+    }
+}

@@ -1,0 +1,260 @@
+//! No single balancer, with DNS in front: `[lb] count = 2` and `[dns]` run `lb-1` on
+//! 127.0.0.1 and `lb-2` on 127.0.10.2, both on the public port, and `dns-1` answering
+//! `www.strata.test.` with both. Clients resolve the name through the deployment's DNS
+//! (honouring the TTL) and try the other address when one does not answer. `lb-1` is frozen
+//! (SIGSTOP: a hung balancer, which the supervisor does not restart) under their load: not one
+//! request fails, and DNS stops answering it within its health interval. The second fault
+//! during the first: `dns-1` is killed with SIGKILL; restarted by its supervisor, its first
+//! answers already leave the frozen balancer out. Thawed, `lb-1` is answered again.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Cleanup, role, status_json, strata, up_topology};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+/// Health checked every 300 ms, out after one failure (200 ms timeout), back after two
+/// successes; answers live one second.
+const TOPOLOGY: &str = "name = \"dns-balancers\"\n[lb]\ncount = 2\n[api]\ncount = 2\n\
+                        [dns]\nttl_secs = 1\ninterval_ms = 300\ntimeout_ms = 200\nrise = 2\nfall = 1\n";
+const NAME: &str = "www.strata.test.";
+const INTERVAL: Duration = Duration::from_millis(300);
+const CHECK_TIMEOUT: Duration = Duration::from_millis(200);
+const LB1: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const LB2: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 10, 2));
+
+fn addr_of(status: &Value, name: &str, listener: &str) -> SocketAddr {
+    role(status, name)["addrs"][listener]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("{name} has no {listener} address: {status:#}"))
+}
+
+/// What the deployment's DNS answers for the service name now, sorted (`None`: no answer).
+async fn resolve(dns: SocketAddr) -> Option<Vec<IpAddr>> {
+    tokio::task::spawn_blocking(move || {
+        strata_dns::probe::resolve(dns, NAME, Duration::from_millis(500)).map(|mut ips| {
+            ips.sort();
+            ips
+        })
+    })
+    .await
+    .expect("join")
+}
+
+/// Polls the DNS until `done` holds for its answer; panics after `within`.
+async fn until(
+    dns: SocketAddr,
+    within: Duration,
+    what: &str,
+    done: impl Fn(&[IpAddr]) -> bool,
+) -> (Duration, Vec<IpAddr>) {
+    let start = Instant::now();
+    loop {
+        if let Some(ips) = resolve(dns).await
+            && done(&ips)
+        {
+            return (start.elapsed(), ips);
+        }
+        assert!(start.elapsed() < within, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Tallies of the clients.
+#[derive(Default)]
+struct Tally {
+    ok: AtomicU64,
+    retried: AtomicU64,
+}
+
+/// A client loop: resolves through `dns` when its answer's TTL (1 s) is over — keeping the
+/// last answer while DNS does not answer — and sends `GET /users/12` to one address after
+/// another (starting at a different one each time) until one answers. Returns the requests
+/// that failed on every address.
+async fn client(
+    k: usize,
+    dns: SocketAddr,
+    port: u16,
+    stop: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+) -> Vec<String> {
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_millis(300))
+        .timeout(Duration::from_secs(1))
+        .build()
+        .expect("client");
+    let (mut cached, mut expires) = (Vec::<IpAddr>::new(), Instant::now());
+    let mut failed = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut n = k;
+    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+        if Instant::now() >= expires || cached.is_empty() {
+            if let Some(ips) = resolve(dns).await.filter(|ips| !ips.is_empty()) {
+                cached = ips;
+            }
+            expires = Instant::now() + Duration::from_secs(1);
+        }
+        n += 1;
+        let mut errors = Vec::new();
+        for i in 0..cached.len() {
+            let ip = cached[(n + i) % cached.len()];
+            match http
+                .get(format!("http://{}/users/12", SocketAddr::new(ip, port)))
+                .send()
+                .await
+            {
+                Ok(r) if r.status() == 200 => break,
+                Ok(r) => errors.push(format!("{ip}: {}", r.status())),
+                Err(e) => errors.push(format!("{ip}: {e}")),
+            }
+        }
+        if errors.len() == cached.len() {
+            failed.push(errors.join("; "));
+        } else {
+            tally.ok.fetch_add(1, Ordering::Relaxed);
+            if !errors.is_empty() {
+                tally.retried.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    failed
+}
+
+/// Waits until the clients have been answered `more` times again.
+async fn answered(tally: &Tally, more: u64) {
+    let target = tally.ok.load(Ordering::Relaxed) + more;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tally.ok.load(Ordering::Relaxed) < target {
+        assert!(Instant::now() < deadline, "the clients were not answered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Thaws a frozen role when the test ends, whatever happens.
+struct Thaw(u32);
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        strata_engines::process::signal_all(self.0, Signal::SIGCONT);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_stops_answering_a_frozen_balancer_and_clients_that_retry_lose_nothing() {
+    let (_tmp, dir) = tokio::task::spawn_blocking(|| up_topology(TOPOLOGY))
+        .await
+        .expect("join");
+    let _cleanup = Cleanup(&dir);
+    let status = status_json(&dir);
+    let (lb1, lb2) = (
+        addr_of(&status, "lb-1", "http"),
+        addr_of(&status, "lb-2", "http"),
+    );
+    assert_eq!((lb1.ip(), lb2.ip()), (LB1, LB2), "{status:#}");
+    assert_eq!(lb1.port(), lb2.port(), "one public port: {status:#}");
+    let dns = addr_of(&status, "dns-1", "dns");
+    assert_eq!(role(&status, "dns-1")["healthy"], true, "{status:#}");
+
+    // The layered path, as `strata status` shows it.
+    let path = &status["path"];
+    assert_eq!(path["dns"]["name"], "dns-1", "{status:#}");
+    assert_eq!(path["dns"]["answers"][0]["name"], NAME, "{status:#}");
+    let answered_lbs: Vec<&Value> = path["balancers"]
+        .as_array()
+        .expect("balancers")
+        .iter()
+        .filter(|b| b["answered"] == true)
+        .collect();
+    assert_eq!(answered_lbs.len(), 2, "both balancers answered: {status:#}");
+    assert_eq!(path["apis"].as_array().map(Vec::len), Some(2), "{status:#}");
+    let out = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        move || strata(&["status"], &dir)
+    })
+    .await
+    .expect("join");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("path: dns-1 {dns} answers {NAME} with"))
+            && text.contains(&format!(
+                "→ balancers: lb-1 {lb1} (answered), lb-2 {lb2} (answered)"
+            ))
+            && text.contains("→ API pool: api-1 "),
+        "{text}"
+    );
+
+    // Both balancers, by a real query.
+    assert_eq!(resolve(dns).await, Some(vec![LB1, LB2]));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let clients: Vec<_> = (0..4)
+        .map(|k| tokio::spawn(client(k, dns, lb1.port(), stop.clone(), tally.clone())))
+        .collect();
+    answered(&tally, 40).await;
+
+    // lb-1 hangs: frozen, it neither answers nor dies, so the supervisor leaves it be.
+    let lb1_pid = role(&status, "lb-1")["pid"].as_u64().expect("pid") as u32;
+    strata_engines::process::signal_all(lb1_pid, Signal::SIGSTOP);
+    let _thaw = Thaw(lb1_pid);
+    let bound = INTERVAL * 2 + CHECK_TIMEOUT + Duration::from_secs(2);
+    let (gone_after, ips) = until(dns, bound, "lb-1 out of the answers", |ips| ips == [LB2]).await;
+    eprintln!("DNS stopped answering the frozen lb-1 after {gone_after:?}: {ips:?}");
+    answered(&tally, 40).await;
+
+    // The second fault: the DNS server itself is killed while lb-1 hangs. Its supervisor
+    // restarts it on the same port, and its first answers already leave lb-1 out.
+    let dns_pid = role(&status, "dns-1")["pid"].as_u64().expect("pid") as u32;
+    strata_engines::process::signal(dns_pid, Signal::SIGKILL);
+    let (back_after, ips) = until(dns, Duration::from_secs(30), "DNS answers again", |ips| {
+        !ips.is_empty()
+    })
+    .await;
+    assert_eq!(ips, [LB2], "the restarted DNS server answers without lb-1");
+    eprintln!("DNS answered again {back_after:?} after SIGKILL: {ips:?}");
+    let d = dir.clone();
+    let restarted = tokio::task::spawn_blocking(move || status_json(&d))
+        .await
+        .expect("join");
+    assert_ne!(
+        role(&restarted, "dns-1")["pid"].as_u64(),
+        Some(u64::from(dns_pid)),
+        "{restarted:#}"
+    );
+    assert_eq!(addr_of(&restarted, "dns-1", "dns"), dns, "the same port");
+    answered(&tally, 40).await;
+
+    // Thawed, lb-1 is answered again after `rise` good checks.
+    strata_engines::process::signal_all(lb1_pid, Signal::SIGCONT);
+    until(
+        dns,
+        Duration::from_secs(10),
+        "lb-1 back in the answers",
+        |ips| ips == [LB1, LB2],
+    )
+    .await;
+    answered(&tally, 20).await;
+
+    stop.store(true, Ordering::Relaxed);
+    let mut failed = Vec::new();
+    for c in clients {
+        failed.extend(c.await.expect("client"));
+    }
+    let (ok, retried) = (
+        tally.ok.load(Ordering::Relaxed),
+        tally.retried.load(Ordering::Relaxed),
+    );
+    eprintln!("{ok} requests answered, {retried} after trying another address");
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {failed:?}",
+        failed.len(),
+        ok as usize + failed.len()
+    );
+}
