@@ -9,6 +9,7 @@
 //! - [`serve`]: the request path — lookup, freshness, revalidation, stale answers, passing
 //!   other methods through and invalidating what they change;
 //! - [`rules`]: the HTTP caching rules (RFC 9111, RFC 5861) over `http-cache-semantics`;
+//!   [`targeted`]: `CDN-Cache-Control` (RFC 9213), read by the rules in place of `Cache-Control`;
 //! - [`key`]: cache keys, `Vary`, `Accept-Encoding` normalization;
 //! - [`store`]: memory (moka: TinyLFU admission, LRU eviction, bounded in bytes) over disk (bounded, LRU,
 //!   survives restarts); [`object`]: a stored response and its file format;
@@ -49,6 +50,7 @@ pub mod rules;
 pub mod serve;
 pub mod stats;
 pub mod store;
+pub mod targeted;
 
 pub use store::StoreConfig;
 

@@ -15,13 +15,17 @@
 //! - **serving stale** (RFC 5861): `stale-while-revalidate=N` and `stale-if-error=N`, except
 //!   when the response forbids serving it stale: `no-cache`, `must-revalidate`,
 //!   `proxy-revalidate` or `s-maxage` (which implies `proxy-revalidate` for a shared cache),
-//!   RFC 9111 §4.2.4.
+//!   RFC 9111 §4.2.4;
+//! - **targeted directives** (RFC 9213): with a valid `CDN-Cache-Control`, every rule here
+//!   reads its directives instead of `Cache-Control` and `Expires` ([`crate::targeted`]).
 
 use std::time::{Duration, SystemTime};
 
 use http::header::{self, HeaderMap};
 use http::{Method, StatusCode};
 use http_cache_semantics::{CacheOptions, CachePolicy};
+
+use crate::targeted::cache_view;
 
 /// Why a response was not stored; labels `strata_edge_not_stored_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,26 +168,38 @@ pub fn storable(
     if crate::key::vary_names(response).is_none() {
         return Err(NotStored::VaryStar);
     }
-    let dirs = directives(response);
-    if conflicting(response, &dirs) {
+    let view = cache_view(response);
+    let dirs = directives(&view);
+    if conflicting(&view, &dirs) {
         return Err(NotStored::Conflicting);
     }
-    let policy = policy(request, status, response, now);
-    if !policy.is_storable() {
+    let terms = terms(request, status, response, now);
+    if !terms.policy.is_storable() {
         return Err(NotStored::Forbidden);
     }
-    let lifetime = lifetime(request, status, response, now);
-    let staleness = Staleness::of(response);
     let validator =
         response.contains_key(header::ETAG) || response.contains_key(header::LAST_MODIFIED);
-    if lifetime.is_zero() && !validator && staleness.if_error == 0 {
+    if terms.lifetime.is_zero() && !validator && terms.staleness.if_error == 0 {
         return Err(NotStored::Useless);
     }
-    Ok(Storable {
-        policy,
-        lifetime,
-        staleness,
-    })
+    Ok(terms)
+}
+
+/// The terms on which the edge keeps a response it stores, or one a `304` has just updated:
+/// its policy, lifetime and permission to be served stale, all read from its cache view
+/// (`CDN-Cache-Control` in place of `Cache-Control` and `Expires` when it has one, RFC 9213).
+pub fn terms(
+    request: &http::request::Parts,
+    status: StatusCode,
+    response: &HeaderMap,
+    now: SystemTime,
+) -> Storable {
+    let view = cache_view(response);
+    Storable {
+        policy: policy(request, status, &view, now),
+        lifetime: lifetime(request, status, &view, now),
+        staleness: Staleness::of(&view),
+    }
 }
 
 /// A response's freshness lifetime (RFC 9111 §4.2.1): how long after it was generated it is
@@ -383,6 +399,86 @@ mod tests {
     }
 
     #[test]
+    fn cdn_cache_control_replaces_cache_control_and_expires_for_the_edge() {
+        assert_eq!(
+            verdict(&[
+                ("cache-control", "no-store"),
+                ("cdn-cache-control", "max-age=60")
+            ]),
+            Ok(Duration::from_secs(60))
+        );
+        assert_eq!(
+            verdict(&[
+                ("cache-control", "max-age=0, s-maxage=5"),
+                ("expires", "Thu, 01 Jan 2099 00:00:00 GMT"),
+                ("cdn-cache-control", "max-age=30"),
+            ]),
+            Ok(Duration::from_secs(30))
+        );
+        assert_eq!(
+            verdict(&[
+                ("expires", "Thu, 01 Jan 2099 00:00:00 GMT"),
+                ("cdn-cache-control", "stale-if-error=60"),
+            ]),
+            Ok(Duration::ZERO),
+            "Expires is ignored with the targeted field"
+        );
+        for refused in ["no-store", "private", "private, max-age=60"] {
+            let mut h = headers(&[("cache-control", "public, max-age=60")]);
+            h.insert(
+                "cdn-cache-control",
+                HeaderValue::from_str(refused).expect("value"),
+            );
+            assert_eq!(
+                storable(&get(), StatusCode::OK, &h, SystemTime::now())
+                    .err()
+                    .map(NotStored::reason),
+                Some("forbidden"),
+                "{refused}"
+            );
+        }
+        assert_eq!(
+            verdict(&[
+                ("cdn-cache-control", "public, max-age=60"),
+                ("set-cookie", "a=b")
+            ])
+            .err(),
+            Some(NotStored::SetCookie)
+        );
+        assert_eq!(
+            verdict(&[
+                ("cache-control", "max-age=60"),
+                ("cdn-cache-control", "no-store,")
+            ]),
+            Ok(Duration::from_secs(60)),
+            "an invalid targeted field is ignored"
+        );
+    }
+
+    #[test]
+    fn cdn_cache_control_may_allow_serving_stale_that_cache_control_forbids() {
+        let profile = headers(&[
+            (
+                "cache-control",
+                "public, max-age=0, must-revalidate, s-maxage=60",
+            ),
+            ("cdn-cache-control", "max-age=60, stale-if-error=86400"),
+        ]);
+        let t = terms(&get(), StatusCode::OK, &profile, SystemTime::now());
+        assert_eq!(t.lifetime, Duration::from_secs(60));
+        assert_eq!(t.staleness.if_error, 86_400);
+        let forbidding = headers(&[
+            ("cache-control", "max-age=60, stale-if-error=600"),
+            (
+                "cdn-cache-control",
+                "max-age=60, stale-if-error=600, must-revalidate",
+            ),
+        ]);
+        let t = terms(&get(), StatusCode::OK, &forbidding, SystemTime::now());
+        assert_eq!(t.staleness, Staleness::default());
+    }
+
+    #[test]
     fn authorization_is_stored_only_when_the_response_allows_it() {
         let mut req = get();
         req.headers
@@ -390,6 +486,19 @@ mod tests {
         let h = headers(&[("cache-control", "max-age=60")]);
         assert!(storable(&req, StatusCode::OK, &h, SystemTime::now()).is_err());
         let h = headers(&[("cache-control", "public, max-age=60")]);
+        assert!(storable(&req, StatusCode::OK, &h, SystemTime::now()).is_ok());
+        let h = headers(&[
+            ("cache-control", "public, max-age=60"),
+            ("cdn-cache-control", "max-age=60"),
+        ]);
+        assert!(
+            storable(&req, StatusCode::OK, &h, SystemTime::now()).is_err(),
+            "the targeted field's directives decide, and it has no `public`"
+        );
+        let h = headers(&[
+            ("cache-control", "no-cache"),
+            ("cdn-cache-control", "public, max-age=60"),
+        ]);
         assert!(storable(&req, StatusCode::OK, &h, SystemTime::now()).is_ok());
     }
 }

@@ -36,7 +36,7 @@ use crate::key::{self, Url};
 use crate::object::{self, Freshness, Meta, Object};
 use crate::origin::{Fetched, Origin};
 use crate::respond::{EdgeBody, from_object, origin_problem, problem, relay, via, with_keys};
-use crate::rules::{self, NotStored, Staleness};
+use crate::rules::{self, NotStored};
 use crate::stats::{Outcome, Stats};
 use crate::store::Store;
 
@@ -394,7 +394,12 @@ impl Shared {
         match fetched {
             Ok(Fetched::Whole(rparts, _)) if rparts.status == StatusCode::NOT_MODIFIED => {
                 let view = policy_request(&asked.parts, &stale.meta.vary);
-                match stale.meta.policy.after_response(&view, &rparts, now) {
+                let status = StatusCode::from_u16(stale.meta.status).unwrap_or(StatusCode::OK);
+                // The 304 updates the stored headers as they came from the origin (a policy
+                // made from them merges them); the stored policy was made from their cache
+                // view, whose `Cache-Control` may be the `CDN-Cache-Control` directives.
+                let stored = rules::policy(&view, status, &stale.meta.headers, now);
+                match stored.after_response(&view, &rparts, now) {
                     AfterResponse::NotModified(_, updated) => {
                         Stats::add(&self.stats.revalidations_not_modified, 1);
                         // The stored headers, updated by the 304's; the age is the 304's (the
@@ -404,23 +409,29 @@ impl Shared {
                             Some(age) => headers.insert(header::AGE, age.clone()),
                             None => headers.remove(header::AGE),
                         };
-                        let keys = if headers.contains_key(object::SURROGATE_KEY) {
-                            object::surrogate_keys(&headers)
+                        // A targeted field the 304 brings is taken even if the stored
+                        // response had none (RFC 9111 §3.2: the 304's fields are added).
+                        let targeted = crate::targeted::CDN_CACHE_CONTROL;
+                        if rparts.headers.contains_key(&targeted) {
+                            headers.remove(&targeted);
+                            for value in rparts.headers.get_all(&targeted) {
+                                headers.append(&targeted, value.clone());
+                            }
+                        }
+                        let keys = if rparts.headers.contains_key(object::SURROGATE_KEY) {
+                            object::surrogate_keys(&rparts.headers)
                         } else {
                             stale.meta.surrogate_keys.clone()
                         };
                         headers.remove(object::SURROGATE_KEY);
-                        let status =
-                            StatusCode::from_u16(stale.meta.status).unwrap_or(StatusCode::OK);
-                        let policy = rules::policy(&view, status, &headers, now);
-                        let lifetime = rules::lifetime(&view, status, &headers, now);
+                        let terms = rules::terms(&view, status, &headers, now);
                         let object = Object {
                             meta: Meta {
-                                lifetime_ms: u64::try_from(lifetime.as_millis())
+                                lifetime_ms: u64::try_from(terms.lifetime.as_millis())
                                     .unwrap_or(u64::MAX),
-                                staleness: Staleness::of(&headers),
+                                staleness: terms.staleness,
                                 headers,
-                                policy,
+                                policy: terms.policy,
                                 surrogate_keys: keys,
                                 invalidated: false,
                                 ..stale.meta.clone()

@@ -459,6 +459,115 @@ async fn stale_if_error_covers_an_origin_that_cannot_be_reached() {
 }
 
 #[tokio::test]
+async fn cdn_cache_control_governs_the_edge_and_clients_keep_cache_control() {
+    let origin = Origin::start().await;
+    // What browsers get says revalidate every time; what the edge gets, keep a minute and
+    // serve stale for ten if the origin fails.
+    let profile = [
+        ("cache-control", "public, max-age=0, must-revalidate"),
+        ("cdn-cache-control", "max-age=60, stale-if-error=600"),
+        ("age", "100"),
+        ("etag", "\"p1\""),
+    ];
+    origin.set("/p", Reply::ok("kept", &profile));
+    origin.set(
+        "/fresh",
+        Reply::ok(
+            "f",
+            &[
+                ("cache-control", "no-store"),
+                ("cdn-cache-control", "max-age=60"),
+            ],
+        ),
+    );
+    origin.set(
+        "/no-store",
+        Reply::ok(
+            "n",
+            &[
+                ("cache-control", "public, max-age=60"),
+                ("cdn-cache-control", "no-store"),
+            ],
+        ),
+    );
+    origin.set(
+        "/private",
+        Reply::ok(
+            "p",
+            &[
+                ("cache-control", "public, max-age=60"),
+                ("cdn-cache-control", "private"),
+            ],
+        ),
+    );
+    origin.set(
+        "/cookie",
+        Reply::ok(
+            "c",
+            &[("cdn-cache-control", "max-age=60"), ("set-cookie", "a=b")],
+        ),
+    );
+    origin.set(
+        "/invalid",
+        Reply::ok(
+            "i",
+            &[
+                ("cache-control", "max-age=60"),
+                ("cdn-cache-control", "no-store,"),
+            ],
+        ),
+    );
+    let edge = TestEdge::start(origin.addr, None).await;
+    for path in ["/fresh", "/no-store", "/private", "/cookie", "/invalid"] {
+        get(&edge.url(path), &[]).await;
+        get(&edge.url(path), &[]).await;
+    }
+    assert_eq!(origin.hits("/fresh"), 1, "its max-age wins over no-store");
+    assert_eq!(origin.hits("/no-store"), 2, "its no-store wins over public");
+    assert_eq!(origin.hits("/private"), 2, "its private is honoured");
+    assert_eq!(origin.hits("/cookie"), 2, "a cookie is never stored");
+    assert_eq!(origin.hits("/invalid"), 1, "an invalid field is ignored");
+    let (_, h, _) = get(&edge.url("/fresh"), &[]).await;
+    assert!(cache_status(&h).contains("hit"), "{h:?}");
+    assert_eq!(h["cache-control"], "no-store", "clients get Cache-Control");
+    assert_eq!(
+        h["cdn-cache-control"], "max-age=60",
+        "and the field, unchanged"
+    );
+
+    // Stored already stale (Age 100 > 60): the next request revalidates, and the 304 keeps
+    // the origin's headers as they were, not the edge's reading of them.
+    let (status, h, body) = get(&edge.url("/p"), &[]).await;
+    assert_eq!((status, body.as_str()), (200, "kept"));
+    assert!(cache_status(&h).contains("stored"), "{h:?}");
+    // A 304 that repeats only some fields (no Cache-Control): the stored one stays.
+    origin.set("/p", Reply::ok("kept", &profile[1..]));
+    let (status, h, body) = get(&edge.url("/p"), &[]).await;
+    assert_eq!((status, body.as_str()), (200, "kept"));
+    assert!(cache_status(&h).contains("fwd-status=304"), "{h:?}");
+    assert_eq!(h["cache-control"], "public, max-age=0, must-revalidate");
+    assert_eq!(h["cdn-cache-control"], "max-age=60, stale-if-error=600");
+    // The origin fails: must-revalidate in Cache-Control would forbid the stale copy, but
+    // the edge reads CDN-Cache-Control.
+    origin.set("/p", Reply::ok("down", &[]).status(503));
+    let (status, h, body) = get(&edge.url("/p"), &[]).await;
+    assert_eq!((status, body.as_str()), (200, "kept"), "{h:?}");
+    assert!(
+        cache_status(&h).contains("fwd-status=503; detail=stale-if-error"),
+        "{h:?}"
+    );
+    assert_eq!(h["cache-control"], "public, max-age=0, must-revalidate");
+    let m = edge.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "strata_edge_stale_served_total{reason=\"stale-if-error\"}"
+        ),
+        1.0
+    );
+}
+
+#[tokio::test]
 async fn only_if_cached_is_answered_from_the_store_or_with_504() {
     let origin = Origin::start().await;
     origin.set("/o", Reply::ok("o", CACHEABLE));

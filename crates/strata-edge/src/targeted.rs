@@ -1,0 +1,410 @@
+//! Targeted cache control (RFC 9213): `CDN-Cache-Control`, the directives an origin gives CDN
+//! caches only.
+//!
+//! The edge is a CDN cache, and `CDN-Cache-Control` is the one targeted field on its list.
+//! When a response carries it with a valid, non-empty value, the edge decides storing,
+//! freshness and serving stale from its directives alone, and ignores the response's
+//! `Cache-Control` and `Expires` (§2.1); otherwise (absent, empty, or not a valid Structured
+//! Fields Dictionary, §2.2) the field is ignored as if absent and `Cache-Control` rules as
+//! usual. The field itself is not consumed: it is stored and forwarded unchanged, so an edge
+//! in front of another edge reads it too, and clients get the origin's `Cache-Control`.
+//!
+//! The rules in [`crate::rules`] read a *cache view* of the response ([`cache_view`]): the
+//! same headers with `Cache-Control` replaced by the targeted directives and `Expires`
+//! removed. Every directive keeps its `Cache-Control` meaning there (`no-store`, `private`,
+//! `no-cache`, `must-revalidate`, `max-age`, `s-maxage`, `stale-if-error`, …), as RFC 9213
+//! requires; `Set-Cookie`, `Vary` and `Authorization` are judged exactly as before.
+//!
+//! A member maps back to a directive by its value: `true` is the bare name, `false` drops it,
+//! an integer is `name=N` (a negative one `name=0`), a token or a string `name=value`; a
+//! decimal, a byte sequence or an inner list fits no directive and is dropped. Parameters
+//! are ignored (§2.2).
+
+use std::borrow::Cow;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// RFC 9213 §3.
+pub const CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
+
+/// The response as the edge's caching rules read it: with a valid, non-empty
+/// `CDN-Cache-Control`, its directives as `Cache-Control` and no `Expires`; otherwise the
+/// response itself.
+pub fn cache_view(response: &HeaderMap) -> Cow<'_, HeaderMap> {
+    let Some(directives) = targeted_directives(response) else {
+        return Cow::Borrowed(response);
+    };
+    let mut view = response.clone();
+    view.remove(header::CACHE_CONTROL);
+    view.remove(header::EXPIRES);
+    if !directives.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&directives)
+    {
+        view.insert(header::CACHE_CONTROL, value);
+    }
+    Cow::Owned(view)
+}
+
+/// The response's `CDN-Cache-Control` as `Cache-Control` directives, when it is valid and not
+/// empty (its lines joined, as RFC 9110 §5.3 combines them).
+pub fn targeted_directives(response: &HeaderMap) -> Option<String> {
+    let mut lines = Vec::new();
+    for value in response.get_all(CDN_CACHE_CONTROL) {
+        lines.push(value.to_str().ok()?);
+    }
+    if lines.is_empty() {
+        return None;
+    }
+    let members = parse_dictionary(&lines.join(", "))?;
+    if members.is_empty() {
+        return None;
+    }
+    let directives: Vec<String> = members
+        .into_iter()
+        .filter_map(|(name, value)| match value {
+            Bare::Boolean(true) => Some(name),
+            Bare::Integer(n) => Some(format!("{name}={}", n.max(0))),
+            Bare::Token(t) => Some(format!("{name}={t}")),
+            Bare::String(s) => Some(format!("{name}=\"{}\"", s.replace(['"', '\\'], ""))),
+            Bare::Boolean(false) | Bare::Other => None,
+        })
+        .collect();
+    Some(directives.join(", "))
+}
+
+/// A Dictionary member's value, as far as a cache directive can use it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Bare {
+    Boolean(bool),
+    Integer(i64),
+    Token(String),
+    String(String),
+    /// A decimal, a byte sequence or an inner list.
+    Other,
+}
+
+/// Parses a Structured Fields Dictionary (RFC 8941 §4.2.2): its members in order, a key
+/// given twice keeping its last value; `None` on any parsing error.
+fn parse_dictionary(input: &str) -> Option<Vec<(String, Bare)>> {
+    let mut p = Parser {
+        s: input.as_bytes(),
+        i: 0,
+    };
+    p.skip(b" ");
+    let mut members: Vec<(String, Bare)> = Vec::new();
+    while !p.done() {
+        let key = p.key()?;
+        let value = if p.eat(b'=') {
+            p.item_or_inner_list()?
+        } else {
+            p.parameters()?;
+            Bare::Boolean(true)
+        };
+        match members.iter_mut().find(|(k, _)| *k == key) {
+            Some(member) => member.1 = value,
+            None => members.push((key, value)),
+        }
+        p.skip(b" \t");
+        if p.done() {
+            break;
+        }
+        if !p.eat(b',') {
+            return None;
+        }
+        p.skip(b" \t");
+        if p.done() {
+            return None;
+        }
+    }
+    Some(members)
+}
+
+struct Parser<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl Parser<'_> {
+    fn done(&self) -> bool {
+        self.i >= self.s.len()
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.s.get(self.i).copied()
+    }
+
+    fn eat(&mut self, c: u8) -> bool {
+        if self.peek() == Some(c) {
+            self.i += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn skip(&mut self, set: &[u8]) {
+        while self.peek().is_some_and(|c| set.contains(&c)) {
+            self.i += 1;
+        }
+    }
+
+    fn key(&mut self) -> Option<String> {
+        let start = self.i;
+        if !self
+            .peek()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == b'*')
+        {
+            return None;
+        }
+        while self
+            .peek()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_-.*".contains(&c))
+        {
+            self.i += 1;
+        }
+        Some(String::from_utf8_lossy(&self.s[start..self.i]).into_owned())
+    }
+
+    fn parameters(&mut self) -> Option<()> {
+        while self.eat(b';') {
+            self.skip(b" ");
+            self.key()?;
+            if self.eat(b'=') {
+                self.bare_item()?;
+            }
+        }
+        Some(())
+    }
+
+    fn item_or_inner_list(&mut self) -> Option<Bare> {
+        if self.eat(b'(') {
+            loop {
+                self.skip(b" ");
+                if self.eat(b')') {
+                    break;
+                }
+                self.bare_item()?;
+                self.parameters()?;
+                if !matches!(self.peek(), Some(b' ' | b')')) {
+                    return None;
+                }
+            }
+            self.parameters()?;
+            return Some(Bare::Other);
+        }
+        let item = self.bare_item()?;
+        self.parameters()?;
+        Some(item)
+    }
+
+    fn bare_item(&mut self) -> Option<Bare> {
+        match self.peek()? {
+            b'-' | b'0'..=b'9' => self.number(),
+            b'"' => self.string(),
+            b':' => self.bytes(),
+            b'?' => {
+                self.i += 1;
+                let value = match self.peek()? {
+                    b'0' => false,
+                    b'1' => true,
+                    _ => return None,
+                };
+                self.i += 1;
+                Some(Bare::Boolean(value))
+            }
+            c if c.is_ascii_alphabetic() || c == b'*' => {
+                let start = self.i;
+                self.i += 1;
+                while self
+                    .peek()
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:/".contains(&c))
+                {
+                    self.i += 1;
+                }
+                Some(Bare::Token(
+                    String::from_utf8_lossy(&self.s[start..self.i]).into_owned(),
+                ))
+            }
+            _ => None,
+        }
+    }
+
+    /// RFC 8941 §4.2.4: an integer of at most 15 digits, or a decimal of at most 12 integer
+    /// and 3 fractional digits.
+    fn number(&mut self) -> Option<Bare> {
+        let negative = self.eat(b'-');
+        let start = self.i;
+        while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+            self.i += 1;
+        }
+        let whole = self.i - start;
+        if whole == 0 {
+            return None;
+        }
+        if self.eat(b'.') {
+            let fraction_start = self.i;
+            while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+                self.i += 1;
+            }
+            let fraction = self.i - fraction_start;
+            if whole > 12 || !(1..=3).contains(&fraction) {
+                return None;
+            }
+            return Some(Bare::Other);
+        }
+        if whole > 15 {
+            return None;
+        }
+        let n: i64 = std::str::from_utf8(&self.s[start..self.i])
+            .ok()?
+            .parse()
+            .ok()?;
+        Some(Bare::Integer(if negative { -n } else { n }))
+    }
+
+    fn string(&mut self) -> Option<Bare> {
+        self.i += 1;
+        let mut out = String::new();
+        loop {
+            let c = self.peek()?;
+            self.i += 1;
+            match c {
+                b'"' => return Some(Bare::String(out)),
+                b'\\' => {
+                    let escaped = self.peek()?;
+                    if escaped != b'"' && escaped != b'\\' {
+                        return None;
+                    }
+                    self.i += 1;
+                    out.push(char::from(escaped));
+                }
+                0x20..=0x7e => out.push(char::from(c)),
+                _ => return None,
+            }
+        }
+    }
+
+    fn bytes(&mut self) -> Option<Bare> {
+        self.i += 1;
+        while let Some(c) = self.peek() {
+            self.i += 1;
+            if c == b':' {
+                return Some(Bare::Other);
+            }
+            if !(c.is_ascii_alphanumeric() || b"+/=".contains(&c)) {
+                return None;
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(*n, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    fn targeted(value: &'static str) -> Option<String> {
+        targeted_directives(&headers(&[("cdn-cache-control", value)]))
+    }
+
+    #[test]
+    fn a_dictionary_becomes_cache_control_directives() {
+        assert_eq!(
+            targeted("max-age=60, stale-if-error=86400").as_deref(),
+            Some("max-age=60, stale-if-error=86400")
+        );
+        assert_eq!(
+            targeted("public;x=1, max-age=60;y=\"z\"").as_deref(),
+            Some("public, max-age=60"),
+            "parameters are ignored"
+        );
+        assert_eq!(
+            targeted("private=\"set-cookie\", no-store, max-age=-5").as_deref(),
+            Some("private=\"set-cookie\", no-store, max-age=0")
+        );
+        assert_eq!(
+            targeted("max-age=5, max-age=60").as_deref(),
+            Some("max-age=60"),
+            "a key given twice keeps its last value"
+        );
+        assert_eq!(
+            targeted("no-cache=?0, max-age=1.5, x=:AAE=:, y=(1 2), s-maxage=tok").as_deref(),
+            Some("s-maxage=tok")
+        );
+        let mut two = HeaderMap::new();
+        two.append(CDN_CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
+        two.append(
+            CDN_CACHE_CONTROL,
+            HeaderValue::from_static("stale-if-error=5"),
+        );
+        assert_eq!(
+            targeted_directives(&two).as_deref(),
+            Some("max-age=60, stale-if-error=5"),
+            "several lines are one field"
+        );
+    }
+
+    #[test]
+    fn an_empty_or_invalid_field_is_ignored_as_if_absent() {
+        for invalid in [
+            "",
+            "   ",
+            "Max-Age=60",
+            "max-age=60,",
+            "max-age=60 stale-if-error=5",
+            "max-age=\"60",
+            "max-age=1234567890123456",
+            "max-age==1",
+            "max-age=60;",
+            ",max-age=60",
+            "max-age=?2",
+        ] {
+            assert_eq!(
+                targeted_directives(&headers(&[("cdn-cache-control", invalid)])),
+                None,
+                "{invalid:?}"
+            );
+        }
+        assert_eq!(targeted_directives(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn the_view_replaces_cache_control_and_drops_expires() {
+        let response = headers(&[
+            ("cache-control", "no-cache"),
+            ("expires", "Thu, 01 Jan 1970 00:00:00 GMT"),
+            ("cdn-cache-control", "max-age=60"),
+            ("etag", "\"1\""),
+        ]);
+        let view = cache_view(&response);
+        assert_eq!(view.get("cache-control").expect("cc"), "max-age=60");
+        assert!(view.get("expires").is_none());
+        assert_eq!(view.get("etag").expect("etag"), "\"1\"");
+        assert_eq!(
+            view.get("cdn-cache-control").expect("kept"),
+            "max-age=60",
+            "the field itself is kept"
+        );
+        let untouched = headers(&[
+            ("cache-control", "no-cache"),
+            ("cdn-cache-control", "max-age=60,"),
+        ]);
+        assert!(matches!(cache_view(&untouched), Cow::Borrowed(_)));
+        let empty_directives = headers(&[
+            ("cache-control", "max-age=60"),
+            ("cdn-cache-control", "no-cache=?0"),
+        ]);
+        assert!(
+            cache_view(&empty_directives).get("cache-control").is_none(),
+            "a valid field with no usable directive still replaces Cache-Control"
+        );
+    }
+}
