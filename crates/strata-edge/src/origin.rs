@@ -8,9 +8,16 @@
 //! response head the parser refuses (malformed, over 256 KiB), a connection that fails, a body
 //! cut short — each is an [`OriginError`], answered 502 (or a stale copy, where
 //! `stale-if-error` allows).
+//!
+//! **A failing origin** (no answer, or a `502`/`503`/`504`) is remembered until it answers
+//! again: meanwhile a stale object that `stale-if-error` covers is answered at once
+//! ([`Origin::failing`]) instead of each request waiting for the origin's failure — a frozen
+//! origin costs a request the whole header timeout. One request a second still asks the origin
+//! (a probe; the first after each failure), and any answer from it ends the failing state.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::{Request, Response, header};
@@ -53,6 +60,9 @@ pub enum Fetched {
     Streaming(http::response::Parts, Bytes, PooledBody),
 }
 
+/// How often a failing origin is asked again by a request that could be answered stale.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
 /// The origin server.
 #[derive(Debug, Clone)]
 pub struct Origin {
@@ -60,6 +70,8 @@ pub struct Origin {
     upstream: Upstream,
     timeouts: Timeouts,
     body_timeout: Duration,
+    /// While the origin fails: when a request that could be answered stale asks it again.
+    next_probe: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Origin {
@@ -69,6 +81,39 @@ impl Origin {
             upstream: Upstream::new(timeouts.connect, timeouts.idle, None),
             timeouts,
             body_timeout,
+            next_probe: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Whether a request that may be answered with a stale copy (`stale-if-error`) should be,
+    /// without asking the origin: the origin failed last and this is not the moment to probe
+    /// it again. When it is, this request is the probe (the next one is a probe time plus the
+    /// header timeout away, unless the probe's outcome comes first).
+    pub fn failing(&self) -> bool {
+        let now = Instant::now();
+        let mut next = self.next_probe.lock().unwrap_or_else(|p| p.into_inner());
+        match *next {
+            None => false,
+            Some(at) if now >= at => {
+                *next = Some(now + self.timeouts.header + PROBE_EVERY);
+                false
+            }
+            Some(_) => true,
+        }
+    }
+
+    /// Records how an exchange with the origin went.
+    fn outcome(&self, failed: bool) {
+        let mut next = self.next_probe.lock().unwrap_or_else(|p| p.into_inner());
+        match (failed, next.is_some()) {
+            (true, _) => {
+                *next = Some(Instant::now() + PROBE_EVERY);
+            }
+            (false, true) => {
+                *next = None;
+                tracing::info!(origin = %self.addr, "the origin answers again");
+            }
+            (false, false) => {}
         }
     }
 
@@ -87,7 +132,9 @@ impl Origin {
         {
             req.headers_mut().insert(header::HOST, v);
         }
-        match tokio::time::timeout(self.timeouts.header, self.upstream.send(self.addr, req)).await {
+        let sent =
+            tokio::time::timeout(self.timeouts.header, self.upstream.send(self.addr, req)).await;
+        let result = match sent {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => {
                 if matches!(e, strata_lb::upstream::SendError::Connect(_)) {
@@ -96,7 +143,10 @@ impl Origin {
                 Err(OriginError::Failed(e.to_string()))
             }
             Err(_) => Err(OriginError::Timeout),
-        }
+        };
+        let gateway_error = |r: &Response<PooledBody>| matches!(r.status().as_u16(), 502..=504);
+        self.outcome(result.as_ref().map_or(true, gateway_error));
+        result
     }
 
     /// Sends a request and reads the answer's body whole if it is at most `max` bytes.

@@ -4,6 +4,7 @@
 //! ```text
 //! GET/HEAD ─► lookup (memory, then disk) ─┬─ fresh ─────────────────────────► hit
 //!                                         ├─ stale, stale-while-revalidate ──► stale answer + refresh in the background
+//!                                         ├─ stale, stale-if-error, the origin failing ──► stale answer (one probe a second asks it)
 //!                                         ├─ stale ──► conditional request ──┬─ 304 ► stored headers updated, revalidated answer
 //!                                         │   (one per URL: collapsed)       ├─ 200 ► stored anew
 //!                                         │                                  └─ error ► stale-if-error? stale : 502/504
@@ -292,6 +293,15 @@ impl Shared {
                                 "hit; detail=stale-while-revalidate",
                             );
                             self.refresh_in_background(&asked, object.clone());
+                            return (response, Outcome::Stale);
+                        }
+                        // The origin failed last: answer stale at once rather than wait for
+                        // it to fail again (unless this request is the one that asks it).
+                        let sie = object.meta.staleness.if_error;
+                        if sie > 0 && by.as_secs() <= sie && self.origin.failing() {
+                            Stats::add(&self.stats.stale_if_error, 1);
+                            let response =
+                                self.answer(object, &asked, now, "hit; detail=stale-if-error");
                             return (response, Outcome::Stale);
                         }
                     }

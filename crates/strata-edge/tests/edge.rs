@@ -459,6 +459,79 @@ async fn stale_if_error_covers_an_origin_that_cannot_be_reached() {
 }
 
 #[tokio::test]
+async fn a_failing_origin_is_not_waited_for_again_while_stale_copies_may_be_served() {
+    let origin = Origin::start().await;
+    let kept = [
+        ("cache-control", "max-age=10, stale-if-error=600"),
+        ("age", "100"),
+        ("etag", "\"k\""),
+    ];
+    for path in ["/k1", "/k2"] {
+        origin.set(path, Reply::ok("kept", &kept));
+    }
+    let edge = TestEdge::start_with(origin.addr, |c| {
+        c.timeouts.header = Duration::from_millis(500);
+    })
+    .await;
+    for path in ["/k1", "/k2"] {
+        get(&edge.url(path), &[]).await;
+        // A frozen origin: it takes the connection and never answers in time.
+        origin.set(path, Reply::ok("kept", &kept).delay(Duration::from_secs(3)));
+    }
+    let started = std::time::Instant::now();
+    let (status, h, _) = get(&edge.url("/k1"), &[]).await;
+    assert_eq!(status, 200);
+    assert!(
+        cache_status(&h).contains("fwd=stale; detail=stale-if-error"),
+        "{h:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "it waited for the origin"
+    );
+    // Now the edge knows: the stale copies are answered at once, the origin not asked.
+    let asked = origin.hits("/k1") + origin.hits("/k2");
+    for path in ["/k1", "/k2", "/k1", "/k2"] {
+        let started = std::time::Instant::now();
+        let (status, h, body) = get(&edge.url(path), &[]).await;
+        assert_eq!((status, body.as_str()), (200, "kept"));
+        assert!(
+            cache_status(&h).contains("hit; detail=stale-if-error"),
+            "{h:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(400),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(origin.hits("/k1") + origin.hits("/k2"), asked);
+    // The origin back: within a probe or two, objects are revalidated again.
+    for path in ["/k1", "/k2"] {
+        origin.set(path, Reply::ok("kept", &kept));
+    }
+    eventually(
+        Duration::from_secs(10),
+        "the origin is asked again",
+        || async {
+            let (_, h, _) = get(&edge.url("/k2"), &[]).await;
+            cache_status(&h).contains("fwd-status=304")
+        },
+    )
+    .await;
+    let (_, h, _) = get(&edge.url("/k1"), &[]).await;
+    assert!(cache_status(&h).contains("fwd-status=304"), "{h:?}");
+    let m = edge.metrics().await;
+    assert!(
+        metric(
+            &m,
+            "strata_edge_stale_served_total{reason=\"stale-if-error\"}"
+        ) >= 5.0,
+        "{m}"
+    );
+}
+
+#[tokio::test]
 async fn cdn_cache_control_governs_the_edge_and_clients_keep_cache_control() {
     let origin = Origin::start().await;
     // What browsers get says revalidate every time; what the edge gets, keep a minute and
