@@ -1,10 +1,13 @@
 //! Purging the CDN edges when a profile changes.
 //!
 //! A profile's answer carries `Surrogate-Key: user-<id>`, the tag an edge files it under. When
-//! `--shared-max-age-secs N` is above 0 the answer also lets shared caches keep it N seconds
-//! without asking (`public, max-age=0, must-revalidate, s-maxage=N`: browsers still revalidate
-//! every time), and every write of a user — replace, patch, delete — purges `user-<id>` from
-//! every edge once the write is acknowledged:
+//! `--shared-max-age-secs N` is above 0 the answer also lets CDN caches keep it N seconds
+//! without asking, and serve it stale for `--shared-stale-if-error-secs S` more while the
+//! origin fails (RFC 5861): `Cache-Control: no-cache` (browsers and other caches revalidate
+//! every time) with `CDN-Cache-Control: public, max-age=N, stale-if-error=S` (RFC 9213: the
+//! edges read it instead of `Cache-Control`). Every write of a user — replace, patch, delete —
+//! purges `user-<id>` from every edge once the write is acknowledged (a purged copy is gone:
+//! it is not served stale either, so a deleted user does not come back during an outage):
 //!
 //! - edges are purged **in order** (a shield before the edges in front of it, so that they
 //!   cannot refill from it), each **retried until it confirms** (a `2xx` from its admin API's
@@ -53,7 +56,14 @@ pub struct EdgeOptions {
     /// every time (`no-cache`).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub shared_max_age_secs: u64,
+    /// Seconds past that the edges may still answer a profile from their copy while the origin
+    /// fails (`stale-if-error`, RFC 5861); 0: never. Only with `--shared-max-age-secs` above 0.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=MAX_STALE_IF_ERROR_SECS))]
+    pub shared_stale_if_error_secs: u64,
 }
+
+/// The longest `stale-if-error` a profile's answer gives the edges: a week.
+pub const MAX_STALE_IF_ERROR_SECS: u64 = 604_800;
 
 /// Purges in the background at once.
 const IN_FLIGHT: usize = 64;
@@ -75,6 +85,8 @@ pub struct EdgePurger {
     shared_max_age_secs: u64,
     /// A profile's `Cache-Control`, made once (every `GET /users/{id}` sends it).
     cache_control: http::HeaderValue,
+    /// A profile's `CDN-Cache-Control`, when the edges may keep it.
+    cdn_cache_control: Option<http::HeaderValue>,
 }
 
 impl Default for EdgePurger {
@@ -83,19 +95,20 @@ impl Default for EdgePurger {
             inner: None,
             shared_max_age_secs: 0,
             cache_control: http::HeaderValue::from_static("no-cache"),
+            cdn_cache_control: None,
         }
     }
 }
 
-/// The `Cache-Control` of a profile's answer when shared caches may keep it `secs` seconds.
-fn cache_control(secs: u64) -> http::HeaderValue {
-    match secs {
-        0 => http::HeaderValue::from_static("no-cache"),
-        n => http::HeaderValue::from_str(&format!(
-            "public, max-age=0, must-revalidate, s-maxage={n}"
-        ))
-        .unwrap_or_else(|_| http::HeaderValue::from_static("no-cache")),
-    }
+/// The `CDN-Cache-Control` of a profile's answer when the edges may keep it `secs` seconds and
+/// serve it stale `stale_if_error` seconds more while the origin fails; none when `secs` is 0.
+fn cdn_cache_control(secs: u64, stale_if_error: u64) -> Option<http::HeaderValue> {
+    let value = match (secs, stale_if_error) {
+        (0, _) => return None,
+        (n, 0) => format!("public, max-age={n}"),
+        (n, s) => format!("public, max-age={n}, stale-if-error={s}"),
+    };
+    http::HeaderValue::from_str(&value).ok()
 }
 
 struct Inner {
@@ -118,7 +131,11 @@ impl EdgePurger {
         let mut purger = Self {
             inner: None,
             shared_max_age_secs: options.shared_max_age_secs,
-            cache_control: cache_control(options.shared_max_age_secs),
+            cache_control: http::HeaderValue::from_static("no-cache"),
+            cdn_cache_control: cdn_cache_control(
+                options.shared_max_age_secs,
+                options.shared_stale_if_error_secs,
+            ),
         };
         if options.purge_edges.is_empty() && options.purge_edges_state.is_none() {
             return purger;
@@ -148,9 +165,14 @@ impl EdgePurger {
         }
     }
 
-    /// The `Cache-Control` of a profile's answer.
+    /// The `Cache-Control` of a profile's answer: `no-cache`, whatever the edges may do.
     pub fn profile_cache_control(&self) -> http::HeaderValue {
         self.cache_control.clone()
+    }
+
+    /// The `CDN-Cache-Control` of a profile's answer, when the edges may keep it.
+    pub fn profile_cdn_cache_control(&self) -> Option<http::HeaderValue> {
+        self.cdn_cache_control.clone()
     }
 }
 
@@ -310,16 +332,36 @@ mod tests {
     }
 
     #[test]
-    fn profiles_are_revalidated_every_time_unless_shared_caches_may_keep_them() {
+    fn profiles_are_revalidated_every_time_unless_the_edges_may_keep_them() {
         let p = EdgePurger::default();
         assert_eq!(p.profile_cache_control(), "no-cache");
+        assert_eq!(p.profile_cdn_cache_control(), None);
+        let p = EdgePurger::start(&EdgeOptions {
+            shared_stale_if_error_secs: 86_400,
+            ..EdgeOptions::default()
+        });
+        assert_eq!(
+            p.profile_cdn_cache_control(),
+            None,
+            "stale-if-error alone lets the edges keep nothing"
+        );
+        let p = EdgePurger::start(&EdgeOptions {
+            shared_max_age_secs: 60,
+            shared_stale_if_error_secs: 86_400,
+            ..EdgeOptions::default()
+        });
+        assert_eq!(p.profile_cache_control(), "no-cache", "browsers revalidate");
+        assert_eq!(
+            p.profile_cdn_cache_control().expect("targeted"),
+            "public, max-age=60, stale-if-error=86400"
+        );
         let p = EdgePurger::start(&EdgeOptions {
             shared_max_age_secs: 60,
             ..EdgeOptions::default()
         });
         assert_eq!(
-            p.profile_cache_control(),
-            "public, max-age=0, must-revalidate, s-maxage=60"
+            p.profile_cdn_cache_control().expect("targeted"),
+            "public, max-age=60"
         );
     }
 }

@@ -127,6 +127,7 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
                     // follows their admin addresses in the deployment's state file.
                     server.edges.purge_edges_state = Some(state_file.clone());
                     server.edges.shared_max_age_secs = edge.profile_ttl_secs;
+                    server.edges.shared_stale_if_error_secs = edge.profile_stale_if_error_secs;
                 }
                 if has_lb {
                     server.auth.trusted_proxies = vec![super::BALANCER_SOURCE.into()];

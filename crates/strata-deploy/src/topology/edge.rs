@@ -9,6 +9,8 @@
 //! disk_mib = 1024    # each edge's disk store in DIR/edge/<role> (0: memory only)
 //! profile_ttl_secs = 60  # how long edges keep a profile without asking (writes purge it at
 //!                        # once); 0: they revalidate every profile with its ETag
+//! profile_stale_if_error_secs = 86400  # how long past that they may still answer a profile
+//!                        # while every origin fails (stale-if-error); 0: never
 //! tls_port = 8443    # HTTPS on edge-1 (the other edges on free ports), with
 //! tls_cert = "cert.pem"  # tls_cert + tls_key, or dev_cert = true (a self-signed certificate
 //! tls_key = "key.pem"    # per edge, written to DIR/edge-N-dev-cert.pem for clients to trust)
@@ -30,6 +32,9 @@ pub struct EdgeSpec {
     pub disk_mib: u32,
     /// Seconds edges keep a profile without asking the origin (writes purge it at once).
     pub profile_ttl_secs: u64,
+    /// Seconds past that edges may still answer a profile while the origin fails
+    /// (`stale-if-error`, RFC 5861; 0: never).
+    pub profile_stale_if_error_secs: u64,
     /// HTTPS on the edges clients reach: edge-1 on `port`, the others on free ports; the
     /// shield speaks plain HTTP to them on loopback.
     pub tls: Option<LbTls>,
@@ -37,6 +42,8 @@ pub struct EdgeSpec {
 
 /// The most edges a topology runs on one machine.
 pub const MAX_EDGES: i64 = 16;
+/// The longest `profile_stale_if_error_secs`: a week (`strata api`'s bound).
+const MAX_STALE_IF_ERROR_SECS: i64 = 604_800;
 
 /// Reads `[edge]`.
 pub(super) fn read(sec: &mut Section<'_>) -> EdgeSpec {
@@ -45,6 +52,9 @@ pub(super) fn read(sec: &mut Section<'_>) -> EdgeSpec {
     let memory_mib = sec.int("memory_mib", 1..=65_536).unwrap_or(256);
     let disk_mib = sec.int("disk_mib", 0..=1_048_576).unwrap_or(1024);
     let profile_ttl_secs = sec.int("profile_ttl_secs", 0..=86_400).unwrap_or(60);
+    let profile_stale_if_error_secs = sec
+        .int("profile_stale_if_error_secs", 0..=MAX_STALE_IF_ERROR_SECS)
+        .unwrap_or(86_400);
     let tls = super::lb::tls(sec, "edge");
     if tls.as_ref().is_some_and(|t| t.redirect) {
         sec.error(
@@ -65,6 +75,7 @@ pub(super) fn read(sec: &mut Section<'_>) -> EdgeSpec {
         memory_mib,
         disk_mib,
         profile_ttl_secs,
+        profile_stale_if_error_secs,
         tls,
     }
 }
@@ -77,7 +88,7 @@ mod tests {
     #[test]
     fn edges_are_counted_bounded_and_sized() {
         let t = Topology::parse(
-            "[api]\ncount = 1\n[edge]\ncount = 3\nshield = true\nmemory_mib = 64\ndisk_mib = 0\nprofile_ttl_secs = 0\n",
+            "[api]\ncount = 1\n[edge]\ncount = 3\nshield = true\nmemory_mib = 64\ndisk_mib = 0\nprofile_ttl_secs = 0\nprofile_stale_if_error_secs = 0\n",
             8080,
         )
         .expect("valid");
@@ -89,6 +100,7 @@ mod tests {
                 memory_mib: 64,
                 disk_mib: 0,
                 profile_ttl_secs: 0,
+                profile_stale_if_error_secs: 0,
                 tls: None,
             })
         );
@@ -106,6 +118,7 @@ mod tests {
                 memory_mib: 256,
                 disk_mib: 1024,
                 profile_ttl_secs: 60,
+                profile_stale_if_error_secs: 86_400,
                 tls: None,
             })
         );
@@ -116,9 +129,9 @@ mod tests {
             None
         );
         let e = errors(
-            "[api]\ncount = 1\n[edge]\ncount = 17\nshield = \"yes\"\nmemory_mib = 1\ncache = 2\n",
+            "[api]\ncount = 1\n[edge]\ncount = 17\nshield = \"yes\"\nmemory_mib = 1\ncache = 2\nprofile_stale_if_error_secs = 604801\n",
         );
-        assert_eq!(e.len(), 4, "{e:#?}");
+        assert_eq!(e.len(), 5, "{e:#?}");
         assert_eq!(
             e[0].message,
             "`edge.count` must be between 1 and 16, not 17"
@@ -127,6 +140,10 @@ mod tests {
         assert!(e[1].message.contains("edge.shield"), "{e:#?}");
         assert!(e[2].message.contains("at least 2"), "{e:#?}");
         assert!(e[3].message.contains("unknown key `edge.cache`"), "{e:#?}");
+        assert_eq!(
+            e[4].message,
+            "`edge.profile_stale_if_error_secs` must be between 0 and 604800, not 604801"
+        );
     }
 
     #[test]
