@@ -3,11 +3,11 @@
 //! balancer. A photo uploaded through the public entry is resized by the worker; its
 //! content-addressed image, asked of both edges, costs the origin one fetch; `edge-1`, killed
 //! with SIGKILL and restarted by the supervisor, answers it from its disk store without asking
-//! anyone. Profiles are kept by the edges (`s-maxage`), and a write through the API purges them
-//! from every edge — here while `edge-2`, which holds a copy on disk, is down: the purge is
-//! retried until it is back on its new admin port. The edges also speak HTTPS (`tls_port`,
-//! `dev_cert`): edge-2 serves the image it holds over TLS. Last, `strata edge purge --dir`
-//! purges the photos from the shield and both edges.
+//! anyone. Profiles are kept by the edges (`CDN-Cache-Control`), and a write through the API
+//! purges them from every edge — here while `edge-2`, which holds a copy on disk, is down: the
+//! purge is retried until it is back on its new admin port. The edges also speak HTTPS
+//! (`tls_port`, `dev_cert`): edge-2 serves the image it holds over TLS. Last, `strata edge purge
+//! --dir` purges the photos from the shield and both edges.
 
 mod common;
 
@@ -229,7 +229,7 @@ async fn edges_behind_a_shield_cost_one_origin_fetch_survive_a_kill_and_are_purg
         shield_before
     );
 
-    // Profiles: the edges keep them (s-maxage), and a write purges them from every edge —
+    // Profiles: the edges keep them (CDN-Cache-Control), and a write purges them from every edge —
     // here while edge-2, which holds a copy, is down: the purge is retried until it is back.
     let get_profile = |edge: String| {
         let plain = plain.clone();
