@@ -98,6 +98,9 @@ struct RunArgs {
     /// (edge) they reach (default: the target's address).
     #[arg(long)]
     host: Option<String>,
+    /// A request not answered within this many milliseconds counts as failed.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
 }
 
 #[derive(Debug, Args)]
@@ -142,9 +145,13 @@ fn read_ids(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
 }
 
 pub(crate) fn client(connections: usize) -> anyhow::Result<reqwest::Client> {
+    client_with_timeout(connections, Duration::from_secs(10))
+}
+
+fn client_with_timeout(connections: usize, timeout: Duration) -> anyhow::Result<reqwest::Client> {
     reqwest::Client::builder()
         .pool_max_idle_per_host(connections)
-        .timeout(Duration::from_secs(10))
+        .timeout(timeout)
         .build()
         .context("cannot build the HTTP client")
 }
@@ -196,6 +203,7 @@ async fn send(a: RunArgs) -> anyhow::Result<()> {
     let requests = Arc::new(requests);
     let targets = Arc::new(a.targets.clone());
     let host: Option<Arc<str>> = a.host.as_deref().map(Arc::from);
+    let timeout = Duration::from_millis(a.timeout_ms.max(1));
     let url = move |i: u64, index: u32| {
         let target = &targets[(i % targets.len() as u64) as usize];
         format!("http://{target}/users/{}", ids[index as usize])
@@ -224,7 +232,7 @@ async fn send(a: RunArgs) -> anyhow::Result<()> {
     let mut late = 0u64;
     match a.rate {
         None => {
-            let client = client(a.concurrency)?;
+            let client = client_with_timeout(a.concurrency, timeout)?;
             let workers = a.concurrency.max(1) as u64;
             let mut tasks = Vec::new();
             for w in 0..workers {
@@ -255,7 +263,7 @@ async fn send(a: RunArgs) -> anyhow::Result<()> {
             }
         }
         Some(rate) => {
-            let client = client(256)?;
+            let client = client_with_timeout(256, timeout)?;
             let in_flight = Arc::new(tokio::sync::Semaphore::new(10_000));
             let mut tasks = Vec::with_capacity(count as usize);
             for j in 0..count {
