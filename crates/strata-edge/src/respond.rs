@@ -105,9 +105,22 @@ pub fn problem(status: StatusCode, slug: &str, detail: &str) -> Response<EdgeBod
     strata_lb::answers::problem(status, slug, detail).map(EdgeBody::from)
 }
 
-/// Sets `Cache-Status: strata-edge; <detail>`.
+/// Adds `strata-edge; <detail>` to the answer's `Cache-Status`, after the entries of the
+/// caches nearer the origin, which are kept (RFC 9211 §2: the list reads from the origin to the
+/// client). Through a shield, a client sees how the shield served the response as well: a
+/// stale copy it answered while the origin failed says `detail=stale-if-error` there. (A stored
+/// response keeps the entries it arrived with, or those of the `304` that last updated it.)
 pub fn set_cache_status(headers: &mut HeaderMap, detail: &str) {
-    if let Ok(v) = HeaderValue::from_str(&format!("{CACHE_NAME}; {detail}")) {
+    let mut members: Vec<String> = headers
+        .get_all(CACHE_STATUS)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(String::from)
+        .collect();
+    members.push(format!("{CACHE_NAME}; {detail}"));
+    if let Ok(v) = HeaderValue::from_str(&members.join(", ")) {
         headers.insert(CACHE_STATUS, v);
     }
 }

@@ -1288,6 +1288,29 @@ async fn https_is_terminated_with_the_balancers_tls_and_shares_the_cache() {
 }
 
 #[tokio::test]
+async fn a_shields_stale_answer_is_named_in_the_cache_status_an_edge_sends_on() {
+    let origin = Origin::start().await;
+    let kept = [
+        ("cache-control", "max-age=10, stale-if-error=600"),
+        ("age", "100"),
+        ("etag", "\"c\""),
+    ];
+    origin.set("/c", Reply::ok("kept", &kept));
+    let shield = TestEdge::start(origin.addr, None).await;
+    let edge = TestEdge::start(shield.addr, None).await;
+    get(&edge.url("/c"), HOST).await;
+    origin.set("/c", Reply::ok("down", &[]).status(503));
+    let (status, h, body) = get(&edge.url("/c"), HOST).await;
+    assert_eq!((status, body.as_str()), (200, "kept"));
+    assert_eq!(
+        cache_status(&h),
+        "strata-edge; fwd=stale; fwd-status=503; detail=stale-if-error, \
+         strata-edge; fwd=stale; fwd-status=304",
+        "the shield answered its stale copy (a 304 to the edge's revalidation)"
+    );
+}
+
+#[tokio::test]
 async fn edges_in_front_of_a_shield_edge_send_one_miss_to_the_origin() {
     let origin = Origin::start().await;
     origin.set(
@@ -1302,10 +1325,20 @@ async fn edges_in_front_of_a_shield_edge_send_one_miss_to_the_origin() {
         TestEdge::start(shield.addr, None).await,
         TestEdge::start(shield.addr, None).await,
     ];
-    for edge in &edges {
+    for (i, edge) in edges.iter().enumerate() {
         let (status, h, body) = get(&edge.url("/s"), HOST).await;
         assert_eq!((status, body.as_str()), (200, "shielded"));
-        assert!(cache_status(&h).contains("fwd=miss; stored"), "{h:?}");
+        assert!(cache_status(&h).ends_with("fwd=miss; stored"), "{h:?}");
+        // RFC 9211: the shield's entry first, then the edge's.
+        let shield_said = if i == 0 {
+            "fwd=miss; stored, "
+        } else {
+            "hit; ttl="
+        };
+        assert!(
+            cache_status(&h).starts_with(&format!("strata-edge; {shield_said}")),
+            "{h:?}"
+        );
         assert_eq!(
             h.get_all("via").iter().count(),
             2,
