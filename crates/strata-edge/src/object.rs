@@ -220,6 +220,23 @@ mod tests {
                 "max-age=60, stale-while-revalidate=30".into(),
             )],
             vec![("cache-control", "max-age=5".into()), ("age", "10".into())],
+            // CDN-Cache-Control (RFC 9213) in place of Cache-Control and Expires.
+            vec![
+                ("cache-control", "no-cache".into()),
+                (
+                    "cdn-cache-control",
+                    "public, max-age=30, stale-if-error=60".into(),
+                ),
+                ("etag", "\"v1\"".into()),
+            ],
+            vec![
+                (
+                    "cache-control",
+                    "public, max-age=0, must-revalidate, s-maxage=5".into(),
+                ),
+                ("expires", expires.clone()),
+                ("cdn-cache-control", "max-age=20".into()),
+            ],
         ];
         let mut req = http::Request::new(());
         *req.uri_mut() = "/a".parse().expect("uri");
