@@ -45,6 +45,9 @@ pub enum RoleCommand {
     /// Run Prometheus as a role: it scrapes every role found in its targets file and evaluates
     /// the SLO alerting rules (docs/observability.md).
     Prometheus(strata_observe::PrometheusArgs),
+    /// Run Alertmanager as a role: Prometheus sends it the alerts that fire, and it notifies a
+    /// webhook (docs/observability.md).
+    Alertmanager(strata_observe::alertmanager::AlertmanagerArgs),
     /// Run the live dashboard: a web page of the deployment's roles, tiers and traces, with
     /// kill, restart and freeze buttons for admins (docs/observability.md).
     Dashboard(DashboardArgs),
@@ -66,6 +69,7 @@ impl RoleCommand {
             RoleCommand::S3(_) => RoleKind::ObjectStore,
             RoleCommand::Dns(_) => RoleKind::Dns,
             RoleCommand::Prometheus(_) => RoleKind::Prometheus,
+            RoleCommand::Alertmanager(_) => RoleKind::Alertmanager,
             RoleCommand::Dashboard(_) => RoleKind::Dashboard,
         }
     }
@@ -101,6 +105,8 @@ pub enum RoleKind {
     Dns,
     /// `strata prometheus`: Prometheus, scraping every role.
     Prometheus,
+    /// `strata alertmanager`: where Prometheus sends firing alerts.
+    Alertmanager,
     /// `strata dashboard`: the live dashboard of the deployment.
     Dashboard,
 }
@@ -120,6 +126,7 @@ impl RoleKind {
             RoleKind::ObjectStore => "object-store",
             RoleKind::Dns => "dns",
             RoleKind::Prometheus => "prometheus",
+            RoleKind::Alertmanager => "alertmanager",
             RoleKind::Dashboard => "dashboard",
         }
     }

@@ -21,6 +21,7 @@ impl RoleCommand {
             RoleCommand::S3(args) => strata_blobs::node::run(args).await,
             RoleCommand::Dns(args) => strata_dns::run(args).await,
             RoleCommand::Prometheus(args) => strata_observe::run(args).await,
+            RoleCommand::Alertmanager(args) => strata_observe::alertmanager::run(args).await,
             RoleCommand::Dashboard(args) => crate::dashboard::run(args).await,
         }
     }

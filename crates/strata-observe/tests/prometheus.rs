@@ -98,8 +98,8 @@ fn encode(s: &str) -> String {
 
 /// `GET path` on Prometheus's API, as JSON.
 fn api(prometheus: SocketAddr, path: &str) -> Result<serde_json::Value, String> {
-    let (status, body) =
-        node::http_get(prometheus, path).ok_or_else(|| format!("no answer to {path}"))?;
+    let (status, body) = strata_observe::daemon::http_get(prometheus, path)
+        .ok_or_else(|| format!("no answer to {path}"))?;
     if status != 200 {
         return Err(format!("{path}: {status} {body}"));
     }

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Cleanup, role, status_json, strata, up_topology};
+use common::{Cleanup, engine_child, role, status_json, strata, up_topology};
 use serde_json::Value;
 
 const TOPOLOGY: &str = "name = \"observed\"\n[lb]\n[api]\ncount = 2\n[workers]\ncount = 1\n\
@@ -129,20 +129,7 @@ async fn prometheus_scrapes_every_role_loads_the_slo_rules_and_follows_a_restart
     // while api-2 is down. Restarted by its role's supervisor, it must still find api-2 where
     // it comes back, from the targets file.
     let role_pid = role(&status, "prometheus-1")["pid"].as_u64().expect("pid");
-    let engine = std::fs::read_dir(format!("/proc/{role_pid}/task"))
-        .expect("the role's threads")
-        .filter_map(Result::ok)
-        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
-        .flat_map(|c| {
-            c.split_whitespace()
-                .filter_map(|p| p.parse::<i32>().ok())
-                .collect::<Vec<_>>()
-        })
-        .find(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/comm"))
-                .is_ok_and(|comm| comm.trim() == "prometheus")
-        })
-        .expect("the prometheus process under prometheus-1");
+    let engine = engine_child(role_pid, "prometheus");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(engine),
         nix::sys::signal::Signal::SIGKILL,

@@ -78,7 +78,7 @@ pub fn tier_of(kind: RoleKind) -> &'static str {
         | RoleKind::Broker
         | RoleKind::ObjectStore => "data",
         RoleKind::Worker => "worker",
-        RoleKind::Prometheus | RoleKind::Dashboard => "observe",
+        RoleKind::Prometheus | RoleKind::Alertmanager | RoleKind::Dashboard => "observe",
     }
 }
 

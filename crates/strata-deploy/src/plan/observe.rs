@@ -4,6 +4,11 @@
 //! every role's metrics address each time it writes the deployment's state
 //! ([`crate::state::write`]), so Prometheus follows roles that restart on new ports or scale.
 //!
+//! With `[observe] alertmanager = true`, `alertmanager-1` (kept in `DIR/alertmanager/`) starts
+//! first and Prometheus sends it the alerts that fire, with the always-firing watchdog
+//! (`rules/watchdog.yml`) that proves the path; the supervisor restarts a role on its port, so
+//! Prometheus's address for it holds.
+//!
 //! The live dashboard's role, `dashboard-1` (`[observe] dashboard = true`), reads the same
 //! state file, so it depends on no role and starts last.
 
@@ -15,6 +20,10 @@ use crate::topology::Topology;
 
 /// The role's name.
 pub const NAME: &str = "prometheus-1";
+/// Alertmanager's role name.
+pub const ALERTMANAGER: &str = "alertmanager-1";
+/// Alertmanager's directory under the deployment's.
+pub const ALERTMANAGER_DIR: &str = "alertmanager";
 /// The dashboard role's name.
 pub const DASHBOARD: &str = "dashboard-1";
 
@@ -72,20 +81,43 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
     }
     let dir = ctx.path(&[PROMETHEUS_DIR]);
     let rules = PrometheusArgs::new(dir.clone()).rules_path();
+    let (slo, watchdog) = (spec.slo.clone(), spec.alertmanager);
     plan.setup
         .push(Setup::new("write the SLO alerting rules", move || {
             std::fs::create_dir_all(&rules)
                 .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", rules.display()))?;
-            let text = strata_observe::slo::rules::rule_file(&objectives(&spec.slo)?);
-            strata_observe::scrape::write_atomically(&rules.join("slo.yml"), &text)
+            let text = strata_observe::slo::rules::rule_file(&objectives(&slo)?);
+            strata_observe::scrape::write_atomically(&rules.join("slo.yml"), &text)?;
+            let watchdog_file = rules.join("watchdog.yml");
+            if watchdog {
+                let text = strata_observe::alertmanager::watchdog_rule_file();
+                strata_observe::scrape::write_atomically(&watchdog_file, &text)
+            } else {
+                match std::fs::remove_file(&watchdog_file) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(anyhow::anyhow!(
+                        "cannot remove {}: {e}",
+                        watchdog_file.display()
+                    )),
+                    _ => Ok(()),
+                }
+            }
         }));
+    let mut depends_on = Vec::new();
+    if spec.alertmanager {
+        plan_alertmanager(&spec, ctx, plan);
+        depends_on.push(ALERTMANAGER.to_string());
+    }
     plan.roles.push(RoleSpec::new(
         RoleKind::Prometheus,
         NAME,
         strata_observe::node::LISTENER,
-        Vec::new(),
+        depends_on,
         move |w: &Wiring| {
             let mut args = PrometheusArgs::new(dir.clone());
+            if spec.alertmanager {
+                args.alertmanager = Some(w.addr(ALERTMANAGER, strata_observe::daemon::LISTENER)?);
+                args.alert_resend_delay_secs = resend_delay_secs(spec.scrape_interval_secs);
+            }
             args.listen = w.listen();
             args.retention = spec.retention.clone();
             args.retention_size = spec.retention_size.clone();
@@ -93,6 +125,34 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
             args.name = NAME.into();
             args.exit_on_stdin_eof = true;
             Ok(RoleCommand::Prometheus(args))
+        },
+    ));
+}
+
+/// How often Prometheus sends a firing alert again: 4 scrape intervals, from 5 s to 60 s
+/// (Prometheus's default, which the default 15 s interval gives). Its first sending, at start,
+/// can come before Prometheus has discovered its Alertmanager and is dropped, so a
+/// fast-scraping deployment should not wait a minute for its alerts.
+pub fn resend_delay_secs(scrape_interval_secs: u64) -> u64 {
+    scrape_interval_secs.saturating_mul(4).clamp(5, 60)
+}
+
+/// Alertmanager, in front of which Prometheus is planned.
+fn plan_alertmanager(spec: &crate::topology::ObserveSpec, ctx: &PlanContext, plan: &mut Plan) {
+    let dir = ctx.path(&[ALERTMANAGER_DIR]);
+    let webhook = spec.alert_webhook.clone();
+    plan.roles.push(RoleSpec::new(
+        RoleKind::Alertmanager,
+        ALERTMANAGER,
+        strata_observe::daemon::LISTENER,
+        Vec::new(),
+        move |w: &Wiring| {
+            let mut args = strata_observe::alertmanager::AlertmanagerArgs::new(dir.clone());
+            args.listen = w.listen();
+            args.webhook = webhook.clone();
+            args.name = ALERTMANAGER.into();
+            args.exit_on_stdin_eof = true;
+            Ok(RoleCommand::Alertmanager(args))
         },
     ));
 }

@@ -61,6 +61,7 @@ const EVERY_SETTING: &[&str] = &[
     "[api]\ncount = 1\n[workers]\ncount = 2\nconcurrency = 3\n[queue]\nengine = \"rabbitmq\"\nurl = \"amqp://app:secret@mq:5672/%2f\"\n[blobs]\nengine = \"s3\"\nendpoint = \"https://s3.internal:8333\"\nbucket = \"team-photos\"\nca_file = \"/ca.pem\"\n",
     "[lb]\ncount = 3\n[api]\ncount = 2\n[dns]\nport = 5353\nttl_secs = 1\npolicy = \"weighted\"\nfall = 1\n",
     "[lb]\ncount = 2\nsticky_cookie = \"pin\"\n[api]\ncount = 1\n[edge]\ncount = 2\nshield = true\ntls_port = 0\ndev_cert = true\n[blobs]\nengine = \"seaweedfs\"\nvolume_size_mib = 512\n[observe]\nprometheus = true\nretention = \"2d\"\nretention_size = \"512MB\"\nscrape_interval_secs = 5\ndashboard = true\n",
+    "[api]\ncount = 1\n[observe]\nprometheus = true\nalertmanager = true\nalert_webhook = \"https://hooks.example.com/T0/B0?x=1\"\n",
 ];
 
 fn presets() -> Vec<(String, String)> {
@@ -938,6 +939,42 @@ fn a_broker_and_an_object_store_start_first_and_the_pipeline_is_pointed_at_them(
         RoleCommand::Worker(w) => {
             assert_eq!(w.photos, strata_photos::role::PhotoOptions::default());
         }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn alertmanager_starts_before_prometheus_which_sends_it_the_alerts() {
+    let plan = compile(
+        "[api]\ncount = 1\n[observe]\nprometheus = true\nalertmanager = true\nalert_webhook = \"http://127.0.0.1:9/hook\"\n",
+    );
+    let order: Vec<&str> = plan.roles.iter().map(|r| r.name.as_str()).collect();
+    let at = |n: &str| order.iter().position(|r| *r == n).expect(n);
+    assert!(at("alertmanager-1") < at("prometheus-1"), "{order:?}");
+    let announced = announce_all(&plan);
+    let am: std::net::SocketAddr = announced["alertmanager-1"]["http"]
+        .parse()
+        .expect("alertmanager-1 announced");
+    match command(&plan, "prometheus-1") {
+        RoleCommand::Prometheus(args) => {
+            assert_eq!(args.alertmanager, Some(am));
+            assert_eq!(args.alert_resend_delay_secs, 60, "4 × 15 s");
+        }
+        other => panic!("{other:?}"),
+    }
+    match command(&plan, "alertmanager-1") {
+        RoleCommand::Alertmanager(args) => {
+            assert_eq!(args.webhook.as_deref(), Some("http://127.0.0.1:9/hook"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(observe::resend_delay_secs(1), 5);
+    assert_eq!(observe::resend_delay_secs(3), 12);
+    assert_eq!(observe::resend_delay_secs(600), 60);
+    let without = compile("[api]\ncount = 1\n[observe]\nprometheus = true\n");
+    assert!(without.role("alertmanager-1").is_none());
+    match command(&without, "prometheus-1") {
+        RoleCommand::Prometheus(args) => assert_eq!(args.alertmanager, None),
         other => panic!("{other:?}"),
     }
 }

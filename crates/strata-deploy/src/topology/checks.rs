@@ -101,37 +101,35 @@ pub(super) fn engines(
     locate: &dyn Fn(Engine) -> Result<PathBuf, NotInstalled>,
     errors: &mut Vec<TopologyError>,
 ) {
-    let mut needed: Vec<(Engine, &str)> = Vec::new();
+    let mut needed: Vec<(Engine, &str, &str)> = Vec::new();
     if matches!(t.data, DataEngine::Postgres { .. }) {
-        needed.push((Engine::Postgres, "data"));
+        needed.push((Engine::Postgres, "data", "engine"));
     }
     match t.cache.shared {
-        Some((CacheEngine::Redis, _)) => needed.push((Engine::Redis, "cache")),
-        Some((CacheEngine::Memcached, _)) => needed.push((Engine::Memcached, "cache")),
+        Some((CacheEngine::Redis, _)) => needed.push((Engine::Redis, "cache", "engine")),
+        Some((CacheEngine::Memcached, _)) => needed.push((Engine::Memcached, "cache", "engine")),
         None => {}
     }
     if t.sessions == SessionsEngine::Redis {
-        needed.push((Engine::Redis, "sessions"));
+        needed.push((Engine::Redis, "sessions", "engine"));
     }
     if t.etcd_members() > 0 {
-        needed.push((Engine::Etcd, "control"));
+        needed.push((Engine::Etcd, "control", "store"));
     }
     if t.queue == QueueSpec::RabbitMq {
-        needed.push((Engine::RabbitMq, "queue"));
+        needed.push((Engine::RabbitMq, "queue", "engine"));
     }
     if matches!(t.blobs, BlobsSpec::SeaweedFs { .. }) {
-        needed.push((Engine::SeaweedFs, "blobs"));
+        needed.push((Engine::SeaweedFs, "blobs", "engine"));
     }
     if t.observe.prometheus {
-        needed.push((Engine::Prometheus, "observe"));
+        needed.push((Engine::Prometheus, "observe", "prometheus"));
+    }
+    if t.observe.alertmanager {
+        needed.push((Engine::Alertmanager, "observe", "alertmanager"));
     }
     let mut first: BTreeMap<Engine, Option<usize>> = BTreeMap::new();
-    for (engine, section) in needed {
-        let key = match section {
-            "control" => "store",
-            "observe" => "prometheus",
-            _ => "engine",
-        };
+    for (engine, section, key) in needed {
         first
             .entry(engine)
             .or_insert_with(|| doc.line_of(section, key));

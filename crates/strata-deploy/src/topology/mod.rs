@@ -433,6 +433,7 @@ impl Topology {
             + usize::from(matches!(self.blobs, BlobsSpec::SeaweedFs { .. }))
             + self.edges()
             + usize::from(self.observe.prometheus)
+            + usize::from(self.observe.alertmanager)
             + usize::from(self.observe.dashboard)
             + usize::from(self.dns.is_some())
     }

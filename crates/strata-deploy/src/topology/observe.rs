@@ -9,6 +9,10 @@
 //! scrape_interval_secs = 15  # how often every role is scraped and every rule evaluated
 //! trace_sample = 0.01        # the share of requests traced where a trace starts (0 to 1)
 //! dashboard = true           # dashboard-1: the live web page (`strata dashboard`)
+//! alertmanager = true        # alertmanager-1 (Debian: prometheus-alertmanager): Prometheus
+//!                            # sends it firing alerts (needs prometheus = true)
+//! alert_webhook = "https://hooks.example.com/…"  # where Alertmanager notifies (default: kept
+//!                            # and shown, sent nowhere)
 //!
 //! [observe.slo.api]          # a tier's objective (lb, api, edge, worker), each key optional
 //! availability = 99.95       # percent of events that succeed, over 30 days
@@ -34,6 +38,10 @@ pub struct ObserveSpec {
     pub trace_sample: strata_core::trace::SampleRate,
     /// Run `dashboard-1`, the live dashboard.
     pub dashboard: bool,
+    /// Run `alertmanager-1`, where Prometheus sends firing alerts.
+    pub alertmanager: bool,
+    /// Where Alertmanager sends notifications (a webhook URL).
+    pub alert_webhook: Option<String>,
     /// The tiers' objectives as `[observe.slo.<tier>]` changes them (the defaults otherwise:
     /// `strata_observe::slo::Objectives::defaults`).
     pub slo: Vec<(&'static str, SloChange)>,
@@ -105,6 +113,8 @@ impl Default for ObserveSpec {
             scrape_interval_secs: 15,
             trace_sample: strata_core::trace::SampleRate::default(),
             dashboard: false,
+            alertmanager: false,
+            alert_webhook: None,
             slo: Vec::new(),
         }
     }
@@ -124,6 +134,24 @@ pub(super) fn read(sec: &mut Section<'_>) -> ObserveSpec {
         strata_observe::node::parse_size(s).is_ok()
     });
     let scrape_interval_secs = sec.int("scrape_interval_secs", 1..=3600);
+    let alertmanager = sec.bool("alertmanager").unwrap_or(false);
+    let alert_webhook = sec.string(
+        "alert_webhook",
+        "an http:// or https:// URL with a host, no spaces, at most 2048 bytes",
+        |s| strata_observe::alertmanager::parse_webhook(s).is_ok(),
+    );
+    if alertmanager && !prometheus {
+        sec.error(
+            "alertmanager",
+            "Alertmanager gets its alerts from the deployment's Prometheus: add prometheus = true",
+        );
+    }
+    if alert_webhook.is_some() && !alertmanager {
+        sec.error(
+            "alert_webhook",
+            "the webhook is where Alertmanager sends notifications: add alertmanager = true",
+        );
+    }
     let mut slo = Vec::new();
     sec.table("slo", |tiers| {
         for tier in SLO_TIERS {
@@ -158,6 +186,8 @@ pub(super) fn read(sec: &mut Section<'_>) -> ObserveSpec {
         scrape_interval_secs: scrape_interval_secs.unwrap_or(defaults.scrape_interval_secs),
         trace_sample: trace_sample.unwrap_or(defaults.trace_sample),
         dashboard,
+        alertmanager,
+        alert_webhook,
         slo,
     }
 }
@@ -184,6 +214,8 @@ mod tests {
                 scrape_interval_secs: 5,
                 trace_sample: strata_core::trace::SampleRate::default(),
                 dashboard: false,
+                alertmanager: false,
+                alert_webhook: None,
                 slo: Vec::new(),
             }
         );
@@ -245,5 +277,43 @@ mod tests {
         let e = errors("[api]\ncount = 1\n[observe]\nretention = \"2d\"\n");
         assert_eq!(e.len(), 1, "{e:#?}");
         assert!(e[0].message.contains("add prometheus = true"), "{e:#?}");
+    }
+
+    #[test]
+    fn alertmanager_needs_prometheus_and_its_webhook_must_be_a_url() {
+        let t = Topology::parse(
+            "[api]\ncount = 1\n[observe]\nprometheus = true\nalertmanager = true\nalert_webhook = \"http://127.0.0.1:9/hook\"\n",
+            8080,
+        )
+        .expect("valid");
+        assert!(t.observe.alertmanager);
+        assert_eq!(
+            t.observe.alert_webhook.as_deref(),
+            Some("http://127.0.0.1:9/hook")
+        );
+        assert_eq!(
+            t.instance_count(),
+            3,
+            "API server, prometheus-1, alertmanager-1"
+        );
+        let e = errors(
+            "[api]\ncount = 1\n[observe]\nalertmanager = true\nalert_webhook = \"ftp://x/\"\n",
+        );
+        assert_eq!(e.len(), 2, "{e:#?}");
+        assert!(
+            e.iter()
+                .any(|e| e.line == Some(4) && e.message.contains("prometheus = true")),
+            "{e:#?}"
+        );
+        assert!(
+            e.iter()
+                .any(|e| e.line == Some(5) && e.message.contains("http://")),
+            "{e:#?}"
+        );
+        let e = errors(
+            "[api]\ncount = 1\n[observe]\nprometheus = true\nalert_webhook = \"http://127.0.0.1:9/\"\n",
+        );
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert!(e[0].message.contains("alertmanager = true"), "{e:#?}");
     }
 }

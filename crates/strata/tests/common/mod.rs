@@ -160,3 +160,23 @@ pub async fn job_doc(client: &reqwest::Client, base: &str, job: &str) -> Value {
         .await
         .expect("job json")
 }
+
+/// The pid of the engine process a role runs (its child whose command name starts with
+/// `comm`: `prometheus`, `prometheus-aler`, `postgres` …), for tests that kill the engine
+/// rather than its role.
+pub fn engine_child(role_pid: u64, comm: &str) -> i32 {
+    std::fs::read_dir(format!("/proc/{role_pid}/task"))
+        .expect("the role's threads")
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .is_ok_and(|name| name.trim().starts_with(comm))
+        })
+        .unwrap_or_else(|| panic!("no {comm} process under the role's pid {role_pid}"))
+}
