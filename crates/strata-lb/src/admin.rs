@@ -5,7 +5,8 @@
 //! - `PUT /admin/backends` — `{"backends":[{"name":"api-1","addr":"127.0.0.1:4001","weight":1}]}`
 //!   replaces the set; an invalid body is refused (400, problem+json) and the old set keeps
 //!   serving; requests in flight to removed backends finish;
-//! - `POST /admin/backends/{name}/drain` and `/undrain` — stop or resume new requests;
+//! - `POST /admin/backends/{name}/drain` and `/undrain` — stop or resume new requests (kept
+//!   in the drain file when there is one: [`crate::drains`]);
 //! - `GET /traces` and `GET /traces/{trace_id}` — recorded traces (`strata_core::trace`);
 //! - `GET /metrics` (Prometheus), `GET /healthz`.
 
@@ -25,6 +26,8 @@ use crate::pool::BackendSpec;
 struct AdminState {
     pool: Arc<Pool>,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// Where drains are kept, and the lock that makes each rewrite see the drains before it.
+    drain_file: Option<Arc<(std::path::PathBuf, tokio::sync::Mutex<()>)>>,
 }
 
 fn problem(status: StatusCode, detail: String) -> Response {
@@ -84,15 +87,30 @@ async fn replace(State(s): State<AdminState>, body: axum::body::Bytes) -> Respon
 }
 
 async fn drain(State(s): State<AdminState>, Path(name): Path<String>) -> Response {
-    set_drain(s, name, true)
+    set_drain(s, name, true).await
 }
 
 async fn undrain(State(s): State<AdminState>, Path(name): Path<String>) -> Response {
-    set_drain(s, name, false)
+    set_drain(s, name, false).await
 }
 
-fn set_drain(s: AdminState, name: String, draining: bool) -> Response {
+async fn set_drain(s: AdminState, name: String, draining: bool) -> Response {
+    let _kept = match &s.drain_file {
+        Some(file) => Some(file.1.lock().await),
+        None => None,
+    };
     if s.pool.set_draining(&name, draining) {
+        if let Some(file) = &s.drain_file {
+            let (path, drained) = (file.0.clone(), s.pool.drained());
+            let saved = tokio::task::spawn_blocking(move || crate::drains::save(&path, &drained))
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|r| r);
+            if let Err(e) = saved {
+                // The drain holds in this process; only a restart would forget it.
+                tracing::warn!(file = %file.0.display(), "cannot keep the drain: {e}");
+            }
+        }
         Json(serde_json::json!({"backend": name, "draining": draining})).into_response()
     } else {
         problem(
@@ -112,9 +130,18 @@ async fn metrics(State(s): State<AdminState>) -> Response {
 }
 
 pub fn router(pool: Arc<Pool>) -> axum::Router {
+    router_with_drain_file(pool, None)
+}
+
+/// The admin API, keeping drains in `drain_file` when one is given.
+pub fn router_with_drain_file(
+    pool: Arc<Pool>,
+    drain_file: Option<std::path::PathBuf>,
+) -> axum::Router {
     let state = AdminState {
         pool,
         metrics: strata_core::telemetry::prometheus(),
+        drain_file: drain_file.map(|p| Arc::new((p, tokio::sync::Mutex::new(())))),
     };
     axum::Router::new()
         .route("/admin/backends", get(list).put(replace))

@@ -42,6 +42,7 @@ use tokio::net::TcpListener;
 pub mod admin;
 pub mod answers;
 pub mod backend;
+pub mod drains;
 pub mod framing;
 pub mod health;
 pub mod pool;
@@ -132,6 +133,8 @@ pub struct LbConfig {
     pub source: Option<std::net::IpAddr>,
     /// Which new traces are recorded (a request's `traceparent` decides for its own trace).
     pub trace_sampler: strata_core::trace::Sampler,
+    /// Where drains are kept across restarts ([`drains`]). `None`: in memory only.
+    pub drain_file: Option<std::path::PathBuf>,
 }
 
 /// The TLS listener's settings.
@@ -171,6 +174,7 @@ impl LbConfig {
             tls: None,
             source: None,
             trace_sampler: strata_core::trace::Sampler::default(),
+            drain_file: None,
         }
     }
 }
@@ -200,6 +204,18 @@ impl LoadBalancer {
             config.outlier,
             &config.backends,
         ));
+        if let Some(path) = &config.drain_file {
+            match drains::load(path) {
+                Ok(names) => {
+                    for name in names {
+                        if pool.set_draining(&name, true) {
+                            tracing::info!(backend = %name, "drained, as the drain file says");
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!("{e}; every backend starts in rotation"),
+            }
+        }
         Ok(Self {
             listener,
             admin_listener,
@@ -250,7 +266,7 @@ impl LoadBalancer {
             .filter(|t| t.redirect_http)
             .and(tls_port);
         let health = tokio::spawn(health::run(pool.clone(), config.health.clone()));
-        let admin_app = admin::router(pool.clone());
+        let admin_app = admin::router_with_drain_file(pool.clone(), config.drain_file.clone());
         let admin = tokio::spawn(async move {
             let _ = axum::serve(admin_listener, admin_app).await;
         });

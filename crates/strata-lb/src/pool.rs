@@ -201,4 +201,13 @@ impl Pool {
     pub fn views(&self) -> Vec<BackendView> {
         self.backends.load().iter().map(|b| b.view()).collect()
     }
+
+    /// The names of the backends drained now.
+    pub fn drained(&self) -> Vec<String> {
+        self.views()
+            .into_iter()
+            .filter(|v| v.draining)
+            .map(|v| v.name)
+            .collect()
+    }
 }

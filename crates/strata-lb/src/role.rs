@@ -120,6 +120,10 @@ pub struct LbArgs {
     /// uses 127.0.0.2.
     #[arg(long)]
     pub source_addr: Option<std::net::IpAddr>,
+    /// A file that keeps drains across restarts: drains and undrains through the admin API
+    /// rewrite it, and the balancer drains the backends it names when it starts.
+    #[arg(long)]
+    pub drain_file: Option<std::path::PathBuf>,
     /// The share of new traces recorded (0 to 1): requests that arrive without a valid
     /// `traceparent` start a trace, and this many of them are kept and exported. A request's
     /// own `traceparent` decides for its trace.
@@ -166,6 +170,7 @@ impl LbArgs {
             dev_cert: None,
             https_redirect: false,
             source_addr: None,
+            drain_file: None,
             trace_sample: strata_core::trace::SampleRate::default(),
             name: "lb".into(),
             exit_on_stdin_eof: false,
@@ -261,6 +266,7 @@ pub async fn run(args: LbArgs) -> anyhow::Result<()> {
     config.workers = args.workers as usize;
     config.source = args.source_addr;
     config.trace_sampler = args.trace_sample.sampler();
+    config.drain_file = args.drain_file.clone();
     if !args.rate_limit.is_finite() || args.rate_limit < 0.0 {
         anyhow::bail!(
             "--rate-limit must be a number of requests per second, 0 or more (got {})",

@@ -488,6 +488,50 @@ async fn the_admin_api_replaces_and_drains_backends_and_refuses_a_bad_set() {
     assert!(metrics.contains("strata_lb_requests_total{"), "{metrics}");
 }
 
+#[tokio::test]
+async fn a_drain_kept_in_the_drain_file_holds_in_a_balancer_started_again() {
+    let (a, _ta) = backend("a").await;
+    let (b, _tb) = backend("b").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("lb").join("lb-1.drained.json");
+    let with_file = |c: &mut LbConfig| c.drain_file = Some(file.clone());
+    let first = start_lb(vec![("a", a), ("b", b)], with_file).await;
+    let r = first
+        .client
+        .post(format!("{}/admin/backends/a/drain", first.admin))
+        .send()
+        .await
+        .expect("drain");
+    assert_eq!(r.status(), 200);
+    // The balancer's successor (a restart, on the same file) drains `a` before its first
+    // request, and an undrain there is kept too.
+    let second = start_lb(vec![("a", a), ("b", b)], with_file).await;
+    for _ in 0..10 {
+        assert_eq!(second.who().await.1["name"], "b", "a stays drained");
+    }
+    let r = second
+        .client
+        .post(format!("{}/admin/backends/a/undrain", second.admin))
+        .send()
+        .await
+        .expect("undrain");
+    assert_eq!(r.status(), 200);
+    let third = start_lb(vec![("a", a), ("b", b)], with_file).await;
+    let mut names = std::collections::HashSet::new();
+    for _ in 0..10 {
+        names.insert(third.who().await.1["name"].as_str().map(str::to_owned));
+    }
+    assert!(names.contains(&Some("a".into())), "a is back: {names:?}");
+    // A broken file is reported and ignored: every backend serves.
+    std::fs::write(&file, "{not json").expect("write");
+    let fourth = start_lb(vec![("a", a), ("b", b)], with_file).await;
+    let mut names = std::collections::HashSet::new();
+    for _ in 0..10 {
+        names.insert(fourth.who().await.1["name"].as_str().map(str::to_owned));
+    }
+    assert_eq!(names.len(), 2, "{names:?}");
+}
+
 /// Sends raw bytes; returns what came back and whether the server closed the connection.
 async fn raw(addr: SocketAddr, bytes: &[u8]) -> (String, bool) {
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");

@@ -486,13 +486,16 @@ async fn the_dashboard_shows_every_role_and_tier_and_lets_only_an_admin_kill_a_r
 
     // Drain: api-2 leaves lb-1's rotation (its counter there stands still while api-1 serves),
     // the snapshot shows it drained, and an undrain brings it back.
-    let lb_admin = role(&status, "lb-1")["addrs"]["admin"]
-        .as_str()
-        .expect("lb-1's admin address")
-        .to_owned();
+    let lb_admin = std::sync::Mutex::new(
+        role(&status, "lb-1")["addrs"]["admin"]
+            .as_str()
+            .expect("lb-1's admin address")
+            .to_owned(),
+    );
     let backends = || async {
+        let admin = lb_admin.lock().expect("lock").clone();
         let doc: Value = http
-            .get(format!("http://{lb_admin}/admin/backends"))
+            .get(format!("http://{admin}/admin/backends"))
             .send()
             .await
             .expect("GET /admin/backends")
@@ -552,6 +555,36 @@ async fn the_dashboard_shows_every_role_and_tier_and_lets_only_an_admin_kill_a_r
         one_after["requests"].as_u64() >= Some(one["requests"].as_u64().unwrap_or(0) + served),
         "{one_after:#}"
     );
+    // lb-1 killed with SIGKILL while it drains api-2: restarted (its admin API on a new port),
+    // it drains api-2 again before its first request, from its drain file.
+    let lb_pid = role(&status, "lb-1")["pid"].as_u64().expect("lb-1's pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(lb_pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9 lb-1");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = dir.clone();
+        let now = tokio::task::spawn_blocking(move || status_json(&d))
+            .await
+            .expect("join");
+        let lb1 = role(&now, "lb-1");
+        if lb1["healthy"] == true && lb1["pid"].as_u64().is_some_and(|p| p != lb_pid) {
+            *lb_admin.lock().expect("lock") =
+                lb1["addrs"]["admin"].as_str().expect("admin").to_owned();
+            break;
+        }
+        assert!(Instant::now() < deadline, "lb-1 did not come back: {now:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, two_restarted) = backends().await;
+    assert_eq!(
+        two_restarted["draining"], true,
+        "a restarted lb-1 forgot the drain: {two_restarted:#}"
+    );
+    let two_after = two_restarted;
+
     // Only an API server behind a balancer drains; an unknown role is not found.
     for (name, status, kind) in [
         ("worker-1", 409, "role-not-balanced"),

@@ -3,7 +3,8 @@
 //! reaches it. Each balancer names its backends after the API roles (`api-1`, …) and keeps its
 //! drain state on its admin listener (`POST /admin/backends/{name}/drain|undrain`,
 //! `GET /admin/backends`); the dashboard asks every balancer of the deployment at once, each
-//! with a timeout, and says which did not answer. A balancer that restarts forgets a drain.
+//! with a timeout, and says which did not answer. Each balancer keeps its drains in its drain
+//! file (`DIR/lb/<name>.drained.json`), so one that restarts drains them again.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

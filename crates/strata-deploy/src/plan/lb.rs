@@ -81,6 +81,8 @@ fn balancer(
 ) -> RoleSpec {
     // Written where clients of this deployment find it to trust.
     let dev_cert = ctx.path(&[&format!("{name}-dev-cert.pem")]);
+    // Drains outlive a restart of the balancer (the dashboard's drain button, or the admin API).
+    let drain_file = ctx.path(&[LB_DIR, &format!("{name}.drained.json")]);
     let (backends, spec, role_name) = (apis.to_vec(), spec.clone(), name.to_string());
     let mut depends_on = apis.to_vec();
     if beside.is_some() {
@@ -131,6 +133,7 @@ fn balancer(
             args.https_redirect = tls.redirect;
         }
         args.source_addr = Some(super::BALANCER_SOURCE);
+        args.drain_file = Some(drain_file.clone());
         args.name = role_name.clone();
         args.exit_on_stdin_eof = true;
         Ok(RoleCommand::Lb(Box::new(args)))
