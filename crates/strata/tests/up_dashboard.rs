@@ -677,6 +677,44 @@ async fn the_dashboard_shows_every_role_and_tier_and_lets_only_an_admin_kill_a_r
         ended["verdict"]["writes"]["ok"].as_u64() > Some(0),
         "{ended:#}"
     );
+    // A stop: only an admin's, only of a running run; the run ends `stopped`, well before
+    // its 300 s.
+    let stop = |token: Option<&str>| {
+        let r = http.delete(format!("http://{dash}/api/chaos"));
+        match token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+        .send()
+    };
+    let r = stop(Some(&token)).await.expect("DELETE /api/chaos");
+    assert_eq!(r.status(), 409, "nothing runs");
+    let problem: Value = r.json().await.expect("problem json");
+    assert_eq!(problem["type"], "urn:strata:problem:chaos-not-running");
+    let long = serde_json::json!({"duration_secs": 300, "rate": 5, "faults": false});
+    let r = chaos(long, Some(&token)).await.expect("POST /api/chaos");
+    assert_eq!(r.status(), 202);
+    let r = stop(None).await.expect("DELETE /api/chaos");
+    assert_eq!(r.status(), 401, "an anonymous stop");
+    let r = stop(Some(&token)).await.expect("DELETE /api/chaos");
+    assert_eq!(r.status(), 202);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let stopped = loop {
+        let snap = snapshot(&http, &dash).await;
+        if snap["chaos"]["state"] != "running" {
+            break snap["chaos"].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not stopped: {:#}",
+            snap["chaos"]
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(stopped["state"], "stopped", "{stopped:#}");
+    assert!(stopped["elapsed_s"].as_f64() < Some(60.0), "{stopped:#}");
+    let pid = stopped["pid"].as_u64().expect("pid") as u32;
+    assert!(!strata_engines::process::is_alive(pid), "the run exited");
 
     // A role left frozen does not hold `strata down` up: the supervisor continues it so that
     // it acts on its SIGTERM (it would otherwise be killed after the 10 s grace).

@@ -4,7 +4,8 @@
 //! back at the end). One run at a time; its progress (the faults as they are applied) and its
 //! verdict go into every snapshot. The run is the same `strata` binary as the dashboard, a
 //! child process: the dashboard stops it (SIGINT, so that it resumes what it froze) when it
-//! stops itself, and kills it if it outlives its bound.
+//! stops itself, when an admin stops it (`DELETE /api/chaos`: the run ends `stopped`, with no
+//! verdict, its writes not read back), and kills it if it outlives its bound.
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,8 @@ const MAX_LINES: usize = 20;
 const MAX_LINE: usize = 200;
 /// The most of the verdict file read.
 const MAX_VERDICT: u64 = 4 * 1024 * 1024;
+/// What a run stopped by an admin says instead of a verdict.
+const STOPPED: &str = "stopped from the dashboard before its end: every process it froze was resumed; its writes were not read back, so there is no verdict";
 /// The faults listed in the snapshot's summary of a verdict.
 const MAX_FAULTS_SHOWN: usize = 30;
 
@@ -105,7 +108,8 @@ pub struct ChaosView {
     pub started_at_ms: u64,
     /// Seconds since it started, or that it took.
     pub elapsed_s: f64,
-    /// `running`, then `passed` (no acknowledged write lost, back to full health) or `failed`.
+    /// `running`, then `passed` (no acknowledged write lost, back to full health), `failed`, or
+    /// `stopped` (by an admin, before its end).
     pub state: &'static str,
     /// Its latest progress lines (each fault as it is applied).
     pub lines: Vec<String>,
@@ -117,6 +121,8 @@ pub struct ChaosView {
 struct Run {
     view: ChaosView,
     started: Instant,
+    /// An admin asked to stop it.
+    stop_asked: bool,
 }
 
 /// The deployment's one chaos run, if any.
@@ -206,6 +212,7 @@ impl Chaos {
         *slot = Some(Run {
             view: view.clone(),
             started: Instant::now(),
+            stop_asked: false,
         });
         drop(slot);
         tracing::warn!(
@@ -296,10 +303,17 @@ impl Chaos {
             .as_ref()
             .and_then(|v| v["lost"].as_u64())
             .unwrap_or(1);
-        run.view.state = if error.is_none() && lost == 0 {
+        run.view.state = if run.stop_asked {
+            "stopped"
+        } else if error.is_none() && lost == 0 {
             "passed"
         } else {
             "failed"
+        };
+        let error = if run.stop_asked {
+            Some(STOPPED.to_string())
+        } else {
+            error
         };
         run.view.elapsed_s = (run.started.elapsed().as_secs_f64() * 10.0).round() / 10.0;
         run.view.error = error.or_else(|| {
@@ -309,6 +323,24 @@ impl Chaos {
         });
         run.view.verdict = verdict;
         tracing::warn!(state = run.view.state, "the dashboard's chaos run ended");
+    }
+
+    /// An admin's stop: the running run is interrupted (SIGINT: it resumes every process it
+    /// froze, then exits) and ends `stopped`; 409 `chaos-not-running` when none runs.
+    pub fn stop_asked(&self) -> Result<ChaosView, Problem> {
+        let mut slot = self.lock();
+        let Some(run) = slot.as_mut().filter(|r| r.view.state == "running") else {
+            return Err(Problem::ChaosNotRunning(
+                "No chaos run is going on: the last one has ended (see its state in GET /api/snapshot)."
+                    .into(),
+            ));
+        };
+        run.stop_asked = true;
+        if let Some(pid) = run.view.pid {
+            process::signal(pid, Signal::SIGINT);
+        }
+        tracing::warn!(pid = ?run.view.pid, "the dashboard's chaos run was stopped by an admin");
+        Ok(run.view.clone())
     }
 
     /// Stops a run that is still going (SIGINT: it resumes every process it froze, then exits).

@@ -12,8 +12,8 @@
 //! - `GET /api/snapshot` — the latest snapshot as JSON.
 //! - `POST /api/roles/{name}/kill|restart|freeze|resume` — an admin's bearer token required
 //!   ([`admin`]); `…/drain|undrain` with the same check, asked of every balancer ([`drain`]).
-//! - `POST /api/chaos` — an admin starts one bounded `strata chaos` run ([`chaos`]); its
-//!   progress and verdict are in the snapshot.
+//! - `POST /api/chaos` — an admin starts one bounded `strata chaos` run ([`chaos`]), and
+//!   `DELETE /api/chaos` stops it; its progress and verdict are in the snapshot.
 //! - `GET /api/traces/{trace_id}` — one trace's spans from every role ([`traces`]).
 //! - `POST /api/login` — an email and password exchanged for an access token at an API server.
 //! - `GET /healthz` — for `strata status`.
@@ -83,7 +83,7 @@ fn app(shared: Shared) -> Router {
         .route("/api/login", post(login))
         .route("/api/roles/{name}/{action}", post(act))
         .route("/api/traces/{trace_id}", get(trace))
-        .route("/api/chaos", post(start_chaos))
+        .route("/api/chaos", post(start_chaos).delete(stop_chaos))
         .fallback(|| async { Problem::NotFound("No such page: the dashboard is at /.".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(shared)
@@ -225,6 +225,25 @@ async fn start_chaos(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -
         Err(p) => return p.into_response(),
     }
     match s.chaos.start(scenario) {
+        Ok(run) => {
+            s.nudge.notify_one();
+            (StatusCode::ACCEPTED, axum::Json(run)).into_response()
+        }
+        Err(p) => p.into_response(),
+    }
+}
+
+/// `DELETE /api/chaos`: an admin stops the running chaos run → 202 with it (it ends
+/// `stopped`), 409 when none runs.
+async fn stop_chaos(State(s): State<Shared>, headers: HeaderMap) -> Response {
+    let token = match admin::bearer(&headers) {
+        Ok(t) => t,
+        Err(p) => return p.into_response(),
+    };
+    if let Err(p) = admin::require_admin(&s.http, &s.dir, token).await {
+        return p.into_response();
+    }
+    match s.chaos.stop_asked() {
         Ok(run) => {
             s.nudge.notify_one();
             (StatusCode::ACCEPTED, axum::Json(run)).into_response()

@@ -40,6 +40,9 @@ pub enum Problem {
     /// A chaos run was asked for while one runs.
     #[error("{0}")]
     ChaosRunning(String),
+    /// A stop was asked for while no chaos run runs.
+    #[error("{0}")]
+    ChaosNotRunning(String),
     /// A chaos run's parameter out of bounds: the parameter, and what is wrong.
     #[error("{1}")]
     BadChaos(&'static str, String),
@@ -99,6 +102,11 @@ impl Problem {
                 "chaos-running",
                 "A chaos run is going on",
             ),
+            Problem::ChaosNotRunning(_) => (
+                StatusCode::CONFLICT,
+                "chaos-not-running",
+                "No chaos run is going on",
+            ),
             Problem::BadChaos(..) => (
                 StatusCode::BAD_REQUEST,
                 "invalid-parameter",
@@ -152,6 +160,7 @@ impl Problem {
             | Problem::NotBalanced(d)
             | Problem::BalancerSilent(d)
             | Problem::ChaosRunning(d)
+            | Problem::ChaosNotRunning(d)
             | Problem::BadChaos(_, d)
             | Problem::Unavailable(d)
             | Problem::BadRequest(d)
