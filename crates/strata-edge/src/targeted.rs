@@ -15,10 +15,10 @@
 //! `no-cache`, `must-revalidate`, `max-age`, `s-maxage`, `stale-if-error`, …), as RFC 9213
 //! requires; `Set-Cookie`, `Vary` and `Authorization` are judged exactly as before.
 //!
-//! A member maps back to a directive by its value: `true` is the bare name, `false` drops it,
-//! an integer is `name=N` (a negative one `name=0`), a token or a string `name=value`; a
-//! decimal, a byte sequence or an inner list fits no directive and is dropped. Parameters
-//! are ignored (§2.2).
+//! The field is parsed by the `sfv` crate (RFC 8941). A member maps back to a directive by its
+//! value: `true` is the bare name, `false` drops it, an integer is `name=N` (a negative one
+//! `name=0`), a token or a string `name=value`; a decimal, a byte sequence or an inner list
+//! fits no directive and is dropped. Parameters are ignored (§2.2).
 
 use std::borrow::Cow;
 
@@ -55,248 +55,33 @@ pub fn targeted_directives(response: &HeaderMap) -> Option<String> {
     if lines.is_empty() {
         return None;
     }
-    let members = parse_dictionary(&lines.join(", "))?;
+    let members: sfv::Dictionary = sfv::Parser::new(lines.join(", ").as_bytes())
+        .with_version(sfv::Version::Rfc8941)
+        .parse()
+        .ok()?;
     if members.is_empty() {
         return None;
     }
     let directives: Vec<String> = members
         .into_iter()
-        .filter_map(|(name, value)| match value {
-            Bare::Boolean(true) => Some(name),
-            Bare::Integer(n) => Some(format!("{name}={}", n.max(0))),
-            Bare::Token(t) => Some(format!("{name}={t}")),
-            Bare::String(s) => Some(format!("{name}=\"{}\"", s.replace(['"', '\\'], ""))),
-            Bare::Boolean(false) | Bare::Other => None,
+        .filter_map(|(key, entry)| {
+            let name = key.as_str();
+            let sfv::ListEntry::Item(item) = entry else {
+                return None;
+            };
+            match item.bare_item {
+                sfv::BareItem::Boolean(true) => Some(name.to_string()),
+                sfv::BareItem::Integer(n) => Some(format!("{name}={}", i64::from(n).max(0))),
+                sfv::BareItem::Token(t) => Some(format!("{name}={}", t.as_str())),
+                sfv::BareItem::String(s) => Some(format!(
+                    "{name}=\"{}\"",
+                    s.as_str().replace(['"', '\\'], "")
+                )),
+                _ => None,
+            }
         })
         .collect();
     Some(directives.join(", "))
-}
-
-/// A Dictionary member's value, as far as a cache directive can use it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Bare {
-    Boolean(bool),
-    Integer(i64),
-    Token(String),
-    String(String),
-    /// A decimal, a byte sequence or an inner list.
-    Other,
-}
-
-/// Parses a Structured Fields Dictionary (RFC 8941 §4.2.2): its members in order, a key
-/// given twice keeping its last value; `None` on any parsing error.
-fn parse_dictionary(input: &str) -> Option<Vec<(String, Bare)>> {
-    let mut p = Parser {
-        s: input.as_bytes(),
-        i: 0,
-    };
-    p.skip(b" ");
-    let mut members: Vec<(String, Bare)> = Vec::new();
-    while !p.done() {
-        let key = p.key()?;
-        let value = if p.eat(b'=') {
-            p.item_or_inner_list()?
-        } else {
-            p.parameters()?;
-            Bare::Boolean(true)
-        };
-        match members.iter_mut().find(|(k, _)| *k == key) {
-            Some(member) => member.1 = value,
-            None => members.push((key, value)),
-        }
-        p.skip(b" \t");
-        if p.done() {
-            break;
-        }
-        if !p.eat(b',') {
-            return None;
-        }
-        p.skip(b" \t");
-        if p.done() {
-            return None;
-        }
-    }
-    Some(members)
-}
-
-struct Parser<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl Parser<'_> {
-    fn done(&self) -> bool {
-        self.i >= self.s.len()
-    }
-
-    fn peek(&self) -> Option<u8> {
-        self.s.get(self.i).copied()
-    }
-
-    fn eat(&mut self, c: u8) -> bool {
-        if self.peek() == Some(c) {
-            self.i += 1;
-            true
-        } else {
-            false
-        }
-    }
-
-    fn skip(&mut self, set: &[u8]) {
-        while self.peek().is_some_and(|c| set.contains(&c)) {
-            self.i += 1;
-        }
-    }
-
-    fn key(&mut self) -> Option<String> {
-        let start = self.i;
-        if !self
-            .peek()
-            .is_some_and(|c| c.is_ascii_lowercase() || c == b'*')
-        {
-            return None;
-        }
-        while self
-            .peek()
-            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_-.*".contains(&c))
-        {
-            self.i += 1;
-        }
-        Some(String::from_utf8_lossy(&self.s[start..self.i]).into_owned())
-    }
-
-    fn parameters(&mut self) -> Option<()> {
-        while self.eat(b';') {
-            self.skip(b" ");
-            self.key()?;
-            if self.eat(b'=') {
-                self.bare_item()?;
-            }
-        }
-        Some(())
-    }
-
-    fn item_or_inner_list(&mut self) -> Option<Bare> {
-        if self.eat(b'(') {
-            loop {
-                self.skip(b" ");
-                if self.eat(b')') {
-                    break;
-                }
-                self.bare_item()?;
-                self.parameters()?;
-                if !matches!(self.peek(), Some(b' ' | b')')) {
-                    return None;
-                }
-            }
-            self.parameters()?;
-            return Some(Bare::Other);
-        }
-        let item = self.bare_item()?;
-        self.parameters()?;
-        Some(item)
-    }
-
-    fn bare_item(&mut self) -> Option<Bare> {
-        match self.peek()? {
-            b'-' | b'0'..=b'9' => self.number(),
-            b'"' => self.string(),
-            b':' => self.bytes(),
-            b'?' => {
-                self.i += 1;
-                let value = match self.peek()? {
-                    b'0' => false,
-                    b'1' => true,
-                    _ => return None,
-                };
-                self.i += 1;
-                Some(Bare::Boolean(value))
-            }
-            c if c.is_ascii_alphabetic() || c == b'*' => {
-                let start = self.i;
-                self.i += 1;
-                while self
-                    .peek()
-                    .is_some_and(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:/".contains(&c))
-                {
-                    self.i += 1;
-                }
-                Some(Bare::Token(
-                    String::from_utf8_lossy(&self.s[start..self.i]).into_owned(),
-                ))
-            }
-            _ => None,
-        }
-    }
-
-    /// RFC 8941 §4.2.4: an integer of at most 15 digits, or a decimal of at most 12 integer
-    /// and 3 fractional digits.
-    fn number(&mut self) -> Option<Bare> {
-        let negative = self.eat(b'-');
-        let start = self.i;
-        while self.peek().is_some_and(|c| c.is_ascii_digit()) {
-            self.i += 1;
-        }
-        let whole = self.i - start;
-        if whole == 0 {
-            return None;
-        }
-        if self.eat(b'.') {
-            let fraction_start = self.i;
-            while self.peek().is_some_and(|c| c.is_ascii_digit()) {
-                self.i += 1;
-            }
-            let fraction = self.i - fraction_start;
-            if whole > 12 || !(1..=3).contains(&fraction) {
-                return None;
-            }
-            return Some(Bare::Other);
-        }
-        if whole > 15 {
-            return None;
-        }
-        let n: i64 = std::str::from_utf8(&self.s[start..self.i])
-            .ok()?
-            .parse()
-            .ok()?;
-        Some(Bare::Integer(if negative { -n } else { n }))
-    }
-
-    fn string(&mut self) -> Option<Bare> {
-        self.i += 1;
-        let mut out = String::new();
-        loop {
-            let c = self.peek()?;
-            self.i += 1;
-            match c {
-                b'"' => return Some(Bare::String(out)),
-                b'\\' => {
-                    let escaped = self.peek()?;
-                    if escaped != b'"' && escaped != b'\\' {
-                        return None;
-                    }
-                    self.i += 1;
-                    out.push(char::from(escaped));
-                }
-                0x20..=0x7e => out.push(char::from(c)),
-                _ => return None,
-            }
-        }
-    }
-
-    fn bytes(&mut self) -> Option<Bare> {
-        self.i += 1;
-        while let Some(c) = self.peek() {
-            self.i += 1;
-            if c == b':' {
-                return Some(Bare::Other);
-            }
-            if !(c.is_ascii_alphanumeric() || b"+/=".contains(&c)) {
-                return None;
-            }
-        }
-        None
-    }
 }
 
 #[cfg(test)]
