@@ -202,25 +202,20 @@ pub fn start(
     log: &Log,
     within: Duration,
 ) -> anyhow::Result<(Server, SocketAddr)> {
-    anyhow::ensure!(
-        args.listen.ip().is_loopback(),
-        "--listen must be a loopback address: got {}",
-        args.listen
-    );
-    prepare(args)?;
-    daemon::start("Alertmanager", args.listen, log, within, |addr| {
-        command(args, addr)
-    })
+    daemon::start(
+        "Alertmanager",
+        args.listen,
+        log,
+        within,
+        || prepare(args),
+        |addr| command(args, addr),
+    )
 }
 
 /// Runs Alertmanager until told to stop.
 pub async fn run(args: AlertmanagerArgs) -> anyhow::Result<()> {
-    strata_core::telemetry::init();
-    if let Err(missing) = Engine::Alertmanager.locate() {
-        anyhow::bail!("{missing}");
-    }
     let (name, exit) = (args.name.clone(), args.exit_on_stdin_eof);
-    daemon::run_role(name, "Alertmanager", exit, move || {
+    daemon::run_role(Engine::Alertmanager, name, exit, move || {
         start(&args, &Log::Stderr, START_WITHIN)
     })
     .await

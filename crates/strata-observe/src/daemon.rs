@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use strata_core::ready::ReadyLine;
 use strata_engines::daemon::{NotReady, free_port};
-use strata_engines::{Log, Server};
+use strata_engines::{Engine, Log, Server};
 
 /// The listener both roles announce.
 pub const LISTENER: &str = "http";
@@ -40,16 +40,24 @@ pub fn ready(addr: SocketAddr) -> bool {
     matches!(http_get(addr, "/-/ready"), Some((200, _)))
 }
 
-/// Starts `title`'s program with `command(addr)` and waits until it is [`ready`]. With port 0
-/// in `listen`, a free port is picked (and another, up to three times, if the program exits
-/// at start). Blocking: async callers use `spawn_blocking`.
+/// Checks that `listen` is on loopback, runs `prepare` (its directory and files), starts
+/// `title`'s program with `command(addr)` and waits until it is [`ready`]. With port 0 in
+/// `listen`, a free port is picked (and another, up to three times, if the program exits at
+/// start). Nothing is written for a listener off loopback. Blocking: async callers use
+/// `spawn_blocking`.
 pub fn start(
     title: &str,
     listen: SocketAddr,
     log: &Log,
     within: Duration,
+    prepare: impl FnOnce() -> anyhow::Result<()>,
     command: impl Fn(SocketAddr) -> anyhow::Result<Command>,
 ) -> anyhow::Result<(Server, SocketAddr)> {
+    anyhow::ensure!(
+        listen.ip().is_loopback(),
+        "--listen must be a loopback address: got {listen}"
+    );
+    prepare()?;
     let attempts = if listen.port() == 0 { 3 } else { 1 };
     let mut last = None;
     for _ in 0..attempts {
@@ -86,15 +94,20 @@ fn tail(log: &Log) -> String {
     }
 }
 
-/// Runs a role: `start` (blocking) brings the program up, the role announces its address as
-/// `name`, and runs until told to stop (then stops the program) or until the program dies
-/// (an error, so the supervisor restarts the role).
+/// Runs a role of `engine`: `start` (blocking) brings the program up, the role announces its
+/// address as `name`, and runs until told to stop (then stops the program) or until the
+/// program dies (an error, so the supervisor restarts the role).
 pub async fn run_role(
+    engine: Engine,
     name: String,
-    title: &'static str,
     exit_on_stdin_eof: bool,
     start: impl FnOnce() -> anyhow::Result<(Server, SocketAddr)> + Send + 'static,
 ) -> anyhow::Result<()> {
+    strata_core::telemetry::init();
+    if let Err(missing) = engine.locate() {
+        anyhow::bail!("{missing}");
+    }
+    let title = engine.title();
     let (mut server, addr) = tokio::task::spawn_blocking(start)
         .await
         .context("the start task failed")??;
