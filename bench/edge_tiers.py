@@ -2,12 +2,17 @@
 """Edges in a deployment: offload and purge, measured through `strata up`.
 
     cargo build --release -p strata
-    python3 bench/edge_tiers.py [--users 100000] [--requests 1000000] [--purges 1000]
+    python3 bench/edge_tiers.py [--users 100000] [--requests 1000000] [--purges 1000] [--photos 0]
 
 One deployment (temporary): 2 edges and a shield (`[edge] count = 2, shield = true`, profiles
 kept `profile_ttl_secs = 3600`, memory stores of 512 MiB, no disk store), a balancer and 3 API
 servers on SQLite seeded with --users users.
 
+- **Photos** (--photos N > 0): N photos uploaded (`strata upload-load --distinct`, one new user
+  each, every photo made on the spot with its own pixels at 320x240 or 800x600) and resized by
+  two workers; each photo's 128 and 512
+  pixel images (`/photos/{key}`, content-addressed, `immutable`) join the profiles as objects
+  of the workload, their popularity ranks shuffled in with the profiles'.
 - **Offload**: --requests profile reads drawn fresh from Zipf(0.99) over all users (`strata
   cache-load run`, seed 1; popularity independent of creation order), closed loop, request i to
   edge i mod 2, every request naming the service `strata.test` (as clients behind DNS do). The
@@ -97,6 +102,8 @@ def main():
     ap.add_argument("--requests", type=int, default=1_000_000)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--purges", type=int, default=1000)
+    ap.add_argument("--photos", type=int, default=0,
+                    help="photos uploaded and resized; their images join the workload's objects")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     a = ap.parse_args()
     commit = git_commit()
@@ -109,19 +116,43 @@ def main():
         print(f"==> seeding {a.users:,} users", flush=True)
         subprocess.run([STRATA, "seed", "--users", str(a.users), "--data", os.path.join(d, "data")],
                        check=True)
-        db = sqlite3.connect(os.path.join(d, "data", "strata.db"))
-        ids = [row[0] for row in db.execute("SELECT id FROM users ORDER BY id")]
-        db.close()
-        random.Random(12).shuffle(ids)  # popularity rank independent of creation order
-        ids_path = os.path.join(tmp, "ids.txt")
-        with open(ids_path, "w") as f:
-            f.write("\n".join(str(i) for i in ids) + "\n")
         topo = os.path.join(tmp, "edge.toml")
         with open(topo, "w") as f:
             f.write('name = "edge-tiers"\n[edge]\ncount = 2\nshield = true\nmemory_mib = 512\n'
                     'disk_mib = 0\nprofile_ttl_secs = 3600\n[lb]\n[api]\ncount = 3\n')
+            if a.photos:
+                f.write("[workers]\ncount = 2\n")
         print("==> strata up", flush=True)
         strata("up", "-d", "--port", "0", "-f", topo, "--dir", d)
+        photo_paths = []
+        if a.photos:
+            print(f"==> uploading {a.photos:,} photos (one new user each)", flush=True)
+            upl = os.path.join(tmp, "uploads.json")
+            subprocess.run([STRATA, "upload-load", "--dir", d, "--rate", "100", "--count", str(a.photos),
+                            "--sizes", "320x240,800x600", "--distinct", "--drain-secs", "900",
+                            "--out", upl],
+                           check=True, stdout=subprocess.DEVNULL,
+                           env={**os.environ, **authn.LONG_TOKENS})
+            res["uploads"] = {k: v for k, v in json.load(open(upl)).items() if not isinstance(v, list)}
+            catalogs = [os.path.join(r, f) for r, _, fs in os.walk(d) for f in fs if f == "photos.db"]
+            pdb = sqlite3.connect(catalogs[0])
+            for k128, k512 in pdb.execute(
+                    "SELECT key_128, key_512 FROM photos WHERE key_128 IS NOT NULL AND key_512 IS NOT NULL"):
+                photo_paths += [f"/photos/{k128}", f"/photos/{k512}"]
+            pdb.close()
+            # One object per address: a 320x240 photo's 512 size is its original, never the
+            # other's, but the list is made distinct anyway (the workload's objects are URLs).
+            photo_paths = sorted(set(photo_paths))
+            print(f"    {len(photo_paths):,} photo objects (two sizes of each done photo)", flush=True)
+        db = sqlite3.connect(os.path.join(d, "data", "strata.db"))
+        ids = [str(row[0]) for row in db.execute("SELECT id FROM users ORDER BY id")]
+        db.close()
+        res["objects"] = {"profiles": len(ids), "photos": len(photo_paths)}
+        ids += photo_paths
+        random.Random(12).shuffle(ids)  # popularity rank independent of creation order
+        ids_path = os.path.join(tmp, "ids.txt")
+        with open(ids_path, "w") as f:
+            f.write("\n".join(ids) + "\n")
         st = status(d)
         edges = [addr(st, "edge-1", "http"), addr(st, "edge-2", "http")]
         admins = {n: addr(st, n, "admin") for n in ("edge-shield", "edge-1", "edge-2")}
@@ -129,7 +160,8 @@ def main():
 
         # --- offload -------------------------------------------------------------------------
         before = {n: counters(x) for n, x in admins.items()}
-        print(f"==> offload: {a.requests:,} Zipf(0.99) profile reads through 2 edges", flush=True)
+        print(f"==> offload: {a.requests:,} Zipf(0.99) reads of {len(ids):,} objects through 2 edges",
+              flush=True)
         out = subprocess.run([STRATA, "cache-load", "run", "--workload", "zipf", "--exponent", "0.99",
                               "--seed", "1", "--ids", ids_path, "--targets", ",".join(edges),
                               "--host", SERVICE, "--count", str(a.requests),
@@ -175,7 +207,7 @@ def main():
                           {"content-type": "application/json"})
         token = json.loads(body)["access_token"]
         times, stale_reads, failures = [], 0, 0
-        hot = ids[:a.purges]
+        hot = [i for i in ids if not i.startswith("/")][:a.purges]  # profiles, by rank
         deadline = time.time() + 600
         for k, uid in enumerate(hot):
             if time.time() > deadline:

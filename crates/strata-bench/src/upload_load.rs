@@ -60,6 +60,11 @@ pub struct UploadLoadArgs {
     /// The sizes of the photos made on the spot, `WxH,WxH,…` (each at most 4096 a side).
     #[arg(long, default_value = "320x240,800x600,1280x960,1600x1200")]
     pub sizes: String,
+    /// Make every upload's photo distinct (made on the spot from its index, at a size drawn
+    /// from `--sizes`), so that their content addresses differ; without it the photos made on
+    /// the spot are one per size. Not with `--photos`.
+    #[arg(long, conflicts_with = "photos")]
+    pub distinct: bool,
     /// How long to wait, after the last upload, for every job to settle.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=7200))]
     pub drain_secs: u64,
@@ -112,7 +117,8 @@ pub async fn run(args: UploadLoadArgs) -> anyhow::Result<()> {
         .filter(|r| r.kind == strata_deploy::roles::RoleKind::Api)
         .filter_map(|r| r.addrs.get("http").cloned())
         .collect();
-    let photos = Arc::new(load_photos(args.photos.as_ref(), &args.sizes)?);
+    let sizes = parse_sizes(&args.sizes)?;
+    let photos = Arc::new(load_photos(args.photos.as_ref(), &sizes)?);
     let session = Arc::new(
         Session::admin(
             &args.dir,
@@ -131,7 +137,7 @@ pub async fn run(args: UploadLoadArgs) -> anyhow::Result<()> {
     let sampler = tokio::spawn(sample_queue(apis.clone(), started, depth.clone(), sampling));
 
     eprintln!("uploading {} photos at {}/s …", args.count, args.rate);
-    let sent = send_uploads(&session, &args, &users, photos).await;
+    let sent = send_uploads(&session, &args, &users, photos, &sizes).await;
     let load_secs = started.elapsed().as_secs_f64();
 
     eprintln!("draining …");
@@ -172,22 +178,31 @@ pub async fn run(args: UploadLoadArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load_photos(dir: Option<&PathBuf>, sizes: &str) -> anyhow::Result<Vec<(Vec<u8>, &'static str)>> {
+/// `--sizes`: `WxH,WxH,…`, each side 1 to 4096 pixels.
+fn parse_sizes(sizes: &str) -> anyhow::Result<Vec<(u32, u32)>> {
+    sizes
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .split_once('x')
+                .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
+                .filter(|&(w, h)| (1..=4096).contains(&w) && (1..=4096).contains(&h))
+                .with_context(|| {
+                    format!("--sizes: {s:?} is not WxH with sides of 1 to 4096 pixels")
+                })
+        })
+        .collect()
+}
+
+fn load_photos(
+    dir: Option<&PathBuf>,
+    sizes: &[(u32, u32)],
+) -> anyhow::Result<Vec<(Vec<u8>, &'static str)>> {
     let Some(dir) = dir else {
-        return sizes
-            .split(',')
-            .map(|s| {
-                let (w, h) = s
-                    .trim()
-                    .split_once('x')
-                    .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
-                    .filter(|&(w, h)| (1..=4096).contains(&w) && (1..=4096).contains(&h))
-                    .with_context(|| {
-                        format!("--sizes: {s:?} is not WxH with sides of 1 to 4096 pixels")
-                    })?;
-                Ok((testdata::image(Format::Jpeg, w, h), "image/jpeg"))
-            })
-            .collect();
+        return Ok(sizes
+            .iter()
+            .map(|&(w, h)| (testdata::image(Format::Jpeg, w, h), "image/jpeg"))
+            .collect());
     };
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
@@ -237,6 +252,7 @@ async fn send_uploads(
     args: &UploadLoadArgs,
     users: &[u64],
     photos: Arc<Vec<(Vec<u8>, &'static str)>>,
+    sizes: &[(u32, u32)],
 ) -> Vec<Sent> {
     let poison = Arc::new(testdata::poison_png(256, 256));
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
@@ -250,8 +266,17 @@ async fn send_uploads(
         let (body, kind) = if is_poison {
             (poison.as_ref().clone(), "image/png")
         } else {
-            let (b, k) = &photos[rng.random_range(0..photos.len())];
-            (b.clone(), *k)
+            if args.distinct {
+                let (w, h) = sizes[rng.random_range(0..sizes.len())];
+                let seed = u32::try_from(k).unwrap_or(u32::MAX);
+                (
+                    testdata::image_seeded(Format::Jpeg, w, h, seed),
+                    "image/jpeg",
+                )
+            } else {
+                let (b, k) = &photos[rng.random_range(0..photos.len())];
+                (b.clone(), *k)
+            }
         };
         let Ok(permit) = gauge.clone().try_acquire_owned() else {
             let due_secs = (due - start).as_secs_f64();

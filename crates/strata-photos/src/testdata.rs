@@ -22,6 +22,23 @@ pub fn image(format: Format, width: u32, height: u32) -> Vec<u8> {
     out.into_inner()
 }
 
+/// A `width × height` image in `format` whose pixels depend on `seed`: images of different
+/// seeds (below 2^24) differ in every pixel, and so do their resized copies — for loads that
+/// need many distinct photos.
+pub fn image_seeded(format: Format, width: u32, height: u32, seed: u32) -> Vec<u8> {
+    let img = RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([
+            ((x * 255 / width.max(1) + seed) % 256) as u8,
+            ((y * 255 / height.max(1) + seed / 256) % 256) as u8,
+            ((x + y + seed / 65_536) % 256) as u8,
+        ])
+    });
+    let mut out = Cursor::new(Vec::new());
+    img.write_to(&mut out, format.image_format())
+        .unwrap_or_else(|e| panic!("encoding a test image: {e}"));
+    out.into_inner()
+}
+
 /// A JPEG with an EXIF segment (APP1) carrying `marker` — standing in for a GPS position.
 pub fn jpeg_with_exif(width: u32, height: u32, marker: &[u8]) -> Vec<u8> {
     let plain = image(Format::Jpeg, width, height);
@@ -102,4 +119,28 @@ fn crc32(bytes: &[u8]) -> u32 {
 /// Decodes an image (to check what the pipeline produced).
 pub fn decode(bytes: &[u8]) -> image::DynamicImage {
     image::load_from_memory(bytes).unwrap_or_else(|e| panic!("decoding: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeded_images_differ_by_seed_and_keep_their_size() {
+        let one = image_seeded(Format::Jpeg, 64, 48, 1);
+        assert_eq!(
+            one,
+            image_seeded(Format::Jpeg, 64, 48, 1),
+            "the same seed, the same image"
+        );
+        for other in [2, 257, 65_537] {
+            assert_ne!(
+                one,
+                image_seeded(Format::Jpeg, 64, 48, other),
+                "seed {other}"
+            );
+        }
+        let decoded = decode(&one);
+        assert_eq!((decoded.width(), decoded.height()), (64, 48));
+    }
 }

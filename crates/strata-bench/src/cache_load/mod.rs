@@ -76,7 +76,9 @@ impl TraceArgs {
 struct RunArgs {
     #[command(flatten)]
     trace: TraceArgs,
-    /// User ids, one a line, in popularity-rank order (line r is the user of rank r).
+    /// User ids, one a line, in popularity-rank order (line r is the user of rank r); a line
+    /// that begins with `/` is a path asked as it is (a photo's `/photos/{key}`), so a trace
+    /// can mix profiles and other objects.
     #[arg(long)]
     ids: std::path::PathBuf,
     /// API servers, `HOST:PORT`, comma-separated; request i goes to server i mod n.
@@ -144,6 +146,16 @@ fn read_ids(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
     Ok(ids)
 }
 
+/// The path asked for a line of the ids file: `/users/{id}`, or the line itself when it is a
+/// path.
+fn path_of(line: &str) -> String {
+    if line.starts_with('/') {
+        line.to_string()
+    } else {
+        format!("/users/{line}")
+    }
+}
+
 pub(crate) fn client(connections: usize) -> anyhow::Result<reqwest::Client> {
     client_with_timeout(connections, Duration::from_secs(10))
 }
@@ -194,7 +206,7 @@ async fn get(client: &reqwest::Client, url: String, host: Option<&str>) -> bool 
 }
 
 async fn send(a: RunArgs) -> anyhow::Result<()> {
-    let ids = Arc::new(read_ids(&a.ids)?);
+    let ids = read_ids(&a.ids)?;
     let users = u32::try_from(ids.len()).context("too many ids")?;
     let mut trace = Trace::new(a.trace.workload(users));
     trace.skip_to(a.from);
@@ -204,9 +216,10 @@ async fn send(a: RunArgs) -> anyhow::Result<()> {
     let targets = Arc::new(a.targets.clone());
     let host: Option<Arc<str>> = a.host.as_deref().map(Arc::from);
     let timeout = Duration::from_millis(a.timeout_ms.max(1));
+    let paths: Arc<Vec<String>> = Arc::new(ids.iter().map(|line| path_of(line)).collect());
     let url = move |i: u64, index: u32| {
         let target = &targets[(i % targets.len() as u64) as usize];
-        format!("http://{target}/users/{}", ids[index as usize])
+        format!("http://{target}{}", paths[index as usize])
     };
     let tally = Arc::new(Tally {
         ok: AtomicU64::new(0),
@@ -355,4 +368,15 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
         json!({"workload": workload, "windows": windows, "whole": whole, "per_server": per_server});
     println!("{out}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_of;
+
+    #[test]
+    fn a_line_is_a_user_id_or_a_path() {
+        assert_eq!(path_of("12"), "/users/12");
+        assert_eq!(path_of("/photos/abc"), "/photos/abc");
+    }
 }
