@@ -48,6 +48,9 @@ pub enum RoleCommand {
     /// Run the live dashboard: a web page of the deployment's roles, tiers and traces, with
     /// kill, restart and freeze buttons for admins (docs/observability.md).
     Dashboard(DashboardArgs),
+    /// Run a delaying TCP relay: the link between two data centres, each direction's bytes
+    /// delivered `--delay-ms` later (docs/datacenters.md).
+    Relay(strata_link::RelayArgs),
 }
 
 impl RoleCommand {
@@ -67,6 +70,7 @@ impl RoleCommand {
             RoleCommand::Dns(_) => RoleKind::Dns,
             RoleCommand::Prometheus(_) => RoleKind::Prometheus,
             RoleCommand::Dashboard(_) => RoleKind::Dashboard,
+            RoleCommand::Relay(_) => RoleKind::Relay,
         }
     }
 }
@@ -103,6 +107,8 @@ pub enum RoleKind {
     Prometheus,
     /// `strata dashboard`: the live dashboard of the deployment.
     Dashboard,
+    /// `strata relay`: a delaying relay on a link between two data centres.
+    Relay,
 }
 
 impl RoleKind {
@@ -121,6 +127,7 @@ impl RoleKind {
             RoleKind::Dns => "dns",
             RoleKind::Prometheus => "prometheus",
             RoleKind::Dashboard => "dashboard",
+            RoleKind::Relay => "relay",
         }
     }
 }

@@ -22,6 +22,7 @@ impl RoleCommand {
             RoleCommand::Dns(args) => strata_dns::run(args).await,
             RoleCommand::Prometheus(args) => strata_observe::run(args).await,
             RoleCommand::Dashboard(args) => crate::dashboard::run(args).await,
+            RoleCommand::Relay(args) => strata_link::run(args).await,
         }
     }
 }

@@ -315,6 +315,16 @@ async fn engine_answers(role: &RoleState) -> bool {
         .await
         .unwrap_or(false);
     }
+    if let Some(addr) = role.addrs.get(strata_link::LISTENER) {
+        // A relay serves while it accepts connections (what is behind it is its target's
+        // health, shown on the target's own line).
+        let Ok(addr) = addr.parse::<std::net::SocketAddr>() else {
+            return false;
+        };
+        return tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr))
+            .await
+            .is_ok_and(|c| c.is_ok());
+    }
     if let Some(addr) = role.addrs.get("etcd") {
         return control::http_json(addr, "/health", Duration::from_secs(1))
             .await

@@ -68,7 +68,7 @@ pub fn health_of(role: &RoleState, alive: bool, stopped: bool) -> Health {
 /// The tier a kind of role is drawn in, left to right.
 pub fn tier_of(kind: RoleKind) -> &'static str {
     match kind {
-        RoleKind::Edge | RoleKind::Dns => "edge",
+        RoleKind::Edge | RoleKind::Dns | RoleKind::Relay => "edge",
         RoleKind::Lb => "lb",
         RoleKind::Api => "api",
         RoleKind::Cache

@@ -296,9 +296,8 @@ mod tests {
         assert_eq!(e.len(), 1, "{e:#?}");
         assert_eq!(e[0].line, Some(5), "{e:#?}");
         assert!(
-            e[0].message.contains(
-                "`datacenter` tables (several data centres behind one DNS) are not available"
-            ),
+            e[0].message
+                .contains("`[[datacenter]]` tables need `[data] engine = \"postgres\"`"),
             "{e:#?}"
         );
         let e = errors("[lb]\n[api]\ncount = 1\n[dns]\nport = 8080\n");
