@@ -144,7 +144,11 @@ pub async fn collect(dir: &Path) -> anyhow::Result<Report> {
         }
     }
     let shards = shards_of(dir, &state).await;
-    let path = crate::layers::collect(dir, &state).await;
+    let primary = positions
+        .iter()
+        .find(|(_, (in_recovery, _))| !*in_recovery)
+        .map(|(name, _)| name.as_str());
+    let path = crate::layers::collect(dir, &state, primary).await;
     Ok(Report {
         dir: dir.to_path_buf(),
         state,
