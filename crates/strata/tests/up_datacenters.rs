@@ -1,0 +1,228 @@
+//! Two data centres behind one DNS, 30 ms apart: `us-east` holds the PostgreSQL primary,
+//! `us-west` a streaming replica; each runs its own balancer in front of its own API server.
+//! DNS answers `us-east`'s balancer (failover policy, in the listed order). A write through
+//! `us-west`'s balancer crosses the link to the primary — through the delaying relay — and
+//! costs at least a round trip of the link (2 × 30 ms) more than a local read there, and a read
+//! that carries its commit token reads it back. Then every stateless role of `us-east` (its
+//! balancer and API server) is frozen with SIGSTOP: DNS answers only `us-west` within its health
+//! interval, and a client that resolves the name through it is served there.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use common::{Cleanup, admin_client, role, status_json, strata, up_topology};
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+
+const ONE_WAY_MS: u64 = 30;
+const TOPOLOGY: &str = "name = \"two-dcs\"\n[lb]\n[api]\ncount = 1\n[data]\nengine = \"postgres\"\n\
+                        [dns]\nttl_secs = 1\ninterval_ms = 300\ntimeout_ms = 200\nrise = 2\nfall = 1\n\
+                        [[datacenter]]\nname = \"us-east\"\n\
+                        [[datacenter]]\nname = \"us-west\"\n\
+                        [[link]]\nbetween = [\"us-east\", \"us-west\"]\none_way_ms = 30\n";
+const NAME: &str = "www.strata.test.";
+const INTERVAL: Duration = Duration::from_millis(300);
+const CHECK_TIMEOUT: Duration = Duration::from_millis(200);
+const EAST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const WEST: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 12, 1));
+
+fn addr_of(status: &Value, name: &str, listener: &str) -> SocketAddr {
+    role(status, name)["addrs"][listener]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("{name} has no {listener} address: {status:#}"))
+}
+
+/// What the deployment's DNS answers for the service name now, sorted (`None`: no answer).
+async fn resolve(dns: SocketAddr) -> Option<Vec<IpAddr>> {
+    tokio::task::spawn_blocking(move || {
+        strata_dns::probe::resolve(dns, NAME, Duration::from_millis(500)).map(|mut ips| {
+            ips.sort();
+            ips
+        })
+    })
+    .await
+    .expect("join")
+}
+
+/// Polls the DNS until it answers `want`; panics after `within`. Returns how long it took.
+async fn until_answers(dns: SocketAddr, within: Duration, want: &[IpAddr]) -> Duration {
+    let start = Instant::now();
+    loop {
+        if resolve(dns).await.as_deref() == Some(want) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "DNS did not answer {want:?} within {within:?} (last: {:?})",
+            resolve(dns).await
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Creates a user through `base`; returns its location, its commit token and how long it took.
+async fn create_user(
+    http: &reqwest::Client,
+    base: SocketAddr,
+    n: usize,
+) -> (String, String, Duration) {
+    let body = json!({"firstName": format!("Far{n}"), "lastName": "Away",
+        "address": {"streetAddress": "1 Main St", "city": "Boston", "state": "MA", "postalCode": "02134"}});
+    let start = Instant::now();
+    let resp = http
+        .post(format!("http://{base}/users"))
+        .json(&body)
+        .send()
+        .await
+        .expect("POST /users");
+    let took = start.elapsed();
+    assert_eq!(resp.status(), 201, "user {n} is created");
+    let location = resp.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_string();
+    let commit = resp.headers()["strata-commit"]
+        .to_str()
+        .expect("commit token")
+        .to_string();
+    (location, commit, took)
+}
+
+/// Thaws frozen roles when the test ends, whatever happens.
+struct Thaw(Vec<u32>);
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            strata_engines::process::signal_all(*pid, Signal::SIGCONT);
+        }
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_data_centre_writes_across_the_delayed_link_and_takes_over_when_the_first_freezes()
+{
+    let (_tmp, dir) = tokio::task::spawn_blocking(|| up_topology(TOPOLOGY))
+        .await
+        .expect("join");
+    let _cleanup = Cleanup(&dir);
+    let status = status_json(&dir);
+    let (east, west) = (
+        addr_of(&status, "us-east-lb-1", "http"),
+        addr_of(&status, "us-west-lb-1", "http"),
+    );
+    assert_eq!((east.ip(), west.ip()), (EAST, WEST), "{status:#}");
+    assert_eq!(east.port(), west.port(), "one public port: {status:#}");
+    let dns = addr_of(&status, "dns-1", "dns");
+    assert_eq!(
+        role(&status, "us-west-relay-pg-1")["kind"],
+        "relay",
+        "{status:#}"
+    );
+
+    // The layered path, per data centre, with the primary in us-east.
+    let dcs = &status["path"]["datacenters"];
+    assert_eq!(dcs[0]["name"], "us-east", "{status:#}");
+    assert_eq!(dcs[0]["primary"], "pg-1", "{status:#}");
+    assert_eq!(dcs[1]["name"], "us-west", "{status:#}");
+    assert_eq!(dcs[1]["primary"], Value::Null, "{status:#}");
+    assert_eq!(dcs[1]["apis"][0]["name"], "us-west-api-1", "{status:#}");
+    let out = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        move || strata(&["status"], &dir)
+    })
+    .await
+    .expect("join");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("us-east: holds the primary (pg-1) of pg-1")
+            && text.contains("us-west: replicas pg-2")
+            && text.contains("→ API pool: us-west-api-1 "),
+        "{text}"
+    );
+
+    // DNS prefers the first data centre.
+    until_answers(dns, Duration::from_secs(10), &[EAST]).await;
+
+    // A write in us-west crosses the link; a local read there does not.
+    let http = admin_client(&dir, &west.to_string()).await;
+    let mut writes = Vec::new();
+    let mut last = None;
+    for n in 0..5 {
+        let (location, commit, took) = create_user(&http, west, n).await;
+        writes.push(took);
+        last = Some((location, commit));
+    }
+    let (location, commit) = last.expect("a user");
+    // Read-your-writes in us-west: the commit token brings the write back.
+    let resp = http
+        .get(format!("http://{west}{location}"))
+        .header("strata-read-after", &commit)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), 200);
+    let user: Value = resp.json().await.expect("JSON");
+    assert_eq!(user["firstName"], "Far4");
+    let mut reads = Vec::new();
+    for _ in 0..7 {
+        let start = Instant::now();
+        let resp = http
+            .get(format!("http://{west}{location}"))
+            .send()
+            .await
+            .expect("GET");
+        reads.push(start.elapsed());
+        assert_eq!(resp.status(), 200);
+    }
+    let (fastest_write, read) = (*writes.iter().min().expect("writes"), median(reads));
+    eprintln!("us-west: writes {writes:?}, a local read {read:?} (median)");
+    let mut east_writes = Vec::new();
+    for n in 10..13 {
+        east_writes.push(create_user(&http, east, n).await.2);
+    }
+    eprintln!("us-east, beside the primary: writes {east_writes:?}");
+    assert!(
+        fastest_write >= read + Duration::from_millis(2 * ONE_WAY_MS),
+        "a write crosses the link at least once each way: fastest write {fastest_write:?}, \
+         local read {read:?}"
+    );
+
+    // us-east's stateless roles freeze: DNS answers us-west within its health interval.
+    let pids: Vec<u32> = ["us-east-lb-1", "us-east-api-1"]
+        .iter()
+        .map(|name| role(&status, name)["pid"].as_u64().expect("pid") as u32)
+        .collect();
+    let _thaw = Thaw(pids.clone());
+    for pid in &pids {
+        strata_engines::process::signal_all(*pid, Signal::SIGSTOP);
+    }
+    let bound = INTERVAL * 2 + CHECK_TIMEOUT + Duration::from_secs(2);
+    let after = until_answers(dns, bound, &[WEST]).await;
+    eprintln!("DNS answered only us-west {after:?} after us-east froze");
+
+    // A client that resolves the name is served in us-west, reads and writes alike.
+    let ips = resolve(dns).await.expect("an answer");
+    let base = SocketAddr::new(ips[0], west.port());
+    let resp = http
+        .get(format!("http://{base}{location}"))
+        .send()
+        .await
+        .expect("GET through the answered address");
+    assert_eq!(resp.status(), 200);
+    let (_, _, took) = create_user(&http, base, 99).await;
+    eprintln!("a write in us-west while us-east's stateless roles are frozen took {took:?}");
+
+    // Thawed, us-east is answered again.
+    for pid in &pids {
+        strata_engines::process::signal_all(*pid, Signal::SIGCONT);
+    }
+    until_answers(dns, Duration::from_secs(10), &[EAST]).await;
+}
