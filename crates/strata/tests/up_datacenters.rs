@@ -226,3 +226,118 @@ async fn a_second_data_centre_writes_across_the_delayed_link_and_takes_over_when
     }
     until_answers(dns, Duration::from_secs(10), &[EAST]).await;
 }
+
+/// The published primary once it is not `not` (the cluster state in `DIR/postgres`).
+async fn failed_over(dir: &std::path::Path, not: &str, within: Duration) -> (String, Duration) {
+    let start = Instant::now();
+    loop {
+        let text =
+            std::fs::read_to_string(dir.join("postgres").join("cluster.json")).unwrap_or_default();
+        if let Ok(cluster) = serde_json::from_str::<Value>(&text)
+            && let Some(primary) = cluster["primary"].as_str()
+            && primary != not
+        {
+            return (primary.to_string(), start.elapsed());
+        }
+        assert!(
+            start.elapsed() < within,
+            "no failover away from {not} within {within:?}: {}",
+            common::logs(dir, 20)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_whole_first_data_centre_freezes_the_second_takes_the_primary_and_the_first_rejoins_as_secondary()
+ {
+    let (_tmp, dir) = tokio::task::spawn_blocking(|| up_topology(TOPOLOGY))
+        .await
+        .expect("join");
+    let _cleanup = Cleanup(&dir);
+    let status = status_json(&dir);
+    let west = addr_of(&status, "us-west-lb-1", "http");
+    let dns = addr_of(&status, "dns-1", "dns");
+    until_answers(dns, Duration::from_secs(10), &[EAST]).await;
+    let http = admin_client(&dir, &west.to_string()).await;
+    let (location, commit, _) = create_user(&http, west, 1).await;
+
+    // Every process of us-east stops: balancer, API server, relay and PostgreSQL primary.
+    let east_roles = [
+        "us-east-lb-1",
+        "us-east-api-1",
+        "us-east-relay-pg-2",
+        "pg-1",
+    ];
+    let pids: Vec<u32> = east_roles
+        .iter()
+        .map(|name| role(&status, name)["pid"].as_u64().expect("pid") as u32)
+        .collect();
+    let _thaw = Thaw(pids.clone());
+    for pid in &pids {
+        strata_engines::process::signal_all(*pid, Signal::SIGSTOP);
+    }
+    let bound = INTERVAL * 2 + CHECK_TIMEOUT + Duration::from_secs(2);
+    let after = until_answers(dns, bound, &[WEST]).await;
+    eprintln!("DNS answered only us-west {after:?} after us-east froze");
+    let (primary, took) = failed_over(&dir, "pg-1", Duration::from_secs(30)).await;
+    assert_eq!(primary, "pg-2", "us-west's replica is promoted");
+    eprintln!("pg-2 in us-west was promoted {took:?} after us-east froze");
+
+    // The acknowledged write is there, and us-west now writes beside its own primary.
+    let resp = http
+        .get(format!("http://{west}{location}"))
+        .header("strata-read-after", &commit)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut writes = Vec::new();
+    while writes.len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "us-west takes no writes: {writes:?}"
+        );
+        let body = json!({"firstName": "Local", "lastName": "Primary",
+            "address": {"streetAddress": "1 Main St", "city": "Boston", "state": "MA", "postalCode": "02134"}});
+        let start = Instant::now();
+        match http
+            .post(format!("http://{west}/users"))
+            .json(&body)
+            .send()
+            .await
+        {
+            Ok(r) if r.status() == 201 => writes.push(start.elapsed()),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    eprintln!("us-west writes beside its new primary: {writes:?}");
+    assert!(
+        *writes.iter().min().expect("writes") < Duration::from_millis(2 * ONE_WAY_MS),
+        "a write no longer crosses the link: {writes:?}"
+    );
+
+    // us-east returns: its old primary rejoins as a replica of pg-2, and DNS answers it again.
+    for pid in &pids {
+        strata_engines::process::signal_all(*pid, Signal::SIGCONT);
+    }
+    until_answers(dns, Duration::from_secs(20), &[EAST]).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let d = dir.clone();
+        let status = tokio::task::spawn_blocking(move || status_json(&d))
+            .await
+            .expect("join");
+        if role(&status, "pg-1")["database"]["role"] == "replica"
+            && status["path"]["datacenters"][1]["primary"] == "pg-2"
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pg-1 did not rejoin as a replica: {status:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
