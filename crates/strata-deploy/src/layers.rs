@@ -224,10 +224,18 @@ impl LayeredPath {
             ));
         }
         for dc in &self.datacenters {
-            let data = match &dc.primary {
-                Some(p) => format!("holds the primary ({p}) of {}", dc.databases.join(", ")),
-                None => format!("replicas {}", dc.databases.join(", ")),
-            };
+            let data: Vec<String> = dc
+                .databases
+                .iter()
+                .map(|d| {
+                    if dc.primary.as_ref() == Some(d) {
+                        format!("{d} (primary)")
+                    } else {
+                        d.clone()
+                    }
+                })
+                .collect();
+            let data = data.join(", ");
             text.push_str(&format!(
                 "  {}: {data}\n    → balancers: {}\n    → API pool: {}\n",
                 dc.name,
@@ -344,10 +352,10 @@ mod tests {
         assert_eq!(
             path.text(),
             "path: dns-1 127.0.0.1:5353 answers www.strata.test. with 127.0.12.1\n  \
-             us-east: holds the primary (pg-1) of pg-1, pg-2\n    \
+             us-east: pg-1 (primary), pg-2\n    \
              → balancers: us-east-lb-1 127.0.0.1:8080 (not answered)\n    \
              → API pool: us-east-api-1 127.0.0.1:9001\n  \
-             us-west: replicas pg-3\n    \
+             us-west: pg-3\n    \
              → balancers: us-west-lb-1 127.0.12.1:8080 (answered)\n    \
              → API pool: us-west-api-1 127.0.0.1:9002\n"
         );

@@ -142,8 +142,8 @@ async fn a_second_data_centre_writes_across_the_delayed_link_and_takes_over_when
     .expect("join");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("us-east: holds the primary (pg-1) of pg-1")
-            && text.contains("us-west: replicas pg-2")
+        text.contains("us-east: pg-1 (primary)\n")
+            && text.contains("us-west: pg-2\n")
             && text.contains("→ API pool: us-west-api-1 "),
         "{text}"
     );
