@@ -3,7 +3,8 @@
 //! DNS answers `us-east`'s balancer (failover policy, in the listed order). A write through
 //! `us-west`'s balancer crosses the link to the primary — through the delaying relay — and
 //! costs at least a round trip of the link (2 × 30 ms) more than a local read there, and a read
-//! that carries its commit token reads it back. Then every stateless role of `us-east` (its
+//! that carries its commit token reads it back. Replication crosses the link too: a write in
+//! `us-east` waits (quorum commit) for `us-west`'s replica, a round trip away. Then every stateless role of `us-east` (its
 //! balancer and API server) is frozen with SIGSTOP: DNS answers only `us-west` within its health
 //! interval, and a client that resolves the name through it is served there.
 
@@ -189,6 +190,12 @@ async fn a_second_data_centre_writes_across_the_delayed_link_and_takes_over_when
         east_writes.push(create_user(&http, east, n).await.2);
     }
     eprintln!("us-east, beside the primary: writes {east_writes:?}");
+    // Under quorum commit the primary waits for us-west's replica, whose stream crosses the
+    // link through its relay too: a commit in us-east costs a round trip of the link.
+    assert!(
+        *east_writes.iter().min().expect("writes") >= Duration::from_millis(2 * ONE_WAY_MS),
+        "replication crosses the link: {east_writes:?}"
+    );
     assert!(
         fastest_write >= read + Duration::from_millis(2 * ONE_WAY_MS),
         "a write crosses the link at least once each way: fastest write {fastest_write:?}, \

@@ -14,8 +14,9 @@
 //!   data centre A goes through a relay in B (`us-west-relay-pg-1`: `strata relay` with the
 //!   link's one-way delay each way), so an API server in B pays the round trip of the link on
 //!   every exchange with the primary in A. Its reads go to the replicas of its own data centre.
-//!   Replication between the servers is not relayed yet: the controller re-points it at run
-//!   time, outside the plan (docs/datacenters.md, "Not built yet").
+//!   The PostgreSQL servers of B replicate through the same relays: each is given its routes
+//!   to the servers of the other data centres ([`database_routes`]), which it follows its
+//!   primary through, and so does the controller when it re-points a standby.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -136,8 +137,8 @@ pub fn balancer_ip(d: usize, i: u16) -> IpAddr {
     }
 }
 
-/// The relays (after the database servers they lead to), and the layout file, written before
-/// any role starts.
+/// The layout file, written before any role starts. (The relays are planned with the
+/// database servers: [`plan_relays_to`].)
 pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
     if !topology.has_datacentres() {
         return;
@@ -155,34 +156,61 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
             std::fs::write(&file, &text)?;
             Ok(())
         }));
-    let first = &topology.datacenters[0].name;
-    for (d, dc) in layout.datacenters.iter().enumerate() {
-        for relay in &dc.relays {
-            let target = relay
-                .strip_prefix(&format!("{}-relay-", dc.name))
-                .unwrap_or_default()
-                .to_string();
-            let target_dc = layout
-                .datacentre_of(&target)
-                .map_or(first.as_str(), |t| t.name.as_str());
-            let delay = topology.one_way_ms(&topology.datacenters[d].name, target_dc);
-            let name = relay.clone();
-            plan.roles.push(RoleSpec::new(
-                RoleKind::Relay,
-                relay.clone(),
-                strata_link::LISTENER,
-                vec![target.clone()],
-                move |w: &Wiring| {
-                    let mut args =
-                        RelayArgs::new(w.addr(&target, super::POSTGRES_LISTENER)?, delay);
-                    args.listen = w.listen();
-                    args.name = name.clone();
-                    args.exit_on_stdin_eof = true;
-                    Ok(RoleCommand::Relay(args))
-                },
-            ));
+}
+
+/// The relays to PostgreSQL server `k` (0-based, plan order) from every other data centre,
+/// each with its link's delay; planned right after the server, before the servers and roles
+/// that reach it through them.
+pub fn plan_relays_to(topology: &Topology, k: usize, plan: &mut Plan) {
+    let (Some(home), target) = (
+        topology.datacentre_of_database(k),
+        crate::groups::server_name(None, k + 1),
+    ) else {
+        return;
+    };
+    for (d, dc) in topology.datacenters.iter().enumerate() {
+        if d == home {
+            continue;
+        }
+        let delay = topology.one_way_ms(&dc.name, &topology.datacenters[home].name);
+        let name = relay_name(&dc.name, &target);
+        let (role_name, target) = (name.clone(), target.clone());
+        plan.roles.push(RoleSpec::new(
+            RoleKind::Relay,
+            name,
+            strata_link::LISTENER,
+            vec![target.clone()],
+            move |w: &Wiring| {
+                let mut args = RelayArgs::new(w.addr(&target, super::POSTGRES_LISTENER)?, delay);
+                args.listen = w.listen();
+                args.name = role_name.clone();
+                args.exit_on_stdin_eof = true;
+                Ok(RoleCommand::Relay(args))
+            },
+        ));
+    }
+}
+
+/// The routes of the PostgreSQL servers of one data centre to those of the others, through
+/// its relays: (from, to, relay), for `strata postgres` and `strata control`.
+pub fn database_routes(topology: &Topology) -> Vec<(String, String, String)> {
+    let names = database_names(topology);
+    let mut routes = Vec::new();
+    for (s, from) in names.iter().enumerate() {
+        for (p, to) in names.iter().enumerate() {
+            let (Some(ds), Some(dp)) = (
+                topology.datacentre_of_database(s),
+                topology.datacentre_of_database(p),
+            ) else {
+                continue;
+            };
+            if ds != dp {
+                let relay = relay_name(&topology.datacenters[ds].name, to);
+                routes.push((from.clone(), to.clone(), relay));
+            }
         }
     }
+    routes
 }
 
 /// How a role of data centre `d` reaches every PostgreSQL server, in plan order: its own data

@@ -1063,6 +1063,44 @@ fn each_data_centre_runs_its_balancers_before_its_own_api_servers_which_reach_th
         ]
     );
     assert_eq!(config.datacentres[1].weight, 0);
+    // Replication crosses the link too: us-west's server copies and follows the primary
+    // through its relay, and has a route to each server of us-east; the controller re-points
+    // standbys through the same routes.
+    let RoleCommand::Postgres(west_pg) = command(&plan, "pg-3") else {
+        panic!("a PostgreSQL server")
+    };
+    assert_eq!(
+        west_pg.replica_of.map(|a| a.to_string()),
+        Some(at("us-west-relay-pg-1", "relay"))
+    );
+    let routes: Vec<String> = west_pg.routes.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        routes,
+        [
+            format!("pg-3:pg-1={}", at("us-west-relay-pg-1", "relay")),
+            format!("pg-3:pg-2={}", at("us-west-relay-pg-2", "relay")),
+        ]
+    );
+    assert!(
+        plan.role("pg-3")
+            .expect("pg-3")
+            .depends_on
+            .contains(&"us-west-relay-pg-1".to_string())
+    );
+    let RoleCommand::Postgres(east_replica) = command(&plan, "pg-2") else {
+        panic!("a PostgreSQL server")
+    };
+    assert_eq!(
+        east_replica.replica_of.map(|a| a.to_string()),
+        Some(at("pg-1", "postgres")),
+        "within a data centre, directly"
+    );
+    let RoleCommand::Control(control) = command(&plan, "control-1") else {
+        panic!("a controller")
+    };
+    let routes: Vec<String> = control.routes.iter().map(ToString::to_string).collect();
+    assert_eq!(routes.len(), 4, "{routes:?}");
+    assert!(routes.contains(&format!("pg-1:pg-3={}", at("us-east-relay-pg-3", "relay"))));
     // The layout `strata status` reads.
     let layout = datacenters::Layout::of(&Topology::parse(DATACENTRES, 8080).expect("valid"));
     assert_eq!(layout.datacenters[1].databases, ["pg-3"]);
