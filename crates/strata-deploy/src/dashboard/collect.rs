@@ -68,7 +68,7 @@ pub fn health_of(role: &RoleState, alive: bool, stopped: bool) -> Health {
 /// The tier a kind of role is drawn in, left to right.
 pub fn tier_of(kind: RoleKind) -> &'static str {
     match kind {
-        RoleKind::Edge | RoleKind::Dns | RoleKind::Relay => "edge",
+        RoleKind::Edge | RoleKind::Dns => "edge",
         RoleKind::Lb => "lb",
         RoleKind::Api => "api",
         RoleKind::Cache
@@ -76,7 +76,9 @@ pub fn tier_of(kind: RoleKind) -> &'static str {
         | RoleKind::Control
         | RoleKind::Etcd
         | RoleKind::Broker
-        | RoleKind::ObjectStore => "data",
+        | RoleKind::ObjectStore
+        // A relay carries the traffic of a link between data centres to a database server.
+        | RoleKind::Relay => "data",
         RoleKind::Worker => "worker",
         RoleKind::Prometheus | RoleKind::Dashboard => "observe",
     }

@@ -1,6 +1,8 @@
 //! The balancers' roles: `lb-1` on the public port and `lb-2` … `lb-N` on ports of their own
 //! (for clients to spread over) — or, with `[dns]`, on the public port at addresses of their
-//! own, which DNS hands out ([`listen_ip`]) — each in front of every API server, with the
+//! own, which DNS hands out ([`listen_ip`]; with `[[datacenter]]` tables each data centre's
+//! balancers, in front of its own API servers only, see [`super::datacenters`]) — each in
+//! front of every API server, with the
 //! topology's algorithm, sticky cookie, timeouts and TLS listener. With a sticky cookie they
 //! share one key, made once into `DIR/lb/sticky.key` (mode 0600), so a client pinned by one
 //! balancer keeps its backend through another, and through a restarted one.

@@ -1101,6 +1101,9 @@ fn each_data_centre_runs_its_balancers_before_its_own_api_servers_which_reach_th
     let routes: Vec<String> = control.routes.iter().map(ToString::to_string).collect();
     assert_eq!(routes.len(), 4, "{routes:?}");
     assert!(routes.contains(&format!("pg-1:pg-3={}", at("us-east-relay-pg-3", "relay"))));
+    // Photo workers go with data centres (they are in none).
+    let with_workers = compile(&format!("{DATACENTRES}[workers]\ncount = 1\n"));
+    assert!(with_workers.role("worker-1").is_some());
     // The layout `strata status` reads.
     let layout = datacenters::Layout::of(&Topology::parse(DATACENTRES, 8080).expect("valid"));
     assert_eq!(layout.datacenters[1].databases, ["pg-3"]);

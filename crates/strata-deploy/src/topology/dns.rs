@@ -14,11 +14,11 @@
 //! fall = 2                #   failures in a row that take it out of the answers
 //! ```
 //!
-//! A topology is one data centre, [`LOCAL_DATACENTRE`]: its balancers are `[lb]`'s, each on
-//! an address of its own (answers carry addresses, not ports). Several data centres — and
-//! with them the `geo` policy — will come from `[[datacenter]]` tables, each with its own
-//! balancers; [`DnsSpec`] already names the data centres' policy and leaves their list to the
-//! plan.
+//! Without `[[datacenter]]` tables a topology is one data centre, [`LOCAL_DATACENTRE`]: its
+//! balancers are `[lb]`'s, each on an address of its own (answers carry addresses, not ports).
+//! With them, DNS answers one data centre per table, each with its own balancers
+//! (`datacenters.rs`); [`DnsSpec`] names the data centres' policy and leaves their list to the
+//! plan. The `geo` policy needs a GeoIP database, which a topology does not give yet.
 
 use super::reader::Section;
 
@@ -171,7 +171,7 @@ pub(super) fn read(sec: &mut Section<'_>) -> DnsSpec {
         sec.error(
             "policy",
             "`dns.policy = \"geo\"` needs several data centres and a GeoIP database, which a \
-             topology does not have yet: use \"failover\" or \"weighted\" (or run `strata dns` \
+             topology cannot give yet: use \"failover\" or \"weighted\" (or run `strata dns` \
              with its own configuration, docs/dns.md)",
         );
         None
