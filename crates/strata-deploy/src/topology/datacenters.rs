@@ -535,4 +535,26 @@ mod tests {
         assert_eq!(e.len(), 1, "{e:#?}");
         assert!(e[0].message.contains("run 6 PostgreSQL servers"), "{e:#?}");
     }
+
+    #[test]
+    fn data_centres_and_links_may_be_written_as_inline_tables() {
+        let text = "datacenter = [{ name = \"a\" }, { name = \"b\", api = 2 }]\n\
+                    link = [{ between = [\"a\", \"b\"], one_way_ms = 5 }]\n\
+                    [lb]\n[api]\ncount = 1\n[data]\nengine = \"postgres\"\n[dns]\n";
+        let t = Topology::parse(text, 8080).expect("valid");
+        let names: Vec<&str> = t.datacenters.iter().map(|dc| dc.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(t.datacenters[1].api, 2);
+        assert_eq!(t.one_way_ms("a", "b"), 5);
+        let e = errors(
+            "datacenter = \"a\"\n[lb]\n[api]\ncount = 1\n[data]\nengine = \"postgres\"\n[dns]\n",
+        );
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert_eq!(e[0].line, Some(1));
+        assert!(
+            e[0].message
+                .contains("must be tables written `[[datacenter]]`, not"),
+            "{e:#?}"
+        );
+    }
 }
