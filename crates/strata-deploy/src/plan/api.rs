@@ -57,120 +57,120 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
     let has_lb = topology.lb.is_some();
     let public = !has_lb && topology.edge.is_none();
     let mut fixed = topology.api.ports.iter().copied();
-    plan.roles
-        .extend(instances(topology).into_iter().map(|(i, name, dc)| {
-            let port = if i == 1 && public {
-                ctx.public_port
-            } else {
-                fixed.next().unwrap_or(0)
-            };
-            // In a data centre, the servers of the others are reached through its relays.
-            let wires = dc.map(|d| super::datacenters::database_wires(topology, d));
-            let mut depends_on = depends_on.clone();
-            depends_on.extend(
-                wires
-                    .iter()
-                    .flatten()
-                    .filter(|(_, _, local)| !local)
-                    .map(|(relay, _, _)| relay.clone()),
-            );
-            let role_name = name.clone();
-            let data_dir = ctx.path(&[DATA_DIR]);
-            let data = topology.data.clone();
-            let shards = topology.shards;
-            let groups = topology.postgres_groups();
-            let cache = topology.cache.clone();
-            let edge = topology.edge.clone();
-            let state_file = ctx.path(&[crate::state::STATE_FILE]);
-            let (databases, caches) = (databases.clone(), caches.clone());
-            let photos = photos.clone();
-            let map_in_etcd = map_in_etcd.clone();
-            RoleSpec::new(
-                RoleKind::Api,
-                name,
-                "http",
-                depends_on,
-                move |w: &Wiring| {
-                    let mut server = ServerOptions::new(w.listen(), data_dir.clone());
-                    server.node_id = u64::from(i);
-                    match &data {
-                        DataEngine::Sqlite if shards > 1 => server.data.shards = Some(shards),
-                        DataEngine::Sqlite => {}
-                        DataEngine::PostgresUrl { url } => server.data.postgres = Some(url.clone()),
-                        DataEngine::Postgres { .. } if !groups.is_empty() => {
-                            // One URL per group, through all its servers (the primary found by
-                            // `target_session_attrs`): the group's replicas are for its failover.
-                            server.data.shards = Some(shards);
-                            server.data.postgres_shards = groups
-                                .iter()
-                                .map(|g| {
-                                    let nodes = databases
-                                        .iter()
-                                        .filter(|n| crate::groups::group_of(n) == Some(g.as_str()))
-                                        .map(|n| w.addr(n, super::data::LISTENER))
-                                        .collect::<Result<Vec<_>, PlanError>>()?;
-                                    Ok(format!("{g}={}", postgres_urls(&nodes).0))
-                                })
-                                .collect::<Result<Vec<_>, PlanError>>()?;
-                            if let Some(store) = &map_in_etcd {
-                                let store = store(w)?;
-                                server.data.shard_map_etcd = store.etcd;
-                                server.data.shard_map_etcd_prefix = store.etcd_prefix;
-                            }
-                        }
-                        DataEngine::Postgres { .. } if wires.is_some() => {
-                            // Writes find the primary through every server (remote ones through
-                            // relays); reads go to the replicas of this data centre only.
-                            let wires = wires.as_deref().unwrap_or_default();
-                            let nodes = wires
-                                .iter()
-                                .map(|(role, listener, _)| w.addr(role, listener))
-                                .collect::<Result<Vec<_>, PlanError>>()?;
-                            let local: Vec<_> = wires
-                                .iter()
-                                .zip(&nodes)
-                                .filter(|((_, _, local), _)| *local)
-                                .map(|(_, addr)| *addr)
-                                .collect();
-                            server.data.postgres = Some(postgres_urls(&nodes).0);
-                            server.data.postgres_replicas = postgres_urls(&local).1;
-                        }
-                        DataEngine::Postgres { .. } => {
-                            let nodes = databases
-                                .iter()
-                                .map(|n| w.addr(n, super::data::LISTENER))
-                                .collect::<Result<Vec<_>, PlanError>>()?;
-                            let (primary, replicas) = postgres_urls(&nodes);
-                            server.data.postgres = Some(primary);
-                            if nodes.len() > 1 {
-                                server.data.postgres_replicas = replicas;
-                            }
+    let servers = instances(topology);
+    plan.roles.extend(servers.into_iter().map(|(i, name, dc)| {
+        let port = if i == 1 && public {
+            ctx.public_port
+        } else {
+            fixed.next().unwrap_or(0)
+        };
+        // In a data centre, the servers of the others are reached through its relays.
+        let wires = dc.map(|d| super::datacenters::database_wires(topology, d));
+        let mut depends_on = depends_on.clone();
+        depends_on.extend(
+            wires
+                .iter()
+                .flatten()
+                .filter(|(_, _, local)| !local)
+                .map(|(relay, _, _)| relay.clone()),
+        );
+        let role_name = name.clone();
+        let data_dir = ctx.path(&[DATA_DIR]);
+        let data = topology.data.clone();
+        let shards = topology.shards;
+        let groups = topology.postgres_groups();
+        let cache = topology.cache.clone();
+        let edge = topology.edge.clone();
+        let state_file = ctx.path(&[crate::state::STATE_FILE]);
+        let (databases, caches) = (databases.clone(), caches.clone());
+        let photos = photos.clone();
+        let map_in_etcd = map_in_etcd.clone();
+        RoleSpec::new(
+            RoleKind::Api,
+            name,
+            "http",
+            depends_on,
+            move |w: &Wiring| {
+                let mut server = ServerOptions::new(w.listen(), data_dir.clone());
+                server.node_id = u64::from(i);
+                match &data {
+                    DataEngine::Sqlite if shards > 1 => server.data.shards = Some(shards),
+                    DataEngine::Sqlite => {}
+                    DataEngine::PostgresUrl { url } => server.data.postgres = Some(url.clone()),
+                    DataEngine::Postgres { .. } if !groups.is_empty() => {
+                        // One URL per group, through all its servers (the primary found by
+                        // `target_session_attrs`): the group's replicas are for its failover.
+                        server.data.shards = Some(shards);
+                        server.data.postgres_shards = groups
+                            .iter()
+                            .map(|g| {
+                                let nodes = databases
+                                    .iter()
+                                    .filter(|n| crate::groups::group_of(n) == Some(g.as_str()))
+                                    .map(|n| w.addr(n, super::data::LISTENER))
+                                    .collect::<Result<Vec<_>, PlanError>>()?;
+                                Ok(format!("{g}={}", postgres_urls(&nodes).0))
+                            })
+                            .collect::<Result<Vec<_>, PlanError>>()?;
+                        if let Some(store) = &map_in_etcd {
+                            let store = store(w)?;
+                            server.data.shard_map_etcd = store.etcd;
+                            server.data.shard_map_etcd_prefix = store.etcd_prefix;
                         }
                     }
-                    set_cache(&mut server, &cache, &caches, w)?;
-                    photos.apply(w, &mut server.photos)?;
-                    if let Some(edge) = &edge {
-                        // The edges start after the API servers (they front them): each server
-                        // follows their admin addresses in the deployment's state file.
-                        server.edges.purge_edges_state = Some(state_file.clone());
-                        server.edges.shared_max_age_secs = edge.profile_ttl_secs;
+                    DataEngine::Postgres { .. } if wires.is_some() => {
+                        // Writes find the primary through every server (remote ones through
+                        // relays); reads go to the replicas of this data centre only.
+                        let wires = wires.as_deref().unwrap_or_default();
+                        let nodes = wires
+                            .iter()
+                            .map(|(role, listener, _)| w.addr(role, listener))
+                            .collect::<Result<Vec<_>, PlanError>>()?;
+                        let local: Vec<_> = wires
+                            .iter()
+                            .zip(&nodes)
+                            .filter(|((_, _, local), _)| *local)
+                            .map(|(_, addr)| *addr)
+                            .collect();
+                        server.data.postgres = Some(postgres_urls(&nodes).0);
+                        server.data.postgres_replicas = postgres_urls(&local).1;
                     }
-                    if has_lb {
-                        server.auth.trusted_proxies = vec![super::BALANCER_SOURCE.into()];
+                    DataEngine::Postgres { .. } => {
+                        let nodes = databases
+                            .iter()
+                            .map(|n| w.addr(n, super::data::LISTENER))
+                            .collect::<Result<Vec<_>, PlanError>>()?;
+                        let (primary, replicas) = postgres_urls(&nodes);
+                        server.data.postgres = Some(primary);
+                        if nodes.len() > 1 {
+                            server.data.postgres_replicas = replicas;
+                        }
                     }
-                    if let Some(store) = sessions {
-                        let addr = w.addr(store, CacheEngine::Redis.name())?;
-                        server.auth.sessions_redis = Some(format!("redis://{addr}"));
-                    }
-                    Ok(RoleCommand::Api(Box::new(ApiArgs {
-                        server,
-                        name: role_name.clone(),
-                        exit_on_stdin_eof: true,
-                    })))
-                },
-            )
-            .on_port(port)
-        }));
+                }
+                set_cache(&mut server, &cache, &caches, w)?;
+                photos.apply(w, &mut server.photos)?;
+                if let Some(edge) = &edge {
+                    // The edges start after the API servers (they front them): each server
+                    // follows their admin addresses in the deployment's state file.
+                    server.edges.purge_edges_state = Some(state_file.clone());
+                    server.edges.shared_max_age_secs = edge.profile_ttl_secs;
+                }
+                if has_lb {
+                    server.auth.trusted_proxies = vec![super::BALANCER_SOURCE.into()];
+                }
+                if let Some(store) = sessions {
+                    let addr = w.addr(store, CacheEngine::Redis.name())?;
+                    server.auth.sessions_redis = Some(format!("redis://{addr}"));
+                }
+                Ok(RoleCommand::Api(Box::new(ApiArgs {
+                    server,
+                    name: role_name.clone(),
+                    exit_on_stdin_eof: true,
+                })))
+            },
+        )
+        .on_port(port)
+    }));
 }
 
 /// The API servers: (node id, name, data centre index). Without data centres `api-1` …; with
