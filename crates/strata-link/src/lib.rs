@@ -13,9 +13,11 @@
 //! rather than growing the relay. Connecting to the target gives up after `--connect-timeout-ms`
 //! and closes the client's connection.
 //!
-//! Not emulated: the TCP handshake's round trip (the relay connects to the target at once, so
-//! a new connection costs no delay until its first bytes), bandwidth limits, loss and jitter.
-//! Those need `tc netem` in network namespaces (root), which this crate does not do yet.
+//! A new connection pays the TCP handshake's round trip too: the relay connects to the target
+//! one delay after it accepted (the SYN's way there), and delivers the client's first bytes no
+//! earlier than a connection made across the link could have sent them (after the SYN-ACK's
+//! way back) plus their own way there. Not emulated: bandwidth limits, loss and jitter — those
+//! need `tc netem` in network namespaces (root), which this crate does not do yet.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -116,7 +118,10 @@ impl Relay {
                 }
             };
             let (to, delay, timeout) = (self.to, self.delay, self.connect_timeout);
+            let accepted = Instant::now();
             tokio::spawn(async move {
+                // The SYN crosses the link before the target hears of the connection.
+                tokio::time::sleep(delay).await;
                 let target = match tokio::time::timeout(timeout, TcpStream::connect(to)).await {
                     Ok(Ok(target)) => target,
                     Ok(Err(e)) => {
@@ -130,18 +135,20 @@ impl Relay {
                 };
                 let _ = client.set_nodelay(true);
                 let _ = target.set_nodelay(true);
-                relay(client, target, delay).await;
+                // Across the link, the client could send only once the SYN-ACK came back.
+                relay(client, target, delay, accepted + 2 * delay).await;
             });
         }
     }
 }
 
-/// Relays both directions of one connection until both have ended (or one failed).
-async fn relay(client: TcpStream, target: TcpStream, delay: Duration) {
+/// Relays both directions of one connection until both have ended (or one failed); the
+/// client's bytes count as sent no earlier than `client_may_send`.
+async fn relay(client: TcpStream, target: TcpStream, delay: Duration, client_may_send: Instant) {
     let (client_read, client_write) = client.into_split();
     let (target_read, target_write) = target.into_split();
-    let up = direction(client_read, target_write, delay);
-    let down = direction(target_read, client_write, delay);
+    let up = direction(client_read, target_write, delay, client_may_send);
+    let down = direction(target_read, client_write, delay, Instant::now());
     tokio::pin!(up, down);
     // An error on either side ends the connection: the other direction is dropped with it.
     tokio::select! {
@@ -151,12 +158,15 @@ async fn relay(client: TcpStream, target: TcpStream, delay: Duration) {
 }
 
 /// One direction: reads from `from`, writes each chunk to `to` once `delay` has passed since it
-/// was read, then passes the end of stream on. `false`: a side failed.
+/// was read (or since `not_before`, if later), then passes the end of stream on. `false`: a
+/// side failed.
 async fn direction(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     delay: Duration,
+    not_before: Instant,
 ) -> bool {
+    let due = move || Instant::now().max(not_before) + delay;
     // `None` is the end of stream, delivered after the delay like the bytes before it.
     let (tx, mut rx) = mpsc::channel::<(Instant, Option<Vec<u8>>)>(MAX_CHUNKS_IN_FLIGHT);
     let reader = async move {
@@ -164,12 +174,12 @@ async fn direction(
             let mut buf = vec![0u8; CHUNK];
             match from.read(&mut buf).await {
                 Ok(0) => {
-                    let _ = tx.send((Instant::now() + delay, None)).await;
+                    let _ = tx.send((due(), None)).await;
                     return true;
                 }
                 Ok(n) => {
                     buf.truncate(n);
-                    if tx.send((Instant::now() + delay, Some(buf))).await.is_err() {
+                    if tx.send((due(), Some(buf))).await.is_err() {
                         return false;
                     }
                 }
@@ -271,6 +281,21 @@ mod tests {
     async fn a_round_trip_through_the_relay_costs_twice_the_delay_and_keeps_the_bytes() {
         let relay = relay_to(echo().await, 40).await;
         let mut s = TcpStream::connect(relay).await.expect("connect");
+        // A new connection's first exchange pays the handshake's round trip as well.
+        let start = std::time::Instant::now();
+        s.write_all(b"hello").await.expect("write");
+        let mut hello = [0u8; 5];
+        s.read_exact(&mut hello).await.expect("read");
+        let took = start.elapsed();
+        assert_eq!(&hello, b"hello");
+        assert!(
+            took >= Duration::from_millis(160),
+            "first exchange {took:?}"
+        );
+        assert!(
+            took < Duration::from_millis(1500),
+            "first exchange {took:?}"
+        );
         for round in 0..3u8 {
             let sent: Vec<u8> = (0..100_000u32).map(|i| (i as u8) ^ round).collect();
             let start = std::time::Instant::now();
