@@ -287,6 +287,41 @@ pub(super) fn read(root: &mut Section<'_>, t: &mut Topology) {
             names.push(&dc.name);
         }
     }
+    // What `strata dns` would refuse at its start: a country or continent served twice (its
+    // geo answer would depend on order), and weights that leave nothing to answer.
+    for (what, pick) in [
+        (
+            "country",
+            (|dc: &DatacenterSpec| &dc.countries) as fn(&DatacenterSpec) -> &Vec<String>,
+        ),
+        ("continent", |dc: &DatacenterSpec| &dc.continents),
+    ] {
+        let mut owner: Vec<(&str, &str)> = Vec::new();
+        for (dc, line) in &dcs {
+            for code in pick(dc) {
+                match owner.iter().find(|(c, _)| c == code) {
+                    Some((_, other)) => root.error_at(
+                        *line,
+                        format!(
+                            "{what} {code} is served by both {other:?} and {:?}",
+                            dc.name
+                        ),
+                    ),
+                    None => owner.push((code, &dc.name)),
+                }
+            }
+        }
+    }
+    if t.dns
+        .as_ref()
+        .is_some_and(|d| d.policy == super::DnsPolicy::Weighted)
+        && dcs.iter().all(|(dc, _)| dc.weight == 0)
+    {
+        root.error_at(
+            first_line,
+            "`[dns] policy = \"weighted\"` needs a data centre with a `weight` above 0",
+        );
+    }
     let total: usize = dcs.iter().map(|(dc, _)| usize::from(dc.databases)).sum();
     if total > MAX_DATABASES {
         root.error_at(
@@ -523,6 +558,27 @@ mod tests {
         assert!(
             e[0].message.contains("add `[[datacenter]]` tables"),
             "{e:#?}"
+        );
+    }
+
+    #[test]
+    fn what_strata_dns_would_refuse_is_refused_with_the_topology() {
+        let text = TWO
+            .replace("[dns]\n", "[dns]\npolicy = \"weighted\"\n")
+            .replace(
+                "name = \"us-east\"\n",
+                "name = \"us-east\"\nweight = 0\ncountries = [\"US\"]\n",
+            );
+        let e = errors(&text);
+        let shown: Vec<String> = e.iter().map(ToString::to_string).collect();
+        assert_eq!(shown.len(), 2, "{shown:#?}");
+        assert!(
+            shown[0].contains("needs a data centre with a `weight` above 0"),
+            "{shown:#?}"
+        );
+        assert!(
+            shown[1].contains("country US is served by both \"us-east\" and \"us-west\""),
+            "{shown:#?}"
         );
     }
 
