@@ -39,6 +39,7 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
     let balancers = names_of(&plan.roles, RoleKind::Lb);
     let config = config_path(&ctx.dir, NAME);
     let (written, file_spec, listed) = (config.clone(), spec.clone(), balancers.clone());
+    let geoip = spec.geoip.as_ref().map(std::path::PathBuf::from);
     // One data centre per `[[datacenter]]`, in preference order, with its own balancers.
     let layout = super::datacenters::Layout::of(topology);
     let datacentres: Vec<(DatacenterSpec, Vec<String>)> = topology
@@ -54,6 +55,7 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
         balancers,
         move |w: &Wiring| {
             let mut args = DnsArgs::new(config.clone());
+            args.geoip = geoip.clone();
             args.listen = w.listen();
             args.name = NAME.into();
             args.exit_on_stdin_eof = true;

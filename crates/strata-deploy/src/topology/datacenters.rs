@@ -583,6 +583,42 @@ mod tests {
     }
 
     #[test]
+    fn geo_dns_needs_a_geoip_database_and_every_data_centre_placed() {
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        let path = file.path().display().to_string();
+        let text = TWO.replace(
+            "[dns]\n",
+            &format!("[dns]\npolicy = \"geo\"\ngeoip = \"{path}\"\n"),
+        );
+        let e = errors(&text);
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert!(
+            e[0].message
+                .contains("needs data centre \"us-east\"'s `latitude`"),
+            "{e:#?}"
+        );
+        let placed = text.replace(
+            "name = \"us-east\"\n",
+            "name = \"us-east\"\ncontinents = [\"EU\"]\n",
+        );
+        let t = Topology::parse(&placed, 8080).expect("valid");
+        let dns = t.dns.expect("dns");
+        assert_eq!(dns.policy, DnsPolicy::Geo);
+        assert_eq!(dns.geoip.as_deref(), Some(path.as_str()));
+        let e = errors(&placed.replace(&path, "/no/such.mmdb"));
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert!(
+            e[0].message.contains("/no/such.mmdb is not a file"),
+            "{e:#?}"
+        );
+        let e = errors(&TWO.replace("[dns]\n", "[dns]\npolicy = \"geo\"\n"));
+        assert!(
+            e[0].message.contains("give its path in `dns.geoip`"),
+            "{e:#?}"
+        );
+    }
+
+    #[test]
     fn too_many_database_servers_in_all_are_refused() {
         let text = TWO
             .replace("databases = 2", "databases = 4\napi = 1")
