@@ -9,6 +9,10 @@
 //! interval, and a client that resolves the name through it is served there.
 
 mod common;
+/// The MaxMind DB writer of strata-dns's tests: the geo test's database of loopback networks.
+#[allow(dead_code)]
+#[path = "../../strata-dns/tests/dns/support/mmdb.rs"]
+mod mmdb;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -38,11 +42,18 @@ fn addr_of(status: &Value, name: &str, listener: &str) -> SocketAddr {
 
 /// What the deployment's DNS answers for the service name now, sorted (`None`: no answer).
 async fn resolve(dns: SocketAddr) -> Option<Vec<IpAddr>> {
+    resolve_from(IpAddr::V4(Ipv4Addr::LOCALHOST), dns).await
+}
+
+/// The same, asked from the local address `from` (a client the geo policy places by it).
+async fn resolve_from(from: IpAddr, dns: SocketAddr) -> Option<Vec<IpAddr>> {
     tokio::task::spawn_blocking(move || {
-        strata_dns::probe::resolve(dns, NAME, Duration::from_millis(500)).map(|mut ips| {
-            ips.sort();
-            ips
-        })
+        strata_dns::probe::resolve_from(from, dns, NAME, Duration::from_millis(500)).map(
+            |mut ips| {
+                ips.sort();
+                ips
+            },
+        )
     })
     .await
     .expect("join")
@@ -50,15 +61,25 @@ async fn resolve(dns: SocketAddr) -> Option<Vec<IpAddr>> {
 
 /// Polls the DNS until it answers `want`; panics after `within`. Returns how long it took.
 async fn until_answers(dns: SocketAddr, within: Duration, want: &[IpAddr]) -> Duration {
+    until_answers_from(IpAddr::V4(Ipv4Addr::LOCALHOST), dns, within, want).await
+}
+
+/// [`until_answers`] for a client asking from `from`.
+async fn until_answers_from(
+    from: IpAddr,
+    dns: SocketAddr,
+    within: Duration,
+    want: &[IpAddr],
+) -> Duration {
     let start = Instant::now();
     loop {
-        if resolve(dns).await.as_deref() == Some(want) {
+        if resolve_from(from, dns).await.as_deref() == Some(want) {
             return start.elapsed();
         }
         assert!(
             start.elapsed() < within,
-            "DNS did not answer {want:?} within {within:?} (last: {:?})",
-            resolve(dns).await
+            "DNS did not answer {want:?} to {from} within {within:?} (last: {:?})",
+            resolve_from(from, dns).await
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
@@ -347,4 +368,61 @@ async fn when_the_whole_first_data_centre_freezes_the_second_takes_the_primary_a
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn geo_dns_answers_each_client_its_nearest_data_centre_and_the_other_when_that_one_freezes() {
+    // 127.1.0.0/16 is in Virginia (us-east), 127.2.0.0/16 in California (us-west).
+    let geo = tempfile::tempdir().expect("tempdir");
+    let geoip = geo.path().join("test.mmdb");
+    let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+    std::fs::write(
+        &geoip,
+        mmdb::build(&[
+            (ip("127.1.0.0"), 16, mmdb::city(39.0, -77.5, "US", "NA")),
+            (ip("127.2.0.0"), 16, mmdb::city(37.4, -122.1, "US", "NA")),
+        ]),
+    )
+    .expect("write the GeoIP database");
+    let topology = TOPOLOGY
+        .replace(
+            "[dns]\n",
+            &format!("[dns]\npolicy = \"geo\"\ngeoip = \"{}\"\n", geoip.display()),
+        )
+        .replace(
+            "name = \"us-east\"\n",
+            "name = \"us-east\"\nlatitude = 39.0\nlongitude = -77.5\n",
+        )
+        .replace(
+            "name = \"us-west\"\n",
+            "name = \"us-west\"\nlatitude = 37.4\nlongitude = -122.1\n",
+        );
+    let (_tmp, dir) = tokio::task::spawn_blocking(move || up_topology(&topology))
+        .await
+        .expect("join");
+    let _cleanup = Cleanup(&dir);
+    let status = status_json(&dir);
+    let dns = addr_of(&status, "dns-1", "dns");
+    let (virginia, california) = (ip("127.1.0.1"), ip("127.2.0.1"));
+    let within = Duration::from_secs(10);
+    until_answers_from(virginia, dns, within, &[EAST]).await;
+    until_answers_from(california, dns, within, &[WEST]).await;
+
+    // us-west's stateless roles freeze: its clients go to us-east within the health interval.
+    let pids: Vec<u32> = ["us-west-lb-1", "us-west-api-1"]
+        .iter()
+        .map(|name| role(&status, name)["pid"].as_u64().expect("pid") as u32)
+        .collect();
+    let _thaw = Thaw(pids.clone());
+    for pid in &pids {
+        strata_engines::process::signal_all(*pid, Signal::SIGSTOP);
+    }
+    let bound = INTERVAL * 2 + CHECK_TIMEOUT + Duration::from_secs(2);
+    let after = until_answers_from(california, dns, bound, &[EAST]).await;
+    eprintln!("California's clients were sent to us-east {after:?} after us-west froze");
+    until_answers_from(virginia, dns, within, &[EAST]).await;
+    for pid in &pids {
+        strata_engines::process::signal_all(*pid, Signal::SIGCONT);
+    }
+    until_answers_from(california, dns, within, &[WEST]).await;
 }
