@@ -101,16 +101,9 @@ pub async fn run(args: UploadLoadArgs) -> anyhow::Result<()> {
     );
     let deployment = strata_deploy::state::read(&args.dir)?
         .ok_or_else(|| strata_deploy::state::no_deployment(&args.dir))?;
-    let http_of = |name: &str| {
-        deployment
-            .roles
-            .iter()
-            .find(|r| r.name == name)
-            .and_then(|r| r.addrs.get("http").cloned())
-    };
-    let entry = http_of("lb-1")
-        .or_else(|| http_of("api-1"))
-        .context("the deployment has no balancer and no api-1 to upload to")?;
+    let entry = deployment
+        .http_entry()
+        .context("the deployment has no balancer and no API server to upload to")?;
     let apis: Vec<String> = deployment
         .roles
         .iter()

@@ -10,6 +10,8 @@
 //!   (pg_rewind), fence;
 //! - [`controller`]: the failover controller (`strata control`): checks the primary, elects the
 //!   most advanced replica, fences the old primary, promotes and re-points;
+//! - [`route`]: how one server reaches another when not at its published address (through
+//!   the relay of a link between data centres);
 //! - [`store`]: where the cluster state lives, behind one interface (`StateStore`): a
 //!   compare-and-set publish by the controller that leads; the file store;
 //! - [`shard_map`]: the shard map (`strata_store::shard`) published beside the cluster state,
@@ -29,6 +31,7 @@ pub mod controller;
 pub mod etcd;
 pub mod map_home;
 pub mod pgnode;
+pub mod route;
 pub mod shard_map;
 pub mod store;
 pub mod store_options;

@@ -91,6 +91,11 @@ pub struct PostgresArgs {
     /// Run as a streaming replica of the primary at this address.
     #[arg(long)]
     pub replica_of: Option<SocketAddr>,
+    /// How this server reaches another when not at its published address,
+    /// `THIS:OTHER=HOST:PORT` (repeat for each): it follows a primary through its route.
+    #[arg(long = "route")]
+    #[serde(serialize_with = "strata_core::args::display_all")]
+    pub routes: Vec<crate::route::Route>,
     /// The replicas' role names, for the primary's synchronous quorum (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub standbys: Vec<String>,
@@ -118,6 +123,7 @@ impl PostgresArgs {
             data,
             store: StoreOptions::file(),
             replica_of: None,
+            routes: Vec::new(),
             standbys: Vec::new(),
             commit: CommitMode::Quorum,
             rejoin: RejoinMode::Auto,
@@ -336,6 +342,7 @@ async fn source(
     state: Option<ClusterState>,
     name: &str,
     replica_of: Option<SocketAddr>,
+    routes: &[crate::route::Route],
 ) -> anyhow::Result<(Option<String>, Option<ClusterState>)> {
     let Some(mut state) = state else {
         return Ok((replica_of.map(|a| a.to_string()), None));
@@ -345,7 +352,13 @@ async fn source(
             return Ok((None, Some(state)));
         }
         if let Some(addr) = state.primary_addr() {
-            return Ok((Some(addr.to_string()), Some(state)));
+            // Through this server's route to the primary, when it has one.
+            let addr = state
+                .primary
+                .as_deref()
+                .and_then(|p| crate::route::via(routes, name, p))
+                .map_or_else(|| addr.to_string(), |a| a.to_string());
+            return Ok((Some(addr), Some(state)));
         }
         tracing::warn!(
             version = state.version,
@@ -489,7 +502,7 @@ pub async fn run(args: PostgresArgs) -> anyhow::Result<()> {
     // Read again: a manual rejoin may have waited through another failover.
     let state = store.load().await.unwrap_or(state);
     let (primary, state) = tokio::select! {
-        found = source(store.as_ref(), state, &args.name, args.replica_of) => found?,
+        found = source(store.as_ref(), state, &args.name, args.replica_of, &args.routes) => found?,
         _ = strata_core::shutdown::signal(args.exit_on_stdin_eof) => return Ok(()),
     };
     let at_start = Standing::of(state.as_ref(), &args.name);

@@ -51,6 +51,9 @@ pub enum RoleCommand {
     /// Run the live dashboard: a web page of the deployment's roles, tiers and traces, with
     /// kill, restart and freeze buttons for admins (docs/observability.md).
     Dashboard(DashboardArgs),
+    /// Run a delaying TCP relay: the link between two data centres, each direction's bytes
+    /// delivered `--delay-ms` later (docs/datacenters.md).
+    Relay(strata_link::RelayArgs),
 }
 
 impl RoleCommand {
@@ -71,6 +74,7 @@ impl RoleCommand {
             RoleCommand::Prometheus(_) => RoleKind::Prometheus,
             RoleCommand::Alertmanager(_) => RoleKind::Alertmanager,
             RoleCommand::Dashboard(_) => RoleKind::Dashboard,
+            RoleCommand::Relay(_) => RoleKind::Relay,
         }
     }
 }
@@ -109,6 +113,8 @@ pub enum RoleKind {
     Alertmanager,
     /// `strata dashboard`: the live dashboard of the deployment.
     Dashboard,
+    /// `strata relay`: a delaying relay on a link between two data centres.
+    Relay,
 }
 
 impl RoleKind {
@@ -128,6 +134,7 @@ impl RoleKind {
             RoleKind::Prometheus => "prometheus",
             RoleKind::Alertmanager => "alertmanager",
             RoleKind::Dashboard => "dashboard",
+            RoleKind::Relay => "relay",
         }
     }
 }

@@ -23,6 +23,7 @@ impl RoleCommand {
             RoleCommand::Prometheus(args) => strata_observe::run(args).await,
             RoleCommand::Alertmanager(args) => strata_observe::alertmanager::run(args).await,
             RoleCommand::Dashboard(args) => crate::dashboard::run(args).await,
+            RoleCommand::Relay(args) => strata_link::run(args).await,
         }
     }
 }

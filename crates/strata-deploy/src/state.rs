@@ -77,6 +77,18 @@ impl DeploymentState {
     pub fn all_ready(&self) -> bool {
         self.roles.iter().all(|r| r.state == RolePhase::Ready)
     }
+
+    /// Where a load generator sends requests: the HTTP address of the first balancer (`lb-1`,
+    /// or with data centres the first data centre's first, `us-east-lb-1`), else of the first
+    /// API server — in plan order, which the state keeps.
+    pub fn http_entry(&self) -> Option<String> {
+        [RoleKind::Lb, RoleKind::Api].iter().find_map(|kind| {
+            self.roles
+                .iter()
+                .filter(|r| r.kind == *kind)
+                .find_map(|r| r.addrs.get("http").cloned())
+        })
+    }
 }
 
 pub fn state_path(dir: &Path) -> PathBuf {
@@ -223,5 +235,34 @@ mod tests {
         assert_eq!(read(dir.path()).expect("read"), Some(state));
         std::fs::write(state_path(dir.path()), b"garbage").expect("write");
         assert!(read(dir.path()).is_err());
+    }
+
+    #[test]
+    fn the_entry_is_the_first_balancer_else_the_first_api_server() {
+        let role = |name: &str, kind, port: u16| RoleState {
+            name: name.into(),
+            kind,
+            pid: Some(1),
+            addrs: BTreeMap::from([("http".into(), format!("127.0.0.1:{port}"))]),
+            restarts: 0,
+            state: RolePhase::Ready,
+            last_error: None,
+        };
+        let mut state = DeploymentState {
+            topology: "t".into(),
+            shard_map: None,
+            supervisor_pid: 7,
+            running: true,
+            roles: vec![
+                role("us-east-api-1", RoleKind::Api, 1),
+                role("us-east-lb-1", RoleKind::Lb, 2),
+                role("us-west-lb-1", RoleKind::Lb, 3),
+            ],
+        };
+        assert_eq!(state.http_entry().as_deref(), Some("127.0.0.1:2"));
+        state.roles.retain(|r| r.kind == RoleKind::Api);
+        assert_eq!(state.http_entry().as_deref(), Some("127.0.0.1:1"));
+        state.roles.clear();
+        assert_eq!(state.http_entry(), None);
     }
 }

@@ -146,7 +146,11 @@ pub async fn collect(dir: &Path) -> anyhow::Result<Report> {
         }
     }
     let shards = shards_of(dir, &state).await;
-    let path = crate::layers::collect(dir, &state).await;
+    let primary = positions
+        .iter()
+        .find(|(_, (in_recovery, _))| !*in_recovery)
+        .map(|(name, _)| name.as_str());
+    let path = crate::layers::collect(dir, &state, primary).await;
     Ok(Report {
         dir: dir.to_path_buf(),
         state,
@@ -316,6 +320,16 @@ async fn engine_answers(role: &RoleState) -> bool {
         })
         .await
         .unwrap_or(false);
+    }
+    if let Some(addr) = role.addrs.get(strata_link::LISTENER) {
+        // A relay serves while it accepts connections (what is behind it is its target's
+        // health, shown on the target's own line).
+        let Ok(addr) = addr.parse::<std::net::SocketAddr>() else {
+            return false;
+        };
+        return tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr))
+            .await
+            .is_ok_and(|c| c.is_ok());
     }
     if let Some(addr) = role.addrs.get("etcd") {
         return control::http_json(addr, "/health", Duration::from_secs(1))

@@ -41,13 +41,24 @@ pub fn answers(addr: SocketAddr, timeout: Duration) -> bool {
 /// does not answer or `name` is not a domain name. What `strata status` shows of a `dns`
 /// role's answers.
 pub fn resolve(addr: SocketAddr, name: &str, timeout: Duration) -> Option<Vec<IpAddr>> {
-    let name = Name::from_ascii(name).ok()?;
     let local = if addr.is_ipv6() {
-        "[::1]:0"
+        IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
     } else {
-        "127.0.0.1:0"
+        IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
     };
-    let socket = UdpSocket::bind(local).ok()?;
+    resolve_from(local, addr, name, timeout)
+}
+
+/// [`resolve`], asking from the local address `from` (on Linux any of 127.0.0.0/8): the
+/// client a geo policy places by its source address.
+pub fn resolve_from(
+    from: IpAddr,
+    addr: SocketAddr,
+    name: &str,
+    timeout: Duration,
+) -> Option<Vec<IpAddr>> {
+    let name = Name::from_ascii(name).ok()?;
+    let socket = UdpSocket::bind(SocketAddr::new(from, 0)).ok()?;
     socket.set_read_timeout(Some(timeout)).ok()?;
     let mut out = Vec::new();
     for rtype in [RecordType::A, RecordType::AAAA] {

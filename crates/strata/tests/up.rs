@@ -191,7 +191,7 @@ fn a_topology_with_mistakes_is_refused_with_every_mistake_listed() {
         "`apis`",
         "did you mean `api`",
         "line 7:",
-        "not available in this version",
+        "must be tables written `[[datacenter]]`",
     ] {
         assert!(
             stderr.contains(expected),

@@ -97,16 +97,9 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         args.dir.display(),
         args.dir.display()
     );
-    let entry = ["lb-1", "api-1"]
-        .iter()
-        .find_map(|name| {
-            deployment
-                .roles
-                .iter()
-                .find(|r| r.name == *name)
-                .and_then(|r| r.addrs.get("http").cloned())
-        })
-        .context("the deployment has no balancer and no api-1 to send requests to")?;
+    let entry = deployment
+        .http_entry()
+        .context("the deployment has no balancer and no API server to send requests to")?;
     // Only kinds of role the deployment runs.
     let targets: Vec<Target> = args
         .targets

@@ -66,6 +66,11 @@ pub struct ControlArgs {
     #[arg(long = "node", required = true)]
     #[serde(serialize_with = "strata_core::args::display_all")]
     pub nodes: Vec<NodeAddr>,
+    /// How a server reaches another when not at its address above, `FROM:TO=HOST:PORT`
+    /// (repeat for each): a standby is re-pointed at a new primary through its route.
+    #[arg(long = "route")]
+    #[serde(serialize_with = "strata_core::args::display_all")]
+    pub routes: Vec<crate::route::Route>,
     /// The primary when no cluster state has been published yet.
     #[arg(long, default_value = "pg-1")]
     pub primary: String,
@@ -130,6 +135,7 @@ impl ControlArgs {
             postgres_dir,
             store: StoreOptions::file(),
             nodes,
+            routes: Vec::new(),
             primary: "pg-1".into(),
             check_interval_ms: 500,
             failures: 3,
@@ -335,7 +341,10 @@ impl Controller {
             let Some(addr) = state.nodes.get(name) else {
                 continue;
             };
-            if let Err(e) = actions::repoint(name, addr, winner_addr, self.step).await {
+            // Through the standby's route to the new primary, when it has one.
+            let to = crate::route::via(&self.args.routes, name, winner)
+                .map_or_else(|| winner_addr.clone(), |a| a.to_string());
+            if let Err(e) = actions::repoint(name, addr, &to, self.step).await {
                 // It follows the published state when its role next starts it.
                 tracing::warn!(replica = %name, error = %format!("{e:#}"), "cannot re-point a replica now");
             }

@@ -76,7 +76,9 @@ pub fn tier_of(kind: RoleKind) -> &'static str {
         | RoleKind::Control
         | RoleKind::Etcd
         | RoleKind::Broker
-        | RoleKind::ObjectStore => "data",
+        | RoleKind::ObjectStore
+        // A relay carries the traffic of a link between data centres to a database server.
+        | RoleKind::Relay => "data",
         RoleKind::Worker => "worker",
         RoleKind::Prometheus | RoleKind::Alertmanager | RoleKind::Dashboard => "observe",
     }

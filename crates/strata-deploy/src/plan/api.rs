@@ -57,13 +57,23 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
     let has_lb = topology.lb.is_some();
     let public = !has_lb && topology.edge.is_none();
     let mut fixed = topology.api.ports.iter().copied();
-    plan.roles.extend((1..=topology.api.count).map(|i| {
+    let servers = instances(topology);
+    plan.roles.extend(servers.into_iter().map(|(i, name, dc)| {
         let port = if i == 1 && public {
             ctx.public_port
         } else {
             fixed.next().unwrap_or(0)
         };
-        let name = format!("api-{i}");
+        // In a data centre, the servers of the others are reached through its relays.
+        let wires = dc.map(|d| super::datacenters::database_wires(topology, d));
+        let mut depends_on = depends_on.clone();
+        depends_on.extend(
+            wires
+                .iter()
+                .flatten()
+                .filter(|(_, _, local)| !local)
+                .map(|(relay, _, _)| relay.clone()),
+        );
         let role_name = name.clone();
         let data_dir = ctx.path(&[DATA_DIR]);
         let data = topology.data.clone();
@@ -79,7 +89,7 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
             RoleKind::Api,
             name,
             "http",
-            depends_on.clone(),
+            depends_on,
             move |w: &Wiring| {
                 let mut server = ServerOptions::new(w.listen(), data_dir.clone());
                 server.node_id = u64::from(i);
@@ -107,6 +117,23 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
                             server.data.shard_map_etcd = store.etcd;
                             server.data.shard_map_etcd_prefix = store.etcd_prefix;
                         }
+                    }
+                    DataEngine::Postgres { .. } if wires.is_some() => {
+                        // Writes find the primary through every server (remote ones through
+                        // relays); reads go to the replicas of this data centre only.
+                        let wires = wires.as_deref().unwrap_or_default();
+                        let nodes = wires
+                            .iter()
+                            .map(|(role, listener, _)| w.addr(role, listener))
+                            .collect::<Result<Vec<_>, PlanError>>()?;
+                        let local: Vec<_> = wires
+                            .iter()
+                            .zip(&nodes)
+                            .filter(|((_, _, local), _)| *local)
+                            .map(|(_, addr)| *addr)
+                            .collect();
+                        server.data.postgres = Some(postgres_urls(&nodes).0);
+                        server.data.postgres_replicas = postgres_urls(&local).1;
                     }
                     DataEngine::Postgres { .. } => {
                         let nodes = databases
@@ -145,6 +172,28 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
         )
         .on_port(port)
     }));
+}
+
+/// The API servers: (node id, name, data centre index). Without data centres `api-1` …; with
+/// them each data centre's in turn (`us-east-api-1` …), node ids counting on across them.
+fn instances(topology: &Topology) -> Vec<(u16, String, Option<usize>)> {
+    if !topology.has_datacentres() {
+        return (1..=topology.api.count)
+            .map(|i| (i, format!("api-{i}"), None))
+            .collect();
+    }
+    let mut out = Vec::new();
+    for (d, dc) in topology.datacenters.iter().enumerate() {
+        for i in 1..=dc.api {
+            let id = u16::try_from(out.len() + 1).unwrap_or(u16::MAX);
+            out.push((
+                id,
+                super::datacenters::role_name(&dc.name, "api", i),
+                Some(d),
+            ));
+        }
+    }
+    out
 }
 
 /// The cache settings of an API server whose shared cache servers are `caches`.

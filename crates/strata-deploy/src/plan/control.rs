@@ -137,7 +137,13 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
                 topology.control.check_interval_ms,
                 topology.control.failures,
             );
-            let depends_on = nodes.iter().chain(&members).cloned().collect();
+            let routes = super::datacenters::database_routes(topology);
+            let depends_on = nodes
+                .iter()
+                .chain(&members)
+                .cloned()
+                .chain(routes.iter().map(|(_, _, relay)| relay.clone()))
+                .collect();
             plan.roles.push(RoleSpec::new(
                 RoleKind::Control,
                 name,
@@ -156,6 +162,16 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
                     let mut args = ControlArgs::new(postgres_dir.clone(), addrs);
                     args.listen = w.listen();
                     args.primary = nodes[0].clone();
+                    args.routes = routes
+                        .iter()
+                        .map(|(from, to, relay)| {
+                            Ok(strata_control::route::Route {
+                                from: from.clone(),
+                                to: to.clone(),
+                                addr: w.addr(relay, strata_link::LISTENER)?,
+                            })
+                        })
+                        .collect::<Result<Vec<_>, PlanError>>()?;
                     args.commit = commit;
                     if let Some(ms) = check_interval_ms {
                         args.check_interval_ms = ms;

@@ -5,6 +5,7 @@
 
 use strata_control::cluster::POSTGRES_DIR;
 use strata_control::pgnode::PostgresArgs;
+use strata_control::route::Route;
 
 use super::{Plan, PlanContext, RoleSpec, Wiring};
 use crate::groups;
@@ -32,6 +33,8 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
         groups.iter().map(|g| Some(g.as_str())).collect()
     };
     let (store_roles, store) = super::control::store(topology, plan);
+    // With data centres, servers reach those of the others through relays.
+    let routes = super::datacenters::database_routes(topology);
     for group in clusters {
         let names: Vec<String> = (1..=usize::from(replicas) + 1)
             .map(|i| groups::server_name(group, i))
@@ -41,8 +44,21 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
             let data = ctx.path(&[POSTGRES_DIR, group.unwrap_or(""), name]);
             let standbys = names[1..].to_vec();
             let primary = i == 0;
-            let (role_name, first) = (name.clone(), names[0].clone());
             let store = store.clone();
+            let mine: Vec<(String, String)> = routes
+                .iter()
+                .filter(|(from, _, _)| from == name)
+                .map(|(_, to, relay)| (to.clone(), relay.clone()))
+                .collect();
+            // A replica first copies and follows the first server: through its relay, when
+            // that one is in another data centre.
+            let first = mine
+                .iter()
+                .find(|(to, _)| *to == names[0])
+                .map_or((names[0].clone(), LISTENER), |(_, relay)| {
+                    (relay.clone(), strata_link::LISTENER)
+                });
+            let role_name = name.clone();
             plan.roles.push(RoleSpec::new(
                 RoleKind::Postgres,
                 name.clone(),
@@ -54,6 +70,7 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
                         .iter()
                         .cloned()
                         .chain([names[0].clone()])
+                        .chain((first.0 != names[0]).then(|| first.0.clone()))
                         .collect()
                 },
                 move |w: &Wiring| {
@@ -69,11 +86,26 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
                         args.commit = commit;
                         args.standbys = standbys.clone();
                     } else {
-                        args.replica_of = Some(w.addr(&first, LISTENER)?);
+                        args.replica_of = Some(w.addr(&first.0, first.1)?);
                     }
+                    // Routes through relays planned after this server are known from its
+                    // restarts on (a first primary needs none until it follows another).
+                    args.routes = mine
+                        .iter()
+                        .filter_map(|(to, relay)| {
+                            Some(Route {
+                                from: role_name.clone(),
+                                to: to.clone(),
+                                addr: w.addr(relay, strata_link::LISTENER).ok()?,
+                            })
+                        })
+                        .collect();
                     Ok(RoleCommand::Postgres(args))
                 },
             ));
+            if group.is_none() {
+                super::datacenters::plan_relays_to(topology, i, plan);
+            }
         }
     }
 }

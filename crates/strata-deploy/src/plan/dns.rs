@@ -15,7 +15,7 @@ use strata_dns::DnsArgs;
 
 use super::{Plan, PlanContext, PlanError, RoleSpec, Wiring, names_of};
 use crate::roles::{RoleCommand, RoleKind};
-use crate::topology::{DnsSpec, LOCAL_DATACENTRE, Topology};
+use crate::topology::{DatacenterSpec, DnsSpec, LOCAL_DATACENTRE, Topology};
 
 /// The role's name.
 pub const NAME: &str = "dns-1";
@@ -39,6 +39,15 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
     let balancers = names_of(&plan.roles, RoleKind::Lb);
     let config = config_path(&ctx.dir, NAME);
     let (written, file_spec, listed) = (config.clone(), spec.clone(), balancers.clone());
+    let geoip = spec.geoip.as_ref().map(std::path::PathBuf::from);
+    // One data centre per `[[datacenter]]`, in preference order, with its own balancers.
+    let layout = super::datacenters::Layout::of(topology);
+    let datacentres: Vec<(DatacenterSpec, Vec<String>)> = topology
+        .datacenters
+        .iter()
+        .cloned()
+        .zip(layout.datacenters.into_iter().map(|dc| dc.balancers))
+        .collect();
     let role = RoleSpec::new(
         RoleKind::Dns,
         NAME,
@@ -46,6 +55,7 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
         balancers,
         move |w: &Wiring| {
             let mut args = DnsArgs::new(config.clone());
+            args.geoip = geoip.clone();
             args.listen = w.listen();
             args.name = NAME.into();
             args.exit_on_stdin_eof = true;
@@ -53,23 +63,57 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
         },
     )
     .with_files(move |w: &Wiring| {
-        let addrs = listed
-            .iter()
-            .map(|lb| w.addr(lb, "http").map(|a| a.to_string()))
-            .collect::<Result<Vec<_>, PlanError>>()?;
-        Ok(vec![(
-            written.clone(),
-            config_text(&file_spec, &[(LOCAL_DATACENTRE, addrs)]),
-        )])
+        let addrs = |names: &[String]| {
+            names
+                .iter()
+                .map(|lb| w.addr(lb, "http").map(|a| a.to_string()))
+                .collect::<Result<Vec<_>, PlanError>>()
+        };
+        let entries = if datacentres.is_empty() {
+            vec![Datacentre::local(addrs(&listed)?)]
+        } else {
+            datacentres
+                .iter()
+                .map(|(spec, names)| {
+                    Ok(Datacentre {
+                        name: spec.name.clone(),
+                        balancers: addrs(names)?,
+                        spec: Some(spec.clone()),
+                    })
+                })
+                .collect::<Result<Vec<_>, PlanError>>()?
+        };
+        Ok(vec![(written.clone(), config_text(&file_spec, &entries))])
     });
     plan.roles.push(role.on_port(spec.port));
 }
 
-/// `strata dns`'s configuration file (docs/dns.md) for `spec` and the data centres'
-/// balancers (`IP:port` of each one's public listener), in preference order. Zone and
-/// service names are letters, digits, dots, hyphens and `@` (checked when read), so they are
-/// quoted as they are.
-pub fn config_text(spec: &DnsSpec, datacentres: &[(&str, Vec<String>)]) -> String {
+/// One data centre of the configuration file.
+#[derive(Debug, Clone)]
+pub struct Datacentre {
+    pub name: String,
+    /// `IP:port` of each balancer's public listener.
+    pub balancers: Vec<String>,
+    /// Its `[[datacenter]]` (weight, location), when the topology has them.
+    pub spec: Option<DatacenterSpec>,
+}
+
+impl Datacentre {
+    /// The one data centre of a topology without `[[datacenter]]` tables.
+    pub fn local(balancers: Vec<String>) -> Self {
+        Self {
+            name: LOCAL_DATACENTRE.into(),
+            balancers,
+            spec: None,
+        }
+    }
+}
+
+/// `strata dns`'s configuration file (docs/dns.md) for `spec` and the data centres, in
+/// preference order. Zone, service and data centre names are letters, digits, dots, hyphens
+/// and `@` (checked when read), and country and continent codes upper-case letters, so they
+/// are quoted as they are.
+pub fn config_text(spec: &DnsSpec, datacentres: &[Datacentre]) -> String {
     let quoted = |items: &[String]| {
         items
             .iter()
@@ -90,11 +134,26 @@ pub fn config_text(spec: &DnsSpec, datacentres: &[(&str, Vec<String>)]) -> Strin
         spec.rise,
         spec.fall,
     );
-    for (name, balancers) in datacentres {
+    for dc in datacentres {
         text.push_str(&format!(
-            "\n[[datacenter]]\nname = \"{name}\"\nbalancers = [{}]\n",
-            quoted(balancers)
+            "\n[[datacenter]]\nname = \"{}\"\nbalancers = [{}]\n",
+            dc.name,
+            quoted(&dc.balancers)
         ));
+        let Some(given) = &dc.spec else { continue };
+        text.push_str(&format!("weight = {}\n", given.weight));
+        if let Some((latitude, longitude)) = given.location {
+            text.push_str(&format!(
+                "latitude = {:?}\nlongitude = {:?}\n",
+                latitude.0, longitude.0
+            ));
+        }
+        if !given.countries.is_empty() {
+            text.push_str(&format!("countries = [{}]\n", quoted(&given.countries)));
+        }
+        if !given.continents.is_empty() {
+            text.push_str(&format!("continents = [{}]\n", quoted(&given.continents)));
+        }
     }
     text
 }
@@ -116,10 +175,10 @@ mod tests {
         };
         let text = config_text(
             &spec,
-            &[(
-                LOCAL_DATACENTRE,
-                vec!["127.0.0.1:8080".into(), "127.0.10.2:8080".into()],
-            )],
+            &[Datacentre::local(vec![
+                "127.0.0.1:8080".into(),
+                "127.0.10.2:8080".into(),
+            ])],
         );
         let config =
             strata_dns::config::DnsConfig::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));

@@ -1,6 +1,8 @@
 //! The balancers' roles: `lb-1` on the public port and `lb-2` … `lb-N` on ports of their own
 //! (for clients to spread over) — or, with `[dns]`, on the public port at addresses of their
-//! own, which DNS hands out ([`listen_ip`]) — each in front of every API server, with the
+//! own, which DNS hands out ([`listen_ip`]; with `[[datacenter]]` tables each data centre's
+//! balancers, in front of its own API servers only, see [`super::datacenters`]) — each in
+//! front of every API server, with the
 //! topology's algorithm, sticky cookie, timeouts and TLS listener. With a sticky cookie they
 //! share one key, made once into `DIR/lb/sticky.key` (mode 0600), so a client pinned by one
 //! balancer keeps its backend through another, and through a restarted one.
@@ -43,11 +45,36 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
     } else {
         ctx.public_port
     };
+    if topology.has_datacentres() {
+        // Each data centre's balancers, in front of its own API servers only, all on the port
+        // of the first data centre's first balancer, each at an address of its own.
+        let layout = super::datacenters::Layout::of(topology);
+        let first = layout.datacenters[0].balancers[0].clone();
+        for (d, dc) in layout.datacenters.iter().enumerate() {
+            for (i, name) in (1..).zip(&dc.balancers) {
+                let is_first = *name == first;
+                let beside =
+                    (!is_first).then(|| (super::datacenters::balancer_ip(d, i), first.clone()));
+                let role = balancer(
+                    ctx,
+                    &spec,
+                    name,
+                    is_first,
+                    &dc.apis,
+                    sticky_key.clone(),
+                    beside,
+                );
+                plan.roles
+                    .push(role.on_port(if is_first { public } else { 0 }));
+            }
+        }
+        return;
+    }
     let own_addresses = topology.dns.is_some();
     for i in 1..=spec.count {
         let name = format!("lb-{i}");
         // With DNS in front, lb-2 … share lb-1's port, each on an address of its own.
-        let beside = (own_addresses && i > 1).then(|| listen_ip(i));
+        let beside = (own_addresses && i > 1).then(|| (listen_ip(i), NAME.to_string()));
         let role = balancer(ctx, &spec, &name, i == 1, &apis, sticky_key.clone(), beside);
         plan.roles
             .push(role.on_port(if i == 1 { public } else { 0 }));
@@ -69,7 +96,8 @@ pub fn listen_ip(index: u16) -> std::net::IpAddr {
 }
 
 /// One balancer, `name`; the first takes the topology's TLS port, the others free ones. With
-/// `beside`, it listens on that address at the port of [`NAME`], after it.
+/// `beside` (an address and a balancer), it listens on that address at that balancer's port,
+/// after it.
 fn balancer(
     ctx: &PlanContext,
     spec: &LbSpec,
@@ -77,7 +105,7 @@ fn balancer(
     first: bool,
     apis: &[String],
     sticky_key: Option<std::path::PathBuf>,
-    beside: Option<std::net::IpAddr>,
+    beside: Option<(std::net::IpAddr, String)>,
 ) -> RoleSpec {
     // Written where clients of this deployment find it to trust.
     let dev_cert = ctx.path(&[&format!("{name}-dev-cert.pem")]);
@@ -85,8 +113,8 @@ fn balancer(
     let drain_file = ctx.path(&[LB_DIR, &format!("{name}.drained.json")]);
     let (backends, spec, role_name) = (apis.to_vec(), spec.clone(), name.to_string());
     let mut depends_on = apis.to_vec();
-    if beside.is_some() {
-        depends_on.push(NAME.to_string());
+    if let Some((_, first)) = &beside {
+        depends_on.push(first.clone());
     }
     RoleSpec::new(RoleKind::Lb, name, "http", depends_on, move |w: &Wiring| {
         let backends = backends
@@ -99,8 +127,8 @@ fn balancer(
                 })
             })
             .collect::<Result<Vec<_>, PlanError>>()?;
-        let listen = match beside {
-            Some(ip) => std::net::SocketAddr::new(ip, w.addr(NAME, "http")?.port()),
+        let listen = match &beside {
+            Some((ip, first)) => std::net::SocketAddr::new(*ip, w.addr(first, "http")?.port()),
             None => w.listen(),
         };
         let mut args = LbArgs::new(listen, backends);

@@ -11,7 +11,8 @@
 //! One file per tier builds its roles from its topology section: [`control`] (etcd members
 //! and the controllers), [`data`] (PostgreSQL servers), [`cache`] (shared cache servers),
 //! [`sessions`] (the session store), [`api`], [`lb`] and [`dns`] (the DNS server in front of
-//! the balancers).
+//! the balancers); [`datacenters`] names the roles of each data centre and plans the relays
+//! between them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ pub mod api;
 pub mod cache;
 pub mod control;
 pub mod data;
+pub mod datacenters;
 pub mod dns;
 pub mod edge;
 pub mod lb;
@@ -258,6 +260,7 @@ impl Plan {
         control::plan_members(topology, ctx, &mut plan);
         data::plan(topology, ctx, &mut plan);
         control::plan(topology, ctx, &mut plan);
+        datacenters::plan(topology, ctx, &mut plan);
         cache::plan(topology, ctx, &mut plan);
         sessions::plan(topology, ctx, &mut plan);
         queue::plan(topology, ctx, &mut plan);

@@ -60,9 +60,16 @@ const EVERY_SETTING: &[&str] = &[
     "name = \"ps\"\n[lb]\n[api]\ncount = 2\n[data]\nengine = \"postgres\"\nshards = 2\nspare_shards = 1\nreplicas = 1\n[control]\ncount = 3\nstore = \"etcd\"\n",
     "[api]\ncount = 1\n[workers]\ncount = 2\nconcurrency = 3\n[queue]\nengine = \"rabbitmq\"\nurl = \"amqp://app:secret@mq:5672/%2f\"\n[blobs]\nengine = \"s3\"\nendpoint = \"https://s3.internal:8333\"\nbucket = \"team-photos\"\nca_file = \"/ca.pem\"\n",
     "[lb]\ncount = 3\n[api]\ncount = 2\n[dns]\nport = 5353\nttl_secs = 1\npolicy = \"weighted\"\nfall = 1\n",
+    DATACENTRES,
     "[lb]\ncount = 2\nsticky_cookie = \"pin\"\n[api]\ncount = 1\n[edge]\ncount = 2\nshield = true\ntls_port = 0\ndev_cert = true\n[blobs]\nengine = \"seaweedfs\"\nvolume_size_mib = 512\n[observe]\nprometheus = true\nretention = \"2d\"\nretention_size = \"512MB\"\nscrape_interval_secs = 5\ndashboard = true\n",
     "[api]\ncount = 1\n[observe]\nprometheus = true\nalertmanager = true\nalert_webhook = \"https://hooks.example.com/T0/B0?x=1\"\n",
 ];
+
+/// Two data centres, 30 ms apart: us-east with the primary and a replica, us-west with one.
+const DATACENTRES: &str = "name = \"dcs\"\n[lb]\n[api]\ncount = 2\n[data]\nengine = \"postgres\"\n[dns]\nport = 5353\n\
+     [[datacenter]]\nname = \"us-east\"\ndatabases = 2\n\
+     [[datacenter]]\nname = \"us-west\"\nlb = 2\napi = 1\nweight = 0\nlatitude = 37.4\nlongitude = -122.1\ncountries = [\"US\"]\n\
+     [[link]]\nbetween = [\"us-east\", \"us-west\"]\none_way_ms = 30\n";
 
 fn presets() -> Vec<(String, String)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
@@ -206,6 +213,8 @@ fn defaults_stay_off_the_command_line() {
             "api-1=127.0.0.1:10001",
             "--source-addr",
             &super::BALANCER_SOURCE.to_string(),
+            "--drain-file",
+            "/d/lb/lb-1.drained.json",
             "--name",
             "lb-1",
             "--exit-on-stdin-eof"
@@ -977,4 +986,168 @@ fn alertmanager_starts_before_prometheus_which_sends_it_the_alerts() {
         RoleCommand::Prometheus(args) => assert_eq!(args.alertmanager, None),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn each_data_centre_runs_its_balancers_before_its_own_api_servers_which_reach_the_others_through_relays()
+ {
+    let plan = compile(DATACENTRES);
+    let names: Vec<&str> = plan.roles.iter().map(|r| r.name.as_str()).collect();
+    for name in [
+        "pg-1",
+        "pg-2",
+        "pg-3",
+        "control-1",
+        "us-east-relay-pg-3",
+        "us-west-relay-pg-1",
+        "us-west-relay-pg-2",
+        "us-east-api-1",
+        "us-east-api-2",
+        "us-west-api-1",
+        "us-east-lb-1",
+        "us-west-lb-1",
+        "us-west-lb-2",
+        "dns-1",
+    ] {
+        assert!(names.contains(&name), "{name} in {names:?}");
+    }
+    assert_eq!(plan.roles.len(), 14, "{names:?}");
+    let announced = announce_all(&plan);
+    let at = |name: &str, listener: &str| announced[name][listener].clone();
+    let RoleCommand::Relay(relay) = command(&plan, "us-west-relay-pg-1") else {
+        panic!("a relay")
+    };
+    assert_eq!(relay.to.to_string(), at("pg-1", "postgres"));
+    assert_eq!(relay.delay_ms, 30);
+    // us-west's API server: the primary through every server (us-east's through relays), its
+    // reads on its own data centre's replica only.
+    let RoleCommand::Api(api) = command(&plan, "us-west-api-1") else {
+        panic!("an API server")
+    };
+    let primary = api.server.data.postgres.clone().expect("primary URL");
+    for via in [
+        at("us-west-relay-pg-1", "relay"),
+        at("us-west-relay-pg-2", "relay"),
+        at("pg-3", "postgres"),
+    ] {
+        assert!(primary.contains(&via), "{via} in {primary}");
+    }
+    assert!(!primary.contains(&at("pg-1", "postgres")), "{primary}");
+    assert_eq!(api.server.data.postgres_replicas.len(), 1);
+    assert!(api.server.data.postgres_replicas[0].contains(&at("pg-3", "postgres")));
+    assert_eq!(
+        api.server.node_id, 3,
+        "node ids count on across data centres"
+    );
+    let west_api = plan.role("us-west-api-1").expect("role");
+    assert!(
+        west_api
+            .depends_on
+            .contains(&"us-west-relay-pg-1".to_string())
+    );
+    let RoleCommand::Api(east) = command(&plan, "us-east-api-1") else {
+        panic!("an API server")
+    };
+    assert_eq!(east.server.data.postgres_replicas.len(), 2, "pg-1 and pg-2");
+    // Balancers: each in front of its own data centre's API servers, on the first one's port.
+    let RoleCommand::Lb(first) = command(&plan, "us-east-lb-1") else {
+        panic!("a balancer")
+    };
+    assert_eq!(first.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(first.backends.len(), 2);
+    let port = at("us-east-lb-1", "http")
+        .rsplit(':')
+        .next()
+        .expect("port")
+        .to_string();
+    for (name, ip) in [
+        ("us-west-lb-1", "127.0.12.1"),
+        ("us-west-lb-2", "127.0.12.2"),
+    ] {
+        let RoleCommand::Lb(lb) = command(&plan, name) else {
+            panic!("a balancer")
+        };
+        assert_eq!(lb.listen.to_string(), format!("{ip}:{port}"));
+        let backends: Vec<&str> = lb.backends.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(backends, ["us-west-api-1"]);
+    }
+    // DNS: one data centre per table, in order, with its own balancers and settings.
+    let dns = plan.role(dns::NAME).expect("dns-1");
+    let files = dns
+        .files(&Wiring {
+            port: dns.port,
+            announced: &announced,
+        })
+        .expect("files");
+    let config = strata_dns::config::DnsConfig::parse(&files[0].1)
+        .unwrap_or_else(|e| panic!("{e}\n{}", files[0].1));
+    let dcs: Vec<(String, Vec<String>)> = config
+        .datacentres
+        .iter()
+        .map(|dc| {
+            (
+                dc.name.clone(),
+                dc.balancers.iter().map(ToString::to_string).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        dcs,
+        [
+            ("us-east".to_string(), vec![at("us-east-lb-1", "http")]),
+            (
+                "us-west".to_string(),
+                vec![at("us-west-lb-1", "http"), at("us-west-lb-2", "http")]
+            ),
+        ]
+    );
+    assert_eq!(config.datacentres[1].weight, 0);
+    // Replication crosses the link too: us-west's server copies and follows the primary
+    // through its relay, and has a route to each server of us-east; the controller re-points
+    // standbys through the same routes.
+    let RoleCommand::Postgres(west_pg) = command(&plan, "pg-3") else {
+        panic!("a PostgreSQL server")
+    };
+    assert_eq!(
+        west_pg.replica_of.map(|a| a.to_string()),
+        Some(at("us-west-relay-pg-1", "relay"))
+    );
+    let routes: Vec<String> = west_pg.routes.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        routes,
+        [
+            format!("pg-3:pg-1={}", at("us-west-relay-pg-1", "relay")),
+            format!("pg-3:pg-2={}", at("us-west-relay-pg-2", "relay")),
+        ]
+    );
+    assert!(
+        plan.role("pg-3")
+            .expect("pg-3")
+            .depends_on
+            .contains(&"us-west-relay-pg-1".to_string())
+    );
+    let RoleCommand::Postgres(east_replica) = command(&plan, "pg-2") else {
+        panic!("a PostgreSQL server")
+    };
+    assert_eq!(
+        east_replica.replica_of.map(|a| a.to_string()),
+        Some(at("pg-1", "postgres")),
+        "within a data centre, directly"
+    );
+    let RoleCommand::Control(control) = command(&plan, "control-1") else {
+        panic!("a controller")
+    };
+    let routes: Vec<String> = control.routes.iter().map(ToString::to_string).collect();
+    assert_eq!(routes.len(), 4, "{routes:?}");
+    assert!(routes.contains(&format!("pg-1:pg-3={}", at("us-east-relay-pg-3", "relay"))));
+    // Photo workers go with data centres (they are in none).
+    let with_workers = compile(&format!("{DATACENTRES}[workers]\ncount = 1\n"));
+    assert!(with_workers.role("worker-1").is_some());
+    // The layout `strata status` reads.
+    let layout = datacenters::Layout::of(&Topology::parse(DATACENTRES, 8080).expect("valid"));
+    assert_eq!(layout.datacenters[1].databases, ["pg-3"]);
+    assert_eq!(
+        layout.datacenters[1].relays,
+        ["us-west-relay-pg-1", "us-west-relay-pg-2"]
+    );
 }

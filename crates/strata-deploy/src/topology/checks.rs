@@ -210,6 +210,37 @@ pub(super) fn dns(t: &Topology, doc: &Document<'_>, errors: &mut Vec<TopologyErr
                 .into(),
         );
     }
+    let Some(dns) = &t.dns else { return };
+    let line = doc.line_of("dns", "policy");
+    let mut refuse = |message: String| {
+        errors.push(TopologyError { line, message });
+    };
+    if dns.policy == super::DnsPolicy::Geo {
+        if t.datacenters.is_empty() {
+            refuse(
+                "`dns.policy = \"geo\"` picks among data centres: add `[[datacenter]]` tables \
+                 with their locations"
+                    .into(),
+            );
+        }
+        for dc in &t.datacenters {
+            if dc.location.is_none() && dc.countries.is_empty() && dc.continents.is_empty() {
+                refuse(format!(
+                    "`dns.policy = \"geo\"` needs data centre {:?}'s `latitude` and \
+                     `longitude`, or the `countries` or `continents` it serves",
+                    dc.name
+                ));
+            }
+        }
+    }
+    if let Some(path) = &dns.geoip
+        && !std::path::Path::new(path).is_file()
+    {
+        errors.push(TopologyError {
+            line: doc.line_of("dns", "geoip"),
+            message: format!("`dns.geoip`: {path} is not a file"),
+        });
+    }
 }
 
 #[cfg(test)]

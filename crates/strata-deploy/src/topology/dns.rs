@@ -7,18 +7,19 @@
 //! services = ["www"]      # names under the zone it answers with balancers ("@": the apex)
 //! port = 0                # UDP and TCP on 127.0.0.1 (0: any free port, the default)
 //! ttl_secs = 5            # TTL of the answers (0 to 86400)
-//! policy = "failover"     # or "weighted"; "geo" needs several data centres and a GeoIP database
+//! policy = "failover"     # or "weighted"; or "geo", with `[[datacenter]]` tables and:
+//! # geoip = "GeoLite2-City.mmdb"   # a MaxMind-format GeoIP database
 //! interval_ms = 1000      # health checks of every balancer: how often,
 //! timeout_ms = 500        #   how long one may take,
 //! rise = 2                #   successes in a row that bring a balancer back,
 //! fall = 2                #   failures in a row that take it out of the answers
 //! ```
 //!
-//! A topology is one data centre, [`LOCAL_DATACENTRE`]: its balancers are `[lb]`'s, each on
-//! an address of its own (answers carry addresses, not ports). Several data centres — and
-//! with them the `geo` policy — will come from `[[datacenter]]` tables, each with its own
-//! balancers; [`DnsSpec`] already names the data centres' policy and leaves their list to the
-//! plan.
+//! Without `[[datacenter]]` tables a topology is one data centre, [`LOCAL_DATACENTRE`]: its
+//! balancers are `[lb]`'s, each on an address of its own (answers carry addresses, not ports).
+//! With them, DNS answers one data centre per table, each with its own balancers
+//! (`datacenters.rs`); [`DnsSpec`] names the data centres' policy and leaves their list to the
+//! plan. The `geo` policy needs them, with their locations, and a GeoIP database (`geoip`).
 
 use super::reader::Section;
 
@@ -32,6 +33,9 @@ pub enum DnsPolicy {
     Failover,
     /// A healthy data centre at random, in proportion to its weight.
     Weighted,
+    /// The client's data centre by the GeoIP database (`geoip`): its country's, its
+    /// continent's, else the nearest (with `[[datacenter]]` tables).
+    Geo,
 }
 
 impl DnsPolicy {
@@ -40,6 +44,7 @@ impl DnsPolicy {
         match self {
             DnsPolicy::Failover => "failover",
             DnsPolicy::Weighted => "weighted",
+            DnsPolicy::Geo => "geo",
         }
     }
 }
@@ -59,6 +64,8 @@ pub struct DnsSpec {
     pub timeout_ms: u64,
     pub rise: u32,
     pub fall: u32,
+    /// A MaxMind-format GeoIP database (`geoip`), for `policy = "geo"`.
+    pub geoip: Option<String>,
 }
 
 impl Default for DnsSpec {
@@ -73,6 +80,7 @@ impl Default for DnsSpec {
             timeout_ms: 500,
             rise: 2,
             fall: 2,
+            geoip: None,
         }
     }
 }
@@ -167,12 +175,12 @@ pub(super) fn read(sec: &mut Section<'_>) -> DnsSpec {
     }
     let port = sec.port("port").unwrap_or(0);
     let ttl_secs = sec.int("ttl_secs", 0..=86_400).unwrap_or(defaults.ttl_secs);
-    let policy = if sec.get("policy").and_then(|p| p.as_str()) == Some("geo") {
+    let geoip = sec.path("geoip");
+    let policy = if sec.get("policy").and_then(|p| p.as_str()) == Some("geo") && geoip.is_none() {
         sec.error(
             "policy",
-            "`dns.policy = \"geo\"` needs several data centres and a GeoIP database, which a \
-             topology does not have yet: use \"failover\" or \"weighted\" (or run `strata dns` \
-             with its own configuration, docs/dns.md)",
+            "`dns.policy = \"geo\"` needs a GeoIP database: give its path in `dns.geoip` (a \
+             MaxMind-format .mmdb), and `[[datacenter]]` tables with their locations",
         );
         None
     } else {
@@ -181,6 +189,7 @@ pub(super) fn read(sec: &mut Section<'_>) -> DnsSpec {
             vec![
                 ("failover".to_string(), DnsPolicy::Failover),
                 ("weighted".to_string(), DnsPolicy::Weighted),
+                ("geo".to_string(), DnsPolicy::Geo),
             ],
         )
     };
@@ -198,6 +207,7 @@ pub(super) fn read(sec: &mut Section<'_>) -> DnsSpec {
         timeout_ms: timeout_ms.unwrap_or(defaults.timeout_ms),
         rise: rise.unwrap_or(defaults.rise),
         fall: fall.unwrap_or(defaults.fall),
+        geoip,
     }
 }
 
@@ -245,7 +255,7 @@ mod tests {
             "`dns.services` entries must be names under the zone",
             "`dns.port` must be a port number",
             "`dns.ttl_secs` must be between 0 and 86400",
-            "needs several data centres and a GeoIP database",
+            "needs a GeoIP database: give its path in `dns.geoip`",
             "`dns.interval_ms` must be a number of milliseconds from 10 to 600000",
             "`dns.timeout_ms` must be a number of milliseconds from 10 to 60000",
             "`dns.rise` must be between 1 and 100",
@@ -262,7 +272,7 @@ mod tests {
         assert!(e[0].message.contains("is empty"), "{e:#?}");
         assert!(
             e[1].message
-                .contains("must be \"failover\" or \"weighted\""),
+                .contains("must be one of \"failover\", \"weighted\" or \"geo\""),
             "{e:#?}"
         );
         let long = [
@@ -296,9 +306,8 @@ mod tests {
         assert_eq!(e.len(), 1, "{e:#?}");
         assert_eq!(e[0].line, Some(5), "{e:#?}");
         assert!(
-            e[0].message.contains(
-                "`datacenter` tables (several data centres behind one DNS) are not available"
-            ),
+            e[0].message
+                .contains("`[[datacenter]]` tables need `[data] engine = \"postgres\"`"),
             "{e:#?}"
         );
         let e = errors("[lb]\n[api]\ncount = 1\n[dns]\nport = 8080\n");

@@ -37,11 +37,12 @@
 //! ```
 //!
 //! The tables are `name`, `api`, `lb`, `data`, `cache`, `sessions`, `control`, `workers`,
-//! `queue`, `blobs`, `edge`, `observe` and `dns` (`[dns]`: the authoritative DNS server in
+//! `queue`, `blobs`, `edge`, `observe`, `datacenter`, `link` and `dns` (`[dns]`: the authoritative DNS server in
 //! front of the balancers, each of which then listens on an address of its own; see `dns.rs`).
 //! PostgreSQL servers come from `[data]`, Redis and Memcached servers from `[cache]` and
 //! `[sessions]`, etcd members from `[control]`: a file naming them as tables of their own is
-//! refused with a hint, and so are `[[datacenter]]` tables (a topology is one data centre).
+//! refused with a hint. `[[datacenter]]` and `[[link]]` tables spread the deployment over
+//! several data centres behind its DNS (see `datacenters.rs`).
 //!
 //! [`Topology::compile`] works like a compiler: it reads the whole file — every table through
 //! the one field reader of `reader.rs`, each table in its own module — then checks what spans
@@ -53,6 +54,7 @@ mod cache;
 mod checks;
 mod control;
 mod data;
+mod datacenters;
 mod dns;
 mod edge;
 mod lb;
@@ -77,6 +79,7 @@ pub use crate::roles::RoleKind;
 /// The most shared cache nodes `strata up` runs.
 pub const MAX_CACHE_NODES: i64 = 4;
 
+pub use datacenters::{DatacenterSpec, Degrees, LinkSpec, MAX_DATACENTRES};
 pub use dns::{DnsPolicy, DnsSpec, LOCAL_DATACENTRE};
 pub use edge::{EdgeSpec, MAX_EDGES};
 pub use observe::{ObserveSpec, SloChange};
@@ -303,6 +306,10 @@ pub struct Topology {
     /// `[dns]`: the authoritative DNS server in front of the balancers, when the topology has
     /// one.
     pub dns: Option<DnsSpec>,
+    /// `[[datacenter]]`: the data centres, in preference order (empty: one, unnamed).
+    pub datacenters: Vec<DatacenterSpec>,
+    /// `[[link]]`: the one-way delay between each pair of data centres.
+    pub links: Vec<LinkSpec>,
 }
 
 /// `[workers]`: photo workers on the embedded queue.
@@ -382,6 +389,8 @@ impl Topology {
             edge: None,
             observe: ObserveSpec::default(),
             dns: None,
+            datacenters: Vec::new(),
+            links: Vec::new(),
         }
     }
 
@@ -436,6 +445,7 @@ impl Topology {
             + usize::from(self.observe.alertmanager)
             + usize::from(self.observe.dashboard)
             + usize::from(self.dns.is_some())
+            + self.relays()
     }
 
     /// Edges `strata up` runs, the shield included.
@@ -522,7 +532,7 @@ fn read(root: &mut Section<'_>) -> Topology {
     if !root.has("api") {
         root.error("api", "a topology needs an `[api]` table with `count = N`");
     }
-    Topology {
+    let mut topology = Topology {
         name,
         api: api.unwrap_or(ApiSpec {
             count: 0,
@@ -543,7 +553,11 @@ fn read(root: &mut Section<'_>) -> Topology {
         edge: root.table("edge", edge::read),
         observe: root.table("observe", observe::read).unwrap_or_default(),
         dns: root.table("dns", dns::read),
-    }
+        datacenters: Vec::new(),
+        links: Vec::new(),
+    };
+    datacenters::read(root, &mut topology);
+    topology
 }
 
 /// The mistake of a top-level key that is not one of `tables` (those read): a role this
@@ -573,11 +587,9 @@ fn unknown_table(key: &str, tables: &[&str]) -> String {
         "memcached" => "there is no `[memcached]` table: shared Memcached servers come from \
                         `[cache] engine = \"memcached\"`"
             .to_string(),
-        "datacenter" | "datacentre" => format!(
-            "`{key}` tables (several data centres behind one DNS) are not available in this \
-             version of strata: a topology is one data centre (a topology's tables are: {})",
-            tables.join(", ")
-        ),
+        "datacentre" | "datacenters" | "datacentres" => {
+            "data centres are `[[datacenter]]` tables (docs/datacenters.md)".to_string()
+        }
         other => format!(
             "unknown role or section `{other}`{}",
             suggestion(other, tables)
@@ -645,7 +657,7 @@ mod tests {
         assert!(
             shown
                 .iter()
-                .any(|s| s.starts_with("line 7:") && s.contains("not available in this version")),
+                .any(|s| s.starts_with("line 7:") && s.contains("tables written `[[datacenter]]`")),
             "{shown:#?}"
         );
         assert!(
@@ -667,8 +679,7 @@ mod tests {
                 "the topology has 3 mistakes:\n  \
                  - line 3: `api.count` must be between 1 and 64, not 0\n  \
                  - line 5: unknown role or section `apis` (did you mean `api`?)\n  \
-                 - line 7: `datacenter` tables (several data centres behind one DNS) are not available in \
-                 this version of strata"
+                 - line 7: `datacenter` must be tables written `[[datacenter]]`, not a table"
             ),
             "{shown}"
         );

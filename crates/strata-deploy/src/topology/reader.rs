@@ -137,6 +137,15 @@ impl<'d> Section<'d> {
         key_line(self.table, key, self.lines).or(self.line)
     }
 
+    /// The line of `key` in this table's sub-table `table` (else of `table`).
+    pub fn line_of_in(&self, table: &str, key: &str) -> Option<usize> {
+        self.table
+            .get(table)
+            .and_then(Item::as_table_like)
+            .and_then(|t| key_line(t, key, self.lines))
+            .or_else(|| self.line_of(table))
+    }
+
     /// Records a mistake on the line of `key` (or of the table).
     pub fn error(&mut self, key: &str, message: impl Into<String>) {
         let line = self.line_of(key);
@@ -363,6 +372,68 @@ impl<'d> Section<'d> {
         let value = read(&mut section);
         section.finish();
         Some(value)
+    }
+
+    /// Records a mistake on `line` (a table of an array of tables, found while reading it).
+    pub fn error_at(&mut self, line: Option<usize>, message: impl Into<String>) {
+        let line = line.or(self.line);
+        self.push(line, message.into());
+    }
+
+    /// The array of tables `key` (`[[key]]`, or an inline array of tables), each read by `read`
+    /// (given the table's line) and then finished; in messages entry `i` is `key[i]` (1-based).
+    /// `None` (and an error when it is something else) when it is not an array of tables.
+    pub fn tables<T>(
+        &mut self,
+        key: &'static str,
+        mut read: impl FnMut(&mut Section<'_>, Option<usize>) -> T,
+    ) -> Option<Vec<T>> {
+        let item = self.get(key)?;
+        let tables: Vec<(&'d dyn TableLike, Option<usize>)> = match item {
+            Item::ArrayOfTables(array) => array
+                .iter()
+                .map(|t| {
+                    let line = t.span().map(|s| self.lines.at(s.start));
+                    (t as &dyn TableLike, line)
+                })
+                .collect(),
+            Item::Value(Value::Array(array))
+                if array.iter().all(|v| v.as_inline_table().is_some()) =>
+            {
+                array
+                    .iter()
+                    .filter_map(|v| {
+                        let t = v.as_inline_table()?;
+                        let line = v.span().map(|s| self.lines.at(s.start));
+                        Some((t as &dyn TableLike, line))
+                    })
+                    .collect()
+            }
+            _ => {
+                let message = format!(
+                    "`{}` must be tables written `[[{key}]]`, not {}",
+                    self.name(key),
+                    found(item)
+                );
+                self.error(key, message);
+                return None;
+            }
+        };
+        let mut out = Vec::new();
+        for (i, (table, line)) in tables.into_iter().enumerate() {
+            let line = line.or_else(|| self.line_of(key));
+            let mut section = Section {
+                path: format!("{}[{}]", self.name(key), i + 1),
+                table,
+                lines: self.lines,
+                line,
+                read: Vec::new(),
+                errors: &mut *self.errors,
+            };
+            out.push(read(&mut section, line));
+            section.finish();
+        }
+        Some(out)
     }
 
     /// Reports every key no getter asked for:

@@ -1,0 +1,244 @@
+//! Several data centres (`[[datacenter]]`): what each one runs, what its roles are named, where
+//! its balancers listen, and the delaying relays that carry its traffic to another one.
+//!
+//! - **Names.** A data centre's stateless roles carry its name: `us-east-lb-1`,
+//!   `us-west-api-2`. The PostgreSQL servers keep the plain names of one replicated cluster,
+//!   `pg-1` … numbered across the data centres in order (the first data centre's first is the
+//!   primary), so the controller, `strata db rejoin` and the drills work on them unchanged;
+//!   [`Layout`] says which data centre runs which.
+//! - **Addresses.** DNS answers carry addresses only, so every balancer listens on one port (the
+//!   public port) at an address of its own: the first data centre's first balancer on
+//!   127.0.0.1 (`curl localhost:PORT` still works), balancer `i` of data centre `d` (0-based)
+//!   on 127.0.(11 + d).i otherwise ([`balancer_ip`]).
+//! - **Links.** Every wire the plan knows from a role of data centre B to a PostgreSQL server of
+//!   data centre A goes through a relay in B (`us-west-relay-pg-1`: `strata relay` with the
+//!   link's one-way delay each way), so an API server in B pays the round trip of the link on
+//!   every exchange with the primary in A. Its reads go to the replicas of its own data centre.
+//!   The PostgreSQL servers of B replicate through the same relays: each is given its routes
+//!   to the servers of the other data centres ([`database_routes`]), which it follows its
+//!   primary through, and so does the controller when it re-points a standby.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use strata_link::RelayArgs;
+
+use super::{Plan, PlanContext, RoleSpec, Setup, Wiring};
+use crate::roles::{RoleCommand, RoleKind};
+use crate::topology::Topology;
+
+/// The file `strata status` reads the data centres from: `DIR/datacenters.json`.
+pub const LAYOUT_FILE: &str = "datacenters.json";
+
+/// One data centre's roles, as the layout file lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatacentreRoles {
+    pub name: String,
+    pub balancers: Vec<String>,
+    pub apis: Vec<String>,
+    pub databases: Vec<String>,
+    pub relays: Vec<String>,
+}
+
+/// Which data centre runs which role, in preference order.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Layout {
+    pub datacenters: Vec<DatacentreRoles>,
+}
+
+impl Layout {
+    /// The layout of `topology` (empty without `[[datacenter]]` tables).
+    pub fn of(topology: &Topology) -> Self {
+        let databases = database_names(topology);
+        let datacenters = topology
+            .datacenters
+            .iter()
+            .enumerate()
+            .map(|(d, dc)| {
+                let local: Vec<String> = databases
+                    .iter()
+                    .enumerate()
+                    .filter(|(k, _)| topology.datacentre_of_database(*k) == Some(d))
+                    .map(|(_, n)| n.clone())
+                    .collect();
+                DatacentreRoles {
+                    name: dc.name.clone(),
+                    balancers: (1..=dc.lb).map(|i| role_name(&dc.name, "lb", i)).collect(),
+                    apis: (1..=dc.api)
+                        .map(|i| role_name(&dc.name, "api", i))
+                        .collect(),
+                    relays: databases
+                        .iter()
+                        .filter(|n| !local.contains(n))
+                        .map(|n| relay_name(&dc.name, n))
+                        .collect(),
+                    databases: local,
+                }
+            })
+            .collect();
+        Layout { datacenters }
+    }
+
+    /// The layout file of the deployment in `dir`, when it has one.
+    pub fn read(dir: &Path) -> Option<Self> {
+        let text = std::fs::read_to_string(layout_path(dir)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// The data centre that runs `role`.
+    pub fn datacentre_of(&self, role: &str) -> Option<&DatacentreRoles> {
+        self.datacenters.iter().find(|dc| {
+            dc.balancers
+                .iter()
+                .chain(&dc.apis)
+                .chain(&dc.databases)
+                .chain(&dc.relays)
+                .any(|r| r == role)
+        })
+    }
+}
+
+/// `DIR/datacenters.json`.
+pub fn layout_path(dir: &Path) -> PathBuf {
+    dir.join(LAYOUT_FILE)
+}
+
+/// A data centre's role of `kind` number `i`: `us-east-api-2`.
+pub fn role_name(datacentre: &str, kind: &str, i: u16) -> String {
+    format!("{datacentre}-{kind}-{i}")
+}
+
+/// The relay in `datacentre` to the server `target` of another one: `us-west-relay-pg-1`.
+pub fn relay_name(datacentre: &str, target: &str) -> String {
+    format!("{datacentre}-relay-{target}")
+}
+
+/// The PostgreSQL servers' names, in plan order (`pg-1` …).
+fn database_names(topology: &Topology) -> Vec<String> {
+    (1..=topology.database_nodes())
+        .map(|i| crate::groups::server_name(None, i))
+        .collect()
+}
+
+/// Where balancer `i` (1-based) of data centre `d` (0-based) listens: 127.0.0.1 for the first
+/// data centre's first (the public entry), 127.0.(11 + d).i for every other.
+pub fn balancer_ip(d: usize, i: u16) -> IpAddr {
+    if d == 0 && i <= 1 {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        let block = u8::try_from(11 + d).unwrap_or(u8::MAX);
+        IpAddr::V4(Ipv4Addr::new(
+            127,
+            0,
+            block,
+            u8::try_from(i).unwrap_or(u8::MAX),
+        ))
+    }
+}
+
+/// The layout file, written before any role starts. (The relays are planned with the
+/// database servers: [`plan_relays_to`].)
+pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
+    if !topology.has_datacentres() {
+        return;
+    }
+    let layout = Layout::of(topology);
+    let (file, text) = (
+        layout_path(&ctx.dir),
+        serde_json::to_string_pretty(&layout).unwrap_or_default(),
+    );
+    plan.setup
+        .push(Setup::new("write the data centres' layout", move || {
+            if let Some(parent) = file.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&file, &text)?;
+            Ok(())
+        }));
+}
+
+/// The relays to PostgreSQL server `k` (0-based, plan order) from every other data centre,
+/// each with its link's delay; planned right after the server, before the servers and roles
+/// that reach it through them.
+pub fn plan_relays_to(topology: &Topology, k: usize, plan: &mut Plan) {
+    let (Some(home), target) = (
+        topology.datacentre_of_database(k),
+        crate::groups::server_name(None, k + 1),
+    ) else {
+        return;
+    };
+    for (d, dc) in topology.datacenters.iter().enumerate() {
+        if d == home {
+            continue;
+        }
+        let delay = topology.one_way_ms(&dc.name, &topology.datacenters[home].name);
+        let name = relay_name(&dc.name, &target);
+        let (role_name, target) = (name.clone(), target.clone());
+        plan.roles.push(RoleSpec::new(
+            RoleKind::Relay,
+            name,
+            strata_link::LISTENER,
+            vec![target.clone()],
+            move |w: &Wiring| {
+                let mut args = RelayArgs::new(w.addr(&target, super::POSTGRES_LISTENER)?, delay);
+                args.listen = w.listen();
+                args.name = role_name.clone();
+                args.exit_on_stdin_eof = true;
+                Ok(RoleCommand::Relay(args))
+            },
+        ));
+    }
+}
+
+/// The routes of the PostgreSQL servers of one data centre to those of the others, through
+/// its relays: (from, to, relay), for `strata postgres` and `strata control`.
+pub fn database_routes(topology: &Topology) -> Vec<(String, String, String)> {
+    let names = database_names(topology);
+    let mut routes = Vec::new();
+    for (s, from) in names.iter().enumerate() {
+        for (p, to) in names.iter().enumerate() {
+            let (Some(ds), Some(dp)) = (
+                topology.datacentre_of_database(s),
+                topology.datacentre_of_database(p),
+            ) else {
+                continue;
+            };
+            if ds != dp {
+                let relay = relay_name(&topology.datacenters[ds].name, to);
+                routes.push((from.clone(), to.clone(), relay));
+            }
+        }
+    }
+    routes
+}
+
+/// How a role of data centre `d` reaches every PostgreSQL server, in plan order: its own data
+/// centre's directly, the others' through its relays. (role to wait for, listener) pairs.
+pub fn database_wires(topology: &Topology, d: usize) -> Vec<(String, &'static str, bool)> {
+    let dc = &topology.datacenters[d].name;
+    database_names(topology)
+        .into_iter()
+        .enumerate()
+        .map(|(k, pg)| {
+            if topology.datacentre_of_database(k) == Some(d) {
+                (pg, super::POSTGRES_LISTENER, true)
+            } else {
+                (relay_name(dc, &pg), strata_link::LISTENER, false)
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn balancers_of_each_data_centre_have_addresses_of_their_own() {
+        assert_eq!(balancer_ip(0, 1).to_string(), "127.0.0.1");
+        assert_eq!(balancer_ip(0, 2).to_string(), "127.0.11.2");
+        assert_eq!(balancer_ip(1, 1).to_string(), "127.0.12.1");
+        assert_eq!(balancer_ip(2, 3).to_string(), "127.0.13.3");
+    }
+}

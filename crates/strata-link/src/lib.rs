@@ -1,0 +1,340 @@
+//! The network between data centres, emulated: `strata relay` listens on one address and
+//! forwards every TCP connection to another, delivering each direction's bytes `--delay-ms`
+//! after they arrived — a one-way latency, so a request and its answer cost twice the delay.
+//!
+//! Tier: the links between a topology's data centres (docs/datacenters.md). Depends on
+//! `strata-core` only (readiness line, shutdown, logging).
+//!
+//! Guarantees: bytes arrive in order and unchanged, each no earlier than the delay after it was
+//! read; an end of stream (FIN) is passed on after the same delay; a connection whose other side
+//! fails or closes with an error is closed on both sides. Memory is bounded: each direction
+//! buffers at most [`MAX_CHUNKS_IN_FLIGHT`] reads of at most [`CHUNK`] bytes, after which the
+//! relay stops reading from the sender (TCP back-pressure), so a slow receiver slows its sender
+//! rather than growing the relay. Connecting to the target gives up after `--connect-timeout-ms`
+//! and closes the client's connection.
+//!
+//! A new connection pays the TCP handshake's round trip too: the relay connects to the target
+//! one delay after it accepted (the SYN's way there), and delivers the client's first bytes no
+//! earlier than a connection made across the link could have sent them (after the SYN-ACK's
+//! way back) plus their own way there. Not emulated: bandwidth limits, loss and jitter — those
+//! need `tc netem` in network namespaces (root), which this crate does not do yet.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use strata_core::ready::ReadyLine;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// The listener the role announces.
+pub const LISTENER: &str = "relay";
+
+/// The most bytes read at once from one side.
+pub const CHUNK: usize = 16 * 1024;
+
+/// The most reads buffered per direction (so at most 1 MiB each way per connection).
+pub const MAX_CHUNKS_IN_FLIGHT: usize = 64;
+
+/// `strata relay …`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args, serde::Serialize)]
+pub struct RelayArgs {
+    /// Loopback address to listen on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Where every connection is forwarded to.
+    #[arg(long)]
+    pub to: SocketAddr,
+    /// One-way delay of each direction, milliseconds (0 to 10000).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub delay_ms: u64,
+    /// How long connecting to the target may take, milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub connect_timeout_ms: u64,
+    /// This role's name in its topology.
+    #[arg(long, default_value = "relay")]
+    pub name: String,
+    /// Exit when standard input reaches end-of-file (set by `strata up`).
+    #[arg(long)]
+    pub exit_on_stdin_eof: bool,
+}
+
+impl RelayArgs {
+    /// A relay to `to` with `delay_ms` each way, every other setting at its default.
+    pub fn new(to: SocketAddr, delay_ms: u64) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            to,
+            delay_ms,
+            connect_timeout_ms: 2000,
+            name: "relay".into(),
+            exit_on_stdin_eof: false,
+        }
+    }
+}
+
+/// A bound relay: [`Relay::addr`] is where it listens, [`Relay::run`] serves.
+pub struct Relay {
+    listener: TcpListener,
+    to: SocketAddr,
+    delay: Duration,
+    connect_timeout: Duration,
+}
+
+impl Relay {
+    /// Binds `listen`.
+    pub async fn bind(
+        listen: SocketAddr,
+        to: SocketAddr,
+        delay: Duration,
+        connect_timeout: Duration,
+    ) -> std::io::Result<Self> {
+        Ok(Self {
+            listener: TcpListener::bind(listen).await?,
+            to,
+            delay,
+            connect_timeout,
+        })
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Accepts and relays connections until dropped.
+    pub async fn run(self) {
+        loop {
+            let (client, peer) = match self.listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let (to, delay, timeout) = (self.to, self.delay, self.connect_timeout);
+            let accepted = Instant::now();
+            tokio::spawn(async move {
+                // The SYN crosses the link before the target hears of the connection.
+                tokio::time::sleep(delay).await;
+                let target = match tokio::time::timeout(timeout, TcpStream::connect(to)).await {
+                    Ok(Ok(target)) => target,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, %to, error = %e, "cannot connect to the target");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, %to, "connecting to the target timed out");
+                        return;
+                    }
+                };
+                let _ = client.set_nodelay(true);
+                let _ = target.set_nodelay(true);
+                // Across the link, the client could send only once the SYN-ACK came back.
+                relay(client, target, delay, accepted + 2 * delay).await;
+            });
+        }
+    }
+}
+
+/// Relays both directions of one connection until both have ended (or one failed); the
+/// client's bytes count as sent no earlier than `client_may_send`.
+async fn relay(client: TcpStream, target: TcpStream, delay: Duration, client_may_send: Instant) {
+    let (client_read, client_write) = client.into_split();
+    let (target_read, target_write) = target.into_split();
+    let up = direction(client_read, target_write, delay, client_may_send);
+    let down = direction(target_read, client_write, delay, Instant::now());
+    tokio::pin!(up, down);
+    // An error on either side ends the connection: the other direction is dropped with it.
+    tokio::select! {
+        ok = &mut up => if ok { down.await; },
+        ok = &mut down => if ok { up.await; },
+    }
+}
+
+/// One direction: reads from `from`, writes each chunk to `to` once `delay` has passed since it
+/// was read (or since `not_before`, if later), then passes the end of stream on. `false`: a
+/// side failed.
+async fn direction(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+    not_before: Instant,
+) -> bool {
+    let due = move || Instant::now().max(not_before) + delay;
+    // `None` is the end of stream, delivered after the delay like the bytes before it.
+    let (tx, mut rx) = mpsc::channel::<(Instant, Option<Vec<u8>>)>(MAX_CHUNKS_IN_FLIGHT);
+    let reader = async move {
+        loop {
+            let mut buf = vec![0u8; CHUNK];
+            match from.read(&mut buf).await {
+                Ok(0) => {
+                    let _ = tx.send((due(), None)).await;
+                    return true;
+                }
+                Ok(n) => {
+                    buf.truncate(n);
+                    if tx.send((due(), Some(buf))).await.is_err() {
+                        return false;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+    };
+    let writer = async move {
+        while let Some((due, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            match chunk {
+                Some(bytes) => {
+                    if to.write_all(&bytes).await.is_err() {
+                        return false;
+                    }
+                }
+                None => {
+                    let _ = to.shutdown().await;
+                    return true;
+                }
+            }
+        }
+        false
+    };
+    tokio::pin!(reader, writer);
+    tokio::select! {
+        ok = &mut reader => if ok { writer.await } else { false },
+        ok = &mut writer => ok,
+    }
+}
+
+/// Runs the relay role until SIGTERM, Ctrl-C or (with `--exit-on-stdin-eof`) its supervisor's
+/// exit.
+pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
+    strata_core::telemetry::init();
+    if !args.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "--listen must be a loopback address (127.0.0.0/8 or ::1): got {}",
+            args.listen
+        );
+    }
+    let relay = Relay::bind(
+        args.listen,
+        args.to,
+        Duration::from_millis(args.delay_ms),
+        Duration::from_millis(args.connect_timeout_ms),
+    )
+    .await
+    .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = relay.addr();
+    let stop = strata_core::shutdown::signal(args.exit_on_stdin_eof);
+    ReadyLine::new(&args.name)
+        .with_addr(LISTENER, addr)
+        .announce()
+        .context("cannot write the readiness line")?;
+    tracing::info!(role = %args.name, %addr, to = %args.to, delay_ms = args.delay_ms, "relaying");
+    tokio::select! {
+        () = relay.run() => {}
+        () = stop => {}
+    }
+    tracing::info!(role = %args.name, "relay stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An echo server on a free port.
+    async fn echo() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        addr
+    }
+
+    async fn relay_to(to: SocketAddr, delay_ms: u64) -> SocketAddr {
+        let relay = Relay::bind(
+            "127.0.0.1:0".parse().expect("addr"),
+            to,
+            Duration::from_millis(delay_ms),
+            Duration::from_millis(500),
+        )
+        .await
+        .expect("bind");
+        let addr = relay.addr();
+        tokio::spawn(relay.run());
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_round_trip_through_the_relay_costs_twice_the_delay_and_keeps_the_bytes() {
+        let relay = relay_to(echo().await, 40).await;
+        let mut s = TcpStream::connect(relay).await.expect("connect");
+        // A new connection's first exchange pays the handshake's round trip as well.
+        let start = std::time::Instant::now();
+        s.write_all(b"hello").await.expect("write");
+        let mut hello = [0u8; 5];
+        s.read_exact(&mut hello).await.expect("read");
+        let took = start.elapsed();
+        assert_eq!(&hello, b"hello");
+        assert!(
+            took >= Duration::from_millis(160),
+            "first exchange {took:?}"
+        );
+        assert!(
+            took < Duration::from_millis(1500),
+            "first exchange {took:?}"
+        );
+        for round in 0..3u8 {
+            let sent: Vec<u8> = (0..100_000u32).map(|i| (i as u8) ^ round).collect();
+            let start = std::time::Instant::now();
+            let (mut r, mut w) = s.split();
+            let write = async {
+                w.write_all(&sent).await.expect("write");
+            };
+            let mut got = vec![0u8; sent.len()];
+            let read = async {
+                r.read_exact(&mut got).await.expect("read");
+            };
+            tokio::join!(write, read);
+            let took = start.elapsed();
+            assert_eq!(got, sent, "the bytes come back unchanged and in order");
+            assert!(took >= Duration::from_millis(80), "round trip {took:?}");
+            assert!(took < Duration::from_millis(1500), "round trip {took:?}");
+        }
+        // The end of stream is passed on: the echo server closes, and so does the relay.
+        s.shutdown().await.expect("shutdown");
+        let mut rest = Vec::new();
+        let n = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut rest))
+            .await
+            .expect("closed within 2 s")
+            .expect("read");
+        assert_eq!(n, 0);
+    }
+
+    #[tokio::test]
+    async fn a_target_that_refuses_closes_the_client_connection() {
+        let free = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let gone = free.local_addr().expect("addr");
+        drop(free);
+        let relay = relay_to(gone, 10).await;
+        let mut s = TcpStream::connect(relay).await.expect("connect");
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+            .await
+            .expect("closed within 2 s")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+    }
+}

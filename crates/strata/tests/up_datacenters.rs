@@ -1,0 +1,428 @@
+//! Two data centres behind one DNS, 30 ms apart: `us-east` holds the PostgreSQL primary,
+//! `us-west` a streaming replica; each runs its own balancer in front of its own API server.
+//! DNS answers `us-east`'s balancer (failover policy, in the listed order). A write through
+//! `us-west`'s balancer crosses the link to the primary — through the delaying relay — and
+//! costs at least a round trip of the link (2 × 30 ms) more than a local read there, and a read
+//! that carries its commit token reads it back. Replication crosses the link too: a write in
+//! `us-east` waits (quorum commit) for `us-west`'s replica, a round trip away. Then every stateless role of `us-east` (its
+//! balancer and API server) is frozen with SIGSTOP: DNS answers only `us-west` within its health
+//! interval, and a client that resolves the name through it is served there.
+
+mod common;
+/// The MaxMind DB writer of strata-dns's tests: the geo test's database of loopback networks.
+#[allow(dead_code)]
+#[path = "../../strata-dns/tests/dns/support/mmdb.rs"]
+mod mmdb;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use common::{Cleanup, admin_client, role, status_json, strata, up_topology};
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+
+const ONE_WAY_MS: u64 = 30;
+const TOPOLOGY: &str = "name = \"two-dcs\"\n[lb]\n[api]\ncount = 1\n[data]\nengine = \"postgres\"\n\
+                        [dns]\nttl_secs = 1\ninterval_ms = 300\ntimeout_ms = 200\nrise = 2\nfall = 1\n\
+                        [[datacenter]]\nname = \"us-east\"\n\
+                        [[datacenter]]\nname = \"us-west\"\n\
+                        [[link]]\nbetween = [\"us-east\", \"us-west\"]\none_way_ms = 30\n";
+const NAME: &str = "www.strata.test.";
+const INTERVAL: Duration = Duration::from_millis(300);
+const CHECK_TIMEOUT: Duration = Duration::from_millis(200);
+const EAST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const WEST: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 12, 1));
+
+fn addr_of(status: &Value, name: &str, listener: &str) -> SocketAddr {
+    role(status, name)["addrs"][listener]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("{name} has no {listener} address: {status:#}"))
+}
+
+/// What the deployment's DNS answers for the service name now, sorted (`None`: no answer).
+async fn resolve(dns: SocketAddr) -> Option<Vec<IpAddr>> {
+    resolve_from(IpAddr::V4(Ipv4Addr::LOCALHOST), dns).await
+}
+
+/// The same, asked from the local address `from` (a client the geo policy places by it).
+async fn resolve_from(from: IpAddr, dns: SocketAddr) -> Option<Vec<IpAddr>> {
+    tokio::task::spawn_blocking(move || {
+        strata_dns::probe::resolve_from(from, dns, NAME, Duration::from_millis(500)).map(
+            |mut ips| {
+                ips.sort();
+                ips
+            },
+        )
+    })
+    .await
+    .expect("join")
+}
+
+/// Polls the DNS until it answers `want`; panics after `within`. Returns how long it took.
+async fn until_answers(dns: SocketAddr, within: Duration, want: &[IpAddr]) -> Duration {
+    until_answers_from(IpAddr::V4(Ipv4Addr::LOCALHOST), dns, within, want).await
+}
+
+/// [`until_answers`] for a client asking from `from`.
+async fn until_answers_from(
+    from: IpAddr,
+    dns: SocketAddr,
+    within: Duration,
+    want: &[IpAddr],
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        if resolve_from(from, dns).await.as_deref() == Some(want) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "DNS did not answer {want:?} to {from} within {within:?} (last: {:?})",
+            resolve_from(from, dns).await
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Creates a user through `base`; returns its location, its commit token and how long it took.
+async fn create_user(
+    http: &reqwest::Client,
+    base: SocketAddr,
+    n: usize,
+) -> (String, String, Duration) {
+    let body = json!({"firstName": format!("Far{n}"), "lastName": "Away",
+        "address": {"streetAddress": "1 Main St", "city": "Boston", "state": "MA", "postalCode": "02134"}});
+    let start = Instant::now();
+    let resp = http
+        .post(format!("http://{base}/users"))
+        .json(&body)
+        .send()
+        .await
+        .expect("POST /users");
+    let took = start.elapsed();
+    assert_eq!(resp.status(), 201, "user {n} is created");
+    let location = resp.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_string();
+    let commit = resp.headers()["strata-commit"]
+        .to_str()
+        .expect("commit token")
+        .to_string();
+    (location, commit, took)
+}
+
+/// Thaws frozen roles when the test ends, whatever happens.
+struct Thaw(Vec<u32>);
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            strata_engines::process::signal_all(*pid, Signal::SIGCONT);
+        }
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_data_centre_writes_across_the_delayed_link_and_takes_over_when_the_first_freezes()
+{
+    let (_tmp, dir) = tokio::task::spawn_blocking(|| up_topology(TOPOLOGY))
+        .await
+        .expect("join");
+    let _cleanup = Cleanup(&dir);
+    let status = status_json(&dir);
+    let (east, west) = (
+        addr_of(&status, "us-east-lb-1", "http"),
+        addr_of(&status, "us-west-lb-1", "http"),
+    );
+    assert_eq!((east.ip(), west.ip()), (EAST, WEST), "{status:#}");
+    assert_eq!(east.port(), west.port(), "one public port: {status:#}");
+    let dns = addr_of(&status, "dns-1", "dns");
+    assert_eq!(
+        role(&status, "us-west-relay-pg-1")["kind"],
+        "relay",
+        "{status:#}"
+    );
+
+    // The layered path, per data centre, with the primary in us-east.
+    let dcs = &status["path"]["datacenters"];
+    assert_eq!(dcs[0]["name"], "us-east", "{status:#}");
+    assert_eq!(dcs[0]["primary"], "pg-1", "{status:#}");
+    assert_eq!(dcs[1]["name"], "us-west", "{status:#}");
+    assert_eq!(dcs[1]["primary"], Value::Null, "{status:#}");
+    assert_eq!(dcs[1]["apis"][0]["name"], "us-west-api-1", "{status:#}");
+    let out = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        move || strata(&["status"], &dir)
+    })
+    .await
+    .expect("join");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("us-east: pg-1 (primary)\n")
+            && text.contains("us-west: pg-2\n")
+            && text.contains("→ API pool: us-west-api-1 "),
+        "{text}"
+    );
+
+    // DNS prefers the first data centre.
+    until_answers(dns, Duration::from_secs(10), &[EAST]).await;
+
+    // A write in us-west crosses the link; a local read there does not.
+    let http = admin_client(&dir, &west.to_string()).await;
+    let mut writes = Vec::new();
+    let mut last = None;
+    for n in 0..5 {
+        let (location, commit, took) = create_user(&http, west, n).await;
+        writes.push(took);
+        last = Some((location, commit));
+    }
+    let (location, commit) = last.expect("a user");
+    // Read-your-writes in us-west: the commit token brings the write back.
+    let resp = http
+        .get(format!("http://{west}{location}"))
+        .header("strata-read-after", &commit)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), 200);
+    let user: Value = resp.json().await.expect("JSON");
+    assert_eq!(user["firstName"], "Far4");
+    let mut reads = Vec::new();
+    for _ in 0..7 {
+        let start = Instant::now();
+        let resp = http
+            .get(format!("http://{west}{location}"))
+            .send()
+            .await
+            .expect("GET");
+        reads.push(start.elapsed());
+        assert_eq!(resp.status(), 200);
+    }
+    let (fastest_write, read) = (*writes.iter().min().expect("writes"), median(reads));
+    eprintln!("us-west: writes {writes:?}, a local read {read:?} (median)");
+    let mut east_writes = Vec::new();
+    for n in 10..13 {
+        east_writes.push(create_user(&http, east, n).await.2);
+    }
+    eprintln!("us-east, beside the primary: writes {east_writes:?}");
+    // Under quorum commit the primary waits for us-west's replica, whose stream crosses the
+    // link through its relay too: a commit in us-east costs a round trip of the link.
+    assert!(
+        *east_writes.iter().min().expect("writes") >= Duration::from_millis(2 * ONE_WAY_MS),
+        "replication crosses the link: {east_writes:?}"
+    );
+    assert!(
+        fastest_write >= read + Duration::from_millis(2 * ONE_WAY_MS),
+        "a write crosses the link at least once each way: fastest write {fastest_write:?}, \
+         local read {read:?}"
+    );
+
+    // us-east's stateless roles freeze: DNS answers us-west within its health interval.
+    let pids: Vec<u32> = ["us-east-lb-1", "us-east-api-1"]
+        .iter()
+        .map(|name| role(&status, name)["pid"].as_u64().expect("pid") as u32)
+        .collect();
+    let _thaw = Thaw(pids.clone());
+    for pid in &pids {
+        strata_engines::process::signal_all(*pid, Signal::SIGSTOP);
+    }
+    let bound = INTERVAL * 2 + CHECK_TIMEOUT + Duration::from_secs(2);
+    let after = until_answers(dns, bound, &[WEST]).await;
+    eprintln!("DNS answered only us-west {after:?} after us-east froze");
+
+    // A client that resolves the name is served in us-west, reads and writes alike.
+    let ips = resolve(dns).await.expect("an answer");
+    let base = SocketAddr::new(ips[0], west.port());
+    let resp = http
+        .get(format!("http://{base}{location}"))
+        .send()
+        .await
+        .expect("GET through the answered address");
+    assert_eq!(resp.status(), 200);
+    let (_, _, took) = create_user(&http, base, 99).await;
+    eprintln!("a write in us-west while us-east's stateless roles are frozen took {took:?}");
+
+    // Thawed, us-east is answered again.
+    for pid in &pids {
+        strata_engines::process::signal_all(*pid, Signal::SIGCONT);
+    }
+    until_answers(dns, Duration::from_secs(10), &[EAST]).await;
+}
+
+/// The published primary once it is not `not` (the cluster state in `DIR/postgres`).
+async fn failed_over(dir: &std::path::Path, not: &str, within: Duration) -> (String, Duration) {
+    let start = Instant::now();
+    loop {
+        let text =
+            std::fs::read_to_string(dir.join("postgres").join("cluster.json")).unwrap_or_default();
+        if let Ok(cluster) = serde_json::from_str::<Value>(&text)
+            && let Some(primary) = cluster["primary"].as_str()
+            && primary != not
+        {
+            return (primary.to_string(), start.elapsed());
+        }
+        assert!(
+            start.elapsed() < within,
+            "no failover away from {not} within {within:?}: {}",
+            common::logs(dir, 20)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_whole_first_data_centre_freezes_the_second_takes_the_primary_and_the_first_rejoins_as_secondary()
+ {
+    let (_tmp, dir) = tokio::task::spawn_blocking(|| up_topology(TOPOLOGY))
+        .await
+        .expect("join");
+    let _cleanup = Cleanup(&dir);
+    let status = status_json(&dir);
+    let west = addr_of(&status, "us-west-lb-1", "http");
+    let dns = addr_of(&status, "dns-1", "dns");
+    until_answers(dns, Duration::from_secs(10), &[EAST]).await;
+    let http = admin_client(&dir, &west.to_string()).await;
+    let (location, commit, _) = create_user(&http, west, 1).await;
+
+    // Every process of us-east stops: balancer, API server, relay and PostgreSQL primary.
+    let east_roles = [
+        "us-east-lb-1",
+        "us-east-api-1",
+        "us-east-relay-pg-2",
+        "pg-1",
+    ];
+    let pids: Vec<u32> = east_roles
+        .iter()
+        .map(|name| role(&status, name)["pid"].as_u64().expect("pid") as u32)
+        .collect();
+    let _thaw = Thaw(pids.clone());
+    for pid in &pids {
+        strata_engines::process::signal_all(*pid, Signal::SIGSTOP);
+    }
+    let bound = INTERVAL * 2 + CHECK_TIMEOUT + Duration::from_secs(2);
+    let after = until_answers(dns, bound, &[WEST]).await;
+    eprintln!("DNS answered only us-west {after:?} after us-east froze");
+    let (primary, took) = failed_over(&dir, "pg-1", Duration::from_secs(30)).await;
+    assert_eq!(primary, "pg-2", "us-west's replica is promoted");
+    eprintln!("pg-2 in us-west was promoted {took:?} after us-east froze");
+
+    // The acknowledged write is there, and us-west now writes beside its own primary.
+    let resp = http
+        .get(format!("http://{west}{location}"))
+        .header("strata-read-after", &commit)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut writes = Vec::new();
+    while writes.len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "us-west takes no writes: {writes:?}"
+        );
+        let body = json!({"firstName": "Local", "lastName": "Primary",
+            "address": {"streetAddress": "1 Main St", "city": "Boston", "state": "MA", "postalCode": "02134"}});
+        let start = Instant::now();
+        match http
+            .post(format!("http://{west}/users"))
+            .json(&body)
+            .send()
+            .await
+        {
+            Ok(r) if r.status() == 201 => writes.push(start.elapsed()),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    eprintln!("us-west writes beside its new primary: {writes:?}");
+    assert!(
+        *writes.iter().min().expect("writes") < Duration::from_millis(2 * ONE_WAY_MS),
+        "a write no longer crosses the link: {writes:?}"
+    );
+
+    // us-east returns: its old primary rejoins as a replica of pg-2, and DNS answers it again.
+    for pid in &pids {
+        strata_engines::process::signal_all(*pid, Signal::SIGCONT);
+    }
+    until_answers(dns, Duration::from_secs(20), &[EAST]).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let d = dir.clone();
+        let status = tokio::task::spawn_blocking(move || status_json(&d))
+            .await
+            .expect("join");
+        if role(&status, "pg-1")["database"]["role"] == "replica"
+            && status["path"]["datacenters"][1]["primary"] == "pg-2"
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pg-1 did not rejoin as a replica: {status:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn geo_dns_answers_each_client_its_nearest_data_centre_and_the_other_when_that_one_freezes() {
+    // 127.1.0.0/16 is in Virginia (us-east), 127.2.0.0/16 in California (us-west).
+    let geo = tempfile::tempdir().expect("tempdir");
+    let geoip = geo.path().join("test.mmdb");
+    let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+    std::fs::write(
+        &geoip,
+        mmdb::build(&[
+            (ip("127.1.0.0"), 16, mmdb::city(39.0, -77.5, "US", "NA")),
+            (ip("127.2.0.0"), 16, mmdb::city(37.4, -122.1, "US", "NA")),
+        ]),
+    )
+    .expect("write the GeoIP database");
+    let topology = TOPOLOGY
+        .replace(
+            "[dns]\n",
+            &format!("[dns]\npolicy = \"geo\"\ngeoip = \"{}\"\n", geoip.display()),
+        )
+        .replace(
+            "name = \"us-east\"\n",
+            "name = \"us-east\"\nlatitude = 39.0\nlongitude = -77.5\n",
+        )
+        .replace(
+            "name = \"us-west\"\n",
+            "name = \"us-west\"\nlatitude = 37.4\nlongitude = -122.1\n",
+        );
+    let (_tmp, dir) = tokio::task::spawn_blocking(move || up_topology(&topology))
+        .await
+        .expect("join");
+    let _cleanup = Cleanup(&dir);
+    let status = status_json(&dir);
+    let dns = addr_of(&status, "dns-1", "dns");
+    let (virginia, california) = (ip("127.1.0.1"), ip("127.2.0.1"));
+    let within = Duration::from_secs(10);
+    until_answers_from(virginia, dns, within, &[EAST]).await;
+    until_answers_from(california, dns, within, &[WEST]).await;
+
+    // us-west's stateless roles freeze: its clients go to us-east within the health interval.
+    let pids: Vec<u32> = ["us-west-lb-1", "us-west-api-1"]
+        .iter()
+        .map(|name| role(&status, name)["pid"].as_u64().expect("pid") as u32)
+        .collect();
+    let _thaw = Thaw(pids.clone());
+    for pid in &pids {
+        strata_engines::process::signal_all(*pid, Signal::SIGSTOP);
+    }
+    let bound = INTERVAL * 2 + CHECK_TIMEOUT + Duration::from_secs(2);
+    let after = until_answers_from(california, dns, bound, &[EAST]).await;
+    eprintln!("California's clients were sent to us-east {after:?} after us-west froze");
+    until_answers_from(virginia, dns, within, &[EAST]).await;
+    for pid in &pids {
+        strata_engines::process::signal_all(*pid, Signal::SIGCONT);
+    }
+    until_answers_from(california, dns, within, &[WEST]).await;
+}
