@@ -135,6 +135,7 @@ pub fn cache_view(request: &HeaderMap, vary: &[String]) -> HeaderMap {
             view.append(name.clone(), v.clone());
         }
     }
+    crate::rules::lower_directive_names(&mut view);
     if let Some(v) = request.get(header::AUTHORIZATION) {
         view.insert(header::AUTHORIZATION, digest(v.as_bytes()));
     }
