@@ -210,7 +210,7 @@ pub fn terms(
 /// as `0`, already expired, when it is not (RFC 9111 §5.3: `Thu, 18  Aug  2050 …` with two
 /// spaces is no date). What clients see is not changed: this is the view the rules read.
 fn plain(view: &mut HeaderMap) {
-    lower_directive_names(view);
+    crate::key::lower_directive_names(view);
     let expires: Vec<_> = view.get_all(header::EXPIRES).iter().cloned().collect();
     if let [value] = expires.as_slice() {
         let date = std::str::from_utf8(value.as_bytes())
@@ -238,44 +238,6 @@ fn date_case(date: &str) -> String {
         word_start = !c.is_ascii_alphabetic();
     }
     out.replace("Gmt", "GMT")
-}
-
-/// Lower-cases the directive names of every `Cache-Control` line (not quoted strings, not
-/// values): `No-CaChE` is `no-cache` (RFC 9111 §5.2).
-pub fn lower_directive_names(headers: &mut HeaderMap) {
-    let lines: Vec<_> = headers
-        .get_all(header::CACHE_CONTROL)
-        .iter()
-        .cloned()
-        .collect();
-    if lines
-        .iter()
-        .all(|l| !l.as_bytes().iter().any(u8::is_ascii_uppercase))
-    {
-        return;
-    }
-    headers.remove(header::CACHE_CONTROL);
-    for line in lines {
-        let mut out = Vec::with_capacity(line.len());
-        let (mut quoted, mut in_value) = (false, false);
-        for &b in line.as_bytes() {
-            match b {
-                b'"' => quoted = !quoted,
-                b',' if !quoted => in_value = false,
-                b'=' if !quoted => in_value = true,
-                _ => {}
-            }
-            out.push(if quoted || in_value {
-                b
-            } else {
-                b.to_ascii_lowercase()
-            });
-        }
-        headers.append(
-            header::CACHE_CONTROL,
-            http::HeaderValue::from_bytes(&out).unwrap_or(line),
-        );
-    }
 }
 
 /// A response's freshness lifetime (RFC 9111 §4.2.1): how long after it was generated it is
@@ -514,7 +476,7 @@ mod tests {
             Some(NotStored::Forbidden)
         );
         let mut request = headers(&[("cache-control", "No-Cache, Max-Age=\"A\"")]);
-        lower_directive_names(&mut request);
+        crate::key::lower_directive_names(&mut request);
         assert_eq!(
             request.get("cache-control").map(|v| v.as_bytes()),
             Some(&b"no-cache, max-age=\"A\""[..])
