@@ -240,6 +240,11 @@ async fn a_stale_object_is_revalidated_and_the_304_updates_its_headers() {
         Some(&b"yes"[..]),
         "and those the stored response lacked are added (RFC 9111 §3.2)"
     );
+    let date = h["date"].to_str().expect("ascii");
+    assert!(
+        httpdate::parse_http_date(date).is_ok(),
+        "an HTTP-date, not {date}"
+    );
     assert_eq!(
         origin.last("/r").expect("seen").headers["if-none-match"],
         "\"v1\""
