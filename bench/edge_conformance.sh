@@ -178,6 +178,7 @@ if [ -n "${ID:-}" ]; then  # one test, its requests and responses dumped; no res
 fi
 
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 for proxy in $PROXIES; do
   start_proxy "$proxy"
@@ -190,6 +191,6 @@ for proxy in $PROXIES; do
   python3 -c 'import json,sys; s=open(sys.argv[1]).read(); d=json.loads(s[s.index("{"):]); json.dump(d, open(sys.argv[2], "w"), indent=1, sort_keys=True)' "$json.tmp" "$json"
   rm -f "$json.tmp"
   echo "==> $json"
-  (cd "$SUITE" && node .summary.mjs "$OLDPWD/$json" "$TESTS_JS" "$RESULTS_JS" $EXTRA_JS)
+  (cd "$SUITE" && node .summary.mjs "$json" "$TESTS_JS" "$RESULTS_JS" $EXTRA_JS)
   kill "${pids[-1]}" 2>/dev/null || true
 done
