@@ -135,6 +135,7 @@ pub fn cache_view(request: &HeaderMap, vary: &[String]) -> HeaderMap {
             view.append(name.clone(), v.clone());
         }
     }
+    lower_directive_names(&mut view);
     if let Some(v) = request.get(header::AUTHORIZATION) {
         view.insert(header::AUTHORIZATION, digest(v.as_bytes()));
     }
@@ -180,6 +181,44 @@ pub fn variant(url_key: &str, vary: &[String], request: &HeaderMap) -> String {
         }
     }
     key
+}
+
+/// Lower-cases the directive names of every `Cache-Control` line (not quoted strings, not
+/// values): `No-CaChE` is `no-cache` (RFC 9111 §5.2).
+pub fn lower_directive_names(headers: &mut HeaderMap) {
+    let lines: Vec<_> = headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .cloned()
+        .collect();
+    if lines
+        .iter()
+        .all(|l| !l.as_bytes().iter().any(u8::is_ascii_uppercase))
+    {
+        return;
+    }
+    headers.remove(header::CACHE_CONTROL);
+    for line in lines {
+        let mut out = Vec::with_capacity(line.len());
+        let (mut quoted, mut in_value) = (false, false);
+        for &b in line.as_bytes() {
+            match b {
+                b'"' => quoted = !quoted,
+                b',' if !quoted => in_value = false,
+                b'=' if !quoted => in_value = true,
+                _ => {}
+            }
+            out.push(if quoted || in_value {
+                b
+            } else {
+                b.to_ascii_lowercase()
+            });
+        }
+        headers.append(
+            header::CACHE_CONTROL,
+            HeaderValue::from_bytes(&out).unwrap_or(line),
+        );
+    }
 }
 
 #[cfg(test)]

@@ -8,8 +8,9 @@
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::HeaderMap;
-use http_cache_semantics::CachePolicy;
+use http::header::{self, HeaderMap};
+use http::{Request, Uri};
+use http_cache_semantics::{BeforeRequest, CachePolicy};
 use serde::{Deserialize, Serialize};
 
 use crate::rules::Staleness;
@@ -23,6 +24,18 @@ pub const SURROGATE_KEY: &str = "surrogate-key";
 /// The most surrogate keys kept per object, and the longest one.
 const MAX_SURROGATE_KEYS: usize = 64;
 const MAX_SURROGATE_KEY_LEN: usize = 256;
+
+/// The request a cache policy is made from and checked against: a GET of the same target,
+/// with only the headers [`crate::key::cache_view`] keeps.
+pub fn policy_request(parts: &http::request::Parts, vary: &[String]) -> http::request::Parts {
+    let mut req = Request::new(());
+    *req.uri_mut() = parts
+        .uri
+        .path_and_query()
+        .map_or(Uri::from_static("/"), |p| Uri::from(p.clone()));
+    *req.headers_mut() = crate::key::cache_view(&parts.headers, vary);
+    req.into_parts().0
+}
 
 /// Everything about a stored response but its body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -101,6 +114,24 @@ impl Object {
         match age.checked_sub(self.lifetime()) {
             None => Freshness::Fresh,
             Some(by) => Freshness::Stale(by),
+        }
+    }
+
+    /// Whether the object may answer `parts` as it is (a request's `no-cache`, `max-age`,
+    /// `min-fresh` and `Pragma` count; without them, its age alone decides).
+    pub fn freshness_for(&self, parts: &http::request::Parts, now: SystemTime) -> Freshness {
+        if self.meta.invalidated {
+            return Freshness::Stale(self.staleness(now));
+        }
+        if !parts.headers.contains_key(header::CACHE_CONTROL)
+            && !parts.headers.contains_key(header::PRAGMA)
+        {
+            return self.freshness_by_age(now);
+        }
+        let view = policy_request(parts, &self.meta.vary);
+        match self.meta.policy.before_request(&view, now) {
+            BeforeRequest::Fresh(_) => Freshness::Fresh,
+            BeforeRequest::Stale { .. } => Freshness::Stale(self.staleness(now)),
         }
     }
 

@@ -194,12 +194,50 @@ pub fn terms(
     response: &HeaderMap,
     now: SystemTime,
 ) -> Storable {
-    let view = cache_view(response);
+    let mut view = cache_view(response).into_owned();
+    plain(&mut view);
     Storable {
         policy: policy(request, status, &view, now),
         lifetime: lifetime(request, status, &view, now),
         staleness: Staleness::of(&view),
     }
+}
+
+/// Makes a response's freshness headers plain for `http-cache-semantics`, which matches
+/// directive names exactly and reads `Expires` as an RFC 2822 date: directive names lower case
+/// (RFC 9111 §5.2: they compare case-insensitively), and one `Expires` rewritten as an
+/// IMF-fixdate when it is a valid HTTP-date in any of its three formats (RFC 9110 §5.6.7), or
+/// as `0`, already expired, when it is not (RFC 9111 §5.3: `Thu, 18  Aug  2050 …` with two
+/// spaces is no date). What clients see is not changed: this is the view the rules read.
+fn plain(view: &mut HeaderMap) {
+    crate::key::lower_directive_names(view);
+    let expires: Vec<_> = view.get_all(header::EXPIRES).iter().cloned().collect();
+    if let [value] = expires.as_slice() {
+        let date = std::str::from_utf8(value.as_bytes())
+            .ok()
+            .and_then(|v| httpdate::parse_http_date(&date_case(v.trim())).ok());
+        let plain = date.map_or_else(|| "0".to_string(), httpdate::fmt_http_date);
+        if let Ok(plain) = http::HeaderValue::from_str(&plain) {
+            view.insert(header::EXPIRES, plain);
+        }
+    }
+}
+
+/// An HTTP-date with its names in their canonical case (`THU` is `Thu`, `gmt` is `GMT`): the
+/// format is case-sensitive, but a cache is encouraged to read timestamps robustly (RFC 9110
+/// §5.6.7), and a wrongly cased name is no doubt about the time.
+fn date_case(date: &str) -> String {
+    let mut out = String::with_capacity(date.len());
+    let mut word_start = true;
+    for c in date.chars() {
+        out.push(if word_start {
+            c.to_ascii_uppercase()
+        } else {
+            c.to_ascii_lowercase()
+        });
+        word_start = !c.is_ascii_alphabetic();
+    }
+    out.replace("Gmt", "GMT")
 }
 
 /// A response's freshness lifetime (RFC 9111 §4.2.1): how long after it was generated it is
@@ -236,19 +274,16 @@ pub fn policy(
 pub const MAX_AGE_HEADER: u64 = 1 << 31;
 
 /// Makes an origin's `Age` safe to compute with: one non-negative integer of at most
-/// [`MAX_AGE_HEADER`] seconds. A larger one is clamped; an invalid one (not digits, several
-/// lines) is dropped, as if absent. (Arithmetic on an `Age` near `u64::MAX` would overflow.)
+/// [`MAX_AGE_HEADER`] seconds. A list (`Age: 7200, 0`, or several lines) counts by its first
+/// member, the others discarded (RFC 9111 §5.1); a larger one is clamped; an invalid one (not
+/// digits) is dropped, as if absent. (Arithmetic on an `Age` near `u64::MAX` would overflow.)
 pub fn sanitize_age(response: &mut HeaderMap) {
-    let values: Vec<_> = response.get_all(header::AGE).iter().cloned().collect();
-    if values.is_empty() {
-        return;
-    }
-    response.remove(header::AGE);
-    let [value] = values.as_slice() else {
+    let Some(first) = response.get(header::AGE).cloned() else {
         return;
     };
-    let text = String::from_utf8_lossy(value.as_bytes());
-    let text = text.trim();
+    response.remove(header::AGE);
+    let text = String::from_utf8_lossy(first.as_bytes());
+    let text = text.split(',').next().unwrap_or_default().trim();
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return;
     }
@@ -257,6 +292,49 @@ pub fn sanitize_age(response: &mut HeaderMap) {
         .unwrap_or(MAX_AGE_HEADER)
         .min(MAX_AGE_HEADER);
     response.insert(header::AGE, http::HeaderValue::from(age));
+}
+
+/// A `304` without validators, to the edge's conditional request for one stored object, is
+/// about that object (RFC 9110 §15.4.5 does not make it repeat `Last-Modified`): it is lent
+/// the stored validators, so that the policy takes it as such.
+pub fn lend_validators(not_modified: &mut HeaderMap, stored: &HeaderMap) {
+    if not_modified.contains_key(header::ETAG) || not_modified.contains_key(header::LAST_MODIFIED) {
+        return;
+    }
+    for name in [header::ETAG, header::LAST_MODIFIED] {
+        if let Some(v) = stored.get(&name) {
+            not_modified.insert(name, v.clone());
+        }
+    }
+}
+
+/// The fields of a `304` that do not update the stored response: they frame the 304, not the
+/// stored body (`Age` is the 304's, or none).
+const NOT_UPDATED_BY_304: [header::HeaderName; 4] = [
+    header::CONTENT_LENGTH,
+    header::CONTENT_ENCODING,
+    header::TRANSFER_ENCODING,
+    header::CONTENT_RANGE,
+];
+
+/// A stored response's headers updated by a `304` (RFC 9111 §3.2): each field of the 304
+/// replaces the stored lines of that name, or is added (`http-cache-semantics` only replaces
+/// fields the stored response has, keeps one line of each, and rewrites `Date`); the age is
+/// the 304's, as the origin has just vouched for the object. `not_modified` is without its
+/// hop-by-hop fields.
+pub fn updated_by_304(stored: &HeaderMap, not_modified: &HeaderMap) -> HeaderMap {
+    let mut headers = stored.clone();
+    headers.remove(header::AGE);
+    for name in not_modified.keys() {
+        if NOT_UPDATED_BY_304.contains(name) {
+            continue;
+        }
+        headers.remove(name);
+        for value in not_modified.get_all(name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    headers
 }
 
 /// Whether a request lets the edge answer it stale while refreshing: it asks for nothing
@@ -359,9 +437,72 @@ mod tests {
         );
         assert_eq!(sane("-1"), None);
         assert_eq!(sane("1.5"), None);
-        let mut two = headers(&[("age", "1"), ("age", "2")]);
+        assert_eq!(sane("abc"), None);
+    }
+
+    #[test]
+    fn an_age_list_counts_by_its_first_member() {
+        let sane = |v: &'static str| {
+            let mut h = headers(&[("age", v)]);
+            sanitize_age(&mut h);
+            h.get("age").map(|v| v.to_str().expect("ascii").to_string())
+        };
+        assert_eq!(sane("7200, 0").as_deref(), Some("7200"));
+        assert_eq!(sane("0,7200").as_deref(), Some("0"));
+        assert_eq!(sane("x, 0"), None);
+        let mut two = headers(&[("age", "7200"), ("age", "0")]);
         sanitize_age(&mut two);
-        assert!(two.get("age").is_none());
+        assert_eq!(two.get_all("age").iter().count(), 1);
+        assert_eq!(two.get("age").map(|v| v.as_bytes()), Some(&b"7200"[..]));
+    }
+
+    #[test]
+    fn directive_names_are_compared_case_insensitively() {
+        assert_eq!(
+            verdict(&[
+                ("cache-control", "No-CaChE, max-age=3600"),
+                ("expires", "Thu, 01 Jan 2099 00:00:00 GMT"),
+            ])
+            .err(),
+            Some(NotStored::Useless),
+            "no-cache with no validator: nothing could reuse it"
+        );
+        assert_eq!(
+            verdict(&[("cache-control", "Max-Age=60")]),
+            Ok(Duration::from_secs(60))
+        );
+        assert_eq!(
+            verdict(&[("cache-control", "PRIVATE, max-age=60")]).err(),
+            Some(NotStored::Forbidden)
+        );
+        let mut request = headers(&[("cache-control", "No-Cache, Max-Age=\"A\"")]);
+        crate::key::lower_directive_names(&mut request);
+        assert_eq!(
+            request.get("cache-control").map(|v| v.as_bytes()),
+            Some(&b"no-cache, max-age=\"A\""[..])
+        );
+    }
+
+    #[test]
+    fn an_expires_that_is_no_http_date_is_already_expired() {
+        let date = ("date", "Thu, 01 Jan 2026 00:00:00 GMT");
+        for invalid in ["Thu, 18  Aug  2050 02:01:18 GMT", "0", "2050-08-18"] {
+            assert_eq!(
+                verdict(&[date, ("expires", invalid)]).err(),
+                Some(NotStored::Useless),
+                "{invalid}"
+            );
+        }
+        // The three formats of an HTTP-date (RFC 9110 §5.6.7), names in any case.
+        for valid in [
+            "Thu, 18 Aug 2050 02:01:18 GMT",
+            "THU, 18 aug 2050 02:01:18 gMT",
+            "Thursday, 18-Aug-50 02:01:18 GMT",
+            "Thu Aug 18 02:01:18 2050",
+        ] {
+            let lifetime = verdict(&[date, ("expires", valid)]).expect(valid);
+            assert!(lifetime > Duration::from_secs(86_400 * 365 * 24), "{valid}");
+        }
     }
 
     #[test]

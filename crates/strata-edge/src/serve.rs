@@ -25,7 +25,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_cache_semantics::{AfterResponse, BeforeRequest};
+use http_cache_semantics::AfterResponse;
 use hyper::body::Incoming;
 use strata_lb::Timeouts;
 use strata_lb::proxy::{ClientConn, Trace, strip_hop_by_hop};
@@ -95,34 +95,6 @@ struct Asked {
     /// The request came through another edge (its `Via` names one): answers keep their
     /// surrogate keys, so that edge can purge by them too.
     from_edge: bool,
-}
-
-/// The request a cache policy is made from and checked against: a GET of the same target,
-/// with only the headers [`key::cache_view`] keeps.
-fn policy_request(parts: &http::request::Parts, vary: &[String]) -> http::request::Parts {
-    let mut req = Request::new(());
-    *req.uri_mut() = parts
-        .uri
-        .path_and_query()
-        .map_or(Uri::from_static("/"), |p| Uri::from(p.clone()));
-    *req.headers_mut() = key::cache_view(&parts.headers, vary);
-    req.into_parts().0
-}
-
-fn freshness(object: &Object, parts: &http::request::Parts, now: SystemTime) -> Freshness {
-    if object.meta.invalidated {
-        return Freshness::Stale(object.staleness(now));
-    }
-    if !parts.headers.contains_key(header::CACHE_CONTROL)
-        && !parts.headers.contains_key(header::PRAGMA)
-    {
-        return object.freshness_by_age(now);
-    }
-    let view = policy_request(parts, &object.meta.vary);
-    match object.meta.policy.before_request(&view, now) {
-        BeforeRequest::Fresh(_) => Freshness::Fresh,
-        BeforeRequest::Stale { .. } => Freshness::Stale(object.staleness(now)),
-    }
 }
 
 impl Shared {
@@ -269,7 +241,7 @@ impl Shared {
             let now = SystemTime::now();
             let found = self.store.lookup(&key, &asked.parts.headers).await;
             if let Some(object) = &found {
-                match freshness(object, &asked.parts, now) {
+                match object.freshness_for(&asked.parts, now) {
                     Freshness::Fresh => {
                         let ttl = object.lifetime().saturating_sub(object.age(now)).as_secs();
                         let detail = if collapsed {
@@ -402,32 +374,20 @@ impl Shared {
             sie > 0 && stale.staleness(now).as_secs() <= sie
         };
         match fetched {
-            Ok(Fetched::Whole(rparts, _)) if rparts.status == StatusCode::NOT_MODIFIED => {
-                let view = policy_request(&asked.parts, &stale.meta.vary);
+            Ok(Fetched::Whole(mut rparts, _)) if rparts.status == StatusCode::NOT_MODIFIED => {
+                rules::lend_validators(&mut rparts.headers, &stale.meta.headers);
+                let view = object::policy_request(&asked.parts, &stale.meta.vary);
                 let status = StatusCode::from_u16(stale.meta.status).unwrap_or(StatusCode::OK);
                 // The 304 updates the stored headers as they came from the origin (a policy
-                // made from them merges them); the stored policy was made from their cache
-                // view, whose `Cache-Control` may be the `CDN-Cache-Control` directives.
+                // made from them says whether it is about them); the stored policy was made
+                // from their cache view, whose `Cache-Control` may be `CDN-Cache-Control`'s.
                 let stored = rules::policy(&view, status, &stale.meta.headers, now);
                 match stored.after_response(&view, &rparts, now) {
-                    AfterResponse::NotModified(_, updated) => {
+                    AfterResponse::NotModified(..) => {
                         Stats::add(&self.stats.revalidations_not_modified, 1);
-                        // The stored headers, updated by the 304's; the age is the 304's (the
-                        // origin has just vouched for the object), not the first response's.
-                        let mut headers = updated.headers;
-                        match rparts.headers.get(header::AGE) {
-                            Some(age) => headers.insert(header::AGE, age.clone()),
-                            None => headers.remove(header::AGE),
-                        };
-                        // A targeted field the 304 brings is taken even if the stored
-                        // response had none (RFC 9111 §3.2: the 304's fields are added).
-                        let targeted = crate::targeted::CDN_CACHE_CONTROL;
-                        if rparts.headers.contains_key(&targeted) {
-                            headers.remove(&targeted);
-                            for value in rparts.headers.get_all(&targeted) {
-                                headers.append(&targeted, value.clone());
-                            }
-                        }
+                        strip_hop_by_hop(&mut rparts.headers);
+                        let mut headers =
+                            rules::updated_by_304(&stale.meta.headers, &rparts.headers);
                         let keys = if rparts.headers.contains_key(object::SURROGATE_KEY) {
                             object::surrogate_keys(&rparts.headers)
                         } else {
@@ -602,7 +562,7 @@ impl Shared {
             return Err(NotStored::TooLarge);
         }
         let vary = key::vary_names(&rparts.headers).ok_or(NotStored::VaryStar)?;
-        let view = policy_request(&asked.parts, &vary);
+        let view = object::policy_request(&asked.parts, &vary);
         let mut headers = rparts.headers.clone();
         strip_hop_by_hop(&mut headers);
         let storable = rules::storable(&view, rparts.status, &headers, now)?;

@@ -18,7 +18,9 @@
 //! The field is parsed by the `sfv` crate (RFC 8941). A member maps back to a directive by its
 //! value: `true` is the bare name, `false` drops it, an integer is `name=N` (a negative one
 //! `name=0`), a token or a string `name=value`; a decimal, a byte sequence or an inner list
-//! fits no directive and is dropped. Parameters are ignored (§2.2).
+//! fits no directive and is dropped, and so is a number of seconds (`max-age`, `s-maxage`,
+//! `stale-*`, …) that is not an integer (§2.1: `max-age="60"` is not consumed). Parameters
+//! are ignored (§2.2).
 
 use std::borrow::Cow;
 
@@ -26,6 +28,16 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// RFC 9213 §3.
 pub const CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
+
+/// The directives whose value is a number of seconds (RFC 9111 §1.2.2; RFC 5861).
+const DELTA_SECONDS: [&str; 6] = [
+    "max-age",
+    "s-maxage",
+    "stale-while-revalidate",
+    "stale-if-error",
+    "max-stale",
+    "min-fresh",
+];
 
 /// The response as the edge's caching rules read it: with a valid, non-empty
 /// `CDN-Cache-Control`, its directives as `Cache-Control` and no `Expires`; otherwise the
@@ -70,8 +82,11 @@ pub fn targeted_directives(response: &HeaderMap) -> Option<String> {
                 return None;
             };
             match item.bare_item {
-                sfv::BareItem::Boolean(true) => Some(name.to_string()),
+                // A delta-seconds directive is an Integer and nothing else (§2.1: values that
+                // violate the constraints inferred from Cache-Control are not consumed).
                 sfv::BareItem::Integer(n) => Some(format!("{name}={}", i64::from(n).max(0))),
+                _ if DELTA_SECONDS.contains(&name) => None,
+                sfv::BareItem::Boolean(true) => Some(name.to_string()),
                 sfv::BareItem::Token(t) => Some(format!("{name}={}", t.as_str())),
                 sfv::BareItem::String(s) => Some(format!(
                     "{name}=\"{}\"",
@@ -121,8 +136,8 @@ mod tests {
             "a key given twice keeps its last value"
         );
         assert_eq!(
-            targeted("no-cache=?0, max-age=1.5, x=:AAE=:, y=(1 2), s-maxage=tok").as_deref(),
-            Some("s-maxage=tok")
+            targeted("no-cache=?0, max-age=1.5, x=:AAE=:, y=(1 2), z=tok").as_deref(),
+            Some("z=tok")
         );
         let mut two = HeaderMap::new();
         two.append(CDN_CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
@@ -135,6 +150,25 @@ mod tests {
             Some("max-age=60, stale-if-error=5"),
             "several lines are one field"
         );
+    }
+
+    #[test]
+    fn a_number_of_seconds_of_the_wrong_type_is_not_consumed() {
+        assert_eq!(
+            targeted("max-age=\"10000\"").as_deref(),
+            Some(""),
+            "a String is no number: the field stands, without the directive"
+        );
+        assert_eq!(
+            targeted("public, s-maxage=tok, stale-if-error, stale-while-revalidate=60").as_deref(),
+            Some("public, stale-while-revalidate=60")
+        );
+        let response = headers(&[
+            ("cache-control", "no-store"),
+            ("cdn-cache-control", "max-age=\"10000\""),
+        ]);
+        let view = cache_view(&response);
+        assert!(view.get(header::CACHE_CONTROL).is_none());
     }
 
     #[test]
