@@ -135,6 +135,12 @@ impl Object {
         }
     }
 
+    /// Whether RFC 5861's `stale-if-error` lets it answer now, when the origin fails.
+    pub fn may_serve_on_error(&self, now: SystemTime) -> bool {
+        let sie = self.meta.staleness.if_error;
+        sie > 0 && self.staleness(now).as_secs() <= sie
+    }
+
     /// A copy marked stale (a soft purge).
     pub fn invalidated(&self) -> Self {
         let mut copy = self.clone();

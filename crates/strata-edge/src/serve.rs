@@ -310,7 +310,19 @@ impl Shared {
                 }
             }
         }
-        self.fetch(&asked, None).await
+        // The fetch it waited for did not settle in time: the origin is asked again, and should
+        // it fail too, a copy stale-if-error allows is the answer (RFC 5861 §4).
+        let (response, outcome) = self.fetch(&asked, None).await;
+        if outcome == Outcome::Error || response.status().is_server_error() {
+            let now = SystemTime::now();
+            if let Some(stale) = self.store.lookup(&key, &asked.parts.headers).await
+                && stale.may_serve_on_error(now)
+            {
+                let answered = (outcome != Outcome::Error).then(|| response.status());
+                return self.stale_on_error(&asked, &stale, now, answered, false);
+            }
+        }
+        (response, outcome)
     }
 
     /// A stored object's answer to the request.
@@ -369,10 +381,6 @@ impl Shared {
         Stats::add(&self.stats.origin_fetches, 1);
         let fetched = self.origin.fetch(req, self.store.max_object).await;
         let now = SystemTime::now();
-        let may_serve_stale_on_error = |stale: &Object| {
-            let sie = stale.meta.staleness.if_error;
-            sie > 0 && stale.staleness(now).as_secs() <= sie
-        };
         match fetched {
             Ok(Fetched::Whole(mut rparts, _)) if rparts.status == StatusCode::NOT_MODIFIED => {
                 rules::lend_validators(&mut rparts.headers, &stale.meta.headers);
@@ -424,7 +432,7 @@ impl Shared {
                 }
             }
             Ok(Fetched::Whole(rparts, body))
-                if rparts.status.is_server_error() && may_serve_stale_on_error(&stale) =>
+                if rparts.status.is_server_error() && stale.may_serve_on_error(now) =>
             {
                 Stats::add(&self.stats.revalidations_failed, 1);
                 Stats::add(&self.stats.bytes_from_origin, body.len() as u64);
@@ -438,7 +446,7 @@ impl Shared {
             Err(e) => {
                 Stats::add(&self.stats.revalidations_failed, 1);
                 drop(leader);
-                if may_serve_stale_on_error(&stale) {
+                if stale.may_serve_on_error(now) {
                     return self.stale_on_error(asked, &stale, now, None, background);
                 }
                 tracing::warn!(error = %e, "revalidation failed and the object may not be served stale");

@@ -517,6 +517,45 @@ async fn stale_if_error_covers_an_origin_that_cannot_be_reached() {
 }
 
 #[tokio::test]
+async fn a_request_that_gave_up_waiting_for_a_collapsed_revalidation_is_answered_stale_when_the_origin_fails()
+ {
+    let origin = Origin::start().await;
+    let kept = [
+        ("cache-control", "max-age=10, stale-if-error=600"),
+        ("age", "100"),
+        ("etag", "\"k\""),
+    ];
+    origin.set("/k", Reply::ok("kept", &kept));
+    // A follower waits for the leader's revalidation at most `total`; the origin is asked for
+    // at most `header`: the follower gives up first, and asks the origin itself.
+    let edge = TestEdge::start_with(origin.addr, |c| {
+        c.timeouts.header = Duration::from_millis(1000);
+        c.timeouts.total = Duration::from_millis(300);
+    })
+    .await;
+    get(&edge.url("/k"), &[]).await;
+    origin.set("/k", Reply::ok("kept", &kept).delay(Duration::from_secs(5)));
+    let before = origin.hits("/k");
+    let leader = tokio::spawn({
+        let url = edge.url("/k");
+        async move { get(&url, &[]).await }
+    });
+    // The leader's revalidation has reached the origin (which holds it): the next request is
+    // a follower.
+    eventually(
+        Duration::from_secs(5),
+        "the leader asks the origin",
+        || async { origin.hits("/k") > before },
+    )
+    .await;
+    let (status, h, body) = get(&edge.url("/k"), &[]).await;
+    assert_eq!((status, body.as_str()), (200, "kept"), "{h:?}");
+    assert!(cache_status(&h).contains("detail=stale-if-error"), "{h:?}");
+    let (status, h, _) = leader.await.expect("leader");
+    assert_eq!(status, 200, "{h:?}");
+}
+
+#[tokio::test]
 async fn a_failing_origin_is_not_waited_for_again_while_stale_copies_may_be_served() {
     let origin = Origin::start().await;
     let kept = [
