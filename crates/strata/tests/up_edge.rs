@@ -68,7 +68,17 @@ fn addr(status: &Value, name: &str, listener: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edges_behind_a_shield_cost_one_origin_fetch_survive_a_kill_and_are_purged_by_writes() {
-    let (_tmp, dir) = tokio::task::spawn_blocking(|| up_topology(TOPOLOGY))
+    // The repository's documentation, served by the edges themselves at /docs/.
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
+    let topology = TOPOLOGY.replacen(
+        "[edge]\n",
+        &format!(
+            "[edge]\nstatic_dir = \"{}\"\nstatic_prefix = \"/docs/\"\n",
+            docs.display()
+        ),
+        1,
+    );
+    let (_tmp, dir) = tokio::task::spawn_blocking(move || up_topology(&topology))
         .await
         .expect("join");
     let _cleanup = Cleanup(&dir);
@@ -85,6 +95,33 @@ async fn edges_behind_a_shield_cost_one_origin_fetch_survive_a_kill_and_are_purg
         .timeout(Duration::from_secs(20))
         .build()
         .expect("client");
+
+    // Static files: answered by each edge clients reach, the shield (and the origin) never
+    // asked.
+    let fetched = counter(&plain, &admins[0], "strata_edge_origin_fetches_total", None).await;
+    for edge in [&public, &edge2] {
+        let r = plain
+            .get(format!("http://{edge}/docs/edge.md"))
+            .send()
+            .await
+            .expect("GET /docs/edge.md");
+        assert_eq!(r.status().as_u16(), 200);
+        assert_eq!(
+            r.headers()["cache-control"].to_str().ok(),
+            Some("public, max-age=3600")
+        );
+        let text = r.text().await.expect("body");
+        assert!(
+            text.starts_with("# CDN edge"),
+            "{}",
+            &text[..text.len().min(80)]
+        );
+    }
+    assert_eq!(
+        counter(&plain, &admins[0], "strata_edge_origin_fetches_total", None).await,
+        fetched,
+        "the shield fetched nothing for static files"
+    );
 
     // The whole path through the public entry: accounts, the upload, the worker.
     let admin = admin_client(&dir, &public).await;

@@ -2,11 +2,12 @@
 //! origin — the balancer, else the first API server — or, with `shield = true`, in front of
 //! `edge-shield`, the one edge that talks to the origin (a miss on many edges costs one origin
 //! fetch). Each edge keeps its disk store in `DIR/edge/<role>`, which survives its restarts.
+//! With `static_dir`, the edges clients reach serve that directory's files themselves.
 
 use strata_edge::role::{ByteSize, EdgeArgs, EdgeCommand};
 use strata_lb::tls::CertFiles;
 
-use super::{Plan, PlanContext, RoleSpec, Wiring};
+use super::{Plan, PlanContext, RoleSpec, Setup, Wiring};
 use crate::roles::{RoleCommand, RoleKind};
 use crate::topology::{EdgeSpec, Topology};
 
@@ -44,6 +45,19 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
         plan.roles
             .push(edge_role(ctx, &spec, &name, &front, tls).on_port(port));
     }
+    if let Some(files) = &spec.static_files {
+        let dir = std::path::PathBuf::from(&files.dir);
+        plan.setup
+            .push(Setup::new("check the edges' static directory", move || {
+                anyhow::ensure!(
+                    dir.is_dir(),
+                    "`edge.static_dir`: {} is not a directory (a relative path starts where \
+                     `strata up` runs); create it, or point static_dir at one",
+                    dir.display()
+                );
+                Ok(())
+            }));
+    }
 }
 
 /// One edge named `name` in front of role `origin`'s HTTP listener; with `tls`, also HTTPS on
@@ -57,6 +71,7 @@ fn edge_role(
     tls: Option<(u16, Option<(String, String)>)>,
 ) -> RoleSpec {
     let cache_dir = (spec.disk_mib > 0).then(|| ctx.path(&[EDGE_DIR, name]));
+    let serves_files = name != SHIELD;
     let dev_cert = ctx.path(&[&format!("{name}-dev-cert.pem")]);
     let (role_name, origin_role, spec) = (name.to_string(), origin.to_string(), spec.clone());
     RoleSpec::new(
@@ -84,6 +99,14 @@ fn edge_role(
                     }),
                     None => args.dev_cert = Some(dev_cert.clone()),
                 }
+            }
+            // The edges clients reach serve the static files; the shield never sees their
+            // paths. A relative directory is made absolute where `strata up` runs.
+            if let Some(files) = spec.static_files.as_ref().filter(|_| serves_files) {
+                let dir = std::path::PathBuf::from(&files.dir);
+                args.static_dir = Some(std::path::absolute(&dir).unwrap_or(dir));
+                args.static_prefix = files.prefix.clone();
+                args.static_max_age = files.max_age_secs;
             }
             args.name = role_name.clone();
             args.exit_on_stdin_eof = true;

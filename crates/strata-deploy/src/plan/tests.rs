@@ -63,6 +63,7 @@ const EVERY_SETTING: &[&str] = &[
     DATACENTRES,
     "[lb]\ncount = 2\nsticky_cookie = \"pin\"\n[api]\ncount = 1\n[edge]\ncount = 2\nshield = true\ntls_port = 0\ndev_cert = true\n[blobs]\nengine = \"seaweedfs\"\nvolume_size_mib = 512\n[observe]\nprometheus = true\nretention = \"2d\"\nretention_size = \"512MB\"\nscrape_interval_secs = 5\ndashboard = true\n",
     "[api]\ncount = 1\n[observe]\nprometheus = true\nalertmanager = true\nalert_webhook = \"https://hooks.example.com/T0/B0?x=1\"\n",
+    "[lb]\n[api]\ncount = 1\n[edge]\ncount = 2\nshield = true\nstatic_dir = \"/srv/docs\"\nstatic_prefix = \"/docs/\"\nstatic_max_age_secs = 60\n",
 ];
 
 /// Two data centres, 30 ms apart: us-east with the primary and a replica, us-west with one.
@@ -1149,5 +1150,36 @@ fn each_data_centre_runs_its_balancers_before_its_own_api_servers_which_reach_th
     assert_eq!(
         layout.datacenters[1].relays,
         ["us-west-relay-pg-1", "us-west-relay-pg-2"]
+    );
+}
+
+#[test]
+fn the_edges_clients_reach_serve_the_static_files_and_the_shield_does_not() {
+    let plan = compile(
+        "[lb]\n[api]\ncount = 1\n[edge]\ncount = 2\nshield = true\nstatic_dir = \"docs\"\nstatic_prefix = \"/docs/\"\n",
+    );
+    let served = |name: &str| match command(&plan, name) {
+        RoleCommand::Edge(edge) => {
+            let args = edge.args;
+            args.static_dir
+                .map(|d| (d, args.static_prefix, args.static_max_age))
+        }
+        other => panic!("{other:?}"),
+    };
+    for edge in ["edge-1", "edge-2"] {
+        let (dir, prefix, max_age) = served(edge).expect("static files");
+        assert!(dir.is_absolute() && dir.ends_with("docs"), "{dir:?}");
+        assert_eq!((prefix.as_str(), max_age), ("/docs/", 3600));
+    }
+    assert_eq!(
+        served(SHIELD_NAME),
+        None,
+        "the shield never sees those paths"
+    );
+    assert!(
+        plan.setup
+            .iter()
+            .any(|s| s.what.contains("static directory")),
+        "strata up checks the directory before anything starts"
     );
 }

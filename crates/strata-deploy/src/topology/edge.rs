@@ -14,6 +14,10 @@
 //! tls_port = 8443    # HTTPS on edge-1 (the other edges on free ports), with
 //! tls_cert = "cert.pem"  # tls_cert + tls_key, or dev_cert = true (a self-signed certificate
 //! tls_key = "key.pem"    # per edge, written to DIR/edge-N-dev-cert.pem for clients to trust)
+//! static_dir = "docs"    # files the edges clients reach serve themselves (a path from where
+//!                        # `strata up` runs), at static_prefix, with max-age static_max_age_secs
+//! static_prefix = "/static/"
+//! static_max_age_secs = 3600
 //! ```
 
 use super::LbTls;
@@ -38,6 +42,32 @@ pub struct EdgeSpec {
     /// HTTPS on the edges clients reach: edge-1 on `port`, the others on free ports; the
     /// shield speaks plain HTTP to them on loopback.
     pub tls: Option<LbTls>,
+    /// Static files the edges clients reach serve themselves (the origin never sees their
+    /// paths): the directory, the URL prefix, and their `max-age`.
+    pub static_files: Option<StaticFiles>,
+}
+
+/// `[edge] static_dir`, `static_prefix`, `static_max_age_secs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticFiles {
+    /// As written: a path from the directory `strata up` runs in, or absolute.
+    pub dir: String,
+    /// Starts and ends with `/`.
+    pub prefix: String,
+    pub max_age_secs: u64,
+}
+
+/// Whether a URL prefix for static files is one: `/…/`, at most 128 characters of letters,
+/// digits, `-`, `_`, `.`, `~` and `/`, with no empty or dot segment.
+fn valid_prefix(p: &str) -> bool {
+    p.len() <= 128
+        && p.starts_with('/')
+        && p.ends_with('/')
+        && p.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.~/".contains(c))
+        && p.trim_matches('/')
+            .split('/')
+            .all(|seg| p == "/" || !(seg.is_empty() || seg == "." || seg == ".."))
 }
 
 /// The most edges a topology runs on one machine.
@@ -62,6 +92,30 @@ pub(super) fn read(sec: &mut Section<'_>) -> EdgeSpec {
             "`edge.https_redirect` is not supported: edges serve both HTTP and HTTPS",
         );
     }
+    let static_dir = sec.string("static_dir", "a directory's path", |s| {
+        !s.trim().is_empty() && !s.contains('\0')
+    });
+    let static_prefix = sec.string(
+        "static_prefix",
+        "a URL path that starts and ends with / (e.g. \"/static/\")",
+        valid_prefix,
+    );
+    let static_max_age = sec.int("static_max_age_secs", 0..=31_536_000);
+    if static_dir.is_none() {
+        for key in ["static_prefix", "static_max_age_secs"] {
+            if sec.has(key) {
+                sec.error(
+                    key,
+                    format!("`edge.{key}` is about static files: add `static_dir`"),
+                );
+            }
+        }
+    }
+    let static_files = static_dir.map(|dir| StaticFiles {
+        dir,
+        prefix: static_prefix.unwrap_or_else(|| "/static/".into()),
+        max_age_secs: static_max_age.unwrap_or(3600),
+    });
     if memory_mib < 2 {
         sec.error(
             "memory_mib",
@@ -77,6 +131,7 @@ pub(super) fn read(sec: &mut Section<'_>) -> EdgeSpec {
         profile_ttl_secs,
         profile_stale_if_error_secs,
         tls,
+        static_files,
     }
 }
 
@@ -102,6 +157,7 @@ mod tests {
                 profile_ttl_secs: 0,
                 profile_stale_if_error_secs: 0,
                 tls: None,
+                static_files: None,
             })
         );
         assert_eq!(
@@ -120,6 +176,7 @@ mod tests {
                 profile_ttl_secs: 60,
                 profile_stale_if_error_secs: 86_400,
                 tls: None,
+                static_files: None,
             })
         );
         assert_eq!(
@@ -182,6 +239,45 @@ mod tests {
             let e = errors(&format!("[api]\ncount = 1\n{text}"));
             assert_eq!(e.len(), 1, "{text}: {e:#?}");
             assert!(e[0].message.contains(expect), "{text}: {e:#?}");
+        }
+    }
+
+    #[test]
+    fn static_files_take_a_directory_a_prefix_and_a_max_age() {
+        let t = Topology::parse(
+            "[api]\ncount = 1\n[edge]\nstatic_dir = \"docs\"\nstatic_prefix = \"/docs/\"\nstatic_max_age_secs = 60\n",
+            8080,
+        )
+        .expect("valid");
+        assert_eq!(
+            t.edge.and_then(|e| e.static_files),
+            Some(StaticFiles {
+                dir: "docs".into(),
+                prefix: "/docs/".into(),
+                max_age_secs: 60,
+            })
+        );
+        let t = Topology::parse(
+            "[api]\ncount = 1\n[edge]\nstatic_dir = \"/srv/www\"\n",
+            8080,
+        )
+        .expect("valid");
+        let files = t.edge.and_then(|e| e.static_files).expect("static files");
+        assert_eq!(
+            (files.prefix.as_str(), files.max_age_secs),
+            ("/static/", 3600)
+        );
+        for (bad, line) in [
+            ("static_dir = \"\"\n", 4),
+            ("static_dir = \"d\"\nstatic_prefix = \"static\"\n", 5),
+            ("static_dir = \"d\"\nstatic_prefix = \"/a/../b/\"\n", 5),
+            ("static_dir = \"d\"\nstatic_prefix = \"/a b/\"\n", 5),
+            ("static_dir = \"d\"\nstatic_max_age_secs = -1\n", 5),
+            ("static_prefix = \"/s/\"\n", 4),
+        ] {
+            let e = errors(&format!("[api]\ncount = 1\n[edge]\n{bad}"));
+            assert_eq!(e.len(), 1, "{bad}: {e:#?}");
+            assert_eq!(e[0].line, Some(line), "{bad}: {e:#?}");
         }
     }
 }

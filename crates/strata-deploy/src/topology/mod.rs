@@ -81,7 +81,7 @@ pub const MAX_CACHE_NODES: i64 = 4;
 
 pub use datacenters::{DatacenterSpec, Degrees, LinkSpec, MAX_DATACENTRES};
 pub use dns::{DnsPolicy, DnsSpec, LOCAL_DATACENTRE};
-pub use edge::{EdgeSpec, MAX_EDGES};
+pub use edge::{EdgeSpec, MAX_EDGES, StaticFiles};
 pub use observe::{ObserveSpec, SloChange};
 pub use queue::{BlobsSpec, QueueSpec};
 pub use strata_cache::CacheEngine;
