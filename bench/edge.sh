@@ -225,6 +225,7 @@ compare 2KB /2k http strata-edge nginx varnish
 compare 100KB /100k http strata-edge nginx varnish
 PORT=([strata-edge]=$T_STRATA [nginx]=$T_NGINX)
 compare 2KB-tls /2k https strata-edge nginx
+compare 100KB-tls /100k https strata-edge nginx
 
 echo
 python3 bench/report.py "$csv" "${csv%.csv}.svg"
