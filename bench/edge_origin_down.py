@@ -7,7 +7,8 @@
 
 One deployment (temporary): 2 edges and a shield (`[edge] count = 2, shield = true`, profiles kept
 `profile_ttl_secs = --ttl` (5) and served stale `profile_stale_if_error_secs = --stale-if-error`
-(86400) while the origin fails), a balancer and 3 API servers on SQLite seeded with --users users.
+(86400) while the origin fails; each edge waits `origin_timeout_ms = --origin-timeout-ms` (10000)
+for its origin's answer head), a balancer and 3 API servers on SQLite seeded with --users users.
 
 1. **Warm**: the --hot most popular users (a fixed shuffle of the ids: popularity independent of
    creation order) are read once through each edge, so both edges and the shield hold them.
@@ -119,6 +120,8 @@ def main():
     ap.add_argument("--ttl", type=int, default=5, help="profile_ttl_secs")
     ap.add_argument("--stale-if-error", type=int, default=86_400, help="profile_stale_if_error_secs")
     ap.add_argument("--timeout-ms", type=int, default=30_000, help="a slower answer counts as failed")
+    ap.add_argument("--origin-timeout-ms", type=int, default=10_000,
+                    help="[edge] origin_timeout_ms: how long an edge waits for its origin's answer head")
     ap.add_argument("--allow-dirty", action="store_true")
     ap.add_argument("--out", default=benchlib.RESULTS)
     a = ap.parse_args()
@@ -150,7 +153,8 @@ def main():
         with open(topo, "w") as f:
             f.write(f'name = "edge-origin-down"\n[edge]\ncount = 2\nshield = true\nmemory_mib = 256\n'
                     f'disk_mib = 0\nprofile_ttl_secs = {a.ttl}\n'
-                    f'profile_stale_if_error_secs = {a.stale_if_error}\n[lb]\n[api]\ncount = 3\n')
+                    f'profile_stale_if_error_secs = {a.stale_if_error}\n'
+                    f'origin_timeout_ms = {a.origin_timeout_ms}\n[lb]\n[api]\ncount = 3\n')
         benchlib.say("strata up: 2 edges, a shield, a balancer, 3 API servers")
         strata("up", "-d", "--port", "0", "-f", topo, "--dir", d)
         st = status(d)

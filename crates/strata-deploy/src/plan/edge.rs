@@ -108,6 +108,9 @@ fn edge_role(
                 args.static_prefix = files.prefix.clone();
                 args.static_max_age = files.max_age_secs;
             }
+            // A follower of a collapsed fetch waits `total`: never less than the head's wait.
+            args.header_timeout_ms = spec.origin_timeout_ms;
+            args.total_timeout_ms = args.total_timeout_ms.max(spec.origin_timeout_ms + 5_000);
             args.name = role_name.clone();
             args.exit_on_stdin_eof = true;
             Ok(RoleCommand::Edge(Box::new(EdgeCommand::serve(args))))

@@ -63,7 +63,7 @@ const EVERY_SETTING: &[&str] = &[
     DATACENTRES,
     "[lb]\ncount = 2\nsticky_cookie = \"pin\"\n[api]\ncount = 1\n[edge]\ncount = 2\nshield = true\ntls_port = 0\ndev_cert = true\n[blobs]\nengine = \"seaweedfs\"\nvolume_size_mib = 512\n[observe]\nprometheus = true\nretention = \"2d\"\nretention_size = \"512MB\"\nscrape_interval_secs = 5\ndashboard = true\n",
     "[api]\ncount = 1\n[observe]\nprometheus = true\nalertmanager = true\nalert_webhook = \"https://hooks.example.com/T0/B0?x=1\"\n",
-    "[lb]\n[api]\ncount = 1\n[edge]\ncount = 2\nshield = true\nstatic_dir = \"/srv/docs\"\nstatic_prefix = \"/docs/\"\nstatic_max_age_secs = 60\n",
+    "[lb]\n[api]\ncount = 1\n[edge]\ncount = 2\nshield = true\nstatic_dir = \"/srv/docs\"\nstatic_prefix = \"/docs/\"\nstatic_max_age_secs = 60\norigin_timeout_ms = 2000\n",
 ];
 
 /// Two data centres, 30 ms apart: us-east with the primary and a replica, us-west with one.
@@ -1182,4 +1182,26 @@ fn the_edges_clients_reach_serve_the_static_files_and_the_shield_does_not() {
             .any(|s| s.what.contains("static directory")),
         "strata up checks the directory before anything starts"
     );
+}
+
+#[test]
+fn the_edges_origin_timeout_reaches_every_edge_and_bounds_the_collapsed_wait() {
+    let plan = compile("[lb]\n[api]\ncount = 1\n[edge]\nshield = true\norigin_timeout_ms = 2000\n");
+    for name in ["edge-1", SHIELD_NAME] {
+        match command(&plan, name) {
+            RoleCommand::Edge(edge) => {
+                assert_eq!(edge.args.header_timeout_ms, 2000, "{name}");
+                assert_eq!(
+                    edge.args.total_timeout_ms, 15_000,
+                    "{name}: the default stays"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let plan = compile("[api]\ncount = 1\n[edge]\norigin_timeout_ms = 30000\n");
+    match command(&plan, "edge-1") {
+        RoleCommand::Edge(edge) => assert_eq!(edge.args.total_timeout_ms, 35_000),
+        other => panic!("{other:?}"),
+    }
 }

@@ -18,6 +18,8 @@
 //!                        # `strata up` runs), at static_prefix, with max-age static_max_age_secs
 //! static_prefix = "/static/"
 //! static_max_age_secs = 3600
+//! origin_timeout_ms = 10000  # how long an edge waits for its origin's answer head before
+//!                        # it counts the origin as failing (and answers stale-if-error copies)
 //! ```
 
 use super::LbTls;
@@ -45,7 +47,13 @@ pub struct EdgeSpec {
     /// Static files the edges clients reach serve themselves (the origin never sees their
     /// paths): the directory, the URL prefix, and their `max-age`.
     pub static_files: Option<StaticFiles>,
+    /// How long an edge waits for its origin's answer head (the shield's, for the edges in
+    /// front of it), in milliseconds.
+    pub origin_timeout_ms: u64,
 }
+
+/// The edges' default origin timeout: `strata edge`'s own.
+pub const ORIGIN_TIMEOUT_MS: u64 = 10_000;
 
 /// `[edge] static_dir`, `static_prefix`, `static_max_age_secs`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +109,9 @@ pub(super) fn read(sec: &mut Section<'_>) -> EdgeSpec {
         valid_prefix,
     );
     let static_max_age = sec.int("static_max_age_secs", 0..=31_536_000);
+    let origin_timeout_ms = sec
+        .int("origin_timeout_ms", 100..=60_000)
+        .unwrap_or(ORIGIN_TIMEOUT_MS);
     if static_dir.is_none() {
         for key in ["static_prefix", "static_max_age_secs"] {
             if sec.has(key) {
@@ -132,6 +143,7 @@ pub(super) fn read(sec: &mut Section<'_>) -> EdgeSpec {
         profile_stale_if_error_secs,
         tls,
         static_files,
+        origin_timeout_ms,
     }
 }
 
@@ -158,6 +170,7 @@ mod tests {
                 profile_stale_if_error_secs: 0,
                 tls: None,
                 static_files: None,
+                origin_timeout_ms: super::ORIGIN_TIMEOUT_MS,
             })
         );
         assert_eq!(
@@ -177,6 +190,7 @@ mod tests {
                 profile_stale_if_error_secs: 86_400,
                 tls: None,
                 static_files: None,
+                origin_timeout_ms: super::ORIGIN_TIMEOUT_MS,
             })
         );
         assert_eq!(
@@ -278,6 +292,20 @@ mod tests {
             let e = errors(&format!("[api]\ncount = 1\n[edge]\n{bad}"));
             assert_eq!(e.len(), 1, "{bad}: {e:#?}");
             assert_eq!(e[0].line, Some(line), "{bad}: {e:#?}");
+        }
+    }
+
+    #[test]
+    fn the_origin_timeout_is_bounded() {
+        let t = Topology::parse("[api]\ncount = 1\n[edge]\norigin_timeout_ms = 2000\n", 8080)
+            .expect("valid");
+        assert_eq!(t.edge.map(|e| e.origin_timeout_ms), Some(2000));
+        for bad in ["50", "60001", "\"2s\""] {
+            let e = errors(&format!(
+                "[api]\ncount = 1\n[edge]\norigin_timeout_ms = {bad}\n"
+            ));
+            assert_eq!(e.len(), 1, "{bad}: {e:#?}");
+            assert_eq!(e[0].line, Some(4), "{bad}: {e:#?}");
         }
     }
 }
