@@ -3,7 +3,7 @@
 load from clients that resolve the service name through the deployment's DNS.
 
     python3 bench/dc_failover.py --strata target/release/strata [--commit quorum|async]
-        [--seconds 35] [--fault-at 12] [--rate 100] [--clients 8] [--one-way-ms 30]
+        [--cut-link] [--seconds 35] [--fault-at 12] [--rate 100] [--clients 8] [--one-way-ms 30]
 
 `strata up` runs two data centres, us-east (the PostgreSQL primary) and us-west (a replica),
 each with one balancer and one API server, [[link]] --one-way-ms apart, behind [dns]
@@ -24,10 +24,13 @@ and a read (GET of a user created before the load). On a connect failure, a time
 no address answered it with success. Each request records its intended time, the data centre
 that answered (by the balancer address reached), status and latency.
 
-At --fault-at seconds every process of us-east (as DIR/datacenters.json lists them: balancers,
-API servers, PostgreSQL servers, relays — each with its descendants) is frozen with SIGSTOP, as
-crates/strata/tests/up_datacenters.rs does; the supervisor, controller and DNS are not (they
-are shared, outside the data centres). Measured from the freeze: when dns-1 stops answering
+At --fault-at seconds every process of us-east (as DIR/datacenters.json lists them: PostgreSQL
+servers, relays, API servers, balancers — each with its descendants, gathered first and then
+stopped in one loop) is frozen with SIGSTOP, as crates/strata/tests/up_datacenters.rs does; the
+supervisor, controller and DNS are not (they are shared, outside the data centres). us-west's
+relay to us-east's primary keeps running, so WAL already sent is still delivered a link delay
+later, as bytes on a real wire would be; --cut-link freezes that relay too, so the bytes in
+flight on the link are lost with the data centre (the worst case for asynchronous commit). Measured from the freeze: when dns-1 stops answering
 us-east (polled every 20 ms), when the controller publishes another primary (cluster.json),
 the first acknowledged write, the time until every client has had a success in us-west, and the
 failed requests. After the load, every acknowledged write is read back through us-west's
@@ -86,18 +89,6 @@ def descendants(pid):
             out.append(c)
             todo.append(c)
     return out
-
-
-def signal_all(pid, sig):
-    for d in descendants(pid):
-        try:
-            os.kill(d, sig)
-        except OSError:
-            pass
-    try:
-        os.kill(pid, sig)
-    except OSError:
-        pass
 
 
 def user_body(first):
@@ -246,6 +237,8 @@ def main():
     ap.add_argument("--timeout", type=float, default=1.0, help="a request's timeout, s")
     ap.add_argument("--connect-timeout", type=float, default=0.3)
     ap.add_argument("--one-way-ms", type=int, default=30, help="[[link]] one_way_ms")
+    ap.add_argument("--cut-link", action="store_true",
+                    help="also freeze us-west's relays to us-east's servers (the link's bytes in flight are lost)")
     ap.add_argument("--direct", type=int, default=10, help="direct writes/reads per DC before the load")
     ap.add_argument("--strata", default=None, help="a built strata binary (default: build release)")
     ap.add_argument("--out", default=RESULTS)
@@ -324,13 +317,25 @@ def main():
             time.sleep(min(1.0, max(0.0, fault_at - time.monotonic())))
             progress()
         east = dcs["us-east"]
-        names = east["balancers"] + east["apis"] + east["relays"] + east["databases"]
-        pids = [roles[nm]["pid"] for nm in names]
+        # Every process first (descendants included), then one tight loop of SIGSTOPs, the
+        # databases first: the data centre stops at one instant, not role by role.
+        names = east["databases"] + east["relays"] + east["apis"] + east["balancers"]
+        if a.cut_link:
+            # us-west's relays to us-east's servers: the bytes on the link are lost too.
+            names += [r for r in dcs["us-west"]["relays"]
+                      if r.rsplit("-relay-", 1)[1] in east["databases"]]
+        pids = []
+        for nm in names:
+            pids += descendants(roles[nm]["pid"]) + [roles[nm]["pid"]]
         fault = time.monotonic()
         for pid in pids:
-            signal_all(pid, signal.SIGSTOP)
-            frozen.append(pid)
-        say(f"SIGSTOP us-east: {', '.join(names)}")
+            try:
+                os.kill(pid, signal.SIGSTOP)
+                frozen.append(pid)
+            except OSError:
+                pass
+        froze_ms = (time.monotonic() - fault) * 1000
+        say(f"SIGSTOP {len(frozen)} processes in {froze_ms:.2f} ms: {', '.join(names)}")
         cluster_path = os.path.join(d, "postgres", "cluster.json")
         dns_gone, promoted, new_primary = None, None, None
         end = start + a.seconds
@@ -362,10 +367,13 @@ def main():
         time.sleep(1.0)
         say(f"reading back {len(acked)} acknowledged writes through us-west")
         lost, unknown = [], []
+        readback_end = time.monotonic() + 90
         for w in acked:
             got = None
-            for _ in range(5):
-                s, _, b, _ = call(WEST_IP, port, "GET", w["location"], auth)
+            for _ in range(3):
+                if time.monotonic() >= readback_end:
+                    break
+                s, _, b, _ = call(WEST_IP, port, "GET", w["location"], auth, timeout=3.0)
                 if s == 200:
                     got = json.loads(b).get("firstName") == w["first"]
                     break
@@ -378,7 +386,7 @@ def main():
             elif not got:
                 lost.append(w)
         for pid in frozen:
-            signal_all(pid, signal.SIGCONT)
+            os.kill(pid, signal.SIGCONT)
         frozen = []
         say("us-east thawed")
 
@@ -413,6 +421,9 @@ def main():
             "started_utc": started_utc,
             "settings": vars(a),
             "direct": direct,
+            "frozen": names,
+            "frozen_processes": len(pids),
+            "freeze_took_ms": round(froze_ms, 3),
             "sent": len(records),
             "writes_sent": sum(1 for r in records if r["write"]),
             "failed": len(failed),
@@ -453,7 +464,8 @@ def main():
             return pctl(xs, 0.5)
 
         dr = direct
-        print(f"| measure (commit = {a.commit}, link {a.one_way_ms} ms one way) | result |")
+        print(f"| measure (commit = {a.commit}, link {a.one_way_ms} ms one way"
+              f"{', cut with the freeze' if a.cut_link else ''}) | result |")
         print("|---|---|")
         print(f"| write at us-east's balancer / at us-west's (median of {a.direct}, before) | "
               f"{med(dr['us-east']['writes_ms'])} / {med(dr['us-west']['writes_ms'])} ms |")
@@ -481,7 +493,10 @@ def main():
         say(f"raw results: {os.path.relpath(path, ROOT)}")
     finally:
         for pid in frozen:
-            signal_all(pid, signal.SIGCONT)
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except OSError:
+                pass
         strata(binary, "down", "--dir", d, check=False)
 
 
