@@ -386,7 +386,10 @@ def main():
             elif not got:
                 lost.append(w)
         for pid in frozen:
-            os.kill(pid, signal.SIGCONT)
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except OSError:  # a process that exited (or was killed) meanwhile
+                pass
         frozen = []
         say("us-east thawed")
 
