@@ -257,9 +257,7 @@ def main():
     os.chmod(work, 0o755)  # PostgreSQL runs as `postgres` when strata runs as root
     d = os.path.join(work, "deploy")
     topo = os.path.join(work, "topology.toml")
-    # quorum is the default; `strata up` refuses `commit = "quorum"` written out with data
-    # centres (it looks for [data] replicas, which data centres replace by `databases`).
-    commit_line = 'commit = "async"\n' if a.commit == "async" else ""
+    commit_line = f'commit = "{a.commit}"\n'
     with open(topo, "w") as f:
         f.write(f'name = "dc-failover"\n[lb]\n[api]\ncount = 1\n'
                 f'[data]\nengine = "postgres"\n{commit_line}'

@@ -22,10 +22,12 @@ pub(super) struct DataSection {
 }
 
 /// Reads `[data]`: the engine and how many shard groups.
-pub(super) fn read(sec: &mut Section<'_>) -> DataSection {
+/// With `datacentres`, the `[[datacenter]]` tables say how many servers run (their
+/// `databases`), so whether `commit = "quorum"` has a replica is judged with them.
+pub(super) fn read(sec: &mut Section<'_>, datacentres: bool) -> DataSection {
     let shards = sec.int::<u16>("shards", 1..=MAX_SHARDS);
     let spare = sec.int::<u16>("spare_shards", 0..=MAX_POSTGRES_GROUPS - 1);
-    let engine = read_engine(sec);
+    let engine = read_engine(sec, datacentres);
     let (shards, spare_shards) = (shards.unwrap_or(1), spare.unwrap_or(0));
     match &engine {
         DataEngine::PostgresUrl { .. } if shards > 1 || sec.has("spare_shards") => sec.error(
@@ -67,7 +69,7 @@ pub(super) fn read(sec: &mut Section<'_>) -> DataSection {
 }
 
 /// Reads `[data]`'s engine.
-fn read_engine(sec: &mut Section<'_>) -> DataEngine {
+fn read_engine(sec: &mut Section<'_>, datacentres: bool) -> DataEngine {
     let engine = sec.choice::<Engine>("engine");
     let replicas = sec.int::<u8>("replicas", 0..=MAX_REPLICAS);
     let commit = sec.choice::<CommitMode>("commit");
@@ -119,7 +121,12 @@ fn read_engine(sec: &mut Section<'_>) -> DataEngine {
         // not run (nor needs installed), and what goes with the URL is judged once it is right.
         return DataEngine::PostgresUrl { url: String::new() };
     }
-    if commit == Some(CommitMode::Quorum) && replicas.unwrap_or(0) == 0 && !sec.has("replicas") {
+    if datacentres {
+        // Judged with the data centres' `databases` (`datacenters::read`).
+    } else if commit == Some(CommitMode::Quorum)
+        && replicas.unwrap_or(0) == 0
+        && !sec.has("replicas")
+    {
         sec.error(
             "commit",
             "`data.commit = \"quorum\"` needs replicas: a commit waits until a replica has \

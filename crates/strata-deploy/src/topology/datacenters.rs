@@ -22,7 +22,7 @@
 //! assume two data centres sit side by side. Every mistake is reported with its line.
 
 use super::reader::Section;
-use super::{DataEngine, Topology};
+use super::{CommitMode, DataEngine, Topology};
 
 /// The most data centres (each takes an address block 127.0.(10 + d).0/24 for its balancers).
 pub const MAX_DATACENTRES: usize = 8;
@@ -323,6 +323,20 @@ pub(super) fn read(root: &mut Section<'_>, t: &mut Topology) {
         );
     }
     let total: usize = dcs.iter().map(|(dc, _)| usize::from(dc.databases)).sum();
+    let quorum = matches!(
+        t.data,
+        DataEngine::Postgres {
+            commit: CommitMode::Quorum,
+            ..
+        }
+    );
+    if quorum && total < 2 {
+        root.error_at(
+            root.line_of_in("data", "commit").or(first_line),
+            "`data.commit = \"quorum\"` needs a replica: the data centres run one PostgreSQL \
+             server in all (give a data centre `databases = 2`, add one, or `commit = \"async\"`)",
+        );
+    }
     if total > MAX_DATABASES {
         root.error_at(
             first_line,
@@ -626,6 +640,32 @@ mod tests {
         let e = errors(&text);
         assert_eq!(e.len(), 1, "{e:#?}");
         assert!(e[0].message.contains("run 6 PostgreSQL servers"), "{e:#?}");
+    }
+
+    #[test]
+    fn quorum_commit_is_judged_with_the_data_centres_databases() {
+        let quorum = TWO.replace(
+            "engine = \"postgres\"\n",
+            "engine = \"postgres\"\ncommit = \"quorum\"\n",
+        );
+        let t =
+            Topology::parse(&quorum, 8080).expect("quorum written out, with replicas in the DCs");
+        assert!(matches!(
+            t.data,
+            DataEngine::Postgres {
+                commit: CommitMode::Quorum,
+                replicas: 2,
+                ..
+            }
+        ));
+        let one_server = "[lb]\n[api]\ncount = 1\n[data]\nengine = \"postgres\"\ncommit = \"quorum\"\n[dns]\n\
+                          [[datacenter]]\nname = \"solo\"\n";
+        let e = errors(one_server);
+        assert!(
+            e.iter()
+                .any(|e| e.line == Some(6) && e.message.contains("needs a replica")),
+            "{e:#?}"
+        );
     }
 
     #[test]

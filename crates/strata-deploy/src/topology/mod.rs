@@ -528,7 +528,8 @@ fn read(root: &mut Section<'_>) -> Topology {
         .unwrap_or_else(|| "unnamed".to_string());
     let api = root.table("api", api::read);
     let lb = root.table("lb", lb::read);
-    let data = root.table("data", data::read);
+    let datacentres = root.has("datacenter");
+    let data = root.table("data", |sec| data::read(sec, datacentres));
     if !root.has("api") {
         root.error("api", "a topology needs an `[api]` table with `count = N`");
     }
