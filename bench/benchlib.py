@@ -1,9 +1,10 @@
-"""What the Python benchmark drivers of the queue tier share: where things are, progress lines,
-the clean-tree rule (a result names the commit it measured), installing a Debian anchor when it
-is missing, and the release build. Standard library only."""
+"""What the Python benchmark drivers share: where things are, progress lines, the clean-tree rule
+(a result names the commit it measured), installing a Debian anchor when it is missing, the
+release build, and finding and thawing the processes a drill froze. Standard library only."""
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -45,3 +46,33 @@ def build_release():
     say("building strata (release)")
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "strata"], cwd=ROOT, check=True)
     return git("rev-parse", "--short=12", "HEAD") or "unknown"
+
+
+def descendants(pid):
+    """Every descendant of `pid` (children, their children, …), from /proc."""
+    kids = {}
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        kids.setdefault(ppid, []).append(int(p))
+    out, todo = [], [pid]
+    while todo:
+        for c in kids.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def thaw(pids):
+    """SIGCONT to every process in `pids`; one that has exited meanwhile is skipped."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except OSError:
+            pass

@@ -55,7 +55,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from authn import LONG_TOKENS, admin_headers  # noqa: E402
-from benchlib import RESULTS, ROOT, STRATA, build_release, git, say  # noqa: E402
+from benchlib import RESULTS, ROOT, STRATA, build_release, descendants, git, say, thaw  # noqa: E402
 from dns_lb_kill import pctl, resolve  # noqa: E402
 
 EAST_IP, WEST_IP = "127.0.0.1", "127.0.12.1"
@@ -68,27 +68,6 @@ def strata(binary, *args, check=True, env=None):
     if check and r.returncode != 0:
         sys.exit(f"strata {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
     return r
-
-
-def descendants(pid):
-    """Every descendant of pid, from /proc."""
-    kids = {}
-    for p in os.listdir("/proc"):
-        if not p.isdigit():
-            continue
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        kids.setdefault(ppid, []).append(int(p))
-    out, todo = [], [pid]
-    while todo:
-        for c in kids.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
 
 
 def user_body(first):
@@ -383,11 +362,7 @@ def main():
                 unknown.append(w)
             elif not got:
                 lost.append(w)
-        for pid in frozen:
-            try:
-                os.kill(pid, signal.SIGCONT)
-            except OSError:  # a process that exited (or was killed) meanwhile
-                pass
+        thaw(frozen)
         frozen = []
         say("us-east thawed")
 
@@ -493,11 +468,7 @@ def main():
               f"{s_['read_us-west']['p99_ms']} / {s_['write_us-west']['p50_ms']}/{s_['write_us-west']['p99_ms']} ms |")
         say(f"raw results: {os.path.relpath(path, ROOT)}")
     finally:
-        for pid in frozen:
-            try:
-                os.kill(pid, signal.SIGCONT)
-            except OSError:
-                pass
+        thaw(frozen)
         strata(binary, "down", "--dir", d, check=False)
 
 

@@ -40,7 +40,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import RESULTS, ROOT, STRATA, build_release, git, say  # noqa: E402
+from benchlib import RESULTS, ROOT, STRATA, build_release, git, say, thaw  # noqa: E402
 
 NAME = "www.strata.test."
 
@@ -310,11 +310,7 @@ def main():
               f"{res['p99_during_ms']} / {res['max_during_ms']} ms |")
         say(f"raw results: {os.path.relpath(path, ROOT)}")
     finally:
-        for pid in frozen:
-            try:
-                os.kill(pid, signal.SIGCONT)
-            except OSError:
-                pass
+        thaw(frozen)
         strata(binary, "down", "--dir", d, check=False)
 
 

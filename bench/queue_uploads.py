@@ -40,7 +40,7 @@ import tempfile
 import threading
 import time
 
-from benchlib import RESULTS, ROOT, STRATA, git
+from benchlib import RESULTS, ROOT, STRATA, descendants, git
 
 
 def strata(*args, check=True):
@@ -68,21 +68,6 @@ def wait_back(d, name, old_pid, within=120):
             return time.time()
         time.sleep(0.2)
     raise SystemExit(f"{name} did not come back within {within} s")
-
-
-def descendants(pid):
-    out = []
-    for task in os.listdir("/proc"):
-        if not task.isdigit():
-            continue
-        try:
-            with open(f"/proc/{task}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except OSError:
-            continue
-        if ppid == pid:
-            out.append(int(task))
-    return out + [g for c in out for g in descendants(c)]
 
 
 def beam_of(role_pid):
