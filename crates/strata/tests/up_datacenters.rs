@@ -17,7 +17,7 @@ mod mmdb;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::{Cleanup, admin_client, role, status_json, strata, up_topology};
+use common::{Cleanup, addr_of, admin_client, role, status_json, strata, up_topology};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
@@ -33,13 +33,6 @@ const CHECK_TIMEOUT: Duration = Duration::from_millis(200);
 const EAST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const WEST: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 12, 1));
 
-fn addr_of(status: &Value, name: &str, listener: &str) -> SocketAddr {
-    role(status, name)["addrs"][listener]
-        .as_str()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("{name} has no {listener} address: {status:#}"))
-}
-
 /// What the deployment's DNS answers for the service name now, sorted (`None`: no answer).
 async fn resolve(dns: SocketAddr) -> Option<Vec<IpAddr>> {
     resolve_from(IpAddr::V4(Ipv4Addr::LOCALHOST), dns).await
@@ -47,16 +40,7 @@ async fn resolve(dns: SocketAddr) -> Option<Vec<IpAddr>> {
 
 /// The same, asked from the local address `from` (a client the geo policy places by it).
 async fn resolve_from(from: IpAddr, dns: SocketAddr) -> Option<Vec<IpAddr>> {
-    tokio::task::spawn_blocking(move || {
-        strata_dns::probe::resolve_from(from, dns, NAME, Duration::from_millis(500)).map(
-            |mut ips| {
-                ips.sort();
-                ips
-            },
-        )
-    })
-    .await
-    .expect("join")
+    common::resolve_from(from, dns, NAME).await
 }
 
 /// Polls the DNS until it answers `want`; panics after `within`. Returns how long it took.

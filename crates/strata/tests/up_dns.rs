@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Cleanup, role, status_json, strata, up_topology};
+use common::{Cleanup, addr_of, role, status_json, strata, up_topology};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -28,23 +28,9 @@ const CHECK_TIMEOUT: Duration = Duration::from_millis(200);
 const LB1: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const LB2: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 10, 2));
 
-fn addr_of(status: &Value, name: &str, listener: &str) -> SocketAddr {
-    role(status, name)["addrs"][listener]
-        .as_str()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("{name} has no {listener} address: {status:#}"))
-}
-
 /// What the deployment's DNS answers for the service name now, sorted (`None`: no answer).
 async fn resolve(dns: SocketAddr) -> Option<Vec<IpAddr>> {
-    tokio::task::spawn_blocking(move || {
-        strata_dns::probe::resolve(dns, NAME, Duration::from_millis(500)).map(|mut ips| {
-            ips.sort();
-            ips
-        })
-    })
-    .await
-    .expect("join")
+    common::resolve_from(LB1, dns, NAME).await
 }
 
 /// Polls the DNS until `done` holds for its answer; panics after `within`.

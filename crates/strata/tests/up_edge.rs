@@ -13,7 +13,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Cleanup, admin_client, role, status_json, up_topology};
+use common::{Cleanup, addr, admin_client, processed_photo, role, status_json, up_topology};
 use serde_json::Value;
 use strata_photos::testdata;
 use strata_photos::upload::Format;
@@ -57,13 +57,6 @@ async fn restarted(dir: &std::path::Path, name: &'static str, old_pid: i32) -> V
     })
     .await
     .expect("join")
-}
-
-fn addr(status: &Value, name: &str, listener: &str) -> String {
-    role(status, name)["addrs"][listener]
-        .as_str()
-        .unwrap_or_else(|| panic!("{name} has no {listener} address: {status:#}"))
-        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,27 +131,7 @@ async fn edges_behind_a_shield_cost_one_origin_fetch_survive_a_kill_and_are_purg
         "{}",
         r.text().await.unwrap_or_default()
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let image = loop {
-        let r = plain
-            .get(format!("http://{public}/users/12/photo?size=128"))
-            .send()
-            .await
-            .expect("GET photo");
-        if r.status().as_u16() == 307 {
-            break r.headers()["location"]
-                .to_str()
-                .expect("location")
-                .to_owned();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the photo was not processed within 60 s (last answer {}){}",
-            r.status(),
-            common::logs(&dir, 20)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let image = processed_photo(&plain, &public, "12", 128, &dir).await;
     assert!(image.starts_with("/photos/"), "{image}");
 
     // Asked of edge-1 twice and of edge-2 once, by the one name clients use for the service

@@ -17,7 +17,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Cleanup, admin_client, role, status_json, up_topology};
+use common::{Cleanup, addr, admin_client, processed_photo, role, status_json, up_topology};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use strata_photos::testdata;
@@ -34,13 +34,6 @@ const PROFILES: usize = 3;
 /// The longest an answer may take during the outage: the edges' origin header timeout (10 s)
 /// and some.
 const ANSWER_WITHIN: Duration = Duration::from_secs(15);
-
-fn addr(status: &Value, name: &str, listener: &str) -> String {
-    role(status, name)["addrs"][listener]
-        .as_str()
-        .unwrap_or_else(|| panic!("{name} has no {listener} address: {status:#}"))
-        .to_owned()
-}
 
 fn pid(status: &Value, name: &str) -> u32 {
     role(status, name)["pid"].as_u64().expect("pid") as u32
@@ -238,25 +231,8 @@ async fn cached_profiles_and_photos_are_served_stale_while_every_origin_is_down(
         .await
         .expect("PUT photo");
     assert_eq!(r.status().as_u16(), 202);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let image_path = loop {
-        let r = http
-            .get(format!("http://{public}{photo_of}/photo?size=64"))
-            .send()
-            .await
-            .expect("GET photo");
-        if r.status().as_u16() == 307 {
-            break r.headers()["location"]
-                .to_str()
-                .expect("location")
-                .to_owned();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the photo was not processed in 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let user = photo_of.trim_start_matches("/users/");
+    let image_path = processed_photo(&http, &public, user, 64, &dir).await;
 
     // Read through both edges: each edge and the shield hold every one.
     let mut cached = Vec::new();

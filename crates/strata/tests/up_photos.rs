@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::{Cleanup, admin_client, explain, role, status_json, strata};
 use strata_photos::testdata;
 use strata_photos::upload::Format;
@@ -50,26 +48,7 @@ async fn an_upload_through_the_balancer_is_resized_by_the_worker_and_served() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let image_url = loop {
-        let r = no_redirects
-            .get(format!("http://{lb}/users/12/photo?size=128"))
-            .send()
-            .await
-            .expect("GET photo");
-        if r.status().as_u16() == 307 {
-            break r.headers()["location"]
-                .to_str()
-                .expect("location")
-                .to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the photo was not processed within 60 s{}",
-            common::logs(&dir, 20)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let image_url = common::processed_photo(&no_redirects, &lb, "12", 128, &dir).await;
     let state: serde_json::Value = admin
         .get(format!("http://{lb}{job}"))
         .send()

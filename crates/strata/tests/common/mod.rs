@@ -180,3 +180,71 @@ pub fn engine_child(role_pid: u64, comm: &str) -> i32 {
         })
         .unwrap_or_else(|| panic!("no {comm} process under the role's pid {role_pid}"))
 }
+
+/// A role's `listener` address from `strata status --json`, as written there.
+pub fn addr(status: &Value, name: &str, listener: &str) -> String {
+    role(status, name)["addrs"][listener]
+        .as_str()
+        .unwrap_or_else(|| panic!("{name} has no {listener} address: {status:#}"))
+        .to_owned()
+}
+
+/// The same, parsed.
+pub fn addr_of(status: &Value, name: &str, listener: &str) -> std::net::SocketAddr {
+    addr(status, name, listener)
+        .parse()
+        .unwrap_or_else(|e| panic!("{name}'s {listener} address: {e}"))
+}
+
+/// What the DNS server at `dns` answers for `name` to a client asking from `from`, sorted
+/// (`None`: no answer within 500 ms).
+pub async fn resolve_from(
+    from: std::net::IpAddr,
+    dns: std::net::SocketAddr,
+    name: &'static str,
+) -> Option<Vec<std::net::IpAddr>> {
+    tokio::task::spawn_blocking(move || {
+        strata_dns::probe::resolve_from(from, dns, name, std::time::Duration::from_millis(500)).map(
+            |mut ips| {
+                ips.sort();
+                ips
+            },
+        )
+    })
+    .await
+    .expect("join")
+}
+
+/// Where user `user`'s photo is at `size` (`64`, `128`, …) once a worker has processed it: the
+/// `Location` of `GET {base}/users/{user}/photo?size=…`, polled until it redirects (60 s at
+/// most). `client` must not follow redirects.
+pub async fn processed_photo(
+    client: &reqwest::Client,
+    base: &str,
+    user: &str,
+    size: u32,
+    dir: &Path,
+) -> String {
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = client
+            .get(format!("http://{base}/users/{user}/photo?size={size}"))
+            .send()
+            .await
+            .expect("GET photo");
+        if r.status().as_u16() == 307 {
+            return r.headers()["location"]
+                .to_str()
+                .expect("location")
+                .to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the photo was not processed within 60 s (last answer {}){}",
+            r.status(),
+            logs(dir, 20)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
