@@ -67,6 +67,24 @@ async fn login(http: &reqwest::Client, dash: &str, email: &str, password: &str) 
         .to_owned()
 }
 
+/// The chaos run of the dashboard's snapshot once it is no longer running; panics after
+/// `within`.
+async fn chaos_over(http: &reqwest::Client, dash: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let snap = snapshot(http, dash).await;
+        if snap["chaos"]["state"] != "running" {
+            return snap["chaos"].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the chaos run is still running after {within:?}: {:#}",
+            snap["chaos"]
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_every_role_and_tier_and_lets_only_an_admin_kill_a_role() {
     let (_tmp, dir) = tokio::task::spawn_blocking(|| up_topology(TOPOLOGY))
@@ -658,19 +676,7 @@ async fn the_dashboard_shows_every_role_and_tier_and_lets_only_an_admin_kill_a_r
     assert_eq!(r.status(), 409, "one at a time");
     let problem: Value = r.json().await.expect("problem json");
     assert_eq!(problem["type"], "urn:strata:problem:chaos-running");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let ended = loop {
-        let snap = snapshot(&http, &dash).await;
-        if snap["chaos"]["state"] != "running" {
-            break snap["chaos"].clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the chaos run never ended: {:#}",
-            snap["chaos"]
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let ended = chaos_over(&http, &dash, Duration::from_secs(120)).await;
     assert_eq!(ended["state"], "passed", "{ended:#}");
     assert_eq!(ended["verdict"]["lost"], 0, "{ended:#}");
     assert!(
@@ -698,19 +704,7 @@ async fn the_dashboard_shows_every_role_and_tier_and_lets_only_an_admin_kill_a_r
     assert_eq!(r.status(), 401, "an anonymous stop");
     let r = stop(Some(&token)).await.expect("DELETE /api/chaos");
     assert_eq!(r.status(), 202);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let stopped = loop {
-        let snap = snapshot(&http, &dash).await;
-        if snap["chaos"]["state"] != "running" {
-            break snap["chaos"].clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not stopped: {:#}",
-            snap["chaos"]
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let stopped = chaos_over(&http, &dash, Duration::from_secs(30)).await;
     assert_eq!(stopped["state"], "stopped", "{stopped:#}");
     assert!(stopped["elapsed_s"].as_f64() < Some(60.0), "{stopped:#}");
     let pid = stopped["pid"].as_u64().expect("pid") as u32;
