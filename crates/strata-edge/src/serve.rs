@@ -310,16 +310,25 @@ impl Shared {
                 }
             }
         }
-        // The fetch it waited for did not settle in time: the origin is asked again, and should
-        // it fail too, a copy stale-if-error allows is the answer (RFC 5861 §4).
-        let (response, outcome) = self.fetch(&asked, None).await;
+        // The fetch it waited for did not settle in time: the origin is asked again.
+        let stored = self.store.lookup(&key, &asked.parts.headers).await;
+        self.fetch_or_stale(&asked, stored.as_deref(), false).await
+    }
+
+    /// A whole fetch from the origin, without the validators of `stale`; should the origin fail
+    /// (no answer, or a 5xx), the copy `stale-if-error` allows is the answer (RFC 5861 §4).
+    async fn fetch_or_stale(
+        &self,
+        asked: &Asked,
+        stale: Option<&Object>,
+        background: bool,
+    ) -> (Response<EdgeBody>, Outcome) {
+        let (response, outcome) = self.fetch(asked, None).await;
         if outcome == Outcome::Error || response.status().is_server_error() {
             let now = SystemTime::now();
-            if let Some(stale) = self.store.lookup(&key, &asked.parts.headers).await
-                && stale.may_serve_on_error(now)
-            {
+            if let Some(stale) = stale.filter(|s| s.may_serve_on_error(now)) {
                 let answered = (outcome != Outcome::Error).then(|| response.status());
-                return self.stale_on_error(&asked, &stale, now, answered, false);
+                return self.stale_on_error(asked, stale, now, answered, background);
             }
         }
         (response, outcome)
@@ -427,7 +436,7 @@ impl Shared {
                         // A 304 for validators the edge did not send: ask for the whole object.
                         Stats::add(&self.stats.revalidations_failed, 1);
                         drop(leader);
-                        self.fetch(asked, None).await
+                        self.fetch_or_stale(asked, Some(&stale), background).await
                     }
                 }
             }
