@@ -27,8 +27,8 @@ use bytes::{BufMut, BytesMut};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
 use futures_util::SinkExt;
 use strata_core::user::{User, UserId, UserProfile};
+use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{NoTls, Row};
 
 use crate::rows::{decode, list_start, sql_id};
 use crate::{
@@ -43,6 +43,7 @@ pub const READ_AFTER_WAIT: Duration = Duration::from_millis(200);
 const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
 mod accounts;
 mod calls;
+mod hosts;
 mod idempotency;
 mod node;
 mod reshard;
@@ -209,9 +210,10 @@ impl PgStore {
             config.call_timeout.as_millis()
         ));
         let display = redact(&pg);
-        let manager = Manager::from_config(
+        let hosts = u32::try_from(pg.get_hosts().len().max(1)).unwrap_or(u32::MAX);
+        let manager = Manager::from_connect(
             pg,
-            NoTls,
+            hosts::HostByHost::new(config.connect_timeout),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -221,7 +223,8 @@ impl PgStore {
             .runtime(Runtime::Tokio1)
             .timeouts(Timeouts {
                 wait: Some(config.call_timeout),
-                create: Some(config.connect_timeout),
+                // Each host has `connect_timeout` for the whole opening (see `hosts`).
+                create: Some(config.connect_timeout.saturating_mul(hosts)),
                 recycle: Some(config.connect_timeout),
             })
             .build()
@@ -284,11 +287,18 @@ impl PgStore {
                 Err(StoreError::Unavailable(m))
             }
             Ok(r) => r,
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "postgres at {} did not answer within {} ms",
-                self.display,
-                self.call_timeout.as_millis()
-            ))),
+            Err(_) => {
+                // The connection that did not answer went back to the pool when `work` was
+                // dropped. Drop every idle one, so that the next call opens a new connection —
+                // to whichever host answers now — instead of waiting on the same silent server
+                // (a frozen primary, or a link that was cut).
+                self.pool.retain(|_, _| false);
+                Err(StoreError::Unavailable(format!(
+                    "postgres at {} did not answer within {} ms",
+                    self.display,
+                    self.call_timeout.as_millis()
+                )))
+            }
         }
     }
 

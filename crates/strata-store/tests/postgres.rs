@@ -2,7 +2,11 @@
 //! installed binaries (strata-testkit), plus what is particular to a server: migrations by
 //! several processes at once, foreign databases, COPY bulk loads, and a server that dies.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use strata_core::user::{User, UserId};
 use strata_store::postgres::{PgConfig, PgStore, SCHEMA_VERSION};
@@ -256,4 +260,110 @@ async fn a_read_only_primary_makes_the_pool_reconnect_to_the_writable_one() {
         .expect("the next write reaches the writable server");
     assert_eq!(b.psql("moving", "SELECT id FROM users ORDER BY id"), "3");
     assert_eq!(a.psql("moving", "SELECT count(*) FROM users"), "1");
+}
+
+/// A TCP relay to `to` that can be frozen: from then on it still accepts connections, and
+/// forwards nothing on new or open ones — what a relay on a cut link, or a frozen server, looks
+/// like to a client.
+async fn freezable_relay(to: u16) -> (u16, Arc<AtomicBool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let frozen = Arc::new(AtomicBool::new(false));
+    let flag = frozen.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await else {
+                continue;
+            };
+            let (client_read, client_write) = client.into_split();
+            let (server_read, server_write) = server.into_split();
+            tokio::spawn(forward(client_read, server_write, flag.clone()));
+            tokio::spawn(forward(server_read, client_write, flag.clone()));
+        }
+    });
+    (port, frozen)
+}
+
+/// Copies `from` to `into` until either ends, holding every byte once `frozen` is set.
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut into: tokio::net::tcp::OwnedWriteHalf,
+    frozen: Arc<AtomicBool>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while frozen.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if into.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The primary's side of a cut link: the first host of a multi-host URL (a relay to the
+/// primary) still accepts connections but answers nothing. A call on a pooled connection
+/// through it times out; the calls after it must reach the writable second host — neither
+/// reusing the silent connection nor waiting on the silent host for every new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_goes_silent_is_passed_over_for_the_next_one() {
+    let (a, b) = tokio::task::spawn_blocking(|| (PgServer::start(), PgServer::start()))
+        .await
+        .expect("start");
+    a.create_database("cut");
+    b.create_database("cut");
+    connect(&b.url_for("cut")).await;
+    let (relay, frozen) = freezable_relay(a.port()).await;
+    let url = format!(
+        "postgresql://{}@127.0.0.1:{relay},127.0.0.1:{}/cut?target_session_attrs=read-write",
+        strata_testkit::PG_USER,
+        b.port()
+    );
+    let mut config = PgConfig::new(&url);
+    config.connect_timeout = Duration::from_millis(500);
+    config.call_timeout = Duration::from_millis(1500);
+    config.reconnect_for = Duration::from_millis(1500);
+    let store = PgStore::connect(&config).await.expect("connect").store;
+    store
+        .create(&user(1))
+        .await
+        .expect("a write through the relay");
+    assert_eq!(a.psql("cut", "SELECT count(*) FROM users"), "1");
+
+    frozen.store(true, Ordering::SeqCst);
+    // The pooled connection leads to the silent relay: this call cannot be answered.
+    match store.create(&user(2)).await {
+        Err(StoreError::Unavailable(m)) => assert!(m.contains("did not answer"), "{m}"),
+        other => panic!("a write through a silent relay must time out, got {other:?}"),
+    }
+    // The next ones reach the second host: the first pays one connect timeout on the silent
+    // host, the later ones go straight to the host that answered.
+    store
+        .create(&user(3))
+        .await
+        .expect("the write after the timeout reaches the second host");
+    let started = std::time::Instant::now();
+    for id in 4..8 {
+        store.create(&user(id)).await.expect("later writes");
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "later writes waited on the silent host: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        b.psql(
+            "cut",
+            "SELECT string_agg(id::text, ',' ORDER BY id) FROM users"
+        ),
+        "3,4,5,6,7"
+    );
+    frozen.store(false, Ordering::SeqCst);
+    assert_eq!(a.psql("cut", "SELECT count(*) FROM users"), "1");
 }

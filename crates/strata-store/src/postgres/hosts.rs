@@ -1,0 +1,184 @@
+//! Opening a connection to a multi-host URL one host at a time, each host under a deadline of
+//! its own that covers the whole opening — TCP connect, startup, authentication and the
+//! `target_session_attrs` check — and starting with the host that answered last.
+//!
+//! tokio-postgres bounds only the TCP connect of each host (`connect_timeout`). A host that
+//! accepts the connection and then never answers — a frozen server, or a relay in front of one
+//! whose link is cut — holds the whole attempt until the pool's deadline cancels it, so the
+//! hosts after it are never tried: after a failover, every new connection would wait on the
+//! dead host instead of reaching the new primary. Here each host gets `per_host`, then the next
+//! one is tried; and since the host that answered last is tried first, only the first
+//! connection after a failover pays for the dead host.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use deadpool_postgres::Connect;
+use futures_util::future::BoxFuture;
+use tokio::task::JoinHandle;
+use tokio_postgres::config::Host;
+use tokio_postgres::{Client, Config, Error, NoTls};
+
+/// A [`Connect`] that tries the URL's hosts one by one, each within `per_host`.
+#[derive(Debug)]
+pub(super) struct HostByHost {
+    per_host: Duration,
+    /// Index of the host that answered last: tried first.
+    preferred: AtomicUsize,
+}
+
+impl HostByHost {
+    pub(super) fn new(per_host: Duration) -> Self {
+        Self {
+            per_host,
+            preferred: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// One configuration per host of `config`, with everything else of it.
+pub(super) fn one_per_host(config: &Config) -> Vec<Config> {
+    let ports = config.get_ports();
+    config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let mut one = Config::new();
+            match host {
+                Host::Tcp(name) => one.host(name),
+                Host::Unix(path) => one.host_path(path),
+            };
+            // One port for every host, or one per host (checked by the URL parser).
+            if let Some(port) = ports.get(i).or(ports.first()) {
+                one.port(*port);
+            }
+            if let Some(addr) = config.get_hostaddrs().get(i) {
+                one.hostaddr(*addr);
+            }
+            if let Some(user) = config.get_user() {
+                one.user(user);
+            }
+            if let Some(password) = config.get_password() {
+                one.password(password);
+            }
+            if let Some(dbname) = config.get_dbname() {
+                one.dbname(dbname);
+            }
+            if let Some(options) = config.get_options() {
+                one.options(options);
+            }
+            if let Some(name) = config.get_application_name() {
+                one.application_name(name);
+            }
+            if let Some(timeout) = config.get_connect_timeout() {
+                one.connect_timeout(*timeout);
+            }
+            one.target_session_attrs(config.get_target_session_attrs());
+            one.ssl_mode(config.get_ssl_mode());
+            one.channel_binding(config.get_channel_binding());
+            one
+        })
+        .collect()
+}
+
+impl Connect for HostByHost {
+    fn connect(&self, config: &Config) -> BoxFuture<'_, Result<(Client, JoinHandle<()>), Error>> {
+        let hosts = one_per_host(config);
+        Box::pin(async move {
+            let count = hosts.len();
+            let first = self.preferred.load(Ordering::Relaxed) % count.max(1);
+            let mut last_error = None;
+            for k in 0..count {
+                let i = (first + k) % count;
+                match tokio::time::timeout(self.per_host, hosts[i].connect(NoTls)).await {
+                    Ok(Ok((client, connection))) => {
+                        self.preferred.store(i, Ordering::Relaxed);
+                        let task = tokio::spawn(async move {
+                            if let Err(e) = connection.await {
+                                tracing::debug!(error = %e, "postgres connection ended");
+                            }
+                        });
+                        return Ok((client, task));
+                    }
+                    Ok(Err(e)) => last_error = Some(e),
+                    Err(_) => {
+                        tracing::debug!(host = i, "postgres host did not answer in time; next");
+                        last_error = Some(Error::__private_api_timeout());
+                    }
+                }
+            }
+            Err(last_error.unwrap_or_else(Error::__private_api_timeout))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_host_keeps_the_rest_of_the_url() {
+        let config: Config = "postgresql://strata:pw@127.0.0.1:5001,127.0.0.2:5002/users?target_session_attrs=read-write&application_name=x"
+            .parse()
+            .expect("url");
+        let hosts = one_per_host(&config);
+        assert_eq!(hosts.len(), 2);
+        for (one, port) in hosts.iter().zip([5001, 5002]) {
+            assert_eq!(one.get_hosts().len(), 1);
+            assert_eq!(one.get_ports(), &[port]);
+            assert_eq!(one.get_user(), Some("strata"));
+            assert_eq!(one.get_password(), Some(&b"pw"[..]));
+            assert_eq!(one.get_dbname(), Some("users"));
+            assert_eq!(one.get_application_name(), Some("x"));
+            assert_eq!(
+                one.get_target_session_attrs(),
+                tokio_postgres::config::TargetSessionAttrs::ReadWrite
+            );
+        }
+        let one_port: Config = "host=a,b port=7 user=u".parse().expect("kv");
+        let hosts = one_per_host(&one_port);
+        assert_eq!(hosts[1].get_ports(), &[7]);
+        assert_eq!(hosts[1].get_hosts(), &[Host::Tcp("b".into())]);
+    }
+
+    /// A host that accepts connections and never answers (what a frozen server or a relay on a
+    /// cut link looks like) costs one `per_host`; the next host is reached, and tried first from
+    /// then on.
+    #[tokio::test]
+    async fn a_host_that_accepts_and_never_answers_is_passed_over() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let silent_addr = silent.local_addr().expect("addr");
+        // Accepts and holds every connection, answering nothing.
+        let holder = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = silent.accept().await {
+                held.push(socket);
+            }
+        });
+        // The second host refuses at once: the error is the last host's.
+        let refused = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let refused_addr = refused.local_addr().expect("addr");
+        drop(refused);
+        let url = format!(
+            "postgresql://u@127.0.0.1:{},127.0.0.1:{}/db",
+            silent_addr.port(),
+            refused_addr.port()
+        );
+        let config: Config = url.parse().expect("url");
+        let connect = HostByHost::new(Duration::from_millis(200));
+        let started = std::time::Instant::now();
+        let outcome = connect.connect(&config).await;
+        let took = started.elapsed();
+        let error = outcome.err().expect("no host can answer");
+        assert!(
+            took < Duration::from_secs(2),
+            "the silent host held the attempt for {took:?}"
+        );
+        assert!(took >= Duration::from_millis(200), "took {took:?}");
+        assert!(!error.to_string().contains("timeout"), "{error}");
+        holder.abort();
+    }
+}
