@@ -51,7 +51,7 @@ mod schema;
 mod shard;
 
 use calls::{await_commit, why_not_written, write_then_position};
-pub use node::{NodeStatus, format_lsn, parse_lsn, probe_node};
+pub use node::{NodeStatus, StandbyLag, format_lsn, parse_lsn, probe_node, probe_standbys};
 use node::{POSITION_SQL, STATUS_SQL};
 pub use schema::SCHEMA_VERSION;
 use schema::{MIGRATION_LOCK, MIGRATIONS};

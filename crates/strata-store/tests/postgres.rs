@@ -364,6 +364,12 @@ async fn a_host_that_goes_silent_is_passed_over_for_the_next_one() {
         ),
         "3,4,5,6,7"
     );
+    // Thawed, the relay delivers what it held: the write that timed out may commit on the old
+    // server (its outcome was unknown, as the error said), nothing later can.
     frozen.store(false, Ordering::SeqCst);
-    assert_eq!(a.psql("cut", "SELECT count(*) FROM users"), "1");
+    let on_a = a.psql(
+        "cut",
+        "SELECT string_agg(id::text, ',' ORDER BY id) FROM users",
+    );
+    assert!(on_a == "1" || on_a == "1,2", "{on_a}");
 }

@@ -86,6 +86,62 @@ pub async fn probe_node(url: &str, timeout: Duration) -> Result<NodeStatus, Stor
         })
 }
 
+/// One standby as its primary sees it (`pg_stat_replication`): for `strata status`, what a
+/// failover to it would lose under asynchronous commit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StandbyLag {
+    /// The standby's `application_name` (its role name in a deployment).
+    pub name: String,
+    /// WAL the primary has flushed — and so may have acknowledged — that the standby has not
+    /// yet written.
+    pub behind_bytes: u64,
+    /// How long the newest WAL the standby wrote took to get there after the primary flushed
+    /// it (`write_lag`); `None` while it is caught up and nothing new was written.
+    pub lag: Option<Duration>,
+}
+
+/// Each standby streaming from the primary at `url`, within `timeout`. A standby that is not
+/// streaming (down, or its link cut) is absent.
+pub async fn probe_standbys(url: &str, timeout: Duration) -> Result<Vec<StandbyLag>, StoreError> {
+    const SQL: &str = "SELECT application_name, \
+        GREATEST(pg_current_wal_flush_lsn() - COALESCE(write_lsn, '0/0'::pg_lsn), 0)::float8, \
+        (EXTRACT(epoch FROM write_lag) * 1000)::float8 \
+        FROM pg_stat_replication";
+    let probe = async {
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Unusable(format!("not a PostgreSQL URL: {e}")))?;
+        config.connect_timeout(timeout);
+        let (client, connection) = config.connect(NoTls).await.map_err(|e| unavailable(&e))?;
+        let driver = tokio::spawn(connection);
+        let rows = client.query(SQL, &[]).await.map_err(|e| engine_error(&e));
+        drop(client);
+        driver.abort();
+        rows?
+            .iter()
+            .map(|row| {
+                let behind: f64 = row.try_get(1).map_err(|e| unavailable(&e))?;
+                let lag_ms: Option<f64> = row.try_get(2).map_err(|e| unavailable(&e))?;
+                Ok(StandbyLag {
+                    name: row.try_get(0).map_err(|e| unavailable(&e))?,
+                    // WAL positions fit in 64 bits; the float is exact below 2^53.
+                    behind_bytes: behind.max(0.0) as u64,
+                    lag: lag_ms
+                        .filter(|ms| ms.is_finite() && *ms >= 0.0)
+                        .map(|ms| Duration::from_secs_f64(ms / 1000.0)),
+                })
+            })
+            .collect()
+    };
+    tokio::time::timeout(timeout, probe)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                "postgres: no answer in time".into(),
+            ))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
