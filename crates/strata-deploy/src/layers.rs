@@ -11,6 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use strata_store::postgres::StandbyLag;
 
 use crate::roles::RoleKind;
 use crate::state::DeploymentState;
@@ -52,18 +53,98 @@ pub struct DatacentrePath {
     pub databases: Vec<String>,
     /// The one of them that is the primary now, if any.
     pub primary: Option<String>,
+    /// For a data centre without the primary, when the primary answered: how far its servers
+    /// are behind it.
+    pub replication: Option<Replication>,
+}
+
+/// How far a data centre without the primary is behind it: what a failover to it would lose
+/// under asynchronous commit if the primary's data centre failed now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replication {
+    /// The primary.
+    pub primary: String,
+    /// The data centre holding it.
+    pub primary_datacenter: String,
+    /// Its server furthest ahead, streaming from the primary; `None` when none of its servers
+    /// streams (down, or the link cut).
+    pub standby: Option<String>,
+    /// WAL the primary has flushed (and may have acknowledged) that `standby` has not written.
+    pub behind_bytes: u64,
+    /// How long the newest WAL took to reach `standby` (PostgreSQL's `write_lag`); `None`
+    /// while it is caught up.
+    pub lag: Option<Duration>,
+    /// Whether a failover may promote a server with acknowledged writes missing (`commit =
+    /// "async"`); `None` when the controller did not say.
+    pub loss_possible: Option<bool>,
+}
+
+impl Replication {
+    /// `pg-2 is 1234 B (14 ms) behind pg-1: lost if us-east failed now (commit = "async")`.
+    fn text(&self) -> String {
+        let state = match &self.standby {
+            None => format!(
+                "no server here streams from {}: a failover here would lose every write since it stopped",
+                self.primary
+            ),
+            Some(standby) => {
+                let lag = self
+                    .lag
+                    .map(|l| format!(" ({} ms)", l.as_millis()))
+                    .unwrap_or_default();
+                if self.behind_bytes == 0 && self.lag.is_none() {
+                    format!("{standby} is caught up with {}", self.primary)
+                } else {
+                    format!(
+                        "{standby} is {} B{lag} behind {}: what a failure of {} now would lose",
+                        self.behind_bytes, self.primary, self.primary_datacenter
+                    )
+                }
+            }
+        };
+        match self.loss_possible {
+            Some(true) => format!("{state} (commit = \"async\")"),
+            Some(false) => format!(
+                "{state} (commit waits for a standby: no failover loses an acknowledged write)"
+            ),
+            None => state,
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "primary": self.primary,
+            "primaryDatacenter": self.primary_datacenter,
+            "standby": self.standby,
+            "streaming": self.standby.is_some(),
+            "behindBytes": self.behind_bytes,
+            "lagMs": self.lag.map(|l| l.as_secs_f64() * 1000.0),
+            "lossPossible": self.loss_possible,
+        })
+    }
+}
+
+/// What the data tier says right now, for the path: the primary, the standbys streaming from
+/// it, and whether commit is asynchronous.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DataView<'a> {
+    pub primary: Option<&'a str>,
+    /// `None` when the primary was not asked (or did not answer).
+    pub standbys: Option<&'a [StandbyLag]>,
+    pub loss_possible: Option<bool>,
 }
 
 /// How long one DNS query may take.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The path of the deployment in `dir`, when it runs a DNS server; `primary` is the
-/// PostgreSQL server that answered as the primary, if any.
+/// The path of the deployment in `dir`, when it runs a DNS server; `data` is what the data
+/// tier answered (the primary, if any, and its standbys).
 pub async fn collect(
     dir: &Path,
     state: &DeploymentState,
-    primary: Option<&str>,
+    data: DataView<'_>,
 ) -> Option<LayeredPath> {
+    let primary = data.primary;
     let dns = state.roles.iter().find(|r| r.kind == RoleKind::Dns)?;
     let addr = dns.addrs.get(strata_dns::LISTENER)?.clone();
     let config =
@@ -119,10 +200,23 @@ pub async fn collect(
     let apis: Vec<Hop> = hops(RoleKind::Api).collect();
     let datacenters = crate::plan::datacenters::Layout::read(dir)
         .map(|layout| {
+            let primary_datacenter = primary.and_then(|p| {
+                layout
+                    .datacenters
+                    .iter()
+                    .find(|dc| dc.databases.iter().any(|d| d == p))
+                    .map(|dc| dc.name.clone())
+            });
             layout
                 .datacenters
                 .into_iter()
                 .map(|dc| DatacentrePath {
+                    replication: match (primary, &primary_datacenter, data.standbys) {
+                        (Some(p), Some(home), Some(standbys)) if *home != dc.name => Some(
+                            replication_of(p, home, &dc.databases, standbys, data.loss_possible),
+                        ),
+                        _ => None,
+                    },
                     balancers: balancers
                         .iter()
                         .filter(|b| dc.balancers.contains(&b.hop.name))
@@ -152,6 +246,29 @@ pub async fn collect(
         apis,
         datacenters,
     })
+}
+
+/// How far the servers `databases` (of a data centre without the primary) are behind
+/// `primary`: the one of them furthest ahead among the `standbys` streaming from it.
+fn replication_of(
+    primary: &str,
+    primary_datacenter: &str,
+    databases: &[String],
+    standbys: &[StandbyLag],
+    loss_possible: Option<bool>,
+) -> Replication {
+    let best = standbys
+        .iter()
+        .filter(|s| databases.contains(&s.name))
+        .min_by_key(|s| s.behind_bytes);
+    Replication {
+        primary: primary.to_string(),
+        primary_datacenter: primary_datacenter.to_string(),
+        standby: best.map(|s| s.name.clone()),
+        behind_bytes: best.map_or(0, |s| s.behind_bytes),
+        lag: best.and_then(|s| s.lag),
+        loss_possible,
+    }
 }
 
 /// Balancers as the path shows them: `lb-1 127.0.0.1:8080 (answered)`.
@@ -236,9 +353,12 @@ impl LayeredPath {
                 })
                 .collect();
             let data = data.join(", ");
+            text.push_str(&format!("  {}: {data}\n", dc.name));
+            if let Some(replication) = &dc.replication {
+                text.push_str(&format!("    replication: {}\n", replication.text()));
+            }
             text.push_str(&format!(
-                "  {}: {data}\n    → balancers: {}\n    → API pool: {}\n",
-                dc.name,
+                "    → balancers: {}\n    → API pool: {}\n",
                 balancers_text(&dc.balancers),
                 hops_text(&dc.apis)
             ));
@@ -265,6 +385,7 @@ impl LayeredPath {
                 "name": dc.name,
                 "primary": dc.primary,
                 "databases": dc.databases,
+                "replication": dc.replication.as_ref().map(Replication::json),
                 "balancers": dc.balancers.iter().map(|b| json!({
                     "name": b.hop.name, "addr": b.hop.addr, "answered": b.answered,
                 })).collect::<Vec<_>>(),
@@ -339,6 +460,7 @@ mod tests {
                     apis: vec![hop("us-east-api-1", "127.0.0.1:9001")],
                     databases: vec!["pg-1".into(), "pg-2".into()],
                     primary: Some("pg-1".into()),
+                    replication: None,
                 },
                 DatacentrePath {
                     name: "us-west".into(),
@@ -346,6 +468,24 @@ mod tests {
                     apis: vec![hop("us-west-api-1", "127.0.0.1:9002")],
                     databases: vec!["pg-3".into()],
                     primary: None,
+                    replication: Some(replication_of(
+                        "pg-1",
+                        "us-east",
+                        &["pg-3".into()],
+                        &[
+                            StandbyLag {
+                                name: "pg-2".into(),
+                                behind_bytes: 0,
+                                lag: None,
+                            },
+                            StandbyLag {
+                                name: "pg-3".into(),
+                                behind_bytes: 1234,
+                                lag: Some(Duration::from_millis(14)),
+                            },
+                        ],
+                        Some(true),
+                    )),
                 },
             ],
         };
@@ -356,11 +496,53 @@ mod tests {
              → balancers: us-east-lb-1 127.0.0.1:8080 (not answered)\n    \
              → API pool: us-east-api-1 127.0.0.1:9001\n  \
              us-west: pg-3\n    \
+             replication: pg-3 is 1234 B (14 ms) behind pg-1: what a failure of us-east now \
+             would lose (commit = \"async\")\n    \
              → balancers: us-west-lb-1 127.0.12.1:8080 (answered)\n    \
              → API pool: us-west-api-1 127.0.0.1:9002\n"
         );
         let json = path.json();
         assert_eq!(json["datacenters"][0]["primary"], "pg-1");
         assert_eq!(json["datacenters"][1]["balancers"][0]["answered"], true);
+        assert_eq!(json["datacenters"][1]["replication"]["behindBytes"], 1234);
+        assert_eq!(json["datacenters"][1]["replication"]["streaming"], true);
+        assert!(json["datacenters"][0]["replication"].is_null());
+    }
+
+    #[test]
+    fn a_data_centre_that_streams_nothing_is_said_to_lose_everything_since() {
+        let cut = replication_of(
+            "pg-1",
+            "us-east",
+            &["pg-2".into()],
+            &[StandbyLag {
+                name: "pg-9".into(),
+                behind_bytes: 0,
+                lag: None,
+            }],
+            Some(true),
+        );
+        assert_eq!(cut.standby, None);
+        assert!(
+            cut.text().contains("no server here streams from pg-1"),
+            "{}",
+            cut.text()
+        );
+        let caught_up = replication_of(
+            "pg-1",
+            "us-east",
+            &["pg-2".into()],
+            &[StandbyLag {
+                name: "pg-2".into(),
+                behind_bytes: 0,
+                lag: None,
+            }],
+            Some(false),
+        );
+        assert_eq!(
+            caught_up.text(),
+            "pg-2 is caught up with pg-1 (commit waits for a standby: no failover loses an \
+             acknowledged write)"
+        );
     }
 }

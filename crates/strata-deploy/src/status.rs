@@ -14,7 +14,7 @@ use strata_control::cluster::awaiting_rejoin_path;
 use strata_engines::postgres::SUPERUSER;
 use strata_engines::process;
 use strata_store::embedded_shards::GroupView;
-use strata_store::postgres::{format_lsn, probe_node};
+use strata_store::postgres::{format_lsn, probe_node, probe_standbys};
 use strata_store::shard::ShardMap;
 
 use crate::control;
@@ -150,7 +150,28 @@ pub async fn collect(dir: &Path) -> anyhow::Result<Report> {
         .iter()
         .find(|(_, (in_recovery, _))| !*in_recovery)
         .map(|(name, _)| name.as_str());
-    let path = crate::layers::collect(dir, &state, primary).await;
+    let standbys = match primary.and_then(|p| state.roles.iter().find(|r| r.name == p)) {
+        Some(role) if state.roles.iter().any(|r| r.kind == RoleKind::Dns) => {
+            match role.addrs.get("postgres") {
+                Some(addr) => probe_standbys(
+                    &format!("postgresql://{SUPERUSER}@{addr}/postgres"),
+                    Duration::from_secs(1),
+                )
+                .await
+                .ok(),
+                None => None,
+            }
+        }
+        _ => None,
+    };
+    let data = crate::layers::DataView {
+        primary,
+        standbys: standbys.as_deref(),
+        loss_possible: control
+            .as_ref()
+            .and_then(|view| view["lossPossible"].as_bool()),
+    };
+    let path = crate::layers::collect(dir, &state, data).await;
     Ok(Report {
         dir: dir.to_path_buf(),
         state,
