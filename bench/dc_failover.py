@@ -293,6 +293,18 @@ def main():
         while time.monotonic() < fault_at:
             time.sleep(min(1.0, max(0.0, fault_at - time.monotonic())))
             progress()
+        # What `strata status` shows of us-west's replication just before the fault: the loss
+        # window a failure of us-east would cost right now (async commit).
+        shown_at = time.monotonic()
+        shown = None
+        st = strata(binary, "status", "--json", "--dir", d, check=False)
+        try:
+            for dc in json.loads(st.stdout)["path"]["datacenters"]:
+                if dc["name"] == "us-west":
+                    shown = dc.get("replication")
+        except (ValueError, KeyError, TypeError):
+            pass
+        say(f"strata status shows us-west's replication as {shown}")
         east = dcs["us-east"]
         # Every process first (descendants included), then one tight loop of SIGSTOPs, the
         # databases first: the data centre stops at one instant, not role by role.
@@ -412,6 +424,8 @@ def main():
             "lost_writes_acked_before_fault": len(lost_before),
             "unreadable_writes": len(unknown),
             "loss_window_ms": ms(window),
+            "status_replication_before_fault": shown,
+            "status_asked_before_fault_ms": round((fault - shown_at) * 1000, 1),
             "lost": [{"first": w["first"], "acked_rel_fault_ms": rel(w["acked"]), "dc": w["dc"]}
                      for w in lost],
             "dns_stopped_answering_east_ms": ms(dns_gone),
@@ -461,6 +475,9 @@ def main():
         print(f"| acknowledged writes read back through us-west | {res['acked_writes']} acknowledged, "
               f"**{res['lost_writes']} lost**, {res['unreadable_writes']} unreadable |")
         print(f"| loss window (earliest lost write's acknowledgement → freeze) | {res['loss_window_ms']} ms |")
+        if shown:
+            print(f"| `strata status` just before the freeze: us-west behind pg-1 by | "
+                  f"{shown.get('behindBytes')} B, write lag {shown.get('lagMs')} ms |")
         b, s_ = res["latency_before"], res["latency_from_fault_plus_5s"]
         print(f"| p50/p99 before: read / write (us-east) | {b['read_us-east']['p50_ms']}/{b['read_us-east']['p99_ms']}"
               f" / {b['write_us-east']['p50_ms']}/{b['write_us-east']['p99_ms']} ms |")
