@@ -276,7 +276,10 @@ impl PgStore {
                     Err(e) => return Err(e),
                 }
             };
-            f(client).await
+            let lent = hosts::Unfinished::new(&self.pool, &client);
+            let result = f(client).await;
+            lent.finished();
+            result
         };
         match tokio::time::timeout(self.call_timeout, work).await {
             Ok(Err(StoreError::Unavailable(m))) if m == READ_ONLY => {
@@ -287,18 +290,13 @@ impl PgStore {
                 Err(StoreError::Unavailable(m))
             }
             Ok(r) => r,
-            Err(_) => {
-                // The connection that did not answer went back to the pool when `work` was
-                // dropped. Drop every idle one, so that the next call opens a new connection —
-                // to whichever host answers now — instead of waiting on the same silent server
-                // (a frozen primary, or a link that was cut).
-                self.pool.retain(|_, _| false);
-                Err(StoreError::Unavailable(format!(
-                    "postgres at {} did not answer within {} ms",
-                    self.display,
-                    self.call_timeout.as_millis()
-                )))
-            }
+            // The connection that did not answer is dropped from the pool (`hosts::Unfinished`):
+            // the next call opens a new one, to whichever host answers now.
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "postgres at {} did not answer within {} ms",
+                self.display,
+                self.call_timeout.as_millis()
+            ))),
         }
     }
 

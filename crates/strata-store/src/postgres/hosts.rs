@@ -15,6 +15,9 @@
 //!   waiting (a client gone, a call's deadline): the host that answered is remembered either
 //!   way, and tried first from then on, so only the first connections after a failover pay for
 //!   the dead host.
+//!
+//! And a connection whose call did not finish — its caller's deadline passed, or its caller
+//! went away — is never used again ([`Unfinished`]): its server may not answer at all.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -176,6 +179,47 @@ impl Connect for HostByHost {
             }
             Err(last_error.unwrap_or_else(Error::__private_api_timeout))
         })
+    }
+}
+
+/// A pooled connection lent to one call: unless [`Unfinished::finished`] is called, the
+/// connection is dropped from the pool once it is back — a call that never finished (its
+/// deadline passed, or its caller went away) leaves a connection that may lead to a server
+/// that answers nothing, and the next call given it would wait the same way.
+pub(super) struct Unfinished {
+    pool: deadpool_postgres::Pool,
+    /// When the connection was opened: which one it is.
+    created: std::time::Instant,
+    finished: bool,
+}
+
+impl Unfinished {
+    pub(super) fn new(pool: &deadpool_postgres::Pool, client: &deadpool_postgres::Object) -> Self {
+        Self {
+            pool: pool.clone(),
+            created: deadpool_postgres::Object::metrics(client).created,
+            finished: false,
+        }
+    }
+
+    pub(super) fn finished(mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        // The connection goes back to the pool as the call's future is dropped, perhaps after
+        // this guard: drop it from the pool once that is done.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (pool, created) = (self.pool.clone(), self.created);
+            runtime.spawn(async move {
+                pool.retain(|_, metrics| metrics.created != created);
+            });
+        }
     }
 }
 
