@@ -6,7 +6,10 @@
 //! that carries its commit token reads it back. Replication crosses the link too: a write in
 //! `us-east` waits (quorum commit) for `us-west`'s replica, a round trip away. Then every stateless role of `us-east` (its
 //! balancer and API server) is frozen with SIGSTOP: DNS answers only `us-west` within its health
-//! interval, and a client that resolves the name through it is served there.
+//! interval, and a client that resolves the name through it is served there. In the second
+//! test the whole of `us-east` freezes and the link is cut: `us-west`'s replica is promoted and
+//! its API server, whose first host for the primary is a relay that answers nothing, writes
+//! beside it; `strata status` shows each data centre's replication before and after.
 
 mod common;
 /// The MaxMind DB writer of strata-dns's tests: the geo test's database of loopback networks.
@@ -273,13 +276,24 @@ async fn when_the_whole_first_data_centre_freezes_the_second_takes_the_primary_a
     until_answers(dns, Duration::from_secs(10), &[EAST]).await;
     let http = admin_client(&dir, &west.to_string()).await;
     let (location, commit, _) = create_user(&http, west, 1).await;
+    // `strata status` shows how far us-west is behind the primary, and that under quorum
+    // commit a failover loses nothing.
+    let replication = &status_json(&dir)["path"]["datacenters"][1]["replication"];
+    assert_eq!(replication["primary"], "pg-1", "{replication:#}");
+    assert_eq!(replication["standby"], "pg-2", "{replication:#}");
+    assert_eq!(replication["streaming"], true, "{replication:#}");
+    assert_eq!(replication["lossPossible"], false, "{replication:#}");
+    assert!(replication["behindBytes"].is_u64(), "{replication:#}");
 
-    // Every process of us-east stops: balancer, API server, relay and PostgreSQL primary.
+    // Every process of us-east stops — balancer, API server, relay and PostgreSQL primary —
+    // and the link is cut too: us-west's relay to pg-1 holds every byte and still accepts
+    // connections, so what us-west's API server tries first for the primary answers nothing.
     let east_roles = [
         "us-east-lb-1",
         "us-east-api-1",
         "us-east-relay-pg-2",
         "pg-1",
+        "us-west-relay-pg-1",
     ];
     let pids: Vec<u32> = east_roles
         .iter()
@@ -295,6 +309,14 @@ async fn when_the_whole_first_data_centre_freezes_the_second_takes_the_primary_a
     let (primary, took) = failed_over(&dir, "pg-1", Duration::from_secs(30)).await;
     assert_eq!(primary, "pg-2", "us-west's replica is promoted");
     eprintln!("pg-2 in us-west was promoted {took:?} after us-east froze");
+    // Now us-east is the data centre without the primary, and nothing there streams from it.
+    let d = dir.clone();
+    let status = tokio::task::spawn_blocking(move || status_json(&d))
+        .await
+        .expect("join");
+    let replication = &status["path"]["datacenters"][0]["replication"];
+    assert_eq!(replication["primary"], "pg-2", "{status:#}");
+    assert_eq!(replication["streaming"], false, "{status:#}");
 
     // The acknowledged write is there, and us-west now writes beside its own primary.
     let resp = http
@@ -324,7 +346,7 @@ async fn when_the_whole_first_data_centre_freezes_the_second_takes_the_primary_a
             _ => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
-    eprintln!("us-west writes beside its new primary: {writes:?}");
+    eprintln!("us-west writes beside its new primary, the link cut: {writes:?}");
     assert!(
         *writes.iter().min().expect("writes") < Duration::from_millis(2 * ONE_WAY_MS),
         "a write no longer crosses the link: {writes:?}"
