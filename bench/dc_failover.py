@@ -30,7 +30,10 @@ stopped in one loop) is frozen with SIGSTOP, as crates/strata/tests/up_datacente
 supervisor, controller and DNS are not (they are shared, outside the data centres). us-west's
 relay to us-east's primary keeps running, so WAL already sent is still delivered a link delay
 later, as bytes on a real wire would be; --cut-link freezes that relay too, so the bytes in
-flight on the link are lost with the data centre (the worst case for asynchronous commit). Measured from the freeze: when dns-1 stops answering
+flight on the link are lost with the data centre (the worst case for asynchronous commit).
+--kill kills us-east outright instead: `strata datacenter kill us-east` holds its roles down
+and SIGKILLs every process of it (connections are refused or reset rather than hung), and
+`strata datacenter start us-east` brings it back at the end. Measured from the freeze: when dns-1 stops answering
 us-east (polled every 20 ms), when the controller publishes another primary (cluster.json),
 the first acknowledged write, the time until every client has had a success in us-west, and the
 failed requests. After the load, every acknowledged write is read back through us-west's
@@ -216,12 +219,16 @@ def main():
     ap.add_argument("--timeout", type=float, default=1.0, help="a request's timeout, s")
     ap.add_argument("--connect-timeout", type=float, default=0.3)
     ap.add_argument("--one-way-ms", type=int, default=30, help="[[link]] one_way_ms")
+    ap.add_argument("--kill", action="store_true",
+                    help="kill us-east outright (strata datacenter kill) instead of freezing it")
     ap.add_argument("--cut-link", action="store_true",
                     help="also freeze us-west's relays to us-east's servers (the link's bytes in flight are lost)")
     ap.add_argument("--direct", type=int, default=10, help="direct writes/reads per DC before the load")
     ap.add_argument("--strata", default=None, help="a built strata binary (default: build release)")
     ap.add_argument("--out", default=RESULTS)
     a = ap.parse_args()
+    if a.kill and a.cut_link:
+        sys.exit("--kill or --cut-link, not both: a killed primary takes the WAL on the link with it")
     if not 0 < a.fault_at < a.seconds <= 300 or a.clients < 1 or not 0 < a.rate <= 2000:
         sys.exit("need 0 < --fault-at < --seconds <= 300, --clients >= 1, 0 < --rate <= 2000")
     if a.strata:
@@ -317,14 +324,19 @@ def main():
         for nm in names:
             pids += descendants(roles[nm]["pid"]) + [roles[nm]["pid"]]
         fault = time.monotonic()
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGSTOP)
-                frozen.append(pid)
-            except OSError:
-                pass
-        froze_ms = (time.monotonic() - fault) * 1000
-        say(f"SIGSTOP {len(frozen)} processes in {froze_ms:.2f} ms: {', '.join(names)}")
+        if a.kill:
+            out = strata(binary, "datacenter", "kill", "us-east", "--dir", d).stdout.strip()
+            froze_ms = (time.monotonic() - fault) * 1000
+            say(f"strata datacenter kill us-east in {froze_ms:.2f} ms: {out.splitlines()[0]}")
+        else:
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGSTOP)
+                    frozen.append(pid)
+                except OSError:
+                    pass
+            froze_ms = (time.monotonic() - fault) * 1000
+            say(f"SIGSTOP {len(frozen)} processes in {froze_ms:.2f} ms: {', '.join(names)}")
         cluster_path = os.path.join(d, "postgres", "cluster.json")
         dns_gone, promoted, new_primary = None, None, None
         end = start + a.seconds
@@ -376,7 +388,12 @@ def main():
                 lost.append(w)
         thaw(frozen)
         frozen = []
-        say("us-east thawed")
+        if a.kill:
+            started = time.monotonic()
+            strata(binary, "datacenter", "start", "us-east", "--dir", d)
+            say(f"us-east started again: every role ready in {time.monotonic() - started:.1f} s")
+        else:
+            say("us-east thawed")
 
         def rel(x):
             return None if x is None else round((x - fault) * 1000, 1)
@@ -405,6 +422,7 @@ def main():
         settled = [r for r in records if r["at"] >= fault + 5.0]
         res = {
             "commit": commit,
+            "fault": "kill" if a.kill else "freeze",
             "binary": binary,
             "started_utc": started_utc,
             "settings": vars(a),
@@ -455,7 +473,8 @@ def main():
 
         dr = direct
         print(f"| measure (commit = {a.commit}, link {a.one_way_ms} ms one way"
-              f"{', cut with the freeze' if a.cut_link else ''}) | result |")
+              f"{', cut with the freeze' if a.cut_link else ''}"
+              f"{', us-east killed outright' if a.kill else ''}) | result |")
         print("|---|---|")
         print(f"| write at us-east's balancer / at us-west's (median of {a.direct}, before) | "
               f"{med(dr['us-east']['writes_ms'])} / {med(dr['us-west']['writes_ms'])} ms |")

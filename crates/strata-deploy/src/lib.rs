@@ -23,7 +23,8 @@
 //! and `strata down`), [`dashboard`] (`strata dashboard`, the live web page with alerts,
 //! traces, and kill, restart and freeze buttons), [`rejoin`] (`strata db rejoin`), [`accounts`] (its account store, for
 //! `strata admin` and drills), [`shards`] (`strata reshard`, `strata shard`: the shard groups
-//! of a data directory), [`groups`] (the names and places of PostgreSQL shard groups).
+//! of a data directory), [`groups`] (the names and places of PostgreSQL shard groups),
+//! [`outage`] (`strata datacenter kill|start`: a whole data centre held down and brought back).
 //!
 //! Guarantees: nothing starts unless the whole topology is valid; a deployment that cannot
 //! become ready is torn down and the reason shown; when the supervisor stops — by request or
@@ -38,6 +39,7 @@ pub mod launch;
 pub mod layers;
 pub mod logs;
 pub mod maps;
+pub mod outage;
 pub mod plan;
 pub mod present;
 pub mod rejoin;

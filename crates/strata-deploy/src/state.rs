@@ -22,6 +22,8 @@ pub enum RolePhase {
     /// Crashed too often; the supervisor gave up on it.
     Failed,
     Stopped,
+    /// Held down by `strata datacenter kill`: not restarted until released.
+    Held,
 }
 
 impl RolePhase {
@@ -32,6 +34,7 @@ impl RolePhase {
             RolePhase::Restarting => "restarting",
             RolePhase::Failed => "failed",
             RolePhase::Stopped => "stopped",
+            RolePhase::Held => "held",
         }
     }
 }

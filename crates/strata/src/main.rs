@@ -76,6 +76,9 @@ enum Command {
     Reshard(strata_deploy::shards::ReshardArgs),
     /// The shard map: show it, add a group, pin a user to a group of its own.
     Shard(strata_deploy::shards::ShardArgs),
+    /// A whole data centre of a running deployment killed for real and held down (`kill`),
+    /// or brought back (`start`).
+    Datacenter(strata_deploy::outage::DatacenterArgs),
     /// Change how many photo workers a running deployment has (more start; the
     /// highest-numbered stop after draining their jobs).
     Scale(strata_deploy::scale::ScaleArgs),
@@ -128,6 +131,7 @@ fn main() -> ExitCode {
             Command::Queue(args) => strata_queue::admin::run(args).await,
             Command::Seed(args) => strata_bench::seed::run(args).await,
             Command::Chaos(args) => strata_bench::chaos::run(args).await,
+            Command::Datacenter(args) => strata_deploy::outage::run(args).await,
             Command::CacheLoad(args) => strata_bench::cache_load::run(args).await,
             Command::UploadLoad(args) => strata_bench::upload_load::run(args).await,
             Command::PhotoLoad(args) => strata_bench::photo_load::run(args).await,

@@ -100,6 +100,32 @@ async fn create_user(
     (location, commit, took)
 }
 
+/// `count` writes acknowledged through `base` (trying again while none is, up to 30 s), and
+/// how long each acknowledged one took.
+async fn writes_at(http: &reqwest::Client, base: SocketAddr, count: usize) -> Vec<Duration> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut writes = Vec::new();
+    while writes.len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "{base} takes no writes: {writes:?}"
+        );
+        let body = json!({"firstName": "Local", "lastName": "Primary",
+            "address": {"streetAddress": "1 Main St", "city": "Boston", "state": "MA", "postalCode": "02134"}});
+        let start = Instant::now();
+        match http
+            .post(format!("http://{base}/users"))
+            .json(&body)
+            .send()
+            .await
+        {
+            Ok(r) if r.status() == 201 => writes.push(start.elapsed()),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    writes
+}
+
 /// Thaws frozen roles when the test ends, whatever happens.
 struct Thaw(Vec<u32>);
 impl Drop for Thaw {
@@ -326,26 +352,7 @@ async fn when_the_whole_first_data_centre_freezes_the_second_takes_the_primary_a
         .await
         .expect("GET");
     assert_eq!(resp.status(), 200);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut writes = Vec::new();
-    while writes.len() < 3 {
-        assert!(
-            Instant::now() < deadline,
-            "us-west takes no writes: {writes:?}"
-        );
-        let body = json!({"firstName": "Local", "lastName": "Primary",
-            "address": {"streetAddress": "1 Main St", "city": "Boston", "state": "MA", "postalCode": "02134"}});
-        let start = Instant::now();
-        match http
-            .post(format!("http://{west}/users"))
-            .json(&body)
-            .send()
-            .await
-        {
-            Ok(r) if r.status() == 201 => writes.push(start.elapsed()),
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
+    let writes = writes_at(&http, west, 3).await;
     eprintln!("us-west writes beside its new primary, the link cut: {writes:?}");
     assert!(
         *writes.iter().min().expect("writes") < Duration::from_millis(2 * ONE_WAY_MS),
@@ -374,6 +381,127 @@ async fn when_the_whole_first_data_centre_freezes_the_second_takes_the_primary_a
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// `strata datacenter kill us-east`: every process of `us-east` killed (SIGKILL) and held down
+/// — the supervisor does not restart it — and, during that outage, `us-west`'s API server
+/// killed too (its supervisor restarts it). DNS answers only `us-west`, `pg-2` is promoted, the
+/// acknowledged write reads back and `us-west` takes writes, while `us-east`'s roles stay down
+/// (`held` in `strata status`). `strata datacenter start us-east` brings them back: `pg-1`
+/// rejoins as a replica of `pg-2`, and DNS answers `us-east` again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_centre_killed_outright_stays_down_until_started_and_rejoins_as_secondary() {
+    let (_tmp, dir) = tokio::task::spawn_blocking(|| up_topology(TOPOLOGY))
+        .await
+        .expect("join");
+    let _cleanup = Cleanup(&dir);
+    let status = status_json(&dir);
+    let west = addr_of(&status, "us-west-lb-1", "http");
+    let dns = addr_of(&status, "dns-1", "dns");
+    until_answers(dns, Duration::from_secs(10), &[EAST]).await;
+    let http = admin_client(&dir, &west.to_string()).await;
+    let (location, commit, _) = create_user(&http, west, 1).await;
+
+    let run = |args: &'static [&'static str]| {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || strata(args, &dir))
+    };
+    let out = run(&["datacenter", "kill", "us-east"]).await.expect("join");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let east_roles = [
+        "pg-1",
+        "us-east-relay-pg-2",
+        "us-east-api-1",
+        "us-east-lb-1",
+    ];
+    let east_pids: Vec<u32> = east_roles
+        .iter()
+        .map(|name| role(&status, name)["pid"].as_u64().expect("pid") as u32)
+        .collect();
+    // The second fault, during the first: us-west's own API server dies too.
+    let west_api = role(&status, "us-west-api-1")["pid"].as_u64().expect("pid") as u32;
+    strata_engines::process::signal_all(west_api, Signal::SIGKILL);
+
+    let bound = INTERVAL * 2 + CHECK_TIMEOUT + Duration::from_secs(2);
+    until_answers(dns, bound, &[WEST]).await;
+    let (primary, took) = failed_over(&dir, "pg-1", Duration::from_secs(30)).await;
+    assert_eq!(primary, "pg-2", "us-west's replica is promoted");
+    eprintln!("pg-2 in us-west was promoted {took:?} after us-east was killed");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let resp = http
+            .get(format!("http://{west}{location}"))
+            .header("strata-read-after", &commit)
+            .send()
+            .await;
+        if resp.as_ref().is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the acknowledged write does not read back in us-west: {resp:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let writes = writes_at(&http, west, 3).await;
+    eprintln!("us-west writes beside its new primary: {writes:?}");
+
+    // us-east stayed down: held, none of its processes alive, none restarted.
+    let d = dir.clone();
+    let status = tokio::task::spawn_blocking(move || status_json(&d))
+        .await
+        .expect("join");
+    for name in east_roles {
+        assert_eq!(role(&status, name)["state"], "held", "{status:#}");
+    }
+    for pid in east_pids {
+        assert!(
+            !strata_engines::process::is_alive(pid),
+            "a process of us-east survived the kill: {pid}"
+        );
+    }
+
+    let out = run(&["datacenter", "start", "us-east"])
+        .await
+        .expect("join");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    until_answers(dns, Duration::from_secs(20), &[EAST]).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let d = dir.clone();
+        let status = tokio::task::spawn_blocking(move || status_json(&d))
+            .await
+            .expect("join");
+        if role(&status, "pg-1")["database"]["role"] == "replica"
+            && status["path"]["datacenters"][1]["primary"] == "pg-2"
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pg-1 did not rejoin as a replica: {status:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Bad input: a data centre that does not exist is named as such, with the ones that do.
+    let out = run(&["datacenter", "kill", "eu-central"])
+        .await
+        .expect("join");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no data centre is named \"eu-central\"") && err.contains("us-east, us-west"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

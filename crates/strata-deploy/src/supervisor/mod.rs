@@ -414,6 +414,22 @@ async fn watch_role(
             None => "did not become ready".into(),
         };
         running = None;
+        if crate::outage::is_held(&config.dir, &name) {
+            // Held down (`strata datacenter kill`): no crash, no backoff; back once released.
+            shared.role(&name, |r| (r.state, r.pid) = (RolePhase::Held, None));
+            if !crate::outage::until_released(&config.dir, &name, &mut shutdown).await {
+                shared.role(&name, |r| r.state = RolePhase::Stopped);
+                return;
+            }
+            match start_role(&config, &spec, port, &shared.announced()).await {
+                Ok(r) => {
+                    mark_ready(&shared, &name, &r);
+                    running = Some(r);
+                }
+                Err(failure) => tracing::warn!(role = %name, "{failure}"),
+            }
+            continue;
+        }
         let now = Instant::now();
         crashes.push(now);
         crashes.retain(|t| now.duration_since(*t) <= policy.window);

@@ -1,0 +1,189 @@
+//! A whole data centre taken down for real and brought back: `strata datacenter kill NAME`
+//! holds every role of the data centre down — the supervisor does not restart a held role
+//! when it exits — and kills each one (SIGKILL, with its descendants: a PostgreSQL server's
+//! postmaster and backends), all in one loop, databases first; `strata datacenter start NAME`
+//! releases them, and the supervisor starts them again.
+//!
+//! A held role is marked by the file `DIR/held/<role>`. The supervisor looks for it when the
+//! role exits ([`is_held`]): a held role is not a crash (no backoff, never `failed`), it is
+//! shown as `held` and started as soon as the file is gone.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use nix::sys::signal::Signal;
+use strata_engines::process;
+
+use crate::plan::datacenters::Layout;
+use crate::state::{self, RolePhase};
+
+/// The directory of the hold markers.
+const HELD_DIR: &str = "held";
+
+fn marker(dir: &Path, role: &str) -> PathBuf {
+    dir.join(HELD_DIR).join(role)
+}
+
+/// Whether `role` of the deployment in `dir` is held down.
+pub fn is_held(dir: &Path, role: &str) -> bool {
+    marker(dir, role).exists()
+}
+
+/// Waits while `role` is held down; false if the supervisor is told to stop meanwhile.
+pub async fn until_released(
+    dir: &Path,
+    role: &str,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    tracing::warn!(role, "held down: not restarted until released");
+    while is_held(dir, role) {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = shutdown.changed() => return false,
+        }
+    }
+    true
+}
+
+/// What `strata datacenter` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Action {
+    /// Hold every role of the data centre down and kill it (SIGKILL, with its descendants).
+    Kill,
+    /// Release the data centre's roles: the supervisor starts them again.
+    Start,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DatacenterArgs {
+    /// `kill` or `start`.
+    #[arg(value_enum)]
+    pub action: Action,
+    /// The data centre, as its `[[datacenter]]` table names it.
+    pub name: String,
+    /// The deployment directory (of a deployment started with `strata up -d`).
+    #[arg(long, env = "STRATA_DIR", default_value = ".strata")]
+    pub dir: PathBuf,
+    /// With `start`: how long to wait for every role to be ready again.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub wait_secs: u64,
+}
+
+/// The roles of data centre `name` in the deployment in `dir`, databases first.
+fn roles_of(dir: &Path, name: &str) -> anyhow::Result<Vec<String>> {
+    let Some(layout) = Layout::read(dir) else {
+        bail!(
+            "the deployment in {} has no data centres ({} is missing): `strata datacenter` \
+             needs a topology with [[datacenter]] tables",
+            dir.display(),
+            dir.join(crate::plan::datacenters::LAYOUT_FILE).display()
+        );
+    };
+    let Some(dc) = layout.datacenters.iter().find(|dc| dc.name == name) else {
+        let known: Vec<&str> = layout.datacenters.iter().map(|d| d.name.as_str()).collect();
+        bail!(
+            "no data centre is named {name:?}; this deployment has {}",
+            known.join(", ")
+        );
+    };
+    Ok(dc
+        .databases
+        .iter()
+        .chain(&dc.relays)
+        .chain(&dc.apis)
+        .chain(&dc.balancers)
+        .cloned()
+        .collect())
+}
+
+pub async fn run(args: DatacenterArgs) -> anyhow::Result<()> {
+    let dir = args.dir.as_path();
+    let deployment = state::read(dir)?.ok_or_else(|| state::no_deployment(dir))?;
+    if !deployment.running || !process::is_alive(deployment.supervisor_pid) {
+        bail!(
+            "the deployment in {} is not running: start it with `strata up -d`",
+            dir.display()
+        );
+    }
+    let roles = roles_of(dir, &args.name)?;
+    match args.action {
+        Action::Kill => {
+            let held = dir.join(HELD_DIR);
+            std::fs::create_dir_all(&held)
+                .with_context(|| format!("cannot create {}", held.display()))?;
+            for role in &roles {
+                std::fs::write(marker(dir, role), b"held by strata datacenter kill\n")
+                    .with_context(|| format!("cannot write {}", marker(dir, role).display()))?;
+            }
+            // Every process first, then one loop of SIGKILLs: the data centre stops at one
+            // instant, not role by role.
+            let pids: Vec<u32> = roles
+                .iter()
+                .filter_map(|r| deployment.roles.iter().find(|s| &s.name == r)?.pid)
+                .flat_map(|pid| {
+                    let mut all = process::descendants(pid);
+                    all.push(pid);
+                    all
+                })
+                .collect();
+            for pid in &pids {
+                process::signal(*pid, Signal::SIGKILL);
+            }
+            println!(
+                "{}: {} roles held down, {} processes killed: {}",
+                args.name,
+                roles.len(),
+                pids.len(),
+                roles.join(", ")
+            );
+            println!(
+                "Bring it back with `strata datacenter start {} --dir {}`.",
+                args.name,
+                dir.display()
+            );
+            Ok(())
+        }
+        Action::Start => {
+            for role in &roles {
+                match std::fs::remove_file(marker(dir, role)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(e).with_context(|| {
+                            format!("cannot remove {}", marker(dir, role).display())
+                        });
+                    }
+                }
+            }
+            let deadline = Instant::now() + Duration::from_secs(args.wait_secs);
+            loop {
+                let now = state::read(dir)?.ok_or_else(|| state::no_deployment(dir))?;
+                let waiting: Vec<&str> = now
+                    .roles
+                    .iter()
+                    .filter(|r| roles.contains(&r.name) && r.state != RolePhase::Ready)
+                    .map(|r| r.name.as_str())
+                    .collect();
+                if waiting.is_empty() {
+                    println!(
+                        "{}: every role is ready again: {}",
+                        args.name,
+                        roles.join(", ")
+                    );
+                    return Ok(());
+                }
+                if Instant::now() >= deadline {
+                    bail!(
+                        "{}: released, but not ready within {} s: {} (see `strata status` and \
+                         `strata logs`)",
+                        args.name,
+                        args.wait_secs,
+                        waiting.join(", ")
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
