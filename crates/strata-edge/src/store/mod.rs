@@ -42,6 +42,53 @@ pub const MAX_VARIANTS: usize = 16;
 /// Locks striping the URLs' writers.
 const WRITER_LOCKS: usize = 64;
 
+/// How the memory store chooses what to keep when it is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Eviction {
+    /// Moka's default, what the edge runs: TinyLFU admission (a new object displaces an old
+    /// one only when it is asked for more often) over least-recently-used eviction.
+    #[default]
+    TinyLfu,
+    /// Plain least-recently-used: every new object is admitted. For comparison
+    /// (`strata cache-load edge`); nothing runs it.
+    Lru,
+}
+
+/// An object as an origin's `200` with `Cache-Control: max-age=3600` and `body` would be
+/// stored under the key `url`: for measurements and tests of the store alone.
+pub fn plain_object(url: &str, body: bytes::Bytes) -> Option<Object> {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("max-age=3600"),
+    );
+    let (parts, ()) = http::Request::new(()).into_parts();
+    let terms = crate::rules::storable(
+        &parts,
+        http::StatusCode::OK,
+        &headers,
+        std::time::SystemTime::now(),
+    )
+    .ok()?;
+    Some(Object {
+        meta: crate::object::Meta {
+            key: url.into(),
+            url: url.into(),
+            host: "h".into(),
+            path: url.into(),
+            vary: Vec::new(),
+            status: 200,
+            headers,
+            policy: terms.policy,
+            lifetime_ms: u64::try_from(terms.lifetime.as_millis()).unwrap_or(u64::MAX),
+            staleness: terms.staleness,
+            surrogate_keys: Vec::new(),
+            invalidated: false,
+        },
+        body,
+    })
+}
+
 /// The sizes of the store.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -116,10 +163,22 @@ fn select(variants: &Variants, url: &str, request: &HeaderMap) -> Option<Arc<Obj
 impl Store {
     /// Opens the store; with a disk, rebuilds its index from the files there.
     pub async fn open(config: &StoreConfig, stats: Arc<Stats>) -> std::io::Result<Self> {
-        let memory = moka::future::Cache::builder()
+        Self::open_with(config, stats, Eviction::TinyLfu).await
+    }
+
+    /// [`Store::open`] with the memory store's eviction chosen.
+    pub async fn open_with(
+        config: &StoreConfig,
+        stats: Arc<Stats>,
+        eviction: Eviction,
+    ) -> std::io::Result<Self> {
+        let mut memory = moka::future::Cache::builder()
             .max_capacity(config.memory_bytes)
-            .weigher(|_url: &String, v: &Arc<Variants>| v.weight())
-            .build();
+            .weigher(|_url: &String, v: &Arc<Variants>| v.weight());
+        if eviction == Eviction::Lru {
+            memory = memory.eviction_policy(moka::policy::EvictionPolicy::lru());
+        }
+        let memory = memory.build();
         let disk = match &config.disk {
             Some((dir, bytes)) => {
                 let (dir, bytes) = (dir.clone(), *bytes);
@@ -350,6 +409,13 @@ impl Store {
     }
 
     /// What is held now.
+    /// Lets the memory store apply the reads and writes it has queued (moka records them in
+    /// batches; a live edge's traffic has it catch up all the time, a tight measuring loop must
+    /// ask, or reads go uncounted by the admission policy).
+    pub async fn settle(&self) {
+        self.memory.run_pending_tasks().await;
+    }
+
     pub async fn usage(&self) -> Usage {
         self.memory.run_pending_tasks().await;
         let (disk_objects, disk_bytes) = self.disk.as_ref().map_or((0, 0), |d| d.usage());
@@ -364,42 +430,12 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use std::time::SystemTime;
-
     use bytes::Bytes;
-    use http::{HeaderValue, StatusCode, header};
 
     use super::*;
-    use crate::object::Meta;
 
     fn object(url: &str, size: usize) -> Object {
-        let mut req = http::Request::new(());
-        *req.uri_mut() = http::Uri::from_static("/x");
-        let (parts, ()) = req.into_parts();
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("max-age=60"),
-        );
-        let s = crate::rules::storable(&parts, StatusCode::OK, &headers, SystemTime::now())
-            .unwrap_or_else(|_| panic!("storable"));
-        Object {
-            meta: Meta {
-                key: url.into(),
-                url: url.into(),
-                host: "h".into(),
-                path: url.into(),
-                vary: Vec::new(),
-                status: 200,
-                headers,
-                policy: s.policy,
-                lifetime_ms: 60_000,
-                staleness: Default::default(),
-                surrogate_keys: Vec::new(),
-                invalidated: false,
-            },
-            body: Bytes::from(vec![b'x'; size]),
-        }
+        plain_object(url, Bytes::from(vec![b'x'; size])).expect("an object")
     }
 
     fn tagged(url: &str, keys: &[&str]) -> Object {
