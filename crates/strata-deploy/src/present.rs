@@ -69,7 +69,24 @@ pub fn endpoints_table(state: &DeploymentState) -> String {
             endpoint,
         ]);
     }
-    format_rows(&rows)
+    let mut out = format_rows(&rows);
+    out.push_str(&dashboard_line(state));
+    out
+}
+
+/// `the dashboard on the public entry: http://…/dashboard/ (and on every edge)`, when the
+/// edges serve it; else nothing.
+fn dashboard_line(state: &DeploymentState) -> String {
+    let Some(urls) = state.dashboard_urls() else {
+        return String::new();
+    };
+    match urls.public.split_first() {
+        None => String::new(),
+        Some((first, [])) => format!("the dashboard on the public entry: {first}\n"),
+        Some((first, _)) => format!(
+            "the dashboard on the public entry: {first} (and /dashboard/ of every other edge)\n"
+        ),
+    }
 }
 
 /// `strata status` as a table, with the reasons of failed or restarting roles below it.
@@ -121,6 +138,7 @@ pub fn status_table(report: &Report) -> String {
         ]);
     }
     out.push_str(&format_rows(&rows));
+    out.push_str(&dashboard_line(&report.state));
     if let Some(path) = &report.path {
         out.push('\n');
         out.push_str(&path.text());
@@ -270,6 +288,7 @@ pub fn status_json(report: &Report) -> Value {
             "down": g.other,
         })).collect::<Vec<_>>(),
         "notes": report.notes(),
+        "dashboard": report.state.dashboard_urls(),
         "path": report.path.as_ref().map(crate::layers::LayeredPath::json),
         "roles": report.roles.iter().map(|r| {
             let role = &r.role;
