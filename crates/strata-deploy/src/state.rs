@@ -91,34 +91,6 @@ impl DeploymentState {
     }
 }
 
-/// Where a deployment's live dashboard answers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DashboardUrls {
-    /// On its own port (loopback).
-    pub own: Option<String>,
-    /// Under `/dashboard/` of each edge clients reach, the public entry's first: `strata up`
-    /// routes that prefix to the dashboard on every edge but the shield.
-    pub public: Vec<String>,
-}
-
-impl DeploymentState {
-    /// Where the live dashboard answers, when the deployment runs one.
-    pub fn dashboard_urls(&self) -> Option<DashboardUrls> {
-        let dashboard = self.roles.iter().find(|r| r.kind == RoleKind::Dashboard)?;
-        let public = self
-            .roles
-            .iter()
-            .filter(|r| r.kind == RoleKind::Edge && r.name != crate::plan::edge::SHIELD)
-            .filter_map(|r| r.addrs.get("http"))
-            .map(|a| format!("http://{a}{}", crate::plan::edge::DASHBOARD_PREFIX))
-            .collect();
-        Some(DashboardUrls {
-            own: dashboard.addrs.get("http").map(|a| format!("http://{a}/")),
-            public,
-        })
-    }
-}
-
 pub fn state_path(dir: &Path) -> PathBuf {
     dir.join(STATE_FILE)
 }
