@@ -77,7 +77,8 @@ pub struct EdgeConfig {
     /// to the origin.
     pub files: Option<files::StaticFiles>,
     /// Path prefixes whose requests go to another origin, prefix stripped, straight (not
-    /// through a shield); checked not to overlap each other or the static files' prefix.
+    /// through a shield). `strata edge` refuses prefixes that overlap each other or the static
+    /// files' ([`route::check`]); the first that matches wins.
     pub routes: Vec<route::RouteSpec>,
     /// Which new traces are recorded (a request's `traceparent` decides for its own trace).
     pub trace_sampler: strata_core::trace::Sampler,
