@@ -69,7 +69,50 @@ pub fn endpoints_table(state: &DeploymentState) -> String {
             endpoint,
         ]);
     }
-    format_rows(&rows)
+    let mut out = format_rows(&rows);
+    out.push_str(&dashboard_line(state));
+    out
+}
+
+/// Where a deployment's live dashboard answers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DashboardUrls {
+    /// On its own port (loopback).
+    pub own: Option<String>,
+    /// Under `/dashboard/` of each edge clients reach, the public entry's first: `strata up`
+    /// routes that prefix to the dashboard on every edge but the shield.
+    pub public: Vec<String>,
+}
+
+/// Where the live dashboard of `state` answers, when the deployment runs one.
+pub fn dashboard_urls(state: &DeploymentState) -> Option<DashboardUrls> {
+    let dashboard = state.roles.iter().find(|r| r.kind == RoleKind::Dashboard)?;
+    let public = state
+        .roles
+        .iter()
+        .filter(|r| r.kind == RoleKind::Edge && r.name != crate::plan::edge::SHIELD)
+        .filter_map(|r| r.addrs.get("http"))
+        .map(|a| format!("http://{a}{}", crate::plan::edge::DASHBOARD_PREFIX))
+        .collect();
+    Some(DashboardUrls {
+        own: dashboard.addrs.get("http").map(|a| format!("http://{a}/")),
+        public,
+    })
+}
+
+/// `the dashboard on the public entry: http://…/dashboard/ (and on every edge)`, when the
+/// edges serve it; else nothing.
+fn dashboard_line(state: &DeploymentState) -> String {
+    let Some(urls) = dashboard_urls(state) else {
+        return String::new();
+    };
+    match urls.public.split_first() {
+        None => String::new(),
+        Some((first, [])) => format!("the dashboard on the public entry: {first}\n"),
+        Some((first, _)) => format!(
+            "the dashboard on the public entry: {first} (and /dashboard/ of every other edge)\n"
+        ),
+    }
 }
 
 /// `strata status` as a table, with the reasons of failed or restarting roles below it.
@@ -121,6 +164,7 @@ pub fn status_table(report: &Report) -> String {
         ]);
     }
     out.push_str(&format_rows(&rows));
+    out.push_str(&dashboard_line(&report.state));
     if let Some(path) = &report.path {
         out.push('\n');
         out.push_str(&path.text());
@@ -270,6 +314,7 @@ pub fn status_json(report: &Report) -> Value {
             "down": g.other,
         })).collect::<Vec<_>>(),
         "notes": report.notes(),
+        "dashboard": dashboard_urls(&report.state),
         "path": report.path.as_ref().map(crate::layers::LayeredPath::json),
         "roles": report.roles.iter().map(|r| {
             let role = &r.role;
@@ -285,4 +330,65 @@ pub fn status_json(report: &Report) -> Value {
             })
         }).collect::<Vec<_>>(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{RolePhase, RoleState};
+
+    fn role(name: &str, kind: RoleKind, http: &str) -> RoleState {
+        RoleState {
+            name: name.into(),
+            kind,
+            pid: Some(1),
+            addrs: [("http".to_string(), http.to_string())].into(),
+            restarts: 0,
+            state: RolePhase::Ready,
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn the_dashboard_is_named_on_the_public_entry_when_edges_route_it() {
+        let mut state = DeploymentState {
+            topology: "t".into(),
+            supervisor_pid: 1,
+            running: true,
+            roles: vec![
+                role("dashboard-1", RoleKind::Dashboard, "127.0.0.1:9000"),
+                role("edge-shield", RoleKind::Edge, "127.0.0.1:9001"),
+                role("edge-1", RoleKind::Edge, "127.0.0.1:8080"),
+                role("edge-2", RoleKind::Edge, "127.0.0.1:9002"),
+            ],
+            shard_map: None,
+        };
+        let urls = dashboard_urls(&state).expect("a dashboard");
+        assert_eq!(urls.own.as_deref(), Some("http://127.0.0.1:9000/"));
+        assert_eq!(
+            urls.public,
+            [
+                "http://127.0.0.1:8080/dashboard/",
+                "http://127.0.0.1:9002/dashboard/"
+            ]
+        );
+        assert!(
+            endpoints_table(&state).ends_with(
+                "the dashboard on the public entry: http://127.0.0.1:8080/dashboard/ (and \
+                 /dashboard/ of every other edge)\n"
+            ),
+            "{}",
+            endpoints_table(&state)
+        );
+        state.roles.retain(|r| r.kind != RoleKind::Edge);
+        assert!(
+            dashboard_urls(&state)
+                .expect("a dashboard")
+                .public
+                .is_empty()
+        );
+        assert!(!endpoints_table(&state).contains("public entry"));
+        state.roles.clear();
+        assert_eq!(dashboard_urls(&state), None);
+    }
 }

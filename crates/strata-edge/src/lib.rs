@@ -17,6 +17,8 @@
 //! - [`origin`]: the way to the origin, with deadlines and bounded reads;
 //! - [`respond`]: answers from stored objects (Age, Cache-Status, 304, ranges);
 //! - [`files`]: static files from a directory, served by the edge itself;
+//! - [`route`]: path prefixes sent to other origins (the dashboard on the public entry);
+//!   [`pass`]: requests the edge does not cache, to their origin and back;
 //! - [`purge`], [`admin`]: purge by URL, prefix or surrogate key, hard or soft; `/metrics`;
 //! - [`stats`]: the counters; [`role`]: `strata edge` and `strata edge purge`.
 //!
@@ -43,9 +45,11 @@ pub mod files;
 pub mod key;
 pub mod object;
 pub mod origin;
+pub mod pass;
 pub mod purge;
 pub mod respond;
 pub mod role;
+pub mod route;
 pub mod rules;
 pub mod serve;
 pub mod stats;
@@ -72,6 +76,10 @@ pub struct EdgeConfig {
     /// Static files served by the edge itself under a path prefix. `None`: every path goes
     /// to the origin.
     pub files: Option<files::StaticFiles>,
+    /// Path prefixes whose requests go to another origin, prefix stripped, straight (not
+    /// through a shield). `strata edge` refuses prefixes that overlap each other or the static
+    /// files' ([`route::check`]); the first that matches wins.
+    pub routes: Vec<route::RouteSpec>,
     /// Which new traces are recorded (a request's `traceparent` decides for its own trace).
     pub trace_sampler: strata_core::trace::Sampler,
 }
@@ -93,6 +101,7 @@ impl EdgeConfig {
             max_connections: 10_000,
             tls: None,
             files: None,
+            routes: Vec::new(),
             trace_sampler: strata_core::trace::Sampler::default(),
         }
     }
@@ -122,11 +131,13 @@ impl Edge {
             Some(t) => Some(TcpListener::bind(t.listen).await?),
             None => None,
         };
+        let origin = origin::Origin::new(config.origin, config.timeouts, config.body_timeout);
         let shared = Arc::new(serve::Shared {
             store,
             files: config.files.clone(),
             flights: Arc::new(collapse::Flights::default()),
-            origin: origin::Origin::new(config.origin, config.timeouts, config.body_timeout),
+            routes: route::Routes::new(&config.routes, &origin),
+            origin,
             stats,
             timeouts: config.timeouts,
             sampler: config.trace_sampler,

@@ -14,6 +14,12 @@
 //! ([`Origin::failing`]) instead of each request waiting for the origin's failure — a frozen
 //! origin costs a request the whole header timeout. One request a second still asks the origin
 //! (a probe; the first after each failure), and any answer from it ends the failing state.
+//!
+//! **An event stream** (`Content-Type: text/event-stream`, server-sent events) never ends, so
+//! it is never read whole: it is passed on as it comes, and never stored.
+//!
+//! A route's origin ([`crate::route`]) is another [`Origin`] over the same connection pool
+//! ([`Origin::sibling`]): the same timeouts and limits, a failing state of its own.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -81,6 +87,18 @@ impl Origin {
             upstream: Upstream::new(timeouts.connect, timeouts.idle, None),
             timeouts,
             body_timeout,
+            next_probe: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Another origin at `addr` over the same connection pool, with the same timeouts and
+    /// limits, and a failing state of its own.
+    pub fn sibling(&self, addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            upstream: self.upstream.clone(),
+            timeouts: self.timeouts,
+            body_timeout: self.body_timeout,
             next_probe: Arc::new(Mutex::new(None)),
         }
     }
@@ -159,7 +177,7 @@ impl Origin {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > max) {
+        if declared.is_some_and(|n| n > max) || event_stream(&parts.headers) {
             return Ok(Fetched::Streaming(parts, Bytes::new(), body));
         }
         let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(max) as usize);
@@ -180,4 +198,13 @@ impl Origin {
         }
         Ok(Fetched::Whole(parts, buf.freeze()))
     }
+}
+
+/// Whether a response is an event stream (`text/event-stream`): it never ends.
+pub fn event_stream(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("text/event-stream"))
 }

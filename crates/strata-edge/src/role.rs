@@ -158,6 +158,12 @@ pub struct EdgeArgs {
     /// `max-age` of static files' Cache-Control, in seconds.
     #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
     pub static_max_age: u64,
+    /// Send the paths under PREFIX to another origin, PREFIX stripped to `/`, as
+    /// PREFIX=IP:PORT (e.g. /dashboard/=127.0.0.1:9000); PREFIX without its final slash is
+    /// redirected to it. Cached by the same rules as the origin's answers. Repeat for several.
+    #[arg(long = "route")]
+    #[serde(serialize_with = "strata_core::args::display_all")]
+    pub routes: Vec<crate::route::RouteSpec>,
     /// The share of new traces recorded (0 to 1); a request's own `traceparent` decides for
     /// its trace.
     #[arg(long, default_value_t = strata_core::trace::SampleRate::default())]
@@ -196,6 +202,7 @@ impl EdgeArgs {
             static_dir: None,
             static_prefix: "/static/".into(),
             static_max_age: 3600,
+            routes: Vec::new(),
             trace_sample: strata_core::trace::SampleRate::default(),
             name: "edge".into(),
             exit_on_stdin_eof: false,
@@ -268,6 +275,9 @@ impl EdgeArgs {
                 max_age: self.static_max_age,
             });
         }
+        let static_prefix = config.files.as_ref().map(|f| f.prefix.as_str());
+        crate::route::check(&self.routes, static_prefix).map_err(anyhow::Error::msg)?;
+        config.routes = self.routes.clone();
         Ok(config)
     }
 }
@@ -515,6 +525,43 @@ mod tests {
             Cli::try_parse_from(["edge"]).is_err(),
             "the role needs --origin"
         );
+    }
+
+    #[test]
+    fn routes_parse_and_a_bad_one_is_refused_with_the_reason() {
+        let parsed = Cli::try_parse_from([
+            "edge",
+            "--origin",
+            "127.0.0.1:1",
+            "--route",
+            "/dashboard/=127.0.0.1:2",
+            "--route",
+            "/other/=127.0.0.1:3",
+        ])
+        .expect("parses");
+        let routes: Vec<String> = parsed
+            .edge
+            .args
+            .routes
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        assert_eq!(routes, ["/dashboard/=127.0.0.1:2", "/other/=127.0.0.1:3"]);
+        assert!(parsed.edge.args.config().is_ok());
+        for (bad, why) in [
+            ("dashboard/=127.0.0.1:2", "start and end with /"),
+            ("/dashboard/=nowhere", "not an address"),
+        ] {
+            let e = Cli::try_parse_from(["edge", "--origin", "127.0.0.1:1", "--route", bad])
+                .expect_err(bad);
+            assert_eq!(e.exit_code(), 2, "a usage error");
+            assert!(e.to_string().contains(why), "{bad}: {e}");
+        }
+        let mut args = parsed.edge.args;
+        args.routes
+            .push("/dashboard/api/=127.0.0.1:4".parse().expect("route"));
+        let e = args.config().expect_err("overlapping routes");
+        assert!(e.to_string().contains("overlap"), "{e}");
     }
 
     #[test]

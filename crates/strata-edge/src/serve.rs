@@ -9,9 +9,10 @@
 //!                                         │   (one per URL: collapsed)       ├─ 200 ► stored anew
 //!                                         │                                  └─ error ► stale-if-error? stale : 502/504
 //!                                         └─ none ──► origin (one per URL: collapsed) ─► stored if RFC 9111 allows
-//! other methods ─► origin, streamed both ways; a non-error answer to an unsafe method
-//!                  invalidates the URL (and its Location / Content-Location on the same host)
+//! other methods ─► origin, streamed both ways (crate::pass)
 //! ```
+//!
+//! "The origin" is the edge's, or a route's for a path under its prefix ([`crate::route`]).
 //!
 //! A request's conditional and range headers never reach the origin on the way to the store:
 //! the edge fetches whole objects and answers conditions and ranges itself
@@ -19,7 +20,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -37,6 +37,7 @@ use crate::key::{self, Url};
 use crate::object::{self, Freshness, Meta, Object};
 use crate::origin::{Fetched, Origin};
 use crate::respond::{EdgeBody, from_object, origin_problem, problem, relay, via, with_keys};
+use crate::route::{Routes, Target};
 use crate::rules::{self, NotStored};
 use crate::stats::{Outcome, Stats};
 use crate::store::Store;
@@ -62,6 +63,8 @@ pub struct Shared {
     pub files: Option<crate::files::StaticFiles>,
     pub flights: Arc<Flights>,
     pub origin: Origin,
+    /// Path prefixes sent to other origins.
+    pub routes: Routes,
     pub stats: Arc<Stats>,
     pub timeouts: Timeouts,
     /// Which new traces are recorded.
@@ -76,13 +79,16 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-/// Who asked for a request the edge passes on, and under which ids.
-struct Hop<'a> {
-    client: &'a ClientConn,
-    request_id: &'a HeaderValue,
-    trace: &'a Trace,
+/// Who asked for a request the edge passes on, under which ids, and where it goes.
+pub(crate) struct Hop<'a> {
+    pub client: &'a ClientConn,
+    pub request_id: &'a HeaderValue,
+    pub trace: &'a Trace,
     /// The request came through another edge.
-    from_edge: bool,
+    pub from_edge: bool,
+    pub origin: &'a Origin,
+    /// The origin-form target the origin is asked for.
+    pub target: Uri,
 }
 
 /// One request, as the cache sees it.
@@ -95,6 +101,9 @@ struct Asked {
     /// The request came through another edge (its `Via` names one): answers keep their
     /// surrogate keys, so that edge can purge by them too.
     from_edge: bool,
+    /// The origin it goes to, and the target that origin is asked for.
+    origin: Origin,
+    target: Uri,
 }
 
 impl Shared {
@@ -177,6 +186,10 @@ impl Shared {
                 .await;
             return (response, Outcome::Static);
         }
+        let (origin, target) = match self.routes.target(&self.origin, &parts.uri) {
+            Target::Origin(origin, target) => (origin, target),
+            Target::Redirect(response) => return (response, Outcome::Redirect),
+        };
         let url = Url::of(&parts.uri, &parts.headers);
         match (&parts.method, url) {
             (&Method::GET | &Method::HEAD, Some(url)) => {
@@ -188,6 +201,8 @@ impl Shared {
                     request_id,
                     trace,
                     from_edge,
+                    origin,
+                    target,
                 };
                 self.cached(asked).await
             }
@@ -197,6 +212,8 @@ impl Shared {
                     request_id: &request_id,
                     trace: &trace,
                     from_edge,
+                    origin: &origin,
+                    target,
                 };
                 self.pass(parts, body, url, hop).await
             }
@@ -222,11 +239,7 @@ impl Shared {
             }
         }
         let mut req = Request::new(OutBody::full(Bytes::new()));
-        *req.uri_mut() = asked
-            .parts
-            .uri
-            .path_and_query()
-            .map_or(Uri::from_static("/"), |p| Uri::from(p.clone()));
+        *req.uri_mut() = asked.target.clone();
         *req.headers_mut() = headers;
         req
     }
@@ -270,7 +283,7 @@ impl Shared {
                         // The origin failed last: answer stale at once rather than wait for
                         // it to fail again (unless this request is the one that asks it).
                         let sie = object.meta.staleness.if_error;
-                        if sie > 0 && by.as_secs() <= sie && self.origin.failing() {
+                        if sie > 0 && by.as_secs() <= sie && asked.origin.failing() {
                             Stats::add(&self.stats.stale_if_error, 1);
                             let response =
                                 self.answer(object, &asked, now, "hit; detail=stale-if-error");
@@ -371,6 +384,8 @@ impl Shared {
             request_id: asked.request_id.clone(),
             trace: asked.trace.clone(),
             from_edge: asked.from_edge,
+            origin: asked.origin.clone(),
+            target: asked.target.clone(),
         };
         tokio::spawn(async move {
             let _ = this.revalidate(&asked, stale, leader, true).await;
@@ -388,7 +403,7 @@ impl Shared {
     ) -> (Response<EdgeBody>, Outcome) {
         let req = self.origin_request(asked, Some(&stale));
         Stats::add(&self.stats.origin_fetches, 1);
-        let fetched = self.origin.fetch(req, self.store.max_object).await;
+        let fetched = asked.origin.fetch(req, self.store.max_object).await;
         let now = SystemTime::now();
         match fetched {
             Ok(Fetched::Whole(mut rparts, _)) if rparts.status == StatusCode::NOT_MODIFIED => {
@@ -489,7 +504,7 @@ impl Shared {
     async fn fetch(&self, asked: &Asked, leader: Option<Leader>) -> (Response<EdgeBody>, Outcome) {
         let req = self.origin_request(asked, None);
         Stats::add(&self.stats.origin_fetches, 1);
-        match self.origin.fetch(req, self.store.max_object).await {
+        match asked.origin.fetch(req, self.store.max_object).await {
             Ok(fetched) => self.store_or_relay(asked, fetched, leader).await,
             Err(e) => {
                 tracing::warn!(error = %e, "origin fetch failed");
@@ -552,7 +567,12 @@ impl Shared {
             }
             Fetched::Streaming(rparts, prefix, rest) => {
                 Stats::add(&self.stats.bytes_from_origin, prefix.len() as u64);
-                self.stats.not_stored(NotStored::TooLarge.reason());
+                self.stats
+                    .not_stored(if crate::origin::event_stream(&rparts.headers) {
+                        "event-stream"
+                    } else {
+                        NotStored::TooLarge.reason()
+                    });
                 self.flights.mark_pass(&key).await;
                 drop(leader);
                 let body = EdgeBody::Stream {
@@ -603,89 +623,6 @@ impl Shared {
             },
             body,
         })
-    }
-
-    /// A request the edge does not cache: to the origin and back, streamed. A non-error
-    /// answer to an unsafe method invalidates what it changed (RFC 9111 §4.4).
-    async fn pass(
-        &self,
-        parts: http::request::Parts,
-        body: Incoming,
-        url: Option<Url>,
-        hop: Hop<'_>,
-    ) -> (Response<EdgeBody>, Outcome) {
-        let Hop {
-            client,
-            request_id,
-            trace,
-            from_edge,
-        } = hop;
-        let method = parts.method.clone();
-        let unsafe_method = !matches!(
-            method,
-            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
-        );
-        let mut headers = parts.headers;
-        client.add_forwarding_headers(&mut headers, request_id, trace);
-        let mut req = Request::new(OutBody::Streaming {
-            inner: body,
-            fault: Arc::new(AtomicBool::new(false)),
-        });
-        *req.method_mut() = method.clone();
-        *req.uri_mut() = parts
-            .uri
-            .path_and_query()
-            .map_or(Uri::from_static("/"), |p| Uri::from(p.clone()));
-        *req.headers_mut() = headers;
-        Stats::add(&self.stats.origin_fetches, 1);
-        match self.origin.send(req).await {
-            Ok(resp) => {
-                let (rparts, rbody) = resp.into_parts();
-                if unsafe_method
-                    && (rparts.status.is_success() || rparts.status.is_redirection())
-                    && let Some(url) = &url
-                {
-                    self.invalidate(url, &rparts.headers).await;
-                }
-                let body = EdgeBody::Stream {
-                    prefix: None,
-                    rest: rbody,
-                };
-                (
-                    relay(rparts, body, &method, "fwd=method", from_edge),
-                    Outcome::Pass,
-                )
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, %method, "origin request failed");
-                (origin_problem(&e), Outcome::Error)
-            }
-        }
-    }
-
-    /// Removes the URL an unsafe request changed, and those its answer's `Location` and
-    /// `Content-Location` name on the same host.
-    async fn invalidate(&self, url: &Url, response: &HeaderMap) {
-        self.store.remove_url(&url.key()).await;
-        Stats::add(&self.stats.invalidations, 1);
-        for name in [header::LOCATION, header::CONTENT_LOCATION] {
-            let Some(target) = response.get(&name).and_then(|v| v.to_str().ok()) else {
-                continue;
-            };
-            let Ok(uri) = target.parse::<Uri>() else {
-                continue;
-            };
-            let same_host = uri
-                .authority()
-                .is_none_or(|a| a.as_str().eq_ignore_ascii_case(&url.host));
-            if let (true, Some(path)) = (same_host, uri.path_and_query()) {
-                let other = Url {
-                    host: url.host.clone(),
-                    path: path.as_str().to_string(),
-                };
-                self.store.remove_url(&other.key()).await;
-            }
-        }
     }
 }
 

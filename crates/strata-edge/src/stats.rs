@@ -25,9 +25,11 @@ pub enum Outcome {
     Error,
     /// A static file the edge serves itself.
     Static,
+    /// A route's prefix without its final slash, redirected to it by the edge itself.
+    Redirect,
 }
 
-const OUTCOMES: [Outcome; 7] = [
+const OUTCOMES: [Outcome; 8] = [
     Outcome::Hit,
     Outcome::Miss,
     Outcome::Stale,
@@ -35,6 +37,7 @@ const OUTCOMES: [Outcome; 7] = [
     Outcome::Pass,
     Outcome::Error,
     Outcome::Static,
+    Outcome::Redirect,
 ];
 
 impl Outcome {
@@ -47,6 +50,7 @@ impl Outcome {
             Outcome::Pass => "pass",
             Outcome::Error => "error",
             Outcome::Static => "static",
+            Outcome::Redirect => "redirect",
         }
     }
 }

@@ -7,7 +7,11 @@
 //! purges them from every edge — here while `edge-2`, which holds a copy on disk, is down: the
 //! purge is retried until it is back on its new admin port. The edges also speak HTTPS
 //! (`tls_port`, `dev_cert`): edge-2 serves the image it holds over TLS. Last, `strata edge purge
-//! --dir` purges the photos from the shield and both edges.
+//! --dir` purges the photos from the shield and both edges. The live dashboard runs too
+//! (`[observe] dashboard = true`): both edges serve it at `/dashboard/`, straight from
+//! `dashboard-1` (the shield never asked), its page stored and revalidated with a 304, its
+//! snapshot never stored, its event stream passed on as it comes — also from edge-1 once it is
+//! restarted.
 
 mod common;
 
@@ -19,7 +23,8 @@ use strata_photos::testdata;
 use strata_photos::upload::Format;
 
 const TOPOLOGY: &str = "name = \"edges\"\n[edge]\ncount = 2\nshield = true\nmemory_mib = 64\n\
-    disk_mib = 64\ntls_port = 0\ndev_cert = true\n[lb]\n[api]\ncount = 2\n[workers]\ncount = 1\n";
+    disk_mib = 64\ntls_port = 0\ndev_cert = true\n[lb]\n[api]\ncount = 2\n[workers]\ncount = 1\n\
+    [observe]\ndashboard = true\n";
 
 /// The name clients give the service (the `Host` of their requests), whichever edge they reach.
 const SERVICE: &str = "strata.test";
@@ -38,6 +43,57 @@ async fn counter(http: &reqwest::Client, admin: &str, name: &str, label: Option<
         .filter(|l| l.starts_with(name) && label.is_none_or(|x| l.contains(x)))
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
         .sum()
+}
+
+/// The dashboard's snapshot through an edge, once it holds the roles (polled until a
+/// deadline); its `Cache-Status` must say it was not stored.
+async fn dashboard_snapshot(http: &reqwest::Client, edge: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = http
+            .get(format!("http://{edge}/dashboard/api/snapshot"))
+            .send()
+            .await
+            .expect("GET /dashboard/api/snapshot");
+        assert_eq!(r.status().as_u16(), 200);
+        assert_eq!(r.headers()["cache-control"], "no-store");
+        let cache = r.headers()["cache-status"]
+            .to_str()
+            .unwrap_or("")
+            .to_owned();
+        assert_eq!(cache, "strata-edge; fwd=miss", "never stored");
+        let snap: Value = r.json().await.expect("snapshot json");
+        if snap["roles"].as_array().is_some_and(|r| !r.is_empty()) {
+            return snap;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no roles in the snapshot: {snap}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The dashboard's first server-sent event through an edge, within a deadline.
+async fn dashboard_event(http: &reqwest::Client, edge: &str) -> String {
+    let first = async {
+        let mut r = http
+            .get(format!("http://{edge}/dashboard/events"))
+            .send()
+            .await
+            .expect("GET /dashboard/events");
+        assert_eq!(r.status().as_u16(), 200);
+        assert_eq!(r.headers()["content-type"], "text/event-stream");
+        let chunk = r
+            .chunk()
+            .await
+            .expect("a chunk")
+            .expect("the stream goes on");
+        String::from_utf8_lossy(&chunk).into_owned()
+    };
+    tokio::time::timeout(Duration::from_secs(10), first)
+        .await
+        .expect("the first event arrives while the stream goes on")
 }
 
 /// The deployment's status once `name`, whose process was `old_pid`, runs again and is healthy.
@@ -114,6 +170,74 @@ async fn edges_behind_a_shield_cost_one_origin_fetch_survive_a_kill_and_are_purg
         counter(&plain, &admins[0], "strata_edge_origin_fetches_total", None).await,
         fetched,
         "the shield fetched nothing for static files"
+    );
+
+    // The live dashboard on the public entry, and on edge-2: straight from dashboard-1.
+    assert_eq!(
+        status["dashboard"]["public"][0],
+        format!("http://{public}/dashboard/"),
+        "strata status says where: {status:#}"
+    );
+    let r = plain
+        .get(format!("http://{public}/dashboard"))
+        .send()
+        .await
+        .expect("GET /dashboard");
+    assert_eq!(r.status().as_u16(), 308);
+    assert_eq!(r.headers()["location"], "/dashboard/");
+    for (edge, admin) in [(&public, &admins[1]), (&edge2, &admins[2])] {
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let r = plain
+                .get(format!("http://{edge}/dashboard/"))
+                .send()
+                .await
+                .expect("GET /dashboard/");
+            assert_eq!(r.status().as_u16(), 200);
+            assert_eq!(r.headers()["cache-control"], "no-cache");
+            assert!(r.headers().contains_key("etag"));
+            seen.push(
+                r.headers()["cache-status"]
+                    .to_str()
+                    .unwrap_or("")
+                    .to_owned(),
+            );
+            let page = r.text().await.expect("page");
+            assert!(
+                page.contains("EventSource(\"events\")"),
+                "the page, relative URLs"
+            );
+        }
+        assert!(seen[0].contains("fwd=miss; stored"), "{edge}: {seen:?}");
+        assert!(
+            seen[1].contains("fwd=stale; fwd-status=304"),
+            "revalidated: {seen:?}"
+        );
+        let snap = dashboard_snapshot(&plain, edge).await;
+        assert!(
+            snap["roles"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| r["name"] == "edge-shield")),
+            "{snap}"
+        );
+        let event = dashboard_event(&plain, edge).await;
+        assert!(event.starts_with("data: "), "{event}");
+        assert_eq!(
+            counter(
+                &plain,
+                admin,
+                "strata_edge_not_stored_total",
+                Some("event-stream")
+            )
+            .await,
+            1,
+            "the event stream passed on, not stored"
+        );
+    }
+    assert_eq!(
+        counter(&plain, &admins[0], "strata_edge_origin_fetches_total", None).await,
+        fetched,
+        "the shield was not asked for the dashboard"
     );
 
     // The whole path through the public entry: accounts, the upload, the worker.
@@ -238,6 +362,8 @@ async fn edges_behind_a_shield_cost_one_origin_fetch_survive_a_kill_and_are_purg
         counter(&plain, &admins[0], "strata_edge_origin_fetches_total", None).await,
         shield_before
     );
+    // The restarted edge-1 still routes the dashboard.
+    dashboard_snapshot(&plain, &public).await;
 
     // Profiles: the edges keep them (CDN-Cache-Control), and a write purges them from every edge —
     // here while edge-2, which holds a copy, is down: the purge is retried until it is back.

@@ -1,7 +1,9 @@
 //! `strata dashboard`: the deployment's live dashboard, one web page served on loopback by a
 //! role of the deployment (`[observe] dashboard = true` plans `dashboard-1`).
 //!
-//! - `GET /` — the page (`page.html`, inline CSS and JS, nothing fetched from elsewhere): every
+//! - `GET /` — the page (`page.html`, inline CSS and JS, nothing fetched from elsewhere; its
+//!   URLs relative, so that it works at `/` here and under `/dashboard/` through an edge,
+//!   `--route`; an `ETag` and `no-cache`, so an edge stores it and revalidates it): every
 //!   role as a box in its tier, coloured by health; the data tier's clusters, each primary
 //!   with an arrow to each replica labelled with its lag, and the shard groups with their
 //!   slots and users ([`data`]); each tier's requests/s, p99 and error ratio
@@ -17,6 +19,8 @@
 //! - `GET /api/traces/{trace_id}` — one trace's spans from every role ([`traces`]).
 //! - `POST /api/login` — an email and password exchanged for an access token at an API server.
 //! - `GET /healthz` — for `strata status`.
+//!
+//! Every other answer says `Cache-Control: no-store`: live, and some an admin's.
 //!
 //! One scrape loop ([`collect`]) feeds every client through a `watch` channel: a page costs
 //! the roles nothing more. The maths of rates and quantiles is in [`metrics`].
@@ -57,6 +61,35 @@ pub const MAX_CLIENTS: usize = 16;
 const MAX_BODY: usize = 8 * 1024;
 /// The page.
 const PAGE: &str = include_str!("page.html");
+/// The page's entity tag: a digest of its bytes (FNV-1a, 64 bits), fixed when it is built.
+const PAGE_TAG: &str = {
+    const DIGEST: u64 = fnv1a(PAGE.as_bytes());
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    const TAG: [u8; 18] = {
+        let mut tag = [b'"'; 18];
+        let mut i = 0;
+        while i < 16 {
+            tag[1 + i] = HEX[((DIGEST >> (60 - 4 * i)) & 0xf) as usize];
+            i += 1;
+        }
+        tag
+    };
+    match std::str::from_utf8(&TAG) {
+        Ok(tag) => tag,
+        Err(_) => panic!("an entity tag is ASCII"),
+    }
+};
+
+const fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < bytes.len() {
+        hash ^= bytes[i] as u64;
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        i += 1;
+    }
+    hash
+}
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -86,17 +119,46 @@ fn app(shared: Shared) -> Router {
         .route("/api/chaos", post(start_chaos).delete(stop_chaos))
         .fallback(|| async { Problem::NotFound("No such page: the dashboard is at /.".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::map_response(no_store_unless_said))
         .with_state(shared)
 }
 
-async fn page() -> Response {
-    let mut r = PAGE.into_response();
+/// Every answer but the page's is `no-store` (RFC 9111 §5.2.2.5): no cache, an edge's
+/// included, keeps it.
+async fn no_store_unless_said(mut r: Response) -> Response {
+    r.headers_mut()
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    r
+}
+
+/// Whether an `If-None-Match` list names the page's tag (weak comparison, RFC 9110 §13.1.2).
+fn names_the_page(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|list| list.split(','))
+        .map(|tag| tag.trim().trim_start_matches("W/"))
+        .any(|tag| tag == "*" || tag == PAGE_TAG)
+}
+
+/// `GET /`: the page, with its `ETag` and `no-cache` (stored by the edges and browsers, and
+/// revalidated before each use: a `304` without a body when it has not changed).
+async fn page(headers: HeaderMap) -> Response {
+    let mut r = if names_the_page(&headers) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let mut r = PAGE.into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        r
+    };
     let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::ETAG, HeaderValue::from_static(PAGE_TAG));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
@@ -328,4 +390,50 @@ pub async fn run(args: DashboardArgs) -> anyhow::Result<()> {
         .context("the dashboard's server failed")?;
     scraping.abort();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_page_has_an_etag_and_answers_304_to_it() {
+        assert_eq!(PAGE_TAG.len(), 18);
+        assert!(PAGE_TAG.starts_with('"') && PAGE_TAG.ends_with('"'));
+        let r = page(HeaderMap::new()).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()[header::ETAG], PAGE_TAG);
+        assert_eq!(r.headers()[header::CACHE_CONTROL], "no-cache");
+        for asked in [
+            PAGE_TAG.to_string(),
+            format!("\"x\", W/{PAGE_TAG}"),
+            "*".into(),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::IF_NONE_MATCH,
+                HeaderValue::from_str(&asked).expect("value"),
+            );
+            let r = page(headers).await;
+            assert_eq!(r.status(), StatusCode::NOT_MODIFIED, "{asked}");
+            assert_eq!(r.headers()[header::ETAG], PAGE_TAG);
+        }
+        let mut other = HeaderMap::new();
+        other.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"x\""));
+        assert_eq!(page(other).await.status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn the_page_asks_for_everything_by_relative_urls() {
+        for absolute in [
+            "fetch(\"/",
+            "EventSource(\"/",
+            "href=\"/",
+            "src=\"/",
+            "action=\"/",
+        ] {
+            assert!(!PAGE.contains(absolute), "{absolute} in page.html");
+        }
+        assert!(PAGE.contains("fetch(\"api/snapshot") || PAGE.contains("EventSource(\"events\")"));
+    }
 }

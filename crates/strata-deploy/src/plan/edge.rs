@@ -3,8 +3,15 @@
 //! `edge-shield`, the one edge that talks to the origin (a miss on many edges costs one origin
 //! fetch). Each edge keeps its disk store in `DIR/edge/<role>`, which survives its restarts.
 //! With `static_dir`, the edges clients reach serve that directory's files themselves.
+//!
+//! With the live dashboard (`[observe] dashboard = true`), the edges clients reach send
+//! [`DASHBOARD_PREFIX`] straight to `dashboard-1` (`--route`), not through the shield: the
+//! dashboard is on the public entry. `dashboard-1` depends on no role (it reads the
+//! deployment's state file), so it is planned before the edges, which depend on it and learn
+//! its address from its readiness line; restarted, it keeps its port.
 
 use strata_edge::role::{ByteSize, EdgeArgs, EdgeCommand};
+use strata_edge::route::RouteSpec;
 use strata_lb::tls::CertFiles;
 
 use super::{Plan, PlanContext, RoleSpec, Setup, Wiring};
@@ -16,6 +23,9 @@ pub const EDGE_DIR: &str = "edge";
 
 /// The shield's role name.
 pub const SHIELD: &str = "edge-shield";
+
+/// Where the edges clients reach serve the live dashboard.
+pub const DASHBOARD_PREFIX: &str = "/dashboard/";
 
 /// The edges, after the balancer or the API servers they front.
 pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
@@ -34,6 +44,7 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
     } else {
         origin
     };
+    let dashboard = plan.role(super::observe::DASHBOARD).map(|r| r.name.clone());
     for i in 1..=spec.count {
         let name = format!("edge-{i}");
         let port = if i == 1 { ctx.public_port } else { 0 };
@@ -42,8 +53,11 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
             .tls
             .as_ref()
             .map(|tls| (if i == 1 { tls.port } else { 0 }, tls.cert_and_key.clone()));
-        plan.roles
-            .push(edge_role(ctx, &spec, &name, &front, tls).on_port(port));
+        let mut edge = edge_role(ctx, &spec, &name, &front, tls);
+        if let Some(dashboard) = &dashboard {
+            route_to_dashboard(&mut edge, dashboard);
+        }
+        plan.roles.push(edge.on_port(port));
     }
     if let Some(files) = &spec.static_files {
         let dir = std::path::PathBuf::from(&files.dir);
@@ -58,6 +72,22 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
                 Ok(())
             }));
     }
+}
+
+/// `edge` sends [`DASHBOARD_PREFIX`] to the role `dashboard`, once it is ready.
+fn route_to_dashboard(edge: &mut RoleSpec, dashboard: &str) {
+    edge.depends_on.push(dashboard.to_string());
+    let dashboard = dashboard.to_string();
+    edge.map_wired_command(move |w: &Wiring, command: &mut RoleCommand| {
+        let origin = w.addr(&dashboard, crate::roles::DashboardArgs::LISTENER)?;
+        if let RoleCommand::Edge(edge) = command {
+            edge.args.routes.push(RouteSpec {
+                prefix: DASHBOARD_PREFIX.into(),
+                origin,
+            });
+        }
+        Ok(())
+    });
 }
 
 /// One edge named `name` in front of role `origin`'s HTTP listener; with `tls`, also HTTPS on

@@ -176,6 +176,20 @@ impl RoleSpec {
         });
     }
 
+    /// Changes the command the role is started with, from the same wiring (an address one
+    /// of its dependencies announced).
+    pub fn map_wired_command(
+        &mut self,
+        change: impl Fn(&Wiring, &mut RoleCommand) -> Result<(), PlanError> + Send + Sync + 'static,
+    ) {
+        let build = self.build.clone();
+        self.build = Arc::new(move |w: &Wiring| {
+            let mut command = build(w)?;
+            change(w, &mut command)?;
+            Ok(command)
+        });
+    }
+
     /// The role's typed command, given where its dependencies are and its own port.
     pub fn command(&self, wiring: &Wiring) -> Result<RoleCommand, PlanError> {
         (self.build)(wiring)
@@ -269,8 +283,9 @@ impl Plan {
         workers::plan(topology, ctx, &mut plan);
         dns::plan(topology, ctx, &mut plan);
         observe::plan(topology, ctx, &mut plan);
-        edge::plan(topology, ctx, &mut plan);
+        // Before the edges, which send /dashboard/ to it.
         observe::plan_dashboard(topology, ctx, &mut plan);
+        edge::plan(topology, ctx, &mut plan);
         observe::plan_tracing(topology, &mut plan);
         debug_assert!(plan.check().is_ok(), "{:?}", plan.check());
         plan

@@ -10,7 +10,8 @@
 //! Prometheus's address for it holds.
 //!
 //! The live dashboard's role, `dashboard-1` (`[observe] dashboard = true`), reads the same
-//! state file, so it depends on no role and starts last.
+//! state file, so it depends on no role; it is planned before the edges, which depend on it
+//! to send `/dashboard/` to it ([`super::edge`]).
 
 use strata_observe::node::PrometheusArgs;
 

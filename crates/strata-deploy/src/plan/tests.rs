@@ -1205,3 +1205,58 @@ fn the_edges_origin_timeout_reaches_every_edge_and_bounds_the_collapsed_wait() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn the_edges_clients_reach_send_the_dashboard_prefix_straight_to_the_dashboard() {
+    let plan = compile(
+        "[lb]\n[api]\ncount = 1\n[edge]\ncount = 2\nshield = true\n[observe]\ndashboard = true\n",
+    );
+    assert!(plan.check().is_ok(), "{:?}", plan.check());
+    let announced = announce_all(&plan);
+    let dashboard = &announced[crate::plan::observe::DASHBOARD]["http"];
+    let routes = |plan: &Plan, name: &str| match command(plan, name) {
+        RoleCommand::Edge(edge) => edge
+            .args
+            .routes
+            .iter()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
+    for edge in ["edge-1", "edge-2"] {
+        assert_eq!(
+            routes(&plan, edge),
+            [format!("/dashboard/={dashboard}")],
+            "{edge}"
+        );
+        let role = plan.role(edge).expect("edge");
+        assert!(
+            role.depends_on.iter().any(|d| d == "dashboard-1"),
+            "{edge} starts once the dashboard's address is known: {:?}",
+            role.depends_on
+        );
+        assert!(
+            invocation(&plan, edge)
+                .args
+                .windows(2)
+                .any(|w| w[0] == "--route" && w[1] == format!("/dashboard/={dashboard}")),
+            "on its command line"
+        );
+    }
+    assert!(
+        routes(&plan, SHIELD_NAME).is_empty(),
+        "the shield is not asked"
+    );
+    assert!(
+        plan.role("dashboard-1")
+            .expect("dashboard")
+            .depends_on
+            .is_empty(),
+        "the dashboard depends on nothing: no cycle"
+    );
+    // Without the dashboard, or without edges, no route.
+    let plan = compile("[lb]\n[api]\ncount = 1\n[edge]\n");
+    assert!(routes(&plan, "edge-1").is_empty());
+    let plan = compile("[lb]\n[api]\ncount = 1\n[observe]\ndashboard = true\n");
+    assert!(plan.role("edge-1").is_none() && plan.role("dashboard-1").is_some());
+}
