@@ -8,7 +8,7 @@
 //! purge is retried until it is back on its new admin port. The edges also speak HTTPS
 //! (`tls_port`, `dev_cert`): edge-2 serves the image it holds over TLS. Last, `strata edge purge
 //! --dir` purges the photos from the shield and both edges. The live dashboard runs too
-//! (`[observe] dashboard = true`): both edges serve it at `/dashboard/`, straight from
+//! (`[observe] dashboard = true`, routed by `[edge] dashboard = true`): both edges serve it at `/dashboard/`, straight from
 //! `dashboard-1` (the shield never asked), its page stored and revalidated with a 304, its
 //! snapshot never stored, its event stream passed on as it comes — also from edge-1 once it is
 //! restarted.
@@ -23,7 +23,7 @@ use strata_photos::testdata;
 use strata_photos::upload::Format;
 
 const TOPOLOGY: &str = "name = \"edges\"\n[edge]\ncount = 2\nshield = true\nmemory_mib = 64\n\
-    disk_mib = 64\ntls_port = 0\ndev_cert = true\n[lb]\n[api]\ncount = 2\n[workers]\ncount = 1\n\
+    disk_mib = 64\ntls_port = 0\ndev_cert = true\ndashboard = true\n[lb]\n[api]\ncount = 2\n[workers]\ncount = 1\n\
     [observe]\ndashboard = true\n";
 
 /// The name clients give the service (the `Host` of their requests), whichever edge they reach.

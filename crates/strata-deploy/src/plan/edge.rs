@@ -4,7 +4,8 @@
 //! fetch). Each edge keeps its disk store in `DIR/edge/<role>`, which survives its restarts.
 //! With `static_dir`, the edges clients reach serve that directory's files themselves.
 //!
-//! With the live dashboard (`[observe] dashboard = true`), the edges clients reach send
+//! With `[edge] dashboard = true` (and the live dashboard, `[observe] dashboard = true`) the
+//! edges clients reach send
 //! [`DASHBOARD_PREFIX`] straight to `dashboard-1` (`--route`), not through the shield: the
 //! dashboard is on the public entry. `dashboard-1` depends on no role (it reads the
 //! deployment's state file), so it is planned before the edges, which depend on it and learn
@@ -44,7 +45,11 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
     } else {
         origin
     };
-    let dashboard = plan.role(super::observe::DASHBOARD).map(|r| r.name.clone());
+    // Only when asked: through the public entry, anyone could watch the deployment.
+    let dashboard = plan
+        .role(super::observe::DASHBOARD)
+        .filter(|_| spec.dashboard)
+        .map(|r| r.name.clone());
     for i in 1..=spec.count {
         let name = format!("edge-{i}");
         let port = if i == 1 { ctx.public_port } else { 0 };

@@ -1209,7 +1209,7 @@ fn the_edges_origin_timeout_reaches_every_edge_and_bounds_the_collapsed_wait() {
 #[test]
 fn the_edges_clients_reach_send_the_dashboard_prefix_straight_to_the_dashboard() {
     let plan = compile(
-        "[lb]\n[api]\ncount = 1\n[edge]\ncount = 2\nshield = true\n[observe]\ndashboard = true\n",
+        "[lb]\n[api]\ncount = 1\n[edge]\ncount = 2\nshield = true\ndashboard = true\n[observe]\ndashboard = true\n",
     );
     assert!(plan.check().is_ok(), "{:?}", plan.check());
     let announced = announce_all(&plan);
@@ -1254,9 +1254,24 @@ fn the_edges_clients_reach_send_the_dashboard_prefix_straight_to_the_dashboard()
             .is_empty(),
         "the dashboard depends on nothing: no cycle"
     );
-    // Without the dashboard, or without edges, no route.
+    // Without the dashboard, without edges, or without `[edge] dashboard = true` (the
+    // default: the public entry does not show the deployment), no route.
     let plan = compile("[lb]\n[api]\ncount = 1\n[edge]\n");
     assert!(routes(&plan, "edge-1").is_empty());
+    let plan = compile("[lb]\n[api]\ncount = 1\n[edge]\n[observe]\ndashboard = true\n");
+    assert!(routes(&plan, "edge-1").is_empty());
+    let errors = crate::topology::Topology::parse(
+        "[lb]\n[api]\ncount = 1\n[edge]\ndashboard = true\n",
+        8080,
+    )
+    .expect_err("no dashboard to route to");
+    assert!(
+        errors
+            .0
+            .iter()
+            .any(|e| e.message.contains("add `[observe] dashboard = true`")),
+        "{errors}"
+    );
     let plan = compile("[lb]\n[api]\ncount = 1\n[observe]\ndashboard = true\n");
     assert!(plan.role("edge-1").is_none() && plan.role("dashboard-1").is_some());
 }

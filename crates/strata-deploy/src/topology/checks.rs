@@ -182,6 +182,17 @@ pub(super) fn control(
 /// `[dns]` answers with the balancers' addresses: it needs `[lb]`, each balancer on a loopback
 /// address of its own (all of 127.0.0.0/8 is bindable on Linux only); the edges, which would
 /// be the entry DNS hands out, are not put behind it yet.
+/// `[edge] dashboard = true` needs the dashboard itself.
+pub(super) fn edge(t: &Topology, doc: &Document<'_>, errors: &mut Vec<TopologyError>) {
+    if t.edge.as_ref().is_some_and(|e| e.dashboard) && !t.observe.dashboard {
+        errors.push(TopologyError {
+            line: doc.line_of("edge", "dashboard"),
+            message: "`edge.dashboard = true` routes the live dashboard through the edges: add `[observe] dashboard = true`, or remove it"
+                .into(),
+        });
+    }
+}
+
 pub(super) fn dns(t: &Topology, doc: &Document<'_>, errors: &mut Vec<TopologyError>) {
     if t.dns.is_none() {
         return;

@@ -20,6 +20,10 @@
 //! static_max_age_secs = 3600
 //! origin_timeout_ms = 10000  # how long an edge waits for its origin's answer head before
 //!                        # it counts the origin as failing (and answers stale-if-error copies)
+//! dashboard = true       # the live dashboard ([observe] dashboard = true) at /dashboard/ on
+//!                        # the public entry; off by default: anyone who reaches the public
+//!                        # entry could then watch the deployment (changing it still needs an
+//!                        # admin's token)
 //! ```
 
 use super::LbTls;
@@ -50,6 +54,8 @@ pub struct EdgeSpec {
     /// How long an edge waits for its origin's answer head (the shield's, for the edges in
     /// front of it), in milliseconds.
     pub origin_timeout_ms: u64,
+    /// The edges clients reach send `/dashboard/` to the live dashboard.
+    pub dashboard: bool,
 }
 
 /// The edges' default origin timeout: `strata edge`'s own.
@@ -112,6 +118,7 @@ pub(super) fn read(sec: &mut Section<'_>) -> EdgeSpec {
     let origin_timeout_ms = sec
         .int("origin_timeout_ms", 100..=60_000)
         .unwrap_or(ORIGIN_TIMEOUT_MS);
+    let dashboard = sec.bool("dashboard").unwrap_or(false);
     if static_dir.is_none() {
         for key in ["static_prefix", "static_max_age_secs"] {
             if sec.has(key) {
@@ -144,6 +151,7 @@ pub(super) fn read(sec: &mut Section<'_>) -> EdgeSpec {
         tls,
         static_files,
         origin_timeout_ms,
+        dashboard,
     }
 }
 
@@ -171,6 +179,7 @@ mod tests {
                 tls: None,
                 static_files: None,
                 origin_timeout_ms: super::ORIGIN_TIMEOUT_MS,
+                dashboard: false,
             })
         );
         assert_eq!(
@@ -191,6 +200,7 @@ mod tests {
                 tls: None,
                 static_files: None,
                 origin_timeout_ms: super::ORIGIN_TIMEOUT_MS,
+                dashboard: false,
             })
         );
         assert_eq!(

@@ -419,6 +419,7 @@ impl Topology {
         checks::engines(&topology, &doc, env.locate, &mut errors);
         checks::control(&topology, &doc, env.answers, &mut errors);
         checks::dns(&topology, &doc, &mut errors);
+        checks::edge(&topology, &doc, &mut errors);
         // Stable: mistakes on one line keep the order they were found in.
         errors.sort_by_key(|e| e.line);
         if errors.is_empty() {
