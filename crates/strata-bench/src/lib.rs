@@ -4,7 +4,8 @@
 //! Snowflake ids), `strata-store` (loading users), `strata-deploy` (a running deployment's
 //! roles, health and account store), `strata-engines` (signalling processes, a private
 //! RabbitMQ broker), `strata-photos` (the photo worker's rendering, images and poison files
-//! to upload) and `strata-queue` (the queue engines).
+//! to upload), `strata-queue` (the queue engines) and `strata-edge` (its memory store, replayed
+//! by `strata cache-load edge`).
 //!
 //! - [`seed`]: reproducible synthetic users (`strata seed`), generated on a thread ahead of
 //!   bulk inserts, with a progress bar;

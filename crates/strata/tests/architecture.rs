@@ -52,6 +52,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "strata-core",
             "strata-store",
             "strata-deploy",
+            "strata-edge",
             "strata-engines",
             "strata-photos",
             "strata-queue",

@@ -9,6 +9,7 @@
 //!
 //! Every command prints one JSON object on stdout; progress goes to stderr.
 
+mod edge;
 pub mod sim;
 mod stampede;
 pub mod trace;
@@ -39,11 +40,14 @@ enum CacheLoadCommand {
     Simulate(SimulateArgs),
     /// Trials of concurrent requests for a new cold user each; loads per trial.
     Stampede(stampede::StampedeArgs),
+    /// Replay a trace through the CDN edge's memory store, with its TinyLFU admission and with
+    /// plain LRU, next to the ideal caches.
+    Edge(edge::EdgeArgs),
 }
 
 /// The trace: which distribution, over how many users, from which seed.
 #[derive(Debug, Clone, Args)]
-struct TraceArgs {
+pub(super) struct TraceArgs {
     #[arg(long, value_enum, default_value = "zipf")]
     workload: Shape,
     /// Zipf exponent s (P(rank r) ∝ 1/r^s).
@@ -129,6 +133,7 @@ pub async fn run(args: CacheLoadArgs) -> anyhow::Result<()> {
         CacheLoadCommand::Run(a) => send(a).await,
         CacheLoadCommand::Simulate(a) => simulate(a),
         CacheLoadCommand::Stampede(a) => stampede::run(a).await,
+        CacheLoadCommand::Edge(a) => edge::run(a).await,
     }
 }
 

@@ -538,14 +538,17 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_scan_of_once_seen_urls_does_not_flush_the_objects_that_earn_the_hits() {
+    /// How many of 70 hot objects (each asked 12 times) a store with `eviction` keeps through
+    /// a scan of ten times its memory in URLs asked once.
+    async fn hot_kept_through_a_scan(eviction: Eviction) -> (usize, u64) {
         let config = StoreConfig {
             memory_bytes: 1 << 20,
             disk: None,
             max_object: 64 << 10,
         };
-        let store = Store::open(&config, Arc::default()).await.expect("store");
+        let store = Store::open_with(&config, Arc::default(), eviction)
+            .await
+            .expect("store");
         let none = HeaderMap::new();
         // Hot objects filling most of the memory (moka counts frequencies once the cache is
         // half full, as it is in steady state).
@@ -558,9 +561,9 @@ mod tests {
             }
             // Moka counts reads in batches, as a live server's traffic has it do all the time;
             // a loop this tight must let it catch up, or reads are dropped uncounted.
-            store.memory.run_pending_tasks().await;
+            store.settle().await;
         }
-        store.memory.run_pending_tasks().await;
+        store.settle().await;
         // Ten times the memory in URLs seen once each (a crawler, a scan).
         for i in 0..1000 {
             let url = format!("scan/{i}");
@@ -568,19 +571,30 @@ mod tests {
                 store.insert(object(&url, 10_000)).await;
             }
             if i % 32 == 0 {
-                store.memory.run_pending_tasks().await;
+                store.settle().await;
             }
         }
-        store.memory.run_pending_tasks().await;
+        store.settle().await;
         let mut kept = 0;
         for url in &hot {
             kept += usize::from(store.lookup(url, &none).await.is_some());
         }
-        // Plain LRU would keep none of them.
+        (kept, store.usage().await.memory_bytes)
+    }
+
+    #[tokio::test]
+    async fn a_scan_of_once_seen_urls_does_not_flush_the_objects_that_earn_the_hits() {
+        let (kept, memory) = hot_kept_through_a_scan(Eviction::TinyLfu).await;
         assert!(
             kept >= 56,
             "only {kept} of 70 hot objects survived the scan"
         );
-        assert!(store.usage().await.memory_bytes <= config.memory_bytes);
+        assert!(memory <= 1 << 20);
+        // The comparison `strata cache-load edge` makes: plain LRU loses them all.
+        let (kept, _) = hot_kept_through_a_scan(Eviction::Lru).await;
+        assert_eq!(
+            kept, 0,
+            "plain LRU kept {kept} hot objects through the scan"
+        );
     }
 }
