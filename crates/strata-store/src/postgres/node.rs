@@ -59,31 +59,34 @@ impl NodeStatus {
     }
 }
 
-/// Asks the server at `url` for its role and WAL positions, over a fresh connection, within
-/// `timeout`.
-pub async fn probe_node(url: &str, timeout: Duration) -> Result<NodeStatus, StoreError> {
-    let probe = async {
+/// Runs `sql` over a fresh connection to the server at `url`, within `timeout`.
+async fn query_fresh(url: &str, timeout: Duration, sql: &str) -> Result<Vec<Row>, StoreError> {
+    let query = async {
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| StoreError::Unusable(format!("not a PostgreSQL URL: {e}")))?;
         config.connect_timeout(timeout);
         let (client, connection) = config.connect(NoTls).await.map_err(|e| unavailable(&e))?;
         let driver = tokio::spawn(connection);
-        let row = client
-            .query_one(STATUS_SQL, &[])
-            .await
-            .map_err(|e| engine_error(&e));
+        let rows = client.query(sql, &[]).await.map_err(|e| engine_error(&e));
         drop(client);
         driver.abort();
-        NodeStatus::of(&row?)
+        rows
     };
-    tokio::time::timeout(timeout, probe)
+    tokio::time::timeout(timeout, query)
         .await
         .unwrap_or_else(|_| {
             Err(StoreError::Unavailable(
                 "postgres: no answer in time".into(),
             ))
         })
+}
+
+/// Asks the server at `url` for its role and WAL positions, over a fresh connection, within
+/// `timeout`.
+pub async fn probe_node(url: &str, timeout: Duration) -> Result<NodeStatus, StoreError> {
+    let rows = query_fresh(url, timeout, STATUS_SQL).await?;
+    NodeStatus::of(rows.first().ok_or_else(|| unavailable("no status row"))?)
 }
 
 /// One standby as its primary sees it (`pg_stat_replication`): for `strata status`, what a
@@ -107,39 +110,22 @@ pub async fn probe_standbys(url: &str, timeout: Duration) -> Result<Vec<StandbyL
         GREATEST(pg_current_wal_flush_lsn() - COALESCE(write_lsn, '0/0'::pg_lsn), 0)::float8, \
         (EXTRACT(epoch FROM write_lag) * 1000)::float8 \
         FROM pg_stat_replication";
-    let probe = async {
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| StoreError::Unusable(format!("not a PostgreSQL URL: {e}")))?;
-        config.connect_timeout(timeout);
-        let (client, connection) = config.connect(NoTls).await.map_err(|e| unavailable(&e))?;
-        let driver = tokio::spawn(connection);
-        let rows = client.query(SQL, &[]).await.map_err(|e| engine_error(&e));
-        drop(client);
-        driver.abort();
-        rows?
-            .iter()
-            .map(|row| {
-                let behind: f64 = row.try_get(1).map_err(|e| unavailable(&e))?;
-                let lag_ms: Option<f64> = row.try_get(2).map_err(|e| unavailable(&e))?;
-                Ok(StandbyLag {
-                    name: row.try_get(0).map_err(|e| unavailable(&e))?,
-                    // WAL positions fit in 64 bits; the float is exact below 2^53.
-                    behind_bytes: behind.max(0.0) as u64,
-                    lag: lag_ms
-                        .filter(|ms| ms.is_finite() && *ms >= 0.0)
-                        .map(|ms| Duration::from_secs_f64(ms / 1000.0)),
-                })
+    query_fresh(url, timeout, SQL)
+        .await?
+        .iter()
+        .map(|row| {
+            let behind: f64 = row.try_get(1).map_err(|e| unavailable(&e))?;
+            let lag_ms: Option<f64> = row.try_get(2).map_err(|e| unavailable(&e))?;
+            Ok(StandbyLag {
+                name: row.try_get(0).map_err(|e| unavailable(&e))?,
+                // WAL positions fit in 64 bits; the float is exact below 2^53.
+                behind_bytes: behind.max(0.0) as u64,
+                lag: lag_ms
+                    .filter(|ms| ms.is_finite() && *ms >= 0.0)
+                    .map(|ms| Duration::from_secs_f64(ms / 1000.0)),
             })
-            .collect()
-    };
-    tokio::time::timeout(timeout, probe)
-        .await
-        .unwrap_or_else(|_| {
-            Err(StoreError::Unavailable(
-                "postgres: no answer in time".into(),
-            ))
         })
+        .collect()
 }
 
 #[cfg(test)]
