@@ -10,6 +10,9 @@
 //! zone_ttl_secs = 3600           # TTL of SOA and NS (default 3600)
 //! policy = "geo"                 # geo | weighted | failover
 //! nameservers = ["ns1.strata.test."]   # NS names (default ns1.<zone>)
+//! primary_file = "/srv/strata/postgres/cluster.json"  # failover: prefer the data centre whose
+//!                                # `databases` hold the `"primary"` this JSON file names (read
+//!                                # every health interval); else the listed order
 //!
 //! [glue]                         # addresses of in-zone nameservers (A/AAAA, and NS additionals)
 //! "ns1.strata.test." = ["127.0.0.1"]
@@ -30,6 +33,7 @@
 //! countries = ["US", "CA"]       # ... and/or the countries/continents it serves
 //! continents = ["NA"]
 //! fallback = ["us-west"]         # geo: where its clients go when it is down, in order
+//! databases = ["pg-1"]           # failover with primary_file: the database servers it holds
 //! ```
 
 use std::collections::{HashMap, HashSet};
@@ -86,6 +90,8 @@ pub struct DataCentre {
     pub continents: Vec<String>,
     /// Indexes into [`DnsConfig::datacentres`], in the order its clients fall back to.
     pub fallback: Vec<usize>,
+    /// The database servers it holds (for [`DnsConfig::primary_file`]).
+    pub databases: Vec<String>,
 }
 
 /// A validated configuration.
@@ -104,6 +110,9 @@ pub struct DnsConfig {
     pub policy: Policy,
     pub health: HealthSettings,
     pub datacentres: Vec<DataCentre>,
+    /// Under `failover`: a JSON file whose `"primary"` names a database server; the data centre
+    /// holding it is preferred (the listed order comes after it).
+    pub primary_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,6 +131,7 @@ struct RawConfig {
     health: RawHealth,
     #[serde(default)]
     datacenter: Vec<RawDataCentre>,
+    primary_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -149,6 +159,8 @@ struct RawDataCentre {
     continents: Vec<String>,
     #[serde(default)]
     fallback: Vec<String>,
+    #[serde(default)]
+    databases: Vec<String>,
 }
 
 /// Everything wrong with a configuration, one sentence per mistake.
@@ -262,6 +274,19 @@ impl RawConfig {
         }
         let health = self.health.validate(&mut errors);
         let datacentres = validate_datacentres(self.datacenter, self.policy, &mut errors);
+        let primary_file = self.primary_file.map(std::path::PathBuf::from);
+        if primary_file.is_some() && self.policy != Policy::Failover {
+            errors.push(
+                "primary_file orders the data centres of policy \"failover\": remove it, or use that policy"
+                    .into(),
+            );
+        }
+        if primary_file.is_some() && datacentres.iter().all(|dc| dc.databases.is_empty()) {
+            errors.push(
+                "primary_file needs the database servers of each data centre: add databases = [...] to the [[datacenter]] tables"
+                    .into(),
+            );
+        }
         if errors.is_empty() {
             Ok(DnsConfig {
                 zone,
@@ -274,6 +299,7 @@ impl RawConfig {
                 policy: self.policy,
                 health,
                 datacentres,
+                primary_file,
             })
         } else {
             Err(ConfigErrors(errors))
@@ -460,6 +486,7 @@ fn validate_datacentres(
             countries,
             continents,
             fallback,
+            databases: dc.databases,
         });
     }
     if policy == Policy::Weighted && !out.is_empty() && out.iter().all(|dc| dc.weight == 0) {

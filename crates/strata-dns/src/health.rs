@@ -12,7 +12,7 @@
 //! on a query.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
@@ -25,6 +25,9 @@ use crate::config::{DataCentre, HealthSettings};
 #[derive(Debug)]
 pub struct HealthTable {
     up: Vec<Vec<AtomicBool>>,
+    /// The data centre `failover` tries first (the one holding the primary, when the
+    /// configuration names a primary file; else the first listed).
+    preferred: AtomicUsize,
 }
 
 impl HealthTable {
@@ -35,7 +38,18 @@ impl HealthTable {
                 .iter()
                 .map(|dc| dc.balancers.iter().map(|_| AtomicBool::new(true)).collect())
                 .collect(),
+            preferred: AtomicUsize::new(0),
         }
+    }
+
+    /// The data centre `failover` tries first.
+    pub fn preferred(&self) -> usize {
+        self.preferred.load(Ordering::Relaxed)
+    }
+
+    /// Makes data centre `dc` the one `failover` tries first.
+    pub fn prefer(&self, dc: usize) {
+        self.preferred.store(dc, Ordering::Relaxed);
     }
 
     /// Whether balancer `b` of data centre `dc` is up.
@@ -69,6 +83,8 @@ pub struct Checker {
     table: Arc<HealthTable>,
     settings: HealthSettings,
     targets: Vec<Target>,
+    /// The primary file, and each data centre's database servers (see [`Checker::follow`]).
+    primary: Option<(std::path::PathBuf, Vec<Vec<String>>)>,
 }
 
 #[derive(Debug)]
@@ -100,6 +116,50 @@ impl Checker {
             table,
             settings,
             targets,
+            primary: None,
+        }
+    }
+
+    /// Every round also reads `file` (JSON with a `"primary"`: a database server's name) and
+    /// prefers the data centre of `dcs` whose `databases` hold it. A file that is missing, does
+    /// not parse or names no known server leaves the preference as it was.
+    pub fn following(mut self, file: Option<std::path::PathBuf>, dcs: &[DataCentre]) -> Self {
+        self.primary = file.map(|f| {
+            (
+                f,
+                dcs.iter()
+                    .map(|dc| dc.databases.clone())
+                    .collect::<Vec<_>>(),
+            )
+        });
+        self
+    }
+
+    /// Reads the primary file once and sets the preference from it.
+    fn follow(&self) {
+        let Some((file, databases)) = &self.primary else {
+            return;
+        };
+        let Ok(text) = std::fs::read(file) else {
+            return;
+        };
+        let Ok(state) = serde_json::from_slice::<serde_json::Value>(&text) else {
+            return;
+        };
+        let Some(primary) = state.get("primary").and_then(|p| p.as_str()) else {
+            return;
+        };
+        if let Some(dc) = databases
+            .iter()
+            .position(|d| d.iter().any(|n| n == primary))
+            && dc != self.table.preferred()
+        {
+            self.table.prefer(dc);
+            tracing::info!(
+                primary,
+                dc,
+                "the primary moved: failover answers prefer its data centre"
+            );
         }
     }
 
@@ -134,6 +194,7 @@ impl Checker {
 
     /// Runs one round and sets every verdict from it directly (before serving).
     pub async fn first_round(&mut self) {
+        self.follow();
         let client = self.client();
         let results = self.round(&client).await;
         for (t, ok) in self.targets.iter_mut().zip(results) {
@@ -152,6 +213,7 @@ impl Checker {
         tick.tick().await;
         loop {
             tick.tick().await;
+            self.follow();
             let results = self.round(&client).await;
             let (rise, fall) = (self.settings.rise, self.settings.fall);
             for (t, ok) in self.targets.iter_mut().zip(results) {
@@ -186,4 +248,86 @@ async fn probe(client: &ProbeClient, uri: Option<http::Uri>, timeout: std::time:
         Some(ok)
     };
     matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DnsConfig, Policy};
+    use crate::policy::{failover_order, select};
+
+    #[test]
+    fn failover_prefers_the_data_centre_the_primary_file_names_and_follows_it() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("cluster.json");
+        let config = DnsConfig::parse(&format!(
+            r#"
+zone = "strata.test."
+services = ["www"]
+policy = "failover"
+primary_file = "{}"
+[[datacenter]]
+name = "east"
+balancers = ["127.0.10.1:80"]
+databases = ["pg-1"]
+[[datacenter]]
+name = "west"
+balancers = ["127.0.20.1:80"]
+databases = ["pg-2", "pg-3"]
+"#,
+            file.display()
+        ))
+        .expect("valid");
+        assert_eq!(config.policy, Policy::Failover);
+        let table = Arc::new(HealthTable::all_up(&config.datacentres));
+        let checker = Checker::new(table.clone(), config.health.clone(), &config.datacentres)
+            .following(config.primary_file.clone(), &config.datacentres);
+        let chosen = || select(&config, &table, None, &mut rand::rng()).dc;
+        // No file yet: the listed order.
+        checker.follow();
+        assert_eq!(chosen(), 0);
+        // The primary moves to west: west is answered, east only when west is down.
+        std::fs::write(&file, br#"{"version": 4, "primary": "pg-3"}"#).expect("write");
+        checker.follow();
+        assert_eq!(chosen(), 1);
+        table.set(1, 0, false);
+        assert_eq!(chosen(), 0, "west down: east");
+        table.set(1, 0, true);
+        // A file that does not parse, or names no known server, changes nothing.
+        std::fs::write(&file, b"{not json").expect("write");
+        checker.follow();
+        assert_eq!(chosen(), 1);
+        std::fs::write(&file, br#"{"primary": "pg-9"}"#).expect("write");
+        checker.follow();
+        assert_eq!(chosen(), 1);
+        // Back to east.
+        std::fs::write(&file, br#"{"primary": "pg-1"}"#).expect("write");
+        checker.follow();
+        assert_eq!(chosen(), 0);
+        assert_eq!(failover_order(1, 3).collect::<Vec<_>>(), [1, 0, 2]);
+        assert_eq!(failover_order(7, 2).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(failover_order(0, 0).count(), 0);
+    }
+
+    #[test]
+    fn a_primary_file_is_refused_where_it_cannot_be_followed() {
+        let errors = DnsConfig::parse(
+            r#"
+zone = "strata.test."
+services = ["www"]
+policy = "weighted"
+primary_file = "/x.json"
+[[datacenter]]
+name = "east"
+balancers = ["127.0.10.1:80"]
+"#,
+        )
+        .expect_err("refused");
+        let text = errors.to_string();
+        assert!(
+            text.contains("primary_file orders the data centres of policy \"failover\""),
+            "{text}"
+        );
+        assert!(text.contains("add databases = [...]"), "{text}");
+    }
 }

@@ -5,7 +5,8 @@
 //!   client the database does not place gets the configured order.
 //! - `weighted`: at random among the healthy data centres, in proportion to their weights
 //!   (weight 0: only when no weighted data centre is up).
-//! - `failover`: the first healthy data centre in the configured order.
+//! - `failover`: the first healthy data centre in the configured order — after the one holding
+//!   the database primary, when the configuration names a primary file (it follows a failover).
 //!
 //! A data centre is healthy while any of its balancers is; the answer carries its healthy
 //! balancers, shuffled. When no data centre is healthy, the answer carries every balancer of
@@ -140,9 +141,18 @@ pub fn select(
     let dcs = &config.datacentres;
     match config.policy {
         Policy::Geo => first_up(geo_order(dcs, client), health),
-        Policy::Failover => first_up(0..dcs.len(), health),
+        Policy::Failover => first_up(failover_order(health.preferred(), dcs.len()), health),
         Policy::Weighted => weighted(dcs, health, rng),
     }
+}
+
+/// `failover`'s order: the preferred data centre (the one holding the primary, or the first
+/// listed), then the others as listed.
+pub fn failover_order(preferred: usize, count: usize) -> impl Iterator<Item = usize> {
+    let preferred = if preferred < count { preferred } else { 0 };
+    std::iter::once(preferred)
+        .filter(move |_| count > 0)
+        .chain((0..count).filter(move |&d| d != preferred))
 }
 
 /// The first data centre of `order` that is up; when none is, the first one, marked

@@ -61,7 +61,8 @@ impl DnsServer {
         );
         let config = Arc::new(config);
         let health = Arc::new(HealthTable::all_up(&config.datacentres));
-        let mut checker = Checker::new(health.clone(), config.health.clone(), &config.datacentres);
+        let mut checker = Checker::new(health.clone(), config.health.clone(), &config.datacentres)
+            .following(config.primary_file.clone(), &config.datacentres);
         checker.first_round().await;
         let (udp, tcp) = bind(listen).await?;
         let addr = udp.local_addr().context("cannot read the UDP address")?;

@@ -148,6 +148,43 @@ async fn until_rejoined(dir: &std::path::Path) {
     }
 }
 
+/// Once `us-east` is healthy again (its balancer answers its health check) after the primary
+/// moved to `us-west`: DNS answers `us-west` only, through several health intervals — its
+/// failover order follows the primary rather than the listed order.
+async fn keeps_answering_the_primarys_data_centre(
+    http: &reqwest::Client,
+    east: SocketAddr,
+    dns: SocketAddr,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let healthy = http
+            .get(format!("http://{east}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200);
+        if healthy {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "us-east never became healthy again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Its checks pass from now on; `rise = 2` would bring it back within three intervals if
+    // DNS preferred it. Watch for five.
+    let watch_until = Instant::now() + INTERVAL * 5;
+    while Instant::now() < watch_until {
+        assert_eq!(
+            resolve(dns).await,
+            Some(vec![WEST]),
+            "DNS answers the data centre holding the primary"
+        );
+        tokio::time::sleep(INTERVAL / 3).await;
+    }
+}
+
 /// Thaws frozen roles when the test ends, whatever happens.
 struct Thaw(Vec<u32>);
 impl Drop for Thaw {
@@ -320,6 +357,7 @@ async fn when_the_whole_first_data_centre_freezes_the_second_takes_the_primary_a
     let _cleanup = Cleanup(&dir);
     let status = status_json(&dir);
     let west = addr_of(&status, "us-west-lb-1", "http");
+    let east = addr_of(&status, "us-east-lb-1", "http");
     let dns = addr_of(&status, "dns-1", "dns");
     until_answers(dns, Duration::from_secs(10), &[EAST]).await;
     let http = admin_client(&dir, &west.to_string()).await;
@@ -357,14 +395,22 @@ async fn when_the_whole_first_data_centre_freezes_the_second_takes_the_primary_a
     let (primary, took) = failed_over(&dir, "pg-1", Duration::from_secs(30)).await;
     assert_eq!(primary, "pg-2", "us-west's replica is promoted");
     eprintln!("pg-2 in us-west was promoted {took:?} after us-east froze");
-    // Now us-east is the data centre without the primary, and nothing there streams from it.
-    let d = dir.clone();
-    let status = tokio::task::spawn_blocking(move || status_json(&d))
-        .await
-        .expect("join");
-    let replication = &status["path"]["datacenters"][0]["replication"];
-    assert_eq!(replication["primary"], "pg-2", "{status:#}");
-    assert_eq!(replication["streaming"], false, "{status:#}");
+    // Now us-east is the data centre without the primary (once pg-2 answers as one: the
+    // cluster file names it as its promotion begins), and nothing there streams from it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = dir.clone();
+        let status = tokio::task::spawn_blocking(move || status_json(&d))
+            .await
+            .expect("join");
+        let replication = &status["path"]["datacenters"][0]["replication"];
+        if replication["primary"] == "pg-2" {
+            assert_eq!(replication["streaming"], false, "{status:#}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // The acknowledged write is there, and us-west now writes beside its own primary.
     let resp = http
@@ -381,12 +427,13 @@ async fn when_the_whole_first_data_centre_freezes_the_second_takes_the_primary_a
         "a write no longer crosses the link: {writes:?}"
     );
 
-    // us-east returns: its old primary rejoins as a replica of pg-2, and DNS answers it again.
+    // us-east returns: its old primary rejoins as a replica of pg-2; DNS keeps answering
+    // us-west, which holds the primary now, though us-east is healthy again.
     for pid in &pids {
         strata_engines::process::signal_all(*pid, Signal::SIGCONT);
     }
-    until_answers(dns, Duration::from_secs(20), &[EAST]).await;
     until_rejoined(&dir).await;
+    keeps_answering_the_primarys_data_centre(&http, east, dns).await;
 }
 
 /// `strata datacenter kill us-east`: every process of `us-east` killed (SIGKILL) and held down
@@ -403,6 +450,7 @@ async fn a_data_centre_killed_outright_stays_down_until_started_and_rejoins_as_s
     let _cleanup = Cleanup(&dir);
     let status = status_json(&dir);
     let west = addr_of(&status, "us-west-lb-1", "http");
+    let east = addr_of(&status, "us-east-lb-1", "http");
     let dns = addr_of(&status, "dns-1", "dns");
     until_answers(dns, Duration::from_secs(10), &[EAST]).await;
     let http = admin_client(&dir, &west.to_string()).await;
@@ -483,8 +531,8 @@ async fn a_data_centre_killed_outright_stays_down_until_started_and_rejoins_as_s
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    until_answers(dns, Duration::from_secs(20), &[EAST]).await;
     until_rejoined(&dir).await;
+    keeps_answering_the_primarys_data_centre(&http, east, dns).await;
     // Bad input: a data centre that does not exist is named as such, with the ones that do.
     let out = run(&["datacenter", "kill", "eu-central"])
         .await

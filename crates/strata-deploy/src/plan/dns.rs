@@ -5,6 +5,11 @@
 //! checked with `GET /healthz` on its public listener — which the balancer answers by asking
 //! an API server, so a balancer that cannot reach the API pool leaves the answers too.
 //!
+//! With `[[datacenter]]` tables and `policy = "failover"` (the control plane's state in a
+//! file), the configuration names the cluster file and each data centre's PostgreSQL servers:
+//! DNS prefers the data centre that holds the primary, so after a failover clients stay where
+//! writes do not cross a link, also once the old data centre is back.
+//!
 //! Layered balancing: DNS spreads clients over the balancers, each balancer spreads their
 //! requests over the API servers. With `[dns]`, balancers listen on addresses of their own on
 //! the same port (see [`super::lb::listen_ip`]), since an answer carries addresses only.
@@ -42,12 +47,23 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
     let geoip = spec.geoip.as_ref().map(std::path::PathBuf::from);
     // One data centre per `[[datacenter]]`, in preference order, with its own balancers.
     let layout = super::datacenters::Layout::of(topology);
-    let datacentres: Vec<(DatacenterSpec, Vec<String>)> = topology
+    let datacentres: Vec<(DatacenterSpec, Vec<String>, Vec<String>)> = topology
         .datacenters
         .iter()
         .cloned()
-        .zip(layout.datacenters.into_iter().map(|dc| dc.balancers))
+        .zip(layout.datacenters)
+        .map(|(spec, dc)| (spec, dc.balancers, dc.databases))
         .collect();
+    // The preference follows the primary where the cluster's state is a file DNS can read.
+    let primary_file = (!datacentres.is_empty()
+        && spec.policy == crate::topology::DnsPolicy::Failover
+        && topology.control.store != strata_control::store_options::StoreKind::Etcd)
+        .then(|| {
+            ctx.path(&[
+                strata_control::cluster::POSTGRES_DIR,
+                strata_control::cluster::CLUSTER_FILE,
+            ])
+        });
     let role = RoleSpec::new(
         RoleKind::Dns,
         NAME,
@@ -74,16 +90,20 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
         } else {
             datacentres
                 .iter()
-                .map(|(spec, names)| {
+                .map(|(spec, names, databases)| {
                     Ok(Datacentre {
                         name: spec.name.clone(),
                         balancers: addrs(names)?,
                         spec: Some(spec.clone()),
+                        databases: databases.clone(),
                     })
                 })
                 .collect::<Result<Vec<_>, PlanError>>()?
         };
-        Ok(vec![(written.clone(), config_text(&file_spec, &entries))])
+        Ok(vec![(
+            written.clone(),
+            config_text(&file_spec, &entries, primary_file.as_deref()),
+        )])
     });
     plan.roles.push(role.on_port(spec.port));
 }
@@ -96,6 +116,8 @@ pub struct Datacentre {
     pub balancers: Vec<String>,
     /// Its `[[datacenter]]` (weight, location), when the topology has them.
     pub spec: Option<DatacenterSpec>,
+    /// Its PostgreSQL servers (for the preference that follows the primary).
+    pub databases: Vec<String>,
 }
 
 impl Datacentre {
@@ -105,15 +127,20 @@ impl Datacentre {
             name: LOCAL_DATACENTRE.into(),
             balancers,
             spec: None,
+            databases: Vec::new(),
         }
     }
 }
 
 /// `strata dns`'s configuration file (docs/dns.md) for `spec` and the data centres, in
-/// preference order. Zone, service and data centre names are letters, digits, dots, hyphens
+/// preference order (after the one holding the primary `primary_file` names, if given). Zone, service and data centre names are letters, digits, dots, hyphens
 /// and `@` (checked when read), and country and continent codes upper-case letters, so they
 /// are quoted as they are.
-pub fn config_text(spec: &DnsSpec, datacentres: &[Datacentre]) -> String {
+pub fn config_text(
+    spec: &DnsSpec,
+    datacentres: &[Datacentre],
+    primary_file: Option<&std::path::Path>,
+) -> String {
     let quoted = |items: &[String]| {
         items
             .iter()
@@ -134,6 +161,17 @@ pub fn config_text(spec: &DnsSpec, datacentres: &[Datacentre]) -> String {
         spec.rise,
         spec.fall,
     );
+    if let Some(file) = primary_file {
+        // Before any table: a top-level key. The path is the deployment's own directory.
+        text = text.replacen(
+            "\n\n[health]",
+            &format!(
+                "\nprimary_file = {:?}\n\n[health]",
+                file.display().to_string()
+            ),
+            1,
+        );
+    }
     for dc in datacentres {
         text.push_str(&format!(
             "\n[[datacenter]]\nname = \"{}\"\nbalancers = [{}]\n",
@@ -153,6 +191,9 @@ pub fn config_text(spec: &DnsSpec, datacentres: &[Datacentre]) -> String {
         }
         if !given.continents.is_empty() {
             text.push_str(&format!("continents = [{}]\n", quoted(&given.continents)));
+        }
+        if primary_file.is_some() && !dc.databases.is_empty() {
+            text.push_str(&format!("databases = [{}]\n", quoted(&dc.databases)));
         }
     }
     text
@@ -179,6 +220,7 @@ mod tests {
                 "127.0.0.1:8080".into(),
                 "127.0.10.2:8080".into(),
             ])],
+            None,
         );
         let config =
             strata_dns::config::DnsConfig::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));

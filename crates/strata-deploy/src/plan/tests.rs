@@ -1103,6 +1103,14 @@ fn each_data_centre_runs_its_balancers_before_its_own_api_servers_which_reach_th
         ]
     );
     assert_eq!(config.datacentres[1].weight, 0);
+    // Failover (the default policy) follows the primary: DNS reads the cluster file and knows
+    // each data centre's servers.
+    assert_eq!(
+        config.primary_file.as_deref(),
+        Some(Path::new("/d/postgres/cluster.json"))
+    );
+    assert_eq!(config.datacentres[0].databases, ["pg-1", "pg-2"]);
+    assert_eq!(config.datacentres[1].databases, ["pg-3"]);
     // Replication crosses the link too: us-west's server copies and follows the primary
     // through its relay, and has a route to each server of us-east; the controller re-points
     // standbys through the same routes.

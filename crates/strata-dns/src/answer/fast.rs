@@ -318,7 +318,13 @@ impl Responder {
         let dcs = &self.config.datacentres;
         let configured = || policy::first_up(0..dcs.len(), &self.health);
         match self.config.policy {
-            Policy::Failover => (configured(), 0),
+            Policy::Failover => (
+                policy::first_up(
+                    policy::failover_order(self.health.preferred(), dcs.len()),
+                    &self.health,
+                ),
+                0,
+            ),
             Policy::Weighted => (
                 policy::select(&self.config, &self.health, None, &mut scratch.rng),
                 0,

@@ -1,6 +1,6 @@
 //! The fast path against the reference path: for many random queries — names, types, cases,
 //! EDNS sizes, ECS prefixes inside and outside the database's networks, source addresses,
-//! health states, all three policies — every response the fast path gives decodes to the same
+//! health states, the data centre failover prefers, all three policies — every response the fast path gives decodes to the same
 //! message as the reference path's for the same packet (answers compared as sets, since both
 //! shuffle them), with the same size. Mangled packets are checked the same way: the fast path
 //! may decline anything, but what it answers must be what the reference path answers.
@@ -211,6 +211,8 @@ fn shuffle_health(rng: &mut StdRng, s: &Setup) {
             s.health.set(dc, b, rng.random_bool(p_up));
         }
     }
+    // The data centre failover prefers (where the primary is, when a primary file says).
+    s.health.prefer(rng.random_range(0..s.balancers.len()));
 }
 
 /// A decoded response with its answers in a fixed order.
