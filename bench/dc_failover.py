@@ -50,7 +50,6 @@ import http.client
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -59,18 +58,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from authn import LONG_TOKENS, admin_headers  # noqa: E402
 from benchlib import RESULTS, ROOT, STRATA, build_release, descendants, git, say, thaw  # noqa: E402
-from dns_lb_kill import pctl, resolve  # noqa: E402
+from dns_lb_kill import TtlAnswers, pctl, resolve, strata  # noqa: E402
 
 EAST_IP, WEST_IP = "127.0.0.1", "127.0.12.1"
 DC_OF = {EAST_IP: "us-east", WEST_IP: "us-west"}
-
-
-def strata(binary, *args, check=True, env=None):
-    r = subprocess.run([binary, *args], capture_output=True, text=True,
-                       env={**os.environ, **(env or {})})
-    if check and r.returncode != 0:
-        sys.exit(f"strata {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
-    return r
 
 
 def user_body(first):
@@ -108,7 +99,7 @@ class Client(threading.Thread):
         self.timeout, self.connect_timeout = a.timeout, a.connect_timeout
         self.auth, self.read_path = auth, read_path
         self.records, self.acked, self.lock = records, acked, lock
-        self.cached, self.expires, self.conns = [], 0.0, {}
+        self.answers, self.conns = TtlAnswers(server), {}
 
     def conn(self, ip):
         c = self.conns.get(ip)
@@ -145,21 +136,14 @@ class Client(threading.Thread):
             delay = at - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            now = time.monotonic()
-            if now >= self.expires or not self.cached:
-                answer = resolve(self.server)
-                if answer and answer[0]:
-                    self.cached, ttl = answer
-                    self.expires = now + max(ttl, 0)
-                else:
-                    self.expires = now + 0.2
+            addresses = self.answers.addresses()
             write = n % 2 == 0
             first = f"c{self.k}w{n}"
             method, path, body, want = (("POST", "/users", user_body(first), 201) if write
                                         else ("GET", self.read_path, None, 200))
             status, dc, tries, loc = None, None, 0, None
-            for i in range(len(self.cached)):
-                ip = self.cached[(n + i) % len(self.cached)]
+            for i in range(len(addresses)):
+                ip = addresses[(n + i) % len(addresses)]
                 tries += 1
                 status, loc, _ = self.attempt(ip, method, path, body)
                 if status == want:

@@ -92,8 +92,28 @@ def resolve(server, timeout=0.5):
     return sorted(ips), ttl
 
 
-def strata(binary, *args, check=True):
-    r = subprocess.run([binary, *args], capture_output=True, text=True)
+class TtlAnswers:
+    """A client's resolver cache: the name asked of `server` again once the last answer's TTL
+    is over (its answer kept while DNS does not answer; asked again 0.2 s later)."""
+
+    def __init__(self, server):
+        self.server, self.cached, self.expires = server, [], 0.0
+
+    def addresses(self):
+        now = time.monotonic()
+        if now >= self.expires or not self.cached:
+            answer = resolve(self.server)
+            if answer and answer[0]:
+                self.cached, ttl = answer
+                self.expires = now + max(ttl, 0)
+            else:
+                self.expires = now + 0.2
+        return self.cached
+
+
+def strata(binary, *args, check=True, env=None):
+    r = subprocess.run([binary, *args], capture_output=True, text=True,
+                       env={**os.environ, **(env or {})})
     if check and r.returncode != 0:
         sys.exit(f"strata {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
     return r
@@ -117,7 +137,7 @@ class Client(threading.Thread):
         self.k, self.server, self.port, self.schedule = k, server, port, schedule
         self.timeout, self.connect_timeout = timeout, connect_timeout
         self.records, self.lock = records, lock
-        self.cached, self.expires, self.conns = [], 0.0, {}
+        self.answers, self.conns = TtlAnswers(server), {}
 
     def conn(self, ip):
         c = self.conns.get(ip)
@@ -147,18 +167,11 @@ class Client(threading.Thread):
             delay = at - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            now = time.monotonic()
-            if now >= self.expires or not self.cached:
-                answer = resolve(self.server)
-                if answer and answer[0]:
-                    self.cached, ttl = answer
-                    self.expires = now + max(ttl, 0)
-                else:
-                    self.expires = now + 0.2
+            addresses = self.answers.addresses()
             n += 1
             tries, ok = 0, False
-            for i in range(len(self.cached)):
-                ip = self.cached[(n + i) % len(self.cached)]
+            for i in range(len(addresses)):
+                ip = addresses[(n + i) % len(addresses)]
                 tries += 1
                 if self.attempt(ip):
                     ok = True
