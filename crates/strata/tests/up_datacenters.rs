@@ -185,6 +185,34 @@ async fn keeps_answering_the_primarys_data_centre(
     }
 }
 
+/// A running two-data-centre deployment, DNS answering `us-east`, with one user created
+/// through `us-west` (its location and commit token) by an admin's client.
+struct Started {
+    west: SocketAddr,
+    east: SocketAddr,
+    dns: SocketAddr,
+    http: reqwest::Client,
+    location: String,
+    commit: String,
+}
+
+async fn started(dir: &std::path::Path, status: &Value) -> Started {
+    let west = addr_of(status, "us-west-lb-1", "http");
+    let east = addr_of(status, "us-east-lb-1", "http");
+    let dns = addr_of(status, "dns-1", "dns");
+    until_answers(dns, Duration::from_secs(10), &[EAST]).await;
+    let http = admin_client(dir, &west.to_string()).await;
+    let (location, commit, _) = create_user(&http, west, 1).await;
+    Started {
+        west,
+        east,
+        dns,
+        http,
+        location,
+        commit,
+    }
+}
+
 /// Thaws frozen roles when the test ends, whatever happens.
 struct Thaw(Vec<u32>);
 impl Drop for Thaw {
@@ -356,12 +384,14 @@ async fn when_the_whole_first_data_centre_freezes_the_second_takes_the_primary_a
         .expect("join");
     let _cleanup = Cleanup(&dir);
     let status = status_json(&dir);
-    let west = addr_of(&status, "us-west-lb-1", "http");
-    let east = addr_of(&status, "us-east-lb-1", "http");
-    let dns = addr_of(&status, "dns-1", "dns");
-    until_answers(dns, Duration::from_secs(10), &[EAST]).await;
-    let http = admin_client(&dir, &west.to_string()).await;
-    let (location, commit, _) = create_user(&http, west, 1).await;
+    let Started {
+        west,
+        east,
+        dns,
+        http,
+        location,
+        commit,
+    } = started(&dir, &status).await;
     // `strata status` shows how far us-west is behind the primary, and that under quorum
     // commit a failover loses nothing.
     let replication = &status_json(&dir)["path"]["datacenters"][1]["replication"];
@@ -441,7 +471,7 @@ async fn when_the_whole_first_data_centre_freezes_the_second_takes_the_primary_a
 /// killed too (its supervisor restarts it). DNS answers only `us-west`, `pg-2` is promoted, the
 /// acknowledged write reads back and `us-west` takes writes, while `us-east`'s roles stay down
 /// (`held` in `strata status`). `strata datacenter start us-east` brings them back: `pg-1`
-/// rejoins as a replica of `pg-2`, and DNS answers `us-east` again.
+/// rejoins as a replica of `pg-2`, and DNS keeps answering `us-west`, where the primary is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_centre_killed_outright_stays_down_until_started_and_rejoins_as_secondary() {
     let (_tmp, dir) = tokio::task::spawn_blocking(|| up_topology(TOPOLOGY))
@@ -449,12 +479,14 @@ async fn a_data_centre_killed_outright_stays_down_until_started_and_rejoins_as_s
         .expect("join");
     let _cleanup = Cleanup(&dir);
     let status = status_json(&dir);
-    let west = addr_of(&status, "us-west-lb-1", "http");
-    let east = addr_of(&status, "us-east-lb-1", "http");
-    let dns = addr_of(&status, "dns-1", "dns");
-    until_answers(dns, Duration::from_secs(10), &[EAST]).await;
-    let http = admin_client(&dir, &west.to_string()).await;
-    let (location, commit, _) = create_user(&http, west, 1).await;
+    let Started {
+        west,
+        east,
+        dns,
+        http,
+        location,
+        commit,
+    } = started(&dir, &status).await;
 
     let run = |args: &'static [&'static str]| {
         let dir = dir.clone();

@@ -17,7 +17,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Cleanup, addr, admin_client, processed_photo, role, status_json, up_topology};
+use common::{
+    Cleanup, addr, admin_client, edge_counter, processed_photo, role, status_json, up_topology,
+};
 use serde_json::Value;
 use strata_photos::testdata;
 use strata_photos::upload::Format;
@@ -28,22 +30,6 @@ const TOPOLOGY: &str = "name = \"edges\"\n[edge]\ncount = 2\nshield = true\nmemo
 
 /// The name clients give the service (the `Host` of their requests), whichever edge they reach.
 const SERVICE: &str = "strata.test";
-
-/// The value of an edge's counter (summed over its labels) from its admin `/metrics`.
-async fn counter(http: &reqwest::Client, admin: &str, name: &str, label: Option<&str>) -> u64 {
-    let text = http
-        .get(format!("http://{admin}/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .filter(|l| l.starts_with(name) && label.is_none_or(|x| l.contains(x)))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
-        .sum()
-}
 
 /// The dashboard's snapshot through an edge, once it holds the roles (polled until a
 /// deadline); its `Cache-Status` must say it was not stored.
@@ -147,7 +133,7 @@ async fn edges_behind_a_shield_cost_one_origin_fetch_survive_a_kill_and_are_purg
 
     // Static files: answered by each edge clients reach, the shield (and the origin) never
     // asked.
-    let fetched = counter(&plain, &admins[0], "strata_edge_origin_fetches_total", None).await;
+    let fetched = edge_counter(&plain, &admins[0], "strata_edge_origin_fetches_total", None).await;
     for edge in [&public, &edge2] {
         let r = plain
             .get(format!("http://{edge}/docs/edge.md"))
@@ -167,7 +153,7 @@ async fn edges_behind_a_shield_cost_one_origin_fetch_survive_a_kill_and_are_purg
         );
     }
     assert_eq!(
-        counter(&plain, &admins[0], "strata_edge_origin_fetches_total", None).await,
+        edge_counter(&plain, &admins[0], "strata_edge_origin_fetches_total", None).await,
         fetched,
         "the shield fetched nothing for static files"
     );
@@ -223,7 +209,7 @@ async fn edges_behind_a_shield_cost_one_origin_fetch_survive_a_kill_and_are_purg
         let event = dashboard_event(&plain, edge).await;
         assert!(event.starts_with("data: "), "{event}");
         assert_eq!(
-            counter(
+            edge_counter(
                 &plain,
                 admin,
                 "strata_edge_not_stored_total",
@@ -235,7 +221,7 @@ async fn edges_behind_a_shield_cost_one_origin_fetch_survive_a_kill_and_are_purg
         );
     }
     assert_eq!(
-        counter(&plain, &admins[0], "strata_edge_origin_fetches_total", None).await,
+        edge_counter(&plain, &admins[0], "strata_edge_origin_fetches_total", None).await,
         fetched,
         "the shield was not asked for the dashboard"
     );
@@ -260,7 +246,8 @@ async fn edges_behind_a_shield_cost_one_origin_fetch_survive_a_kill_and_are_purg
 
     // Asked of edge-1 twice and of edge-2 once, by the one name clients use for the service
     // (as DNS would send them to either edge): one fetch from the origin, by the shield.
-    let origin_before = counter(&plain, &admins[0], "strata_edge_origin_fetches_total", None).await;
+    let origin_before =
+        edge_counter(&plain, &admins[0], "strata_edge_origin_fetches_total", None).await;
     let mut bodies = Vec::new();
     for edge in [&public, &public, &edge2] {
         let r = plain
@@ -282,14 +269,15 @@ async fn edges_behind_a_shield_cost_one_origin_fetch_survive_a_kill_and_are_purg
     );
     let decoded = testdata::decode(&bodies[0]);
     assert_eq!((decoded.width(), decoded.height()), (128, 96));
-    let origin_after = counter(&plain, &admins[0], "strata_edge_origin_fetches_total", None).await;
+    let origin_after =
+        edge_counter(&plain, &admins[0], "strata_edge_origin_fetches_total", None).await;
     assert_eq!(
         origin_after - origin_before,
         1,
         "a miss on both edges costs the origin one fetch"
     );
     assert_eq!(
-        counter(
+        edge_counter(
             &plain,
             &admins[1],
             "strata_edge_requests_total",
@@ -309,7 +297,8 @@ async fn edges_behind_a_shield_cost_one_origin_fetch_survive_a_kill_and_are_purg
         .build()
         .expect("TLS client");
     let https = addr(&status, "edge-2", "https");
-    let edge2_fetches = counter(&plain, &admins[2], "strata_edge_origin_fetches_total", None).await;
+    let edge2_fetches =
+        edge_counter(&plain, &admins[2], "strata_edge_origin_fetches_total", None).await;
     let r = tls
         .get(format!("https://{https}{image}"))
         .header("host", SERVICE)
@@ -319,12 +308,12 @@ async fn edges_behind_a_shield_cost_one_origin_fetch_survive_a_kill_and_are_purg
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(r.bytes().await.expect("bytes"), bodies[0]);
     assert_eq!(
-        counter(&plain, &admins[2], "strata_edge_origin_fetches_total", None).await,
+        edge_counter(&plain, &admins[2], "strata_edge_origin_fetches_total", None).await,
         edge2_fetches,
         "served from edge-2's copy, not fetched from the shield"
     );
     assert_eq!(
-        counter(&plain, &admins[0], "strata_edge_origin_fetches_total", None).await,
+        edge_counter(&plain, &admins[0], "strata_edge_origin_fetches_total", None).await,
         origin_after,
         "and nothing from the origin"
     );
@@ -344,7 +333,8 @@ async fn edges_behind_a_shield_cost_one_origin_fetch_survive_a_kill_and_are_purg
         "the same public entry"
     );
     let admin1 = addr(&status, "edge-1", "admin");
-    let shield_before = counter(&plain, &admins[0], "strata_edge_origin_fetches_total", None).await;
+    let shield_before =
+        edge_counter(&plain, &admins[0], "strata_edge_origin_fetches_total", None).await;
     let r = plain
         .get(format!("http://{public}{image}"))
         .header("host", SERVICE)
@@ -354,12 +344,12 @@ async fn edges_behind_a_shield_cost_one_origin_fetch_survive_a_kill_and_are_purg
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(r.bytes().await.expect("bytes"), bodies[0]);
     assert_eq!(
-        counter(&plain, &admin1, "strata_edge_origin_fetches_total", None).await,
+        edge_counter(&plain, &admin1, "strata_edge_origin_fetches_total", None).await,
         0,
         "answered from the disk store"
     );
     assert_eq!(
-        counter(&plain, &admins[0], "strata_edge_origin_fetches_total", None).await,
+        edge_counter(&plain, &admins[0], "strata_edge_origin_fetches_total", None).await,
         shield_before
     );
     // The restarted edge-1 still routes the dashboard.
@@ -434,7 +424,7 @@ async fn edges_behind_a_shield_cost_one_origin_fetch_survive_a_kill_and_are_purg
         "purged, not expired"
     );
     assert!(
-        counter(&plain, &admin2, "strata_edge_purges_total", None).await >= 1,
+        edge_counter(&plain, &admin2, "strata_edge_purges_total", None).await >= 1,
         "the restarted edge-2 was purged"
     );
 
@@ -457,7 +447,7 @@ async fn edges_behind_a_shield_cost_one_origin_fetch_survive_a_kill_and_are_purg
         3,
         "the shield and two edges: {answers}"
     );
-    let fetches = counter(&plain, &admin1, "strata_edge_origin_fetches_total", None).await;
+    let fetches = edge_counter(&plain, &admin1, "strata_edge_origin_fetches_total", None).await;
     let r = plain
         .get(format!("http://{public}{image}"))
         .header("host", SERVICE)
@@ -466,7 +456,7 @@ async fn edges_behind_a_shield_cost_one_origin_fetch_survive_a_kill_and_are_purg
         .expect("GET image after the purge");
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(
-        counter(&plain, &admin1, "strata_edge_origin_fetches_total", None).await,
+        edge_counter(&plain, &admin1, "strata_edge_origin_fetches_total", None).await,
         fetches + 1,
         "purged from edge-1: fetched again"
     );

@@ -17,7 +17,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Cleanup, addr, admin_client, processed_photo, role, status_json, up_topology};
+use common::{
+    Cleanup, addr, admin_client, edge_counter, processed_photo, role, status_json, up_topology,
+};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use strata_photos::testdata;
@@ -65,22 +67,6 @@ impl Drop for Frozen {
 /// Signals one process only (the supervisor's children are roles the test handles itself).
 fn signal(pid: u32, signal: Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
-}
-
-/// The sum of an edge's counter from its admin `/metrics`.
-async fn counter(http: &reqwest::Client, admin: &str, line_start: &str) -> u64 {
-    let text = http
-        .get(format!("http://{admin}/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .filter(|l| l.starts_with(line_start))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
-        .sum()
 }
 
 const STALE_IF_ERROR: &str = "strata_edge_stale_served_total{reason=\"stale-if-error\"}";
@@ -274,7 +260,7 @@ async fn cached_profiles_and_photos_are_served_stale_while_every_origin_is_down(
     let stale_before = {
         let mut n = 0;
         for a in &admins {
-            n += counter(&http, a, STALE_IF_ERROR).await;
+            n += edge_counter(&http, a, STALE_IF_ERROR, None).await;
         }
         n
     };
@@ -293,7 +279,7 @@ async fn cached_profiles_and_photos_are_served_stale_while_every_origin_is_down(
     );
     let mut stale_after = 0;
     for a in &admins {
-        stale_after += counter(&http, a, STALE_IF_ERROR).await;
+        stale_after += edge_counter(&http, a, STALE_IF_ERROR, None).await;
     }
     assert!(
         stale_after - stale_before >= (asked + asked_refused) as u64,

@@ -248,3 +248,25 @@ pub async fn processed_photo(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The sum of the samples on an edge's admin `/metrics` whose line starts with `line_start`
+/// (a name, or a name and its labels) and, if given, contains `containing` (a label's value).
+pub async fn edge_counter(
+    http: &reqwest::Client,
+    admin: &str,
+    line_start: &str,
+    containing: Option<&str>,
+) -> u64 {
+    let text = http
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .filter(|l| l.starts_with(line_start) && containing.is_none_or(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+        .sum()
+}
