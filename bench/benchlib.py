@@ -2,6 +2,7 @@
 (a result names the commit it measured), installing a Debian anchor when it is missing, the
 release build, and finding and thawing the processes a drill froze. Standard library only."""
 
+import json
 import os
 import shutil
 import signal
@@ -12,6 +13,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
 STRATA = os.environ.get("STRATA_BIN") or os.path.join(TARGET, "release", "strata")
 RESULTS = os.path.join(ROOT, "bench", "results")
+
+
+def write_result(out_dir, name, commit, result):
+    """Writes `result` as `OUT_DIR/NAME-COMMIT-STAMP.json` (UTC stamp) and returns the path."""
+    import time
+    os.makedirs(out_dir, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    path = os.path.join(out_dir, f"{name}-{commit}-{stamp}.json")
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1)
+    return path
 
 
 def say(msg):

@@ -57,7 +57,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from authn import LONG_TOKENS, admin_headers  # noqa: E402
-from benchlib import RESULTS, ROOT, STRATA, build_release, descendants, git, say, thaw  # noqa: E402
+from benchlib import RESULTS, ROOT, STRATA, build_release, descendants, git, say, thaw, write_result  # noqa: E402
 from dns_lb_kill import TtlAnswers, pctl, resolve, strata  # noqa: E402
 
 EAST_IP, WEST_IP = "127.0.0.1", "127.0.12.1"
@@ -449,11 +449,7 @@ def main():
                          for r in sorted(records, key=lambda r: r["at"])
                          if fault - 2 <= r["at"] <= fault + 8],
         }
-        os.makedirs(a.out, exist_ok=True)
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        path = os.path.join(a.out, f"dc-failover-{commit}-{stamp}.json")
-        with open(path, "w") as f:
-            json.dump(res, f, indent=1)
+        path = write_result(a.out, "dc-failover", commit, res)
 
         def med(xs):
             return pctl(xs, 0.5)

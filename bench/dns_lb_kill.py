@@ -40,7 +40,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import RESULTS, ROOT, STRATA, build_release, git, say, thaw  # noqa: E402
+from benchlib import RESULTS, ROOT, STRATA, build_release, git, say, thaw, write_result  # noqa: E402
 
 NAME = "www.strata.test."
 
@@ -307,11 +307,7 @@ def main():
             "max_during_ms": ms(max(during) if during else None),
             "answers_after_fault": answers[:: max(1, len(answers) // 200)],
         }
-        os.makedirs(a.out, exist_ok=True)
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        path = os.path.join(a.out, f"dns-lb-kill-{commit}-{stamp}.json")
-        with open(path, "w") as f:
-            json.dump(res, f, indent=1)
+        path = write_result(a.out, "dns-lb-kill", commit, res)
         print("| measure | result |")
         print("|---|---|")
         print(f"| requests ({a.rate:.0f}/s open-loop, {a.clients} clients, {a.seconds:.0f} s) | "

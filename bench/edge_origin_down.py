@@ -238,11 +238,7 @@ def main():
         if supervisor:
             signal_pid(supervisor, signal.SIGCONT)
         strata("down", "--dir", d, check=False)
-        os.makedirs(a.out, exist_ok=True)
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        path = os.path.join(a.out, f"edge-origin-down-{commit}-{stamp}.json")
-        with open(path, "w") as f:
-            json.dump(res, f, indent=1)
+        path = benchlib.write_result(a.out, "edge-origin-down", commit, res)
         print(f"raw: {path}")
         shutil.rmtree(tmp, ignore_errors=True)
 

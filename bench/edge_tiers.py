@@ -40,6 +40,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import authn  # noqa: E402  (LONG_TOKENS: access tokens that outlive a long run)
+import benchlib  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STRATA = os.environ.get("STRATA_BIN") or os.path.join(ROOT, "target", "release", "strata")
@@ -245,11 +246,7 @@ def main():
               flush=True)
     finally:
         strata("down", "--dir", d, check=False)
-        os.makedirs(a.out, exist_ok=True)
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        path = os.path.join(a.out, f"edge-tiers-{commit}-{stamp}.json")
-        with open(path, "w") as f:
-            json.dump(res, f, indent=1)
+        path = benchlib.write_result(a.out, "edge-tiers", commit, res)
         print(f"raw: {path}")
         shutil.rmtree(tmp, ignore_errors=True)
 
