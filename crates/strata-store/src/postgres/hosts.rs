@@ -186,17 +186,21 @@ impl Connect for HostByHost {
 /// connection is dropped from the pool once it is back — a call that never finished (its
 /// deadline passed, or its caller went away) leaves a connection that may lead to a server
 /// that answers nothing, and the next call given it would wait the same way.
-pub(super) struct Unfinished {
-    pool: deadpool_postgres::Pool,
+pub(super) struct Unfinished<'a> {
+    /// Borrowed: every call makes a guard, and only one that did not finish needs its own.
+    pool: &'a deadpool_postgres::Pool,
     /// When the connection was opened: which one it is.
     created: std::time::Instant,
     finished: bool,
 }
 
-impl Unfinished {
-    pub(super) fn new(pool: &deadpool_postgres::Pool, client: &deadpool_postgres::Object) -> Self {
+impl<'a> Unfinished<'a> {
+    pub(super) fn new(
+        pool: &'a deadpool_postgres::Pool,
+        client: &deadpool_postgres::Object,
+    ) -> Self {
         Self {
-            pool: pool.clone(),
+            pool,
             created: deadpool_postgres::Object::metrics(client).created,
             finished: false,
         }
@@ -207,7 +211,7 @@ impl Unfinished {
     }
 }
 
-impl Drop for Unfinished {
+impl Drop for Unfinished<'_> {
     fn drop(&mut self) {
         if self.finished {
             return;
