@@ -255,6 +255,94 @@ async fn a_broker_that_lost_its_definitions_gets_them_declared_again() {
     assert!(q.connections() >= 2);
 }
 
+/// A dead letter placed twice — as when the broker or the connection is lost after the dead
+/// letter was confirmed and before its delivery was acknowledged — is listed once, counted
+/// once afterwards, and replayed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_buried_twice_is_listed_and_replayed_once() {
+    use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
+    use lapin::{Connection, ConnectionProperties};
+    use strata_queue::Failed;
+    use strata_queue::rabbitmq::topology::Names;
+
+    let rabbit = Rabbit::start();
+    let policy = QueuePolicy {
+        max_attempts: 1,
+        ..quick_policy()
+    };
+    let q = rabbit.engine("twice", policy);
+    let queue = name("jobs");
+    let id = q
+        .publish(&queue, Outgoing::new(b"poison".to_vec()))
+        .await
+        .expect("publish");
+    let d = q
+        .receive(&queue, Duration::from_secs(10))
+        .await
+        .expect("receive")
+        .expect("the message");
+    let failed = q.nack(&d, "corrupt pixels").await.expect("nack");
+    assert!(matches!(failed, Failed::DeadLettered), "{failed:?}");
+
+    // The second copy: the dead letter's own bytes and properties, published to the dead queue.
+    let dead = Names::new(&name("twice"), &queue).dead();
+    let connection = Connection::connect(&rabbit.broker.url(), ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirm mode");
+    let got = channel
+        .basic_get(dead.as_str().into(), BasicGetOptions { no_ack: false })
+        .await
+        .expect("basic.get")
+        .expect("the dead letter");
+    let copy = channel
+        .basic_publish(
+            "".into(),
+            dead.as_str().into(),
+            BasicPublishOptions::default(),
+            &got.delivery.data,
+            got.delivery.properties.clone(),
+        )
+        .await
+        .expect("publish the copy")
+        .await
+        .expect("the copy confirmed");
+    assert!(copy.is_ack());
+    connection
+        .close(200, "done".into())
+        .await
+        .expect("close (the original goes back)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while q.stats(&queue).await.expect("stats").dead != 2 {
+        assert!(Instant::now() < deadline, "two copies are counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let listed = q.dead_letters(&queue, 10).await.expect("list");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].message.id, id);
+    assert_eq!(listed[0].error, "corrupt pixels");
+    assert_eq!(q.stats(&queue).await.expect("stats").dead, 1);
+    assert_eq!(q.replay(&queue, None).await.expect("replay"), 1);
+    let again = q
+        .receive(&queue, Duration::from_secs(10))
+        .await
+        .expect("receive")
+        .expect("the replayed message");
+    assert_eq!(again.message.payload, b"poison");
+    q.ack(&again).await.expect("ack");
+    let none = q
+        .receive(&queue, Duration::from_millis(500))
+        .await
+        .expect("receive");
+    assert!(none.is_none(), "replayed twice: {none:?}");
+    assert_eq!(q.stats(&queue).await.expect("stats").dead, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_whose_connection_dies_mid_message_has_it_delivered_again() {
     let rabbit = Rabbit::start();

@@ -1,11 +1,19 @@
 //! The dead queue as a list: every dead letter held (taken without acknowledgement) on a
 //! channel of its own, sorted, and handed back when the channel closes.
+//!
+//! A message can be dead-lettered twice: placing the dead letter is confirmed before the
+//! delivery is acknowledged, and a broker or connection lost between the two redelivers it,
+//! to be buried again (or the broker's `x-delivery-limit` buries the returned copy). Copies
+//! share the message id, drawn at random when the message was first published, so whoever
+//! holds the list next keeps the first and acknowledges the others: an operator lists the
+//! message once and a replay runs it once.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use lapin::Acker;
 use lapin::Channel;
-use lapin::options::BasicGetOptions;
+use lapin::options::{BasicAckOptions, BasicGetOptions};
 use lapin::types::ShortString;
 
 use super::topology;
@@ -87,7 +95,11 @@ impl RabbitQueue {
         let channel = self
             .bounded("opening a channel", link.connection.create_channel())
             .await?;
-        let (outcome, back) = match self.hold_dead(&channel, queue).await {
+        let held = match self.hold_dead(&channel, queue).await {
+            Ok(held) => self.drop_copies(queue, held).await,
+            Err(e) => Err(e),
+        };
+        let (outcome, back) = match held {
             Ok(held) => {
                 let n = held.len() as u64;
                 match f(&link, held).await {
@@ -107,5 +119,30 @@ impl RabbitQueue {
             }
         }
         outcome
+    }
+
+    /// Acknowledges (deletes) every later copy of a dead letter held twice or more, keeping
+    /// the first: `held` is sorted by death time.
+    async fn drop_copies(
+        &self,
+        queue: &QueueName,
+        held: Vec<(DeadLetter, Acker)>,
+    ) -> Result<Vec<(DeadLetter, Acker)>, QueueError> {
+        let mut seen = HashSet::new();
+        let mut kept = Vec::with_capacity(held.len());
+        for (letter, acker) in held {
+            let id = letter.message.id;
+            if id.0 == 0 || seen.insert(id) {
+                kept.push((letter, acker));
+                continue;
+            }
+            self.bounded(
+                "deleting a copy of a dead letter",
+                acker.ack(BasicAckOptions::default()),
+            )
+            .await?;
+            tracing::info!(queue = %queue, id = %id, "A second copy of a dead letter was deleted.");
+        }
+        Ok(kept)
     }
 }
