@@ -71,7 +71,8 @@ pub struct EdgeConfig {
     /// Client connections accepted at once; more are closed on accept.
     pub max_connections: usize,
     /// TLS termination on a second listener (the balancer's: rustls, TLS 1.2 and 1.3, ALPN h2
-    /// and http/1.1, SNI). `None`: plain HTTP only. `redirect_http` is not honoured yet.
+    /// and http/1.1, SNI). `None`: plain HTTP only. With `redirect_http`, every plain-HTTP
+    /// request is answered `308` to the same path on the TLS listener's port.
     pub tls: Option<strata_lb::TlsListen>,
     /// Static files served by the edge itself under a path prefix. `None`: every path goes
     /// to the origin.
@@ -131,8 +132,13 @@ impl Edge {
             Some(t) => Some(TcpListener::bind(t.listen).await?),
             None => None,
         };
+        let redirect_to_https = match (&config.tls, &tls_listener) {
+            (Some(t), Some(l)) if t.redirect_http => Some(l.local_addr()?.port()),
+            _ => None,
+        };
         let origin = origin::Origin::new(config.origin, config.timeouts, config.body_timeout);
         let shared = Arc::new(serve::Shared {
+            redirect_to_https,
             store,
             files: config.files.clone(),
             flights: Arc::new(collapse::Flights::default()),

@@ -145,6 +145,9 @@ pub struct EdgeArgs {
     #[arg(long = "tls-cert")]
     #[serde(serialize_with = "strata_core::args::display_all")]
     pub tls_certs: Vec<strata_lb::tls::CertFiles>,
+    /// Answer plain-HTTP requests with a 308 redirect to the same path on --tls-listen's port.
+    #[arg(long)]
+    pub https_redirect: bool,
     /// Generate a self-signed certificate for localhost and write it (PEM) to this path, so
     /// clients can trust it. For local use only.
     #[arg(long)]
@@ -198,6 +201,7 @@ impl EdgeArgs {
             max_connections: 10_000,
             tls_listen: None,
             tls_certs: Vec::new(),
+            https_redirect: false,
             dev_cert: None,
             static_dir: None,
             static_prefix: "/static/".into(),
@@ -254,10 +258,10 @@ impl EdgeArgs {
             config.tls = Some(strata_lb::TlsListen {
                 listen,
                 config: strata_lb::tls::server_config(certs)?,
-                redirect_http: false,
+                redirect_http: self.https_redirect,
             });
-        } else if !self.tls_certs.is_empty() || self.dev_cert.is_some() {
-            anyhow::bail!("--tls-cert and --dev-cert need --tls-listen ADDR");
+        } else if !self.tls_certs.is_empty() || self.dev_cert.is_some() || self.https_redirect {
+            anyhow::bail!("--tls-cert, --dev-cert and --https-redirect need --tls-listen ADDR");
         }
         if let Some(dir) = &self.static_dir {
             let prefix = &self.static_prefix;
@@ -608,6 +612,10 @@ mod tests {
         args.tls_listen = None;
         args.dev_cert = Some("dev.pem".into());
         let e = args.config().expect_err("no listener");
+        assert!(e.to_string().contains("--tls-listen"), "{e}");
+        args.dev_cert = None;
+        args.https_redirect = true;
+        let e = args.config().expect_err("a redirect to no listener");
         assert!(e.to_string().contains("--tls-listen"), "{e}");
     }
 }

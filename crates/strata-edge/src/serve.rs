@@ -69,6 +69,8 @@ pub struct Shared {
     pub timeouts: Timeouts,
     /// Which new traces are recorded.
     pub sampler: strata_core::trace::Sampler,
+    /// Plain-HTTP requests are redirected to HTTPS on this port.
+    pub redirect_to_https: Option<u16>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -161,6 +163,11 @@ impl Shared {
         request_id: HeaderValue,
         trace: Trace,
     ) -> (Response<EdgeBody>, Outcome) {
+        if !client.secure
+            && let Some(port) = self.redirect_to_https
+        {
+            return (https_redirect(&req, port), Outcome::Redirect);
+        }
         let via = via(req.version());
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
@@ -627,6 +634,16 @@ impl Shared {
 }
 
 /// Whether a request came through a Strata edge.
+/// `308 Permanent Redirect` to the same path over HTTPS (the balancer's Location rules).
+fn https_redirect(req: &Request<Incoming>, port: u16) -> Response<EdgeBody> {
+    let mut r = Response::new(EdgeBody::empty());
+    *r.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    if let Some(location) = strata_lb::answers::https_location(req.headers(), req.uri(), port) {
+        r.headers_mut().insert(header::LOCATION, location);
+    }
+    r
+}
+
 fn through_edge(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::VIA)

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{Origin, Reply, TestEdge, cache_status, client, eventually, get, metric};
@@ -1331,27 +1332,28 @@ async fn metrics_count_hits_misses_and_bytes() {
     assert_eq!(edge.stats.requests(strata_edge::stats::Outcome::Hit), 2);
 }
 
-#[tokio::test]
-async fn https_is_terminated_with_the_balancers_tls_and_shares_the_cache() {
-    use rustls_pki_types::pem::PemObject;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    let origin = Origin::start().await;
-    origin.set("/t", Reply::ok("over tls", CACHEABLE));
-    let dir = tempfile::tempdir().expect("dir");
-    let pem = dir.path().join("dev.pem");
-    let cert = strata_lb::tls::dev_cert(&pem).expect("dev cert");
+/// An edge terminating TLS with a fresh self-signed certificate (written to `dir`), plain
+/// HTTP redirected to it when `redirect_http`.
+async fn tls_edge(origin: SocketAddr, dir: &std::path::Path, redirect_http: bool) -> TestEdge {
+    let cert = strata_lb::tls::dev_cert(&dir.join("dev.pem")).expect("dev cert");
     let server = strata_lb::tls::server_config(vec![cert]).expect("tls config");
-    let edge = TestEdge::start_with(origin.addr, |c| {
+    TestEdge::start_with(origin, |c| {
         c.tls = Some(strata_lb::TlsListen {
             listen: "127.0.0.1:0".parse().expect("addr"),
             config: server,
-            redirect_http: false,
+            redirect_http,
         })
     })
-    .await;
+    .await
+}
+
+/// The whole answer to `request`, sent over TLS to `addr` trusting `dir`'s certificate.
+async fn tls_exchange(addr: SocketAddr, dir: &std::path::Path, request: &str) -> String {
+    use rustls_pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_file_iter(&pem).expect("pem") {
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(dir.join("dev.pem")).expect("pem") {
         roots.add(cert.expect("cert")).expect("root");
     }
     let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
@@ -1362,17 +1364,27 @@ async fn https_is_terminated_with_the_balancers_tls_and_shares_the_cache() {
     .with_root_certificates(roots)
     .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(edge.tls.expect("a TLS listener"))
-        .await
-        .expect("connect");
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
     let mut tls = connector.connect(name, tcp).await.expect("handshake");
-    tls.write_all(b"GET /t HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("write");
+    tls.write_all(request.as_bytes()).await.expect("write");
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
-    let answer = String::from_utf8_lossy(&out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn https_is_terminated_with_the_balancers_tls_and_shares_the_cache() {
+    let origin = Origin::start().await;
+    origin.set("/t", Reply::ok("over tls", CACHEABLE));
+    let dir = tempfile::tempdir().expect("dir");
+    let edge = tls_edge(origin.addr, dir.path(), false).await;
+    let answer = tls_exchange(
+        edge.tls.expect("a TLS listener"),
+        dir.path(),
+        "GET /t HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.ends_with("over tls"), "{answer}");
     let seen = origin.last("/t").expect("seen");
@@ -1382,6 +1394,55 @@ async fn https_is_terminated_with_the_balancers_tls_and_shares_the_cache() {
     assert_eq!(body, "over tls");
     assert!(cache_status(&h).contains("hit"), "{h:?}");
     assert_eq!(origin.hits("/t"), 1);
+}
+
+#[tokio::test]
+async fn plain_http_is_redirected_to_https_and_never_reaches_the_origin() {
+    let origin = Origin::start().await;
+    origin.set("/users/12", Reply::ok("john", CACHEABLE));
+    let dir = tempfile::tempdir().expect("dir");
+    let edge = tls_edge(origin.addr, dir.path(), true).await;
+    let tls = edge.tls.expect("a TLS listener");
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let r = no_redirects
+        .get(edge.url("/users/12?fields=name"))
+        .header("host", "shop.example:8080")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status().as_u16(), 308);
+    assert_eq!(
+        r.headers()["location"],
+        format!("https://shop.example:{}/users/12?fields=name", tls.port()).as_str()
+    );
+    // A write is redirected too (308 keeps the method and body), not passed on.
+    let r = no_redirects
+        .post(edge.url("/users"))
+        .header("host", "under_score.example")
+        .body("{}")
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status().as_u16(), 308);
+    assert_eq!(
+        r.headers()["location"],
+        format!("https://localhost:{}/users", tls.port()).as_str(),
+        "a Host that is not a plain name is not echoed"
+    );
+    assert_eq!(origin.hits("/users/12"), 0);
+    assert_eq!(origin.hits("/users"), 0);
+    // Over TLS the same path is served.
+    let answer = tls_exchange(
+        tls,
+        dir.path(),
+        "GET /users/12 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("john"), "{answer}");
 }
 
 #[tokio::test]

@@ -82,8 +82,24 @@ pub fn problem(status: StatusCode, slug: &str, detail: &str) -> Response<ProxyBo
 
 /// `308 Permanent Redirect` to the same path over HTTPS.
 pub(crate) fn https_redirect(req: &Request<Incoming>, port: u16) -> Response<ProxyBody> {
-    let host = req
-        .headers()
+    let mut r = Response::new(ProxyBody::empty());
+    *r.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    if let Some(location) = https_location(req.headers(), req.uri(), port) {
+        r.headers_mut().insert(header::LOCATION, location);
+    }
+    r
+}
+
+/// Where a plain-HTTP request is sent by a redirect to HTTPS (the balancer's and the edge's):
+/// `https://HOST:PORT/PATH?QUERY`, with HOST from the request's `Host` (its port dropped),
+/// `localhost` when that is missing or not a plain host name or address — so a forged `Host`
+/// cannot make the redirect point at another scheme or inject a header.
+pub fn https_location(
+    headers: &http::HeaderMap,
+    uri: &http::Uri,
+    port: u16,
+) -> Option<HeaderValue> {
+    let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(|h| {
@@ -103,13 +119,8 @@ pub(crate) fn https_redirect(req: &Request<Incoming>, port: u16) -> Response<Pro
     } else {
         host
     };
-    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let mut r = Response::new(ProxyBody::empty());
-    *r.status_mut() = StatusCode::PERMANENT_REDIRECT;
-    if let Ok(v) = HeaderValue::from_str(&format!("https://{host}:{port}{path}")) {
-        r.headers_mut().insert(header::LOCATION, v);
-    }
-    r
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    HeaderValue::from_str(&format!("https://{host}:{port}{path}")).ok()
 }
 
 /// 400 for a malformed request body; the connection is closed after it.

@@ -54,10 +54,11 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
         let name = format!("edge-{i}");
         let port = if i == 1 { ctx.public_port } else { 0 };
         // HTTPS: edge-1 on the topology's port, the others on free ones.
-        let tls = spec
-            .tls
-            .as_ref()
-            .map(|tls| (if i == 1 { tls.port } else { 0 }, tls.cert_and_key.clone()));
+        let tls = spec.tls.as_ref().map(|tls| EdgeTls {
+            port: if i == 1 { tls.port } else { 0 },
+            cert_and_key: tls.cert_and_key.clone(),
+            redirect_http: tls.redirect,
+        });
         let mut edge = edge_role(ctx, &spec, &name, &front, tls);
         if let Some(dashboard) = &dashboard {
             route_to_dashboard(&mut edge, dashboard);
@@ -95,15 +96,25 @@ fn route_to_dashboard(edge: &mut RoleSpec, dashboard: &str) {
     });
 }
 
-/// One edge named `name` in front of role `origin`'s HTTP listener; with `tls`, also HTTPS on
-/// that port (0: a free one) with that certificate and key, or a self-signed certificate
-/// written to `DIR/<name>-dev-cert.pem`.
+/// An edge's HTTPS listener.
+#[derive(Debug, Clone)]
+struct EdgeTls {
+    /// 0: a free one.
+    port: u16,
+    /// The certificate and key; `None`: a self-signed certificate written to
+    /// `DIR/<name>-dev-cert.pem`.
+    cert_and_key: Option<(String, String)>,
+    /// Plain-HTTP requests are answered with a redirect to it.
+    redirect_http: bool,
+}
+
+/// One edge named `name` in front of role `origin`'s HTTP listener; with `tls`, also HTTPS.
 fn edge_role(
     ctx: &PlanContext,
     spec: &EdgeSpec,
     name: &str,
     origin: &str,
-    tls: Option<(u16, Option<(String, String)>)>,
+    tls: Option<EdgeTls>,
 ) -> RoleSpec {
     let cache_dir = (spec.disk_mib > 0).then(|| ctx.path(&[EDGE_DIR, name]));
     let serves_files = name != SHIELD;
@@ -124,9 +135,10 @@ fn edge_role(
                 args.cache_dir = Some(dir.clone());
                 args.disk = ByteSize(u64::from(spec.disk_mib) << 20);
             }
-            if let Some((port, cert_and_key)) = &tls {
-                args.tls_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], *port)));
-                match cert_and_key {
+            if let Some(tls) = &tls {
+                args.tls_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], tls.port)));
+                args.https_redirect = tls.redirect_http;
+                match &tls.cert_and_key {
                     Some((cert, key)) => args.tls_certs.push(CertFiles {
                         name: None,
                         cert: cert.into(),

@@ -439,6 +439,30 @@ fn the_edges_clients_reach_speak_https_and_the_shield_does_not() {
     assert_eq!(e.args.tls_certs.len(), 1);
     assert_eq!(e.args.tls_certs[0].cert, Path::new("/c.pem"));
     assert_eq!(e.args.dev_cert, None);
+    assert!(!e.args.https_redirect, "plain HTTP is served unless asked");
+}
+
+#[test]
+fn https_redirect_makes_the_edges_clients_reach_redirect_plain_http_but_not_the_shield() {
+    let plan = compile(
+        "[lb]
+[api]
+count = 1
+[edge]
+count = 2
+shield = true
+tls_port = 8443
+dev_cert = true
+https_redirect = true
+",
+    );
+    let edge = |name: &str| match command(&plan, name) {
+        RoleCommand::Edge(e) => e.args,
+        other => panic!("{other:?}"),
+    };
+    assert!(edge("edge-1").https_redirect && edge("edge-2").https_redirect);
+    // The edges reach the shield over plain HTTP: it must answer them, not redirect.
+    assert!(!edge("edge-shield").https_redirect);
 }
 
 #[test]

@@ -100,12 +100,6 @@ pub(super) fn read(sec: &mut Section<'_>) -> EdgeSpec {
         .int("profile_stale_if_error_secs", 0..=MAX_STALE_IF_ERROR_SECS)
         .unwrap_or(86_400);
     let tls = super::lb::tls(sec, "edge");
-    if tls.as_ref().is_some_and(|t| t.redirect) {
-        sec.error(
-            "https_redirect",
-            "`edge.https_redirect` is not supported: edges serve both HTTP and HTTPS",
-        );
-    }
     let static_dir = sec.string("static_dir", "a directory's path", |s| {
         !s.trim().is_empty() && !s.contains('\0')
     });
@@ -248,8 +242,8 @@ mod tests {
                 "`edge.tls_port` needs `tls_cert` and `tls_key`",
             ),
             (
-                "[edge]\ntls_port = 8443\ndev_cert = true\nhttps_redirect = true\n",
-                "`edge.https_redirect` is not supported",
+                "[edge]\nhttps_redirect = true\n",
+                "`edge.https_redirect` needs TLS: set `tls_port`",
             ),
             (
                 "[edge]\ntls_port = 8080\ndev_cert = true\n",
