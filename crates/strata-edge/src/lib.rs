@@ -83,6 +83,11 @@ pub struct EdgeConfig {
     pub routes: Vec<route::RouteSpec>,
     /// Which new traces are recorded (a request's `traceparent` decides for its own trace).
     pub trace_sampler: strata_core::trace::Sampler,
+    /// How long a request waits for the origin to revalidate a stale object that
+    /// `stale-if-error` lets the edge answer, before it is answered with that copy (the
+    /// revalidation goes on and updates the store). Zero: it waits for the origin's answer or
+    /// failure. Copies purged as outdated are never answered this way.
+    pub stale_grace: Duration,
 }
 
 impl EdgeConfig {
@@ -104,9 +109,13 @@ impl EdgeConfig {
             files: None,
             routes: Vec::new(),
             trace_sampler: strata_core::trace::Sampler::default(),
+            stale_grace: DEFAULT_STALE_GRACE,
         }
     }
 }
+
+/// [`EdgeConfig::stale_grace`]'s default.
+pub const DEFAULT_STALE_GRACE: Duration = Duration::from_secs(1);
 
 /// A bound, not yet serving, edge.
 #[derive(Debug)]
@@ -147,6 +156,7 @@ impl Edge {
             stats,
             timeouts: config.timeouts,
             sampler: config.trace_sampler,
+            stale_grace: config.stale_grace,
         });
         Ok(Self {
             listener,

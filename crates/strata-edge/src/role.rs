@@ -129,6 +129,11 @@ pub struct EdgeArgs {
     /// fetches for itself.
     #[arg(long, default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(strata_lb::role::TOTAL_TIMEOUT_MS))]
     pub total_timeout_ms: u64,
+    /// Milliseconds a request waits for the origin to revalidate a stale copy that
+    /// `stale-if-error` allows, before that copy is the answer (the revalidation goes on).
+    /// 0: wait for the origin's answer or failure.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub stale_grace_ms: u64,
     /// Milliseconds an unused origin connection is kept open.
     #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(strata_lb::role::IDLE_TIMEOUT_MS))]
     pub idle_timeout_ms: u64,
@@ -196,6 +201,7 @@ impl EdgeArgs {
             header_timeout_ms: 10_000,
             body_timeout_ms: 30_000,
             total_timeout_ms: 15_000,
+            stale_grace_ms: 1000,
             idle_timeout_ms: 60_000,
             client_header_timeout_ms: 10_000,
             max_connections: 10_000,
@@ -241,6 +247,7 @@ impl EdgeArgs {
         config.timeouts.idle = Duration::from_millis(self.idle_timeout_ms);
         config.timeouts.client_header = Duration::from_millis(self.client_header_timeout_ms);
         config.body_timeout = Duration::from_millis(self.body_timeout_ms);
+        config.stale_grace = Duration::from_millis(self.stale_grace_ms);
         config.max_connections = self.max_connections as usize;
         if let Some(listen) = self.tls_listen {
             let mut certs = Vec::new();

@@ -71,6 +71,9 @@ pub struct Shared {
     pub sampler: strata_core::trace::Sampler,
     /// Plain-HTTP requests are redirected to HTTPS on this port.
     pub redirect_to_https: Option<u16>,
+    /// How long a revalidation may keep a request whose stale copy may be answered
+    /// ([`crate::EdgeConfig::stale_grace`]).
+    pub stale_grace: std::time::Duration,
 }
 
 impl std::fmt::Debug for Shared {
@@ -94,6 +97,7 @@ pub(crate) struct Hop<'a> {
 }
 
 /// One request, as the cache sees it.
+#[derive(Clone)]
 struct Asked {
     parts: http::request::Parts,
     url: Url,
@@ -317,6 +321,9 @@ impl Shared {
             match self.flights.join(&flight) {
                 Role::Leader(leader) => {
                     return match found {
+                        Some(stale) if self.graced(&stale, now) => {
+                            self.revalidate_within_grace(&asked, stale, leader).await
+                        }
                         Some(stale) => self.revalidate(&asked, stale, leader, false).await,
                         None => self.fetch(&asked, Some(leader)).await,
                     };
@@ -324,7 +331,12 @@ impl Shared {
                 Role::Follower(rx) => {
                     collapsed = true;
                     Stats::add(&self.stats.collapsed, 1);
-                    if !Flights::wait(rx, self.timeouts.total).await {
+                    let graced = found.as_ref().filter(|s| self.graced(s, now));
+                    let wait = graced.map_or(self.timeouts.total, |_| self.stale_grace);
+                    if !Flights::wait(rx, wait).await {
+                        if let Some(stale) = graced {
+                            return self.answer_in_grace(&asked, stale);
+                        }
                         break;
                     }
                 }
@@ -384,19 +396,56 @@ impl Shared {
             return;
         };
         let this = self.clone();
-        let asked = Asked {
-            parts: asked.parts.clone(),
-            url: asked.url.clone(),
-            client: asked.client.clone(),
-            request_id: asked.request_id.clone(),
-            trace: asked.trace.clone(),
-            from_edge: asked.from_edge,
-            origin: asked.origin.clone(),
-            target: asked.target.clone(),
-        };
+        let asked = asked.clone();
         tokio::spawn(async move {
             let _ = this.revalidate(&asked, stale, leader, true).await;
         });
+    }
+
+    /// Whether a request for `stale` waits at most [`Shared::stale_grace`] for the origin:
+    /// `stale-if-error` lets the edge answer it, and no purge marked it outdated.
+    fn graced(&self, stale: &Object, now: SystemTime) -> bool {
+        !self.stale_grace.is_zero() && !stale.meta.invalidated && stale.may_serve_on_error(now)
+    }
+
+    /// The stale copy, answered because the origin has not revalidated it within the grace.
+    fn answer_in_grace(&self, asked: &Asked, stale: &Object) -> (Response<EdgeBody>, Outcome) {
+        Stats::add(&self.stats.stale_grace, 1);
+        let now = SystemTime::now();
+        let response = self.answer(stale, asked, now, "hit; detail=stale-grace");
+        (response, Outcome::Stale)
+    }
+
+    /// [`Self::revalidate`] in a task of its own, awaited for the grace at most: then the stale
+    /// copy is the answer, and the revalidation goes on to update the store (its followers
+    /// wait for it, or for their own grace).
+    async fn revalidate_within_grace(
+        self: &Arc<Self>,
+        asked: &Asked,
+        stale: Arc<Object>,
+        leader: Leader,
+    ) -> (Response<EdgeBody>, Outcome) {
+        let this = self.clone();
+        let (task_asked, task_stale) = (asked.clone(), stale.clone());
+        let mut revalidation =
+            tokio::spawn(
+                async move { this.revalidate(&task_asked, task_stale, leader, true).await },
+            );
+        tokio::select! {
+            done = &mut revalidation => match done {
+                Ok((response, outcome)) => {
+                    if outcome == Outcome::Stale {
+                        Stats::add(&self.stats.stale_if_error, 1);
+                    }
+                    (response, outcome)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "a revalidation task ended without an answer");
+                    self.answer_in_grace(asked, &stale)
+                }
+            },
+            () = tokio::time::sleep(self.stale_grace) => self.answer_in_grace(asked, &stale),
+        }
     }
 
     /// Asks the origin whether a stale object is still good (`If-None-Match`,

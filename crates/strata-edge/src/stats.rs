@@ -73,6 +73,8 @@ pub struct Stats {
     requests: [AtomicU64; OUTCOMES.len()],
     pub stale_while_revalidate: AtomicU64,
     pub stale_if_error: AtomicU64,
+    /// Stale answers `stale-if-error` allowed because the origin took longer than the grace.
+    pub stale_grace: AtomicU64,
     pub revalidations_not_modified: AtomicU64,
     pub revalidations_modified: AtomicU64,
     pub revalidations_failed: AtomicU64,
@@ -234,11 +236,12 @@ impl Stats {
         );
         let _ = writeln!(
             out,
-            "# HELP strata_edge_stale_served_total Stale answers, by the directive that allowed them.\n# TYPE strata_edge_stale_served_total counter"
+            "# HELP strata_edge_stale_served_total Stale answers, by what allowed them (stale-grace: stale-if-error, the origin slower than the grace).\n# TYPE strata_edge_stale_served_total counter"
         );
         for (reason, v) in [
             ("stale-while-revalidate", &self.stale_while_revalidate),
             ("stale-if-error", &self.stale_if_error),
+            ("stale-grace", &self.stale_grace),
         ] {
             let _ = writeln!(
                 out,

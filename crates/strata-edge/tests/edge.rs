@@ -424,6 +424,77 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_in_the_background(
     assert_eq!(body, "new");
 }
 
+/// An origin that hangs on a revalidation costs the clients of a copy `stale-if-error` allows
+/// the grace, not the origin timeout: they get the stale copy, and the revalidation goes on to
+/// store the new one. A copy without `stale-if-error` waits for the origin's answer.
+#[tokio::test]
+async fn a_hung_revalidation_answers_the_stale_copy_after_the_grace_and_then_stores_the_new() {
+    let origin = Origin::start().await;
+    let stale = [
+        ("cache-control", "max-age=10, stale-if-error=600"),
+        ("age", "100"),
+        ("etag", "\"1\""),
+    ];
+    origin.set("/p", Reply::ok("old", &stale));
+    origin.set(
+        "/strict",
+        Reply::ok("old", &[("cache-control", "max-age=10"), ("age", "100")]),
+    );
+    let edge = TestEdge::start_with(origin.addr, |c| {
+        c.stale_grace = Duration::from_millis(200);
+    })
+    .await;
+    for path in ["/p", "/strict"] {
+        assert_eq!(get(&edge.url(path), &[]).await.2, "old");
+    }
+    let slow = Duration::from_secs(3);
+    let kept = [("cache-control", "max-age=600, stale-if-error=600")];
+    origin.set("/p", Reply::ok("new", &kept).delay(slow));
+    origin.set(
+        "/strict",
+        Reply::ok("new", &[("cache-control", "max-age=600")]).delay(Duration::from_millis(600)),
+    );
+    // Three clients at once, and one more later: all answered the stale copy.
+    let url = edge.url("/p");
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let url = url.clone();
+        clients.push(tokio::spawn(async move { get(&url, &[]).await }));
+    }
+    for c in clients {
+        let (status, h, body) = c.await.expect("client");
+        assert_eq!((status, body.as_str()), (200, "old"));
+        assert!(cache_status(&h).contains("detail=stale-grace"), "{h:?}");
+    }
+    let (_, h, body) = get(&url, &[]).await;
+    assert_eq!(body, "old", "{h:?}");
+    assert!(
+        edge.stats
+            .stale_grace
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 4
+    );
+    // One revalidation, still going on; when it ends, the new copy is stored.
+    assert_eq!(origin.hits("/p"), 2, "the first fetch and one revalidation");
+    eventually(Duration::from_secs(15), "the new copy is served", || {
+        let url = url.clone();
+        async move { get(&url, &[]).await.2 == "new" }
+    })
+    .await;
+    assert_eq!(origin.hits("/p"), 2);
+    // A copy a purge marked outdated gets no grace: the answer is the origin's, slow or not.
+    let (status, _) = edge.purge(json!({"url": "/p", "soft": true})).await;
+    assert_eq!(status, 200);
+    origin.set(
+        "/p",
+        Reply::ok("newest", &kept).delay(Duration::from_millis(600)),
+    );
+    assert_eq!(get(&url, &[]).await.2, "newest");
+    // Without stale-if-error there is no grace either.
+    let (_, h, body) = get(&edge.url("/strict"), &[]).await;
+    assert_eq!(body, "new", "{h:?}");
+}
+
 #[tokio::test]
 async fn stale_if_error_serves_the_stale_copy_when_the_origin_fails() {
     let origin = Origin::start().await;
