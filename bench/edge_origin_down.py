@@ -8,7 +8,9 @@
 One deployment (temporary): 2 edges and a shield (`[edge] count = 2, shield = true`, profiles kept
 `profile_ttl_secs = --ttl` (5) and served stale `profile_stale_if_error_secs = --stale-if-error`
 (86400) while the origin fails; each edge waits `origin_timeout_ms = --origin-timeout-ms` (10000)
-for its origin's answer head), a balancer and 3 API servers on SQLite seeded with --users users.
+for its origin's answer head, and `stale_grace_ms = --stale-grace-ms` (1000) for a revalidation of
+a copy stale-if-error allows before that copy is the answer), a balancer and 3 API servers on
+SQLite seeded with --users users.
 
 1. **Warm**: the --hot most popular users (a fixed shuffle of the ids: popularity independent of
    creation order) are read once through each edge, so both edges and the shield hold them.
@@ -26,8 +28,8 @@ for its origin's answer head), a balancer and 3 API servers on SQLite seeded wit
    stale-if-error. After the window everything is thawed and the supervisor restarts what died.
 
 Reported per window: requests, failed, p50/p99/p99.9/max latency, and from the edges' /metrics the
-stale-if-error answers (`strata_edge_stale_served_total{reason="stale-if-error"}`) and the
-shield's origin fetches. The target: 0 failed requests during the outage (every object asked for
+stale-if-error answers (`strata_edge_stale_served_total{reason="stale-if-error"}`, and
+`reason="stale-grace"`: the origin slower than the grace) and the shield's origin fetches. The target: 0 failed requests during the outage (every object asked for
 is cached and within its stale-if-error window).
 
 Raw results: bench/results/edge-origin-down-<commit>-<stamp>.json. Everything listens on
@@ -52,6 +54,7 @@ import benchlib  # noqa: E402
 from edge_tiers import SERVICE, addr, counters, request  # noqa: E402
 
 STALE_IF_ERROR = 'strata_edge_stale_served_total{reason="stale-if-error"}'
+STALE_GRACE = 'strata_edge_stale_served_total{reason="stale-grace"}'
 EDGES = ("edge-shield", "edge-1", "edge-2")
 
 
@@ -83,6 +86,7 @@ def deltas(before, after):
         return after[n].get(key, 0.0) - before[n].get(key, 0.0)
     return {
         "stale_if_error": {n: d(n, STALE_IF_ERROR) for n in EDGES},
+        "stale_grace": {n: d(n, STALE_GRACE) for n in EDGES},
         "shield_origin_fetches": d("edge-shield", "strata_edge_origin_fetches_total"),
         "edge_fetches_from_shield": d("edge-1", "strata_edge_origin_fetches_total")
         + d("edge-2", "strata_edge_origin_fetches_total"),
@@ -102,9 +106,10 @@ def load(a, ids_path, edges, start, seconds):
 
 def show(name, r, extra):
     sie = sum(extra["stale_if_error"].values())
+    grace = sum(extra["stale_grace"].values())
     print(f"    {name:7} {r['count']:>8,} requests, {r['failed']:,} failed; p50 {r['p50_ms']:.2f} ms, "
           f"p99 {r['p99_ms']:.2f} ms, p99.9 {r['p999_ms']:.2f} ms, max {r['max_ms']:.2f} ms; "
-          f"{sie:,.0f} answered stale-if-error, the shield fetched {extra['shield_origin_fetches']:,.0f} "
+          f"{sie:,.0f} answered stale-if-error, {grace:,.0f} after the grace, the shield fetched {extra['shield_origin_fetches']:,.0f} "
           f"from the origin", flush=True)
 
 
@@ -122,6 +127,8 @@ def main():
     ap.add_argument("--timeout-ms", type=int, default=30_000, help="a slower answer counts as failed")
     ap.add_argument("--origin-timeout-ms", type=int, default=10_000,
                     help="[edge] origin_timeout_ms: how long an edge waits for its origin's answer head")
+    ap.add_argument("--stale-grace-ms", type=int, default=1_000,
+                    help="[edge] stale_grace_ms: how long a revalidation may keep a stale-if-error copy's request")
     ap.add_argument("--allow-dirty", action="store_true")
     ap.add_argument("--out", default=benchlib.RESULTS)
     a = ap.parse_args()
@@ -154,7 +161,8 @@ def main():
             f.write(f'name = "edge-origin-down"\n[edge]\ncount = 2\nshield = true\nmemory_mib = 256\n'
                     f'disk_mib = 0\nprofile_ttl_secs = {a.ttl}\n'
                     f'profile_stale_if_error_secs = {a.stale_if_error}\n'
-                    f'origin_timeout_ms = {a.origin_timeout_ms}\n[lb]\n[api]\ncount = 3\n')
+                    f'origin_timeout_ms = {a.origin_timeout_ms}\nstale_grace_ms = {a.stale_grace_ms}\n'
+                    f'[lb]\n[api]\ncount = 3\n')
         benchlib.say("strata up: 2 edges, a shield, a balancer, 3 API servers")
         strata("up", "-d", "--port", "0", "-f", topo, "--dir", d)
         st = status(d)

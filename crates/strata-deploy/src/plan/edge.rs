@@ -157,6 +157,7 @@ fn edge_role(
             }
             // A follower of a collapsed fetch waits `total`: never less than the head's wait.
             args.header_timeout_ms = spec.origin_timeout_ms;
+            args.stale_grace_ms = spec.stale_grace_ms;
             args.total_timeout_ms = args.total_timeout_ms.max(spec.origin_timeout_ms + 5_000);
             args.name = role_name.clone();
             args.exit_on_stdin_eof = true;

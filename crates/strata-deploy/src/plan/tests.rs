@@ -1217,12 +1217,15 @@ fn the_edges_clients_reach_serve_the_static_files_and_the_shield_does_not() {
 }
 
 #[test]
-fn the_edges_origin_timeout_reaches_every_edge_and_bounds_the_collapsed_wait() {
-    let plan = compile("[lb]\n[api]\ncount = 1\n[edge]\nshield = true\norigin_timeout_ms = 2000\n");
+fn the_edges_origin_timeout_and_stale_grace_reach_every_edge_and_bound_the_collapsed_wait() {
+    let plan = compile(
+        "[lb]\n[api]\ncount = 1\n[edge]\nshield = true\norigin_timeout_ms = 2000\nstale_grace_ms = 250\n",
+    );
     for name in ["edge-1", SHIELD_NAME] {
         match command(&plan, name) {
             RoleCommand::Edge(edge) => {
                 assert_eq!(edge.args.header_timeout_ms, 2000, "{name}");
+                assert_eq!(edge.args.stale_grace_ms, 250, "{name}");
                 assert_eq!(
                     edge.args.total_timeout_ms, 15_000,
                     "{name}: the default stays"

@@ -20,6 +20,8 @@
 //! static_max_age_secs = 3600
 //! origin_timeout_ms = 10000  # how long an edge waits for its origin's answer head before
 //!                        # it counts the origin as failing (and answers stale-if-error copies)
+//! stale_grace_ms = 1000  # how long a request waits for a revalidation of a copy stale-if-error
+//!                        # allows before that copy is its answer (0: until the origin answers)
 //! dashboard = true       # the live dashboard ([observe] dashboard = true) at /dashboard/ on
 //!                        # the public entry; off by default: anyone who reaches the public
 //!                        # entry could then watch the deployment (changing it still needs an
@@ -54,12 +56,17 @@ pub struct EdgeSpec {
     /// How long an edge waits for its origin's answer head (the shield's, for the edges in
     /// front of it), in milliseconds.
     pub origin_timeout_ms: u64,
+    /// How long a request waits for a revalidation of a copy `stale-if-error` allows before
+    /// that copy is its answer, in milliseconds (0: until the origin answers or fails).
+    pub stale_grace_ms: u64,
     /// The edges clients reach send `/dashboard/` to the live dashboard.
     pub dashboard: bool,
 }
 
 /// The edges' default origin timeout: `strata edge`'s own.
 pub const ORIGIN_TIMEOUT_MS: u64 = 10_000;
+/// The edges' default stale grace: `strata edge`'s own.
+pub const STALE_GRACE_MS: u64 = 1_000;
 
 /// `[edge] static_dir`, `static_prefix`, `static_max_age_secs`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +119,9 @@ pub(super) fn read(sec: &mut Section<'_>) -> EdgeSpec {
     let origin_timeout_ms = sec
         .int("origin_timeout_ms", 100..=60_000)
         .unwrap_or(ORIGIN_TIMEOUT_MS);
+    let stale_grace_ms = sec
+        .int("stale_grace_ms", 0..=60_000)
+        .unwrap_or(STALE_GRACE_MS);
     let dashboard = sec.bool("dashboard").unwrap_or(false);
     if static_dir.is_none() {
         for key in ["static_prefix", "static_max_age_secs"] {
@@ -145,6 +155,7 @@ pub(super) fn read(sec: &mut Section<'_>) -> EdgeSpec {
         tls,
         static_files,
         origin_timeout_ms,
+        stale_grace_ms,
         dashboard,
     }
 }
@@ -173,6 +184,7 @@ mod tests {
                 tls: None,
                 static_files: None,
                 origin_timeout_ms: super::ORIGIN_TIMEOUT_MS,
+                stale_grace_ms: super::STALE_GRACE_MS,
                 dashboard: false,
             })
         );
@@ -194,6 +206,7 @@ mod tests {
                 tls: None,
                 static_files: None,
                 origin_timeout_ms: super::ORIGIN_TIMEOUT_MS,
+                stale_grace_ms: super::STALE_GRACE_MS,
                 dashboard: false,
             })
         );
@@ -300,16 +313,26 @@ mod tests {
     }
 
     #[test]
-    fn the_origin_timeout_is_bounded() {
-        let t = Topology::parse("[api]\ncount = 1\n[edge]\norigin_timeout_ms = 2000\n", 8080)
-            .expect("valid");
-        assert_eq!(t.edge.map(|e| e.origin_timeout_ms), Some(2000));
-        for bad in ["50", "60001", "\"2s\""] {
-            let e = errors(&format!(
-                "[api]\ncount = 1\n[edge]\norigin_timeout_ms = {bad}\n"
-            ));
-            assert_eq!(e.len(), 1, "{bad}: {e:#?}");
-            assert_eq!(e[0].line, Some(4), "{bad}: {e:#?}");
+    fn the_origin_timeout_and_the_stale_grace_are_bounded() {
+        let t = Topology::parse(
+            "[api]\ncount = 1\n[edge]\norigin_timeout_ms = 2000\nstale_grace_ms = 0\n",
+            8080,
+        )
+        .expect("valid");
+        assert_eq!(
+            t.edge.map(|e| (e.origin_timeout_ms, e.stale_grace_ms)),
+            Some((2000, 0))
+        );
+        for (key, bad) in [
+            ("origin_timeout_ms", "50"),
+            ("origin_timeout_ms", "60001"),
+            ("origin_timeout_ms", "\"2s\""),
+            ("stale_grace_ms", "-1"),
+            ("stale_grace_ms", "60001"),
+        ] {
+            let e = errors(&format!("[api]\ncount = 1\n[edge]\n{key} = {bad}\n"));
+            assert_eq!(e.len(), 1, "{key} = {bad}: {e:#?}");
+            assert_eq!(e[0].line, Some(4), "{key} = {bad}: {e:#?}");
         }
     }
 }
