@@ -296,6 +296,7 @@ impl LoadBalancer {
                     budget: budget.clone(),
                     sticky: config.sticky.clone(),
                     redirect_to_https: redirect_to,
+                    health_path: config.health.path.clone(),
                     limiter: limiter.clone(),
                     sampler: config.trace_sampler,
                 }),

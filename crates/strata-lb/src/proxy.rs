@@ -227,8 +227,11 @@ pub struct Proxy {
     pub budget: Arc<RetryBudget>,
     pub limiter: Option<Arc<crate::ratelimit::RateLimiter>>,
     pub sticky: Option<crate::sticky::Sticky>,
-    /// Plain-HTTP requests are redirected to HTTPS on this port.
+    /// Plain-HTTP requests are redirected to HTTPS on this port — except those for
+    /// `health_path`, so that a checker in front (`strata dns`) still sees the backends' health.
     pub redirect_to_https: Option<u16>,
+    /// The path backends are checked on, which the balancer passes on over plain HTTP too.
+    pub health_path: String,
     /// Which new traces are recorded.
     pub sampler: Sampler,
 }
@@ -383,6 +386,7 @@ impl Proxy {
         let started = Instant::now();
         if !client.secure
             && let Some(port) = self.redirect_to_https
+            && req.uri().path() != self.health_path
         {
             return https_redirect(&req, port);
         }

@@ -201,4 +201,28 @@ async fn plain_http_can_be_redirected_to_https() {
         )),
         "{answer}"
     );
+    // The health path is passed on over plain HTTP: a checker in front (`strata dns`) sees
+    // the backends' health, not a redirect.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut s = tokio::net::TcpStream::connect(lb.plain)
+            .await
+            .expect("connect");
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        let answer = String::from_utf8_lossy(&out).to_ascii_lowercase();
+        assert!(!answer.starts_with("http/1.1 308"), "{answer}");
+        if answer.starts_with("http/1.1 200") {
+            assert!(answer.ends_with("ok"), "{answer}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the health path answers 200: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
