@@ -56,6 +56,8 @@ pub struct DatacentrePath {
     /// For a data centre without the primary, when the primary answered: how far its servers
     /// are behind it.
     pub replication: Option<Replication>,
+    /// The data centres its links to are cut (`strata datacenter cut`).
+    pub cut_from: Vec<String>,
 }
 
 /// How far a data centre without the primary is behind it: what a failover to it would lose
@@ -207,10 +209,19 @@ pub async fn collect(
                     .find(|dc| dc.databases.iter().any(|d| d == p))
                     .map(|dc| dc.name.clone())
             });
+            let names: Vec<String> = layout.datacenters.iter().map(|d| d.name.clone()).collect();
             layout
                 .datacenters
                 .into_iter()
                 .map(|dc| DatacentrePath {
+                    cut_from: names
+                        .iter()
+                        .filter(|other| {
+                            **other != dc.name
+                                && crate::plan::datacenters::cut_file(dir, &dc.name, other).exists()
+                        })
+                        .cloned()
+                        .collect(),
                     replication: match (primary, &primary_datacenter, data.standbys) {
                         (Some(p), Some(home), Some(standbys)) if *home != dc.name => Some(
                             replication_of(p, home, &dc.databases, standbys, data.loss_possible),
@@ -357,6 +368,12 @@ impl LayeredPath {
             if let Some(replication) = &dc.replication {
                 text.push_str(&format!("    replication: {}\n", replication.text()));
             }
+            for other in &dc.cut_from {
+                text.push_str(&format!(
+                    "    link to {other}: CUT (`strata datacenter heal {} {other}` joins it)\n",
+                    dc.name
+                ));
+            }
             text.push_str(&format!(
                 "    → balancers: {}\n    → API pool: {}\n",
                 balancers_text(&dc.balancers),
@@ -386,6 +403,7 @@ impl LayeredPath {
                 "primary": dc.primary,
                 "databases": dc.databases,
                 "replication": dc.replication.as_ref().map(Replication::json),
+                "cutFrom": dc.cut_from,
                 "balancers": dc.balancers.iter().map(|b| json!({
                     "name": b.hop.name, "addr": b.hop.addr, "answered": b.answered,
                 })).collect::<Vec<_>>(),
@@ -461,6 +479,7 @@ mod tests {
                     databases: vec!["pg-1".into(), "pg-2".into()],
                     primary: Some("pg-1".into()),
                     replication: None,
+                    cut_from: Vec::new(),
                 },
                 DatacentrePath {
                     name: "us-west".into(),
@@ -486,6 +505,7 @@ mod tests {
                         ],
                         Some(true),
                     )),
+                    cut_from: vec!["us-east".into()],
                 },
             ],
         };
@@ -498,6 +518,7 @@ mod tests {
              us-west: pg-3\n    \
              replication: pg-3 is 1234 B (14 ms) behind pg-1: what a failure of us-east now \
              would lose (commit = \"async\")\n    \
+             link to us-east: CUT (`strata datacenter heal us-west us-east` joins it)\n    \
              → balancers: us-west-lb-1 127.0.12.1:8080 (answered)\n    \
              → API pool: us-west-api-1 127.0.0.1:9002\n"
         );
@@ -507,6 +528,7 @@ mod tests {
         assert_eq!(json["datacenters"][1]["replication"]["behindBytes"], 1234);
         assert_eq!(json["datacenters"][1]["replication"]["streaming"], true);
         assert!(json["datacenters"][0]["replication"].is_null());
+        assert_eq!(json["datacenters"][1]["cutFrom"][0], "us-east");
     }
 
     #[test]

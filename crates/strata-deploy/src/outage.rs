@@ -7,6 +7,11 @@
 //! A held role is marked by the file `DIR/held/<role>`. The supervisor looks for it when the
 //! role exits ([`is_held`]): a held role is not a crash (no backoff, never `failed`), it is
 //! shown as `held` and started as soon as the file is gone.
+//!
+//! `strata datacenter cut A B` cuts the link between two data centres — every relay on it holds
+//! what it carries, both ways, and connects nothing new, as across a partition — and `strata
+//! datacenter heal A B` joins it again; the link's file `DIR/cut/A+B`
+//! ([`crate::plan::datacenters::cut_file`]) is what its relays watch.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -53,15 +58,21 @@ pub enum Action {
     Kill,
     /// Release the data centre's roles: the supervisor starts them again.
     Start,
+    /// Cut the link between two data centres: nothing crosses it either way until `heal`.
+    Cut,
+    /// Join the link between two data centres again: what its relays held is delivered.
+    Heal,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct DatacenterArgs {
-    /// `kill` or `start`.
+    /// `kill`, `start`, `cut` or `heal`.
     #[arg(value_enum)]
     pub action: Action,
     /// The data centre, as its `[[datacenter]]` table names it.
     pub name: String,
+    /// With `cut` and `heal`: the data centre at the link's other end.
+    pub other: Option<String>,
     /// The deployment directory (of a deployment started with `strata up -d`).
     #[arg(long, env = "STRATA_DIR", default_value = ".strata")]
     pub dir: PathBuf,
@@ -70,8 +81,8 @@ pub struct DatacenterArgs {
     pub wait_secs: u64,
 }
 
-/// The roles of data centre `name` in the deployment in `dir`, databases first.
-fn roles_of(dir: &Path, name: &str) -> anyhow::Result<Vec<String>> {
+/// The deployment's layout, with a data centre of each name in `names`.
+fn layout_with(dir: &Path, names: &[&str]) -> anyhow::Result<Layout> {
     let Some(layout) = Layout::read(dir) else {
         bail!(
             "the deployment in {} has no data centres ({} is missing): `strata datacenter` \
@@ -80,12 +91,23 @@ fn roles_of(dir: &Path, name: &str) -> anyhow::Result<Vec<String>> {
             dir.join(crate::plan::datacenters::LAYOUT_FILE).display()
         );
     };
+    for name in names {
+        if !layout.datacenters.iter().any(|dc| dc.name == *name) {
+            let known: Vec<&str> = layout.datacenters.iter().map(|d| d.name.as_str()).collect();
+            bail!(
+                "no data centre is named {name:?}; this deployment has {}",
+                known.join(", ")
+            );
+        }
+    }
+    Ok(layout)
+}
+
+/// The roles of data centre `name` in the deployment in `dir`, databases first.
+fn roles_of(dir: &Path, name: &str) -> anyhow::Result<Vec<String>> {
+    let layout = layout_with(dir, &[name])?;
     let Some(dc) = layout.datacenters.iter().find(|dc| dc.name == name) else {
-        let known: Vec<&str> = layout.datacenters.iter().map(|d| d.name.as_str()).collect();
-        bail!(
-            "no data centre is named {name:?}; this deployment has {}",
-            known.join(", ")
-        );
+        bail!("no data centre is named {name:?}");
     };
     Ok(dc
         .databases
@@ -106,84 +128,138 @@ pub async fn run(args: DatacenterArgs) -> anyhow::Result<()> {
             dir.display()
         );
     }
-    let roles = roles_of(dir, &args.name)?;
-    match args.action {
-        Action::Kill => {
-            let held = dir.join(HELD_DIR);
-            std::fs::create_dir_all(&held)
-                .with_context(|| format!("cannot create {}", held.display()))?;
-            for role in &roles {
-                std::fs::write(marker(dir, role), b"held by strata datacenter kill\n")
-                    .with_context(|| format!("cannot write {}", marker(dir, role).display()))?;
-            }
-            // Every process first, then one loop of SIGKILLs: the data centre stops at one
-            // instant, not role by role.
-            let pids: Vec<u32> = roles
-                .iter()
-                .filter_map(|r| deployment.roles.iter().find(|s| &s.name == r)?.pid)
-                .flat_map(|pid| {
-                    let mut all = process::descendants(pid);
-                    all.push(pid);
-                    all
-                })
-                .collect();
-            for pid in &pids {
-                process::signal(*pid, Signal::SIGKILL);
-            }
-            println!(
-                "{}: {} roles held down, {} processes killed: {}",
-                args.name,
-                roles.len(),
-                pids.len(),
-                roles.join(", ")
-            );
-            println!(
-                "Bring it back with `strata datacenter start {} --dir {}`.",
-                args.name,
-                dir.display()
-            );
-            Ok(())
-        }
-        Action::Start => {
-            for role in &roles {
-                match std::fs::remove_file(marker(dir, role)) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        return Err(e).with_context(|| {
-                            format!("cannot remove {}", marker(dir, role).display())
-                        });
-                    }
-                }
-            }
-            let deadline = Instant::now() + Duration::from_secs(args.wait_secs);
-            loop {
-                let now = state::read(dir)?.ok_or_else(|| state::no_deployment(dir))?;
-                let waiting: Vec<&str> = now
-                    .roles
-                    .iter()
-                    .filter(|r| roles.contains(&r.name) && r.state != RolePhase::Ready)
-                    .map(|r| r.name.as_str())
-                    .collect();
-                if waiting.is_empty() {
-                    println!(
-                        "{}: every role is ready again: {}",
-                        args.name,
-                        roles.join(", ")
-                    );
-                    return Ok(());
-                }
-                if Instant::now() >= deadline {
-                    bail!(
-                        "{}: released, but not ready within {} s: {} (see `strata status` and \
-                         `strata logs`)",
-                        args.name,
-                        args.wait_secs,
-                        waiting.join(", ")
-                    );
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+    let verb = match args.action {
+        Action::Kill => "kill",
+        Action::Start => "start",
+        Action::Cut => "cut",
+        Action::Heal => "heal",
+    };
+    match (args.action, &args.other) {
+        (Action::Cut | Action::Heal, Some(other)) => link(dir, &args.name, other, args.action),
+        (Action::Cut | Action::Heal, None) => bail!(
+            "`strata datacenter {verb}` needs the data centres at both ends of the link: \
+             `strata datacenter {verb} {} OTHER`",
+            args.name
+        ),
+        (_, Some(other)) => bail!(
+            "`strata datacenter {verb}` takes one data centre, not {other:?} too (to cut the \
+             link between two: `strata datacenter cut {} {other}`)",
+            args.name
+        ),
+        (Action::Kill, None) => kill(dir, &deployment, &args.name),
+        (Action::Start, None) => start(dir, &args.name, args.wait_secs).await,
+    }
+}
+
+/// `strata datacenter kill NAME`.
+fn kill(dir: &Path, deployment: &state::DeploymentState, name: &str) -> anyhow::Result<()> {
+    let roles = roles_of(dir, name)?;
+    let held = dir.join(HELD_DIR);
+    std::fs::create_dir_all(&held).with_context(|| format!("cannot create {}", held.display()))?;
+    for role in &roles {
+        std::fs::write(marker(dir, role), b"held by strata datacenter kill\n")
+            .with_context(|| format!("cannot write {}", marker(dir, role).display()))?;
+    }
+    // Every process first, then one loop of SIGKILLs: the data centre stops at one
+    // instant, not role by role.
+    let pids: Vec<u32> = roles
+        .iter()
+        .filter_map(|r| deployment.roles.iter().find(|s| &s.name == r)?.pid)
+        .flat_map(|pid| {
+            let mut all = process::descendants(pid);
+            all.push(pid);
+            all
+        })
+        .collect();
+    for pid in &pids {
+        process::signal(*pid, Signal::SIGKILL);
+    }
+    println!(
+        "{}: {} roles held down, {} processes killed: {}",
+        name,
+        roles.len(),
+        pids.len(),
+        roles.join(", ")
+    );
+    println!(
+        "Bring it back with `strata datacenter start {} --dir {}`.",
+        name,
+        dir.display()
+    );
+    Ok(())
+}
+
+/// `strata datacenter start NAME`.
+async fn start(dir: &Path, name: &str, wait_secs: u64) -> anyhow::Result<()> {
+    let roles = roles_of(dir, name)?;
+    for role in &roles {
+        match std::fs::remove_file(marker(dir, role)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot remove {}", marker(dir, role).display()));
             }
         }
     }
+    let deadline = Instant::now() + Duration::from_secs(wait_secs);
+    loop {
+        let now = state::read(dir)?.ok_or_else(|| state::no_deployment(dir))?;
+        let waiting: Vec<&str> = now
+            .roles
+            .iter()
+            .filter(|r| roles.contains(&r.name) && r.state != RolePhase::Ready)
+            .map(|r| r.name.as_str())
+            .collect();
+        if waiting.is_empty() {
+            println!("{}: every role is ready again: {}", name, roles.join(", "));
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "{}: released, but not ready within {} s: {} (see `strata status` and \
+                 `strata logs`)",
+                name,
+                wait_secs,
+                waiting.join(", ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `strata datacenter cut|heal A B`: writes or removes the link's file, which every relay on it
+/// watches.
+fn link(dir: &Path, a: &str, b: &str, action: Action) -> anyhow::Result<()> {
+    if a == b {
+        bail!("a link joins two data centres: {a:?} is named twice");
+    }
+    layout_with(dir, &[a, b])?;
+    let file = crate::plan::datacenters::cut_file(dir, a, b);
+    if action == Action::Cut {
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        std::fs::write(&file, b"cut by strata datacenter cut\n")
+            .with_context(|| format!("cannot write {}", file.display()))?;
+        println!(
+            "the link between {a} and {b} is cut: nothing crosses it either way (its relays \
+             hold what they carry and connect nothing new within {} ms). Join it again with \
+             `strata datacenter heal {a} {b} --dir {}`.",
+            strata_link::CUT_POLL.as_millis(),
+            dir.display()
+        );
+    } else {
+        match std::fs::remove_file(&file) {
+            Ok(()) => println!(
+                "the link between {a} and {b} is whole again: what its relays held is delivered"
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                println!("the link between {a} and {b} was not cut");
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot remove {}", file.display())),
+        }
+    }
+    Ok(())
 }

@@ -18,6 +18,15 @@
 //! earlier than a connection made across the link could have sent them (after the SYN-ACK's
 //! way back) plus their own way there. Not emulated: bandwidth limits, loss and jitter — those
 //! need `tc netem` in network namespaces (root), which this crate does not do yet.
+//!
+//! **A cut link.** With `--cut-file PATH`, the link is cut while that file exists (checked every
+//! [`CUT_POLL`]): no byte is delivered either way and no new connection reaches the target, as
+//! across a network partition — the relay still accepts connections and reads what it may
+//! buffer, then holds the senders back (TCP back-pressure), so nothing is refused or reset.
+//! When the file is removed, what was held is delivered, in order, and held connections go on,
+//! as TCP's retransmissions would after a partition heals. The file outlives the relay: one
+//! restarted while it exists starts cut. `strata up` gives every relay on the link between two
+//! data centres the same file, which `strata datacenter cut A B` / `heal A B` write and remove.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -26,7 +35,7 @@ use anyhow::Context as _;
 use strata_core::ready::ReadyLine;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 /// The listener the role announces.
@@ -37,6 +46,9 @@ pub const CHUNK: usize = 16 * 1024;
 
 /// The most reads buffered per direction (so at most 1 MiB each way per connection).
 pub const MAX_CHUNKS_IN_FLIGHT: usize = 64;
+
+/// How often a relay with a cut file looks for it.
+pub const CUT_POLL: Duration = Duration::from_millis(50);
 
 /// `strata relay …`.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args, serde::Serialize)]
@@ -53,6 +65,10 @@ pub struct RelayArgs {
     /// How long connecting to the target may take, milliseconds.
     #[arg(long, default_value_t = 2000)]
     pub connect_timeout_ms: u64,
+    /// The link is cut while this file exists: nothing is delivered either way until it is
+    /// removed (set by `strata up`; `strata datacenter cut` writes it).
+    #[arg(long)]
+    pub cut_file: Option<std::path::PathBuf>,
     /// This role's name in its topology.
     #[arg(long, default_value = "relay")]
     pub name: String,
@@ -69,6 +85,7 @@ impl RelayArgs {
             to,
             delay_ms,
             connect_timeout_ms: 2000,
+            cut_file: None,
             name: "relay".into(),
             exit_on_stdin_eof: false,
         }
@@ -81,6 +98,8 @@ pub struct Relay {
     to: SocketAddr,
     delay: Duration,
     connect_timeout: Duration,
+    /// `true` while the link is cut.
+    cut: watch::Receiver<bool>,
 }
 
 impl Relay {
@@ -96,7 +115,14 @@ impl Relay {
             to,
             delay,
             connect_timeout,
+            cut: watch::channel(false).1,
         })
+    }
+
+    /// Cuts the link while `cut` holds `true`.
+    pub fn cut_by(mut self, cut: watch::Receiver<bool>) -> Self {
+        self.cut = cut;
+        self
     }
 
     /// Where it listens.
@@ -118,10 +144,13 @@ impl Relay {
                 }
             };
             let (to, delay, timeout) = (self.to, self.delay, self.connect_timeout);
+            let mut cut = self.cut.clone();
             let accepted = Instant::now();
             tokio::spawn(async move {
-                // The SYN crosses the link before the target hears of the connection.
+                // The SYN crosses the link before the target hears of the connection (once
+                // the link is whole).
                 tokio::time::sleep(delay).await;
+                whole(&mut cut).await;
                 let target = match tokio::time::timeout(timeout, TcpStream::connect(to)).await {
                     Ok(Ok(target)) => target,
                     Ok(Err(e)) => {
@@ -136,7 +165,7 @@ impl Relay {
                 let _ = client.set_nodelay(true);
                 let _ = target.set_nodelay(true);
                 // Across the link, the client could send only once the SYN-ACK came back.
-                relay(client, target, delay, accepted + 2 * delay).await;
+                relay(client, target, delay, accepted + 2 * delay, cut).await;
             });
         }
     }
@@ -144,11 +173,23 @@ impl Relay {
 
 /// Relays both directions of one connection until both have ended (or one failed); the
 /// client's bytes count as sent no earlier than `client_may_send`.
-async fn relay(client: TcpStream, target: TcpStream, delay: Duration, client_may_send: Instant) {
+async fn relay(
+    client: TcpStream,
+    target: TcpStream,
+    delay: Duration,
+    client_may_send: Instant,
+    cut: watch::Receiver<bool>,
+) {
     let (client_read, client_write) = client.into_split();
     let (target_read, target_write) = target.into_split();
-    let up = direction(client_read, target_write, delay, client_may_send);
-    let down = direction(target_read, client_write, delay, Instant::now());
+    let up = direction(
+        client_read,
+        target_write,
+        delay,
+        client_may_send,
+        cut.clone(),
+    );
+    let down = direction(target_read, client_write, delay, Instant::now(), cut);
     tokio::pin!(up, down);
     // An error on either side ends the connection: the other direction is dropped with it.
     tokio::select! {
@@ -165,6 +206,7 @@ async fn direction(
     mut to: tokio::net::tcp::OwnedWriteHalf,
     delay: Duration,
     not_before: Instant,
+    mut cut: watch::Receiver<bool>,
 ) -> bool {
     let due = move || Instant::now().max(not_before) + delay;
     // `None` is the end of stream, delivered after the delay like the bytes before it.
@@ -190,6 +232,7 @@ async fn direction(
     let writer = async move {
         while let Some((due, chunk)) = rx.recv().await {
             tokio::time::sleep_until(due).await;
+            whole(&mut cut).await;
             match chunk {
                 Some(bytes) => {
                     if to.write_all(&bytes).await.is_err() {
@@ -211,6 +254,36 @@ async fn direction(
     }
 }
 
+/// Returns once the link is whole (at once if it is not cut).
+async fn whole(cut: &mut watch::Receiver<bool>) {
+    // The watcher outlives every receiver, so the channel is closed only for a relay that was
+    // never given a cut file: whole.
+    let _ = cut.wait_for(|cut| !*cut).await;
+}
+
+/// Follows `file`: the channel holds `true` while it exists. The task ends with the receivers.
+pub fn watch_cut_file(file: std::path::PathBuf) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(file.exists());
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(CUT_POLL) => {}
+                () = tx.closed() => return,
+            }
+            let cut = file.exists();
+            tx.send_if_modified(|was| {
+                let changed = *was != cut;
+                if changed {
+                    tracing::warn!(cut, file = %file.display(), "the link is {}", if cut { "cut" } else { "whole again" });
+                }
+                *was = cut;
+                changed
+            });
+        }
+    });
+    rx
+}
+
 /// Runs the relay role until SIGTERM, Ctrl-C or (with `--exit-on-stdin-eof`) its supervisor's
 /// exit.
 pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
@@ -229,6 +302,10 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
     )
     .await
     .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let relay = match &args.cut_file {
+        Some(file) => relay.cut_by(watch_cut_file(file.clone())),
+        None => relay,
+    };
     let addr = relay.addr();
     let stop = strata_core::shutdown::signal(args.exit_on_stdin_eof);
     ReadyLine::new(&args.name)
@@ -321,6 +398,72 @@ mod tests {
             .expect("closed within 2 s")
             .expect("read");
         assert_eq!(n, 0);
+    }
+
+    #[tokio::test]
+    async fn a_cut_link_delivers_nothing_and_connects_nothing_until_it_is_healed() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("cut");
+        // An echo target that counts its connections.
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let target = listener.local_addr().expect("addr");
+        let (conn_tx, mut connections) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let _ = conn_tx.send(());
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        let relay = Relay::bind(
+            "127.0.0.1:0".parse().expect("addr"),
+            target,
+            Duration::from_millis(5),
+            Duration::from_millis(2000),
+        )
+        .await
+        .expect("bind")
+        .cut_by(watch_cut_file(file.clone()));
+        let addr = relay.addr();
+        tokio::spawn(relay.run());
+
+        let mut open = TcpStream::connect(addr).await.expect("connect");
+        open.write_all(b"before").await.expect("write");
+        let mut got = [0u8; 6];
+        open.read_exact(&mut got).await.expect("read");
+        assert_eq!(&got, b"before");
+        assert!(connections.recv().await.is_some());
+
+        std::fs::write(&file, b"cut").expect("cut");
+        tokio::time::sleep(CUT_POLL * 4).await;
+        // An open connection: what it sends is held. A new one: accepted, never connected.
+        open.write_all(b"during").await.expect("write");
+        let mut late = TcpStream::connect(addr).await.expect("accepted while cut");
+        late.write_all(b"late").await.expect("write");
+        let mut one = [0u8; 1];
+        let held = tokio::time::timeout(Duration::from_millis(500), open.read(&mut one)).await;
+        assert!(held.is_err(), "nothing comes back while the link is cut");
+        assert!(
+            connections.try_recv().is_err(),
+            "no new connection reaches the target while the link is cut"
+        );
+
+        std::fs::remove_file(&file).expect("heal");
+        let mut got = [0u8; 6];
+        tokio::time::timeout(Duration::from_secs(5), open.read_exact(&mut got))
+            .await
+            .expect("delivered once healed")
+            .expect("read");
+        assert_eq!(&got, b"during", "what was held arrives, unchanged");
+        let mut got = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(5), late.read_exact(&mut got))
+            .await
+            .expect("connected once healed")
+            .expect("read");
+        assert_eq!(&got, b"late");
+        assert!(connections.recv().await.is_some());
     }
 
     #[tokio::test]

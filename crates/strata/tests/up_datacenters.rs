@@ -401,15 +401,49 @@ async fn when_the_whole_first_data_centre_freezes_the_second_takes_the_primary_a
     assert_eq!(replication["lossPossible"], false, "{replication:#}");
     assert!(replication["behindBytes"].is_u64(), "{replication:#}");
 
-    // Every process of us-east stops — balancer, API server, relay and PostgreSQL primary —
-    // and the link is cut too: us-west's relay to pg-1 holds every byte and still accepts
-    // connections, so what us-west's API server tries first for the primary answers nothing.
+    // The link is cut (`strata datacenter cut`): us-west's relay to pg-1 holds every byte and
+    // still accepts connections, so what us-west's API server tries first for the primary
+    // answers nothing. And every process of us-east stops — balancer, API server, relay and
+    // PostgreSQL primary.
+    let run = |args: &'static [&'static str]| {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || strata(args, &dir))
+    };
+    let out = run(&["datacenter", "cut", "us-west", "us-east"])
+        .await
+        .expect("join");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = status_json(&dir);
+    for (dc, other) in [(0, "us-west"), (1, "us-east")] {
+        assert_eq!(
+            shown["path"]["datacenters"][dc]["cutFrom"],
+            json!([other]),
+            "strata status shows the cut: {shown:#}"
+        );
+    }
+    // Cut, the link carries no WAL to us-west's replica: a write in us-east, which quorum
+    // commit acknowledges only once that replica has it, is not acknowledged.
+    let body = json!({"firstName": "Cut", "lastName": "Link",
+        "address": {"streetAddress": "1 Main St", "city": "Boston", "state": "MA", "postalCode": "02134"}});
+    let cut_write = http
+        .post(format!("http://{east}/users"))
+        .json(&body)
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await;
+    assert!(
+        !cut_write.as_ref().is_ok_and(|r| r.status().is_success()),
+        "a write was acknowledged across the cut link: {cut_write:?}"
+    );
     let east_roles = [
         "us-east-lb-1",
         "us-east-api-1",
         "us-east-relay-pg-2",
         "pg-1",
-        "us-west-relay-pg-1",
     ];
     let pids: Vec<u32> = east_roles
         .iter()
@@ -457,11 +491,51 @@ async fn when_the_whole_first_data_centre_freezes_the_second_takes_the_primary_a
         "a write no longer crosses the link: {writes:?}"
     );
 
-    // us-east returns: its old primary rejoins as a replica of pg-2; DNS keeps answering
-    // us-west, which holds the primary now, though us-east is healthy again.
+    // Bad input: a link needs two different data centres, both known.
+    for (args, says) in [
+        (
+            &["datacenter", "cut", "us-east"][..],
+            "needs the data centres at both ends",
+        ),
+        (
+            &["datacenter", "heal", "us-east", "us-east"][..],
+            "is named twice",
+        ),
+        (
+            &["datacenter", "cut", "us-east", "eu-central"][..],
+            "no data centre is named \"eu-central\"",
+        ),
+        (
+            &["datacenter", "kill", "us-east", "us-west"][..],
+            "takes one data centre",
+        ),
+    ] {
+        let out = run(args).await.expect("join");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(says),
+            "{args:?}: {err}"
+        );
+    }
+
+    // us-east returns and the link is joined again: its old primary rejoins as a replica of
+    // pg-2; DNS keeps answering us-west, which holds the primary now, though us-east is
+    // healthy again.
     for pid in &pids {
         strata_engines::process::signal_all(*pid, Signal::SIGCONT);
     }
+    let out = run(&["datacenter", "heal", "us-east", "us-west"])
+        .await
+        .expect("join");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("whole again"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        status_json(&dir)["path"]["datacenters"][1]["cutFrom"],
+        json!([])
+    );
     until_rejoined(&dir).await;
     keeps_answering_the_primarys_data_centre(&http, east, dns).await;
 }

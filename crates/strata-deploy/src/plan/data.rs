@@ -104,7 +104,7 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
                 },
             ));
             if group.is_none() {
-                super::datacenters::plan_relays_to(topology, i, plan);
+                super::datacenters::plan_relays_to(topology, ctx, i, plan);
             }
         }
     }

@@ -109,6 +109,17 @@ pub fn role_name(datacentre: &str, kind: &str, i: u16) -> String {
     format!("{datacentre}-{kind}-{i}")
 }
 
+/// The directory of the cut links' files.
+pub const CUT_DIR: &str = "cut";
+
+/// The file that cuts the link between data centres `a` and `b` while it exists (either
+/// order): `DIR/cut/us-east+us-west` (`+` is in no data centre's name). Every relay on that link
+/// is given it.
+pub fn cut_file(dir: &Path, a: &str, b: &str) -> PathBuf {
+    let (first, second) = if a <= b { (a, b) } else { (b, a) };
+    dir.join(CUT_DIR).join(format!("{first}+{second}"))
+}
+
 /// The relay in `datacentre` to the server `target` of another one: `us-west-relay-pg-1`.
 pub fn relay_name(datacentre: &str, target: &str) -> String {
     format!("{datacentre}-relay-{target}")
@@ -161,7 +172,7 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
 /// The relays to PostgreSQL server `k` (0-based, plan order) from every other data centre,
 /// each with its link's delay; planned right after the server, before the servers and roles
 /// that reach it through them.
-pub fn plan_relays_to(topology: &Topology, k: usize, plan: &mut Plan) {
+pub fn plan_relays_to(topology: &Topology, ctx: &PlanContext, k: usize, plan: &mut Plan) {
     let (Some(home), target) = (
         topology.datacentre_of_database(k),
         crate::groups::server_name(None, k + 1),
@@ -173,6 +184,7 @@ pub fn plan_relays_to(topology: &Topology, k: usize, plan: &mut Plan) {
             continue;
         }
         let delay = topology.one_way_ms(&dc.name, &topology.datacenters[home].name);
+        let cut = cut_file(&ctx.dir, &dc.name, &topology.datacenters[home].name);
         let name = relay_name(&dc.name, &target);
         let (role_name, target) = (name.clone(), target.clone());
         plan.roles.push(RoleSpec::new(
@@ -184,6 +196,7 @@ pub fn plan_relays_to(topology: &Topology, k: usize, plan: &mut Plan) {
                 let mut args = RelayArgs::new(w.addr(&target, super::POSTGRES_LISTENER)?, delay);
                 args.listen = w.listen();
                 args.name = role_name.clone();
+                args.cut_file = Some(cut.clone());
                 args.exit_on_stdin_eof = true;
                 Ok(RoleCommand::Relay(args))
             },

@@ -1044,6 +1044,17 @@ fn each_data_centre_runs_its_balancers_before_its_own_api_servers_which_reach_th
     };
     assert_eq!(relay.to.to_string(), at("pg-1", "postgres"));
     assert_eq!(relay.delay_ms, 30);
+    // Every relay on a link watches that link's file (`strata datacenter cut`).
+    for name in ["us-west-relay-pg-1", "us-east-relay-pg-3"] {
+        let RoleCommand::Relay(relay) = command(&plan, name) else {
+            panic!("a relay")
+        };
+        assert_eq!(
+            relay.cut_file.as_deref(),
+            Some(Path::new("/d/cut/us-east+us-west")),
+            "{name}"
+        );
+    }
     // us-west's API server: the primary through every server (us-east's through relays), its
     // reads on its own data centre's replica only.
     let RoleCommand::Api(api) = command(&plan, "us-west-api-1") else {
