@@ -359,6 +359,17 @@ pub fn span(trace: &strata_lb::proxy::Trace, method: &Method) -> tracing::Span {
     )
 }
 
+/// `308 Permanent Redirect` to the same path over HTTPS on `port` (the balancer's Location
+/// rule: [`strata_lb::answers::https_location`]).
+pub fn https_redirect(headers: &HeaderMap, uri: &http::Uri, port: u16) -> Response<EdgeBody> {
+    let mut r = Response::new(EdgeBody::empty());
+    *r.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    if let Some(location) = strata_lb::answers::https_location(headers, uri, port) {
+        r.headers_mut().insert(header::LOCATION, location);
+    }
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

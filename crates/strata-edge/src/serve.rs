@@ -36,7 +36,9 @@ use crate::collapse::{Flights, Leader, Role};
 use crate::key::{self, Url};
 use crate::object::{self, Freshness, Meta, Object};
 use crate::origin::{Fetched, Origin};
-use crate::respond::{EdgeBody, from_object, origin_problem, problem, relay, via, with_keys};
+use crate::respond::{
+    EdgeBody, from_object, https_redirect, origin_problem, problem, relay, via, with_keys,
+};
 use crate::route::{Routes, Target};
 use crate::rules::{self, NotStored};
 use crate::stats::{Outcome, Stats};
@@ -170,7 +172,10 @@ impl Shared {
         if !client.secure
             && let Some(port) = self.redirect_to_https
         {
-            return (https_redirect(&req, port), Outcome::Redirect);
+            return (
+                https_redirect(req.headers(), req.uri(), port),
+                Outcome::Redirect,
+            );
         }
         let via = via(req.version());
         let (mut parts, body) = req.into_parts();
@@ -683,16 +688,6 @@ impl Shared {
 }
 
 /// Whether a request came through a Strata edge.
-/// `308 Permanent Redirect` to the same path over HTTPS (the balancer's Location rules).
-fn https_redirect(req: &Request<Incoming>, port: u16) -> Response<EdgeBody> {
-    let mut r = Response::new(EdgeBody::empty());
-    *r.status_mut() = StatusCode::PERMANENT_REDIRECT;
-    if let Some(location) = strata_lb::answers::https_location(req.headers(), req.uri(), port) {
-        r.headers_mut().insert(header::LOCATION, location);
-    }
-    r
-}
-
 fn through_edge(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::VIA)
