@@ -627,6 +627,76 @@ async fn a_cut_link_alone_promotes_nothing_acknowledges_no_write_and_keeps_local
     eprintln!("after the heal: a write in us-east {east_writes:?}, in us-west {west_writes:?}");
 }
 
+/// `strata chaos --targets link`: the link between the data centres cut under load (for
+/// longer than a request's 5 s deadline) and healed: writes fail while it is cut — quorum
+/// commit needs the other side — and none acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_cuts_the_link_under_load_and_loses_no_acknowledged_write() {
+    let (_tmp, dir) = tokio::task::spawn_blocking(|| up_topology(TOPOLOGY))
+        .await
+        .expect("join");
+    let _cleanup = Cleanup(&dir);
+    let d = dir.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args([
+                "chaos",
+                "--duration-secs",
+                "14",
+                "--rate",
+                "10",
+                "--seed",
+                "5",
+                "--targets",
+                "link",
+                "--faults",
+                "stop",
+                "--min-gap-secs",
+                "2",
+                "--max-gap-secs",
+                "3",
+                "--stop-secs",
+                "7",
+                "--json",
+            ])
+            .arg("--dir")
+            .arg(&d)
+            .output()
+            .expect("run strata chaos")
+    })
+    .await
+    .expect("join");
+    assert!(
+        out.status.success(),
+        "{}",
+        common::explain("strata chaos", &out, &dir)
+    );
+    let verdict: Value = serde_json::from_slice(&out.stdout).expect("a JSON verdict");
+    assert_eq!(verdict["lost"], 0, "{verdict:#}");
+    let faults = verdict["faults"].as_array().expect("faults");
+    assert!(
+        !faults.is_empty()
+            && faults.iter().all(|f| f["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("the link between us-"))),
+        "every fault cut the link: {verdict:#}"
+    );
+    assert!(
+        verdict["writes"]["failed"].as_u64().is_some_and(|n| n > 0),
+        "writes fail while the link is cut: {verdict:#}"
+    );
+    assert_eq!(
+        verdict["acknowledged"], verdict["writes"]["ok"],
+        "{verdict:#}"
+    );
+    // Healed when the run ends.
+    assert_eq!(
+        status_json(&dir)["path"]["datacenters"][0]["cutFrom"],
+        json!([]),
+        "the link is whole again"
+    );
+}
+
 /// `strata datacenter kill us-east`: every process of `us-east` killed (SIGKILL) and held down
 /// — the supervisor does not restart it — and, during that outage, `us-west`'s API server
 /// killed too (its supervisor restarts it). DNS answers only `us-west`, `pg-2` is promoted, the

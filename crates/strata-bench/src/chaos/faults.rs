@@ -2,13 +2,16 @@
 //! (SIGSTOP, then SIGCONT), and a restart (SIGTERM: the supervisor starts the role again) —
 //! of any role the deployment runs. A PostgreSQL role's faults hit its server (the postmaster
 //! and every backend), as a crash or a frozen machine would; any other role's hit the role
-//! process and everything it started (a cache role's Redis, an etcd role's etcd).
+//! process and everything it started (a cache role's Redis, an etcd role's etcd). With data
+//! centres, `--targets link` hits their links: a stop cuts the link a relay is on — every relay
+//! of it, both ways — for `--stop-secs` (`strata datacenter cut`, then `heal`); a kill or a
+//! restart hits one relay.
 //!
 //! The schedule is drawn from a seeded generator: the same `--seed` against the same
 //! deployment applies the same faults at the same moments. Some faults come in pairs: a second
 //! fault on another role begins while the first one lasts, as real faults often do.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -52,6 +55,8 @@ pub enum Target {
     Cache,
     /// Members of the control plane's etcd cluster.
     Etcd,
+    /// The links between data centres (their relays): a stop cuts a whole link.
+    Link,
 }
 
 impl Target {
@@ -64,6 +69,7 @@ impl Target {
             Target::Control => "control",
             Target::Cache => "cache",
             Target::Etcd => "etcd",
+            Target::Link => "relay",
         }
     }
 }
@@ -179,8 +185,66 @@ fn victim(dir: &Path, role: &RoleState) -> Option<u32> {
     }
 }
 
+/// What a stop holds until [`resume`] ends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stopped {
+    /// A process tree, continued with SIGCONT.
+    Process(u32),
+    /// A link between data centres, cut while this file exists.
+    Link(PathBuf),
+}
+
+/// The file that cuts the link relay `role` is on, and the two data centres it joins.
+fn link_of(dir: &Path, role: &str) -> Option<(PathBuf, String, String)> {
+    let layout = strata_deploy::plan::datacenters::Layout::read(dir)?;
+    let (_, target) = role.rsplit_once("-relay-")?;
+    let here = layout
+        .datacenters
+        .iter()
+        .find(|dc| dc.relays.iter().any(|r| r == role))?;
+    let there = layout
+        .datacenters
+        .iter()
+        .find(|dc| dc.databases.iter().any(|d| d == target))?;
+    Some((
+        strata_deploy::plan::datacenters::cut_file(dir, &here.name, &there.name),
+        here.name.clone(),
+        there.name.clone(),
+    ))
+}
+
+/// Cuts the link relay `role` is on for `fault.stop_for`.
+fn cut(dir: &Path, role: &RoleState, fault: &Planned) -> (String, Option<Stopped>) {
+    let Some((file, here, there)) = link_of(dir, &role.name) else {
+        return (
+            format!(
+                "{} is on no link of this deployment: nothing done",
+                role.name
+            ),
+            None,
+        );
+    };
+    let written = file
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(&file, b"cut by strata chaos\n"));
+    match written {
+        Ok(()) => (
+            format!(
+                "the link between {here} and {there} cut for {:.1} s",
+                fault.stop_for.as_secs_f64()
+            ),
+            Some(Stopped::Link(file)),
+        ),
+        Err(e) => (
+            format!("cannot write {}: {e}; nothing done", file.display()),
+            None,
+        ),
+    }
+}
+
 /// Applies one fault now. A stop returns at once; [`resume`] ends it.
-pub fn apply(dir: &Path, fault: &Planned, at_s: f64) -> (Applied, Option<u32>) {
+pub fn apply(dir: &Path, fault: &Planned, at_s: f64) -> (Applied, Option<Stopped>) {
     let roles = roles_of(dir, fault.target);
     let Some(role) = roles.get(fault.pick % roles.len().max(1)) else {
         return (
@@ -193,6 +257,18 @@ pub fn apply(dir: &Path, fault: &Planned, at_s: f64) -> (Applied, Option<u32>) {
             None,
         );
     };
+    if fault.target == Target::Link && fault.kind == FaultKind::Stop {
+        let (detail, stopped) = cut(dir, role, fault);
+        return (
+            Applied {
+                at_s,
+                kind: fault.kind,
+                role: role.name.clone(),
+                detail,
+            },
+            stopped,
+        );
+    }
     let Some(pid) = victim(dir, role) else {
         return (
             Applied {
@@ -216,7 +292,7 @@ pub fn apply(dir: &Path, fault: &Planned, at_s: f64) -> (Applied, Option<u32>) {
                     "SIGSTOP to pid {pid} and its descendants for {:.1} s",
                     fault.stop_for.as_secs_f64()
                 ),
-                Some(pid),
+                Some(Stopped::Process(pid)),
             )
         }
         FaultKind::Restart => match role.pid {
@@ -239,8 +315,20 @@ pub fn apply(dir: &Path, fault: &Planned, at_s: f64) -> (Applied, Option<u32>) {
 }
 
 /// Ends a stop.
-pub fn resume(pid: u32) {
-    process::signal_all(pid, Signal::SIGCONT);
+pub fn resume(stopped: &Stopped) {
+    match stopped {
+        Stopped::Process(pid) => process::signal_all(*pid, Signal::SIGCONT),
+        Stopped::Link(file) => {
+            if let Err(e) = std::fs::remove_file(file)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                eprintln!(
+                    "chaos: cannot remove {} to heal a link: {e}",
+                    file.display()
+                );
+            }
+        }
+    }
 }
 
 #[cfg(test)]

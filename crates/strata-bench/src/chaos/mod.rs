@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use faults::{FaultKind, Schedule, Target};
+use faults::{FaultKind, Schedule, Stopped, Target};
 pub use verdict::Verdict;
 
 /// `strata chaos`.
@@ -157,13 +157,13 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     let quiet = args.json;
     // Stopped processes, and when each resumes. Interrupted, the drill resumes them all first:
     // it never leaves a deployment frozen.
-    let frozen: Arc<std::sync::Mutex<Vec<(Instant, u32)>>> = Arc::default();
+    let frozen: Arc<std::sync::Mutex<Vec<(Instant, Stopped)>>> = Arc::default();
     {
         let frozen = frozen.clone();
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
-                for (_, pid) in frozen.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
-                    faults::resume(pid);
+                for (_, stopped) in frozen.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+                    faults::resume(&stopped);
                 }
                 eprintln!("chaos: interrupted; every stopped process was resumed");
                 std::process::exit(130);
@@ -184,11 +184,11 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
                     done.at_s, done.kind, done.role, done.detail
                 );
             }
-            if let Some(pid) = stop {
+            if let Some(stop) = stop {
                 stopped
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .push((Instant::now() + fault.stop_for, pid));
+                    .push((Instant::now() + fault.stop_for, stop));
             }
             applied.push(done);
         }
@@ -233,16 +233,16 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Continues every stopped process whose stop has lasted long enough.
-fn resume_due(stopped: &std::sync::Mutex<Vec<(Instant, u32)>>) {
+/// Ends every stop that has lasted long enough — unless another stop of the same process or
+/// link lasts longer (a pair of faults on one link: it heals when the later cut ends).
+fn resume_due(stopped: &std::sync::Mutex<Vec<(Instant, Stopped)>>) {
     let now = Instant::now();
     let mut stopped = stopped.lock().unwrap_or_else(|p| p.into_inner());
-    stopped.retain(|(until, pid)| {
-        if *until <= now {
-            faults::resume(*pid);
-            false
-        } else {
-            true
+    let (due, last): (Vec<_>, Vec<_>) = stopped.drain(..).partition(|(until, _)| *until <= now);
+    *stopped = last;
+    for (_, stop) in due {
+        if !stopped.iter().any(|(_, other)| *other == stop) {
+            faults::resume(&stop);
         }
-    });
+    }
 }
