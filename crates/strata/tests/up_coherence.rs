@@ -18,18 +18,7 @@ fn profile(first: &str) -> Value {
 }
 
 async fn metric(http: &reqwest::Client, api: &str, name: &str) -> f64 {
-    let text = http
-        .get(format!("http://{api}/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    common::metrics_sum(http, api, name, None).await
 }
 
 /// Writes through one API server, then reads through each of the others at once, `rounds`

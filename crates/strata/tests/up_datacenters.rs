@@ -187,6 +187,43 @@ async fn keeps_answering_the_primarys_data_centre(
 
 /// A running two-data-centre deployment, DNS answering `us-east`, with one user created
 /// through `us-west` (its location and commit token) by an admin's client.
+/// `strata ARGS --dir DIR`, run off the runtime's threads.
+async fn strata_in(dir: &std::path::Path, args: &'static [&'static str]) -> std::process::Output {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || strata(args, &dir))
+        .await
+        .expect("join")
+}
+
+/// The same, which must succeed; what it printed.
+async fn strata_ok(dir: &std::path::Path, args: &'static [&'static str]) -> String {
+    let out = strata_in(dir, args).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "strata {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// A user's creation through `base` (in data centre `side`), given 2 s, must not be
+/// acknowledged: the link it needs is cut.
+async fn not_acknowledged(http: &reqwest::Client, base: SocketAddr, side: &str) {
+    let body = json!({"firstName": "Split", "lastName": side,
+        "address": {"streetAddress": "1 Main St", "city": "Boston", "state": "MA", "postalCode": "02134"}});
+    let write = http
+        .post(format!("http://{base}/users"))
+        .json(&body)
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await;
+    assert!(
+        !write.as_ref().is_ok_and(|r| r.status().is_success()),
+        "a write was acknowledged in {side} across the cut link: {write:?}"
+    );
+}
+
 struct Started {
     west: SocketAddr,
     east: SocketAddr,
@@ -405,18 +442,7 @@ async fn when_the_whole_first_data_centre_freezes_the_second_takes_the_primary_a
     // still accepts connections, so what us-west's API server tries first for the primary
     // answers nothing. And every process of us-east stops — balancer, API server, relay and
     // PostgreSQL primary.
-    let run = |args: &'static [&'static str]| {
-        let dir = dir.clone();
-        tokio::task::spawn_blocking(move || strata(args, &dir))
-    };
-    let out = run(&["datacenter", "cut", "us-west", "us-east"])
-        .await
-        .expect("join");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    strata_ok(&dir, &["datacenter", "cut", "us-west", "us-east"]).await;
     let shown = status_json(&dir);
     for (dc, other) in [(0, "us-west"), (1, "us-east")] {
         assert_eq!(
@@ -427,18 +453,7 @@ async fn when_the_whole_first_data_centre_freezes_the_second_takes_the_primary_a
     }
     // Cut, the link carries no WAL to us-west's replica: a write in us-east, which quorum
     // commit acknowledges only once that replica has it, is not acknowledged.
-    let body = json!({"firstName": "Cut", "lastName": "Link",
-        "address": {"streetAddress": "1 Main St", "city": "Boston", "state": "MA", "postalCode": "02134"}});
-    let cut_write = http
-        .post(format!("http://{east}/users"))
-        .json(&body)
-        .timeout(Duration::from_secs(2))
-        .send()
-        .await;
-    assert!(
-        !cut_write.as_ref().is_ok_and(|r| r.status().is_success()),
-        "a write was acknowledged across the cut link: {cut_write:?}"
-    );
+    not_acknowledged(&http, east, "us-east").await;
     let east_roles = [
         "us-east-lb-1",
         "us-east-api-1",
@@ -510,7 +525,7 @@ async fn when_the_whole_first_data_centre_freezes_the_second_takes_the_primary_a
             "takes one data centre",
         ),
     ] {
-        let out = run(args).await.expect("join");
+        let out = strata_in(&dir, args).await;
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
             !out.status.success() && err.contains(says),
@@ -524,14 +539,8 @@ async fn when_the_whole_first_data_centre_freezes_the_second_takes_the_primary_a
     for pid in &pids {
         strata_engines::process::signal_all(*pid, Signal::SIGCONT);
     }
-    let out = run(&["datacenter", "heal", "us-east", "us-west"])
-        .await
-        .expect("join");
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("whole again"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let healed = strata_ok(&dir, &["datacenter", "heal", "us-east", "us-west"]).await;
+    assert!(healed.contains("whole again"), "{healed}");
     assert_eq!(
         status_json(&dir)["path"]["datacenters"][1]["cutFrom"],
         json!([])
@@ -568,32 +577,10 @@ async fn a_cut_link_alone_promotes_nothing_acknowledges_no_write_and_keeps_local
         .await
         .expect("GET");
     assert_eq!(resp.status(), 200);
-    let run = |args: &'static [&'static str]| {
-        let dir = dir.clone();
-        tokio::task::spawn_blocking(move || strata(args, &dir))
-    };
-    let out = run(&["datacenter", "cut", "us-east", "us-west"])
-        .await
-        .expect("join");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    strata_ok(&dir, &["datacenter", "cut", "us-east", "us-west"]).await;
     let cut_at = Instant::now();
     for (side, base) in [("us-east", east), ("us-west", west)] {
-        let body = json!({"firstName": "Split", "lastName": side,
-            "address": {"streetAddress": "1 Main St", "city": "Boston", "state": "MA", "postalCode": "02134"}});
-        let write = http
-            .post(format!("http://{base}/users"))
-            .json(&body)
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await;
-        assert!(
-            !write.as_ref().is_ok_and(|r| r.status().is_success()),
-            "a write was acknowledged in {side} across the cut link: {write:?}"
-        );
+        not_acknowledged(&http, base, side).await;
     }
     let resp = http
         .get(format!("http://{west}{location}"))
@@ -614,14 +601,7 @@ async fn a_cut_link_alone_promotes_nothing_acknowledges_no_write_and_keeps_local
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let out = run(&["datacenter", "heal", "us-west", "us-east"])
-        .await
-        .expect("join");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    strata_ok(&dir, &["datacenter", "heal", "us-west", "us-east"]).await;
     let east_writes = writes_at(&http, east, 1).await;
     let west_writes = writes_at(&http, west, 1).await;
     eprintln!("after the heal: a write in us-east {east_writes:?}, in us-west {west_writes:?}");
@@ -636,36 +616,30 @@ async fn chaos_cuts_the_link_under_load_and_loses_no_acknowledged_write() {
         .await
         .expect("join");
     let _cleanup = Cleanup(&dir);
-    let d = dir.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
-            .args([
-                "chaos",
-                "--duration-secs",
-                "14",
-                "--rate",
-                "10",
-                "--seed",
-                "5",
-                "--targets",
-                "link",
-                "--faults",
-                "stop",
-                "--min-gap-secs",
-                "2",
-                "--max-gap-secs",
-                "3",
-                "--stop-secs",
-                "7",
-                "--json",
-            ])
-            .arg("--dir")
-            .arg(&d)
-            .output()
-            .expect("run strata chaos")
-    })
-    .await
-    .expect("join");
+    let out = strata_in(
+        &dir,
+        &[
+            "chaos",
+            "--duration-secs",
+            "14",
+            "--rate",
+            "10",
+            "--seed",
+            "5",
+            "--targets",
+            "link",
+            "--faults",
+            "stop",
+            "--min-gap-secs",
+            "2",
+            "--max-gap-secs",
+            "3",
+            "--stop-secs",
+            "7",
+            "--json",
+        ],
+    )
+    .await;
     assert!(
         out.status.success(),
         "{}",
@@ -719,16 +693,7 @@ async fn a_data_centre_killed_outright_stays_down_until_started_and_rejoins_as_s
         commit,
     } = started(&dir, &status).await;
 
-    let run = |args: &'static [&'static str]| {
-        let dir = dir.clone();
-        tokio::task::spawn_blocking(move || strata(args, &dir))
-    };
-    let out = run(&["datacenter", "kill", "us-east"]).await.expect("join");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    strata_ok(&dir, &["datacenter", "kill", "us-east"]).await;
     let east_roles = [
         "pg-1",
         "us-east-relay-pg-2",
@@ -785,21 +750,11 @@ async fn a_data_centre_killed_outright_stays_down_until_started_and_rejoins_as_s
         );
     }
 
-    let out = run(&["datacenter", "start", "us-east"])
-        .await
-        .expect("join");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    strata_ok(&dir, &["datacenter", "start", "us-east"]).await;
     until_rejoined(&dir).await;
     keeps_answering_the_primarys_data_centre(&http, east, dns).await;
     // Bad input: a data centre that does not exist is named as such, with the ones that do.
-    let out = run(&["datacenter", "kill", "eu-central"])
-        .await
-        .expect("join");
+    let out = strata_in(&dir, &["datacenter", "kill", "eu-central"]).await;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -249,16 +249,17 @@ pub async fn processed_photo(
     }
 }
 
-/// The sum of the samples on an edge's admin `/metrics` whose line starts with `line_start`
-/// (a name, or a name and its labels) and, if given, contains `containing` (a label's value).
-pub async fn edge_counter(
+/// The sum of the samples on `addr`'s `/metrics` (an API server's, an edge's admin listener)
+/// whose line starts with `line_start` (a name, or a name and its labels) and, if given,
+/// contains `containing` (a label's value).
+pub async fn metrics_sum(
     http: &reqwest::Client,
-    admin: &str,
+    addr: &str,
     line_start: &str,
     containing: Option<&str>,
-) -> u64 {
+) -> f64 {
     let text = http
-        .get(format!("http://{admin}/metrics"))
+        .get(format!("http://{addr}/metrics"))
         .send()
         .await
         .expect("GET /metrics")
@@ -267,6 +268,16 @@ pub async fn edge_counter(
         .expect("metrics text");
     text.lines()
         .filter(|l| l.starts_with(line_start) && containing.is_none_or(|x| l.contains(x)))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
         .sum()
+}
+
+/// [`metrics_sum`] of an edge's counter, on its admin listener.
+pub async fn edge_counter(
+    http: &reqwest::Client,
+    admin: &str,
+    line_start: &str,
+    containing: Option<&str>,
+) -> u64 {
+    metrics_sum(http, admin, line_start, containing).await as u64
 }
