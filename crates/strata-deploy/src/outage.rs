@@ -237,11 +237,7 @@ fn link(dir: &Path, a: &str, b: &str, action: Action) -> anyhow::Result<()> {
     layout_with(dir, &[a, b])?;
     let file = crate::plan::datacenters::cut_file(dir, a, b);
     if action == Action::Cut {
-        if let Some(parent) = file.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
-        }
-        std::fs::write(&file, b"cut by strata datacenter cut\n")
+        crate::plan::datacenters::cut_link(&file, "strata datacenter cut")
             .with_context(|| format!("cannot write {}", file.display()))?;
         println!(
             "the link between {a} and {b} is cut: nothing crosses it either way (its relays \
@@ -250,16 +246,12 @@ fn link(dir: &Path, a: &str, b: &str, action: Action) -> anyhow::Result<()> {
             strata_link::CUT_POLL.as_millis(),
             dir.display()
         );
+    } else if crate::plan::datacenters::heal_link(&file)
+        .with_context(|| format!("cannot remove {}", file.display()))?
+    {
+        println!("the link between {a} and {b} is whole again: what its relays held is delivered");
     } else {
-        match std::fs::remove_file(&file) {
-            Ok(()) => println!(
-                "the link between {a} and {b} is whole again: what its relays held is delivered"
-            ),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                println!("the link between {a} and {b} was not cut");
-            }
-            Err(e) => return Err(e).with_context(|| format!("cannot remove {}", file.display())),
-        }
+        println!("the link between {a} and {b} was not cut");
     }
     Ok(())
 }

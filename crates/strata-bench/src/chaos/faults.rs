@@ -224,11 +224,7 @@ fn cut(dir: &Path, role: &RoleState, fault: &Planned) -> (String, Option<Stopped
             None,
         );
     };
-    let written = file
-        .parent()
-        .map_or(Ok(()), std::fs::create_dir_all)
-        .and_then(|()| std::fs::write(&file, b"cut by strata chaos\n"));
-    match written {
+    match strata_deploy::plan::datacenters::cut_link(&file, "strata chaos") {
         Ok(()) => (
             format!(
                 "the link between {here} and {there} cut for {:.1} s",
@@ -257,30 +253,27 @@ pub fn apply(dir: &Path, fault: &Planned, at_s: f64) -> (Applied, Option<Stopped
             None,
         );
     };
+    let (detail, stopped) = hit(dir, role, fault);
+    (
+        Applied {
+            at_s,
+            kind: fault.kind,
+            role: role.name.clone(),
+            detail,
+        },
+        stopped,
+    )
+}
+
+/// Applies `fault` to `role`: what was done, and the stop to end later.
+fn hit(dir: &Path, role: &RoleState, fault: &Planned) -> (String, Option<Stopped>) {
     if fault.target == Target::Link && fault.kind == FaultKind::Stop {
-        let (detail, stopped) = cut(dir, role, fault);
-        return (
-            Applied {
-                at_s,
-                kind: fault.kind,
-                role: role.name.clone(),
-                detail,
-            },
-            stopped,
-        );
+        return cut(dir, role, fault);
     }
     let Some(pid) = victim(dir, role) else {
-        return (
-            Applied {
-                at_s,
-                kind: fault.kind,
-                role: role.name.clone(),
-                detail: "not running right now: nothing done".into(),
-            },
-            None,
-        );
+        return ("not running right now: nothing done".into(), None);
     };
-    let (detail, stopped) = match fault.kind {
+    match fault.kind {
         FaultKind::Kill => {
             process::signal_all(pid, Signal::SIGKILL);
             (format!("SIGKILL to pid {pid} and its descendants"), None)
@@ -302,16 +295,7 @@ pub fn apply(dir: &Path, fault: &Planned, at_s: f64) -> (Applied, Option<Stopped
             }
             None => ("the role has no pid: nothing done".into(), None),
         },
-    };
-    (
-        Applied {
-            at_s,
-            kind: fault.kind,
-            role: role.name.clone(),
-            detail,
-        },
-        stopped,
-    )
+    }
 }
 
 /// Ends a stop.
@@ -319,9 +303,7 @@ pub fn resume(stopped: &Stopped) {
     match stopped {
         Stopped::Process(pid) => process::signal_all(*pid, Signal::SIGCONT),
         Stopped::Link(file) => {
-            if let Err(e) = std::fs::remove_file(file)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
+            if let Err(e) = strata_deploy::plan::datacenters::heal_link(file) {
                 eprintln!(
                     "chaos: cannot remove {} to heal a link: {e}",
                     file.display()

@@ -120,6 +120,24 @@ pub fn cut_file(dir: &Path, a: &str, b: &str) -> PathBuf {
     dir.join(CUT_DIR).join(format!("{first}+{second}"))
 }
 
+/// Cuts the link whose file is `file` ([`cut_file`]): its relays hold everything from the
+/// next time they look. `by` is written in the file (who cut it).
+pub fn cut_link(file: &Path, by: &str) -> std::io::Result<()> {
+    if let Some(parent) = file.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(file, format!("cut by {by}\n"))
+}
+
+/// Joins the link whose file is `file` again; `false` when it was not cut.
+pub fn heal_link(file: &Path) -> std::io::Result<bool> {
+    match std::fs::remove_file(file) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// The relay in `datacentre` to the server `target` of another one: `us-west-relay-pg-1`.
 pub fn relay_name(datacentre: &str, target: &str) -> String {
     format!("{datacentre}-relay-{target}")
