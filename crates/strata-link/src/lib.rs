@@ -7,7 +7,9 @@
 //!
 //! Guarantees: bytes arrive in order and unchanged, each no earlier than the delay after it was
 //! read; an end of stream (FIN) is passed on after the same delay; a connection whose other side
-//! fails or closes with an error is closed on both sides. Memory is bounded: each direction
+//! fails or closes with an error is closed on both sides — once what was read from that side
+//! before has been delivered, after its delay, as bytes on a wire still arrive after their
+//! sender died. Memory is bounded: each direction
 //! buffers at most [`MAX_CHUNKS_IN_FLIGHT`] reads of at most [`CHUNK`] bytes, after which the
 //! relay stops reading from the sender (TCP back-pressure), so a slow receiver slows its sender
 //! rather than growing the relay. Connecting to the target gives up after `--connect-timeout-ms`
@@ -225,7 +227,12 @@ async fn direction(
                         return false;
                     }
                 }
-                Err(_) => return false,
+                Err(_) => {
+                    // What was read before the failure is on the wire: the writer delivers it
+                    // (the channel closes with the sender), then the connection ends.
+                    drop(tx);
+                    return false;
+                }
             }
         }
     };
@@ -249,7 +256,10 @@ async fn direction(
     };
     tokio::pin!(reader, writer);
     tokio::select! {
-        ok = &mut reader => if ok { writer.await } else { false },
+        ok = &mut reader => {
+            let delivered = writer.await;
+            ok && delivered
+        }
         ok = &mut writer => ok,
     }
 }
@@ -464,6 +474,31 @@ mod tests {
             .expect("read");
         assert_eq!(&got, b"late");
         assert!(connections.recv().await.is_some());
+    }
+
+    #[tokio::test]
+    async fn what_a_side_sent_before_it_died_still_arrives_after_the_delay() {
+        // A target that sends its last bytes, then resets the connection (SO_LINGER 0): a
+        // process killed right after writing.
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let target = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            if let Ok((mut s, _)) = listener.accept().await {
+                let mut hello = [0u8; 5];
+                let _ = s.read_exact(&mut hello).await;
+                let _ = s.write_all(b"last words").await;
+                let _ = s.set_linger(Some(Duration::ZERO));
+                // Give the bytes time to reach the relay before the reset.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                drop(s);
+            }
+        });
+        let relay = relay_to(target, 200).await;
+        let mut s = TcpStream::connect(relay).await.expect("connect");
+        s.write_all(b"hello").await.expect("write");
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
+        assert_eq!(got, b"last words", "the bytes on the wire are delivered");
     }
 
     #[tokio::test]
