@@ -487,7 +487,7 @@ mod tests {
                 let mut hello = [0u8; 5];
                 let _ = s.read_exact(&mut hello).await;
                 let _ = s.write_all(b"last words").await;
-                let _ = s.set_linger(Some(Duration::ZERO));
+                let _ = s.set_zero_linger();
                 // Give the bytes time to reach the relay before the reset.
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 drop(s);
