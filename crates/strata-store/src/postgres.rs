@@ -100,6 +100,8 @@ pub struct PgOpened {
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// Connections whose call did not finish: never lent again.
+    abandoned: hosts::Abandoned,
     call_timeout: Duration,
     reconnect_for: Duration,
     /// The URL without its password, for messages.
@@ -218,7 +220,9 @@ impl PgStore {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        let abandoned = hosts::Abandoned::default();
         let pool = Pool::builder(manager)
+            .pre_recycle(abandoned.hook())
             .max_size(config.max_connections.max(1))
             .runtime(Runtime::Tokio1)
             .timeouts(Timeouts {
@@ -231,6 +235,7 @@ impl PgStore {
             .map_err(|e| StoreError::Unusable(format!("cannot build the connection pool: {e}")))?;
         Ok(PgStore {
             pool,
+            abandoned,
             call_timeout: config.call_timeout,
             reconnect_for: config.reconnect_for.min(config.call_timeout),
             display,
@@ -276,7 +281,7 @@ impl PgStore {
                     Err(e) => return Err(e),
                 }
             };
-            let lent = hosts::Unfinished::new(&self.pool, &client);
+            let lent = hosts::Unfinished::new(&self.abandoned, &client);
             let result = f(client).await;
             lent.finished();
             result
@@ -290,8 +295,8 @@ impl PgStore {
                 Err(StoreError::Unavailable(m))
             }
             Ok(r) => r,
-            // The connection that did not answer is dropped from the pool (`hosts::Unfinished`):
-            // the next call opens a new one, to whichever host answers now.
+            // The connection that did not answer is never lent again (`hosts::Unfinished`): the
+            // next call opens a new one, to whichever host answers now.
             Err(_) => Err(StoreError::Unavailable(format!(
                 "postgres at {} did not answer within {} ms",
                 self.display,

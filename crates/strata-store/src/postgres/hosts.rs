@@ -19,9 +19,10 @@
 //! And a connection whose call did not finish — its caller's deadline passed, or its caller
 //! went away — is never used again ([`Unfinished`]): its server may not answer at all.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::Connect;
 use futures_util::future::BoxFuture;
@@ -182,25 +183,77 @@ impl Connect for HostByHost {
     }
 }
 
+/// The connections whose call did not finish, by when each was opened: the pool discards
+/// them the next time it would lend them ([`Abandoned::hook`]). Marked at once as the call is
+/// dropped — the connection itself goes back to the pool a moment later, as the call's future
+/// is dropped — so no later call can be lent it, whichever happens first.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Abandoned(Arc<Mutex<VecDeque<Instant>>>);
+
+/// At most this many marks are kept: a marked connection the pool dropped some other way
+/// (closed, or every connection dropped after a failover) leaves its mark behind, and the
+/// oldest give way. Far more than a pool ever holds.
+const MARKS_KEPT: usize = 256;
+
+impl Abandoned {
+    fn mark(&self, created: Instant) {
+        let mut marks = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if marks.len() >= MARKS_KEPT {
+            marks.pop_front();
+        }
+        marks.push_back(created);
+    }
+
+    /// True, once, for a connection that was marked.
+    fn take(&self, created: Instant) -> bool {
+        let mut marks = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match marks.iter().position(|mark| *mark == created) {
+            Some(at) => {
+                marks.remove(at);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The pool's `pre_recycle` hook: a marked connection is discarded, and the pool opens or
+    /// lends another.
+    pub(super) fn hook(&self) -> deadpool_postgres::Hook {
+        let abandoned = self.clone();
+        deadpool_postgres::Hook::sync_fn(move |_, metrics| {
+            if abandoned.take(metrics.created) {
+                Err(deadpool_postgres::HookError::message(
+                    "its last call did not finish",
+                ))
+            } else {
+                Ok(())
+            }
+        })
+    }
+}
+
 /// A pooled connection lent to one call: unless [`Unfinished::finished`] is called, the
-/// connection is dropped from the pool once it is back — a call that never finished (its
-/// deadline passed, or its caller went away) leaves a connection that may lead to a server
-/// that answers nothing, and the next call given it would wait the same way.
+/// connection is never lent again — a call that never finished (its deadline passed, or its
+/// caller went away) leaves a connection that may lead to a server that answers nothing, and
+/// the next call given it would wait the same way.
 pub(super) struct Unfinished<'a> {
-    /// Borrowed: every call makes a guard, and only one that did not finish needs its own.
-    pool: &'a deadpool_postgres::Pool,
+    /// Borrowed: every call makes a guard.
+    abandoned: &'a Abandoned,
     /// When the connection was opened: which one it is.
-    created: std::time::Instant,
+    created: Instant,
     finished: bool,
 }
 
 impl<'a> Unfinished<'a> {
-    pub(super) fn new(
-        pool: &'a deadpool_postgres::Pool,
-        client: &deadpool_postgres::Object,
-    ) -> Self {
+    pub(super) fn new(abandoned: &'a Abandoned, client: &deadpool_postgres::Object) -> Self {
         Self {
-            pool,
+            abandoned,
             created: deadpool_postgres::Object::metrics(client).created,
             finished: false,
         }
@@ -213,16 +266,8 @@ impl<'a> Unfinished<'a> {
 
 impl Drop for Unfinished<'_> {
     fn drop(&mut self) {
-        if self.finished {
-            return;
-        }
-        // The connection goes back to the pool as the call's future is dropped, perhaps after
-        // this guard: drop it from the pool once that is done.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let (pool, created) = (self.pool.clone(), self.created);
-            runtime.spawn(async move {
-                pool.retain(|_, metrics| metrics.created != created);
-            });
+        if !self.finished {
+            self.abandoned.mark(self.created);
         }
     }
 }
@@ -230,6 +275,25 @@ impl Drop for Unfinished<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_abandoned_connection_is_discarded_once_and_the_marks_stay_bounded() {
+        let abandoned = Abandoned::default();
+        let (first, second) = (Instant::now(), Instant::now() + Duration::from_nanos(1));
+        abandoned.mark(first);
+        assert!(!abandoned.take(second), "only the marked connection");
+        assert!(abandoned.take(first));
+        assert!(
+            !abandoned.take(first),
+            "discarded once: the mark goes with it"
+        );
+        for k in 0..(MARKS_KEPT as u64 + 10) {
+            abandoned.mark(first + Duration::from_nanos(k));
+        }
+        assert_eq!(abandoned.0.lock().expect("marks").len(), MARKS_KEPT);
+        assert!(!abandoned.take(first), "the oldest marks gave way");
+        assert!(abandoned.take(first + Duration::from_nanos(MARKS_KEPT as u64 + 9)));
+    }
 
     #[test]
     fn every_host_keeps_the_rest_of_the_url() {
