@@ -1,6 +1,7 @@
 //! A whole data centre taken down for real and brought back: `strata datacenter kill NAME`
-//! holds every role of the data centre down — the supervisor does not restart a held role
-//! when it exits — and kills each one (SIGKILL, with its descendants: a PostgreSQL server's
+//! holds every role of the data centre down (its database servers, shared cache servers,
+//! relays, API servers and balancers, as the layout lists them) — the supervisor does not
+//! restart a held role when it exits — and kills each one (SIGKILL, with its descendants: a PostgreSQL server's
 //! postmaster and backends), all in one loop, databases first; `strata datacenter start NAME`
 //! releases them, and the supervisor starts them again.
 //!
@@ -103,7 +104,8 @@ fn layout_with(dir: &Path, names: &[&str]) -> anyhow::Result<Layout> {
     Ok(layout)
 }
 
-/// The roles of data centre `name` in the deployment in `dir`, databases first.
+/// The roles of data centre `name` in the deployment in `dir`, databases first, then its
+/// shared cache servers, relays, API servers and balancers.
 fn roles_of(dir: &Path, name: &str) -> anyhow::Result<Vec<String>> {
     let layout = layout_with(dir, &[name])?;
     let Some(dc) = layout.datacenters.iter().find(|dc| dc.name == name) else {
@@ -112,6 +114,7 @@ fn roles_of(dir: &Path, name: &str) -> anyhow::Result<Vec<String>> {
     Ok(dc
         .databases
         .iter()
+        .chain(&dc.caches)
         .chain(&dc.relays)
         .chain(&dc.apis)
         .chain(&dc.balancers)

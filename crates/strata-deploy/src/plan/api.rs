@@ -2,6 +2,10 @@
 //! data tier is (the SQLite directory, or the PostgreSQL servers' URLs — passed in the
 //! environment, since a URL may hold a password), its node id for Snowflake ids, its cache
 //! settings and shared cache servers, and the session store.
+//!
+//! With `[[datacenter]]` tables a data centre's servers (`us-east-api-1` …) are given, and
+//! depend on, the shared cache servers of their own data centre only (`us-east-cache-1` …,
+//! [`super::cache::names`]): a cache is never shared across a link.
 
 use strata_api::role::{ApiArgs, ServerOptions};
 use strata_cache::CacheEngine;
@@ -29,24 +33,18 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
             Ok(())
         }));
     let databases = names_of(&plan.roles, RoleKind::Postgres);
-    let caches: Vec<String> = plan
-        .roles
-        .iter()
-        .filter(|r| r.kind == RoleKind::Cache && r.name.starts_with("cache-"))
-        .map(|r| r.name.clone())
-        .collect();
     let sessions = (topology.sessions == SessionsEngine::Redis).then_some(super::sessions::NAME);
-    let mut depends_on: Vec<String> = databases.iter().chain(&caches).cloned().collect();
-    depends_on.extend(sessions.map(String::from));
+    // What every server depends on besides the databases and its shared cache servers.
+    let mut others: Vec<String> = sessions.map(String::from).into_iter().collect();
     let photos = super::queue::PhotoWiring::of(topology, ctx);
-    depends_on.extend(photos.depends_on());
+    others.extend(photos.depends_on());
     // With the control plane on etcd, PostgreSQL groups' map lives there: every router
     // follows `PREFIX/shard-map` (and the etcd members start first).
     let map_in_etcd = (!topology.postgres_groups().is_empty()
         && topology.control.store == strata_control::store_options::StoreKind::Etcd)
         .then(|| {
             let (members, builder) = super::control::store(topology, plan);
-            depends_on.extend(members);
+            others.extend(members);
             plan.shard_map = Some(crate::state::ShardMapInEtcd {
                 endpoints: topology.control.etcd.clone(),
                 prefix: super::control::deployment_prefix(topology),
@@ -64,9 +62,16 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
         } else {
             fixed.next().unwrap_or(0)
         };
-        // In a data centre, the servers of the others are reached through its relays.
+        // In a data centre, the servers of the others are reached through its relays; its
+        // shared cache servers are its own (`cache.rs`), never another data centre's.
         let wires = dc.map(|d| super::datacenters::database_wires(topology, d));
-        let mut depends_on = depends_on.clone();
+        let caches = super::cache::names(topology, dc);
+        let mut depends_on: Vec<String> = databases
+            .iter()
+            .chain(&caches)
+            .chain(&others)
+            .cloned()
+            .collect();
         depends_on.extend(
             wires
                 .iter()
@@ -82,7 +87,7 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
         let cache = topology.cache.clone();
         let edge = topology.edge.clone();
         let state_file = ctx.path(&[crate::state::STATE_FILE]);
-        let (databases, caches) = (databases.clone(), caches.clone());
+        let databases = databases.clone();
         let photos = photos.clone();
         let map_in_etcd = map_in_etcd.clone();
         RoleSpec::new(

@@ -17,6 +17,11 @@
 //!   The PostgreSQL servers of B replicate through the same relays: each is given its routes
 //!   to the servers of the other data centres ([`database_routes`]), which it follows its
 //!   primary through, and so does the controller when it re-points a standby.
+//! - **Caches.** With `[cache] engine = "redis" | "memcached"` each data centre runs its own
+//!   `nodes` shared cache servers (`us-east-cache-1` …, planned by `cache.rs`), which only its
+//!   own API servers use: cache traffic never crosses a link, so no relay is planned for them
+//!   and [`database_wires`] knows nothing of them. [`Layout`] lists them with their data
+//!   centre, so `strata datacenter kill` takes them down with it.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -39,6 +44,10 @@ pub struct DatacentreRoles {
     pub apis: Vec<String>,
     pub databases: Vec<String>,
     pub relays: Vec<String>,
+    /// Its shared cache servers (`us-east-cache-1` …; none without `[cache] engine = "redis" |
+    /// "memcached"`, nor in a layout file written before data centres had them).
+    #[serde(default)]
+    pub caches: Vec<String>,
 }
 
 /// Which data centre runs which role, in preference order.
@@ -51,6 +60,8 @@ impl Layout {
     /// The layout of `topology` (empty without `[[datacenter]]` tables).
     pub fn of(topology: &Topology) -> Self {
         let databases = database_names(topology);
+        // Named as `cache.rs` plans them (which names them with [`role_name`] too).
+        let caches = topology.cache.shared.map_or(0, |(_, n)| u16::from(n));
         let datacenters = topology
             .datacenters
             .iter()
@@ -74,6 +85,9 @@ impl Layout {
                         .map(|n| relay_name(&dc.name, n))
                         .collect(),
                     databases: local,
+                    caches: (1..=caches)
+                        .map(|i| role_name(&dc.name, "cache", i))
+                        .collect(),
                 }
             })
             .collect();
@@ -94,6 +108,7 @@ impl Layout {
                 .chain(&dc.apis)
                 .chain(&dc.databases)
                 .chain(&dc.relays)
+                .chain(&dc.caches)
                 .any(|r| r == role)
         })
     }

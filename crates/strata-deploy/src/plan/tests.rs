@@ -1197,6 +1197,134 @@ fn each_data_centre_runs_its_balancers_before_its_own_api_servers_which_reach_th
 }
 
 #[test]
+fn each_data_centre_runs_its_own_cache_servers_and_only_its_api_servers_use_them() {
+    let cases: [(CacheEngine, u8, &[&str]); 2] = [
+        (
+            CacheEngine::Redis,
+            2,
+            &[
+                "us-east-cache-1",
+                "us-east-cache-2",
+                "us-west-cache-1",
+                "us-west-cache-2",
+            ],
+        ),
+        (
+            CacheEngine::Memcached,
+            1,
+            &["us-east-cache-1", "us-west-cache-1"],
+        ),
+    ];
+    for (engine, nodes, want) in cases {
+        let text = format!(
+            "{DATACENTRES}[cache]\nengine = \"{}\"\nnodes = {nodes}\n",
+            engine.name()
+        );
+        let plan = compile(&text);
+        plan.check().unwrap_or_else(|e| panic!("{engine:?}: {e}"));
+        let caches: Vec<&str> = plan
+            .roles
+            .iter()
+            .filter(|r| r.kind == RoleKind::Cache)
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(caches, want, "{engine:?}");
+        assert_eq!(
+            plan.roles.len(),
+            14 + want.len(),
+            "{engine:?}: the cache servers and nothing more (no relay to a cache server)"
+        );
+        for name in want {
+            let RoleCommand::Cache(args) = command(&plan, name) else {
+                panic!("{name}: a cache role")
+            };
+            assert_eq!(args.engine, engine, "{name}");
+            assert_eq!(args.name, *name);
+            assert_eq!(args.dir, Path::new("/d/cache").join(name), "{name}");
+            let back = argv::parse_back(&invocation(&plan, name)).expect("parses back");
+            assert_eq!(back, RoleCommand::Cache(args), "{name}");
+        }
+        let announced = announce_all(&plan);
+        for (dc, apis, other) in [
+            (
+                "us-east",
+                &["us-east-api-1", "us-east-api-2"][..],
+                "us-west",
+            ),
+            ("us-west", &["us-west-api-1"][..], "us-east"),
+        ] {
+            let own: Vec<String> = want
+                .iter()
+                .filter(|n| n.starts_with(&format!("{dc}-cache-")))
+                .map(ToString::to_string)
+                .collect();
+            assert_eq!(own.len(), usize::from(nodes), "{dc}");
+            let addrs: Vec<String> = own
+                .iter()
+                .map(|n| announced[n][engine.name()].clone())
+                .collect();
+            for api in apis {
+                let RoleCommand::Api(a) = command(&plan, api) else {
+                    panic!("{api}: an API server")
+                };
+                let (got, none) = match engine {
+                    CacheEngine::Redis => {
+                        (&a.server.cache.cache_redis, &a.server.cache.cache_memcached)
+                    }
+                    CacheEngine::Memcached => {
+                        (&a.server.cache.cache_memcached, &a.server.cache.cache_redis)
+                    }
+                };
+                let expected: Vec<String> = match engine {
+                    CacheEngine::Redis => addrs.iter().map(|a| format!("redis://{a}")).collect(),
+                    CacheEngine::Memcached => addrs.clone(),
+                };
+                assert_eq!(*got, expected, "{api}: exactly {dc}'s cache servers");
+                assert!(none.is_empty(), "{api}: {none:?}");
+                let depends_on = &plan.role(api).expect("role").depends_on;
+                for cache in &own {
+                    assert!(
+                        depends_on.contains(cache),
+                        "{api} on {cache}: {depends_on:?}"
+                    );
+                }
+                assert!(
+                    !depends_on
+                        .iter()
+                        .any(|d| d.starts_with(&format!("{other}-cache-"))),
+                    "{api} does not wait for {other}'s caches: {depends_on:?}"
+                );
+            }
+        }
+        // The layout lists each data centre's cache servers (`strata datacenter kill` takes
+        // them down with it).
+        let layout = datacenters::Layout::of(&Topology::parse(&text, 8080).expect("valid"));
+        let listed: Vec<&str> = layout
+            .datacenters
+            .iter()
+            .flat_map(|dc| dc.caches.iter().map(String::as_str))
+            .collect();
+        assert_eq!(listed, want, "{engine:?}");
+        for name in want {
+            let home = layout.datacentre_of(name).map(|dc| dc.name.as_str());
+            assert_eq!(home, name.get(..7), "{name}");
+        }
+    }
+    // A layout file written before data centres had cache servers still reads.
+    let old = r#"{"datacenters":[{"name":"a","balancers":["a-lb-1"],"apis":["a-api-1"],"databases":["pg-1"],"relays":[]}]}"#;
+    let layout: datacenters::Layout = serde_json::from_str(old).expect("an older layout");
+    assert!(layout.datacenters[0].caches.is_empty());
+    // Without data centres nothing changes.
+    let plan = compile("[lb]\n[api]\ncount = 2\n[cache]\nengine = \"memcached\"\nnodes = 2\n");
+    let caches = names_of(&plan.roles, RoleKind::Cache);
+    assert_eq!(caches, ["cache-1", "cache-2"]);
+    assert_eq!(
+        plan.role("api-2").map(|r| r.depends_on.clone()),
+        Some(caches)
+    );
+}
+
+#[test]
 fn the_edges_clients_reach_serve_the_static_files_and_the_shield_does_not() {
     let plan = compile(
         "[lb]\n[api]\ncount = 1\n[edge]\ncount = 2\nshield = true\nstatic_dir = \"docs\"\nstatic_prefix = \"/docs/\"\n",

@@ -617,7 +617,8 @@ pub async fn run(
     }
     scaling::serve(&config, &shared, &mut watchers, shutdown).await;
     // Dependents first: the balancer before the API servers (which finish their requests),
-    // the API servers before the databases and caches they use.
+    // the API servers before the databases and caches they use (with data centres, each
+    // data centre's cache servers after its own API servers, the only ones that use them).
     for wave in stop_waves(&config.plan) {
         let mut tasks = Vec::new();
         for name in wave {
@@ -724,5 +725,42 @@ mod tests {
                 vec!["pg-1".into()],
             ]
         );
+    }
+
+    #[test]
+    fn each_data_centres_cache_servers_stop_after_its_own_api_servers() {
+        let topology = Topology::parse(
+            "[lb]\n[api]\ncount = 2\n[data]\nengine = \"postgres\"\n[dns]\n[cache]\nengine = \"redis\"\n\
+             [[datacenter]]\nname = \"us-east\"\n[[datacenter]]\nname = \"us-west\"\n\
+             [[link]]\nbetween = [\"us-east\", \"us-west\"]\none_way_ms = 5\n",
+            8080,
+        )
+        .expect("valid");
+        let plan = Plan::compile(
+            &topology,
+            &PlanContext {
+                dir: "/d".into(),
+                public_port: 8080,
+            },
+        );
+        let waves = stop_waves(&plan);
+        let wave_of = |name: &str| {
+            waves
+                .iter()
+                .position(|w| w.iter().any(|n| n == name))
+                .unwrap_or_else(|| panic!("{name} in {waves:?}"))
+        };
+        for dc in ["us-east", "us-west"] {
+            let cache = wave_of(&format!("{dc}-cache-1"));
+            for api in 1..=2 {
+                assert!(
+                    wave_of(&format!("{dc}-api-{api}")) < cache,
+                    "{dc}: {waves:?}"
+                );
+            }
+        }
+        // Every role is stopped once.
+        let stopped = stop_order(&plan);
+        assert_eq!(stopped.len(), plan.roles.len(), "{stopped:?}");
     }
 }

@@ -15,6 +15,13 @@
 //! one_way_ms = 30         # each direction's bytes arrive this much later (0 to 10000)
 //! ```
 //!
+//! `[cache] engine = "redis" | "memcached"` gives every data centre its own `nodes` shared
+//! cache servers (`us-east-cache-1` …), which only its own API servers use: cache traffic never
+//! crosses a link, and neither do invalidations (another data centre's caches may serve a row
+//! written here until their TTLs end; the plan's `cache.rs` says how long).
+//! `[sessions] engine = "redis"` is refused with data centres (sessions stay in the database),
+//! and so are shard groups.
+//!
 //! Data centres need `[dns]` (the public entry: it answers with one data centre's balancers),
 //! `[lb]` and `[data] engine = "postgres"` run by `strata up` (one replicated cluster whose
 //! servers are spread over the data centres, `pg-1` … numbered across them in order). A missing
@@ -267,12 +274,14 @@ pub(super) fn read(root: &mut Section<'_>, t: &mut Topology) {
             "`[[datacenter]]` with shard groups is not available yet: use one shard group",
         );
     }
-    if t.cache.shared.is_some() || t.sessions == super::SessionsEngine::Redis {
+    // A shared cache (`[cache] engine = "redis" | "memcached"`) goes with data centres: each
+    // runs its own `nodes` servers (the plan's `cache.rs`). A session store does not (yet):
+    // sessions must be one store every data centre sees, and its Redis is no replicated one.
+    if t.sessions == super::SessionsEngine::Redis {
         root.error_at(
-            first_line,
-            "`[[datacenter]]` with shared Redis or Memcached servers (`[cache]`, `[sessions]`) is \
-             not available yet: each data centre would need its own; use the in-process cache \
-             and sessions in the database",
+            root.line_of_in("sessions", "engine").or(first_line),
+            "`[[datacenter]]` with sessions in Redis (`[sessions]`) is not available yet: keep \
+             sessions in the database",
         );
     }
     // Names: unique.
@@ -510,6 +519,36 @@ mod tests {
         assert_eq!(t.relays(), 3, "us-east reaches pg-3, us-west pg-1 and pg-2");
         // 3 balancers, 3 API servers, 3 databases, control-1, dns-1, 3 relays.
         assert_eq!(t.instance_count(), 14);
+    }
+
+    #[test]
+    fn a_shared_cache_goes_with_data_centres_and_sessions_in_redis_do_not() {
+        for (engine, want) in [
+            ("redis", CacheEngine::Redis),
+            ("memcached", CacheEngine::Memcached),
+        ] {
+            let text = format!("{TWO}[cache]\nengine = \"{engine}\"\nnodes = 2\n");
+            let t = Topology::parse(&text, 8080)
+                .unwrap_or_else(|e| panic!("{engine}: a cache in each data centre: {e}"));
+            assert_eq!(t.cache.shared, Some((want, 2)), "{engine}");
+            assert_eq!(
+                t.cache_nodes(),
+                4,
+                "{engine}: 2 in each of the 2 data centres"
+            );
+            assert_eq!(t.instance_count(), 14 + 4, "{engine}");
+        }
+        // Sessions in Redis are still refused, on the line of `sessions.engine`, even beside a
+        // shared cache (which is not named).
+        let text = format!("{TWO}[cache]\nengine = \"redis\"\n[sessions]\nengine = \"redis\"\n");
+        let e = errors(&text);
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert_eq!(e[0].line, Some(TWO.lines().count() + 4), "{e:#?}");
+        assert_eq!(
+            e[0].message,
+            "`[[datacenter]]` with sessions in Redis (`[sessions]`) is not available yet: keep \
+             sessions in the database"
+        );
     }
 
     #[test]

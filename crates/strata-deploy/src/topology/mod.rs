@@ -22,7 +22,7 @@
 //!
 //! [cache]             # L1 in every API server; shared L2 nodes that strata up runs:
 //! # engine = "redis"  # or "memcached", "in-process" (L1 only), "off"
-//! # nodes = 2         # 1 to 4
+//! # nodes = 2         # 1 to 4 (in each data centre)
 //!
 //! [sessions]
 //! # engine = "redis"  # a durable Redis of their own; default "database"
@@ -76,7 +76,7 @@ pub const MAX_COUNT: i64 = 64;
 
 pub use crate::roles::RoleKind;
 
-/// The most shared cache nodes `strata up` runs.
+/// The most shared cache nodes `strata up` runs (in each data centre, with data centres).
 pub const MAX_CACHE_NODES: i64 = 4;
 
 pub use datacenters::{DatacenterSpec, Degrees, LinkSpec, MAX_DATACENTRES};
@@ -456,9 +456,13 @@ impl Topology {
             .map_or(0, |e| usize::from(e.count) + usize::from(e.shield))
     }
 
-    /// Shared cache servers `strata up` runs.
+    /// Shared cache servers `strata up` runs: `[cache] nodes`, in each data centre when there
+    /// are `[[datacenter]]` tables.
     pub fn cache_nodes(&self) -> usize {
-        self.cache.shared.map_or(0, |(_, n)| usize::from(n))
+        let places = self.datacenters.len().max(1);
+        self.cache
+            .shared
+            .map_or(0, |(_, n)| usize::from(n) * places)
     }
 
     /// Whether `strata up` runs `strata control` (automatic failover): with PostgreSQL
