@@ -30,3 +30,37 @@ pub trait ChangeFeed: Send + Sync {
     /// read); blocks the calling thread. An error leaves the position where it was.
     fn poll(&self) -> Result<UserChanges, StoreError>;
 }
+
+/// One user's change as a follower read it from its own database, with the user as that
+/// database holds it in the same snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowedUser {
+    pub id: UserId,
+    /// The version the change logged (a delete: its tombstone's, the deleted version + 1).
+    pub logged: u64,
+    /// The user now (perhaps at a later version than `logged`), or `None` if deleted.
+    pub current: Option<crate::StoredUser>,
+}
+
+/// What a follower found committed since its previous poll.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Followed {
+    /// Nothing about users.
+    Nothing,
+    /// These users changed; each at most once per poll.
+    Users(Vec<FollowedUser>),
+    /// Anything may have changed: the log was trimmed past what this follower had read (it
+    /// could not reach its database for long), or the database is another server than before
+    /// (a restart, a rewind, a failover to another host of its URL).
+    Everything,
+}
+
+/// A follower of the log of committed user changes on a database server of its own — in a
+/// data centre, its local replica — polled in the background (PostgreSQL: a round trip per
+/// poll, too slow to run before every read as the embedded [`ChangeFeed`] does).
+#[async_trait::async_trait]
+pub trait ChangeFollower: Send + Sync {
+    /// What was committed since the previous call (the first call: since the follower was
+    /// opened, which returns [`Followed::Nothing`]). An error leaves the position where it was.
+    async fn poll(&self) -> Result<Followed, StoreError>;
+}

@@ -14,7 +14,7 @@ use anyhow::Context as _;
 
 use crate::Store;
 use crate::accounts::{AccountStore, SessionStore};
-use crate::changes::ChangeFeed;
+use crate::changes::{ChangeFeed, ChangeFollower};
 use crate::postgres::{PgConfig, PgStore};
 use crate::replicated::{ReplicaPolicy, ReplicatedStore};
 use crate::sqlite::SqliteStore;
@@ -153,8 +153,9 @@ impl DataOptions {
             store: router.clone(),
             accounts: router,
             sessions,
-            // PostgreSQL has no change feed yet: L1s keep the TTL bound there.
+            // Shard groups are not followed yet: L1s keep the TTL bound there.
             changes: None,
+            follower: None,
             describe: format!(
                 "postgres ({} shard groups, map version {} in {})",
                 map.groups().len(),
@@ -212,7 +213,12 @@ impl DataOptions {
             ..ReplicaPolicy::default()
         };
         let n = replicas.len();
+        let follower = match replicas.first() {
+            Some(first) => Some(follower(first.clone())?),
+            None => engines.follower.clone(),
+        };
         Ok(Engines {
+            follower,
             store: Arc::new(ReplicatedStore::new(primary, &replicas, policy)),
             describe: format!(
                 "{} with {n} replica{}",
@@ -236,6 +242,10 @@ pub struct Engines {
     /// servers' in-process caches coherent: the embedded engine (every group's, when sharded);
     /// `None` for PostgreSQL.
     pub changes: Option<Arc<dyn ChangeFeed>>,
+    /// The same log on PostgreSQL, followed in the background from the server this API server
+    /// reads from (its first replica, else the primary): `None` on the embedded engine and for
+    /// shard groups.
+    pub follower: Option<Arc<dyn ChangeFollower>>,
 }
 
 impl std::fmt::Debug for Engines {
@@ -244,6 +254,17 @@ impl std::fmt::Debug for Engines {
             .field("describe", &self.describe)
             .finish_non_exhaustive()
     }
+}
+
+/// The change follower on the server of `config`: short deadlines, no retrying within a poll
+/// (the next poll comes soon).
+fn follower(mut config: PgConfig) -> anyhow::Result<Arc<dyn ChangeFollower>> {
+    config.connect_timeout = Duration::from_millis(500);
+    config.call_timeout = Duration::from_secs(1);
+    config.reconnect_for = Duration::ZERO;
+    let follower = crate::postgres::PgChangeFollower::open(&config)
+        .context("cannot follow the PostgreSQL change log")?;
+    Ok(Arc::new(follower))
 }
 
 /// Opens the shard groups of a sharded embedded data directory (creating them when `shards`
@@ -284,6 +305,7 @@ pub async fn open_sharded_sqlite(
         sessions,
         describe,
         changes: Some(feeds),
+        follower: None,
     };
     if ensured.created
         && crate::ensure_canonical_user(engines.store.as_ref())
@@ -318,6 +340,7 @@ pub async fn open_engines(
                     sessions: pg,
                     describe,
                     changes: None,
+                    follower: Some(follower(PgConfig::new(url))?),
                 },
                 opened.created,
             )
@@ -337,6 +360,7 @@ pub async fn open_engines(
                     sessions: sqlite,
                     describe: data.display().to_string(),
                     changes: Some(changes),
+                    follower: None,
                 },
                 opened.created,
             )

@@ -43,6 +43,7 @@ pub const READ_AFTER_WAIT: Duration = Duration::from_millis(200);
 const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
 mod accounts;
 mod calls;
+mod follow;
 mod hosts;
 mod idempotency;
 mod node;
@@ -51,6 +52,7 @@ mod schema;
 mod shard;
 
 use calls::{await_commit, why_not_written, write_then_position};
+pub use follow::PgChangeFollower;
 pub use node::{NodeStatus, StandbyLag, format_lsn, parse_lsn, probe_node, probe_standbys};
 use node::{POSITION_SQL, STATUS_SQL};
 pub use schema::SCHEMA_VERSION;
@@ -613,6 +615,10 @@ impl Store for PgStore {
                 .await
                 .map_err(shard::Failed::into_store)?;
             shard::Guard::Users(&ids).check(&fences)?;
+            // New users only (COPY refuses an existing id): nothing for caches to follow.
+            tx.batch_execute("SET LOCAL strata.bulk = 'on'")
+                .await
+                .map_err(|e| engine_error(&e))?;
             let sink = tx
                 .copy_in("COPY users (id, version, profile, hash_slot) FROM STDIN")
                 .await

@@ -115,6 +115,51 @@ pub(super) const MIGRATIONS: &[&str] = &[
          FOR EACH ROW EXECUTE FUNCTION strata_capture();
      CREATE TRIGGER emails_captured AFTER INSERT OR UPDATE OR DELETE ON email_index
          FOR EACH ROW EXECUTE FUNCTION strata_capture();",
+    // 5: the log of committed user changes that API servers follow from their own database —
+    // in a data centre, its replica — to keep their caches coherent (see `follow`). A trigger
+    // logs each change in its transaction: the user and its new version (a delete: the deleted
+    // version + 1, as the delete's receipt says), with the transaction's id, by which a
+    // follower reads exactly what committed since its previous snapshot. Every 1,024th row
+    // trims the rows 8,192 or more behind it and records the newest transaction id it may
+    // have removed, so a follower whose snapshot is older knows it missed some. A bulk load
+    // (`strata.bulk`) logs nothing: it only adds users, whose only cached entries are
+    // absences, which expire within seconds.
+    "CREATE TABLE cache_changes (
+         seq bigserial PRIMARY KEY,
+         xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+         user_id bigint NOT NULL,
+         version bigint NOT NULL
+     );
+     CREATE INDEX cache_changes_by_xid ON cache_changes (xid);
+     CREATE TABLE cache_changes_trimmed (through xid8 NOT NULL);
+     INSERT INTO cache_changes_trimmed VALUES ('0'::xid8);
+     CREATE FUNCTION strata_log_change() RETURNS trigger LANGUAGE plpgsql AS $$
+     DECLARE
+         logged bigint;
+         horizon xid8;
+     BEGIN
+         IF current_setting('strata.bulk', true) = 'on' THEN
+             RETURN NULL;
+         END IF;
+         IF TG_OP = 'DELETE' THEN
+             INSERT INTO cache_changes (user_id, version) VALUES (OLD.id, OLD.version + 1)
+                 RETURNING seq INTO logged;
+         ELSE
+             INSERT INTO cache_changes (user_id, version) VALUES (NEW.id, NEW.version)
+                 RETURNING seq INTO logged;
+         END IF;
+         IF logged % 1024 = 0 THEN
+             SELECT xid INTO horizon FROM cache_changes
+                 WHERE seq <= logged - 8192 ORDER BY seq DESC LIMIT 1;
+             IF horizon IS NOT NULL THEN
+                 DELETE FROM cache_changes WHERE xid <= horizon;
+                 UPDATE cache_changes_trimmed SET through = horizon WHERE through < horizon;
+             END IF;
+         END IF;
+         RETURN NULL;
+     END $$;
+     CREATE TRIGGER users_logged AFTER INSERT OR UPDATE OR DELETE ON users
+         FOR EACH ROW EXECUTE FUNCTION strata_log_change();",
 ];
 
 /// The newest schema version this build knows.
