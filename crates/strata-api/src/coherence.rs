@@ -6,9 +6,9 @@
 use std::sync::Arc;
 
 use strata_cache::watch::{ChangeSource, Changes};
-use strata_store::changes::{ChangeFeed, UserChanges};
+use strata_store::changes::{ChangeFeed, ChangeFollower, Followed, UserChanges};
 
-use crate::commit::cache_key;
+use crate::commit::{USER_KEY_PREFIX, cache_key};
 
 /// The change log of the users an API server caches.
 pub struct UserChangeSource(pub Arc<dyn ChangeFeed>);
@@ -26,4 +26,63 @@ impl ChangeSource for UserChangeSource {
             UserChanges::Everything => Changes::Everything,
         })
     }
+}
+
+/// How often an API server asks its database what was committed (PostgreSQL).
+pub const FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_millis(25);
+
+/// Follows the log of committed user changes on this server's own database — in a data
+/// centre, its replica — and applies each change to this server's caches
+/// ([`strata_cache::tiered::Tiered::followed`]), until the task is dropped. Every API server
+/// follows for itself: no message from another server is needed, so a cut link leaves a data
+/// centre's caches as consistent as its replica.
+pub async fn follow_changes(
+    follower: Arc<dyn ChangeFollower>,
+    cache: strata_cache::tiered::Tiered<strata_store::StoreError>,
+) {
+    let mut ticks = tokio::time::interval(FOLLOW_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Set when the log said "anything" and L2 could not be emptied yet: tried again first.
+    let mut everything_pending = false;
+    loop {
+        ticks.tick().await;
+        if everything_pending {
+            everything_pending = forget_everything(&cache).await.is_err();
+            if everything_pending {
+                continue;
+            }
+        }
+        match follower.poll().await {
+            Ok(Followed::Nothing) => {}
+            Ok(Followed::Users(users)) => {
+                metrics::counter!("strata_cache_followed_changes_total")
+                    .increment(users.len() as u64);
+                for user in users {
+                    let entry = match &user.current {
+                        Some(stored) => crate::users::cache_entry(stored),
+                        None => strata_cache::tiered::Entry::absent(user.logged),
+                    };
+                    cache.followed(&cache_key(user.id), entry).await;
+                }
+            }
+            Ok(Followed::Everything) => {
+                metrics::counter!("strata_cache_followed_everything_total").increment(1);
+                everything_pending = forget_everything(&cache).await.is_err();
+            }
+            Err(e) => {
+                metrics::counter!("strata_cache_follow_errors_total").increment(1);
+                tracing::debug!(error = %e, "cannot follow the change log; trying again");
+            }
+        }
+    }
+}
+
+async fn forget_everything(
+    cache: &strata_cache::tiered::Tiered<strata_store::StoreError>,
+) -> Result<(), strata_cache::kv::CacheError> {
+    let done = cache.followed_everything(USER_KEY_PREFIX).await;
+    if let Err(e) = &done {
+        tracing::warn!(error = %e, "cannot empty the shared cache after the change log said anything may have changed; trying again");
+    }
+    done
 }

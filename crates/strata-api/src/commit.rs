@@ -95,8 +95,11 @@ pub fn read_requirement(headers: &HeaderMap) -> Result<ReadRequirement, ApiError
 
 /// The cache key of a user.
 pub fn cache_key(id: UserId) -> String {
-    format!("user:{id}")
+    format!("{USER_KEY_PREFIX}{id}")
 }
+
+/// What every user's cache key starts with.
+pub const USER_KEY_PREFIX: &str = "user:";
 
 /// A write's answer: never stored by any cache, and carrying the write's commit token.
 pub(crate) fn with_commit(mut r: Response, receipt: WriteReceipt) -> Response {

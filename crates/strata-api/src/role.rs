@@ -128,6 +128,15 @@ impl ServerOptions {
     }
 }
 
+/// A background task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// `strata serve`.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args, serde::Serialize)]
 pub struct ServeArgs {
@@ -180,6 +189,18 @@ async fn run_server(
         cache.attach_watch(Arc::new(crate::coherence::UserChangeSource(changes)));
         cache_where.push_str(", kept coherent by the database's change log");
     }
+    // On PostgreSQL, the log is followed in the background from the server this one reads
+    // from: another data centre's writes reach this one's caches as its replica applies them.
+    let _follow = match (&engines.follower, opts.cache.no_cache) {
+        (Some(follower), false) => {
+            cache_where.push_str(", following the database's change log");
+            Some(AbortOnDrop(tokio::spawn(crate::coherence::follow_changes(
+                follower.clone(),
+                cache.clone(),
+            ))))
+        }
+        _ => None,
+    };
     let auth = build_auth(&opts, engines.sessions, engines.accounts).await?;
     let photos = opts
         .photos

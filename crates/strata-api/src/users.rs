@@ -43,7 +43,7 @@ pub const LIST_MAX_LIMIT: u32 = 100;
 pub const PATCH_ATTEMPTS: u32 = 16;
 
 /// The cached form of a stored user: its JSON representation at its version.
-fn cache_entry(stored: &StoredUser) -> Entry {
+pub(crate) fn cache_entry(stored: &StoredUser) -> Entry {
     let body = serde_json::to_vec(&stored.user)
         .map(Bytes::from)
         .unwrap_or_default();

@@ -196,6 +196,10 @@ impl<C: Cache> Cache for Guarded<C> {
                 .await,
         )
     }
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), CacheError> {
+        // Not refused by an open breaker: the caller retries until it is done.
+        self.cache.delete_prefix(prefix).await
+    }
 }
 
 #[cfg(test)]

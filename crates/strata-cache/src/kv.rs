@@ -112,6 +112,17 @@ pub trait Cache: Send + Sync {
         ttl: Duration,
     ) -> Result<bool, CacheError>;
 
+    /// Deletes every key that starts with `prefix` (a cache whose contents may all be stale).
+    /// Rare and slow: Redis scans its keys, Memcached (which cannot list them) drops
+    /// everything it holds. A backend that can do neither says so.
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), CacheError> {
+        let _ = prefix;
+        Err(CacheError::Unavailable(format!(
+            "{} cannot delete keys by prefix",
+            self.name()
+        )))
+    }
+
     /// Stores `value` under `key` for `ttl` only if the key is absent (a lease, a lock);
     /// `true` if this call stored it.
     async fn add(&self, key: &str, value: Bytes, ttl: Duration) -> Result<bool, CacheError> {
@@ -354,5 +365,8 @@ impl<C: Cache + ?Sized> Cache for std::sync::Arc<C> {
         ttl: Duration,
     ) -> Result<bool, CacheError> {
         (**self).raw_set_versioned(key, version, record, ttl).await
+    }
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), CacheError> {
+        (**self).delete_prefix(prefix).await
     }
 }

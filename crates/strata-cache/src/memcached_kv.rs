@@ -202,6 +202,11 @@ impl Cache for MemcachedCache {
         .await
     }
 
+    async fn delete_prefix(&self, _prefix: &str) -> Result<(), CacheError> {
+        // Memcached cannot list its keys: everything goes (the node is the cache's own).
+        self.run(async |c: &mut Client| c.flush_all().await).await
+    }
+
     async fn raw_add(&self, key: &str, value: Bytes, ttl: Duration) -> Result<bool, CacheError> {
         let stored = encode(&value, ttl);
         let secs = whole_seconds(ttl);

@@ -83,6 +83,18 @@ impl RedisCache {
     }
 }
 
+/// `text` matched literally by a Redis glob pattern.
+fn glob_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
 #[async_trait]
 impl Cache for RedisCache {
     fn name(&self) -> &'static str {
@@ -104,6 +116,36 @@ impl Cache for RedisCache {
     async fn raw_delete(&self, key: &str) -> Result<(), CacheError> {
         let mut c = self.connection.clone();
         self.run(c.del::<_, ()>(key)).await
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), CacheError> {
+        let mut c = self.connection.clone();
+        let pattern = format!("{}*", glob_escape(prefix));
+        let mut cursor: u64 = 0;
+        // Bounded: a SCAN pass ends when the cursor comes back to 0; each step deletes what it
+        // found (UNLINK frees the memory off Redis's main thread).
+        for _ in 0..1_000_000 {
+            let (next, keys): (u64, Vec<String>) = self
+                .run(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut c),
+                )
+                .await?;
+            if !keys.is_empty() {
+                self.run(redis::cmd("UNLINK").arg(&keys).query_async::<()>(&mut c))
+                    .await?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+        Err(unavailable("the key scan did not end"))
     }
 
     async fn raw_add(&self, key: &str, value: Bytes, ttl: Duration) -> Result<bool, CacheError> {

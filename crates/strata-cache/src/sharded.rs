@@ -129,6 +129,11 @@ impl Cache for ShardedCache {
             .raw_set_versioned(key, version, record, ttl)
             .await
     }
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), CacheError> {
+        let done =
+            futures_util::future::join_all(self.nodes.iter().map(|n| n.delete_prefix(prefix)));
+        done.await.into_iter().collect()
+    }
 }
 
 #[cfg(test)]

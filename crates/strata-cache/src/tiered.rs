@@ -48,6 +48,7 @@ use crate::kv::{Cache, CacheError};
 use crate::lease::{self, Turn};
 use crate::watch::{ChangeSource, Watch};
 
+mod followed;
 mod l1;
 mod payload;
 use l1::{L1Target, offer};

@@ -45,8 +45,47 @@ async fn the_redis_backend_keeps_the_contract_and_survives_a_dead_redis() {
         .expect("connect");
     assert_eq!(cache.name(), "redis");
     contract::run_all(&cache).await;
+    deletes_by_prefix(&cache, true).await;
 
     survives_a_dead_and_a_stalled_server(&cache, &mut redis).await;
+}
+
+/// `delete_prefix` removes every key under the prefix — more than one SCAN step's worth, and a
+/// prefix with glob characters matched literally; the others stay where the backend can tell
+/// them apart (Redis), or go too (Memcached, which cannot list its keys).
+async fn deletes_by_prefix(cache: &dyn Cache, keeps_others: bool) {
+    let ttl = Duration::from_secs(60);
+    for i in 0..2_500 {
+        cache
+            .set(&format!("gone:{i}"), Bytes::from_static(b"x"), ttl)
+            .await
+            .expect("set");
+    }
+    for key in ["kept:1", "gone*:literal", "gone?"] {
+        cache
+            .set(key, Bytes::from_static(b"y"), ttl)
+            .await
+            .expect("set");
+    }
+    cache.delete_prefix("gone*:").await.expect("delete gone*:");
+    assert_eq!(cache.get("gone*:literal").await, Ok(None));
+    if keeps_others {
+        assert!(
+            cache.get("gone:1").await.expect("get").is_some(),
+            "a glob prefix is literal"
+        );
+    }
+    cache.delete_prefix("gone:").await.expect("delete gone:");
+    for i in (0..2_500).step_by(97) {
+        assert_eq!(cache.get(&format!("gone:{i}")).await, Ok(None), "gone:{i}");
+    }
+    let kept = cache.get("kept:1").await.expect("get");
+    let other = cache.get("gone?").await.expect("get");
+    if keeps_others {
+        assert!(kept.is_some() && other.is_some(), "other keys stay");
+    } else {
+        assert!(kept.is_none() && other.is_none(), "everything goes");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,6 +99,7 @@ async fn the_memcached_backend_keeps_the_contract_ignores_foreign_values_and_sur
         .expect("connect");
     assert_eq!(cache.name(), "memcached");
     contract::run_all(&cache).await;
+    deletes_by_prefix(&cache, false).await;
 
     // A value written by something else (no header) is a miss, never served.
     {
