@@ -138,7 +138,9 @@ pub async fn run(args: DatacenterArgs) -> anyhow::Result<()> {
         Action::Heal => "heal",
     };
     match (args.action, &args.other) {
-        (Action::Cut | Action::Heal, Some(other)) => link(dir, &args.name, other, args.action),
+        (Action::Cut | Action::Heal, Some(other)) => {
+            link(dir, &deployment, &args.name, other, args.action)
+        }
         (Action::Cut | Action::Heal, None) => bail!(
             "`strata datacenter {verb}` needs the data centres at both ends of the link: \
              `strata datacenter {verb} {} OTHER`",
@@ -233,28 +235,134 @@ async fn start(dir: &Path, name: &str, wait_secs: u64) -> anyhow::Result<()> {
 
 /// `strata datacenter cut|heal A B`: writes or removes the link's file, which every relay on it
 /// watches.
-fn link(dir: &Path, a: &str, b: &str, action: Action) -> anyhow::Result<()> {
+/// Returns once every running relay on the link says it holds it cut (or no longer does).
+fn link(
+    dir: &Path,
+    deployment: &state::DeploymentState,
+    a: &str,
+    b: &str,
+    action: Action,
+) -> anyhow::Result<()> {
     if a == b {
         bail!("a link joins two data centres: {a:?} is named twice");
     }
-    layout_with(dir, &[a, b])?;
+    let layout = layout_with(dir, &[a, b])?;
     let file = crate::plan::datacenters::cut_file(dir, a, b);
-    if action == Action::Cut {
+    let cut = action == Action::Cut;
+    if cut {
         crate::plan::datacenters::cut_link(&file, "strata datacenter cut")
             .with_context(|| format!("cannot write {}", file.display()))?;
-        println!(
-            "the link between {a} and {b} is cut: nothing crosses it either way (its relays \
-             hold what they carry and connect nothing new within {} ms). Join it again with \
-             `strata datacenter heal {a} {b} --dir {}`.",
-            strata_link::CUT_POLL.as_millis(),
-            dir.display()
-        );
-    } else if crate::plan::datacenters::heal_link(&file)
+    } else if !crate::plan::datacenters::heal_link(&file)
         .with_context(|| format!("cannot remove {}", file.display()))?
     {
-        println!("the link between {a} and {b} is whole again: what its relays held is delivered");
-    } else {
         println!("the link between {a} and {b} was not cut");
+        return Ok(());
+    }
+    // The relays look for the file every CUT_POLL; each says when the change is in force.
+    let relays: Vec<&String> = relays_between(&layout, a, b)
+        .into_iter()
+        .filter(|relay| {
+            deployment
+                .roles
+                .iter()
+                .any(|r| &r.name == *relay && r.pid.is_some_and(process::is_alive))
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + LINK_CONFIRM;
+    let unconfirmed = loop {
+        let unconfirmed: Vec<&str> = relays
+            .iter()
+            .filter(|relay| strata_link::cut_seen_path(&file, relay).exists() != cut)
+            .map(|relay| relay.as_str())
+            .collect();
+        if unconfirmed.is_empty() || std::time::Instant::now() >= deadline {
+            break unconfirmed;
+        }
+        std::thread::sleep(strata_link::CUT_POLL / 5);
+    };
+    if cut {
+        println!(
+            "the link between {a} and {b} is cut: nothing crosses it either way (its relays \
+             hold what they carry and connect nothing new). Join it again with \
+             `strata datacenter heal {a} {b} --dir {}`.",
+            dir.display()
+        );
+    } else {
+        println!("the link between {a} and {b} is whole again: what its relays held is delivered");
+    }
+    if !unconfirmed.is_empty() {
+        println!(
+            "not confirmed within {} ms by {} (frozen or busy?): {} once {} it",
+            LINK_CONFIRM.as_millis(),
+            unconfirmed.join(", "),
+            if cut { "cut" } else { "whole" },
+            if unconfirmed.len() == 1 {
+                "it sees"
+            } else {
+                "they see"
+            },
+        );
     }
     Ok(())
+}
+
+/// How long `strata datacenter cut|heal` waits for the relays to confirm.
+const LINK_CONFIRM: Duration = Duration::from_secs(2);
+
+/// The relays on the link between `a` and `b`: each side's relays to the other's servers.
+fn relays_between<'l>(
+    layout: &'l crate::plan::datacenters::Layout,
+    a: &str,
+    b: &str,
+) -> Vec<&'l String> {
+    let dc = |name: &str| layout.datacenters.iter().find(|d| d.name == name);
+    let (Some(a), Some(b)) = (dc(a), dc(b)) else {
+        return Vec::new();
+    };
+    [(a, b), (b, a)]
+        .into_iter()
+        .flat_map(|(from, to)| {
+            from.relays.iter().filter(move |relay| {
+                relay
+                    .strip_prefix(&format!("{}-relay-", from.name))
+                    .is_some_and(|target| to.databases.iter().any(|d| d == target))
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::datacenters::DatacentreRoles;
+
+    fn dc(name: &str, databases: &[&str], relays_to: &[&str]) -> DatacentreRoles {
+        DatacentreRoles {
+            name: name.into(),
+            databases: databases.iter().map(|d| d.to_string()).collect(),
+            relays: relays_to
+                .iter()
+                .map(|t| crate::plan::datacenters::relay_name(name, t))
+                .collect(),
+            ..DatacentreRoles::default()
+        }
+    }
+
+    #[test]
+    fn a_link_s_relays_are_each_side_s_relays_to_the_other_s_servers() {
+        let layout = Layout {
+            datacenters: vec![
+                dc("a", &["pg-1"], &["pg-2", "pg-3"]),
+                dc("b", &["pg-2"], &["pg-1", "pg-3"]),
+                dc("c", &["pg-3"], &["pg-1", "pg-2"]),
+            ],
+        };
+        let mut between: Vec<&str> = relays_between(&layout, "b", "a")
+            .into_iter()
+            .map(String::as_str)
+            .collect();
+        between.sort_unstable();
+        assert_eq!(between, ["a-relay-pg-2", "b-relay-pg-1"]);
+        assert!(relays_between(&layout, "a", "nowhere").is_empty());
+    }
 }

@@ -29,6 +29,8 @@
 //! as TCP's retransmissions would after a partition heals. The file outlives the relay: one
 //! restarted while it exists starts cut. `strata up` gives every relay on the link between two
 //! data centres the same file, which `strata datacenter cut A B` / `heal A B` write and remove.
+//! Each relay says when a cut is in force with a file of its own ([`cut_seen_path`]), which
+//! `strata datacenter cut` waits for.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -271,9 +273,41 @@ async fn whole(cut: &mut watch::Receiver<bool>) {
     let _ = cut.wait_for(|cut| !*cut).await;
 }
 
+/// Where relay `relay` says it has seen the link whose file is `cut_file` cut: a file that
+/// exists while it holds the link cut (`strata datacenter cut` waits for it).
+pub fn cut_seen_path(cut_file: &std::path::Path, relay: &str) -> std::path::PathBuf {
+    let mut dir = cut_file.as_os_str().to_owned();
+    dir.push(".seen");
+    std::path::PathBuf::from(dir).join(relay)
+}
+
+/// Says (or stops saying) that `relay` holds its link cut. A failure is logged: the command
+/// waiting for it gives up after its deadline and says which relay did not answer.
+fn say_seen(cut_file: &std::path::Path, relay: &str, cut: bool) {
+    let seen = cut_seen_path(cut_file, relay);
+    let done = if cut {
+        seen.parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&seen, b"cut\n"))
+    } else {
+        match std::fs::remove_file(&seen) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    };
+    if let Err(e) = done {
+        tracing::warn!(error = %e, file = %seen.display(), "cannot say whether the link is held cut");
+    }
+}
+
 /// Follows `file`: the channel holds `true` while it exists. The task ends with the receivers.
-pub fn watch_cut_file(file: std::path::PathBuf) -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(file.exists());
+/// With `relay` (its name), it also says so in [`cut_seen_path`] once the change is in force.
+pub fn watch_cut_file(file: std::path::PathBuf, relay: Option<String>) -> watch::Receiver<bool> {
+    let cut_at_start = file.exists();
+    if let Some(relay) = &relay {
+        say_seen(&file, relay, cut_at_start);
+    }
+    let (tx, rx) = watch::channel(cut_at_start);
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -289,6 +323,12 @@ pub fn watch_cut_file(file: std::path::PathBuf) -> watch::Receiver<bool> {
                 *was = cut;
                 changed
             });
+            // Said after the channel changed: every delivery from now on waits on it.
+            if let Some(relay) = &relay
+                && cut != cut_seen_path(&file, relay).exists()
+            {
+                say_seen(&file, relay, cut);
+            }
         }
     });
     rx
@@ -313,7 +353,7 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
     .await
     .with_context(|| format!("cannot listen on {}", args.listen))?;
     let relay = match &args.cut_file {
-        Some(file) => relay.cut_by(watch_cut_file(file.clone())),
+        Some(file) => relay.cut_by(watch_cut_file(file.clone(), Some(args.name.clone()))),
         None => relay,
     };
     let addr = relay.addr();
@@ -435,7 +475,7 @@ mod tests {
         )
         .await
         .expect("bind")
-        .cut_by(watch_cut_file(file.clone()));
+        .cut_by(watch_cut_file(file.clone(), Some("test-relay".into())));
         let addr = relay.addr();
         tokio::spawn(relay.run());
 
@@ -446,8 +486,18 @@ mod tests {
         assert_eq!(&got, b"before");
         assert!(connections.recv().await.is_some());
 
+        let seen = cut_seen_path(&file, "test-relay");
+        assert!(!seen.exists(), "not cut yet");
         std::fs::write(&file, b"cut").expect("cut");
-        tokio::time::sleep(CUT_POLL * 4).await;
+        // The relay says when the cut is in force.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !seen.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the relay never said it holds the link cut"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         // An open connection: what it sends is held. A new one: accepted, never connected.
         open.write_all(b"during").await.expect("write");
         let mut late = TcpStream::connect(addr).await.expect("accepted while cut");
@@ -474,6 +524,7 @@ mod tests {
             .expect("read");
         assert_eq!(&got, b"late");
         assert!(connections.recv().await.is_some());
+        assert!(!seen.exists(), "healed: no longer said to be held cut");
     }
 
     #[tokio::test]

@@ -37,7 +37,7 @@ use crate::topology::Topology;
 pub const LAYOUT_FILE: &str = "datacenters.json";
 
 /// One data centre's roles, as the layout file lists them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct DatacentreRoles {
     pub name: String,
     pub balancers: Vec<String>,
