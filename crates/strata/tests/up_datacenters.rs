@@ -819,3 +819,124 @@ async fn geo_dns_answers_each_client_its_nearest_data_centre_and_the_other_when_
     }
     until_answers_from(california, dns, within, &[WEST]).await;
 }
+
+/// A user's first name as `base` serves it now (no read-after token: what its caches hold).
+async fn first_name_at(http: &reqwest::Client, base: SocketAddr, location: &str) -> String {
+    let resp = http
+        .get(format!("http://{base}{location}"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), 200, "GET {location} at {base}");
+    let body: Value = resp.json().await.expect("json");
+    body["firstName"].as_str().unwrap_or_default().to_string()
+}
+
+/// Polls `base` until it serves `want` as the first name, within `limit`; how long it took.
+async fn until_first_name(
+    http: &reqwest::Client,
+    base: SocketAddr,
+    location: &str,
+    want: &str,
+    limit: Duration,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let got = first_name_at(http, base, location).await;
+        if got == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{base} still serves {got:?}, not {want:?}, after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn rename(http: &reqwest::Client, base: SocketAddr, location: &str, first: &str) {
+    let body = json!({"firstName": first, "lastName": "Away",
+        "address": {"streetAddress": "1 Main St", "city": "Boston", "state": "MA", "postalCode": "02134"}});
+    let put = http
+        .put(format!("http://{base}{location}"))
+        .json(&body)
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(put.status(), 200, "rename to {first} through {base}");
+}
+
+/// Each data centre runs its own Redis, and its caches follow its own replica: a write made in
+/// us-east reaches us-west's caches once us-west's replica has applied it — nothing is
+/// published across the link. With the link cut (asynchronous commit, so us-east still
+/// writes), us-west keeps serving what its replica holds; its cache server killed during the
+/// cut (the second fault) comes back empty, and once the link heals us-west serves the write
+/// made during the cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_data_centres_cache_follows_its_own_replica_through_a_cut_link() {
+    let topology = TOPOLOGY.replace(
+        "engine = \"postgres\"\n",
+        "engine = \"postgres\"\ncommit = \"async\"\n",
+    ) + "[cache]\nengine = \"redis\"\nnodes = 1\n";
+    let (_tmp, dir) = tokio::task::spawn_blocking(move || up_topology(&topology))
+        .await
+        .expect("join");
+    let _cleanup = Cleanup(&dir);
+    let status = status_json(&dir);
+    for cache in ["us-east-cache-1", "us-west-cache-1"] {
+        assert_eq!(role(&status, cache)["state"], "ready", "{cache}");
+    }
+    let Started {
+        west,
+        east,
+        http,
+        location,
+        commit,
+        ..
+    } = started(&dir, &status).await;
+    // us-west's replica has the user; both data centres cache it.
+    let resp = http
+        .get(format!("http://{west}{location}"))
+        .header("strata-read-after", &commit)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), 200);
+    for base in [west, east, west, east] {
+        assert_eq!(first_name_at(&http, base, &location).await, "Far1");
+    }
+
+    // A write in us-east: us-west's caches hear nothing from us-east, yet serve it once its
+    // replica has it (its L1 alone would keep the old copy for 10 minutes).
+    rename(&http, east, &location, "Renamed").await;
+    let took = until_first_name(&http, west, &location, "Renamed", Duration::from_secs(5)).await;
+    eprintln!("us-west served the us-east write after {took:?}");
+    assert_eq!(first_name_at(&http, east, &location).await, "Renamed");
+
+    // The link cut: us-east writes (asynchronous commit), us-west keeps its replica's value.
+    strata_ok(&dir, &["datacenter", "cut", "us-east", "us-west"]).await;
+    rename(&http, east, &location, "DuringCut").await;
+    let west_cache = role(&status, "us-west-cache-1")["pid"]
+        .as_u64()
+        .expect("pid") as u32;
+    strata_engines::process::signal_all(west_cache, Signal::SIGKILL);
+    let cut_at = Instant::now();
+    while cut_at.elapsed() < Duration::from_secs(2) {
+        assert_eq!(
+            first_name_at(&http, west, &location).await,
+            "Renamed",
+            "us-west serves what its replica holds"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    strata_ok(&dir, &["datacenter", "heal", "us-west", "us-east"]).await;
+    let took = until_first_name(&http, west, &location, "DuringCut", Duration::from_secs(10)).await;
+    eprintln!("after the heal, us-west served the write made during the cut after {took:?}");
+    let status = status_json(&dir);
+    assert_eq!(
+        role(&status, "us-west-cache-1")["state"],
+        "ready",
+        "the killed cache server was restarted"
+    );
+}

@@ -106,12 +106,25 @@ async fn uploads_survive_a_broker_a_worker_and_an_api_server_killed_and_poison_e
     // When each accepted upload was answered, to show that the faults overlapped the uploads.
     let answered: Arc<Mutex<Vec<Instant>>> = Arc::default();
     let refused: Arc<Mutex<Vec<(u64, u16)>>> = Arc::default();
+    // Set once api-2 is killed: each client keeps its last uploads until then (up to 90 s), so
+    // uploads overlap the last fault however long the broker takes to come back.
+    let api_killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut uploaders = Vec::new();
     for half in users.chunks(USERS / 2) {
         let (admin, lb, half) = (admin.clone(), lb.clone(), half.to_vec());
         let (accepted, refused, answered) = (accepted.clone(), refused.clone(), answered.clone());
+        let api_killed = api_killed.clone();
         uploaders.push(tokio::spawn(async move {
+            let held_back = half.len().saturating_sub(3);
             for (n, user) in half.into_iter().enumerate() {
+                if n == held_back {
+                    let deadline = Instant::now() + Duration::from_secs(90);
+                    while !api_killed.load(std::sync::atomic::Ordering::SeqCst)
+                        && Instant::now() < deadline
+                    {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
                 let side = 200 + 8 * u32::try_from(n).unwrap_or(0);
                 let r = admin
                     .put(format!("http://{lb}/users/{user}/photo"))
@@ -157,6 +170,7 @@ async fn uploads_survive_a_broker_a_worker_and_an_api_server_killed_and_poison_e
 
     // Fault 1: the broker's VM, killed outright. Fault 2, while it is down: a worker.
     let d = dir.clone();
+    let killed_flag = api_killed.clone();
     let (broker_down, api_down) = tokio::task::spawn_blocking(move || {
         let s = status_json(&d);
         let broker = pid_of(&s, "rabbitmq-1");
@@ -171,6 +185,7 @@ async fn uploads_survive_a_broker_a_worker_and_an_api_server_killed_and_poison_e
         let api = pid_of(&status_json(&d), "api-2");
         let killed = Instant::now();
         strata_engines::process::signal(api, Signal::SIGKILL);
+        killed_flag.store(true, std::sync::atomic::Ordering::SeqCst);
         wait_restarted(&d, "api-2", api);
         (broker_down, killed..Instant::now())
     })
