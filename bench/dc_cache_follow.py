@@ -4,7 +4,7 @@ us-east does us-west — whose Redis and in-process caches hold the old copy —
 the change log costs a write.
 
     python3 bench/dc_cache_follow.py --strata target/release/strata [--users 200] [--writes 400]
-        [--rate 20] [--writers 8] [--one-way-ms 30] [--commit quorum|async] [--zipf 1.1]
+        [--rate 20] [--writers 32] [--one-way-ms 30] [--commit quorum|async] [--zipf 1.1]
 
 `strata up` runs two data centres, us-east (the PostgreSQL primary) and us-west (a replica),
 [[link]] --one-way-ms apart, each with one balancer, one API server and its own Redis
@@ -175,7 +175,7 @@ def main():
     ap.add_argument("--writes", type=int, default=400, help="writes per phase (at most 5000)")
     ap.add_argument("--rate", type=float, default=20.0, help="writes/s (at most 200)")
     ap.add_argument("--zipf", type=float, default=1.1)
-    ap.add_argument("--writers", type=int, default=8, help="threads sharing the write schedule")
+    ap.add_argument("--writers", type=int, default=32, help="threads sharing the write schedule")
     ap.add_argument("--cost-rate", type=float, default=100.0, help="writes/s of the cost phases (at most 500)")
     ap.add_argument("--one-way-ms", type=int, default=30)
     ap.add_argument("--commit", choices=["quorum", "async"], default="quorum")
