@@ -195,12 +195,28 @@ async fn relay(
     );
     let down = direction(target_read, client_write, delay, Instant::now(), cut);
     tokio::pin!(up, down);
-    // An error on either side ends the connection: the other direction is dropped with it.
+    // An error on either side ends the connection — but not before the other direction has
+    // delivered what it had already read: those bytes were on the wire when the side failed,
+    // and the news of the failure (a reset) takes the link's delay to cross too. A direction
+    // that reads nothing more (its side is alive and quiet) is dropped once that delay is over.
+    let finish = delay + FAILURE_GRACE;
     tokio::select! {
-        ok = &mut up => if ok { down.await; },
-        ok = &mut down => if ok { up.await; },
+        ok = &mut up => if ok {
+            down.await;
+        } else {
+            let _ = tokio::time::timeout(finish, &mut down).await;
+        },
+        ok = &mut down => if ok {
+            up.await;
+        } else {
+            let _ = tokio::time::timeout(finish, &mut up).await;
+        },
     }
 }
+
+/// Beyond the link's delay, how long the surviving direction of a failed connection may take
+/// to deliver what it had read.
+const FAILURE_GRACE: Duration = Duration::from_millis(50);
 
 /// One direction: reads from `from`, writes each chunk to `to` once `delay` has passed since it
 /// was read (or since `not_before`, if later), then passes the end of stream on. `false`: a
@@ -549,6 +565,42 @@ mod tests {
         s.write_all(b"hello").await.expect("write");
         let mut got = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
+        assert_eq!(got, b"last words", "the bytes on the wire are delivered");
+    }
+
+    /// As above, but the other direction fails first: the client keeps sending (a replica's
+    /// replies), so the relay's writes to the dead target fail before the target's last bytes
+    /// are due. Those bytes are on the wire all the same, and arrive.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn what_a_side_sent_before_it_died_arrives_when_the_other_direction_fails_first() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let target = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            if let Ok((mut s, _)) = listener.accept().await {
+                let mut hello = [0u8; 5];
+                let _ = s.read_exact(&mut hello).await;
+                let _ = s.write_all(b"last words").await;
+                let _ = s.set_zero_linger();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                drop(s);
+            }
+        });
+        let relay = relay_to(target, 300).await;
+        let s = TcpStream::connect(relay).await.expect("connect");
+        let (mut read, mut write) = s.into_split();
+        write.write_all(b"hello").await.expect("write");
+        // The replies: every 5 ms, for at most 3 s or until the relay closes the connection.
+        let sender = tokio::spawn(async move {
+            for _ in 0..600 {
+                if write.write_all(b"ack").await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), read.read_to_end(&mut got)).await;
+        sender.abort();
         assert_eq!(got, b"last words", "the bytes on the wire are delivered");
     }
 
