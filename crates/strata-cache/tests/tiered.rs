@@ -454,3 +454,63 @@ where
     }
     false
 }
+
+/// A change followed from the database (another data centre's write, once this one's replica
+/// applied it): the user as the database holds it reaches L2 by version — an older copy is
+/// replaced, a newer one stays — and this server's L1 stops serving the old copy, with no
+/// message from any other server. "Anything may have changed" deletes L2's keys under the
+/// prefix (and no other), and empties L1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followed_changes_replace_older_copies_at_both_levels_and_everything_empties_them() {
+    let redis = start_redis().await;
+    let l2 = redis_l2(&redis).await;
+    let db = Arc::new(Db::default());
+    let here = server(&l2, Some(&redis)).await;
+    db.put("user:1", 1, "one");
+    let read = |cache: &Tiered<String>| {
+        let (cache, db) = (cache.clone(), db.clone());
+        async move {
+            cache
+                .get_or_load("user:1", db.loader("user:1"))
+                .await
+                .expect("read")
+        }
+    };
+    assert_eq!(read(&here).await.version, 1);
+    assert_eq!(read(&here).await.version, 1, "from L1 now");
+
+    // The database now holds version 3: followed, then served without a load.
+    let v3 = db.put("user:1", 3, "three");
+    let loads = db.loads();
+    here.followed("user:1", v3).await;
+    assert_eq!(read(&here).await, Entry::present(3, Bytes::from("three")));
+    assert_eq!(db.loads(), loads, "L2 had it: no load");
+    let (in_l2, _) = l2
+        .get_versioned("user:1")
+        .await
+        .expect("l2")
+        .expect("present");
+    assert_eq!(in_l2, 3);
+
+    // A copy older than L2's (a server of this data centre following late) changes nothing.
+    here.followed("user:1", Entry::present(2, Bytes::from("two")))
+        .await;
+    let (in_l2, _) = l2
+        .get_versioned("user:1")
+        .await
+        .expect("l2")
+        .expect("present");
+    assert_eq!(in_l2, 3, "the newer copy stays");
+    assert_eq!(read(&here).await.version, 3);
+
+    // Anything may have changed: the user keys go from L2, another key stays, L1 is empty.
+    l2.set("session:1", Bytes::from_static(b"kept"), Duration::from_secs(60))
+        .await
+        .expect("set");
+    here.followed_everything("user:").await.expect("emptied");
+    assert_eq!(l2.get("user:1").await, Ok(None));
+    assert!(l2.get("session:1").await.expect("get").is_some());
+    let loads = db.loads();
+    assert_eq!(read(&here).await.version, 3);
+    assert_eq!(db.loads(), loads + 1, "neither level held it: loaded");
+}
