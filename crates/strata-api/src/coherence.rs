@@ -59,7 +59,7 @@ pub async fn follow_changes(
                     .increment(users.len() as u64);
                 for user in users {
                     let entry = match &user.current {
-                        Some(stored) => crate::users::cache_entry(stored),
+                        Some(stored) => crate::commit::cache_entry(stored),
                         None => strata_cache::tiered::Entry::absent(user.logged),
                     };
                     cache.followed(&cache_key(user.id), entry).await;

@@ -101,6 +101,12 @@ pub fn cache_key(id: UserId) -> String {
 /// What every user's cache key starts with.
 pub const USER_KEY_PREFIX: &str = "user:";
 
+/// The cached form of a stored user: its JSON representation at its version.
+pub(crate) fn cache_entry(stored: &strata_store::StoredUser) -> strata_cache::tiered::Entry {
+    let body = serde_json::to_vec(&stored.user).unwrap_or_default();
+    strata_cache::tiered::Entry::present(stored.version, body.into())
+}
+
 /// A write's answer: never stored by any cache, and carrying the write's commit token.
 pub(crate) fn with_commit(mut r: Response, receipt: WriteReceipt) -> Response {
     // A write's answer carries this client's commit cookie: never stored by any cache.

@@ -5,8 +5,10 @@
 //! without asking, and serve it stale for `--shared-stale-if-error-secs S` more while the
 //! origin fails (RFC 5861): `Cache-Control: no-cache` (browsers and other caches revalidate
 //! every time) with `CDN-Cache-Control: public, max-age=N, stale-if-error=S` (RFC 9213: the
-//! edges read it instead of `Cache-Control`). Every write of a user — replace, patch, delete —
-//! purges `user-<id>` from every edge once the write is acknowledged (a purged copy is gone:
+//! edges read it instead of `Cache-Control`). Pages of `GET /users` carry `Surrogate-Key:
+//! users-list` and the same caching headers. Every write of a user — create (an account's
+//! sign-up too), replace, patch, delete — purges `user-<id>` and `users-list` from every edge
+//! once the write is acknowledged (a purged copy is gone:
 //! it is not served stale either, so a deleted user does not come back during an outage):
 //!
 //! - edges are purged **in order** (a shield before the edges in front of it, so that they
@@ -76,6 +78,10 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 pub fn user_key(id: u64) -> String {
     format!("user-{id}")
 }
+
+/// The surrogate key of every page of `GET /users`: a page may list any user (up to 100, more
+/// than an edge keeps keys for one object), so a change to any user purges them all.
+pub const LIST_KEY: &str = "users-list";
 
 /// The edges' purger, shared by every handler (cheap to clone).
 #[derive(Clone)]
@@ -150,6 +156,13 @@ impl EdgePurger {
         tokio::spawn(run(rx, Arc::new(edges), give_up_after));
         purger.inner = Some(Arc::new(Inner { queue: tx }));
         purger
+    }
+
+    /// After user `id` was created, changed or deleted: purges its own objects and every list
+    /// page (which shows it, or now should) from every edge, in the background.
+    pub fn purge_user(&self, id: u64) {
+        self.purge(user_key(id));
+        self.purge(LIST_KEY.to_string());
     }
 
     /// Purges `key` from every edge, in the background.

@@ -27,8 +27,8 @@ use strata_store::{Precondition, ReadRequirement, StoreError, StoredUser, WriteR
 use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 
 use crate::auth::Principal;
-use crate::commit::{cache_key, read_requirement, with_commit};
-use crate::edge_purge::user_key;
+use crate::commit::{cache_entry, cache_key, read_requirement, with_commit};
+use crate::edge_purge::{LIST_KEY, user_key};
 use crate::idempotency::ReservedId;
 use crate::problem::ApiError;
 use crate::request::{EntityTags, JsonKind, entity_tags, etag, json_body, user_id};
@@ -41,14 +41,6 @@ pub const LIST_MAX_LIMIT: u32 = 100;
 
 /// How many times a PATCH is re-applied after losing a race with another writer.
 pub const PATCH_ATTEMPTS: u32 = 16;
-
-/// The cached form of a stored user: its JSON representation at its version.
-pub(crate) fn cache_entry(stored: &StoredUser) -> Entry {
-    let body = serde_json::to_vec(&stored.user)
-        .map(Bytes::from)
-        .unwrap_or_default();
-    Entry::present(stored.version, body)
-}
 
 /// Loads a user through the cache. `None` when absent or deleted.
 async fn load(
@@ -202,6 +194,8 @@ pub async fn create(
         .cache
         .write(&cache_key(stored.user.id), entry.clone())
         .await;
+    // A cached 404 of the new id, and the list pages it now belongs on.
+    state.edges.purge_user(id);
     Ok(with_commit(created(UserId(id), entry), receipt))
 }
 
@@ -392,7 +386,7 @@ async fn commit_and_render(state: &AppState, user: User, receipt: WriteReceipt) 
         version: receipt.version,
     });
     state.cache.write(&cache_key(id), entry.clone()).await;
-    state.edges.purge(user_key(id.0));
+    state.edges.purge_user(id.0);
     json_response(
         StatusCode::OK,
         entry.body.unwrap_or_default(),
@@ -504,7 +498,7 @@ pub async fn delete(
         .cache
         .write(&cache_key(id), Entry::absent(receipt.version))
         .await;
-    state.edges.purge(user_key(id.0));
+    state.edges.purge_user(id.0);
     // The user's photo goes with them (and an upload still being processed is dropped).
     if let Some(photos) = &state.photos
         && let Err(e) = photos.delete(id.0).await
@@ -661,8 +655,14 @@ pub async fn list(
     {
         r.headers_mut().insert(header::LINK, v);
     }
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Kept by the edges like a profile, and purged by any user's write.
+    let h = r.headers_mut();
+    h.insert(header::VARY, HeaderValue::from_static(READ_VARY));
+    h.insert("surrogate-key", HeaderValue::from_static(LIST_KEY));
+    h.insert(header::CACHE_CONTROL, state.edges.profile_cache_control());
+    if let Some(targeted) = state.edges.profile_cdn_cache_control() {
+        h.insert("cdn-cache-control", targeted);
+    }
     Ok(r)
 }
 

@@ -504,9 +504,13 @@ async fn followed_changes_replace_older_copies_at_both_levels_and_everything_emp
     assert_eq!(read(&here).await.version, 3);
 
     // Anything may have changed: the user keys go from L2, another key stays, L1 is empty.
-    l2.set("session:1", Bytes::from_static(b"kept"), Duration::from_secs(60))
-        .await
-        .expect("set");
+    l2.set(
+        "session:1",
+        Bytes::from_static(b"kept"),
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("set");
     here.followed_everything("user:").await.expect("emptied");
     assert_eq!(l2.get("user:1").await, Ok(None));
     assert!(l2.get("session:1").await.expect("get").is_some());

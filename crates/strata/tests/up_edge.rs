@@ -381,6 +381,40 @@ async fn edges_behind_a_shield_cost_one_origin_fetch_survive_a_kill_and_are_purg
         assert_eq!(name, "Smith");
         assert!(cache.contains("hit"), "kept by the edge: {cache}");
     }
+    // A page of `GET /users` is kept too (tagged `users-list`), and any user's write purges it.
+    let list_page = |edge: String| {
+        let plain = plain.clone();
+        async move {
+            let r = plain
+                .get(format!("http://{edge}/users?limit=5"))
+                .header("host", SERVICE)
+                .send()
+                .await
+                .expect("GET /users");
+            assert_eq!(r.status().as_u16(), 200);
+            let cache = r.headers()["cache-status"]
+                .to_str()
+                .unwrap_or("")
+                .to_owned();
+            let v: Value = r.json().await.expect("json");
+            let twelve = v["users"]
+                .as_array()
+                .and_then(|users| users.iter().find(|u| u["id"] == 12))
+                .map(|u| u["lastName"].as_str().unwrap_or("").to_owned());
+            (twelve, cache)
+        }
+    };
+    list_page(public.clone()).await;
+    let (twelve, cache) = list_page(public.clone()).await;
+    assert_eq!(
+        twelve.as_deref(),
+        Some("Smith"),
+        "user 12 is on the first page"
+    );
+    assert!(
+        cache.contains("hit"),
+        "the page is kept by the edge: {cache}"
+    );
     let pid2 = role(&status, "edge-2")["pid"].as_u64().expect("pid") as i32;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid2),
@@ -418,6 +452,19 @@ async fn edges_behind_a_shield_cost_one_origin_fetch_survive_a_kill_and_are_purg
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (twelve, _) = list_page(public.clone()).await;
+        if twelve.as_deref() == Some("Purged") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the list page still shows {twelve:?} {:?} after the write",
+            written.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(
         written.elapsed() < Duration::from_secs(40),
