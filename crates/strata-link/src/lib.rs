@@ -543,10 +543,9 @@ mod tests {
         assert!(!seen.exists(), "healed: no longer said to be held cut");
     }
 
-    #[tokio::test]
-    async fn what_a_side_sent_before_it_died_still_arrives_after_the_delay() {
-        // A target that sends its last bytes, then resets the connection (SO_LINGER 0): a
-        // process killed right after writing.
+    /// A target that reads a 5-byte hello, sends its last bytes, then resets the connection
+    /// (SO_LINGER 0): a process killed right after writing.
+    async fn dying_target() -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let target = listener.local_addr().expect("addr");
         tokio::spawn(async move {
@@ -560,6 +559,12 @@ mod tests {
                 drop(s);
             }
         });
+        target
+    }
+
+    #[tokio::test]
+    async fn what_a_side_sent_before_it_died_still_arrives_after_the_delay() {
+        let target = dying_target().await;
         let relay = relay_to(target, 200).await;
         let mut s = TcpStream::connect(relay).await.expect("connect");
         s.write_all(b"hello").await.expect("write");
@@ -573,18 +578,7 @@ mod tests {
     /// are due. Those bytes are on the wire all the same, and arrive.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn what_a_side_sent_before_it_died_arrives_when_the_other_direction_fails_first() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let target = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            if let Ok((mut s, _)) = listener.accept().await {
-                let mut hello = [0u8; 5];
-                let _ = s.read_exact(&mut hello).await;
-                let _ = s.write_all(b"last words").await;
-                let _ = s.set_zero_linger();
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                drop(s);
-            }
-        });
+        let target = dying_target().await;
         let relay = relay_to(target, 300).await;
         let s = TcpStream::connect(relay).await.expect("connect");
         let (mut read, mut write) = s.into_split();

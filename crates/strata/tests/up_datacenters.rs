@@ -224,6 +224,28 @@ async fn not_acknowledged(http: &reqwest::Client, base: SocketAddr, side: &str) 
     );
 }
 
+/// A read of `location` through `base` with `commit` as its read-after token must answer 200:
+/// the write is there (on the local replica, or the primary across the link). Its body.
+async fn reads_after(
+    http: &reqwest::Client,
+    base: SocketAddr,
+    location: &str,
+    commit: &str,
+) -> Value {
+    let resp = http
+        .get(format!("http://{base}{location}"))
+        .header("strata-read-after", commit)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(
+        resp.status(),
+        200,
+        "{location} read after {commit} at {base}"
+    );
+    resp.json().await.expect("JSON")
+}
+
 struct Started {
     west: SocketAddr,
     east: SocketAddr,
@@ -321,14 +343,7 @@ async fn a_second_data_centre_writes_across_the_delayed_link_and_takes_over_when
     }
     let (location, commit) = last.expect("a user");
     // Read-your-writes in us-west: the commit token brings the write back.
-    let resp = http
-        .get(format!("http://{west}{location}"))
-        .header("strata-read-after", &commit)
-        .send()
-        .await
-        .expect("GET");
-    assert_eq!(resp.status(), 200);
-    let user: Value = resp.json().await.expect("JSON");
+    let user = reads_after(&http, west, &location, &commit).await;
     assert_eq!(user["firstName"], "Far4");
     let mut reads = Vec::new();
     for _ in 0..7 {
@@ -492,13 +507,7 @@ async fn when_the_whole_first_data_centre_freezes_the_second_takes_the_primary_a
     }
 
     // The acknowledged write is there, and us-west now writes beside its own primary.
-    let resp = http
-        .get(format!("http://{west}{location}"))
-        .header("strata-read-after", &commit)
-        .send()
-        .await
-        .expect("GET");
-    assert_eq!(resp.status(), 200);
+    reads_after(&http, west, &location, &commit).await;
     let writes = writes_at(&http, west, 3).await;
     eprintln!("us-west writes beside its new primary, the link cut: {writes:?}");
     assert!(
@@ -570,13 +579,7 @@ async fn a_cut_link_alone_promotes_nothing_acknowledges_no_write_and_keeps_local
         ..
     } = started(&dir, &status).await;
     // us-west's replica has the user before the cut.
-    let resp = http
-        .get(format!("http://{west}{location}"))
-        .header("strata-read-after", &commit)
-        .send()
-        .await
-        .expect("GET");
-    assert_eq!(resp.status(), 200);
+    reads_after(&http, west, &location, &commit).await;
     strata_ok(&dir, &["datacenter", "cut", "us-east", "us-west"]).await;
     let cut_at = Instant::now();
     for (side, base) in [("us-east", east), ("us-west", west)] {
@@ -896,13 +899,7 @@ async fn each_data_centres_cache_follows_its_own_replica_through_a_cut_link() {
         ..
     } = started(&dir, &status).await;
     // us-west's replica has the user; both data centres cache it.
-    let resp = http
-        .get(format!("http://{west}{location}"))
-        .header("strata-read-after", &commit)
-        .send()
-        .await
-        .expect("GET");
-    assert_eq!(resp.status(), 200);
+    reads_after(&http, west, &location, &commit).await;
     for base in [west, east, west, east] {
         assert_eq!(first_name_at(&http, base, &location).await, "Far1");
     }

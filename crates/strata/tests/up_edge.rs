@@ -101,6 +101,22 @@ async fn restarted(dir: &std::path::Path, name: &'static str, old_pid: i32) -> V
     .expect("join")
 }
 
+/// A `200` JSON answer of the service through `edge`, with its `Cache-Status`.
+async fn json_through(plain: &reqwest::Client, edge: &str, path: &str) -> (Value, String) {
+    let r = plain
+        .get(format!("http://{edge}{path}"))
+        .header("host", SERVICE)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    assert_eq!(r.status().as_u16(), 200, "GET {path}");
+    let cache = r.headers()["cache-status"]
+        .to_str()
+        .unwrap_or("")
+        .to_owned();
+    (r.json().await.expect("json"), cache)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edges_behind_a_shield_cost_one_origin_fetch_survive_a_kill_and_are_purged_by_writes() {
     // The repository's documentation, served by the edges themselves at /docs/.
@@ -360,18 +376,7 @@ async fn edges_behind_a_shield_cost_one_origin_fetch_survive_a_kill_and_are_purg
     let get_profile = |edge: String| {
         let plain = plain.clone();
         async move {
-            let r = plain
-                .get(format!("http://{edge}/users/12"))
-                .header("host", SERVICE)
-                .send()
-                .await
-                .expect("GET /users/12");
-            assert_eq!(r.status().as_u16(), 200);
-            let cache = r.headers()["cache-status"]
-                .to_str()
-                .unwrap_or("")
-                .to_owned();
-            let v: Value = r.json().await.expect("json");
+            let (v, cache) = json_through(&plain, &edge, "/users/12").await;
             (v["lastName"].as_str().unwrap_or("").to_owned(), cache)
         }
     };
@@ -385,18 +390,7 @@ async fn edges_behind_a_shield_cost_one_origin_fetch_survive_a_kill_and_are_purg
     let list_page = |edge: String| {
         let plain = plain.clone();
         async move {
-            let r = plain
-                .get(format!("http://{edge}/users?limit=5"))
-                .header("host", SERVICE)
-                .send()
-                .await
-                .expect("GET /users");
-            assert_eq!(r.status().as_u16(), 200);
-            let cache = r.headers()["cache-status"]
-                .to_str()
-                .unwrap_or("")
-                .to_owned();
-            let v: Value = r.json().await.expect("json");
+            let (v, cache) = json_through(&plain, &edge, "/users?limit=5").await;
             let twelve = v["users"]
                 .as_array()
                 .and_then(|users| users.iter().find(|u| u["id"] == 12))

@@ -700,19 +700,22 @@ mod tests {
     use crate::plan::PlanContext;
     use crate::topology::Topology;
 
-    #[test]
-    fn roles_stop_after_every_role_that_depends_on_them() {
-        let topology = Topology::parse(
-            "[lb]\n[api]\ncount = 2\n[data]\nengine = \"postgres\"\nreplicas = 1\n[cache]\nengine = \"redis\"\n",
-            8080,
-        )
-        .expect("valid");
-        let plan = Plan::compile(
+    /// The plan of a valid topology, its public port 8080, in `/d`.
+    fn plan_of(text: &str) -> Plan {
+        let topology = Topology::parse(text, 8080).expect("valid");
+        Plan::compile(
             &topology,
             &PlanContext {
                 dir: "/d".into(),
                 public_port: 8080,
             },
+        )
+    }
+
+    #[test]
+    fn roles_stop_after_every_role_that_depends_on_them() {
+        let plan = plan_of(
+            "[lb]\n[api]\ncount = 2\n[data]\nengine = \"postgres\"\nreplicas = 1\n[cache]\nengine = \"redis\"\n",
         );
         assert_eq!(
             stop_waves(&plan),
@@ -729,19 +732,10 @@ mod tests {
 
     #[test]
     fn each_data_centres_cache_servers_stop_after_its_own_api_servers() {
-        let topology = Topology::parse(
+        let plan = plan_of(
             "[lb]\n[api]\ncount = 2\n[data]\nengine = \"postgres\"\n[dns]\n[cache]\nengine = \"redis\"\n\
              [[datacenter]]\nname = \"us-east\"\n[[datacenter]]\nname = \"us-west\"\n\
              [[link]]\nbetween = [\"us-east\", \"us-west\"]\none_way_ms = 5\n",
-            8080,
-        )
-        .expect("valid");
-        let plan = Plan::compile(
-            &topology,
-            &PlanContext {
-                dir: "/d".into(),
-                public_port: 8080,
-            },
         );
         let waves = stop_waves(&plan);
         let wave_of = |name: &str| {
