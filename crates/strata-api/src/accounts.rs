@@ -121,7 +121,7 @@ pub async fn create(
             ),
         )
         .await;
-    state.edges.purge_user(user.id.0);
+    state.edges.purge_lists();
     metrics::counter!("strata_auth_accounts_created_total").increment(1);
     // Serialized straight from the types, never through a `serde_json::Value` (whose maps sort
     // their keys): the embedded user is byte for byte what `GET /users/{id}` answers.

@@ -6,10 +6,10 @@
 //! origin fails (RFC 5861): `Cache-Control: no-cache` (browsers and other caches revalidate
 //! every time) with `CDN-Cache-Control: public, max-age=N, stale-if-error=S` (RFC 9213: the
 //! edges read it instead of `Cache-Control`). Pages of `GET /users` carry `Surrogate-Key:
-//! users-list` and the same caching headers. Every write of a user — create (an account's
-//! sign-up too), replace, patch, delete — purges `user-<id>` and `users-list` from every edge
-//! once the write is acknowledged (a purged copy is gone:
-//! it is not served stale either, so a deleted user does not come back during an outage):
+//! users-list` and the same caching headers. Every write of a user — replace, patch, delete —
+//! purges `user-<id>` and `users-list` from every edge once the write is acknowledged, and a
+//! create (an account's sign-up too) purges `users-list`. A purged copy is gone: it is not
+//! served stale either, so a deleted user does not come back during an outage. Purges go:
 //!
 //! - edges are purged **in order** (a shield before the edges in front of it, so that they
 //!   cannot refill from it), each **retried until it confirms** (a `2xx` from its admin API's
@@ -158,10 +158,16 @@ impl EdgePurger {
         purger
     }
 
-    /// After user `id` was created, changed or deleted: purges its own objects and every list
-    /// page (which shows it, or now should) from every edge, in the background.
+    /// After user `id` was changed or deleted: purges its own objects and every list page
+    /// (which shows it) from every edge, in the background.
     pub fn purge_user(&self, id: u64) {
         self.purge(user_key(id));
+        self.purge_lists();
+    }
+
+    /// After a user was created: every list page (which should now show it). Its own key has
+    /// nothing to purge: what its id answered before, a 404, is an error, never stored.
+    pub fn purge_lists(&self) {
         self.purge(LIST_KEY.to_string());
     }
 

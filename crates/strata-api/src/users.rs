@@ -194,8 +194,8 @@ pub async fn create(
         .cache
         .write(&cache_key(stored.user.id), entry.clone())
         .await;
-    // A cached 404 of the new id, and the list pages it now belongs on.
-    state.edges.purge_user(id);
+    // The list pages it now belongs on.
+    state.edges.purge_lists();
     Ok(with_commit(created(UserId(id), entry), receipt))
 }
 
