@@ -259,7 +259,8 @@ fn link(
         return Ok(());
     }
     // The relays look for the file every CUT_POLL; each says when the change is in force.
-    let relays: Vec<&String> = relays_between(&layout, a, b)
+    let relays: Vec<&String> = layout
+        .relays_between(a, b)
         .into_iter()
         .filter(|relay| {
             deployment
@@ -309,28 +310,6 @@ fn link(
 /// How long `strata datacenter cut|heal` waits for the relays to confirm.
 const LINK_CONFIRM: Duration = Duration::from_secs(2);
 
-/// The relays on the link between `a` and `b`: each side's relays to the other's servers.
-fn relays_between<'l>(
-    layout: &'l crate::plan::datacenters::Layout,
-    a: &str,
-    b: &str,
-) -> Vec<&'l String> {
-    let dc = |name: &str| layout.datacenters.iter().find(|d| d.name == name);
-    let (Some(a), Some(b)) = (dc(a), dc(b)) else {
-        return Vec::new();
-    };
-    [(a, b), (b, a)]
-        .into_iter()
-        .flat_map(|(from, to)| {
-            from.relays.iter().filter(move |relay| {
-                relay
-                    .strip_prefix(&format!("{}-relay-", from.name))
-                    .is_some_and(|target| to.databases.iter().any(|d| d == target))
-            })
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,12 +336,13 @@ mod tests {
                 dc("c", &["pg-3"], &["pg-1", "pg-2"]),
             ],
         };
-        let mut between: Vec<&str> = relays_between(&layout, "b", "a")
+        let mut between: Vec<&str> = layout
+            .relays_between("b", "a")
             .into_iter()
             .map(String::as_str)
             .collect();
         between.sort_unstable();
         assert_eq!(between, ["a-relay-pg-2", "b-relay-pg-1"]);
-        assert!(relays_between(&layout, "a", "nowhere").is_empty());
+        assert!(layout.relays_between("a", "nowhere").is_empty());
     }
 }

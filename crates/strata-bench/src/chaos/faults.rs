@@ -197,15 +197,7 @@ pub enum Stopped {
 /// The file that cuts the link relay `role` is on, and the two data centres it joins.
 fn link_of(dir: &Path, role: &str) -> Option<(PathBuf, String, String)> {
     let layout = strata_deploy::plan::datacenters::Layout::read(dir)?;
-    let (_, target) = role.rsplit_once("-relay-")?;
-    let here = layout
-        .datacenters
-        .iter()
-        .find(|dc| dc.relays.iter().any(|r| r == role))?;
-    let there = layout
-        .datacenters
-        .iter()
-        .find(|dc| dc.databases.iter().any(|d| d == target))?;
+    let (here, there) = layout.link_of(role)?;
     Some((
         strata_deploy::plan::datacenters::cut_file(dir, &here.name, &there.name),
         here.name.clone(),

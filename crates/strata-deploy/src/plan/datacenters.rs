@@ -112,6 +112,34 @@ impl Layout {
                 .any(|r| r == role)
         })
     }
+
+    /// The two data centres relay `relay` joins: its own, and its target server's.
+    pub fn link_of(&self, relay: &str) -> Option<(&DatacentreRoles, &DatacentreRoles)> {
+        let (_, target) = relay.rsplit_once("-relay-")?;
+        let here = self
+            .datacenters
+            .iter()
+            .find(|dc| dc.relays.iter().any(|r| r == relay))?;
+        let there = self
+            .datacenters
+            .iter()
+            .find(|dc| dc.databases.iter().any(|d| d == target))?;
+        Some((here, there))
+    }
+
+    /// The relays on the link between data centres `a` and `b`: each side's relays to the
+    /// other's servers.
+    pub fn relays_between(&self, a: &str, b: &str) -> Vec<&String> {
+        self.datacenters
+            .iter()
+            .flat_map(|dc| &dc.relays)
+            .filter(|relay| {
+                self.link_of(relay).is_some_and(|(here, there)| {
+                    (here.name == a && there.name == b) || (here.name == b && there.name == a)
+                })
+            })
+            .collect()
+    }
 }
 
 /// `DIR/datacenters.json`.
