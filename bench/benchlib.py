@@ -34,6 +34,21 @@ def git(*args):
     return subprocess.run(["git", "-C", ROOT, *args], capture_output=True, text=True).stdout.strip()
 
 
+def commit_label():
+    """The commit HEAD names, with `-dirty` when tracked files have uncommitted changes."""
+    return (git("rev-parse", "--short=12", "HEAD") or "unknown") + (
+        "-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def psql(addr, sql):
+    """One statement on a deployment's PostgreSQL server at `addr` (`127.0.0.1:PORT`), as
+    `strata up` runs it (user and database `strata`); its output, trimmed."""
+    port = addr.rsplit(":", 1)[1]
+    return subprocess.run(["psql", "-h", "127.0.0.1", "-p", port, "-U", "strata", "-d", "strata",
+                           "-v", "ON_ERROR_STOP=1", "-tAc", sql],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
 def require_clean_tree(allow_dirty):
     """Exits when tracked files have uncommitted changes, unless allowed."""
     if git("status", "--porcelain", "--untracked-files=no") and not allow_dirty:

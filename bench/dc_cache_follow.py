@@ -36,7 +36,6 @@ import argparse
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import threading
@@ -44,7 +43,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from authn import LONG_TOKENS, admin_headers  # noqa: E402
-from benchlib import RESULTS, STRATA, build_release, git, say, write_result  # noqa: E402
+from benchlib import RESULTS, STRATA, build_release, commit_label, psql, say, write_result  # noqa: E402
 from dc_failover import EAST_IP, WEST_IP, call, user_body  # noqa: E402
 from dns_lb_kill import pctl, strata  # noqa: E402
 
@@ -54,14 +53,6 @@ CONVERGE_LIMIT = 2.0
 def version_of(headers):
     tag = headers.get("etag", "").strip('"')
     return int(tag[1:]) if tag.startswith("v") and tag[1:].isdigit() else None
-
-
-def psql(url, sql):
-    binary = next((p for p in ["/usr/lib/postgresql/15/bin/psql", "/usr/bin/psql"] if os.path.exists(p)), "psql")
-    r = subprocess.run([binary, url, "-v", "ON_ERROR_STOP=1", "-Atc", sql], capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit(f"psql {sql!r} failed: {r.stderr}")
-    return r.stdout.strip()
 
 
 def watch(west_port, path, want, acked_at, out, lock):
@@ -187,8 +178,7 @@ def main():
             and 0 < a.cost_rate <= 500):
         sys.exit("need 1 <= --users <= 100000, 1 <= --writes <= 5000, 0 < --rate <= 200, 1 <= --writers <= 64")
     binary = os.path.abspath(a.strata) if a.strata else (build_release() or STRATA)
-    commit = (git("rev-parse", "--short=12", "HEAD") or "unknown") + (
-        "-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    commit = commit_label()
     seed = a.seed if a.seed is not None else time.time_ns()
     rng = random.Random(seed)
     work = tempfile.mkdtemp(prefix="dc-cache-follow-")
@@ -209,7 +199,7 @@ def main():
         roles = {r["name"]: r for r in status["roles"]}
         east_port = int(roles["us-east-lb-1"]["addrs"]["http"].rsplit(":", 1)[1])
         west_port = int(roles["us-west-lb-1"]["addrs"]["http"].rsplit(":", 1)[1])
-        primary_url = f"postgresql://strata@{roles['pg-1']['addrs']['postgres']}/strata"
+        primary = roles["pg-1"]["addrs"]["postgres"]
         auth = admin_headers(binary, d, f"{EAST_IP}:{east_port}")
         say(f"creating {a.users} users through us-east")
         paths = []
@@ -239,7 +229,7 @@ def main():
             phases[name] = phase(name, a, east_port, west_port, auth, paths, cum, rng, rate, watch_every)
 
         def log_changes(on):
-            psql(primary_url, f"ALTER TABLE users {'ENABLE' if on else 'DISABLE'} TRIGGER users_logged")
+            psql(primary, f"ALTER TABLE users {'ENABLE' if on else 'DISABLE'} TRIGGER users_logged")
 
         # Convergence, with and without the log (a tenth watched there: it never converges,
         # and watchers polling for their whole 2 s would load the machine).

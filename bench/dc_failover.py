@@ -57,7 +57,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from authn import LONG_TOKENS, admin_headers  # noqa: E402
-from benchlib import RESULTS, ROOT, STRATA, build_release, descendants, git, say, thaw, write_result  # noqa: E402
+from benchlib import RESULTS, ROOT, STRATA, build_release, commit_label, descendants, say, thaw, write_result  # noqa: E402
 from dns_lb_kill import TtlAnswers, pctl, resolve, strata  # noqa: E402
 
 EAST_IP, WEST_IP = "127.0.0.1", "127.0.12.1"
@@ -220,8 +220,7 @@ def main():
     else:
         build_release()
         binary = STRATA
-    commit = (git("rev-parse", "--short=12", "HEAD") or "unknown") + (
-        "-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    commit = commit_label()
     started_utc = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     work = tempfile.mkdtemp(prefix="dc-failover-")
     os.chmod(work, 0o755)  # PostgreSQL runs as `postgres` when strata runs as root

@@ -40,7 +40,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import RESULTS, ROOT, STRATA, build_release, git, say, thaw, write_result  # noqa: E402
+from benchlib import RESULTS, ROOT, STRATA, build_release, commit_label, say, thaw, write_result  # noqa: E402
 
 NAME = "www.strata.test."
 
@@ -204,8 +204,7 @@ def main():
     else:
         build_release()
         binary = STRATA
-    commit = (git("rev-parse", "--short=12", "HEAD") or "unknown") + (
-        "-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    commit = commit_label()
     started_utc = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     work = tempfile.mkdtemp(prefix="dns-lb-kill-")
     d = os.path.join(work, "deploy")

@@ -45,6 +45,7 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import authn  # noqa: E402
 import pg_drill  # noqa: E402
+from benchlib import psql  # noqa: E402
 from pg_drill import Client, children, primary_of, profile, role, run, status  # noqa: E402
 
 ROOT = pg_drill.ROOT
@@ -191,13 +192,6 @@ def missing_on_primary(st, tag, acked):
                          capture_output=True, text=True, check=True).stdout.split()
     have = set(out)
     return [a for a in acked if a[2].rsplit("/", 1)[1] not in have]
-
-
-def psql(addr, sql):
-    port = addr.rsplit(":", 1)[1]
-    return subprocess.run(["psql", "-h", "127.0.0.1", "-p", port, "-U", "strata", "-d", "strata",
-                           "-v", "ON_ERROR_STOP=1", "-tAc", sql],
-                          capture_output=True, text=True, check=True).stdout.strip()
 
 
 def settle_after(fault_at, load, st_before, d, tag, extra):
