@@ -162,20 +162,10 @@ async fn a_follower_on_a_replica_gets_every_commit_once_in_any_numbering_and_kno
 
     // Trimmed past the follower: 10 transactions of 1,000 changes each while it does not
     // poll, so the trigger trims rows it never read.
+    let thousand =
+        "UPDATE users SET version = version + 1 WHERE id BETWEEN 100 AND 199; ".repeat(10);
     for _ in 0..10 {
-        primary.psql(
-            "follow",
-            "UPDATE users SET version = version + 1 WHERE id BETWEEN 100 AND 199; \
-             UPDATE users SET version = version + 1 WHERE id BETWEEN 100 AND 199; \
-             UPDATE users SET version = version + 1 WHERE id BETWEEN 100 AND 199; \
-             UPDATE users SET version = version + 1 WHERE id BETWEEN 100 AND 199; \
-             UPDATE users SET version = version + 1 WHERE id BETWEEN 100 AND 199; \
-             UPDATE users SET version = version + 1 WHERE id BETWEEN 100 AND 199; \
-             UPDATE users SET version = version + 1 WHERE id BETWEEN 100 AND 199; \
-             UPDATE users SET version = version + 1 WHERE id BETWEEN 100 AND 199; \
-             UPDATE users SET version = version + 1 WHERE id BETWEEN 100 AND 199; \
-             UPDATE users SET version = version + 1 WHERE id BETWEEN 100 AND 199;",
-        );
+        primary.psql("follow", &thousand);
     }
     let kept: u64 = primary
         .psql("follow", "SELECT count(*) FROM cache_changes")
