@@ -139,7 +139,7 @@ pub async fn run(args: DatacenterArgs) -> anyhow::Result<()> {
     };
     match (args.action, &args.other) {
         (Action::Cut | Action::Heal, Some(other)) => {
-            link(dir, &deployment, &args.name, other, args.action)
+            link(dir, &deployment, &args.name, other, args.action).await
         }
         (Action::Cut | Action::Heal, None) => bail!(
             "`strata datacenter {verb}` needs the data centres at both ends of the link: \
@@ -236,7 +236,7 @@ async fn start(dir: &Path, name: &str, wait_secs: u64) -> anyhow::Result<()> {
 /// `strata datacenter cut|heal A B`: writes or removes the link's file, which every relay on it
 /// watches.
 /// Returns once every running relay on the link says it holds it cut (or no longer does).
-fn link(
+async fn link(
     dir: &Path,
     deployment: &state::DeploymentState,
     a: &str,
@@ -279,7 +279,7 @@ fn link(
         if unconfirmed.is_empty() || std::time::Instant::now() >= deadline {
             break unconfirmed;
         }
-        std::thread::sleep(strata_link::CUT_POLL / 5);
+        tokio::time::sleep(strata_link::CUT_POLL / 5).await;
     };
     if cut {
         println!(
