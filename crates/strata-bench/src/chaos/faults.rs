@@ -4,8 +4,9 @@
 //! and every backend), as a crash or a frozen machine would; any other role's hit the role
 //! process and everything it started (a cache role's Redis, an etcd role's etcd). With data
 //! centres, `--targets link` hits their links: a stop cuts the link a relay is on — every relay
-//! of it, both ways — for `--stop-secs` (`strata datacenter cut`, then `heal`); a kill or a
-//! restart hits one relay.
+//! of it, both ways — for `--stop-secs` (the link's file that `strata datacenter cut` writes
+//! and `heal` removes; its relays take up to 50 ms to see it, which the schedule does not wait
+//! for); a kill or a restart hits one relay.
 //!
 //! The schedule is drawn from a seeded generator: the same `--seed` against the same
 //! deployment applies the same faults at the same moments. Some faults come in pairs: a second
