@@ -24,7 +24,11 @@ use strata_blobs::BlobKey;
 use crate::process::Size;
 use crate::upload::Format;
 
+mod blob_locks;
 mod outbox;
+
+pub use blob_locks::{BlobHold, DELETE_FOR, HOLD_FOR};
+use blob_locks::{claim_unused, take_hold};
 
 /// The database file in the photos directory.
 pub const DB_FILE: &str = "photos.db";
@@ -251,6 +255,8 @@ impl Catalog {
             CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox(id) WHERE sent_at IS NULL;",
         )
         .map_err(db)?;
+        // Version 4: writers' holds and deleters' claims on shared blobs.
+        blob_locks::schema(&conn)?;
         // Version 2: a relay claims the rows it publishes (`claimed_until`), so that relays
         // in several processes do not all publish the same rows. One process migrates; the
         // others find the column there.
@@ -282,7 +288,7 @@ impl Catalog {
                 tx.execute_batch("ALTER TABLE outbox ADD COLUMN traceparent TEXT;")
                     .map_err(db)?;
             }
-            tx.execute_batch("PRAGMA user_version = 3;").map_err(db)?;
+            tx.execute_batch("PRAGMA user_version = 4;").map_err(db)?;
             tx.commit().map_err(db)?;
         }
         Ok(Self {
@@ -304,17 +310,19 @@ impl Catalog {
     }
 
     /// Records an accepted upload: the job, the user's pending photo and the outbox row (with
-    /// the upload's `traceparent`, if any), in one transaction.
+    /// the upload's `traceparent`, if any), in one transaction, which also gives up the
+    /// writer's `hold` on the upload's blob (failing if it ran out).
     pub async fn submit(
         &self,
         id: JobId,
         user: u64,
-        upload: BlobKey,
+        (upload, hold): (BlobKey, BlobHold),
         format: Format,
         traceparent: Option<String>,
     ) -> Result<Job, CatalogError> {
         self.with(move |conn| {
             let tx = immediate(conn)?;
+            take_hold(&tx, hold)?;
             let now = now_ms();
             tx.execute(
                 "INSERT INTO jobs (id, user_id, upload_key, format, state, created_at, updated_at)
@@ -401,7 +409,7 @@ impl Catalog {
             let keys = photo
                 .map(|p| p.variants.into_iter().map(|(_, k)| k).collect())
                 .unwrap_or_default();
-            let unreferenced = unreferenced(&tx, keys)?;
+            let unreferenced = claim_unused(&tx, keys, None)?;
             tx.commit().map_err(db)?;
             Ok(Some(unreferenced))
         })
@@ -431,21 +439,26 @@ impl Catalog {
     }
 
     /// Applies a job's result — once: the user's photo becomes these blobs, unless a newer
-    /// upload or a delete came first.
+    /// upload or a delete came first. Gives up the worker's `hold` on the blobs in the same
+    /// transaction (failing if it ran out).
     pub async fn complete(
         &self,
         id: JobId,
-        format: Format,
-        width: u32,
-        height: u32,
+        (format, width, height): (Format, u32, u32),
         variants: Vec<(Size, BlobKey)>,
+        hold: BlobHold,
     ) -> Result<Completed, CatalogError> {
         self.with(move |conn| {
             let tx = immediate(conn)?;
+            take_hold(&tx, hold)?;
             let Some(job) = job_in(&tx, id)? else {
-                return Ok(Completed::Superseded { unreferenced: Vec::new() });
+                // The job is gone (its photo deleted, the job pruned): this result is unused.
+                let unreferenced = claim_unused(&tx, variants.into_iter().map(|(_, k)| k).collect(), None)?;
+                tx.commit().map_err(db)?;
+                return Ok(Completed::Superseded { unreferenced });
             };
             if job.state == JobState::Done {
+                tx.commit().map_err(db)?;
                 return Ok(Completed::AlreadyDone);
             }
             let now = now_ms();
@@ -460,7 +473,7 @@ impl Catalog {
                     params![sql(id.0), now],
                 )
                 .map_err(db)?;
-                let unreferenced = unreferenced(&tx, new_keys)?;
+                let unreferenced = claim_unused(&tx, new_keys, None)?;
                 tx.commit().map_err(db)?;
                 return Ok(Completed::Superseded { unreferenced });
             }
@@ -492,27 +505,9 @@ impl Catalog {
             )
             .map_err(db)?;
             let old: Vec<BlobKey> = old.into_iter().filter(|k| !new_keys.contains(k)).collect();
-            let unreferenced = unreferenced(&tx, old)?;
+            let unreferenced = claim_unused(&tx, old, None)?;
             tx.commit().map_err(db)?;
             Ok(Completed::Applied { unreferenced })
-        })
-        .await
-    }
-
-    /// Whether this upload's blob is still needed: by a job other than `except` that is not
-    /// settled (two users may upload the very same bytes), or as a served size (an upload
-    /// without metadata can re-encode to its very own bytes).
-    pub async fn upload_in_use(&self, key: BlobKey, except: JobId) -> Result<bool, CatalogError> {
-        self.with(move |conn| {
-            conn.query_row(
-                "SELECT EXISTS(SELECT 1 FROM jobs WHERE upload_key = ?1 AND id <> ?2
-                   AND state IN ('queued', 'processing', 'failed'))
-                 OR EXISTS(SELECT 1 FROM photos
-                   WHERE ?1 IN (key_64, key_128, key_512, key_original))",
-                params![key.as_str(), sql(except.0)],
-                |r| r.get(0),
-            )
-            .map_err(db)
         })
         .await
     }
@@ -625,24 +620,4 @@ fn photo_in(conn: &Connection, user: u64) -> Result<Option<Photo>, CatalogError>
         job: JobId(job.max(0) as u64),
         updated_at_ms: updated.max(0) as u64,
     }))
-}
-
-/// The keys among `keys` that no photo serves and no unsettled job still has to read.
-fn unreferenced(conn: &Connection, keys: Vec<BlobKey>) -> Result<Vec<BlobKey>, CatalogError> {
-    let mut out = Vec::new();
-    for key in keys {
-        let used: bool = conn
-            .query_row(
-                "SELECT EXISTS(SELECT 1 FROM photos WHERE ?1 IN (key_64, key_128, key_512, key_original))
-                 OR EXISTS(SELECT 1 FROM jobs WHERE upload_key = ?1
-                   AND state IN ('queued', 'processing', 'failed'))",
-                [key.as_str()],
-                |r| r.get(0),
-            )
-            .map_err(db)?;
-        if !used && !out.contains(&key) {
-            out.push(key);
-        }
-    }
-    Ok(out)
 }

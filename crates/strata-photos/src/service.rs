@@ -122,17 +122,27 @@ impl Photos {
         content_type: Option<&str>,
     ) -> Result<Job, SubmitError> {
         let inspected = upload::inspect(&bytes, content_type)?;
-        let key = self
-            .blobs
-            .put(bytes)
+        let storage = |e: &dyn std::fmt::Display| SubmitError::Storage(e.to_string());
+        // Held before it is stored: a job finishing with the same bytes must not delete the
+        // blob before this upload is recorded (`catalog::blob_locks`).
+        let hold = self
+            .catalog
+            .hold_blobs(vec![BlobKey::of(&bytes)])
             .await
-            .map_err(|e| SubmitError::Storage(e.to_string()))?;
+            .map_err(|e| storage(&e))?;
+        let key = match self.blobs.put(bytes).await {
+            Ok(key) => key,
+            Err(e) => {
+                self.catalog.release_blobs(hold).await;
+                return Err(storage(&e));
+            }
+        };
         let job = self
             .catalog
             .submit(
                 job,
                 user,
-                key,
+                (key, hold),
                 inspected.format,
                 strata_core::trace::current().map(|t| t.header()),
             )
@@ -198,11 +208,24 @@ impl Photos {
         let Some(unreferenced) = self.catalog.delete(user).await? else {
             return Ok(false);
         };
-        for key in unreferenced {
-            if let Err(e) = self.blobs.delete(&key).await {
-                tracing::warn!(%key, error = %e, "Could not delete a deleted photo's blob; it stays behind.");
+        delete_claimed(&self.catalog, &*self.blobs, unreferenced).await;
+        Ok(true)
+    }
+}
+
+/// Deletes blobs the catalog has claimed for deletion, then drops the claims of those that
+/// went (a failed delete keeps its claim until it runs out, and the blob stays behind).
+pub(crate) async fn delete_claimed(catalog: &Catalog, blobs: &dyn BlobStore, keys: Vec<BlobKey>) {
+    let mut deleted = Vec::with_capacity(keys.len());
+    for key in keys {
+        match blobs.delete(&key).await {
+            Ok(_) => deleted.push(key),
+            Err(e) => {
+                tracing::warn!(%key, error = %e, "Could not delete a blob nothing uses; it stays behind.")
             }
         }
-        Ok(true)
+    }
+    if let Err(e) = catalog.deleted_blobs(deleted).await {
+        tracing::warn!(error = %e, "Could not drop the claims on deleted blobs; they run out by themselves.");
     }
 }

@@ -197,23 +197,35 @@ impl Worker {
             .await
             .map_err(|e| fail("the rendering task", &e))?
             .map_err(|e| JobFailure(e.to_string()))?;
+        // Held before they are stored: deleting another photo with the same sizes must not
+        // take them before this result is recorded (`catalog::blob_locks`).
+        let keys = rendered
+            .variants
+            .iter()
+            .map(|(_, bytes)| BlobKey::of(bytes))
+            .collect();
+        let hold = self
+            .catalog
+            .hold_blobs(keys)
+            .await
+            .map_err(|e| fail("catalog", &e))?;
         let mut variants = Vec::with_capacity(rendered.variants.len());
         for (size, bytes) in rendered.variants {
-            let key = self
-                .blobs
-                .put(bytes)
-                .await
-                .map_err(|e| fail("storing a rendered size", &e))?;
-            variants.push((size, key));
+            match self.blobs.put(bytes).await {
+                Ok(key) => variants.push((size, key)),
+                Err(e) => {
+                    self.catalog.release_blobs(hold).await;
+                    return Err(fail("storing a rendered size", &e));
+                }
+            }
         }
         let completed = self
             .catalog
             .complete(
                 job_id,
-                rendered.format,
-                rendered.width,
-                rendered.height,
+                (rendered.format, rendered.width, rendered.height),
                 variants,
+                hold,
             )
             .await
             .map_err(|e| fail("catalog", &e))?;
@@ -229,21 +241,18 @@ impl Worker {
 
     /// The raw upload (metadata and all) is kept only until its job is settled.
     async fn delete_upload_if_unused(&self, job: &crate::catalog::Job) {
-        match self.catalog.upload_in_use(job.upload.clone(), job.id).await {
-            Ok(false) => self.delete_quietly(vec![job.upload.clone()]).await,
-            Ok(true) => {}
+        match self.catalog.claim_upload(job.upload.clone(), job.id).await {
+            Ok(true) => self.delete_quietly(vec![job.upload.clone()]).await,
+            Ok(false) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "Could not tell whether an upload is still needed; it stays.")
             }
         }
     }
 
+    /// Deletes blobs the catalog claimed for deletion.
     async fn delete_quietly(&self, keys: Vec<BlobKey>) {
-        for key in keys {
-            if let Err(e) = self.blobs.delete(&key).await {
-                tracing::warn!(%key, error = %e, "Could not delete a blob nothing uses; it stays behind.");
-            }
-        }
+        crate::service::delete_claimed(&self.catalog, &*self.blobs, keys).await;
     }
 
     /// Runs `concurrency` consumers until `stop` resolves, then drains: each finishes the job

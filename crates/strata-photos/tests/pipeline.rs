@@ -3,17 +3,23 @@
 //! publish, a duplicate publish, a job delivered twice, a poison file, bad uploads.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use strata_photos::catalog::{JobId, JobState};
+use strata_blobs::{BlobError, BlobKey, BlobStore};
+use strata_photos::catalog::{Catalog, JobId, JobState};
 use strata_photos::process::Size;
 use strata_photos::relay::{payload, queue_name, relay_once};
+use strata_photos::service::MAX_BLOB_BYTES;
 use strata_photos::testdata;
 use strata_photos::upload::{Format, MAX_UPLOAD_BYTES, UploadError};
 use strata_photos::worker::{Outcome, Worker};
 use strata_photos::{PhotoDirs, Photos, SubmitError};
 use strata_queue::conformance::quick_policy;
+use strata_queue::sqlite::SqliteQueue;
 use strata_queue::{Outgoing, QueuePolicy};
+use tokio::sync::Notify;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -459,4 +465,144 @@ async fn relays_in_two_processes_publish_each_outbox_row_once() {
         stats.ready, 250,
         "each job published exactly once: {stats:?}"
     );
+}
+
+/// A pipeline whose blob store can be held in the middle of a put: the bytes stored, the
+/// answer not yet back (as with a blob store across a network).
+fn gated(dir: &Path) -> (Photos, Arc<Gate>) {
+    let dirs = PhotoDirs::in_data_dir(dir);
+    let gate = Arc::new(Gate::default());
+    let blobs = GatedPuts {
+        inner: strata_blobs::fs::FsBlobStore::open(&dirs.photos.join("blobs"), MAX_BLOB_BYTES)
+            .expect("blobs"),
+        gate: gate.clone(),
+    };
+    let p = Photos::new(
+        Catalog::open(&dirs.photos).expect("catalog"),
+        Arc::new(blobs),
+        Arc::new(SqliteQueue::open(&dirs.queue, quick_policy()).expect("queue")),
+    );
+    (p, gate)
+}
+
+#[derive(Default)]
+struct Gate {
+    armed: AtomicBool,
+    entered: Notify,
+    release: Notify,
+}
+
+impl Gate {
+    /// The next put stops after storing its bytes, until [`Gate::open`].
+    fn arm(&self) {
+        self.armed.store(true, Ordering::SeqCst);
+    }
+    async fn entered(&self) {
+        tokio::time::timeout(DEADLINE, self.entered.notified())
+            .await
+            .expect("a put reached the gate");
+    }
+    fn open(&self) {
+        self.release.notify_one();
+    }
+}
+
+struct GatedPuts {
+    inner: strata_blobs::fs::FsBlobStore,
+    gate: Arc<Gate>,
+}
+
+#[async_trait::async_trait]
+impl BlobStore for GatedPuts {
+    async fn put(&self, bytes: Vec<u8>) -> Result<BlobKey, BlobError> {
+        let key = self.inner.put(bytes).await?;
+        if self.gate.armed.swap(false, Ordering::SeqCst) {
+            self.gate.entered.notify_one();
+            self.gate.release.notified().await;
+        }
+        Ok(key)
+    }
+    async fn get(&self, key: &BlobKey) -> Result<Option<Vec<u8>>, BlobError> {
+        self.inner.get(key).await
+    }
+    async fn exists(&self, key: &BlobKey) -> Result<bool, BlobError> {
+        self.inner.exists(key).await
+    }
+    async fn delete(&self, key: &BlobKey) -> Result<bool, BlobError> {
+        self.inner.delete(key).await
+    }
+}
+
+/// Content addressing shares one blob between every upload of the same bytes: a worker that
+/// finishes one user's copy must not delete the blob another user's upload has just stored
+/// and is about to record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_of_the_same_bytes_in_flight_keeps_the_blob_a_finished_job_would_delete() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (p, gate) = gated(dir.path());
+    let bytes = testdata::image(Format::Jpeg, 96, 72);
+    p.submit(JobId(1), 1, bytes.clone(), None)
+        .await
+        .expect("accepted");
+    relay_once(&p.catalog, &*p.queue).await.expect("relay");
+    // User 2 uploads the very same bytes: stored, not yet recorded.
+    gate.arm();
+    let second = {
+        let (p, bytes) = (p.clone(), bytes.clone());
+        tokio::spawn(async move { p.submit(JobId(2), 2, bytes, None).await })
+    };
+    gate.entered().await;
+    // Meanwhile user 1's job finishes, and would delete its upload.
+    assert_eq!(work_one(&p).await, Outcome::Done);
+    gate.open();
+    second.await.expect("joined").expect("accepted");
+    relay_once(&p.catalog, &*p.queue).await.expect("relay");
+    let outcome = work_one(&p).await;
+    let job = p.job(JobId(2)).await.expect("job").expect("recorded");
+    assert_eq!(outcome, Outcome::Done, "user 2's job: {job:?}");
+    // Both done, nothing pending: the shared upload is gone now, the sizes stay.
+    let photo = p.photo(2).await.expect("photo").expect("served");
+    assert!(
+        p.blobs.get(&job.upload).await.expect("read").is_none(),
+        "the upload is deleted once no job needs it"
+    );
+    for (size, key) in &photo.variants {
+        assert!(p.published(key).await.expect("read").is_some(), "{size:?}");
+    }
+}
+
+/// The same for rendered sizes: deleting one user's photo must not delete the sizes a worker
+/// has just stored for another user's identical photo and is about to record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sizes_a_worker_stored_and_has_not_recorded_survive_a_delete_of_the_same_photo() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (p, gate) = gated(dir.path());
+    let bytes = testdata::image(Format::Png, 150, 100);
+    for user in [1, 2] {
+        p.submit(JobId(user), user, bytes.clone(), None)
+            .await
+            .expect("accepted");
+    }
+    relay_once(&p.catalog, &*p.queue).await.expect("relay");
+    assert_eq!(work_one(&p).await, Outcome::Done);
+    let first_done = p.job(JobId(1)).await.expect("job").expect("job").state == JobState::Done;
+    let (done, pending) = if first_done { (1, 2) } else { (2, 1) };
+    // The worker renders the other user's copy; its first size is stored, not yet recorded.
+    gate.arm();
+    let working = {
+        let p = p.clone();
+        tokio::spawn(async move { work_one(&p).await })
+    };
+    gate.entered().await;
+    // Meanwhile the first user deletes their photo: its sizes look unused.
+    assert!(p.delete(done).await.expect("delete"));
+    gate.open();
+    assert_eq!(working.await.expect("joined"), Outcome::Done);
+    let photo = p.photo(pending).await.expect("photo").expect("served");
+    for (size, key) in &photo.variants {
+        assert!(
+            p.published(key).await.expect("read").is_some(),
+            "user {pending}'s {size:?} ({key}) is gone from the blob store"
+        );
+    }
 }
