@@ -257,12 +257,15 @@ pub async fn job(
 }
 
 /// A user's photo at one size: a redirect to its content-addressed URL, which changes when
-/// the photo does (this answer is not cached; the image behind it may be, forever).
+/// the photo does (browsers revalidate it; the edges may keep it, purged when it changes; the
+/// image behind it may be cached forever).
 #[utoipa::path(get, path = "/users/{id}/photo", tag = "photos", security(()),
     params(crate::params::UserIdPath, SizeQuery),
     responses(
         (status = 307, description = "Where the image is: `/photos/{key}`",
-            headers(("Location" = String, description = "`/photos/{key}`"), ("Cache-Control" = String, description = "`no-cache`"))),
+            headers(("Location" = String, description = "`/photos/{key}`"), ("Cache-Control" = String, description = "`no-cache`"),
+                    ("Surrogate-Key" = String, description = "`user-{id}`: purged from the edges when the photo changes"),
+                    ("CDN-Cache-Control" = String, description = "How long the edges may keep it, as for the profile (only when the server purges edges)"))),
         (status = 400, description = "`invalid-user-id`; `invalid-parameter`: `size` is not 64, 128, 512 or original, or is given twice", body = crate::problem::Problem, content_type = "application/problem+json"),
         (status = 404, description = "`photo-not-found`: no photo, or its first upload is still being processed", body = crate::problem::Problem, content_type = "application/problem+json"),
         crate::responses::ServerErrors,
@@ -295,8 +298,11 @@ pub async fn get_photo(
     if let Ok(v) = HeaderValue::from_str(&format!("/photos/{key}")) {
         r.headers_mut().insert(header::LOCATION, v);
     }
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Edges may keep it like the profile, filed under the user's key: the worker that makes
+    // a new photo the user's purges it, and so does a delete.
+    state
+        .edges
+        .tag(r.headers_mut(), &crate::edge_purge::user_key(id.0));
     Ok(r)
 }
 
@@ -379,5 +385,6 @@ pub async fn delete(
     if !photos.delete(id.0).await.map_err(internal)? {
         return Err(ApiError::PhotoNotFound(id));
     }
+    state.edges.purge(crate::edge_purge::user_key(id.0));
     Ok(StatusCode::NO_CONTENT.into_response())
 }

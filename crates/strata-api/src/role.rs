@@ -223,6 +223,7 @@ async fn run_server(
                 .await
         })
     };
+    let edges = crate::edge_purge::EdgePurger::start(&opts.edges);
     // Stage 1 (`strata serve`) processes its own photos; in a topology, `strata worker`s do.
     let (worker_stop, worker_stopped) = tokio::sync::oneshot::channel::<()>();
     let worker = (role == "serve").then(|| {
@@ -231,13 +232,14 @@ async fn run_server(
             queue: photos.queue.clone(),
             blobs: photos.blobs.clone(),
             heartbeat: QueuePolicy::default().visibility_timeout / 3,
+            edges: edges.purger(),
         };
         tokio::spawn(worker.run(1, Duration::from_secs(30), async move {
             let _ = worker_stopped.await;
         }))
     });
     let mut state = AppState::new(engines.store, auth, ids, cache).with_photos(photos);
-    state.edges = crate::edge_purge::EdgePurger::start(&opts.edges);
+    state.edges = edges;
     let app = Application::build(opts.addr, state).await.with_context(|| {
         format!("cannot listen on {}: is another process using that port? Pass another --addr (port 0 picks a free one)", opts.addr)
     })?;

@@ -273,17 +273,9 @@ pub async fn get_one(
 }
 
 /// What a profile's answer tells the edges: its surrogate key, and how long they may keep it
-/// and serve it stale (`CDN-Cache-Control`, only when the server is told the edges purge it;
-/// everyone else gets `no-cache`; see [`crate::edge_purge`]).
+/// and serve it stale (see [`crate::edge_purge`]).
 fn edge_headers(state: &AppState, id: UserId, r: &mut Response) {
-    let h = r.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&user_key(id.0)) {
-        h.insert("surrogate-key", v);
-    }
-    h.insert(header::CACHE_CONTROL, state.edges.profile_cache_control());
-    if let Some(targeted) = state.edges.profile_cdn_cache_control() {
-        h.insert("cdn-cache-control", targeted);
-    }
+    state.edges.tag(r.headers_mut(), &user_key(id.0));
 }
 
 /// A read's answer depends on the read-your-writes token it was sent.
@@ -658,11 +650,7 @@ pub async fn list(
     // Kept by the edges like a profile, and purged by any user's write.
     let h = r.headers_mut();
     h.insert(header::VARY, HeaderValue::from_static(READ_VARY));
-    h.insert("surrogate-key", HeaderValue::from_static(LIST_KEY));
-    h.insert(header::CACHE_CONTROL, state.edges.profile_cache_control());
-    if let Some(targeted) = state.edges.profile_cdn_cache_control() {
-        h.insert("cdn-cache-control", targeted);
-    }
+    state.edges.tag(h, LIST_KEY);
     Ok(r)
 }
 

@@ -71,6 +71,7 @@ async fn process_all(app: &TestApp) -> Vec<Outcome> {
         queue: p.queue.clone(),
         blobs: p.blobs.clone(),
         heartbeat: Duration::from_millis(100),
+        edges: Default::default(),
     };
     let mut outcomes = Vec::new();
     while let Some(d) = p

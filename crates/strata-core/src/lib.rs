@@ -12,9 +12,12 @@
 //! - [`telemetry`]: logging setup shared by every role;
 //! - [`trace`]: W3C trace context, sampling, and the spans each role keeps and exports;
 //! - [`shutdown`]: when a role process stops (SIGTERM, Ctrl-C, its supervisor gone);
-//! - [`args`]: helpers for role arguments that are parsed and rendered as command lines.
+//! - [`args`]: helpers for role arguments that are parsed and rendered as command lines;
+//! - [`edge_purge`]: the client of the CDN edges' purge API, for every role whose writes change
+//!   what the edges keep (API servers, photo workers).
 
 pub mod args;
+pub mod edge_purge;
 pub mod email;
 pub mod id;
 pub mod ready;

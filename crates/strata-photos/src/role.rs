@@ -2,13 +2,16 @@
 //! embedded queue, serves `/metrics` and `/healthz` on `--listen`, prints its readiness line, then runs `--concurrency` consumers and an outbox
 //! relay (a backstop for uploads whose API server died before publishing) until SIGTERM,
 //! Ctrl-C or — with `--exit-on-stdin-eof` — its supervisor's exit. Stopping drains: each job in
-//! progress finishes within `--drain-secs` or is handed back to the queue.
+//! progress finishes within `--drain-secs` or is handed back to the queue. With
+//! `--purge-edge`/`--purge-edges-state` it purges a user's objects from the CDN edges when it
+//! makes a new photo theirs (the redirect to it changes; `strata_core::edge_purge`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use strata_core::edge_purge::{EdgePurger, PurgeTargets};
 use strata_core::ready::ReadyLine;
 use strata_queue::QueuePolicy;
 
@@ -189,6 +192,14 @@ pub struct WorkerArgs {
     /// Seconds a stopping worker gives its jobs in progress before handing them back.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub drain_secs: u64,
+    /// The CDN edges to purge of a user's objects when a new photo becomes theirs.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub edges: PurgeTargets,
+    /// Seconds the edges may keep a photo's redirect without asking (the API servers'
+    /// `--shared-max-age-secs`): each purge is retried that long, and 30 s more.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub shared_max_age_secs: u64,
     /// This role's name in its topology (shown in the readiness line and logs).
     #[arg(long, default_value = "worker")]
     pub name: String,
@@ -209,6 +220,8 @@ impl WorkerArgs {
             max_attempts: 5,
             visibility_timeout_secs: 30,
             drain_secs: 30,
+            edges: PurgeTargets::default(),
+            shared_max_age_secs: 0,
             name: "worker".into(),
             exit_on_stdin_eof: false,
         }
@@ -253,6 +266,10 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         queue: photos.queue.clone(),
         blobs: photos.blobs.clone(),
         heartbeat: policy.visibility_timeout / 3,
+        edges: EdgePurger::start(
+            &args.edges,
+            Duration::from_secs(args.shared_max_age_secs + 30),
+        ),
     };
     let metrics = strata_core::telemetry::prometheus();
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| {

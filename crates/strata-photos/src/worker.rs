@@ -19,6 +19,7 @@ use strata_queue::{Delivery, Failed, Queue, QueueError};
 use crate::catalog::{Begin, Catalog, Completed, JobState};
 use crate::process;
 use crate::relay::{PHOTOS_QUEUE, parse_payload, parse_trace, queue_name};
+use strata_core::edge_purge::{EdgePurger, user_key};
 use strata_core::trace::{Sampler, TraceContext};
 use tracing::Instrument as _;
 
@@ -47,6 +48,9 @@ pub struct Worker {
     pub blobs: Arc<dyn BlobStore>,
     /// How often a running job's lease is extended.
     pub heartbeat: Duration,
+    /// The CDN edges that keep users' photo redirects: purged of the user's objects
+    /// (`user-<id>`) when a new photo becomes the user's (inactive without edges).
+    pub edges: EdgePurger,
 }
 
 impl std::fmt::Debug for Worker {
@@ -230,7 +234,11 @@ impl Worker {
             .await
             .map_err(|e| fail("catalog", &e))?;
         let (outcome, unreferenced) = match completed {
-            Completed::Applied { unreferenced } => (Outcome::Done, unreferenced),
+            Completed::Applied { unreferenced } => {
+                // The redirect to the user's photo now points elsewhere.
+                self.edges.purge(user_key(job.user));
+                (Outcome::Done, unreferenced)
+            }
             Completed::Superseded { unreferenced } => (Outcome::Superseded, unreferenced),
             Completed::AlreadyDone => return Ok(Outcome::Duplicate(JobState::Done)),
         };

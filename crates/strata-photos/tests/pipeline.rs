@@ -33,6 +33,7 @@ fn worker(p: &Photos) -> Worker {
         queue: p.queue.clone(),
         blobs: p.blobs.clone(),
         heartbeat: Duration::from_millis(100),
+        edges: Default::default(),
     }
 }
 

@@ -11,7 +11,8 @@
 //! (`[observe] dashboard = true`, routed by `[edge] dashboard = true`): both edges serve it at `/dashboard/`, straight from
 //! `dashboard-1` (the shield never asked), its page stored and revalidated with a 304, its
 //! snapshot never stored, its event stream passed on as it comes — also from edge-1 once it is
-//! restarted.
+//! restarted. Last, a photo's redirect, kept by the edges, is purged by the worker that makes a
+//! new photo the user's.
 
 mod common;
 
@@ -501,4 +502,64 @@ async fn edges_behind_a_shield_cost_one_origin_fetch_survive_a_kill_and_are_purg
         fetches + 1,
         "purged from edge-1: fetched again"
     );
+
+    // A photo's redirect is kept by the edges too, under the user's key: the worker that makes
+    // a new photo the user's purges it, so the edge points at the new image at once, not after
+    // the 60 s it may keep it.
+    let redirect = || {
+        let plain = plain.clone();
+        let public = public.clone();
+        async move {
+            let r = plain
+                .get(format!("http://{public}/users/12/photo?size=128"))
+                .header("host", SERVICE)
+                .send()
+                .await
+                .expect("GET photo redirect");
+            assert_eq!(r.status().as_u16(), 307);
+            let header = |name: &str| {
+                r.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            (header("location"), header("cache-status"))
+        }
+    };
+    redirect().await;
+    let (location, cache) = redirect().await;
+    assert_eq!(location, image);
+    assert!(cache.contains("hit"), "the redirect is kept: {cache}");
+    let r = admin
+        .put(format!("http://{public}/users/12/photo"))
+        .header("content-type", "image/png")
+        .body(testdata::image(Format::Png, 300, 300))
+        .send()
+        .await
+        .expect("PUT a new photo");
+    assert_eq!(r.status().as_u16(), 202);
+    let uploaded = Instant::now();
+    let deadline = uploaded + Duration::from_secs(20);
+    let moved = loop {
+        let (location, _) = redirect().await;
+        if location != image {
+            break location;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "edge-1 still points at the old image {:?} after the upload (its copy would keep 60 s)",
+            uploaded.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let r = plain
+        .get(format!("http://{public}{moved}"))
+        .header("host", SERVICE)
+        .send()
+        .await
+        .expect("GET the new image");
+    assert_eq!(r.status().as_u16(), 200);
+    let decoded = testdata::decode(&r.bytes().await.expect("bytes"));
+    assert_eq!((decoded.width(), decoded.height()), (128, 128));
 }

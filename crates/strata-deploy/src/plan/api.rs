@@ -157,7 +157,7 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
                 if let Some(edge) = &edge {
                     // The edges start after the API servers (they front them): each server
                     // follows their admin addresses in the deployment's state file.
-                    server.edges.purge_edges_state = Some(state_file.clone());
+                    server.edges.targets.purge_edges_state = Some(state_file.clone());
                     server.edges.shared_max_age_secs = edge.profile_ttl_secs;
                     server.edges.shared_stale_if_error_secs = edge.profile_stale_if_error_secs;
                 }

@@ -1449,3 +1449,36 @@ fn the_edges_clients_reach_send_the_dashboard_prefix_straight_to_the_dashboard()
     let plan = compile("[lb]\n[api]\ncount = 1\n[observe]\ndashboard = true\n");
     assert!(plan.role("edge-1").is_none() && plan.role("dashboard-1").is_some());
 }
+
+#[test]
+fn with_edges_the_api_servers_and_workers_purge_them_through_the_state_file() {
+    let plan = compile(
+        "[lb]\n[api]\ncount = 1\n[workers]\ncount = 1\n[edge]\ncount = 2\nprofile_ttl_secs = 45\n",
+    );
+    let state = Some(Path::new("/d").join(crate::state::STATE_FILE));
+    match command(&plan, "api-1") {
+        RoleCommand::Api(a) => {
+            assert_eq!(a.server.edges.targets.purge_edges_state, state);
+            assert_eq!(a.server.edges.shared_max_age_secs, 45);
+        }
+        other => panic!("{other:?}"),
+    }
+    match command(&plan, "worker-1") {
+        RoleCommand::Worker(w) => {
+            assert_eq!(w.edges.purge_edges_state, state);
+            assert_eq!(w.shared_max_age_secs, 45, "retried as long as the API's");
+        }
+        other => panic!("{other:?}"),
+    }
+    let rendered = invocation(&plan, "worker-1");
+    assert!(
+        rendered.args.iter().any(|a| a == "--purge-edges-state"),
+        "{rendered:?}"
+    );
+    // Without edges, no purges.
+    let plan = compile("[api]\ncount = 1\n[workers]\ncount = 1\n");
+    match command(&plan, "worker-1") {
+        RoleCommand::Worker(w) => assert!(w.edges.is_empty()),
+        other => panic!("{other:?}"),
+    }
+}

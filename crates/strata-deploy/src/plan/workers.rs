@@ -51,11 +51,17 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
     depends_on.extend(photos.depends_on());
     let concurrency = u64::from(topology.workers.concurrency);
     let data_dir = ctx.path(&[DATA_DIR]);
+    // With edges, a worker purges a user's photo redirect when it changes, following the
+    // edges' admin addresses in the deployment's state file (as the API servers do).
+    let edges = topology
+        .edge
+        .as_ref()
+        .map(|e| (ctx.path(&[crate::state::STATE_FILE]), e.profile_ttl_secs));
     let template = WorkerTemplate(Arc::new(move |i: u16| {
         let name = name(i);
         let role_name = name.clone();
         let data_dir = data_dir.clone();
-        let photos = photos.clone();
+        let (photos, edges) = (photos.clone(), edges.clone());
         RoleSpec::new(
             RoleKind::Worker,
             name,
@@ -66,6 +72,10 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
                 photos.apply(w, &mut args.photos)?;
                 args.listen = w.listen();
                 args.concurrency = concurrency;
+                if let Some((state_file, ttl)) = &edges {
+                    args.edges.purge_edges_state = Some(state_file.clone());
+                    args.shared_max_age_secs = *ttl;
+                }
                 args.name = role_name.clone();
                 args.exit_on_stdin_eof = true;
                 Ok(RoleCommand::Worker(args))
