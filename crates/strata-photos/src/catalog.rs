@@ -9,6 +9,10 @@
 //! idempotent here: [`Catalog::begin`] refuses a settled job and [`Catalog::complete`] applies
 //! a job's result once.
 //!
+//! Blobs are content-addressed and so shared by identical uploads and sizes: who may delete
+//! one, and when, is decided here too (`catalog/blob_locks.rs`: writers hold a key until they record
+//! it, deleters claim it).
+//!
 //! Why a database of its own rather than tables in the data tier's store: the queue tier must
 //! not depend on the data tier, the data tier's engines are being reshaped for sharding, and
 //! photos need only single-user transactions. At scale this catalog moves to PostgreSQL beside
