@@ -11,7 +11,7 @@
 //! (`[observe] dashboard = true`, routed by `[edge] dashboard = true`): both edges serve it at `/dashboard/`, straight from
 //! `dashboard-1` (the shield never asked), its page stored and revalidated with a 304, its
 //! snapshot never stored, its event stream passed on as it comes — also from edge-1 once it is
-//! restarted. Last, a photo's redirect, kept by the edges, is purged by the worker that makes a
+//! restarted. List pages are purged by a PATCH and by a create. Last, a photo's redirect, kept by the edges, is purged by the worker that makes a
 //! new photo the user's.
 
 mod common;
@@ -469,6 +469,53 @@ async fn edges_behind_a_shield_cost_one_origin_fetch_survive_a_kill_and_are_purg
         edge_counter(&plain, &admin2, "strata_edge_purges_total", None).await >= 1,
         "the restarted edge-2 was purged"
     );
+
+    // A create purges the list pages too: a page that holds every user shows the new one at
+    // once, not after the page's 60 s.
+    let everyone = || {
+        let plain = plain.clone();
+        let public = public.clone();
+        async move {
+            let (v, cache) = json_through(&plain, &public, "/users?limit=100").await;
+            let ids: Vec<Value> = v["users"]
+                .as_array()
+                .map(|users| users.iter().map(|u| u["id"].clone()).collect())
+                .unwrap_or_default();
+            (ids, cache)
+        }
+    };
+    everyone().await;
+    let (before, cache) = everyone().await;
+    assert!(cache.contains("hit"), "the page is kept: {cache}");
+    assert!(before.len() < 100, "one page holds every user: {before:?}");
+    let r = admin
+        .post(format!("http://{public}/users"))
+        .json(
+            &serde_json::json!({"firstName": "Newly", "lastName": "Created",
+            "address": {"streetAddress": "1 Edge St", "city": "Cachetown", "state": "TS",
+                "postalCode": "00501"},
+            "phoneNumbers": []}),
+        )
+        .send()
+        .await
+        .expect("POST /users");
+    assert_eq!(r.status().as_u16(), 201);
+    let created: Value = r.json().await.expect("the new user");
+    let created_at = Instant::now();
+    let deadline = created_at + Duration::from_secs(20);
+    loop {
+        let (ids, _) = everyone().await;
+        if ids.contains(&created["id"]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page still lacks user {} {:?} after its creation",
+            created["id"],
+            created_at.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // An operator's purge of the whole deployment, by its directory: the photo leaves the
     // shield and both edges (each answers with what it purged), so edge-1 fetches it again.
