@@ -11,8 +11,8 @@
 //! (`[observe] dashboard = true`, routed by `[edge] dashboard = true`): both edges serve it at `/dashboard/`, straight from
 //! `dashboard-1` (the shield never asked), its page stored and revalidated with a 304, its
 //! snapshot never stored, its event stream passed on as it comes — also from edge-1 once it is
-//! restarted. List pages are purged by a PATCH and by a create. Last, a photo's redirect, kept by the edges, is purged by the worker that makes a
-//! new photo the user's.
+//! restarted. List pages are purged by a PATCH and by a create. Last, a photo's redirect, kept
+//! by the edges, is purged by the worker that makes a new photo the user's.
 
 mod common;
 
