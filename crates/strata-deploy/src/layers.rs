@@ -1,7 +1,8 @@
 //! Layered balancing as `strata status` shows it: the path a client takes through a deployment
 //! with a DNS server — DNS (which names it answers, and with which addresses right now) → the
 //! balancers it hands out (whether each is in its answers) → the API pool behind every
-//! balancer. Collected by asking the DNS role itself, the way a client's resolver would.
+//! balancer; with edges, DNS hands out the edges instead: DNS → edges → the shield → the
+//! balancers → the API pool. Collected by asking the DNS role itself, the way a client's resolver would.
 //! With several data centres (`DIR/datacenters.json`, written by the plan) the path is shown
 //! per data centre: DNS → that data centre's balancers → its own API pool, and which one holds
 //! the PostgreSQL primary.
@@ -38,6 +39,10 @@ pub struct LayeredPath {
     /// not answer).
     pub names: Vec<(String, Option<Vec<IpAddr>>)>,
     pub balancers: Vec<BalancerHop>,
+    /// With `[edge]`: the edges clients reach, which DNS hands out instead of the balancers
+    /// (whether each is in its answers), and the shield behind them, if any.
+    pub edges: Vec<BalancerHop>,
+    pub shield: Option<Hop>,
     pub apis: Vec<Hop>,
     /// With `[[datacenter]]` tables: the same per data centre, in preference order.
     pub datacenters: Vec<DatacentrePath>,
@@ -190,13 +195,24 @@ pub async fn collect(
                 })
             })
     };
+    let in_answers = |hop: Hop| BalancerHop {
+        answered: hop
+            .addr
+            .parse::<SocketAddr>()
+            .is_ok_and(|a| answered.contains(&a.ip())),
+        hop,
+    };
+    let (shields, edges): (Vec<Hop>, Vec<Hop>) =
+        hops(RoleKind::Edge).partition(|h| h.name == crate::plan::edge::SHIELD);
+    let edges: Vec<BalancerHop> = edges.into_iter().map(in_answers).collect();
+    // With edges DNS hands them out, not the balancers behind them.
     let balancers: Vec<BalancerHop> = hops(RoleKind::Lb)
-        .map(|hop| BalancerHop {
-            answered: hop
-                .addr
-                .parse::<SocketAddr>()
-                .is_ok_and(|a| answered.contains(&a.ip())),
-            hop,
+        .map(|hop| match edges.is_empty() {
+            true => in_answers(hop),
+            false => BalancerHop {
+                hop,
+                answered: false,
+            },
         })
         .collect();
     let apis: Vec<Hop> = hops(RoleKind::Api).collect();
@@ -254,6 +270,8 @@ pub async fn collect(
         },
         names,
         balancers,
+        edges,
+        shield: shields.into_iter().next(),
         apis,
         datacenters,
     })
@@ -344,7 +362,17 @@ impl LayeredPath {
                 names.join("; ")
             },
         );
-        if self.datacenters.is_empty() {
+        if self.datacenters.is_empty() && !self.edges.is_empty() {
+            text.push_str(&format!("  → edges: {}\n", balancers_text(&self.edges)));
+            if let Some(shield) = &self.shield {
+                text.push_str(&format!("  → shield: {} {}\n", shield.name, shield.addr));
+            }
+            if !self.balancers.is_empty() {
+                let hops: Vec<Hop> = self.balancers.iter().map(|b| b.hop.clone()).collect();
+                text.push_str(&format!("  → balancers: {}\n", hops_text(&hops)));
+            }
+            text.push_str(&format!("  → API pool: {}\n", hops_text(&self.apis)));
+        } else if self.datacenters.is_empty() {
             text.push_str(&format!(
                 "  → balancers: {}\n  → API pool: {}\n",
                 balancers_text(&self.balancers),
@@ -397,6 +425,10 @@ impl LayeredPath {
             "balancers": self.balancers.iter().map(|b| json!({
                 "name": b.hop.name, "addr": b.hop.addr, "answered": b.answered,
             })).collect::<Vec<_>>(),
+            "edges": self.edges.iter().map(|b| json!({
+                "name": b.hop.name, "addr": b.hop.addr, "answered": b.answered,
+            })).collect::<Vec<_>>(),
+            "shield": self.shield.as_ref().map(|s| json!({"name": s.name, "addr": s.addr})),
             "apis": self.apis.iter().map(|a| json!({"name": a.name, "addr": a.addr})).collect::<Vec<_>>(),
             "datacenters": self.datacenters.iter().map(|dc| json!({
                 "name": dc.name,
@@ -439,6 +471,8 @@ mod tests {
                     answered: false,
                 },
             ],
+            edges: Vec::new(),
+            shield: None,
             apis: vec![hop("api-1", "127.0.0.1:9001")],
             datacenters: Vec::new(),
         };
@@ -451,6 +485,50 @@ mod tests {
         let json = path.json();
         assert_eq!(json["balancers"][1]["answered"], false);
         assert_eq!(json["dns"]["answers"][0]["addresses"][0], "127.0.0.1");
+    }
+
+    #[test]
+    fn with_edges_the_path_reads_from_dns_through_the_edges_it_answers() {
+        let hop = |name: &str, addr: &str| Hop {
+            name: name.into(),
+            addr: addr.into(),
+        };
+        let path = LayeredPath {
+            dns: hop("dns-1", "127.0.0.1:5353"),
+            names: vec![(
+                "www.strata.test.".into(),
+                Some(vec!["127.0.0.1".parse().expect("ip")]),
+            )],
+            balancers: vec![BalancerHop {
+                hop: hop("lb-1", "127.0.0.1:41000"),
+                answered: false,
+            }],
+            edges: vec![
+                BalancerHop {
+                    hop: hop("edge-1", "127.0.0.1:8080"),
+                    answered: true,
+                },
+                BalancerHop {
+                    hop: hop("edge-2", "127.0.9.2:8080"),
+                    answered: false,
+                },
+            ],
+            shield: Some(hop("edge-shield", "127.0.0.1:42000")),
+            apis: vec![hop("api-1", "127.0.0.1:9001")],
+            datacenters: Vec::new(),
+        };
+        assert_eq!(
+            path.text(),
+            "path: dns-1 127.0.0.1:5353 answers www.strata.test. with 127.0.0.1\n  \
+             → edges: edge-1 127.0.0.1:8080 (answered), edge-2 127.0.9.2:8080 (not answered)\n  \
+             → shield: edge-shield 127.0.0.1:42000\n  \
+             → balancers: lb-1 127.0.0.1:41000\n  \
+             → API pool: api-1 127.0.0.1:9001\n"
+        );
+        let json = path.json();
+        assert_eq!(json["edges"][0]["answered"], true);
+        assert_eq!(json["edges"][1]["answered"], false);
+        assert_eq!(json["shield"]["name"], "edge-shield");
     }
 
     #[test]
@@ -470,6 +548,8 @@ mod tests {
                 Some(vec!["127.0.12.1".parse().expect("ip")]),
             )],
             balancers: Vec::new(),
+            edges: Vec::new(),
+            shield: None,
             apis: Vec::new(),
             datacenters: vec![
                 DatacentrePath {

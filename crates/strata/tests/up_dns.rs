@@ -5,7 +5,8 @@
 //! (SIGSTOP: a hung balancer, which the supervisor does not restart) under their load: not one
 //! request fails, and DNS stops answering it within its health interval. The second fault
 //! during the first: `dns-1` is killed with SIGKILL; restarted by its supervisor, its first
-//! answers already leave the frozen balancer out. Thawed, `lb-1` is answered again.
+//! answers already leave the frozen balancer out. Thawed, `lb-1` is answered again. The same
+//! with edges: DNS then hands out the edges, and a frozen edge leaves its answers.
 
 mod common;
 
@@ -237,6 +238,114 @@ async fn dns_stops_answering_a_frozen_balancer_and_clients_that_retry_lose_nothi
         tally.retried.load(Ordering::Relaxed),
     );
     eprintln!("{ok} requests answered, {retried} after trying another address");
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {failed:?}",
+        failed.len(),
+        ok as usize + failed.len()
+    );
+}
+
+/// With edges, DNS hands out the edges clients reach: `edge-1` on 127.0.0.1 and `edge-2` on
+/// 127.0.9.2 at one port, in front of `edge-shield`. `edge-2` is frozen under DNS-resolving,
+/// retrying clients: DNS stops answering it within its interval and not one request fails;
+/// the DNS server is killed during the freeze and comes back without it; thawed, it is
+/// answered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_hands_out_the_edges_and_drops_a_frozen_one_while_clients_lose_nothing() {
+    const EDGE2: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 9, 2));
+    let topology = "name = \"dns-edges\"\n[lb]\n[api]\ncount = 2\n\
+                    [edge]\ncount = 2\nshield = true\nmemory_mib = 16\ndisk_mib = 0\n\
+                    [dns]\nttl_secs = 1\ninterval_ms = 300\ntimeout_ms = 200\nrise = 2\nfall = 1\n";
+    let (_tmp, dir) = tokio::task::spawn_blocking(move || up_topology(topology))
+        .await
+        .expect("join");
+    let _cleanup = Cleanup(&dir);
+    let status = status_json(&dir);
+    let (edge1, edge2) = (
+        addr_of(&status, "edge-1", "http"),
+        addr_of(&status, "edge-2", "http"),
+    );
+    assert_eq!((edge1.ip(), edge2.ip()), (LB1, EDGE2), "{status:#}");
+    assert_eq!(edge1.port(), edge2.port(), "one public port: {status:#}");
+    let dns = addr_of(&status, "dns-1", "dns");
+
+    // The path: DNS → the edges → the shield → the balancer → the API pool.
+    let path = &status["path"];
+    let answered_edges = path["edges"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .filter(|e| e["answered"] == true)
+        .count();
+    assert_eq!(answered_edges, 2, "both edges answered: {status:#}");
+    assert_eq!(path["shield"]["name"], "edge-shield", "{status:#}");
+    let out = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        move || strata(&["status"], &dir)
+    })
+    .await
+    .expect("join");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "→ edges: edge-1 {edge1} (answered), edge-2 {edge2} (answered)"
+        )) && text.contains("→ shield: edge-shield ")
+            && text.contains("→ balancers: lb-1 "),
+        "{text}"
+    );
+    assert_eq!(resolve(dns).await, Some(vec![LB1, EDGE2]));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let clients: Vec<_> = (0..4)
+        .map(|k| tokio::spawn(client(k, dns, edge1.port(), stop.clone(), tally.clone())))
+        .collect();
+    answered(&tally, 40).await;
+
+    // edge-2 hangs.
+    let edge2_pid = role(&status, "edge-2")["pid"].as_u64().expect("pid") as u32;
+    strata_engines::process::signal_all(edge2_pid, Signal::SIGSTOP);
+    let _thaw = Thaw(edge2_pid);
+    let bound = INTERVAL * 2 + CHECK_TIMEOUT + Duration::from_secs(2);
+    let (gone_after, _) = until(dns, bound, "edge-2 out of the answers", |ips| ips == [LB1]).await;
+    eprintln!("DNS stopped answering the frozen edge-2 after {gone_after:?}");
+    answered(&tally, 40).await;
+
+    // The second fault: the DNS server killed while edge-2 hangs; back, it leaves edge-2 out.
+    let dns_pid = role(&status, "dns-1")["pid"].as_u64().expect("pid") as u32;
+    strata_engines::process::signal(dns_pid, Signal::SIGKILL);
+    let (_, ips) = until(dns, Duration::from_secs(30), "DNS answers again", |ips| {
+        !ips.is_empty()
+    })
+    .await;
+    assert_eq!(
+        ips,
+        [LB1],
+        "the restarted DNS server answers without edge-2"
+    );
+    answered(&tally, 40).await;
+
+    strata_engines::process::signal_all(edge2_pid, Signal::SIGCONT);
+    until(
+        dns,
+        Duration::from_secs(10),
+        "edge-2 back in the answers",
+        |ips| ips == [LB1, EDGE2],
+    )
+    .await;
+    answered(&tally, 20).await;
+
+    stop.store(true, Ordering::Relaxed);
+    let mut failed = Vec::new();
+    for c in clients {
+        failed.extend(c.await.expect("client"));
+    }
+    let (ok, retried) = (
+        tally.ok.load(Ordering::Relaxed),
+        tally.retried.load(Ordering::Relaxed),
+    );
+    eprintln!("{ok} requests answered through the edges, {retried} after trying another address");
     assert!(
         failed.is_empty(),
         "{} of {} failed: {failed:?}",

@@ -13,6 +13,11 @@
 //! Layered balancing: DNS spreads clients over the balancers, each balancer spreads their
 //! requests over the API servers. With `[dns]`, balancers listen on addresses of their own on
 //! the same port (see [`super::lb::listen_ip`]), since an answer carries addresses only.
+//!
+//! With `[edge]`, the edges are the public entry, and DNS hands them out instead (each
+//! checked with `GET /healthz`, which an edge passes on towards the API servers): the edges
+//! clients reach, not the shield, each on an address of its own at edge-1's port
+//! ([`super::edge::listen_ip`]).
 
 use std::path::PathBuf;
 
@@ -41,7 +46,17 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
     let Some(spec) = topology.dns.clone() else {
         return;
     };
-    let balancers = names_of(&plan.roles, RoleKind::Lb);
+    // What it hands out: the edges clients reach (not the shield) when there are edges, else
+    // the balancers.
+    let edges: Vec<String> = names_of(&plan.roles, RoleKind::Edge)
+        .into_iter()
+        .filter(|name| name != super::edge::SHIELD)
+        .collect();
+    let balancers = if edges.is_empty() {
+        names_of(&plan.roles, RoleKind::Lb)
+    } else {
+        edges
+    };
     let config = config_path(&ctx.dir, NAME);
     let (written, file_spec, listed) = (config.clone(), spec.clone(), balancers.clone());
     let geoip = spec.geoip.as_ref().map(std::path::PathBuf::from);

@@ -2,7 +2,9 @@
 //! origin — the balancer, else the first API server — or, with `shield = true`, in front of
 //! `edge-shield`, the one edge that talks to the origin (a miss on many edges costs one origin
 //! fetch). Each edge keeps its disk store in `DIR/edge/<role>`, which survives its restarts.
-//! With `static_dir`, the edges clients reach serve that directory's files themselves.
+//! With `static_dir`, the edges clients reach serve that directory's files themselves. With
+//! `[dns]` the DNS server hands out the edges clients reach: `edge-2` … then listen on
+//! addresses of their own at edge-1's port ([`listen_ip`]).
 //!
 //! With `[edge] dashboard = true` (and the live dashboard, `[observe] dashboard = true`) the
 //! edges clients reach send
@@ -63,6 +65,9 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
         if let Some(dashboard) = &dashboard {
             route_to_dashboard(&mut edge, dashboard);
         }
+        if topology.dns.is_some() && i > 1 {
+            beside_the_first(&mut edge, i);
+        }
         plan.roles.push(edge.on_port(port));
     }
     if let Some(files) = &spec.static_files {
@@ -78,6 +83,32 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
                 Ok(())
             }));
     }
+}
+
+/// The loopback address edge `edge-<index>` listens on when DNS hands the edges out: `edge-1`
+/// keeps 127.0.0.1 (the public entry stays where it was), `edge-N` takes 127.0.9.N — apart from
+/// the balancers' 127.0.10.N ([`super::lb::listen_ip`]) and the data centres' 127.0.11.N and up:
+/// an answer carries addresses, not ports, so the edges of one name share one port.
+pub fn listen_ip(index: u16) -> std::net::IpAddr {
+    if index <= 1 {
+        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+    } else {
+        let n = u8::try_from(index).unwrap_or(u8::MAX);
+        std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 9, n))
+    }
+}
+
+/// With DNS in front, `edge` (edge-`index`, 2 or more) listens on an address of its own at
+/// edge-1's port, after edge-1.
+fn beside_the_first(edge: &mut RoleSpec, index: u16) {
+    edge.depends_on.push("edge-1".into());
+    edge.map_wired_command(move |w: &Wiring, command: &mut RoleCommand| {
+        let port = w.addr("edge-1", "http")?.port();
+        if let RoleCommand::Edge(edge) = command {
+            edge.args.listen = std::net::SocketAddr::new(listen_ip(index), port);
+        }
+        Ok(())
+    });
 }
 
 /// `edge` sends [`DASHBOARD_PREFIX`] to the role `dashboard`, once it is ready.

@@ -281,11 +281,12 @@ impl Plan {
         api::plan(topology, ctx, &mut plan);
         lb::plan(topology, ctx, &mut plan);
         workers::plan(topology, ctx, &mut plan);
-        dns::plan(topology, ctx, &mut plan);
         observe::plan(topology, ctx, &mut plan);
         // Before the edges, which send /dashboard/ to it.
         observe::plan_dashboard(topology, ctx, &mut plan);
         edge::plan(topology, ctx, &mut plan);
+        // After what it hands out: the edges, else the balancers.
+        dns::plan(topology, ctx, &mut plan);
         observe::plan_tracing(topology, &mut plan);
         debug_assert!(plan.check().is_ok(), "{:?}", plan.check());
         plan

@@ -1482,3 +1482,65 @@ fn with_edges_the_api_servers_and_workers_purge_them_through_the_state_file() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn with_dns_and_edges_dns_hands_out_the_edges_clients_reach_each_at_an_address_of_its_own() {
+    let plan =
+        compile("[lb]\n[api]\ncount = 2\n[edge]\ncount = 3\nshield = true\n[dns]\nport = 5353\n");
+    let announced = announce_all(&plan);
+    let edge1_port = announced["edge-1"]["http"]
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+        .expect("port");
+    for (name, listen) in [
+        ("edge-1", "127.0.0.1:8080".to_string()),
+        ("edge-2", format!("127.0.9.2:{edge1_port}")),
+        ("edge-3", format!("127.0.9.3:{edge1_port}")),
+    ] {
+        let RoleCommand::Edge(e) = command(&plan, name) else {
+            panic!("{name} is an edge");
+        };
+        assert_eq!(e.args.listen.to_string(), listen, "{name}");
+    }
+    assert!(
+        plan.role("edge-3")
+            .expect("edge-3")
+            .depends_on
+            .contains(&"edge-1".to_string()),
+        "edge-3 takes edge-1's port"
+    );
+    let RoleCommand::Edge(shield) = command(&plan, SHIELD_NAME) else {
+        panic!("the shield is an edge");
+    };
+    assert_eq!(shield.args.listen.ip().to_string(), "127.0.0.1");
+    let dns = plan.role(dns::NAME).expect("dns-1");
+    assert_eq!(
+        dns.depends_on,
+        ["edge-1", "edge-2", "edge-3"],
+        "the edges clients reach, not the shield nor the balancer"
+    );
+    let files = dns
+        .files(&Wiring {
+            port: dns.port,
+            announced: &announced,
+        })
+        .expect("files");
+    let config = strata_dns::config::DnsConfig::parse(&files[0].1).expect("valid");
+    let listed: Vec<String> = config.datacentres[0]
+        .balancers
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let expected: Vec<String> = ["edge-1", "edge-2", "edge-3"]
+        .iter()
+        .map(|e| announced[*e]["http"].clone())
+        .collect();
+    assert_eq!(listed, expected, "every edge clients reach, as announced");
+    // Without [dns], edge-2 keeps a free port of 127.0.0.1.
+    let plan = compile("[lb]\n[api]\ncount = 1\n[edge]\ncount = 2\n");
+    let RoleCommand::Edge(e) = command(&plan, "edge-2") else {
+        panic!("edge-2 is an edge");
+    };
+    assert_eq!(e.args.listen.to_string(), "127.0.0.1:0");
+}

@@ -179,9 +179,6 @@ pub(super) fn control(
     }
 }
 
-/// `[dns]` answers with the balancers' addresses: it needs `[lb]`, each balancer on a loopback
-/// address of its own (all of 127.0.0.0/8 is bindable on Linux only); the edges, which would
-/// be the entry DNS hands out, are not put behind it yet.
 /// `[edge] dashboard = true` needs the dashboard itself.
 pub(super) fn edge(t: &Topology, doc: &Document<'_>, errors: &mut Vec<TopologyError>) {
     if t.edge.as_ref().is_some_and(|e| e.dashboard) && !t.observe.dashboard {
@@ -193,6 +190,9 @@ pub(super) fn edge(t: &Topology, doc: &Document<'_>, errors: &mut Vec<TopologyEr
     }
 }
 
+/// `[dns]` answers with the public entry's addresses: the edges when the topology has them,
+/// else the balancers (so it needs `[lb]`); each of them on a loopback address of its own at
+/// one port (all of 127.0.0.0/8 is bindable on Linux only).
 pub(super) fn dns(t: &Topology, doc: &Document<'_>, errors: &mut Vec<TopologyError>) {
     if t.dns.is_none() {
         return;
@@ -201,10 +201,24 @@ pub(super) fn dns(t: &Topology, doc: &Document<'_>, errors: &mut Vec<TopologyErr
     let mut refuse = |message: String| {
         errors.push(TopologyError { line, message });
     };
+    if let Some(edge) = &t.edge {
+        if !t.datacenters.is_empty() {
+            refuse(
+                "`[dns]` with `[edge]` hands out the edges, and edges per data centre are not                  built yet: remove `[edge]` or the `[[datacenter]]` tables"
+                    .into(),
+            );
+        } else if edge.count > 1 && !cfg!(target_os = "linux") {
+            refuse(format!(
+                "`[dns]` with {} edges needs Linux: each listens on a loopback address of its                  own (127.0.9.N), which other systems do not configure",
+                edge.count
+            ));
+        }
+    }
     match &t.lb {
+        _ if t.edge.is_some() => {}
         None => refuse(
-            "`[dns]` answers with the balancers' addresses: add `[lb]` (with `count = 2` or more \
-             so that one balancer is not the only way in)"
+            "`[dns]` answers with the balancers' addresses (or the edges', with `[edge]`): add \
+             `[lb]` (with `count = 2` or more so that one balancer is not the only way in)"
                 .into(),
         ),
         Some(lb) if lb.count > 1 && !cfg!(target_os = "linux") => refuse(format!(
@@ -213,13 +227,6 @@ pub(super) fn dns(t: &Topology, doc: &Document<'_>, errors: &mut Vec<TopologyErr
             lb.count
         )),
         Some(_) => {}
-    }
-    if t.edge.is_some() {
-        refuse(
-            "`[dns]` cannot go with `[edge]` yet: DNS would have to hand out the edges (the \
-             public entry) rather than the balancers; remove one of them"
-                .into(),
-        );
     }
     let Some(dns) = &t.dns else { return };
     let line = doc.line_of("dns", "policy");

@@ -16,7 +16,8 @@
 //! ```
 //!
 //! Without `[[datacenter]]` tables a topology is one data centre, [`LOCAL_DATACENTRE`]: its
-//! balancers are `[lb]`'s, each on an address of its own (answers carry addresses, not ports).
+//! balancers are `[lb]`'s, each on an address of its own (answers carry addresses, not ports);
+//! with `[edge]` it answers the edges clients reach instead, laid out the same way.
 //! With them, DNS answers one data centre per table, each with its own balancers
 //! (`datacenters.rs`); [`DnsSpec`] names the data centres' policy and leaves their list to the
 //! plan. The `geo` policy needs them, with their locations, and a GeoIP database (`geoip`).
@@ -293,15 +294,25 @@ mod tests {
     }
 
     #[test]
-    fn dns_needs_balancers_and_cannot_go_with_edges_yet() {
+    fn dns_hands_out_the_balancers_or_the_edges_but_not_edges_per_data_centre() {
         let e = errors("[api]\ncount = 1\n[dns]\n");
         assert_eq!(e.len(), 1, "{e:#?}");
         assert_eq!(e[0].line, Some(3), "{e:#?}");
         assert!(e[0].message.contains("add `[lb]`"), "{e:#?}");
-        let e = errors("[lb]\n[api]\ncount = 1\n[edge]\n[dns]\n");
+        // With edges, DNS hands them out: no balancer is needed for it.
+        for valid in [
+            "[api]\ncount = 1\n[edge]\ncount = 2\n[dns]\n",
+            "[lb]\n[api]\ncount = 1\n[edge]\ncount = 2\nshield = true\n[dns]\n",
+        ] {
+            Topology::parse(valid, 8080).expect(valid);
+        }
+        let e = errors(
+            "[lb]\n[api]\ncount = 2\n[edge]\n[data]\nengine = \"postgres\"\n[dns]\n\
+             [[datacenter]]\nname = \"us-east\"\n[[datacenter]]\nname = \"us-west\"\n\
+             [[link]]\nbetween = [\"us-west\", \"us-east\"]\none_way_ms = 30\n",
+        );
         assert_eq!(e.len(), 1, "{e:#?}");
-        assert_eq!(e[0].line, Some(5), "{e:#?}");
-        assert!(e[0].message.contains("`[edge]`"), "{e:#?}");
+        assert!(e[0].message.contains("edges per data centre"), "{e:#?}");
         let e = errors("[lb]\n[api]\ncount = 1\n[dns]\n[[datacenter]]\nname = \"eu\"\n");
         assert_eq!(e.len(), 1, "{e:#?}");
         assert_eq!(e[0].line, Some(5), "{e:#?}");
