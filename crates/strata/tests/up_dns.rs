@@ -247,7 +247,7 @@ async fn dns_stops_answering_a_frozen_balancer_and_clients_that_retry_lose_nothi
 }
 
 /// With edges, DNS hands out the edges clients reach: `edge-1` on 127.0.0.1 and `edge-2` on
-/// 127.0.9.2 at one port, in front of `edge-shield`. `edge-2` is frozen under DNS-resolving,
+/// 127.0.9.2 at one port (and one HTTPS port), in front of `edge-shield`. `edge-2` is frozen under DNS-resolving,
 /// retrying clients: DNS stops answering it within its interval and not one request fails;
 /// the DNS server is killed during the freeze and comes back without it; thawed, it is
 /// answered again.
@@ -256,6 +256,7 @@ async fn dns_hands_out_the_edges_and_drops_a_frozen_one_while_clients_lose_nothi
     const EDGE2: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 9, 2));
     let topology = "name = \"dns-edges\"\n[lb]\n[api]\ncount = 2\n\
                     [edge]\ncount = 2\nshield = true\nmemory_mib = 16\ndisk_mib = 0\n\
+                    tls_port = 0\ndev_cert = true\n\
                     [dns]\nttl_secs = 1\ninterval_ms = 300\ntimeout_ms = 200\nrise = 2\nfall = 1\n";
     let (_tmp, dir) = tokio::task::spawn_blocking(move || up_topology(topology))
         .await
@@ -295,6 +296,26 @@ async fn dns_hands_out_the_edges_and_drops_a_frozen_one_while_clients_lose_nothi
         "{text}"
     );
     assert_eq!(resolve(dns).await, Some(vec![LB1, EDGE2]));
+    // HTTPS the same way: edge-2 at its own address on edge-1's HTTPS port.
+    let (tls1, tls2) = (
+        addr_of(&status, "edge-1", "https"),
+        addr_of(&status, "edge-2", "https"),
+    );
+    assert_eq!((tls1.ip(), tls2.ip()), (LB1, EDGE2), "{status:#}");
+    assert_eq!(tls1.port(), tls2.port(), "one HTTPS port: {status:#}");
+    let pem = std::fs::read(dir.join("edge-2-dev-cert.pem")).expect("edge-2's certificate");
+    let https = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("PEM"))
+        .resolve("localhost", tls2)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("TLS client");
+    let r = https
+        .get(format!("https://localhost:{}/users/12", tls2.port()))
+        .send()
+        .await
+        .expect("GET over HTTPS from edge-2");
+    assert_eq!(r.status().as_u16(), 200);
 
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Tally::default());

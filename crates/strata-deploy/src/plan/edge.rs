@@ -99,13 +99,17 @@ pub fn listen_ip(index: u16) -> std::net::IpAddr {
 }
 
 /// With DNS in front, `edge` (edge-`index`, 2 or more) listens on an address of its own at
-/// edge-1's port, after edge-1.
+/// edge-1's port — and, with TLS, at edge-1's HTTPS port — after edge-1.
 fn beside_the_first(edge: &mut RoleSpec, index: u16) {
     edge.depends_on.push("edge-1".into());
     edge.map_wired_command(move |w: &Wiring, command: &mut RoleCommand| {
-        let port = w.addr("edge-1", "http")?.port();
+        let ip = listen_ip(index);
         if let RoleCommand::Edge(edge) = command {
-            edge.args.listen = std::net::SocketAddr::new(listen_ip(index), port);
+            edge.args.listen = std::net::SocketAddr::new(ip, w.addr("edge-1", "http")?.port());
+            if edge.args.tls_listen.is_some() {
+                let tls = w.addr("edge-1", "https")?.port();
+                edge.args.tls_listen = Some(std::net::SocketAddr::new(ip, tls));
+            }
         }
         Ok(())
     });

@@ -148,8 +148,15 @@ fn balancer(
             }
         }
         if let Some(tls) = &spec.tls {
-            let port = if first { tls.port } else { 0 };
-            args.tls_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+            // Beside the first balancer (DNS in front), at its HTTPS port too.
+            args.tls_listen = Some(match &beside {
+                Some((ip, leader)) => {
+                    std::net::SocketAddr::new(*ip, w.addr(leader, "https")?.port())
+                }
+                None => {
+                    std::net::SocketAddr::from(([127, 0, 0, 1], if first { tls.port } else { 0 }))
+                }
+            });
             match &tls.cert_and_key {
                 Some((cert, key)) => args.tls_certs.push(CertFiles {
                     name: None,

@@ -1544,3 +1544,52 @@ fn with_dns_and_edges_dns_hands_out_the_edges_clients_reach_each_at_an_address_o
     };
     assert_eq!(e.args.listen.to_string(), "127.0.0.1:0");
 }
+
+#[test]
+fn with_dns_the_edges_and_balancers_beside_the_first_take_its_https_port_too() {
+    let plan =
+        compile("[lb]\ncount = 2\ntls_port = 8443\ndev_cert = true\n[api]\ncount = 1\n[dns]\n");
+    let mut announced = announce_all(&plan);
+    let with_https = |announced: &mut Announced, name: &str| {
+        announced
+            .get_mut(name)
+            .expect("announced")
+            .insert("https".into(), "127.0.0.1:9443".into());
+    };
+    with_https(&mut announced, "lb-1");
+    let built = |plan: &Plan, announced: &Announced, name: &str| {
+        let role = plan.role(name).expect("role");
+        role.command(&Wiring {
+            port: role.port,
+            announced,
+        })
+        .expect("builds")
+    };
+    let RoleCommand::Lb(lb2) = built(&plan, &announced, "lb-2") else {
+        panic!("lb-2 is a balancer");
+    };
+    assert_eq!(
+        lb2.tls_listen.map(|a| a.to_string()).as_deref(),
+        Some("127.0.10.2:9443")
+    );
+
+    let plan =
+        compile("[api]\ncount = 1\n[edge]\ncount = 2\ntls_port = 8443\ndev_cert = true\n[dns]\n");
+    let mut announced = announce_all(&plan);
+    with_https(&mut announced, "edge-1");
+    let RoleCommand::Edge(edge2) = built(&plan, &announced, "edge-2") else {
+        panic!("edge-2 is an edge");
+    };
+    assert_eq!(
+        edge2.args.tls_listen.map(|a| a.to_string()).as_deref(),
+        Some("127.0.9.2:9443")
+    );
+    let RoleCommand::Edge(edge1) = built(&plan, &announced, "edge-1") else {
+        panic!("edge-1 is an edge");
+    };
+    assert_eq!(
+        edge1.args.tls_listen.map(|a| a.to_string()).as_deref(),
+        Some("127.0.0.1:8443"),
+        "edge-1 keeps the topology's HTTPS port"
+    );
+}
