@@ -247,10 +247,10 @@ async fn dns_stops_answering_a_frozen_balancer_and_clients_that_retry_lose_nothi
 }
 
 /// With edges, DNS hands out the edges clients reach: `edge-1` on 127.0.0.1 and `edge-2` on
-/// 127.0.9.2 at one port (and one HTTPS port), in front of `edge-shield`. `edge-2` is frozen under DNS-resolving,
-/// retrying clients: DNS stops answering it within its interval and not one request fails;
-/// the DNS server is killed during the freeze and comes back without it; thawed, it is
-/// answered again.
+/// 127.0.9.2 at one port (and one HTTPS port), in front of `edge-shield`. `edge-2` is frozen
+/// under DNS-resolving, retrying clients: DNS stops answering it within its interval and not
+/// one request fails; the DNS server is killed during the freeze and comes back without it;
+/// thawed, it is answered again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_hands_out_the_edges_and_drops_a_frozen_one_while_clients_lose_nothing() {
     const EDGE2: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 9, 2));
