@@ -250,7 +250,8 @@ async fn dns_stops_answering_a_frozen_balancer_and_clients_that_retry_lose_nothi
 /// 127.0.9.2 at one port (and one HTTPS port), in front of `edge-shield`. `edge-2` is frozen
 /// under DNS-resolving, retrying clients: DNS stops answering it within its interval and not
 /// one request fails; the DNS server is killed during the freeze and comes back without it;
-/// thawed, it is answered again.
+/// thawed, it is answered again. Last, the origin behind the edges hangs: every edge fails its
+/// health check, DNS answers them all rather than none, and they answer from what they hold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_hands_out_the_edges_and_drops_a_frozen_one_while_clients_lose_nothing() {
     const EDGE2: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 9, 2));
@@ -356,6 +357,38 @@ async fn dns_hands_out_the_edges_and_drops_a_frozen_one_while_clients_lose_nothi
     )
     .await;
     answered(&tally, 20).await;
+
+    // The origin hangs too (the balancer behind the shield): every edge fails its health check
+    // (it is passed on towards the API servers), and DNS, with nothing healthy, answers every
+    // edge rather than none — the edges answer from what they hold, and no request fails.
+    let log = dir.join("logs").join("dns-1.log");
+    let downs = |edge: SocketAddr| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("balancer is down") && l.contains(&format!("local/{edge}")))
+            .count()
+    };
+    let before = (downs(edge1), downs(edge2));
+    let lb_pid = role(&status, "lb-1")["pid"].as_u64().expect("pid") as u32;
+    strata_engines::process::signal_all(lb_pid, Signal::SIGSTOP);
+    let _thaw_lb = Thaw(lb_pid);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while downs(edge1) == before.0 || downs(edge2) == before.1 {
+        assert!(
+            Instant::now() < deadline,
+            "DNS did not find both edges down with the origin frozen{}",
+            common::logs(&dir, 20)
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        resolve(dns).await,
+        Some(vec![LB1, EDGE2]),
+        "nothing healthy: every edge answered"
+    );
+    answered(&tally, 40).await;
+    strata_engines::process::signal_all(lb_pid, Signal::SIGCONT);
 
     stop.store(true, Ordering::Relaxed);
     let mut failed = Vec::new();
