@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Balancer kill behind DNS: one of a data centre's two balancers killed and frozen under
+"""Balancer (or edge) kill behind DNS: one of a data centre's two balancers (or edges) killed and frozen under
 fixed-rate load from clients that resolve the service name through the deployment's DNS.
 
     cargo build --release -p strata && python3 bench/dns_lb_kill.py [--seconds 20] [--rate 200]
@@ -21,7 +21,11 @@ nothing answers them). With --fault freeze it is only frozen. Measured: requests
 dns-1 stops answering the victim (polled every 20 ms), and p50/p99 latency before the fault
 and from the fault to the end. The victim is thawed and the deployment stopped at the end.
 
-Raw results: bench/results/dns-lb-kill-<commit>-<stamp>.json (the commit, with -dirty when
+With --entry edges the public entry is two CDN edges in front of a shield edge
+(`[edge] count = 2, shield = true`; edge-1 on 127.0.0.1:PORT, edge-2 on 127.0.9.2:PORT), which
+dns-1 hands out instead of the balancer, and the victim is an edge (default edge-2).
+
+Raw results: bench/results/dns-lb-kill-<commit>-<stamp>.json (dns-edge-kill-… with edges) (the commit, with -dirty when
 the tree had uncommitted changes). Everything listens on loopback (127.0.0.0/8; Linux only);
 every loop is bounded by --seconds.
 """
@@ -188,7 +192,10 @@ def main():
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--timeout", type=float, default=1.0, help="a request's timeout, s")
     ap.add_argument("--connect-timeout", type=float, default=0.3)
-    ap.add_argument("--victim", choices=["lb-1", "lb-2"], default="lb-2")
+    ap.add_argument("--entry", choices=["balancers", "edges"], default="balancers",
+                    help="what dns-1 hands out: two balancers, or two edges before a shield")
+    ap.add_argument("--victim", choices=["lb-1", "lb-2", "edge-1", "edge-2"], default=None,
+                    help="default: lb-2, or edge-2 with --entry edges")
     ap.add_argument("--fault", choices=["kill+freeze", "freeze"], default="kill+freeze")
     ap.add_argument("--ttl", type=int, default=1, help="[dns] ttl_secs")
     ap.add_argument("--interval-ms", type=int, default=500, help="[dns] interval_ms")
@@ -199,6 +206,11 @@ def main():
     a = ap.parse_args()
     if not 0 < a.fault_at < a.seconds <= 300:
         sys.exit("need 0 < --fault-at < --seconds <= 300")
+    edges = a.entry == "edges"
+    a.victim = a.victim or ("edge-2" if edges else "lb-2")
+    if a.victim.startswith("edge") != edges:
+        sys.exit(f"--victim {a.victim} is not one of the entries {a.entry}: pick "
+                 + ("edge-1 or edge-2" if edges else "lb-1 or lb-2"))
     if a.strata:
         binary = a.strata
     else:
@@ -209,11 +221,13 @@ def main():
     work = tempfile.mkdtemp(prefix="dns-lb-kill-")
     d = os.path.join(work, "deploy")
     topo = os.path.join(work, "topology.toml")
+    entry = ("[lb]\n[edge]\ncount = 2\nshield = true\ndisk_mib = 0\n" if edges
+             else "[lb]\ncount = 2\n")
     with open(topo, "w") as f:
-        f.write(f'name = "dns-lb-kill"\n[lb]\ncount = 2\n[api]\ncount = 2\n'
+        f.write(f'name = "dns-{a.entry}-kill"\n{entry}[api]\ncount = 2\n'
                 f'[dns]\nttl_secs = {a.ttl}\ninterval_ms = {a.interval_ms}\n'
                 f'timeout_ms = {a.check_timeout_ms}\nrise = 2\nfall = {a.fall}\n')
-    say(f"strata up ([lb] count = 2, [dns]) in {d}")
+    say(f"strata up ({'two edges and a shield' if edges else '[lb] count = 2'}, [dns]) in {d}")
     strata(binary, "up", "-d", "--port", "0", "-f", topo, "--dir", d)
     frozen = []
     try:
@@ -225,7 +239,7 @@ def main():
         answer = resolve(server)
         say(f"dns-1 {host}:{port} answers {NAME} with {answer}; public port {public}")
         if not answer or len(answer[0]) != 2:
-            sys.exit("dns-1 does not answer both balancers")
+            sys.exit(f"dns-1 does not answer both {a.entry}")
 
         start = time.monotonic() + 0.5
         per = a.clients / a.rate
@@ -306,7 +320,7 @@ def main():
             "max_during_ms": ms(max(during) if during else None),
             "answers_after_fault": answers[:: max(1, len(answers) // 200)],
         }
-        path = write_result(a.out, "dns-lb-kill", commit, res)
+        path = write_result(a.out, "dns-edge-kill" if edges else "dns-lb-kill", commit, res)
         print("| measure | result |")
         print("|---|---|")
         print(f"| requests ({a.rate:.0f}/s open-loop, {a.clients} clients, {a.seconds:.0f} s) | "
