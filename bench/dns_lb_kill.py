@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Balancer (or edge) kill behind DNS: one of a data centre's two balancers (or edges) killed and frozen under
-fixed-rate load from clients that resolve the service name through the deployment's DNS.
+"""Balancer (or edge) kill behind DNS: one of a data centre's two balancers (or edges) killed
+and frozen under fixed-rate load from clients that resolve the service name through the
+deployment's DNS.
 
     cargo build --release -p strata && python3 bench/dns_lb_kill.py [--seconds 20] [--rate 200]
 
