@@ -121,8 +121,9 @@ impl Shared {
         req: Request<Incoming>,
         client: Arc<ClientConn>,
     ) -> Result<Response<EdgeBody>, Infallible> {
-        // The edge tunnels no upgrades; the framing guard passed the bytes after an Upgrade
-        // request on unparsed, so the connection must end after this answer.
+        // An upgrade that does not happen ends the connection after its answer: the framing
+        // guard passed the bytes after the Upgrade request on unparsed (they may be another
+        // protocol), so no request may be read from them.
         let upgrade =
             req.version() == Version::HTTP_11 && req.headers().contains_key(header::UPGRADE);
         let started = std::time::Instant::now();
@@ -142,7 +143,7 @@ impl Shared {
             .headers_mut()
             .insert(REQUEST_ID, request_id.clone());
         response.headers_mut().append(header::VIA, via);
-        if upgrade {
+        if upgrade && response.status() != StatusCode::SWITCHING_PROTOCOLS {
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -179,6 +180,15 @@ impl Shared {
         }
         let via = via(req.version());
         let (mut parts, body) = req.into_parts();
+        // An HTTP/1.1 Upgrade (WebSocket): the client side of the tunnel, taken now, joined to
+        // the origin's once it answers 101 (RFC 9110 §7.8: ignored in a HTTP/1.0 request).
+        let upgrade = match parts.headers.get(header::UPGRADE) {
+            Some(protocol) if parts.version == Version::HTTP_11 => parts
+                .extensions
+                .remove::<hyper::upgrade::OnUpgrade>()
+                .map(|client_side| (protocol.clone(), client_side)),
+            _ => None,
+        };
         strip_hop_by_hop(&mut parts.headers);
         let from_edge = through_edge(&parts.headers);
         parts.headers.append(header::VIA, via);
@@ -207,6 +217,19 @@ impl Shared {
             Target::Redirect(response) => return (response, Outcome::Redirect),
         };
         let url = Url::of(&parts.uri, &parts.headers);
+        if let Some((protocol, client_side)) = upgrade {
+            let hop = Hop {
+                client: &client,
+                request_id: &request_id,
+                trace: &trace,
+                from_edge,
+                origin: &origin,
+                target,
+            };
+            return self
+                .upgrade(parts, body, (protocol, client_side), hop)
+                .await;
+        }
         match (&parts.method, url) {
             (&Method::GET | &Method::HEAD, Some(url)) => {
                 drop(body);

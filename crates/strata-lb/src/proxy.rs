@@ -340,8 +340,12 @@ impl RequestBody {
 }
 
 /// Joins the two halves of an upgraded connection (WebSocket and the like) and copies bytes
-/// both ways until either side closes.
-fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade, backend: String) {
+/// both ways until either side closes (the balancer's and the edge's).
+pub fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    backend: String,
+) {
     tokio::spawn(async move {
         match (client.await, upstream.await) {
             (Ok(client), Ok(upstream)) => {
