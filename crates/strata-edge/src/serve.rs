@@ -121,9 +121,8 @@ impl Shared {
         req: Request<Incoming>,
         client: Arc<ClientConn>,
     ) -> Result<Response<EdgeBody>, Infallible> {
-        // An upgrade that does not happen ends the connection after its answer: the framing
-        // guard passed the bytes after the Upgrade request on unparsed (they may be another
-        // protocol), so no request may be read from them.
+        // An upgrade that does not happen ends the connection after its answer: the guard
+        // passed the bytes after the request on unparsed (they may be another protocol).
         let upgrade =
             req.version() == Version::HTTP_11 && req.headers().contains_key(header::UPGRADE);
         let started = std::time::Instant::now();
@@ -180,15 +179,7 @@ impl Shared {
         }
         let via = via(req.version());
         let (mut parts, body) = req.into_parts();
-        // An HTTP/1.1 Upgrade (WebSocket): the client side of the tunnel, taken now, joined to
-        // the origin's once it answers 101 (RFC 9110 §7.8: ignored in a HTTP/1.0 request).
-        let upgrade = match parts.headers.get(header::UPGRADE) {
-            Some(protocol) if parts.version == Version::HTTP_11 => parts
-                .extensions
-                .remove::<hyper::upgrade::OnUpgrade>()
-                .map(|client_side| (protocol.clone(), client_side)),
-            _ => None,
-        };
+        let upgrade = crate::respond::take_upgrade(&mut parts);
         strip_hop_by_hop(&mut parts.headers);
         let from_edge = through_edge(&parts.headers);
         parts.headers.append(header::VIA, via);
@@ -217,21 +208,8 @@ impl Shared {
             Target::Redirect(response) => return (response, Outcome::Redirect),
         };
         let url = Url::of(&parts.uri, &parts.headers);
-        if let Some((protocol, client_side)) = upgrade {
-            let hop = Hop {
-                client: &client,
-                request_id: &request_id,
-                trace: &trace,
-                from_edge,
-                origin: &origin,
-                target,
-            };
-            return self
-                .upgrade(parts, body, (protocol, client_side), hop)
-                .await;
-        }
-        match (&parts.method, url) {
-            (&Method::GET | &Method::HEAD, Some(url)) => {
+        match (&parts.method, url, upgrade) {
+            (&Method::GET | &Method::HEAD, Some(url), None) => {
                 drop(body);
                 let asked = Asked {
                     parts,
@@ -245,7 +223,7 @@ impl Shared {
                 };
                 self.cached(asked).await
             }
-            (_, url) => {
+            (_, url, upgrade) => {
                 let hop = Hop {
                     client: &client,
                     request_id: &request_id,
@@ -254,7 +232,10 @@ impl Shared {
                     origin: &origin,
                     target,
                 };
-                self.pass(parts, body, url, hop).await
+                match upgrade {
+                    Some(upgrade) => self.upgrade(parts, body, upgrade, hop).await,
+                    None => self.pass(parts, body, url, hop).await,
+                }
             }
         }
     }
