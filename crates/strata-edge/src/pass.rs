@@ -1,14 +1,14 @@
 //! Requests the edge does not cache (methods other than `GET` and `HEAD`, targets it cannot
 //! key, upgrades such as WebSocket): to the origin — the edge's, or a route's — and back,
-//! streamed both ways. A non-error
-//! answer to an unsafe method invalidates what it changed (RFC 9111 §4.4): its URL, and the
-//! `Location` / `Content-Location` its answer names on the same host.
+//! streamed both ways. A non-error answer to an unsafe method invalidates what it changed
+//! (RFC 9111 §4.4): its URL, and the `Location` / `Content-Location` its answer names on the
+//! same host.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use http::header::{self, HeaderMap};
-use http::{Method, Request, Response, Uri};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use strata_lb::upstream::OutBody;
 
@@ -20,11 +20,19 @@ use crate::stats::{Outcome, Stats};
 impl Shared {
     /// A request the edge does not cache: to the origin and back, streamed. A non-error
     /// answer to an unsafe method invalidates what it changed (RFC 9111 §4.4).
+    ///
+    /// With `upgrade` (an HTTP/1.1 `Upgrade`, such as WebSocket: the protocol, and the client
+    /// side of the tunnel) the origin is asked with `Upgrade` and `Connection: upgrade`
+    /// (hop-by-hop, but an upgrade must be asked of the next hop); on a `101` the two sides
+    /// are joined and bytes copied both ways until either closes (the balancer's tunnel), and
+    /// the `101` goes to the client with its `Upgrade` and `Connection`. Any other answer is
+    /// relayed, and the client's connection then closes.
     pub(crate) async fn pass(
         &self,
         parts: http::request::Parts,
         body: Incoming,
         url: Option<Url>,
+        upgrade: Option<(HeaderValue, hyper::upgrade::OnUpgrade)>,
         hop: Hop<'_>,
     ) -> (Response<EdgeBody>, Outcome) {
         let Hop {
@@ -41,6 +49,11 @@ impl Shared {
             Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
         );
         let mut headers = parts.headers;
+        let client_side = upgrade.map(|(protocol, client_side)| {
+            headers.insert(header::UPGRADE, protocol);
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            client_side
+        });
         client.add_forwarding_headers(&mut headers, request_id, trace);
         let mut req = Request::new(OutBody::Streaming {
             inner: body,
@@ -51,7 +64,16 @@ impl Shared {
         *req.headers_mut() = headers;
         Stats::add(&self.stats.origin_fetches, 1);
         match origin.send(req).await {
-            Ok(resp) => {
+            Ok(mut resp) => {
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+                    && let Some(client_side) = client_side
+                {
+                    let origin_side = hyper::upgrade::on(&mut resp);
+                    strata_lb::proxy::tunnel(client_side, origin_side, "origin".into());
+                    let (rparts, rest) = resp.into_parts();
+                    let body = EdgeBody::Stream { prefix: None, rest };
+                    return (Response::from_parts(rparts, body), Outcome::Pass);
+                }
                 let (rparts, rbody) = resp.into_parts();
                 if unsafe_method
                     && (rparts.status.is_success() || rparts.status.is_redirection())
@@ -70,74 +92,6 @@ impl Shared {
             }
             Err(e) => {
                 tracing::warn!(error = %e, %method, "origin request failed");
-                (origin_problem(&e), Outcome::Error)
-            }
-        }
-    }
-
-    /// An HTTP/1.1 Upgrade (WebSocket and the like): asked of the origin with its `Upgrade`
-    /// and `Connection: upgrade` (hop-by-hop, but an upgrade must be asked of the next hop);
-    /// on a `101` the two sides are joined and bytes copied both ways until either closes (the
-    /// balancer's tunnel), and the `101` goes to the client with its `Upgrade` and
-    /// `Connection`. Any other answer is relayed, and the client's connection then closes.
-    pub(crate) async fn upgrade(
-        &self,
-        parts: http::request::Parts,
-        body: Incoming,
-        (protocol, client_side): (http::HeaderValue, hyper::upgrade::OnUpgrade),
-        hop: Hop<'_>,
-    ) -> (Response<EdgeBody>, Outcome) {
-        let Hop {
-            client,
-            request_id,
-            trace,
-            from_edge,
-            origin,
-            target,
-        } = hop;
-        let method = parts.method.clone();
-        let mut headers = parts.headers;
-        headers.insert(header::UPGRADE, protocol);
-        headers.insert(
-            header::CONNECTION,
-            http::HeaderValue::from_static("upgrade"),
-        );
-        client.add_forwarding_headers(&mut headers, request_id, trace);
-        let mut req = Request::new(OutBody::Streaming {
-            inner: body,
-            fault: Arc::new(AtomicBool::new(false)),
-        });
-        *req.method_mut() = method.clone();
-        *req.uri_mut() = target;
-        *req.headers_mut() = headers;
-        Stats::add(&self.stats.origin_fetches, 1);
-        match origin.send(req).await {
-            Ok(mut resp) if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
-                strata_lb::proxy::tunnel(
-                    client_side,
-                    hyper::upgrade::on(&mut resp),
-                    "origin".into(),
-                );
-                let (rparts, rbody) = resp.into_parts();
-                let body = EdgeBody::Stream {
-                    prefix: None,
-                    rest: rbody,
-                };
-                (Response::from_parts(rparts, body), Outcome::Pass)
-            }
-            Ok(resp) => {
-                let (rparts, rbody) = resp.into_parts();
-                let body = EdgeBody::Stream {
-                    prefix: None,
-                    rest: rbody,
-                };
-                (
-                    relay(rparts, body, &method, "fwd=method", from_edge),
-                    Outcome::Pass,
-                )
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, %method, "origin upgrade request failed");
                 (origin_problem(&e), Outcome::Error)
             }
         }

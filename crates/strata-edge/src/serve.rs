@@ -232,10 +232,7 @@ impl Shared {
                     origin: &origin,
                     target,
                 };
-                match upgrade {
-                    Some(upgrade) => self.upgrade(parts, body, upgrade, hop).await,
-                    None => self.pass(parts, body, url, hop).await,
-                }
+                self.pass(parts, body, url, upgrade, hop).await
             }
         }
     }

@@ -124,6 +124,50 @@ async fn answered(tally: &Tally, more: u64) {
     }
 }
 
+/// Starts four client loops on `port`, resolving through `dns`.
+fn start_clients(
+    dns: SocketAddr,
+    port: u16,
+) -> (
+    Arc<AtomicBool>,
+    Arc<Tally>,
+    Vec<tokio::task::JoinHandle<Vec<String>>>,
+) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let clients = (0..4)
+        .map(|k| tokio::spawn(client(k, dns, port, stop.clone(), tally.clone())))
+        .collect();
+    (stop, tally, clients)
+}
+
+/// Stops the clients and checks that not one of their requests failed on every address.
+async fn no_request_failed(
+    stop: &AtomicBool,
+    tally: &Tally,
+    clients: Vec<tokio::task::JoinHandle<Vec<String>>>,
+    through: &str,
+) {
+    stop.store(true, Ordering::Relaxed);
+    let mut failed = Vec::new();
+    for c in clients {
+        failed.extend(c.await.expect("client"));
+    }
+    let (ok, retried) = (
+        tally.ok.load(Ordering::Relaxed),
+        tally.retried.load(Ordering::Relaxed),
+    );
+    eprintln!(
+        "{ok} requests answered through the {through}, {retried} after trying another address"
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {failed:?}",
+        failed.len(),
+        ok as usize + failed.len()
+    );
+}
+
 /// Thaws a frozen role when the test ends, whatever happens.
 struct Thaw(u32);
 impl Drop for Thaw {
@@ -179,11 +223,7 @@ async fn dns_stops_answering_a_frozen_balancer_and_clients_that_retry_lose_nothi
     // Both balancers, by a real query.
     assert_eq!(resolve(dns).await, Some(vec![LB1, LB2]));
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let tally = Arc::new(Tally::default());
-    let clients: Vec<_> = (0..4)
-        .map(|k| tokio::spawn(client(k, dns, lb1.port(), stop.clone(), tally.clone())))
-        .collect();
+    let (stop, tally, clients) = start_clients(dns, lb1.port());
     answered(&tally, 40).await;
 
     // lb-1 hangs: frozen, it neither answers nor dies, so the supervisor leaves it be.
@@ -228,22 +268,7 @@ async fn dns_stops_answering_a_frozen_balancer_and_clients_that_retry_lose_nothi
     .await;
     answered(&tally, 20).await;
 
-    stop.store(true, Ordering::Relaxed);
-    let mut failed = Vec::new();
-    for c in clients {
-        failed.extend(c.await.expect("client"));
-    }
-    let (ok, retried) = (
-        tally.ok.load(Ordering::Relaxed),
-        tally.retried.load(Ordering::Relaxed),
-    );
-    eprintln!("{ok} requests answered, {retried} after trying another address");
-    assert!(
-        failed.is_empty(),
-        "{} of {} failed: {failed:?}",
-        failed.len(),
-        ok as usize + failed.len()
-    );
+    no_request_failed(&stop, &tally, clients, "balancers").await;
 }
 
 /// With edges, DNS hands out the edges clients reach: `edge-1` on 127.0.0.1 and `edge-2` on
@@ -318,11 +343,7 @@ async fn dns_hands_out_the_edges_and_drops_a_frozen_one_while_clients_lose_nothi
         .expect("GET over HTTPS from edge-2");
     assert_eq!(r.status().as_u16(), 200);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let tally = Arc::new(Tally::default());
-    let clients: Vec<_> = (0..4)
-        .map(|k| tokio::spawn(client(k, dns, edge1.port(), stop.clone(), tally.clone())))
-        .collect();
+    let (stop, tally, clients) = start_clients(dns, edge1.port());
     answered(&tally, 40).await;
 
     // edge-2 hangs.
@@ -390,20 +411,5 @@ async fn dns_hands_out_the_edges_and_drops_a_frozen_one_while_clients_lose_nothi
     answered(&tally, 40).await;
     strata_engines::process::signal_all(lb_pid, Signal::SIGCONT);
 
-    stop.store(true, Ordering::Relaxed);
-    let mut failed = Vec::new();
-    for c in clients {
-        failed.extend(c.await.expect("client"));
-    }
-    let (ok, retried) = (
-        tally.ok.load(Ordering::Relaxed),
-        tally.retried.load(Ordering::Relaxed),
-    );
-    eprintln!("{ok} requests answered through the edges, {retried} after trying another address");
-    assert!(
-        failed.is_empty(),
-        "{} of {} failed: {failed:?}",
-        failed.len(),
-        ok as usize + failed.len()
-    );
+    no_request_failed(&stop, &tally, clients, "edges").await;
 }
