@@ -168,6 +168,65 @@ async fn no_request_failed(
     );
 }
 
+/// The drill both tests run, under the clients of `tally`: `victim` (a role, and its address
+/// in the answers) is frozen and DNS must stop answering it within its health interval; the
+/// second fault during the first: `dns-1` is killed with SIGKILL, and its supervisor restarts
+/// it on the same port, whose first answers already leave the victim out. Thawed, the victim
+/// is answered again after `rise` good checks; `all` is every address DNS hands out.
+async fn hang_one_and_kill_dns(
+    dir: &std::path::Path,
+    status: &Value,
+    dns: SocketAddr,
+    tally: &Tally,
+    (victim, victim_ip): (&str, IpAddr),
+    all: [IpAddr; 2],
+) {
+    let rest: Vec<IpAddr> = all.into_iter().filter(|ip| *ip != victim_ip).collect();
+    let pid = role(status, victim)["pid"].as_u64().expect("pid") as u32;
+    strata_engines::process::signal_all(pid, Signal::SIGSTOP);
+    let _thaw = Thaw(pid);
+    let bound = INTERVAL * 2 + CHECK_TIMEOUT + Duration::from_secs(2);
+    let (gone_after, ips) = until(dns, bound, &format!("{victim} out of the answers"), |ips| {
+        ips == rest
+    })
+    .await;
+    eprintln!("DNS stopped answering the frozen {victim} after {gone_after:?}: {ips:?}");
+    answered(tally, 40).await;
+
+    let dns_pid = role(status, "dns-1")["pid"].as_u64().expect("pid") as u32;
+    strata_engines::process::signal(dns_pid, Signal::SIGKILL);
+    let (back_after, ips) = until(dns, Duration::from_secs(30), "DNS answers again", |ips| {
+        !ips.is_empty()
+    })
+    .await;
+    assert_eq!(
+        ips, rest,
+        "the restarted DNS server answers without {victim}"
+    );
+    eprintln!("DNS answered again {back_after:?} after SIGKILL: {ips:?}");
+    let d = dir.to_path_buf();
+    let restarted = tokio::task::spawn_blocking(move || status_json(&d))
+        .await
+        .expect("join");
+    assert_ne!(
+        role(&restarted, "dns-1")["pid"].as_u64(),
+        Some(u64::from(dns_pid)),
+        "{restarted:#}"
+    );
+    assert_eq!(addr_of(&restarted, "dns-1", "dns"), dns, "the same port");
+    answered(tally, 40).await;
+
+    strata_engines::process::signal_all(pid, Signal::SIGCONT);
+    until(
+        dns,
+        Duration::from_secs(10),
+        &format!("{victim} back in the answers"),
+        |ips| ips == all,
+    )
+    .await;
+    answered(tally, 20).await;
+}
+
 /// Thaws a frozen role when the test ends, whatever happens.
 struct Thaw(u32);
 impl Drop for Thaw {
@@ -226,47 +285,9 @@ async fn dns_stops_answering_a_frozen_balancer_and_clients_that_retry_lose_nothi
     let (stop, tally, clients) = start_clients(dns, lb1.port());
     answered(&tally, 40).await;
 
-    // lb-1 hangs: frozen, it neither answers nor dies, so the supervisor leaves it be.
-    let lb1_pid = role(&status, "lb-1")["pid"].as_u64().expect("pid") as u32;
-    strata_engines::process::signal_all(lb1_pid, Signal::SIGSTOP);
-    let _thaw = Thaw(lb1_pid);
-    let bound = INTERVAL * 2 + CHECK_TIMEOUT + Duration::from_secs(2);
-    let (gone_after, ips) = until(dns, bound, "lb-1 out of the answers", |ips| ips == [LB2]).await;
-    eprintln!("DNS stopped answering the frozen lb-1 after {gone_after:?}: {ips:?}");
-    answered(&tally, 40).await;
-
-    // The second fault: the DNS server itself is killed while lb-1 hangs. Its supervisor
-    // restarts it on the same port, and its first answers already leave lb-1 out.
-    let dns_pid = role(&status, "dns-1")["pid"].as_u64().expect("pid") as u32;
-    strata_engines::process::signal(dns_pid, Signal::SIGKILL);
-    let (back_after, ips) = until(dns, Duration::from_secs(30), "DNS answers again", |ips| {
-        !ips.is_empty()
-    })
-    .await;
-    assert_eq!(ips, [LB2], "the restarted DNS server answers without lb-1");
-    eprintln!("DNS answered again {back_after:?} after SIGKILL: {ips:?}");
-    let d = dir.clone();
-    let restarted = tokio::task::spawn_blocking(move || status_json(&d))
-        .await
-        .expect("join");
-    assert_ne!(
-        role(&restarted, "dns-1")["pid"].as_u64(),
-        Some(u64::from(dns_pid)),
-        "{restarted:#}"
-    );
-    assert_eq!(addr_of(&restarted, "dns-1", "dns"), dns, "the same port");
-    answered(&tally, 40).await;
-
-    // Thawed, lb-1 is answered again after `rise` good checks.
-    strata_engines::process::signal_all(lb1_pid, Signal::SIGCONT);
-    until(
-        dns,
-        Duration::from_secs(10),
-        "lb-1 back in the answers",
-        |ips| ips == [LB1, LB2],
-    )
-    .await;
-    answered(&tally, 20).await;
+    // lb-1 hangs: frozen, it neither answers nor dies, so the supervisor leaves it be; then
+    // the DNS server itself is killed while it hangs.
+    hang_one_and_kill_dns(&dir, &status, dns, &tally, ("lb-1", LB1), [LB1, LB2]).await;
 
     no_request_failed(&stop, &tally, clients, "balancers").await;
 }
@@ -346,38 +367,8 @@ async fn dns_hands_out_the_edges_and_drops_a_frozen_one_while_clients_lose_nothi
     let (stop, tally, clients) = start_clients(dns, edge1.port());
     answered(&tally, 40).await;
 
-    // edge-2 hangs.
-    let edge2_pid = role(&status, "edge-2")["pid"].as_u64().expect("pid") as u32;
-    strata_engines::process::signal_all(edge2_pid, Signal::SIGSTOP);
-    let _thaw = Thaw(edge2_pid);
-    let bound = INTERVAL * 2 + CHECK_TIMEOUT + Duration::from_secs(2);
-    let (gone_after, _) = until(dns, bound, "edge-2 out of the answers", |ips| ips == [LB1]).await;
-    eprintln!("DNS stopped answering the frozen edge-2 after {gone_after:?}");
-    answered(&tally, 40).await;
-
-    // The second fault: the DNS server killed while edge-2 hangs; back, it leaves edge-2 out.
-    let dns_pid = role(&status, "dns-1")["pid"].as_u64().expect("pid") as u32;
-    strata_engines::process::signal(dns_pid, Signal::SIGKILL);
-    let (_, ips) = until(dns, Duration::from_secs(30), "DNS answers again", |ips| {
-        !ips.is_empty()
-    })
-    .await;
-    assert_eq!(
-        ips,
-        [LB1],
-        "the restarted DNS server answers without edge-2"
-    );
-    answered(&tally, 40).await;
-
-    strata_engines::process::signal_all(edge2_pid, Signal::SIGCONT);
-    until(
-        dns,
-        Duration::from_secs(10),
-        "edge-2 back in the answers",
-        |ips| ips == [LB1, EDGE2],
-    )
-    .await;
-    answered(&tally, 20).await;
+    // edge-2 hangs; then the DNS server is killed while it hangs.
+    hang_one_and_kill_dns(&dir, &status, dns, &tally, ("edge-2", EDGE2), [LB1, EDGE2]).await;
 
     // The origin hangs too (the balancer behind the shield): every edge fails its health check
     // (it is passed on towards the API servers), and DNS, with nothing healthy, answers every
