@@ -449,12 +449,22 @@ impl LayeredPath {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_path_reads_from_dns_to_the_api_pool() {
-        let hop = |name: &str, addr: &str| Hop {
+    fn hop(name: &str, addr: &str) -> Hop {
+        Hop {
             name: name.into(),
             addr: addr.into(),
-        };
+        }
+    }
+
+    fn balancer(name: &str, addr: &str, answered: bool) -> BalancerHop {
+        BalancerHop {
+            hop: hop(name, addr),
+            answered,
+        }
+    }
+
+    #[test]
+    fn the_path_reads_from_dns_to_the_api_pool() {
         let path = LayeredPath {
             dns: hop("dns-1", "127.0.0.1:5353"),
             names: vec![(
@@ -462,14 +472,8 @@ mod tests {
                 Some(vec!["127.0.0.1".parse().expect("ip")]),
             )],
             balancers: vec![
-                BalancerHop {
-                    hop: hop("lb-1", "127.0.0.1:8080"),
-                    answered: true,
-                },
-                BalancerHop {
-                    hop: hop("lb-2", "127.0.10.2:8080"),
-                    answered: false,
-                },
+                balancer("lb-1", "127.0.0.1:8080", true),
+                balancer("lb-2", "127.0.10.2:8080", false),
             ],
             edges: Vec::new(),
             shield: None,
@@ -489,29 +493,16 @@ mod tests {
 
     #[test]
     fn with_edges_the_path_reads_from_dns_through_the_edges_it_answers() {
-        let hop = |name: &str, addr: &str| Hop {
-            name: name.into(),
-            addr: addr.into(),
-        };
         let path = LayeredPath {
             dns: hop("dns-1", "127.0.0.1:5353"),
             names: vec![(
                 "www.strata.test.".into(),
                 Some(vec!["127.0.0.1".parse().expect("ip")]),
             )],
-            balancers: vec![BalancerHop {
-                hop: hop("lb-1", "127.0.0.1:41000"),
-                answered: false,
-            }],
+            balancers: vec![balancer("lb-1", "127.0.0.1:41000", false)],
             edges: vec![
-                BalancerHop {
-                    hop: hop("edge-1", "127.0.0.1:8080"),
-                    answered: true,
-                },
-                BalancerHop {
-                    hop: hop("edge-2", "127.0.9.2:8080"),
-                    answered: false,
-                },
+                balancer("edge-1", "127.0.0.1:8080", true),
+                balancer("edge-2", "127.0.9.2:8080", false),
             ],
             shield: Some(hop("edge-shield", "127.0.0.1:42000")),
             apis: vec![hop("api-1", "127.0.0.1:9001")],
@@ -533,14 +524,6 @@ mod tests {
 
     #[test]
     fn with_data_centres_the_path_is_shown_per_data_centre_with_the_primary() {
-        let hop = |name: &str, addr: &str| Hop {
-            name: name.into(),
-            addr: addr.into(),
-        };
-        let balancer = |name: &str, addr: &str, answered| BalancerHop {
-            hop: hop(name, addr),
-            answered,
-        };
         let path = LayeredPath {
             dns: hop("dns-1", "127.0.0.1:5353"),
             names: vec![(
