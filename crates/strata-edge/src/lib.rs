@@ -18,7 +18,8 @@
 //! - [`respond`]: answers from stored objects (Age, Cache-Status, 304, ranges);
 //! - [`files`]: static files from a directory, served by the edge itself;
 //! - [`route`]: path prefixes sent to other origins (the dashboard on the public entry);
-//!   [`pass`]: requests the edge does not cache, to their origin and back;
+//!   [`pass`]: requests the edge does not cache, to their origin and back, and [`upgrade`]:
+//!   those asking for an upgrade (WebSocket), tunnelled once the origin answers `101`;
 //! - [`purge`], [`admin`]: purge by URL, prefix or surrogate key, hard or soft; `/metrics`;
 //! - [`stats`]: the counters; [`role`]: `strata edge` and `strata edge purge`.
 //!
@@ -55,6 +56,7 @@ pub mod serve;
 pub mod stats;
 pub mod store;
 pub mod targeted;
+pub mod upgrade;
 
 pub use store::StoreConfig;
 

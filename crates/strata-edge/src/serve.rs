@@ -179,7 +179,7 @@ impl Shared {
         }
         let via = via(req.version());
         let (mut parts, body) = req.into_parts();
-        let upgrade = crate::respond::take_upgrade(&mut parts);
+        let upgrade = crate::upgrade::take_upgrade(&mut parts);
         strip_hop_by_hop(&mut parts.headers);
         let from_edge = through_edge(&parts.headers);
         parts.headers.append(header::VIA, via);
