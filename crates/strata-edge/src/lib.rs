@@ -7,14 +7,16 @@
 //!
 //! A caching reverse proxy in front of one origin:
 //! - [`serve`]: the request path — lookup, freshness, revalidation, stale answers, passing
-//!   other methods through and invalidating what they change;
+//!   other methods through and invalidating what they change; `asked`: one request as the
+//!   cache sees it, and the origin request made for it;
 //! - [`rules`]: the HTTP caching rules (RFC 9111, RFC 5861) over `http-cache-semantics`;
 //!   [`targeted`]: `CDN-Cache-Control` (RFC 9213), read by the rules in place of `Cache-Control`;
 //! - [`key`]: cache keys, `Vary`, `Accept-Encoding` normalization;
 //! - [`store`]: memory (moka: TinyLFU admission, LRU eviction, bounded in bytes) over disk (bounded, LRU,
 //!   survives restarts); [`object`]: a stored response and its file format;
 //! - [`collapse`]: one origin fetch per URL however many clients wait;
-//! - [`origin`]: the way to the origin, with deadlines and bounded reads;
+//! - [`origin`]: the way to the origin, with deadlines and bounded reads; the origin's
+//!   interim responses (`103 Early Hints`) go on to the client (`strata_lb::interim`);
 //! - [`respond`]: answers from stored objects (Age, Cache-Status, 304, ranges);
 //! - [`files`]: static files from a directory, served by the edge itself;
 //! - [`route`]: path prefixes sent to other origins (the dashboard on the public entry);
@@ -41,6 +43,7 @@ use strata_lb::proxy::ClientConn;
 use tokio::net::TcpListener;
 
 pub mod admin;
+mod asked;
 pub mod collapse;
 pub mod files;
 pub mod key;
@@ -249,6 +252,7 @@ impl Edge {
             let _ = stream.set_nodelay(true);
             let shared = shared.clone();
             let client = Arc::new(ClientConn::new(peer, secure));
+            let interim = client.interim.clone();
             let service = service_fn(move |req| shared.clone().handle(req, client.clone()));
             let builder = builder.clone();
             let watcher = graceful.watcher();
@@ -258,7 +262,7 @@ impl Edge {
                     None => {
                         let connection = builder
                             .serve_connection_with_upgrades(
-                                TokioIo::new(FramingGuard::new(stream)),
+                                TokioIo::new(FramingGuard::new(stream).with_interim(interim)),
                                 service,
                             )
                             .into_owned();
@@ -270,7 +274,7 @@ impl Edge {
                             Ok(Ok(tls)) => {
                                 let connection = builder
                                     .serve_connection_with_upgrades(
-                                        TokioIo::new(FramingGuard::new(tls)),
+                                        TokioIo::new(FramingGuard::new(tls).with_interim(interim)),
                                         service,
                                     )
                                     .into_owned();

@@ -29,6 +29,7 @@ use bytes::{Bytes, BytesMut};
 use http::{Request, Response, header};
 use http_body_util::BodyExt;
 use strata_lb::Timeouts;
+use strata_lb::interim::Interim;
 use strata_lb::upstream::{OutBody, PooledBody, Upstream};
 
 /// Why the origin gave no usable answer.
@@ -141,17 +142,25 @@ impl Origin {
     }
 
     /// Sends a request (origin-form target); the response head within the header timeout.
+    /// The interim responses the origin sends first (`103 Early Hints`) go on to `interim`,
+    /// the client's connection, when there is one ([`strata_lb::interim`]).
     pub async fn send(
         &self,
         mut req: Request<OutBody>,
+        interim: Option<&Interim>,
     ) -> Result<Response<PooledBody>, OriginError> {
         if !req.headers().contains_key(header::HOST)
             && let Ok(v) = http::HeaderValue::from_str(&self.addr.to_string())
         {
             req.headers_mut().insert(header::HOST, v);
         }
-        let sent =
-            tokio::time::timeout(self.timeouts.header, self.upstream.send(self.addr, req)).await;
+        let relay = interim.map(|_| strata_lb::interim::arm(&mut req));
+        let exchange =
+            tokio::time::timeout(self.timeouts.header, self.upstream.send(self.addr, req));
+        let sent = match (relay, interim) {
+            (Some(relay), Some(to)) => relay.until(to, exchange).await,
+            _ => exchange.await,
+        };
         let result = match sent {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => {
@@ -168,8 +177,13 @@ impl Origin {
     }
 
     /// Sends a request and reads the answer's body whole if it is at most `max` bytes.
-    pub async fn fetch(&self, req: Request<OutBody>, max: u64) -> Result<Fetched, OriginError> {
-        let resp = self.send(req).await?;
+    pub async fn fetch(
+        &self,
+        req: Request<OutBody>,
+        max: u64,
+        interim: Option<&Interim>,
+    ) -> Result<Fetched, OriginError> {
+        let resp = self.send(req, interim).await?;
         let (mut parts, mut body) = resp.into_parts();
         crate::rules::sanitize_age(&mut parts.headers);
         let declared = parts

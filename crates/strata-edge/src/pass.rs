@@ -63,7 +63,7 @@ impl Shared {
         *req.uri_mut() = target;
         *req.headers_mut() = headers;
         Stats::add(&self.stats.origin_fetches, 1);
-        match origin.send(req).await {
+        match origin.send(req, client.interim_for(parts.version)).await {
             Ok(mut resp) => {
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS
                     && let Some(client_side) = client_side

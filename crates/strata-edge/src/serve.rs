@@ -29,9 +29,9 @@ use http_cache_semantics::AfterResponse;
 use hyper::body::Incoming;
 use strata_lb::Timeouts;
 use strata_lb::proxy::{ClientConn, Trace, strip_hop_by_hop};
-use strata_lb::upstream::OutBody;
 use tracing::Instrument as _;
 
+use crate::asked::Asked;
 use crate::collapse::{Flights, Leader, Role};
 use crate::key::{self, Url};
 use crate::object::{self, Freshness, Meta, Object};
@@ -47,16 +47,6 @@ use crate::store::Store;
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// How many times a request waits for another's fetch before it fetches for itself.
 const COLLAPSE_ROUNDS: usize = 3;
-/// Request headers that ask the origin for less than the whole, current object: the edge
-/// answers them itself from the stored object.
-const CONDITIONAL: [HeaderName; 6] = [
-    header::RANGE,
-    header::IF_RANGE,
-    header::IF_NONE_MATCH,
-    header::IF_MODIFIED_SINCE,
-    header::IF_MATCH,
-    header::IF_UNMODIFIED_SINCE,
-];
 
 /// Everything the request path shares.
 pub struct Shared {
@@ -96,22 +86,6 @@ pub(crate) struct Hop<'a> {
     pub origin: &'a Origin,
     /// The origin-form target the origin is asked for.
     pub target: Uri,
-}
-
-/// One request, as the cache sees it.
-#[derive(Clone)]
-struct Asked {
-    parts: http::request::Parts,
-    url: Url,
-    client: Arc<ClientConn>,
-    request_id: HeaderValue,
-    trace: Trace,
-    /// The request came through another edge (its `Via` names one): answers keep their
-    /// surrogate keys, so that edge can purge by them too.
-    from_edge: bool,
-    /// The origin it goes to, and the target that origin is asked for.
-    origin: Origin,
-    target: Uri,
 }
 
 impl Shared {
@@ -220,6 +194,7 @@ impl Shared {
                     from_edge,
                     origin,
                     target,
+                    foreground: true,
                 };
                 self.cached(asked).await
             }
@@ -235,30 +210,6 @@ impl Shared {
                 self.pass(parts, body, url, upgrade, hop).await
             }
         }
-    }
-
-    /// The origin request for a cached GET or HEAD: a GET of the whole object, conditional
-    /// on `stored`'s validators when it is given.
-    fn origin_request(&self, asked: &Asked, stored: Option<&Object>) -> Request<OutBody> {
-        let mut headers = asked.parts.headers.clone();
-        for name in CONDITIONAL {
-            headers.remove(name);
-        }
-        asked
-            .client
-            .add_forwarding_headers(&mut headers, &asked.request_id, &asked.trace);
-        if let Some(stored) = stored {
-            if let Some(etag) = stored.meta.headers.get(header::ETAG) {
-                headers.insert(header::IF_NONE_MATCH, etag.clone());
-            }
-            if let Some(modified) = stored.meta.headers.get(header::LAST_MODIFIED) {
-                headers.insert(header::IF_MODIFIED_SINCE, modified.clone());
-            }
-        }
-        let mut req = Request::new(OutBody::full(Bytes::new()));
-        *req.uri_mut() = asked.target.clone();
-        *req.headers_mut() = headers;
-        req
     }
 
     async fn cached(self: &Arc<Self>, asked: Asked) -> (Response<EdgeBody>, Outcome) {
@@ -402,7 +353,7 @@ impl Shared {
             return;
         };
         let this = self.clone();
-        let asked = asked.clone();
+        let asked = asked.in_background();
         tokio::spawn(async move {
             let _ = this.revalidate(&asked, stale, leader, true).await;
         });
@@ -432,7 +383,7 @@ impl Shared {
         leader: Leader,
     ) -> (Response<EdgeBody>, Outcome) {
         let this = self.clone();
-        let (task_asked, task_stale) = (asked.clone(), stale.clone());
+        let (task_asked, task_stale) = (asked.in_background(), stale.clone());
         let mut revalidation =
             tokio::spawn(
                 async move { this.revalidate(&task_asked, task_stale, leader, true).await },
@@ -463,9 +414,12 @@ impl Shared {
         leader: Leader,
         background: bool,
     ) -> (Response<EdgeBody>, Outcome) {
-        let req = self.origin_request(asked, Some(&stale));
+        let req = asked.origin_request(Some(&stale));
         Stats::add(&self.stats.origin_fetches, 1);
-        let fetched = asked.origin.fetch(req, self.store.max_object).await;
+        let fetched = asked
+            .origin
+            .fetch(req, self.store.max_object, asked.interim())
+            .await;
         let now = SystemTime::now();
         match fetched {
             Ok(Fetched::Whole(mut rparts, _)) if rparts.status == StatusCode::NOT_MODIFIED => {
@@ -564,9 +518,13 @@ impl Shared {
 
     /// Fetches the whole object from the origin and stores it when it may.
     async fn fetch(&self, asked: &Asked, leader: Option<Leader>) -> (Response<EdgeBody>, Outcome) {
-        let req = self.origin_request(asked, None);
+        let req = asked.origin_request(None);
         Stats::add(&self.stats.origin_fetches, 1);
-        match asked.origin.fetch(req, self.store.max_object).await {
+        match asked
+            .origin
+            .fetch(req, self.store.max_object, asked.interim())
+            .await
+        {
             Ok(fetched) => self.store_or_relay(asked, fetched, leader).await,
             Err(e) => {
                 tracing::warn!(error = %e, "origin fetch failed");

@@ -25,10 +25,12 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::interim::Interim;
 use crate::strict::{self, Framing, MAX_HEAD, Refusal};
 
 /// A head the parser refuses (an invalid method token), given in place of a refused one.
@@ -101,6 +103,8 @@ pub struct FramingGuard<S> {
     out: Vec<u8>,
     out_pos: usize,
     eof: bool,
+    /// The connection's interim responses, written beneath hyper ([`crate::interim`]).
+    interim: Option<Arc<Interim>>,
 }
 
 impl<S> FramingGuard<S> {
@@ -113,7 +117,14 @@ impl<S> FramingGuard<S> {
             out: Vec::new(),
             out_pos: 0,
             eof: false,
+            interim: None,
         }
+    }
+
+    /// Writes the interim responses a client connection's requests offer ([`crate::interim`]).
+    pub fn with_interim(mut self, interim: Arc<Interim>) -> Self {
+        self.interim = Some(interim);
+        self
     }
 
     /// Follows `bytes`, appending to `out` what the parser may see now.
@@ -363,13 +374,28 @@ impl<S: AsyncRead + Unpin> AsyncRead for FramingGuard<S> {
     }
 }
 
+impl<S: AsyncWrite + Unpin> FramingGuard<S> {
+    /// Writes committed interim responses, which go before anything hyper writes.
+    fn write_interim(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.interim.as_ref().filter(|i| i.busy()) {
+            Some(interim) => {
+                let inner = &mut self.inner;
+                interim.write_committed(|b| Pin::new(&mut *inner).poll_write(cx, b))
+            }
+            None => Poll::Ready(Ok(())),
+        }
+    }
+}
+
 impl<S: AsyncWrite + Unpin> AsyncWrite for FramingGuard<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        ready!(this.write_interim(cx))?;
+        Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     /// A small response (head and body together within [`COALESCE_LIMIT`]) goes out as one
@@ -380,7 +406,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FramingGuard<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let inner = &mut self.get_mut().inner;
+        let this = self.get_mut();
+        ready!(this.write_interim(cx))?;
+        let inner = &mut this.inner;
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         if bufs.len() > 1 && total <= COALESCE_LIMIT {
             let mut joined = [0u8; COALESCE_LIMIT];
@@ -398,8 +426,15 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FramingGuard<S> {
         self.inner.is_write_vectored()
     }
 
+    /// hyper flushes only with its write buffer empty: what its requests offered as interim
+    /// responses is committed here, and goes out ahead of anything hyper writes next.
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        if let Some(interim) = this.interim.as_ref().filter(|i| i.busy()) {
+            interim.commit();
+            ready!(this.write_interim(cx))?;
+        }
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

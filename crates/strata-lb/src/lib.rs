@@ -45,6 +45,8 @@ pub mod backend;
 pub mod drains;
 pub mod framing;
 pub mod health;
+mod hop;
+pub mod interim;
 pub mod pool;
 pub mod proxy;
 pub mod ratelimit;
@@ -433,6 +435,7 @@ impl Worker {
                 };
                 let proxy = self.proxy.clone();
                 let client = Arc::new(proxy::ClientConn::new(peer, secure));
+                let interim = client.interim.clone();
                 let service = service_fn(move |req| proxy.clone().handle(req, client.clone()));
                 let builder = self.builder.clone();
                 let watcher = graceful.watcher();
@@ -451,7 +454,10 @@ impl Worker {
                                         .watch(
                                             builder
                                                 .serve_connection_with_upgrades(
-                                                    TokioIo::new(FramingGuard::new(tls)),
+                                                    TokioIo::new(
+                                                        FramingGuard::new(tls)
+                                                            .with_interim(interim),
+                                                    ),
                                                     service,
                                                 )
                                                 .into_owned(),
@@ -473,7 +479,9 @@ impl Worker {
                                 .watch(
                                     builder
                                         .serve_connection_with_upgrades(
-                                            TokioIo::new(FramingGuard::new(stream)),
+                                            TokioIo::new(
+                                                FramingGuard::new(stream).with_interim(interim),
+                                            ),
                                             service,
                                         )
                                         .into_owned(),

@@ -37,6 +37,8 @@ use strata_core::trace::{Sampler, SpanId, TraceContext};
 use tracing::Instrument as _;
 
 use crate::answers::{bad_body, https_redirect, problem};
+pub use crate::hop::strip_hop_by_hop;
+use crate::interim::Interim;
 use crate::selection::{HashOn, RequestKey};
 use crate::upstream::{OutBody, SendError, Upstream};
 use crate::{Algorithm, Pool, Timeouts};
@@ -54,6 +56,9 @@ pub struct ClientConn {
     ip: HeaderValue,
     /// `Forwarded: for=…;proto=…`.
     forwarded: HeaderValue,
+    /// Interim responses on their way to the client; its transport's guard writes them
+    /// ([`crate::framing::FramingGuard::with_interim`]).
+    pub interim: Arc<Interim>,
 }
 
 impl ClientConn {
@@ -72,7 +77,13 @@ impl ClientConn {
                 .unwrap_or(HeaderValue::from_static("unknown")),
             forwarded: HeaderValue::from_maybe_shared(Bytes::from(forwarded))
                 .unwrap_or(HeaderValue::from_static("for=unknown")),
+            interim: Interim::new(),
         }
+    }
+
+    /// Where a request of this `version` may be sent interim responses: HTTP/1.1 only.
+    pub fn interim_for(&self, version: Version) -> Option<&Interim> {
+        crate::interim::may_send(version).then_some(&*self.interim)
     }
 
     /// Adds what a backend learns of this client: `X-Forwarded-For` (appended to any the
@@ -175,8 +186,6 @@ const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Retries may add at most `ratio` of the request rate, plus a small reserve so a quiet pool
 /// can still retry.
@@ -241,42 +250,6 @@ impl std::fmt::Debug for Proxy {
         f.debug_struct("Proxy")
             .field("pool", &self.pool)
             .finish_non_exhaustive()
-    }
-}
-
-/// Hop-by-hop headers (RFC 9110 §7.6.1, and the de-facto `Keep-Alive` and
-/// `Proxy-Connection`), besides `Connection` itself.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    KEEP_ALIVE,
-    PROXY_CONNECTION,
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
-/// Removes hop-by-hop headers, including those the `Connection` header names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
-        headers.remove(header::CONNECTION);
-    }
-    // Most messages carry none of these: look before removing.
-    if headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
-        for name in HOP_BY_HOP {
-            headers.remove(name);
-        }
     }
 }
 
@@ -635,11 +608,17 @@ impl Proxy {
             *upstream.headers_mut() = attempt_headers;
             backend.requests.fetch_add(1, Ordering::Relaxed);
             backend.in_flight.fetch_add(1, Ordering::AcqRel);
-            let result = tokio::time::timeout_at(
+            // Interim responses (`103 Early Hints`) go on to an HTTP/1.1 client as they come.
+            let interim = client.interim_for(parts.version);
+            let relay = interim.map(|_| crate::interim::arm(&mut upstream));
+            let exchange = tokio::time::timeout_at(
                 (now + self.timeouts.header).min(deadline),
                 self.upstream.send(backend.addr, upstream),
-            )
-            .await;
+            );
+            let result = match (relay, interim) {
+                (Some(relay), Some(to)) => relay.until(to, exchange).await,
+                _ => exchange.await,
+            };
             backend.in_flight.fetch_sub(1, Ordering::AcqRel);
             match result {
                 Ok(Ok(mut resp)) => {

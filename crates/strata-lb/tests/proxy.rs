@@ -885,3 +885,60 @@ async fn a_request_body_that_stalls_is_answered_408_within_the_total_timeout() {
         "nothing half-read was sent on"
     );
 }
+
+/// A backend written by hand (hyper's server cannot send `1xx`): `103 Early Hints` with a
+/// `Link`, then `200 OK`, for every request on its connection.
+async fn hinting_backend() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let answer = "HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n\
+                                      HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                        if s.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_early_hint_from_a_backend_reaches_an_http_1_1_client_ahead_of_the_answer() {
+    let lb = start_lb(vec![("b1", hinting_backend().await)], |_| {}).await;
+    let (out, closed) = raw(
+        lb.addr,
+        b"GET /page HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(closed, "{out}");
+    let hint = out.find("HTTP/1.1 103 Early Hints\r\n").expect("the hint");
+    let answer = out.find("HTTP/1.1 200 OK\r\n").expect("the answer");
+    assert!(hint < answer, "{out}");
+    assert!(
+        out[hint..answer].contains("link: </s.css>; rel=preload\r\n"),
+        "{out}"
+    );
+    assert!(out.ends_with("\r\n\r\nok"), "{out}");
+    // An HTTP/1.0 client is sent none (RFC 9110 §15.2).
+    let (old, _) = raw(lb.addr, b"GET /page HTTP/1.0\r\nHost: x\r\n\r\n").await;
+    assert!(
+        old.starts_with("HTTP/1.0 200 OK\r\n") && !old.contains(" 103 "),
+        "{old}"
+    );
+}
