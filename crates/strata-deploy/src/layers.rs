@@ -4,8 +4,8 @@
 //! balancer; with edges, DNS hands out the edges instead: DNS → edges → the shield → the
 //! balancers → the API pool. Collected by asking the DNS role itself, the way a client's resolver would.
 //! With several data centres (`DIR/datacenters.json`, written by the plan) the path is shown
-//! per data centre: DNS → that data centre's balancers → its own API pool, and which one holds
-//! the PostgreSQL primary.
+//! per data centre: DNS → that data centre's balancers (or its edges, shield and balancers)
+//! → its own API pool, and which one holds the PostgreSQL primary.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -52,6 +52,9 @@ pub struct LayeredPath {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatacentrePath {
     pub name: String,
+    /// With `[edge]`: its edges, which DNS hands out for it, and its shield.
+    pub edges: Vec<BalancerHop>,
+    pub shield: Option<Hop>,
     pub balancers: Vec<BalancerHop>,
     pub apis: Vec<Hop>,
     /// Its PostgreSQL servers.
@@ -203,7 +206,7 @@ pub async fn collect(
         hop,
     };
     let (shields, edges): (Vec<Hop>, Vec<Hop>) =
-        hops(RoleKind::Edge).partition(|h| h.name == crate::plan::edge::SHIELD);
+        hops(RoleKind::Edge).partition(|h| crate::plan::edge::is_shield(&h.name));
     let edges: Vec<BalancerHop> = edges.into_iter().map(in_answers).collect();
     // With edges DNS hands them out, not the balancers behind them.
     let balancers: Vec<BalancerHop> = hops(RoleKind::Lb)
@@ -244,6 +247,15 @@ pub async fn collect(
                         ),
                         _ => None,
                     },
+                    edges: edges
+                        .iter()
+                        .filter(|e| dc.edges.contains(&e.hop.name))
+                        .cloned()
+                        .collect(),
+                    shield: shields
+                        .iter()
+                        .find(|h| dc.shield.as_ref() == Some(&h.name))
+                        .cloned(),
                     balancers: balancers
                         .iter()
                         .filter(|b| dc.balancers.contains(&b.hop.name))
@@ -321,6 +333,32 @@ fn balancers_text(balancers: &[BalancerHop]) -> String {
 }
 
 /// Roles as the path shows them: `api-1 127.0.0.1:40231`.
+/// The path from what DNS hands out to the API pool, a line a layer, each after `indent`:
+/// the edges, the shield and the balancers behind them, or the balancers DNS hands out.
+fn front_text(
+    indent: &str,
+    edges: &[BalancerHop],
+    shield: Option<&Hop>,
+    balancers: &[BalancerHop],
+    apis: &[Hop],
+) -> String {
+    let mut text = String::new();
+    if edges.is_empty() {
+        text.push_str(&format!("{indent}→ balancers: {}\n", balancers_text(balancers)));
+    } else {
+        text.push_str(&format!("{indent}→ edges: {}\n", balancers_text(edges)));
+        if let Some(shield) = shield {
+            text.push_str(&format!("{indent}→ shield: {} {}\n", shield.name, shield.addr));
+        }
+        if !balancers.is_empty() {
+            let hops: Vec<Hop> = balancers.iter().map(|b| b.hop.clone()).collect();
+            text.push_str(&format!("{indent}→ balancers: {}\n", hops_text(&hops)));
+        }
+    }
+    text.push_str(&format!("{indent}→ API pool: {}\n", hops_text(apis)));
+    text
+}
+
 fn hops_text(hops: &[Hop]) -> String {
     hops.iter()
         .map(|a| format!("{} {}", a.name, a.addr))
@@ -362,21 +400,13 @@ impl LayeredPath {
                 names.join("; ")
             },
         );
-        if self.datacenters.is_empty() && !self.edges.is_empty() {
-            text.push_str(&format!("  → edges: {}\n", balancers_text(&self.edges)));
-            if let Some(shield) = &self.shield {
-                text.push_str(&format!("  → shield: {} {}\n", shield.name, shield.addr));
-            }
-            if !self.balancers.is_empty() {
-                let hops: Vec<Hop> = self.balancers.iter().map(|b| b.hop.clone()).collect();
-                text.push_str(&format!("  → balancers: {}\n", hops_text(&hops)));
-            }
-            text.push_str(&format!("  → API pool: {}\n", hops_text(&self.apis)));
-        } else if self.datacenters.is_empty() {
-            text.push_str(&format!(
-                "  → balancers: {}\n  → API pool: {}\n",
-                balancers_text(&self.balancers),
-                hops_text(&self.apis)
+        if self.datacenters.is_empty() {
+            text.push_str(&front_text(
+                "  ",
+                &self.edges,
+                self.shield.as_ref(),
+                &self.balancers,
+                &self.apis,
             ));
         }
         for dc in &self.datacenters {
@@ -402,10 +432,12 @@ impl LayeredPath {
                     dc.name
                 ));
             }
-            text.push_str(&format!(
-                "    → balancers: {}\n    → API pool: {}\n",
-                balancers_text(&dc.balancers),
-                hops_text(&dc.apis)
+            text.push_str(&front_text(
+                "    ",
+                &dc.edges,
+                dc.shield.as_ref(),
+                &dc.balancers,
+                &dc.apis,
             ));
         }
         text
@@ -436,6 +468,10 @@ impl LayeredPath {
                 "databases": dc.databases,
                 "replication": dc.replication.as_ref().map(Replication::json),
                 "cutFrom": dc.cut_from,
+                "edges": dc.edges.iter().map(|b| json!({
+                    "name": b.hop.name, "addr": b.hop.addr, "answered": b.answered,
+                })).collect::<Vec<_>>(),
+                "shield": dc.shield.as_ref().map(|s| json!({"name": s.name, "addr": s.addr})),
                 "balancers": dc.balancers.iter().map(|b| json!({
                     "name": b.hop.name, "addr": b.hop.addr, "answered": b.answered,
                 })).collect::<Vec<_>>(),
@@ -537,6 +573,8 @@ mod tests {
             datacenters: vec![
                 DatacentrePath {
                     name: "us-east".into(),
+                    edges: Vec::new(),
+                    shield: None,
                     balancers: vec![balancer("us-east-lb-1", "127.0.0.1:8080", false)],
                     apis: vec![hop("us-east-api-1", "127.0.0.1:9001")],
                     databases: vec!["pg-1".into(), "pg-2".into()],
@@ -546,6 +584,8 @@ mod tests {
                 },
                 DatacentrePath {
                     name: "us-west".into(),
+                    edges: Vec::new(),
+                    shield: None,
                     balancers: vec![balancer("us-west-lb-1", "127.0.12.1:8080", true)],
                     apis: vec![hop("us-west-api-1", "127.0.0.1:9002")],
                     databases: vec!["pg-3".into()],
@@ -592,6 +632,54 @@ mod tests {
         assert_eq!(json["datacenters"][1]["replication"]["streaming"], true);
         assert!(json["datacenters"][0]["replication"].is_null());
         assert_eq!(json["datacenters"][1]["cutFrom"][0], "us-east");
+    }
+
+    #[test]
+    fn with_edges_in_each_data_centre_dns_hands_out_each_ones_edges() {
+        let dc = |name: &str, edge: &str, answered: bool| DatacentrePath {
+            name: name.into(),
+            edges: vec![balancer(&format!("{name}-edge-1"), edge, answered)],
+            shield: Some(hop(&format!("{name}-edge-shield"), "127.0.0.1:42000")),
+            balancers: vec![balancer(&format!("{name}-lb-1"), "127.0.0.1:41000", false)],
+            apis: vec![hop(&format!("{name}-api-1"), "127.0.0.1:9001")],
+            databases: Vec::new(),
+            primary: None,
+            replication: None,
+            cut_from: Vec::new(),
+        };
+        let path = LayeredPath {
+            dns: hop("dns-1", "127.0.0.1:5353"),
+            names: vec![(
+                "www.strata.test.".into(),
+                Some(vec!["127.0.12.101".parse().expect("ip")]),
+            )],
+            balancers: Vec::new(),
+            edges: Vec::new(),
+            shield: None,
+            apis: Vec::new(),
+            datacenters: vec![
+                dc("us-east", "127.0.0.1:8080", false),
+                dc("us-west", "127.0.12.101:8080", true),
+            ],
+        };
+        let text = path.text();
+        assert!(
+            text.contains(
+                "  us-west: \n    \
+                 → edges: us-west-edge-1 127.0.12.101:8080 (answered)\n    \
+                 → shield: us-west-edge-shield 127.0.0.1:42000\n    \
+                 → balancers: us-west-lb-1 127.0.0.1:41000\n    \
+                 → API pool: us-west-api-1 127.0.0.1:9001\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("→ edges: us-east-edge-1 127.0.0.1:8080 (not answered)"),
+            "{text}"
+        );
+        let json = path.json();
+        assert_eq!(json["datacenters"][1]["edges"][0]["answered"], true);
+        assert_eq!(json["datacenters"][1]["shield"]["name"], "us-west-edge-shield");
     }
 
     #[test]

@@ -105,7 +105,7 @@ fn layout_with(dir: &Path, names: &[&str]) -> anyhow::Result<Layout> {
 }
 
 /// The roles of data centre `name` in the deployment in `dir`, databases first, then its
-/// shared cache servers, relays, API servers and balancers.
+/// shared cache servers, relays, API servers, balancers, shield and edges.
 fn roles_of(dir: &Path, name: &str) -> anyhow::Result<Vec<String>> {
     let layout = layout_with(dir, &[name])?;
     let Some(dc) = layout.datacenters.iter().find(|dc| dc.name == name) else {
@@ -118,6 +118,8 @@ fn roles_of(dir: &Path, name: &str) -> anyhow::Result<Vec<String>> {
         .chain(&dc.relays)
         .chain(&dc.apis)
         .chain(&dc.balancers)
+        .chain(&dc.shield)
+        .chain(&dc.edges)
         .cloned()
         .collect())
 }

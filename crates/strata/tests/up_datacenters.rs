@@ -766,9 +766,9 @@ async fn a_data_centre_killed_outright_stays_down_until_started_and_rejoins_as_s
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn geo_dns_answers_each_client_its_nearest_data_centre_and_the_other_when_that_one_freezes() {
-    // 127.1.0.0/16 is in Virginia (us-east), 127.2.0.0/16 in California (us-west).
+/// [`TOPOLOGY`] with geo DNS: 127.1.0.0/16 is in Virginia (us-east), 127.2.0.0/16 in
+/// California (us-west), as the GeoIP database written into the returned directory says.
+fn geo_topology() -> (tempfile::TempDir, String) {
     let geo = tempfile::tempdir().expect("tempdir");
     let geoip = geo.path().join("test.mmdb");
     let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
@@ -793,13 +793,23 @@ async fn geo_dns_answers_each_client_its_nearest_data_centre_and_the_other_when_
             "name = \"us-west\"\n",
             "name = \"us-west\"\nlatitude = 37.4\nlongitude = -122.1\n",
         );
+    (geo, topology)
+}
+
+/// A client in Virginia and one in California, as the geo database places them.
+const VIRGINIA: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 1, 0, 1));
+const CALIFORNIA: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 2, 0, 1));
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn geo_dns_answers_each_client_its_nearest_data_centre_and_the_other_when_that_one_freezes() {
+    let (_geo, topology) = geo_topology();
     let (_tmp, dir) = tokio::task::spawn_blocking(move || up_topology(&topology))
         .await
         .expect("join");
     let _cleanup = Cleanup(&dir);
     let status = status_json(&dir);
     let dns = addr_of(&status, "dns-1", "dns");
-    let (virginia, california) = (ip("127.1.0.1"), ip("127.2.0.1"));
+    let (virginia, california) = (VIRGINIA, CALIFORNIA);
     let within = Duration::from_secs(10);
     until_answers_from(virginia, dns, within, &[EAST]).await;
     until_answers_from(california, dns, within, &[WEST]).await;
@@ -821,6 +831,78 @@ async fn geo_dns_answers_each_client_its_nearest_data_centre_and_the_other_when_
         strata_engines::process::signal_all(*pid, Signal::SIGCONT);
     }
     until_answers_from(california, dns, within, &[WEST]).await;
+}
+
+/// With `[edge]` each data centre runs its own edge in front of its own balancer, and geo DNS
+/// hands each client its nearest data centre's edge. A profile both edges hold changes in
+/// us-east: the write purges every edge of both data centres, so us-west's serves the new
+/// profile at once, not after the 300 s its copy would keep. Then us-west's balancer freezes:
+/// its edge still answers the profile from its store, but fails DNS's health check (which it
+/// passes on towards the API servers), so California's clients are sent to us-east's edge;
+/// us-west's edge freezing too (the second fault) changes nothing for them; thawed, they are
+/// sent back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn geo_dns_hands_out_each_data_centres_edges_and_a_write_purges_them_all() {
+    let (_geo, topology) = geo_topology();
+    let topology = topology + "[edge]\nprofile_ttl_secs = 300\nprofile_stale_if_error_secs = 300\n";
+    let (_tmp, dir) = tokio::task::spawn_blocking(move || up_topology(&topology))
+        .await
+        .expect("join");
+    let _cleanup = Cleanup(&dir);
+    let status = status_json(&dir);
+    let dns = addr_of(&status, "dns-1", "dns");
+    let east = addr_of(&status, "us-east-edge-1", "http");
+    let west = addr_of(&status, "us-west-edge-1", "http");
+    let west_ip = IpAddr::V4(Ipv4Addr::new(127, 0, 12, 101));
+    assert_eq!((east.ip(), west.ip()), (EAST, west_ip), "the edges' addresses");
+    assert_eq!(east.port(), west.port(), "one port, which DNS answers carry no part of");
+    let within = Duration::from_secs(10);
+    until_answers_from(VIRGINIA, dns, within, &[EAST]).await;
+    until_answers_from(CALIFORNIA, dns, within, &[west_ip]).await;
+
+    let http = admin_client(&dir, &east.to_string()).await;
+    let (location, commit, _) = create_user(&http, east, 1).await;
+    reads_after(&http, west, &location, &commit).await;
+    // Both edges hold the profile: the second read at each is a hit.
+    for base in [east, west] {
+        assert_eq!(first_name_at(&http, base, &location).await, "Far1");
+        let hit = http
+            .get(format!("http://{base}{location}"))
+            .send()
+            .await
+            .expect("GET");
+        let cache = hit.headers()["cache-status"].to_str().unwrap_or_default().to_string();
+        assert!(cache.contains("hit"), "{base}: {cache}");
+    }
+    rename(&http, east, &location, "Renamed").await;
+    let took = until_first_name(&http, west, &location, "Renamed", Duration::from_secs(10)).await;
+    eprintln!("us-west's edge served the us-east write after {took:?}");
+    assert_eq!(first_name_at(&http, east, &location).await, "Renamed");
+
+    // us-west's balancer freezes, then its edge too.
+    let pid = |name: &str| role(&status, name)["pid"].as_u64().expect("pid") as u32;
+    let (west_lb, west_edge) = (pid("us-west-lb-1"), pid("us-west-edge-1"));
+    let _thaw = Thaw(vec![west_lb, west_edge]);
+    strata_engines::process::signal_all(west_lb, Signal::SIGSTOP);
+    assert_eq!(
+        first_name_at(&http, west, &location).await,
+        "Renamed",
+        "us-west's edge answers from its store while its balancer is frozen"
+    );
+    let bound = INTERVAL * 2 + CHECK_TIMEOUT + Duration::from_secs(2);
+    let after = until_answers_from(CALIFORNIA, dns, bound, &[EAST]).await;
+    eprintln!("California's clients were sent to us-east's edge {after:?} after us-west's balancer froze");
+    strata_engines::process::signal_all(west_edge, Signal::SIGSTOP);
+    let frozen = Instant::now();
+    while frozen.elapsed() < bound {
+        assert_eq!(resolve_from(CALIFORNIA, dns).await.as_deref(), Some(&[EAST][..]));
+        assert_eq!(first_name_at(&http, east, &location).await, "Renamed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for pid in [west_lb, west_edge] {
+        strata_engines::process::signal_all(pid, Signal::SIGCONT);
+    }
+    until_answers_from(CALIFORNIA, dns, within, &[west_ip]).await;
 }
 
 /// A user's first name as `base` serves it now (no read-after token: what its caches hold).

@@ -22,6 +22,12 @@
 //!   own API servers use: cache traffic never crosses a link, so no relay is planned for them
 //!   and [`database_wires`] knows nothing of them. [`Layout`] lists them with their data
 //!   centre, so `strata datacenter kill` takes them down with it.
+//! - **Edges.** With `[edge]` each data centre runs `count` edges (`us-east-edge-1` …, and
+//!   `us-east-edge-shield` with `shield = true`) in front of its own first balancer, planned by
+//!   `edge.rs`. They take the public entry: the first data centre's first edge listens on
+//!   127.0.0.1 at the public port, every other at [`edge_ip`] on the same port, and DNS hands
+//!   out a data centre's edges instead of its balancers. A write purges every edge of every
+//!   data centre (the purge client reads them all from the state file).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -48,6 +54,13 @@ pub struct DatacentreRoles {
     /// "memcached"`, nor in a layout file written before data centres had them).
     #[serde(default)]
     pub caches: Vec<String>,
+    /// Its edges clients reach (`us-east-edge-1` …; none without `[edge]`), in front of its
+    /// shield or its first balancer: DNS hands them out instead of its balancers.
+    #[serde(default)]
+    pub edges: Vec<String>,
+    /// Its shield edge (`us-east-edge-shield`), with `[edge] shield = true`.
+    #[serde(default)]
+    pub shield: Option<String>,
 }
 
 /// Which data centre runs which role, in preference order.
@@ -88,6 +101,16 @@ impl Layout {
                     caches: (1..=caches)
                         .map(|i| role_name(&dc.name, "cache", i))
                         .collect(),
+                    edges: topology.edge.as_ref().map_or_else(Vec::new, |edge| {
+                        (1..=edge.count)
+                            .map(|i| role_name(&dc.name, "edge", i))
+                            .collect()
+                    }),
+                    shield: topology
+                        .edge
+                        .as_ref()
+                        .filter(|edge| edge.shield)
+                        .map(|_| shield_name(&dc.name)),
                 }
             })
             .collect();
@@ -109,6 +132,8 @@ impl Layout {
                 .chain(&dc.databases)
                 .chain(&dc.relays)
                 .chain(&dc.caches)
+                .chain(&dc.edges)
+                .chain(&dc.shield)
                 .any(|r| r == role)
         })
     }
@@ -150,6 +175,11 @@ pub fn layout_path(dir: &Path) -> PathBuf {
 /// A data centre's role of `kind` number `i`: `us-east-api-2`.
 pub fn role_name(datacentre: &str, kind: &str, i: u16) -> String {
     format!("{datacentre}-{kind}-{i}")
+}
+
+/// A data centre's shield edge: `us-east-edge-shield`.
+pub fn shield_name(datacentre: &str) -> String {
+    format!("{datacentre}-edge-shield")
 }
 
 /// The directory of the cut links' files.
@@ -206,6 +236,19 @@ pub fn balancer_ip(d: usize, i: u16) -> IpAddr {
             block,
             u8::try_from(i).unwrap_or(u8::MAX),
         ))
+    }
+}
+
+/// Where edge `i` (1-based) of data centre `d` (0-based) listens: 127.0.0.1 for the first data
+/// centre's first (the public entry), 127.0.(11 + d).(100 + i) for every other — beside that
+/// data centre's balancers, which then listen on another port.
+pub fn edge_ip(d: usize, i: u16) -> IpAddr {
+    if d == 0 && i <= 1 {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        let block = u8::try_from(11 + d).unwrap_or(u8::MAX);
+        let host = u8::try_from(100 + u32::from(i)).unwrap_or(u8::MAX);
+        IpAddr::V4(Ipv4Addr::new(127, 0, block, host))
     }
 }
 

@@ -17,7 +17,8 @@
 //! With `[edge]`, the edges are the public entry, and DNS hands them out instead (each
 //! checked with `GET /healthz`, which an edge passes on towards the API servers): the edges
 //! clients reach, not the shield, each on an address of its own at edge-1's port
-//! ([`super::edge::listen_ip`]).
+//! ([`super::edge::listen_ip`]). With data centres too, each data centre's entry is its edges
+//! ([`super::datacenters::edge_ip`]), which front its own balancers.
 
 use std::path::PathBuf;
 
@@ -50,7 +51,7 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
     // the balancers.
     let edges: Vec<String> = names_of(&plan.roles, RoleKind::Edge)
         .into_iter()
-        .filter(|name| name != super::edge::SHIELD)
+        .filter(|name| !super::edge::is_shield(name))
         .collect();
     let balancers = if edges.is_empty() {
         names_of(&plan.roles, RoleKind::Lb)
@@ -67,7 +68,15 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
         .iter()
         .cloned()
         .zip(layout.datacenters)
-        .map(|(spec, dc)| (spec, dc.balancers, dc.databases))
+        // With edges a data centre's entry is its edges, in front of its balancers.
+        .map(|(spec, dc)| {
+            let entry = if dc.edges.is_empty() {
+                dc.balancers
+            } else {
+                dc.edges
+            };
+            (spec, entry, dc.databases)
+        })
         .collect();
     // The preference follows the primary where the cluster's state is a file DNS can read.
     let primary_file = (!datacentres.is_empty()

@@ -4,7 +4,10 @@
 //! fetch). Each edge keeps its disk store in `DIR/edge/<role>`, which survives its restarts.
 //! With `static_dir`, the edges clients reach serve that directory's files themselves. With
 //! `[dns]` the DNS server hands out the edges clients reach: `edge-2` … then listen on
-//! addresses of their own at edge-1's port ([`listen_ip`]).
+//! addresses of their own at edge-1's port ([`listen_ip`]). With `[[datacenter]]` tables each
+//! data centre runs its own (`us-east-edge-1` …, `us-east-edge-shield`) in front of its own
+//! first balancer, each at an address of its own ([`super::datacenters::edge_ip`]) on the
+//! port of the first data centre's first edge, and DNS hands out each data centre's edges.
 //!
 //! With `[edge] dashboard = true` (and the live dashboard, `[observe] dashboard = true`) the
 //! edges clients reach send
@@ -35,40 +38,66 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
     let Some(spec) = topology.edge.clone() else {
         return;
     };
-    let origin = if topology.lb.is_some() {
-        super::lb::NAME.to_string()
-    } else {
-        "api-1".to_string()
-    };
-    let front = if spec.shield {
-        plan.roles
-            .push(edge_role(ctx, &spec, SHIELD, &origin, None).on_port(0));
-        SHIELD.to_string()
-    } else {
-        origin
-    };
     // Only when asked: through the public entry, anyone could watch the deployment.
     let dashboard = plan
         .role(super::observe::DASHBOARD)
         .filter(|_| spec.dashboard)
         .map(|r| r.name.clone());
-    for i in 1..=spec.count {
-        let name = format!("edge-{i}");
-        let port = if i == 1 { ctx.public_port } else { 0 };
-        // HTTPS: edge-1 on the topology's port, the others on free ones.
-        let tls = spec.tls.as_ref().map(|tls| EdgeTls {
-            port: if i == 1 { tls.port } else { 0 },
-            cert_and_key: tls.cert_and_key.clone(),
-            redirect_http: tls.redirect,
-        });
-        let mut edge = edge_role(ctx, &spec, &name, &front, tls);
-        if let Some(dashboard) = &dashboard {
-            route_to_dashboard(&mut edge, dashboard);
+    if topology.has_datacentres() {
+        // Each data centre's edges (and shield) in front of its own first balancer; every
+        // edge on the port of the first data centre's first edge, at an address of its own.
+        let layout = super::datacenters::Layout::of(topology);
+        let Some(first) = layout.datacenters.first().and_then(|dc| dc.edges.first()) else {
+            return;
+        };
+        let first = first.clone();
+        for (d, dc) in layout.datacenters.iter().enumerate() {
+            let front = match &dc.shield {
+                Some(shield) => {
+                    plan.roles
+                        .push(edge_role(ctx, &spec, shield, &dc.balancers[0], None).on_port(0));
+                    shield.clone()
+                }
+                None => dc.balancers[0].clone(),
+            };
+            for (i, name) in (1..).zip(&dc.edges) {
+                let is_first = *name == first;
+                let mut edge = edge_role(ctx, &spec, name, &front, edge_tls(&spec, is_first));
+                if let Some(dashboard) = &dashboard {
+                    route_to_dashboard(&mut edge, dashboard);
+                }
+                if !is_first {
+                    beside(&mut edge, super::datacenters::edge_ip(d, i), &first);
+                }
+                plan.roles
+                    .push(edge.on_port(if is_first { ctx.public_port } else { 0 }));
+            }
         }
-        if topology.dns.is_some() && i > 1 {
-            beside_the_first(&mut edge, i);
+    } else {
+        let origin = if topology.lb.is_some() {
+            super::lb::NAME.to_string()
+        } else {
+            "api-1".to_string()
+        };
+        let front = if spec.shield {
+            plan.roles
+                .push(edge_role(ctx, &spec, SHIELD, &origin, None).on_port(0));
+            SHIELD.to_string()
+        } else {
+            origin
+        };
+        for i in 1..=spec.count {
+            let name = format!("edge-{i}");
+            let port = if i == 1 { ctx.public_port } else { 0 };
+            let mut edge = edge_role(ctx, &spec, &name, &front, edge_tls(&spec, i == 1));
+            if let Some(dashboard) = &dashboard {
+                route_to_dashboard(&mut edge, dashboard);
+            }
+            if topology.dns.is_some() && i > 1 {
+                beside(&mut edge, listen_ip(i), "edge-1");
+            }
+            plan.roles.push(edge.on_port(port));
         }
-        plan.roles.push(edge.on_port(port));
     }
     if let Some(files) = &spec.static_files {
         let dir = std::path::PathBuf::from(&files.dir);
@@ -85,6 +114,12 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
     }
 }
 
+/// Whether the edge role `name` is a shield (`edge-shield`, or a data centre's
+/// `us-east-edge-shield`): DNS never hands it out.
+pub fn is_shield(name: &str) -> bool {
+    name == SHIELD || name.ends_with("-edge-shield")
+}
+
 /// The loopback address edge `edge-<index>` listens on when DNS hands the edges out: `edge-1`
 /// keeps 127.0.0.1 (the public entry stays where it was), `edge-N` takes 127.0.9.N — apart from
 /// the balancers' 127.0.10.N ([`super::lb::listen_ip`]) and the data centres' 127.0.11.N and up:
@@ -98,16 +133,26 @@ pub fn listen_ip(index: u16) -> std::net::IpAddr {
     }
 }
 
-/// With DNS in front, `edge` (edge-`index`, 2 or more) listens on an address of its own at
-/// edge-1's port — and, with TLS, at edge-1's HTTPS port — after edge-1.
-fn beside_the_first(edge: &mut RoleSpec, index: u16) {
-    edge.depends_on.push("edge-1".into());
+/// HTTPS on an edge clients reach, when the topology asks for it: the first edge on the
+/// topology's port, the others on free ones (or beside the first, see [`beside`]).
+fn edge_tls(spec: &EdgeSpec, first: bool) -> Option<EdgeTls> {
+    spec.tls.as_ref().map(|tls| EdgeTls {
+        port: if first { tls.port } else { 0 },
+        cert_and_key: tls.cert_and_key.clone(),
+        redirect_http: tls.redirect,
+    })
+}
+
+/// With DNS in front, `edge` listens at `ip` on the port of the edge `first` — and, with TLS,
+/// on `first`'s HTTPS port — after it.
+fn beside(edge: &mut RoleSpec, ip: std::net::IpAddr, first: &str) {
+    edge.depends_on.push(first.into());
+    let first = first.to_string();
     edge.map_wired_command(move |w: &Wiring, command: &mut RoleCommand| {
-        let ip = listen_ip(index);
         if let RoleCommand::Edge(edge) = command {
-            edge.args.listen = std::net::SocketAddr::new(ip, w.addr("edge-1", "http")?.port());
+            edge.args.listen = std::net::SocketAddr::new(ip, w.addr(&first, "http")?.port());
             if edge.args.tls_listen.is_some() {
-                let tls = w.addr("edge-1", "https")?.port();
+                let tls = w.addr(&first, "https")?.port();
                 edge.args.tls_listen = Some(std::net::SocketAddr::new(ip, tls));
             }
         }
@@ -152,7 +197,7 @@ fn edge_role(
     tls: Option<EdgeTls>,
 ) -> RoleSpec {
     let cache_dir = (spec.disk_mib > 0).then(|| ctx.path(&[EDGE_DIR, name]));
-    let serves_files = name != SHIELD;
+    let serves_files = !is_shield(name);
     let dev_cert = ctx.path(&[&format!("{name}-dev-cert.pem")]);
     let (role_name, origin_role, spec) = (name.to_string(), origin.to_string(), spec.clone());
     RoleSpec::new(

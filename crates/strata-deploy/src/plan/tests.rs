@@ -61,6 +61,7 @@ const EVERY_SETTING: &[&str] = &[
     "[api]\ncount = 1\n[workers]\ncount = 2\nconcurrency = 3\n[queue]\nengine = \"rabbitmq\"\nurl = \"amqp://app:secret@mq:5672/%2f\"\n[blobs]\nengine = \"s3\"\nendpoint = \"https://s3.internal:8333\"\nbucket = \"team-photos\"\nca_file = \"/ca.pem\"\n",
     "[lb]\ncount = 3\n[api]\ncount = 2\n[dns]\nport = 5353\nttl_secs = 1\npolicy = \"weighted\"\nfall = 1\n",
     DATACENTRES,
+    DATACENTRE_EDGES,
     "[lb]\ncount = 2\nsticky_cookie = \"pin\"\n[api]\ncount = 1\n[edge]\ncount = 2\nshield = true\ntls_port = 0\ndev_cert = true\n[blobs]\nengine = \"seaweedfs\"\nvolume_size_mib = 512\n[observe]\nprometheus = true\nretention = \"2d\"\nretention_size = \"512MB\"\nscrape_interval_secs = 5\ndashboard = true\n",
     "[api]\ncount = 1\n[observe]\nprometheus = true\nalertmanager = true\nalert_webhook = \"https://hooks.example.com/T0/B0?x=1\"\n",
     "[lb]\n[api]\ncount = 1\n[edge]\ncount = 2\nshield = true\nstatic_dir = \"/srv/docs\"\nstatic_prefix = \"/docs/\"\nstatic_max_age_secs = 60\norigin_timeout_ms = 2000\n",
@@ -70,6 +71,13 @@ const EVERY_SETTING: &[&str] = &[
 const DATACENTRES: &str = "name = \"dcs\"\n[lb]\n[api]\ncount = 2\n[data]\nengine = \"postgres\"\n[dns]\nport = 5353\n\
      [[datacenter]]\nname = \"us-east\"\ndatabases = 2\n\
      [[datacenter]]\nname = \"us-west\"\nlb = 2\napi = 1\nweight = 0\nlatitude = 37.4\nlongitude = -122.1\ncountries = [\"US\"]\n\
+     [[link]]\nbetween = [\"us-east\", \"us-west\"]\none_way_ms = 30\n";
+
+/// The same, with two edges and a shield in each data centre.
+const DATACENTRE_EDGES: &str = "name = \"dcs\"\n[lb]\n[api]\ncount = 2\n[data]\nengine = \"postgres\"\n[dns]\nport = 5353\n\
+     [edge]\ncount = 2\nshield = true\n\
+     [[datacenter]]\nname = \"us-east\"\ndatabases = 2\n\
+     [[datacenter]]\nname = \"us-west\"\n\
      [[link]]\nbetween = [\"us-east\", \"us-west\"]\none_way_ms = 30\n";
 
 fn presets() -> Vec<(String, String)> {
@@ -1591,5 +1599,70 @@ fn with_dns_the_edges_and_balancers_beside_the_first_take_its_https_port_too() {
         edge1.args.tls_listen.map(|a| a.to_string()).as_deref(),
         Some("127.0.0.1:8443"),
         "edge-1 keeps the topology's HTTPS port"
+    );
+}
+
+#[test]
+fn with_data_centres_each_runs_its_edges_in_front_of_its_own_balancer_and_dns_hands_them_out() {
+    let plan = compile(&format!("{DATACENTRES}[edge]\ncount = 2\nshield = true\n"));
+    let announced = announce_all(&plan);
+    let addr = |name: &str| -> std::net::SocketAddr {
+        announced[name]["http"].parse().expect("addr")
+    };
+    let edge = |name: &str| match command(&plan, name) {
+        RoleCommand::Edge(e) => e.args,
+        other => panic!("{other:?}"),
+    };
+    let port = addr("us-east-edge-1").port();
+    for (name, listen, origin) in [
+        ("us-east-edge-1", "127.0.0.1:8080".to_string(), "us-east-edge-shield"),
+        ("us-east-edge-2", format!("127.0.11.102:{port}"), "us-east-edge-shield"),
+        ("us-west-edge-1", format!("127.0.12.101:{port}"), "us-west-edge-shield"),
+        ("us-west-edge-2", format!("127.0.12.102:{port}"), "us-west-edge-shield"),
+        ("us-east-edge-shield", "127.0.0.1:0".to_string(), "us-east-lb-1"),
+        ("us-west-edge-shield", "127.0.0.1:0".to_string(), "us-west-lb-1"),
+    ] {
+        let args = edge(name);
+        assert_eq!(args.listen.to_string(), listen, "{name}");
+        assert_eq!(args.origin, Some(addr(origin)), "{name} fetches from {origin}");
+    }
+    assert_eq!(
+        plan.role("us-east-lb-1").map(|r| r.port),
+        Some(0),
+        "the edges take the public entry"
+    );
+    let dns = plan.role(dns::NAME).expect("dns-1");
+    let files = dns
+        .files(&Wiring {
+            port: dns.port,
+            announced: &announced,
+        })
+        .expect("files");
+    let config = strata_dns::config::DnsConfig::parse(&files[0].1).expect("valid");
+    let listed: Vec<Vec<String>> = config
+        .datacentres
+        .iter()
+        .map(|dc| dc.balancers.iter().map(ToString::to_string).collect())
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            [&announced["us-east-edge-1"]["http"], &announced["us-east-edge-2"]["http"]],
+            [&announced["us-west-edge-1"]["http"], &announced["us-west-edge-2"]["http"]],
+        ],
+        "each data centre's entry is its edges clients reach, not its shield or balancers"
+    );
+    let layout = datacenters::Layout::of(
+        &Topology::parse(&format!("{DATACENTRES}[edge]\nshield = true\n"), 8080).expect("valid"),
+    );
+    assert_eq!(layout.datacenters[1].edges, ["us-west-edge-1"]);
+    assert_eq!(
+        layout.datacenters[1].shield.as_deref(),
+        Some("us-west-edge-shield")
+    );
+    assert_eq!(
+        layout.datacentre_of("us-west-edge-shield").map(|dc| dc.name.as_str()),
+        Some("us-west"),
+        "`strata datacenter kill us-west` takes its edges down with it"
     );
 }

@@ -201,18 +201,17 @@ pub(super) fn dns(t: &Topology, doc: &Document<'_>, errors: &mut Vec<TopologyErr
     let mut refuse = |message: String| {
         errors.push(TopologyError { line, message });
     };
-    if let Some(edge) = &t.edge {
-        if !t.datacenters.is_empty() {
-            refuse(
-                "`[dns]` with `[edge]` hands out the edges, and edges per data centre are not                  built yet: remove `[edge]` or the `[[datacenter]]` tables"
-                    .into(),
-            );
-        } else if edge.count > 1 && !cfg!(target_os = "linux") {
-            refuse(format!(
-                "`[dns]` with {} edges needs Linux: each listens on a loopback address of its                  own (127.0.9.N), which other systems do not configure",
-                edge.count
-            ));
-        }
+    // With data centres, every data centre's entry is on addresses of its own anyway.
+    if let Some(edge) = &t.edge
+        && t.datacenters.is_empty()
+        && edge.count > 1
+        && !cfg!(target_os = "linux")
+    {
+        refuse(format!(
+            "`[dns]` with {} edges needs Linux: each listens on a loopback address of its \
+             own (127.0.9.N), which other systems do not configure",
+            edge.count
+        ));
     }
     match &t.lb {
         _ if t.edge.is_some() => {}

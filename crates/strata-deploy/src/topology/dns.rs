@@ -294,7 +294,7 @@ mod tests {
     }
 
     #[test]
-    fn dns_hands_out_the_balancers_or_the_edges_but_not_edges_per_data_centre() {
+    fn dns_hands_out_the_balancers_or_the_edges_also_per_data_centre() {
         let e = errors("[api]\ncount = 1\n[dns]\n");
         assert_eq!(e.len(), 1, "{e:#?}");
         assert_eq!(e[0].line, Some(3), "{e:#?}");
@@ -306,13 +306,12 @@ mod tests {
         ] {
             Topology::parse(valid, 8080).expect(valid);
         }
-        let e = errors(
-            "[lb]\n[api]\ncount = 2\n[edge]\n[data]\nengine = \"postgres\"\n[dns]\n\
+        // Each data centre's edges, in front of its own balancers.
+        let per_datacentre = "[lb]\n[api]\ncount = 2\n[edge]\ncount = 2\nshield = true\n\
+             [data]\nengine = \"postgres\"\n[dns]\n\
              [[datacenter]]\nname = \"us-east\"\n[[datacenter]]\nname = \"us-west\"\n\
-             [[link]]\nbetween = [\"us-west\", \"us-east\"]\none_way_ms = 30\n",
-        );
-        assert_eq!(e.len(), 1, "{e:#?}");
-        assert!(e[0].message.contains("edges per data centre"), "{e:#?}");
+             [[link]]\nbetween = [\"us-west\", \"us-east\"]\none_way_ms = 30\n";
+        Topology::parse(per_datacentre, 8080).expect(per_datacentre);
         let e = errors("[lb]\n[api]\ncount = 1\n[dns]\n[[datacenter]]\nname = \"eu\"\n");
         assert_eq!(e.len(), 1, "{e:#?}");
         assert_eq!(e[0].line, Some(5), "{e:#?}");

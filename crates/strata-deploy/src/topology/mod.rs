@@ -449,11 +449,13 @@ impl Topology {
             + self.relays()
     }
 
-    /// Edges `strata up` runs, the shield included.
+    /// Edges `strata up` runs, the shield included: in each data centre when there are
+    /// `[[datacenter]]` tables.
     pub fn edges(&self) -> usize {
+        let places = self.datacenters.len().max(1);
         self.edge
             .as_ref()
-            .map_or(0, |e| usize::from(e.count) + usize::from(e.shield))
+            .map_or(0, |e| (usize::from(e.count) + usize::from(e.shield)) * places)
     }
 
     /// Shared cache servers `strata up` runs: `[cache] nodes`, in each data centre when there
