@@ -344,11 +344,17 @@ fn front_text(
 ) -> String {
     let mut text = String::new();
     if edges.is_empty() {
-        text.push_str(&format!("{indent}→ balancers: {}\n", balancers_text(balancers)));
+        text.push_str(&format!(
+            "{indent}→ balancers: {}\n",
+            balancers_text(balancers)
+        ));
     } else {
         text.push_str(&format!("{indent}→ edges: {}\n", balancers_text(edges)));
         if let Some(shield) = shield {
-            text.push_str(&format!("{indent}→ shield: {} {}\n", shield.name, shield.addr));
+            text.push_str(&format!(
+                "{indent}→ shield: {} {}\n",
+                shield.name, shield.addr
+            ));
         }
         if !balancers.is_empty() {
             let hops: Vec<Hop> = balancers.iter().map(|b| b.hop.clone()).collect();
@@ -679,7 +685,10 @@ mod tests {
         );
         let json = path.json();
         assert_eq!(json["datacenters"][1]["edges"][0]["answered"], true);
-        assert_eq!(json["datacenters"][1]["shield"]["name"], "us-west-edge-shield");
+        assert_eq!(
+            json["datacenters"][1]["shield"]["name"],
+            "us-west-edge-shield"
+        );
     }
 
     #[test]

@@ -854,8 +854,16 @@ async fn geo_dns_hands_out_each_data_centres_edges_and_a_write_purges_them_all()
     let east = addr_of(&status, "us-east-edge-1", "http");
     let west = addr_of(&status, "us-west-edge-1", "http");
     let west_ip = IpAddr::V4(Ipv4Addr::new(127, 0, 12, 101));
-    assert_eq!((east.ip(), west.ip()), (EAST, west_ip), "the edges' addresses");
-    assert_eq!(east.port(), west.port(), "one port, which DNS answers carry no part of");
+    assert_eq!(
+        (east.ip(), west.ip()),
+        (EAST, west_ip),
+        "the edges' addresses"
+    );
+    assert_eq!(
+        east.port(),
+        west.port(),
+        "one port, which DNS answers carry no part of"
+    );
     let within = Duration::from_secs(10);
     until_answers_from(VIRGINIA, dns, within, &[EAST]).await;
     until_answers_from(CALIFORNIA, dns, within, &[west_ip]).await;
@@ -871,7 +879,10 @@ async fn geo_dns_hands_out_each_data_centres_edges_and_a_write_purges_them_all()
             .send()
             .await
             .expect("GET");
-        let cache = hit.headers()["cache-status"].to_str().unwrap_or_default().to_string();
+        let cache = hit.headers()["cache-status"]
+            .to_str()
+            .unwrap_or_default()
+            .to_string();
         assert!(cache.contains("hit"), "{base}: {cache}");
     }
     rename(&http, east, &location, "Renamed").await;
@@ -891,11 +902,16 @@ async fn geo_dns_hands_out_each_data_centres_edges_and_a_write_purges_them_all()
     );
     let bound = INTERVAL * 2 + CHECK_TIMEOUT + Duration::from_secs(2);
     let after = until_answers_from(CALIFORNIA, dns, bound, &[EAST]).await;
-    eprintln!("California's clients were sent to us-east's edge {after:?} after us-west's balancer froze");
+    eprintln!(
+        "California's clients were sent to us-east's edge {after:?} after us-west's balancer froze"
+    );
     strata_engines::process::signal_all(west_edge, Signal::SIGSTOP);
     let frozen = Instant::now();
     while frozen.elapsed() < bound {
-        assert_eq!(resolve_from(CALIFORNIA, dns).await.as_deref(), Some(&[EAST][..]));
+        assert_eq!(
+            resolve_from(CALIFORNIA, dns).await.as_deref(),
+            Some(&[EAST][..])
+        );
         assert_eq!(first_name_at(&http, east, &location).await, "Renamed");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -1606,25 +1606,52 @@ fn with_dns_the_edges_and_balancers_beside_the_first_take_its_https_port_too() {
 fn with_data_centres_each_runs_its_edges_in_front_of_its_own_balancer_and_dns_hands_them_out() {
     let plan = compile(&format!("{DATACENTRES}[edge]\ncount = 2\nshield = true\n"));
     let announced = announce_all(&plan);
-    let addr = |name: &str| -> std::net::SocketAddr {
-        announced[name]["http"].parse().expect("addr")
-    };
+    let addr =
+        |name: &str| -> std::net::SocketAddr { announced[name]["http"].parse().expect("addr") };
     let edge = |name: &str| match command(&plan, name) {
         RoleCommand::Edge(e) => e.args,
         other => panic!("{other:?}"),
     };
     let port = addr("us-east-edge-1").port();
     for (name, listen, origin) in [
-        ("us-east-edge-1", "127.0.0.1:8080".to_string(), "us-east-edge-shield"),
-        ("us-east-edge-2", format!("127.0.11.102:{port}"), "us-east-edge-shield"),
-        ("us-west-edge-1", format!("127.0.12.101:{port}"), "us-west-edge-shield"),
-        ("us-west-edge-2", format!("127.0.12.102:{port}"), "us-west-edge-shield"),
-        ("us-east-edge-shield", "127.0.0.1:0".to_string(), "us-east-lb-1"),
-        ("us-west-edge-shield", "127.0.0.1:0".to_string(), "us-west-lb-1"),
+        (
+            "us-east-edge-1",
+            "127.0.0.1:8080".to_string(),
+            "us-east-edge-shield",
+        ),
+        (
+            "us-east-edge-2",
+            format!("127.0.11.102:{port}"),
+            "us-east-edge-shield",
+        ),
+        (
+            "us-west-edge-1",
+            format!("127.0.12.101:{port}"),
+            "us-west-edge-shield",
+        ),
+        (
+            "us-west-edge-2",
+            format!("127.0.12.102:{port}"),
+            "us-west-edge-shield",
+        ),
+        (
+            "us-east-edge-shield",
+            "127.0.0.1:0".to_string(),
+            "us-east-lb-1",
+        ),
+        (
+            "us-west-edge-shield",
+            "127.0.0.1:0".to_string(),
+            "us-west-lb-1",
+        ),
     ] {
         let args = edge(name);
         assert_eq!(args.listen.to_string(), listen, "{name}");
-        assert_eq!(args.origin, Some(addr(origin)), "{name} fetches from {origin}");
+        assert_eq!(
+            args.origin,
+            Some(addr(origin)),
+            "{name} fetches from {origin}"
+        );
     }
     assert_eq!(
         plan.role("us-east-lb-1").map(|r| r.port),
@@ -1647,8 +1674,14 @@ fn with_data_centres_each_runs_its_edges_in_front_of_its_own_balancer_and_dns_ha
     assert_eq!(
         listed,
         [
-            [&announced["us-east-edge-1"]["http"], &announced["us-east-edge-2"]["http"]],
-            [&announced["us-west-edge-1"]["http"], &announced["us-west-edge-2"]["http"]],
+            [
+                announced["us-east-edge-1"]["http"].clone(),
+                announced["us-east-edge-2"]["http"].clone()
+            ],
+            [
+                announced["us-west-edge-1"]["http"].clone(),
+                announced["us-west-edge-2"]["http"].clone()
+            ],
         ],
         "each data centre's entry is its edges clients reach, not its shield or balancers"
     );
@@ -1661,7 +1694,9 @@ fn with_data_centres_each_runs_its_edges_in_front_of_its_own_balancer_and_dns_ha
         Some("us-west-edge-shield")
     );
     assert_eq!(
-        layout.datacentre_of("us-west-edge-shield").map(|dc| dc.name.as_str()),
+        layout
+            .datacentre_of("us-west-edge-shield")
+            .map(|dc| dc.name.as_str()),
         Some("us-west"),
         "`strata datacenter kill us-west` takes its edges down with it"
     );

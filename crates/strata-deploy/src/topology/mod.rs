@@ -453,9 +453,9 @@ impl Topology {
     /// `[[datacenter]]` tables.
     pub fn edges(&self) -> usize {
         let places = self.datacenters.len().max(1);
-        self.edge
-            .as_ref()
-            .map_or(0, |e| (usize::from(e.count) + usize::from(e.shield)) * places)
+        self.edge.as_ref().map_or(0, |e| {
+            (usize::from(e.count) + usize::from(e.shield)) * places
+        })
     }
 
     /// Shared cache servers `strata up` runs: `[cache] nodes`, in each data centre when there
