@@ -137,7 +137,9 @@ done
 
 mkdir -p "$OUT"
 stamp=$(date -u +%Y-%m-%dT%H%M%SZ)
-csv="$OUT/lb-$stamp.csv"
+# The commit the binary was built from (a tree with uncommitted changes is marked -dirty).
+commit=$(git rev-parse --short=12 HEAD)$(git diff --quiet HEAD || echo -dirty)
+csv="$OUT/lb-$commit-$stamp.csv"
 echo "proxy,payload,rps,p50_ms,p99_ms,p999_ms,errors,proxy_user_us,proxy_sys_us,backend_us,wrk_us,rps_rounds" > "$csv"
 
 # CPU time (user and system, in clock ticks) of a process and its children processes
@@ -215,5 +217,5 @@ compare 100KB /100k http "$P_STRATA" "$P_NGINX" "$P_HAPROXY"
 compare user-json-tls /users/12 https "$T_STRATA" "$T_NGINX" "$T_HAPROXY"
 
 echo
-python3 bench/report.py "$csv" "$OUT/lb-$stamp.svg"
-echo "raw: $csv   plot: $OUT/lb-$stamp.svg"
+python3 bench/report.py "$csv" "$OUT/lb-$commit-$stamp.svg"
+echo "raw: $csv   plot: $OUT/lb-$commit-$stamp.svg"
