@@ -1,7 +1,8 @@
 //! Interim responses through the edge: a `103 Early Hints` (or `102 Processing`) the origin
 //! sends ahead of its answer reaches an HTTP/1.1 client ahead of the edge's answer, in order,
 //! for cached and passed-on requests alike; it is never stored (a hit has none) and its fields
-//! never join the stored answer's; an HTTP/1.0 client is sent none (RFC 9110 §15.2).
+//! never join the stored answer's; an HTTP/1.0 client is sent none (RFC 9110 §15.2); an origin
+//! sending them without end has only the first 16 passed on.
 //!
 //! hyper's server cannot send interim responses: the edge writes them beneath it
 //! (`strata_lb::interim`). The origin here is written by hand for the same reason.
@@ -140,6 +141,10 @@ async fn hinting_origin() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
                     if path.starts_with("/hinted-two") {
                         let _ = s.write_all(b"HTTP/1.1 102 Processing\r\n\r\n").await;
                     }
+                    if path.starts_with("/hinted-many") {
+                        let many = "HTTP/1.1 102 Processing\r\n\r\n".repeat(40);
+                        let _ = s.write_all(many.as_bytes()).await;
+                    }
                     if path.starts_with("/hinted") {
                         let hint = "HTTP/1.1 103 Early Hints\r\n\
                                     Link: </s.css>; rel=preload; as=style\r\n\
@@ -161,6 +166,15 @@ async fn hinting_origin() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
     (addr, seen)
 }
 
+/// An edge in front of [`hinting_origin`], the paths the origin was asked for, and a client
+/// connection to the edge.
+async fn edge_and_client() -> (TestEdge, Arc<Mutex<Vec<String>>>, TcpStream) {
+    let (origin, seen) = hinting_origin().await;
+    let edge = TestEdge::start(origin, None).await;
+    let client = TcpStream::connect(edge.addr).await.expect("connect");
+    (edge, seen, client)
+}
+
 fn asked(seen: &Mutex<Vec<String>>, path: &str) -> usize {
     seen.lock()
         .expect("log")
@@ -178,9 +192,7 @@ fn assert_early_hint(a: &Answer) {
 
 #[tokio::test]
 async fn an_early_hint_reaches_the_client_ahead_of_the_answer_and_is_never_stored() {
-    let (origin, seen) = hinting_origin().await;
-    let edge = TestEdge::start(origin, None).await;
-    let mut s = TcpStream::connect(edge.addr).await.expect("connect");
+    let (edge, seen, mut s) = edge_and_client().await;
     let get = b"GET /hinted-1 HTTP/1.1\r\nHost: x\r\n\r\n";
     s.write_all(get).await.expect("send");
     let answers = read_answers(&mut s, 1).await;
@@ -215,6 +227,22 @@ async fn an_early_hint_reaches_the_client_ahead_of_the_answer_and_is_never_store
     let two = read_answers(&mut s, 1).await;
     let statuses: Vec<u16> = two.iter().map(|a| a.status).collect();
     assert_eq!(statuses, [102, 103, 200], "{two:?}");
+    // An origin that sends 40 before its answer: 16 are passed on, then the answer.
+    s.write_all(b"GET /hinted-many HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("send");
+    let many = read_answers(&mut s, 1).await;
+    let processing = many.iter().filter(|a| a.status == 102).count();
+    assert_eq!(
+        processing,
+        strata_lb::interim::MAX_PER_REQUEST,
+        "{:?}",
+        many.iter().map(|a| a.status).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        many.last().map(|a| a.body.as_slice()),
+        Some(&b"/hinted-many"[..])
+    );
     s.write_all(b"POST /hinted-post HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
         .await
         .expect("send");
@@ -227,9 +255,7 @@ async fn an_early_hint_reaches_the_client_ahead_of_the_answer_and_is_never_store
 
 #[tokio::test]
 async fn pipelined_requests_each_get_their_hints_in_order() {
-    let (origin, _) = hinting_origin().await;
-    let edge = TestEdge::start(origin, None).await;
-    let mut s = TcpStream::connect(edge.addr).await.expect("connect");
+    let (edge, _, mut s) = edge_and_client().await;
     s.write_all(
         b"GET /hinted-a HTTP/1.1\r\nHost: x\r\n\r\nGET /plain HTTP/1.1\r\nHost: x\r\n\r\n\
           GET /hinted-b HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -254,9 +280,7 @@ async fn pipelined_requests_each_get_their_hints_in_order() {
 
 #[tokio::test]
 async fn an_http_1_0_client_is_sent_no_interim_response() {
-    let (origin, seen) = hinting_origin().await;
-    let edge = TestEdge::start(origin, None).await;
-    let mut s = TcpStream::connect(edge.addr).await.expect("connect");
+    let (edge, seen, mut s) = edge_and_client().await;
     s.write_all(b"GET /hinted-old HTTP/1.0\r\nHost: x\r\n\r\n")
         .await
         .expect("send");

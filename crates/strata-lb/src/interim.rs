@@ -22,7 +22,8 @@
 //! upgrade is a final answer), anything to an HTTP/1.0 client (RFC 9110 §15.2 forbids it), and
 //! anything over HTTP/2 (hyper's server cannot send one there either). Interim responses are
 //! never stored. Hop-by-hop fields are removed; each is bounded ([`MAX_INTERIM`]), as is what a
-//! request may have waiting ([`MAX_WAITING`]).
+//! request may have waiting ([`MAX_WAITING`]) and how many it passes on ([`MAX_PER_REQUEST`]:
+//! an upstream sending `1xx` without end cannot hold its request past its deadline).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,8 +41,10 @@ pub const MAX_INTERIM: usize = 8 * 1024;
 pub const MAX_WAITING: usize = 32 * 1024;
 /// How long an offer may wait to be committed before it is dropped.
 pub const COMMIT_WITHIN: Duration = Duration::from_secs(2);
-/// The most interim responses kept for one request between the upstream and the client.
-const QUEUED: usize = 8;
+/// The most interim responses passed on for one request (and kept on their way): an upstream
+/// that sends more, or a client that does not take one in time, has the rest dropped, and its
+/// answer is awaited alone, so its deadline holds.
+pub const MAX_PER_REQUEST: usize = 16;
 
 /// One client connection's interim responses: offered by its requests, written by its guard.
 #[derive(Debug, Default)]
@@ -205,7 +208,7 @@ pub struct Relay {
 /// Arms a request to an upstream: the interim responses it is sent are kept (encoded for the
 /// client, at most a few) for [`Relay::until`] to pass on.
 pub fn arm<B>(req: &mut Request<B>) -> Relay {
-    let (tx, rx) = mpsc::channel(QUEUED);
+    let (tx, rx) = mpsc::channel(MAX_PER_REQUEST);
     hyper::ext::on_informational(req, move |res| {
         if let Some(head) = encode(res.status(), res.headers()) {
             let _ = tx.try_send(head);
@@ -220,19 +223,32 @@ impl Relay {
     /// came before it) before returning it.
     pub async fn until<F: Future>(mut self, client: &Interim, answer: F) -> F::Output {
         tokio::pin!(answer);
+        // Passed on so far; MAX_PER_REQUEST once no more are.
+        let mut relayed = 0;
         let output = loop {
             tokio::select! {
                 biased;
-                Some(head) = self.rx.recv() => {
-                    client.send(&head, COMMIT_WITHIN).await;
+                Some(head) = self.rx.recv(), if relayed < MAX_PER_REQUEST => {
+                    relayed = Self::pass_on(client, &head, relayed).await;
                 }
                 output = &mut answer => break output,
             }
         };
-        while let Ok(head) = self.rx.try_recv() {
-            client.send(&head, COMMIT_WITHIN).await;
+        while relayed < MAX_PER_REQUEST
+            && let Ok(head) = self.rx.try_recv()
+        {
+            relayed = Self::pass_on(client, &head, relayed).await;
         }
         output
+    }
+
+    /// Offers `head` to the client; how many are passed on now (all of them, once one is not).
+    async fn pass_on(client: &Interim, head: &[u8], relayed: usize) -> usize {
+        if client.send(head, COMMIT_WITHIN).await {
+            relayed + 1
+        } else {
+            MAX_PER_REQUEST
+        }
     }
 }
 
