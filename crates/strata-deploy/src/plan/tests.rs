@@ -30,6 +30,20 @@ fn announce_all(plan: &Plan) -> Announced {
         .collect()
 }
 
+/// The configuration file `dns-1` is given, as `strata dns` reads it, with every role of
+/// `plan` announced as [`announce_all`] does.
+fn dns_config(plan: &Plan, announced: &Announced) -> strata_dns::config::DnsConfig {
+    let dns = plan.role(dns::NAME).expect("dns-1");
+    let files = dns
+        .files(&Wiring {
+            port: dns.port,
+            announced,
+        })
+        .expect("files");
+    strata_dns::config::DnsConfig::parse(&files[0].1)
+        .unwrap_or_else(|e| panic!("{e}\n{}", files[0].1))
+}
+
 fn command(plan: &Plan, name: &str) -> RoleCommand {
     let announced = announce_all(plan);
     let role = plan.role(name).unwrap_or_else(|| panic!("no role {name}"));
@@ -1116,15 +1130,7 @@ fn each_data_centre_runs_its_balancers_before_its_own_api_servers_which_reach_th
         assert_eq!(backends, ["us-west-api-1"]);
     }
     // DNS: one data centre per table, in order, with its own balancers and settings.
-    let dns = plan.role(dns::NAME).expect("dns-1");
-    let files = dns
-        .files(&Wiring {
-            port: dns.port,
-            announced: &announced,
-        })
-        .expect("files");
-    let config = strata_dns::config::DnsConfig::parse(&files[0].1)
-        .unwrap_or_else(|e| panic!("{e}\n{}", files[0].1));
+    let config = dns_config(&plan, &announced);
     let dcs: Vec<(String, Vec<String>)> = config
         .datacentres
         .iter()
@@ -1528,13 +1534,7 @@ fn with_dns_and_edges_dns_hands_out_the_edges_clients_reach_each_at_an_address_o
         ["edge-1", "edge-2", "edge-3"],
         "the edges clients reach, not the shield nor the balancer"
     );
-    let files = dns
-        .files(&Wiring {
-            port: dns.port,
-            announced: &announced,
-        })
-        .expect("files");
-    let config = strata_dns::config::DnsConfig::parse(&files[0].1).expect("valid");
+    let config = dns_config(&plan, &announced);
     let listed: Vec<String> = config.datacentres[0]
         .balancers
         .iter()
@@ -1658,14 +1658,7 @@ fn with_data_centres_each_runs_its_edges_in_front_of_its_own_balancer_and_dns_ha
         Some(0),
         "the edges take the public entry"
     );
-    let dns = plan.role(dns::NAME).expect("dns-1");
-    let files = dns
-        .files(&Wiring {
-            port: dns.port,
-            announced: &announced,
-        })
-        .expect("files");
-    let config = strata_dns::config::DnsConfig::parse(&files[0].1).expect("valid");
+    let config = dns_config(&plan, &announced);
     let listed: Vec<Vec<String>> = config
         .datacentres
         .iter()
