@@ -36,9 +36,14 @@ pub const FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_milli
 /// ([`strata_cache::tiered::Tiered::followed`]), until the task is dropped. Every API server
 /// follows for itself: no message from another server is needed, so a cut link leaves a data
 /// centre's caches as consistent as its replica.
+///
+/// `edges` (this data centre's, `--followed-edges`) are purged of each user that changed, once
+/// this server's database has the change: a request they passed on before it arrived here may
+/// have put the old copy back after the writer's own purge.
 pub async fn follow_changes(
     follower: Arc<dyn ChangeFollower>,
     cache: strata_cache::tiered::Tiered<strata_store::StoreError>,
+    edges: crate::edge_purge::EdgePurger,
 ) {
     let mut ticks = tokio::time::interval(FOLLOW_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -63,7 +68,9 @@ pub async fn follow_changes(
                         None => strata_cache::tiered::Entry::absent(user.logged),
                     };
                     cache.followed(&cache_key(user.id), entry).await;
+                    edges.purge(crate::edge_purge::user_key(user.id.0));
                 }
+                edges.purge_lists();
             }
             Ok(Followed::Everything) => {
                 metrics::counter!("strata_cache_followed_everything_total").increment(1);

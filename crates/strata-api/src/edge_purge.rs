@@ -41,6 +41,13 @@ pub struct EdgeOptions {
     /// fails (`stale-if-error`, RFC 5861); 0: never. Only with `--shared-max-age-secs` above 0.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=MAX_STALE_IF_ERROR_SECS))]
     pub shared_stale_if_error_secs: u64,
+    /// With `--purge-edges-state` and the database's change log followed (PostgreSQL): the
+    /// state file's edges named PREFIX… (this server's data centre's, `us-east-edge-`) are
+    /// purged of every user the log says changed, once this server's own database has the
+    /// change — so that a request an edge sent on between a write's purge and its arrival at
+    /// this data centre's replica cannot keep the old profile there.
+    #[arg(long, value_name = "PREFIX")]
+    pub followed_edges: Option<String>,
 }
 
 /// The longest `stale-if-error` a profile's answer gives the edges: a week.
@@ -109,6 +116,26 @@ impl EdgePurger {
                 options.shared_stale_if_error_secs,
             ),
         }
+    }
+
+    /// The purger of the edges named `--followed-edges` (inactive without it), with the same
+    /// caching settings.
+    pub fn followed(options: &EdgeOptions) -> Self {
+        let Some(prefix) = &options.followed_edges else {
+            return Self::default();
+        };
+        let Some(state) = &options.targets.purge_edges_state else {
+            return Self::default();
+        };
+        let targets = PurgeTargets {
+            purge_edges: Vec::new(),
+            purge_edges_state: Some(state.clone()),
+            named: Some(prefix.clone()),
+        };
+        Self::start(&EdgeOptions {
+            targets,
+            ..options.clone()
+        })
     }
 
     /// After user `id` was changed or deleted: purges its own objects and every list page

@@ -197,6 +197,7 @@ async fn run_server(
             Some(AbortOnDrop(tokio::spawn(crate::coherence::follow_changes(
                 follower.clone(),
                 cache.clone(),
+                crate::edge_purge::EdgePurger::followed(&opts.edges),
             ))))
         }
         _ => None,

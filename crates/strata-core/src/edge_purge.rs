@@ -42,6 +42,12 @@ pub struct PurgeTargets {
     /// re-read when it changes.
     #[arg(long, value_name = "FILE")]
     pub purge_edges_state: Option<PathBuf>,
+    /// Only the state file's edges whose role names start with this (`us-east-edge-`: one
+    /// data centre's); not a flag of its own: an API server sets it for the edges it purges
+    /// as it follows its database's change log.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub named: Option<String>,
 }
 
 impl PurgeTargets {
@@ -88,6 +94,7 @@ impl EdgePurger {
         let edges = Edges {
             fixed: targets.purge_edges.clone(),
             state: targets.purge_edges_state.clone(),
+            named: targets.named.clone(),
             seen: Mutex::new((None, Vec::new())),
         };
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -118,6 +125,8 @@ impl EdgePurger {
 struct Edges {
     fixed: Vec<SocketAddr>,
     state: Option<PathBuf>,
+    /// Only the state file's edges named with this prefix.
+    named: Option<String>,
     /// The state file's modification time when last read, and its edges.
     seen: Mutex<(Option<SystemTime>, Vec<NamedEdge>)>,
 }
@@ -134,7 +143,11 @@ impl Edges {
             let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
             let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
             if modified != seen.0 {
-                *seen = (modified, edges_of_state(path));
+                let mut edges = edges_of_state(path);
+                if let Some(prefix) = &self.named {
+                    edges.retain(|(name, _)| name.starts_with(prefix.as_str()));
+                }
+                *seen = (modified, edges);
             }
             all.extend(
                 seen.1
@@ -267,5 +280,33 @@ mod tests {
             .collect();
         assert_eq!(found, ["edge-shield=127.0.0.1:3", "edge-1=127.0.0.1:5"]);
         assert!(edges_of_state(&dir.path().join("missing.json")).is_empty());
+    }
+
+    #[test]
+    fn a_name_prefix_keeps_one_data_centres_edges_of_the_state_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        std::fs::write(
+            &path,
+            r#"{"roles": [
+                {"name": "us-east-edge-shield", "kind": "edge", "addrs": {"admin": "127.0.0.1:1"}},
+                {"name": "us-east-edge-1", "kind": "edge", "addrs": {"admin": "127.0.0.1:2"}},
+                {"name": "us-west-edge-shield", "kind": "edge", "addrs": {"admin": "127.0.0.1:3"}},
+                {"name": "us-west-edge-1", "kind": "edge", "addrs": {"admin": "127.0.0.1:4"}}
+            ]}"#,
+        )
+        .expect("write");
+        let edges = |named: Option<&str>| Edges {
+            fixed: Vec::new(),
+            state: Some(path.clone()),
+            named: named.map(String::from),
+            seen: Mutex::new((None, Vec::new())),
+        };
+        let names = |e: Edges| -> Vec<String> { e.current().into_iter().map(|(n, _)| n).collect() };
+        assert_eq!(
+            names(edges(Some("us-west-edge-"))),
+            ["us-west-edge-shield", "us-west-edge-1"]
+        );
+        assert_eq!(names(edges(None)).len(), 4);
     }
 }

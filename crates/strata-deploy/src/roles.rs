@@ -33,7 +33,7 @@ pub enum RoleCommand {
     /// others join it (`--join`).
     Etcd(strata_control::etcd::node::EtcdArgs),
     /// Run a photo worker: resize uploaded photos from the queue, drain on SIGTERM.
-    Worker(strata_photos::role::WorkerArgs),
+    Worker(Box<strata_photos::role::WorkerArgs>),
     /// Run the CDN edge role: a caching reverse proxy (RFC 9111) in front of an origin, with a
     /// memory and disk store; or `strata edge purge` to purge a running edge's cache.
     Edge(Box<strata_edge::role::EdgeCommand>),

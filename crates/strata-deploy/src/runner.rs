@@ -15,7 +15,7 @@ impl RoleCommand {
             RoleCommand::Cache(args) => strata_cache::node::run(args).await,
             RoleCommand::Postgres(args) => strata_control::pgnode::run(args).await,
             RoleCommand::Etcd(args) => strata_control::etcd::node::run(args).await,
-            RoleCommand::Worker(args) => strata_photos::role::run(args).await,
+            RoleCommand::Worker(args) => strata_photos::role::run(*args).await,
             RoleCommand::Edge(command) => strata_edge::role::main(*command).await,
             RoleCommand::Rabbitmq(args) => strata_queue::broker::run(args).await,
             RoleCommand::S3(args) => strata_blobs::node::run(args).await,

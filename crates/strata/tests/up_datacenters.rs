@@ -836,7 +836,11 @@ async fn geo_dns_answers_each_client_its_nearest_data_centre_and_the_other_when_
 /// With `[edge]` each data centre runs its own edge in front of its own balancer, and geo DNS
 /// hands each client its nearest data centre's edge. A profile both edges hold changes in
 /// us-east: the write purges every edge of both data centres, so us-west's serves the new
-/// profile at once, not after the 300 s its copy would keep. Then us-west's balancer freezes:
+/// profile at once, not after the 300 s its copy would keep. With the link cut (asynchronous
+/// commit, so us-east still writes), a second write's purge reaches us-west's edge, which then
+/// fetches the old profile again from us-west's replica and keeps it; once the link heals,
+/// us-west's API servers purge their edges again as their replica applies the write, and the
+/// edge serves it. Then us-west's balancer freezes:
 /// its edge still answers the profile from its store, but fails DNS's health check (which it
 /// passes on towards the API servers), so California's clients are sent to us-east's edge;
 /// us-west's edge freezing too (the second fault) changes nothing for them; thawed, they are
@@ -844,7 +848,10 @@ async fn geo_dns_answers_each_client_its_nearest_data_centre_and_the_other_when_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn geo_dns_hands_out_each_data_centres_edges_and_a_write_purges_them_all() {
     let (_geo, topology) = geo_topology();
-    let topology = topology + "[edge]\nprofile_ttl_secs = 300\nprofile_stale_if_error_secs = 300\n";
+    let topology = topology.replace(
+        "engine = \"postgres\"\n",
+        "engine = \"postgres\"\ncommit = \"async\"\n",
+    ) + "[edge]\nprofile_ttl_secs = 300\nprofile_stale_if_error_secs = 300\n";
     let (_tmp, dir) = tokio::task::spawn_blocking(move || up_topology(&topology))
         .await
         .expect("join");
@@ -890,6 +897,23 @@ async fn geo_dns_hands_out_each_data_centres_edges_and_a_write_purges_them_all()
     eprintln!("us-west's edge served the us-east write after {took:?}");
     assert_eq!(first_name_at(&http, east, &location).await, "Renamed");
 
+    // The link cut: the purge of a write in us-east reaches us-west's edge, whose refetch
+    // finds us-west's replica without the write; the heal brings it, and a purge with it.
+    strata_ok(&dir, &["datacenter", "cut", "us-east", "us-west"]).await;
+    rename(&http, east, &location, "DuringCut").await;
+    let cut_at = Instant::now();
+    while cut_at.elapsed() < Duration::from_secs(1) {
+        assert_eq!(
+            first_name_at(&http, west, &location).await,
+            "Renamed",
+            "us-west's edge serves what us-west's replica holds"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    strata_ok(&dir, &["datacenter", "heal", "us-west", "us-east"]).await;
+    let took = until_first_name(&http, west, &location, "DuringCut", Duration::from_secs(15)).await;
+    eprintln!("after the heal, us-west's edge served the write made during the cut after {took:?}");
+
     // us-west's balancer freezes, then its edge too.
     let pid = |name: &str| role(&status, name)["pid"].as_u64().expect("pid") as u32;
     let (west_lb, west_edge) = (pid("us-west-lb-1"), pid("us-west-edge-1"));
@@ -897,7 +921,7 @@ async fn geo_dns_hands_out_each_data_centres_edges_and_a_write_purges_them_all()
     strata_engines::process::signal_all(west_lb, Signal::SIGSTOP);
     assert_eq!(
         first_name_at(&http, west, &location).await,
-        "Renamed",
+        "DuringCut",
         "us-west's edge answers from its store while its balancer is frozen"
     );
     let bound = INTERVAL * 2 + CHECK_TIMEOUT + Duration::from_secs(2);
@@ -912,7 +936,7 @@ async fn geo_dns_hands_out_each_data_centres_edges_and_a_write_purges_them_all()
             resolve_from(CALIFORNIA, dns).await.as_deref(),
             Some(&[EAST][..])
         );
-        assert_eq!(first_name_at(&http, east, &location).await, "Renamed");
+        assert_eq!(first_name_at(&http, east, &location).await, "DuringCut");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for pid in [west_lb, west_edge] {

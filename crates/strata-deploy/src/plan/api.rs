@@ -65,6 +65,11 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
         // In a data centre, the servers of the others are reached through its relays; its
         // shared cache servers are its own (`cache.rs`), never another data centre's.
         let wires = dc.map(|d| super::datacenters::database_wires(topology, d));
+        // Its data centre's edges are purged again as its replica applies each change.
+        let followed_edges = dc
+            .filter(|_| topology.edge.is_some())
+            .and_then(|d| topology.datacenters.get(d))
+            .map(|spec| format!("{}-edge-", spec.name));
         let caches = super::cache::names(topology, dc);
         let mut depends_on: Vec<String> = databases
             .iter()
@@ -160,6 +165,7 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
                     server.edges.targets.purge_edges_state = Some(state_file.clone());
                     server.edges.shared_max_age_secs = edge.profile_ttl_secs;
                     server.edges.shared_stale_if_error_secs = edge.profile_stale_if_error_secs;
+                    server.edges.followed_edges = followed_edges.clone();
                 }
                 if has_lb {
                     server.auth.trusted_proxies = vec![super::BALANCER_SOURCE.into()];

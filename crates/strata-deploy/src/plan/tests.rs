@@ -1658,6 +1658,18 @@ fn with_data_centres_each_runs_its_edges_in_front_of_its_own_balancer_and_dns_ha
         Some(0),
         "the edges take the public entry"
     );
+    // Each data centre's API servers purge their own edges again as their replica applies a
+    // change (and every edge at once when they write).
+    for (api, prefix) in [
+        ("us-east-api-1", "us-east-edge-"),
+        ("us-west-api-1", "us-west-edge-"),
+    ] {
+        let RoleCommand::Api(args) = command(&plan, api) else {
+            panic!("{api} is an API server");
+        };
+        assert_eq!(args.server.edges.followed_edges.as_deref(), Some(prefix));
+        assert!(args.server.edges.targets.purge_edges_state.is_some());
+    }
     let config = dns_config(&plan, &announced);
     let listed: Vec<Vec<String>> = config
         .datacentres

@@ -78,7 +78,7 @@ pub fn plan(topology: &Topology, ctx: &PlanContext, plan: &mut Plan) {
                 }
                 args.name = role_name.clone();
                 args.exit_on_stdin_eof = true;
-                Ok(RoleCommand::Worker(args))
+                Ok(RoleCommand::Worker(Box::new(args)))
             },
         )
     }));
