@@ -22,6 +22,10 @@
 //!
 //! Its cost is one copy of each request through its own small buffers and a second parse of
 //! each head, with the strict checks a pass over the head it already holds.
+//!
+//! On the way out it writes the connection's interim responses (`103 Early Hints`), which
+//! hyper's server cannot send: committed at a flush, ahead of anything hyper writes next
+//! ([`crate::interim`]).
 
 use std::io;
 use std::pin::Pin;

@@ -901,15 +901,7 @@ async fn geo_dns_hands_out_each_data_centres_edges_and_a_write_purges_them_all()
     // finds us-west's replica without the write; the heal brings it, and a purge with it.
     strata_ok(&dir, &["datacenter", "cut", "us-east", "us-west"]).await;
     rename(&http, east, &location, "DuringCut").await;
-    let cut_at = Instant::now();
-    while cut_at.elapsed() < Duration::from_secs(1) {
-        assert_eq!(
-            first_name_at(&http, west, &location).await,
-            "Renamed",
-            "us-west's edge serves what us-west's replica holds"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    serves_for(&http, west, &location, "Renamed", Duration::from_secs(1)).await;
     strata_ok(&dir, &["datacenter", "heal", "us-west", "us-east"]).await;
     let took = until_first_name(&http, west, &location, "DuringCut", Duration::from_secs(15)).await;
     eprintln!("after the heal, us-west's edge served the write made during the cut after {took:?}");
@@ -980,6 +972,26 @@ async fn until_first_name(
     }
 }
 
+/// Checks, every 100 ms for `during`, that `base` keeps serving `want` as the first name (what
+/// its data centre's replica holds while the link is cut).
+async fn serves_for(
+    http: &reqwest::Client,
+    base: SocketAddr,
+    location: &str,
+    want: &str,
+    during: Duration,
+) {
+    let start = Instant::now();
+    while start.elapsed() < during {
+        assert_eq!(
+            first_name_at(http, base, location).await,
+            want,
+            "{base} serves what its data centre's replica holds"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn rename(http: &reqwest::Client, base: SocketAddr, location: &str, first: &str) {
     let body = json!({"firstName": first, "lastName": "Away",
         "address": {"streetAddress": "1 Main St", "city": "Boston", "state": "MA", "postalCode": "02134"}});
@@ -1040,15 +1052,7 @@ async fn each_data_centres_cache_follows_its_own_replica_through_a_cut_link() {
         .as_u64()
         .expect("pid") as u32;
     strata_engines::process::signal_all(west_cache, Signal::SIGKILL);
-    let cut_at = Instant::now();
-    while cut_at.elapsed() < Duration::from_secs(2) {
-        assert_eq!(
-            first_name_at(&http, west, &location).await,
-            "Renamed",
-            "us-west serves what its replica holds"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    serves_for(&http, west, &location, "Renamed", Duration::from_secs(2)).await;
     strata_ok(&dir, &["datacenter", "heal", "us-west", "us-east"]).await;
     let took = until_first_name(&http, west, &location, "DuringCut", Duration::from_secs(10)).await;
     eprintln!("after the heal, us-west served the write made during the cut after {took:?}");
