@@ -39,7 +39,8 @@ pub const FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_milli
 ///
 /// `edges` (this data centre's, `--followed-edges`) are purged of each user that changed, once
 /// this server's database has the change: a request they passed on before it arrived here may
-/// have put the old copy back after the writer's own purge.
+/// have put the old copy back after the writer's own purge. When the log says "anything may
+/// have changed", they are purged of every user (`/users…`).
 pub async fn follow_changes(
     follower: Arc<dyn ChangeFollower>,
     cache: strata_cache::tiered::Tiered<strata_store::StoreError>,
@@ -75,6 +76,7 @@ pub async fn follow_changes(
             Ok(Followed::Everything) => {
                 metrics::counter!("strata_cache_followed_everything_total").increment(1);
                 everything_pending = forget_everything(&cache).await.is_err();
+                edges.purge_every_user();
             }
             Err(e) => {
                 metrics::counter!("strata_cache_follow_errors_total").increment(1);

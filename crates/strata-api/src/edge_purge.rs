@@ -147,6 +147,12 @@ impl EdgePurger {
 
     /// After a user was created: every list page (which should now show it). Its own key has
     /// nothing to purge: what its id answered before, a 404, is an error, never stored.
+    /// Every user's objects and every list page, from every edge, in the background: for when
+    /// which users changed is not known (a change-log follower that lost the log).
+    pub fn purge_every_user(&self) {
+        self.purger.purge_prefix("/users".to_string());
+    }
+
     pub fn purge_lists(&self) {
         self.purge(LIST_KEY.to_string());
     }

@@ -10,6 +10,8 @@
 //!   it full is counted as dropped: its edges' copies are stale until they expire);
 //! - metrics: `strata_edge_purge_seconds` (from the purge's request until the last edge
 //!   confirmed) and `strata_edge_purges_total{result="confirmed"|"gave_up"|"dropped"}`.
+//! - a purge names a surrogate key (`{"key": "user-12"}`), or a path prefix on every host
+//!   (`{"prefix": "/users"}`) when which objects changed is not known.
 //!
 //! Which edges ([`PurgeTargets`]): `--purge-edge ADMIN_ADDR` (repeat; in order), and/or
 //! `--purge-edges-state FILE`, a deployment's `state.json` as `strata up` writes it, re-read
@@ -69,10 +71,38 @@ pub fn user_key(id: u64) -> String {
     format!("user-{id}")
 }
 
+/// What a purge removes from an edge: every object tagged with a surrogate key, or every URL
+/// under a path prefix (on every host).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Purge {
+    Key(String),
+    Prefix(String),
+}
+
+impl Purge {
+    /// The body of the edge's `POST /purge` for it.
+    fn body(&self) -> String {
+        match self {
+            Purge::Key(key) => serde_json::json!({ "key": key }),
+            Purge::Prefix(prefix) => serde_json::json!({ "prefix": prefix }),
+        }
+        .to_string()
+    }
+}
+
+impl std::fmt::Display for Purge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Purge::Key(key) => write!(f, "key {key}"),
+            Purge::Prefix(prefix) => write!(f, "prefix {prefix}"),
+        }
+    }
+}
+
 /// Sends purges to the edges in the background (cheap to clone; inactive without edges).
 #[derive(Clone, Default)]
 pub struct EdgePurger {
-    queue: Option<mpsc::Sender<(String, Instant)>>,
+    queue: Option<mpsc::Sender<(Purge, Instant)>>,
 }
 
 impl std::fmt::Debug for EdgePurger {
@@ -107,12 +137,22 @@ impl EdgePurger {
         self.queue.is_some()
     }
 
-    /// Purges `key` from every edge, in the background.
+    /// Purges what surrogate key `key` tags from every edge, in the background.
     pub fn purge(&self, key: String) {
+        self.send(Purge::Key(key));
+    }
+
+    /// Purges every URL under the path `prefix` (on every host) from every edge, in the
+    /// background.
+    pub fn purge_prefix(&self, prefix: String) {
+        self.send(Purge::Prefix(prefix));
+    }
+
+    fn send(&self, purge: Purge) {
         let Some(queue) = &self.queue else {
             return;
         };
-        if queue.try_send((key, Instant::now())).is_err() {
+        if queue.try_send((purge, Instant::now())).is_err() {
             metrics::counter!("strata_edge_purges_total", "result" => "dropped").increment(1);
             tracing::warn!(
                 "the edge purge queue is full: a purge is dropped (the copies expire by themselves)"
@@ -190,7 +230,7 @@ pub fn edges_of_state(path: &Path) -> Vec<(String, SocketAddr)> {
 }
 
 async fn run(
-    mut queue: mpsc::Receiver<(String, Instant)>,
+    mut queue: mpsc::Receiver<(Purge, Instant)>,
     edges: Arc<Edges>,
     give_up_after: Duration,
 ) {
@@ -199,7 +239,7 @@ async fn run(
     let client: Client<HttpConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build(connector);
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-    while let Some((key, since)) = queue.recv().await {
+    while let Some((purge, since)) = queue.recv().await {
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
@@ -208,9 +248,9 @@ async fn run(
             let deadline = since + give_up_after;
             let mut confirmed = true;
             for (edge, _) in edges.current() {
-                if !purge_one(&client, &edges, &edge, &key, deadline).await {
+                if !purge_one(&client, &edges, &edge, &purge, deadline).await {
                     confirmed = false;
-                    tracing::warn!(%edge, %key, "an edge did not confirm a purge in time: its copy expires by itself");
+                    tracing::warn!(%edge, %purge, "an edge did not confirm a purge in time: its copy expires by itself");
                 }
             }
             let result = if confirmed { "confirmed" } else { "gave_up" };
@@ -224,16 +264,16 @@ async fn run(
     }
 }
 
-/// Purges `key` from the edge named `edge`, retrying (at its address of the moment) until it
+/// Sends `purge` to the edge named `edge`, retrying (at its address of the moment) until it
 /// confirms or `deadline` passes.
 async fn purge_one(
     client: &Client<HttpConnector, Full<Bytes>>,
     edges: &Edges,
     edge: &str,
-    key: &str,
+    purge: &Purge,
     deadline: Instant,
 ) -> bool {
-    let body = Bytes::from(serde_json::json!({ "key": key }).to_string());
+    let body = Bytes::from(purge.body());
     let mut backoff = Duration::from_millis(50);
     loop {
         let request = edges.address_of(edge).map(|admin| {
@@ -280,6 +320,70 @@ mod tests {
             .collect();
         assert_eq!(found, ["edge-shield=127.0.0.1:3", "edge-1=127.0.0.1:5"]);
         assert!(edges_of_state(&dir.path().join("missing.json")).is_empty());
+    }
+
+    /// An edge's admin API that answers every `POST /purge` 200 and keeps its bodies.
+    async fn recording_edge() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let bodies: Arc<Mutex<Vec<String>>> = Arc::default();
+        let kept = bodies.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let kept = kept.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while let Ok(n) = s.read(&mut chunk).await {
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        let text = String::from_utf8_lossy(&buf).into_owned();
+                        // One small request a connection at a time: its body ends in `}`.
+                        if let Some((_, body)) = text.split_once("\r\n\r\n")
+                            && body.ends_with('}')
+                        {
+                            kept.lock().expect("bodies").push(body.to_string());
+                            buf.clear();
+                            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                            if s.write_all(ok).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (addr, bodies)
+    }
+
+    #[tokio::test]
+    async fn a_purge_names_a_surrogate_key_or_a_path_prefix() {
+        let (edge, bodies) = recording_edge().await;
+        let purger = EdgePurger::start(
+            &PurgeTargets {
+                purge_edges: vec![edge],
+                ..PurgeTargets::default()
+            },
+            Duration::from_secs(10),
+        );
+        purger.purge("user-12".into());
+        purger.purge_prefix("/users".into());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut seen = bodies.lock().expect("bodies").clone();
+            if seen.len() == 2 {
+                seen.sort();
+                assert_eq!(seen, [r#"{"key":"user-12"}"#, r#"{"prefix":"/users"}"#]);
+                break;
+            }
+            assert!(Instant::now() < deadline, "the edge saw {seen:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     #[test]
