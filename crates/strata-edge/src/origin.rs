@@ -154,13 +154,10 @@ impl Origin {
         {
             req.headers_mut().insert(header::HOST, v);
         }
-        let relay = interim.map(|_| strata_lb::interim::arm(&mut req));
-        let exchange =
-            tokio::time::timeout(self.timeouts.header, self.upstream.send(self.addr, req));
-        let sent = match (relay, interim) {
-            (Some(relay), Some(to)) => relay.until(to, exchange).await,
-            _ => exchange.await,
-        };
+        let sent = strata_lb::interim::relayed(req, interim, |req| {
+            tokio::time::timeout(self.timeouts.header, self.upstream.send(self.addr, req))
+        })
+        .await;
         let result = match sent {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => {

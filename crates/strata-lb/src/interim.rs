@@ -1,7 +1,7 @@
 //! `1xx` interim responses (`103 Early Hints`, `102 Processing`, …) passed on to an HTTP/1.1
 //! client ahead of the final answer, as RFC 9110 §15.2 asks of a proxy.
 //!
-//! hyper's client hands a request's interim responses to a callback ([`arm`]); its server has
+//! hyper's client hands a request's interim responses to a callback ([`relayed`]); its server has
 //! no way to send one (a service returns the final answer only). So they are written beneath
 //! hyper, by the connection's [`crate::framing::FramingGuard`], at a point where they cannot
 //! land inside another answer. hyper's HTTP/1 server offers that point: it answers requests
@@ -200,14 +200,31 @@ pub fn may_send(version: Version) -> bool {
     version == Version::HTTP_11
 }
 
+/// Sends `req` upstream with `send` (its exchange, deadline included), passing the interim
+/// responses the upstream sends first on to `client` when there is one (each offered as it
+/// comes, at most [`MAX_PER_REQUEST`], all before the answer); without one, just the exchange.
+pub async fn relayed<B, F: Future>(
+    mut req: Request<B>,
+    client: Option<&Interim>,
+    send: impl FnOnce(Request<B>) -> F,
+) -> F::Output {
+    match client {
+        Some(client) => {
+            let relay = arm(&mut req);
+            relay.until(client, send(req)).await
+        }
+        None => send(req).await,
+    }
+}
+
 /// The interim responses an upstream sends for one request, on their way to the client.
-pub struct Relay {
+struct Relay {
     rx: mpsc::Receiver<Vec<u8>>,
 }
 
 /// Arms a request to an upstream: the interim responses it is sent are kept (encoded for the
 /// client, at most a few) for [`Relay::until`] to pass on.
-pub fn arm<B>(req: &mut Request<B>) -> Relay {
+fn arm<B>(req: &mut Request<B>) -> Relay {
     let (tx, rx) = mpsc::channel(MAX_PER_REQUEST);
     hyper::ext::on_informational(req, move |res| {
         if let Some(head) = encode(res.status(), res.headers()) {
@@ -221,7 +238,7 @@ impl Relay {
     /// Awaits `answer` (the exchange the request was sent on), passing each interim response
     /// the upstream sends to `client` as it comes, and any left when the answer is ready (they
     /// came before it) before returning it.
-    pub async fn until<F: Future>(mut self, client: &Interim, answer: F) -> F::Output {
+    async fn until<F: Future>(mut self, client: &Interim, answer: F) -> F::Output {
         tokio::pin!(answer);
         // Passed on so far; MAX_PER_REQUEST once no more are.
         let mut relayed = 0;

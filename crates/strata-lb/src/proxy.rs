@@ -609,16 +609,12 @@ impl Proxy {
             backend.requests.fetch_add(1, Ordering::Relaxed);
             backend.in_flight.fetch_add(1, Ordering::AcqRel);
             // Interim responses (`103 Early Hints`) go on to an HTTP/1.1 client as they come.
-            let interim = client.interim_for(parts.version);
-            let relay = interim.map(|_| crate::interim::arm(&mut upstream));
-            let exchange = tokio::time::timeout_at(
-                (now + self.timeouts.header).min(deadline),
-                self.upstream.send(backend.addr, upstream),
-            );
-            let result = match (relay, interim) {
-                (Some(relay), Some(to)) => relay.until(to, exchange).await,
-                _ => exchange.await,
-            };
+            let answer_by = (now + self.timeouts.header).min(deadline);
+            let result =
+                crate::interim::relayed(upstream, client.interim_for(parts.version), |upstream| {
+                    tokio::time::timeout_at(answer_by, self.upstream.send(backend.addr, upstream))
+                })
+                .await;
             backend.in_flight.fetch_sub(1, Ordering::AcqRel);
             match result {
                 Ok(Ok(mut resp)) => {
