@@ -5,71 +5,15 @@
 //! either is stored.
 
 mod common;
+/// The balancer's tests' upgrading echo backend, as the origin.
+#[path = "../../strata-lb/tests/support/upgrading_echo.rs"]
+mod upgrading_echo;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{TestEdge, metric};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// An origin that answers `/ws` with `101 Switching Protocols` and then echoes bytes, and any
-/// other path with a plain `200` (declining the upgrade).
-async fn upgrading_echo_origin() -> SocketAddr {
-    use hyper::service::service_fn;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let service = service_fn(
-                    |mut req: hyper::Request<hyper::body::Incoming>| async move {
-                        let empty = http_body_util::Empty::<bytes::Bytes>::new;
-                        if req.uri().path() != "/ws" {
-                            return Ok::<_, std::convert::Infallible>(
-                                hyper::Response::new(empty()),
-                            );
-                        }
-                        let asked = req
-                            .headers()
-                            .get("upgrade")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("")
-                            .to_owned();
-                        let on = hyper::upgrade::on(&mut req);
-                        tokio::spawn(async move {
-                            if let Ok(up) = on.await {
-                                let mut io = hyper_util::rt::TokioIo::new(up);
-                                let mut buf = [0u8; 64];
-                                while let Ok(n) = io.read(&mut buf).await {
-                                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
-                                        break;
-                                    }
-                                }
-                            }
-                        });
-                        let mut r = hyper::Response::new(empty());
-                        *r.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
-                        if let Ok(v) = hyper::header::HeaderValue::from_str(&asked) {
-                            r.headers_mut().insert("upgrade", v);
-                        }
-                        r.headers_mut().insert(
-                            "connection",
-                            hyper::header::HeaderValue::from_static("upgrade"),
-                        );
-                        Ok(r)
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .with_upgrades()
-                    .await;
-            });
-        }
-    });
-    addr
-}
 
 /// Sends a WebSocket handshake for `path` and reads the answer's head, lower-cased.
 async fn handshake(edge: SocketAddr, path: &str) -> (tokio::net::TcpStream, String) {
@@ -103,7 +47,7 @@ async fn handshake(edge: SocketAddr, path: &str) -> (tokio::net::TcpStream, Stri
 
 #[tokio::test]
 async fn a_websocket_passes_through_the_edge_both_ways() {
-    let origin = upgrading_echo_origin().await;
+    let origin = upgrading_echo::upgrading_echo().await;
     let edge = TestEdge::start(origin, None).await;
     let (mut s, head) = handshake(edge.addr, "/ws").await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
@@ -146,9 +90,9 @@ async fn a_websocket_passes_through_the_edge_both_ways() {
 
 #[tokio::test]
 async fn an_upgrade_the_origin_declines_is_relayed_and_the_connection_then_closes() {
-    let origin = upgrading_echo_origin().await;
+    let origin = upgrading_echo::upgrading_echo().await;
     let edge = TestEdge::start(origin, None).await;
-    let (mut s, head) = handshake(edge.addr, "/plain").await;
+    let (mut s, head) = handshake(edge.addr, upgrading_echo::DECLINED).await;
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert!(head.contains("connection: close"), "{head}");
     // The rest of the connection is not read as requests: it ends.

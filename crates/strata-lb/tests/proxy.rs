@@ -14,6 +14,9 @@ use serde_json::Value;
 use strata_lb::{Algorithm, BackendSpec, LbConfig, LoadBalancer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+#[path = "support/upgrading_echo.rs"]
+mod upgrading_echo;
+
 /// A backend that says who it is and echoes the headers it received.
 async fn backend(name: &'static str) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -653,62 +656,9 @@ async fn connections_over_the_limit_are_closed_on_accept() {
     );
 }
 
-/// A backend that answers any request with `101 Switching Protocols` and then echoes bytes.
-async fn upgrading_echo_backend() -> SocketAddr {
-    use hyper::service::service_fn;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let service = service_fn(
-                    |mut req: hyper::Request<hyper::body::Incoming>| async move {
-                        if req.uri().path() == "/healthz" {
-                            return Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                                http_body_util::Empty::<bytes::Bytes>::new(),
-                            ));
-                        }
-                        let on = hyper::upgrade::on(&mut req);
-                        tokio::spawn(async move {
-                            if let Ok(up) = on.await {
-                                let mut io = hyper_util::rt::TokioIo::new(up);
-                                let mut buf = [0u8; 64];
-                                while let Ok(n) = io.read(&mut buf).await {
-                                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
-                                        break;
-                                    }
-                                }
-                            }
-                        });
-                        let mut r =
-                            hyper::Response::new(http_body_util::Empty::<bytes::Bytes>::new());
-                        *r.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
-                        r.headers_mut().insert(
-                            "upgrade",
-                            hyper::header::HeaderValue::from_static("websocket"),
-                        );
-                        r.headers_mut().insert(
-                            "connection",
-                            hyper::header::HeaderValue::from_static("upgrade"),
-                        );
-                        Ok(r)
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .with_upgrades()
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test]
 async fn websocket_upgrades_pass_through_both_ways() {
-    let backend = upgrading_echo_backend().await;
+    let backend = upgrading_echo::upgrading_echo().await;
     let lb = start_lb(vec![("ws", backend)], |_| {}).await;
     let mut s = tokio::net::TcpStream::connect(lb.addr)
         .await
