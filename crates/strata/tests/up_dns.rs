@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Cleanup, addr_of, role, status_json, strata, up_topology};
+use common::{Cleanup, addr_of, on_one_port, role, status_json, strata, up_in_background};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -237,17 +237,11 @@ impl Drop for Thaw {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_stops_answering_a_frozen_balancer_and_clients_that_retry_lose_nothing() {
-    let (_tmp, dir) = tokio::task::spawn_blocking(|| up_topology(TOPOLOGY))
-        .await
-        .expect("join");
+    let (_tmp, dir) = up_in_background(TOPOLOGY.to_string()).await;
     let _cleanup = Cleanup(&dir);
     let status = status_json(&dir);
-    let (lb1, lb2) = (
-        addr_of(&status, "lb-1", "http"),
-        addr_of(&status, "lb-2", "http"),
-    );
+    let (lb1, lb2) = on_one_port(&status, "lb-1", "lb-2");
     assert_eq!((lb1.ip(), lb2.ip()), (LB1, LB2), "{status:#}");
-    assert_eq!(lb1.port(), lb2.port(), "one public port: {status:#}");
     let dns = addr_of(&status, "dns-1", "dns");
     assert_eq!(role(&status, "dns-1")["healthy"], true, "{status:#}");
 
@@ -305,17 +299,11 @@ async fn dns_hands_out_the_edges_and_drops_a_frozen_one_while_clients_lose_nothi
                     [edge]\ncount = 2\nshield = true\nmemory_mib = 16\ndisk_mib = 0\n\
                     tls_port = 0\ndev_cert = true\n\
                     [dns]\nttl_secs = 1\ninterval_ms = 300\ntimeout_ms = 200\nrise = 2\nfall = 1\n";
-    let (_tmp, dir) = tokio::task::spawn_blocking(move || up_topology(topology))
-        .await
-        .expect("join");
+    let (_tmp, dir) = up_in_background(topology.to_string()).await;
     let _cleanup = Cleanup(&dir);
     let status = status_json(&dir);
-    let (edge1, edge2) = (
-        addr_of(&status, "edge-1", "http"),
-        addr_of(&status, "edge-2", "http"),
-    );
+    let (edge1, edge2) = on_one_port(&status, "edge-1", "edge-2");
     assert_eq!((edge1.ip(), edge2.ip()), (LB1, EDGE2), "{status:#}");
-    assert_eq!(edge1.port(), edge2.port(), "one public port: {status:#}");
     let dns = addr_of(&status, "dns-1", "dns");
 
     // The path: DNS → the edges → the shield → the balancer → the API pool.

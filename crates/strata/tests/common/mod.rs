@@ -88,6 +88,25 @@ pub fn up_topology(topology: &str) -> (tempfile::TempDir, std::path::PathBuf) {
 }
 
 /// Stops a deployment left behind by a failed assertion.
+/// [`up_topology`] on a blocking thread, for async tests.
+pub async fn up_in_background(topology: String) -> (tempfile::TempDir, std::path::PathBuf) {
+    tokio::task::spawn_blocking(move || up_topology(&topology))
+        .await
+        .expect("join")
+}
+
+/// The `http` addresses of roles `a` and `b`, checked to share one port: DNS answers carry
+/// addresses only, so the entries it hands out differ by address.
+pub fn on_one_port(
+    status: &Value,
+    a: &str,
+    b: &str,
+) -> (std::net::SocketAddr, std::net::SocketAddr) {
+    let (a, b) = (addr_of(status, a, "http"), addr_of(status, b, "http"));
+    assert_eq!(a.port(), b.port(), "one public port: {status:#}");
+    (a, b)
+}
+
 pub struct Cleanup<'a>(pub &'a Path);
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
